@@ -1,0 +1,58 @@
+/* Transformer ops other than matrix products. kref_* are the scalar specification, kcpu_* the
+ * fast versions with the same signature and results within a small float tolerance.
+ * All tensors are float32, row-major, contiguous unless a stride says otherwise. */
+#ifndef PG_KERNELS_OPS_H
+#define PG_KERNELS_OPS_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+/* y = x / sqrt(mean(x^2) + eps) * w   (w may be NULL: no scale). y may equal x. */
+void kref_rmsnorm(float *y, const float *x, const float *w, int64_t n, float eps);
+void kcpu_rmsnorm(float *y, const float *x, const float *w, int64_t n, float eps);
+
+/* y = (x - mean) / sqrt(var + eps) * w + b   (w, b may be NULL). y may equal x. */
+void kref_layernorm(float *y, const float *x, const float *w, const float *b, int64_t n, float eps);
+void kcpu_layernorm(float *y, const float *x, const float *w, const float *b, int64_t n, float eps);
+
+/* Rotary embedding in place on one token's heads: x is [n_head][head_dim]; the first rope_dim
+ * dims of each head rotate, by angle pos * inv_freq[i] for pair i (i < rope_dim/2).
+ * neox = false: pairs are (x[2i], x[2i+1]) (GGUF llama layout, ggml mode 0);
+ * neox = true: pairs are (x[i], x[i + rope_dim/2]) (Hugging Face rotate_half, ggml NEOX). */
+void kref_rope(float *x, int n_head, int head_dim, int rope_dim, int32_t pos, const float *inv_freq, bool neox);
+void kcpu_rope(float *x, int n_head, int head_dim, int rope_dim, int32_t pos, const float *inv_freq, bool neox);
+
+/* In-place softmax over n values. */
+void kref_softmax(float *x, int64_t n);
+void kcpu_softmax(float *x, int64_t n);
+
+/* gate[i] = silu(gate[i]) * up[i]  (SwiGLU). */
+void kref_silu_mul(float *gate, const float *up, int64_t n);
+void kcpu_silu_mul(float *gate, const float *up, int64_t n);
+
+/* x[i] = gelu(x[i]), tanh approximation (gelu_pytorch_tanh / ggml gelu). */
+void kref_gelu(float *x, int64_t n);
+void kcpu_gelu(float *x, int64_t n);
+
+/* Paged KV of one layer: position p of a sequence lives in block block_table[p / block_size],
+ * slot p % block_size; a slot holds [n_head_kv][head_dim] floats. */
+typedef struct {
+    const float *k;             /* [n_blocks][block_size][n_head_kv][head_dim] */
+    const float *v;             /* same shape */
+    const int32_t *block_table; /* the sequence's blocks */
+    int block_size;
+    int n_head_kv;
+    int head_dim;
+} k_kv_view;
+
+/* Causal attention for n_q queries of one sequence at positions pos0 .. pos0+n_q-1, against keys
+ * at positions 0 .. pos0+n_q-1 already in the cache (query i sees keys <= pos0+i; with
+ * window > 0 only keys > pos0+i-window). Query head h uses KV head h / (n_head / n_head_kv).
+ * q, out: [n_q][n_head][head_dim]. Computed tile by tile with an online softmax: no [n_q, n_kv]
+ * score matrix. kcpu_ threads over heads and query tiles. */
+void kref_attention(float *out, const float *q, int n_q, int32_t pos0, int n_head, float scale,
+                    int window, const k_kv_view *kv);
+void kcpu_attention(float *out, const float *q, int n_q, int32_t pos0, int n_head, float scale,
+                    int window, const k_kv_view *kv);
+
+#endif
