@@ -40,7 +40,14 @@ void pg_error_prefix(const char *fmt, ...) {
     vsnprintf(head, sizeof head, fmt, ap);
     va_end(ap);
     memcpy(old, t_error, sizeof old);
-    snprintf(t_error, sizeof t_error, "%s%s", head, old);
+    /* concatenate by hand: the message is cut at the buffer size by design */
+    size_t n = strlen(head);
+    if (n >= sizeof t_error) n = sizeof t_error - 1;
+    memcpy(t_error, head, n);
+    size_t m = strlen(old);
+    if (m > sizeof t_error - 1 - n) m = sizeof t_error - 1 - n;
+    memcpy(t_error + n, old, m);
+    t_error[n + m] = 0;
 }
 
 const char *pagoda_last_error(void) { return t_error; }

@@ -1,0 +1,42 @@
+#include "kv/kv_cache.h"
+
+#include <stdlib.h>
+
+#include "core/dtype.h"
+#include "core/log.h"
+
+size_t kv_cache_bytes(int32_t n_layer, int32_t n_blocks, int32_t block_size, int32_t n_head_kv, int32_t head_dim) {
+    size_t n = 2 * sizeof(float);
+    const int32_t dims[] = {n_layer, n_blocks, block_size, n_head_kv, head_dim};
+    for (size_t i = 0; i < sizeof dims / sizeof dims[0]; i++)
+        if (dims[i] <= 0 || !pg_mul_size(n, (size_t)dims[i], &n)) return 0;
+    return n;
+}
+
+pagoda_status kv_cache_create(int32_t n_layer, int32_t n_blocks, int32_t block_size, int32_t n_head_kv,
+                              int32_t head_dim, kv_cache **out) {
+    *out = NULL;
+    size_t bytes = kv_cache_bytes(n_layer, n_blocks, block_size, n_head_kv, head_dim);
+    if (!bytes) return pg_fail(PAGODA_ERR_INVALID, "kv cache: invalid size (%d layers, %d blocks of %d)", n_layer, n_blocks, block_size);
+    kv_cache *kv = calloc(1, sizeof *kv);
+    if (!kv) return pg_fail(PAGODA_ERR_NOMEM, "out of memory");
+    kv->n_layer = n_layer, kv->n_blocks = n_blocks, kv->block_size = block_size;
+    kv->n_head_kv = n_head_kv, kv->head_dim = head_dim;
+    kv->layer_stride = (size_t)n_blocks * (size_t)block_size * (size_t)n_head_kv * (size_t)head_dim;
+    /* zeroed so a bug reading an unwritten slot gives finite numbers, not garbage */
+    kv->k = calloc(1, bytes / 2);
+    kv->v = calloc(1, bytes / 2);
+    if (!kv->k || !kv->v) {
+        kv_cache_destroy(kv);
+        return pg_fail(PAGODA_ERR_NOMEM, "kv cache: cannot allocate %zu MiB", bytes >> 20);
+    }
+    *out = kv;
+    return PAGODA_OK;
+}
+
+void kv_cache_destroy(kv_cache *kv) {
+    if (!kv) return;
+    free(kv->k);
+    free(kv->v);
+    free(kv);
+}

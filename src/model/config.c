@@ -1,0 +1,294 @@
+#include "model/config.h"
+
+#include <errno.h>
+#include <jansson.h>
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "core/log.h"
+
+const char *arch_name(pg_arch a) {
+    switch (a) {
+    case ARCH_LLAMA: return "llama";
+    case ARCH_QWEN2: return "qwen2";
+    case ARCH_QWEN3: return "qwen3";
+    case ARCH_STARCODER2: return "starcoder2";
+    case ARCH_GPT_BIGCODE: return "gpt_bigcode";
+    }
+    return "?";
+}
+
+/* Architecture features that follow from the family alone. */
+static void set_arch_defaults(pg_model_config *c, pg_arch a) {
+    c->arch = a;
+    c->layernorm = (a == ARCH_STARCODER2 || a == ARCH_GPT_BIGCODE);
+    c->gated_ffn = !c->layernorm;
+    c->learned_pos = (a == ARCH_GPT_BIGCODE);
+    c->qk_norm = (a == ARCH_QWEN3);
+    c->rope = c->learned_pos ? ROPE_NONE : ROPE_NEOX;
+    snprintf(c->rope_scaling, sizeof c->rope_scaling, "none");
+    c->rope_factor = 1.0f;
+    c->bos_id = c->eos_id = -1;
+}
+
+/* Shapes every architecture must have, checked once for both sources. */
+static pagoda_status check_config(pg_model_config *c, const char *src) {
+    if (c->n_embd <= 0 || c->n_layer <= 0 || c->n_head <= 0 || c->n_ff <= 0 || c->n_vocab <= 0)
+        return pg_fail(PAGODA_ERR_FORMAT, "%s: missing or non-positive n_embd/n_layer/n_head/n_ff/n_vocab "
+                       "(%d/%d/%d/%d/%d)", src, c->n_embd, c->n_layer, c->n_head, c->n_ff, c->n_vocab);
+    if (c->n_embd > (1 << 20) || c->n_layer > 4096 || c->n_head > 4096 || c->n_ff > (1 << 22) ||
+        c->n_vocab > (1 << 24))
+        return pg_fail(PAGODA_ERR_FORMAT, "%s: hyperparameters out of any sane range", src);
+    if (c->n_head_kv <= 0) c->n_head_kv = c->n_head;
+    if (c->head_dim <= 0) {
+        if (c->n_embd % c->n_head)
+            return pg_fail(PAGODA_ERR_FORMAT, "%s: n_embd %d not divisible by n_head %d", src, c->n_embd, c->n_head);
+        c->head_dim = c->n_embd / c->n_head;
+    }
+    if (c->n_head % c->n_head_kv)
+        return pg_fail(PAGODA_ERR_FORMAT, "%s: n_head %d not a multiple of n_head_kv %d", src, c->n_head, c->n_head_kv);
+    if (c->head_dim > 1024 || c->head_dim % 2)
+        return pg_fail(PAGODA_ERR_FORMAT, "%s: head_dim %d unsupported", src, c->head_dim);
+    if (c->rope != ROPE_NONE) {
+        if (c->rope_dim <= 0) c->rope_dim = c->head_dim;
+        if (c->rope_dim > c->head_dim || c->rope_dim % 2)
+            return pg_fail(PAGODA_ERR_FORMAT, "%s: rope dimension %d invalid for head_dim %d", src, c->rope_dim, c->head_dim);
+        if (!(c->rope_theta > 0)) c->rope_theta = 10000.0f;
+    }
+    if (!(c->norm_eps > 0)) c->norm_eps = 1e-5f;
+    if (c->n_ctx_train <= 0) c->n_ctx_train = 2048;
+    if (c->learned_pos && c->n_ctx_train > (1 << 20))
+        return pg_fail(PAGODA_ERR_FORMAT, "%s: context length %d too large", src, c->n_ctx_train);
+    return PAGODA_OK;
+}
+
+/* ---- GGUF ---- */
+
+static int32_t gguf_i32(const gguf_file *f, const char *arch, const char *suffix, int32_t dflt) {
+    char key[128];
+    int64_t v;
+    snprintf(key, sizeof key, "%s.%s", arch, suffix);
+    if (!gguf_get_i64(f, key, &v) || v < INT32_MIN || v > INT32_MAX) return dflt;
+    return (int32_t)v;
+}
+
+static float gguf_f32(const gguf_file *f, const char *arch, const char *suffix, float dflt) {
+    char key[128];
+    float v;
+    snprintf(key, sizeof key, "%s.%s", arch, suffix);
+    return gguf_get_f32(f, key, &v) ? v : dflt;
+}
+
+pagoda_status config_from_gguf(const gguf_file *f, pg_model_config *c) {
+    memset(c, 0, sizeof *c);
+    const char *arch = gguf_get_str(f, "general.architecture");
+    if (!arch) return pg_fail(PAGODA_ERR_FORMAT, "missing key general.architecture");
+    static const struct { const char *name; pg_arch arch; pg_rope_layout rope; } k_archs[] = {
+        {"llama", ARCH_LLAMA, ROPE_NORMAL}, {"mistral", ARCH_LLAMA, ROPE_NORMAL},
+        {"qwen2", ARCH_QWEN2, ROPE_NEOX},   {"qwen3", ARCH_QWEN3, ROPE_NEOX},
+        {"starcoder2", ARCH_STARCODER2, ROPE_NEOX}, {"starcoder", ARCH_GPT_BIGCODE, ROPE_NONE},
+    };
+    size_t i;
+    for (i = 0; i < sizeof k_archs / sizeof k_archs[0]; i++)
+        if (!strcmp(arch, k_archs[i].name)) break;
+    if (i == sizeof k_archs / sizeof k_archs[0])
+        return pg_fail(PAGODA_ERR_UNSUPPORTED, "architecture '%s' is not supported (supported: llama, mistral, "
+                       "qwen2, qwen3, starcoder2, starcoder)", arch);
+    set_arch_defaults(c, k_archs[i].arch);
+    c->rope = k_archs[i].rope; /* GGUF converters permute llama Q/K rows for the interleaved layout */
+    snprintf(c->arch_name, sizeof c->arch_name, "%s", arch);
+
+    c->n_embd = gguf_i32(f, arch, "embedding_length", 0);
+    c->n_layer = gguf_i32(f, arch, "block_count", 0);
+    c->n_ff = gguf_i32(f, arch, "feed_forward_length", 0);
+    c->n_head = gguf_i32(f, arch, "attention.head_count", 0);
+    c->n_head_kv = gguf_i32(f, arch, "attention.head_count_kv", 0);
+    c->head_dim = gguf_i32(f, arch, "attention.key_length", 0);
+    c->n_ctx_train = gguf_i32(f, arch, "context_length", 0);
+    c->norm_eps = c->layernorm ? gguf_f32(f, arch, "attention.layer_norm_epsilon", 1e-5f)
+                               : gguf_f32(f, arch, "attention.layer_norm_rms_epsilon", 1e-5f);
+    c->rope_theta = gguf_f32(f, arch, "rope.freq_base", 10000.0f);
+    c->rope_dim = gguf_i32(f, arch, "rope.dimension_count", 0);
+    c->sliding_window = gguf_i32(f, arch, "attention.sliding_window", 0);
+
+    char key[128];
+    snprintf(key, sizeof key, "%s.rope.scaling.type", arch);
+    const char *scaling = gguf_get_str(f, key);
+    if (scaling && strcmp(scaling, "none")) {
+        if (strcmp(scaling, "linear"))
+            return pg_fail(PAGODA_ERR_UNSUPPORTED, "%s = '%s' is not supported (linear only)", key, scaling);
+        snprintf(c->rope_scaling, sizeof c->rope_scaling, "linear");
+        c->rope_factor = gguf_f32(f, arch, "rope.scaling.factor", 1.0f);
+        if (!(c->rope_factor > 0)) return pg_fail(PAGODA_ERR_FORMAT, "%s.rope.scaling.factor must be > 0", arch);
+    }
+
+    /* vocab: explicit key, else the token list, else the embedding rows */
+    c->n_vocab = gguf_i32(f, arch, "vocab_size", 0);
+    const gguf_kv *toks = gguf_find_kv(f, "tokenizer.ggml.tokens");
+    if (c->n_vocab <= 0 && toks && toks->type == GGUF_TYPE_ARRAY && toks->arr_n < (1u << 24))
+        c->n_vocab = (int32_t)toks->arr_n;
+    const gguf_tensor *emb = gguf_find_tensor(f, "token_embd.weight");
+    if (c->n_vocab <= 0 && emb && emb->ne[1] < (1 << 24)) c->n_vocab = (int32_t)emb->ne[1];
+    uint32_t u;
+    if (gguf_get_u32(f, "tokenizer.ggml.bos_token_id", &u) && u < (uint32_t)INT32_MAX) c->bos_id = (int32_t)u;
+    if (gguf_get_u32(f, "tokenizer.ggml.eos_token_id", &u) && u < (uint32_t)INT32_MAX) c->eos_id = (int32_t)u;
+    return check_config(c, "gguf metadata");
+}
+
+/* ---- Hugging Face config.json ---- */
+
+static int32_t json_i32(json_t *o, const char *key, int32_t dflt) {
+    json_t *v = json_object_get(o, key);
+    if (json_is_integer(v) && json_integer_value(v) >= INT32_MIN && json_integer_value(v) <= INT32_MAX)
+        return (int32_t)json_integer_value(v);
+    if (json_is_array(v) && json_array_size(v) > 0 && json_is_integer(json_array_get(v, 0)))
+        return (int32_t)json_integer_value(json_array_get(v, 0)); /* eos_token_id: [a, b] */
+    return dflt;
+}
+
+static float json_f32(json_t *o, const char *key, float dflt) {
+    json_t *v = json_object_get(o, key);
+    return json_is_number(v) ? (float)json_number_value(v) : dflt;
+}
+
+static pagoda_status hf_rope(json_t *root, pg_model_config *c) {
+    /* transformers >= 5 groups rope settings in rope_parameters; older files use rope_theta
+     * at the top level and rope_scaling. */
+    json_t *rp = json_object_get(root, "rope_parameters");
+    if (!json_is_object(rp)) rp = json_object_get(root, "rope_scaling");
+    c->rope_theta = json_f32(root, "rope_theta", 10000.0f);
+    float partial = json_f32(root, "partial_rotary_factor", 1.0f);
+    if (!json_is_object(rp)) goto done;
+    c->rope_theta = json_f32(rp, "rope_theta", c->rope_theta);
+    partial = json_f32(rp, "partial_rotary_factor", partial);
+    const char *type = json_string_value(json_object_get(rp, "rope_type"));
+    if (!type) type = json_string_value(json_object_get(rp, "type"));
+    if (!type || !strcmp(type, "default")) goto done;
+    c->rope_factor = json_f32(rp, "factor", 1.0f);
+    if (!(c->rope_factor > 0)) return pg_fail(PAGODA_ERR_FORMAT, "config.json: rope factor must be > 0");
+    if (!strcmp(type, "linear")) {
+        snprintf(c->rope_scaling, sizeof c->rope_scaling, "linear");
+    } else if (!strcmp(type, "llama3")) {
+        snprintf(c->rope_scaling, sizeof c->rope_scaling, "llama3");
+        c->rope_low_freq = json_f32(rp, "low_freq_factor", 1.0f);
+        c->rope_high_freq = json_f32(rp, "high_freq_factor", 4.0f);
+        c->rope_orig_ctx = json_i32(rp, "original_max_position_embeddings", 8192);
+        if (!(c->rope_high_freq > c->rope_low_freq) || c->rope_orig_ctx <= 0)
+            return pg_fail(PAGODA_ERR_FORMAT, "config.json: llama3 rope scaling needs high_freq_factor > "
+                           "low_freq_factor and original_max_position_embeddings > 0");
+    } else {
+        return pg_fail(PAGODA_ERR_UNSUPPORTED, "config.json: rope_type '%s' is not supported (default, linear, llama3)", type);
+    }
+done:
+    if (partial > 0 && partial < 1) c->rope_dim = ((int32_t)(c->head_dim * partial)) & ~1;
+    return PAGODA_OK;
+}
+
+pagoda_status config_from_hf(const char *dir, pg_model_config *c) {
+    memset(c, 0, sizeof *c);
+    char path[4096];
+    snprintf(path, sizeof path, "%s/config.json", dir);
+    json_error_t jerr;
+    /* config.json is small; a cap keeps a hostile file from eating memory */
+    FILE *fp = fopen(path, "rb");
+    if (!fp) return pg_fail(PAGODA_ERR_IO, "%s: %s", path, strerror(errno));
+    char *buf = malloc(1 << 20);
+    size_t n = buf ? fread(buf, 1, 1 << 20, fp) : 0;
+    int too_big = buf && n == (1 << 20);
+    fclose(fp);
+    if (!buf) return pg_fail(PAGODA_ERR_NOMEM, "out of memory reading %s", path);
+    if (too_big) {
+        free(buf);
+        return pg_fail(PAGODA_ERR_FORMAT, "%s: larger than 1 MiB", path);
+    }
+    json_t *root = json_loadb(buf, n, 0, &jerr);
+    free(buf);
+    if (!root) return pg_fail(PAGODA_ERR_FORMAT, "%s: line %d: %s", path, jerr.line, jerr.text);
+    pagoda_status st = PAGODA_OK;
+    if (!json_is_object(root)) {
+        st = pg_fail(PAGODA_ERR_FORMAT, "%s: not a JSON object", path);
+        goto out;
+    }
+    const char *mt = json_string_value(json_object_get(root, "model_type"));
+    static const struct { const char *name; pg_arch arch; } k_types[] = {
+        {"llama", ARCH_LLAMA}, {"mistral", ARCH_LLAMA}, {"qwen2", ARCH_QWEN2}, {"qwen3", ARCH_QWEN3},
+        {"starcoder2", ARCH_STARCODER2}, {"gpt_bigcode", ARCH_GPT_BIGCODE},
+    };
+    size_t i = 0;
+    for (; mt && i < sizeof k_types / sizeof k_types[0]; i++)
+        if (!strcmp(mt, k_types[i].name)) break;
+    if (!mt || i == sizeof k_types / sizeof k_types[0]) {
+        st = pg_fail(PAGODA_ERR_UNSUPPORTED, "%s: model_type '%s' is not supported (llama, mistral, qwen2, qwen3, "
+                     "starcoder2, gpt_bigcode)", path, mt ? mt : "(missing)");
+        goto out;
+    }
+    set_arch_defaults(c, k_types[i].arch);
+    snprintf(c->arch_name, sizeof c->arch_name, "%s", mt);
+    c->n_vocab = json_i32(root, "vocab_size", 0);
+    if (c->arch == ARCH_GPT_BIGCODE) {
+        c->n_embd = json_i32(root, "n_embd", 0);
+        c->n_layer = json_i32(root, "n_layer", 0);
+        c->n_head = json_i32(root, "n_head", 0);
+        json_t *mq = json_object_get(root, "multi_query");
+        c->n_head_kv = (!mq || json_is_true(mq)) ? 1 : c->n_head;
+        c->n_ff = json_i32(root, "n_inner", 4 * c->n_embd);
+        c->n_ctx_train = json_i32(root, "n_positions", 0);
+        c->norm_eps = json_f32(root, "layer_norm_epsilon", 1e-5f);
+        const char *act = json_string_value(json_object_get(root, "activation_function"));
+        if (act && strcmp(act, "gelu_pytorch_tanh") && strcmp(act, "gelu_new") && strcmp(act, "gelu_fast")) {
+            st = pg_fail(PAGODA_ERR_UNSUPPORTED, "%s: activation_function '%s' is not supported (tanh GELU only)", path, act);
+            goto out;
+        }
+    } else {
+        c->n_embd = json_i32(root, "hidden_size", 0);
+        c->n_layer = json_i32(root, "num_hidden_layers", 0);
+        c->n_head = json_i32(root, "num_attention_heads", 0);
+        c->n_head_kv = json_i32(root, "num_key_value_heads", c->n_head);
+        c->head_dim = json_i32(root, "head_dim", 0);
+        c->n_ff = json_i32(root, "intermediate_size", 0);
+        c->n_ctx_train = json_i32(root, "max_position_embeddings", 0);
+        c->norm_eps = c->layernorm ? json_f32(root, "norm_epsilon", 1e-5f) : json_f32(root, "rms_norm_eps", 1e-6f);
+        c->sliding_window = json_i32(root, "sliding_window", 0);
+        if (c->arch != ARCH_LLAMA && !json_is_true(json_object_get(root, "use_sliding_window")) &&
+            c->arch != ARCH_STARCODER2)
+            c->sliding_window = 0; /* qwen2/3 carry a window they do not use unless asked */
+        const char *act = json_string_value(json_object_get(root, "hidden_act"));
+        const char *want = c->gated_ffn ? "silu" : "gelu_pytorch_tanh";
+        if (act && strcmp(act, want) && !(c->gated_ffn == false && !strcmp(act, "gelu_new"))) {
+            st = pg_fail(PAGODA_ERR_UNSUPPORTED, "%s: hidden_act '%s' is not supported for %s (%s)", path, act, mt, want);
+            goto out;
+        }
+        if (c->head_dim <= 0 && c->n_head > 0) c->head_dim = c->n_embd / c->n_head;
+        if ((st = hf_rope(root, c))) goto out;
+    }
+    c->bos_id = json_i32(root, "bos_token_id", -1);
+    c->eos_id = json_i32(root, "eos_token_id", -1);
+    st = check_config(c, path);
+out:
+    json_decref(root);
+    return st;
+}
+
+void config_rope_inv_freq(const pg_model_config *c, const float *freq_factors, float *inv_freq) {
+    int n = c->rope_dim / 2;
+    for (int i = 0; i < n; i++) {
+        /* float32 exponent like the references (HF: base ** (arange(0, dim, 2) / dim)) */
+        float f = 1.0f / powf(c->rope_theta, (float)(2 * i) / (float)c->rope_dim);
+        if (!strcmp(c->rope_scaling, "linear")) {
+            f /= c->rope_factor;
+        } else if (!strcmp(c->rope_scaling, "llama3")) {
+            float low_wl = (float)c->rope_orig_ctx / c->rope_low_freq;
+            float high_wl = (float)c->rope_orig_ctx / c->rope_high_freq;
+            float wl = 2.0f * (float)M_PI / f;
+            if (wl > low_wl) {
+                f /= c->rope_factor;
+            } else if (wl >= high_wl) {
+                float smooth = ((float)c->rope_orig_ctx / wl - c->rope_low_freq) / (c->rope_high_freq - c->rope_low_freq);
+                f = (1.0f - smooth) * f / c->rope_factor + smooth * f;
+            }
+        }
+        if (freq_factors) f /= freq_factors[i];
+        inv_freq[i] = f;
+    }
+}

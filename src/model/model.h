@@ -1,0 +1,58 @@
+/* A loaded model: hyperparameters plus weights used in place from the file mapping. */
+#ifndef PG_MODEL_MODEL_H
+#define PG_MODEL_MODEL_H
+
+#include <stdint.h>
+
+#include "model/config.h"
+#include "pagoda.h"
+
+/* A weight matrix (or vector) in place: rows of n_in elements of dtype, n_out rows. */
+typedef struct {
+    const void *data; /* NULL: absent (optional weights such as biases) */
+    int dtype;        /* pagoda_dtype */
+    int64_t n_in;     /* contiguous dimension (GGUF ne[0], HF last dim) */
+    int64_t n_out;    /* rows (1 for vectors) */
+    const char *name; /* the tensor's name in the file */
+} pg_weight;
+
+typedef struct {
+    pg_weight attn_norm, attn_norm_b;     /* [n_embd] */
+    pg_weight wq, wk, wv;                 /* [n_head*head_dim | n_head_kv*head_dim][n_embd] */
+    pg_weight wqkv;                       /* fused [q_dim + 2*kv_dim][n_embd] (instead of wq/wk/wv) */
+    pg_weight bq, bk, bv, bqkv;           /* biases, optional */
+    pg_weight q_norm, k_norm;             /* [head_dim] (qwen3) */
+    pg_weight wo, bo;                     /* [n_embd][n_head*head_dim], [n_embd] */
+    pg_weight ffn_norm, ffn_norm_b;       /* [n_embd] */
+    pg_weight w_gate, w_up, w_down;       /* [n_ff][n_embd], [n_ff][n_embd], [n_embd][n_ff] */
+    pg_weight b_up, b_down;               /* optional */
+} pg_layer_weights;
+
+typedef enum { MODEL_FORMAT_GGUF, MODEL_FORMAT_HF } pg_model_format;
+
+typedef struct pg_model {
+    pg_model_config cfg;
+    pg_model_format format;
+    char path[1024];
+    pg_weight tok_embd;     /* [n_vocab][n_embd] */
+    pg_weight pos_embd;     /* [n_ctx_train][n_embd] (learned positions) */
+    pg_weight out_norm, out_norm_b;
+    pg_weight output;       /* [n_vocab][n_embd]; the embedding when tied */
+    pg_layer_weights *layers; /* [n_layer] */
+    float *rope_inv_freq;     /* [rope_dim/2] */
+    char **names;             /* owned tensor names (pg_weight.name points here) [n_names] */
+    int n_names;
+    void **owned;             /* owned buffers: norms/biases converted to F32 [n_owned] */
+    int n_owned;
+    struct gguf_file *gguf;   /* one of these holds the mapping */
+    struct st_model *st;
+} pg_model;
+
+/* path: a .gguf file or a Hugging Face model folder (config.json + *.safetensors). */
+pagoda_status model_load(const char *path, pg_model **out);
+void model_free(pg_model *m); /* NULL is a no-op */
+
+/* Bytes of weights read per generated token (all matrices; embeddings count one row). */
+uint64_t model_weight_bytes(const pg_model *m);
+
+#endif

@@ -1,0 +1,196 @@
+"""The pagoda CLI end to end: info on every fixture, logits and greedy generation against the
+Hugging Face references, sampling determinism, and one clear error line (never a crash) for
+bad model files."""
+import struct
+
+import numpy as np
+import pytest
+from safetensors.numpy import load_file, save_file
+
+HF_MODELS = ["llama", "llama3", "mistral", "qwen2", "qwen3", "starcoder2", "gpt_bigcode", "llama_bf16"]
+
+
+def test_info_gguf_fixtures(shared, run_pagoda):
+    files = sorted((shared / "fixtures" / "gguf").glob("*.gguf"))
+    assert files
+    for f in files:
+        out = run_pagoda("info", "-m", f).stdout
+        assert "architecture:   llama" in out, f
+        n = 15 if "tied" in f.name else 16
+        assert f"tensors ({n}):" in out, f
+        assert "blk.1.ffn_down.weight" in out
+
+
+def test_info_vocab_only_gguf(shared, run_pagoda):
+    for f in sorted((shared / "fixtures" / "tokenizers").glob("*.gguf")):
+        out = run_pagoda("info", "-m", f).stdout
+        assert "tokenizer.ggml.tokens" in out, f
+        assert "tensors (0):" in out, f
+
+
+def test_info_hf_folders(shared, run_pagoda):
+    for m in HF_MODELS:
+        out = run_pagoda("info", "-m", shared / "fixtures" / "hf" / m).stdout
+        assert "n_layer:        2" in out, m
+        assert "tensor bytes:" in out
+
+
+@pytest.mark.parametrize("name", HF_MODELS)
+def test_logits_cli_matches_transformers(shared, run_pagoda, tmp_path, name):
+    g = load_file(str(shared / "fixtures" / "hf" / name / "golden.safetensors"))
+    save_file({"input_ids": g["input_ids"]}, str(tmp_path / "ids.safetensors"))
+    run_pagoda("logits", "-m", shared / "fixtures" / "hf" / name, "-i", tmp_path / "ids.safetensors",
+               "-o", tmp_path / "out.safetensors")
+    got = load_file(str(tmp_path / "out.safetensors"))["logits"]
+    assert got.shape == g["logits"].shape
+    tol = 1e-3 if "bf16" in name else 1e-4
+    assert np.abs(got - g["logits"]).max() <= tol
+
+
+@pytest.mark.parametrize("name", [m for m in HF_MODELS if m != "llama_bf16"])
+def test_run_greedy_matches_transformers(shared, run_pagoda, name):
+    g = load_file(str(shared / "fixtures" / "hf" / name / "golden.safetensors"))
+    prompt = ",".join(str(int(x)) for x in g["greedy_prompt"][0])
+    n = g["greedy_output"].shape[1]
+    out = run_pagoda("run", "-m", shared / "fixtures" / "hf" / name, "--prompt-ids", prompt, "-n", n,
+                     "--ignore-eos").stdout
+    assert [int(x) for x in out.split()] == [int(x) for x in g["greedy_output"][0]]
+
+
+def test_sampling_is_seeded(shared, run_pagoda):
+    model = shared / "fixtures" / "hf" / "llama"
+    args = ["run", "-m", model, "--prompt-ids", "5,6,7", "-n", 40, "--temp", "1.0", "--top-p", "0.95",
+            "--ignore-eos"]
+    a = run_pagoda(*args, "--seed", 1).stdout.split()
+    b = run_pagoda(*args, "--seed", 1).stdout.split()
+    c = run_pagoda(*args, "--seed", 2).stdout.split()
+    assert len(a) == 40 and a == b
+    assert a != c
+
+
+def test_builtin_model_runs(builtin_model, run_pagoda):
+    out = run_pagoda("info", "-m", builtin_model).stdout
+    assert "tensors (272):" in out and "q4_1" in out
+    gen = run_pagoda("run", "-m", builtin_model, "--prompt-ids", "1,504,3458,282,253", "-n", 8, "--ignore-eos").stdout
+    ids = [int(x) for x in gen.split()]
+    assert len(ids) == 8 and all(0 <= i < 49152 for i in ids)
+
+
+# ---- bad model files: one clear error line, non-zero exit, no crash ----
+
+def gguf_bytes(kvs, tensors, version=3, alignment=32, magic=b"GGUF", n_tensors=None, n_kv=None):
+    """A GGUF file built by hand so every field can be made wrong. kvs: (key, type, value);
+    tensors: (name, ne list, ggml type, offset, size in bytes)."""
+    def s(x):
+        b = x.encode()
+        return struct.pack("<Q", len(b)) + b
+    out = magic + struct.pack("<I", version)
+    out += struct.pack("<QQ", len(tensors) if n_tensors is None else n_tensors, len(kvs) if n_kv is None else n_kv)
+    for k, t, v in kvs:
+        out += s(k) + struct.pack("<I", t)
+        if t == 8:
+            out += s(v)
+        elif t == 4:
+            out += struct.pack("<I", v)
+        elif t == 6:
+            out += struct.pack("<f", v)
+        else:
+            raise ValueError(t)
+    for name, ne, typ, off, _ in tensors:
+        out += s(name) + struct.pack("<I", len(ne)) + b"".join(struct.pack("<q", n) for n in ne)
+        out += struct.pack("<Iq", typ, off)
+    out += b"\0" * ((-len(out)) % alignment)
+    data_size = max([off + size for _, _, _, off, size in tensors] + [0])
+    return out + b"\1" * data_size
+
+
+LLAMA_KV = [("general.architecture", 8, "llama"), ("llama.embedding_length", 4, 32), ("llama.block_count", 4, 1),
+            ("llama.feed_forward_length", 4, 64), ("llama.attention.head_count", 4, 4),
+            ("llama.context_length", 4, 64), ("llama.vocab_size", 4, 16)]
+
+
+def llama_tensors(skip=None):
+    shapes = [("token_embd.weight", [32, 16]), ("output_norm.weight", [32]), ("blk.0.attn_norm.weight", [32]),
+              ("blk.0.attn_q.weight", [32, 32]), ("blk.0.attn_k.weight", [32, 32]), ("blk.0.attn_v.weight", [32, 32]),
+              ("blk.0.attn_output.weight", [32, 32]), ("blk.0.ffn_norm.weight", [32]),
+              ("blk.0.ffn_gate.weight", [32, 64]), ("blk.0.ffn_up.weight", [32, 64]), ("blk.0.ffn_down.weight", [64, 32])]
+    out, off = [], 0
+    for name, ne in shapes:
+        if name == skip:
+            continue
+        size = 4 * int(np.prod(ne))
+        out.append((name, ne, 0, off, size))
+        off += (size + 31) // 32 * 32
+    return out
+
+
+def check_bad(run_pagoda, path, fragment):
+    for cmd in (["info", "-m", path], ["run", "-m", path, "--prompt-ids", "1,2", "-n", "2"]):
+        r = run_pagoda(*cmd, check=False)
+        assert r.returncode > 0, f"{cmd}: exit {r.returncode} (negative = crashed by a signal)\n{r.stderr}"
+        lines = [l for l in r.stderr.splitlines() if l.strip()]
+        assert len(lines) == 1, r.stderr
+        if cmd[0] == "run" or fragment.startswith("!"):
+            assert fragment.lstrip("!").lower() in lines[0].lower(), lines[0]
+
+
+def test_valid_handmade_model_runs(run_pagoda, tmp_path):
+    p = tmp_path / "ok.gguf"
+    p.write_bytes(gguf_bytes(LLAMA_KV, llama_tensors()))
+    run_pagoda("run", "-m", p, "--prompt-ids", "1,2", "-n", 2, "--ignore-eos")
+
+
+@pytest.mark.parametrize("case", ["truncated_header", "truncated_data", "wrong_magic", "bad_version",
+                                  "absurd_n_tensors", "absurd_n_kv", "out_of_bounds", "unknown_type",
+                                  "absurd_ne", "missing_tensor", "huge_string"])
+def test_bad_gguf(run_pagoda, tmp_path, case):
+    ok = gguf_bytes(LLAMA_KV, llama_tensors())
+    frag = {"truncated_header": "!", "truncated_data": "!", "wrong_magic": "!magic", "bad_version": "!version",
+            "absurd_n_tensors": "!", "absurd_n_kv": "!", "out_of_bounds": "!blk.0", "unknown_type": "!type",
+            "absurd_ne": "!", "missing_tensor": "blk.0.ffn_down.weight", "huge_string": "!"}[case]
+    if case == "truncated_header":
+        data = ok[:100]
+    elif case == "truncated_data":
+        data = ok[:-200]
+    elif case == "wrong_magic":
+        data = b"GGUX" + ok[4:]
+    elif case == "bad_version":
+        data = gguf_bytes(LLAMA_KV, llama_tensors(), version=99)
+    elif case == "absurd_n_tensors":
+        data = gguf_bytes(LLAMA_KV, llama_tensors(), n_tensors=1 << 62)
+    elif case == "absurd_n_kv":
+        data = gguf_bytes(LLAMA_KV, llama_tensors(), n_kv=(1 << 64) - 1)
+    elif case == "out_of_bounds":
+        t = llama_tensors()
+        t[3] = (t[3][0], t[3][1], 0, 1 << 40, t[3][4])
+        data = gguf_bytes(LLAMA_KV, t)[: len(ok)]
+    elif case == "unknown_type":
+        t = llama_tensors()
+        t[3] = (t[3][0], t[3][1], 99, t[3][3], t[3][4])
+        data = gguf_bytes(LLAMA_KV, t)
+    elif case == "absurd_ne":
+        t = llama_tensors()
+        t[3] = (t[3][0], [1 << 40, 1 << 40], 0, t[3][3], t[3][4])
+        data = gguf_bytes(LLAMA_KV, t)
+    elif case == "missing_tensor":
+        data = gguf_bytes(LLAMA_KV, llama_tensors(skip="blk.0.ffn_down.weight"))
+    elif case == "huge_string":
+        data = ok[:24] + struct.pack("<Q", 1 << 62) + ok[32:]
+    p = tmp_path / f"{case}.gguf"
+    p.write_bytes(data)
+    check_bad(run_pagoda, p, frag)
+
+
+def test_bad_hf_folder(run_pagoda, tmp_path, shared):
+    src = shared / "fixtures" / "hf" / "llama"
+    d = tmp_path / "m"
+    d.mkdir()
+    (d / "config.json").write_text((src / "config.json").read_text())
+    blob = (src / "model.safetensors").read_bytes()
+    (d / "model.safetensors").write_bytes(blob[: len(blob) // 2])
+    check_bad(run_pagoda, d, "!model.safetensors")
+    (d / "model.safetensors").write_bytes(blob)
+    (d / "config.json").write_text("{ not json")
+    check_bad(run_pagoda, d, "!config.json")
+    (d / "config.json").write_text('{"model_type": "llama", "hidden_size": 64}')
+    check_bad(run_pagoda, d, "!config.json")

@@ -1,0 +1,136 @@
+#include "cli_common.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/log.h"
+
+int cli_error(const char *context) {
+    const char *e = pagoda_last_error();
+    if (context && *context)
+        fprintf(stderr, "pagoda: %s: %s\n", context, *e ? e : "error");
+    else
+        fprintf(stderr, "pagoda: %s\n", *e ? e : "error");
+    return 1;
+}
+
+int cli_int(const char *opt, const char *val, long lo, long hi, long *out) {
+    char *end;
+    errno = 0;
+    long v = val ? strtol(val, &end, 10) : 0;
+    if (!val || errno || *end || end == val || v < lo || v > hi) {
+        fprintf(stderr, "pagoda: %s expects an integer in [%ld, %ld], got '%s'\n", opt, lo, hi, val ? val : "");
+        return 1;
+    }
+    *out = v;
+    return 0;
+}
+
+int cli_float(const char *opt, const char *val, float *out) {
+    char *end;
+    errno = 0;
+    float v = val ? strtof(val, &end) : 0;
+    if (!val || errno || *end || end == val || v != v) {
+        fprintf(stderr, "pagoda: %s expects a number, got '%s'\n", opt, val ? val : "");
+        return 1;
+    }
+    *out = v;
+    return 0;
+}
+
+int cli_parse_ids(const char *str, int32_t **ids, int32_t *n) {
+    size_t cap = 16, cnt = 0;
+    int32_t *v = malloc(cap * sizeof *v);
+    const char *p = str;
+    if (!v) return 1;
+    while (*p) {
+        while (*p == ' ' || *p == ',' || *p == '\n' || *p == '\t') p++;
+        if (!*p) break;
+        char *end;
+        errno = 0;
+        long x = strtol(p, &end, 10);
+        if (end == p || errno || x < 0 || x > INT32_MAX) {
+            fprintf(stderr, "pagoda: bad token id near '%.20s'\n", p);
+            free(v);
+            return 1;
+        }
+        if (cnt == cap) {
+            int32_t *nv = realloc(v, (cap *= 2) * sizeof *v);
+            if (!nv) {
+                free(v);
+                return 1;
+            }
+            v = nv;
+        }
+        v[cnt++] = (int32_t)x;
+        p = end;
+    }
+    *ids = v;
+    *n = (int32_t)cnt;
+    return 0;
+}
+
+int cli_session_open(const char *model_path, int32_t n_ctx, int32_t max_batch, cli_session *s) {
+    memset(s, 0, sizeof *s);
+    if (model_load(model_path, &s->m)) return cli_error("");
+    const pg_model_config *c = &s->m->cfg;
+    if (n_ctx <= 0) n_ctx = c->n_ctx_train < 4096 ? c->n_ctx_train : 4096;
+    if (c->learned_pos && n_ctx > c->n_ctx_train) n_ctx = c->n_ctx_train;
+    s->n_ctx = n_ctx;
+    s->max_batch = max_batch;
+    s->n_blocks = (n_ctx + CLI_BLOCK_SIZE - 1) / CLI_BLOCK_SIZE;
+    if (forward_create(s->m, max_batch, &s->fwd) ||
+        kv_cache_create(c->n_layer, s->n_blocks, CLI_BLOCK_SIZE, c->n_head_kv, c->head_dim, &s->kv)) {
+        cli_session_close(s);
+        return cli_error("");
+    }
+    s->block_table = malloc(sizeof(int32_t) * (size_t)s->n_blocks);
+    s->logits = malloc(sizeof(float) * (size_t)max_batch * (size_t)c->n_vocab);
+    if (!s->block_table || !s->logits) {
+        cli_session_close(s);
+        fprintf(stderr, "pagoda: out of memory\n");
+        return 1;
+    }
+    for (int32_t i = 0; i < s->n_blocks; i++) s->block_table[i] = i;
+    return 0;
+}
+
+int cli_session_eval(cli_session *s, const int32_t *tokens, int32_t n, float *all_logits) {
+    const int32_t V = s->m->cfg.n_vocab;
+    if (s->n_past + n > s->n_ctx) {
+        fprintf(stderr, "pagoda: context full: %d tokens in cache + %d new > context %d\n", s->n_past, n, s->n_ctx);
+        return 1;
+    }
+    uint8_t *mask = NULL;
+    if (all_logits && !(mask = malloc((size_t)s->max_batch))) return 1;
+    if (mask) memset(mask, 1, (size_t)s->max_batch);
+    for (int32_t done = 0; done < n;) {
+        int32_t chunk = n - done < s->max_batch ? n - done : s->max_batch;
+        int32_t seq_start[2] = {0, chunk};
+        int32_t pos0 = s->n_past;
+        const int32_t *tables[1] = {s->block_table};
+        pg_batch b = {.n_tok = chunk, .tokens = tokens + done, .n_seq = 1, .seq_start = seq_start,
+                      .seq_pos0 = &pos0, .block_tables = tables, .n_blocks = &s->n_blocks, .logits_mask = mask};
+        float *out = all_logits ? all_logits + (size_t)done * V : s->logits;
+        if (forward_run(s->fwd, &b, s->kv, out)) {
+            free(mask);
+            return cli_error("forward");
+        }
+        if (all_logits && done + chunk == n) memcpy(s->logits, out + (size_t)(chunk - 1) * V, sizeof(float) * (size_t)V);
+        s->n_past += chunk;
+        done += chunk;
+    }
+    free(mask);
+    return 0;
+}
+
+void cli_session_close(cli_session *s) {
+    forward_destroy(s->fwd);
+    kv_cache_destroy(s->kv);
+    model_free(s->m);
+    free(s->block_table);
+    free(s->logits);
+    memset(s, 0, sizeof *s);
+}

@@ -1,0 +1,41 @@
+/* CLI glue shared by subcommands: option parsing helpers and a single-sequence session
+ * (model + forward + KV cache with an identity block table) used by run and bench. */
+#ifndef PG_TOOLS_CLI_COMMON_H
+#define PG_TOOLS_CLI_COMMON_H
+
+#include <stdint.h>
+
+#include "kv/kv_cache.h"
+#include "model/forward.h"
+#include "model/model.h"
+
+#define CLI_BLOCK_SIZE 16
+
+typedef struct {
+    pg_model *m;
+    pg_forward *fwd;
+    kv_cache *kv;
+    int32_t *block_table; /* [n_blocks] = 0, 1, 2, ...: one sequence owns the whole cache */
+    int32_t n_blocks;
+    int32_t n_ctx;
+    int32_t max_batch;
+    int32_t n_past;       /* tokens already in the cache */
+    float *logits;        /* [max_batch][n_vocab] */
+} cli_session;
+
+/* Prints "pagoda: <error>" to stderr and returns non-zero on failure. */
+int cli_session_open(const char *model_path, int32_t n_ctx, int32_t max_batch, cli_session *s);
+/* Appends n tokens (chunked by max_batch). Logits of the last token end up in s->logits;
+ * if all_logits != NULL it receives [n][n_vocab]. */
+int cli_session_eval(cli_session *s, const int32_t *tokens, int32_t n, float *all_logits);
+void cli_session_close(cli_session *s);
+
+/* "1,2,3" or "1 2 3" -> ids (malloc'd). Returns 0 on success, prints an error otherwise. */
+int cli_parse_ids(const char *str, int32_t **ids, int32_t *n);
+/* Strict integer / float option parsing; prints an error naming the option on failure. */
+int cli_int(const char *opt, const char *val, long lo, long hi, long *out);
+int cli_float(const char *opt, const char *val, float *out);
+/* Prints "pagoda: <context>: <pagoda_last_error()>" and returns 1. */
+int cli_error(const char *context);
+
+#endif

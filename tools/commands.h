@@ -1,0 +1,12 @@
+/* The pagoda CLI: one file per subcommand (tools/cmd_<name>.c), dispatched from pagoda.c.
+ * Each returns the process exit code; errors print one clear line to stderr. */
+#ifndef PG_TOOLS_COMMANDS_H
+#define PG_TOOLS_COMMANDS_H
+
+int cmd_info(int argc, char **argv);
+int cmd_run(int argc, char **argv);
+int cmd_logits(int argc, char **argv);
+int cmd_bench(int argc, char **argv);
+int cmd_synth(int argc, char **argv);
+
+#endif
