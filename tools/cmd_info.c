@@ -10,6 +10,7 @@
 #include "format/gguf.h"
 #include "format/safetensors.h"
 #include "model/config.h"
+#include "model/model.h"
 
 static void usage(void) {
     fprintf(stderr, "usage: pagoda info -m MODEL [--all-metadata]\n"
@@ -54,13 +55,22 @@ static void print_kv(const gguf_kv *kv, int all) {
     printf("\n");
 }
 
+static int check_loads(const char *path) {
+    pg_model *m;
+    if (model_load(path, &m)) return cli_error("");
+    model_free(m);
+    printf("loads:          ok\n");
+    return 0;
+}
+
 static int info_gguf(const char *path, int all) {
     gguf_file *f;
     if (gguf_open(path, &f)) return cli_error(path);
     printf("file:           %s (GGUF v%u, %zu bytes, alignment %zu)\n", path, gguf_version(f), gguf_file_size(f),
            gguf_alignment(f));
     pg_model_config c;
-    if (config_from_gguf(f, &c) == PAGODA_OK)
+    pagoda_status cst = config_from_gguf(f, &c);
+    if (cst == PAGODA_OK)
         print_config(&c);
     else
         printf("runnable:       no (%s)\n", pagoda_last_error());
@@ -77,19 +87,28 @@ static int info_gguf(const char *path, int all) {
         total += t->size;
     }
     printf("tensor bytes:   %llu (%.1f MiB)\n", (unsigned long long)total, total / 1048576.0);
+    int64_t n_tensors = gguf_n_tensors(f);
     gguf_close(f);
-    return 0;
+    /* A vocab-only file or an architecture pagoda does not run is fine to show; a file that
+     * claims to be a model pagoda runs must also load (every tensor present, right shape). */
+    if (n_tensors == 0 || cst == PAGODA_ERR_UNSUPPORTED) return 0;
+    if (cst != PAGODA_OK) return cli_error(path);
+    return check_loads(path);
 }
 
 static int info_safetensors(const char *path) {
     struct stat sb;
     int is_dir = stat(path, &sb) == 0 && S_ISDIR(sb.st_mode);
+    pagoda_status cst = PAGODA_ERR_UNSUPPORTED;
     if (is_dir) {
         pg_model_config c;
-        if (config_from_hf(path, &c) == PAGODA_OK)
+        cst = config_from_hf(path, &c);
+        if (cst == PAGODA_OK)
             print_config(&c);
-        else
+        else if (cst == PAGODA_ERR_UNSUPPORTED)
             printf("runnable:       no (%s)\n", pagoda_last_error());
+        else
+            return cli_error("");
     }
     st_model *m;
     if (st_open(path, &m)) return cli_error(path);
@@ -105,7 +124,7 @@ static int info_safetensors(const char *path) {
     }
     printf("tensor bytes:   %llu (%.1f MiB)\n", (unsigned long long)total, total / 1048576.0);
     st_close(m);
-    return 0;
+    return cst == PAGODA_OK ? check_loads(path) : 0;
 }
 
 int cmd_info(int argc, char **argv) {

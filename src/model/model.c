@@ -255,7 +255,7 @@ pagoda_status model_load(const char *path, pg_model **out) {
     *out = m;
     return PAGODA_OK;
 fail:
-    pg_error_prefix("%s: ", path);
+    if (strncmp(pagoda_last_error(), path, strlen(path)) != 0) pg_error_prefix("%s: ", path);
     for (int i = 0; i < L.n_names; i++) free(L.names[i]);
     free(L.names);
     for (int i = 0; i < L.n_owned; i++) free(L.owned[i]);

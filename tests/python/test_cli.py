@@ -7,6 +7,8 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file, save_file
 
+from conftest import ROOT
+
 HF_MODELS = ["llama", "llama3", "mistral", "qwen2", "qwen3", "starcoder2", "gpt_bigcode", "llama_bf16"]
 
 
@@ -16,8 +18,9 @@ def test_info_gguf_fixtures(shared, run_pagoda):
     for f in files:
         out = run_pagoda("info", "-m", f).stdout
         assert "architecture:   llama" in out, f
-        n = 15 if "tied" in f.name else 16
+        n = 20 if "tied" in f.name else 21  # 16 (15 tied) matrices + 5 norm vectors
         assert f"tensors ({n}):" in out, f
+        assert "loads:          ok" in out
         assert "blk.1.ffn_down.weight" in out
 
 
@@ -43,8 +46,12 @@ def test_logits_cli_matches_transformers(shared, run_pagoda, tmp_path, name):
                "-o", tmp_path / "out.safetensors")
     got = load_file(str(tmp_path / "out.safetensors"))["logits"]
     assert got.shape == g["logits"].shape
-    tol = 1e-3 if "bf16" in name else 1e-4
-    assert np.abs(got - g["logits"]).max() <= tol
+    if name == "llama_bf16":
+        # the shared golden is bf16 compute rounded to bf16 (see tests/unit/test_golden.c); hold the
+        # CLI to transformers' float32 compute on the same weights instead
+        assert np.abs(got - g["logits"]).max() <= 0.05
+        g = load_file(str(ROOT / "tests" / "golden" / "llama_bf16_f32compute.safetensors"))
+    assert np.abs(got - g["logits"]).max() <= 1e-4
 
 
 @pytest.mark.parametrize("name", [m for m in HF_MODELS if m != "llama_bf16"])
@@ -78,7 +85,7 @@ def test_builtin_model_runs(builtin_model, run_pagoda):
 
 # ---- bad model files: one clear error line, non-zero exit, no crash ----
 
-def gguf_bytes(kvs, tensors, version=3, alignment=32, magic=b"GGUF", n_tensors=None, n_kv=None):
+def gguf_bytes(kvs, tensors, version=3, alignment=32, magic=b"GGUF", n_tensors=None, n_kv=None, data_size=None):
     """A GGUF file built by hand so every field can be made wrong. kvs: (key, type, value);
     tensors: (name, ne list, ggml type, offset, size in bytes)."""
     def s(x):
@@ -100,7 +107,8 @@ def gguf_bytes(kvs, tensors, version=3, alignment=32, magic=b"GGUF", n_tensors=N
         out += s(name) + struct.pack("<I", len(ne)) + b"".join(struct.pack("<q", n) for n in ne)
         out += struct.pack("<Iq", typ, off)
     out += b"\0" * ((-len(out)) % alignment)
-    data_size = max([off + size for _, _, _, off, size in tensors] + [0])
+    if data_size is None:
+        data_size = max([off + size for _, _, _, off, size in tensors] + [0])
     return out + b"\1" * data_size
 
 
@@ -163,7 +171,7 @@ def test_bad_gguf(run_pagoda, tmp_path, case):
     elif case == "out_of_bounds":
         t = llama_tensors()
         t[3] = (t[3][0], t[3][1], 0, 1 << 40, t[3][4])
-        data = gguf_bytes(LLAMA_KV, t)[: len(ok)]
+        data = gguf_bytes(LLAMA_KV, t, data_size=len(ok))[: len(ok)]
     elif case == "unknown_type":
         t = llama_tensors()
         t[3] = (t[3][0], t[3][1], 99, t[3][3], t[3][4])
