@@ -1,0 +1,279 @@
+/* AVX-512 VNNI kernels for the 32-element block types. One block is one 256-bit vector (on Zen 4
+ * 512-bit ops are double-pumped, so this loses nothing and needs no cross-block shuffles), with
+ * the 32 AVX-512 registers allowing a 4x4 tile. vpdpbusd multiplies u8 by s8, so:
+ *   Q8_0 weights (signed): dot(w, x) = dot(x ^ 0x80, w) - 128*sum(w), the sum once per weight block;
+ *   Q4/Q5 weights (unsigned q, value q - off): dot(q, x) - off*sum(x), the sum once per token block.
+ * The correction seeds the accumulator of vpdpbusd. Integer sums are exact; each output's float
+ * accumulation is identical in every tile shape (batch and thread invariance). */
+#include <immintrin.h>
+#include <string.h>
+
+#include "kernels/cpu/cpu_impl.h"
+#include "kernels/quants.h"
+
+enum { Q_8_0, Q_4_0, Q_5_0, Q_4_1, Q_5_1 };
+#define TR 4
+#define TT 4
+#define DEC_R 2 /* rows per decode tile: 2 prefetched row streams measured best */
+#define RMAX TR
+
+static inline float hsum8(__m256 v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+static inline float h2f(const void *p) {
+    uint16_t h;
+    memcpy(&h, p, 2);
+    return _cvtsh_ss(h);
+}
+
+static inline __m256i nibbles(const void *p) {
+    __m128i v = _mm_loadu_si128((const __m128i *)p);
+    return _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(v, 4), v), _mm256_set1_epi8(0x0f));
+}
+
+/* 0x10 in byte i where bit i of the 32-bit field is set. */
+static inline __m256i fifth_bit(const void *p) {
+    uint32_t b;
+    memcpy(&b, p, 4);
+    return _mm256_maskz_mov_epi8((__mmask32)b, _mm256_set1_epi8(0x10));
+}
+
+/* Decode reads each row once, and a row is only 1-3 KiB: the tile's R rows are R short streams
+ * that end before the hardware prefetcher has ramped up (measured: 8 interleaved rows stream at
+ * less than half the speed of one or two). The next tile's rows are contiguous, so walk them linearly,
+ * R*step bytes per step, while this tile is computed. */
+static inline __attribute__((always_inline)) void prefetch_next_tile(const char *w, int R, size_t ws, int64_t ib,
+                                                                     size_t step) {
+    const char *p = w + (size_t)R * ws + (size_t)ib * R * step;
+    for (size_t o = 0; o < R * step; o += 64) _mm_prefetch(p + o, _MM_HINT_T0);
+}
+
+static inline size_t wblock(int kind) {
+    switch (kind) {
+    case Q_8_0: return sizeof(block_q8_0);
+    case Q_4_0: return sizeof(block_q4_0);
+    case Q_5_0: return sizeof(block_q5_0);
+    case Q_4_1: return sizeof(block_q4_1);
+    default: return sizeof(block_q5_1);
+    }
+}
+
+static inline __attribute__((always_inline)) __m256i unpack(int kind, const char *b, float *d, float *m) {
+    *d = h2f(b);
+    switch (kind) {
+    case Q_8_0: return _mm256_loadu_si256((const __m256i *)(b + 2));
+    case Q_4_0: return nibbles(b + 2);
+    case Q_5_0: return _mm256_or_si256(nibbles(b + 6), fifth_bit(b + 2));
+    case Q_4_1: *m = h2f(b + 2); return nibbles(b + 4);
+    default: *m = h2f(b + 2); return _mm256_or_si256(nibbles(b + 8), fifth_bit(b + 4));
+    }
+}
+
+static inline __attribute__((always_inline)) void mk(int kind, int R, int T, int64_t nb, const char *w, size_t ws,
+                                                     const char *a, size_t as, float *y, int64_t ys) {
+    const int q81 = kind == Q_4_1 || kind == Q_5_1;
+    const int off = kind == Q_4_0 ? 8 : kind == Q_5_0 ? 16 : 0;
+    const size_t wbs = wblock(kind), abs_ = q81 ? sizeof(block_q8_1) : sizeof(block_q8_0), aqo = q81 ? 4 : 2;
+    const __m256i zero = _mm256_setzero_si256();
+    __m256 acc[RMAX][TT];
+    float ms[RMAX][TT];
+#pragma GCC unroll 8
+    for (int r = 0; r < R; r++)
+#pragma GCC unroll 8
+        for (int t = 0; t < T; t++) {
+            acc[r][t] = _mm256_setzero_ps();
+            ms[r][t] = 0.0f;
+        }
+    for (int64_t ib = 0; ib < nb; ib++) {
+        if (T == 1) prefetch_next_tile(w, R, ws, ib, wbs);
+        __m256i wq[RMAX], wc[RMAX];
+        __m256 wd[RMAX];
+        float wm[RMAX];
+#pragma GCC unroll 8
+        for (int r = 0; r < R; r++) {
+            float d;
+            wm[r] = 0.0f;
+            wq[r] = unpack(kind, w + r * ws + ib * wbs, &d, &wm[r]);
+            wd[r] = _mm256_set1_ps(d);
+            if (kind == Q_8_0)
+                wc[r] = _mm256_sub_epi32(zero, _mm256_dpbusd_epi32(zero, _mm256_set1_epi8((char)0x80), wq[r]));
+        }
+#pragma GCC unroll 8
+        for (int t = 0; t < T; t++) {
+            const char *ab = a + t * as + ib * abs_;
+            __m256i xq = _mm256_loadu_si256((const __m256i *)(ab + aqo));
+            __m256 xd = _mm256_set1_ps(h2f(ab));
+            float xs = q81 ? h2f(ab + 2) : 0.0f;
+            __m256i xc = zero;
+            if (kind == Q_8_0) xq = _mm256_xor_si256(xq, _mm256_set1_epi8((char)0x80));
+            if (off) xc = _mm256_sub_epi32(zero, _mm256_dpbusd_epi32(zero, _mm256_set1_epi8((char)off), xq));
+#pragma GCC unroll 8
+            for (int r = 0; r < R; r++) {
+                __m256i p = kind == Q_8_0 ? _mm256_dpbusd_epi32(wc[r], xq, wq[r]) : _mm256_dpbusd_epi32(xc, wq[r], xq);
+                acc[r][t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_mul_ps(wd[r], xd), acc[r][t]);
+                if (q81) ms[r][t] = __builtin_fmaf(wm[r], xs, ms[r][t]);
+            }
+        }
+    }
+#pragma GCC unroll 8
+    for (int r = 0; r < R; r++)
+#pragma GCC unroll 8
+        for (int t = 0; t < T; t++) y[t * ys + r] = hsum8(acc[r][t]) + ms[r][t];
+}
+
+/* Two F16 scales as [d0 x4 | d1 x4] (the lane layout of a block pair's integer sums). */
+static inline __m256 scale_pair(const void *p0, const void *p1) {
+    uint16_t h0, h1;
+    memcpy(&h0, p0, 2);
+    memcpy(&h1, p1, 2);
+    __m128 d = _mm_cvtph_ps(_mm_cvtsi32_si128((int)((uint32_t)h0 | (uint32_t)h1 << 16)));
+    return _mm256_permutevar8x32_ps(_mm256_castps128_ps256(d), _mm256_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1));
+}
+
+static inline __m256i load_pair128(const void *lo, const void *hi) {
+    return _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)lo)),
+                                   _mm_loadu_si128((const __m128i *)hi), 1);
+}
+
+/* The nibble types (Q4_0, Q5_0, Q4_1, Q5_1) two blocks at a time: the 16 quant bytes of both
+ * blocks form one vector, whose low nibbles meet activations [x0[0:16] | x1[0:16]] and high
+ * nibbles [x0[16:32] | x1[16:32]]; the activation halves are regrouped once per token, so a
+ * weight pair costs one load, two masks and two vpdpbusd. Lanes 0-3 sum block 0, 4-7 block 1.
+ * An odd last block is paired with zeros (zero quants, activations and scales add nothing). */
+static inline __attribute__((always_inline)) void mk2(int kind, int R, int T, int64_t nb, const char *w, size_t ws,
+                                                      const char *a, size_t as, float *y, int64_t ys) {
+    const int q81 = kind == Q_4_1 || kind == Q_5_1, five = kind == Q_5_0 || kind == Q_5_1;
+    const int off = kind == Q_4_0 ? 8 : kind == Q_5_0 ? 16 : 0;
+    const size_t wbs = wblock(kind), abs_ = q81 ? sizeof(block_q8_1) : sizeof(block_q8_0), aqo = q81 ? 4 : 2;
+    const size_t qso = kind == Q_4_0 ? 2 : kind == Q_5_0 ? 6 : kind == Q_4_1 ? 4 : 8; /* quants offset */
+    const size_t qho = kind == Q_5_0 ? 2 : 4;                                               /* 5th bits offset */
+    const __m256i zero = _mm256_setzero_si256(), m4 = _mm256_set1_epi8(0x0f);
+    __m256 acc[RMAX][TT];
+    float ms[RMAX][TT];
+#pragma GCC unroll 8
+    for (int r = 0; r < R; r++)
+#pragma GCC unroll 8
+        for (int t = 0; t < T; t++) {
+            acc[r][t] = _mm256_setzero_ps();
+            ms[r][t] = 0.0f;
+        }
+    /* a zero block stands in for the missing partner of an odd last block */
+    _Alignas(32) char zb[2][40] = {{0}};
+    for (int64_t ib = 0; ib < nb; ib += 2) {
+        const int pair = ib + 1 < nb;
+        if (T == 1) prefetch_next_tile(w, R, ws, ib, 2 * wbs);
+        __m256i wl[RMAX], wh[RMAX];
+        __m256 wd[RMAX];
+        float wm0[RMAX], wm1[RMAX];
+#pragma GCC unroll 8
+        for (int r = 0; r < R; r++) {
+            const char *b0 = w + r * ws + ib * wbs, *b1 = pair ? b0 + wbs : zb[0];
+            const __m256i q = load_pair128(b0 + qso, b1 + qso);
+            wl[r] = _mm256_and_si256(q, m4);
+            wh[r] = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);
+            if (five) {
+                uint32_t h0, h1;
+                memcpy(&h0, b0 + qho, 4);
+                memcpy(&h1, b1 + qho, 4);
+                const __m256i b5 = _mm256_set1_epi8(0x10);
+                wl[r] = _mm256_or_si256(wl[r], _mm256_maskz_mov_epi8((h0 & 0xffff) | h1 << 16, b5));
+                wh[r] = _mm256_or_si256(wh[r], _mm256_maskz_mov_epi8(h0 >> 16 | (h1 & 0xffff0000u), b5));
+            }
+            wd[r] = scale_pair(b0, b1);
+            wm0[r] = q81 ? h2f(b0 + 2) : 0.0f;
+            wm1[r] = q81 ? h2f(b1 + 2) : 0.0f;
+        }
+#pragma GCC unroll 8
+        for (int t = 0; t < T; t++) {
+            const char *x0 = a + t * as + ib * abs_, *x1 = pair ? x0 + abs_ : zb[1];
+            const __m256i xl = load_pair128(x0 + aqo, x1 + aqo), xh = load_pair128(x0 + aqo + 16, x1 + aqo + 16);
+            const __m256 xd = scale_pair(x0, x1);
+            const float xs0 = q81 ? h2f(x0 + 2) : 0.0f, xs1 = q81 ? h2f(x1 + 2) : 0.0f;
+            __m256i xc = zero;
+            if (off) {
+                const __m256i o = _mm256_set1_epi8((char)off);
+                xc = _mm256_sub_epi32(zero, _mm256_dpbusd_epi32(_mm256_dpbusd_epi32(zero, o, xl), o, xh));
+            }
+#pragma GCC unroll 8
+            for (int r = 0; r < R; r++) {
+                const __m256i p = _mm256_dpbusd_epi32(_mm256_dpbusd_epi32(xc, wl[r], xl), wh[r], xh);
+                acc[r][t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_mul_ps(wd[r], xd), acc[r][t]);
+                if (q81) {
+                    ms[r][t] = __builtin_fmaf(wm0[r], xs0, ms[r][t]);
+                    ms[r][t] = __builtin_fmaf(wm1[r], xs1, ms[r][t]);
+                }
+            }
+        }
+    }
+#pragma GCC unroll 8
+    for (int r = 0; r < R; r++)
+#pragma GCC unroll 8
+        for (int t = 0; t < T; t++) y[t * ys + r] = hsum8(acc[r][t]) + ms[r][t];
+}
+
+#define MK(R, T)                                                                                                  \
+    do {                                                                                                          \
+        if ((int)KIND == (int)Q_8_0)                                                                              \
+            mk(KIND, R, T, nb, wp, ws, ap, as, yp, ys);                                                           \
+        else                                                                                                      \
+            mk2(KIND, R, T, nb, wp, ws, ap, as, yp, ys);                                                          \
+    } while (0)
+#define DEF_GEMM(NAME, KIND_)                                                                                     \
+    static void NAME(int64_t n, const void *w, size_t ws, const void *a, size_t as, float *y, int64_t ys,        \
+                     int64_t nr, int64_t nt) {                                                                    \
+        enum { KIND = KIND_ };                                                                                    \
+        const int64_t nb = n / 32;                                                                                \
+        for (int64_t t = 0; t < nt; t += TT) {                                                                    \
+            int tt = nt - t < TT ? (int)(nt - t) : TT;                                                            \
+            int tr = tt == 1 ? DEC_R : TR;                                                                        \
+            for (int64_t r = 0; r < nr; r += tr) {                                                                \
+                int rr = nr - r < tr ? (int)(nr - r) : tr;                                                        \
+                const char *wp = (const char *)w + r * ws, *ap = (const char *)a + t * as;                        \
+                float *yp = y + t * ys + r;                                                                       \
+                switch (rr * 8 + tt) {                                                                            \
+                case 2 * 8 + 1: MK(2, 1); break;                                                                  \
+                case 1 * 8 + 1: MK(1, 1); break;                                                                  \
+                case 4 * 8 + 2: MK(4, 2); break;                                                                  \
+                case 3 * 8 + 2: MK(3, 2); break;                                                                  \
+                case 2 * 8 + 2: MK(2, 2); break;                                                                  \
+                case 1 * 8 + 2: MK(1, 2); break;                                                                  \
+                case 4 * 8 + 3: MK(4, 3); break;                                                                  \
+                case 3 * 8 + 3: MK(3, 3); break;                                                                  \
+                case 2 * 8 + 3: MK(2, 3); break;                                                                  \
+                case 1 * 8 + 3: MK(1, 3); break;                                                                  \
+                case 4 * 8 + 4: MK(4, 4); break;                                                                  \
+                case 3 * 8 + 4: MK(3, 4); break;                                                                  \
+                case 2 * 8 + 4: MK(2, 4); break;                                                                  \
+                default: MK(1, 4); break;                                                                         \
+                }                                                                                                 \
+            }                                                                                                     \
+        }                                                                                                         \
+    }                                                                                                             \
+    static float NAME##_dot(int64_t n, const void *w, const void *a) {                                           \
+        float y;                                                                                                  \
+        NAME(n, w, 0, a, 0, &y, 1, 1, 1);                                                                         \
+        return y;                                                                                                 \
+    }
+
+DEF_GEMM(gemm_q8_0, Q_8_0)
+DEF_GEMM(gemm_q4_0, Q_4_0)
+DEF_GEMM(gemm_q5_0, Q_5_0)
+DEF_GEMM(gemm_q4_1, Q_4_1)
+DEF_GEMM(gemm_q5_1, Q_5_1)
+
+void kcpu_fill_quant_avx512(kcpu_fns *f) {
+    static const struct { int type; kcpu_gemm_fn g; k_vec_dot_fn d; } tab[] = {
+        {PAGODA_DTYPE_Q8_0, gemm_q8_0, gemm_q8_0_dot}, {PAGODA_DTYPE_Q4_0, gemm_q4_0, gemm_q4_0_dot},
+        {PAGODA_DTYPE_Q5_0, gemm_q5_0, gemm_q5_0_dot}, {PAGODA_DTYPE_Q4_1, gemm_q4_1, gemm_q4_1_dot},
+        {PAGODA_DTYPE_Q5_1, gemm_q5_1, gemm_q5_1_dot},
+    };
+    for (size_t i = 0; i < sizeof tab / sizeof tab[0]; i++) {
+        f->gemm[tab[i].type] = tab[i].g;
+        f->vec_dot[tab[i].type] = tab[i].d;
+        f->tile_rows[tab[i].type] = TR;
+    }
+}

@@ -1,0 +1,232 @@
+/* kcpu_* non-matmul ops: per-ISA selection (AVX-512 > AVX2 > scalar, the level dispatch.c
+ * chose) and the paged flash-style attention driver (OpenMP over KV heads x query tiles). */
+#include "kernels/ops.h"
+
+#include <math.h>
+#include <omp.h>
+#include <string.h>
+
+#include "kernels/cpu/cpu_impl.h"
+#include "kernels/cpu/ops_isa.h"
+
+/* The ISA level and thread count are dispatch.c's (shared with matmul): one PAGODA_ISA and one
+ * kcpu_set_threads() govern every kcpu_* op. */
+static inline int kops_isa(void) { return kcpu_isa_level(); }
+
+/* ---- elementwise and row ops ---- */
+
+void kcpu_rmsnorm(float *y, const float *x, const float *w, int64_t n, float eps) {
+    switch (kops_isa()) {
+    case KCPU_ISA_AVX512: kavx512_rmsnorm(y, x, w, n, eps); break;
+    case KCPU_ISA_AVX2: kavx2_rmsnorm(y, x, w, n, eps); break;
+    default: kref_rmsnorm(y, x, w, n, eps); break;
+    }
+}
+
+void kcpu_layernorm(float *y, const float *x, const float *w, const float *b, int64_t n, float eps) {
+    switch (kops_isa()) {
+    case KCPU_ISA_AVX512: kavx512_layernorm(y, x, w, b, n, eps); break;
+    case KCPU_ISA_AVX2: kavx2_layernorm(y, x, w, b, n, eps); break;
+    default: kref_layernorm(y, x, w, b, n, eps); break;
+    }
+}
+
+void kcpu_softmax(float *x, int64_t n) {
+    switch (kops_isa()) {
+    case KCPU_ISA_AVX512: kavx512_softmax(x, n); break;
+    case KCPU_ISA_AVX2: kavx2_softmax(x, n); break;
+    default: kref_softmax(x, n); break;
+    }
+}
+
+void kcpu_silu_mul(float *gate, const float *up, int64_t n) {
+    switch (kops_isa()) {
+    case KCPU_ISA_AVX512: kavx512_silu_mul(gate, up, n); break;
+    case KCPU_ISA_AVX2: kavx2_silu_mul(gate, up, n); break;
+    default: kref_silu_mul(gate, up, n); break;
+    }
+}
+
+void kcpu_gelu(float *x, int64_t n) {
+    switch (kops_isa()) {
+    case KCPU_ISA_AVX512: kavx512_gelu(x, n); break;
+    case KCPU_ISA_AVX2: kavx2_gelu(x, n); break;
+    default: kref_gelu(x, n); break;
+    }
+}
+
+/* The sin/cos are the cost: computed once per pair and shared by every head (kref_rope
+ * recomputes them per head). Same float angles and libm calls, so results equal kref's. */
+void kcpu_rope(float *x, int n_head, int head_dim, int rope_dim, int32_t pos, const float *inv_freq, bool neox) {
+    enum { CHUNK = 64 };
+    const int half = rope_dim / 2;
+    float c[CHUNK], s[CHUNK];
+    for (int i0 = 0; i0 < half; i0 += CHUNK) {
+        int n = half - i0 < CHUNK ? half - i0 : CHUNK;
+        for (int i = 0; i < n; i++) {
+            float theta = (float)pos * inv_freq[i0 + i];
+            c[i] = cosf(theta);
+            s[i] = sinf(theta);
+        }
+        for (int h = 0; h < n_head; h++) {
+            float *xh = x + (size_t)h * head_dim;
+            if (neox) {
+                float *x0 = xh + i0, *x1 = xh + i0 + half;
+                for (int i = 0; i < n; i++) {
+                    float a = x0[i], b = x1[i];
+                    x0[i] = a * c[i] - b * s[i];
+                    x1[i] = a * s[i] + b * c[i];
+                }
+            } else {
+                float *xp = xh + 2 * i0;
+                for (int i = 0; i < n; i++) {
+                    float a = xp[2 * i], b = xp[2 * i + 1];
+                    xp[2 * i] = a * c[i] - b * s[i];
+                    xp[2 * i + 1] = a * s[i] + b * c[i];
+                }
+            }
+        }
+    }
+}
+
+/* ---- attention ---- */
+
+/* Plain C tile step (no SIMD, or a head_dim the SIMD tile does not take). */
+static void attn_tile_scalar(float *o, const float *q, const float *const *kp, const float *const *vp,
+                             int n, int hd, float scale, float *m, float *l) {
+    float s[KOPS_ATTN_TILE];
+    float tmax = -INFINITY;
+    for (int j = 0; j < n; j++) {
+        float dot = 0.0f;
+        for (int d = 0; d < hd; d++) dot += q[d] * kp[j][d];
+        s[j] = dot * scale;
+        tmax = s[j] > tmax ? s[j] : tmax;
+    }
+    float m_new = tmax > *m ? tmax : *m;
+    float alpha = expf(*m - m_new);
+    float sum = 0.0f;
+    for (int j = 0; j < n; j++) {
+        s[j] = expf(s[j] - m_new);
+        sum += s[j];
+    }
+    *l = *l * alpha + sum;
+    *m = m_new;
+    for (int d = 0; d < hd; d++) o[d] *= alpha;
+    for (int j = 0; j < n; j++)
+        for (int d = 0; d < hd; d++) o[d] += s[j] * vp[j][d];
+}
+
+#define ATTN_MAX_ROWS 256 /* query rows (tokens x heads) in one work item */
+#define ATTN_PACK_FLOATS 8192 /* K (and V) tile copy: 32 KiB each, on the stack */
+
+/* One work item: query tokens [q0, q1) x query heads [h0, h1), all of one KV head. Keys are
+ * visited in tiles; each tile's K/V rows are read from cache once per row of the item, so the
+ * heads sharing a KV head (GQA) and the tokens of the tile reuse them while they are hot. */
+static void attn_item(float *out, const float *q, int32_t pos0, int n_head, float scale, int window,
+                      const k_kv_view *kv, kops_attn_tile_fn tile, int q0, int q1, int h0, int h1) {
+    const int hd = kv->head_dim, bs = kv->block_size;
+    const int kvh = h0 / (n_head / kv->n_head_kv);
+    const size_t slot_stride = (size_t)kv->n_head_kv * hd;
+    const int nh = h1 - h0;
+    float m[ATTN_MAX_ROWS], l[ATTN_MAX_ROWS];
+    const float *kp[KOPS_ATTN_TILE], *vp[KOPS_ATTN_TILE];
+    float kbuf[ATTN_PACK_FLOATS], vbuf[ATTN_PACK_FLOATS];
+
+    for (int i = q0; i < q1; i++)
+        for (int h = h0; h < h1; h++) {
+            int r = (i - q0) * nh + (h - h0);
+            m[r] = -INFINITY;
+            l[r] = 0.0f;
+            memset(out + ((size_t)i * n_head + h) * hd, 0, (size_t)hd * sizeof(float));
+        }
+
+    /* With several rows, copy the tile's K/V rows into one contiguous buffer first: in the
+     * cache they sit a whole slot ([n_head_kv][head_dim]) apart, a power-of-two stride that maps
+     * a tile onto few L1 sets and evicts itself between rows. */
+    int tile_n = KOPS_ATTN_TILE;
+    bool pack = (q1 - q0) * nh > 1 && hd <= ATTN_PACK_FLOATS / 8;
+    if (pack && tile_n * hd > ATTN_PACK_FLOATS) tile_n = ATTN_PACK_FLOATS / hd / 8 * 8;
+
+    const int32_t khi = pos0 + q1 - 1;
+    const int32_t klo = (window > 0 && pos0 + q0 - window + 1 > 0) ? pos0 + q0 - window + 1 : 0;
+    for (int32_t t0 = klo; t0 <= khi; t0 += tile_n) {
+        const int n = khi - t0 + 1 < tile_n ? khi - t0 + 1 : tile_n;
+        for (int j = 0; j < n; j++) {
+            int32_t t = t0 + j;
+            size_t off = ((size_t)kv->block_table[t / bs] * bs + t % bs) * slot_stride + (size_t)kvh * hd;
+            if (pack) {
+                memcpy(kbuf + (size_t)j * hd, kv->k + off, (size_t)hd * sizeof(float));
+                memcpy(vbuf + (size_t)j * hd, kv->v + off, (size_t)hd * sizeof(float));
+                kp[j] = kbuf + (size_t)j * hd;
+                vp[j] = vbuf + (size_t)j * hd;
+            } else {
+                kp[j] = kv->k + off;
+                vp[j] = kv->v + off;
+            }
+        }
+        for (int i = q0; i < q1; i++) {
+            /* this query's visible keys within the tile: a contiguous range [a, b] */
+            const int32_t p = pos0 + i;
+            int32_t a = t0, b = t0 + n - 1;
+            if (window > 0 && p - window + 1 > a) a = p - window + 1;
+            if (p < b) b = p;
+            if (a > b) continue;
+            for (int h = h0; h < h1; h++) {
+                size_t off = ((size_t)i * n_head + h) * hd;
+                int r = (i - q0) * nh + (h - h0);
+                tile(out + off, q + off, kp + (a - t0), vp + (a - t0), b - a + 1, hd, scale, &m[r], &l[r]);
+            }
+        }
+    }
+
+    for (int i = q0; i < q1; i++)
+        for (int h = h0; h < h1; h++) {
+            float *o = out + ((size_t)i * n_head + h) * hd;
+            float inv = 1.0f / l[(i - q0) * nh + (h - h0)];
+            for (int d = 0; d < hd; d++) o[d] *= inv;
+        }
+}
+
+void kcpu_attention(float *out, const float *q, int n_q, int32_t pos0, int n_head, float scale,
+                    int window, const k_kv_view *kv) {
+    if (n_q <= 0) return;
+    const int hd = kv->head_dim, n_kv_head = kv->n_head_kv;
+    const int group = n_head / n_kv_head;
+
+    kops_attn_tile_fn tile = attn_tile_scalar;
+    int isa = kops_isa();
+    if (isa == KCPU_ISA_AVX512) tile = kavx512_attn_tile;
+    else if (isa == KCPU_ISA_AVX2 && hd % 8 == 0) tile = kavx2_attn_tile;
+
+    /* Query tile: about 64 rows (tokens x group heads) per item, enough reuse of each K/V tile. */
+    int tq = group >= 64 ? 1 : 64 / group;
+    if (tq > n_q) tq = n_q;
+    const int n_qt = (n_q + tq - 1) / tq;
+
+    /* Too few items for the threads (decode, MQA): split the head group as well. Each part
+     * reads the same K/V, which is still cheaper than leaving cores idle. */
+    int nth = kcpu_get_threads();
+    int hsplit = 1;
+    if (n_kv_head * n_qt < nth) hsplit = (nth + n_kv_head * n_qt - 1) / (n_kv_head * n_qt);
+    if (hsplit < (group * tq + ATTN_MAX_ROWS - 1) / ATTN_MAX_ROWS) hsplit = (group * tq + ATTN_MAX_ROWS - 1) / ATTN_MAX_ROWS;
+    if (hsplit > group) hsplit = group;
+    const int gh = (group + hsplit - 1) / hsplit; /* heads per part */
+    hsplit = (group + gh - 1) / gh;
+
+    const int n_items = n_kv_head * n_qt * hsplit;
+    if (nth > n_items) nth = n_items;
+    /* rough multiply-adds; below this, waking threads costs more than it saves */
+    const double work = 2.0 * n_head * (double)n_q * ((double)pos0 + n_q) * hd;
+
+#pragma omp parallel for schedule(dynamic, 1) num_threads(nth) if (nth > 1 && work > 2e5)
+    for (int it = 0; it < n_items; it++) {
+        /* later query tiles see more keys: hand them out first for a better balance */
+        const int qt = n_qt - 1 - it / (n_kv_head * hsplit);
+        const int rem = it % (n_kv_head * hsplit);
+        const int g = rem / hsplit, part = rem % hsplit;
+        const int q0 = qt * tq, q1 = q0 + tq < n_q ? q0 + tq : n_q;
+        const int h0 = g * group + part * gh;
+        const int h1 = h0 + gh < (g + 1) * group ? h0 + gh : (g + 1) * group;
+        attn_item(out, q, pos0, n_head, scale, window, kv, tile, q0, q1, h0, h1);
+    }
+}
