@@ -215,6 +215,81 @@ static inline __attribute__((always_inline)) void mk2(int kind, int R, int T, in
         for (int t = 0; t < T; t++) y[t * ys + r] = hsum8(acc[r][t]) + ms[r][t];
 }
 
+/* Decode (one token) with the nibble types: the activation side of mk2 (regrouped halves, the
+ * offset correction, the scale pair) depends only on the token, so it is prepared once per call
+ * instead of once per row tile. The values are the ones mk2 computes, in the same order, so
+ * results stay bit-identical to the prefill tiles (batch invariance). */
+typedef struct {
+    __m256i xl, xh, xc;
+    __m256 xd;
+    float xs0, xs1;
+} act_pair;
+
+#define DEC_MAX_PAIRS 256 /* n_in up to 16384; larger rows use mk2 */
+
+static inline __attribute__((always_inline)) void prep_pairs(int kind, int64_t nb, const char *a, act_pair *px) {
+    const int q81 = kind == Q_4_1 || kind == Q_5_1;
+    const int off = kind == Q_4_0 ? 8 : kind == Q_5_0 ? 16 : 0;
+    const size_t abs_ = q81 ? sizeof(block_q8_1) : sizeof(block_q8_0), aqo = q81 ? 4 : 2;
+    const __m256i zero = _mm256_setzero_si256();
+    _Alignas(32) char zb[40] = {0};
+    for (int64_t ib = 0; ib < nb; ib += 2) {
+        const char *x0 = a + ib * abs_, *x1 = ib + 1 < nb ? x0 + abs_ : zb;
+        act_pair *p = &px[ib / 2];
+        p->xl = load_pair128(x0 + aqo, x1 + aqo);
+        p->xh = load_pair128(x0 + aqo + 16, x1 + aqo + 16);
+        p->xd = scale_pair(x0, x1);
+        p->xs0 = q81 ? h2f(x0 + 2) : 0.0f;
+        p->xs1 = q81 ? h2f(x1 + 2) : 0.0f;
+        p->xc = zero;
+        if (off) {
+            const __m256i o = _mm256_set1_epi8((char)off);
+            p->xc = _mm256_sub_epi32(zero, _mm256_dpbusd_epi32(_mm256_dpbusd_epi32(zero, o, p->xl), o, p->xh));
+        }
+    }
+}
+
+static inline __attribute__((always_inline)) void mk2_dec(int kind, int R, int64_t nb, const char *w, size_t ws,
+                                                          const act_pair *px, float *y) {
+    const int q81 = kind == Q_4_1 || kind == Q_5_1, five = kind == Q_5_0 || kind == Q_5_1;
+    const size_t wbs = wblock(kind);
+    const size_t qso = kind == Q_4_0 ? 2 : kind == Q_5_0 ? 6 : kind == Q_4_1 ? 4 : 8;
+    const size_t qho = kind == Q_5_0 ? 2 : 4;
+    const __m256i m4 = _mm256_set1_epi8(0x0f);
+    __m256 acc[RMAX];
+    float ms[RMAX];
+#pragma GCC unroll 8
+    for (int r = 0; r < R; r++) acc[r] = _mm256_setzero_ps(), ms[r] = 0.0f;
+    _Alignas(32) char zb[40] = {0};
+    for (int64_t ib = 0; ib < nb; ib += 2) {
+        const int pair = ib + 1 < nb;
+        const act_pair *p = &px[ib / 2];
+        prefetch_next_tile(w, R, ws, ib, 2 * wbs);
+#pragma GCC unroll 8
+        for (int r = 0; r < R; r++) {
+            const char *b0 = w + r * ws + ib * wbs, *b1 = pair ? b0 + wbs : zb;
+            const __m256i q = load_pair128(b0 + qso, b1 + qso);
+            __m256i wl = _mm256_and_si256(q, m4), wh = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);
+            if (five) {
+                uint32_t h0, h1;
+                memcpy(&h0, b0 + qho, 4);
+                memcpy(&h1, b1 + qho, 4);
+                const __m256i b5 = _mm256_set1_epi8(0x10);
+                wl = _mm256_or_si256(wl, _mm256_maskz_mov_epi8((h0 & 0xffff) | h1 << 16, b5));
+                wh = _mm256_or_si256(wh, _mm256_maskz_mov_epi8(h0 >> 16 | (h1 & 0xffff0000u), b5));
+            }
+            const __m256i d = _mm256_dpbusd_epi32(_mm256_dpbusd_epi32(p->xc, wl, p->xl), wh, p->xh);
+            acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(d), _mm256_mul_ps(scale_pair(b0, b1), p->xd), acc[r]);
+            if (q81) {
+                ms[r] = __builtin_fmaf(h2f(b0 + 2), p->xs0, ms[r]);
+                ms[r] = __builtin_fmaf(h2f(b1 + 2), p->xs1, ms[r]);
+            }
+        }
+    }
+#pragma GCC unroll 8
+    for (int r = 0; r < R; r++) y[r] = hsum8(acc[r]) + ms[r];
+}
+
 #define MK(R, T)                                                                                                  \
     do {                                                                                                          \
         if ((int)KIND == (int)Q_8_0)                                                                              \
@@ -227,6 +302,14 @@ static inline __attribute__((always_inline)) void mk2(int kind, int R, int T, in
                      int64_t nr, int64_t nt) {                                                                    \
         enum { KIND = KIND_ };                                                                                    \
         const int64_t nb = n / 32;                                                                                \
+        if ((int)KIND != (int)Q_8_0 && nt == 1 && (nb + 1) / 2 <= DEC_MAX_PAIRS) {                                \
+            act_pair px[DEC_MAX_PAIRS];                                                                           \
+            prep_pairs(KIND, nb, (const char *)a, px);                                                            \
+            int64_t r = 0;                                                                                        \
+            for (; r + DEC_R <= nr; r += DEC_R) mk2_dec(KIND, DEC_R, nb, (const char *)w + r * ws, ws, px, y + r); \
+            for (; r < nr; r++) mk2_dec(KIND, 1, nb, (const char *)w + r * ws, ws, px, y + r);                   \
+            return;                                                                                               \
+        }                                                                                                         \
         for (int64_t t = 0; t < nt; t += TT) {                                                                    \
             int tt = nt - t < TT ? (int)(nt - t) : TT;                                                            \
             int tr = tt == 1 ? DEC_R : TR;                                                                        \

@@ -8,6 +8,9 @@
 
 /* Weight bytes per chunk: a chunk is re-read once per token tile, so it should stay in L2. */
 #define KCPU_CHUNK_BYTES (384 * 1024)
+/* Rows per work item when the weights stream through once (decode): small enough to balance
+ * two threads, large enough that prefetching and the loop overhead pay off. */
+#define KCPU_DECODE_CHUNK_ROWS 64
 /* Below this many multiply-adds the fork/join costs more than it saves. */
 #define KCPU_MIN_PARALLEL_MACS (1 << 17)
 /* A single converted activation row up to this size is converted by every thread into its own
@@ -59,12 +62,15 @@ void kcpu_matmul(int wtype, const void *w, int64_t n_in, int64_t n_out, const fl
             for (int64_t t = t0; t < t1; t++) conv(x + t * n_in, (char *)work + t * a_row, n_in);
 #pragma omp barrier
         }
-        int64_t per = ((n_out + nt - 1) / nt + 15) & ~(int64_t)15;
-        int64_t r0 = per * ith, r1 = r0 + per < n_out ? r0 + per : n_out;
-        /* with one token tile (all kernels take 4 tokens) the weights are read once anyway */
-        int64_t step = n_tok <= 4 ? (r1 > r0 ? r1 - r0 : 1) : mc;
-        for (int64_t r = r0; r < r1; r += step) {
-            int64_t nr = r1 - r < step ? r1 - r : step;
+        /* Rows go out in chunks, first come first served: on shared or virtual cores one thread
+         * often runs slower, and a static half-and-half split would leave the other spinning.
+         * Each row's result does not depend on which thread computes it (batch invariance). */
+        int64_t step = n_tok <= 4 ? KCPU_DECODE_CHUNK_ROWS : mc;
+        if (step % tile) step += tile - step % tile;
+        int64_t n_chunks = (n_out + step - 1) / step;
+#pragma omp for schedule(dynamic, 1) nowait
+        for (int64_t c = 0; c < n_chunks; c++) {
+            int64_t r = c * step, nr = n_out - r < step ? n_out - r : step;
             gemm(n_in, (const char *)w + r * w_row, w_row, act, a_row, y + r, n_out, nr, n_tok);
         }
     }
