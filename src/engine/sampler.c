@@ -279,7 +279,8 @@ static int32_t next_above_scalar(const float *x, int32_t i, int32_t n, float thr
 
 #if defined(__x86_64__) && defined(__GNUC__)
 #include <immintrin.h>
-#define PG_AVX2 __attribute__((target("avx2,fma")))
+#include "kernels/cpu/exp_avx2.h"
+#define PG_AVX2 PG_TARGET_AVX2
 
 PG_AVX2 static float hsum8(__m256 v) {
     __m128 a = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
@@ -302,22 +303,6 @@ PG_AVX2 static float max_logit_avx2(const float *x, int32_t n) {
     return r;
 }
 
-PG_AVX2 static inline __m256 exp_neg_avx2(__m256 x) {
-    x = _mm256_max_ps(x, _mm256_set1_ps(-87.0f));
-    __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504f)),
-                               _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
-    r = _mm256_fmadd_ps(n, _mm256_set1_ps(2.12194440e-4f), r);
-    __m256 q = _mm256_set1_ps(1.9875691500e-4f);
-    q = _mm256_fmadd_ps(q, r, _mm256_set1_ps(1.3981999507e-3f));
-    q = _mm256_fmadd_ps(q, r, _mm256_set1_ps(8.3334519073e-3f));
-    q = _mm256_fmadd_ps(q, r, _mm256_set1_ps(4.1665795894e-2f));
-    q = _mm256_fmadd_ps(q, r, _mm256_set1_ps(1.6666665459e-1f));
-    q = _mm256_fmadd_ps(q, r, _mm256_set1_ps(5.0000001201e-1f));
-    __m256 e = _mm256_add_ps(_mm256_fmadd_ps(_mm256_mul_ps(q, r), r, r), _mm256_set1_ps(1.0f));
-    __m256i bits = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
-    return _mm256_mul_ps(e, _mm256_castsi256_ps(bits));
-}
 
 PG_AVX2 static float softmax_block_avx2(const float *x, int32_t n, float max, float inv_t, float lo, float *prob) {
     const __m256 vmax = _mm256_set1_ps(max), vit = _mm256_set1_ps(inv_t), vlo = _mm256_set1_ps(lo);
@@ -326,7 +311,7 @@ PG_AVX2 static float softmax_block_avx2(const float *x, int32_t n, float max, fl
     for (; i + 8 <= n; i += 8) {
         __m256 z = _mm256_mul_ps(_mm256_sub_ps(_mm256_loadu_ps(x + i), vmax), vit);
         __m256 keep = _mm256_cmp_ps(z, vlo, _CMP_GE_OQ); /* false for NaN */
-        __m256 e = _mm256_and_ps(exp_neg_avx2(_mm256_and_ps(z, keep)), keep);
+        __m256 e = _mm256_and_ps(exp256(_mm256_and_ps(z, keep)), keep);
         _mm256_storeu_ps(prob + i, e);
         acc = _mm256_add_ps(acc, e);
     }
