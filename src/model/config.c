@@ -231,7 +231,12 @@ pagoda_status config_from_hf(const char *dir, pg_model_config *c) {
         c->n_layer = json_i32(root, "n_layer", 0);
         c->n_head = json_i32(root, "n_head", 0);
         json_t *mq = json_object_get(root, "multi_query");
-        c->n_head_kv = (!mq || json_is_true(mq)) ? 1 : c->n_head;
+        if (mq && !json_is_true(mq)) {
+            /* without multi-query, c_attn interleaves q/k/v per head; StarCoder models are all MQA */
+            st = pg_fail(PAGODA_ERR_UNSUPPORTED, "%s: gpt_bigcode with multi_query=false is not supported", path);
+            goto out;
+        }
+        c->n_head_kv = 1;
         c->n_ff = json_i32(root, "n_inner", 4 * c->n_embd);
         c->n_ctx_train = json_i32(root, "n_positions", 0);
         c->norm_eps = json_f32(root, "layer_norm_epsilon", 1e-5f);

@@ -214,6 +214,7 @@ static void ffn_layer(pg_forward *f, int32_t T, int l) {
     float *h = f->up;
     if (c->gated_ffn) {
         matmul(f, &w->w_gate, f->xn, T, f->gate);
+        add_bias(f->gate, &w->b_gate, T, nff, nff);
         kcpu_silu_mul(f->gate, f->up, (int64_t)T * nff);
         h = f->gate;
     } else {

@@ -18,7 +18,7 @@
 typedef enum {
     R_TOK_EMBD, R_POS_EMBD, R_OUT_NORM, R_OUT_NORM_B, R_OUTPUT,
     R_ATTN_NORM, R_ATTN_NORM_B, R_WQ, R_WK, R_WV, R_WQKV, R_BQ, R_BK, R_BV, R_BQKV,
-    R_Q_NORM, R_K_NORM, R_WO, R_BO, R_FFN_NORM, R_FFN_NORM_B, R_GATE, R_UP, R_DOWN, R_B_UP, R_B_DOWN,
+    R_Q_NORM, R_K_NORM, R_WO, R_BO, R_FFN_NORM, R_FFN_NORM_B, R_GATE, R_UP, R_DOWN, R_B_GATE, R_B_UP, R_B_DOWN,
     R_COUNT
 } role;
 
@@ -54,6 +54,7 @@ static const char *const k_names[R_COUNT][4] = {
               "transformer.h.%d.mlp.c_fc.weight"},
     [R_DOWN] = {"blk.%d.ffn_down.weight", "model.layers.%d.mlp.down_proj.weight", "model.layers.%d.mlp.c_proj.weight",
                 "transformer.h.%d.mlp.c_proj.weight"},
+    [R_B_GATE] = {"blk.%d.ffn_gate.bias", "model.layers.%d.mlp.gate_proj.bias", NULL, NULL},
     [R_B_UP] = {"blk.%d.ffn_up.bias", "model.layers.%d.mlp.up_proj.bias", "model.layers.%d.mlp.c_fc.bias",
                 "transformer.h.%d.mlp.c_fc.bias"},
     [R_B_DOWN] = {"blk.%d.ffn_down.bias", "model.layers.%d.mlp.down_proj.bias", "model.layers.%d.mlp.c_proj.bias",
@@ -192,6 +193,7 @@ static pagoda_status load_weights(loader *L) {
         if (c->gated_ffn) GET(&w->w_gate, R_GATE, l, 1, E, c->n_ff);
         GET(&w->w_up, R_UP, l, 1, E, c->n_ff);
         GET(&w->w_down, R_DOWN, l, 1, c->n_ff, E);
+        if (c->gated_ffn) GET(&w->b_gate, R_B_GATE, l, 0, c->n_ff, 0);
         GET(&w->b_up, R_B_UP, l, 0, c->n_ff, 0);
         GET(&w->b_down, R_B_DOWN, l, 0, E, 0);
     }

@@ -25,7 +25,7 @@ typedef struct {
     pg_weight wo, bo;                     /* [n_embd][n_head*head_dim], [n_embd] */
     pg_weight ffn_norm, ffn_norm_b;       /* [n_embd] */
     pg_weight w_gate, w_up, w_down;       /* [n_ff][n_embd], [n_ff][n_embd], [n_embd][n_ff] */
-    pg_weight b_up, b_down;               /* optional */
+    pg_weight b_gate, b_up, b_down;       /* optional (mlp_bias) */
 } pg_layer_weights;
 
 typedef enum { MODEL_FORMAT_GGUF, MODEL_FORMAT_HF } pg_model_format;
