@@ -4,6 +4,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "core/log.h"
 
@@ -72,9 +74,32 @@ int cli_parse_ids(const char *str, int32_t **ids, int32_t *n) {
     return 0;
 }
 
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+/* Loading progress on stderr, at most every 5%, only where someone watches (a terminal). */
+static void load_progress(uint64_t done, uint64_t total, void *user) {
+    int *last = user;
+    int pct = total ? (int)(100 * done / total) : 100;
+    if (pct >= *last + 5 || done == total) {
+        fprintf(stderr, "\rloading weights: %3d%% (%.0f / %.0f MiB)", pct, done / 1048576.0, total / 1048576.0);
+        *last = pct;
+    }
+}
+
 int cli_session_open(const char *model_path, int32_t n_ctx, int32_t max_batch, cli_session *s) {
     memset(s, 0, sizeof *s);
+    double t0 = now_s();
     if (model_load(model_path, &s->m)) return cli_error("");
+    int last = -5;
+    int tty = isatty(2);
+    model_prefault(s->m, tty ? load_progress : NULL, &last);
+    if (tty) fprintf(stderr, "\n");
+    fprintf(stderr, "pagoda: loaded %s (%s, %d layers, %.1f MiB of weights) in %.2f s\n", model_path,
+            s->m->cfg.arch_name, s->m->cfg.n_layer, model_weight_bytes(s->m) / 1048576.0, now_s() - t0);
     const pg_model_config *c = &s->m->cfg;
     if (n_ctx <= 0) n_ctx = c->n_ctx_train < 4096 ? c->n_ctx_train : 4096;
     if (c->learned_pos && n_ctx > c->n_ctx_train) n_ctx = c->n_ctx_train;

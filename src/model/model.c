@@ -289,13 +289,43 @@ static uint64_t weight_bytes(const pg_weight *w) {
     return (uint64_t)row * (uint64_t)w->n_out;
 }
 
-uint64_t model_weight_bytes(const pg_model *m) {
-    uint64_t b = weight_bytes(&m->out_norm) + weight_bytes(&m->output);
+/* Calls fn on every matrix the forward pass reads per token. */
+static void for_each_matrix(const pg_model *m, void (*fn)(const pg_weight *, void *), void *user) {
+    fn(&m->out_norm, user);
+    fn(&m->output, user);
     for (int l = 0; l < m->cfg.n_layer; l++) {
         const pg_layer_weights *w = &m->layers[l];
         const pg_weight *all[] = {&w->attn_norm, &w->wq, &w->wk, &w->wv, &w->wqkv, &w->wo, &w->ffn_norm,
                                   &w->w_gate, &w->w_up, &w->w_down};
-        for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) b += weight_bytes(all[i]);
+        for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) fn(all[i], user);
     }
+}
+
+static void add_bytes(const pg_weight *w, void *user) { *(uint64_t *)user += weight_bytes(w); }
+
+uint64_t model_weight_bytes(const pg_model *m) {
+    uint64_t b = 0;
+    for_each_matrix(m, add_bytes, &b);
     return b;
+}
+
+typedef struct {
+    uint64_t done, total;
+    void (*progress)(uint64_t done, uint64_t total, void *user);
+    void *user;
+    volatile uint8_t sink;
+} prefault_state;
+
+static void touch(const pg_weight *w, void *user) {
+    prefault_state *s = user;
+    uint64_t n = weight_bytes(w);
+    const volatile uint8_t *p = w->data;
+    for (uint64_t off = 0; off < n; off += 4096) s->sink ^= p[off];
+    s->done += n;
+    if (s->progress) s->progress(s->done, s->total, s->user);
+}
+
+void model_prefault(const pg_model *m, void (*progress)(uint64_t done, uint64_t total, void *user), void *user) {
+    prefault_state s = {.total = model_weight_bytes(m), .progress = progress, .user = user};
+    for_each_matrix(m, touch, &s);
 }

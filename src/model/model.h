@@ -52,6 +52,10 @@ typedef struct pg_model {
 pagoda_status model_load(const char *path, pg_model **out);
 void model_free(pg_model *m); /* NULL is a no-op */
 
+/* Reads every weight page once (from disk into the page cache, mapped), so the first tokens do
+ * not pay for it; progress(done, total) is called after each matrix (may be NULL). */
+void model_prefault(const pg_model *m, void (*progress)(uint64_t done, uint64_t total, void *user), void *user);
+
 /* Bytes of weights read per generated token (all matrices; embeddings count one row). */
 uint64_t model_weight_bytes(const pg_model *m);
 
