@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "format/safetensors.h"
+#include "kernels/cpu/cpu_impl.h"
 #include "kernels/kernels.h"
 #include "kv/kv_cache.h"
 #include "model/forward.h"
@@ -229,21 +230,31 @@ static void check_gguf(const char *shared, const char *name, double max_tol, dou
 int main(void) {
     const char *shared = test_shared_dir();
     if (!shared) TEST_SKIP("../shared not found (set PAGODA_SHARED): golden fixtures unavailable");
-    const char *hf[] = {"llama", "llama3", "mistral", "qwen2", "qwen3", "starcoder2", "gpt_bigcode"};
-    for (size_t i = 0; i < sizeof hf / sizeof hf[0]; i++) check_hf(shared, hf[i], NULL, 1e-4, 1e-4);
-    /* The shared bf16 golden was computed in bf16 and rounded to bf16 (ulp 2^-6 near |2|): no float32
-     * engine meets 1e-3 there (transformers on CPU: 0.031 in bf16, 0.035 in f32). Bound it by that
-     * noise, and hold the bf16 weight path to 1e-4 against transformers' float32 compute on the same
-     * weights (tests/golden/make_llama_bf16_golden.py). */
-    check_hf(shared, "llama_bf16", NULL, 0.05, 0.01);
-    char bf16_f32[1200];
-    snprintf(bf16_f32, sizeof bf16_f32, "%s/golden/llama_bf16_f32compute.safetensors", PAGODA_TESTS_DIR);
-    check_hf(shared, "llama_bf16", bf16_f32, 1e-4, 1e-4);
-    check_gguf(shared, "tiny-llama-f32", 1e-4, 1e-5, 1);
-    check_gguf(shared, "tiny-llama-tied-f32", 1e-4, 1e-5, 1);
-    check_gguf(shared, "tiny-llama-f16", 1e-2, 2e-3, 1);
-    /* quantized: activations quantized to 8 bits like llama.cpp; README: mean <= ~2e-3, loose max ~0.2 */
-    const char *q[] = {"tiny-llama-q8_0", "tiny-llama-q4_0", "tiny-llama-q4_k", "tiny-llama-q6_k"};
-    for (size_t i = 0; i < sizeof q / sizeof q[0]; i++) check_gguf(shared, q[i], 0.25, 2e-3, 0);
+    /* Every SIMD level this CPU has, the fastest (the default) last. */
+    for (int level = KCPU_ISA_SCALAR; level <= kcpu_isa_max(); level++) {
+        kcpu_isa_force(level);
+        int best = level == kcpu_isa_max();
+        printf("== isa %s%s\n", kcpu_isa(), best ? " (default)" : "");
+        const char *hf[] = {"llama", "llama3", "mistral", "qwen2", "qwen3", "starcoder2", "gpt_bigcode"};
+        for (size_t i = 0; i < sizeof hf / sizeof hf[0]; i++) check_hf(shared, hf[i], NULL, 1e-4, 1e-4);
+        /* The shared bf16 golden was computed in bf16 and rounded to bf16 (ulp 2^-6 near |2|): no
+         * float32 engine meets 1e-3 there (transformers on CPU: 0.031 in bf16, 0.035 in f32). Bound it by
+         * that noise, and hold the bf16 weight path to 1e-4 against transformers' float32 compute on the
+         * same weights (tests/golden/make_llama_bf16_golden.py). */
+        check_hf(shared, "llama_bf16", NULL, 0.05, 0.01);
+        char bf16_f32[1000];
+        snprintf(bf16_f32, sizeof bf16_f32, "%s/golden/llama_bf16_f32compute.safetensors", PAGODA_TESTS_DIR);
+        check_hf(shared, "llama_bf16", bf16_f32, 1e-4, 1e-4);
+        check_gguf(shared, "tiny-llama-f32", 1e-4, 1e-5, 1);
+        check_gguf(shared, "tiny-llama-tied-f32", 1e-4, 1e-5, 1);
+        check_gguf(shared, "tiny-llama-f16", 1e-2, 2e-3, 1);
+        /* Quantized: activations are quantized to 8 bits like llama.cpp. The default kernels sum in
+         * llama.cpp's AVX2 order, so the README's bound for a bit-faithful engine applies (mean 2e-3,
+         * loose max 0.2). Other levels sum in another order; a 1e-6 difference can move an 8-bit
+         * activation one step and later logits by ~0.05, so there only a looser mean is asserted. */
+        double mean_tol = best ? 2e-3 : 1e-2;
+        const char *q[] = {"tiny-llama-q8_0", "tiny-llama-q4_0", "tiny-llama-q4_k", "tiny-llama-q6_k"};
+        for (size_t i = 0; i < sizeof q / sizeof q[0]; i++) check_gguf(shared, q[i], 0.25, mean_tol, 0);
+    }
     TEST_DONE();
 }
