@@ -8,11 +8,14 @@ import os
 import sys
 
 
-def bars(title, groups, x0, y0, w, h):
-    """groups: [(label, [(name, value, color)])] -> SVG of grouped horizontal bars."""
-    vmax = max([v for _, items in groups for _, v, _ in items] + [1e-9])
+ROW = 24
+
+
+def bars(title, groups, x0, y0, w, vmax=None):
+    """groups: [(label, [(text, value, color)])] -> (SVG of grouped horizontal bars, height)."""
+    vmax = vmax or max([v for _, items in groups for _, v, _ in items] + [1e-9])
     out = [f'<text x="{x0}" y="{y0 - 8}" font-size="14" font-weight="bold">{html.escape(title)}</text>']
-    row_h = h / max(1, sum(len(items) for _, items in groups) + len(groups))
+    row_h = ROW
     y = y0
     for label, items in groups:
         out.append(f'<text x="{x0}" y="{y + row_h * 0.8}" font-size="12">{html.escape(label)}</text>')
@@ -20,9 +23,9 @@ def bars(title, groups, x0, y0, w, h):
         for name, v, color in items:
             bw = (w - 300) * v / vmax
             out.append(f'<rect x="{x0 + 120}" y="{y + 2}" width="{bw:.1f}" height="{row_h - 4:.1f}" fill="{color}"/>')
-            out.append(f'<text x="{x0 + 125 + bw:.1f}" y="{y + row_h * 0.75:.1f}" font-size="11">{name} {v:.1f}</text>')
+            out.append(f'<text x="{x0 + 125 + bw:.1f}" y="{y + row_h * 0.75:.1f}" font-size="11">{html.escape(name)}</text>')
             y += row_h
-    return out
+    return out, y - y0
 
 
 def main():
@@ -33,16 +36,16 @@ def main():
         name = f"{os.path.basename(r['model'])} ({r['dtype']})"
         for run in r["runs"]:
             label = f"{name}, {run['threads']} thr"
-            limit = run["read_bw_gbs"] * 1e9 / r["weight_bytes"] if run["read_bw_gbs"] else 0
-            tg.append((label, [("tg tok/s", run["tg_tok_s"], "#3b7dd8"), ("bandwidth limit", limit, "#c8c8c8")]))
-            pp.append((label, [("pp tok/s", run["pp_tok_s"], "#e07b39")]))
-    width, height = 900, 60 + 26 * (3 * len(tg) + 2 * len(pp) + len(tg) + len(pp))
+            frac = 100 * run.get("tg_fraction_of_bw_limit", 0)
+            tg.append((label, [(f"{frac:.0f}% ({run['tg_tok_s']:.1f} tok/s at {run['read_bw_gbs']:.1f} GB/s)", frac, "#3b7dd8")]))
+            pp.append((label, [(f"{run['pp_tok_s']:.1f} tok/s", run["pp_tok_s"], "#e07b39")]))
+    width = 900
+    svg_tg, h_tg = bars("Generation: % of the memory-bandwidth limit (weight bytes per token / measured read GB/s)",
+                        tg, 20, 40, width - 40, vmax=100)
+    svg_pp, h_pp = bars("Prompt processing (pp): tokens/s", pp, 20, 40 + h_tg + 50, width - 40)
+    height = 40 + h_tg + 50 + h_pp + 20
     svg = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-family="sans-serif">',
-           f'<rect width="{width}" height="{height}" fill="white"/>']
-    h_tg = 26 * (3 * len(tg))
-    svg += bars("Generation (tg) vs memory-bandwidth limit", tg, 20, 40, width - 40, h_tg)
-    svg += bars("Prompt processing (pp)", pp, 20, 80 + h_tg, width - 40, 26 * 2 * len(pp))
-    svg.append("</svg>")
+           f'<rect width="{width}" height="{height}" fill="white"/>'] + svg_tg + svg_pp + ["</svg>"]
     open(out_path, "w").write("\n".join(svg))
     print("wrote", out_path)
 
