@@ -12,6 +12,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "core/array.h"
 #include "core/dtype.h"
 #include "core/log.h"
 
@@ -108,20 +109,6 @@ static char *dup_bytes(const uint8_t *s, uint64_t n) {
     memcpy(d, s, (size_t)n);
     d[n] = 0;
     return d;
-}
-
-static bool grow(void **arr, int64_t *cap, int64_t need, size_t elem) {
-    if (need <= *cap) return true;
-    int64_t nc = *cap ? *cap * 2 : 64;
-    if (nc < need) nc = need;
-    size_t bytes;
-    if (!pg_mul_size((size_t)nc, elem, &bytes)) return false;
-    void *p = realloc(*arr, bytes);
-    if (!p) return false;
-    memset((char *)p + (size_t)*cap * elem, 0, (size_t)(nc - *cap) * elem);
-    *arr = p;
-    *cap = nc;
-    return true;
 }
 
 /* ---- metadata values ---- */
@@ -295,7 +282,7 @@ static bool kv_is_int(const gguf_kv *kv) {
 
 static pagoda_status read_kvs(gguf_file *f, reader *r, uint64_t n_kv) {
     for (uint64_t i = 0; i < n_kv; i++) {
-        if (!grow((void **)&f->kv, &f->cap_kv, f->n_kv + 1, sizeof(gguf_kv)))
+        if (!pg_grow((void **)&f->kv, &f->cap_kv, f->n_kv + 1, sizeof(gguf_kv)))
             return pg_fail(PAGODA_ERR_NOMEM, "out of memory for %llu keys", (unsigned long long)n_kv);
         gguf_kv *kv = &f->kv[f->n_kv++];
         const uint8_t *k;
@@ -334,7 +321,7 @@ static pagoda_status read_alignment(gguf_file *f) {
 
 static pagoda_status read_tensor_infos(gguf_file *f, reader *r, uint64_t n_tensors) {
     for (uint64_t i = 0; i < n_tensors; i++) {
-        if (!grow((void **)&f->tensors, &f->cap_tensors, f->n_tensors + 1, sizeof(gguf_tensor)))
+        if (!pg_grow((void **)&f->tensors, &f->cap_tensors, f->n_tensors + 1, sizeof(gguf_tensor)))
             return pg_fail(PAGODA_ERR_NOMEM, "out of memory for %llu tensors", (unsigned long long)n_tensors);
         gguf_tensor *t = &f->tensors[f->n_tensors++];
         const uint8_t *s;
@@ -658,7 +645,7 @@ static pagoda_status kv_begin(gguf_writer *w, const char *key, gguf_type t) {
         if (strcmp(w->keys[i], key) == 0) return pg_fail(PAGODA_ERR_INVALID, "gguf writer: duplicate key '%s'", key);
     char *k = strdup(key);
     uint32_t t32 = (uint32_t)t;
-    if (!k || !grow((void **)&w->keys, &w->cap_kv, w->n_kv + 1, sizeof(char *))) {
+    if (!k || !pg_grow((void **)&w->keys, &w->cap_kv, w->n_kv + 1, sizeof(char *))) {
         free(k);
         return pg_fail(PAGODA_ERR_NOMEM, "gguf writer: out of memory");
     }
@@ -764,7 +751,7 @@ pagoda_status gguf_writer_add_tensor(gguf_writer *w, const char *name, int dtype
     if (!dtype_row_size(dtype, t.ne[0], &t.size) || !pg_mul_size(t.size, (size_t)t.ne[1], &t.size) ||
         !pg_mul_size(t.size, (size_t)t.ne[2], &t.size) || !pg_mul_size(t.size, (size_t)t.ne[3], &t.size))
         return pg_fail(PAGODA_ERR_INVALID, "gguf writer: tensor '%s': size overflows", name);
-    if (!(t.name = strdup(name)) || !grow((void **)&w->tensors, &w->cap_tensors, w->n_tensors + 1, sizeof t)) {
+    if (!(t.name = strdup(name)) || !pg_grow((void **)&w->tensors, &w->cap_tensors, w->n_tensors + 1, sizeof t)) {
         free(t.name);
         return pg_fail(PAGODA_ERR_NOMEM, "gguf writer: out of memory");
     }

@@ -14,6 +14,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "core/array.h"
 #include "core/dtype.h"
 #include "core/log.h"
 
@@ -75,19 +76,6 @@ static const char *show(const char *s, char buf[96]) {
     if (n > 80) { memcpy(buf + k, "...", 3); k += 3; }
     buf[k] = 0;
     return buf;
-}
-
-static bool grow(void **arr, int64_t *cap, int64_t need, size_t elem) {
-    if (need <= *cap) return true;
-    int64_t nc = *cap ? *cap * 2 : 16;
-    if (nc < need) nc = need;
-    size_t bytes;
-    if (!pg_mul_size((size_t)nc, elem, &bytes)) return false;
-    void *p = realloc(*arr, bytes);
-    if (!p) return false;
-    *arr = p;
-    *cap = nc;
-    return true;
 }
 
 /* ---- one file ---- */
@@ -172,9 +160,9 @@ static pagoda_status parse_tensor(st_model *m, const char *key, json_t *val, con
                        "tensor '%s': data_offsets [%llu, %llu] hold %llu bytes but %s with %llu elements needs %llu", nm,
                        (unsigned long long)begin, (unsigned long long)end, (unsigned long long)(end - begin), dt->name,
                        (unsigned long long)numel, (unsigned long long)(bits / 8));
-    if (!grow((void **)&m->tensors, &m->cap, m->n + 1, sizeof(st_tensor)))
+    if (!pg_grow((void **)&m->tensors, &m->cap, m->n + 1, sizeof(st_tensor)))
         return pg_fail(PAGODA_ERR_NOMEM, "out of memory");
-    if (!grow((void **)&m->tensor_shard, &m->cap_ts, m->n + 1, sizeof(int)))
+    if (!pg_grow((void **)&m->tensor_shard, &m->cap_ts, m->n + 1, sizeof(int)))
         return pg_fail(PAGODA_ERR_NOMEM, "out of memory");
     st_tensor *t = &m->tensors[m->n];
     memset(t, 0, sizeof *t);
@@ -274,7 +262,7 @@ static pagoda_status build_index(st_model *m) {
 }
 
 static pagoda_status add_shard(st_model *m, const char *name) {
-    if (!grow((void **)&m->shards, &m->cap_shards, m->n_shards + 1, sizeof(st_shard)))
+    if (!pg_grow((void **)&m->shards, &m->cap_shards, m->n_shards + 1, sizeof(st_shard)))
         return pg_fail(PAGODA_ERR_NOMEM, "out of memory");
     st_shard *s = &m->shards[m->n_shards];
     memset(s, 0, sizeof *s);

@@ -8,6 +8,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "core/array.h"
 #include "core/dtype.h"
 #include "core/fp16.h"
 #include "core/log.h"
@@ -65,19 +66,13 @@ typedef struct {
     pg_model *m;
     int column;     /* which k_names column */
     char **names;   /* owned copies of found names (pg_weight.name points here) */
-    int n_names, cap_names;
+    int64_t n_names, cap_names;
     void **owned;   /* converted F32 vectors */
-    int n_owned, cap_owned;
+    int64_t n_owned, cap_owned;
 } loader;
 
-static pagoda_status keep(void ***arr, int *n, int *cap, void *p) {
-    if (*n == *cap) {
-        int nc = *cap ? *cap * 2 : 64;
-        void **a = realloc(*arr, sizeof(void *) * (size_t)nc);
-        if (!a) return pg_fail(PAGODA_ERR_NOMEM, "out of memory");
-        *arr = a;
-        *cap = nc;
-    }
+static pagoda_status keep(void ***arr, int64_t *n, int64_t *cap, void *p) {
+    if (!pg_grow((void **)arr, cap, *n + 1, sizeof(void *))) return pg_fail(PAGODA_ERR_NOMEM, "out of memory");
     (*arr)[(*n)++] = p;
     return PAGODA_OK;
 }
@@ -258,9 +253,9 @@ pagoda_status model_load(const char *path, pg_model **out) {
     return PAGODA_OK;
 fail:
     if (strncmp(pagoda_last_error(), path, strlen(path)) != 0) pg_error_prefix("%s: ", path);
-    for (int i = 0; i < L.n_names; i++) free(L.names[i]);
+    for (int64_t i = 0; i < L.n_names; i++) free(L.names[i]);
     free(L.names);
-    for (int i = 0; i < L.n_owned; i++) free(L.owned[i]);
+    for (int64_t i = 0; i < L.n_owned; i++) free(L.owned[i]);
     free(L.owned);
     free(m->layers);
     free(m->rope_inv_freq);
@@ -272,9 +267,9 @@ fail:
 
 void model_free(pg_model *m) {
     if (!m) return;
-    for (int i = 0; i < m->n_names; i++) free(m->names[i]);
+    for (int64_t i = 0; i < m->n_names; i++) free(m->names[i]);
     free(m->names);
-    for (int i = 0; i < m->n_owned; i++) free(m->owned[i]);
+    for (int64_t i = 0; i < m->n_owned; i++) free(m->owned[i]);
     free(m->owned);
     free(m->layers);
     free(m->rope_inv_freq);

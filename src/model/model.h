@@ -41,9 +41,9 @@ typedef struct pg_model {
     pg_layer_weights *layers; /* [n_layer] */
     float *rope_inv_freq;     /* [rope_dim/2] */
     char **names;             /* owned tensor names (pg_weight.name points here) [n_names] */
-    int n_names;
+    int64_t n_names;
     void **owned;             /* owned buffers: norms/biases converted to F32 [n_owned] */
-    int n_owned;
+    int64_t n_owned;
     struct gguf_file *gguf;   /* one of these holds the mapping */
     struct st_model *st;
 } pg_model;
