@@ -65,7 +65,7 @@ static int check_loads(const char *path) {
 
 static int info_gguf(const char *path, int all) {
     gguf_file *f;
-    if (gguf_open(path, &f)) return cli_error(path);
+    if (gguf_open(path, &f)) return cli_error(""); /* the message names the file */
     printf("file:           %s (GGUF v%u, %zu bytes, alignment %zu)\n", path, gguf_version(f), gguf_file_size(f),
            gguf_alignment(f));
     pg_model_config c;
@@ -111,7 +111,7 @@ static int info_safetensors(const char *path) {
             return cli_error("");
     }
     st_model *m;
-    if (st_open(path, &m)) return cli_error(path);
+    if (st_open(path, &m)) return cli_error(""); /* the message names the file */
     uint64_t total = 0;
     printf("tensors (%lld):\n", (long long)st_n_tensors(m));
     for (int64_t i = 0; i < st_n_tensors(m); i++) {
