@@ -7,7 +7,11 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <sys/stat.h>
+
 #include "core/log.h"
+#include "format/gguf.h"
+#include "tokenizer/tokenizer.h"
 
 int cli_error(const char *context) {
     const char *e = pagoda_last_error();
@@ -158,4 +162,26 @@ void cli_session_close(cli_session *s) {
     free(s->block_table);
     free(s->logits);
     memset(s, 0, sizeof *s);
+}
+
+int cli_tokenizer_open(const char *model_path, cli_tokenizer *t) {
+    memset(t, 0, sizeof *t);
+    struct stat sb;
+    pagoda_status st;
+    if (stat(model_path, &sb) == 0 && S_ISDIR(sb.st_mode)) {
+        st = tok_load_hf(model_path, &t->tok);
+    } else {
+        if ((st = gguf_open(model_path, &t->gguf)) == PAGODA_OK) st = tok_load_gguf(t->gguf, &t->tok);
+    }
+    if (st) {
+        cli_tokenizer_close(t);
+        return cli_error("tokenizer");
+    }
+    return 0;
+}
+
+void cli_tokenizer_close(cli_tokenizer *t) {
+    tok_free(t->tok);
+    gguf_close(t->gguf);
+    memset(t, 0, sizeof *t);
 }

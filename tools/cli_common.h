@@ -30,6 +30,14 @@ int cli_session_open(const char *model_path, int32_t n_ctx, int32_t max_batch, c
 int cli_session_eval(cli_session *s, const int32_t *tokens, int32_t n, float *all_logits);
 void cli_session_close(cli_session *s);
 
+/* A model's tokenizer without its weights: a .gguf (vocab-only ones too) or a HF folder. */
+typedef struct {
+    struct gguf_file *gguf; /* keeps GGUF metadata alive while the tokenizer lives */
+    struct pg_tokenizer *tok;
+} cli_tokenizer;
+int cli_tokenizer_open(const char *model_path, cli_tokenizer *t);
+void cli_tokenizer_close(cli_tokenizer *t);
+
 /* "1,2,3" or "1 2 3" -> ids (malloc'd). Returns 0 on success, prints an error otherwise. */
 int cli_parse_ids(const char *str, int32_t **ids, int32_t *n);
 /* Strict integer / float option parsing; prints an error naming the option on failure. */

@@ -13,6 +13,7 @@ static const struct {
     {"info", cmd_info, "show a model's architecture, hyperparameters and tensors"},
     {"logits", cmd_logits, "compute logits for input_ids from a safetensors file"},
     {"bench", cmd_bench, "prompt-processing and generation speed, memory bandwidth"},
+    {"tokenize", cmd_tokenize, "show how a model's tokenizer splits text"},
     {"synth", cmd_synth, "write a GGUF with random weights of a real model's shape"},
 };
 

@@ -202,3 +202,34 @@ def test_bad_hf_folder(run_pagoda, tmp_path, shared):
     check_bad(run_pagoda, d, "!config.json")
     (d / "config.json").write_text('{"model_type": "llama", "hidden_size": 64}')
     check_bad(run_pagoda, d, "!config.json")
+
+
+# ---- text in, text out (tokenizer + chat template) ----
+
+def test_tokenize_cli_matches_fixture(shared, run_pagoda):
+    vocab = shared / "fixtures" / "tokenizers" / "ggml-vocab-gpt-2.gguf"
+    cases = (shared / "fixtures" / "tokenizers" / "ggml-vocab-gpt-2.gguf.inp").read_text().split("\n__ggml_vocab_test__\n")
+    expected = (shared / "fixtures" / "tokenizers" / "ggml-vocab-gpt-2.gguf.out").read_text().split("\n")
+    for text, ids in list(zip(cases, expected))[:12]:
+        if not text or text.startswith("-"):
+            continue
+        out = run_pagoda("tokenize", "-m", vocab, "--ids", "--no-special", text).stdout.split()
+        assert out == ids.split(), text
+
+
+def test_run_text_prompt_builtin(builtin_model, run_pagoda):
+    r = run_pagoda("run", "-m", builtin_model, "-p",
+                   "<|im_start|>user\nWhat is the capital of France?<|im_end|>\n<|im_start|>assistant\n", "-n", 24)
+    assert "Paris" in r.stdout
+
+
+def test_chat_reuses_prefix(builtin_model, pagoda_bin):
+    import subprocess
+    r = subprocess.run([pagoda_bin, "run", "-m", str(builtin_model), "--chat", "-n", "16"],
+                       input="Hello!\nWhat is 2+2?\n", capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    turns = [l for l in r.stderr.splitlines() if "cached" in l]
+    assert len(turns) == 2
+    # the second turn's prompt starts with the whole first turn: most of it comes from the cache
+    cached = int(turns[1].split("(")[1].split()[0])
+    assert cached > 30

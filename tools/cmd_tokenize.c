@@ -1,0 +1,82 @@
+/* pagoda tokenize -m MODEL [--ids|--pieces] [--special] [--add-special] TEXT
+ * Shows how a model's tokenizer splits text (MODEL: .gguf, vocab-only .gguf, or HF folder). */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli_common.h"
+#include "commands.h"
+#include "tokenizer/tokenizer.h"
+
+static void usage(void) {
+    fprintf(stderr, "usage: pagoda tokenize -m MODEL [--ids | --pieces] [--no-special] [--add-special] TEXT\n"
+                    "  --ids          print only the token ids\n"
+                    "  --pieces       print only the pieces\n"
+                    "  --no-special   treat special-token text (e.g. <|im_start|>) as plain text\n"
+                    "  --add-special  add BOS/EOS as the model does by default\n"
+                    "  TEXT '-' reads standard input\n");
+}
+
+static char *read_stdin(size_t *len) {
+    size_t cap = 1 << 16, n = 0;
+    char *buf = malloc(cap);
+    while (buf) {
+        size_t r = fread(buf + n, 1, cap - n, stdin);
+        n += r;
+        if (r == 0) break;
+        if (n == cap) {
+            char *nb = realloc(buf, cap *= 2);
+            if (!nb) free(buf);
+            buf = nb;
+        }
+    }
+    *len = n;
+    return buf;
+}
+
+int cmd_tokenize(int argc, char **argv) {
+    const char *model = NULL, *text = NULL;
+    int ids_only = 0, pieces_only = 0, parse_special = 1, add_special = 0;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (!strcmp(a, "-h") || !strcmp(a, "--help")) return usage(), 0;
+        if (!strcmp(a, "--ids")) ids_only = 1;
+        else if (!strcmp(a, "--pieces")) pieces_only = 1;
+        else if (!strcmp(a, "--no-special")) parse_special = 0;
+        else if (!strcmp(a, "--add-special")) add_special = 1;
+        else if ((!strcmp(a, "-m") || !strcmp(a, "--model")) && i + 1 < argc) model = argv[++i];
+        else if (!text && (a[0] != '-' || !strcmp(a, "-"))) text = a;
+        else { fprintf(stderr, "pagoda tokenize: unknown option '%s'\n", a); return usage(), 2; }
+    }
+    if (!model || !text) return usage(), 2;
+    cli_tokenizer tk;
+    if (cli_tokenizer_open(model, &tk)) return 1;
+    size_t len = 0;
+    char *owned = NULL;
+    if (!strcmp(text, "-")) {
+        if (!(owned = read_stdin(&len))) { cli_tokenizer_close(&tk); return 1; }
+        text = owned;
+    } else {
+        len = strlen(text);
+    }
+    int32_t *ids = NULL;
+    size_t n = 0;
+    int rc = 0;
+    if (tok_encode(tk.tok, text, len, add_special, parse_special, &ids, &n)) {
+        rc = cli_error("tokenize");
+    } else {
+        for (size_t i = 0; i < n; i++) {
+            size_t pl;
+            const char *p = tok_piece(tk.tok, ids[i], &pl);
+            if (ids_only) printf("%s%d", i ? " " : "", ids[i]);
+            else if (pieces_only) printf("%s%.*s", i ? " " : "", (int)pl, p);
+            else printf("%6d -> '%.*s'\n", ids[i], (int)pl, p);
+        }
+        if (ids_only || pieces_only) printf("\n");
+        fprintf(stderr, "pagoda: %zu tokens\n", n);
+    }
+    free(ids);
+    free(owned);
+    cli_tokenizer_close(&tk);
+    return rc;
+}
