@@ -110,6 +110,7 @@ static int generate(runner *r, const int32_t *prompt, int32_t n_prompt, char **r
         if (k <= sizeof piece) fwrite(piece, 1, k, stdout);
     }
     printf("\n");
+    fflush(stdout); /* the reply ends before the statistics line on stderr */
     double t2 = now_s();
     fprintf(stderr, "pagoda: prompt %d tokens (%d cached) in %.3f s (%.1f tok/s), generated %ld tokens in %.3f s (%.1f tok/s)\n",
             n_prompt, common, t1 - t0, (n_prompt - common) / (t1 - t0), n_done, t2 - t1, n_done / (t2 - t1));
