@@ -55,7 +55,7 @@ struct jlist { jval *v; size_t n, cap; bool tuple; /* prints as (a, b) */ };
 struct jdict { jstr *k; jval *v; size_t n, cap; };   /* insertion ordered, like Python */
 struct jloop { jlist *items; size_t i; };
 struct jmacro { jnode *def; jframe *scope; };
-struct jframe { jframe *parent; jstr *k; jval *v; size_t n, cap; };
+struct jframe { jframe *parent; jdict vars; }; /* a scope: its variables and the enclosing one */
 
 typedef enum {
     /* statements */

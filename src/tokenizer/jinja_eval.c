@@ -97,31 +97,11 @@ jframe *jj_frame(jctx *c, jframe *parent) {
     f->parent = parent;
     return f;
 }
-void jj_frame_set(jctx *c, jframe *f, jstr k, jval v) {
-    for (size_t i = 0; i < f->n; i++)
-        if (str_eq(f->k[i], k)) {
-            f->v[i] = v;
-            return;
-        }
-    if (f->n == f->cap) {
-        size_t cap = f->cap ? f->cap * 2 : 4;
-        jstr *nk = jj_alloc(c, cap * sizeof *nk);
-        jval *nv = jj_alloc(c, cap * sizeof *nv);
-        if (f->n) {
-            memcpy(nk, f->k, f->n * sizeof *nk);
-            memcpy(nv, f->v, f->n * sizeof *nv);
-        }
-        f->k = nk;
-        f->v = nv;
-        f->cap = cap;
-    }
-    f->k[f->n] = k;
-    f->v[f->n++] = v;
-}
+void jj_frame_set(jctx *c, jframe *f, jstr k, jval v) { dict_set(c, &f->vars, k, v); }
 static jval *frame_get(jframe *f, jstr k) {
+    jval *e;
     for (; f; f = f->parent)
-        for (size_t i = 0; i < f->n; i++)
-            if (str_eq(f->k[i], k)) return &f->v[i];
+        if ((e = dict_find(&f->vars, k))) return e;
     return NULL;
 }
 
@@ -1836,7 +1816,7 @@ static void exec_for(jctx *c, jframe *f, jnode *n) {
         jlist *kept = list_new(c, 0);
         jframe *g = jj_frame(c, f);
         for (size_t i = 0; i < items->n; i++) {
-            g->n = 0;
+            g->vars.n = 0;
             assign(c, g, n->c, items->v[i]);
             if (truthy(eval(c, g, n->b))) list_push(c, kept, items->v[i]);
         }
@@ -1856,7 +1836,7 @@ static void exec_for(jctx *c, jframe *f, jnode *n) {
             rerr(c, "too many loop iterations (limit %u)", JJ_MAX_ITERS);
         }
         lp->i = i;
-        g->n = 0; /* a fresh scope per iteration, as in jinja; reused to bound memory */
+        g->vars.n = 0; /* a fresh scope per iteration, as in jinja; reused to bound memory */
         jj_frame_set(c, g, (jstr){"loop", 4}, (jval){.t = V_LOOP, .u.lp = lp});
         assign(c, g, n->c, items->v[i]);
         int ctl = 0;
