@@ -40,15 +40,14 @@ static double median(double *v, long n) {
     return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
 }
 
+static void count_dtype(const pg_weight *w, void *user) {
+    if (w->data && w->n_out > 1) ((int *)user)[w->dtype]++;
+}
+
 /* Most common matrix type, to name the model's quantization in the report. */
 static const char *main_dtype(const pg_model *m) {
     int counts[PAGODA_DTYPE_COUNT] = {0};
-    for (int l = 0; l < m->cfg.n_layer; l++) {
-        const pg_layer_weights *w = &m->layers[l];
-        const pg_weight *all[] = {&w->wq, &w->wk, &w->wv, &w->wqkv, &w->wo, &w->w_gate, &w->w_up, &w->w_down};
-        for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
-            if (all[i]->data) counts[all[i]->dtype]++;
-    }
+    model_for_each_weight(m, count_dtype, counts);
     int best = 0;
     for (int t = 1; t < PAGODA_DTYPE_COUNT; t++)
         if (counts[t] > counts[best]) best = t;

@@ -41,10 +41,16 @@ void forward_destroy(pg_forward *f) {
     free(f);
 }
 
-static size_t max_work(size_t cur, const pg_weight *w, int32_t T) {
-    if (!w->data) return cur;
-    size_t s = k_matmul_work_size(w->dtype, w->n_in, T);
-    return s > cur ? s : cur;
+typedef struct {
+    int32_t n_tok;
+    size_t bytes;
+} work_need;
+
+static void max_work(const pg_weight *w, void *user) {
+    work_need *need = user;
+    if (!w->data || w->n_out <= 1) return; /* vectors are not matmul operands */
+    size_t s = k_matmul_work_size(w->dtype, w->n_in, need->n_tok);
+    if (s > need->bytes) need->bytes = s;
 }
 
 pagoda_status forward_create(const pg_model *m, int32_t max_tokens, pg_forward **out) {
@@ -67,12 +73,9 @@ pagoda_status forward_create(const pg_model *m, int32_t max_tokens, pg_forward *
     f->gate = alloc_floats(T, c->n_ff);
     f->up = alloc_floats(T, c->n_ff);
     f->out_rows = malloc(sizeof(int32_t) * (size_t)T);
-    size_t ws = max_work(0, &m->output, max_tokens);
-    for (int l = 0; l < c->n_layer; l++) {
-        const pg_layer_weights *w = &m->layers[l];
-        const pg_weight *all[] = {&w->wq, &w->wk, &w->wv, &w->wqkv, &w->wo, &w->w_gate, &w->w_up, &w->w_down};
-        for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) ws = max_work(ws, all[i], max_tokens);
-    }
+    work_need need = {.n_tok = max_tokens};
+    model_for_each_weight(m, max_work, &need);
+    size_t ws = need.bytes;
     f->work = aligned_alloc(64, (ws + 64) & ~(size_t)63);
     if (!f->x || !f->xn || !f->q || !f->k || !f->v || !f->qkv || !f->att || !f->tmp || !f->gate || !f->up ||
         !f->out_rows || !f->work) {

@@ -284,8 +284,7 @@ static uint64_t weight_bytes(const pg_weight *w) {
     return (uint64_t)row * (uint64_t)w->n_out;
 }
 
-/* Calls fn on every matrix the forward pass reads per token. */
-static void for_each_matrix(const pg_model *m, void (*fn)(const pg_weight *, void *), void *user) {
+void model_for_each_weight(const pg_model *m, void (*fn)(const pg_weight *, void *), void *user) {
     fn(&m->out_norm, user);
     fn(&m->output, user);
     for (int l = 0; l < m->cfg.n_layer; l++) {
@@ -300,7 +299,7 @@ static void add_bytes(const pg_weight *w, void *user) { *(uint64_t *)user += wei
 
 uint64_t model_weight_bytes(const pg_model *m) {
     uint64_t b = 0;
-    for_each_matrix(m, add_bytes, &b);
+    model_for_each_weight(m, add_bytes, &b);
     return b;
 }
 
@@ -322,5 +321,5 @@ static void touch(const pg_weight *w, void *user) {
 
 void model_prefault(const pg_model *m, void (*progress)(uint64_t done, uint64_t total, void *user), void *user) {
     prefault_state s = {.total = model_weight_bytes(m), .progress = progress, .user = user};
-    for_each_matrix(m, touch, &s);
+    model_for_each_weight(m, touch, &s);
 }

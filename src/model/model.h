@@ -52,6 +52,10 @@ typedef struct pg_model {
 pagoda_status model_load(const char *path, pg_model **out);
 void model_free(pg_model *m); /* NULL is a no-op */
 
+/* Calls fn on every weight the forward pass reads per token (norm vectors, projection matrices,
+ * the output layer; absent optional ones have data == NULL). */
+void model_for_each_weight(const pg_model *m, void (*fn)(const pg_weight *w, void *user), void *user);
+
 /* Reads every weight page once (from disk into the page cache, mapped), so the first tokens do
  * not pay for it; progress(done, total) is called after each matrix (may be NULL). */
 void model_prefault(const pg_model *m, void (*progress)(uint64_t done, uint64_t total, void *user), void *user);
