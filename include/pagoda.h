@@ -19,6 +19,7 @@ typedef enum {
     PAGODA_ERR_IO = -4,          /* open/read/mmap failed */
     PAGODA_ERR_UNSUPPORTED = -5, /* well-formed but not something pagoda runs (yet) */
     PAGODA_ERR_CUDA = -6,
+    PAGODA_ERR_BUSY = -7,        /* queue full; try again later */
 } pagoda_status;
 
 /* Element/block types. Values equal GGML's type ids so GGUF files map one to one.
@@ -56,6 +57,170 @@ void pagoda_log_set(pagoda_log_fn fn, void *user, int max_level);
 /* Message of the last error on this thread ("" if none). */
 const char *pagoda_last_error(void);
 const char *pagoda_status_name(pagoda_status st);
+
+/* ===== Models: weights + tokenizer + chat template, loaded once, shared by engines ===== */
+
+typedef struct pagoda_model pagoda_model;
+
+/* path: a .gguf file or a Hugging Face model folder (config.json, *.safetensors, tokenizer.json). */
+pagoda_status pagoda_model_load(const char *path, pagoda_model **out);
+void pagoda_model_free(pagoda_model *m); /* NULL is a no-op; free engines using it first */
+
+typedef struct {
+    const char *arch;          /* "llama", "qwen2", ... (owned by the model) */
+    const char *path;
+    int32_t n_ctx_train;       /* context length the model was trained for */
+    int32_t n_vocab;
+    int64_t n_params;
+    uint64_t weight_bytes;     /* bytes of weights read per token */
+    const char *chat_template; /* Jinja source; NULL if the model has none */
+    int32_t bos, eos;          /* -1 if none */
+    int32_t fim_prefix, fim_suffix, fim_middle; /* fill-in-the-middle tokens; -1 if none */
+} pagoda_model_info;
+void pagoda_model_get_info(const pagoda_model *m, pagoda_model_info *info);
+
+/* Text -> token ids (*ids from malloc; release with pagoda_free). add_special: BOS as the model
+ * wants it; parse_special: "<|im_start|>" and other special-token text become those tokens. */
+pagoda_status pagoda_tokenize(const pagoda_model *m, const char *text, size_t len, int add_special,
+                              int parse_special, int32_t **ids, size_t *n_ids);
+/* Token ids -> text (*text from malloc, NUL-terminated; release with pagoda_free). */
+pagoda_status pagoda_detokenize(const pagoda_model *m, const int32_t *ids, size_t n, int skip_special, char **text,
+                                size_t *len);
+/* The text of one token as generation would print it (special tokens as their text), into buf
+ * (NUL-terminated if room). Returns the length (may exceed cap: truncated then). */
+size_t pagoda_token_text(const pagoda_model *m, int32_t id, char *buf, size_t cap);
+/* True for tokens that end generation (EOS, <|im_end|>, <|eot_id|>, ...). */
+int pagoda_token_is_eog(const pagoda_model *m, int32_t id);
+
+/* Renders the model's chat template. messages_json: a JSON array of {"role","content",...}
+ * objects as in the OpenAI API; tools_json: JSON array or NULL. *text from malloc (pagoda_free).
+ * Fails with PAGODA_ERR_UNSUPPORTED if the model has no template, PAGODA_ERR_INVALID for bad
+ * messages (the message says which). */
+pagoda_status pagoda_chat_render(const pagoda_model *m, const char *messages_json, const char *tools_json,
+                                 int add_generation_prompt, char **text);
+
+void pagoda_free(void *p);
+
+/* ===== Engine: continuous batching over a paged KV cache with prefix reuse ===== */
+
+typedef struct pagoda_engine pagoda_engine;
+
+typedef struct {
+    int32_t n_threads;        /* kernel threads; 0: all cores */
+    int32_t kv_block_size;    /* tokens per KV block; default 16 */
+    uint64_t kv_mem_bytes;    /* KV memory budget; 0: kv_mem_fraction of available memory */
+    float kv_mem_fraction;    /* default 0.25 */
+    int32_t max_batch_tokens; /* tokens per engine step (decode + prefill chunks); default 512 */
+    int32_t max_seqs;         /* sequences per step; default 64 */
+    int32_t max_model_len;    /* prompt + generation limit; 0: the model's n_ctx_train (capped by
+                                 the KV budget) */
+    int32_t max_waiting;      /* queued requests beyond which submit returns PAGODA_ERR_BUSY;
+                                 0: unlimited */
+    int prefix_caching;       /* reuse KV blocks of identical prompt prefixes; default 1 */
+} pagoda_engine_config;
+void pagoda_engine_config_default(pagoda_engine_config *c);
+
+typedef struct {
+    float temperature;        /* <= 0: greedy; default 1 */
+    int32_t top_k;            /* <= 0: off */
+    float top_p;              /* >= 1: off */
+    float min_p;              /* <= 0: off */
+    float repetition_penalty; /* 1: off */
+    float presence_penalty;   /* 0: off (OpenAI semantics) */
+    float frequency_penalty;  /* 0: off */
+    int64_t seed;             /* < 0: random. Same seed -> same tokens, alone or batched */
+} pagoda_sampling;
+
+typedef enum {
+    PAGODA_FINISH_NONE = 0,  /* still generating */
+    PAGODA_FINISH_STOP = 1,  /* end-of-generation token or a stop string/token */
+    PAGODA_FINISH_LENGTH = 2, /* max_tokens or the context limit */
+    PAGODA_FINISH_CANCELLED = 3,
+    PAGODA_FINISH_ERROR = 4,
+} pagoda_finish_reason;
+
+/* One event of one choice of a request. Pointers are valid only during the callback. */
+typedef struct {
+    uint64_t request_id;
+    int32_t index;          /* which of the request's n choices */
+    const char *text;       /* new text for the stream (may be empty: text that could start a
+                               stop string or an incomplete UTF-8 character is held back) */
+    size_t text_len;
+    int32_t token;          /* the token this event adds; -1 for a finish event without one */
+    float logprob;          /* log-probability of token under the model (if logprobs >= 0) */
+    int32_t n_top;          /* top alternatives (request's logprobs count) */
+    const int32_t *top_tokens;
+    const float *top_logprobs;
+    pagoda_finish_reason finish; /* != NONE: this choice is over (its last event) */
+    const char *error;           /* message when finish == PAGODA_FINISH_ERROR */
+    int request_done;            /* 1 on the request's very last event: no callbacks after it */
+    /* usage so far (whole request): */
+    int32_t n_prompt_tokens;
+    int32_t n_cached_tokens;     /* prompt tokens whose KV came from the prefix cache */
+    int32_t n_completion_tokens; /* tokens generated for this choice */
+} pagoda_event;
+
+typedef void (*pagoda_event_fn)(const pagoda_event *ev, void *user);
+
+typedef struct {
+    const char *prompt;             /* text (tokenized with the model's BOS and special tokens), or */
+    size_t prompt_len;              /* 0: strlen(prompt) */
+    const int32_t *prompt_tokens;   /* used when prompt == NULL */
+    int32_t n_prompt_tokens;
+    pagoda_sampling sampling;
+    int32_t max_tokens;             /* <= 0: until the context limit */
+    const char *const *stop;        /* stop strings (at most 16, each <= 256 bytes); not in the output */
+    int32_t n_stop;
+    const int32_t *stop_token_ids;  /* extra tokens that end generation (at most 64) */
+    int32_t n_stop_token_ids;
+    int ignore_eos;                 /* keep going past end-of-generation tokens */
+    int skip_special;               /* drop special tokens from the text (default 1) */
+    int32_t n;                      /* choices (1..64); choices share the prompt's KV blocks */
+    int32_t logprobs;               /* -1: none; k >= 0: each token's logprob and the top k (k <= 20) */
+    pagoda_event_fn on_event;       /* called on the engine thread; must not block for long */
+    void *user;
+} pagoda_request;
+void pagoda_request_default(pagoda_request *r);
+void pagoda_sampling_default(pagoda_sampling *s);
+
+/* Borrows m (must outlive the engine). Sizes the KV cache and all step buffers. */
+pagoda_status pagoda_engine_create(pagoda_model *m, const pagoda_engine_config *c, pagoda_engine **out);
+/* Stops the engine thread if running, finishes every live request with CANCELLED (events are
+ * delivered), frees everything. NULL is a no-op. */
+void pagoda_engine_destroy(pagoda_engine *e);
+
+/* Validates and queues a request (everything is copied). Errors come back here, not as events:
+ * PAGODA_ERR_INVALID (bad field; prompt + max_tokens over the context: the message gives the
+ * lengths), PAGODA_ERR_BUSY (queue full). *id identifies the request. Thread-safe. */
+pagoda_status pagoda_engine_submit(pagoda_engine *e, const pagoda_request *r, uint64_t *id);
+/* Asks the engine to cancel a request: its choices finish with CANCELLED within one step and
+ * their KV blocks are freed. Unknown or finished ids are ignored. Thread-safe. */
+void pagoda_engine_cancel(pagoda_engine *e, uint64_t id);
+/* Cancels every live request (e.g. at shutdown). Thread-safe. */
+void pagoda_engine_cancel_all(pagoda_engine *e);
+
+/* Runs the engine loop on its own thread (steps while there is work, sleeps otherwise). */
+pagoda_status pagoda_engine_start(pagoda_engine *e);
+/* Without start(): runs one step on the caller's thread (schedule, forward, sample, events).
+ * *n_live: requests still unfinished afterwards. */
+pagoda_status pagoda_engine_step(pagoda_engine *e, int32_t *n_live);
+
+typedef struct {
+    int32_t n_running, n_waiting;    /* sequences scheduled / queued */
+    int32_t n_live_requests;
+    int32_t kv_blocks_total, kv_blocks_used, kv_blocks_cached; /* used: referenced; cached: free
+                                                                  but holding a reusable prefix */
+    int32_t kv_block_size;
+    int32_t max_model_len;
+    uint64_t n_steps;
+    uint64_t n_requests_submitted, n_requests_finished;
+    uint64_t n_prompt_tokens;        /* prompt tokens of admitted sequences */
+    uint64_t n_cached_tokens;        /* of those, served from the prefix cache */
+    uint64_t n_computed_tokens;      /* tokens that went through the model (prefill + decode + recompute) */
+    uint64_t n_generated_tokens;
+    uint64_t n_preemptions;
+} pagoda_engine_stats;
+void pagoda_engine_get_stats(pagoda_engine *e, pagoda_engine_stats *s); /* thread-safe */
 
 #ifdef __cplusplus
 }

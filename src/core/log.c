@@ -61,6 +61,7 @@ const char *pagoda_status_name(pagoda_status st) {
     case PAGODA_ERR_IO: return "i/o error";
     case PAGODA_ERR_UNSUPPORTED: return "unsupported";
     case PAGODA_ERR_CUDA: return "cuda error";
+    case PAGODA_ERR_BUSY: return "busy";
     }
     return "unknown error";
 }

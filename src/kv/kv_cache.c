@@ -1,6 +1,7 @@
 #include "kv/kv_cache.h"
 
 #include <stdlib.h>
+#include <string.h>
 
 #include "core/dtype.h"
 #include "core/log.h"
@@ -39,4 +40,12 @@ void kv_cache_destroy(kv_cache *kv) {
     free(kv->k);
     free(kv->v);
     free(kv);
+}
+
+void kv_cache_copy_block(kv_cache *kv, int32_t src, int32_t dst) {
+    size_t n = (size_t)kv->block_size * (size_t)kv->n_head_kv * (size_t)kv->head_dim;
+    for (int32_t l = 0; l < kv->n_layer; l++) {
+        memcpy(kv->k + kv_slot_offset(kv, l, dst, 0), kv->k + kv_slot_offset(kv, l, src, 0), n * sizeof(float));
+        memcpy(kv->v + kv_slot_offset(kv, l, dst, 0), kv->v + kv_slot_offset(kv, l, src, 0), n * sizeof(float));
+    }
 }

@@ -22,6 +22,9 @@ void kv_cache_destroy(kv_cache *kv); /* NULL is a no-op */
 /* Bytes needed for n_blocks (K and V, all layers); 0 on overflow. */
 size_t kv_cache_bytes(int32_t n_layer, int32_t n_blocks, int32_t block_size, int32_t n_head_kv, int32_t head_dim);
 
+/* Copies block src to block dst in every layer (copy-on-write of a shared partial block). */
+void kv_cache_copy_block(kv_cache *kv, int32_t src, int32_t dst);
+
 /* Floats of one token slot: [n_head_kv][head_dim] at (layer, block, slot). */
 static inline size_t kv_slot_offset(const kv_cache *kv, int32_t layer, int32_t block, int32_t slot) {
     return (size_t)layer * kv->layer_stride +
