@@ -1,0 +1,159 @@
+/* pagoda_model_*: a loaded model with its tokenizer, and the text-side helpers the server needs
+ * (tokenize, detokenize, chat template). */
+#include "engine/model_api.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <sys/stat.h>
+
+#include "core/log.h"
+#include "tokenizer/chat_template.h"
+
+/* A token id if text is exactly one special token, else -1. */
+static int32_t single_token(const pg_tokenizer *t, const char *text) {
+    int32_t *ids = NULL;
+    size_t n = 0;
+    int32_t id = -1;
+    if (tok_encode(t, text, strlen(text), false, true, &ids, &n) == PAGODA_OK && n == 1) id = ids[0];
+    free(ids);
+    return id;
+}
+
+/* Fill-in-the-middle tokens: GGUF metadata when present, else the spellings models use. */
+static void find_fim(pagoda_model *pm) {
+    static const char *const names[][3] = {
+        {"<fim_prefix>", "<fim_suffix>", "<fim_middle>"},       /* StarCoder, SmolLM */
+        {"<|fim_prefix|>", "<|fim_suffix|>", "<|fim_middle|>"}, /* Qwen2.5-Coder */
+        {"<｜fim▁begin｜>", "<｜fim▁hole｜>", "<｜fim▁end｜>"},    /* DeepSeek-Coder */
+        {"<PRE>", "<SUF>", "<MID>"},                            /* CodeLlama */
+    };
+    pm->fim_prefix = pm->fim_suffix = pm->fim_middle = -1;
+    const gguf_file *g = pm->m->gguf;
+    uint32_t a, b, c;
+    if (g && gguf_get_u32(g, "tokenizer.ggml.fim_pre_token_id", &a) && gguf_get_u32(g, "tokenizer.ggml.fim_suf_token_id", &b) &&
+        gguf_get_u32(g, "tokenizer.ggml.fim_mid_token_id", &c) && a < (uint32_t)tok_n_vocab(pm->tok) &&
+        b < (uint32_t)tok_n_vocab(pm->tok) && c < (uint32_t)tok_n_vocab(pm->tok)) {
+        pm->fim_prefix = (int32_t)a, pm->fim_suffix = (int32_t)b, pm->fim_middle = (int32_t)c;
+        return;
+    }
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+        int32_t p = single_token(pm->tok, names[i][0]), s = single_token(pm->tok, names[i][1]),
+                m = single_token(pm->tok, names[i][2]);
+        if (p >= 0 && s >= 0 && m >= 0) {
+            pm->fim_prefix = p, pm->fim_suffix = s, pm->fim_middle = m;
+            return;
+        }
+    }
+}
+
+static void count_params(const pg_weight *w, void *user) {
+    if (w->data) *(int64_t *)user += w->n_in * w->n_out;
+}
+
+pagoda_status pagoda_model_load(const char *path, pagoda_model **out) {
+    *out = NULL;
+    pagoda_model *pm = calloc(1, sizeof *pm);
+    if (!pm) return pg_fail(PAGODA_ERR_NOMEM, "out of memory");
+    pagoda_status st = model_load(path, &pm->m);
+    if (st == PAGODA_OK) {
+        /* token-id-only models (synthetic benchmarks shapes, bare fixtures) load without one */
+        struct stat sb;
+        char tj[1100];
+        snprintf(tj, sizeof tj, "%s/tokenizer.json", path);
+        if (stat(path, &sb) == 0 && S_ISDIR(sb.st_mode)) {
+            if (stat(tj, &sb) == 0) st = tok_load_hf(path, &pm->tok);
+        } else {
+            const char *kind = gguf_get_str(pm->m->gguf, "tokenizer.ggml.model");
+            if (kind && strcmp(kind, "none")) st = tok_load_gguf(pm->m->gguf, &pm->tok);
+        }
+        if (st == PAGODA_OK && !pm->tok) pg_log(PAGODA_LOG_WARN, "%s has no tokenizer: token ids in and out only", path);
+    }
+    if (st == PAGODA_OK && pm->tok && tok_n_vocab(pm->tok) > pm->m->cfg.n_vocab)
+        st = pg_fail(PAGODA_ERR_FORMAT, "tokenizer has %d tokens but the model's vocabulary is %d",
+                     tok_n_vocab(pm->tok), pm->m->cfg.n_vocab);
+    if (st) {
+        pagoda_model_free(pm);
+        return st;
+    }
+    if (pm->tok) find_fim(pm);
+    else pm->fim_prefix = pm->fim_suffix = pm->fim_middle = -1;
+    model_for_each_weight(pm->m, count_params, &pm->n_params);
+    pm->n_params += pm->m->tok_embd.n_in * pm->m->tok_embd.n_out - (pm->m->tok_embd.data ? pm->m->tok_embd.n_in : 0);
+    *out = pm;
+    return PAGODA_OK;
+}
+
+void pagoda_model_free(pagoda_model *pm) {
+    if (!pm) return;
+    tok_free(pm->tok);
+    model_free(pm->m);
+    free(pm);
+}
+
+void pagoda_model_get_info(const pagoda_model *pm, pagoda_model_info *info) {
+    memset(info, 0, sizeof *info);
+    info->arch = pm->m->cfg.arch_name;
+    info->path = pm->m->path;
+    info->n_ctx_train = pm->m->cfg.n_ctx_train;
+    info->n_vocab = pm->m->cfg.n_vocab;
+    info->n_params = pm->n_params;
+    info->weight_bytes = model_weight_bytes(pm->m);
+    info->chat_template = pm->tok ? tok_chat_template(pm->tok) : NULL;
+    info->bos = pm->tok ? tok_bos(pm->tok) : -1;
+    info->eos = pm->tok ? tok_eos(pm->tok) : -1;
+    info->fim_prefix = pm->fim_prefix, info->fim_suffix = pm->fim_suffix, info->fim_middle = pm->fim_middle;
+}
+
+pagoda_status pagoda_tokenize(const pagoda_model *pm, const char *text, size_t len, int add_special, int parse_special,
+                              int32_t **ids, size_t *n_ids) {
+    *ids = NULL, *n_ids = 0;
+    if (!pm->tok) return pg_fail(PAGODA_ERR_UNSUPPORTED, "this model has no tokenizer: send token ids");
+    return tok_encode(pm->tok, text, len, add_special != 0, parse_special != 0, ids, n_ids);
+}
+
+pagoda_status pagoda_detokenize(const pagoda_model *pm, const int32_t *ids, size_t n, int skip_special, char **text,
+                                size_t *len) {
+    *text = NULL, *len = 0;
+    if (!pm->tok) return pg_fail(PAGODA_ERR_UNSUPPORTED, "this model has no tokenizer");
+    for (size_t i = 0; i < n; i++)
+        if (ids[i] < 0 || ids[i] >= tok_n_vocab(pm->tok))
+            return pg_fail(PAGODA_ERR_INVALID, "token id %d out of range [0, %d)", ids[i], tok_n_vocab(pm->tok));
+    return tok_decode(pm->tok, ids, n, skip_special != 0, text, len);
+}
+
+size_t pagoda_token_text(const pagoda_model *pm, int32_t id, char *buf, size_t cap) {
+    char *text = NULL;
+    size_t len = 0;
+    if (!pm->tok || id < 0 || id >= tok_n_vocab(pm->tok) || tok_decode(pm->tok, &id, 1, false, &text, &len)) {
+        if (cap) buf[0] = 0;
+        return 0;
+    }
+    if (cap) {
+        size_t n = len < cap - 1 ? len : cap - 1;
+        memcpy(buf, text, n);
+        buf[n] = 0;
+    }
+    free(text);
+    return len;
+}
+
+int pagoda_token_is_eog(const pagoda_model *pm, int32_t id) {
+    return pm->tok && id >= 0 && id < tok_n_vocab(pm->tok) && tok_is_eog(pm->tok, id);
+}
+
+pagoda_status pagoda_chat_render(const pagoda_model *pm, const char *messages_json, const char *tools_json,
+                                 int add_generation_prompt, char **text) {
+    *text = NULL;
+    const char *tmpl = pm->tok ? tok_chat_template(pm->tok) : NULL;
+    if (!tmpl) return pg_fail(PAGODA_ERR_UNSUPPORTED, "this model has no chat template");
+    size_t l;
+    const char *bos = tok_bos(pm->tok) >= 0 ? tok_piece(pm->tok, tok_bos(pm->tok), &l) : NULL;
+    const char *eos = tok_eos(pm->tok) >= 0 ? tok_piece(pm->tok, tok_eos(pm->tok), &l) : NULL;
+    chat_template_input in = {.messages_json = messages_json, .tools_json = tools_json,
+                              .add_generation_prompt = add_generation_prompt != 0, .bos_token = bos, .eos_token = eos};
+    return chat_template_render(tmpl, &in, text);
+}
+
+void pagoda_free(void *p) { free(p); }

@@ -1,0 +1,16 @@
+/* The public pagoda_model: weights (model/) plus tokenizer and chat template (tokenizer/). */
+#ifndef PG_ENGINE_MODEL_API_H
+#define PG_ENGINE_MODEL_API_H
+
+#include "model/model.h"
+#include "pagoda.h"
+#include "tokenizer/tokenizer.h"
+
+struct pagoda_model {
+    pg_model *m;
+    pg_tokenizer *tok;
+    int32_t fim_prefix, fim_suffix, fim_middle;
+    int64_t n_params;
+};
+
+#endif
