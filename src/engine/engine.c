@@ -543,7 +543,7 @@ static void take_inbox(pagoda_engine *e) {
     int32_t n_cancels = e->n_cancels;
     uint64_t stack_ids[64], *ids = stack_ids;
     if (n_cancels > 64 && !(ids = malloc((size_t)n_cancels * sizeof *ids))) ids = stack_ids, n_cancels = 0, all = 1;
-    memcpy(ids, e->cancels, (size_t)n_cancels * sizeof *ids);
+    if (n_cancels) memcpy(ids, e->cancels, (size_t)n_cancels * sizeof *ids);
     e->n_cancels = 0;
     pthread_mutex_unlock(&e->mu);
     while (in) {
