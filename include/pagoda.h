@@ -79,7 +79,8 @@ typedef struct {
 } pagoda_model_info;
 void pagoda_model_get_info(const pagoda_model *m, pagoda_model_info *info);
 
-/* Text -> token ids (*ids from malloc; release with pagoda_free). add_special: BOS as the model
+/* The text functions below are thread-safe (no shared mutable state), also while an engine runs.
+ * Text -> token ids (*ids from malloc; release with pagoda_free). add_special: BOS as the model
  * wants it; parse_special: "<|im_start|>" and other special-token text become those tokens. */
 pagoda_status pagoda_tokenize(const pagoda_model *m, const char *text, size_t len, int add_special,
                               int parse_special, int32_t **ids, size_t *n_ids);

@@ -10,8 +10,25 @@
 #include <sys/stat.h>
 
 #include "core/log.h"
+#include "engine/model_api.h"
 #include "format/gguf.h"
 #include "tokenizer/tokenizer.h"
+
+double cli_now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+static int cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+double cli_median(double *v, long n) {
+    qsort(v, (size_t)n, sizeof *v, cmp_double);
+    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
 
 int cli_error(const char *context) {
     const char *e = pagoda_last_error();
@@ -46,6 +63,29 @@ int cli_float(const char *opt, const char *val, float *out) {
     return 0;
 }
 
+int cli_size(const char *opt, const char *val, uint64_t *out) {
+    char *end;
+    errno = 0;
+    double v = val ? strtod(val, &end) : -1;
+    if (!val || errno || end == val || v < 0) goto bad;
+    uint64_t mul = 1;
+    switch (*end) {
+    case 0: break;
+    case 'k': case 'K': mul = 1ull << 10, end++; break;
+    case 'm': case 'M': mul = 1ull << 20, end++; break;
+    case 'g': case 'G': mul = 1ull << 30, end++; break;
+    case 't': case 'T': mul = 1ull << 40, end++; break;
+    default: goto bad;
+    }
+    if ((*end == 'i' && end[1] == 'B') || *end == 'B') end += *end == 'B' ? 1 : 2;
+    if (*end || v * (double)mul > 1e18) goto bad;
+    *out = (uint64_t)(v * (double)mul);
+    return 0;
+bad:
+    fprintf(stderr, "pagoda: %s expects a size such as 512M or 2G, got '%s'\n", opt, val ? val : "");
+    return 1;
+}
+
 int cli_parse_ids(const char *str, int32_t **ids, int32_t *n) {
     size_t cap = 16, cnt = 0;
     int32_t *v = malloc(cap * sizeof *v);
@@ -78,12 +118,6 @@ int cli_parse_ids(const char *str, int32_t **ids, int32_t *n) {
     return 0;
 }
 
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
 /* Loading progress on stderr, at most every 5%, only where someone watches (a terminal). */
 static void load_progress(uint64_t done, uint64_t total, void *user) {
     int *last = user;
@@ -96,14 +130,14 @@ static void load_progress(uint64_t done, uint64_t total, void *user) {
 
 int cli_session_open(const char *model_path, int32_t n_ctx, int32_t max_batch, cli_session *s) {
     memset(s, 0, sizeof *s);
-    double t0 = now_s();
+    double t0 = cli_now_s();
     if (model_load(model_path, &s->m)) return cli_error("");
     int last = -5;
     int tty = isatty(2);
     model_prefault(s->m, tty ? load_progress : NULL, &last);
     if (tty) fprintf(stderr, "\n");
     fprintf(stderr, "pagoda: loaded %s (%s, %d layers, %.1f MiB of weights) in %.2f s\n", model_path,
-            s->m->cfg.arch_name, s->m->cfg.n_layer, model_weight_bytes(s->m) / 1048576.0, now_s() - t0);
+            s->m->cfg.arch_name, s->m->cfg.n_layer, model_weight_bytes(s->m) / 1048576.0, cli_now_s() - t0);
     const pg_model_config *c = &s->m->cfg;
     if (n_ctx <= 0) n_ctx = c->n_ctx_train < 4096 ? c->n_ctx_train : 4096;
     if (c->learned_pos && n_ctx > c->n_ctx_train) n_ctx = c->n_ctx_train;
@@ -162,6 +196,17 @@ void cli_session_close(cli_session *s) {
     free(s->block_table);
     free(s->logits);
     memset(s, 0, sizeof *s);
+}
+
+int cli_model_load(const char *path, pagoda_model **out) {
+    double t0 = cli_now_s();
+    if (pagoda_model_load(path, out)) return cli_error(path);
+    int last = -5, tty = isatty(2);
+    model_prefault((*out)->m, tty ? load_progress : NULL, &last);
+    if (tty) fprintf(stderr, "\n");
+    fprintf(stderr, "pagoda: loaded %s (%s, %d layers, %.1f MiB of weights) in %.2f s\n", path, (*out)->m->cfg.arch_name,
+            (*out)->m->cfg.n_layer, model_weight_bytes((*out)->m) / 1048576.0, cli_now_s() - t0);
+    return 0;
 }
 
 int cli_tokenizer_open(const char *model_path, cli_tokenizer *t) {

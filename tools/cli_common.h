@@ -30,6 +30,10 @@ int cli_session_open(const char *model_path, int32_t n_ctx, int32_t max_batch, c
 int cli_session_eval(cli_session *s, const int32_t *tokens, int32_t n, float *all_logits);
 void cli_session_close(cli_session *s);
 
+/* pagoda_model_load + reading every weight page once with a progress line on a terminal and a
+ * "loaded" summary on stderr. Prints the error and returns non-zero on failure. */
+int cli_model_load(const char *path, struct pagoda_model **out);
+
 /* A model's tokenizer without its weights: a .gguf (vocab-only ones too) or a HF folder. */
 typedef struct {
     struct gguf_file *gguf; /* keeps GGUF metadata alive while the tokenizer lives */
@@ -43,6 +47,11 @@ int cli_parse_ids(const char *str, int32_t **ids, int32_t *n);
 /* Strict integer / float option parsing; prints an error naming the option on failure. */
 int cli_int(const char *opt, const char *val, long lo, long hi, long *out);
 int cli_float(const char *opt, const char *val, float *out);
+/* A byte size: "1048576", "512K", "256M", "2G" (binary units). */
+int cli_size(const char *opt, const char *val, uint64_t *out);
+/* Monotonic seconds; the median of n values (sorts them). */
+double cli_now_s(void);
+double cli_median(double *v, long n);
 /* Prints "pagoda: <context>: <pagoda_last_error()>" and returns 1. */
 int cli_error(const char *context);
 

@@ -14,30 +14,15 @@
 
 static void usage(void) {
     fprintf(stderr,
-            "usage: pagoda bench -m MODEL [options]\n"
+            "usage: pagoda bench -m MODEL [options]     kernel speed: pp and tg of one sequence\n"
+            "       pagoda bench throughput -m MODEL ... offline batched generation (engine)\n"
+            "       pagoda bench serve --url URL ...     online serving benchmark against a server\n\n"
             "  -p N          prompt tokens per pp run (default 128)\n"
             "  -n N          generated tokens per tg run (default 32)\n"
             "  -t LIST       thread counts, e.g. 1,2 (default: 1 and all cores)\n"
             "  -r N          repetitions; medians are reported (default 5)\n"
             "  --no-membw    skip the bandwidth probe\n"
             "  --json PATH   also write the results as JSON\n");
-}
-
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
-static int cmp_double(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
-/* Median of n values (sorts them). */
-static double median(double *v, long n) {
-    qsort(v, (size_t)n, sizeof *v, cmp_double);
-    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
 }
 
 static void count_dtype(const pg_weight *w, void *user) {
@@ -58,6 +43,8 @@ int cmd_bench(int argc, char **argv) {
     const char *model = NULL, *json_path = NULL, *tlist = NULL;
     long n_pp = 128, n_tg = 32, reps = 5;
     int membw = 1;
+    if (argc > 1 && !strcmp(argv[1], "throughput")) return cmd_bench_throughput(argc - 1, argv + 1);
+    if (argc > 1 && !strcmp(argv[1], "serve")) return cmd_bench_serve(argc - 1, argv + 1);
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         int bad = 0;
@@ -125,13 +112,13 @@ int cmd_bench(int argc, char **argv) {
          * Medians over repetitions are reported. */
         for (long r = 0; r <= reps; r++) { /* r == 0 is a warm-up */
             s.n_past = 0;
-            double t0 = now_s();
+            double t0 = cli_now_s();
             if (n_pp && cli_session_eval(&s, tokens, (int32_t)n_pp, NULL)) { rc = 1; goto out; }
-            double t1 = now_s();
+            double t1 = cli_now_s();
             s.n_past = 0;
             for (long i = 0; i < n_tg; i++)
                 if (cli_session_eval(&s, &tokens[i % max_batch], 1, NULL)) { rc = 1; goto out; }
-            double t2 = now_s();
+            double t2 = cli_now_s();
             if (r == 0) continue;
             pp[r - 1] = n_pp ? n_pp / (t1 - t0) : 0;
             tg[r - 1] = n_tg ? n_tg / (t2 - t1) : 0;
@@ -140,7 +127,7 @@ int cmd_bench(int argc, char **argv) {
             fprintf(stderr, "\rbench: threads %d, repetition %ld/%ld", threads[ti], r, reps);
         }
         fprintf(stderr, "\n");
-        double m_pp = median(pp, reps), m_tg = median(tg, reps), m_bw = median(bw, reps), m_frac = median(frac, reps);
+        double m_pp = cli_median(pp, reps), m_tg = cli_median(tg, reps), m_bw = cli_median(bw, reps), m_frac = cli_median(frac, reps);
         printf("| %d | %.1f | %.1f | %.1f | %.1f | %.0f%% |\n", threads[ti], m_pp, m_tg, m_bw,
                m_bw > 0 ? m_bw * 1e9 / (double)wbytes : 0.0, 100.0 * m_frac);
         fflush(stdout);

@@ -9,5 +9,9 @@ int cmd_logits(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
 int cmd_synth(int argc, char **argv);
 int cmd_tokenize(int argc, char **argv);
+int cmd_serve(int argc, char **argv);           /* cmd_serve.c */
+int cmd_eval(int argc, char **argv);            /* cmd_eval.c: eval humaneval */
+int cmd_bench_throughput(int argc, char **argv); /* cmd_bench_throughput.c */
+int cmd_bench_serve(int argc, char **argv);      /* cmd_bench_serve.c */
 
 #endif

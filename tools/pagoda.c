@@ -14,6 +14,8 @@ static const struct {
     {"logits", cmd_logits, "compute logits for input_ids from a safetensors file"},
     {"bench", cmd_bench, "prompt-processing and generation speed, memory bandwidth"},
     {"tokenize", cmd_tokenize, "show how a model's tokenizer splits text"},
+    {"serve", cmd_serve, "serve a model over an OpenAI-compatible HTTP API"},
+    {"eval", cmd_eval, "evaluate a model on a benchmark (humaneval pass@k)"},
     {"synth", cmd_synth, "write a GGUF with random weights of a real model's shape"},
 };
 

@@ -417,6 +417,16 @@ static void end_choice(pagoda_engine *e, choice *ch, pagoda_finish_reason why, c
     ch->seq = NULL;
     ch->finish = why;
     r->n_live--;
+    if (r->n_live == 0) { /* counters first, so whoever sees request_done also sees them settled */
+        pthread_mutex_lock(&e->mu);
+        e->stats.n_requests_finished++;
+        e->stats.n_live_requests--;
+        e->stats.n_running = sched_n_running(e->sched);
+        e->stats.n_waiting = sched_n_waiting(e->sched);
+        e->stats.kv_blocks_cached = kv_pool_n_cached(e->pool);
+        e->stats.kv_blocks_used = kv_pool_n_blocks(e->pool) - kv_pool_n_free(e->pool);
+        pthread_mutex_unlock(&e->mu);
+    }
     char *joined = NULL;
     size_t n_joined = 0;
     if (flush) {
@@ -438,10 +448,6 @@ static void end_choice(pagoda_engine *e, choice *ch, pagoda_finish_reason why, c
 /* Frees a request once all its choices have ended. */
 static void retire_if_done(pagoda_engine *e, request *r) {
     if (r->n_live > 0) return;
-    pthread_mutex_lock(&e->mu);
-    e->stats.n_requests_finished++;
-    e->stats.n_live_requests--;
-    pthread_mutex_unlock(&e->mu);
     unlink_live(e, r);
     free_request(r);
 }

@@ -1,0 +1,9 @@
+/* API keys: "Authorization: Bearer KEY" against the configured keys. */
+#ifndef PG_SERVE_AUTH_H
+#define PG_SERVE_AUTH_H
+
+/* 1 if no keys are configured or the header carries one of them, else 0. The comparison takes
+ * the same time whatever the bytes of the key that differ. header may be NULL. */
+int auth_check(const char *const *keys, int n_keys, const char *authorization);
+
+#endif

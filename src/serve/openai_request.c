@@ -1,0 +1,550 @@
+/* OpenAI request parsing and validation (see openai_request.h). Untrusted input: every field is
+ * type-checked and range-checked, unknown fields are rejected by name, and a failure leaves no
+ * allocation behind. */
+#include "serve/openai_request.h"
+
+#include <jansson.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/log.h"
+
+typedef struct {
+    oa_request *r;
+    oa_error *err;
+    /* fields whose checks need others (JSON object keys come in any order) */
+    int has_stream_options, has_top_logprobs, chat_logprobs, top_logprobs;
+    long long best_of;
+    int tool_choice_none;
+    json_t *tools; /* borrowed from the parsed body */
+} ctx;
+
+static int fail(ctx *c, int status, const char *param, const char *fmt, ...) PG_PRINTF(4, 5);
+static int fail(ctx *c, int status, const char *param, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(c->err->message, sizeof c->err->message, fmt, ap);
+    va_end(ap);
+    c->err->status = status;
+    c->err->type = "invalid_request_error";
+    snprintf(c->err->param, sizeof c->err->param, "%s", param ? param : "");
+    return -1;
+}
+
+static const char *type_name(const json_t *v) {
+    switch (json_typeof(v)) {
+    case JSON_OBJECT: return "an object";
+    case JSON_ARRAY: return "an array";
+    case JSON_STRING: return "a string";
+    case JSON_INTEGER: return "an integer";
+    case JSON_REAL: return "a number";
+    case JSON_TRUE:
+    case JSON_FALSE: return "a boolean";
+    case JSON_NULL: return "null";
+    }
+    return "a value";
+}
+
+static int bad_type(ctx *c, const char *name, const char *want, const json_t *v) {
+    return fail(c, 400, name, "Invalid type for '%s': expected %s, but got %s instead.", name, want, type_name(v));
+}
+
+size_t oa_utf8_valid_prefix(const char *s, size_t len) {
+    const unsigned char *p = (const unsigned char *)s;
+    size_t i = 0;
+    while (i < len) {
+        unsigned c = p[i];
+        size_t n;
+        unsigned min;
+        if (c < 0x80) { i++; continue; }
+        if (c >= 0xC2 && c <= 0xDF) n = 1, min = 0x80;
+        else if (c >= 0xE0 && c <= 0xEF) n = 2, min = 0x800;
+        else if (c >= 0xF0 && c <= 0xF4) n = 3, min = 0x10000;
+        else return i;
+        if (len - i <= n) return i;
+        unsigned cp = c & (0x3F >> n);
+        for (size_t k = 1; k <= n; k++) {
+            if ((p[i + k] & 0xC0) != 0x80) return i;
+            cp = (cp << 6) | (p[i + k] & 0x3F);
+        }
+        if (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) return i;
+        i += n + 1;
+    }
+    return len;
+}
+
+static char *dup_str(const char *s, size_t n) {
+    char *d = malloc(n + 1);
+    if (d) {
+        memcpy(d, s, n);
+        d[n] = 0;
+    }
+    return d;
+}
+
+static int nomem(ctx *c) { return fail(c, 500, NULL, "out of memory while parsing the request"); }
+
+static int get_bool(ctx *c, const char *name, const json_t *v, int *out) {
+    if (!json_is_boolean(v)) return bad_type(c, name, "a boolean", v);
+    *out = json_is_true(v);
+    return 0;
+}
+
+/* Integers; a real with an integral value (16.0) is accepted too. */
+static int get_int(ctx *c, const char *name, const json_t *v, long long lo, long long hi, long long *out) {
+    long long x;
+    if (json_is_integer(v)) {
+        x = json_integer_value(v);
+    } else if (json_is_real(v)) {
+        double d = json_real_value(v);
+        if (!(d == floor(d)) || d < -9.2e18 || d > 9.2e18) return bad_type(c, name, "an integer", v);
+        x = (long long)d;
+    } else {
+        return bad_type(c, name, "an integer", v);
+    }
+    if (x < lo) return fail(c, 400, name, "'%s' must be at least %lld, got %lld.", name, lo, x);
+    if (x > hi) return fail(c, 400, name, "'%s' is too large: %lld (at most %lld).", name, x, hi);
+    *out = x;
+    return 0;
+}
+
+static int get_float(ctx *c, const char *name, const json_t *v, double lo, double hi, int lo_open, float *out) {
+    if (!json_is_number(v)) return bad_type(c, name, "a number", v);
+    double d = json_number_value(v);
+    if (!isfinite(d) || d < lo || d > hi || (lo_open && d == lo))
+        return fail(c, 400, name, "'%s' must be %s %g and <= %g, got %g.", name, lo_open ? ">" : ">=", lo, hi, d);
+    *out = (float)d;
+    return 0;
+}
+
+static int unsupported(ctx *c, const char *name, const char *why) {
+    return fail(c, 400, name, "'%s' is not supported by this server%s%s.", name, why ? ": " : "", why ? why : "");
+}
+
+/* ---- prompt (completions) ---- */
+
+static int ids_from_array(ctx *c, const char *name, const json_t *a) {
+    size_t n = json_array_size(a);
+    if (n == 0) return fail(c, 400, name, "'%s' must not be empty.", name);
+    if (n > OA_MAX_PROMPT_IDS) return fail(c, 400, name, "'%s' has too many tokens: %zu (at most %d).", name, n, OA_MAX_PROMPT_IDS);
+    int32_t *ids = malloc(n * sizeof *ids);
+    if (!ids) return nomem(c);
+    for (size_t i = 0; i < n; i++) {
+        const json_t *t = json_array_get(a, i);
+        if (!json_is_integer(t) || json_integer_value(t) < 0 || json_integer_value(t) > INT32_MAX) {
+            free(ids);
+            char p[128];
+            snprintf(p, sizeof p, "%.80s[%zu]", name, i);
+            if (!json_is_integer(t)) return bad_type(c, p, "a token id (integer)", t);
+            return fail(c, 400, p, "'%s' must be a token id (>= 0), got %lld.", p, (long long)json_integer_value(t));
+        }
+        ids[i] = (int32_t)json_integer_value(t);
+    }
+    c->r->prompt_ids = ids;
+    c->r->n_prompt_ids = (int32_t)n;
+    return 0;
+}
+
+static int parse_prompt(ctx *c, const json_t *v) {
+    static const char *want = "a string, an array of token ids, or an array holding one of those";
+    if (json_is_string(v)) {
+        if (!(c->r->prompt = dup_str(json_string_value(v), json_string_length(v)))) return nomem(c);
+        return 0;
+    }
+    if (!json_is_array(v)) return bad_type(c, "prompt", want, v);
+    size_t n = json_array_size(v);
+    if (n == 0) return fail(c, 400, "prompt", "'prompt' must not be empty.");
+    const json_t *first = json_array_get(v, 0);
+    if (json_is_integer(first)) return ids_from_array(c, "prompt", v);
+    if (!json_is_string(first) && !json_is_array(first)) return bad_type(c, "prompt", want, v);
+    if (n > 1) return fail(c, 400, "prompt", "only one prompt per request is supported (got %zu).", n);
+    if (json_is_string(first)) {
+        if (!(c->r->prompt = dup_str(json_string_value(first), json_string_length(first)))) return nomem(c);
+        return 0;
+    }
+    return ids_from_array(c, "prompt[0]", first);
+}
+
+/* ---- messages (chat) ---- */
+
+static int parse_content(ctx *c, const char *name, const json_t *v, json_t **out) {
+    if (json_is_string(v)) {
+        *out = json_stringn(json_string_value(v), json_string_length(v));
+        return *out ? 0 : nomem(c);
+    }
+    if (!json_is_array(v)) return bad_type(c, name, "a string or an array of content parts", v);
+    /* text parts are joined with newlines, as vLLM does */
+    size_t total = 0, n = json_array_size(v);
+    for (size_t i = 0; i < n; i++) {
+        const json_t *part = json_array_get(v, i);
+        char p[128];
+        snprintf(p, sizeof p, "%.80s[%zu]", name, i);
+        if (!json_is_object(part)) return bad_type(c, p, "an object", part);
+        const json_t *type = json_object_get(part, "type");
+        if (!json_is_string(type)) return fail(c, 400, p, "'%s.type' must be a string such as \"text\".", p);
+        if (strcmp(json_string_value(type), "text") != 0)
+            return fail(c, 400, p, "content parts of type '%s' are not supported (only \"text\"): '%s'.", json_string_value(type), p);
+        const json_t *text = json_object_get(part, "text");
+        if (!json_is_string(text)) {
+            snprintf(p + strlen(p), sizeof p - strlen(p), ".text");
+            return text ? bad_type(c, p, "a string", text) : fail(c, 400, p, "'%s' is required.", p);
+        }
+        const char *key;
+        json_t *val;
+        json_object_foreach((json_t *)part, key, val) {
+            if (strcmp(key, "type") && strcmp(key, "text")) {
+                char q[192];
+                snprintf(q, sizeof q, "%.120s.%.40s", p, key);
+                return fail(c, 400, q, "Unrecognized field in a text content part: '%s'.", q);
+            }
+        }
+        total += json_string_length(text) + 1;
+    }
+    char *buf = malloc(total + 1), *w = buf;
+    if (!buf) return nomem(c);
+    for (size_t i = 0; i < n; i++) {
+        const json_t *text = json_object_get(json_array_get(v, i), "text");
+        if (i) *w++ = '\n';
+        memcpy(w, json_string_value(text), json_string_length(text));
+        w += json_string_length(text);
+    }
+    *out = json_stringn(buf, (size_t)(w - buf));
+    free(buf);
+    return *out ? 0 : nomem(c);
+}
+
+static int parse_message(ctx *c, size_t i, const json_t *m, json_t *out_arr) {
+    char name[64], p[128];
+    snprintf(name, sizeof name, "messages[%zu]", i);
+    if (!json_is_object(m)) return bad_type(c, name, "an object", m);
+    const json_t *role = json_object_get(m, "role");
+    snprintf(p, sizeof p, "%s.role", name);
+    if (!role) return fail(c, 400, p, "'%s' is required.", p);
+    if (!json_is_string(role)) return bad_type(c, p, "a string", role);
+    const char *rs = json_string_value(role);
+    static const char *roles[] = {"system", "developer", "user", "assistant", "tool"};
+    int ok = 0;
+    for (size_t k = 0; k < sizeof roles / sizeof roles[0]; k++) ok |= !strcmp(rs, roles[k]);
+    if (!ok)
+        return fail(c, 400, p, "'%s' must be one of system, developer, user, assistant, tool; got '%.64s'.", p, rs);
+    json_t *msg = json_object();
+    if (!msg || json_array_append_new(out_arr, msg)) return nomem(c);
+    /* templates know "system"; "developer" is OpenAI's newer name for it */
+    json_object_set_new(msg, "role", json_string(!strcmp(rs, "developer") ? "system" : rs));
+    const json_t *content = json_object_get(m, "content");
+    snprintf(p, sizeof p, "%s.content", name);
+    json_t *cv = NULL;
+    if (content && !json_is_null(content)) {
+        if (parse_content(c, p, content, &cv)) return -1;
+    } else if (!strcmp(rs, "assistant") && json_object_get(m, "tool_calls")) {
+        cv = json_string("");
+    } else {
+        return fail(c, 400, p, "'%s' is required.", p);
+    }
+    if (!cv || json_object_set_new(msg, "content", cv)) return nomem(c);
+    const char *key;
+    json_t *val;
+    json_object_foreach((json_t *)m, key, val) {
+        snprintf(p, sizeof p, "%s.%.40s", name, key);
+        if (!strcmp(key, "role") || !strcmp(key, "content")) continue;
+        if (!strcmp(key, "name") || !strcmp(key, "tool_call_id")) {
+            if (json_is_null(val)) continue;
+            if (!json_is_string(val)) return bad_type(c, p, "a string", val);
+            json_object_set(msg, key, val);
+        } else if (!strcmp(key, "tool_calls")) {
+            if (json_is_null(val)) continue;
+            if (!json_is_array(val)) return bad_type(c, p, "an array", val);
+            json_object_set(msg, key, val);
+        } else if (!strcmp(key, "refusal") || !strcmp(key, "reasoning_content") || !strcmp(key, "reasoning") ||
+                   !strcmp(key, "audio")) {
+            continue; /* earlier assistant output that the templates do not use */
+        } else {
+            return fail(c, 400, p, "Unrecognized field in a message: '%s'.", p);
+        }
+    }
+    return 0;
+}
+
+static int parse_messages(ctx *c, const json_t *v) {
+    if (!json_is_array(v)) return bad_type(c, "messages", "an array", v);
+    size_t n = json_array_size(v);
+    if (n == 0) return fail(c, 400, "messages", "'messages' must be a non-empty array.");
+    if (n > OA_MAX_MESSAGES) return fail(c, 400, "messages", "too many messages: %zu (at most %d).", n, OA_MAX_MESSAGES);
+    json_t *arr = json_array();
+    if (!arr) return nomem(c);
+    for (size_t i = 0; i < n; i++)
+        if (parse_message(c, i, json_array_get(v, i), arr)) {
+            json_decref(arr);
+            return -1;
+        }
+    c->r->messages_json = json_dumps(arr, JSON_COMPACT);
+    json_decref(arr);
+    return c->r->messages_json ? 0 : nomem(c);
+}
+
+/* ---- stop ---- */
+
+static int add_stop(ctx *c, const char *name, const json_t *s) {
+    if (!json_is_string(s)) return bad_type(c, name, "a string", s);
+    size_t len = json_string_length(s);
+    if (len == 0) return 0; /* an empty stop string would end every completion at once: ignore it */
+    if (len > OA_MAX_STOP_BYTES)
+        return fail(c, 400, name, "'%s' is too long: %zu bytes (at most %d).", name, len, OA_MAX_STOP_BYTES);
+    if (c->r->n_stop >= OA_MAX_STOP) return fail(c, 400, "stop", "too many stop strings (at most %d).", OA_MAX_STOP);
+    if (!(c->r->stop[c->r->n_stop] = dup_str(json_string_value(s), len))) return nomem(c);
+    c->r->n_stop++;
+    return 0;
+}
+
+static int parse_stop(ctx *c, const json_t *v) {
+    if (json_is_string(v)) return add_stop(c, "stop", v);
+    if (!json_is_array(v)) return bad_type(c, "stop", "a string or an array of strings", v);
+    if (json_array_size(v) > OA_MAX_STOP)
+        return fail(c, 400, "stop", "too many stop strings: %zu (at most %d).", json_array_size(v), OA_MAX_STOP);
+    for (size_t i = 0; i < json_array_size(v); i++) {
+        char p[32];
+        snprintf(p, sizeof p, "stop[%zu]", i);
+        if (add_stop(c, p, json_array_get(v, i))) return -1;
+    }
+    return 0;
+}
+
+/* ---- one top-level field ---- */
+
+static int is_any(const char *key, const char *const *names) {
+    for (; *names; names++)
+        if (!strcmp(key, *names)) return 1;
+    return 0;
+}
+
+/* accepted and ignored: bookkeeping fields OpenAI clients may send */
+static const char *const k_ignored[] = {"user", "store", "metadata", "service_tier", "safety_identifier",
+                                        "prompt_cache_key", "prompt_cache_retention", NULL};
+/* OpenAI chat fields this server does not implement */
+static const char *const k_unsupported_chat[] = {"functions", "function_call", "audio", "prediction",
+                                                 "web_search_options", "reasoning_effort", "verbosity",
+                                                 "moderation", "prompt_cache_options", NULL};
+
+static int parse_field(ctx *c, const char *key, json_t *v) {
+    oa_request *r = c->r;
+    const int chat = r->kind == OA_CHAT;
+    long long x;
+    if (is_any(key, k_ignored)) return 0;
+    if (!strcmp(key, "model")) {
+        if (!json_is_string(v)) return bad_type(c, key, "a string", v);
+        if (!(r->model = dup_str(json_string_value(v), json_string_length(v)))) return nomem(c);
+        return 0;
+    }
+    if (!strcmp(key, "stream")) return get_bool(c, key, v, &r->stream);
+    if (!strcmp(key, "stream_options")) {
+        if (!json_is_object(v)) return bad_type(c, key, "an object", v);
+        c->has_stream_options = 1;
+        const char *k2;
+        json_t *v2;
+        json_object_foreach(v, k2, v2) {
+            char p[96];
+            snprintf(p, sizeof p, "stream_options.%.60s", k2);
+            if (!strcmp(k2, "include_usage")) {
+                if (!json_is_null(v2) && get_bool(c, p, v2, &r->include_usage)) return -1;
+            } else if (!strcmp(k2, "include_obfuscation") || !strcmp(k2, "continuous_usage_stats")) {
+                if (!json_is_null(v2) && !json_is_boolean(v2)) return bad_type(c, p, "a boolean", v2);
+            } else {
+                return fail(c, 400, p, "Unrecognized request argument supplied: %s", p);
+            }
+        }
+        return 0;
+    }
+    if (!strcmp(key, "max_tokens") || (chat && !strcmp(key, "max_completion_tokens"))) {
+        if (get_int(c, key, v, 1, OA_MAX_TOKENS_CAP, &x)) return -1;
+        /* max_completion_tokens wins when both are given */
+        if (!strcmp(key, "max_completion_tokens") || r->max_tokens == 0 || !chat) r->max_tokens = (int32_t)x;
+        return 0;
+    }
+    if (!strcmp(key, "temperature")) return get_float(c, key, v, 0, 2, 0, &r->temperature);
+    if (!strcmp(key, "top_p")) return get_float(c, key, v, 0, 1, 0, &r->top_p);
+    if (!strcmp(key, "min_p")) return get_float(c, key, v, 0, 1, 0, &r->min_p);
+    if (!strcmp(key, "presence_penalty")) return get_float(c, key, v, -2, 2, 0, &r->presence_penalty);
+    if (!strcmp(key, "frequency_penalty")) return get_float(c, key, v, -2, 2, 0, &r->frequency_penalty);
+    if (!strcmp(key, "repetition_penalty")) return get_float(c, key, v, 0, 10, 1, &r->repetition_penalty);
+    if (!strcmp(key, "top_k")) {
+        if (get_int(c, key, v, -1, 1 << 24, &x)) return -1;
+        r->top_k = (int32_t)x;
+        return 0;
+    }
+    if (!strcmp(key, "seed")) {
+        if (get_int(c, key, v, INT64_MIN, INT64_MAX, &x)) return -1;
+        r->seed = (int64_t)((uint64_t)x & (uint64_t)INT64_MAX); /* any integer is a valid seed */
+        return 0;
+    }
+    if (!strcmp(key, "n")) {
+        if (get_int(c, key, v, 1, OA_MAX_N, &x)) return -1;
+        r->n = (int32_t)x;
+        return 0;
+    }
+    if (!strcmp(key, "stop")) return parse_stop(c, v);
+    if (!strcmp(key, "stop_token_ids")) {
+        if (!json_is_array(v)) return bad_type(c, key, "an array of token ids", v);
+        if (json_array_size(v) > OA_MAX_STOP_TOKEN_IDS)
+            return fail(c, 400, key, "too many stop_token_ids: %zu (at most %d).", json_array_size(v), OA_MAX_STOP_TOKEN_IDS);
+        for (size_t i = 0; i < json_array_size(v); i++) {
+            char p[40];
+            snprintf(p, sizeof p, "stop_token_ids[%zu]", i);
+            if (get_int(c, p, json_array_get(v, i), 0, INT32_MAX, &x)) return -1;
+            r->stop_token_ids[r->n_stop_token_ids++] = (int32_t)x;
+        }
+        return 0;
+    }
+    if (!strcmp(key, "ignore_eos")) return get_bool(c, key, v, &r->ignore_eos);
+    if (!strcmp(key, "skip_special_tokens")) return get_bool(c, key, v, &r->skip_special);
+    if (!strcmp(key, "logit_bias")) {
+        if (!json_is_object(v)) return bad_type(c, key, "an object", v);
+        return json_object_size(v) ? unsupported(c, key, "logit biases are not implemented") : 0;
+    }
+    if (!chat) {
+        if (!strcmp(key, "prompt")) return parse_prompt(c, v);
+        if (!strcmp(key, "suffix")) {
+            if (!json_is_string(v)) return bad_type(c, key, "a string", v);
+            if (!(r->suffix = dup_str(json_string_value(v), json_string_length(v)))) return nomem(c);
+            return 0;
+        }
+        if (!strcmp(key, "echo")) return get_bool(c, key, v, &r->echo);
+        if (!strcmp(key, "logprobs")) {
+            if (get_int(c, key, v, 0, 5, &x)) return -1;
+            r->logprobs = (int32_t)x;
+            return 0;
+        }
+        if (!strcmp(key, "best_of")) return get_int(c, key, v, 1, OA_MAX_N, &c->best_of);
+    } else {
+        if (!strcmp(key, "messages")) return parse_messages(c, v);
+        if (!strcmp(key, "logprobs")) return get_bool(c, key, v, &c->chat_logprobs);
+        if (!strcmp(key, "top_logprobs")) {
+            if (get_int(c, key, v, 0, 20, &x)) return -1;
+            c->has_top_logprobs = 1;
+            c->top_logprobs = (int)x;
+            return 0;
+        }
+        if (!strcmp(key, "tools")) {
+            if (!json_is_array(v)) return bad_type(c, key, "an array", v);
+            c->tools = v;
+            return 0;
+        }
+        if (!strcmp(key, "tool_choice")) {
+            if (json_is_string(v) && !strcmp(json_string_value(v), "none")) return c->tool_choice_none = 1, 0;
+            if (json_is_string(v) && !strcmp(json_string_value(v), "auto")) return 0;
+            if (!json_is_string(v) && !json_is_object(v)) return bad_type(c, key, "a string or an object", v);
+            return unsupported(c, key, "tool calls are not parsed, so only \"none\" and \"auto\" are accepted");
+        }
+        if (!strcmp(key, "parallel_tool_calls")) {
+            int b;
+            return get_bool(c, key, v, &b);
+        }
+        if (!strcmp(key, "response_format")) {
+            if (!json_is_object(v)) return bad_type(c, key, "an object", v);
+            const json_t *t = json_object_get(v, "type");
+            if (json_is_string(t) && !strcmp(json_string_value(t), "text")) return 0;
+            return unsupported(c, key, "only {\"type\": \"text\"} is accepted");
+        }
+        if (!strcmp(key, "modalities")) {
+            if (!json_is_array(v)) return bad_type(c, key, "an array", v);
+            for (size_t i = 0; i < json_array_size(v); i++) {
+                const json_t *m = json_array_get(v, i);
+                if (!json_is_string(m) || strcmp(json_string_value(m), "text"))
+                    return unsupported(c, key, "only [\"text\"] is accepted");
+            }
+            return 0;
+        }
+        if (is_any(key, k_unsupported_chat)) return unsupported(c, key, NULL);
+    }
+    return fail(c, 400, key, "Unrecognized request argument supplied: %.80s", key);
+}
+
+int oa_request_parse(const char *body, size_t len, oa_kind kind, oa_request *r, oa_error *err) {
+    memset(r, 0, sizeof *r);
+    memset(err, 0, sizeof *err);
+    ctx c = {.r = r, .err = err};
+    r->kind = kind;
+    r->temperature = 1.0f;
+    r->top_p = 1.0f;
+    r->repetition_penalty = 1.0f;
+    r->seed = -1;
+    r->n = 1;
+    r->logprobs = -1;
+    r->skip_special = 1;
+    if (!body || len == 0) return fail(&c, 400, NULL, "The request body is empty: expected a JSON object.");
+    size_t ok = oa_utf8_valid_prefix(body, len);
+    if (ok != len)
+        return fail(&c, 400, NULL, "The request body is not valid UTF-8 (byte 0x%02x at offset %zu).",
+                    (unsigned char)body[ok], ok);
+    json_error_t jerr;
+    json_t *root = json_loadb(body, len, JSON_REJECT_DUPLICATES, &jerr);
+    if (!root)
+        return fail(&c, 400, NULL, "The request body is not valid JSON: %s (line %d, column %d).", jerr.text, jerr.line,
+                    jerr.column);
+    int rc = -1;
+    if (!json_is_object(root)) {
+        bad_type(&c, "body", "a JSON object", root);
+        snprintf(err->message, sizeof err->message, "The request body must be a JSON object, got %s.", type_name(root));
+        goto done;
+    }
+    const char *key;
+    json_t *v;
+    json_object_foreach(root, key, v) {
+        if (json_is_null(v)) continue; /* null means "not given" */
+        if (parse_field(&c, key, v)) goto done;
+    }
+    if (kind == OA_CHAT) {
+        if (!r->messages_json) {
+            fail(&c, 400, "messages", "'messages' is required.");
+            goto done;
+        }
+        if (c.has_top_logprobs && !c.chat_logprobs) {
+            fail(&c, 400, "top_logprobs", "'top_logprobs' requires 'logprobs' to be true.");
+            goto done;
+        }
+        if (c.chat_logprobs) r->logprobs = c.top_logprobs;
+        if (c.tools && json_array_size(c.tools) && !c.tool_choice_none) {
+            if (!(r->tools_json = json_dumps(c.tools, JSON_COMPACT))) {
+                nomem(&c);
+                goto done;
+            }
+        }
+    } else {
+        if (!r->prompt && !r->prompt_ids) {
+            fail(&c, 400, "prompt", "'prompt' is required.");
+            goto done;
+        }
+        if (c.best_of > 1 && c.best_of != r->n) {
+            unsupported(&c, "best_of", "only best_of = n is accepted");
+            goto done;
+        }
+        if (r->echo && r->suffix) {
+            fail(&c, 400, "echo", "'echo' and 'suffix' cannot be used together.");
+            goto done;
+        }
+    }
+    if (c.has_stream_options && !r->stream) {
+        fail(&c, 400, "stream_options", "'stream_options' is only allowed when 'stream' is true.");
+        goto done;
+    }
+    rc = 0;
+done:
+    json_decref(root);
+    if (rc) oa_request_free(r);
+    r->kind = kind;
+    return rc;
+}
+
+void oa_request_free(oa_request *r) {
+    if (!r) return;
+    free(r->model);
+    free(r->prompt);
+    free(r->prompt_ids);
+    free(r->suffix);
+    free(r->messages_json);
+    free(r->tools_json);
+    for (int32_t i = 0; i < r->n_stop; i++) free(r->stop[i]);
+    memset(r, 0, sizeof *r);
+}

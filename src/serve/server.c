@@ -1,0 +1,582 @@
+/* The HTTP side of `pagoda serve`: MHD daemon lifecycle, routing, authentication, body limits,
+ * the small endpoints (/, /health, /metrics, /v1/models), per-request logging, and the drain on
+ * SIGTERM. The generation endpoints live in completions.c. */
+#include "serve/server_internal.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/random.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "core/log.h"
+#include "serve/auth.h"
+
+extern const unsigned char pg_chat_page[];
+extern const size_t pg_chat_page_len;
+
+void serve_config_default(serve_config *c) {
+    memset(c, 0, sizeof *c);
+    c->host = "127.0.0.1";
+    c->port = 8080;
+    c->max_connections = 256;
+    c->max_body_bytes = 1u << 20;
+    c->timeout_s = 60;
+    c->http_threads = 4;
+}
+
+double serve_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+/* ---- request objects ---- */
+
+static http_req *http_req_create(pg_server *s, struct MHD_Connection *conn, const char *method, const char *url) {
+    http_req *hr = calloc(1, sizeof *hr);
+    if (!hr) return NULL;
+    hr->srv = s;
+    hr->conn = conn;
+    hr->t0 = serve_now();
+    snprintf(hr->method, sizeof hr->method, "%s", method);
+    snprintf(hr->path, sizeof hr->path, "%s", url);
+    pthread_mutex_init(&hr->mu, NULL);
+    atomic_init(&hr->refs, 1);
+    return hr;
+}
+
+void http_req_ref(http_req *hr) { atomic_fetch_add(&hr->refs, 1); }
+
+void http_req_unref(http_req *hr) {
+    if (atomic_fetch_sub(&hr->refs, 1) != 1) return;
+    gen_free(hr);
+    free(hr->body);
+    pthread_mutex_destroy(&hr->mu);
+    free(hr);
+}
+
+/* ---- responses ---- */
+
+static enum MHD_Result queue(http_req *hr, unsigned status, struct MHD_Response *r) {
+    if (!r) return MHD_NO;
+    hr->status = status;
+    metrics_observe_http(hr->srv->metrics, status);
+    if (atomic_load(&hr->srv->draining)) MHD_add_response_header(r, MHD_HTTP_HEADER_CONNECTION, "close");
+    enum MHD_Result ret = MHD_queue_response(hr->conn, status, r);
+    MHD_destroy_response(r);
+    return ret;
+}
+
+static struct MHD_Response *json_response(json_t *body) {
+    char *s = body ? json_dumps(body, JSON_COMPACT) : NULL;
+    json_decref(body);
+    if (!s) return NULL;
+    size_t n = strlen(s);
+    s[n] = 0;
+    struct MHD_Response *r = MHD_create_response_from_buffer(n, s, MHD_RESPMEM_MUST_FREE);
+    if (!r) {
+        free(s);
+        return NULL;
+    }
+    MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
+    return r;
+}
+
+enum MHD_Result serve_send_json(http_req *hr, unsigned status, json_t *body) {
+    return queue(hr, status, json_response(body));
+}
+
+static enum MHD_Result send_error_v(http_req *hr, unsigned status, const char *hdr, const char *hdr_val, const char *type,
+                                    const char *param, const char *code, const char *fmt, va_list ap) {
+    char msg[768];
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    struct MHD_Response *r = json_response(oa_error_body(msg, type, param, code));
+    if (r && hdr) MHD_add_response_header(r, hdr, hdr_val);
+    if (r && status == 401) MHD_add_response_header(r, MHD_HTTP_HEADER_WWW_AUTHENTICATE, "Bearer");
+    if (r && status == 429) MHD_add_response_header(r, MHD_HTTP_HEADER_RETRY_AFTER, "1");
+    return queue(hr, status, r);
+}
+
+enum MHD_Result serve_send_error(http_req *hr, unsigned status, const char *type, const char *param, const char *code,
+                                 const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    enum MHD_Result r = send_error_v(hr, status, NULL, NULL, type, param, code, fmt, ap);
+    va_end(ap);
+    return r;
+}
+
+static enum MHD_Result send_error_hdr(http_req *hr, unsigned status, const char *hdr, const char *val, const char *code,
+                                      const char *fmt, ...) __attribute__((format(printf, 6, 7)));
+static enum MHD_Result send_error_hdr(http_req *hr, unsigned status, const char *hdr, const char *val, const char *code,
+                                      const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    enum MHD_Result r = send_error_v(hr, status, hdr, val, "invalid_request_error", NULL, code, fmt, ap);
+    va_end(ap);
+    return r;
+}
+
+static enum MHD_Result send_text(http_req *hr, unsigned status, const char *type, const void *data, size_t n,
+                                 enum MHD_ResponseMemoryMode mode) {
+    struct MHD_Response *r = MHD_create_response_from_buffer(n, (void *)data, mode);
+    if (!r) {
+        if (mode == MHD_RESPMEM_MUST_FREE) free((void *)data);
+        return MHD_NO;
+    }
+    MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, type);
+    MHD_add_response_header(r, MHD_HTTP_HEADER_CACHE_CONTROL, "no-cache");
+    return queue(hr, status, r);
+}
+
+/* ---- the small endpoints ---- */
+
+static json_t *model_object(pg_server *s) {
+    pagoda_engine_stats st;
+    pagoda_engine_get_stats(s->engine, &st);
+    return json_pack("{s:s, s:s, s:I, s:s, s:s, s:i}", "id", s->name, "object", "model", "created",
+                     (json_int_t)s->started, "owned_by", "pagoda", "root", s->model_path, "max_model_len",
+                     st.max_model_len);
+}
+
+static enum MHD_Result handle_get(http_req *hr, const char *url) {
+    pg_server *s = hr->srv;
+    switch (hr->route) {
+    case ROUTE_PAGE:
+        return send_text(hr, 200, "text/html; charset=utf-8", pg_chat_page, pg_chat_page_len, MHD_RESPMEM_PERSISTENT);
+    case ROUTE_HEALTH:
+        if (atomic_load(&s->draining)) return serve_send_json(hr, 503, json_pack("{s:s}", "status", "draining"));
+        return serve_send_json(hr, 200, json_pack("{s:s}", "status", "ok"));
+    case ROUTE_METRICS: {
+        pagoda_engine_stats st;
+        pagoda_engine_get_stats(s->engine, &st);
+        size_t n = 0;
+        char *text = metrics_render(s->metrics, &st, &n);
+        if (!text) return serve_send_error(hr, 500, "server_error", NULL, NULL, "out of memory");
+        return send_text(hr, 200, "text/plain; version=0.0.4; charset=utf-8", text, n, MHD_RESPMEM_MUST_FREE);
+    }
+    case ROUTE_MODELS:
+        return serve_send_json(hr, 200, json_pack("{s:s, s:[o]}", "object", "list", "data", model_object(s)));
+    case ROUTE_MODEL_ONE: {
+        const char *id = url + strlen("/v1/models/");
+        if (!strcmp(id, s->name) || !strcmp(id, s->model_path)) return serve_send_json(hr, 200, model_object(s));
+        return serve_send_error(hr, 404, "invalid_request_error", "model", "model_not_found",
+                                "The model '%.200s' does not exist (this server serves '%s').", id, s->name);
+    }
+    default: break;
+    }
+    return serve_send_error(hr, 500, "server_error", NULL, NULL, "unhandled route");
+}
+
+static serve_route route_of(const char *url) {
+    if (!strcmp(url, "/") || !strcmp(url, "/index.html")) return ROUTE_PAGE;
+    if (!strcmp(url, "/health")) return ROUTE_HEALTH;
+    if (!strcmp(url, "/metrics")) return ROUTE_METRICS;
+    if (!strcmp(url, "/v1/models") || !strcmp(url, "/v1/models/")) return ROUTE_MODELS;
+    if (!strncmp(url, "/v1/models/", 11)) return ROUTE_MODEL_ONE;
+    if (!strcmp(url, "/v1/completions") || !strcmp(url, "/v1/completions/")) return ROUTE_COMPLETIONS;
+    if (!strcmp(url, "/v1/chat/completions") || !strcmp(url, "/v1/chat/completions/")) return ROUTE_CHAT;
+    return ROUTE_NONE;
+}
+
+/* ---- the disconnect watchdog ---- */
+
+void serve_live_add(http_req *hr) {
+    pg_server *s = hr->srv;
+    pthread_mutex_lock(&s->live_mu);
+    hr->live_prev = NULL;
+    hr->live_next = s->live;
+    if (s->live) s->live->live_prev = hr;
+    s->live = hr;
+    hr->in_live = 1;
+    pthread_mutex_unlock(&s->live_mu);
+}
+
+static void live_remove(http_req *hr) {
+    pg_server *s = hr->srv;
+    pthread_mutex_lock(&s->live_mu);
+    if (hr->in_live) {
+        if (hr->live_prev) hr->live_prev->live_next = hr->live_next;
+        else s->live = hr->live_next;
+        if (hr->live_next) hr->live_next->live_prev = hr->live_prev;
+        hr->in_live = 0;
+    }
+    pthread_mutex_unlock(&s->live_mu);
+}
+
+/* 1 if the peer closed or reset the connection (EOF or an error on a non-blocking peek) */
+static int peer_gone(struct MHD_Connection *conn) {
+    const union MHD_ConnectionInfo *ci = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+    if (!ci || ci->connect_fd < 0) return 0;
+    char c;
+    ssize_t n = recv(ci->connect_fd, &c, 1, MSG_PEEK | MSG_DONTWAIT);
+    return n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR);
+}
+
+/* Every 250 ms: requests whose connection is suspended (waiting for the engine) and whose client
+ * has gone are cancelled, so their KV blocks are freed without waiting for the next write. */
+static void *watchdog_main(void *arg) {
+    pg_server *s = arg;
+    enum { BATCH = 64 };
+    pthread_mutex_lock(&s->live_mu);
+    while (!s->watchdog_stop) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_nsec += 250 * 1000 * 1000;
+        if (ts.tv_nsec >= 1000000000) ts.tv_sec++, ts.tv_nsec -= 1000000000;
+        pthread_cond_timedwait(&s->watchdog_cv, &s->live_mu, &ts);
+        if (s->watchdog_stop) break;
+        uint64_t ids[BATCH];
+        int n = 0;
+        for (http_req *hr = s->live; hr && n < BATCH; hr = hr->live_next) {
+            pthread_mutex_lock(&hr->mu);
+            /* a suspended connection is not closed by MHD, so its socket is valid here */
+            if (hr->suspended && !hr->http_done && !hr->engine_done && !hr->cancel_sent && peer_gone(hr->conn)) {
+                hr->cancel_sent = 1;
+                ids[n++] = hr->engine_id;
+            }
+            pthread_mutex_unlock(&hr->mu);
+        }
+        pthread_mutex_unlock(&s->live_mu);
+        /* outside every lock: the engine may hold its own while it calls on_event */
+        for (int i = 0; i < n; i++) {
+            fprintf(stderr, "pagoda: client went away: cancelling request %llu\n", (unsigned long long)ids[i]);
+            pagoda_engine_cancel(s->engine, ids[i]);
+        }
+        pthread_mutex_lock(&s->live_mu);
+    }
+    pthread_mutex_unlock(&s->live_mu);
+    return NULL;
+}
+
+/* ---- MHD callbacks ---- */
+
+static enum MHD_Result first_call(pg_server *s, http_req *hr, const char *url, const char *method) {
+    hr->route = route_of(url);
+    const int is_gen = hr->route == ROUTE_COMPLETIONS || hr->route == ROUTE_CHAT;
+    const int is_get = !strcmp(method, "GET") || !strcmp(method, "HEAD");
+    if (!strncmp(url, "/v1/", 4) && s->cfg.n_api_keys > 0) {
+        const char *auth = MHD_lookup_connection_value(hr->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION);
+        if (!auth_check((const char *const *)s->api_keys, s->cfg.n_api_keys, auth))
+            return serve_send_error(hr, 401, "invalid_request_error", NULL, "invalid_api_key",
+                                    auth ? "Incorrect API key provided." :
+                                           "Missing API key: send the header 'Authorization: Bearer YOUR_KEY'.");
+    }
+    if (hr->route == ROUTE_NONE)
+        return serve_send_error(hr, 404, "invalid_request_error", NULL, "not_found", "Unknown path: %s %.80s", method, url);
+    const char *allow = is_gen ? "POST, OPTIONS" : "GET, HEAD, OPTIONS";
+    if (!strcmp(method, "OPTIONS")) {
+        struct MHD_Response *r = MHD_create_response_from_buffer(0, (void *)"", MHD_RESPMEM_PERSISTENT);
+        if (r) MHD_add_response_header(r, MHD_HTTP_HEADER_ALLOW, allow);
+        return queue(hr, 204, r);
+    }
+    if (is_gen ? strcmp(method, "POST") != 0 : !is_get)
+        return send_error_hdr(hr, 405, MHD_HTTP_HEADER_ALLOW, allow, "method_not_allowed",
+                              "Method %s is not allowed for %.80s (allowed: %s).", method, url,
+                              is_gen ? "POST" : "GET, HEAD");
+    if (!is_gen) return handle_get(hr, url);
+    if (atomic_load(&s->draining))
+        return serve_send_error(hr, 503, "server_error", NULL, "shutting_down", "The server is shutting down.");
+    /* a declared body over the limit: refuse before it is sent when the client waits for
+     * "100 Continue" or when it is absurdly large; otherwise read and drop it, then answer 413
+     * (answering early would reset a connection the client is still writing to) */
+    const char *cl = MHD_lookup_connection_value(hr->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
+    if (cl) {
+        char *end;
+        errno = 0;
+        unsigned long long n = strtoull(cl, &end, 10);
+        if (!errno && end != cl && n > s->cfg.max_body_bytes) {
+            const char *expect = MHD_lookup_connection_value(hr->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_EXPECT);
+            unsigned long long hard = s->cfg.max_body_bytes * 8ull;
+            if (hard < (16ull << 20)) hard = 16ull << 20;
+            if ((expect && !strcasecmp(expect, "100-continue")) || n > hard)
+                return serve_send_error(hr, 413, "invalid_request_error", NULL, "request_too_large",
+                                        "The request body is too large: %llu bytes (at most %zu).", n,
+                                        s->cfg.max_body_bytes);
+        }
+    }
+    return MHD_YES; /* the body follows */
+}
+
+static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const char *url, const char *method,
+                                 const char *version, const char *upload_data, size_t *upload_size, void **con_cls) {
+    (void)version;
+    pg_server *s = cls;
+    http_req *hr = *con_cls;
+    if (!hr) {
+        if (!(hr = http_req_create(s, conn, method, url))) return MHD_NO;
+        *con_cls = hr;
+        return first_call(s, hr, url, method);
+    }
+    if (*upload_size) {
+        size_t n = *upload_size;
+        *upload_size = 0;
+        if (hr->body_too_large) {
+            hr->body_discarded += n;
+            /* a body without a declared length that goes on and on: drop the connection */
+            return hr->body_discarded > 8ull * s->cfg.max_body_bytes + (16u << 20) ? MHD_NO : MHD_YES;
+        }
+        if (n > s->cfg.max_body_bytes - hr->body_len) {
+            hr->body_too_large = 1;
+            hr->body_discarded = hr->body_len + n;
+            free(hr->body);
+            hr->body = NULL;
+            hr->body_len = hr->body_cap = 0;
+            return MHD_YES;
+        }
+        if (hr->body_len + n + 1 > hr->body_cap) {
+            size_t cap = hr->body_cap ? hr->body_cap : 4096;
+            while (cap < hr->body_len + n + 1) cap *= 2;
+            char *p = realloc(hr->body, cap);
+            if (!p) return MHD_NO;
+            hr->body = p;
+            hr->body_cap = cap;
+        }
+        memcpy(hr->body + hr->body_len, upload_data, n);
+        hr->body_len += n;
+        hr->body[hr->body_len] = 0;
+        return MHD_YES;
+    }
+    if (hr->route == ROUTE_COMPLETIONS || hr->route == ROUTE_CHAT) {
+        if (hr->body_too_large && !hr->gen_started) {
+            hr->gen_started = 1;
+            return serve_send_error(hr, 413, "invalid_request_error", NULL, "request_too_large",
+                                    "The request body is too large: %llu bytes (at most %zu).",
+                                    (unsigned long long)hr->body_discarded, s->cfg.max_body_bytes);
+        }
+        return gen_handle(hr);
+    }
+    return MHD_NO; /* not reached: other routes answer on the first call */
+}
+
+static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls, enum MHD_RequestTerminationCode toe) {
+    (void)conn;
+    pg_server *s = cls;
+    http_req *hr = *con_cls;
+    if (!hr) return;
+    *con_cls = NULL;
+    live_remove(hr);
+    double dt = serve_now() - hr->t0;
+    int is_gen = hr->gen_counted;
+    pthread_mutex_lock(&hr->mu);
+    hr->http_done = 1;
+    int cancel = hr->submitted && !hr->engine_done;
+    uint64_t id = hr->engine_id;
+    int32_t n_prompt = hr->n_prompt, n_cached = hr->n_cached, n_completion = 0;
+    for (int32_t i = 0; i < hr->n_choices; i++) n_completion += hr->choices[i].n_completion;
+    pthread_mutex_unlock(&hr->mu);
+    if (cancel) pagoda_engine_cancel(s->engine, id);
+    static const char *const why[] = {"", " (connection error)", " (timeout)", " (shutdown)", " (read error)",
+                                      " (client closed)"};
+    char status[8];
+    snprintf(status, sizeof status, "%u", hr->status);
+    if (is_gen && hr->submitted)
+        fprintf(stderr, "pagoda: %s %s %s prompt=%d cached=%d completion=%d %.3fs%s\n", hr->method, hr->path,
+                hr->status ? status : "-", n_prompt, n_cached, n_completion, dt, (unsigned)toe < 6 ? why[toe] : "");
+    else
+        fprintf(stderr, "pagoda: %s %s %s %.3fs%s\n", hr->method, hr->path, hr->status ? status : "-", dt,
+                (unsigned)toe < 6 ? why[toe] : "");
+    if (is_gen) atomic_fetch_sub(&s->n_gen_http, 1);
+    http_req_unref(hr);
+}
+
+static void mhd_log(void *cls, const char *fmt, va_list ap) {
+    (void)cls;
+    char buf[512];
+    vsnprintf(buf, sizeof buf, fmt, ap);
+    size_t n = strlen(buf);
+    while (n && buf[n - 1] == '\n') buf[--n] = 0;
+    fprintf(stderr, "pagoda: http: %s\n", buf);
+}
+
+/* ---- lifecycle ---- */
+
+static char *dup_s(const char *s) {
+    size_t n = strlen(s);
+    char *d = malloc(n + 1);
+    if (d) memcpy(d, s, n + 1);
+    return d;
+}
+
+/* "models/foo.Q4_0.gguf" -> "foo.Q4_0"; "path/to/hf-folder/" -> "hf-folder" */
+static char *default_name(const char *path) {
+    size_t n = strlen(path);
+    while (n > 1 && path[n - 1] == '/') n--;
+    size_t b = n;
+    while (b > 0 && path[b - 1] != '/') b--;
+    size_t len = n - b;
+    if (len > 5 && !strncasecmp(path + n - 5, ".gguf", 5)) len -= 5;
+    char *d = malloc(len + 1);
+    if (d) {
+        memcpy(d, path + b, len);
+        d[len] = 0;
+    }
+    return d;
+}
+
+pagoda_status serve_create(pagoda_model *m, pagoda_engine *e, const serve_config *c, pg_server **out) {
+    *out = NULL;
+    pg_server *s = calloc(1, sizeof *s);
+    if (!s) return pg_fail(PAGODA_ERR_NOMEM, "out of memory");
+    s->model = m;
+    s->engine = e;
+    s->listen_fd = -1;
+    pthread_mutex_init(&s->live_mu, NULL);
+    pthread_cond_init(&s->watchdog_cv, NULL);
+    pagoda_model_get_info(m, &s->info);
+    s->cfg = *c;
+    if (!s->cfg.host) s->cfg.host = "127.0.0.1";
+    if (s->cfg.max_connections <= 0) s->cfg.max_connections = 256;
+    if (s->cfg.max_body_bytes == 0) s->cfg.max_body_bytes = 1u << 20;
+    if (s->cfg.timeout_s <= 0) s->cfg.timeout_s = 60;
+    if (s->cfg.http_threads <= 0) s->cfg.http_threads = 4;
+    /* MHD splits the connection limit among its worker threads */
+    if (s->cfg.http_threads > s->cfg.max_connections) s->cfg.http_threads = s->cfg.max_connections;
+    const char *path = c->model_path ? c->model_path : (s->info.path ? s->info.path : "model");
+    s->host = dup_s(s->cfg.host);
+    s->model_path = dup_s(path);
+    s->name = c->served_model_name ? dup_s(c->served_model_name) : default_name(path);
+    s->api_keys = calloc((size_t)(c->n_api_keys > 0 ? c->n_api_keys : 1), sizeof *s->api_keys);
+    pagoda_status st = PAGODA_ERR_NOMEM;
+    if (!s->host || !s->model_path || !s->name || !s->api_keys) goto fail;
+    for (int i = 0; i < c->n_api_keys; i++)
+        if (!(s->api_keys[i] = dup_s(c->api_keys[i]))) goto fail;
+    s->cfg.host = s->host;
+    s->cfg.api_keys = (const char *const *)s->api_keys;
+    s->cfg.model_path = s->model_path;
+    s->cfg.served_model_name = s->name;
+    if (!(s->metrics = metrics_create(s->name))) goto fail;
+    s->started = (int64_t)time(NULL);
+    if (getrandom(&s->id_nonce, sizeof s->id_nonce, GRND_NONBLOCK) != (ssize_t)sizeof s->id_nonce)
+        s->id_nonce = (uint64_t)time(NULL) * 0x9E3779B97F4A7C15ull ^ (uint64_t)getpid();
+
+    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE}, *ai = NULL;
+    char port[16];
+    snprintf(port, sizeof port, "%d", s->cfg.port);
+    int gai = getaddrinfo(s->host, port, &hints, &ai);
+    if (gai) {
+        st = pg_fail(PAGODA_ERR_INVALID, "--host %s: %s", s->host, gai_strerror(gai));
+        goto fail;
+    }
+    unsigned flags = MHD_USE_AUTO_INTERNAL_THREAD | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ITC | MHD_USE_ERROR_LOG;
+    if (ai->ai_family == AF_INET6) flags |= MHD_USE_IPv6;
+    s->daemon = MHD_start_daemon(
+        flags, (uint16_t)s->cfg.port, NULL, NULL, on_access, s, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, s,
+        MHD_OPTION_SOCK_ADDR, ai->ai_addr,
+        MHD_OPTION_THREAD_POOL_SIZE, (unsigned)s->cfg.http_threads, MHD_OPTION_CONNECTION_LIMIT,
+        (unsigned)s->cfg.max_connections, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)s->cfg.timeout_s,
+        MHD_OPTION_NOTIFY_COMPLETED, on_completed, s, MHD_OPTION_LISTENING_ADDRESS_REUSE, 1u, MHD_OPTION_END);
+    freeaddrinfo(ai);
+    if (!s->daemon) {
+        st = pg_fail(PAGODA_ERR_IO, "cannot listen on %s:%d (%s)", s->host, s->cfg.port, strerror(errno));
+        goto fail;
+    }
+    const union MHD_DaemonInfo *di = MHD_get_daemon_info(s->daemon, MHD_DAEMON_INFO_BIND_PORT);
+    s->port = di && di->port ? di->port : s->cfg.port;
+    if (pthread_create(&s->watchdog, NULL, watchdog_main, s) == 0) s->watchdog_running = 1;
+    *out = s;
+    return PAGODA_OK;
+fail:
+    if (st == PAGODA_ERR_NOMEM) pg_fail(st, "out of memory");
+    serve_destroy(s);
+    return st;
+}
+
+int serve_port(const pg_server *s) { return s->port; }
+const char *serve_model_name(const pg_server *s) { return s->name; }
+
+/* Waits until *counter is 0 or the deadline passes; with sigs, a signal also ends the wait
+ * (returns 1 then). */
+static int wait_zero(atomic_int *counter, double deadline, const sigset_t *sigs) {
+    while (atomic_load(counter) > 0 && serve_now() < deadline) {
+        if (sigs) {
+            struct timespec ts = {0, 20 * 1000 * 1000};
+            if (sigtimedwait(sigs, NULL, &ts) > 0) return 1;
+        } else {
+            struct timespec ts = {0, 10 * 1000 * 1000};
+            nanosleep(&ts, NULL);
+        }
+    }
+    return 0;
+}
+
+static void shutdown_server(pg_server *s, double grace_s, const sigset_t *sigs) {
+    if (!s->daemon) return;
+    atomic_store(&s->draining, 1);
+    s->listen_fd = MHD_quiesce_daemon(s->daemon);
+    double t0 = serve_now();
+    if (grace_s > 0 && atomic_load(&s->n_gen_http) > 0) {
+        fprintf(stderr, "pagoda: draining %d request(s) for up to %.1f s\n", atomic_load(&s->n_gen_http), grace_s);
+        if (wait_zero(&s->n_gen_http, t0 + grace_s, sigs))
+            fprintf(stderr, "pagoda: second signal: cancelling in-flight requests\n");
+    }
+    if (atomic_load(&s->n_gen_engine) > 0) {
+        fprintf(stderr, "pagoda: cancelling %d request(s)\n", atomic_load(&s->n_gen_engine));
+        /* every request reports done within a step or so; suspended connections resume then.
+         * Cancel again while waiting: a request still being tokenized when the drain began may
+         * be submitted after the first cancel_all. */
+        double deadline = serve_now() + 30;
+        while (atomic_load(&s->n_gen_engine) > 0 && serve_now() < deadline) {
+            pagoda_engine_cancel_all(s->engine);
+            struct timespec ts = {0, 10 * 1000 * 1000};
+            nanosleep(&ts, NULL);
+        }
+    }
+    /* let the last bytes of cancelled streams go out */
+    wait_zero(&s->n_gen_http, serve_now() + 2, NULL);
+    if (atomic_load(&s->n_gen_engine) == 0) {
+        MHD_stop_daemon(s->daemon);
+    } else {
+        /* the engine did not finish requests whose connections may be suspended: stopping the
+         * daemon would be undefined behaviour, so leave it to process exit */
+        fprintf(stderr, "pagoda: %d request(s) did not finish; not stopping the HTTP daemon cleanly\n",
+                atomic_load(&s->n_gen_engine));
+    }
+    s->daemon = NULL;
+    if (s->listen_fd >= 0) close(s->listen_fd);
+    s->listen_fd = -1;
+}
+
+int serve_wait_and_drain(pg_server *s, const sigset_t *sigs, double grace_s) {
+    int sig = 0;
+    while (sigwait(sigs, &sig) != 0) {
+    }
+    fprintf(stderr, "pagoda: %s: shutting down\n", strsignal(sig));
+    shutdown_server(s, grace_s, sigs);
+    return sig;
+}
+
+void serve_destroy(pg_server *s) {
+    if (!s) return;
+    shutdown_server(s, 0, NULL);
+    if (atomic_load(&s->n_gen_engine) > 0) {
+        /* the engine still holds requests that point here: their events must find the server
+         * alive, so it is left allocated (this only happens when the engine is stuck) */
+        return;
+    }
+    if (s->watchdog_running) {
+        pthread_mutex_lock(&s->live_mu);
+        s->watchdog_stop = 1;
+        pthread_cond_signal(&s->watchdog_cv);
+        pthread_mutex_unlock(&s->live_mu);
+        pthread_join(s->watchdog, NULL);
+    }
+    pthread_mutex_destroy(&s->live_mu);
+    pthread_cond_destroy(&s->watchdog_cv);
+    metrics_destroy(s->metrics);
+    if (s->api_keys)
+        for (int i = 0; i < s->cfg.n_api_keys; i++) free(s->api_keys[i]);
+    free(s->api_keys);
+    free(s->host);
+    free(s->name);
+    free(s->model_path);
+    free(s);
+}

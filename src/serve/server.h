@@ -1,0 +1,44 @@
+/* `pagoda serve`: the OpenAI-compatible HTTP server (libmicrohttpd) in front of one engine.
+ * The engine runs on its own thread (pagoda_engine_start); HTTP threads never block it: results
+ * come back through the engine's event callback into per-request buffers, and connections that
+ * wait for them are suspended (MHD_ALLOW_SUSPEND_RESUME) until an event resumes them. */
+#ifndef PG_SERVE_SERVER_H
+#define PG_SERVE_SERVER_H
+
+#include <signal.h>
+#include <stddef.h>
+
+#include "pagoda.h"
+
+typedef struct {
+    const char *host;               /* address to bind; default "127.0.0.1" */
+    int port;                       /* 0: any free port (see serve_port) */
+    const char *const *api_keys;    /* borrowed; if any, /v1/ needs "Authorization: Bearer KEY" */
+    int n_api_keys;
+    const char *served_model_name;  /* NULL: the model file's name without .gguf */
+    const char *model_path;         /* as given on the command line (also accepted as "model") */
+    int max_connections;            /* default 256 */
+    size_t max_body_bytes;          /* request bodies above this get 413; default 1 MiB */
+    int timeout_s;                  /* idle / header / upload timeout per connection; default 60 */
+    int http_threads;               /* MHD worker threads; default 4 */
+} serve_config;
+void serve_config_default(serve_config *c);
+
+typedef struct pg_server pg_server;
+
+/* Borrows m and e (the engine must be started, and both must outlive the server). Starts
+ * listening; the strings of c are copied. */
+pagoda_status serve_create(pagoda_model *m, pagoda_engine *e, const serve_config *c, pg_server **out);
+int serve_port(const pg_server *s);             /* the bound port */
+const char *serve_model_name(const pg_server *s);
+
+/* Blocks until one of sigs arrives (block them in every thread first), then shuts down: stops
+ * accepting, lets in-flight requests finish for up to grace_s seconds (a second signal cuts
+ * this short), cancels the rest, waits for the engine to report them done and stops the daemon.
+ * Returns the signal number. */
+int serve_wait_and_drain(pg_server *s, const sigset_t *sigs, double grace_s);
+
+/* Stops the daemon if still running and frees the server. NULL is a no-op. */
+void serve_destroy(pg_server *s);
+
+#endif

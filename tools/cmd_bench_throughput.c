@@ -1,0 +1,245 @@
+/* pagoda bench throughput -m MODEL: offline batched generation through the engine. For each
+ * input length x output length x number of concurrent requests, submits that many requests of
+ * random prompt tokens at once (generation runs to exactly the output length) and reports
+ * requests/s, output tokens/s (end to end and in the decode phase after every prompt is in)
+ * and total tokens/s. Rows with concurrency 1 are the single-sequence baseline of the same run. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <jansson.h>
+
+#include "cli_common.h"
+#include "commands.h"
+#include "engine/model_api.h"
+
+static void usage(void) {
+    fprintf(stderr,
+            "usage: pagoda bench throughput -m MODEL [options]\n"
+            "  --lens LIST          input/output token lengths, e.g. 128/128,512/128 (default 128/128)\n"
+            "  -c, --concurrency L  concurrent requests per row, e.g. 1,8,32 (default 1,8,32)\n"
+            "  -n N                 requests per row (default: the concurrency, i.e. one wave)\n"
+            "  -t N                 threads (default: all cores)\n"
+            "  --kv-mem SIZE        KV cache budget, e.g. 2G (default: a quarter of free memory)\n"
+            "  --max-batch-tokens N tokens per engine step (default 256)\n"
+            "  -r N                 repetitions, rows interleaved; medians are reported (default 1)\n"
+            "  --seed N             prompt token seed (default 1)\n"
+            "  --json PATH          also write the rows as JSON\n");
+}
+
+typedef struct {
+    int32_t generated, first_tokens, done, n_requests;
+    double t_last_first; /* when the last request got its first token */
+    int32_t gen_at_last_first;
+} progress;
+
+static void on_event(const pagoda_event *ev, void *user) {
+    progress *p = user;
+    if (ev->token >= 0) {
+        p->generated++;
+        if (ev->n_completion_tokens == 1 && ++p->first_tokens == p->n_requests) {
+            p->t_last_first = cli_now_s();
+            p->gen_at_last_first = p->generated;
+        }
+    }
+    if (ev->request_done) p->done++;
+}
+
+typedef struct {
+    int32_t in_len, out_len, conc, n_req;
+    double seconds, req_s, out_tok_s, decode_tok_s, total_tok_s;
+} row;
+
+static int run_row(pagoda_engine *e, int32_t V, row *r, uint64_t *seed) {
+    progress p = {.n_requests = r->n_req};
+    int32_t *prompt = malloc(sizeof(int32_t) * (size_t)r->in_len);
+    if (!prompt) return 1;
+    int32_t submitted = 0, live = 0;
+    double t0 = cli_now_s();
+    while (p.done < r->n_req) {
+        /* keep `conc` requests in flight */
+        while (submitted < r->n_req && submitted - p.done < r->conc) {
+            for (int32_t i = 0; i < r->in_len; i++) {
+                *seed = *seed * 6364136223846793005ull + 1442695040888963407ull;
+                prompt[i] = (int32_t)((*seed >> 33) % (uint64_t)V);
+            }
+            pagoda_request q;
+            pagoda_request_default(&q);
+            q.prompt_tokens = prompt, q.n_prompt_tokens = r->in_len, q.max_tokens = r->out_len;
+            q.ignore_eos = 1, q.sampling.temperature = 0;
+            q.on_event = on_event, q.user = &p;
+            if (pagoda_engine_submit(e, &q, NULL)) {
+                free(prompt);
+                return cli_error("submit");
+            }
+            submitted++;
+        }
+        pagoda_engine_step(e, &live);
+    }
+    double t1 = cli_now_s();
+    free(prompt);
+    r->seconds = t1 - t0;
+    r->req_s = r->n_req / r->seconds;
+    r->out_tok_s = p.generated / r->seconds;
+    r->total_tok_s = ((double)r->n_req * r->in_len + p.generated) / r->seconds;
+    r->decode_tok_s = t1 > p.t_last_first && p.generated > p.gen_at_last_first
+                          ? (p.generated - p.gen_at_last_first) / (t1 - p.t_last_first) : 0;
+    return 0;
+}
+
+static int parse_list(const char *opt, const char *s, int32_t *v, int max, int *n) {
+    *n = 0;
+    for (const char *p = s; *p && *n < max;) {
+        char *end;
+        long x = strtol(p, &end, 10);
+        if (end == p || x <= 0 || x > 100000) {
+            fprintf(stderr, "pagoda: %s expects a list of positive integers, got '%s'\n", opt, s);
+            return 1;
+        }
+        v[(*n)++] = (int32_t)x;
+        p = *end == ',' ? end + 1 : end;
+        if (*end && *end != ',') {
+            fprintf(stderr, "pagoda: %s expects a comma-separated list, got '%s'\n", opt, s);
+            return 1;
+        }
+    }
+    return 0;
+}
+
+int cmd_bench_throughput(int argc, char **argv) {
+    const char *model = NULL, *json_path = NULL, *lens = "128/128", *conc_list = "1,8,32";
+    long n_req = 0, threads = 0, max_batch = 256, seed_opt = 1, reps = 1;
+    uint64_t kv_mem = 0;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        int bad = 0;
+        if (!strcmp(a, "-h") || !strcmp(a, "--help")) return usage(), 0;
+        if (!v) { fprintf(stderr, "pagoda bench throughput: option '%s' needs a value\n", a); return 2; }
+        if (!strcmp(a, "-m") || !strcmp(a, "--model")) model = v;
+        else if (!strcmp(a, "--lens")) lens = v;
+        else if (!strcmp(a, "-c") || !strcmp(a, "--concurrency")) conc_list = v;
+        else if (!strcmp(a, "-n")) bad = cli_int(a, v, 1, 100000, &n_req);
+        else if (!strcmp(a, "-t")) bad = cli_int(a, v, 1, 1024, &threads);
+        else if (!strcmp(a, "--max-batch-tokens")) bad = cli_int(a, v, 1, 65536, &max_batch);
+        else if (!strcmp(a, "-r")) bad = cli_int(a, v, 1, 100, &reps);
+        else if (!strcmp(a, "--seed")) bad = cli_int(a, v, 0, 1L << 30, &seed_opt);
+        else if (!strcmp(a, "--kv-mem")) bad = cli_size(a, v, &kv_mem);
+        else if (!strcmp(a, "--json")) json_path = v;
+        else { fprintf(stderr, "pagoda bench throughput: unknown option '%s'\n", a); usage(); return 2; }
+        if (bad) return 2;
+        i++;
+    }
+    if (!model) { usage(); return 2; }
+    int32_t concs[16], ins[16], outs[16];
+    int n_conc, n_lens = 0;
+    if (parse_list("--concurrency", conc_list, concs, 16, &n_conc)) return 2;
+    for (const char *p = lens; *p && n_lens < 16;) {
+        long a, b;
+        int used = 0;
+        if (sscanf(p, "%ld/%ld%n", &a, &b, &used) != 2 || a <= 0 || b <= 0 || a > 1000000 || b > 1000000) {
+            fprintf(stderr, "pagoda: --lens expects IN/OUT[,IN/OUT...], got '%s'\n", lens);
+            return 2;
+        }
+        ins[n_lens] = (int32_t)a, outs[n_lens] = (int32_t)b, n_lens++;
+        p += used;
+        if (*p == ',') p++;
+        else if (*p) { fprintf(stderr, "pagoda: --lens expects IN/OUT[,IN/OUT...], got '%s'\n", lens); return 2; }
+    }
+    int32_t max_conc = 1;
+    for (int i = 0; i < n_conc; i++) max_conc = concs[i] > max_conc ? concs[i] : max_conc;
+
+    pagoda_model *pm;
+    if (cli_model_load(model, &pm)) return 1;
+    pagoda_engine_config c;
+    pagoda_engine_config_default(&c);
+    c.n_threads = (int32_t)threads, c.kv_mem_bytes = kv_mem, c.max_batch_tokens = (int32_t)max_batch;
+    c.max_seqs = max_conc;
+    pagoda_engine *e;
+    if (pagoda_engine_create(pm, &c, &e)) {
+        pagoda_model_free(pm);
+        return cli_error("engine");
+    }
+    pagoda_model_info info;
+    pagoda_model_get_info(pm, &info);
+    pagoda_engine_stats st;
+    pagoda_engine_get_stats(e, &st);
+    fprintf(stderr, "pagoda: KV cache %d blocks x %d tokens; max %d tokens per step\n", st.kv_blocks_total, st.kv_block_size,
+            (int)max_batch);
+    uint64_t seed = (uint64_t)seed_opt;
+    { /* warm-up: page in weights and scratch, settle the thread pool */
+        row w = {.in_len = 16, .out_len = 4, .conc = 1, .n_req = 1};
+        if (run_row(e, info.n_vocab, &w, &seed)) goto fail;
+    }
+    row rows[256];
+    int n_rows = 0;
+    for (int l = 0; l < n_lens; l++)
+        for (int k = 0; k < n_conc && n_rows < 256; k++) {
+            row *r = &rows[n_rows];
+            memset(r, 0, sizeof *r);
+            r->in_len = ins[l], r->out_len = outs[l], r->conc = concs[k];
+            r->n_req = n_req > 0 ? (int32_t)n_req : concs[k];
+            if ((int64_t)r->in_len + r->out_len > st.max_model_len) {
+                fprintf(stderr, "pagoda: skipping %d/%d: over the context of %d tokens\n", r->in_len, r->out_len, st.max_model_len);
+                continue;
+            }
+            n_rows++;
+        }
+    /* repetitions go round all rows, so a slow spell of a shared machine hits every row alike */
+    double *samples = calloc((size_t)n_rows * (size_t)reps * 4, sizeof(double));
+    if (!samples) goto fail;
+    for (long rep = 0; rep < reps; rep++)
+        for (int i = 0; i < n_rows; i++) {
+            row x = rows[i];
+            fprintf(stderr, "\rrepetition %ld/%ld: %d/%d x %d      ", rep + 1, reps, x.in_len, x.out_len, x.conc);
+            if (run_row(e, info.n_vocab, &x, &seed)) {
+                free(samples);
+                goto fail;
+            }
+            double *smp = samples + ((size_t)i * (size_t)reps + (size_t)rep) * 4;
+            smp[0] = x.seconds, smp[1] = x.out_tok_s, smp[2] = x.decode_tok_s, smp[3] = x.total_tok_s;
+        }
+    fprintf(stderr, "\n");
+    printf("| %6s | %6s | %5s | %5s | %8s | %10s | %10s | %10s | %10s |\n", "input", "output", "conc", "reqs", "seconds",
+           "req/s", "out tok/s", "decode t/s", "total t/s");
+    printf("|-------:|-------:|------:|------:|---------:|-----------:|-----------:|-----------:|-----------:|\n");
+    for (int i = 0; i < n_rows; i++) {
+        row *r = &rows[i];
+        /* the repetition of median duration gives all the row's figures, so they agree */
+        double v[100];
+        for (long rep = 0; rep < reps; rep++) v[rep] = samples[((size_t)i * (size_t)reps + (size_t)rep) * 4];
+        double med = cli_median(v, reps);
+        const double *pick = NULL;
+        for (long rep = 0; rep < reps; rep++) {
+            const double *smp = samples + ((size_t)i * (size_t)reps + (size_t)rep) * 4;
+            if (!pick || fabs(smp[0] - med) < fabs(pick[0] - med)) pick = smp;
+        }
+        r->seconds = pick[0], r->out_tok_s = pick[1], r->decode_tok_s = pick[2], r->total_tok_s = pick[3];
+        r->req_s = r->n_req / r->seconds;
+        printf("| %6d | %6d | %5d | %5d | %8.2f | %10.2f | %10.1f | %10.1f | %10.1f |\n", r->in_len, r->out_len, r->conc,
+               r->n_req, r->seconds, r->req_s, r->out_tok_s, r->decode_tok_s, r->total_tok_s);
+    }
+    free(samples);
+    pagoda_engine_get_stats(e, &st);
+    fprintf(stderr, "pagoda: %llu steps, %llu preemptions\n", (unsigned long long)st.n_steps, (unsigned long long)st.n_preemptions);
+    if (json_path) {
+        json_t *arr = json_array();
+        for (int i = 0; i < n_rows; i++)
+            json_array_append_new(arr, json_pack("{s:i, s:i, s:i, s:i, s:f, s:f, s:f, s:f, s:f}", "input_len", rows[i].in_len,
+                                                 "output_len", rows[i].out_len, "concurrency", rows[i].conc, "requests",
+                                                 rows[i].n_req, "seconds", rows[i].seconds, "requests_per_s", rows[i].req_s,
+                                                 "output_tokens_per_s", rows[i].out_tok_s, "decode_tokens_per_s",
+                                                 rows[i].decode_tok_s, "total_tokens_per_s", rows[i].total_tok_s));
+        json_t *root = json_pack("{s:s, s:s, s:i, s:o}", "model", model, "arch", info.arch, "threads", (int)threads, "rows", arr);
+        if (json_dump_file(root, json_path, JSON_INDENT(2))) fprintf(stderr, "pagoda: cannot write %s\n", json_path);
+        json_decref(root);
+    }
+    pagoda_engine_destroy(e);
+    pagoda_model_free(pm);
+    return 0;
+fail:
+    pagoda_engine_destroy(e);
+    pagoda_model_free(pm);
+    return 1;
+}
