@@ -290,6 +290,70 @@ static inline __attribute__((always_inline)) void mk2_dec(int kind, int R, int64
     for (int r = 0; r < R; r++) y[r] = hsum8(acc[r]) + ms[r];
 }
 
+/* mk2 for several tokens with each token's activation side prepared once per token tile
+ * (prep_pairs) instead of once per row tile: the same values in the same order as mk2, so the
+ * results are bit-identical, at about a third fewer instructions per weight pair. */
+static inline __attribute__((always_inline)) void mk2p(int kind, int R, int T, int64_t nb, const char *w, size_t ws,
+                                                       const act_pair *px, int64_t np, float *y, int64_t ys) {
+    const int q81 = kind == Q_4_1 || kind == Q_5_1, five = kind == Q_5_0 || kind == Q_5_1;
+    const size_t wbs = wblock(kind);
+    const size_t qso = kind == Q_4_0 ? 2 : kind == Q_5_0 ? 6 : kind == Q_4_1 ? 4 : 8;
+    const size_t qho = kind == Q_5_0 ? 2 : 4;
+    const __m256i m4 = _mm256_set1_epi8(0x0f);
+    __m256 acc[RMAX][TT];
+    float ms[RMAX][TT];
+#pragma GCC unroll 8
+    for (int r = 0; r < R; r++)
+#pragma GCC unroll 8
+        for (int t = 0; t < T; t++) {
+            acc[r][t] = _mm256_setzero_ps();
+            ms[r][t] = 0.0f;
+        }
+    _Alignas(32) char zb[40] = {0};
+    for (int64_t ib = 0; ib < nb; ib += 2) {
+        const int pair = ib + 1 < nb;
+        if (T == 1) prefetch_next_tile(w, R, ws, ib, 2 * wbs);
+        __m256i wl[RMAX], wh[RMAX];
+        __m256 wd[RMAX];
+        float wm0[RMAX], wm1[RMAX];
+#pragma GCC unroll 8
+        for (int r = 0; r < R; r++) {
+            const char *b0 = w + r * ws + ib * wbs, *b1 = pair ? b0 + wbs : zb;
+            const __m256i q = load_pair128(b0 + qso, b1 + qso);
+            wl[r] = _mm256_and_si256(q, m4);
+            wh[r] = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);
+            if (five) {
+                uint32_t h0, h1;
+                memcpy(&h0, b0 + qho, 4);
+                memcpy(&h1, b1 + qho, 4);
+                const __m256i b5 = _mm256_set1_epi8(0x10);
+                wl[r] = _mm256_or_si256(wl[r], _mm256_maskz_mov_epi8((h0 & 0xffff) | h1 << 16, b5));
+                wh[r] = _mm256_or_si256(wh[r], _mm256_maskz_mov_epi8(h0 >> 16 | (h1 & 0xffff0000u), b5));
+            }
+            wd[r] = scale_pair(b0, b1);
+            wm0[r] = q81 ? h2f(b0 + 2) : 0.0f;
+            wm1[r] = q81 ? h2f(b1 + 2) : 0.0f;
+        }
+#pragma GCC unroll 8
+        for (int t = 0; t < T; t++) {
+            const act_pair *p = &px[t * np + ib / 2];
+#pragma GCC unroll 8
+            for (int r = 0; r < R; r++) {
+                const __m256i d = _mm256_dpbusd_epi32(_mm256_dpbusd_epi32(p->xc, wl[r], p->xl), wh[r], p->xh);
+                acc[r][t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(d), _mm256_mul_ps(wd[r], p->xd), acc[r][t]);
+                if (q81) {
+                    ms[r][t] = __builtin_fmaf(wm0[r], p->xs0, ms[r][t]);
+                    ms[r][t] = __builtin_fmaf(wm1[r], p->xs1, ms[r][t]);
+                }
+            }
+        }
+    }
+#pragma GCC unroll 8
+    for (int r = 0; r < R; r++)
+#pragma GCC unroll 8
+        for (int t = 0; t < T; t++) y[t * ys + r] = hsum8(acc[r][t]) + ms[r][t];
+}
+
 /* Q4_0 decode, four blocks (72 bytes) per 512-bit vector: with VBMI, one vpermt2b over two
  * overlapping 64-byte loads gathers the 4x16 quant bytes and one vpermb spreads the 4 fp16
  * scales over their lanes, about half the instructions per weight byte of mk2_dec (decode is
@@ -405,6 +469,8 @@ static VBMI void gemm_q4_0_dec_vbmi(int64_t nb, const char *w, size_t ws, const 
     do {                                                                                                          \
         if ((int)KIND == (int)Q_8_0)                                                                              \
             mk(KIND, R, T, nb, wp, ws, ap, as, yp, ys);                                                           \
+        else if (pt)                                                                                              \
+            mk2p(KIND, R, T, nb, wp, ws, pt, np, yp, ys);                                                         \
         else                                                                                                      \
             mk2(KIND, R, T, nb, wp, ws, ap, as, yp, ys);                                                          \
     } while (0)
@@ -425,9 +491,17 @@ static VBMI void gemm_q4_0_dec_vbmi(int64_t nb, const char *w, size_t ws, const 
             for (; r < nr; r++) mk2_dec(KIND, 1, nb, (const char *)w + r * ws, ws, px, y + r);                   \
             return;                                                                                               \
         }                                                                                                         \
+        const int64_t np = (nb + 1) / 2;                                                                          \
+        const int prep = (int)KIND != (int)Q_8_0 && np <= DEC_MAX_PAIRS && nr > TR;                               \
+        act_pair pbuf[prep ? TT * np : 1];                                                                        \
         for (int64_t t = 0; t < nt; t += TT) {                                                                    \
             int tt = nt - t < TT ? (int)(nt - t) : TT;                                                            \
             int tr = tt == 1 ? DEC_R : TR;                                                                        \
+            const act_pair *pt = NULL;                                                                            \
+            if (prep) { /* the tile's tokens, prepared once for all its row tiles */                              \
+                for (int j = 0; j < tt; j++) prep_pairs(KIND, nb, (const char *)a + (t + j) * as, &pbuf[j * np]); \
+                pt = pbuf;                                                                                        \
+            }                                                                                                     \
             for (int64_t r = 0; r < nr; r += tr) {                                                                \
                 int rr = nr - r < tr ? (int)(nr - r) : tr;                                                        \
                 const char *wp = (const char *)w + r * ws, *ap = (const char *)a + t * as;                        \

@@ -6,8 +6,9 @@
 #include "core/dtype.h"
 #include "kernels/cpu/cpu_impl.h"
 
-/* Weight bytes per chunk: a chunk is re-read once per token tile, so it should stay in L2. */
-#define KCPU_CHUNK_BYTES (384 * 1024)
+/* Weight bytes per chunk: a chunk is re-read once per token tile, so it should stay in L2 (96 KiB
+ * measured 10-25% faster than 384 KiB for 8-128 tokens on Zen 4, in interleaved runs). */
+#define KCPU_CHUNK_BYTES (96 * 1024)
 /* Rows per work item when the weights stream through once (decode). Items are handed out
  * "guided" (large runs first, single items at the end), so neither thread waits long for the
  * other's last piece, which measured a few % of decode time with fixed 64-row pieces. */
