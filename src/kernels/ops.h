@@ -55,4 +55,16 @@ void kref_attention(float *out, const float *q, int n_q, int32_t pos0, int n_hea
 void kcpu_attention(float *out, const float *q, int n_q, int32_t pos0, int n_head, float scale,
                     int window, const k_kv_view *kv);
 
+/* kcpu_attention for every sequence of a batch in one parallel region (decode batches have many
+ * short sequences: one region per sequence would leave threads waiting at each one's end).
+ * Each sequence's result is the one kcpu_attention gives it alone. */
+typedef struct {
+    float *out;       /* [n_q][n_head][head_dim] */
+    const float *q;   /* [n_q][n_head][head_dim] */
+    int n_q;
+    int32_t pos0;
+    k_kv_view kv;
+} k_attn_seq;
+void kcpu_attention_batch(const k_attn_seq *seqs, int n_seq, int n_head, float scale, int window);
+
 #endif

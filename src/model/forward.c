@@ -27,6 +27,7 @@ struct pg_forward {
     float *gate;   /* [T][n_ff] */
     float *up;     /* [T][n_ff] */
     int32_t *out_rows; /* [T] token index of each logits row */
+    k_attn_seq *attn;  /* [T] one entry per sequence of the batch (at most one per token) */
     void *work;    /* matmul scratch */
 };
 
@@ -37,7 +38,7 @@ static void *alloc_floats(int64_t rows, int64_t cols) {
 void forward_destroy(pg_forward *f) {
     if (!f) return;
     free(f->x), free(f->xn), free(f->q), free(f->k), free(f->v), free(f->qkv);
-    free(f->att), free(f->tmp), free(f->gate), free(f->up), free(f->out_rows), free(f->work);
+    free(f->att), free(f->tmp), free(f->gate), free(f->up), free(f->out_rows), free(f->attn), free(f->work);
     free(f);
 }
 
@@ -73,12 +74,13 @@ pagoda_status forward_create(const pg_model *m, int32_t max_tokens, pg_forward *
     f->gate = alloc_floats(T, c->n_ff);
     f->up = alloc_floats(T, c->n_ff);
     f->out_rows = malloc(sizeof(int32_t) * (size_t)T);
+    f->attn = malloc(sizeof(k_attn_seq) * (size_t)T);
     work_need need = {.n_tok = max_tokens};
     model_for_each_weight(m, max_work, &need);
     size_t ws = need.bytes;
     f->work = aligned_alloc(64, (ws + 64) & ~(size_t)63);
     if (!f->x || !f->xn || !f->q || !f->k || !f->v || !f->qkv || !f->att || !f->tmp || !f->gate || !f->up ||
-        !f->out_rows || !f->work) {
+        !f->out_rows || !f->attn || !f->work) {
         forward_destroy(f);
         return pg_fail(PAGODA_ERR_NOMEM, "forward: cannot allocate scratch for %d tokens", max_tokens);
     }
@@ -190,18 +192,21 @@ static void attention_layer(pg_forward *f, const pg_batch *b, kv_cache *kv, int 
     }
 
     for (int32_t s = 0; s < b->n_seq; s++) {
-        int32_t t0 = b->seq_start[s], n = b->seq_start[s + 1] - t0;
-        k_kv_view view = {
-            .k = kv->k + (size_t)l * kv->layer_stride,
-            .v = kv->v + (size_t)l * kv->layer_stride,
-            .block_table = b->block_tables[s],
-            .block_size = kv->block_size,
-            .n_head_kv = c->n_head_kv,
-            .head_dim = hd,
+        int32_t t0 = b->seq_start[s];
+        f->attn[s] = (k_attn_seq){
+            .out = f->att + t0 * qd,
+            .q = f->q + t0 * qd,
+            .n_q = b->seq_start[s + 1] - t0,
+            .pos0 = b->seq_pos0[s],
+            .kv = {.k = kv->k + (size_t)l * kv->layer_stride,
+                   .v = kv->v + (size_t)l * kv->layer_stride,
+                   .block_table = b->block_tables[s],
+                   .block_size = kv->block_size,
+                   .n_head_kv = c->n_head_kv,
+                   .head_dim = hd},
         };
-        kcpu_attention(f->att + t0 * qd, f->q + t0 * qd, n, b->seq_pos0[s], c->n_head, 1.0f / sqrtf((float)hd),
-                       c->sliding_window, &view);
     }
+    kcpu_attention_batch(f->attn, b->n_seq, c->n_head, 1.0f / sqrtf((float)hd), c->sliding_window);
 
     matmul(f, &w->wo, f->att, T, f->tmp);
     add_bias(f->tmp, &w->bo, T, c->n_embd, c->n_embd);

@@ -4,6 +4,7 @@
 
 #include <math.h>
 #include <omp.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "kernels/cpu/cpu_impl.h"
@@ -190,46 +191,102 @@ static void attn_item(float *out, const float *q, int32_t pos0, int n_head, floa
         }
 }
 
-void kcpu_attention(float *out, const float *q, int n_q, int32_t pos0, int n_head, float scale,
-                    int window, const k_kv_view *kv) {
-    if (n_q <= 0) return;
-    const int hd = kv->head_dim, n_kv_head = kv->n_head_kv;
+/* How one sequence's attention is cut into work items: query tiles x KV heads x head parts. */
+typedef struct {
+    int tq, n_qt, hsplit, gh, n_items;
+} attn_split;
+
+static attn_split split_attention(int n_q, int n_head, int n_kv_head, int nth) {
+    attn_split p;
     const int group = n_head / n_kv_head;
-
-    kops_attn_tile_fn tile = attn_tile_scalar;
-    int isa = kops_isa();
-    if (isa == KCPU_ISA_AVX512) tile = kavx512_attn_tile;
-    else if (isa == KCPU_ISA_AVX2 && hd % 8 == 0) tile = kavx2_attn_tile;
-
     /* Query tile: about 64 rows (tokens x group heads) per item, enough reuse of each K/V tile. */
-    int tq = group >= 64 ? 1 : 64 / group;
-    if (tq > n_q) tq = n_q;
-    const int n_qt = (n_q + tq - 1) / tq;
-
+    p.tq = group >= 64 ? 1 : 64 / group;
+    if (p.tq > n_q) p.tq = n_q;
+    p.n_qt = (n_q + p.tq - 1) / p.tq;
     /* Too few items for the threads (decode, MQA): split the head group as well. Each part
      * reads the same K/V, which is still cheaper than leaving cores idle. */
-    int nth = kcpu_get_threads();
-    int hsplit = 1;
-    if (n_kv_head * n_qt < nth) hsplit = (nth + n_kv_head * n_qt - 1) / (n_kv_head * n_qt);
-    if (hsplit < (group * tq + ATTN_MAX_ROWS - 1) / ATTN_MAX_ROWS) hsplit = (group * tq + ATTN_MAX_ROWS - 1) / ATTN_MAX_ROWS;
-    if (hsplit > group) hsplit = group;
-    const int gh = (group + hsplit - 1) / hsplit; /* heads per part */
-    hsplit = (group + gh - 1) / gh;
+    p.hsplit = 1;
+    if (n_kv_head * p.n_qt < nth) p.hsplit = (nth + n_kv_head * p.n_qt - 1) / (n_kv_head * p.n_qt);
+    if (p.hsplit < (group * p.tq + ATTN_MAX_ROWS - 1) / ATTN_MAX_ROWS) p.hsplit = (group * p.tq + ATTN_MAX_ROWS - 1) / ATTN_MAX_ROWS;
+    if (p.hsplit > group) p.hsplit = group;
+    p.gh = (group + p.hsplit - 1) / p.hsplit; /* heads per part */
+    p.hsplit = (group + p.gh - 1) / p.gh;
+    p.n_items = n_kv_head * p.n_qt * p.hsplit;
+    return p;
+}
 
-    const int n_items = n_kv_head * n_qt * hsplit;
+static kops_attn_tile_fn attention_tile(int hd) {
+    int isa = kops_isa();
+    if (isa == KCPU_ISA_AVX512) return kavx512_attn_tile;
+    if (isa == KCPU_ISA_AVX2 && hd % 8 == 0) return kavx2_attn_tile;
+    return attn_tile_scalar;
+}
+
+/* Item `it` of one sequence (later query tiles, which see more keys, come first). */
+static void run_item(const k_attn_seq *sq, const attn_split *p, int it, int n_head, float scale, int window,
+                     kops_attn_tile_fn tile) {
+    const int n_kv_head = sq->kv.n_head_kv, group = n_head / n_kv_head;
+    const int qt = p->n_qt - 1 - it / (n_kv_head * p->hsplit);
+    const int rem = it % (n_kv_head * p->hsplit);
+    const int g = rem / p->hsplit, part = rem % p->hsplit;
+    const int q0 = qt * p->tq, q1 = q0 + p->tq < sq->n_q ? q0 + p->tq : sq->n_q;
+    const int h0 = g * group + part * p->gh;
+    const int h1 = h0 + p->gh < (g + 1) * group ? h0 + p->gh : (g + 1) * group;
+    attn_item(sq->out, sq->q, sq->pos0, n_head, scale, window, &sq->kv, tile, q0, q1, h0, h1);
+}
+
+void kcpu_attention(float *out, const float *q, int n_q, int32_t pos0, int n_head, float scale,
+                    int window, const k_kv_view *kv) {
+    k_attn_seq one = {.out = out, .q = q, .n_q = n_q, .pos0 = pos0, .kv = *kv};
+    kcpu_attention_batch(&one, 1, n_head, scale, window);
+}
+
+#define ATTN_MAX_SEQS 4096
+#define ATTN_STACK_SEQS 256
+
+void kcpu_attention_batch(const k_attn_seq *seqs, int n_seq, int n_head, float scale, int window) {
+    if (n_seq <= 0) return;
+    if (n_seq > ATTN_MAX_SEQS) { /* keep the per-call tables on the stack */
+        for (int s = 0; s < n_seq; s += ATTN_MAX_SEQS)
+            kcpu_attention_batch(seqs + s, n_seq - s < ATTN_MAX_SEQS ? n_seq - s : ATTN_MAX_SEQS, n_head, scale, window);
+        return;
+    }
+    int nth = kcpu_get_threads();
+    /* per-sequence tables: on the stack for usual batches (no malloc while decoding) */
+    attn_split split_buf[ATTN_STACK_SEQS];
+    int first_buf[ATTN_STACK_SEQS + 1];
+    const int big = n_seq > ATTN_STACK_SEQS;
+    attn_split *sp = big ? malloc(sizeof(attn_split) * (size_t)n_seq) : split_buf;
+    int *first = big ? malloc(sizeof(int) * (size_t)(n_seq + 1)) : first_buf; /* first item of each sequence */
+    if (!sp || !first) { /* out of memory: one sequence at a time */
+        free(sp);
+        free(first);
+        for (int s = 0; s < n_seq; s++) {
+            attn_split p = split_attention(seqs[s].n_q, n_head, seqs[s].kv.n_head_kv, nth);
+            for (int it = 0; it < p.n_items; it++) run_item(&seqs[s], &p, it, n_head, scale, window, attention_tile(seqs[s].kv.head_dim));
+        }
+        return;
+    }
+    double work = 0;
+    first[0] = 0;
+    for (int s = 0; s < n_seq; s++) {
+        /* the split depends only on the sequence itself, so its result does too (batch invariance) */
+        sp[s] = split_attention(seqs[s].n_q > 0 ? seqs[s].n_q : 1, n_head, seqs[s].kv.n_head_kv, nth);
+        if (seqs[s].n_q <= 0) sp[s].n_items = 0;
+        first[s + 1] = first[s] + sp[s].n_items;
+        work += 2.0 * n_head * (double)seqs[s].n_q * ((double)seqs[s].pos0 + seqs[s].n_q) * seqs[s].kv.head_dim;
+    }
+    const int n_items = first[n_seq];
     if (nth > n_items) nth = n_items;
     /* rough multiply-adds; below this, waking threads costs more than it saves */
-    const double work = 2.0 * n_head * (double)n_q * ((double)pos0 + n_q) * hd;
-
-#pragma omp parallel for schedule(dynamic, 1) num_threads(nth) if (nth > 1 && work > 2e5)
+#pragma omp parallel for schedule(dynamic, 1) num_threads(nth > 0 ? nth : 1) if (nth > 1 && work > 2e5)
     for (int it = 0; it < n_items; it++) {
-        /* later query tiles see more keys: hand them out first for a better balance */
-        const int qt = n_qt - 1 - it / (n_kv_head * hsplit);
-        const int rem = it % (n_kv_head * hsplit);
-        const int g = rem / hsplit, part = rem % hsplit;
-        const int q0 = qt * tq, q1 = q0 + tq < n_q ? q0 + tq : n_q;
-        const int h0 = g * group + part * gh;
-        const int h1 = h0 + gh < (g + 1) * group ? h0 + gh : (g + 1) * group;
-        attn_item(out, q, pos0, n_head, scale, window, kv, tile, q0, q1, h0, h1);
+        int lo = 0, hi = n_seq - 1; /* the sequence holding item it */
+        while (lo < hi) {
+            int mid = (lo + hi + 1) / 2;
+            if (first[mid] <= it) lo = mid; else hi = mid - 1;
+        }
+        run_item(&seqs[lo], &sp[lo], it - first[lo], n_head, scale, window, attention_tile(seqs[lo].kv.head_dim));
     }
+    if (big) free(sp), free(first);
 }
