@@ -294,7 +294,7 @@ static inline __attribute__((always_inline)) void mk2_dec(int kind, int R, int64
  * (prep_pairs) instead of once per row tile: the same values in the same order as mk2, so the
  * results are bit-identical, at about a third fewer instructions per weight pair. */
 static inline __attribute__((always_inline)) void mk2p(int kind, int R, int T, int64_t nb, const char *w, size_t ws,
-                                                       const act_pair *px, int64_t np, float *y, int64_t ys) {
+                                                       const act_pair *px, int64_t np, float *y, int64_t ys, int pf) {
     const int q81 = kind == Q_4_1 || kind == Q_5_1, five = kind == Q_5_0 || kind == Q_5_1;
     const size_t wbs = wblock(kind);
     const size_t qso = kind == Q_4_0 ? 2 : kind == Q_5_0 ? 6 : kind == Q_4_1 ? 4 : 8;
@@ -312,7 +312,7 @@ static inline __attribute__((always_inline)) void mk2p(int kind, int R, int T, i
     _Alignas(32) char zb[40] = {0};
     for (int64_t ib = 0; ib < nb; ib += 2) {
         const int pair = ib + 1 < nb;
-        if (T == 1) prefetch_next_tile(w, R, ws, ib, 2 * wbs);
+        if (T == 1 || pf) prefetch_next_tile(w, R, ws, ib, 2 * wbs);
         __m256i wl[RMAX], wh[RMAX];
         __m256 wd[RMAX];
         float wm0[RMAX], wm1[RMAX];
@@ -470,7 +470,7 @@ static VBMI void gemm_q4_0_dec_vbmi(int64_t nb, const char *w, size_t ws, const 
         if ((int)KIND == (int)Q_8_0)                                                                              \
             mk(KIND, R, T, nb, wp, ws, ap, as, yp, ys);                                                           \
         else if (pt)                                                                                              \
-            mk2p(KIND, R, T, nb, wp, ws, pt, np, yp, ys);                                                         \
+            mk2p(KIND, R, T, nb, wp, ws, pt, np, yp, ys, t == 0);                                                         \
         else                                                                                                      \
             mk2(KIND, R, T, nb, wp, ws, ap, as, yp, ys);                                                          \
     } while (0)
