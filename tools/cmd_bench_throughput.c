@@ -1,6 +1,6 @@
 /* pagoda bench throughput -m MODEL: offline batched generation through the engine. For each
  * input length x output length x number of concurrent requests, submits that many requests of
- * random prompt tokens at once (generation runs to exactly the output length) and reports
+ * random prompt tokens (or prompts from a JSONL dataset) at once (generation runs to exactly the output length) and reports
  * requests/s, output tokens/s (end to end and in the decode phase after every prompt is in)
  * and total tokens/s. Rows with concurrency 1 are the single-sequence baseline of the same run. */
 #include <math.h>
@@ -14,6 +14,7 @@
 #include "cli_common.h"
 #include "commands.h"
 #include "engine/model_api.h"
+#include "jsonl.h"
 
 static void usage(void) {
     fprintf(stderr,
@@ -26,6 +27,9 @@ static void usage(void) {
             "  --max-batch-tokens N tokens per engine step (default 256)\n"
             "  -r N                 repetitions, rows interleaved; medians are reported (default 1)\n"
             "  --seed N             prompt token seed (default 1)\n"
+            "  --dataset PATH       prompts from a JSONL file (\"prompt\" or \"text\" per line, .gz ok;\n"
+            "                       'humaneval': ../shared/data/HumanEval.jsonl.gz) instead of random\n"
+            "                       tokens; the IN of --lens is then ignored and the mean is shown\n"
             "  --json PATH          also write the rows as JSON\n");
 }
 
@@ -47,27 +51,83 @@ static void on_event(const pagoda_event *ev, void *user) {
     if (ev->request_done) p->done++;
 }
 
+/* Tokenized dataset prompts, used round-robin. */
+typedef struct {
+    int32_t **ids;
+    int32_t *n;
+    size_t count, next;
+} dataset;
+
+static int dataset_load(const char *path, pagoda_model *pm, dataset *d) {
+    char buf[4096];
+    if (!strcmp(path, "humaneval")) {
+        if (jsonl_find_humaneval(buf, sizeof buf)) {
+            fprintf(stderr, "pagoda: HumanEval.jsonl.gz not found (set PAGODA_SHARED or give a path)\n");
+            return 1;
+        }
+        path = buf;
+    }
+    json_t **rows;
+    size_t n_rows;
+    if (jsonl_load(path, &rows, &n_rows)) return 1;
+    d->ids = calloc(n_rows ? n_rows : 1, sizeof *d->ids);
+    d->n = calloc(n_rows ? n_rows : 1, sizeof *d->n);
+    int rc = !d->ids || !d->n;
+    for (size_t i = 0; !rc && i < n_rows; i++) {
+        const char *text = jsonl_str(rows[i], "prompt");
+        if (!text) text = jsonl_str(rows[i], "text");
+        if (!text) continue;
+        size_t n = 0;
+        if (pagoda_tokenize(pm, text, strlen(text), 1, 0, &d->ids[d->count], &n)) {
+            rc = cli_error("dataset prompt");
+            break;
+        }
+        d->n[d->count++] = (int32_t)n;
+    }
+    jsonl_free(rows, n_rows);
+    if (!rc && d->count == 0) {
+        fprintf(stderr, "pagoda: %s: no line has a \"prompt\" or \"text\" string\n", path);
+        rc = 1;
+    }
+    return rc;
+}
+
+static void dataset_free(dataset *d) {
+    for (size_t i = 0; i < d->count; i++) free(d->ids[i]);
+    free(d->ids), free(d->n);
+}
+
 typedef struct {
     int32_t in_len, out_len, conc, n_req;
     double seconds, req_s, out_tok_s, decode_tok_s, total_tok_s;
 } row;
 
-static int run_row(pagoda_engine *e, int32_t V, row *r, uint64_t *seed) {
+static int run_row(pagoda_engine *e, int32_t V, row *r, uint64_t *seed, dataset *ds, int32_t max_len) {
     progress p = {.n_requests = r->n_req};
-    int32_t *prompt = malloc(sizeof(int32_t) * (size_t)r->in_len);
+    int32_t *prompt = malloc(sizeof(int32_t) * ((size_t)r->in_len + 1));
     if (!prompt) return 1;
+    int64_t prompt_tokens = 0;
     int32_t submitted = 0, live = 0;
     double t0 = cli_now_s();
     while (p.done < r->n_req) {
         /* keep `conc` requests in flight */
         while (submitted < r->n_req && submitted - p.done < r->conc) {
-            for (int32_t i = 0; i < r->in_len; i++) {
-                *seed = *seed * 6364136223846793005ull + 1442695040888963407ull;
-                prompt[i] = (int32_t)((*seed >> 33) % (uint64_t)V);
+            const int32_t *ids = prompt;
+            int32_t n_ids = r->in_len;
+            if (ds && ds->count) { /* the next dataset prompt, cut to leave room for the output */
+                size_t k = ds->next++ % ds->count;
+                ids = ds->ids[k], n_ids = ds->n[k];
+                if (n_ids > max_len - r->out_len) n_ids = max_len - r->out_len;
+            } else {
+                for (int32_t i = 0; i < r->in_len; i++) {
+                    *seed = *seed * 6364136223846793005ull + 1442695040888963407ull;
+                    prompt[i] = (int32_t)((*seed >> 33) % (uint64_t)V);
+                }
             }
+            prompt_tokens += n_ids;
             pagoda_request q;
             pagoda_request_default(&q);
-            q.prompt_tokens = prompt, q.n_prompt_tokens = r->in_len, q.max_tokens = r->out_len;
+            q.prompt_tokens = ids, q.n_prompt_tokens = n_ids, q.max_tokens = r->out_len;
             q.ignore_eos = 1, q.sampling.temperature = 0;
             q.on_event = on_event, q.user = &p;
             if (pagoda_engine_submit(e, &q, NULL)) {
@@ -83,7 +143,8 @@ static int run_row(pagoda_engine *e, int32_t V, row *r, uint64_t *seed) {
     r->seconds = t1 - t0;
     r->req_s = r->n_req / r->seconds;
     r->out_tok_s = p.generated / r->seconds;
-    r->total_tok_s = ((double)r->n_req * r->in_len + p.generated) / r->seconds;
+    r->total_tok_s = ((double)prompt_tokens + p.generated) / r->seconds;
+    if (ds && ds->count) r->in_len = (int32_t)(prompt_tokens / r->n_req); /* the mean, for the table */
     r->decode_tok_s = t1 > p.t_last_first && p.generated > p.gen_at_last_first
                           ? (p.generated - p.gen_at_last_first) / (t1 - p.t_last_first) : 0;
     return 0;
@@ -109,7 +170,7 @@ static int parse_list(const char *opt, const char *s, int32_t *v, int max, int *
 }
 
 int cmd_bench_throughput(int argc, char **argv) {
-    const char *model = NULL, *json_path = NULL, *lens = "128/128", *conc_list = "1,8,32";
+    const char *model = NULL, *json_path = NULL, *lens = "128/128", *conc_list = "1,8,32", *dataset_path = NULL;
     long n_req = 0, threads = 0, max_batch = 256, seed_opt = 1, reps = 1;
     uint64_t kv_mem = 0;
     for (int i = 1; i < argc; i++) {
@@ -127,6 +188,7 @@ int cmd_bench_throughput(int argc, char **argv) {
         else if (!strcmp(a, "--seed")) bad = cli_int(a, v, 0, 1L << 30, &seed_opt);
         else if (!strcmp(a, "--kv-mem")) bad = cli_size(a, v, &kv_mem);
         else if (!strcmp(a, "--json")) json_path = v;
+        else if (!strcmp(a, "--dataset")) dataset_path = v;
         else { fprintf(stderr, "pagoda bench throughput: unknown option '%s'\n", a); usage(); return 2; }
         if (bad) return 2;
         i++;
@@ -138,7 +200,7 @@ int cmd_bench_throughput(int argc, char **argv) {
     for (const char *p = lens; *p && n_lens < 16;) {
         long a, b;
         int used = 0;
-        if (sscanf(p, "%ld/%ld%n", &a, &b, &used) != 2 || a <= 0 || b <= 0 || a > 1000000 || b > 1000000) {
+        if (sscanf(p, "%ld/%ld%n", &a, &b, &used) != 2 || a < (dataset_path ? 0 : 1) || b <= 0 || a > 1000000 || b > 1000000) {
             fprintf(stderr, "pagoda: --lens expects IN/OUT[,IN/OUT...], got '%s'\n", lens);
             return 2;
         }
@@ -152,12 +214,19 @@ int cmd_bench_throughput(int argc, char **argv) {
 
     pagoda_model *pm;
     if (cli_model_load(model, &pm)) return 1;
+    dataset ds = {0};
+    if (dataset_path && dataset_load(dataset_path, pm, &ds)) {
+        dataset_free(&ds);
+        pagoda_model_free(pm);
+        return 1;
+    }
     pagoda_engine_config c;
     pagoda_engine_config_default(&c);
     c.n_threads = (int32_t)threads, c.kv_mem_bytes = kv_mem, c.max_batch_tokens = (int32_t)max_batch;
     c.max_seqs = max_conc;
     pagoda_engine *e;
     if (pagoda_engine_create(pm, &c, &e)) {
+        dataset_free(&ds);
         pagoda_model_free(pm);
         return cli_error("engine");
     }
@@ -170,7 +239,7 @@ int cmd_bench_throughput(int argc, char **argv) {
     uint64_t seed = (uint64_t)seed_opt;
     { /* warm-up: page in weights and scratch, settle the thread pool */
         row w = {.in_len = 16, .out_len = 4, .conc = 1, .n_req = 1};
-        if (run_row(e, info.n_vocab, &w, &seed)) goto fail;
+        if (run_row(e, info.n_vocab, &w, &seed, NULL, st.max_model_len)) goto fail;
     }
     row rows[256];
     int n_rows = 0;
@@ -180,7 +249,7 @@ int cmd_bench_throughput(int argc, char **argv) {
             memset(r, 0, sizeof *r);
             r->in_len = ins[l], r->out_len = outs[l], r->conc = concs[k];
             r->n_req = n_req > 0 ? (int32_t)n_req : concs[k];
-            if ((int64_t)r->in_len + r->out_len > st.max_model_len) {
+            if ((int64_t)(dataset_path ? 1 : r->in_len) + r->out_len > st.max_model_len) {
                 fprintf(stderr, "pagoda: skipping %d/%d: over the context of %d tokens\n", r->in_len, r->out_len, st.max_model_len);
                 continue;
             }
@@ -193,12 +262,13 @@ int cmd_bench_throughput(int argc, char **argv) {
         for (int i = 0; i < n_rows; i++) {
             row x = rows[i];
             fprintf(stderr, "\rrepetition %ld/%ld: %d/%d x %d      ", rep + 1, reps, x.in_len, x.out_len, x.conc);
-            if (run_row(e, info.n_vocab, &x, &seed)) {
+            if (run_row(e, info.n_vocab, &x, &seed, &ds, st.max_model_len)) {
                 free(samples);
                 goto fail;
             }
             double *smp = samples + ((size_t)i * (size_t)reps + (size_t)rep) * 4;
             smp[0] = x.seconds, smp[1] = x.out_tok_s, smp[2] = x.decode_tok_s, smp[3] = x.total_tok_s;
+            if (dataset_path) rows[i].in_len = x.in_len;
         }
     fprintf(stderr, "\n");
     printf("| %6s | %6s | %5s | %5s | %8s | %10s | %10s | %10s | %10s |\n", "input", "output", "conc", "reqs", "seconds",
@@ -236,10 +306,12 @@ int cmd_bench_throughput(int argc, char **argv) {
         json_decref(root);
     }
     pagoda_engine_destroy(e);
+    dataset_free(&ds);
     pagoda_model_free(pm);
     return 0;
 fail:
     pagoda_engine_destroy(e);
+    dataset_free(&ds);
     pagoda_model_free(pm);
     return 1;
 }

@@ -28,3 +28,22 @@ def test_throughput_bad_options(run_pagoda, shared):
     assert r.returncode == 2 and "--lens" in r.stderr
     r = run_pagoda("bench", "throughput", "-m", model, "--kv-mem", "lots", check=False)
     assert r.returncode == 2 and "--kv-mem" in r.stderr
+
+
+def test_throughput_dataset(run_pagoda, shared, tmp_path):
+    """Prompts from a JSONL dataset: the input column is their mean token count."""
+    model = shared / "models" / "pycoder-tiny"
+    data = tmp_path / "prompts.jsonl"
+    prompts = ["def add(a, b):\n", "import os\n\ndef list_files(path):\n", "class Stack:\n    def __init__(self):\n"]
+    data.write_text("".join(json.dumps({"prompt": p}) + "\n" for p in prompts) + "\n")
+    out = tmp_path / "tp.json"
+    run_pagoda("bench", "throughput", "-m", model, "--dataset", data, "--lens", "0/6", "-c", "3",
+               "--kv-mem", "64M", "--json", out, timeout=120)
+    (row,) = json.loads(out.read_text())["rows"]
+    assert row["requests"] == 3 and row["output_len"] == 6
+    # three different prompts of a few tokens each (the BOS of pycoder-tiny included)
+    assert 4 <= row["input_len"] <= 16
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"nothing": 1}\n')
+    r = run_pagoda("bench", "throughput", "-m", model, "--dataset", bad, check=False)
+    assert r.returncode == 1 and "prompt" in r.stderr
