@@ -111,7 +111,8 @@ typedef struct {
     int32_t kv_block_size;    /* tokens per KV block; default 16 */
     uint64_t kv_mem_bytes;    /* KV memory budget; 0: kv_mem_fraction of available memory */
     float kv_mem_fraction;    /* default 0.25 */
-    int32_t max_batch_tokens; /* tokens per engine step (decode + prefill chunks); default 512 */
+    int32_t max_batch_tokens; /* tokens per engine step (decode + prefill chunks); default 256: on a CPU a
+                                 512-token prefill chunk stalls the decodes of that step 2x longer */
     int32_t max_seqs;         /* sequences per step; default 64 */
     int32_t max_model_len;    /* prompt + generation limit; 0: the model's n_ctx_train (capped by
                                  the KV budget) */

@@ -28,7 +28,7 @@ static void usage(void) {
             "  --served-model-name NAME   the model's name in the API (default: file name without .gguf)\n"
             "  -t, --threads N            kernel threads (default: all cores)\n"
             "  --kv-mem SIZE              KV cache memory, e.g. 512M, 2G (default: 1/4 of available memory)\n"
-            "  --max-batch-tokens N       tokens per engine step (default 512)\n"
+            "  --max-batch-tokens N       tokens per engine step (default 256)\n"
             "  --max-seqs N               sequences per step (default 64)\n"
             "  --max-model-len N          prompt + generation limit (default: the model's context)\n"
             "  --max-waiting N            queued requests beyond which requests get 429 (default: no limit)\n"

@@ -93,7 +93,7 @@ void pagoda_engine_config_default(pagoda_engine_config *c) {
     memset(c, 0, sizeof *c);
     c->kv_block_size = 16;
     c->kv_mem_fraction = 0.25f;
-    c->max_batch_tokens = 512;
+    c->max_batch_tokens = 256;
     c->max_seqs = 64;
     c->prefix_caching = 1;
 }
@@ -139,7 +139,7 @@ pagoda_status pagoda_engine_create(pagoda_model *pm, const pagoda_engine_config 
     pagoda_engine_config c;
     if (cfg) c = *cfg; else pagoda_engine_config_default(&c);
     if (c.kv_block_size <= 0) c.kv_block_size = 16;
-    if (c.max_batch_tokens <= 0) c.max_batch_tokens = 512;
+    if (c.max_batch_tokens <= 0) c.max_batch_tokens = 256;
     if (c.max_seqs <= 0) c.max_seqs = 64;
     if (c.kv_mem_fraction <= 0 || c.kv_mem_fraction > 0.95f) c.kv_mem_fraction = 0.25f;
     if (c.kv_block_size > 1024 || c.max_seqs > 4096 || c.max_batch_tokens > 65536)
