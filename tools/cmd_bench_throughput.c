@@ -14,6 +14,7 @@
 #include "cli_common.h"
 #include "commands.h"
 #include "engine/model_api.h"
+#include "bench_report.h"
 #include "jsonl.h"
 
 static void usage(void) {
@@ -30,7 +31,8 @@ static void usage(void) {
             "  --dataset PATH       prompts from a JSONL file (\"prompt\" or \"text\" per line, .gz ok;\n"
             "                       'humaneval': ../shared/data/HumanEval.jsonl.gz) instead of random\n"
             "                       tokens; the IN of --lens is then ignored and the mean is shown\n"
-            "  --json PATH          also write the rows as JSON\n");
+            "  --json PATH          also write the rows as JSON\n"
+            "  --svg PATH           plot: tokens/s against concurrent requests, a line per length pair\n");
 }
 
 typedef struct {
@@ -169,8 +171,41 @@ static int parse_list(const char *opt, const char *s, int32_t *v, int max, int *
     return 0;
 }
 
+/* Decode and whole-run output tokens/s against concurrency: rows come n_conc per length pair. */
+static void write_svg(const char *path, const char *model, const row *rows, int n_rows, int n_conc) {
+    FILE *f = fopen(path, "w");
+    if (!f) {
+        fprintf(stderr, "pagoda: cannot write %s\n", path);
+        return;
+    }
+    enum { MAX_SERIES = 32 };
+    br_series series[MAX_SERIES];
+    double x[MAX_SERIES / 2][16], y[MAX_SERIES][16];
+    char names[MAX_SERIES][64];
+    size_t ns = 0;
+    for (int i = 0; i + n_conc <= n_rows && ns + 2 <= MAX_SERIES; i += n_conc) {
+        for (int k = 0; k < n_conc && k < 16; k++) {
+            x[ns / 2][k] = rows[i + k].conc;
+            y[ns][k] = rows[i + k].decode_tok_s;
+            y[ns + 1][k] = rows[i + k].out_tok_s;
+        }
+        size_t n = (size_t)(n_conc < 16 ? n_conc : 16);
+        snprintf(names[ns], sizeof names[ns], "%d/%d decode", rows[i].in_len, rows[i].out_len);
+        snprintf(names[ns + 1], sizeof names[ns + 1], "%d/%d whole run", rows[i].in_len, rows[i].out_len);
+        series[ns] = (br_series){names[ns], x[ns / 2], y[ns], n, 0, 1, (int)(ns / 2)};
+        series[ns + 1] = (br_series){names[ns + 1], x[ns / 2], y[ns + 1], n, 1, 1, (int)(ns / 2)};
+        ns += 2;
+    }
+    char title[512];
+    const char *base = strrchr(model, '/');
+    snprintf(title, sizeof title, "pagoda bench throughput: %s", base ? base + 1 : model);
+    br_chart c = {.title = title, .xlabel = "concurrent requests", .ylabel = "output tokens/s", .logx = 1, .ymin_zero = 1};
+    br_svg_lines(f, &c, series, ns);
+    fclose(f);
+}
+
 int cmd_bench_throughput(int argc, char **argv) {
-    const char *model = NULL, *json_path = NULL, *lens = "128/128", *conc_list = "1,8,32", *dataset_path = NULL;
+    const char *model = NULL, *json_path = NULL, *lens = "128/128", *conc_list = "1,8,32", *dataset_path = NULL, *svg_path = NULL;
     long n_req = 0, threads = 0, max_batch = 256, seed_opt = 1, reps = 1;
     uint64_t kv_mem = 0;
     for (int i = 1; i < argc; i++) {
@@ -189,6 +224,7 @@ int cmd_bench_throughput(int argc, char **argv) {
         else if (!strcmp(a, "--kv-mem")) bad = cli_size(a, v, &kv_mem);
         else if (!strcmp(a, "--json")) json_path = v;
         else if (!strcmp(a, "--dataset")) dataset_path = v;
+        else if (!strcmp(a, "--svg")) svg_path = v;
         else { fprintf(stderr, "pagoda bench throughput: unknown option '%s'\n", a); usage(); return 2; }
         if (bad) return 2;
         i++;
@@ -305,6 +341,7 @@ int cmd_bench_throughput(int argc, char **argv) {
         if (json_dump_file(root, json_path, JSON_INDENT(2))) fprintf(stderr, "pagoda: cannot write %s\n", json_path);
         json_decref(root);
     }
+    if (svg_path) write_svg(svg_path, model, rows, n_rows, n_conc);
     pagoda_engine_destroy(e);
     dataset_free(&ds);
     pagoda_model_free(pm);

@@ -6,8 +6,11 @@ import json
 def test_throughput_rows(run_pagoda, shared, tmp_path):
     model = shared / "models" / "pycoder-tiny"
     out = tmp_path / "tp.json"
+    svg = tmp_path / "tp.svg"
     r = run_pagoda("bench", "throughput", "-m", model, "--lens", "16/8,24/4", "-c", "1,4", "-r", "2",
-                   "--kv-mem", "64M", "--json", out, timeout=120)
+                   "--kv-mem", "64M", "--json", out, "--svg", svg, timeout=120)
+    plot = svg.read_text()
+    assert plot.startswith("<svg") and "16/8 decode" in plot and "24/4 whole run" in plot
     table = [l for l in r.stdout.splitlines() if l.startswith("|") and l.split("|")[1].strip().isdigit()]
     assert len(table) == 4, r.stdout
     rows = json.loads(out.read_text())["rows"]
