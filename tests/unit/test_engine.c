@@ -2,6 +2,7 @@
  * runs give exactly the tokens of one-at-a-time runs; counters show prefix reuse; stop strings,
  * n > 1 with copy-on-write, seeded sampling, logprobs, cancellation from another thread. */
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <string.h>
 #include <unistd.h>
@@ -21,13 +22,13 @@ typedef struct {
     float logprob0;    /* of the first token */
     float top0;        /* best top logprob of the first token */
     int32_t top0_tok;
-    volatile int done;
+    atomic_int done; /* set last (release) by the engine thread; read with acquire */
 } result;
 
 static void on_event(const pagoda_event *ev, void *user) {
     result *r = user;
     int i = ev->index;
-    if (r->done) r->n_events_after_done++;
+    if (atomic_load_explicit(&r->done, memory_order_relaxed)) r->n_events_after_done++;
     if (ev->token >= 0 && r->n_tokens[i] < MAX_OUT) {
         if (r->n_tokens[i] == 0 && ev->n_top > 0) r->top0 = ev->top_logprobs[0], r->top0_tok = ev->top_tokens[0];
         if (r->n_tokens[i] == 0) r->logprob0 = ev->logprob;
@@ -41,7 +42,7 @@ static void on_event(const pagoda_event *ev, void *user) {
         r->finish[i] = ev->finish;
         r->n_cached = ev->n_cached_tokens, r->n_prompt = ev->n_prompt_tokens;
     }
-    if (ev->request_done) r->done = 1;
+    if (ev->request_done) atomic_store_explicit(&r->done, 1, memory_order_release);
 }
 
 static pagoda_engine *make_engine(pagoda_model *m, uint64_t kv_mem, int32_t max_batch, int32_t max_seqs) {
@@ -267,7 +268,7 @@ static void test_text_features(const char *model_dir) {
     pthread_t th;
     pthread_create(&th, NULL, cancel_later, &ca);
     pthread_join(th, NULL);
-    for (int i = 0; i < 2000 && !(long_r.done && short_r.done); i++) usleep(5000);
+    for (int i = 0; i < 2000 && !(atomic_load(&long_r.done) && atomic_load(&short_r.done)); i++) usleep(5000);
     CHECK(long_r.done && long_r.finish[0] == PAGODA_FINISH_CANCELLED && long_r.finish[1] == PAGODA_FINISH_CANCELLED,
           "cancelled request: done %d finish %d/%d", long_r.done, long_r.finish[0], long_r.finish[1]);
     CHECK(short_r.done && short_r.finish[0] == PAGODA_FINISH_LENGTH && short_r.n_tokens[0] == 8, "the other request completes");
