@@ -96,6 +96,17 @@ class Server:
             pass
 
 
+def running(pagoda_bin, model, *args, **kw):
+    """For fixtures (`yield from running(...)`): a started server that must exit 0 on SIGTERM."""
+    s = Server(pagoda_bin, model, *args, **kw)
+    try:
+        yield s
+        rc = s.stop()
+        assert rc == 0, s.text()
+    finally:
+        s.close()
+
+
 _SAMPLE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{(.*)\})? (\S+)$')
 _LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
 

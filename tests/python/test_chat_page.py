@@ -8,7 +8,7 @@ import pytest
 
 import time
 
-from serve_harness import Server, metric
+from serve_harness import Server, metric, running
 
 CHROMIUM = "/usr/bin/chromium"
 KEY = "page-key-42"
@@ -20,12 +20,7 @@ sync_api = pytest.importorskip("playwright.sync_api", reason="playwright not ins
 
 @pytest.fixture(scope="module")
 def server(pagoda_bin, builtin_model):
-    s = Server(pagoda_bin, builtin_model, "--kv-mem", "128M", "-t", "2", "--api-key", KEY)
-    yield s
-    rc = s.stop()
-    log = s.text()
-    s.close()
-    assert rc == 0, log
+    yield from running(pagoda_bin, builtin_model, "--kv-mem", "128M", "-t", "2", "--api-key", KEY)
 
 
 @pytest.fixture(scope="module")

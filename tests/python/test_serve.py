@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from serve_harness import Server, sse_events
+from serve_harness import Server, sse_events, running
 
 openai = pytest.importorskip("openai")
 
@@ -19,12 +19,7 @@ CHAT = [{"role": "user", "content": "Name three colors."}]
 
 @pytest.fixture(scope="module")
 def server(pagoda_bin, builtin_model):
-    s = Server(pagoda_bin, builtin_model, "--kv-mem", "256M", "-t", "2")
-    yield s
-    rc = s.stop()
-    log = s.text()
-    s.close()
-    assert rc == 0, log
+    yield from running(pagoda_bin, builtin_model, "--kv-mem", "256M", "-t", "2")
 
 
 @pytest.fixture(scope="module")

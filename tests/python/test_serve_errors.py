@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from serve_harness import Server, metric, sse_events
+from serve_harness import Server, metric, sse_events, running
 
 NAME = "SmolLM2-135M-Instruct.Q4_1"
 KEY = "test-key-123"
@@ -19,12 +19,7 @@ MSGS = [{"role": "user", "content": "Hi"}]
 
 @pytest.fixture(scope="module")
 def server(pagoda_bin, builtin_model):
-    s = Server(pagoda_bin, builtin_model, "--kv-mem", "128M", "-t", "2", "--api-key", KEY, "--max-model-len", "256")
-    yield s
-    rc = s.stop()
-    log = s.text()
-    s.close()
-    assert rc == 0, log
+    yield from running(pagoda_bin, builtin_model, "--kv-mem", "128M", "-t", "2", "--api-key", KEY, "--max-model-len", "256")
 
 
 def chat(**kw):
@@ -185,12 +180,7 @@ def test_metrics(server):
 
 @pytest.fixture(scope="module")
 def small_server(pagoda_bin, builtin_model):
-    s = Server(pagoda_bin, builtin_model, "--kv-mem", "128M", "-t", "2", "--max-seqs", "1", "--max-waiting", "1")
-    yield s
-    rc = s.stop()
-    log = s.text()
-    s.close()
-    assert rc == 0, log
+    yield from running(pagoda_bin, builtin_model, "--kv-mem", "128M", "-t", "2", "--max-seqs", "1", "--max-waiting", "1")
 
 
 def open_stream(server, body):
