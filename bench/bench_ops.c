@@ -58,7 +58,7 @@ static void bench_shape(const shape *s) {
     int32_t *table = malloc(n_blk * sizeof(int32_t));
     for (int i = 0; i < n_blk; i++) table[i] = (int32_t)((i * 7919L) % n_blk); /* scattered blocks */
     /* the permutation above needs gcd(7919, n_blk) = 1; 7919 is prime, fine unless n_blk % 7919 == 0 */
-    k_kv_view kv = {k, v, table, s->bs, s->n_head_kv, s->hd};
+    k_kv_view kv = {k, v, table, s->bs, s->n_head_kv, s->hd, 0};
     size_t nq = (size_t)s->n_q * s->n_head * s->hd;
     float *q = malloc(nq * sizeof(float)), *out = malloc(nq * sizeof(float));
     for (size_t i = 0; i < nq; i++) q[i] = frand();

@@ -119,6 +119,9 @@ typedef struct {
     int32_t max_waiting;      /* queued requests beyond which submit returns PAGODA_ERR_BUSY;
                                  0: unlimited */
     int prefix_caching;       /* reuse KV blocks of identical prompt prefixes; default 1 */
+    pagoda_dtype kv_dtype;    /* KV cache elements: PAGODA_DTYPE_F32 (default) or PAGODA_DTYPE_F16
+                                 (half the memory, so twice the tokens, and half the attention reads;
+                                 K/V rounded to half precision) */
 } pagoda_engine_config;
 void pagoda_engine_config_default(pagoda_engine_config *c);
 

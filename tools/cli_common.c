@@ -77,13 +77,24 @@ int cli_size(const char *opt, const char *val, uint64_t *out) {
     case 't': case 'T': mul = 1ull << 40, end++; break;
     default: goto bad;
     }
-    if ((*end == 'i' && end[1] == 'B') || *end == 'B') end += *end == 'B' ? 1 : 2;
-    if (*end || v * (double)mul > 1e18) goto bad;
+    if (mul > 1 && (*end == 'i' || *end == 'I')) end++;
+    if (*end == 'b' || *end == 'B') end++;
+    if (*end || !(v * (double)mul <= 1.8e19)) goto bad;
     *out = (uint64_t)(v * (double)mul);
     return 0;
 bad:
     fprintf(stderr, "pagoda: %s expects a size such as 512M or 2G, got '%s'\n", opt, val ? val : "");
     return 1;
+}
+
+int cli_kv_type(const char *opt, const char *val, int *out) {
+    if (val && !strcmp(val, "f32")) *out = PAGODA_DTYPE_F32;
+    else if (val && !strcmp(val, "f16")) *out = PAGODA_DTYPE_F16;
+    else {
+        fprintf(stderr, "pagoda: %s expects f32 or f16, got '%s'\n", opt, val ? val : "");
+        return 1;
+    }
+    return 0;
 }
 
 int cli_parse_ids(const char *str, int32_t **ids, int32_t *n) {
@@ -200,7 +211,7 @@ void cli_session_close(cli_session *s) {
 
 int cli_model_load(const char *path, pagoda_model **out) {
     double t0 = cli_now_s();
-    if (pagoda_model_load(path, out)) return cli_error(path);
+    if (pagoda_model_load(path, out)) return cli_error("");
     int last = -5, tty = isatty(2);
     model_prefault((*out)->m, tty ? load_progress : NULL, &last);
     if (tty) fprintf(stderr, "\n");

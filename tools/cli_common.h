@@ -49,6 +49,8 @@ int cli_int(const char *opt, const char *val, long lo, long hi, long *out);
 int cli_float(const char *opt, const char *val, float *out);
 /* A byte size: "1048576", "512K", "256M", "2G" (binary units). */
 int cli_size(const char *opt, const char *val, uint64_t *out);
+/* "f32" | "f16" -> PAGODA_DTYPE_F32 / PAGODA_DTYPE_F16 (the KV cache's element type). */
+int cli_kv_type(const char *opt, const char *val, int *out);
 /* Monotonic seconds; the median of n values (sorts them). */
 double cli_now_s(void);
 double cli_median(double *v, long n);

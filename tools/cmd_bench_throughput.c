@@ -25,6 +25,7 @@ static void usage(void) {
             "  -n N                 requests per row (default: the concurrency, i.e. one wave)\n"
             "  -t N                 threads (default: all cores)\n"
             "  --kv-mem SIZE        KV cache budget, e.g. 2G (default: a quarter of free memory)\n"
+            "  --kv-type f32|f16    KV cache element type (default f32)\n"
             "  --max-batch-tokens N tokens per engine step (default 256)\n"
             "  -r N                 repetitions, rows interleaved; medians are reported (default 1)\n"
             "  --seed N             prompt token seed (default 1)\n"
@@ -208,6 +209,7 @@ int cmd_bench_throughput(int argc, char **argv) {
     const char *model = NULL, *json_path = NULL, *lens = "128/128", *conc_list = "1,8,32", *dataset_path = NULL, *svg_path = NULL;
     long n_req = 0, threads = 0, max_batch = 256, seed_opt = 1, reps = 1;
     uint64_t kv_mem = 0;
+    int kv_type = PAGODA_DTYPE_F32;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         int bad = 0;
@@ -222,6 +224,7 @@ int cmd_bench_throughput(int argc, char **argv) {
         else if (!strcmp(a, "-r")) bad = cli_int(a, v, 1, 100, &reps);
         else if (!strcmp(a, "--seed")) bad = cli_int(a, v, 0, 1L << 30, &seed_opt);
         else if (!strcmp(a, "--kv-mem")) bad = cli_size(a, v, &kv_mem);
+        else if (!strcmp(a, "--kv-type")) bad = cli_kv_type(a, v, &kv_type);
         else if (!strcmp(a, "--json")) json_path = v;
         else if (!strcmp(a, "--dataset")) dataset_path = v;
         else if (!strcmp(a, "--svg")) svg_path = v;
@@ -260,6 +263,7 @@ int cmd_bench_throughput(int argc, char **argv) {
     pagoda_engine_config_default(&c);
     c.n_threads = (int32_t)threads, c.kv_mem_bytes = kv_mem, c.max_batch_tokens = (int32_t)max_batch;
     c.max_seqs = max_conc;
+    c.kv_dtype = (pagoda_dtype)kv_type;
     pagoda_engine *e;
     if (pagoda_engine_create(pm, &c, &e)) {
         dataset_free(&ds);

@@ -316,7 +316,7 @@ static int generate_engine(const char *model_path, long threads, const problem *
     g.bufs = calloc(g.total, sizeof *g.bufs);
     int rc = 1;
     if (!reqs || !g.bufs) goto done;
-    if (pagoda_model_load(model_path, &m)) { cli_error(model_path); goto done; }
+    if (cli_model_load(model_path, &m)) goto done;
     pagoda_engine_config ec;
     pagoda_engine_config_default(&ec);
     ec.n_threads = (int32_t)threads;

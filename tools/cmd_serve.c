@@ -28,6 +28,7 @@ static void usage(void) {
             "  --served-model-name NAME   the model's name in the API (default: file name without .gguf)\n"
             "  -t, --threads N            kernel threads (default: all cores)\n"
             "  --kv-mem SIZE              KV cache memory, e.g. 512M, 2G (default: 1/4 of available memory)\n"
+            "  --kv-type f32|f16          KV cache element type (default f32; f16 holds twice the tokens)\n"
             "  --max-batch-tokens N       tokens per engine step (default 256)\n"
             "  --max-seqs N               sequences per step (default 64)\n"
             "  --max-model-len N          prompt + generation limit (default: the model's context)\n"
@@ -39,31 +40,6 @@ static void usage(void) {
             "  --http-threads N           HTTP worker threads (default 4)\n"
             "  --no-prefix-caching        do not reuse the KV cache of identical prompt prefixes\n"
             "  -v, --verbose              engine log lines at info level\n");
-}
-
-/* "512M", "2G", "1.5GiB", "1048576" -> bytes (binary units) */
-static int parse_size(const char *opt, const char *v, uint64_t *out) {
-    char *end;
-    errno = 0;
-    double x = strtod(v, &end);
-    double mul = 1;
-    if (end != v) {
-        switch (*end) {
-        case 'k': case 'K': mul = 1024.0; end++; break;
-        case 'm': case 'M': mul = 1024.0 * 1024; end++; break;
-        case 'g': case 'G': mul = 1024.0 * 1024 * 1024; end++; break;
-        case 't': case 'T': mul = 1024.0 * 1024 * 1024 * 1024; end++; break;
-        default: break;
-        }
-        if (mul > 1 && (*end == 'i' || *end == 'I')) end++;
-        if (*end == 'b' || *end == 'B') end++;
-    }
-    if (end == v || *end || errno || !isfinite(x) || x < 0 || x * mul > 1.8e19) {
-        fprintf(stderr, "pagoda: %s expects a size such as 512M or 2G, got '%s'\n", opt, v);
-        return 1;
-    }
-    *out = (uint64_t)(x * mul);
-    return 0;
 }
 
 static void log_to_stderr(int level, const char *msg, void *user) {
@@ -83,7 +59,7 @@ int cmd_serve(int argc, char **argv) {
     signal(SIGPIPE, SIG_IGN);
 
     const char *model = NULL, *keys[MAX_KEYS];
-    int n_keys = 0, verbose = 0, prefix_caching = 1;
+    int n_keys = 0, verbose = 0, prefix_caching = 1, kv_type = PAGODA_DTYPE_F32;
     long threads = 0, max_batch = 0, max_seqs = 0, max_len = 0, max_waiting = 0, port = 8080;
     long max_conn = 256, timeout = 60, http_threads = 4, max_body = 1 << 20;
     float grace = 10;
@@ -106,7 +82,8 @@ int cmd_serve(int argc, char **argv) {
         }
         else if (!strcmp(a, "--served-model-name")) sc.served_model_name = v;
         else if (!strcmp(a, "-t") || !strcmp(a, "--threads")) bad = cli_int(a, v, 0, 1024, &threads);
-        else if (!strcmp(a, "--kv-mem")) bad = parse_size(a, v, &kv_mem);
+        else if (!strcmp(a, "--kv-mem")) bad = cli_size(a, v, &kv_mem);
+        else if (!strcmp(a, "--kv-type")) bad = cli_kv_type(a, v, &kv_type);
         else if (!strcmp(a, "--max-batch-tokens")) bad = cli_int(a, v, 1, 1 << 20, &max_batch);
         else if (!strcmp(a, "--max-seqs")) bad = cli_int(a, v, 1, 1 << 16, &max_seqs);
         else if (!strcmp(a, "--max-model-len")) bad = cli_int(a, v, 1, 1 << 24, &max_len);
@@ -138,10 +115,7 @@ int cmd_serve(int argc, char **argv) {
     pagoda_engine *e = NULL;
     pg_server *srv = NULL;
     int rc = 1;
-    if (pagoda_model_load(model, &m)) {
-        cli_error(model);
-        goto done;
-    }
+    if (cli_model_load(model, &m)) goto done;
     pagoda_engine_config ec;
     pagoda_engine_config_default(&ec);
     ec.n_threads = (int32_t)threads;
@@ -151,6 +125,7 @@ int cmd_serve(int argc, char **argv) {
     if (max_len) ec.max_model_len = (int32_t)max_len;
     ec.max_waiting = (int32_t)max_waiting;
     ec.prefix_caching = prefix_caching;
+    ec.kv_dtype = (pagoda_dtype)kv_type;
     if (pagoda_engine_create(m, &ec, &e)) {
         cli_error("engine");
         goto done;

@@ -96,6 +96,7 @@ void pagoda_engine_config_default(pagoda_engine_config *c) {
     c->max_batch_tokens = 256;
     c->max_seqs = 64;
     c->prefix_caching = 1;
+    c->kv_dtype = PAGODA_DTYPE_F32;
 }
 
 void pagoda_sampling_default(pagoda_sampling *s) {
@@ -146,7 +147,9 @@ pagoda_status pagoda_engine_create(pagoda_model *pm, const pagoda_engine_config 
         return pg_fail(PAGODA_ERR_INVALID, "engine: block size %d, max seqs %d or max batch tokens %d out of range",
                        c.kv_block_size, c.max_seqs, c.max_batch_tokens);
     const pg_model_config *mc = &pm->m->cfg;
-    size_t per_block = kv_cache_bytes(mc->n_layer, 1, c.kv_block_size, mc->n_head_kv, mc->head_dim);
+    if (c.kv_dtype != PAGODA_DTYPE_F32 && c.kv_dtype != PAGODA_DTYPE_F16)
+        return pg_fail(PAGODA_ERR_UNSUPPORTED, "engine: the KV cache holds f32 or f16, not type %d", (int)c.kv_dtype);
+    size_t per_block = kv_cache_bytes_typed(mc->n_layer, 1, c.kv_block_size, mc->n_head_kv, mc->head_dim, c.kv_dtype);
     uint64_t budget = c.kv_mem_bytes ? c.kv_mem_bytes : (uint64_t)(c.kv_mem_fraction * (double)available_memory());
     uint64_t n_blocks = per_block ? budget / per_block : 0;
     if (n_blocks < 1)
@@ -168,7 +171,8 @@ pagoda_status pagoda_engine_create(pagoda_model *pm, const pagoda_engine_config 
     e->next_id = 1;
     sched_config sc = {.max_batch_tokens = c.max_batch_tokens, .max_seqs = c.max_seqs, .prefix_caching = c.prefix_caching};
     pagoda_status st;
-    if ((st = kv_cache_create(mc->n_layer, (int32_t)n_blocks, c.kv_block_size, mc->n_head_kv, mc->head_dim, &e->kv)) ||
+    if ((st = kv_cache_create_typed(mc->n_layer, (int32_t)n_blocks, c.kv_block_size, mc->n_head_kv, mc->head_dim,
+                                    c.kv_dtype, &e->kv)) ||
         (st = kv_pool_create((int32_t)n_blocks, c.kv_block_size, &e->pool)) ||
         (st = sched_create(&sc, e->pool, &e->sched)) || (st = forward_create(e->m, c.max_batch_tokens, &e->fwd)))
         goto fail;
@@ -194,8 +198,8 @@ pagoda_status pagoda_engine_create(pagoda_model *pm, const pagoda_engine_config 
     e->stats.kv_blocks_total = (int32_t)n_blocks;
     e->stats.kv_block_size = c.kv_block_size;
     e->stats.max_model_len = e->max_model_len;
-    pg_log(PAGODA_LOG_INFO, "engine: KV cache %llu blocks x %d tokens (%.1f MiB), max model len %d, %d tokens/step, %d seqs",
-           (unsigned long long)n_blocks, c.kv_block_size, (double)n_blocks * (double)per_block / 1048576.0,
+    pg_log(PAGODA_LOG_INFO, "engine: KV cache %llu blocks x %d tokens (%s, %.1f MiB), max model len %d, %d tokens/step, %d seqs",
+           (unsigned long long)n_blocks, c.kv_block_size, c.kv_dtype == PAGODA_DTYPE_F16 ? "f16" : "f32", (double)n_blocks * (double)per_block / 1048576.0,
            e->max_model_len, c.max_batch_tokens, c.max_seqs);
     *out = e;
     return PAGODA_OK;

@@ -37,12 +37,13 @@ void kcpu_gelu(float *x, int64_t n);
 /* Paged KV of one layer: position p of a sequence lives in block block_table[p / block_size],
  * slot p % block_size; a slot holds [n_head_kv][head_dim] floats. */
 typedef struct {
-    const float *k;             /* [n_blocks][block_size][n_head_kv][head_dim] */
-    const float *v;             /* same shape */
+    const void *k;              /* [n_blocks][block_size][n_head_kv][head_dim] floats, or IEEE halves if f16 */
+    const void *v;              /* same shape */
     const int32_t *block_table; /* the sequence's blocks */
     int block_size;
     int n_head_kv;
     int head_dim;
+    int f16;                    /* K/V stored as IEEE half (read as the floats they round to) */
 } k_kv_view;
 
 /* Causal attention for n_q queries of one sequence at positions pos0 .. pos0+n_q-1, against keys

@@ -6,23 +6,41 @@
 #include "core/dtype.h"
 #include "core/log.h"
 
-size_t kv_cache_bytes(int32_t n_layer, int32_t n_blocks, int32_t block_size, int32_t n_head_kv, int32_t head_dim) {
-    size_t n = 2 * sizeof(float);
+static size_t elem_size(int dtype) {
+    return dtype == PAGODA_DTYPE_F32 ? 4 : dtype == PAGODA_DTYPE_F16 ? 2 : 0;
+}
+
+size_t kv_cache_bytes_typed(int32_t n_layer, int32_t n_blocks, int32_t block_size, int32_t n_head_kv,
+                            int32_t head_dim, int dtype) {
+    size_t n = 2 * elem_size(dtype);
     const int32_t dims[] = {n_layer, n_blocks, block_size, n_head_kv, head_dim};
     for (size_t i = 0; i < sizeof dims / sizeof dims[0]; i++)
-        if (dims[i] <= 0 || !pg_mul_size(n, (size_t)dims[i], &n)) return 0;
+        if (!n || dims[i] <= 0 || !pg_mul_size(n, (size_t)dims[i], &n)) return 0;
     return n;
+}
+
+size_t kv_cache_bytes(int32_t n_layer, int32_t n_blocks, int32_t block_size, int32_t n_head_kv, int32_t head_dim) {
+    return kv_cache_bytes_typed(n_layer, n_blocks, block_size, n_head_kv, head_dim, PAGODA_DTYPE_F32);
 }
 
 pagoda_status kv_cache_create(int32_t n_layer, int32_t n_blocks, int32_t block_size, int32_t n_head_kv,
                               int32_t head_dim, kv_cache **out) {
+    return kv_cache_create_typed(n_layer, n_blocks, block_size, n_head_kv, head_dim, PAGODA_DTYPE_F32, out);
+}
+
+pagoda_status kv_cache_create_typed(int32_t n_layer, int32_t n_blocks, int32_t block_size, int32_t n_head_kv,
+                                    int32_t head_dim, int dtype, kv_cache **out) {
     *out = NULL;
-    size_t bytes = kv_cache_bytes(n_layer, n_blocks, block_size, n_head_kv, head_dim);
+    if (!elem_size(dtype)) return pg_fail(PAGODA_ERR_UNSUPPORTED, "kv cache: type %d is not f32 or f16", dtype);
+    if (dtype == PAGODA_DTYPE_F16 && head_dim > 1024)
+        return pg_fail(PAGODA_ERR_UNSUPPORTED, "kv cache: f16 needs head_dim <= 1024 (got %d)", head_dim);
+    size_t bytes = kv_cache_bytes_typed(n_layer, n_blocks, block_size, n_head_kv, head_dim, dtype);
     if (!bytes) return pg_fail(PAGODA_ERR_INVALID, "kv cache: invalid size (%d layers, %d blocks of %d)", n_layer, n_blocks, block_size);
     kv_cache *kv = calloc(1, sizeof *kv);
     if (!kv) return pg_fail(PAGODA_ERR_NOMEM, "out of memory");
     kv->n_layer = n_layer, kv->n_blocks = n_blocks, kv->block_size = block_size;
     kv->n_head_kv = n_head_kv, kv->head_dim = head_dim;
+    kv->dtype = dtype, kv->elem = elem_size(dtype);
     kv->layer_stride = (size_t)n_blocks * (size_t)block_size * (size_t)n_head_kv * (size_t)head_dim;
     /* zeroed so a bug reading an unwritten slot gives finite numbers, not garbage */
     kv->k = calloc(1, bytes / 2);
@@ -43,9 +61,10 @@ void kv_cache_destroy(kv_cache *kv) {
 }
 
 void kv_cache_copy_block(kv_cache *kv, int32_t src, int32_t dst) {
-    size_t n = (size_t)kv->block_size * (size_t)kv->n_head_kv * (size_t)kv->head_dim;
+    size_t n = (size_t)kv->block_size * (size_t)kv->n_head_kv * (size_t)kv->head_dim * kv->elem;
     for (int32_t l = 0; l < kv->n_layer; l++) {
-        memcpy(kv->k + kv_slot_offset(kv, l, dst, 0), kv->k + kv_slot_offset(kv, l, src, 0), n * sizeof(float));
-        memcpy(kv->v + kv_slot_offset(kv, l, dst, 0), kv->v + kv_slot_offset(kv, l, src, 0), n * sizeof(float));
+        size_t d = kv_slot_offset(kv, l, dst, 0) * kv->elem, s = kv_slot_offset(kv, l, src, 0) * kv->elem;
+        memcpy((char *)kv->k + d, (char *)kv->k + s, n);
+        memcpy((char *)kv->v + d, (char *)kv->v + s, n);
     }
 }

@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "core/dtype.h"
+#include "core/fp16.h"
 #include "core/log.h"
 #include "kernels/kernels.h"
 #include "kernels/ops.h"
@@ -186,8 +187,14 @@ static void attention_layer(pg_forward *f, const pg_batch *b, kv_cache *kv, int 
             }
             int32_t blk = b->block_tables[s][pos / kv->block_size], slot = pos % kv->block_size;
             size_t off = kv_slot_offset(kv, l, blk, slot);
-            memcpy(kv->k + off, kt, sizeof(float) * (size_t)kvd);
-            memcpy(kv->v + off, f->v + t * kvd, sizeof(float) * (size_t)kvd);
+            if (kv->dtype == PAGODA_DTYPE_F16) { /* rounded to nearest even, as F16C does */
+                uint16_t *kh = (uint16_t *)kv->k + off, *vh = (uint16_t *)kv->v + off;
+                const float *vt = f->v + t * kvd;
+                for (int64_t i = 0; i < kvd; i++) kh[i] = pg_fp32_to_fp16(kt[i]), vh[i] = pg_fp32_to_fp16(vt[i]);
+            } else {
+                memcpy((float *)kv->k + off, kt, sizeof(float) * (size_t)kvd);
+                memcpy((float *)kv->v + off, f->v + t * kvd, sizeof(float) * (size_t)kvd);
+            }
         }
     }
 
@@ -198,12 +205,13 @@ static void attention_layer(pg_forward *f, const pg_batch *b, kv_cache *kv, int 
             .q = f->q + t0 * qd,
             .n_q = b->seq_start[s + 1] - t0,
             .pos0 = b->seq_pos0[s],
-            .kv = {.k = kv->k + (size_t)l * kv->layer_stride,
-                   .v = kv->v + (size_t)l * kv->layer_stride,
+            .kv = {.k = (const char *)kv->k + (size_t)l * kv->layer_stride * kv->elem,
+                   .v = (const char *)kv->v + (size_t)l * kv->layer_stride * kv->elem,
                    .block_table = b->block_tables[s],
                    .block_size = kv->block_size,
                    .n_head_kv = c->n_head_kv,
-                   .head_dim = hd},
+                   .head_dim = hd,
+                   .f16 = kv->dtype == PAGODA_DTYPE_F16},
         };
     }
     kcpu_attention_batch(f->attn, b->n_seq, c->n_head, 1.0f / sqrtf((float)hd), c->sliding_window);

@@ -45,9 +45,12 @@ static void on_event(const pagoda_event *ev, void *user) {
     if (ev->request_done) atomic_store_explicit(&r->done, 1, memory_order_release);
 }
 
+static pagoda_dtype g_kv_dtype = PAGODA_DTYPE_F32;
+
 static pagoda_engine *make_engine(pagoda_model *m, uint64_t kv_mem, int32_t max_batch, int32_t max_seqs) {
     pagoda_engine_config c;
     pagoda_engine_config_default(&c);
+    c.kv_dtype = g_kv_dtype;
     c.kv_mem_bytes = kv_mem;
     c.max_batch_tokens = max_batch;
     c.max_seqs = max_seqs;
@@ -132,8 +135,8 @@ static void test_batched_equals_alone(const char *model_dir) {
     for (int i = 0; i < 64; i++) ok += same_tokens(&tight[i], &alone[i], 0, 0) && tight[i].finish[0] == PAGODA_FINISH_LENGTH;
     CHECK(ok == 64, "%s: %d of 64 requests under a tiny KV budget equal alone", model_dir, ok);
     CHECK(st.n_preemptions > 0, "the tiny budget should force preemptions");
-    printf("  %s: 16 batched == alone; 64 requests in %d KV blocks x %d: %d equal alone, %llu preemptions, %llu steps\n",
-           model_dir, st.kv_blocks_total, st.kv_block_size, ok, (unsigned long long)st.n_preemptions,
+    printf("  %s (KV %s): 16 batched == alone; 64 requests in %d KV blocks x %d: %d equal alone, %llu preemptions, %llu steps\n",
+           model_dir, g_kv_dtype == PAGODA_DTYPE_F16 ? "f16" : "f32", st.kv_blocks_total, st.kv_block_size, ok, (unsigned long long)st.n_preemptions,
            (unsigned long long)st.n_steps);
     pagoda_engine_destroy(e);
     pagoda_model_free(m);
@@ -300,6 +303,11 @@ int main(void) {
         snprintf(path, sizeof path, "%s/fixtures/hf/%s", shared, fixtures[i]);
         test_batched_equals_alone(path);
     }
+    /* a half-precision KV cache keeps every guarantee (batching, chunking, preemption) */
+    g_kv_dtype = PAGODA_DTYPE_F16;
+    snprintf(path, sizeof path, "%s/fixtures/hf/llama", shared);
+    test_batched_equals_alone(path);
+    g_kv_dtype = PAGODA_DTYPE_F32;
     snprintf(path, sizeof path, "%s/models/pycoder-tiny", shared);
     test_text_features(path);
     TEST_DONE();

@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "kernels/cpu/cpu_impl.h"
+#include "core/fp16.h"
 #include "kernels/ops.h"
 #include "test_util.h"
 
@@ -244,7 +245,7 @@ static void kv_make(test_kv *c, const attn_case *a) {
             c->v[off + e] = test_rand_f(&g_seed);
         }
     }
-    c->view = (k_kv_view){c->k, c->v, c->table, a->bs, a->n_head_kv, a->hd};
+    c->view = (k_kv_view){c->k, c->v, c->table, a->bs, a->n_head_kv, a->hd, 0};
 }
 
 static void kv_free(test_kv *c) { free(c->k), free(c->v), free(c->table); }
@@ -283,6 +284,30 @@ static void attention_naive(double *out, const float *q, const attn_case *a, flo
     }
     free(s);
 }
+
+/* A half-precision copy of the cache: f16 holds each K/V value rounded to half, and c32 holds
+ * the same rounded values as floats. Attention over f16 must equal attention over c32 bit for
+ * bit (a half converts to a float exactly; only the storage differs). */
+typedef struct {
+    uint16_t *k16, *v16;
+    float *k32, *v32;
+} test_kv_half;
+
+static void kv_make_half(test_kv_half *h, const test_kv *c, const attn_case *a, k_kv_view *v16, k_kv_view *v32) {
+    int n_kv = a->pos0 + a->n_q;
+    int n_phys = (n_kv + a->bs - 1) / a->bs + 3;
+    size_t total = (size_t)n_phys * a->bs * a->n_head_kv * a->hd;
+    h->k16 = malloc(total * 2), h->v16 = malloc(total * 2);
+    h->k32 = malloc(total * 4), h->v32 = malloc(total * 4);
+    for (size_t i = 0; i < total; i++) {
+        h->k16[i] = pg_fp32_to_fp16(c->k[i]), h->v16[i] = pg_fp32_to_fp16(c->v[i]);
+        h->k32[i] = pg_fp16_to_fp32(h->k16[i]), h->v32[i] = pg_fp16_to_fp32(h->v16[i]);
+    }
+    *v16 = (k_kv_view){h->k16, h->v16, c->table, a->bs, a->n_head_kv, a->hd, 1};
+    *v32 = (k_kv_view){h->k32, h->v32, c->table, a->bs, a->n_head_kv, a->hd, 0};
+}
+
+static void kv_free_half(test_kv_half *h) { free(h->k16), free(h->v16), free(h->k32), free(h->v32); }
 
 static const attn_case g_attn_cases[] = {
     /* n_q pos0 n_head n_kv hd bs window */
@@ -335,6 +360,21 @@ static void test_attention(int isa) {
             CHECK(err <= 1e-5, "[%s] kcpu_attention case %zu threads=%d: err=%g", g_isa_name[isa], ci, nt, err);
             g_attn_err_cpu = err > g_attn_err_cpu ? err : g_attn_err_cpu;
         }
+        /* half-precision cache: equal to the float path on the same (rounded) values, bit for bit */
+        test_kv_half h;
+        k_kv_view v16, v32;
+        kv_make_half(&h, &c, a, &v16, &v32);
+        float *y16 = malloc(n_out * sizeof(float)), *y32 = malloc(n_out * sizeof(float));
+        kcpu_set_threads(2);
+        kcpu_attention(y16, q, a->n_q, a->pos0, a->n_head, scale, a->window, &v16);
+        kcpu_attention(y32, q, a->n_q, a->pos0, a->n_head, scale, a->window, &v32);
+        CHECK(!memcmp(y16, y32, n_out * sizeof(float)), "[%s] f16 KV case %zu differs from f32 of the same values (%g)",
+              g_isa_name[isa], ci, max_abs_diff(y16, y32, (int64_t)n_out));
+        kref_attention(y16, q, a->n_q, a->pos0, a->n_head, scale, a->window, &v16);
+        kref_attention(y32, q, a->n_q, a->pos0, a->n_head, scale, a->window, &v32);
+        CHECK(!memcmp(y16, y32, n_out * sizeof(float)), "kref f16 KV case %zu differs from f32 of the same values", ci);
+        free(y16), free(y32);
+        kv_free_half(&h);
         free(q), free(yr), free(yc);
         kv_free(&c);
     }

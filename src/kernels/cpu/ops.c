@@ -9,6 +9,8 @@
 
 #include "kernels/cpu/cpu_impl.h"
 #include "kernels/cpu/ops_isa.h"
+#include "core/fp16.h"
+#include <immintrin.h>
 
 /* The ISA level and thread count are dispatch.c's (shared with matmul): one PAGODA_ISA and one
  * kcpu_set_threads() govern every kcpu_* op. */
@@ -121,6 +123,21 @@ static void attn_tile_scalar(float *o, const float *q, const float *const *kp, c
 #define ATTN_PACK_FLOATS 8192 /* K (and V) tile copy: 32 KiB each, on the stack */
 #define ATTN_PACK_MIN_ROWS 8  /* query rows from which copying the tile pays off */
 
+/* n halves to floats (exact). F16C where the CPU has it (every AVX2 level here does). */
+__attribute__((target("avx2,f16c"))) static void halves_f16c(const uint16_t *src, float *dst, int n) {
+    int i = 0;
+    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(dst + i, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(src + i))));
+    for (; i < n; i++) dst[i] = pg_fp16_to_fp32(src[i]);
+}
+
+static void halves_to_floats(const uint16_t *src, float *dst, int n, int f16c) {
+    if (f16c) {
+        halves_f16c(src, dst, n);
+        return;
+    }
+    for (int i = 0; i < n; i++) dst[i] = pg_fp16_to_fp32(src[i]);
+}
+
 /* One work item: query tokens [q0, q1) x query heads [h0, h1), all of one KV head. Keys are
  * visited in tiles; each tile's K/V rows are read from cache once per row of the item, so the
  * heads sharing a KV head (GQA) and the tokens of the tile reuse them while they are hot. */
@@ -147,8 +164,10 @@ static void attn_item(float *out, const float *q, int32_t pos0, int n_head, floa
      * a tile onto few L1 sets and evicts itself between rows. */
     /* A decode item has only the few heads of one GQA group: there the copy costs more than the
      * evictions it saves (measured: 15% of SmolLM2 decode time in memcpy), so pack from 8 rows. */
+    /* A half-precision cache is always copied: the copy is where its rows become floats. */
     int tile_n = KOPS_ATTN_TILE;
-    bool pack = (q1 - q0) * nh >= ATTN_PACK_MIN_ROWS && hd <= ATTN_PACK_FLOATS / 8;
+    const int f16 = kv->f16, f16c = f16 && kops_isa() >= KCPU_ISA_AVX2;
+    bool pack = ((q1 - q0) * nh >= ATTN_PACK_MIN_ROWS || f16) && hd <= ATTN_PACK_FLOATS / 8;
     if (pack && tile_n * hd > ATTN_PACK_FLOATS) tile_n = ATTN_PACK_FLOATS / hd / 8 * 8;
 
     const int32_t khi = pos0 + q1 - 1;
@@ -158,14 +177,19 @@ static void attn_item(float *out, const float *q, int32_t pos0, int n_head, floa
         for (int j = 0; j < n; j++) {
             int32_t t = t0 + j;
             size_t off = ((size_t)kv->block_table[t / bs] * bs + t % bs) * slot_stride + (size_t)kvh * hd;
-            if (pack) {
-                memcpy(kbuf + (size_t)j * hd, kv->k + off, (size_t)hd * sizeof(float));
-                memcpy(vbuf + (size_t)j * hd, kv->v + off, (size_t)hd * sizeof(float));
+            if (f16) {
+                halves_to_floats((const uint16_t *)kv->k + off, kbuf + (size_t)j * hd, hd, f16c);
+                halves_to_floats((const uint16_t *)kv->v + off, vbuf + (size_t)j * hd, hd, f16c);
+                kp[j] = kbuf + (size_t)j * hd;
+                vp[j] = vbuf + (size_t)j * hd;
+            } else if (pack) {
+                memcpy(kbuf + (size_t)j * hd, (const float *)kv->k + off, (size_t)hd * sizeof(float));
+                memcpy(vbuf + (size_t)j * hd, (const float *)kv->v + off, (size_t)hd * sizeof(float));
                 kp[j] = kbuf + (size_t)j * hd;
                 vp[j] = vbuf + (size_t)j * hd;
             } else {
-                kp[j] = kv->k + off;
-                vp[j] = kv->v + off;
+                kp[j] = (const float *)kv->k + off;
+                vp[j] = (const float *)kv->v + off;
             }
         }
         for (int i = q0; i < q1; i++) {

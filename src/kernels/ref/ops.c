@@ -1,5 +1,6 @@
 /* Scalar reference for the non-matmul transformer ops: the specification kcpu_* is tested
  * against. Plain loops; sums in double so the reference is the accurate side of a comparison. */
+#include "core/fp16.h"
 #include "kernels/ops.h"
 
 #include <math.h>
@@ -80,6 +81,11 @@ void kref_gelu(float *x, int64_t n) {
  * sum l and an unnormalised accumulator per query head (online softmax). */
 #define REF_KV_TILE 32
 
+/* Element i of a K or V buffer, as a float. */
+static inline float kv_elem(const void *base, int f16, size_t i) {
+    return f16 ? pg_fp16_to_fp32(((const uint16_t *)base)[i]) : ((const float *)base)[i];
+}
+
 void kref_attention(float *out, const float *q, int n_q, int32_t pos0, int n_head, float scale,
                     int window, const k_kv_view *kv) {
     const int hd = kv->head_dim, bs = kv->block_size, n_kv_head = kv->n_head_kv;
@@ -99,9 +105,9 @@ void kref_attention(float *out, const float *q, int n_q, int32_t pos0, int n_hea
                 float tmax = -INFINITY;
                 for (int32_t t = t0; t <= t1; t++) {
                     size_t slot = (size_t)kv->block_table[t / bs] * bs + t % bs;
-                    const float *k = kv->k + (slot * n_kv_head + kvh) * hd;
+                    const size_t k = (slot * n_kv_head + kvh) * hd;
                     float dot = 0.0f;
-                    for (int d = 0; d < hd; d++) dot += qh[d] * k[d];
+                    for (int d = 0; d < hd; d++) dot += qh[d] * kv_elem(kv->k, kv->f16, k + d);
                     s[t - t0] = dot * scale;
                     if (s[t - t0] > tmax) tmax = s[t - t0];
                 }
@@ -111,10 +117,10 @@ void kref_attention(float *out, const float *q, int n_q, int32_t pos0, int n_hea
                 for (int d = 0; d < hd; d++) o[d] *= alpha;
                 for (int32_t t = t0; t <= t1; t++) {
                     size_t slot = (size_t)kv->block_table[t / bs] * bs + t % bs;
-                    const float *v = kv->v + (slot * n_kv_head + kvh) * hd;
+                    const size_t v = (slot * n_kv_head + kvh) * hd;
                     float e = expf(s[t - t0] - m_new);
                     l += e;
-                    for (int d = 0; d < hd; d++) o[d] += e * v[d];
+                    for (int d = 0; d < hd; d++) o[d] += e * kv_elem(kv->v, kv->f16, v + d);
                 }
                 m = m_new;
             }
