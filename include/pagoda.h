@@ -224,6 +224,8 @@ typedef struct {
     uint64_t n_computed_tokens;      /* tokens that went through the model (prefill + decode + recompute) */
     uint64_t n_generated_tokens;
     uint64_t n_preemptions;
+    int32_t n_running_requests;      /* requests with a sequence in the running batch */
+    int32_t n_waiting_requests;      /* live requests with none running (queued or preempted) */
 } pagoda_engine_stats;
 void pagoda_engine_get_stats(pagoda_engine *e, pagoda_engine_stats *s); /* thread-safe */
 

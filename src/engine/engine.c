@@ -412,6 +412,20 @@ static void unlink_live(pagoda_engine *e, request *r) {
         }
 }
 
+/* Live requests with a running sequence, and the others (a request's choices run together
+ * unless some were preempted). Stepping thread; caller holds mu for the stats. */
+static void count_requests(const pagoda_engine *e, pagoda_engine_stats *st) {
+    int32_t run = 0, wait = e->n_inbox;
+    for (const request *r = e->live; r; r = r->next) {
+        if (r->n_live == 0) continue; /* finishing right now */
+        int running = 0;
+        for (int32_t i = 0; i < r->p.n && !running; i++)
+            running = r->choices[i].seq && r->choices[i].seq->state == SEQ_RUNNING;
+        running ? run++ : wait++;
+    }
+    st->n_running_requests = run, st->n_waiting_requests = wait;
+}
+
 /* Ends one choice: frees its sequence and sends the finish event, with whatever text was held
  * back (incomplete UTF-8, a possible stop-string start) when flush is set. */
 static void end_choice(pagoda_engine *e, choice *ch, pagoda_finish_reason why, const char *error, int flush) {
@@ -427,6 +441,7 @@ static void end_choice(pagoda_engine *e, choice *ch, pagoda_finish_reason why, c
         e->stats.n_live_requests--;
         e->stats.n_running = sched_n_running(e->sched);
         e->stats.n_waiting = sched_n_waiting(e->sched);
+        count_requests(e, &e->stats);
         e->stats.kv_blocks_cached = kv_pool_n_cached(e->pool);
         e->stats.kv_blocks_used = kv_pool_n_blocks(e->pool) - kv_pool_n_free(e->pool);
         pthread_mutex_unlock(&e->mu);
@@ -579,6 +594,7 @@ static void take_inbox(pagoda_engine *e) {
 
 static void update_gauges(pagoda_engine *e) {
     pthread_mutex_lock(&e->mu);
+    count_requests(e, &e->stats);
     e->stats.n_running = sched_n_running(e->sched);
     e->stats.n_waiting = sched_n_waiting(e->sched);
     e->stats.kv_blocks_cached = kv_pool_n_cached(e->pool);

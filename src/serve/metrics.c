@@ -167,8 +167,9 @@ char *metrics_render(serve_metrics *m, const pagoda_engine_stats *st, size_t *le
     o.p[0] = 0;
     pthread_mutex_lock(&m->mu);
     const char *mn = m->model;
-    put_gauge(&o, mn, "pagoda:num_requests_running", "Sequences in the running batch.", st->n_running);
-    put_gauge(&o, mn, "pagoda:num_requests_waiting", "Sequences waiting to be scheduled.", st->n_waiting);
+    put_gauge(&o, mn, "pagoda:num_requests_running", "Requests with a sequence in the running batch.", st->n_running_requests);
+    put_gauge(&o, mn, "pagoda:num_requests_waiting", "Requests waiting to be scheduled (queued or preempted).", st->n_waiting_requests);
+    put_gauge(&o, mn, "pagoda:num_sequences_running", "Sequences in the running batch (n > 1 requests run several).", st->n_running);
     put_gauge(&o, mn, "pagoda:num_requests_live", "Requests submitted and not finished.", st->n_live_requests);
     put_gauge(&o, mn, "pagoda:kv_cache_usage_perc", "Fraction of KV cache blocks in use (1 = full).",
               st->kv_blocks_total > 0 ? (double)st->kv_blocks_used / st->kv_blocks_total : 0.0);

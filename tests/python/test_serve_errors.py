@@ -245,6 +245,19 @@ def test_disconnect_cancels(small_server):
     assert status == 200, raw
 
 
+def test_running_gauges_count_requests(pagoda_bin, builtin_model):
+    """n = 2 runs two sequences for one request: the request gauge says 1, the sequence gauge 2."""
+    body = {"model": NAME, "prompt": "Write a long essay about the sea.", "max_tokens": 400, "n": 2,
+            "ignore_eos": True, "temperature": 0.8, "stream": True}
+    for s in running(pagoda_bin, builtin_model, "--kv-mem", "64M", "-t", "2"):
+        sock, _ = open_stream(s, body)
+        busy = s.metrics()
+        sock.close()
+        assert metric(busy, "pagoda:num_requests_running") == 1
+        assert metric(busy, "pagoda:num_sequences_running") == 2
+        assert wait_for(lambda: metric(s.metrics(), "pagoda:num_sequences_running") == 0, 2.0)
+
+
 def test_disconnect_non_streaming_cancels(small_server):
     """A non-streaming request waits on a suspended connection; its client leaving is noticed too."""
     s = small_server
