@@ -65,7 +65,6 @@ struct pagoda_engine {
     pg_forward *fwd;
     float *logits;           /* [max_seqs][n_vocab] */
     float *scratch;          /* [n_vocab] logits a sampler may modify */
-    float *logp;             /* [n_vocab] log-softmax for logprobs */
     int32_t *b_tokens;       /* [max_batch_tokens] */
     uint8_t *b_mask;         /* [max_batch_tokens] */
     int32_t *b_seq_start;    /* [max_seqs + 1] */
@@ -179,7 +178,6 @@ pagoda_status pagoda_engine_create(pagoda_model *pm, const pagoda_engine_config 
     size_t V = (size_t)e->n_vocab, S = (size_t)c.max_seqs, T = (size_t)c.max_batch_tokens;
     e->logits = malloc(S * V * sizeof(float));
     e->scratch = malloc(V * sizeof(float));
-    e->logp = malloc(V * sizeof(float));
     e->b_tokens = malloc(T * sizeof(int32_t));
     e->b_mask = malloc(T);
     e->b_seq_start = malloc((S + 1) * sizeof(int32_t));
@@ -189,7 +187,7 @@ pagoda_status pagoda_engine_create(pagoda_model *pm, const pagoda_engine_config 
     e->b_row = malloc(S * sizeof(int32_t));
     e->cap_text = 4096;
     e->text = malloc(e->cap_text);
-    if (!e->logits || !e->scratch || !e->logp || !e->b_tokens || !e->b_mask || !e->b_seq_start || !e->b_pos0 ||
+    if (!e->logits || !e->scratch || !e->b_tokens || !e->b_mask || !e->b_seq_start || !e->b_pos0 ||
         !e->b_nblocks || !e->b_tables || !e->b_row || !e->text) {
         st = pg_fail(PAGODA_ERR_NOMEM, "engine: out of memory");
         goto fail;
@@ -391,7 +389,7 @@ void pagoda_engine_get_stats(pagoda_engine *e, pagoda_engine_stats *s) {
 
 /* ---- the stepping thread ---- */
 
-static void emit(pagoda_engine *e, choice *ch, const char *text, size_t len, int32_t token, pagoda_finish_reason fin,
+static void emit(choice *ch, const char *text, size_t len, int32_t token, pagoda_finish_reason fin,
                  const char *error, const float *top_lp, const int32_t *top_tok, int32_t n_top, float logprob) {
     request *r = ch->r;
     if (!r->p.on_event) return;
@@ -400,7 +398,6 @@ static void emit(pagoda_engine *e, choice *ch, const char *text, size_t len, int
                        .top_logprobs = top_lp, .finish = fin, .error = error,
                        .request_done = fin != PAGODA_FINISH_NONE && r->n_live == 0, .n_prompt_tokens = r->n_prompt,
                        .n_cached_tokens = r->n_cached, .n_completion_tokens = ch->n_generated};
-    (void)e;
     r->p.on_event(&ev, r->p.user);
 }
 
@@ -426,6 +423,15 @@ static void count_requests(const pagoda_engine *e, pagoda_engine_stats *st) {
     st->n_running_requests = run, st->n_waiting_requests = wait;
 }
 
+/* The stats' gauges from the scheduler and pool (caller holds mu). */
+static void set_gauges(pagoda_engine *e) {
+    count_requests(e, &e->stats);
+    e->stats.n_running = sched_n_running(e->sched);
+    e->stats.n_waiting = sched_n_waiting(e->sched);
+    e->stats.kv_blocks_cached = kv_pool_n_cached(e->pool);
+    e->stats.kv_blocks_used = kv_pool_n_blocks(e->pool) - kv_pool_n_free(e->pool);
+}
+
 /* Ends one choice: frees its sequence and sends the finish event, with whatever text was held
  * back (incomplete UTF-8, a possible stop-string start) when flush is set. */
 static void end_choice(pagoda_engine *e, choice *ch, pagoda_finish_reason why, const char *error, int flush) {
@@ -439,11 +445,7 @@ static void end_choice(pagoda_engine *e, choice *ch, pagoda_finish_reason why, c
         pthread_mutex_lock(&e->mu);
         e->stats.n_requests_finished++;
         e->stats.n_live_requests--;
-        e->stats.n_running = sched_n_running(e->sched);
-        e->stats.n_waiting = sched_n_waiting(e->sched);
-        count_requests(e, &e->stats);
-        e->stats.kv_blocks_cached = kv_pool_n_cached(e->pool);
-        e->stats.kv_blocks_used = kv_pool_n_blocks(e->pool) - kv_pool_n_free(e->pool);
+        set_gauges(e);
         pthread_mutex_unlock(&e->mu);
     }
     char *joined = NULL;
@@ -460,7 +462,7 @@ static void end_choice(pagoda_engine *e, choice *ch, pagoda_finish_reason why, c
             n_joined = n_head + n_rest;
         }
     }
-    emit(e, ch, joined, n_joined, -1, why, error, NULL, NULL, 0, 0);
+    emit(ch, joined, n_joined, -1, why, error, NULL, NULL, 0, 0);
     free(joined);
 }
 
@@ -547,7 +549,7 @@ static void sample_choice(pagoda_engine *e, choice *ch, const float *row) {
         finish_choice(e, ch, PAGODA_FINISH_ERROR, "out of memory", 0);
         return;
     }
-    emit(e, ch, out, n_out, t, PAGODA_FINISH_NONE, NULL, k ? top_lp : NULL, k ? top_tok : NULL, k, lp);
+    emit(ch, out, n_out, t, PAGODA_FINISH_NONE, NULL, k ? top_lp : NULL, k ? top_tok : NULL, k, lp);
     if (stopped) {
         finish_choice(e, ch, PAGODA_FINISH_STOP, NULL, 0);
     } else if (ch->n_generated >= r->max_tokens || ch->seq->n_tokens + 1 >= e->max_model_len) {
@@ -594,11 +596,7 @@ static void take_inbox(pagoda_engine *e) {
 
 static void update_gauges(pagoda_engine *e) {
     pthread_mutex_lock(&e->mu);
-    count_requests(e, &e->stats);
-    e->stats.n_running = sched_n_running(e->sched);
-    e->stats.n_waiting = sched_n_waiting(e->sched);
-    e->stats.kv_blocks_cached = kv_pool_n_cached(e->pool);
-    e->stats.kv_blocks_used = kv_pool_n_blocks(e->pool) - kv_pool_n_free(e->pool);
+    set_gauges(e);
     pthread_mutex_unlock(&e->mu);
 }
 
@@ -639,7 +637,7 @@ static int step(pagoda_engine *e) {
     e->b_seq_start[plan.n_seqs] = t;
     pg_batch b = {.n_tok = t, .tokens = e->b_tokens, .n_seq = plan.n_seqs, .seq_start = e->b_seq_start,
                   .seq_pos0 = e->b_pos0, .block_tables = e->b_tables, .n_blocks = e->b_nblocks, .logits_mask = e->b_mask};
-    pagoda_status st = rows ? forward_run(e->fwd, &b, e->kv, e->logits) : forward_run(e->fwd, &b, e->kv, NULL);
+    pagoda_status st = forward_run(e->fwd, &b, e->kv, e->logits); /* rows == 0: writes no logits */
     if (st) {
         char msg[512];
         snprintf(msg, sizeof msg, "forward pass failed: %s", pagoda_last_error());
@@ -755,7 +753,7 @@ void pagoda_engine_destroy(pagoda_engine *e) {
     kv_pool_destroy(e->pool);
     kv_cache_destroy(e->kv);
     forward_destroy(e->fwd);
-    free(e->logits), free(e->scratch), free(e->logp), free(e->b_tokens), free(e->b_mask), free(e->b_seq_start);
+    free(e->logits), free(e->scratch), free(e->b_tokens), free(e->b_mask), free(e->b_seq_start);
     free(e->b_pos0), free(e->b_nblocks), free(e->b_tables), free(e->b_row), free(e->text), free(e->cancels);
     pthread_mutex_destroy(&e->mu);
     pthread_cond_destroy(&e->cv);

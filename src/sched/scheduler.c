@@ -145,7 +145,6 @@ pagoda_status sched_fork(scheduler *s, sched_seq *parent, uint64_t id, void *own
 }
 
 pagoda_status sched_append(scheduler *s, sched_seq *q, int32_t token) {
-    (void)s;
     if (grow_tokens(q, q->n_tokens + 1) || grow_blocks(q, sched_blocks_for(s, q->n_tokens + 1) + 1))
         return pg_fail(PAGODA_ERR_NOMEM, "out of memory");
     q->tokens[q->n_tokens++] = token;

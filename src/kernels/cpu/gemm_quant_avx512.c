@@ -139,6 +139,38 @@ static inline __m256i load_pair128(const void *lo, const void *hi) {
                                    _mm_loadu_si128((const __m128i *)hi), 1);
 }
 
+/* The weight side of block pair (ib, ib+1) for R rows: low and high nibbles (with the fifth
+ * bits for Q5), the scale pair and (Q4_1/Q5_1) the two mins. zb: a zero block standing in for
+ * a missing odd partner, NULL when the pair is whole. Shared by mk2 and mk2p, so both compute
+ * the same values. */
+static inline __attribute__((always_inline)) void unpack_pairs(int kind, int R, const char *w, size_t ws, int64_t ib,
+                                                               const char *zb, __m256i *wl, __m256i *wh, __m256 *wd,
+                                                               float *wm0, float *wm1) {
+    const int q81 = kind == Q_4_1 || kind == Q_5_1, five = kind == Q_5_0 || kind == Q_5_1;
+    const size_t wbs = wblock(kind);
+    const size_t qso = kind == Q_4_0 ? 2 : kind == Q_5_0 ? 6 : kind == Q_4_1 ? 4 : 8; /* quants offset */
+    const size_t qho = kind == Q_5_0 ? 2 : 4;                                               /* 5th bits offset */
+    const __m256i m4 = _mm256_set1_epi8(0x0f);
+#pragma GCC unroll 8
+    for (int r = 0; r < R; r++) {
+        const char *b0 = w + r * ws + ib * wbs, *b1 = zb ? zb : b0 + wbs;
+        const __m256i q = load_pair128(b0 + qso, b1 + qso);
+        wl[r] = _mm256_and_si256(q, m4);
+        wh[r] = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);
+        if (five) {
+            uint32_t h0, h1;
+            memcpy(&h0, b0 + qho, 4);
+            memcpy(&h1, b1 + qho, 4);
+            const __m256i b5 = _mm256_set1_epi8(0x10);
+            wl[r] = _mm256_or_si256(wl[r], _mm256_maskz_mov_epi8((h0 & 0xffff) | h1 << 16, b5));
+            wh[r] = _mm256_or_si256(wh[r], _mm256_maskz_mov_epi8(h0 >> 16 | (h1 & 0xffff0000u), b5));
+        }
+        wd[r] = scale_pair(b0, b1);
+        wm0[r] = q81 ? h2f(b0 + 2) : 0.0f;
+        wm1[r] = q81 ? h2f(b1 + 2) : 0.0f;
+    }
+}
+
 /* The nibble types (Q4_0, Q5_0, Q4_1, Q5_1) two blocks at a time: the 16 quant bytes of both
  * blocks form one vector, whose low nibbles meet activations [x0[0:16] | x1[0:16]] and high
  * nibbles [x0[16:32] | x1[16:32]]; the activation halves are regrouped once per token, so a
@@ -146,12 +178,10 @@ static inline __m256i load_pair128(const void *lo, const void *hi) {
  * An odd last block is paired with zeros (zero quants, activations and scales add nothing). */
 static inline __attribute__((always_inline)) void mk2(int kind, int R, int T, int64_t nb, const char *w, size_t ws,
                                                       const char *a, size_t as, float *y, int64_t ys) {
-    const int q81 = kind == Q_4_1 || kind == Q_5_1, five = kind == Q_5_0 || kind == Q_5_1;
+    const int q81 = kind == Q_4_1 || kind == Q_5_1;
     const int off = kind == Q_4_0 ? 8 : kind == Q_5_0 ? 16 : 0;
     const size_t wbs = wblock(kind), abs_ = q81 ? sizeof(block_q8_1) : sizeof(block_q8_0), aqo = q81 ? 4 : 2;
-    const size_t qso = kind == Q_4_0 ? 2 : kind == Q_5_0 ? 6 : kind == Q_4_1 ? 4 : 8; /* quants offset */
-    const size_t qho = kind == Q_5_0 ? 2 : 4;                                               /* 5th bits offset */
-    const __m256i zero = _mm256_setzero_si256(), m4 = _mm256_set1_epi8(0x0f);
+    const __m256i zero = _mm256_setzero_si256();
     __m256 acc[RMAX][TT];
     float ms[RMAX][TT];
 #pragma GCC unroll 8
@@ -169,24 +199,7 @@ static inline __attribute__((always_inline)) void mk2(int kind, int R, int T, in
         __m256i wl[RMAX], wh[RMAX];
         __m256 wd[RMAX];
         float wm0[RMAX], wm1[RMAX];
-#pragma GCC unroll 8
-        for (int r = 0; r < R; r++) {
-            const char *b0 = w + r * ws + ib * wbs, *b1 = pair ? b0 + wbs : zb[0];
-            const __m256i q = load_pair128(b0 + qso, b1 + qso);
-            wl[r] = _mm256_and_si256(q, m4);
-            wh[r] = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);
-            if (five) {
-                uint32_t h0, h1;
-                memcpy(&h0, b0 + qho, 4);
-                memcpy(&h1, b1 + qho, 4);
-                const __m256i b5 = _mm256_set1_epi8(0x10);
-                wl[r] = _mm256_or_si256(wl[r], _mm256_maskz_mov_epi8((h0 & 0xffff) | h1 << 16, b5));
-                wh[r] = _mm256_or_si256(wh[r], _mm256_maskz_mov_epi8(h0 >> 16 | (h1 & 0xffff0000u), b5));
-            }
-            wd[r] = scale_pair(b0, b1);
-            wm0[r] = q81 ? h2f(b0 + 2) : 0.0f;
-            wm1[r] = q81 ? h2f(b1 + 2) : 0.0f;
-        }
+        unpack_pairs(kind, R, w, ws, ib, pair ? NULL : zb[0], wl, wh, wd, wm0, wm1);
 #pragma GCC unroll 8
         for (int t = 0; t < T; t++) {
             const char *x0 = a + t * as + ib * abs_, *x1 = pair ? x0 + abs_ : zb[1];
@@ -295,11 +308,8 @@ static inline __attribute__((always_inline)) void mk2_dec(int kind, int R, int64
  * results are bit-identical, at about a third fewer instructions per weight pair. */
 static inline __attribute__((always_inline)) void mk2p(int kind, int R, int T, int64_t nb, const char *w, size_t ws,
                                                        const act_pair *px, int64_t np, float *y, int64_t ys, int pf) {
-    const int q81 = kind == Q_4_1 || kind == Q_5_1, five = kind == Q_5_0 || kind == Q_5_1;
+    const int q81 = kind == Q_4_1 || kind == Q_5_1;
     const size_t wbs = wblock(kind);
-    const size_t qso = kind == Q_4_0 ? 2 : kind == Q_5_0 ? 6 : kind == Q_4_1 ? 4 : 8;
-    const size_t qho = kind == Q_5_0 ? 2 : 4;
-    const __m256i m4 = _mm256_set1_epi8(0x0f);
     __m256 acc[RMAX][TT];
     float ms[RMAX][TT];
 #pragma GCC unroll 8
@@ -316,24 +326,7 @@ static inline __attribute__((always_inline)) void mk2p(int kind, int R, int T, i
         __m256i wl[RMAX], wh[RMAX];
         __m256 wd[RMAX];
         float wm0[RMAX], wm1[RMAX];
-#pragma GCC unroll 8
-        for (int r = 0; r < R; r++) {
-            const char *b0 = w + r * ws + ib * wbs, *b1 = pair ? b0 + wbs : zb;
-            const __m256i q = load_pair128(b0 + qso, b1 + qso);
-            wl[r] = _mm256_and_si256(q, m4);
-            wh[r] = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);
-            if (five) {
-                uint32_t h0, h1;
-                memcpy(&h0, b0 + qho, 4);
-                memcpy(&h1, b1 + qho, 4);
-                const __m256i b5 = _mm256_set1_epi8(0x10);
-                wl[r] = _mm256_or_si256(wl[r], _mm256_maskz_mov_epi8((h0 & 0xffff) | h1 << 16, b5));
-                wh[r] = _mm256_or_si256(wh[r], _mm256_maskz_mov_epi8(h0 >> 16 | (h1 & 0xffff0000u), b5));
-            }
-            wd[r] = scale_pair(b0, b1);
-            wm0[r] = q81 ? h2f(b0 + 2) : 0.0f;
-            wm1[r] = q81 ? h2f(b1 + 2) : 0.0f;
-        }
+        unpack_pairs(kind, R, w, ws, ib, pair ? NULL : zb, wl, wh, wd, wm0, wm1);
 #pragma GCC unroll 8
         for (int t = 0; t < T; t++) {
             const act_pair *p = &px[t * np + ib / 2];
