@@ -122,6 +122,10 @@ typedef struct {
     pagoda_dtype kv_dtype;    /* KV cache elements: PAGODA_DTYPE_F32 (default) or PAGODA_DTYPE_F16
                                  (half the memory, so twice the tokens, and half the attention reads;
                                  K/V rounded to half precision) */
+    int32_t n_gpu_layers;     /* 0 (default): CPU only; n > 0: the embedding and the first n layers on
+                                 the GPU (CUDA), the rest on the CPU; < 0 or >= n_layer: all on the GPU */
+    float gpu_memory_utilization; /* share of the GPU's memory pagoda may hold (weights, scratch and
+                                 KV blocks, which take what is left); default 0.9 */
 } pagoda_engine_config;
 void pagoda_engine_config_default(pagoda_engine_config *c);
 

@@ -139,7 +139,47 @@ static void load_progress(uint64_t done, uint64_t total, void *user) {
     }
 }
 
-int cli_session_open(const char *model_path, int32_t n_ctx, int32_t max_batch, cli_session *s) {
+void cli_device_default(cli_device *d) {
+    memset(d, 0, sizeof *d);
+    d->gpu_layers = -1;
+}
+
+int cli_device_option(const char *opt, const char *val, cli_device *d, int *bad) {
+    *bad = 0;
+    if (!strcmp(opt, "--device")) {
+        if (!strcmp(val, "cuda") || !strcmp(val, "gpu")) d->cuda = 1;
+        else if (!strcmp(val, "cpu")) d->cuda = 0;
+        else fprintf(stderr, "pagoda: --device expects cpu or cuda, got '%s'\n", val), *bad = 1;
+        return 1;
+    }
+    if (!strcmp(opt, "--gpu-layers") || !strcmp(opt, "-ngl")) {
+        *bad = cli_int(opt, val, 0, 1 << 20, &d->gpu_layers);
+        if (!*bad && d->gpu_layers > 0) d->cuda = 1;
+        return 1;
+    }
+    if (!strcmp(opt, "--gpu-memory-utilization")) {
+        *bad = cli_float(opt, val, &d->gpu_mem_util);
+        if (!*bad && !(d->gpu_mem_util > 0.05f && d->gpu_mem_util <= 1.0f))
+            fprintf(stderr, "pagoda: --gpu-memory-utilization expects a share in (0.05, 1], got '%s'\n", val), *bad = 1;
+        return 1;
+    }
+    return 0;
+}
+
+int32_t cli_device_gpu_layers(const cli_device *d) {
+    if (!d || !d->cuda) return 0;
+    return d->gpu_layers < 0 ? -1 : (int32_t)d->gpu_layers;
+}
+
+void cli_device_apply(const cli_device *d, pagoda_engine_config *ec) {
+    ec->n_gpu_layers = cli_device_gpu_layers(d);
+    if (!d->cuda) return;
+    if (d->gpu_mem_util > 0) ec->gpu_memory_utilization = d->gpu_mem_util;
+    if (!d->kv_type_given) ec->kv_dtype = PAGODA_DTYPE_F16;
+    if (!d->max_batch_given) ec->max_batch_tokens = 2048; /* a GPU step is cheap per token: prefill in big chunks */
+}
+
+int cli_session_open(const char *model_path, int32_t n_ctx, int32_t max_batch, const cli_device *dev, cli_session *s) {
     memset(s, 0, sizeof *s);
     double t0 = cli_now_s();
     if (model_load(model_path, &s->m)) return cli_error("");
@@ -155,8 +195,11 @@ int cli_session_open(const char *model_path, int32_t n_ctx, int32_t max_batch, c
     s->n_ctx = n_ctx;
     s->max_batch = max_batch;
     s->n_blocks = (n_ctx + CLI_BLOCK_SIZE - 1) / CLI_BLOCK_SIZE;
-    if (forward_create(s->m, max_batch, &s->fwd) ||
-        kv_cache_create(c->n_layer, s->n_blocks, CLI_BLOCK_SIZE, c->n_head_kv, c->head_dim, &s->kv)) {
+    int32_t ngl = cli_device_gpu_layers(dev);
+    pg_forward_opts fo = {.n_gpu_layers = ngl < 0 ? c->n_layer : ngl};
+    int kv_type = ngl != 0 && !(dev && dev->kv_type_given) ? PAGODA_DTYPE_F16 : PAGODA_DTYPE_F32;
+    if (forward_create_ex(s->m, max_batch, &fo, &s->fwd) ||
+        forward_kv_create(s->fwd, s->n_blocks, CLI_BLOCK_SIZE, kv_type, &s->kv)) {
         cli_session_close(s);
         return cli_error("");
     }

@@ -8,6 +8,7 @@
 #include "kv/kv_cache.h"
 #include "model/forward.h"
 #include "model/model.h"
+#include "pagoda.h"
 
 #define CLI_BLOCK_SIZE 16
 
@@ -23,8 +24,29 @@ typedef struct {
     float *logits;        /* [max_batch][n_vocab] */
 } cli_session;
 
-/* Prints "pagoda: <error>" to stderr and returns non-zero on failure. */
-int cli_session_open(const char *model_path, int32_t n_ctx, int32_t max_batch, cli_session *s);
+/* Where the model runs: --device cpu|cuda, --gpu-layers N, --gpu-memory-utilization F. */
+typedef struct {
+    int cuda;            /* --device cuda */
+    long gpu_layers;     /* -1: all (the default with --device cuda) */
+    float gpu_mem_util;  /* 0: the engine's default (0.9) */
+    int kv_type_given;   /* --kv-type was given (else: f16 on the GPU, f32 on the CPU) */
+    int max_batch_given; /* --max-batch-tokens was given (else: 2048 on the GPU) */
+} cli_device;
+#define CLI_DEVICE_HELP                                                                                 \
+    "  --device cpu|cuda    where the model runs (default cpu)\n"                                      \
+    "  --gpu-layers N       CPU/GPU hybrid: the first N layers on the GPU, the rest on the CPU\n"       \
+    "  --gpu-memory-utilization F  share of GPU memory for weights + KV cache (default 0.9)\n"
+void cli_device_default(cli_device *d);
+/* 1 if opt is one of the device options (then *bad says whether val was bad), else 0. */
+int cli_device_option(const char *opt, const char *val, cli_device *d, int *bad);
+/* The engine's n_gpu_layers for these options (0: CPU). */
+int32_t cli_device_gpu_layers(const cli_device *d);
+/* Puts the device options into an engine config (after the caller's own settings): GPU layers,
+ * memory share, and the GPU defaults (f16 KV cache, 2048-token steps) where not given. */
+void cli_device_apply(const cli_device *d, pagoda_engine_config *ec);
+
+/* Prints "pagoda: <error>" to stderr and returns non-zero on failure. dev: NULL = CPU. */
+int cli_session_open(const char *model_path, int32_t n_ctx, int32_t max_batch, const cli_device *dev, cli_session *s);
 /* Appends n tokens (chunked by max_batch). Logits of the last token end up in s->logits;
  * if all_logits != NULL it receives [n][n_vocab]. */
 int cli_session_eval(cli_session *s, const int32_t *tokens, int32_t n, float *all_logits);

@@ -22,7 +22,8 @@ static void usage(void) {
             "  -t LIST       thread counts, e.g. 1,2 (default: 1 and all cores)\n"
             "  -r N          repetitions; medians are reported (default 5)\n"
             "  --no-membw    skip the bandwidth probe\n"
-            "  --json PATH   also write the results as JSON\n");
+            "  --json PATH   also write the results as JSON\n"
+            CLI_DEVICE_HELP);
 }
 
 static void count_dtype(const pg_weight *w, void *user) {
@@ -43,6 +44,8 @@ int cmd_bench(int argc, char **argv) {
     const char *model = NULL, *json_path = NULL, *tlist = NULL;
     long n_pp = 128, n_tg = 32, reps = 5;
     int membw = 1;
+    cli_device dev;
+    cli_device_default(&dev);
     if (argc > 1 && !strcmp(argv[1], "throughput")) return cmd_bench_throughput(argc - 1, argv + 1);
     if (argc > 1 && !strcmp(argv[1], "serve")) return cmd_bench_serve(argc - 1, argv + 1);
     for (int i = 1; i < argc; i++) {
@@ -57,13 +60,17 @@ int cmd_bench(int argc, char **argv) {
         else if (!strcmp(a, "-r")) bad = cli_int(a, v, 1, 1000, &reps);
         else if (!strcmp(a, "-t")) tlist = v;
         else if (!strcmp(a, "--json")) json_path = v;
+        else if (cli_device_option(a, v, &dev, &bad)) {}
         else { fprintf(stderr, "pagoda bench: unknown option '%s'\n", a); return usage(), 2; }
         if (bad) return 2;
         i++;
     }
     if (!model) return usage(), 2;
     int32_t threads[16], n_threads = 0;
-    if (tlist) {
+    if (dev.cuda) { /* threads and the host bandwidth probe say nothing about a GPU run */
+        threads[n_threads++] = 1;
+        membw = 0;
+    } else if (tlist) {
         int32_t *ids, n;
         if (cli_parse_ids(tlist, &ids, &n) || n == 0 || n > 16) {
             fprintf(stderr, "pagoda bench: -t expects 1 to 16 thread counts\n");
@@ -79,7 +86,7 @@ int cmd_bench(int argc, char **argv) {
 
     cli_session s;
     int32_t max_batch = n_pp > 0 ? (int32_t)n_pp : 1;
-    if (cli_session_open(model, (int32_t)(n_pp + n_tg + 16), max_batch, &s)) return 1;
+    if (cli_session_open(model, (int32_t)(n_pp + n_tg + 16), max_batch, &dev, &s)) return 1;
     const pg_model_config *c = &s.m->cfg;
     uint64_t wbytes = model_weight_bytes(s.m);
     int32_t *tokens = malloc(sizeof(int32_t) * (size_t)max_batch);
@@ -89,8 +96,8 @@ int cmd_bench(int argc, char **argv) {
         seed = seed * 6364136223846793005ULL + 1442695040888963407ULL;
         tokens[i] = (int32_t)((seed >> 33) % (uint64_t)c->n_vocab);
     }
-    fprintf(stderr, "bench: %s, %s %s, %.1f MiB of weights read per token, isa %s\n", model, c->arch_name,
-            main_dtype(s.m), wbytes / 1048576.0, kcpu_isa());
+    fprintf(stderr, "bench: %s, %s %s, %.1f MiB of weights read per token, %s\n", model, c->arch_name,
+            main_dtype(s.m), wbytes / 1048576.0, dev.cuda ? "cuda" : kcpu_isa());
     FILE *json = NULL;
     if (json_path && !(json = fopen(json_path, "w"))) {
         fprintf(stderr, "pagoda: cannot write %s\n", json_path);
@@ -128,8 +135,11 @@ int cmd_bench(int argc, char **argv) {
         }
         fprintf(stderr, "\n");
         double m_pp = cli_median(pp, reps), m_tg = cli_median(tg, reps), m_bw = cli_median(bw, reps), m_frac = cli_median(frac, reps);
-        printf("| %d | %.1f | %.1f | %.1f | %.1f | %.0f%% |\n", threads[ti], m_pp, m_tg, m_bw,
-               m_bw > 0 ? m_bw * 1e9 / (double)wbytes : 0.0, 100.0 * m_frac);
+        if (dev.cuda) /* effective bandwidth: weight bytes read per generated token x tokens/s */
+            printf("| cuda | %.1f | %.1f | %.1f (weights x tg) | - | - |\n", m_pp, m_tg, m_tg * (double)wbytes / 1e9);
+        else
+            printf("| %d | %.1f | %.1f | %.1f | %.1f | %.0f%% |\n", threads[ti], m_pp, m_tg, m_bw,
+                   m_bw > 0 ? m_bw * 1e9 / (double)wbytes : 0.0, 100.0 * m_frac);
         fflush(stdout);
         if (json) fprintf(json, "%s{\"threads\": %d, \"pp_tokens\": %ld, \"pp_tok_s\": %.3f, \"tg_tokens\": %ld, \"tg_tok_s\": %.3f, "
                           "\"read_bw_gbs\": %.3f, \"tg_fraction_of_bw_limit\": %.4f, \"repetitions\": %ld}", ti ? ", " : "",

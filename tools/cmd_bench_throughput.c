@@ -25,7 +25,8 @@ static void usage(void) {
             "  -n N                 requests per row (default: the concurrency, i.e. one wave)\n"
             "  -t N                 threads (default: all cores)\n"
             "  --kv-mem SIZE        KV cache budget, e.g. 2G (default: a quarter of free memory)\n"
-            "  --kv-type f32|f16    KV cache element type (default f32)\n"
+            "  --kv-type f32|f16    KV cache element type (default f32; f16 on the GPU)\n"
+            CLI_DEVICE_HELP
             "  --max-batch-tokens N tokens per engine step (default 256)\n"
             "  -r N                 repetitions, rows interleaved; medians are reported (default 1)\n"
             "  --seed N             prompt token seed (default 1)\n"
@@ -210,6 +211,8 @@ int cmd_bench_throughput(int argc, char **argv) {
     long n_req = 0, threads = 0, max_batch = 256, seed_opt = 1, reps = 1;
     uint64_t kv_mem = 0;
     int kv_type = PAGODA_DTYPE_F32;
+    cli_device dev;
+    cli_device_default(&dev);
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         int bad = 0;
@@ -220,11 +223,12 @@ int cmd_bench_throughput(int argc, char **argv) {
         else if (!strcmp(a, "-c") || !strcmp(a, "--concurrency")) conc_list = v;
         else if (!strcmp(a, "-n")) bad = cli_int(a, v, 1, 100000, &n_req);
         else if (!strcmp(a, "-t")) bad = cli_int(a, v, 1, 1024, &threads);
-        else if (!strcmp(a, "--max-batch-tokens")) bad = cli_int(a, v, 1, 65536, &max_batch);
+        else if (!strcmp(a, "--max-batch-tokens")) bad = cli_int(a, v, 1, 65536, &max_batch), dev.max_batch_given = 1;
+        else if (cli_device_option(a, v, &dev, &bad)) {}
         else if (!strcmp(a, "-r")) bad = cli_int(a, v, 1, 100, &reps);
         else if (!strcmp(a, "--seed")) bad = cli_int(a, v, 0, 1L << 30, &seed_opt);
         else if (!strcmp(a, "--kv-mem")) bad = cli_size(a, v, &kv_mem);
-        else if (!strcmp(a, "--kv-type")) bad = cli_kv_type(a, v, &kv_type);
+        else if (!strcmp(a, "--kv-type")) bad = cli_kv_type(a, v, &kv_type), dev.kv_type_given = 1;
         else if (!strcmp(a, "--json")) json_path = v;
         else if (!strcmp(a, "--dataset")) dataset_path = v;
         else if (!strcmp(a, "--svg")) svg_path = v;
@@ -264,6 +268,7 @@ int cmd_bench_throughput(int argc, char **argv) {
     c.n_threads = (int32_t)threads, c.kv_mem_bytes = kv_mem, c.max_batch_tokens = (int32_t)max_batch;
     c.max_seqs = max_conc;
     c.kv_dtype = (pagoda_dtype)kv_type;
+    cli_device_apply(&dev, &c);
     pagoda_engine *e;
     if (pagoda_engine_create(pm, &c, &e)) {
         dataset_free(&ds);
@@ -275,7 +280,7 @@ int cmd_bench_throughput(int argc, char **argv) {
     pagoda_engine_stats st;
     pagoda_engine_get_stats(e, &st);
     fprintf(stderr, "pagoda: KV cache %d blocks x %d tokens; max %d tokens per step\n", st.kv_blocks_total, st.kv_block_size,
-            (int)max_batch);
+            (int)c.max_batch_tokens);
     uint64_t seed = (uint64_t)seed_opt;
     { /* warm-up: page in weights and scratch, settle the thread pool */
         row w = {.in_len = 16, .out_len = 4, .conc = 1, .n_req = 1};

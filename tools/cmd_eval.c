@@ -55,6 +55,7 @@ static void usage(void) {
             "  -k LIST                    pass@k to report, e.g. 1,10 (default 1; k <= n)\n"
             "  --temperature T            sampling temperature (default 0 for n = 1, else 0.8)\n"
             "  --top-p P                  (default 0.95 when T > 0)\n"
+            CLI_DEVICE_HELP
             "  --max-tokens N             tokens per completion (default 512)\n"
             "  --seed S                   sampling seed (default 1234)\n"
             "  --limit N                  first N problems only\n"
@@ -306,7 +307,7 @@ static void log_to_stderr(int level, const char *msg, void *user) {
     fprintf(stderr, "pagoda: %s: %s\n", level == PAGODA_LOG_ERROR ? "error" : "warning", msg);
 }
 
-static int generate_engine(const char *model_path, long threads, const problem *probs, size_t n_probs, long n_per,
+static int generate_engine(const char *model_path, long threads, const cli_device *dev, const problem *probs, size_t n_probs, long n_per,
                            double temperature, double top_p, long max_tokens, long seed, sample_list *out) {
     pagoda_log_set(log_to_stderr, NULL, PAGODA_LOG_WARN);
     pagoda_model *m = NULL;
@@ -320,6 +321,7 @@ static int generate_engine(const char *model_path, long threads, const problem *
     pagoda_engine_config ec;
     pagoda_engine_config_default(&ec);
     ec.n_threads = (int32_t)threads;
+    cli_device_apply(dev, &ec);
     if (pagoda_engine_create(m, &ec, &e)) { cli_error("engine"); goto done; }
     /* everything at once: the engine batches across problems and shares each prompt's KV blocks
      * among its n samples */
@@ -453,6 +455,8 @@ int cmd_eval(int argc, char **argv) {
     long n_per = 1, max_tokens = 512, limit = 0, jobs = 0, seed = 1234, concurrency = 16, threads = 0;
     float temperature = -1, top_p = 0.95f, timeout = 10;
     int canonical = 0;
+    cli_device dev;
+    cli_device_default(&dev);
     for (int i = 2; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         int bad = 0;
@@ -478,6 +482,7 @@ int cmd_eval(int argc, char **argv) {
         else if (!strcmp(a, "-t")) bad = cli_int(a, v, 0, 4096, &threads);
         else if (!strcmp(a, "--temperature")) bad = cli_float(a, v, &temperature);
         else if (!strcmp(a, "--top-p")) bad = cli_float(a, v, &top_p);
+        else if (cli_device_option(a, v, &dev, &bad)) {}
         else if (!strcmp(a, "--timeout")) bad = cli_float(a, v, &timeout) || !(timeout > 0 && timeout <= 3600);
         else { fprintf(stderr, "pagoda eval: unknown option '%s'\n", a); return usage(), 2; }
         if (bad) {
@@ -549,7 +554,7 @@ int cmd_eval(int argc, char **argv) {
                          concurrency, &samples))
             goto done;
     } else {
-        if (generate_engine(model_path, threads, probs, n_probs, n_per, temperature, top_p, max_tokens, seed,
+        if (generate_engine(model_path, threads, &dev, probs, n_probs, n_per, temperature, top_p, max_tokens, seed,
                             &samples))
             goto done;
     }

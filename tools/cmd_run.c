@@ -25,6 +25,7 @@ static void usage(void) {
             "  -n, --max-tokens N      tokens to generate (per turn with --chat; default 128)\n"
             "  --ctx N                 context length (default: the model's, at most 4096)\n"
             "  -t, --threads N         CPU threads (default: all cores)\n"
+            CLI_DEVICE_HELP
             "  --temp T                temperature (default 0 = greedy)\n"
             "  --top-k K  --top-p P  --min-p P\n"
             "  --repeat-penalty R  --presence-penalty P  --frequency-penalty F  --penalty-last-n N\n"
@@ -188,6 +189,8 @@ int cmd_run(int argc, char **argv) {
     int ignore_eos = 0, chat_mode = 0;
     pg_sampling_params sp = sampler_default_params();
     sp.temperature = 0;
+    cli_device dev;
+    cli_device_default(&dev);
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         int bad = 0;
@@ -211,6 +214,7 @@ int cmd_run(int argc, char **argv) {
         else if (!strcmp(a, "--frequency-penalty")) bad = cli_float(a, v, &sp.frequency_penalty);
         else if (!strcmp(a, "--penalty-last-n")) bad = cli_int(a, v, -1, 1 << 20, &last_n);
         else if (!strcmp(a, "--seed")) bad = cli_int(a, v, 0, 0x7fffffffL, &seed);
+        else if (cli_device_option(a, v, &dev, &bad)) {}
         else { fprintf(stderr, "pagoda run: unknown option '%s'\n", a); return usage(), 2; }
         if (bad) return 2;
         i++;
@@ -235,7 +239,7 @@ int cmd_run(int argc, char **argv) {
             return 2;
         }
     }
-    if (cli_session_open(model, (int32_t)n_ctx, 512, &r.s)) {
+    if (cli_session_open(model, (int32_t)n_ctx, 512, &dev, &r.s)) {
         free(prompt);
         return 1;
     }

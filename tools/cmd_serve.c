@@ -28,7 +28,8 @@ static void usage(void) {
             "  --served-model-name NAME   the model's name in the API (default: file name without .gguf)\n"
             "  -t, --threads N            kernel threads (default: all cores)\n"
             "  --kv-mem SIZE              KV cache memory, e.g. 512M, 2G (default: 1/4 of available memory)\n"
-            "  --kv-type f32|f16          KV cache element type (default f32; f16 holds twice the tokens)\n"
+            "  --kv-type f32|f16          KV cache element type (default f32, f16 on the GPU; f16 holds twice the tokens)\n"
+            CLI_DEVICE_HELP
             "  --max-batch-tokens N       tokens per engine step (default 256)\n"
             "  --max-seqs N               sequences per step (default 64)\n"
             "  --max-model-len N          prompt + generation limit (default: the model's context)\n"
@@ -66,6 +67,8 @@ int cmd_serve(int argc, char **argv) {
     uint64_t kv_mem = 0;
     serve_config sc;
     serve_config_default(&sc);
+    cli_device dev;
+    cli_device_default(&dev);
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         int bad = 0;
@@ -83,9 +86,10 @@ int cmd_serve(int argc, char **argv) {
         else if (!strcmp(a, "--served-model-name")) sc.served_model_name = v;
         else if (!strcmp(a, "-t") || !strcmp(a, "--threads")) bad = cli_int(a, v, 0, 1024, &threads);
         else if (!strcmp(a, "--kv-mem")) bad = cli_size(a, v, &kv_mem);
-        else if (!strcmp(a, "--kv-type")) bad = cli_kv_type(a, v, &kv_type);
-        else if (!strcmp(a, "--max-batch-tokens")) bad = cli_int(a, v, 1, 1 << 20, &max_batch);
+        else if (!strcmp(a, "--kv-type")) bad = cli_kv_type(a, v, &kv_type), dev.kv_type_given = 1;
+        else if (!strcmp(a, "--max-batch-tokens")) bad = cli_int(a, v, 1, 1 << 20, &max_batch), dev.max_batch_given = 1;
         else if (!strcmp(a, "--max-seqs")) bad = cli_int(a, v, 1, 1 << 16, &max_seqs);
+        else if (cli_device_option(a, v, &dev, &bad)) {}
         else if (!strcmp(a, "--max-model-len")) bad = cli_int(a, v, 1, 1 << 24, &max_len);
         else if (!strcmp(a, "--max-waiting")) bad = cli_int(a, v, 0, 1 << 24, &max_waiting);
         else if (!strcmp(a, "--max-connections")) bad = cli_int(a, v, 1, 1 << 16, &max_conn);
@@ -126,6 +130,7 @@ int cmd_serve(int argc, char **argv) {
     ec.max_waiting = (int32_t)max_waiting;
     ec.prefix_caching = prefix_caching;
     ec.kv_dtype = (pagoda_dtype)kv_type;
+    cli_device_apply(&dev, &ec);
     if (pagoda_engine_create(m, &ec, &e)) {
         cli_error("engine");
         goto done;

@@ -70,12 +70,17 @@ typedef struct {
 static void usage(FILE *f) {
     fprintf(f,
             "usage: pagoda synth --shape NAME -o OUT.gguf [--type T] [--seed N] [--threads N]\n"
+            "                    [--vocab-from VOCAB.gguf]\n"
             "  writes a GGUF with random weights (~N(0, 0.02); norm weights ~N(1, 0.02)) of a real\n"
             "  model's shape; 2-D weights in type T, norms and biases f32.\n"
             "  --shape NAME   model shape (--list shows them); --tiny is --shape tiny-llama\n"
             "  --type T       f32 f16 bf16 q8_0 q4_0 q4_1 q5_0 q5_1 q4_k q5_k q6_k (default f16)\n"
             "  --seed N       random seed (default 1)\n"
             "  --threads N    OpenMP threads for generation and quantization (default all)\n"
+            "  --vocab-from F copy every tokenizer.* key (vocabulary, merges, special ids, chat\n"
+            "                 template...) from the GGUF F, e.g. a vocab-only file, so the model can\n"
+            "                 take text; its token count must equal the shape's vocab (--list).\n"
+            "                 Without it the file has no tokenizer (tokenizer.ggml.model = none)\n"
             "  --list         list the shapes\n");
 }
 
@@ -230,7 +235,27 @@ static const char *opt_value(int argc, char **argv, int *i, const char *opt, boo
     return argv[++*i];
 }
 
-static pagoda_status write_metadata(gguf_writer *w, const synth_shape *s, uint32_t ftype, bool quantized) {
+/* Checks that vocab (from --vocab-from) has a tokenizer with exactly the shape's vocabulary size;
+ * prints the error and returns false otherwise. */
+static bool check_vocab(const gguf_file *vocab, const char *path, const synth_shape *s) {
+    const gguf_kv *tokens = gguf_find_kv(vocab, "tokenizer.ggml.tokens");
+    if (!tokens || tokens->type != GGUF_TYPE_ARRAY || tokens->arr_type != GGUF_TYPE_STRING) {
+        fprintf(stderr, "pagoda synth: --vocab-from %s: no tokenizer.ggml.tokens string array\n", path);
+        return false;
+    }
+    if (tokens->arr_n != (uint64_t)s->n_vocab) {
+        fprintf(stderr,
+                "pagoda synth: --vocab-from %s has %llu tokens, but shape %s has a vocabulary of %lld; "
+                "they must be equal\n",
+                path, (unsigned long long)tokens->arr_n, s->name, (long long)s->n_vocab);
+        return false;
+    }
+    return true;
+}
+
+/* vocab: NULL, or the --vocab-from file whose tokenizer.* keys are copied as they are */
+static pagoda_status write_metadata(gguf_writer *w, const synth_shape *s, uint32_t ftype, bool quantized,
+                                    const gguf_file *vocab) {
     const char *a = s->arch == ARCH_LLAMA ? "llama" : "starcoder";
     char key[128], name[128];
     pagoda_status st = PAGODA_OK;
@@ -258,14 +283,21 @@ static pagoda_status write_metadata(gguf_writer *w, const synth_shape *s, uint32
     } else {
         TRY(gguf_writer_set_f32(w, KEY("attention.layer_norm_epsilon"), s->norm_eps));
     }
-    TRY(gguf_writer_set_str(w, "tokenizer.ggml.model", "none"));
+    if (!vocab) {
+        TRY(gguf_writer_set_str(w, "tokenizer.ggml.model", "none"));
+    } else {
+        for (int64_t i = 0; i < gguf_n_kv(vocab); i++) {
+            const gguf_kv *kv = gguf_kv_at(vocab, i);
+            if (!strncmp(kv->key, "tokenizer.", strlen("tokenizer."))) TRY(gguf_writer_set_kv(w, kv));
+        }
+    }
 #undef KEY
 #undef TRY
     return st;
 }
 
 int cmd_synth(int argc, char **argv) {
-    const char *out = NULL, *shape_name = NULL, *type_name = "f16";
+    const char *out = NULL, *shape_name = NULL, *type_name = "f16", *vocab_path = NULL;
     uint64_t seed = 1;
     int threads = 0;
     for (int i = 1; i < argc; i++) {
@@ -294,6 +326,9 @@ int cmd_synth(int argc, char **argv) {
         } else if ((v = opt_value(argc, argv, &i, "--type", &m)) || m) {
             if (!v) return 2;
             type_name = v;
+        } else if ((v = opt_value(argc, argv, &i, "--vocab-from", &m)) || m) {
+            if (!v) return 2;
+            vocab_path = v;
         } else if ((v = opt_value(argc, argv, &i, "--seed", &m)) || m) {
             if (!v) return 2;
             char *end;
@@ -355,6 +390,21 @@ int cmd_synth(int argc, char **argv) {
         fprintf(stderr, "pagoda synth: no quantizer for type %s in this build\n", dtype_name(wt));
         return 1;
     }
+    if (vocab_path && !strcmp(vocab_path, out)) {
+        fprintf(stderr, "pagoda synth: --vocab-from and -o are the same file (%s)\n", out);
+        return 2;
+    }
+    gguf_file *vocab = NULL;
+    if (vocab_path) {
+        if (gguf_open(vocab_path, &vocab) != PAGODA_OK) {
+            fprintf(stderr, "pagoda synth: --vocab-from %s: %s\n", vocab_path, pagoda_last_error());
+            return 1;
+        }
+        if (!check_vocab(vocab, vocab_path, shape)) {
+            gguf_close(vocab);
+            return 1;
+        }
+    }
     if (threads > 0) omp_set_num_threads(threads);
 
     int rc = 1;
@@ -383,7 +433,10 @@ int cmd_synth(int argc, char **argv) {
         fprintf(stderr, "pagoda synth: out of memory (%.1f MB for the largest tensor)\n", (double)max_size / 1e6);
         goto done;
     }
-    if ((st = write_metadata(w, shape, ftype, quantized)) != PAGODA_OK) goto gguf_fail;
+    st = write_metadata(w, shape, ftype, quantized, vocab);
+    gguf_close(vocab); /* the writer holds copies; closed before the output is opened */
+    vocab = NULL;
+    if (st != PAGODA_OK) goto gguf_fail;
     for (int i = 0; i < tl.n; i++)
         if ((st = gguf_writer_add_tensor(w, tl.t[i].name, tl.t[i].dtype, tl.t[i].n_dims, tl.t[i].ne)) != PAGODA_OK)
             goto gguf_fail;
@@ -426,6 +479,7 @@ int cmd_synth(int argc, char **argv) {
 gguf_fail:
     fprintf(stderr, "%spagoda synth: %s\n", begun && tty_progress ? "\n" : "", pagoda_last_error());
 done:
+    gguf_close(vocab);
     gguf_writer_destroy(w);
     if (rc != 0 && begun) unlink(out); /* no half-written model left behind */
     free(buf);

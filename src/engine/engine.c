@@ -71,6 +71,8 @@ struct pagoda_engine {
     int32_t *b_pos0, *b_nblocks; /* [max_seqs] */
     const int32_t **b_tables;    /* [max_seqs] */
     int32_t *b_row;          /* [max_seqs] logits row of each planned sequence, -1 none */
+    int32_t *b_ids;          /* [max_seqs] greedy token of each logits row (device argmax steps) */
+    int device_argmax;       /* every layer on the GPU: plain greedy steps bring back token ids only */
     char *text;              /* detokenizer output */
     size_t cap_text;
     request *live;           /* stepping thread only */
@@ -96,6 +98,7 @@ void pagoda_engine_config_default(pagoda_engine_config *c) {
     c->max_seqs = 64;
     c->prefix_caching = 1;
     c->kv_dtype = PAGODA_DTYPE_F32;
+    c->gpu_memory_utilization = 0.9f;
 }
 
 void pagoda_sampling_default(pagoda_sampling *s) {
@@ -148,35 +151,56 @@ pagoda_status pagoda_engine_create(pagoda_model *pm, const pagoda_engine_config 
     const pg_model_config *mc = &pm->m->cfg;
     if (c.kv_dtype != PAGODA_DTYPE_F32 && c.kv_dtype != PAGODA_DTYPE_F16)
         return pg_fail(PAGODA_ERR_UNSUPPORTED, "engine: the KV cache holds f32 or f16, not type %d", (int)c.kv_dtype);
-    size_t per_block = kv_cache_bytes_typed(mc->n_layer, 1, c.kv_block_size, mc->n_head_kv, mc->head_dim, c.kv_dtype);
-    uint64_t budget = c.kv_mem_bytes ? c.kv_mem_bytes : (uint64_t)(c.kv_mem_fraction * (double)available_memory());
-    uint64_t n_blocks = per_block ? budget / per_block : 0;
-    if (n_blocks < 1)
-        return pg_fail(PAGODA_ERR_INVALID, "KV budget of %llu bytes is less than one block of %d tokens (%zu bytes)",
-                       (unsigned long long)budget, c.kv_block_size, per_block);
-    if (n_blocks > (1u << 24)) n_blocks = 1u << 24;
-    int64_t max_len = c.max_model_len > 0 ? c.max_model_len : mc->n_ctx_train;
-    if (max_len <= 0) max_len = 4096;
-    if (mc->learned_pos && max_len > mc->n_ctx_train) max_len = mc->n_ctx_train;
-    if ((int64_t)n_blocks * c.kv_block_size < max_len) max_len = (int64_t)n_blocks * c.kv_block_size;
+    if (!(c.gpu_memory_utilization > 0.05f && c.gpu_memory_utilization <= 1.0f)) c.gpu_memory_utilization = 0.9f;
+    int32_t n_gpu = c.n_gpu_layers < 0 || c.n_gpu_layers > mc->n_layer ? mc->n_layer : c.n_gpu_layers;
 
     pagoda_engine *e = calloc(1, sizeof *e);
     if (!e) return pg_fail(PAGODA_ERR_NOMEM, "out of memory");
     e->pm = pm, e->m = pm->m, e->tok = pm->tok, e->c = c;
-    e->n_vocab = mc->n_vocab, e->max_model_len = (int32_t)max_len;
+    e->n_vocab = mc->n_vocab;
     pthread_mutex_init(&e->mu, NULL);
     pthread_cond_init(&e->cv, NULL);
     e->rng = (uint64_t)time(NULL) ^ (uint64_t)(uintptr_t)e;
     e->next_id = 1;
-    sched_config sc = {.max_batch_tokens = c.max_batch_tokens, .max_seqs = c.max_seqs, .prefix_caching = c.prefix_caching};
     pagoda_status st;
-    if ((st = kv_cache_create_typed(mc->n_layer, (int32_t)n_blocks, c.kv_block_size, mc->n_head_kv, mc->head_dim,
-                                    c.kv_dtype, &e->kv)) ||
+    /* the forward pass first: on a GPU the KV blocks get what the weights and scratch leave */
+    pg_forward_opts fo = {.n_gpu_layers = n_gpu};
+    if ((st = forward_create_ex(e->m, c.max_batch_tokens, &fo, &e->fwd))) goto fail;
+
+    /* KV blocks: host layers from the host budget, GPU layers from free device memory */
+    size_t per_block_host = n_gpu < mc->n_layer ? kv_cache_bytes_typed(mc->n_layer - n_gpu, 1, c.kv_block_size,
+                                                                        mc->n_head_kv, mc->head_dim, c.kv_dtype) : 0;
+    size_t per_block_dev = n_gpu > 0 ? kv_cache_bytes_typed(n_gpu, 1, c.kv_block_size, mc->n_head_kv, mc->head_dim,
+                                                            c.kv_dtype) : 0;
+    uint64_t n_blocks = UINT64_MAX, budget = 0;
+    if (per_block_host) {
+        budget = c.kv_mem_bytes ? c.kv_mem_bytes : (uint64_t)(c.kv_mem_fraction * (double)available_memory());
+        n_blocks = budget / per_block_host;
+    }
+    if (per_block_dev) {
+        uint64_t dev_budget = forward_gpu_kv_budget(e->fwd, c.gpu_memory_utilization);
+        if (c.kv_mem_bytes && c.kv_mem_bytes < dev_budget) dev_budget = c.kv_mem_bytes;
+        if (dev_budget / per_block_dev < n_blocks) n_blocks = dev_budget / per_block_dev, budget = dev_budget;
+    }
+    size_t per_block = per_block_host + per_block_dev;
+    if (n_blocks < 1 || n_blocks == UINT64_MAX) {
+        st = pg_fail(PAGODA_ERR_INVALID, "KV budget of %llu bytes is less than one block of %d tokens (%zu bytes)",
+                     (unsigned long long)budget, c.kv_block_size, per_block_dev ? per_block_dev : per_block_host);
+        goto fail;
+    }
+    if (n_blocks > (1u << 24)) n_blocks = 1u << 24;
+    int64_t max_len = c.max_model_len > 0 ? c.max_model_len : mc->n_ctx_train;
+    if (max_len <= 0) max_len = 4096;
+    if ((mc->learned_pos || n_gpu > 0) && max_len > mc->n_ctx_train && mc->n_ctx_train > 0) max_len = mc->n_ctx_train;
+    if ((int64_t)n_blocks * c.kv_block_size < max_len) max_len = (int64_t)n_blocks * c.kv_block_size;
+    e->max_model_len = (int32_t)max_len;
+    sched_config sc = {.max_batch_tokens = c.max_batch_tokens, .max_seqs = c.max_seqs, .prefix_caching = c.prefix_caching};
+    if ((st = forward_kv_create(e->fwd, (int32_t)n_blocks, c.kv_block_size, c.kv_dtype, &e->kv)) ||
         (st = kv_pool_create((int32_t)n_blocks, c.kv_block_size, &e->pool)) ||
-        (st = sched_create(&sc, e->pool, &e->sched)) || (st = forward_create(e->m, c.max_batch_tokens, &e->fwd)))
+        (st = sched_create(&sc, e->pool, &e->sched)))
         goto fail;
     size_t V = (size_t)e->n_vocab, S = (size_t)c.max_seqs, T = (size_t)c.max_batch_tokens;
-    e->logits = malloc(S * V * sizeof(float));
+    e->logits = forward_host_alloc(e->fwd, S * V * sizeof(float)); /* pinned on a GPU: faster copies */
     e->scratch = malloc(V * sizeof(float));
     e->b_tokens = malloc(T * sizeof(int32_t));
     e->b_mask = malloc(T);
@@ -185,10 +209,12 @@ pagoda_status pagoda_engine_create(pagoda_model *pm, const pagoda_engine_config 
     e->b_nblocks = malloc(S * sizeof(int32_t));
     e->b_tables = malloc(S * sizeof(*e->b_tables));
     e->b_row = malloc(S * sizeof(int32_t));
+    e->b_ids = malloc(S * sizeof(int32_t));
+    e->device_argmax = forward_has_device_argmax(e->fwd) && !getenv("PAGODA_NO_DEVICE_ARGMAX");
     e->cap_text = 4096;
     e->text = malloc(e->cap_text);
     if (!e->logits || !e->scratch || !e->b_tokens || !e->b_mask || !e->b_seq_start || !e->b_pos0 ||
-        !e->b_nblocks || !e->b_tables || !e->b_row || !e->text) {
+        !e->b_nblocks || !e->b_tables || !e->b_row || !e->b_ids || !e->text) {
         st = pg_fail(PAGODA_ERR_NOMEM, "engine: out of memory");
         goto fail;
     }
@@ -196,8 +222,8 @@ pagoda_status pagoda_engine_create(pagoda_model *pm, const pagoda_engine_config 
     e->stats.kv_blocks_total = (int32_t)n_blocks;
     e->stats.kv_block_size = c.kv_block_size;
     e->stats.max_model_len = e->max_model_len;
-    pg_log(PAGODA_LOG_INFO, "engine: KV cache %llu blocks x %d tokens (%s, %.1f MiB), max model len %d, %d tokens/step, %d seqs",
-           (unsigned long long)n_blocks, c.kv_block_size, c.kv_dtype == PAGODA_DTYPE_F16 ? "f16" : "f32", (double)n_blocks * (double)per_block / 1048576.0,
+    pg_log(PAGODA_LOG_INFO, "engine: %s, KV cache %llu blocks x %d tokens (%s, %.1f MiB), max model len %d, %d tokens/step, %d seqs",
+           n_gpu == 0 ? "cpu" : n_gpu == mc->n_layer ? "cuda" : "cpu+cuda", (unsigned long long)n_blocks, c.kv_block_size, c.kv_dtype == PAGODA_DTYPE_F16 ? "f16" : "f32", (double)n_blocks * (double)per_block / 1048576.0,
            e->max_model_len, c.max_batch_tokens, c.max_seqs);
     *out = e;
     return PAGODA_OK;
@@ -514,11 +540,25 @@ static int is_stop_token(const request *r, int32_t t) {
     return 0;
 }
 
+static void accept_token(pagoda_engine *e, choice *ch, int32_t t, const float *row);
+
 /* Samples the next token of ch from a logits row and emits it; finishes the choice if it ends. */
 static void sample_choice(pagoda_engine *e, choice *ch, const float *row) {
-    request *r = ch->r;
     memcpy(e->scratch, row, (size_t)e->n_vocab * sizeof(float));
-    int32_t t = sampler_sample(ch->sampler, e->scratch);
+    accept_token(e, ch, sampler_sample(ch->sampler, e->scratch), row);
+}
+
+/* true if a choice's next token is the plain argmax (no penalties, no logprobs): the GPU can
+ * pick it, and no logits need to come back. */
+static int greedy_plain(const request *r) {
+    const pagoda_sampling *p = &r->p.sampling;
+    return (p->temperature <= 0 || p->top_k == 1) && p->repetition_penalty == 1.0f && p->presence_penalty == 0 &&
+           p->frequency_penalty == 0 && r->p.logprobs < 0 && r->p.n == 1;
+}
+
+/* Emits token t of ch (row: its logits, needed only for logprobs); finishes the choice if it ends. */
+static void accept_token(pagoda_engine *e, choice *ch, int32_t t, const float *row) {
+    request *r = ch->r;
     sampler_accept(ch->sampler, t);
     ch->n_generated++;
     pthread_mutex_lock(&e->mu);
@@ -531,7 +571,7 @@ static void sample_choice(pagoda_engine *e, choice *ch, const float *row) {
     int32_t top_tok[MAX_LOGPROBS];
     float top_lp[MAX_LOGPROBS], lp = 0;
     int32_t k = r->p.logprobs > 0 ? r->p.logprobs : 0;
-    if (r->p.logprobs >= 0) lp = logprobs_of(e, row, t, k, top_tok, top_lp);
+    if (r->p.logprobs >= 0 && row) lp = logprobs_of(e, row, t, k, top_tok, top_lp);
     size_t n = ch->detok ? tok_stream_push(ch->detok, t, e->text, e->cap_text) : 0;
     while (n > e->cap_text) { /* a very long token piece: grow once and retry */
         char *b = realloc(e->text, n * 2);
@@ -637,7 +677,12 @@ static int step(pagoda_engine *e) {
     e->b_seq_start[plan.n_seqs] = t;
     pg_batch b = {.n_tok = t, .tokens = e->b_tokens, .n_seq = plan.n_seqs, .seq_start = e->b_seq_start,
                   .seq_pos0 = e->b_pos0, .block_tables = e->b_tables, .n_blocks = e->b_nblocks, .logits_mask = e->b_mask};
-    pagoda_status st = forward_run(e->fwd, &b, e->kv, e->logits); /* rows == 0: writes no logits */
+    /* every row greedy and plain: the GPU returns token ids only */
+    int argmax = rows > 0 && e->device_argmax;
+    for (int32_t i = 0; argmax && i < plan.n_seqs; i++)
+        if (e->b_row[i] >= 0 && !greedy_plain(((choice *)plan.seqs[i]->owner)->r)) argmax = 0;
+    pagoda_status st = argmax ? forward_run_argmax(e->fwd, &b, e->kv, e->b_ids)
+                              : forward_run(e->fwd, &b, e->kv, e->logits); /* rows == 0: writes no logits */
     if (st) {
         char msg[512];
         snprintf(msg, sizeof msg, "forward pass failed: %s", pagoda_last_error());
@@ -662,6 +707,10 @@ static int step(pagoda_engine *e) {
         sched_seq *q = plan.seqs[i];
         choice *ch = q->owner;
         request *r = ch->r;
+        if (argmax) {
+            accept_token(e, ch, e->b_ids[e->b_row[i]], NULL);
+            continue;
+        }
         const float *row = e->logits + (size_t)e->b_row[i] * (size_t)e->n_vocab;
         if (r->p.n > 1 && !r->forked) { /* the prompt is done: the other choices share its blocks */
             r->forked = 1;
@@ -752,9 +801,10 @@ void pagoda_engine_destroy(pagoda_engine *e) {
     sched_destroy(e->sched);
     kv_pool_destroy(e->pool);
     kv_cache_destroy(e->kv);
+    if (e->fwd) forward_host_free(e->fwd, e->logits);
     forward_destroy(e->fwd);
-    free(e->logits), free(e->scratch), free(e->b_tokens), free(e->b_mask), free(e->b_seq_start);
-    free(e->b_pos0), free(e->b_nblocks), free(e->b_tables), free(e->b_row), free(e->text), free(e->cancels);
+    free(e->scratch), free(e->b_tokens), free(e->b_mask), free(e->b_seq_start);
+    free(e->b_pos0), free(e->b_nblocks), free(e->b_tables), free(e->b_row), free(e->b_ids), free(e->text), free(e->cancels);
     pthread_mutex_destroy(&e->mu);
     pthread_cond_destroy(&e->cv);
     free(e);

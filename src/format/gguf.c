@@ -692,25 +692,49 @@ pagoda_status gguf_writer_set_bool(gguf_writer *w, const char *key, bool v) {
     return set_scalar_w(w, key, GGUF_TYPE_BOOL, &b);
 }
 
-pagoda_status gguf_writer_set_str(gguf_writer *w, const char *key, const char *v) {
-    if (!v) return pg_fail(PAGODA_ERR_INVALID, "gguf writer: key '%s': NULL string", key ? key : "");
+static pagoda_status set_str_n(gguf_writer *w, const char *key, const char *v, uint64_t len) {
+    if (!v && len) return pg_fail(PAGODA_ERR_INVALID, "gguf writer: key '%s': NULL string", key ? key : "");
+    if (len > GGUF_MAX_STR)
+        return pg_fail(PAGODA_ERR_INVALID, "gguf writer: key '%s': string of %llu bytes is too long", key ? key : "",
+                       (unsigned long long)len);
     pagoda_status st = kv_begin(w, key, GGUF_TYPE_STRING);
     if (st) return st;
-    if (!meta_str(w, v, strlen(v))) return pg_fail(PAGODA_ERR_NOMEM, "gguf writer: out of memory");
+    if (!meta_str(w, v ? v : "", (size_t)len)) return pg_fail(PAGODA_ERR_NOMEM, "gguf writer: out of memory");
     return PAGODA_OK;
 }
 
-pagoda_status gguf_writer_set_arr_str(gguf_writer *w, const char *key, const char *const *v, uint64_t n) {
+pagoda_status gguf_writer_set_str(gguf_writer *w, const char *key, const char *v) {
+    if (!v) return pg_fail(PAGODA_ERR_INVALID, "gguf writer: key '%s': NULL string", key ? key : "");
+    return set_str_n(w, key, v, strlen(v));
+}
+
+pagoda_status gguf_writer_set_arr_str_n(gguf_writer *w, const char *key, const char *const *v, const uint64_t *len,
+                                        uint64_t n) {
     if (n && !v) return pg_fail(PAGODA_ERR_INVALID, "gguf writer: key '%s': NULL array", key ? key : "");
-    for (uint64_t i = 0; i < n; i++)
-        if (!v[i]) return pg_fail(PAGODA_ERR_INVALID, "gguf writer: key '%s': NULL string at %llu", key ? key : "",
-                                  (unsigned long long)i);
+    /* every element costs at least its 8-byte length, so a count the metadata cannot hold is caught here */
+    size_t bytes;
+    if (!pg_mul_size((size_t)n, 8, &bytes))
+        return pg_fail(PAGODA_ERR_INVALID, "gguf writer: key '%s': array too large", key ? key : "");
+    for (uint64_t i = 0; i < n; i++) {
+        if (!v[i] && (!len || len[i]))
+            return pg_fail(PAGODA_ERR_INVALID, "gguf writer: key '%s': NULL string at %llu", key ? key : "",
+                           (unsigned long long)i);
+        uint64_t li = len ? len[i] : strlen(v[i]);
+        if (li > GGUF_MAX_STR)
+            return pg_fail(PAGODA_ERR_INVALID, "gguf writer: key '%s': string %llu of %llu bytes is too long",
+                           key ? key : "", (unsigned long long)i, (unsigned long long)li);
+    }
     pagoda_status st = kv_begin(w, key, GGUF_TYPE_ARRAY);
     if (st) return st;
     uint32_t at = GGUF_TYPE_STRING;
     bool ok = meta_put(w, &at, 4) && meta_put(w, &n, 8);
-    for (uint64_t i = 0; ok && i < n; i++) ok = meta_str(w, v[i], strlen(v[i]));
+    for (uint64_t i = 0; ok && i < n; i++)
+        ok = meta_str(w, v[i] ? v[i] : "", (size_t)(len ? len[i] : strlen(v[i])));
     return ok ? PAGODA_OK : pg_fail(PAGODA_ERR_NOMEM, "gguf writer: out of memory");
+}
+
+pagoda_status gguf_writer_set_arr_str(gguf_writer *w, const char *key, const char *const *v, uint64_t n) {
+    return gguf_writer_set_arr_str_n(w, key, v, NULL, n);
 }
 
 pagoda_status gguf_writer_set_arr(gguf_writer *w, const char *key, gguf_type t, const void *v, uint64_t n) {
@@ -726,6 +750,30 @@ pagoda_status gguf_writer_set_arr(gguf_writer *w, const char *key, gguf_type t, 
     if (!meta_put(w, &at, 4) || !meta_put(w, &n, 8) || !meta_put(w, v, bytes))
         return pg_fail(PAGODA_ERR_NOMEM, "gguf writer: out of memory");
     return PAGODA_OK;
+}
+
+pagoda_status gguf_writer_set_kv(gguf_writer *w, const gguf_kv *kv) {
+    if (!kv) return pg_fail(PAGODA_ERR_INVALID, "gguf writer: NULL key/value");
+    const char *key = kv->key;
+    switch (kv->type) {
+    case GGUF_TYPE_STRING: return set_str_n(w, key, kv->str, kv->str_len);
+    case GGUF_TYPE_ARRAY:
+        if (kv->arr_type == GGUF_TYPE_STRING)
+            return gguf_writer_set_arr_str_n(w, key, (const char *const *)kv->arr_str, kv->arr_str_len, kv->arr_n);
+        return gguf_writer_set_arr(w, key, kv->arr_type, kv->arr_data, kv->arr_n);
+    case GGUF_TYPE_UINT32: return gguf_writer_set_u32(w, key, (uint32_t)kv->u64); /* checks general.alignment */
+    case GGUF_TYPE_FLOAT32: return gguf_writer_set_f32(w, key, (float)kv->f64);   /* widened exactly: exact back */
+    case GGUF_TYPE_FLOAT64: return set_scalar_w(w, key, GGUF_TYPE_FLOAT64, &kv->f64);
+    default: break;
+    }
+    if (!type_valid((uint32_t)kv->type))
+        return pg_fail(PAGODA_ERR_INVALID, "gguf writer: key '%s': bad value type %d", key ? key : "", (int)kv->type);
+    if (is_alignment_key(key))
+        return pg_fail(PAGODA_ERR_INVALID, "gguf writer: general.alignment must be a uint32");
+    /* integers and bool: u64 holds the value's bits (sign-extended), so its low bytes are the value */
+    uint8_t bytes[8];
+    for (size_t i = 0; i < k_type_size[kv->type]; i++) bytes[i] = (uint8_t)(kv->u64 >> (8 * i));
+    return set_scalar_w(w, key, kv->type, bytes);
 }
 
 pagoda_status gguf_writer_add_tensor(gguf_writer *w, const char *name, int dtype, int n_dims, const int64_t *ne) {

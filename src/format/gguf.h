@@ -91,8 +91,14 @@ pagoda_status gguf_writer_set_f32(gguf_writer *w, const char *key, float v);
 pagoda_status gguf_writer_set_bool(gguf_writer *w, const char *key, bool v);
 pagoda_status gguf_writer_set_str(gguf_writer *w, const char *key, const char *v);
 pagoda_status gguf_writer_set_arr_str(gguf_writer *w, const char *key, const char *const *v, uint64_t n);
+/* string array with explicit lengths (strings may contain NULs); len NULL means strlen of each */
+pagoda_status gguf_writer_set_arr_str_n(gguf_writer *w, const char *key, const char *const *v, const uint64_t *len,
+                                        uint64_t n);
 /* numeric array: elements of type t (not STRING/ARRAY), copied */
 pagoda_status gguf_writer_set_arr(gguf_writer *w, const char *key, gguf_type t, const void *v, uint64_t n);
+/* Copies a key/value from a gguf_file (gguf_kv_at/gguf_find_kv) under the same key, with the same
+ * type: scalars of any width, strings and arrays of any element type. */
+pagoda_status gguf_writer_set_kv(gguf_writer *w, const gguf_kv *kv);
 pagoda_status gguf_writer_add_tensor(gguf_writer *w, const char *name, int dtype, int n_dims, const int64_t *ne);
 /* Writes the header, metadata and tensor table to path. */
 pagoda_status gguf_writer_begin(gguf_writer *w, const char *path);

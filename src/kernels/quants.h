@@ -5,6 +5,12 @@
 
 #include <stdint.h>
 
+#ifdef __cplusplus /* the CUDA kernels (C++) read the same layouts */
+#define PG_STATIC_ASSERT static_assert
+#else
+#define PG_STATIC_ASSERT _Static_assert
+#endif
+
 #define QK4_0 32
 #define QK4_1 32
 #define QK5_0 32
@@ -29,15 +35,15 @@ typedef struct { uint8_t ql[QK_K / 2]; uint8_t qh[QK_K / 4]; int8_t scales[QK_K 
 /* Activations for k-quant dot products: float scale, and sums of each 16 quants. */
 typedef struct { float d; int8_t qs[QK_K]; int16_t bsums[QK_K / 16]; } block_q8_K;
 
-_Static_assert(sizeof(block_q4_0) == 18, "q4_0 layout");
-_Static_assert(sizeof(block_q4_1) == 20, "q4_1 layout");
-_Static_assert(sizeof(block_q5_0) == 22, "q5_0 layout");
-_Static_assert(sizeof(block_q5_1) == 24, "q5_1 layout");
-_Static_assert(sizeof(block_q8_0) == 34, "q8_0 layout");
-_Static_assert(sizeof(block_q8_1) == 36, "q8_1 layout");
-_Static_assert(sizeof(block_q4_K) == 144, "q4_K layout");
-_Static_assert(sizeof(block_q5_K) == 176, "q5_K layout");
-_Static_assert(sizeof(block_q6_K) == 210, "q6_K layout");
-_Static_assert(sizeof(block_q8_K) == 292, "q8_K layout");
+PG_STATIC_ASSERT(sizeof(block_q4_0) == 18, "q4_0 layout");
+PG_STATIC_ASSERT(sizeof(block_q4_1) == 20, "q4_1 layout");
+PG_STATIC_ASSERT(sizeof(block_q5_0) == 22, "q5_0 layout");
+PG_STATIC_ASSERT(sizeof(block_q5_1) == 24, "q5_1 layout");
+PG_STATIC_ASSERT(sizeof(block_q8_0) == 34, "q8_0 layout");
+PG_STATIC_ASSERT(sizeof(block_q8_1) == 36, "q8_1 layout");
+PG_STATIC_ASSERT(sizeof(block_q4_K) == 144, "q4_K layout");
+PG_STATIC_ASSERT(sizeof(block_q5_K) == 176, "q5_K layout");
+PG_STATIC_ASSERT(sizeof(block_q6_K) == 210, "q6_K layout");
+PG_STATIC_ASSERT(sizeof(block_q8_K) == 292, "q8_K layout");
 
 #endif

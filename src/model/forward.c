@@ -14,6 +14,7 @@
 #include "core/log.h"
 #include "kernels/kernels.h"
 #include "kernels/ops.h"
+#include "model/forward_cuda.h"
 
 struct pg_forward {
     const pg_model *m;
@@ -30,6 +31,8 @@ struct pg_forward {
     int32_t *out_rows; /* [T] token index of each logits row */
     k_attn_seq *attn;  /* [T] one entry per sequence of the batch (at most one per token) */
     void *work;    /* matmul scratch */
+    int32_t n_gpu; /* layers [0, n_gpu) (and the embedding) run on the GPU */
+    fwd_cuda *gpu; /* NULL on the CPU */
 };
 
 static void *alloc_floats(int64_t rows, int64_t cols) {
@@ -38,6 +41,7 @@ static void *alloc_floats(int64_t rows, int64_t cols) {
 
 void forward_destroy(pg_forward *f) {
     if (!f) return;
+    fwd_cuda_destroy(f->gpu);
     free(f->x), free(f->xn), free(f->q), free(f->k), free(f->v), free(f->qkv);
     free(f->att), free(f->tmp), free(f->gate), free(f->up), free(f->out_rows), free(f->attn), free(f->work);
     free(f);
@@ -56,6 +60,30 @@ static void max_work(const pg_weight *w, void *user) {
 }
 
 pagoda_status forward_create(const pg_model *m, int32_t max_tokens, pg_forward **out) {
+    return forward_create_ex(m, max_tokens, NULL, out);
+}
+
+int32_t forward_gpu_layers(const pg_forward *f) { return f->n_gpu; }
+uint64_t forward_gpu_weight_bytes(const pg_forward *f) { return f->gpu ? fwd_cuda_weight_bytes(f->gpu) : 0; }
+void *forward_host_alloc(const pg_forward *f, size_t bytes) {
+    return f->gpu ? fwd_cuda_host_alloc(bytes) : malloc(bytes);
+}
+void forward_host_free(const pg_forward *f, void *p) {
+    if (f->gpu) fwd_cuda_host_free(p);
+    else free(p);
+}
+
+uint64_t forward_gpu_kv_budget(const pg_forward *f, float utilization) {
+    return f->gpu ? fwd_cuda_kv_budget(f->gpu, utilization) : 0;
+}
+
+pagoda_status forward_kv_create(const pg_forward *f, int32_t n_blocks, int32_t block_size, int dtype, kv_cache **out) {
+    const pg_model_config *c = &f->m->cfg;
+    return kv_cache_create_split(c->n_layer, f->n_gpu, n_blocks, block_size, c->n_head_kv, c->head_dim, dtype,
+                                 f->gpu ? fwd_cuda_stream(f->gpu) : NULL, out);
+}
+
+pagoda_status forward_create_ex(const pg_model *m, int32_t max_tokens, const pg_forward_opts *opts, pg_forward **out) {
     *out = NULL;
     if (max_tokens <= 0 || max_tokens > (1 << 20)) return pg_fail(PAGODA_ERR_INVALID, "max_tokens %d out of range", max_tokens);
     const pg_model_config *c = &m->cfg;
@@ -85,6 +113,14 @@ pagoda_status forward_create(const pg_model *m, int32_t max_tokens, pg_forward *
         forward_destroy(f);
         return pg_fail(PAGODA_ERR_NOMEM, "forward: cannot allocate scratch for %d tokens", max_tokens);
     }
+    if (opts && opts->n_gpu_layers > 0) {
+        f->n_gpu = opts->n_gpu_layers < c->n_layer ? opts->n_gpu_layers : c->n_layer;
+        pagoda_status st = fwd_cuda_create(m, max_tokens, f->n_gpu, &f->gpu);
+        if (st) {
+            forward_destroy(f);
+            return st;
+        }
+    }
     *out = f;
     return PAGODA_OK;
 }
@@ -97,6 +133,9 @@ static pagoda_status check_batch(const pg_forward *f, const pg_batch *b, const k
         return pg_fail(PAGODA_ERR_INVALID, "batch: seq_start must run from 0 to n_tok");
     if (kv->n_layer != c->n_layer || kv->n_head_kv != c->n_head_kv || kv->head_dim != c->head_dim)
         return pg_fail(PAGODA_ERR_INVALID, "kv cache shape does not match the model");
+    if (kv->n_dev_layers != f->n_gpu)
+        return pg_fail(PAGODA_ERR_INVALID, "kv cache has %d GPU layers, the forward pass runs %d there (use forward_kv_create)",
+                       kv->n_dev_layers, f->n_gpu);
     for (int32_t i = 0; i < b->n_tok; i++)
         if (b->tokens[i] < 0 || b->tokens[i] >= c->n_vocab)
             return pg_fail(PAGODA_ERR_INVALID, "token id %d at batch index %d out of range [0, %d)", b->tokens[i], i, c->n_vocab);
@@ -205,8 +244,8 @@ static void attention_layer(pg_forward *f, const pg_batch *b, kv_cache *kv, int 
             .q = f->q + t0 * qd,
             .n_q = b->seq_start[s + 1] - t0,
             .pos0 = b->seq_pos0[s],
-            .kv = {.k = (const char *)kv->k + (size_t)l * kv->layer_stride * kv->elem,
-                   .v = (const char *)kv->v + (size_t)l * kv->layer_stride * kv->elem,
+            .kv = {.k = (const char *)kv->k + kv_slot_offset(kv, l, 0, 0) * kv->elem,
+                   .v = (const char *)kv->v + kv_slot_offset(kv, l, 0, 0) * kv->elem,
                    .block_table = b->block_tables[s],
                    .block_size = kv->block_size,
                    .n_head_kv = c->n_head_kv,
@@ -241,7 +280,21 @@ static void ffn_layer(pg_forward *f, int32_t T, int l) {
     for (int64_t i = 0; i < (int64_t)T * c->n_embd; i++) f->x[i] += f->tmp[i];
 }
 
+bool forward_has_device_argmax(const pg_forward *f) { return f->gpu && f->n_gpu == f->m->cfg.n_layer; }
+
+static pagoda_status run(pg_forward *f, const pg_batch *b, kv_cache *kv, float *logits, int32_t *ids);
+
 pagoda_status forward_run(pg_forward *f, const pg_batch *b, kv_cache *kv, float *logits) {
+    return run(f, b, kv, logits, NULL);
+}
+
+pagoda_status forward_run_argmax(pg_forward *f, const pg_batch *b, kv_cache *kv, int32_t *ids) {
+    if (!forward_has_device_argmax(f))
+        return pg_fail(PAGODA_ERR_UNSUPPORTED, "forward_run_argmax needs every layer on the GPU");
+    return run(f, b, kv, NULL, ids);
+}
+
+static pagoda_status run(pg_forward *f, const pg_batch *b, kv_cache *kv, float *logits, int32_t *ids) {
     pagoda_status st = check_batch(f, b, kv);
     if (st) return st;
     const pg_model *m = f->m;
@@ -249,17 +302,28 @@ pagoda_status forward_run(pg_forward *f, const pg_batch *b, kv_cache *kv, float 
     const int32_t T = b->n_tok;
     const int64_t E = c->n_embd;
 
-    for (int32_t s = 0; s < b->n_seq; s++) {
-        for (int32_t t = b->seq_start[s]; t < b->seq_start[s + 1]; t++) {
-            embed_row(&m->tok_embd, b->tokens[t], f->x + t * E);
-            if (c->learned_pos) {
-                embed_row(&m->pos_embd, b->seq_pos0[s] + (t - b->seq_start[s]), f->tmp);
-                for (int64_t i = 0; i < E; i++) f->x[t * E + i] += f->tmp[i];
+    /* rows that want logits */
+    int32_t n_out = 0;
+    for (int32_t s = 0; s < b->n_seq; s++)
+        for (int32_t t = b->seq_start[s]; t < b->seq_start[s + 1]; t++)
+            if (b->logits_mask ? b->logits_mask[t] != 0 : t == b->seq_start[s + 1] - 1) f->out_rows[n_out++] = t;
+
+    if (f->gpu) { /* the GPU runs the embedding and the first n_gpu layers (all: the head too) */
+        if ((st = fwd_cuda_run(f->gpu, b, kv, f->out_rows, n_out, logits, ids, f->x))) return st;
+        if (f->n_gpu == c->n_layer) return PAGODA_OK;
+    } else {
+        for (int32_t s = 0; s < b->n_seq; s++) {
+            for (int32_t t = b->seq_start[s]; t < b->seq_start[s + 1]; t++) {
+                embed_row(&m->tok_embd, b->tokens[t], f->x + t * E);
+                if (c->learned_pos) {
+                    embed_row(&m->pos_embd, b->seq_pos0[s] + (t - b->seq_start[s]), f->tmp);
+                    for (int64_t i = 0; i < E; i++) f->x[t * E + i] += f->tmp[i];
+                }
             }
         }
     }
 
-    for (int l = 0; l < c->n_layer; l++) {
+    for (int l = f->n_gpu; l < c->n_layer; l++) {
         const pg_layer_weights *w = &m->layers[l];
         norm_rows(c, f->xn, f->x, &w->attn_norm, &w->attn_norm_b, T, E);
         attention_layer(f, b, kv, l);
@@ -268,10 +332,6 @@ pagoda_status forward_run(pg_forward *f, const pg_batch *b, kv_cache *kv, float 
     }
 
     /* final norm and LM head only for the rows that want logits */
-    int32_t n_out = 0;
-    for (int32_t s = 0; s < b->n_seq; s++)
-        for (int32_t t = b->seq_start[s]; t < b->seq_start[s + 1]; t++)
-            if (b->logits_mask ? b->logits_mask[t] != 0 : t == b->seq_start[s + 1] - 1) f->out_rows[n_out++] = t;
     if (n_out == 0) return PAGODA_OK;
     for (int32_t i = 0; i < n_out; i++) {
         const float *xr = f->x + f->out_rows[i] * E;

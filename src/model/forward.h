@@ -3,6 +3,7 @@
 #ifndef PG_MODEL_FORWARD_H
 #define PG_MODEL_FORWARD_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "kv/kv_cache.h"
@@ -22,9 +23,38 @@ typedef struct {
 
 typedef struct pg_forward pg_forward;
 
-/* Scratch for batches of up to max_tokens tokens (allocated once; no malloc per step). */
+/* Where the forward pass runs. */
+typedef struct {
+    int32_t n_gpu_layers; /* 0: all on the CPU; n: embedding + the first n layers on the GPU (CUDA),
+                             the rest on the CPU; >= n_layer: everything, head included, on the GPU */
+} pg_forward_opts;
+
+/* Scratch for batches of up to max_tokens tokens (allocated once; no malloc per step). CPU only. */
 pagoda_status forward_create(const pg_model *m, int32_t max_tokens, pg_forward **out);
+/* Same, placed as opts says (NULL: CPU); GPU weights are uploaded here. */
+pagoda_status forward_create_ex(const pg_model *m, int32_t max_tokens, const pg_forward_opts *opts, pg_forward **out);
 void forward_destroy(pg_forward *f); /* NULL is a no-op */
+
+/* forward_run that returns each logits row's greedy token (the largest logit, the lowest id among
+ * equals) in ids[n_out] instead of the logits: on the GPU only ids cross the bus. Needs every
+ * layer on the GPU (forward_has_device_argmax). */
+pagoda_status forward_run_argmax(pg_forward *f, const pg_batch *b, kv_cache *kv, int32_t *ids);
+bool forward_has_device_argmax(const pg_forward *f);
+
+/* Layers on the GPU (0: CPU only). */
+int32_t forward_gpu_layers(const pg_forward *f);
+/* Bytes of GPU memory the weights took (0 on the CPU). */
+uint64_t forward_gpu_weight_bytes(const pg_forward *f);
+/* Host memory for results the forward pass writes (logits): page-locked when it runs on a GPU,
+ * so the device copies straight into it. Free with forward_host_free on the same forward pass. */
+void *forward_host_alloc(const pg_forward *f, size_t bytes);
+void forward_host_free(const pg_forward *f, void *p);
+/* GPU memory left for KV blocks if pagoda may hold `utilization` of the device's memory, after
+ * the weights and scratch already allocated (0 on the CPU). */
+uint64_t forward_gpu_kv_budget(const pg_forward *f, float utilization);
+/* A KV cache laid out for this forward pass: the GPU layers' K/V in device memory, the rest in
+ * host memory (dtype: PAGODA_DTYPE_F32 or F16). */
+pagoda_status forward_kv_create(const pg_forward *f, int32_t n_blocks, int32_t block_size, int dtype, kv_cache **out);
 
 /* Runs the batch. logits: [n_out][n_vocab] for the selected tokens in batch order.
  * The batch is validated (token ids, positions, block tables) before anything is written. */

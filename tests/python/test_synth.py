@@ -157,3 +157,141 @@ def test_unwritable_path(tmp_path):
     out = tmp_path / "no" / "such" / "dir" / "x.gguf"
     r = subprocess.run([BIN, "synth", "--tiny", "-o", str(out)], capture_output=True, text=True, timeout=60)
     assert r.returncode != 0 and "pagoda synth:" in r.stderr
+
+
+# ---- --vocab-from: a tokenizer copied from another GGUF ----
+
+def byte_chars():
+    """GPT-2's byte-level alphabet: byte b -> a printable unicode char (the standard construction)."""
+    keep = list(range(ord("!"), ord("~") + 1)) + list(range(0xA1, 0xAC + 1)) + list(range(0xAE, 0xFF + 1))
+    out, extra = {}, 0
+    for b in range(256):
+        if b in keep:
+            out[b] = chr(b)
+        else:
+            out[b] = chr(256 + extra)
+            extra += 1
+    return [out[b] for b in range(256)]
+
+
+# merges that build "hello" and " world" (byte-level: the space is "Ġ"), highest priority first
+WORD_MERGES = ["h e", "l l", "he ll", "hell o", "Ġ w", "o r", "Ġw or", "l d", "Ġwor ld"]
+SPECIALS = ["<|endoftext|>", "<fim_prefix>"]
+
+
+def make_vocab(path, n_tokens):
+    """A gpt2-style BPE vocab-only GGUF with exactly n_tokens tokens: 256 byte tokens, merged words,
+    letter-pair filler merges, and special tokens at the end."""
+    tokens = byte_chars()
+    merges = list(WORD_MERGES)
+    tokens += [m.replace(" ", "") for m in merges]
+    have = set(tokens)
+    letters = "abcdefghijklmnopqrstuvwxyz0123456789"
+    for a in letters:
+        for b in letters:
+            if len(tokens) + len(SPECIALS) >= n_tokens:
+                break
+            if a + b not in have:
+                merges.append(f"{a} {b}")
+                tokens.append(a + b)
+                have.add(a + b)
+    assert len(tokens) + len(SPECIALS) == n_tokens
+    eos = len(tokens)
+    tokens += SPECIALS
+    types = [1] * (n_tokens - len(SPECIALS)) + [3] * len(SPECIALS)  # NORMAL, CONTROL
+    w = gguf.GGUFWriter(str(path), "starcoder")
+    w.add_name("vocab source")  # not a tokenizer key: must not be copied
+    w.add_tokenizer_model("gpt2")
+    w.add_tokenizer_pre("starcoder")
+    w.add_token_list(tokens)
+    w.add_token_types(types)
+    w.add_token_scores([float(-i) for i in range(n_tokens)])
+    w.add_token_merges(merges)
+    w.add_bos_token_id(eos)
+    w.add_eos_token_id(eos)
+    w.add_add_bos_token(False)
+    w.add_chat_template("{% for m in messages %}{{ m['content'] }}{% endfor %}")
+    w.add_int16("tokenizer.test.i16", -1234)  # other scalar widths survive too
+    w.add_float64("tokenizer.test.f64", 0.1)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return tokens, merges, eos
+
+
+def tokenizer_fields(r):
+    return {k: f for k, f in r.fields.items() if k.startswith("tokenizer.")}
+
+
+def test_vocab_from(tmp_path):
+    src = tmp_path / "vocab.gguf"
+    tokens, merges, eos = make_vocab(src, 1024)
+    out = tmp_path / "tiny-starcoder-vocab.gguf"
+    r = subprocess.run([BIN, "synth", "--shape", "tiny-starcoder", "--type", "q8_0", "--vocab-from", str(src),
+                        "-o", str(out)], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+
+    # (a) every tokenizer.* key comes over with the same type and value, and nothing else does
+    a, b = gguf.GGUFReader(str(src)), gguf.GGUFReader(str(out))
+    fa, fb = tokenizer_fields(a), tokenizer_fields(b)
+    assert set(fa) == set(fb)
+    for k in fa:
+        assert fa[k].types == fb[k].types, k
+        va, vb = fa[k].contents(), fb[k].contents()
+        assert va == vb, k
+    assert field(b, "tokenizer.ggml.model") == "gpt2"
+    assert field(b, "tokenizer.ggml.pre") == "starcoder"
+    assert field(b, "tokenizer.ggml.tokens") == tokens
+    assert field(b, "tokenizer.ggml.merges") == merges
+    assert field(b, "tokenizer.ggml.bos_token_id") == eos
+    assert field(b, "tokenizer.ggml.eos_token_id") == eos
+    assert field(b, "tokenizer.ggml.add_bos_token") is False
+    assert field(b, "tokenizer.test.i16") == -1234
+    assert field(b, "tokenizer.test.f64") == 0.1
+    assert fb["tokenizer.test.i16"].types == [gguf.GGUFValueType.INT16]
+    assert fb["tokenizer.ggml.scores"].contents()[:3] == [0.0, -1.0, -2.0]
+    # the model part is still the synthesized one
+    assert field(b, "general.name") == "synthetic tiny-starcoder"
+    assert field(b, "general.architecture") == "starcoder"
+    assert field(b, "starcoder.vocab_size") == 1024
+    got = {t.name: t for t in b.tensors}
+    assert [int(x) for x in got["token_embd.weight"].shape] == [256, 1024]
+
+    # (b) pagoda's tokenizer, loaded from the synthesized model, uses the copied vocab and merges
+    def tokenize(text, *extra):
+        t = subprocess.run([BIN, "tokenize", "-m", str(out), "--ids", *extra, text], capture_output=True,
+                           text=True, timeout=60)
+        assert t.returncode == 0, t.stderr
+        return [int(x) for x in t.stdout.split()]
+
+    assert tokenize("hello world") == [tokens.index("hello"), tokens.index("Ġworld")]
+    assert tokenize("<|endoftext|>hello") == [eos, tokens.index("hello")]
+    # letters merge by the filler pairs in rank order: "ab" then "c"
+    assert tokenize("abc") == [tokens.index("ab"), tokens.index("c")]
+
+    # and the model takes a text prompt end to end (without a tokenizer this fails)
+    g = subprocess.run([BIN, "run", "-m", str(out), "-p", "hello world", "-n", "2", "-t", "2"], capture_output=True,
+                       text=True, timeout=120)
+    assert g.returncode == 0, g.stderr
+
+
+def test_vocab_from_size_mismatch(tmp_path):
+    src = tmp_path / "vocab1000.gguf"
+    make_vocab(src, 1000)
+    out = tmp_path / "x.gguf"
+    r = subprocess.run([BIN, "synth", "--shape", "tiny-starcoder", "--vocab-from", str(src), "-o", str(out)],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode != 0
+    assert "1000" in r.stderr and "1024" in r.stderr, r.stderr
+    assert not out.exists()
+
+
+def test_vocab_from_bad_source(tmp_path):
+    out = tmp_path / "x.gguf"
+    for src, msg in [(tmp_path / "missing.gguf", "--vocab-from"), (synth(tmp_path, "tiny-llama", "q8_0"),
+                                                                    "tokenizer.ggml.tokens")]:
+        r = subprocess.run([BIN, "synth", "--shape", "tiny-starcoder", "--vocab-from", str(src), "-o", str(out)],
+                           capture_output=True, text=True, timeout=60)
+        assert r.returncode != 0 and msg in r.stderr, r.stderr
+        assert not out.exists()

@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# Runs on a machine with an NVIDIA GPU, from the repository root, over what scripts/gpu-pack.sh
+# packed into .devcarry/: GPU parity tests, then the speed benchmarks, then the serving benchmark.
+# Usage: scripts/gpu-check.sh [tests] [bench] [serve] ...   (results under $OUT or ./gpu-results)
+set -uo pipefail
+cd "$(dirname "$0")/.."
+root=$PWD
+out=${OUT:-$root/gpu-results}
+mkdir -p "$out"
+c=$root/.devcarry
+if [ -f .devpack/devcarry.tar.xz ] && [ ! -d "$c/bin" ]; then mkdir -p "$c" && tar -C "$c" -xJf .devpack/devcarry.tar.xz; fi
+export LD_LIBRARY_PATH=$c/lib:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}
+export PAGODA_SHARED=$c/shared PAGODA_BIN=$c/bin
+# the tests find tests/golden through the path they were built at
+mkdir -p /work && [ -e /work/main ] || ln -s "$root" /work/main
+bin=$c/bin
+models=${PAGODA_GPU_MODELS:-/tmp/pagoda-models}
+mkdir -p "$models"
+stage() { echo; echo "=== $* ($(date +%T))"; }
+
+synth() { # shape type file [extra args]
+    [ -f "$models/$3" ] || "$bin/pagoda" synth --shape "$1" --type "$2" -o "$models/$3" "${@:4}" 2>&1 | tail -1
+}
+
+for what in "${@:-tests}"; do
+case $what in
+info)
+    stage info
+    nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv
+    ;;
+tests)
+    stage "kernel tests"
+    for t in test_cuda_ops test_cuda_matmul; do
+        echo "--- $t"; "$bin/$t" 2>&1 | tee "$out/$t.txt" | tail -60; echo "exit ${PIPESTATUS[0]}"
+    done
+    stage "golden: GPU vs transformers / llama.cpp"
+    "$bin/test_golden" 2>&1 | grep -A200 "== cuda" | tee "$out/test_golden_cuda.txt" | tail -60; echo "exit ${PIPESTATUS[0]}"
+    stage "engine on the GPU"
+    "$bin/test_engine" 2>&1 | tee "$out/test_engine.txt" | tail -30; echo "exit ${PIPESTATUS[0]}"
+    ;;
+bench)
+    stage "synthetic Llama-2-7B"
+    synth llama-2-7b q4_0 llama2-7b-q4_0.gguf
+    synth llama-2-7b f16 llama2-7b-f16.gguf
+    for t in q4_0 f16; do
+        stage "pp512 / tg128, llama-2-7b $t"
+        "$bin/pagoda" bench -m "$models/llama2-7b-$t.gguf" --device cuda -p 512 -n 128 -r 3 --json "$out/bench-llama2-7b-$t.json" 2>&1 | grep -v "^bench: threads"
+        stage "batched generation 128/128, llama-2-7b $t"
+        "$bin/pagoda" bench throughput -m "$models/llama2-7b-$t.gguf" --device cuda --lens 128/128 -c 1,8,32,64,128 \
+            --json "$out/throughput-llama2-7b-$t.json" --svg "$out/throughput-llama2-7b-$t.svg" 2>&1 | grep -v "^\s*$"
+    done
+    ;;
+serve)
+    stage "synthetic StarCoder-15B f16 with the SmolLM2 tokenizer (same 49152 vocab)"
+    synth starcoder-15b f16 starcoder-15b-f16.gguf --vocab-from "$c/vocab-smollm2.gguf"
+    "$bin/pagoda" serve -m "$models/starcoder-15b-f16.gguf" --device cuda --port 8099 --max-seqs 256 -v > "$out/serve.log" 2>&1 &
+    srv=$!
+    for i in $(seq 1 240); do curl -sf localhost:8099/health >/dev/null && break; sleep 1; done
+    for rate in ${PAGODA_RATES:-10 30}; do
+        stage "bench serve: humaneval prompts, 375 out, $rate req/s"
+        "$bin/pagoda" bench serve --url http://localhost:8099 --workload humaneval --dataset "$c/shared/data/HumanEval.jsonl.gz" --output-len 375 \
+            --request-rate "$rate" --duration ${PAGODA_DURATION:-30} --json "$out/serve-starcoder-$rate.json" 2>&1 | grep -v "^\s*$" | tail -40
+    done
+    kill -TERM $srv; wait $srv
+    tail -5 "$out/serve.log"
+    ;;
+esac
+done
