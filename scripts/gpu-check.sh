@@ -7,6 +7,7 @@ cd "$(dirname "$0")/.."
 root=$PWD
 out=${OUT:-$root/gpu-results}
 mkdir -p "$out"
+ulimit -n 65536 2>/dev/null || true # thousands of HTTP connections in the serving benchmark
 c=$root/.devcarry
 if [ -f .devpack/devcarry.tar.xz ] && [ ! -d "$c/bin" ]; then mkdir -p "$c" && tar -C "$c" -xJf .devpack/devcarry.tar.xz; fi
 export LD_LIBRARY_PATH=$c/lib:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}
@@ -53,9 +54,9 @@ bench)
 serve)
     stage "synthetic StarCoder-15B f16 with the SmolLM2 tokenizer (same 49152 vocab)"
     synth starcoder-15b f16 starcoder-15b-f16.gguf --vocab-from "$c/vocab-smollm2.gguf"
-    "$bin/pagoda" serve -m "$models/starcoder-15b-f16.gguf" --device cuda --port 8099 --max-seqs 256 -v > "$out/serve.log" 2>&1 &
+    "$bin/pagoda" serve -m "$models/starcoder-15b-f16.gguf" --device cuda --port 8099 --max-seqs ${PAGODA_MAX_SEQS:-384} --max-connections 4096 -v > "$out/serve.log" 2>&1 &
     srv=$!
-    for i in $(seq 1 240); do curl -sf localhost:8099/health >/dev/null && break; sleep 1; done
+    for i in $(seq 1 240); do LD_LIBRARY_PATH= curl -sf localhost:8099/health >/dev/null && break; sleep 1; done
     for rate in ${PAGODA_RATES:-10 30}; do
         stage "bench serve: humaneval prompts, 375 out, $rate req/s"
         "$bin/pagoda" bench serve --url http://localhost:8099 --workload humaneval --dataset "$c/shared/data/HumanEval.jsonl.gz" --output-len 375 \

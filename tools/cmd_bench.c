@@ -104,7 +104,7 @@ int cmd_bench(int argc, char **argv) {
         return 1;
     }
     if (json) fprintf(json, "{\"model\": \"%s\", \"arch\": \"%s\", \"dtype\": \"%s\", \"weight_bytes\": %llu, \"isa\": \"%s\", \"runs\": [",
-                      model, c->arch_name, main_dtype(s.m), (unsigned long long)wbytes, kcpu_isa());
+                      model, c->arch_name, main_dtype(s.m), (unsigned long long)wbytes, dev.cuda ? "cuda" : kcpu_isa());
     printf("| threads | pp%ld tok/s | tg%ld tok/s | read bw GB/s | tg limit tok/s | tg / limit (median of runs) |\n", n_pp, n_tg);
     printf("|---:|---:|---:|---:|---:|---:|\n");
     int rc = 0;
