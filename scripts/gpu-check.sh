@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs on a machine with an NVIDIA GPU, from the repository root, over what scripts/gpu-pack.sh
 # packed into .devcarry/: GPU parity tests, then the speed benchmarks, then the serving benchmark.
-# Usage: scripts/gpu-check.sh [tests] [bench] [serve] ...   (results under $OUT or ./gpu-results)
+# Usage: scripts/gpu-check.sh [info] [tests = kernels + parity] [bench] [serve] ...
+# (results under $OUT or ./gpu-results)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
@@ -29,11 +30,13 @@ info)
     stage info
     nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv
     ;;
-tests)
+tests|kernels)
     stage "kernel tests"
     for t in test_cuda_ops test_cuda_matmul; do
         echo "--- $t"; "$bin/$t" 2>&1 | tee "$out/$t.txt" | tail -60; echo "exit ${PIPESTATUS[0]}"
     done
+    ;;&
+tests|parity)
     stage "golden: GPU vs transformers / llama.cpp"
     "$bin/test_golden" 2>&1 | grep -A200 "== cuda" | tee "$out/test_golden_cuda.txt" | tail -60; echo "exit ${PIPESTATUS[0]}"
     stage "engine on the GPU"
@@ -41,9 +44,8 @@ tests)
     ;;
 bench)
     stage "synthetic Llama-2-7B"
-    synth llama-2-7b q4_0 llama2-7b-q4_0.gguf
-    synth llama-2-7b f16 llama2-7b-f16.gguf
-    for t in q4_0 f16; do
+    for t in ${PAGODA_BENCH_TYPES:-q4_0 f16}; do synth llama-2-7b $t llama2-7b-$t.gguf; done
+    for t in ${PAGODA_BENCH_TYPES:-q4_0 f16}; do
         stage "pp512 / tg128, llama-2-7b $t"
         "$bin/pagoda" bench -m "$models/llama2-7b-$t.gguf" --device cuda -p 512 -n 128 -r 3 --json "$out/bench-llama2-7b-$t.json" 2>&1 | grep -v "^bench: threads"
         stage "batched generation 128/128, llama-2-7b $t"

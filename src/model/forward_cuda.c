@@ -26,6 +26,9 @@ typedef struct {
     int64_t n_in, n_out;
     const void *f16; /* quantized matrices: a dequantized half copy for batches over 8 tokens
                         (PAGODA_CUDA_QGEMM=shadow), else NULL */
+    const void *rep; /* Q4_0/Q8_0 matrices: the repacked copy the decode matvec reads (16-byte
+                        aligned rows, scales apart); d is then freed when the half copy covers
+                        the bigger batches. NULL: the matvec reads d */
 } dev_weight;
 
 typedef struct {
@@ -169,6 +172,28 @@ static void make_shadow(fwd_cuda *g, dev_weight *w) {
     g->shadow_bytes += bytes;
 }
 
+/* Repacks a Q4_0/Q8_0 matrix for the decode matvec; with a half copy for bigger batches the GGUF
+ * copy is no longer needed and is freed (unless shared, e.g. with the token embedding). */
+static void make_repack(fwd_cuda *g, dev_weight *w) {
+    if (!w->d || w->rep || !pcu_repack_supported(w->dtype)) return;
+    void *p = NULL;
+    if (pcu_malloc(&p, pcu_repack_bytes(w->dtype, w->n_in, w->n_out)) || track(g, p, NULL)) {
+        pcu_free(p);
+        return; /* the matvec reads the GGUF copy */
+    }
+    pcu_repack(g->s, w->dtype, w->d, w->n_in, w->n_out, p);
+    w->rep = p;
+    if (!w->f16 || w->d == g->tok_embd.d) return;
+    for (int i = 0; i < g->n_allocs; i++)
+        if (g->allocs[i] == w->d) { /* only the token embedding shares a buffer (tied output), excluded above */
+            pcu_sync(g->s);
+            pcu_free(g->allocs[i]);
+            g->allocs[i] = NULL, g->alloc_src[i] = NULL;
+            w->d = NULL;
+            return;
+        }
+}
+
 typedef struct {
     uint64_t total;
     size_t max_deq;  /* elements of the largest quantized matrix */
@@ -299,6 +324,15 @@ pagoda_status fwd_cuda_create(const pg_model *m, int32_t max_tokens, int32_t n_g
                    (double)g->shadow_bytes / 1073741824.0, PCU_MMV_MAX_TOK);
     }
 
+    if (!env_is("PAGODA_CUDA_REPACK", "0")) {
+        for (int l = 0; l < n_gpu_layers; l++) {
+            dev_layer *d = &g->layers[l];
+            dev_weight *mats[] = {&d->wq, &d->wk, &d->wv, &d->wqkv, &d->wo, &d->w_gate, &d->w_up, &d->w_gate_up, &d->w_down};
+            for (size_t k = 0; k < sizeof mats / sizeof mats[0]; k++) make_repack(g, mats[k]);
+        }
+        if (g->full) make_repack(g, &g->output);
+    }
+
     const int64_t T = max_tokens, E = c->n_embd, qd = (int64_t)c->n_head * c->head_dim;
     const int64_t kvd = (int64_t)c->n_head_kv * c->head_dim, nff = c->n_ff, V = c->n_vocab;
     const size_t F = sizeof(float);
@@ -356,7 +390,8 @@ static int32_t matvec_max_tokens(const dev_weight *w) {
 /* y[t][0..n_out) (row stride ldy) = W · x[t] for t < T; x rows contiguous (n_in floats). */
 static void mm(fwd_cuda *g, const dev_weight *w, const float *x, int32_t T, float *y, int64_t ldy) {
     if (T <= matvec_max_tokens(w)) {
-        pcu_matvec(g->s, w->dtype, w->d, w->n_in, w->n_out, x, T, y, ldy);
+        if (w->rep) pcu_matvec_repacked(g->s, w->dtype, w->rep, w->n_in, w->n_out, x, T, y, ldy);
+        else pcu_matvec(g->s, w->dtype, w->d, w->n_in, w->n_out, x, T, y, ldy);
         return;
     }
     switch (w->dtype) {
@@ -407,7 +442,7 @@ static void launch_step(fwd_cuda *g, kv_cache *kv, int32_t T, int32_t n_out, int
         const dev_layer *w = &g->layers[l];
         pcu_add_norm(s, g->x, l ? g->tmp : NULL, prev_b_down, g->xn, w->attn_norm.d, w->attn_norm_b.d, E, T, c->norm_eps,
                      c->layernorm);
-        if (w->wqkv.d) { /* fused in the file, or at upload */
+        if (w->wqkv.n_out) { /* fused in the file, or at upload (.d may be freed after repacking) */
             mm(g, &w->wqkv, g->xn, T, g->qkv, D);
         } else {
             mm(g, &w->wq, g->xn, T, g->qkv, D);
@@ -437,7 +472,7 @@ static void launch_step(fwd_cuda *g, kv_cache *kv, int32_t T, int32_t n_out, int
         mm(g, &w->wo, g->att, T, g->tmp, E);
         pcu_add_norm(s, g->x, g->tmp, w->bo.d, g->xn, w->ffn_norm.d, w->ffn_norm_b.d, E, T, c->norm_eps, c->layernorm);
         float *h = g->up;
-        if (w->w_gate_up.d) { /* one product for gate|up rows, then SwiGLU across the halves */
+        if (w->w_gate_up.n_out) { /* one product for gate|up rows, then SwiGLU across the halves */
             mm(g, &w->w_gate_up, g->xn, T, g->up2, 2 * nff);
             pcu_swiglu_rows(s, g->gate, g->up2, T, nff);
             h = g->gate;
