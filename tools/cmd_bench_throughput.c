@@ -41,6 +41,8 @@ typedef struct {
     int32_t generated, first_tokens, done, n_requests;
     double t_last_first; /* when the last request got its first token */
     int32_t gen_at_last_first;
+    int32_t failed;      /* requests that ended with an error */
+    char error[256];     /* the first error */
 } progress;
 
 static void on_event(const pagoda_event *ev, void *user) {
@@ -52,6 +54,8 @@ static void on_event(const pagoda_event *ev, void *user) {
             p->gen_at_last_first = p->generated;
         }
     }
+    if (ev->finish == PAGODA_FINISH_ERROR && p->failed++ == 0)
+        snprintf(p->error, sizeof p->error, "%s", ev->error ? ev->error : "unknown error");
     if (ev->request_done) p->done++;
 }
 
@@ -144,6 +148,10 @@ static int run_row(pagoda_engine *e, int32_t V, row *r, uint64_t *seed, dataset 
     }
     double t1 = cli_now_s();
     free(prompt);
+    if (p.failed) { /* a figure over failed requests would mean nothing */
+        fprintf(stderr, "pagoda: %d of %d requests failed: %s\n", p.failed, r->n_req, p.error);
+        return 1;
+    }
     r->seconds = t1 - t0;
     r->req_s = r->n_req / r->seconds;
     r->out_tok_s = p.generated / r->seconds;

@@ -6,6 +6,7 @@
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
+#include <sys/resource.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -34,7 +35,8 @@ static void usage(void) {
             "  --max-seqs N               sequences per step (default 64)\n"
             "  --max-model-len N          prompt + generation limit (default: the model's context)\n"
             "  --max-waiting N            queued requests beyond which requests get 429 (default: no limit)\n"
-            "  --max-connections N        concurrent HTTP connections (default 256)\n"
+            "  --max-connections N        concurrent HTTP connections (default 4096; the open-file limit\n"
+            "                             is raised to fit)\n"
             "  --max-body-bytes N         request body limit; larger bodies get 413 (default 1048576)\n"
             "  --timeout SECONDS          idle / header / upload timeout per connection (default 60)\n"
             "  --grace SECONDS            on SIGTERM, time in-flight requests get to finish (default 10)\n"
@@ -62,7 +64,7 @@ int cmd_serve(int argc, char **argv) {
     const char *model = NULL, *keys[MAX_KEYS];
     int n_keys = 0, verbose = 0, prefix_caching = 1, kv_type = PAGODA_DTYPE_F32;
     long threads = 0, max_batch = 0, max_seqs = 0, max_len = 0, max_waiting = 0, port = 8080;
-    long max_conn = 256, timeout = 60, http_threads = 4, max_body = 1 << 20;
+    long max_conn = 4096, timeout = 60, http_threads = 4, max_body = 1 << 20;
     float grace = 10;
     uint64_t kv_mem = 0;
     serve_config sc;
@@ -143,6 +145,14 @@ int cmd_serve(int argc, char **argv) {
     sc.api_keys = keys;
     sc.n_api_keys = n_keys;
     sc.model_path = model;
+    /* Every connection holds a descriptor: raise the soft open-file limit so the connection limit,
+     * not EMFILE, is what bounds them. (With libmicrohttpd's thread pool, connections beyond the
+     * limit can sit unaccepted until the idle timeout: an H100 serving run with 256 stalled ~45 s.) */
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur < (rlim_t)max_conn + 256) {
+        rl.rlim_cur = rl.rlim_max == RLIM_INFINITY || rl.rlim_max > (rlim_t)max_conn + 256 ? (rlim_t)max_conn + 256 : rl.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &rl);
+    }
     sc.max_connections = (int)max_conn;
     sc.max_body_bytes = (size_t)max_body;
     sc.timeout_s = (int)timeout;

@@ -387,8 +387,15 @@ static int32_t matvec_max_tokens(const dev_weight *w) {
     }
 }
 
-/* y[t][0..n_out) (row stride ldy) = W · x[t] for t < T; x rows contiguous (n_in floats). */
-static void mm(fwd_cuda *g, const dev_weight *w, const float *x, int32_t T, float *y, int64_t ldy) {
+/* true if a product of W with T tokens reads its activations as halves (F16 weights, or quantized
+ * ones through a half copy or tensor cores), so the op producing them can write halves as well. */
+static bool wants_half(const dev_weight *w, int32_t T) {
+    return T > matvec_max_tokens(w) && w->dtype != PAGODA_DTYPE_F32 && w->dtype != PAGODA_DTYPE_BF16;
+}
+
+/* y[t][0..n_out) (row stride ldy) = W · x[t] for t < T; x rows contiguous (n_in floats).
+ * xh_ready: x already as halves in g->xh (written by the producing op), or false. */
+static void mm(fwd_cuda *g, const dev_weight *w, const float *x, int32_t T, float *y, int64_t ldy, bool xh_ready) {
     if (T <= matvec_max_tokens(w)) {
         if (w->rep) pcu_matvec_repacked(g->s, w->dtype, w->rep, w->n_in, w->n_out, x, T, y, ldy);
         else pcu_matvec(g->s, w->dtype, w->d, w->n_in, w->n_out, x, T, y, ldy);
@@ -399,7 +406,7 @@ static void mm(fwd_cuda *g, const dev_weight *w, const float *x, int32_t T, floa
         keep_err(g, pcu_gemm(g->s, w->dtype, w->d, w->n_in, w->n_out, x, T, y, ldy));
         return;
     case PAGODA_DTYPE_F16:
-        pcu_f32_to_f16(g->s, x, g->xh, (int64_t)T * w->n_in);
+        if (!xh_ready) pcu_f32_to_f16(g->s, x, g->xh, (int64_t)T * w->n_in);
         keep_err(g, pcu_gemm(g->s, w->dtype, w->d, w->n_in, w->n_out, g->xh, T, y, ldy));
         return;
     case PAGODA_DTYPE_BF16:
@@ -407,7 +414,7 @@ static void mm(fwd_cuda *g, const dev_weight *w, const float *x, int32_t T, floa
         keep_err(g, pcu_gemm(g->s, w->dtype, w->d, w->n_in, w->n_out, g->xh, T, y, ldy));
         return;
     default:
-        pcu_f32_to_f16(g->s, x, g->xh, (int64_t)T * w->n_in);
+        if (!xh_ready) pcu_f32_to_f16(g->s, x, g->xh, (int64_t)T * w->n_in);
         if (w->f16) {
             keep_err(g, pcu_gemm(g->s, PAGODA_DTYPE_F16, w->f16, w->n_in, w->n_out, g->xh, T, y, ldy));
         } else if (g->qgemm == QGEMM_MMA && pcu_mma_supported(w->dtype)) {
@@ -440,14 +447,17 @@ static void launch_step(fwd_cuda *g, kv_cache *kv, int32_t T, int32_t n_out, int
     const float *prev_b_down = NULL;
     for (int l = 0; l < g->n_gpu; l++) {
         const dev_layer *w = &g->layers[l];
+        /* the norm also writes halves when the next product reads them (one pass instead of two) */
+        const dev_weight *first = w->wqkv.n_out ? &w->wqkv : &w->wq;
+        bool half = wants_half(first, T) && (w->wqkv.n_out || (wants_half(&w->wk, T) && wants_half(&w->wv, T)));
         pcu_add_norm(s, g->x, l ? g->tmp : NULL, prev_b_down, g->xn, w->attn_norm.d, w->attn_norm_b.d, E, T, c->norm_eps,
-                     c->layernorm);
+                     c->layernorm, half ? g->xh : NULL);
         if (w->wqkv.n_out) { /* fused in the file, or at upload (.d may be freed after repacking) */
-            mm(g, &w->wqkv, g->xn, T, g->qkv, D);
+            mm(g, &w->wqkv, g->xn, T, g->qkv, D, half);
         } else {
-            mm(g, &w->wq, g->xn, T, g->qkv, D);
-            mm(g, &w->wk, g->xn, T, g->qkv + qd, D);
-            mm(g, &w->wv, g->xn, T, g->qkv + qd + kvd, D);
+            mm(g, &w->wq, g->xn, T, g->qkv, D, half);
+            mm(g, &w->wk, g->xn, T, g->qkv + qd, D, half);
+            mm(g, &w->wv, g->xn, T, g->qkv + qd + kvd, D, half);
         }
         bias(g, g->qkv, &w->bqkv, T, D, D);
         bias(g, g->qkv, &w->bq, T, qd, D);
@@ -469,35 +479,41 @@ static void launch_step(fwd_cuda *g, kv_cache *kv, int32_t T, int32_t n_out, int
                            .scale = 1.0f / sqrtf((float)hd), .window = c->sliding_window,
                            .d_tok_pos = pos, .d_tok_seq = seq, .d_block_tables = g->d_btab, .max_blocks = g->btab_stride};
         pcu_attention(s, &a, g->att, g->qkv, D, T, ctx, g->attn_scratch);
-        mm(g, &w->wo, g->att, T, g->tmp, E);
-        pcu_add_norm(s, g->x, g->tmp, w->bo.d, g->xn, w->ffn_norm.d, w->ffn_norm_b.d, E, T, c->norm_eps, c->layernorm);
+        mm(g, &w->wo, g->att, T, g->tmp, E, false);
+        const dev_weight *up = w->w_gate_up.n_out ? &w->w_gate_up : &w->w_up;
+        half = wants_half(up, T) && (!c->gated_ffn || w->w_gate_up.n_out || wants_half(&w->w_gate, T));
+        pcu_add_norm(s, g->x, g->tmp, w->bo.d, g->xn, w->ffn_norm.d, w->ffn_norm_b.d, E, T, c->norm_eps, c->layernorm,
+                     half ? g->xh : NULL);
         float *h = g->up;
+        bool h_half = false;
         if (w->w_gate_up.n_out) { /* one product for gate|up rows, then SwiGLU across the halves */
-            mm(g, &w->w_gate_up, g->xn, T, g->up2, 2 * nff);
-            pcu_swiglu_rows(s, g->gate, g->up2, T, nff);
+            mm(g, &w->w_gate_up, g->xn, T, g->up2, 2 * nff, half);
+            h_half = wants_half(&w->w_down, T);
+            pcu_swiglu_rows(s, g->gate, g->up2, T, nff, h_half ? g->xh : NULL);
             h = g->gate;
         } else if (c->gated_ffn) {
-            mm(g, &w->w_up, g->xn, T, g->up, nff);
+            mm(g, &w->w_up, g->xn, T, g->up, nff, half);
             bias(g, g->up, &w->b_up, T, nff, nff);
-            mm(g, &w->w_gate, g->xn, T, g->gate, nff);
+            mm(g, &w->w_gate, g->xn, T, g->gate, nff, half);
             bias(g, g->gate, &w->b_gate, T, nff, nff);
             pcu_silu_mul(s, g->gate, g->up, (int64_t)T * nff);
             h = g->gate;
         } else {
-            mm(g, &w->w_up, g->xn, T, g->up, nff);
+            mm(g, &w->w_up, g->xn, T, g->up, nff, half);
             bias(g, g->up, &w->b_up, T, nff, nff);
             pcu_gelu(s, g->up, (int64_t)T * nff);
         }
-        mm(g, &w->w_down, h, T, g->tmp, E);
+        mm(g, &w->w_down, h, T, g->tmp, E, h_half);
         prev_b_down = w->b_down.d;
     }
     if (g->full) {
-        pcu_add_norm(s, g->x, g->tmp, prev_b_down, g->xn, g->out_norm.d, g->out_norm_b.d, E, T, c->norm_eps, c->layernorm);
+        pcu_add_norm(s, g->x, g->tmp, prev_b_down, g->xn, g->out_norm.d, g->out_norm_b.d, E, T, c->norm_eps, c->layernorm,
+                     NULL);
         pcu_get_rows(s, PAGODA_DTYPE_F32, g->xn, E, rows, n_out, g->xo, false);
-        mm(g, &g->output, g->xo, n_out, g->logits, c->n_vocab);
+        mm(g, &g->output, g->xo, n_out, g->logits, c->n_vocab, false);
     } else {
         /* the residual stream only (the norm output is not used) */
-        pcu_add_norm(s, g->x, g->tmp, prev_b_down, g->xn, NULL, NULL, E, T, c->norm_eps, c->layernorm);
+        pcu_add_norm(s, g->x, g->tmp, prev_b_down, g->xn, NULL, NULL, E, T, c->norm_eps, c->layernorm, NULL);
     }
 }
 

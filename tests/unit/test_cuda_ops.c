@@ -127,10 +127,21 @@ static void test_add_norm(void) {
                     float *d_bias = dev_copy(bias, sizeof(float) * n), *d_w = dev_copy(w, sizeof(float) * n);
                     float *d_b = dev_copy(b, sizeof(float) * n), *d_y = dev_copy(x, sizeof(float) * tot);
                     float *d_yy = variant == 3 ? d_x : d_y;
+                    uint16_t *d_yh = NULL; /* the half copy of y, on every other case */
+                    if ((si + ri) % 2 && pcu_malloc((void **)&d_yh, sizeof(uint16_t) * tot)) d_yh = NULL;
                     pcu_add_norm(g_s, d_x, variant == 1 || variant == 2 ? d_dl : NULL, variant == 2 ? d_bias : NULL, d_yy,
-                                 wp ? d_w : NULL, bp ? d_b : NULL, n, rows, 1e-5f, ln);
+                                 wp ? d_w : NULL, bp ? d_b : NULL, n, rows, 1e-5f, ln, d_yh);
                     float *gx = malloc(sizeof(float) * tot), *gy = malloc(sizeof(float) * tot);
                     to_host(gy, d_yy, sizeof(float) * tot);
+                    if (d_yh) { /* exactly y rounded to half */
+                        uint16_t *gh = malloc(sizeof(uint16_t) * tot);
+                        to_host(gh, d_yh, sizeof(uint16_t) * tot);
+                        int64_t bad = 0;
+                        for (int64_t i = 0; i < tot; i++) bad += gh[i] != pg_fp32_to_fp16(gy[i]);
+                        CHECK(bad == 0, "add_norm half output: %lld of %lld differ from y rounded", (long long)bad, (long long)tot);
+                        free(gh);
+                        pcu_free(d_yh);
+                    }
                     to_host(gx, d_x, sizeof(float) * tot);
                     if (variant != 3)
                         CHECK(!memcmp(gx, xr, sizeof(float) * tot), "add_norm residual n=%lld rows=%d v=%d",

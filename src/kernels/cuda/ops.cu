@@ -158,8 +158,8 @@ __device__ double block_sum(double v, double *sh) {
 
 // Statistics in double like the reference (layernorm with |mean| >> std must not cancel);
 // the cost is nil next to the memory traffic.
-__global__ void add_norm_kernel(float *x, const float *delta, const float *delta_bias, float *y, const float *w,
-                                const float *b, int64_t n, float eps, bool layernorm) {
+__global__ void add_norm_kernel(float *x, const float *delta, const float *delta_bias, float *y, __half *yh,
+                                const float *w, const float *b, int64_t n, float eps, bool layernorm) {
     __shared__ double sh[32];
     float *xr = x + (int64_t)blockIdx.x * n;
     float *yr = y + (int64_t)blockIdx.x * n;
@@ -177,7 +177,11 @@ __global__ void add_norm_kernel(float *x, const float *delta, const float *delta
     s = block_sum(s, sh);
     if (!layernorm) {
         const float sc = (float)(1.0 / sqrt(s / (double)n + (double)eps));
-        for (int64_t i = threadIdx.x; i < n; i += blockDim.x) yr[i] = xr[i] * sc * (w ? w[i] : 1.0f);
+        for (int64_t i = threadIdx.x; i < n; i += blockDim.x) {
+            const float v = xr[i] * sc * (w ? w[i] : 1.0f);
+            yr[i] = v;
+            if (yh) yh[(int64_t)blockIdx.x * n + i] = __float2half_rn(v);
+        }
         return;
     }
     const double mean = s / (double)n;
@@ -193,6 +197,7 @@ __global__ void add_norm_kernel(float *x, const float *delta, const float *delta
         if (w) v *= w[i];
         if (b) v += b[i];
         yr[i] = v;
+        if (yh) yh[(int64_t)blockIdx.x * n + i] = __float2half_rn(v);
     }
 }
 
@@ -260,12 +265,14 @@ __global__ void argmax_rows_kernel(const float *x, int64_t n, int32_t *out) {
 }
 
 // SwiGLU over fused gate|up rows: out[r][i] = silu(in[r][i]) * in[r][n + i].
-__global__ void swiglu_rows_kernel(float *out, const float *in, int rows, int64_t n) {
+__global__ void swiglu_rows_kernel(float *out, __half *out_h, const float *in, int rows, int64_t n) {
     const int64_t total = (int64_t)rows * n;
     for (int64_t k = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; k < total; k += (int64_t)gridDim.x * blockDim.x) {
         const int64_t r = k / n, i = k - r * n;
         const float g = in[r * 2 * n + i];
-        out[k] = g / (1.0f + expf(-g)) * in[r * 2 * n + n + i];
+        const float v = g / (1.0f + expf(-g)) * in[r * 2 * n + n + i];
+        out[k] = v;
+        if (out_h) out_h[k] = __float2half_rn(v);
     }
 }
 
@@ -356,10 +363,10 @@ void pcu_get_rows(pcu_stream *s, int dtype, const void *d_table, int64_t n_cols,
 }
 
 void pcu_add_norm(pcu_stream *s, float *d_x, const float *d_delta, const float *d_delta_bias, float *d_y,
-                  const float *d_w, const float *d_b, int64_t n, int rows, float eps, bool layernorm) {
+                  const float *d_w, const float *d_b, int64_t n, int rows, float eps, bool layernorm, void *d_y_half) {
     if (rows <= 0 || n <= 0) return;
-    add_norm_kernel<<<rows, NORM_THREADS, 0, pcu_cuda_stream(s)>>>(d_x, d_delta, d_delta_bias, d_y, d_w, d_b, n, eps,
-                                                                   layernorm);
+    add_norm_kernel<<<rows, NORM_THREADS, 0, pcu_cuda_stream(s)>>>(d_x, d_delta, d_delta_bias, d_y, (__half *)d_y_half, d_w,
+                                                                   d_b, n, eps, layernorm);
 }
 
 void pcu_head_rmsnorm(pcu_stream *s, float *d_x, int n_tok, int n_head, int head_dim, int64_t row_stride,
@@ -385,9 +392,10 @@ void pcu_argmax_rows(pcu_stream *s, const float *d_x, int rows, int64_t n, int32
     argmax_rows_kernel<<<rows, 1024, 0, pcu_cuda_stream(s)>>>(d_x, n, d_out);
 }
 
-void pcu_swiglu_rows(pcu_stream *s, float *d_out, const float *d_in, int rows, int64_t n) {
+void pcu_swiglu_rows(pcu_stream *s, float *d_out, const float *d_in, int rows, int64_t n, void *d_out_half) {
     if (rows <= 0 || n <= 0) return;
-    swiglu_rows_kernel<<<stride_blocks((int64_t)rows * n, 256), 256, 0, pcu_cuda_stream(s)>>>(d_out, d_in, rows, n);
+    swiglu_rows_kernel<<<stride_blocks((int64_t)rows * n, 256), 256, 0, pcu_cuda_stream(s)>>>(d_out, (__half *)d_out_half,
+                                                                                            d_in, rows, n);
 }
 
 void pcu_gelu(pcu_stream *s, float *d_x, int64_t n) {

@@ -69,9 +69,11 @@ void pcu_get_rows(pcu_stream *s, int dtype, const void *d_table, int64_t n_cols,
 /* Residual add fused with the next norm, for each of `rows` rows of n floats (row stride n):
  *   if d_delta: x += delta (+ delta_bias, if not NULL, broadcast over rows)
  *   y = layernorm ? (x - mean)/sqrt(var + eps) * w + b : x / sqrt(mean(x^2) + eps) * w
- * w, b may be NULL (no scale / no shift). y may equal x only when d_delta is NULL. */
+ * w, b may be NULL (no scale / no shift). y may equal x only when d_delta is NULL.
+ * d_y_half (may be NULL): y again as IEEE halves (round to nearest even), the input a tensor-core
+ * product reads next, so no separate conversion pass is needed. */
 void pcu_add_norm(pcu_stream *s, float *d_x, const float *d_delta, const float *d_delta_bias, float *d_y,
-                  const float *d_w, const float *d_b, int64_t n, int rows, float eps, bool layernorm);
+                  const float *d_w, const float *d_b, int64_t n, int rows, float eps, bool layernorm, void *d_y_half);
 
 /* RMSNorm of every head in place (Qwen3 q/k norm): head h of token t is the head_dim floats at
  * x + t*row_stride + h*head_dim; w: [head_dim]. */
@@ -87,8 +89,9 @@ void pcu_silu_mul(pcu_stream *s, float *d_gate, const float *d_up, int64_t n);
  * of NaN / -inf gives 0): greedy sampling on the GPU, so only token ids come back. */
 void pcu_argmax_rows(pcu_stream *s, const float *d_x, int rows, int64_t n, int32_t *d_out);
 /* SwiGLU on fused gate|up rows: out[r][i] = silu(in[r][i]) * in[r][n + i] for r < rows, i < n
- * (in: [rows][2n], out: [rows][n]), the same float math as pcu_silu_mul. */
-void pcu_swiglu_rows(pcu_stream *s, float *d_out, const float *d_in, int rows, int64_t n);
+ * (in: [rows][2n], out: [rows][n]), the same float math as pcu_silu_mul; d_out_half (may be
+ * NULL): out again as halves. */
+void pcu_swiglu_rows(pcu_stream *s, float *d_out, const float *d_in, int rows, int64_t n, void *d_out_half);
 /* x[i] = gelu(x[i]), tanh approximation. */
 void pcu_gelu(pcu_stream *s, float *d_x, int64_t n);
 
