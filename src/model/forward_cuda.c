@@ -7,6 +7,7 @@
  * every kernel reads shapes that vary per step from device memory, so decode steps are replayed
  * from CUDA graphs captured per (padded batch size, context bucket). */
 #include "model/forward_cuda.h"
+#include "model/gpu_batch.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -37,7 +38,6 @@ typedef struct {
     dev_weight w_gate_up; /* gate rows then up rows (SwiGLU models without biases), else absent */
 } dev_layer;
 
-enum { META_TOK, META_POS, META_POSC, META_SEQ, META_SLOT, META_ROW, META_N }; /* [META_N][max_tokens] */
 
 #define MAX_GRAPHS 64
 
@@ -64,7 +64,7 @@ struct fwd_cuda {
     void *xh;          /* activations as halves: [max_tokens][max n_in] */
     void *wtmp;        /* one dequantized weight matrix as halves (no-tensor-core fallback) */
     void *attn_scratch;
-    int32_t *d_meta, *h_meta; /* [META_N * max_tokens] on the device / pinned host */
+    int32_t *d_meta, *h_meta; /* [GPU_META_N * max_tokens] on the device / pinned host */
     int32_t *d_ids;           /* [max_tokens] greedy tokens of the logits rows */
     int32_t *d_btab, *h_btab; /* [max_tokens][btab_stride] block tables */
     int32_t btab_stride, block_size;
@@ -349,9 +349,9 @@ pagoda_status fwd_cuda_create(const pg_model *m, int32_t max_tokens, int32_t n_g
         (st = dev_alloc(g, (void **)&g->up2, (size_t)(c->gated_ffn ? T * 2 * nff : 1) * F)) ||
         (st = dev_alloc(g, &g->xh, (size_t)(T * max_in) * 2)) ||
         (st = dev_alloc(g, &g->attn_scratch, pcu_attention_scratch_bytes(max_tokens, c->n_head, c->head_dim, g->max_ctx))) ||
-        (st = dev_alloc(g, (void **)&g->d_meta, (size_t)(META_N * T) * sizeof(int32_t))) ||
+        (st = dev_alloc(g, (void **)&g->d_meta, (size_t)(GPU_META_N * T) * sizeof(int32_t))) ||
         (st = dev_alloc(g, (void **)&g->d_ids, (size_t)T * sizeof(int32_t))) ||
-        (st = pcu_host_alloc((void **)&g->h_meta, (size_t)(META_N * T) * sizeof(int32_t))))
+        (st = pcu_host_alloc((void **)&g->h_meta, (size_t)(GPU_META_N * T) * sizeof(int32_t))))
         goto fail;
     if (g->full && ((st = dev_alloc(g, (void **)&g->xo, (size_t)(T * E) * F)) ||
                     (st = dev_alloc(g, (void **)&g->logits, (size_t)(T * V) * F))))
@@ -436,9 +436,9 @@ static void launch_step(fwd_cuda *g, kv_cache *kv, int32_t T, int32_t n_out, int
     const pg_model_config *c = &m->cfg;
     const int64_t E = c->n_embd, hd = c->head_dim, qd = (int64_t)c->n_head * hd, kvd = (int64_t)c->n_head_kv * hd;
     const int64_t D = qd + 2 * kvd, nff = c->n_ff;
-    const int32_t *tok = g->d_meta + META_TOK * g->max_tokens, *pos = g->d_meta + META_POS * g->max_tokens;
-    const int32_t *posc = g->d_meta + META_POSC * g->max_tokens, *seq = g->d_meta + META_SEQ * g->max_tokens;
-    const int32_t *slot = g->d_meta + META_SLOT * g->max_tokens, *rows = g->d_meta + META_ROW * g->max_tokens;
+    const int32_t *tok = g->d_meta + GPU_META_TOK * g->max_tokens, *pos = g->d_meta + GPU_META_POS * g->max_tokens;
+    const int32_t *posc = g->d_meta + GPU_META_POSC * g->max_tokens, *seq = g->d_meta + GPU_META_SEQ * g->max_tokens;
+    const int32_t *slot = g->d_meta + GPU_META_SLOT * g->max_tokens, *rows = g->d_meta + GPU_META_ROW * g->max_tokens;
     pcu_stream *s = g->s;
 
     pcu_get_rows(s, g->tok_embd.dtype, g->tok_embd.d, E, tok, T, g->x, false);
@@ -517,20 +517,6 @@ static void launch_step(fwd_cuda *g, kv_cache *kv, int32_t T, int32_t n_out, int
     }
 }
 
-/* Smallest padded decode size >= n (graphs are kept per size). */
-static int32_t decode_bucket(int32_t n) {
-    static const int32_t sizes[] = {1, 2, 4, 8, 16, 24, 32, 48, 64, 96, 128, 160, 192, 256, 320, 384, 512};
-    for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++)
-        if (n <= sizes[i]) return sizes[i];
-    return -1;
-}
-
-static int32_t ctx_bucket(int32_t need, int32_t max_ctx) {
-    int32_t b = 256;
-    while (b < need) b *= 2;
-    return b < max_ctx ? b : max_ctx;
-}
-
 pagoda_status fwd_cuda_run(fwd_cuda *g, const pg_batch *b, kv_cache *kv, const int32_t *out_rows, int32_t n_out,
                            float *logits, int32_t *ids, float *x_host) {
     const pg_model_config *c = &g->m->cfg;
@@ -548,42 +534,16 @@ pagoda_status fwd_cuda_run(fwd_cuda *g, const pg_batch *b, kv_cache *kv, const i
     if (kv->block_size != g->block_size)
         return pg_fail(PAGODA_ERR_INVALID, "CUDA: KV block size changed from %d to %d", g->block_size, kv->block_size);
 
-    const int32_t T = b->n_tok;
-    int32_t need_ctx = 0;
-    for (int32_t s = 0; s < b->n_seq; s++) {
-        int32_t last = b->seq_pos0[s] + (b->seq_start[s + 1] - b->seq_start[s]) - 1;
-        if (last >= g->max_ctx)
-            return pg_fail(PAGODA_ERR_INVALID, "CUDA: position %d beyond the context of %d", last, g->max_ctx);
-        if (last + 1 > need_ctx) need_ctx = last + 1;
-    }
-    /* decode steps (one token per sequence, every row wants logits) replay graphs */
-    bool decode = g->full && g->use_graphs && b->n_seq == T && n_out == T;
-    int32_t Tp = decode ? decode_bucket(T) : -1;
-    if (Tp < 0 || Tp > g->max_tokens) decode = false, Tp = T;
-    int32_t ctx = decode ? ctx_bucket(need_ctx, g->max_ctx) : need_ctx;
-
-    int32_t *h = g->h_meta, MT = g->max_tokens;
-    for (int32_t s = 0; s < b->n_seq; s++) {
-        const int32_t *bt = b->block_tables[s];
-        for (int32_t t = b->seq_start[s]; t < b->seq_start[s + 1]; t++) {
-            int32_t p = b->seq_pos0[s] + (t - b->seq_start[s]);
-            h[META_TOK * MT + t] = b->tokens[t];
-            h[META_POS * MT + t] = p;
-            h[META_POSC * MT + t] = p;
-            h[META_SEQ * MT + t] = s;
-            h[META_SLOT * MT + t] = bt[p / kv->block_size] * kv->block_size + p % kv->block_size;
-        }
-        int32_t nb = b->n_blocks[s] < g->btab_stride ? b->n_blocks[s] : g->btab_stride;
-        memcpy(g->h_btab + (size_t)s * g->btab_stride, bt, sizeof(int32_t) * (size_t)nb);
-    }
-    for (int32_t t = T; t < Tp; t++) { /* padding: no KV write, zero attention, logits ignored */
-        h[META_TOK * MT + t] = 0, h[META_POS * MT + t] = -1, h[META_POSC * MT + t] = 0;
-        h[META_SEQ * MT + t] = 0, h[META_SLOT * MT + t] = -1;
-    }
-    int32_t rows = decode ? Tp : n_out;
-    for (int32_t i = 0; i < rows; i++) h[META_ROW * MT + i] = i < n_out ? out_rows[i] : 0;
-    for (int f = 0; f < META_N; f++)
-        if ((st = pcu_h2d(g->d_meta + f * MT, h + f * MT, sizeof(int32_t) * (size_t)(f == META_ROW ? rows : Tp), g->s)))
+    const int32_t T = b->n_tok, MT = g->max_tokens;
+    gpu_step_shape sh;
+    if ((st = gpu_batch_pack(b, kv->block_size, out_rows, n_out, g->full && g->use_graphs, MT, g->max_ctx, g->btab_stride,
+                             g->h_meta, g->h_btab, &sh)))
+        return st;
+    const bool decode = sh.replay;
+    const int32_t Tp = sh.n_tok, ctx = sh.ctx;
+    for (int f = 0; f < GPU_META_N; f++)
+        if ((st = pcu_h2d(g->d_meta + f * MT, g->h_meta + f * MT,
+                          sizeof(int32_t) * (size_t)(f == GPU_META_ROW ? sh.n_rows : Tp), g->s)))
             return st;
     if ((st = pcu_h2d(g->d_btab, g->h_btab, sizeof(int32_t) * (size_t)b->n_seq * (size_t)g->btab_stride, g->s))) return st;
 
