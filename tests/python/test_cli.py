@@ -204,6 +204,31 @@ def test_bad_hf_folder(run_pagoda, tmp_path, shared):
     check_bad(run_pagoda, d, "!config.json")
 
 
+def test_device_options(run_pagoda, shared):
+    """--device / --gpu-layers: a bad value is a usage error; asking for a GPU where none answers
+    (or in a build without CUDA) is one clear line and exit 1, never a crash. Where a GPU answers,
+    the GPU run must give the CPU run's greedy tokens."""
+    import os
+    m = shared / "models" / "pycoder-tiny"
+    r = run_pagoda("run", "-m", m, "--device", "tpu", "-p", "x", check=False)
+    assert r.returncode == 2 and "--device expects cpu or cuda" in r.stderr
+    r = run_pagoda("run", "-m", m, "--gpu-layers", "-3", "-p", "x", check=False)
+    assert r.returncode == 2 and "--gpu-layers" in r.stderr
+    r = run_pagoda("run", "-m", m, "--device", "cuda", "--gpu-memory-utilization", "1.5", "-p", "x", check=False)
+    assert r.returncode == 2 and "--gpu-memory-utilization" in r.stderr
+    cpu = run_pagoda("run", "-m", m, "-p", "def add(a, b):", "-n", "12").stdout
+    for args in (["--device", "cuda"], ["--gpu-layers", "3"]):
+        r = run_pagoda("run", "-m", m, *args, "-p", "def add(a, b):", "-n", "12", check=False)
+        if os.path.exists("/dev/nvidia0") and r.returncode == 0:
+            assert r.stdout == cpu, args  # pycoder-tiny's greedy tokens are far from ties
+        else:
+            assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
+            assert ("CUDA" in r.stderr) or ("cuda" in r.stderr), r.stderr
+            assert r.stderr.strip().count("\n") <= 2, r.stderr  # the load line and one error line
+    r = run_pagoda("bench", "throughput", "-m", m, "--device", "cuda", "-c", "1", "--lens", "8/4", check=False)
+    assert r.returncode == (0 if os.path.exists("/dev/nvidia0") else 1), r.stderr
+
+
 # ---- text in, text out (tokenizer + chat template) ----
 
 def test_tokenize_cli_matches_fixture(shared, run_pagoda):
