@@ -63,8 +63,6 @@ pagoda_status forward_create(const pg_model *m, int32_t max_tokens, pg_forward *
     return forward_create_ex(m, max_tokens, NULL, out);
 }
 
-int32_t forward_gpu_layers(const pg_forward *f) { return f->n_gpu; }
-uint64_t forward_gpu_weight_bytes(const pg_forward *f) { return f->gpu ? fwd_cuda_weight_bytes(f->gpu) : 0; }
 void *forward_host_alloc(const pg_forward *f, size_t bytes) {
     return f->gpu ? fwd_cuda_host_alloc(bytes) : malloc(bytes);
 }

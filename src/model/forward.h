@@ -41,10 +41,6 @@ void forward_destroy(pg_forward *f); /* NULL is a no-op */
 pagoda_status forward_run_argmax(pg_forward *f, const pg_batch *b, kv_cache *kv, int32_t *ids);
 bool forward_has_device_argmax(const pg_forward *f);
 
-/* Layers on the GPU (0: CPU only). */
-int32_t forward_gpu_layers(const pg_forward *f);
-/* Bytes of GPU memory the weights took (0 on the CPU). */
-uint64_t forward_gpu_weight_bytes(const pg_forward *f);
 /* Host memory for results the forward pass writes (logits): page-locked when it runs on a GPU,
  * so the device copies straight into it. Free with forward_host_free on the same forward pass. */
 void *forward_host_alloc(const pg_forward *f, size_t bytes);

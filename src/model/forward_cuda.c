@@ -41,6 +41,8 @@ typedef struct {
 
 #define MAX_GRAPHS 64
 
+enum { QUANT_MATVEC_MAX_TOKENS = 3 }; /* quantized weights with a half copy: cuBLAS from 4 tokens */
+
 typedef struct {
     int32_t n_tok, ctx;
     int seen;        /* eager runs so far; captured on the second */
@@ -194,6 +196,11 @@ static void make_repack(fwd_cuda *g, dev_weight *w) {
         }
 }
 
+static void prepare_matrix(fwd_cuda *g, dev_weight *w, bool repack) {
+    if (g->qgemm == QGEMM_SHADOW) make_shadow(g, w);
+    if (repack) make_repack(g, w);
+}
+
 typedef struct {
     uint64_t total;
     size_t max_deq;  /* elements of the largest quantized matrix */
@@ -227,7 +234,6 @@ void fwd_cuda_destroy(fwd_cuda *g) {
 }
 
 struct pcu_stream *fwd_cuda_stream(fwd_cuda *g) { return g->s; }
-uint64_t fwd_cuda_weight_bytes(const fwd_cuda *g) { return g->weight_bytes; }
 
 void *fwd_cuda_host_alloc(size_t bytes) {
     void *p = NULL;
@@ -312,26 +318,18 @@ pagoda_status fwd_cuda_create(const pg_model *m, int32_t max_tokens, int32_t n_g
         deq = deq > gu_n ? deq : gu_n;
     }
     if (deq && (st = dev_alloc(g, &g->wtmp, deq * 2))) goto fail;
-    if (g->qgemm == QGEMM_SHADOW) {
-        for (int l = 0; l < n_gpu_layers; l++) {
-            dev_layer *d = &g->layers[l];
-            dev_weight *mats[] = {&d->wq, &d->wk, &d->wv, &d->wqkv, &d->wo, &d->w_gate, &d->w_up, &d->w_gate_up, &d->w_down};
-            for (size_t i = 0; i < sizeof mats / sizeof mats[0]; i++) make_shadow(g, mats[i]);
-        }
-        if (g->full) make_shadow(g, &g->output);
-        if (g->shadow_bytes)
-            pg_log(PAGODA_LOG_INFO, "cuda: %.2f GiB of half copies of quantized matrices for batches over %d tokens",
-                   (double)g->shadow_bytes / 1073741824.0, PCU_MMV_MAX_TOK);
+    /* each matrix: a half copy for bigger batches first (it reads the GGUF copy), then the
+     * repacked copy for the decode matvec (which may free the GGUF copy) */
+    bool repack = !env_is("PAGODA_CUDA_REPACK", "0");
+    for (int l = 0; l < n_gpu_layers; l++) {
+        dev_layer *d = &g->layers[l];
+        dev_weight *mats[] = {&d->wq, &d->wk, &d->wv, &d->wqkv, &d->wo, &d->w_gate, &d->w_up, &d->w_gate_up, &d->w_down};
+        for (size_t i = 0; i < sizeof mats / sizeof mats[0]; i++) prepare_matrix(g, mats[i], repack);
     }
-
-    if (!env_is("PAGODA_CUDA_REPACK", "0")) {
-        for (int l = 0; l < n_gpu_layers; l++) {
-            dev_layer *d = &g->layers[l];
-            dev_weight *mats[] = {&d->wq, &d->wk, &d->wv, &d->wqkv, &d->wo, &d->w_gate, &d->w_up, &d->w_gate_up, &d->w_down};
-            for (size_t k = 0; k < sizeof mats / sizeof mats[0]; k++) make_repack(g, mats[k]);
-        }
-        if (g->full) make_repack(g, &g->output);
-    }
+    if (g->full) prepare_matrix(g, &g->output, repack);
+    if (g->shadow_bytes)
+        pg_log(PAGODA_LOG_INFO, "cuda: %.2f GiB of half copies of quantized matrices for batches over %d tokens",
+               (double)g->shadow_bytes / 1073741824.0, QUANT_MATVEC_MAX_TOKENS);
 
     const int64_t T = max_tokens, E = c->n_embd, qd = (int64_t)c->n_head * c->head_dim;
     const int64_t kvd = (int64_t)c->n_head_kv * c->head_dim, nff = c->n_ff, V = c->n_vocab;
@@ -383,7 +381,7 @@ static int32_t matvec_max_tokens(const dev_weight *w) {
     case PAGODA_DTYPE_F32: return PCU_MMV_MAX_TOK;
     case PAGODA_DTYPE_F16:
     case PAGODA_DTYPE_BF16: return 1;
-    default: return w->f16 ? 3 : PCU_MMV_MAX_TOK;
+    default: return w->f16 ? QUANT_MATVEC_MAX_TOKENS : PCU_MMV_MAX_TOK;
     }
 }
 
@@ -541,10 +539,8 @@ pagoda_status fwd_cuda_run(fwd_cuda *g, const pg_batch *b, kv_cache *kv, const i
         return st;
     const bool decode = sh.replay;
     const int32_t Tp = sh.n_tok, ctx = sh.ctx;
-    for (int f = 0; f < GPU_META_N; f++)
-        if ((st = pcu_h2d(g->d_meta + f * MT, g->h_meta + f * MT,
-                          sizeof(int32_t) * (size_t)(f == GPU_META_ROW ? sh.n_rows : Tp), g->s)))
-            return st;
+    /* one copy for all fields (the rows past each field's n_tok are not read) */
+    if ((st = pcu_h2d(g->d_meta, g->h_meta, sizeof(int32_t) * (size_t)(GPU_META_ROW * MT + sh.n_rows), g->s))) return st;
     if ((st = pcu_h2d(g->d_btab, g->h_btab, sizeof(int32_t) * (size_t)b->n_seq * (size_t)g->btab_stride, g->s))) return st;
 
     g->err = PAGODA_OK;
@@ -600,7 +596,6 @@ pagoda_status fwd_cuda_create(const pg_model *m, int32_t max_tokens, int32_t n_g
 }
 void fwd_cuda_destroy(fwd_cuda *g) { (void)g; }
 struct pcu_stream *fwd_cuda_stream(fwd_cuda *g) { return (void)g, NULL; }
-uint64_t fwd_cuda_weight_bytes(const fwd_cuda *g) { return (void)g, 0; }
 uint64_t fwd_cuda_kv_budget(const fwd_cuda *g, float utilization) { return (void)g, (void)utilization, 0; }
 void *fwd_cuda_host_alloc(size_t bytes) { return (void)bytes, NULL; }
 void fwd_cuda_host_free(void *p) { (void)p; }

@@ -16,7 +16,6 @@ typedef struct fwd_cuda fwd_cuda;
 pagoda_status fwd_cuda_create(const pg_model *m, int32_t max_tokens, int32_t n_gpu_layers, fwd_cuda **out);
 void fwd_cuda_destroy(fwd_cuda *g); /* NULL is a no-op */
 struct pcu_stream *fwd_cuda_stream(fwd_cuda *g);
-uint64_t fwd_cuda_weight_bytes(const fwd_cuda *g); /* device memory held by weights */
 /* Page-locked host memory (NULL on failure). */
 void *fwd_cuda_host_alloc(size_t bytes);
 void fwd_cuda_host_free(void *p);

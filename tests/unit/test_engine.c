@@ -308,22 +308,28 @@ static void test_text_features(const char *model_dir) {
     pagoda_model_free(m);
 }
 
+/* Every guarantee on the current device: batching, chunking and preemption on each fixture with an
+ * f32 KV cache, again with an f16 one (every fixture, or llama alone to keep the CPU run short),
+ * then the text features with text_kv. */
+static void run_suite(const char *shared, int f16_all_fixtures, pagoda_dtype text_kv) {
+    static const char *fixtures[] = {"llama", "qwen3", "gpt_bigcode"};
+    char path[4096];
+    for (int kv = 0; kv < 2; kv++) {
+        g_kv_dtype = kv ? PAGODA_DTYPE_F16 : PAGODA_DTYPE_F32;
+        for (size_t i = 0; i < (kv && !f16_all_fixtures ? 1 : sizeof fixtures / sizeof fixtures[0]); i++) {
+            snprintf(path, sizeof path, "%s/fixtures/hf/%s", shared, fixtures[i]);
+            test_batched_equals_alone(path);
+        }
+    }
+    g_kv_dtype = text_kv;
+    snprintf(path, sizeof path, "%s/models/pycoder-tiny", shared);
+    test_text_features(path);
+}
+
 int main(void) {
     const char *shared = test_shared_dir();
     if (!shared) TEST_SKIP("../shared not found (set PAGODA_SHARED): fixture models unavailable");
-    char path[4096];
-    const char *fixtures[] = {"llama", "qwen3", "gpt_bigcode"};
-    for (size_t i = 0; i < sizeof fixtures / sizeof fixtures[0]; i++) {
-        snprintf(path, sizeof path, "%s/fixtures/hf/%s", shared, fixtures[i]);
-        test_batched_equals_alone(path);
-    }
-    /* a half-precision KV cache keeps every guarantee (batching, chunking, preemption) */
-    g_kv_dtype = PAGODA_DTYPE_F16;
-    snprintf(path, sizeof path, "%s/fixtures/hf/llama", shared);
-    test_batched_equals_alone(path);
-    g_kv_dtype = PAGODA_DTYPE_F32;
-    snprintf(path, sizeof path, "%s/models/pycoder-tiny", shared);
-    test_text_features(path);
+    run_suite(shared, 0, PAGODA_DTYPE_F32);
 #ifdef PAGODA_CUDA
     /* the same guarantees with every layer on the GPU (KV blocks in device memory, decode steps
      * replayed from CUDA graphs) */
@@ -333,16 +339,7 @@ int main(void) {
         TEST_DONE();
     }
     g_gpu_layers = -1;
-    for (int kv = 0; kv < 2; kv++) {
-        g_kv_dtype = kv ? PAGODA_DTYPE_F16 : PAGODA_DTYPE_F32;
-        for (size_t i = 0; i < sizeof fixtures / sizeof fixtures[0]; i++) {
-            snprintf(path, sizeof path, "%s/fixtures/hf/%s", shared, fixtures[i]);
-            test_batched_equals_alone(path);
-        }
-    }
-    g_kv_dtype = PAGODA_DTYPE_F16;
-    snprintf(path, sizeof path, "%s/models/pycoder-tiny", shared);
-    test_text_features(path);
+    run_suite(shared, 1, PAGODA_DTYPE_F16);
 #endif
     TEST_DONE();
 }

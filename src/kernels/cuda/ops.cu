@@ -1,6 +1,7 @@
 // Element-wise and row ops of the forward pass (the "ops.cu" section of pcu_kernels.h).
-// Each kernel follows its kref_* specification in src/kernels/ref/ops.c; dequantization in
-// pcu_get_rows gives bit for bit what ref/quants.c's to_float gives.
+// Each kernel follows its kref_* specification in src/kernels/ref/ops.c; pcu_get_rows dequantizes
+// with dequant.cuh, bit for bit what ref/quants.c's to_float gives.
+#include "kernels/cuda/dequant.cuh"
 #include "kernels/cuda/pcu_internal.cuh"
 #include "kernels/cuda/pcu_kernels.h"
 
@@ -10,114 +11,13 @@
 
 namespace {
 
-// ---- dequantization of one element (get_rows) -------------------------------------------------
-// The reference runs with FP contraction off: explicit __fmul_rn/__fadd_rn keep nvcc from fusing
-// d*q + m into one FMA, which would round differently.
-
-__device__ __forceinline__ float h2f(const uint8_t *p) {
-    return __half2float(__ushort_as_half((unsigned short)(p[0] | (p[1] << 8))));
-}
-
-// Element e of a row of this type (row = first byte of the row).
-template <int T> __device__ float dq_elem(const uint8_t *row, int64_t e);
-
-template <> __device__ float dq_elem<PAGODA_DTYPE_F32>(const uint8_t *row, int64_t e) {
-    return ((const float *)row)[e];
-}
-template <> __device__ float dq_elem<PAGODA_DTYPE_F16>(const uint8_t *row, int64_t e) {
-    return __half2float(((const __half *)row)[e]);
-}
-template <> __device__ float dq_elem<PAGODA_DTYPE_BF16>(const uint8_t *row, int64_t e) {
-    return __uint_as_float((unsigned)((const unsigned short *)row)[e] << 16);
-}
-template <> __device__ float dq_elem<PAGODA_DTYPE_Q4_0>(const uint8_t *row, int64_t e) {
-    const uint8_t *b = row + (e / 32) * sizeof(block_q4_0);
-    const int k = (int)(e % 32);
-    const uint8_t q = b[2 + (k & 15)];
-    const int v = (k < 16 ? (q & 0xf) : (q >> 4)) - 8;
-    return __fmul_rn((float)v, h2f(b));
-}
-template <> __device__ float dq_elem<PAGODA_DTYPE_Q4_1>(const uint8_t *row, int64_t e) {
-    const uint8_t *b = row + (e / 32) * sizeof(block_q4_1);
-    const int k = (int)(e % 32);
-    const uint8_t q = b[4 + (k & 15)];
-    const int v = k < 16 ? (q & 0xf) : (q >> 4);
-    return __fadd_rn(__fmul_rn((float)v, h2f(b)), h2f(b + 2));
-}
-// Q5: bit 4 of element k (0..31) is bit k of qh (elements 16..31 use bits 16..31).
-template <> __device__ float dq_elem<PAGODA_DTYPE_Q5_0>(const uint8_t *row, int64_t e) {
-    const uint8_t *b = row + (e / 32) * sizeof(block_q5_0);
-    const int k = (int)(e % 32);
-    const uint8_t q = b[6 + (k & 15)];
-    const int hi = (b[2 + k / 8] >> (k % 8)) & 1;
-    const int v = ((k < 16 ? (q & 0xf) : (q >> 4)) | (hi << 4)) - 16;
-    return __fmul_rn((float)v, h2f(b));
-}
-template <> __device__ float dq_elem<PAGODA_DTYPE_Q5_1>(const uint8_t *row, int64_t e) {
-    const uint8_t *b = row + (e / 32) * sizeof(block_q5_1);
-    const int k = (int)(e % 32);
-    const uint8_t q = b[8 + (k & 15)];
-    const int hi = (b[4 + k / 8] >> (k % 8)) & 1;
-    const int v = (k < 16 ? (q & 0xf) : (q >> 4)) | (hi << 4);
-    return __fadd_rn(__fmul_rn((float)v, h2f(b)), h2f(b + 2));
-}
-template <> __device__ float dq_elem<PAGODA_DTYPE_Q8_0>(const uint8_t *row, int64_t e) {
-    const uint8_t *b = row + (e / 32) * sizeof(block_q8_0);
-    return __fmul_rn((float)(int8_t)b[2 + e % 32], h2f(b));
-}
-
-// 6-bit scale and min of sub-block j of a Q4_K/Q5_K super-block (llama.cpp packing).
-__device__ __forceinline__ void scale_min_k4(int j, const uint8_t *q, int *d, int *m) {
-    if (j < 4) {
-        *d = q[j] & 63;
-        *m = q[j + 4] & 63;
-    } else {
-        *d = (q[j + 4] & 0xf) | ((q[j - 4] >> 6) << 4);
-        *m = (q[j + 4] >> 4) | ((q[j] >> 6) << 4);
-    }
-}
-
-// Q4_K/Q5_K: element e of a super-block is in 64-chunk c, sub-block is = 2c + (r >= 32).
-template <> __device__ float dq_elem<PAGODA_DTYPE_Q4_K>(const uint8_t *row, int64_t e) {
-    const uint8_t *b = row + (e / 256) * sizeof(block_q4_K);
-    const int r = (int)(e % 256), c = r / 64, is = 2 * c + ((r % 64) >= 32), l = r % 32;
-    int sc, m;
-    scale_min_k4(is, b + 4, &sc, &m);
-    const float d1 = __fmul_rn(h2f(b), (float)sc), m1 = __fmul_rn(h2f(b + 2), (float)m);
-    const uint8_t q = b[16 + 32 * c + l];
-    const int v = (r % 64) < 32 ? (q & 0xf) : (q >> 4);
-    return __fsub_rn(__fmul_rn(d1, (float)v), m1);
-}
-template <> __device__ float dq_elem<PAGODA_DTYPE_Q5_K>(const uint8_t *row, int64_t e) {
-    const uint8_t *b = row + (e / 256) * sizeof(block_q5_K);
-    const int r = (int)(e % 256), c = r / 64, is = 2 * c + ((r % 64) >= 32), l = r % 32;
-    int sc, m;
-    scale_min_k4(is, b + 4, &sc, &m);
-    const float d1 = __fmul_rn(h2f(b), (float)sc), m1 = __fmul_rn(h2f(b + 2), (float)m);
-    const uint8_t q = b[48 + 32 * c + l];
-    const int hi = (b[16 + l] >> is) & 1;
-    const int v = ((r % 64) < 32 ? (q & 0xf) : (q >> 4)) + (hi ? 16 : 0);
-    return __fsub_rn(__fmul_rn(d1, (float)v), m1);
-}
-// Q6_K: ql[128] qh[64] scales[16] d; same element order as q6_K_quant in ref/quants.c.
-template <> __device__ float dq_elem<PAGODA_DTYPE_Q6_K>(const uint8_t *row, int64_t e) {
-    const uint8_t *b = row + (e / 256) * sizeof(block_q6_K);
-    const int r = (int)(e % 256), half = r / 128, rr = r % 128, quarter = rr / 32, l = rr % 32;
-    const uint8_t ql = b[64 * half + 32 * (quarter & 1) + l];
-    const int lo = quarter < 2 ? (ql & 0xf) : (ql >> 4);
-    const int hi = (b[128 + 32 * half + l] >> (2 * quarter)) & 3;
-    const int q = (lo | (hi << 4)) - 32;
-    const float ds = __fmul_rn(h2f(b + 208), (float)(int8_t)b[192 + r / 16]);
-    return __fmul_rn(ds, (float)q);
-}
-
 template <int T>
 __global__ void get_rows_kernel(const uint8_t *table, size_t row_bytes, int64_t n_cols, const int32_t *ids,
                                 float *out, bool accumulate) {
     const int64_t e = (int64_t)blockIdx.y * blockDim.x + threadIdx.x;
     if (e >= n_cols) return;
     const int i = blockIdx.x;
-    const float v = dq_elem<T>(table + (size_t)ids[i] * row_bytes, e);
+    const float v = deq_row<T>(table + (size_t)ids[i] * row_bytes, e);
     float *o = out + (int64_t)i * n_cols + e;
     *o = accumulate ? *o + v : v;
 }

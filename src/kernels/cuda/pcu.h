@@ -44,8 +44,6 @@ pagoda_status pcu_h2d(void *d_dst, const void *src, size_t bytes, pcu_stream *s)
 pagoda_status pcu_d2h(void *dst, const void *d_src, size_t bytes, pcu_stream *s);
 pagoda_status pcu_d2d(void *d_dst, const void *d_src, size_t bytes, pcu_stream *s);
 pagoda_status pcu_memset(void *d_dst, int value, size_t bytes, pcu_stream *s);
-/* n copies of `bytes` each: dst + dst_off[i] <- src + src_off[i] (byte offsets, on the device). */
-pagoda_status pcu_d2d_many(void *d_base, const size_t *src_off, const size_t *dst_off, int n, size_t bytes, pcu_stream *s);
 
 /* Launch errors (bad configuration etc.) since the last check, as a pagoda_status with a log line. */
 pagoda_status pcu_check(const char *what);

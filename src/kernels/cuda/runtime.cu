@@ -155,15 +155,6 @@ pagoda_status pcu_memset(void *d_dst, int value, size_t bytes, pcu_stream *s) {
     else CU_TRY(cudaMemset(d_dst, value, bytes), "memset");
     return PAGODA_OK;
 }
-pagoda_status pcu_d2d_many(void *d_base, const size_t *src_off, const size_t *dst_off, int n, size_t bytes,
-                           pcu_stream *s) {
-    for (int i = 0; i < n; i++) {
-        pagoda_status st = pcu_d2d((char *)d_base + dst_off[i], (const char *)d_base + src_off[i], bytes, s);
-        if (st) return st;
-    }
-    return PAGODA_OK;
-}
-
 pagoda_status pcu_check(const char *what) {
     CU_TRY(cudaGetLastError(), what);
     return PAGODA_OK;
