@@ -230,6 +230,9 @@ typedef struct {
     uint64_t n_preemptions;
     int32_t n_running_requests;      /* requests with a sequence in the running batch */
     int32_t n_waiting_requests;      /* live requests with none running (queued or preempted) */
+    double step_seconds;             /* wall time in steps that ran a forward pass, */
+    double forward_seconds;          /* of which in the forward pass; the rest is host work
+                                        (scheduling, sampling, detokenization, events) */
 } pagoda_engine_stats;
 void pagoda_engine_get_stats(pagoda_engine *e, pagoda_engine_stats *s); /* thread-safe */
 

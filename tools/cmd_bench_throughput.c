@@ -30,6 +30,9 @@ static void usage(void) {
             "  --max-batch-tokens N tokens per engine step (default 256)\n"
             "  -r N                 repetitions, rows interleaved; medians are reported (default 1)\n"
             "  --seed N             prompt token seed (default 1)\n"
+            "  --temperature T      sampling temperature (default 0: greedy); each request seeded\n"
+            "  --top-p P            nucleus sampling (default 1: off)\n"
+            "  --top-k K            top-k sampling (default 0: off)\n"
             "  --dataset PATH       prompts from a JSONL file (\"prompt\" or \"text\" per line, .gz ok;\n"
             "                       'humaneval': ../shared/data/HumanEval.jsonl.gz) instead of random\n"
             "                       tokens; the IN of --lens is then ignored and the mean is shown\n"
@@ -105,17 +108,27 @@ static void dataset_free(dataset *d) {
     free(d->ids), free(d->n);
 }
 
+/* how every request samples (vLLM's benchmark_throughput samples at temperature 1) */
+typedef struct {
+    float temperature, top_p;
+    long top_k;
+} sampling_opts;
+
 typedef struct {
     int32_t in_len, out_len, conc, n_req;
     double seconds, req_s, out_tok_s, decode_tok_s, total_tok_s;
+    double host_ms; /* per engine step, outside the forward pass (scheduling, sampling, events) */
 } row;
 
-static int run_row(pagoda_engine *e, int32_t V, row *r, uint64_t *seed, dataset *ds, int32_t max_len) {
+static int run_row(pagoda_engine *e, int32_t V, row *r, uint64_t *seed, dataset *ds, int32_t max_len,
+                   const sampling_opts *so) {
     progress p = {.n_requests = r->n_req};
     int32_t *prompt = malloc(sizeof(int32_t) * ((size_t)r->in_len + 1));
     if (!prompt) return 1;
     int64_t prompt_tokens = 0;
     int32_t submitted = 0, live = 0;
+    pagoda_engine_stats s0, s1;
+    pagoda_engine_get_stats(e, &s0);
     double t0 = cli_now_s();
     while (p.done < r->n_req) {
         /* keep `conc` requests in flight */
@@ -136,7 +149,9 @@ static int run_row(pagoda_engine *e, int32_t V, row *r, uint64_t *seed, dataset 
             pagoda_request q;
             pagoda_request_default(&q);
             q.prompt_tokens = ids, q.n_prompt_tokens = n_ids, q.max_tokens = r->out_len;
-            q.ignore_eos = 1, q.sampling.temperature = 0;
+            q.ignore_eos = 1;
+            q.sampling.temperature = so->temperature, q.sampling.top_p = so->top_p, q.sampling.top_k = (int32_t)so->top_k;
+            q.sampling.seed = submitted + 1;
             q.on_event = on_event, q.user = &p;
             if (pagoda_engine_submit(e, &q, NULL)) {
                 free(prompt);
@@ -147,12 +162,15 @@ static int run_row(pagoda_engine *e, int32_t V, row *r, uint64_t *seed, dataset 
         pagoda_engine_step(e, &live);
     }
     double t1 = cli_now_s();
+    pagoda_engine_get_stats(e, &s1);
     free(prompt);
     if (p.failed) { /* a figure over failed requests would mean nothing */
         fprintf(stderr, "pagoda: %d of %d requests failed: %s\n", p.failed, r->n_req, p.error);
         return 1;
     }
     r->seconds = t1 - t0;
+    uint64_t steps = s1.n_steps - s0.n_steps;
+    r->host_ms = steps ? 1e3 * ((s1.step_seconds - s1.forward_seconds) - (s0.step_seconds - s0.forward_seconds)) / (double)steps : 0;
     r->req_s = r->n_req / r->seconds;
     r->out_tok_s = p.generated / r->seconds;
     r->total_tok_s = ((double)prompt_tokens + p.generated) / r->seconds;
@@ -214,11 +232,19 @@ static void write_svg(const char *path, const char *model, const row *rows, int 
     fclose(f);
 }
 
+static int float_in(const char *opt, const char *val, float lo, float hi, float *out) {
+    if (cli_float(opt, val, out)) return 1;
+    if (*out >= lo && *out <= hi) return 0;
+    fprintf(stderr, "pagoda: %s must be in [%g, %g], got '%s'\n", opt, lo, hi, val);
+    return 1;
+}
+
 int cmd_bench_throughput(int argc, char **argv) {
     const char *model = NULL, *json_path = NULL, *lens = "128/128", *conc_list = "1,8,32", *dataset_path = NULL, *svg_path = NULL;
     long n_req = 0, threads = 0, max_batch = 256, seed_opt = 1, reps = 1;
     uint64_t kv_mem = 0;
     int kv_type = PAGODA_DTYPE_F32;
+    sampling_opts so = {.temperature = 0, .top_p = 1, .top_k = 0};
     cli_device dev;
     cli_device_default(&dev);
     for (int i = 1; i < argc; i++) {
@@ -235,6 +261,9 @@ int cmd_bench_throughput(int argc, char **argv) {
         else if (cli_device_option(a, v, &dev, &bad)) {}
         else if (!strcmp(a, "-r")) bad = cli_int(a, v, 1, 100, &reps);
         else if (!strcmp(a, "--seed")) bad = cli_int(a, v, 0, 1L << 30, &seed_opt);
+        else if (!strcmp(a, "--temperature")) bad = float_in(a, v, 0, 100, &so.temperature);
+        else if (!strcmp(a, "--top-p")) bad = float_in(a, v, 1e-6f, 1, &so.top_p);
+        else if (!strcmp(a, "--top-k")) bad = cli_int(a, v, 0, 1L << 30, &so.top_k);
         else if (!strcmp(a, "--kv-mem")) bad = cli_size(a, v, &kv_mem);
         else if (!strcmp(a, "--kv-type")) bad = cli_kv_type(a, v, &kv_type), dev.kv_type_given = 1;
         else if (!strcmp(a, "--json")) json_path = v;
@@ -292,7 +321,7 @@ int cmd_bench_throughput(int argc, char **argv) {
     uint64_t seed = (uint64_t)seed_opt;
     { /* warm-up: page in weights and scratch, settle the thread pool */
         row w = {.in_len = 16, .out_len = 4, .conc = 1, .n_req = 1};
-        if (run_row(e, info.n_vocab, &w, &seed, NULL, st.max_model_len)) goto fail;
+        if (run_row(e, info.n_vocab, &w, &seed, NULL, st.max_model_len, &so)) goto fail;
     }
     row rows[256];
     int n_rows = 0;
@@ -309,39 +338,41 @@ int cmd_bench_throughput(int argc, char **argv) {
             n_rows++;
         }
     /* repetitions go round all rows, so a slow spell of a shared machine hits every row alike */
-    double *samples = calloc((size_t)n_rows * (size_t)reps * 4, sizeof(double));
+    enum { NS = 5 }; /* figures kept per repetition */
+    double *samples = calloc((size_t)n_rows * (size_t)reps * NS, sizeof(double));
     if (!samples) goto fail;
     for (long rep = 0; rep < reps; rep++)
         for (int i = 0; i < n_rows; i++) {
             row x = rows[i];
             fprintf(stderr, "\rrepetition %ld/%ld: %d/%d x %d      ", rep + 1, reps, x.in_len, x.out_len, x.conc);
-            if (run_row(e, info.n_vocab, &x, &seed, &ds, st.max_model_len)) {
+            if (run_row(e, info.n_vocab, &x, &seed, &ds, st.max_model_len, &so)) {
                 free(samples);
                 goto fail;
             }
-            double *smp = samples + ((size_t)i * (size_t)reps + (size_t)rep) * 4;
-            smp[0] = x.seconds, smp[1] = x.out_tok_s, smp[2] = x.decode_tok_s, smp[3] = x.total_tok_s;
+            double *smp = samples + ((size_t)i * (size_t)reps + (size_t)rep) * NS;
+            smp[0] = x.seconds, smp[1] = x.out_tok_s, smp[2] = x.decode_tok_s, smp[3] = x.total_tok_s, smp[4] = x.host_ms;
             if (dataset_path) rows[i].in_len = x.in_len;
         }
     fprintf(stderr, "\n");
-    printf("| %6s | %6s | %5s | %5s | %8s | %10s | %10s | %10s | %10s |\n", "input", "output", "conc", "reqs", "seconds",
-           "req/s", "out tok/s", "decode t/s", "total t/s");
-    printf("|-------:|-------:|------:|------:|---------:|-----------:|-----------:|-----------:|-----------:|\n");
+    printf("| %6s | %6s | %5s | %5s | %8s | %10s | %10s | %10s | %10s | %12s |\n", "input", "output", "conc", "reqs", "seconds",
+           "req/s", "out tok/s", "decode t/s", "total t/s", "host ms/step");
+    printf("|-------:|-------:|------:|------:|---------:|-----------:|-----------:|-----------:|-----------:|-------------:|\n");
     for (int i = 0; i < n_rows; i++) {
         row *r = &rows[i];
         /* the repetition of median duration gives all the row's figures, so they agree */
         double v[100];
-        for (long rep = 0; rep < reps; rep++) v[rep] = samples[((size_t)i * (size_t)reps + (size_t)rep) * 4];
+        for (long rep = 0; rep < reps; rep++) v[rep] = samples[((size_t)i * (size_t)reps + (size_t)rep) * NS];
         double med = cli_median(v, reps);
         const double *pick = NULL;
         for (long rep = 0; rep < reps; rep++) {
-            const double *smp = samples + ((size_t)i * (size_t)reps + (size_t)rep) * 4;
+            const double *smp = samples + ((size_t)i * (size_t)reps + (size_t)rep) * NS;
             if (!pick || fabs(smp[0] - med) < fabs(pick[0] - med)) pick = smp;
         }
         r->seconds = pick[0], r->out_tok_s = pick[1], r->decode_tok_s = pick[2], r->total_tok_s = pick[3];
+        r->host_ms = pick[4];
         r->req_s = r->n_req / r->seconds;
-        printf("| %6d | %6d | %5d | %5d | %8.2f | %10.2f | %10.1f | %10.1f | %10.1f |\n", r->in_len, r->out_len, r->conc,
-               r->n_req, r->seconds, r->req_s, r->out_tok_s, r->decode_tok_s, r->total_tok_s);
+        printf("| %6d | %6d | %5d | %5d | %8.2f | %10.2f | %10.1f | %10.1f | %10.1f | %12.3f |\n", r->in_len, r->out_len,
+               r->conc, r->n_req, r->seconds, r->req_s, r->out_tok_s, r->decode_tok_s, r->total_tok_s, r->host_ms);
     }
     free(samples);
     pagoda_engine_get_stats(e, &st);
@@ -349,11 +380,12 @@ int cmd_bench_throughput(int argc, char **argv) {
     if (json_path) {
         json_t *arr = json_array();
         for (int i = 0; i < n_rows; i++)
-            json_array_append_new(arr, json_pack("{s:i, s:i, s:i, s:i, s:f, s:f, s:f, s:f, s:f}", "input_len", rows[i].in_len,
+            json_array_append_new(arr, json_pack("{s:i, s:i, s:i, s:i, s:f, s:f, s:f, s:f, s:f, s:f}", "input_len", rows[i].in_len,
                                                  "output_len", rows[i].out_len, "concurrency", rows[i].conc, "requests",
                                                  rows[i].n_req, "seconds", rows[i].seconds, "requests_per_s", rows[i].req_s,
                                                  "output_tokens_per_s", rows[i].out_tok_s, "decode_tokens_per_s",
-                                                 rows[i].decode_tok_s, "total_tokens_per_s", rows[i].total_tok_s));
+                                                 rows[i].decode_tok_s, "total_tokens_per_s", rows[i].total_tok_s,
+                                                 "host_ms_per_step", rows[i].host_ms));
         json_t *root = json_pack("{s:s, s:s, s:i, s:o}", "model", model, "arch", info.arch, "threads", (int)threads, "rows", arr);
         if (json_dump_file(root, json_path, JSON_INDENT(2))) fprintf(stderr, "pagoda: cannot write %s\n", json_path);
         json_decref(root);

@@ -7,6 +7,7 @@
  * to the thread that steps: the engine thread after pagoda_engine_start, else the caller of
  * pagoda_engine_step. Event callbacks run on that thread, with no lock held. */
 #include <math.h>
+#include <omp.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -53,6 +54,14 @@ struct request {
     request *next;           /* inbox / live list */
 };
 
+/* What the parallel phase of a step picked from one logits row. */
+typedef struct {
+    int32_t token;           /* -1: not picked there (a request that forks into n choices now) */
+    float lp;                /* its log-probability, when the request asks for logprobs */
+    int32_t top_tok[MAX_LOGPROBS];
+    float top_lp[MAX_LOGPROBS];
+} pick;
+
 struct pagoda_engine {
     pagoda_model *pm;
     const pg_model *m;
@@ -64,7 +73,9 @@ struct pagoda_engine {
     scheduler *sched;
     pg_forward *fwd;
     float *logits;           /* [max_seqs][n_vocab] */
-    float *scratch;          /* [n_vocab] logits a sampler may modify */
+    pg_sample_ws **ws;       /* [n_pick_threads] sampling buffers, one per thread */
+    int n_pick_threads;
+    pick *picks;             /* [max_seqs] */
     int32_t *b_tokens;       /* [max_batch_tokens] */
     uint8_t *b_mask;         /* [max_batch_tokens] */
     int32_t *b_seq_start;    /* [max_seqs + 1] */
@@ -201,7 +212,13 @@ pagoda_status pagoda_engine_create(pagoda_model *pm, const pagoda_engine_config 
         goto fail;
     size_t V = (size_t)e->n_vocab, S = (size_t)c.max_seqs, T = (size_t)c.max_batch_tokens;
     e->logits = forward_host_alloc(e->fwd, S * V * sizeof(float)); /* pinned on a GPU: faster copies */
-    e->scratch = malloc(V * sizeof(float));
+    /* sampling runs on the kernel threads (idle then on the CPU; the host cores on a GPU) */
+    if (c.n_threads > 0) kcpu_set_threads(c.n_threads);
+    e->n_pick_threads = kcpu_get_threads() > 0 ? kcpu_get_threads() : 1;
+    e->ws = calloc((size_t)e->n_pick_threads, sizeof *e->ws);
+    for (int i = 0; e->ws && i < e->n_pick_threads; i++)
+        if ((st = sampler_ws_create(e->n_vocab, &e->ws[i]))) goto fail;
+    e->picks = malloc(S * sizeof(pick));
     e->b_tokens = malloc(T * sizeof(int32_t));
     e->b_mask = malloc(T);
     e->b_seq_start = malloc((S + 1) * sizeof(int32_t));
@@ -213,12 +230,11 @@ pagoda_status pagoda_engine_create(pagoda_model *pm, const pagoda_engine_config 
     e->device_argmax = forward_has_device_argmax(e->fwd) && !getenv("PAGODA_NO_DEVICE_ARGMAX");
     e->cap_text = 4096;
     e->text = malloc(e->cap_text);
-    if (!e->logits || !e->scratch || !e->b_tokens || !e->b_mask || !e->b_seq_start || !e->b_pos0 ||
+    if (!e->logits || !e->ws || !e->picks || !e->b_tokens || !e->b_mask || !e->b_seq_start || !e->b_pos0 ||
         !e->b_nblocks || !e->b_tables || !e->b_row || !e->b_ids || !e->text) {
         st = pg_fail(PAGODA_ERR_NOMEM, "engine: out of memory");
         goto fail;
     }
-    if (c.n_threads > 0) kcpu_set_threads(c.n_threads);
     e->stats.kv_blocks_total = (int32_t)n_blocks;
     e->stats.kv_block_size = c.kv_block_size;
     e->stats.max_model_len = e->max_model_len;
@@ -342,7 +358,7 @@ static pagoda_status make_request(pagoda_engine *e, const pagoda_request *p, req
         sp.frequency_penalty = p->sampling.frequency_penalty;
         sp.penalty_last_n = -1; /* penalties look at the generated tokens (OpenAI semantics) */
         sp.seed = seed + (uint64_t)i;
-        if ((st = sampler_create(&sp, e->n_vocab, &ch->sampler)) ||
+        if ((st = sampler_create_lean(&sp, e->n_vocab, &ch->sampler)) ||
             (e->tok && (st = tok_stream_create(e->tok, p->skip_special != 0, &ch->detok))) ||
             (st = stop_init(&ch->stop, p->stop, p->n_stop)))
             goto fail;
@@ -516,8 +532,7 @@ static void cancel_request(pagoda_engine *e, request *r, pagoda_finish_reason wh
 
 /* log-softmax of the raw logits (the model's distribution, before sampling transforms) and the
  * top k entries, highest first. */
-static float logprobs_of(pagoda_engine *e, const float *logits, int32_t token, int32_t k, int32_t *top_tok, float *top_lp) {
-    int32_t V = e->n_vocab;
+static float logprobs_of(int32_t V, const float *logits, int32_t token, int32_t k, int32_t *top_tok, float *top_lp) {
     float mx = -INFINITY;
     for (int32_t i = 0; i < V; i++) mx = logits[i] > mx ? logits[i] : mx;
     double sum = 0;
@@ -540,12 +555,22 @@ static int is_stop_token(const request *r, int32_t t) {
     return 0;
 }
 
-static void accept_token(pagoda_engine *e, choice *ch, int32_t t, const float *row);
+/* Samples ch's next token from a logits row (and its logprobs, if the request wants them).
+ * Touches only ch's sampler and ws, so rows of different choices go in parallel. */
+static void pick_token(int32_t V, choice *ch, const float *row, pg_sample_ws *ws, pick *out) {
+    const request *r = ch->r;
+    out->token = sampler_sample_ws(ch->sampler, row, ws);
+    int32_t k = r->p.logprobs > 0 ? r->p.logprobs : 0;
+    if (r->p.logprobs >= 0) out->lp = logprobs_of(V, row, out->token, k, out->top_tok, out->top_lp);
+}
+
+static void accept_token(pagoda_engine *e, choice *ch, int32_t t, const pick *pk);
 
 /* Samples the next token of ch from a logits row and emits it; finishes the choice if it ends. */
 static void sample_choice(pagoda_engine *e, choice *ch, const float *row) {
-    memcpy(e->scratch, row, (size_t)e->n_vocab * sizeof(float));
-    accept_token(e, ch, sampler_sample(ch->sampler, e->scratch), row);
+    pick pk;
+    pick_token(e->n_vocab, ch, row, e->ws[0], &pk);
+    accept_token(e, ch, pk.token, &pk);
 }
 
 /* true if a choice's next token is the plain argmax (no penalties, no logprobs): the GPU can
@@ -556,8 +581,8 @@ static int greedy_plain(const request *r) {
            p->frequency_penalty == 0 && r->p.logprobs < 0 && r->p.n == 1;
 }
 
-/* Emits token t of ch (row: its logits, needed only for logprobs); finishes the choice if it ends. */
-static void accept_token(pagoda_engine *e, choice *ch, int32_t t, const float *row) {
+/* Emits token t of ch (pk: its logprobs, NULL when none were asked for); finishes the choice if it ends. */
+static void accept_token(pagoda_engine *e, choice *ch, int32_t t, const pick *pk) {
     request *r = ch->r;
     sampler_accept(ch->sampler, t);
     ch->n_generated++;
@@ -568,10 +593,8 @@ static void accept_token(pagoda_engine *e, choice *ch, int32_t t, const float *r
         finish_choice(e, ch, PAGODA_FINISH_STOP, NULL, 1);
         return;
     }
-    int32_t top_tok[MAX_LOGPROBS];
-    float top_lp[MAX_LOGPROBS], lp = 0;
-    int32_t k = r->p.logprobs > 0 ? r->p.logprobs : 0;
-    if (r->p.logprobs >= 0 && row) lp = logprobs_of(e, row, t, k, top_tok, top_lp);
+    int32_t k = r->p.logprobs > 0 && pk ? r->p.logprobs : 0;
+    float lp = r->p.logprobs >= 0 && pk ? pk->lp : 0;
     size_t n = ch->detok ? tok_stream_push(ch->detok, t, e->text, e->cap_text) : 0;
     while (n > e->cap_text) { /* a very long token piece: grow once and retry */
         char *b = realloc(e->text, n * 2);
@@ -589,7 +612,7 @@ static void accept_token(pagoda_engine *e, choice *ch, int32_t t, const float *r
         finish_choice(e, ch, PAGODA_FINISH_ERROR, "out of memory", 0);
         return;
     }
-    emit(ch, out, n_out, t, PAGODA_FINISH_NONE, NULL, k ? top_lp : NULL, k ? top_tok : NULL, k, lp);
+    emit(ch, out, n_out, t, PAGODA_FINISH_NONE, NULL, k ? pk->top_lp : NULL, k ? pk->top_tok : NULL, k, lp);
     if (stopped) {
         finish_choice(e, ch, PAGODA_FINISH_STOP, NULL, 0);
     } else if (ch->n_generated >= r->max_tokens || ch->seq->n_tokens + 1 >= e->max_model_len) {
@@ -640,8 +663,35 @@ static void update_gauges(pagoda_engine *e) {
     pthread_mutex_unlock(&e->mu);
 }
 
+/* The parallel phase of sampling: every logits row of a choice that does not fork now gets its
+ * token (and logprobs) on the kernel threads. At a few hundred sequences, sampling one row after
+ * another took longer than a GPU forward pass. */
+static void pick_rows(pagoda_engine *e, const sched_plan *plan) {
+    const int32_t n = plan->n_seqs, V = e->n_vocab;
+    int32_t rows = 0;
+    for (int32_t i = 0; i < n; i++) rows += e->b_row[i] >= 0;
+    int nt = e->n_pick_threads < rows ? e->n_pick_threads : rows;
+#pragma omp parallel for schedule(dynamic, 1) num_threads(nt > 0 ? nt : 1) if (nt > 1)
+    for (int32_t i = 0; i < n; i++) {
+        pick *pk = &e->picks[i];
+        pk->token = -1;
+        if (e->b_row[i] < 0) continue;
+        choice *ch = plan->seqs[i]->owner;
+        if (ch->r->p.n > 1 && !ch->r->forked) continue; /* forks in batch order, below */
+        const float *row = e->logits + (size_t)e->b_row[i] * (size_t)V;
+        pick_token(V, ch, row, e->ws[omp_get_thread_num()], pk);
+    }
+}
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
 /* One engine step. Returns 1 if it ran a forward pass, 0 if there was nothing to run. */
 static int step(pagoda_engine *e) {
+    double t_start = now_s();
     take_inbox(e);
     sched_plan plan;
     sched_schedule(e->sched, &plan);
@@ -681,8 +731,10 @@ static int step(pagoda_engine *e) {
     int argmax = rows > 0 && e->device_argmax;
     for (int32_t i = 0; argmax && i < plan.n_seqs; i++)
         if (e->b_row[i] >= 0 && !greedy_plain(((choice *)plan.seqs[i]->owner)->r)) argmax = 0;
+    double t_fwd = now_s();
     pagoda_status st = argmax ? forward_run_argmax(e->fwd, &b, e->kv, e->b_ids)
                               : forward_run(e->fwd, &b, e->kv, e->logits); /* rows == 0: writes no logits */
+    t_fwd = now_s() - t_fwd;
     if (st) {
         char msg[512];
         snprintf(msg, sizeof msg, "forward pass failed: %s", pagoda_last_error());
@@ -701,7 +753,8 @@ static int step(pagoda_engine *e) {
     e->stats.n_cached_tokens += cached_tokens;
     e->stats.n_preemptions += (uint64_t)plan.n_preempted;
     pthread_mutex_unlock(&e->mu);
-    /* sample in batch order; finishing a choice never invalidates another planned sequence */
+    if (!argmax) pick_rows(e, &plan);
+    /* accept in batch order; finishing a choice never invalidates another planned sequence */
     for (int32_t i = 0; i < plan.n_seqs; i++) {
         if (e->b_row[i] < 0) continue;
         sched_seq *q = plan.seqs[i];
@@ -709,6 +762,10 @@ static int step(pagoda_engine *e) {
         request *r = ch->r;
         if (argmax) {
             accept_token(e, ch, e->b_ids[e->b_row[i]], NULL);
+            continue;
+        }
+        if (e->picks[i].token >= 0) {
+            accept_token(e, ch, e->picks[i].token, &e->picks[i]);
             continue;
         }
         const float *row = e->logits + (size_t)e->b_row[i] * (size_t)e->n_vocab;
@@ -735,6 +792,11 @@ static int step(pagoda_engine *e) {
         sample_choice(e, ch, row);
     }
     update_gauges(e);
+    double t_step = now_s() - t_start;
+    pthread_mutex_lock(&e->mu);
+    e->stats.step_seconds += t_step;
+    e->stats.forward_seconds += t_fwd;
+    pthread_mutex_unlock(&e->mu);
     return 1;
 }
 
@@ -803,7 +865,8 @@ void pagoda_engine_destroy(pagoda_engine *e) {
     kv_cache_destroy(e->kv);
     if (e->fwd) forward_host_free(e->fwd, e->logits);
     forward_destroy(e->fwd);
-    free(e->scratch), free(e->b_tokens), free(e->b_mask), free(e->b_seq_start);
+    for (int i = 0; e->ws && i < e->n_pick_threads; i++) sampler_ws_destroy(e->ws[i]);
+    free(e->ws), free(e->picks), free(e->b_tokens), free(e->b_mask), free(e->b_seq_start);
     free(e->b_pos0), free(e->b_nblocks), free(e->b_tables), free(e->b_row), free(e->b_ids), free(e->text), free(e->cancels);
     pthread_mutex_destroy(&e->mu);
     pthread_cond_destroy(&e->cv);

@@ -23,13 +23,23 @@ typedef struct {
     float v; /* logit, then unnormalized probability */
 } cand;
 
-struct pg_sampler {
-    pg_sampling_params p;
+enum { HIST = 1024 }; /* buckets of positive floats <= 1 by their top bits: 8 per octave */
+
+struct pg_sample_ws {
     int32_t n_vocab;
+    double hist_mass[HIST];
+    int32_t hist_count[HIST];
     cand *cands;       /* [n_vocab] working set */
     float *prob;       /* [n_vocab] dense probabilities (unnormalized) */
     float *bsum;       /* [ceil(n_vocab / BLOCK)] block sums of prob */
-    /* penalty history */
+    float *copy;       /* [n_vocab] penalized logits (sampler_sample_ws) */
+};
+
+struct pg_sampler {
+    pg_sampling_params p;
+    int32_t n_vocab;
+    pg_sample_ws *own; /* sampler_create's buffers; NULL for a lean sampler */
+    /* penalty history, kept only when a penalty is on (counts == NULL otherwise) */
     int32_t *counts;   /* [n_vocab] occurrences in the window */
     int32_t *distinct; /* [n_vocab] tokens with counts > 0, unordered */
     int32_t *slot;     /* [n_vocab] position of a token in distinct */
@@ -86,7 +96,38 @@ pg_sampling_params sampler_default_params(void) {
     return p;
 }
 
-pagoda_status sampler_create(const pg_sampling_params *p, int32_t n_vocab, pg_sampler **out) {
+pagoda_status sampler_ws_create(int32_t n_vocab, pg_sample_ws **out) {
+    *out = NULL;
+    if (n_vocab <= 0) return pg_fail(PAGODA_ERR_INVALID, "sampler: n_vocab %d must be > 0", (int)n_vocab);
+    pg_sample_ws *w = calloc(1, sizeof *w);
+    size_t n = (size_t)n_vocab;
+    if (w) {
+        w->n_vocab = n_vocab;
+        w->cands = malloc(n * sizeof *w->cands);
+        w->prob = malloc(n * sizeof *w->prob);
+        w->bsum = malloc((n / BLOCK + 1) * sizeof *w->bsum);
+        w->copy = malloc(n * sizeof *w->copy);
+    }
+    if (!w || !w->cands || !w->prob || !w->bsum || !w->copy) {
+        sampler_ws_destroy(w);
+        return pg_fail(PAGODA_ERR_NOMEM, "sampler: out of memory for n_vocab %d", (int)n_vocab);
+    }
+    *out = w;
+    return PAGODA_OK;
+}
+
+void sampler_ws_destroy(pg_sample_ws *w) {
+    if (!w) return;
+    free(w->cands), free(w->prob), free(w->bsum), free(w->copy);
+    free(w);
+}
+
+static bool penalties_on(const pg_sampling_params *p) {
+    return p->penalty_last_n != 0 &&
+           (p->repetition_penalty != 1.0f || p->presence_penalty != 0.0f || p->frequency_penalty != 0.0f);
+}
+
+static pagoda_status create(const pg_sampling_params *p, int32_t n_vocab, bool own_buffers, pg_sampler **out) {
     if (!out) return pg_fail(PAGODA_ERR_INVALID, "sampler_create: out is NULL");
     *out = NULL;
     if (!p) return pg_fail(PAGODA_ERR_INVALID, "sampler_create: params is NULL");
@@ -106,15 +147,15 @@ pagoda_status sampler_create(const pg_sampling_params *p, int32_t n_vocab, pg_sa
     s->p = *p;
     s->n_vocab = n_vocab;
     size_t n = (size_t)n_vocab;
-    s->cands = malloc(n * sizeof *s->cands);
-    s->counts = calloc(n, sizeof *s->counts);
-    s->distinct = malloc(n * sizeof *s->distinct);
-    s->slot = malloc(n * sizeof *s->slot);
-    s->prob = malloc(n * sizeof *s->prob);
-    s->bsum = malloc((n / BLOCK + 1) * sizeof *s->bsum);
-    if (!s->cands || !s->prob || !s->bsum || !s->counts || !s->distinct || !s->slot) goto nomem;
-    if (p->penalty_last_n > 0 && !(s->ring = malloc((size_t)p->penalty_last_n * sizeof *s->ring)))
-        goto nomem;
+    if (own_buffers && sampler_ws_create(n_vocab, &s->own)) goto nomem;
+    if (penalties_on(p)) {
+        s->counts = calloc(n, sizeof *s->counts);
+        s->distinct = malloc(n * sizeof *s->distinct);
+        s->slot = malloc(n * sizeof *s->slot);
+        if (!s->counts || !s->distinct || !s->slot) goto nomem;
+        if (p->penalty_last_n > 0 && !(s->ring = malloc((size_t)p->penalty_last_n * sizeof *s->ring)))
+            goto nomem;
+    }
     rng_seed(s->rng, p->seed);
     *out = s;
     return PAGODA_OK;
@@ -123,11 +164,17 @@ nomem:
     return pg_fail(PAGODA_ERR_NOMEM, "sampler: out of memory for n_vocab %d", (int)n_vocab);
 }
 
+pagoda_status sampler_create(const pg_sampling_params *p, int32_t n_vocab, pg_sampler **out) {
+    return create(p, n_vocab, true, out);
+}
+
+pagoda_status sampler_create_lean(const pg_sampling_params *p, int32_t n_vocab, pg_sampler **out) {
+    return create(p, n_vocab, false, out);
+}
+
 void sampler_destroy(pg_sampler *s) {
     if (!s) return;
-    free(s->cands);
-    free(s->prob);
-    free(s->bsum);
+    sampler_ws_destroy(s->own);
     free(s->counts);
     free(s->distinct);
     free(s->slot);
@@ -153,7 +200,7 @@ static void count_remove(pg_sampler *s, int32_t t) {
 }
 
 void sampler_accept(pg_sampler *s, int32_t token) {
-    if (!s || token < 0 || token >= s->n_vocab || s->p.penalty_last_n == 0) return;
+    if (!s || token < 0 || token >= s->n_vocab || !s->counts) return;
     if (s->p.penalty_last_n > 0) {
         int32_t cap = s->p.penalty_last_n;
         if (s->ring_len == cap) { /* window full: the oldest token leaves */
@@ -178,10 +225,11 @@ void sampler_reset(pg_sampler *s) {
 
 /* ---- sampling ---- */
 
+static bool has_penalties(const pg_sampler *s) { return s->counts && s->n_distinct > 0; }
+
 static void apply_penalties(const pg_sampler *s, float *logits) {
     const pg_sampling_params *p = &s->p;
-    if (p->repetition_penalty == 1.0f && p->presence_penalty == 0.0f && p->frequency_penalty == 0.0f)
-        return;
+    if (!has_penalties(s)) return;
     for (int32_t i = 0; i < s->n_distinct; i++) {
         int32_t t = s->distinct[i];
         float l = logits[t];
@@ -215,15 +263,54 @@ static void heap_sift_down(cand *h, int32_t n, int32_t i) {
     }
 }
 
-/* Keeps the smallest best-first prefix whose mass reaches top_p * sum (at least one token). */
-static int32_t apply_top_p(cand *c, int32_t n, bool sorted, double sum, float top_p) {
-    if (!sorted) qsort(c, (size_t)n, sizeof *c, cand_cmp);
-    double target = (double)top_p * sum, cum = 0.0;
+/* c sorted best first: keeps the smallest prefix whose mass reaches target (at least one token). */
+static int32_t apply_top_p_sorted(const cand *c, int32_t n, double target) {
+    double cum = 0.0;
     for (int32_t i = 0; i < n; i++) {
         cum += c[i].v;
         if (cum >= target) return i + 1;
     }
     return n;
+}
+
+static inline void cand_swap(cand *a, cand *b) {
+    cand t = *a;
+    *a = *b;
+    *b = t;
+}
+
+/* c in any order: moves the same set as apply_top_p_sorted would keep (the smallest best-first
+ * prefix whose mass reaches target) to c[0..k), in no particular order, and returns k. A
+ * quickselect on mass, expected O(n): a flat distribution puts thousands of tokens in the
+ * nucleus, and sorting them all cost more than the rest of sampling together. */
+static int32_t apply_top_p_unsorted(cand *c, int32_t n, double target) {
+    /* c[0..lo) is kept (every one ranks before all of c[lo..hi)); need: the mass still wanted */
+    int32_t lo = 0, hi = n;
+    double need = target;
+    while (hi - lo > 1) {
+        cand piv = c[lo + (hi - lo) / 2];
+        int32_t i = lo;
+        double m = 0.0;
+        for (int32_t j = lo; j < hi; j++)
+            if (cand_before(&c[j], &piv)) {
+                m += c[j].v;
+                cand_swap(&c[i++], &c[j]);
+            }
+        if (m >= need) { /* the nucleus ends among the ones ranked before the pivot */
+            hi = i;
+            continue;
+        }
+        need -= m; /* all of those kept, and then the pivot: it ranks next */
+        for (int32_t j = i; j < hi; j++)
+            if (c[j].id == piv.id) {
+                cand_swap(&c[i], &c[j]);
+                break;
+            }
+        lo = i + 1;
+        need -= piv.v;
+        if (need <= 0.0) return lo;
+    }
+    return hi; /* one left and still needed (or none left) */
 }
 
 /* ---- dense passes over the whole vocab: scalar, plus AVX2 versions chosen at run time ---- */
@@ -426,10 +513,62 @@ static int32_t draw_dense(const float *prob, const float *bsum, int32_t n, doubl
     return last; /* rounding: r landed on the total */
 }
 
-int32_t sampler_sample(pg_sampler *s, float *logits) {
+static inline uint32_t hist_bucket(float p) { /* p in (0, 1] */
+    uint32_t b;
+    memcpy(&b, &p, sizeof b);
+    b >>= 20; /* exponent and 3 mantissa bits; 1.0f lands in 1016 */
+    return b < HIST ? b : HIST - 1;
+}
+
+/* c[m++] for every x[i] > thr, in id order: skips 16 at a time where none is, branch-free where many are */
+static int32_t gather_above(const float *x, int32_t n, float thr, cand *c) {
+    int32_t m = 0;
+    for (int32_t i = 0; (i = next_above(x, i, n, thr)) < n;)
+        for (int32_t end = i + 16 < n ? i + 16 : n; i < end; i++) {
+            c[m] = (cand){i, x[i]};
+            m += x[i] > thr;
+        }
+    return m;
+}
+
+/* top-p over the dense probabilities w->prob (relative to the best, so <= 1): puts the nucleus
+ * into w->cands[0..ret), unordered. Only tokens above a threshold that already holds the target
+ * mass are gathered (few, for a peaked distribution) and ranked by quickselect. A flat one can
+ * leave most of the vocab: then a histogram of the candidates' float bits finds the bucket where
+ * the best-first mass reaches target, everything above it is kept as it is, and only that
+ * bucket's tokens (within 9% of each other) are ranked. */
+static int32_t nucleus_dense(pg_sample_ws *w, int32_t V, double target) {
+    const float *prob = w->prob;
+    float thr = 1e-3f;
+    while (thr > 0.0f && mass_above(prob, V, thr) < target) thr = thr < 1e-30f ? 0.0f : thr * 1e-3f;
+    cand *c = w->cands;
+    /* prob >= thr and > 0, i.e. prob > the float just below thr (or > 0) */
+    int32_t n = gather_above(prob, V, thr > 0.0f ? nextafterf(thr, 0.0f) : 0.0f, c);
+    if (n <= 4096) return apply_top_p_unsorted(c, n, target);
+    memset(w->hist_mass, 0, sizeof w->hist_mass);
+    memset(w->hist_count, 0, sizeof w->hist_count);
+    for (int32_t i = 0; i < n; i++) {
+        uint32_t b = hist_bucket(c[i].v);
+        w->hist_mass[b] += c[i].v;
+        w->hist_count[b]++;
+    }
+    double cum = 0.0;
+    int32_t edge = HIST - 1;
+    for (; edge > 0 && cum + w->hist_mass[edge] < target; edge--) cum += w->hist_mass[edge];
+    /* above the edge bucket to the front, then the edge bucket's tokens */
+    int32_t n_above = 0;
+    for (int32_t i = 0; i < n; i++)
+        if (hist_bucket(c[i].v) > (uint32_t)edge) cand_swap(&c[n_above++], &c[i]);
+    int32_t n_edge = n_above;
+    for (int32_t i = n_above; i < n; i++)
+        if (hist_bucket(c[i].v) == (uint32_t)edge) cand_swap(&c[n_edge++], &c[i]);
+    return n_above + apply_top_p_unsorted(c + n_above, n_edge - n_above, target - cum);
+}
+
+/* Everything after the penalties; reads logits only. */
+static int32_t sample_from(pg_sampler *s, const float *logits, pg_sample_ws *w) {
     const pg_sampling_params *p = &s->p;
     const int32_t V = s->n_vocab;
-    apply_penalties(s, logits);
 
     float max = max_logit(logits, V);
     if (max == -INFINITY) return 0; /* every logit is -inf/NaN: nothing to choose */
@@ -440,7 +579,7 @@ int32_t sampler_sample(pg_sampler *s, float *logits) {
     if (!isfinite(inv_t)) return best; /* temperature so small it is greedy */
     const float min_p = p->min_p < 1.0f ? p->min_p : 1.0f; /* capped so the best token survives */
 
-    cand *c = s->cands;
+    cand *c = w->cands;
     int32_t n;
     double sum = 0.0;
     if (p->top_k > 0 && p->top_k < V) {
@@ -450,24 +589,18 @@ int32_t sampler_sample(pg_sampler *s, float *logits) {
             c[i].v = e;
             sum += e;
         }
-        if (p->top_p < 1.0f) n = apply_top_p(c, n, true, sum, p->top_p);
+        if (p->top_p < 1.0f) n = apply_top_p_sorted(c, n, (double)p->top_p * sum);
     } else {
         /* min-p alone needs no global sum: skip the exp of tokens it drops (log-space test). */
         float lo = p->top_p >= 1.0f && min_p > 0.0f ? logf(min_p) : -FLT_MAX;
-        sum = softmax_dense(logits, V, max, inv_t, lo, s->prob, s->bsum);
-        if (p->top_p >= 1.0f) return draw_dense(s->prob, s->bsum, V, sum, rng_uniform(s->rng));
-        /* top-p: gather only the tokens above a threshold that already holds the target mass */
-        double target = (double)p->top_p * sum;
-        float thr = 1e-3f;
-        while (thr > 0.0f && mass_above(s->prob, V, thr) < target) thr = thr < 1e-30f ? 0.0f : thr * 1e-3f;
-        n = 0;
-        for (int32_t i = 0; i < V; i++)
-            if (s->prob[i] >= thr && s->prob[i] > 0.0f) c[n++] = (cand){i, s->prob[i]};
-        n = apply_top_p(c, n, false, sum, p->top_p);
+        sum = softmax_dense(logits, V, max, inv_t, lo, w->prob, w->bsum);
+        if (p->top_p >= 1.0f) return draw_dense(w->prob, w->bsum, V, sum, rng_uniform(s->rng));
+        n = nucleus_dense(w, V, (double)p->top_p * sum);
     }
-    if (min_p > 0.0f) { /* c is best-first here: keep p >= min_p * p_max (p_max is 1) */
+    if (min_p > 0.0f) { /* keep p >= min_p * p_max (p_max is 1: values are relative to the max) */
         int32_t m = 0;
-        while (m < n && c[m].v >= min_p) m++;
+        for (int32_t i = 0; i < n; i++)
+            if (c[i].v >= min_p) c[m++] = c[i];
         n = m;
     }
 
@@ -480,4 +613,18 @@ int32_t sampler_sample(pg_sampler *s, float *logits) {
         if (r < cum) return c[i].id;
     }
     return c[n - 1].id; /* rounding: r landed on the total */
+}
+
+int32_t sampler_sample(pg_sampler *s, float *logits) {
+    if (!s->own) return -1;
+    apply_penalties(s, logits);
+    return sample_from(s, logits, s->own);
+}
+
+int32_t sampler_sample_ws(pg_sampler *s, const float *logits, pg_sample_ws *w) {
+    if (!w || w->n_vocab != s->n_vocab) return -1;
+    if (!has_penalties(s)) return sample_from(s, logits, w);
+    memcpy(w->copy, logits, (size_t)s->n_vocab * sizeof(float));
+    apply_penalties(s, w->copy);
+    return sample_from(s, w->copy, w);
 }

@@ -24,14 +24,27 @@ pg_sampling_params sampler_default_params(void);
 
 typedef struct pg_sampler pg_sampler;
 
-/* All buffers sized here, so sampling never allocates. */
+/* All buffers sized here, so sampling never allocates. The penalty history (3 x n_vocab ints)
+ * exists only when a penalty is on. */
 pagoda_status sampler_create(const pg_sampling_params *p, int32_t n_vocab, pg_sampler **out);
+/* A sampler without its own working buffers (about 12 x n_vocab bytes less): it draws only
+ * through sampler_sample_ws. An engine keeps one per sequence and a workspace per thread. */
+pagoda_status sampler_create_lean(const pg_sampling_params *p, int32_t n_vocab, pg_sampler **out);
 void sampler_destroy(pg_sampler *s); /* NULL is a no-op */
 
 /* Records a token of the sequence (prompt or generated) for the penalties. */
 void sampler_accept(pg_sampler *s, int32_t token);
 /* Picks the next token. logits [n_vocab] are modified (penalties, temperature). */
-int32_t sampler_sample(pg_sampler *s, float *logits);
+int32_t sampler_sample(pg_sampler *s, float *logits); /* -1 for a lean sampler */
+
+/* Working buffers for one draw at a time: one per sampling thread. */
+typedef struct pg_sample_ws pg_sample_ws;
+pagoda_status sampler_ws_create(int32_t n_vocab, pg_sample_ws **out);
+void sampler_ws_destroy(pg_sample_ws *w); /* NULL is a no-op */
+/* The draw sampler_sample makes (same tokens for the same seed), with logits left as they are
+ * (penalties go to a copy in w) and w's buffers: samplers share nothing, so rows of different
+ * samplers can be drawn on different threads, each with its own w. -1 if w's vocab differs. */
+int32_t sampler_sample_ws(pg_sampler *s, const float *logits, pg_sample_ws *w);
 /* Back to the state right after create (history cleared, RNG reseeded). */
 void sampler_reset(pg_sampler *s);
 

@@ -308,6 +308,60 @@ static void test_text_features(const char *model_dir) {
     pagoda_model_free(m);
 }
 
+/* Sampling runs in parallel over the rows of a step (each choice with its own sampler, each
+ * thread with its own buffers): 12 seeded requests mixing temperature, top-k, top-p, min-p,
+ * penalties and logprobs give, batched, the tokens and logprobs each gives alone. CPU only: the
+ * GPU's batch-size dependent products make sampled runs part after a while (see above). */
+static void test_sampled_batch_equals_alone(const char *model_dir) {
+    pagoda_model *m;
+    if (pagoda_model_load(model_dir, &m)) {
+        CHECK(0, "load %s: %s", model_dir, pagoda_last_error());
+        return;
+    }
+    enum { N = 12 };
+    static const char *prompts[3] = {"def parse(line):\n", "import os\n\nclass Config:\n", "# sort a list\n"};
+    pagoda_request q[N];
+    static result alone[N], batched[N];
+    memset(alone, 0, sizeof alone), memset(batched, 0, sizeof batched);
+    for (int i = 0; i < N; i++) {
+        pagoda_request_default(&q[i]);
+        q[i].prompt = prompts[i % 3], q[i].max_tokens = 12 + i, q[i].ignore_eos = 1;
+        pagoda_sampling *sp = &q[i].sampling;
+        sp->seed = 100 + i, sp->temperature = 0.6f + 0.1f * (float)(i % 5);
+        if (i % 4 == 1) sp->top_p = 0.9f;
+        if (i % 4 == 2) sp->top_k = 20, sp->min_p = 0.05f;
+        if (i % 3 == 0) sp->presence_penalty = 0.5f, sp->frequency_penalty = 0.3f;
+        if (i % 6 == 5) sp->repetition_penalty = 1.2f;
+        if (i % 2 == 0) q[i].logprobs = i % 4 == 0 ? 3 : 0;
+    }
+    for (int i = 0; i < N; i++) {
+        pagoda_engine *e = make_engine(m, 64ull << 20, 512, 16);
+        q[i].on_event = on_event, q[i].user = &alone[i];
+        CHECK(pagoda_engine_submit(e, &q[i], NULL) == PAGODA_OK, "submit: %s", pagoda_last_error());
+        run_all(e);
+        pagoda_engine_destroy(e);
+    }
+    pagoda_engine *e = make_engine(m, 64ull << 20, 512, 16);
+    for (int i = 0; i < N; i++) {
+        q[i].on_event = on_event, q[i].user = &batched[i];
+        CHECK(pagoda_engine_submit(e, &q[i], NULL) == PAGODA_OK, "submit: %s", pagoda_last_error());
+    }
+    run_all(e);
+    pagoda_engine_destroy(e);
+    int same = 0;
+    for (int i = 0; i < N; i++) {
+        int ok = same_tokens(&batched[i], &alone[i], 0, 0) && batched[i].n_tokens[0] == q[i].max_tokens &&
+                 batched[i].logprob0 == alone[i].logprob0 && batched[i].top0 == alone[i].top0 &&
+                 batched[i].top0_tok == alone[i].top0_tok;
+        CHECK(ok, "sampled request %d batched differs from alone (%d vs %d tokens, logprob %g vs %g)", i,
+              batched[i].n_tokens[0], alone[i].n_tokens[0], batched[i].logprob0, alone[i].logprob0);
+        same += ok;
+    }
+    CHECK(!same_tokens(&alone[0], &alone[3], 0, 0), "different seeds and prompts should differ");
+    printf("  sampled requests batched == alone: %d/%d\n", same, N);
+    pagoda_model_free(m);
+}
+
 /* Every guarantee on the current device: batching, chunking and preemption on each fixture with an
  * f32 KV cache, again with an f16 one (every fixture, or llama alone to keep the CPU run short),
  * then the text features with text_kv. */
@@ -324,6 +378,7 @@ static void run_suite(const char *shared, int f16_all_fixtures, pagoda_dtype tex
     g_kv_dtype = text_kv;
     snprintf(path, sizeof path, "%s/models/pycoder-tiny", shared);
     test_text_features(path);
+    if (!g_gpu_layers) test_sampled_batch_equals_alone(path);
 }
 
 int main(void) {
