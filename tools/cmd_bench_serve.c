@@ -44,6 +44,7 @@ typedef struct {
     int endpoint, workload, ignore_eos, min_tokens; /* min_tokens: also send min_tokens = max_tokens */
     long input_len, output_len, num_requests, seed, timeout_s;
     double range_ratio, duration;
+    double temperature, top_p; /* sent with every request (default greedy, top_p 1: off) */
     double rate;        /* requests/s; INFINITY: all at once; 0: not set */
     long concurrency;   /* 0: unlimited */
     double sweep_rates[MAX_SWEEP];
@@ -132,6 +133,8 @@ static void usage(void) {
             "  --range-ratio F        random workload: lengths uniform in [N(1-F), N(1+F)] (default 0.5)\n"
             "  --dataset PATH         HumanEval .jsonl[.gz] for --workload humaneval\n"
             "  --seed S               arrival and prompt seed (default 0)\n"
+            "  --temperature T        sampling temperature of every request (default 0: greedy)\n"
+            "  --top-p P              nucleus sampling of every request (default 1: off)\n"
             "  --no-ignore-eos        do not send ignore_eos/min_tokens (servers that reject them)\n"
             "  --timeout S            per-request limit in seconds (default 600)\n"
             "  --sweep-rates LIST     e.g. 1,10,30,inf: one run per rate\n"
@@ -197,7 +200,8 @@ static char *request_body(const options *o, const char *prompt, long max_tokens)
         json_object_set_new(b, "prompt", json_string(prompt));
     }
     json_object_set_new(b, "max_tokens", json_integer(max_tokens));
-    json_object_set_new(b, "temperature", json_real(0.0));
+    json_object_set_new(b, "temperature", json_real(o->temperature));
+    if (o->top_p < 1) json_object_set_new(b, "top_p", json_real(o->top_p));
     json_object_set_new(b, "stream", json_true());
     json_object_set_new(b, "stream_options", json_pack("{sb}", "include_usage", 1));
     if (o->ignore_eos) json_object_set_new(b, "ignore_eos", json_true());
@@ -876,6 +880,7 @@ int cmd_bench_serve(int argc, char **argv) {
     o.ignore_eos = 1, o.min_tokens = 1;
     o.input_len = 256, o.output_len = 128, o.num_requests = -1, o.timeout_s = 600;
     o.range_ratio = 0.5;
+    o.top_p = 1;
     o.api_key = getenv("OPENAI_API_KEY");
     const char *sweep_lens = NULL;
     int have_rate = 0;
@@ -919,7 +924,15 @@ int cmd_bench_serve(int argc, char **argv) {
             o.range_ratio = fv;
         } else if (!strcmp(a, "--dataset")) o.dataset = v;
         else if (!strcmp(a, "--seed")) bad = cli_int(a, v, 0, 1L << 40, &o.seed);
-        else if (!strcmp(a, "--timeout")) bad = cli_int(a, v, 1, 86400, &o.timeout_s);
+        else if (!strcmp(a, "--temperature")) {
+            bad = cli_float(a, v, &fv);
+            if (!bad && !(fv >= 0 && fv <= 2)) { fprintf(stderr, "pagoda bench serve: --temperature must be in [0, 2]\n"); bad = 1; }
+            o.temperature = fv;
+        } else if (!strcmp(a, "--top-p")) {
+            bad = cli_float(a, v, &fv);
+            if (!bad && !(fv > 0 && fv <= 1)) { fprintf(stderr, "pagoda bench serve: --top-p must be in (0, 1]\n"); bad = 1; }
+            o.top_p = fv;
+        } else if (!strcmp(a, "--timeout")) bad = cli_int(a, v, 1, 86400, &o.timeout_s);
         else if (!strcmp(a, "--json")) o.json_path = v;
         else if (!strcmp(a, "--report")) o.report_path = v;
         else if (!strcmp(a, "--markdown")) o.md_path = v;

@@ -262,6 +262,22 @@ def test_chat_endpoint_and_duration(pagoda_bin, fake_server, tmp_path):
     assert srv.bodies[0][1]["messages"][0]["role"] == "user"
 
 
+def test_sampling_options_are_sent(pagoda_bin, fake_server):
+    """Greedy by default (as vLLM's benchmark); --temperature / --top-p go into every request."""
+    srv = fake_server(0.001, 0.001)
+    r = bench(pagoda_bin, "--url", srv.url + "/v1", "--concurrency", 2, "--num-requests", 2, "--input-len", 4, "--output-len", 2)
+    assert r.returncode == 0, r.stderr
+    assert all(b["temperature"] == 0 and "top_p" not in b for _, b in srv.bodies)
+    srv.bodies.clear()
+    r = bench(pagoda_bin, "--url", srv.url + "/v1", "--concurrency", 2, "--num-requests", 3, "--input-len", 4, "--output-len", 2,
+              "--temperature", 0.7, "--top-p", 0.9)
+    assert r.returncode == 0, r.stderr
+    assert len(srv.bodies) == 3
+    assert all(abs(b["temperature"] - 0.7) < 1e-6 and abs(b["top_p"] - 0.9) < 1e-6 for _, b in srv.bodies)
+    r = bench(pagoda_bin, "--url", srv.url + "/v1", "--temperature", 3)
+    assert r.returncode == 2 and "--temperature" in r.stderr
+
+
 def test_humaneval_workload(pagoda_bin, fake_server, shared, tmp_path):
     srv = fake_server(0.01, 0.002)
     out = tmp_path / "out.json"

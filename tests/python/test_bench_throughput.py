@@ -23,6 +23,18 @@ def test_throughput_rows(run_pagoda, shared, tmp_path):
         assert x["total_tokens_per_s"] > x["output_tokens_per_s"]
         expect = x["requests"] * x["output_len"] / x["seconds"]
         assert abs(x["output_tokens_per_s"] - expect) <= 0.05 * expect + 1e-6
+        # host work per engine step: positive, and less than a whole step can take
+        assert 0 < x["host_ms_per_step"] < 1000 * x["seconds"] / x["output_len"]
+
+
+def test_throughput_sampled(run_pagoda, shared, tmp_path):
+    """Requests can sample (seeded per request) instead of decoding greedily."""
+    model = shared / "models" / "pycoder-tiny"
+    out = tmp_path / "tp.json"
+    run_pagoda("bench", "throughput", "-m", model, "--lens", "8/6", "-c", "4", "--kv-mem", "64M",
+               "--temperature", "0.8", "--top-p", "0.9", "--top-k", "40", "--json", out, timeout=120)
+    (row,) = json.loads(out.read_text())["rows"]
+    assert row["requests"] == 4 and row["output_tokens_per_s"] > 0
 
 
 def test_throughput_bad_options(run_pagoda, shared):
@@ -31,6 +43,10 @@ def test_throughput_bad_options(run_pagoda, shared):
     assert r.returncode == 2 and "--lens" in r.stderr
     r = run_pagoda("bench", "throughput", "-m", model, "--kv-mem", "lots", check=False)
     assert r.returncode == 2 and "--kv-mem" in r.stderr
+    r = run_pagoda("bench", "throughput", "-m", model, "--top-p", "0", check=False)
+    assert r.returncode == 2 and "--top-p" in r.stderr
+    r = run_pagoda("bench", "throughput", "-m", model, "--temperature", "-1", check=False)
+    assert r.returncode == 2 and "--temperature" in r.stderr
 
 
 def test_throughput_dataset(run_pagoda, shared, tmp_path):
