@@ -2,7 +2,8 @@
 # Runs on a machine with an NVIDIA GPU, from the repository root, over what scripts/gpu-pack.sh
 # packed into .devcarry/: GPU parity tests, then the speed benchmarks, then the serving benchmark.
 # Usage: scripts/gpu-check.sh [info] [tests = kernels + parity] [bench] [serve] ...
-# (results under $OUT or ./gpu-results)
+# (results under $OUT or ./gpu-results). Env: PAGODA_BENCH_TYPES (q4_0 f16), PAGODA_RATES (10 30),
+# PAGODA_SAMPLED_RATES (none: serving runs with T 0.2 / top-p 0.95), PAGODA_DURATION (30), PAGODA_MAX_SEQS (384).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
@@ -51,6 +52,9 @@ bench)
         stage "batched generation 128/128, llama-2-7b $t"
         "$bin/pagoda" bench throughput -m "$models/llama2-7b-$t.gguf" --device cuda --lens 128/128 -c 1,8,32,64,128 \
             --json "$out/throughput-llama2-7b-$t.json" --svg "$out/throughput-llama2-7b-$t.svg" 2>&1 | grep -v "^\s*$"
+        stage "batched generation 128/128 sampled (T 0.8, top-p 0.95: logits to the host), llama-2-7b $t"
+        "$bin/pagoda" bench throughput -m "$models/llama2-7b-$t.gguf" --device cuda --lens 128/128 -c 64,128 \
+            --temperature 0.8 --top-p 0.95 --json "$out/throughput-sampled-llama2-7b-$t.json" 2>&1 | grep -v "^\s*$"
     done
     ;;
 serve)
@@ -63,6 +67,12 @@ serve)
         stage "bench serve: humaneval prompts, 375 out, $rate req/s"
         "$bin/pagoda" bench serve --url http://localhost:8099 --workload humaneval --dataset "$c/shared/data/HumanEval.jsonl.gz" --output-len 375 \
             --request-rate "$rate" --duration ${PAGODA_DURATION:-30} --json "$out/serve-starcoder-$rate.json" 2>&1 | grep -v "^\s*$" | tail -40
+    done
+    for rate in ${PAGODA_SAMPLED_RATES:-}; do
+        stage "bench serve sampled (T 0.2, top-p 0.95, as HumanEval pass@k runs): $rate req/s"
+        "$bin/pagoda" bench serve --url http://localhost:8099 --workload humaneval --dataset "$c/shared/data/HumanEval.jsonl.gz" --output-len 375 \
+            --temperature 0.2 --top-p 0.95 --request-rate "$rate" --duration ${PAGODA_DURATION:-30} \
+            --json "$out/serve-starcoder-sampled-$rate.json" 2>&1 | grep -v "^\s*$" | tail -40
     done
     kill -TERM $srv; wait $srv
     tail -5 "$out/serve.log"
