@@ -24,7 +24,7 @@
 #include "model/forward.h"
 #include "sched/scheduler.h"
 
-enum { MAX_STOPS = 16, MAX_STOP_LEN = 256, MAX_STOP_TOKENS = 64, MAX_N = 64, MAX_LOGPROBS = 20 };
+enum { MAX_STOPS = 16, MAX_STOP_LEN = 256, MAX_STOP_TOKENS = 64, MAX_N = 64, MAX_LOGPROBS = SAMPLER_MAX_LOGPROBS };
 
 typedef struct request request;
 
@@ -532,23 +532,6 @@ static void cancel_request(pagoda_engine *e, request *r, pagoda_finish_reason wh
 
 /* log-softmax of the raw logits (the model's distribution, before sampling transforms) and the
  * top k entries, highest first. */
-static float logprobs_of(int32_t V, const float *logits, int32_t token, int32_t k, int32_t *top_tok, float *top_lp) {
-    float mx = -INFINITY;
-    for (int32_t i = 0; i < V; i++) mx = logits[i] > mx ? logits[i] : mx;
-    double sum = 0;
-    for (int32_t i = 0; i < V; i++) sum += exp((double)(logits[i] - mx));
-    float lse = mx + (float)log(sum);
-    int32_t n = 0;
-    for (int32_t i = 0; i < V && k > 0; i++) {
-        float lp = logits[i] - lse;
-        if (n == k && lp <= top_lp[n - 1]) continue;
-        int32_t j = n < k ? n++ : k - 1;
-        while (j > 0 && top_lp[j - 1] < lp) top_lp[j] = top_lp[j - 1], top_tok[j] = top_tok[j - 1], j--;
-        top_lp[j] = lp, top_tok[j] = i;
-    }
-    return logits[token] - lse;
-}
-
 static int is_stop_token(const request *r, int32_t t) {
     for (int32_t i = 0; i < r->p.n_stop_token_ids; i++)
         if (r->stop_tokens[i] == t) return 1;
@@ -561,7 +544,7 @@ static void pick_token(int32_t V, choice *ch, const float *row, pg_sample_ws *ws
     const request *r = ch->r;
     out->token = sampler_sample_ws(ch->sampler, row, ws);
     int32_t k = r->p.logprobs > 0 ? r->p.logprobs : 0;
-    if (r->p.logprobs >= 0) out->lp = logprobs_of(V, row, out->token, k, out->top_tok, out->top_lp);
+    if (r->p.logprobs >= 0) out->lp = sampler_logprobs(row, V, out->token, k, out->top_tok, out->top_lp);
 }
 
 static void accept_token(pagoda_engine *e, choice *ch, int32_t t, const pick *pk);

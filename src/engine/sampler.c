@@ -405,6 +405,23 @@ PG_AVX2 static float softmax_block_avx2(const float *x, int32_t n, float max, fl
     return hsum8(acc) + softmax_block_scalar(x + i, n - i, max, inv_t, lo, prob + i);
 }
 
+/* sum of e^(x[i] - max) over x[0..n), max >= every x; float lanes, summed in double per 1,024 */
+PG_AVX2 static double sum_exp_avx2(const float *x, int32_t n, float max) {
+    const __m256 vmax = _mm256_set1_ps(max);
+    double total = 0.0;
+    int32_t i = 0;
+    while (i + 16 <= n) {
+        __m256 a0 = _mm256_setzero_ps(), a1 = a0;
+        for (int32_t end = i + 1024 < n ? i + 1024 : n; i + 16 <= end; i += 16) {
+            a0 = _mm256_add_ps(a0, exp256(_mm256_sub_ps(_mm256_loadu_ps(x + i), vmax)));
+            a1 = _mm256_add_ps(a1, exp256(_mm256_sub_ps(_mm256_loadu_ps(x + i + 8), vmax)));
+        }
+        total += (double)hsum8(_mm256_add_ps(a0, a1));
+    }
+    for (; i < n; i++) total += exp((double)(x[i] - max));
+    return total;
+}
+
 PG_AVX2 static double mass_above_avx2(const float *prob, int32_t n, float thr) {
     const __m256 vt = _mm256_set1_ps(thr);
     __m256 acc = _mm256_setzero_ps();
@@ -437,6 +454,7 @@ static bool have_avx2(void) { return false; }
 #define max_logit_avx2 max_logit_scalar
 #define softmax_block_avx2 softmax_block_scalar
 #define mass_above_avx2 mass_above_scalar
+#define sum_exp_avx2(x, n, max) 0.0 /* not called: have_avx2() is false */
 #define next_above_avx2 next_above_scalar
 #endif
 
@@ -627,4 +645,23 @@ int32_t sampler_sample_ws(pg_sampler *s, const float *logits, pg_sample_ws *w) {
     memcpy(w->copy, logits, (size_t)s->n_vocab * sizeof(float));
     apply_penalties(s, w->copy);
     return sample_from(s, w->copy, w);
+}
+
+float sampler_logprobs(const float *logits, int32_t V, int32_t token, int32_t k, int32_t *top_tok, float *top_lp) {
+    float mx = max_logit(logits, V);
+    double sum = 0.0;
+    if (have_avx2() && isfinite(mx)) sum = sum_exp_avx2(logits, V, mx);
+    else
+        for (int32_t i = 0; i < V; i++) sum += exp((double)(logits[i] - mx));
+    float lse = mx + (float)log(sum);
+    if (k > SAMPLER_MAX_LOGPROBS) k = SAMPLER_MAX_LOGPROBS;
+    if (k > V) k = V;
+    if (k > 0) {
+        cand c[SAMPLER_MAX_LOGPROBS];
+        int32_t n = select_top_k(logits, V, k, c);
+        for (int32_t i = 0; i < n; i++) top_tok[i] = c[i].id, top_lp[i] = c[i].v - lse;
+        for (int32_t i = 0; n < k && i < V; i++) /* fewer finite logits than k: -inf ones, by id */
+            if (!(logits[i] > -INFINITY)) top_tok[n] = i, top_lp[n++] = -INFINITY;
+    }
+    return logits[token] - lse;
 }

@@ -48,4 +48,11 @@ int32_t sampler_sample_ws(pg_sampler *s, const float *logits, pg_sample_ws *w);
 /* Back to the state right after create (history cleared, RNG reseeded). */
 void sampler_reset(pg_sampler *s);
 
+enum { SAMPLER_MAX_LOGPROBS = 20 };
+
+/* log-softmax of logits [V] at token; with k > 0 (at most SAMPLER_MAX_LOGPROBS) also the k most
+ * likely tokens and their log-probabilities, best first (lower id first on ties). One vectorized
+ * pass for the normalizer instead of V double-precision exps. Thread-safe. */
+float sampler_logprobs(const float *logits, int32_t V, int32_t token, int32_t k, int32_t *top_tok, float *top_lp);
+
 #endif

@@ -505,6 +505,46 @@ static void test_workspace(void) {
     sampler_ws_destroy(w_small);
 }
 
+/* sampler_logprobs against a double-precision log-softmax and a full ranking */
+static void test_logprobs(void) {
+    enum { V = 50000 };
+    static float logits[V];
+    static double ref[V];
+    unsigned long long rs = 123;
+    for (int i = 0; i < V; i++) logits[i] = 6.0f * test_rand_f(&rs);
+    logits[777] = logits[778] = 9.5f; /* a tie at the top: lower id first */
+    logits[10] = -INFINITY;
+    double mx = 9.5, sum = 0.0;
+    for (int i = 0; i < V; i++) sum += exp((double)logits[i] - mx);
+    for (int i = 0; i < V; i++) ref[i] = (double)logits[i] - mx - log(sum);
+    int32_t top_tok[SAMPLER_MAX_LOGPROBS];
+    float top_lp[SAMPLER_MAX_LOGPROBS];
+    double worst = 0.0;
+    for (int t = 0; t < V; t += 997) {
+        float lp = sampler_logprobs(logits, V, t, t == 0 ? SAMPLER_MAX_LOGPROBS : 0, top_tok, top_lp);
+        double e = fabs((double)lp - ref[t]);
+        worst = e > worst ? e : worst;
+    }
+    CHECK(worst < 2e-5, "logprob error %g against double precision", worst);
+    /* the top 20 by (logprob desc, id asc), by repeated selection */
+    static char used[V];
+    memset(used, 0, sizeof used);
+    int rank_ok = 1;
+    for (int r = 0; r < SAMPLER_MAX_LOGPROBS; r++) {
+        int b = -1;
+        for (int i = 0; i < V; i++)
+            if (!used[i] && (b < 0 || logits[i] > logits[b])) b = i;
+        used[b] = 1;
+        rank_ok &= top_tok[r] == b && fabs((double)top_lp[r] - ref[b]) < 2e-5;
+    }
+    CHECK(rank_ok && top_tok[0] == 777 && top_tok[1] == 778, "top logprobs differ from the reference ranking");
+    float few[3] = {-INFINITY, 1.0f, -INFINITY};
+    float lp = sampler_logprobs(few, 3, 1, 3, top_tok, top_lp);
+    CHECK(lp == 0.0f && top_tok[0] == 1 && top_tok[1] == 0 && top_tok[2] == 2 && top_lp[2] == -INFINITY,
+          "all but one logit -inf: lp %g, tops %d %d %d", lp, top_tok[0], top_tok[1], top_tok[2]);
+    printf("  logprobs over %d tokens: max error %.2g vs double precision, top 20 ranked as the reference\n", V, worst);
+}
+
 static double now_s(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -549,6 +589,12 @@ static void timing(void) {
         printf("    %-20s %8.1f us/token\n", cfg[c].name, 1e6 * dt / N);
         sampler_destroy(s);
     }
+    int32_t top_tok[SAMPLER_MAX_LOGPROBS];
+    float top_lp[SAMPLER_MAX_LOGPROBS];
+    double t0 = now_s();
+    float acc = 0.0f;
+    for (int k = 0; k < N; k++) acc += sampler_logprobs(logits, V, k, 5, top_tok, top_lp);
+    printf("    %-20s %8.1f us/token%s\n", "logprobs, top 5", 1e6 * (now_s() - t0) / N, acc > 0 ? "?" : "");
     free(logits), free(work);
 }
 
@@ -563,6 +609,7 @@ int main(void) {
     test_non_finite();
     test_top_p_ties();
     test_workspace();
+    test_logprobs();
     timing();
     TEST_DONE();
 }
