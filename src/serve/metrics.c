@@ -148,6 +148,11 @@ static void put_counter(out *o, const char *model, const char *name, const char 
     put(o, "%s{model_name=\"%s\"} %llu\n", name, model, (unsigned long long)v);
 }
 
+static void put_counter_f(out *o, const char *model, const char *name, const char *help, double v) {
+    put_head(o, name, "counter", help);
+    put(o, "%s{model_name=\"%s\"} %.6f\n", name, model, v);
+}
+
 static void put_hist(out *o, const char *model, const char *name, const char *help, const histogram *h) {
     put_head(o, name, "histogram", help);
     uint64_t cum = 0;
@@ -189,6 +194,11 @@ char *metrics_render(serve_metrics *m, const pagoda_engine_stats *st, size_t *le
     put_counter(&o, mn, "pagoda:num_preemptions_total", "Sequences preempted for lack of KV blocks.",
                 st->n_preemptions);
     put_counter(&o, mn, "pagoda:engine_steps_total", "Engine steps.", st->n_steps);
+    put_counter_f(&o, mn, "pagoda:engine_step_seconds_total", "Wall time in engine steps that ran the model.",
+                  st->step_seconds);
+    put_counter_f(&o, mn, "pagoda:engine_forward_seconds_total",
+                  "Of that, in the forward pass; the rest is host work (scheduling, sampling, events).",
+                  st->forward_seconds);
     put_counter(&o, mn, "pagoda:requests_submitted_total", "Requests accepted by the engine.",
                 st->n_requests_submitted);
     put_head(&o, "pagoda:request_success_total", "counter", "Finished choices, by finish reason.");
