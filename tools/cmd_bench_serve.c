@@ -41,6 +41,7 @@ typedef struct {
 typedef struct {
     const char *url_arg, *model_arg, *api_key, *dataset, *json_path, *report_path, *md_path;
     char *url, *model;  /* resolved endpoint URL and model name (owned) */
+    char *metrics_url;  /* <base>/metrics: pagoda's engine counters, when the server has them */
     int endpoint, workload, ignore_eos, min_tokens; /* min_tokens: also send min_tokens = max_tokens */
     long input_len, output_len, num_requests, seed, timeout_s;
     double range_ratio, duration;
@@ -88,6 +89,9 @@ typedef struct {
     double *ttft_ms, *e2e_ms;      /* successful requests, for CDFs */
     size_t n_ok;
     long max_in_flight;
+    /* the server's own engine time over the run, from its /metrics (pagoda serve); have = 0 elsewhere */
+    int have_engine;
+    double engine_steps, engine_host_ms, engine_forward_ms; /* ms per step */
 } run_result;
 
 static uint64_t rng_next(rng *r) {
@@ -468,6 +472,12 @@ static void print_run(const run_result *r) {
     print_metric_block("Time per Output Token (excl. 1st token)", "TPOT", &r->tpot);
     print_metric_block("Inter-token Latency", "ITL", &r->itl);
     print_metric_block("End-to-end Latency", "E2EL", &r->e2e);
+    if (r->have_engine) { /* the server's /metrics: where its engine's time went */
+        banner("Server engine (its /metrics)", '-');
+        printf("%-40s %-10.0f\n", "Engine steps:", r->engine_steps);
+        printf("%-40s %-10.2f\n", "Forward pass per step (ms):", r->engine_forward_ms);
+        printf("%-40s %-10.2f\n", "Host work per step (ms):", r->engine_host_ms);
+    }
     banner("", '=');
     fflush(stdout);
     /* a few distinct error messages */
@@ -514,6 +524,11 @@ static json_t *run_json(const run_result *r) {
     json_object_set_new(j, "output_throughput", json_real(r->out_tput));
     json_object_set_new(j, "total_token_throughput", json_real(r->total_tput));
     json_object_set_new(j, "max_in_flight", json_integer(r->max_in_flight));
+    if (r->have_engine) {
+        json_object_set_new(j, "server_engine_steps", json_real(r->engine_steps));
+        json_object_set_new(j, "server_forward_ms_per_step", json_real(r->engine_forward_ms));
+        json_object_set_new(j, "server_host_ms_per_step", json_real(r->engine_host_ms));
+    }
     stats_json(j, "ttft", &r->ttft);
     stats_json(j, "tpot", &r->tpot);
     stats_json(j, "itl", &r->itl);
@@ -548,6 +563,8 @@ static void add_config_json(json_t *j, const options *o) {
     json_object_set_new(j, "url", json_string(o->url));
     json_object_set_new(j, "model_id", json_string(o->model));
     json_object_set_new(j, "seed", json_integer(o->seed));
+    json_object_set_new(j, "temperature", json_real(o->temperature));
+    json_object_set_new(j, "top_p", json_real(o->top_p));
     json_object_set_new(j, "ignore_eos", json_boolean(o->ignore_eos));
     json_object_set_new(j, "min_tokens", json_boolean(o->ignore_eos && o->min_tokens));
     char date[32];
@@ -792,12 +809,42 @@ static int resolve_urls(options *o, char **models_url) {
     } else {
         suffix = o->endpoint == EP_CHAT ? "/v1/chat/completions" : "/v1/completions";
     }
-    if (!(o->url = malloc(n + strlen(suffix) + 1)) || !(*models_url = malloc(base + 16))) return 1;
+    if (!(o->url = malloc(n + strlen(suffix) + 1)) || !(*models_url = malloc(base + 16)) ||
+        !(o->metrics_url = malloc(base + 16)))
+        return 1;
     sprintf(o->url, "%.*s%s", (int)n, u, suffix);
     /* models: <base up to /v1>/v1/models */
     if (base >= 3 && !strncmp(u + base - 3, "/v1", 3)) base -= 3;
     sprintf(*models_url, "%.*s/v1/models", (int)base, u);
+    sprintf(o->metrics_url, "%.*s/metrics", (int)base, u);
     return 0;
+}
+
+/* The value of the first sample of a Prometheus metric in text, or -1. */
+static double prom_value(const char *text, const char *name) {
+    size_t n = strlen(name);
+    for (const char *p = text; (p = strstr(p, name)); p += n) {
+        if ((p != text && p[-1] != '\n') || (p[n] != '{' && p[n] != ' ')) continue;
+        const char *sp = strchr(p, ' '), *nl = strchr(p, '\n');
+        if (!sp || (nl && sp > nl)) continue;
+        return strtod(sp + 1, NULL);
+    }
+    return -1;
+}
+
+/* pagoda's engine counters (steps, step seconds, forward seconds); 0 when the server has none */
+static int scrape_engine(const options *o, double v[3]) {
+    long status = 0;
+    char *body = NULL, err[256];
+    int ok = 0;
+    if (!hc_get(o->metrics_url, o->api_key, 10, &status, &body, err, sizeof err) && status == 200 && body) {
+        v[0] = prom_value(body, "pagoda:engine_steps_total");
+        v[1] = prom_value(body, "pagoda:engine_step_seconds_total");
+        v[2] = prom_value(body, "pagoda:engine_forward_seconds_total");
+        ok = v[0] >= 0 && v[1] >= 0 && v[2] >= 0;
+    }
+    free(body);
+    return ok;
 }
 
 /* Checks that the server answers, and finds the model name when not given. */
@@ -1015,7 +1062,15 @@ int cmd_bench_serve(int argc, char **argv) {
             run_name(r, name, sizeof name);
             fprintf(stderr, "bench: run %d/%d: %s\n", n_runs + 1, n_lens * n_points, name);
             n_runs++;
+            double e0[3], e1[3];
+            int have0 = scrape_engine(&o, e0);
             if (run_benchmark(&o, r)) { fprintf(stderr, "pagoda bench serve: out of memory\n"); goto done; }
+            if (have0 && scrape_engine(&o, e1) && e1[0] > e0[0]) {
+                r->have_engine = 1;
+                r->engine_steps = e1[0] - e0[0];
+                r->engine_forward_ms = 1e3 * (e1[2] - e0[2]) / r->engine_steps;
+                r->engine_host_ms = 1e3 * ((e1[1] - e0[1]) - (e1[2] - e0[2])) / r->engine_steps;
+            }
             compute_metrics(r);
             print_run(r);
         }
@@ -1034,6 +1089,7 @@ done:
     free(runs);
     jsonl_free(o.problems, o.n_problems);
     free(o.url);
+    free(o.metrics_url);
     free(o.model);
     return rc;
 }

@@ -278,6 +278,40 @@ def test_sampling_options_are_sent(pagoda_bin, fake_server):
     assert r.returncode == 2 and "--temperature" in r.stderr
 
 
+def test_server_engine_time_from_metrics(pagoda_bin, fake_server, shared, tmp_path):
+    """Against pagoda serve the run also reports the server's engine time per step (its /metrics):
+    forward pass and host work, which add up to no more than the run's wall time. A server without
+    those counters (the fake one) gets no such figures."""
+    from serve_harness import Server
+    model = shared / "models" / "pycoder-tiny"
+    if not (model / "config.json").exists():
+        pytest.skip(f"{model} not found")
+    s = Server(pagoda_bin, model, "--kv-mem", "64M", "-t", "2")
+    try:
+        out = tmp_path / "real.json"
+        r = bench(pagoda_bin, "--url", s.url, "--concurrency", 4, "--num-requests", 8, "--input-len", 8,
+                  "--output-len", 8, "--temperature", 0.7, "--top-p", 0.9, "--json", out)
+        assert r.returncode == 0, r.stderr
+        assert "Host work per step (ms):" in r.stdout
+        run = json.loads(out.read_text())  # one run: the object itself
+        assert run["completed"] == 8 and run["temperature"] == pytest.approx(0.7) and run["top_p"] == pytest.approx(0.9)
+        # prefill + 7 decode steps at least; at most one step per generated token and prompt
+        assert 8 <= run["server_engine_steps"] <= 8 * 8 + 8
+        fwd, host = run["server_forward_ms_per_step"], run["server_host_ms_per_step"]
+        assert fwd > 0 and host >= 0
+        assert (fwd + host) * run["server_engine_steps"] <= 1000 * run["duration"] * 1.05 + 50
+    finally:
+        s.stop()
+        s.close()
+    srv = fake_server(0.001, 0.001)
+    out = tmp_path / "fake.json"
+    r = bench(pagoda_bin, "--url", srv.url + "/v1", "--concurrency", 2, "--num-requests", 2, "--input-len", 4,
+              "--output-len", 2, "--json", out)
+    assert r.returncode == 0 and "Host work per step" not in r.stdout
+    run = json.loads(out.read_text())
+    assert "server_engine_steps" not in run
+
+
 def test_humaneval_workload(pagoda_bin, fake_server, shared, tmp_path):
     srv = fake_server(0.01, 0.002)
     out = tmp_path / "out.json"
