@@ -530,15 +530,14 @@ static void cancel_request(pagoda_engine *e, request *r, pagoda_finish_reason wh
     retire_if_done(e, r);
 }
 
-/* log-softmax of the raw logits (the model's distribution, before sampling transforms) and the
- * top k entries, highest first. */
 static int is_stop_token(const request *r, int32_t t) {
     for (int32_t i = 0; i < r->p.n_stop_token_ids; i++)
         if (r->stop_tokens[i] == t) return 1;
     return 0;
 }
 
-/* Samples ch's next token from a logits row (and its logprobs, if the request wants them).
+/* Samples ch's next token from a logits row (and its logprobs, if the request wants them: those
+ * of the raw logits, the model's distribution before any sampling transform).
  * Touches only ch's sampler and ws, so rows of different choices go in parallel. */
 static void pick_token(int32_t V, choice *ch, const float *row, pg_sample_ws *ws, pick *out) {
     const request *r = ch->r;
