@@ -423,6 +423,30 @@ static void test_non_finite(void) {
     CHECK(t == 0, "all -inf/NaN: expected fallback token 0, got %d", t);
     sampler_destroy(s);
 
+    /* the same over a large vocab, where top-p takes the histogram path: NaN and -inf logits are
+     * never candidates, and the lean sampler's workspace path agrees with the sampler's own */
+    {
+        enum { VL = 30000 };
+        static float big[VL];
+        unsigned long long rs = 9;
+        for (int i = 0; i < VL; i++) big[i] = i % 101 == 0 ? NAN : i % 103 == 0 ? -INFINITY : 3.0f * test_rand_f(&rs);
+        pg_sampling_params q = sampler_default_params();
+        q.top_p = 0.98f, q.temperature = 1.5f, q.seed = 21;
+        pg_sampler *own = make(q, VL), *lean = NULL;
+        pg_sample_ws *w = NULL;
+        CHECK(sampler_create_lean(&q, VL, &lean) == PAGODA_OK && sampler_ws_create(VL, &w) == PAGODA_OK, "create");
+        int bad_draws = 0, differ = 0;
+        static float work[VL];
+        for (int k = 0; k < 300; k++) {
+            memcpy(work, big, sizeof work);
+            int32_t a = sampler_sample(own, work), b2 = sampler_sample_ws(lean, big, w);
+            bad_draws += a < 0 || a >= VL || !(big[a] > -INFINITY);
+            differ += a != b2;
+        }
+        CHECK(bad_draws == 0 && differ == 0, "large vocab with NaN/-inf: %d bad draws, %d differ", bad_draws, differ);
+        sampler_destroy(own), sampler_destroy(lean), sampler_ws_destroy(w);
+    }
+
     /* bad parameters are refused */
     pg_sampler *bad = NULL;
     p.repetition_penalty = 0.0f;
