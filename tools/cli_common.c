@@ -13,12 +13,7 @@
 #include "engine/model_api.h"
 #include "format/gguf.h"
 #include "tokenizer/tokenizer.h"
-
-double cli_now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
+#include "core/clock.h"
 
 static int cmp_double(const void *a, const void *b) {
     double x = *(const double *)a, y = *(const double *)b;
@@ -61,6 +56,22 @@ int cli_float(const char *opt, const char *val, float *out) {
     }
     *out = v;
     return 0;
+}
+
+int cli_float_in(const char *opt, const char *val, float lo, float hi, float *out) {
+    if (cli_float(opt, val, out)) return 1;
+    if (*out >= lo && *out <= hi) return 0;
+    fprintf(stderr, "pagoda: %s must be in [%g, %g], got '%s'\n", opt, lo, hi, val);
+    return 1;
+}
+
+int cli_temperature(const char *opt, const char *val, float *out) { return cli_float_in(opt, val, 0, 2, out); }
+
+int cli_top_p(const char *opt, const char *val, float *out) {
+    if (cli_float(opt, val, out)) return 1;
+    if (*out > 0 && *out <= 1) return 0;
+    fprintf(stderr, "pagoda: %s must be in (0, 1], got '%s'\n", opt, val);
+    return 1;
 }
 
 int cli_size(const char *opt, const char *val, uint64_t *out) {
@@ -181,14 +192,14 @@ void cli_device_apply(const cli_device *d, pagoda_engine_config *ec) {
 
 int cli_session_open(const char *model_path, int32_t n_ctx, int32_t max_batch, const cli_device *dev, cli_session *s) {
     memset(s, 0, sizeof *s);
-    double t0 = cli_now_s();
+    double t0 = pg_now_s();
     if (model_load(model_path, &s->m)) return cli_error("");
     int last = -5;
     int tty = isatty(2);
     model_prefault(s->m, tty ? load_progress : NULL, &last);
     if (tty) fprintf(stderr, "\n");
     fprintf(stderr, "pagoda: loaded %s (%s, %d layers, %.1f MiB of weights) in %.2f s\n", model_path,
-            s->m->cfg.arch_name, s->m->cfg.n_layer, model_weight_bytes(s->m) / 1048576.0, cli_now_s() - t0);
+            s->m->cfg.arch_name, s->m->cfg.n_layer, model_weight_bytes(s->m) / 1048576.0, pg_now_s() - t0);
     const pg_model_config *c = &s->m->cfg;
     if (n_ctx <= 0) n_ctx = c->n_ctx_train < 4096 ? c->n_ctx_train : 4096;
     if (c->learned_pos && n_ctx > c->n_ctx_train) n_ctx = c->n_ctx_train;
@@ -253,13 +264,13 @@ void cli_session_close(cli_session *s) {
 }
 
 int cli_model_load(const char *path, pagoda_model **out) {
-    double t0 = cli_now_s();
+    double t0 = pg_now_s();
     if (pagoda_model_load(path, out)) return cli_error("");
     int last = -5, tty = isatty(2);
     model_prefault((*out)->m, tty ? load_progress : NULL, &last);
     if (tty) fprintf(stderr, "\n");
     fprintf(stderr, "pagoda: loaded %s (%s, %d layers, %.1f MiB of weights) in %.2f s\n", path, (*out)->m->cfg.arch_name,
-            (*out)->m->cfg.n_layer, model_weight_bytes((*out)->m) / 1048576.0, cli_now_s() - t0);
+            (*out)->m->cfg.n_layer, model_weight_bytes((*out)->m) / 1048576.0, pg_now_s() - t0);
     return 0;
 }
 

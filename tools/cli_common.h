@@ -69,12 +69,16 @@ int cli_parse_ids(const char *str, int32_t **ids, int32_t *n);
 /* Strict integer / float option parsing; prints an error naming the option on failure. */
 int cli_int(const char *opt, const char *val, long lo, long hi, long *out);
 int cli_float(const char *opt, const char *val, float *out);
+/* A float in [lo, hi]. */
+int cli_float_in(const char *opt, const char *val, float lo, float hi, float *out);
+/* The sampling options of the benchmarks, with the same ranges: --temperature [0, 2], --top-p (0, 1]. */
+int cli_temperature(const char *opt, const char *val, float *out);
+int cli_top_p(const char *opt, const char *val, float *out);
 /* A byte size: "1048576", "512K", "256M", "2G" (binary units). */
 int cli_size(const char *opt, const char *val, uint64_t *out);
 /* "f32" | "f16" -> PAGODA_DTYPE_F32 / PAGODA_DTYPE_F16 (the KV cache's element type). */
 int cli_kv_type(const char *opt, const char *val, int *out);
-/* Monotonic seconds; the median of n values (sorts them). */
-double cli_now_s(void);
+/* The median of n values (sorts them). */
 double cli_median(double *v, long n);
 /* Prints "pagoda: <context>: <pagoda_last_error()>" and returns 1. */
 int cli_error(const char *context);

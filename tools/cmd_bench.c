@@ -11,6 +11,7 @@
 #include "core/dtype.h"
 #include "core/membw.h"
 #include "kernels/kernels.h"
+#include "core/clock.h"
 
 static void usage(void) {
     fprintf(stderr,
@@ -119,13 +120,13 @@ int cmd_bench(int argc, char **argv) {
          * Medians over repetitions are reported. */
         for (long r = 0; r <= reps; r++) { /* r == 0 is a warm-up */
             s.n_past = 0;
-            double t0 = cli_now_s();
+            double t0 = pg_now_s();
             if (n_pp && cli_session_eval(&s, tokens, (int32_t)n_pp, NULL)) { rc = 1; goto out; }
-            double t1 = cli_now_s();
+            double t1 = pg_now_s();
             s.n_past = 0;
             for (long i = 0; i < n_tg; i++)
                 if (cli_session_eval(&s, &tokens[i % max_batch], 1, NULL)) { rc = 1; goto out; }
-            double t2 = cli_now_s();
+            double t2 = pg_now_s();
             if (r == 0) continue;
             pp[r - 1] = n_pp ? n_pp / (t1 - t0) : 0;
             tg[r - 1] = n_tg ? n_tg / (t2 - t1) : 0;

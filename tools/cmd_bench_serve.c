@@ -20,6 +20,7 @@
 #include "commands.h"
 #include "http_client.h"
 #include "jsonl.h"
+#include "core/clock.h"
 
 #define MAX_SWEEP 64
 
@@ -62,9 +63,9 @@ typedef struct {
 
 typedef struct {
     double start;        /* send time, seconds after the run began */
-    double start_abs;    /* hc_now() at send */
+    double start_abs;    /* pg_now_s() at send */
     double ttft, e2e;    /* seconds; ttft < 0: no token received */
-    double last_tok;     /* hc_now() of the latest content chunk */
+    double last_tok;     /* pg_now_s() of the latest content chunk */
     double *itl;         /* gaps between content chunks (s) */
     size_t n_itl, cap_itl;
     long n_chunks;       /* content chunks received */
@@ -370,10 +371,10 @@ static int run_benchmark(options *o, run_result *run) {
     int rate_mode = run->rate > 0 && isfinite(run->rate);
     long limit = run->concurrency > 0 ? run->concurrency : 0;
     long total = o->duration > 0 ? -1 : o->num_requests;
-    double t0 = hc_now(), next_arrival = 0, last_progress = 0;
+    double t0 = pg_now_s(), next_arrival = 0, last_progress = 0;
     int issuing = 1, rc = 0;
     while (1) {
-        double now = hc_now() - t0;
+        double now = pg_now_s() - t0;
         while (issuing) {
             if (total >= 0 && (long)run->n >= total) { issuing = 0; break; }
             if (o->duration > 0 && (rate_mode ? next_arrival : now) >= o->duration) { issuing = 0; break; }
@@ -392,7 +393,7 @@ static int run_benchmark(options *o, run_result *run) {
             if (!body || !c) { free(body), free(c); rc = 1; goto out; }
             c->run = run, c->idx = i, c->chat = o->endpoint == EP_CHAT;
             hc_handler h = {.on_line = on_sse_line, .on_done = on_req_done, .user = c};
-            q->start_abs = hc_now();
+            q->start_abs = pg_now_s();
             q->start = q->start_abs - t0;
             run->n++;
             if (hc_post_json(hc, o->url, o->api_key, body, o->timeout_s, &h)) {
@@ -407,17 +408,17 @@ static int run_benchmark(options *o, run_result *run) {
         if (!issuing && !hc_client_in_flight(hc)) break;
         int wait_ms = 100;
         if (issuing && rate_mode) {
-            double dt = (next_arrival - (hc_now() - t0)) * 1e3;
+            double dt = (next_arrival - (pg_now_s() - t0)) * 1e3;
             wait_ms = dt <= 0 ? 0 : dt >= 100 ? 100 : (int)ceil(dt);
         }
         hc_client_run(hc, wait_ms);
-        double t = hc_now() - t0;
+        double t = pg_now_s() - t0;
         if (t - last_progress > 0.25) {
             show_progress(run, total, hc_client_in_flight(hc), t, 0);
             last_progress = t;
         }
     }
-    run->duration = hc_now() - t0;
+    run->duration = pg_now_s() - t0;
     show_progress(run, total, 0, run->duration, 1);
 out:
     hc_client_destroy(hc);
@@ -972,12 +973,10 @@ int cmd_bench_serve(int argc, char **argv) {
         } else if (!strcmp(a, "--dataset")) o.dataset = v;
         else if (!strcmp(a, "--seed")) bad = cli_int(a, v, 0, 1L << 40, &o.seed);
         else if (!strcmp(a, "--temperature")) {
-            bad = cli_float(a, v, &fv);
-            if (!bad && !(fv >= 0 && fv <= 2)) { fprintf(stderr, "pagoda bench serve: --temperature must be in [0, 2]\n"); bad = 1; }
+            bad = cli_temperature(a, v, &fv);
             o.temperature = fv;
         } else if (!strcmp(a, "--top-p")) {
-            bad = cli_float(a, v, &fv);
-            if (!bad && !(fv > 0 && fv <= 1)) { fprintf(stderr, "pagoda bench serve: --top-p must be in (0, 1]\n"); bad = 1; }
+            bad = cli_top_p(a, v, &fv);
             o.top_p = fv;
         } else if (!strcmp(a, "--timeout")) bad = cli_int(a, v, 1, 86400, &o.timeout_s);
         else if (!strcmp(a, "--json")) o.json_path = v;

@@ -16,6 +16,7 @@
 #include "engine/model_api.h"
 #include "bench_report.h"
 #include "jsonl.h"
+#include "core/clock.h"
 
 static void usage(void) {
     fprintf(stderr,
@@ -53,7 +54,7 @@ static void on_event(const pagoda_event *ev, void *user) {
     if (ev->token >= 0) {
         p->generated++;
         if (ev->n_completion_tokens == 1 && ++p->first_tokens == p->n_requests) {
-            p->t_last_first = cli_now_s();
+            p->t_last_first = pg_now_s();
             p->gen_at_last_first = p->generated;
         }
     }
@@ -129,7 +130,7 @@ static int run_row(pagoda_engine *e, int32_t V, row *r, uint64_t *seed, dataset 
     int32_t submitted = 0, live = 0;
     pagoda_engine_stats s0, s1;
     pagoda_engine_get_stats(e, &s0);
-    double t0 = cli_now_s();
+    double t0 = pg_now_s();
     while (p.done < r->n_req) {
         /* keep `conc` requests in flight */
         while (submitted < r->n_req && submitted - p.done < r->conc) {
@@ -161,7 +162,7 @@ static int run_row(pagoda_engine *e, int32_t V, row *r, uint64_t *seed, dataset 
         }
         pagoda_engine_step(e, &live);
     }
-    double t1 = cli_now_s();
+    double t1 = pg_now_s();
     pagoda_engine_get_stats(e, &s1);
     free(prompt);
     if (p.failed) { /* a figure over failed requests would mean nothing */
@@ -232,13 +233,6 @@ static void write_svg(const char *path, const char *model, const row *rows, int 
     fclose(f);
 }
 
-static int float_in(const char *opt, const char *val, float lo, float hi, float *out) {
-    if (cli_float(opt, val, out)) return 1;
-    if (*out >= lo && *out <= hi) return 0;
-    fprintf(stderr, "pagoda: %s must be in [%g, %g], got '%s'\n", opt, lo, hi, val);
-    return 1;
-}
-
 int cmd_bench_throughput(int argc, char **argv) {
     const char *model = NULL, *json_path = NULL, *lens = "128/128", *conc_list = "1,8,32", *dataset_path = NULL, *svg_path = NULL;
     long n_req = 0, threads = 0, max_batch = 256, seed_opt = 1, reps = 1;
@@ -261,8 +255,8 @@ int cmd_bench_throughput(int argc, char **argv) {
         else if (cli_device_option(a, v, &dev, &bad)) {}
         else if (!strcmp(a, "-r")) bad = cli_int(a, v, 1, 100, &reps);
         else if (!strcmp(a, "--seed")) bad = cli_int(a, v, 0, 1L << 30, &seed_opt);
-        else if (!strcmp(a, "--temperature")) bad = float_in(a, v, 0, 100, &so.temperature);
-        else if (!strcmp(a, "--top-p")) bad = float_in(a, v, 1e-6f, 1, &so.top_p);
+        else if (!strcmp(a, "--temperature")) bad = cli_temperature(a, v, &so.temperature);
+        else if (!strcmp(a, "--top-p")) bad = cli_top_p(a, v, &so.top_p);
         else if (!strcmp(a, "--top-k")) bad = cli_int(a, v, 0, 1L << 30, &so.top_k);
         else if (!strcmp(a, "--kv-mem")) bad = cli_size(a, v, &kv_mem);
         else if (!strcmp(a, "--kv-type")) bad = cli_kv_type(a, v, &kv_type), dev.kv_type_given = 1;

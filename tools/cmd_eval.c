@@ -20,6 +20,7 @@
 #include "jsonl.h"
 #include "pagoda.h"
 #include "sandbox.h"
+#include "core/clock.h"
 
 #define MAX_K 16
 
@@ -150,7 +151,7 @@ static void on_gen_done(void *user, const hc_result *r) {
         if (g->out->v[q->idx].completion) truncate_at_stops(g->out->v[q->idx].completion);
         g->done++;
         if (isatty(2)) fprintf(stderr, "\reval: generated %zu/%zu", g->done, g->total);
-        else if (hc_now() - g->last_print > 10) fprintf(stderr, "eval: generated %zu/%zu\n", g->done, g->total), g->last_print = hc_now();
+        else if (pg_now_s() - g->last_print > 10) fprintf(stderr, "eval: generated %zu/%zu\n", g->done, g->total), g->last_print = pg_now_s();
     } else if (q->attempt < 2) {
         url_submit(g, q->idx, q->attempt + 1);
     } else if (!g->failed) {
@@ -238,7 +239,7 @@ static int generate_url(const char *url_arg, const char *model_arg, const char *
     for (size_t i = 0; i < g.total; i++)
         if (sample_push(out, i / (size_t)n_per, "", 0)) goto done;
     fprintf(stderr, "eval: generating %zu completions with %s at %s\n", g.total, model, url);
-    g.last_print = hc_now();
+    g.last_print = pg_now_s();
     while (!g.failed && (g.next < g.total || hc_client_in_flight(g.hc))) {
         while (!g.failed && g.next < g.total && hc_client_in_flight(g.hc) < concurrency) url_submit(&g, g.next++, 0);
         hc_client_run(g.hc, 100);
@@ -348,12 +349,12 @@ static int generate_engine(const char *model_path, long threads, const cli_devic
     fprintf(stderr, "eval: generating %zu completions with %s\n", g.total, model_path);
     int32_t live = 1;
     size_t shown = (size_t)-1;
-    double last_print = hc_now();
+    double last_print = pg_now_s();
     while (live > 0 && g.finished < g.total) {
         if (pagoda_engine_step(e, &live)) { cli_error("engine step"); goto done; }
         if (g.finished != shown && isatty(2)) fprintf(stderr, "\reval: generated %zu/%zu", g.finished, g.total);
-        else if (g.finished != shown && hc_now() - last_print > 10)
-            fprintf(stderr, "eval: generated %zu/%zu\n", g.finished, g.total), last_print = hc_now();
+        else if (g.finished != shown && pg_now_s() - last_print > 10)
+            fprintf(stderr, "eval: generated %zu/%zu\n", g.finished, g.total), last_print = pg_now_s();
         shown = g.finished;
     }
     fprintf(stderr, "%seval: generated %zu/%zu\n", isatty(2) ? "\r" : "", g.finished, g.total);
@@ -412,7 +413,7 @@ typedef struct {
 /* On a terminal one line rewritten in place; otherwise (logs) a line every 10 s and at the end. */
 static void on_progress(size_t done, size_t total, void *user) {
     progress_state *ps = user;
-    double t = hc_now();
+    double t = pg_now_s();
     int tty = isatty(2);
     if (done != total && t - ps->last < (tty ? 0.25 : 10)) return;
     ps->last = t;
@@ -572,9 +573,9 @@ int cmd_eval(int argc, char **argv) {
             goto done;
         }
     }
-    progress_state ps = {hc_now(), hc_now()};
+    progress_state ps = {pg_now_s(), pg_now_s()};
     if (sb_run_all(sb, (const char *const *)programs, samples.n, outcomes, on_progress, &ps)) goto done;
-    double elapsed = hc_now() - ps.t0;
+    double elapsed = pg_now_s() - ps.t0;
 
     n_of = calloc(n_probs, sizeof *n_of);
     c_of = calloc(n_probs, sizeof *c_of);

@@ -13,6 +13,7 @@
 #include "kernels/kernels.h"
 #include "tokenizer/chat_template.h"
 #include "tokenizer/tokenizer.h"
+#include "core/clock.h"
 
 static void usage(void) {
     fprintf(stderr,
@@ -66,10 +67,10 @@ static int generate(runner *r, const int32_t *prompt, int32_t n_prompt, char **r
     r->s.n_past = common;
     sampler_reset(r->smp);
     for (int32_t i = 0; i < n_prompt; i++) sampler_accept(r->smp, prompt[i]);
-    double t0 = cli_now_s();
+    double t0 = pg_now_s();
     if (cli_session_eval(&r->s, prompt + common, n_prompt - common, NULL)) return 1;
     memcpy(r->cached, prompt, sizeof(int32_t) * (size_t)n_prompt);
-    double t1 = cli_now_s();
+    double t1 = pg_now_s();
 
     tok_stream *ts = NULL;
     if (r->tk.tok && !r->print_ids && tok_stream_create(r->tk.tok, true, &ts)) return cli_error("detokenizer");
@@ -106,7 +107,7 @@ static int generate(runner *r, const int32_t *prompt, int32_t n_prompt, char **r
     }
     printf("\n");
     fflush(stdout); /* the reply ends before the statistics line on stderr */
-    double t2 = cli_now_s();
+    double t2 = pg_now_s();
     fprintf(stderr, "pagoda: prompt %d tokens (%d cached) in %.3f s (%.1f tok/s), generated %ld tokens in %.3f s (%.1f tok/s)\n",
             n_prompt, common, t1 - t0, (n_prompt - common) / (t1 - t0), n_done, t2 - t1, n_done / (t2 - t1));
     out[out_len] = 0;

@@ -18,6 +18,7 @@
 #include "core/fp16.h"
 #include "format/gguf.h"
 #include "kernels/kernels.h"
+#include "core/clock.h"
 
 typedef enum { ARCH_LLAMA, ARCH_STARCODER } synth_arch;
 
@@ -209,12 +210,6 @@ static bool fill_tensor(const synth_tensor *t, int ti, uint64_t seed, const k_ty
         free(x);
     }
     return ok;
-}
-
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
 /* "--opt value" or "--opt=value"; NULL (and an error line) if the value is missing. */
@@ -447,7 +442,7 @@ int cmd_synth(int argc, char **argv) {
             dtype_name(wt), (double)total / 1e6, out);
     tty_progress = isatty(STDERR_FILENO);
     const bool tty = tty_progress;
-    double t0 = now_s();
+    double t0 = pg_now_s();
     size_t written = 0;
     int last_pct = -1;
     for (int i = 0; i < tl.n; i++) {
@@ -470,7 +465,7 @@ int cmd_synth(int argc, char **argv) {
     }
     if ((st = gguf_writer_end(w)) != PAGODA_OK) goto gguf_fail;
     begun = false;
-    double dt = now_s() - t0;
+    double dt = pg_now_s() - t0;
     fprintf(stderr, "%swrote %s: %.1f MB in %.1f s (%.0f MB/s)\n", tty ? "\n" : "", out, (double)written / 1e6, dt,
             (double)written / 1e6 / (dt > 0 ? dt : 1e-9));
     rc = 0;

@@ -6,6 +6,7 @@
 #include <time.h>
 
 #include <curl/curl.h>
+#include "core/clock.h"
 
 #define HC_MAX_LINE ((size_t)4 << 20) /* an SSE line longer than this is cut (counted once) */
 #define HC_ERR_BODY 512               /* bytes of an error body quoted in the message */
@@ -28,12 +29,6 @@ struct hc_client {
     hc_req *live; /* doubly linked list of requests in flight */
     int n_live;
 };
-
-double hc_now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
 
 static void global_init(void) {
     static int done;
@@ -97,7 +92,7 @@ static size_t on_write(char *ptr, size_t size, size_t nmemb, void *user) {
     }
     if (r->h.body_cap && append(&r->body, &r->body_len, &r->body_cap, ptr, n, r->h.body_cap)) return 0;
     if (!r->h.on_line) return n;
-    double t = hc_now();
+    double t = pg_now_s();
     const char *p = ptr, *end = ptr + n;
     while (p < end) {
         const char *nl = memchr(p, '\n', (size_t)(end - p));
@@ -159,7 +154,7 @@ fail:
 static void finish(hc_client *c, hc_req *r, CURLcode code) {
     curl_easy_getinfo(r->easy, CURLINFO_RESPONSE_CODE, &r->status);
     hc_result res = {0};
-    res.t_done = hc_now();
+    res.t_done = pg_now_s();
     res.http_status = r->status;
     char msg[HC_ERR_BODY + 128];
     if (code != CURLE_OK) {

@@ -14,21 +14,18 @@ typedef struct {
     const char *error;  /* when !ok: the transport error, or "HTTP <code>: <start of the body>" */
     const char *body;   /* the body (at most body_cap bytes kept) when the request asked for it */
     size_t body_len;
-    double t_done;      /* hc_now() when the transfer ended */
+    double t_done;      /* pg_now_s() when the transfer ended */
 } hc_result;
 
 typedef struct {
     /* Each complete line of a 2xx body (newline and a trailing \r removed) at arrival time t
-     * (hc_now() clock). NULL: lines are not split. */
+     * (pg_now_s() clock). NULL: lines are not split. */
     void (*on_line)(void *user, const char *line, size_t len, double t);
     /* Once per request, when it ends (success or not). Pointers valid during the call only. */
     void (*on_done)(void *user, const hc_result *r);
     void *user;
     size_t body_cap; /* keep up to this many bytes of a 2xx body for on_done (0: none) */
 } hc_handler;
-
-/* Monotonic seconds. */
-double hc_now(void);
 
 hc_client *hc_client_create(void);
 void hc_client_destroy(hc_client *c); /* aborts transfers in flight (no callbacks); NULL ok */

@@ -22,6 +22,7 @@
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
+#include "core/clock.h"
 
 extern char **environ;
 
@@ -63,12 +64,6 @@ __attribute__((format(printf, 3, 4))) static void msgf(char *buf, size_t cap, co
     va_start(ap, fmt);
     vsnprintf(buf, cap, fmt, ap);
     va_end(ap);
-}
-
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
 static void put(const char *s) {
@@ -290,7 +285,7 @@ static int spawn(sb_runner *r, const char *program, slot *s, char *msg, size_t m
         setpgid(s->pid, s->pid); /* also done by the child; whichever runs first */
     }
     close(out_fd);
-    s->deadline = now_s() + r->cfg.timeout_s;
+    s->deadline = pg_now_s() + r->cfg.timeout_s;
     return 0;
 fail:
     if (out_fd >= 0) close(out_fd);
@@ -377,7 +372,7 @@ int sb_run_all(sb_runner *r, const char *const *programs, size_t n, sb_outcome *
             next++;
         }
         int progressed = 0;
-        double t = now_s();
+        double t = pg_now_s();
         for (int j = 0; j < jobs; j++) {
             slot *s = &slots[j];
             if (s->pid <= 0) continue;

@@ -8,12 +8,6 @@
 
 #define CHUNK_ALIGN 4096 /* per-thread parts start on page boundaries */
 
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
 /* Reads n bytes (a multiple of 128) and returns a value depending on all of them, so the
  * compiler cannot drop the loads. */
 static uint64_t read_scalar(const uint64_t *p, size_t n) {
@@ -29,6 +23,7 @@ static uint64_t read_scalar(const uint64_t *p, size_t n) {
 
 #if defined(__x86_64__) && defined(__GNUC__)
 #include <immintrin.h>
+#include "core/clock.h"
 
 __attribute__((target("avx2"))) static uint64_t read_avx2(const uint64_t *p, size_t n) {
     const __m256i *v = (const __m256i *)p;
@@ -73,11 +68,11 @@ double pg_membw_read_gbs(size_t bytes, int n_threads, double seconds) {
         }
     }
 
-    double best = 0.0, t_start = now_s();
+    double best = 0.0, t_start = pg_now_s();
     volatile uint64_t sink = 0;
-    for (int rep = 0; rep < 3 || now_s() - t_start < seconds; rep++) {
+    for (int rep = 0; rep < 3 || pg_now_s() - t_start < seconds; rep++) {
         uint64_t acc = 0;
-        double t0 = now_s();
+        double t0 = pg_now_s();
 #pragma omp parallel num_threads(n_threads) reduction(^ : acc)
         {
             for (int k = omp_get_thread_num(); k < n_threads; k += omp_get_num_threads()) {
@@ -85,7 +80,7 @@ double pg_membw_read_gbs(size_t bytes, int n_threads, double seconds) {
                 acc ^= avx2 ? read_avx2(p, part) : read_scalar(p, part);
             }
         }
-        double dt = now_s() - t0;
+        double dt = pg_now_s() - t0;
         sink ^= acc;
         double gbs = (double)total / dt * 1e-9;
         if (gbs > best) best = gbs;

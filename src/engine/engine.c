@@ -23,6 +23,7 @@
 #include "kv/kv_cache.h"
 #include "model/forward.h"
 #include "sched/scheduler.h"
+#include "core/clock.h"
 
 enum { MAX_STOPS = 16, MAX_STOP_LEN = 256, MAX_STOP_TOKENS = 64, MAX_N = 64, MAX_LOGPROBS = SAMPLER_MAX_LOGPROBS };
 
@@ -648,10 +649,8 @@ static void update_gauges(pagoda_engine *e) {
 /* The parallel phase of sampling: every logits row of a choice that does not fork now gets its
  * token (and logprobs) on the kernel threads. At a few hundred sequences, sampling one row after
  * another took longer than a GPU forward pass. */
-static void pick_rows(pagoda_engine *e, const sched_plan *plan) {
+static void pick_rows(pagoda_engine *e, const sched_plan *plan, int32_t rows) {
     const int32_t n = plan->n_seqs, V = e->n_vocab;
-    int32_t rows = 0;
-    for (int32_t i = 0; i < n; i++) rows += e->b_row[i] >= 0;
     int nt = e->n_pick_threads < rows ? e->n_pick_threads : rows;
 #pragma omp parallel for schedule(dynamic, 1) num_threads(nt > 0 ? nt : 1) if (nt > 1)
     for (int32_t i = 0; i < n; i++) {
@@ -665,15 +664,9 @@ static void pick_rows(pagoda_engine *e, const sched_plan *plan) {
     }
 }
 
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
 /* One engine step. Returns 1 if it ran a forward pass, 0 if there was nothing to run. */
 static int step(pagoda_engine *e) {
-    double t_start = now_s();
+    double t_start = pg_now_s();
     take_inbox(e);
     sched_plan plan;
     sched_schedule(e->sched, &plan);
@@ -713,10 +706,10 @@ static int step(pagoda_engine *e) {
     int argmax = rows > 0 && e->device_argmax;
     for (int32_t i = 0; argmax && i < plan.n_seqs; i++)
         if (e->b_row[i] >= 0 && !greedy_plain(((choice *)plan.seqs[i]->owner)->r)) argmax = 0;
-    double t_fwd = now_s();
+    double t_fwd = pg_now_s();
     pagoda_status st = argmax ? forward_run_argmax(e->fwd, &b, e->kv, e->b_ids)
                               : forward_run(e->fwd, &b, e->kv, e->logits); /* rows == 0: writes no logits */
-    t_fwd = now_s() - t_fwd;
+    t_fwd = pg_now_s() - t_fwd;
     if (st) {
         char msg[512];
         snprintf(msg, sizeof msg, "forward pass failed: %s", pagoda_last_error());
@@ -735,7 +728,7 @@ static int step(pagoda_engine *e) {
     e->stats.n_cached_tokens += cached_tokens;
     e->stats.n_preemptions += (uint64_t)plan.n_preempted;
     pthread_mutex_unlock(&e->mu);
-    if (!argmax) pick_rows(e, &plan);
+    if (!argmax) pick_rows(e, &plan, rows);
     /* accept in batch order; finishing a choice never invalidates another planned sequence */
     for (int32_t i = 0; i < plan.n_seqs; i++) {
         if (e->b_row[i] < 0) continue;
@@ -774,7 +767,7 @@ static int step(pagoda_engine *e) {
         sample_choice(e, ch, row);
     }
     update_gauges(e);
-    double t_step = now_s() - t_start;
+    double t_step = pg_now_s() - t_start;
     pthread_mutex_lock(&e->mu);
     e->stats.step_seconds += t_step;
     e->stats.forward_seconds += t_fwd;

@@ -10,6 +10,7 @@
 
 #include "core/log.h"
 #include "serve/server_internal.h"
+#include "core/clock.h"
 
 static int is_chat(const http_req *hr) { return hr->route == ROUTE_CHAT; }
 
@@ -117,7 +118,7 @@ static void on_done(http_req *hr, double now) {
 static void on_event(const pagoda_event *ev, void *user) {
     http_req *hr = user;
     pg_server *s = hr->srv;
-    double now = serve_now();
+    double now = pg_now_s();
     pthread_mutex_lock(&hr->mu);
     if (ev->n_prompt_tokens > 0) hr->n_prompt = ev->n_prompt_tokens;
     if (ev->n_cached_tokens >= 0) hr->n_cached = ev->n_cached_tokens;

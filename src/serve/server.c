@@ -18,6 +18,7 @@
 
 #include "core/log.h"
 #include "serve/auth.h"
+#include "core/clock.h"
 
 extern const unsigned char pg_chat_page[];
 extern const size_t pg_chat_page_len;
@@ -32,12 +33,6 @@ void serve_config_default(serve_config *c) {
     c->http_threads = 4;
 }
 
-double serve_now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
 /* ---- request objects ---- */
 
 static http_req *http_req_create(pg_server *s, struct MHD_Connection *conn, const char *method, const char *url) {
@@ -45,7 +40,7 @@ static http_req *http_req_create(pg_server *s, struct MHD_Connection *conn, cons
     if (!hr) return NULL;
     hr->srv = s;
     hr->conn = conn;
-    hr->t0 = serve_now();
+    hr->t0 = pg_now_s();
     snprintf(hr->method, sizeof hr->method, "%s", method);
     snprintf(hr->path, sizeof hr->path, "%s", url);
     pthread_mutex_init(&hr->mu, NULL);
@@ -364,7 +359,7 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     if (!hr) return;
     *con_cls = NULL;
     live_remove(hr);
-    double dt = serve_now() - hr->t0;
+    double dt = pg_now_s() - hr->t0;
     int is_gen = hr->gen_counted;
     pthread_mutex_lock(&hr->mu);
     hr->http_done = 1;
@@ -496,7 +491,7 @@ const char *serve_model_name(const pg_server *s) { return s->name; }
 /* Waits until *counter is 0 or the deadline passes; with sigs, a signal also ends the wait
  * (returns 1 then). */
 static int wait_zero(atomic_int *counter, double deadline, const sigset_t *sigs) {
-    while (atomic_load(counter) > 0 && serve_now() < deadline) {
+    while (atomic_load(counter) > 0 && pg_now_s() < deadline) {
         if (sigs) {
             struct timespec ts = {0, 20 * 1000 * 1000};
             if (sigtimedwait(sigs, NULL, &ts) > 0) return 1;
@@ -512,7 +507,7 @@ static void shutdown_server(pg_server *s, double grace_s, const sigset_t *sigs) 
     if (!s->daemon) return;
     atomic_store(&s->draining, 1);
     s->listen_fd = MHD_quiesce_daemon(s->daemon);
-    double t0 = serve_now();
+    double t0 = pg_now_s();
     if (grace_s > 0 && atomic_load(&s->n_gen_http) > 0) {
         fprintf(stderr, "pagoda: draining %d request(s) for up to %.1f s\n", atomic_load(&s->n_gen_http), grace_s);
         if (wait_zero(&s->n_gen_http, t0 + grace_s, sigs))
@@ -523,15 +518,15 @@ static void shutdown_server(pg_server *s, double grace_s, const sigset_t *sigs) 
         /* every request reports done within a step or so; suspended connections resume then.
          * Cancel again while waiting: a request still being tokenized when the drain began may
          * be submitted after the first cancel_all. */
-        double deadline = serve_now() + 30;
-        while (atomic_load(&s->n_gen_engine) > 0 && serve_now() < deadline) {
+        double deadline = pg_now_s() + 30;
+        while (atomic_load(&s->n_gen_engine) > 0 && pg_now_s() < deadline) {
             pagoda_engine_cancel_all(s->engine);
             struct timespec ts = {0, 10 * 1000 * 1000};
             nanosleep(&ts, NULL);
         }
     }
     /* let the last bytes of cancelled streams go out */
-    wait_zero(&s->n_gen_http, serve_now() + 2, NULL);
+    wait_zero(&s->n_gen_http, pg_now_s() + 2, NULL);
     if (atomic_load(&s->n_gen_engine) == 0) {
         MHD_stop_daemon(s->daemon);
     } else {

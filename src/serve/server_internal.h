@@ -104,7 +104,6 @@ typedef struct http_req {
     char *error;             /* message of a FINISH_ERROR event */
 } http_req;
 
-double serve_now(void);
 void http_req_ref(http_req *hr);
 void http_req_unref(http_req *hr);
 
