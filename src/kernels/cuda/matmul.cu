@@ -52,6 +52,17 @@ __device__ __forceinline__ uint32_t ld32(const uint8_t *p) { return *(const uint
 __device__ __forceinline__ uint32_t ld32_a2(const uint8_t *p) { return ld16(p) | (ld16(p + 2) << 16); }
 __device__ __forceinline__ float ldh(const uint8_t *p) { return __half2float(__ushort_as_half((unsigned short)ld16(p))); }
 
+// Q4_K/Q5_K: two runs of 4 elements with scales da/db and mins ma/mb (w = d*q - m) into acc
+template <int NT>
+__device__ __forceinline__ void kq_acc(float da, float db, float ma, float mb, const float (&fa)[4], const float (&fb)[4],
+                                       const float4 (&xa)[NT], const float4 (&xb)[NT], float (&acc)[NT]) {
+#pragma unroll
+    for (int t = 0; t < NT; t++) {
+        const float s = fmaf(da, dot4(fa, xa[t]), db * dot4(fb, xb[t]));
+        acc[t] += s - fmaf(ma, sum4(xa[t]), mb * sum4(xb[t]));
+    }
+}
+
 // Bit i of the low 4 bits of b moved to bit 8i+4 (the fifth bit of byte i): b * 0x204081 puts
 // bit i at 8i with no carries (all partial products land on distinct bits).
 __device__ __forceinline__ uint32_t spread4(uint32_t b) { return ((b * 0x00204081u) & 0x01010101u) << 4; }
@@ -169,11 +180,7 @@ template <> struct MV<PAGODA_DTYPE_Q4_K> {
         float fa[4], fb[4];
         ext4(q, 0, 0xf, 0.f, fa);
         ext4(q, 4, 0xf, 0.f, fb);
-#pragma unroll
-        for (int t = 0; t < NT; t++) {
-            const float s = fmaf(da, dot4(fa, xa[t]), db * dot4(fb, xb[t]));
-            acc[t] += s - fmaf(ma, sum4(xa[t]), mb * sum4(xb[t]));
-        }
+        kq_acc(da, db, ma, mb, fa, fb, xa, xb, acc);
     }
 };
 template <> struct MV<PAGODA_DTYPE_Q5_K> {
@@ -194,11 +201,7 @@ template <> struct MV<PAGODA_DTYPE_Q5_K> {
         float fa[4], fb[4];
         ext4(va, 0, 0x1f, 0.f, fa);
         ext4(vb, 0, 0x1f, 0.f, fb);
-#pragma unroll
-        for (int t = 0; t < NT; t++) {
-            const float s = fmaf(da, dot4(fa, xa[t]), db * dot4(fb, xb[t]));
-            acc[t] += s - fmaf(ma, sum4(xa[t]), mb * sum4(xb[t]));
-        }
+        kq_acc(da, db, ma, mb, fa, fb, xa, xb, acc);
     }
 };
 // Q6_K piece k (0..31): ql bytes 4k..4k+3; h = k/16, q1 = (k/8)&1, l0 = 4(k%8). Run A: element

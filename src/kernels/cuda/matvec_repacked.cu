@@ -148,6 +148,20 @@ template <int T> __device__ __forceinline__ void gather_scales(Scales<T> &s, con
 // the 4 activations of group j for token 0 (token t at + t*n_in), loaded once for all R rows.
 template <int T, int NT, int R> struct Dot;
 
+// the 4 activations of a group for NT tokens (token t at xp + t * n_in)
+template <int NT>
+__device__ __forceinline__ void load_x(const float *xp, int64_t n_in, float4 (&xv)[NT]) {
+#pragma unroll
+    for (int t = 0; t < NT; t++) xv[t] = __ldg((const float4 *)(xp + t * n_in));
+}
+
+// acc[t] += the 4 weights . token t's 4 activations, in a fixed order
+template <int NT>
+__device__ __forceinline__ void fma4(const float (&wv)[4], const float4 (&xv)[NT], float (&acc)[NT]) {
+#pragma unroll
+    for (int t = 0; t < NT; t++) acc[t] = fmaf(wv[3], xv[t].w, fmaf(wv[2], xv[t].z, fmaf(wv[1], xv[t].y, fmaf(wv[0], xv[t].x, acc[t]))));
+}
+
 template <int NT, int R> struct Dot<PAGODA_DTYPE_Q4_0, NT, R> {
     template <class XP>
     static __device__ __forceinline__ void run(const uint4 (&q)[R], const Scales<PAGODA_DTYPE_Q4_0> (&s)[R], XP xg, int64_t n_in,
@@ -159,8 +173,7 @@ template <int NT, int R> struct Dot<PAGODA_DTYPE_Q4_0, NT, R> {
                 const int j = 2 * k + h;
                 float4 xv[NT];
                 const float *xp = xg(j);
-#pragma unroll
-                for (int t = 0; t < NT; t++) xv[t] = __ldg((const float4 *)(xp + t * n_in));
+                load_x(xp, n_in, xv);
 #pragma unroll
                 for (int r = 0; r < R; r++) {
                     const uint32_t wd = k == 0 ? q[r].x : k == 1 ? q[r].y : k == 2 ? q[r].z : q[r].w;
@@ -174,9 +187,7 @@ template <int NT, int R> struct Dot<PAGODA_DTYPE_Q4_0, NT, R> {
                         const uint32_t bits = h ? ((sh[c] & 0xf000u) | 0x45000000u) : ((sh[c] & 0x0f00u) | 0x47000000u);
                         wv[c] = fmaf(d, __uint_as_float(bits), nd);
                     }
-#pragma unroll
-                    for (int t = 0; t < NT; t++)
-                        acc[r][t] = fmaf(wv[3], xv[t].w, fmaf(wv[2], xv[t].z, fmaf(wv[1], xv[t].y, fmaf(wv[0], xv[t].x, acc[r][t]))));
+                    fma4(wv, xv, acc[r]);
                 }
             }
         }
@@ -191,8 +202,7 @@ template <int NT, int R> struct Dot<PAGODA_DTYPE_Q8_0, NT, R> {
         for (int j = 0; j < 4; j++) {
             float4 xv[NT];
             const float *xp = xg(j);
-#pragma unroll
-            for (int t = 0; t < NT; t++) xv[t] = __ldg((const float4 *)(xp + t * n_in));
+            load_x(xp, n_in, xv);
 #pragma unroll
             for (int r = 0; r < R; r++) {
                 const uint32_t wd = j == 0 ? q[r].x : j == 1 ? q[r].y : j == 2 ? q[r].z : q[r].w;
@@ -202,9 +212,7 @@ template <int NT, int R> struct Dot<PAGODA_DTYPE_Q8_0, NT, R> {
 #pragma unroll
                 for (int c = 0; c < 4; c++)  // byte c -> bits 8..15 under the exponent of 2^15
                     wv[c] = fmaf(d, __uint_as_float(__byte_perm(wd, 0x47000000u, 0x7504u | (c << 4))), nd);
-#pragma unroll
-                for (int t = 0; t < NT; t++)
-                    acc[r][t] = fmaf(wv[3], xv[t].w, fmaf(wv[2], xv[t].z, fmaf(wv[1], xv[t].y, fmaf(wv[0], xv[t].x, acc[r][t]))));
+                fma4(wv, xv, acc[r]);
             }
         }
     }
