@@ -171,6 +171,26 @@ typedef struct {
 
 typedef void (*pagoda_event_fn)(const pagoda_event *ev, void *user);
 
+/* One entry of a request's logit bias (OpenAI semantics): bias is added to the token's logit
+ * before sampling (after the model, before penalties and temperature); -100 in effect bans the
+ * token, +100 in effect forces it. bias in [-100, 100]. */
+typedef struct {
+    int32_t token;
+    float bias;
+} pagoda_logit_bias;
+
+/* Logits of one prompt position of a request that asked for them (scoring: perplexity, lm-eval,
+ * the `logits` tool). The row is the model's raw output (no bias, penalty or temperature) after
+ * the prompt's token at `pos`, i.e. the distribution of the token at pos + 1. Pointers are valid
+ * only during the callback. */
+typedef struct {
+    uint64_t request_id;
+    int32_t pos;            /* 0 .. n_prompt_tokens - 1 */
+    int32_t n_vocab;
+    const float *logits;    /* [n_vocab] */
+} pagoda_logits_event;
+typedef void (*pagoda_logits_fn)(const pagoda_logits_event *ev, void *user);
+
 typedef struct {
     const char *prompt;             /* text (tokenized with the model's BOS and special tokens), or */
     size_t prompt_len;              /* 0: strlen(prompt) */
@@ -188,7 +208,18 @@ typedef struct {
     int32_t logprobs;               /* -1: none; k >= 0: each token's logprob and the top k (k <= 20) */
     pagoda_event_fn on_event;       /* called on the engine thread; must not block for long */
     void *user;
+    const pagoda_logit_bias *logit_bias; /* at most PAGODA_MAX_LOGIT_BIAS entries, token ids in
+                                            [0, n_vocab), bias in [-100, 100]; a repeated token's
+                                            biases add up */
+    int32_t n_logit_bias;
+    pagoda_logits_fn on_prompt_logits; /* non-NULL: called (engine thread, in position order, before
+                                          any event of this request) with the logits of every prompt
+                                          position; the request then takes no KV from the prefix
+                                          cache, so every position goes through the model */
+    int score_only;                 /* 1: generate nothing; the request finishes (FINISH_LENGTH, no
+                                       token) once its prompt has gone through the model */
 } pagoda_request;
+#define PAGODA_MAX_LOGIT_BIAS 1024
 void pagoda_request_default(pagoda_request *r);
 void pagoda_sampling_default(pagoda_sampling *s);
 
