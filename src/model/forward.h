@@ -19,6 +19,8 @@ typedef struct {
     const int32_t *const *block_tables; /* [n_seq][n_blocks[s]]: KV blocks by position / block_size */
     const int32_t *n_blocks;            /* [n_seq] */
     const uint8_t *logits_mask;         /* [n_tok]: 1 = return logits; NULL = last token of each seq */
+    const int32_t *seq_adapter;         /* [n_seq]: adapter (LoRA) id of each sequence, 0 = the base
+                                           model; NULL = all 0. Only 0 is served today. */
 } pg_batch;
 
 typedef struct pg_forward pg_forward;
