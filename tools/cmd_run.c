@@ -11,7 +11,7 @@
 #include "commands.h"
 #include "engine/sampler.h"
 #include "kernels/kernels.h"
-#include "tokenizer/chat_template.h"
+#include "template/chat_template.h"
 #include "tokenizer/tokenizer.h"
 #include "core/clock.h"
 

@@ -9,7 +9,7 @@
 #include <sys/stat.h>
 
 #include "core/log.h"
-#include "tokenizer/chat_template.h"
+#include "template/chat_template.h"
 
 /* A token id if text is exactly one special token, else -1. */
 static int32_t single_token(const pg_tokenizer *t, const char *text) {

@@ -6,7 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "tokenizer/chat_template.h"
+#include "template/chat_template.h"
 
 static volatile size_t g_sink;
 

@@ -7,7 +7,7 @@
 
 #include "pagoda.h"
 #include "test_util.h"
-#include "tokenizer/chat_template.h"
+#include "template/chat_template.h"
 
 static char *dump_or_null(json_t *j) {
     if (!j || json_is_null(j)) return NULL;

@@ -11,7 +11,7 @@
 #include <string.h>
 #include <time.h>
 
-#include "tokenizer/jinja.h"
+#include "template/jinja.h"
 
 enum {
     F_RANGE, F_NAMESPACE, F_DICT, F_RAISE, F_STRFTIME,

@@ -2,7 +2,7 @@
  * Lexing follows jinja2's with trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=False,
  * which is what Hugging Face apply_chat_template configures. Evaluation is in jinja_eval.c.
  * All memory of one render lives in an arena; errors longjmp back to chat_template_render. */
-#include "tokenizer/chat_template.h"
+#include "template/chat_template.h"
 
 #include <jansson.h>
 #include <stdarg.h>
@@ -11,7 +11,7 @@
 #include <string.h>
 
 #include "core/log.h"
-#include "tokenizer/jinja.h"
+#include "template/jinja.h"
 
 /* ---- arena and errors ---- */
 

@@ -1,7 +1,7 @@
 /* Private to the chat template interpreter: values, AST and the render context shared by
  * chat_template.c (lexer, parser, entry point) and jinja_eval.c (evaluator, builtins). */
-#ifndef PG_TOKENIZER_JINJA_H
-#define PG_TOKENIZER_JINJA_H
+#ifndef PG_TEMPLATE_JINJA_H
+#define PG_TEMPLATE_JINJA_H
 
 #include <setjmp.h>
 #include <stdbool.h>

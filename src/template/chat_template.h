@@ -1,8 +1,8 @@
 /* Chat templates: an interpreter for the subset of Jinja that real chat templates use (the
  * template comes from tokenizer_config.json "chat_template" or GGUF tokenizer.chat_template).
  * Renders like Hugging Face apply_chat_template (jinja2 with trim_blocks and lstrip_blocks). */
-#ifndef PG_TOKENIZER_CHAT_TEMPLATE_H
-#define PG_TOKENIZER_CHAT_TEMPLATE_H
+#ifndef PG_TEMPLATE_CHAT_TEMPLATE_H
+#define PG_TEMPLATE_CHAT_TEMPLATE_H
 
 #include <stdbool.h>
 
