@@ -1,5 +1,6 @@
 /* Private to the chat template interpreter: values, AST and the render context shared by
- * chat_template.c (lexer, parser, entry point) and jinja_eval.c (evaluator, builtins). */
+ * chat_template.c (entry point, arena), jinja_parse.c (lexer, parser) and the runtime
+ * (jinja_eval.c, jinja_value.c, jinja_builtins.c; their shared part is jinja_rt.h). */
 #ifndef PG_TEMPLATE_JINJA_H
 #define PG_TEMPLATE_JINJA_H
 
@@ -108,6 +109,9 @@ void *jj_alloc_raw(jctx *c, size_t n);  /* not zeroed: for string buffers */
 _Noreturn void jj_fail(jctx *c, pagoda_status st, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 jstr jj_strdup(jctx *c, const char *p, size_t n);
+
+/* lexer and parser (jinja_parse.c): the template body of src[0..n) */
+jnlist jj_parse(jctx *c, const char *src, size_t n);
 
 /* evaluator (jinja_eval.c) */
 void jj_exec(jctx *c, jframe *f, const jnlist *body);
