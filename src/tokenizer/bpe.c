@@ -299,21 +299,27 @@ static pagoda_status merge_word(const pg_tokenizer *t, tok_work *w, const char *
     return PAGODA_OK;
 }
 
-pagoda_status tok_bpe_piece(const pg_tokenizer *t, tok_work *w, const char *s, size_t n) {
-    if (!t->byte_level) return tok_merge_word(t, w, s, n, false);
+size_t tok_bytes_map(const char *s, size_t n, char *out) {
     bmap_init();
+    size_t m = 0;
+    for (size_t i = 0; i < n; i++) {
+        uint8_t b = (uint8_t)s[i];
+        memcpy(out + m, g_bchar[b], g_bchar_len[b]);
+        m += g_bchar_len[b];
+    }
+    return m;
+}
+
+pagoda_status tok_bpe_piece(const pg_tokenizer *t, tok_work *w, const char *s, size_t n, bool mapped) {
+    bmap_init();
+    if (!t->byte_level || mapped) return tok_merge_word(t, w, s, n, false);
     /* map bytes to their stand-in chars; at most 2 bytes each */
     if (n == 0) return PAGODA_OK;
     if (n > (SIZE_MAX - 4) / 2) return pg_fail(PAGODA_ERR_INVALID, "tokenizer: text too long");
     int64_t need = (int64_t)(2 * n + 4);
     if (need > w->buf_cap && !pg_grow((void **)&w->buf, &w->buf_cap, need, 1))
         return pg_fail(PAGODA_ERR_NOMEM, "out of memory");
-    size_t m = 0;
-    for (size_t i = 0; i < n; i++) {
-        uint8_t b = (uint8_t)s[i];
-        memcpy(w->buf + m, g_bchar[b], g_bchar_len[b]);
-        m += g_bchar_len[b];
-    }
+    size_t m = tok_bytes_map(s, n, w->buf);
     /* fast path: a one-byte piece is one token */
     if (n == 1 && t->bchar_id[(uint8_t)s[0]] >= 0)
         return tok_ids_push(&w->out, t->bchar_id[(uint8_t)s[0]]) ? PAGODA_OK : pg_fail(PAGODA_ERR_NOMEM, "out of memory");

@@ -10,8 +10,6 @@
 
 #define HF_MAX_FILE (512ll << 20)
 
-#define GPT2_RE "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)|\\s+"
-
 static pagoda_status load_json(const char *dir, const char *name, bool required, json_t **out) {
     *out = NULL;
     char path[4096];
@@ -44,52 +42,6 @@ static int32_t tok_lookup_raw_pending(const pg_tokenizer *t, const char *s) {
     for (int32_t id = t->n_vocab - 1; id >= 0; id--)
         if (t->piece[id] && t->piece_len[id] == n && !memcmp(t->piece[id], s, n)) return id;
     return -1;
-}
-
-static pagoda_status pre_tokenizer(pg_tokenizer *t, json_t *p) {
-    if (!p || json_is_null(p)) return PAGODA_OK;
-    const char *type = jstr(p, "type");
-    if (!type) return pg_fail(PAGODA_ERR_FORMAT, "tokenizer.json: pre_tokenizer without a type");
-    if (!strcmp(type, "Sequence")) {
-        json_t *arr = json_object_get(p, "pretokenizers"), *e;
-        size_t i;
-        pagoda_status st;
-        json_array_foreach(arr, i, e) if ((st = pre_tokenizer(t, e))) return st;
-        return PAGODA_OK;
-    }
-    if (!strcmp(type, "ByteLevel")) {
-        t->byte_level = true;
-        if (json_is_true(json_object_get(p, "add_prefix_space"))) t->prefix_space_bl = true;
-        json_t *ur = json_object_get(p, "use_regex");
-        if (!ur || json_is_true(ur)) return tok_add_split(t, GPT2_RE, false);
-        return PAGODA_OK;
-    }
-    if (!strcmp(type, "Split")) {
-        const char *beh = jstr(p, "behavior");
-        if (json_is_true(json_object_get(p, "invert")) || !beh || strcmp(beh, "Isolated"))
-            return pg_fail(PAGODA_ERR_UNSUPPORTED, "tokenizer.json: Split with behavior '%s'%s is not supported",
-                           beh ? beh : "?", json_is_true(json_object_get(p, "invert")) ? " (inverted)" : "");
-        json_t *pat = json_object_get(p, "pattern");
-        const char *re = jstr(pat, "Regex"), *lit = jstr(pat, "String");
-        if (re) return tok_add_split(t, re, false);
-        if (lit) return tok_add_split(t, lit, true);
-        return pg_fail(PAGODA_ERR_FORMAT, "tokenizer.json: Split without a pattern");
-    }
-    if (!strcmp(type, "Digits")) {
-        bool each = json_is_true(json_object_get(p, "individual_digits"));
-        return tok_add_split(t, each ? "\\p{N}" : "\\p{N}+", false);
-    }
-    if (!strcmp(type, "Metaspace")) {
-        const char *rep = jstr(p, "replacement");
-        json_t *split = json_object_get(p, "split");
-        const char *scheme = jstr(p, "prepend_scheme");
-        if ((rep && strcmp(rep, "\xE2\x96\x81")) || json_is_true(split))
-            return pg_fail(PAGODA_ERR_UNSUPPORTED, "tokenizer.json: Metaspace with split or another replacement");
-        t->spm_escape = true;
-        t->add_space_prefix = !scheme || strcmp(scheme, "never");
-        return PAGODA_OK;
-    }
-    return pg_fail(PAGODA_ERR_UNSUPPORTED, "tokenizer.json: unsupported pre_tokenizer type '%s'", type);
 }
 
 static pagoda_status normalizer(pg_tokenizer *t, json_t *n) {
@@ -174,7 +126,7 @@ pagoda_status tok_load_hf(const char *dir, pg_tokenizer **out) {
     t->byte_fallback = json_is_true(json_object_get(model, "byte_fallback"));
     t->ignore_merges = json_is_true(json_object_get(model, "ignore_merges"));
     if ((st = normalizer(t, json_object_get(tj, "normalizer")))) goto fail;
-    if ((st = pre_tokenizer(t, json_object_get(tj, "pre_tokenizer")))) goto fail;
+    if ((st = tok_pre_from_json(t, json_object_get(tj, "pre_tokenizer")))) goto fail;
     if (!t->byte_level && !t->spm_escape && !t->byte_fallback) {
         st = pg_fail(PAGODA_ERR_UNSUPPORTED, "tokenizer.json: BPE without ByteLevel, Metaspace or byte_fallback");
         goto fail;

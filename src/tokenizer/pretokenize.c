@@ -1,27 +1,25 @@
-/* Pre-tokenization: the split regexes, each applied to the pieces the previous one left
- * (text between matches stays a piece too, as in llama.cpp and Hugging Face's "Isolated"). */
+/* Pre-tokenization: the steps of a Hugging Face pre_tokenizer Sequence, each applied to the pieces
+ * the previous one left. A split step finds the matches of its regex (text between matches stays a
+ * piece too) and treats them by its behavior (Isolated, Removed, MergedWithPrevious,
+ * MergedWithNext, Contiguous), optionally inverted; a ByteLevel step maps later pieces to the
+ * byte-level stand-in chars, so splits after it see the mapped text, as they do in `tokenizers`. */
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include <pcre2.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "core/log.h"
 #include "tokenizer/tok_internal.h"
 
-#define RE_GPT2 "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)|\\s+"
-#define RE_LLAMA3                                                                                  \
-    "(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| " \
-    "?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+"
-#define RE_QWEN2                                                                                   \
-    "(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| "     \
-    "?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+"
-
-pagoda_status tok_add_split(pg_tokenizer *t, const char *pattern, bool literal) {
-    if (t->n_split >= TOK_MAX_SPLITS) return pg_fail(PAGODA_ERR_UNSUPPORTED, "tokenizer: more than %d split rules", TOK_MAX_SPLITS);
+pagoda_status tok_add_split(pg_tokenizer *t, const char *pattern, bool literal, tok_split_behavior behavior,
+                            bool invert) {
+    if (t->n_split >= TOK_MAX_SPLITS) return pg_fail(PAGODA_ERR_UNSUPPORTED, "tokenizer: more than %d pre-tokenizer steps", TOK_MAX_SPLITS);
     int err;
     PCRE2_SIZE off;
     /* MATCH_INVALID_UTF: invalid bytes in the text never match (they stay pieces of their own)
-     * and no O(n) UTF check runs per match call */
-    uint32_t opt = PCRE2_UTF | PCRE2_UCP | PCRE2_MATCH_INVALID_UTF | (literal ? PCRE2_LITERAL : 0);
+     * and no O(n) UTF check runs per match call. MULTILINE: ^ and $ are line anchors, as in
+     * Oniguruma's (Ruby) syntax that tokenizer.json regexes are written for. */
+    uint32_t opt = PCRE2_UTF | PCRE2_UCP | PCRE2_MATCH_INVALID_UTF | PCRE2_MULTILINE | (literal ? PCRE2_LITERAL : 0);
     pcre2_code *re = pcre2_compile((PCRE2_SPTR)pattern, PCRE2_ZERO_TERMINATED, opt, &err, &off, NULL);
     if (!re) {
         PCRE2_UCHAR msg[256];
@@ -29,36 +27,20 @@ pagoda_status tok_add_split(pg_tokenizer *t, const char *pattern, bool literal) 
         return pg_fail(PAGODA_ERR_UNSUPPORTED, "tokenizer: split regex at offset %zu: %s", (size_t)off, (char *)msg);
     }
     pcre2_jit_compile(re, PCRE2_JIT_COMPLETE); /* optional: falls back to the interpreter */
-    t->split[t->n_split++].code = re;
+    t->split[t->n_split++] = (tok_regex){.code = re, .kind = TOK_STEP_SPLIT, .behavior = (uint8_t)behavior, .invert = invert};
+    return PAGODA_OK;
+}
+
+pagoda_status tok_add_step(pg_tokenizer *t, tok_step_kind kind) {
+    if (t->n_split >= TOK_MAX_SPLITS) return pg_fail(PAGODA_ERR_UNSUPPORTED, "tokenizer: more than %d pre-tokenizer steps", TOK_MAX_SPLITS);
+    t->split[t->n_split++] = (tok_regex){.kind = (uint8_t)kind};
     return PAGODA_OK;
 }
 
 void tok_free_splits(pg_tokenizer *t) {
-    for (int i = 0; i < t->n_split; i++) pcre2_code_free((pcre2_code *)t->split[i].code);
+    for (int i = 0; i < t->n_split; i++)
+        if (t->split[i].code) pcre2_code_free((pcre2_code *)t->split[i].code);
     t->n_split = 0;
-}
-
-pagoda_status tok_pre_from_name(pg_tokenizer *t, const char *pre) {
-    pagoda_status st = PAGODA_OK;
-    if (!strcmp(pre, "default") || !strcmp(pre, "gpt-2") || !strcmp(pre, "gpt2") || !strcmp(pre, "jais") ||
-        !strcmp(pre, "olmo") || !strcmp(pre, "mpt")) {
-        st = tok_add_split(t, RE_GPT2, false);
-    } else if (!strcmp(pre, "starcoder") || !strcmp(pre, "refact") || !strcmp(pre, "smollm") ||
-               !strcmp(pre, "command-r") || !strcmp(pre, "codeshell") || !strcmp(pre, "exaone") ||
-               !strcmp(pre, "minerva-7b")) {
-        if (!(st = tok_add_split(t, "\\p{N}", false))) st = tok_add_split(t, RE_GPT2, false);
-    } else if (!strcmp(pre, "qwen2") || !strcmp(pre, "deepseek-r1-qwen")) {
-        st = tok_add_split(t, RE_QWEN2, false);
-    } else if (!strcmp(pre, "llama-bpe") || !strcmp(pre, "llama3") || !strcmp(pre, "dbrx") || !strcmp(pre, "smaug-bpe")) {
-        st = tok_add_split(t, RE_LLAMA3, false);
-        t->ignore_merges = true; /* as llama.cpp and Llama-3's tokenizer.json do */
-    } else if (!strcmp(pre, "deepseek-coder")) {
-        const char *re[] = {"[\\r\\n]", "\\s?\\p{L}+", "\\s?\\p{P}+", "[\\x{4E00}-\\x{9FA5}\\x{0800}-\\x{4E00}\\x{AC00}-\\x{D7FF}]+", "\\p{N}"};
-        for (size_t i = 0; i < sizeof re / sizeof *re && !st; i++) st = tok_add_split(t, re[i], false);
-    } else {
-        return pg_fail(PAGODA_ERR_UNSUPPORTED, "tokenizer: unsupported pre-tokenizer tokenizer.ggml.pre = '%s'", pre);
-    }
-    return st;
 }
 
 typedef struct {
@@ -82,13 +64,75 @@ static int do_match(split_ctx *c, pcre2_code *re, const char *s, size_t n, size_
     return rc;
 }
 
-static pagoda_status split_level(split_ctx *c, int level, const char *s, size_t n) {
-    if (n == 0) return PAGODA_OK;
-    if (level == c->t->n_split) return c->fn(c->ctx, s, n);
-    pcre2_code *re = (pcre2_code *)c->t->split[level].code;
-    size_t at = 0, emitted = 0;
+static pagoda_status run_level(split_ctx *c, int level, const char *s, size_t n, bool mapped);
+
+/* The behavior of one split, fed its segments (matches and the text between them) in order.
+ * A piece is held back while a later segment may still join it. */
+typedef struct {
+    split_ctx *c;
+    int next;             /* level the pieces go on to */
+    bool mapped;
+    const char *s;
+    uint8_t behavior;
+    bool has_pend;
+    size_t pb, pe;        /* the held piece */
+    bool pend_match;      /* MergedWithNext: the held piece is a match that may join the next */
+    bool prev_match;      /* the previous segment was a match */
+} seg_state;
+
+static pagoda_status flush(seg_state *g) {
+    if (!g->has_pend) return PAGODA_OK;
+    g->has_pend = false;
+    return g->pe > g->pb ? run_level(g->c, g->next, g->s + g->pb, g->pe - g->pb, g->mapped) : PAGODA_OK;
+}
+
+static pagoda_status hold(seg_state *g, size_t b, size_t e, bool m) {
+    pagoda_status st = flush(g);
+    g->has_pend = true;
+    g->pb = b;
+    g->pe = e;
+    g->pend_match = m;
+    return st;
+}
+
+static pagoda_status segment(seg_state *g, size_t b, size_t e, bool m) {
+    pagoda_status st = PAGODA_OK;
+    switch (g->behavior) {
+    case TOK_SPLIT_REMOVED:
+        if (!m && e > b) st = run_level(g->c, g->next, g->s + b, e - b, g->mapped);
+        break;
+    case TOK_SPLIT_MERGED_PREV:
+        if (m && !g->prev_match && g->has_pend) g->pe = e;
+        else st = hold(g, b, e, m);
+        break;
+    case TOK_SPLIT_MERGED_NEXT:
+        if (g->has_pend && g->pend_match && !m) {
+            g->pe = e; /* the held match joins this piece, which is final */
+            g->pend_match = false;
+        } else {
+            st = hold(g, b, e, m);
+        }
+        break;
+    case TOK_SPLIT_CONTIGUOUS:
+        if (g->has_pend && m == g->prev_match) g->pe = e;
+        else st = hold(g, b, e, m);
+        break;
+    default: /* ISOLATED */
+        if (e > b) st = run_level(g->c, g->next, g->s + b, e - b, g->mapped);
+        break;
+    }
+    g->prev_match = m;
+    return st;
+}
+
+static pagoda_status split_step(split_ctx *c, int level, const char *s, size_t n, bool mapped) {
+    const tok_regex *r = &c->t->split[level];
+    pcre2_code *re = (pcre2_code *)r->code;
+    seg_state g = {.c = c, .next = level + 1, .mapped = mapped, .s = s, .behavior = r->behavior};
+    bool inv = r->invert;
+    size_t at = 0, prev = 0, last_end = (size_t)-1;
     pagoda_status st;
-    while (at < n) {
+    while (at <= n) {
         int rc = do_match(c, re, s, n, at);
         if (rc == PCRE2_ERROR_NOMATCH) break;
         if (rc < 0) {
@@ -98,21 +142,52 @@ static pagoda_status split_level(split_ctx *c, int level, const char *s, size_t 
         }
         PCRE2_SIZE *ov = pcre2_get_ovector_pointer(c->md);
         size_t b = ov[0], e = ov[1];
-        if (e == b) { /* empty match: step one char so we always progress */
+        if (e == b && b == last_end) { /* no empty match right where the last one ended: step a char */
+            if (b >= n) break;
             at = b + tok_utf8_len((uint8_t)s[b]);
             if (at > n) at = n;
             continue;
         }
-        if (b > emitted && (st = split_level(c, level + 1, s + emitted, b - emitted))) return st;
-        if ((st = split_level(c, level + 1, s + b, e - b))) return st;
-        emitted = at = e;
+        if (b > prev && (st = segment(&g, prev, b, inv))) return st;
+        if ((st = segment(&g, b, e, !inv))) return st;
+        prev = at = last_end = e;
     }
-    if (emitted < n) return split_level(c, level + 1, s + emitted, n - emitted);
-    return PAGODA_OK;
+    if (prev < n && (st = segment(&g, prev, n, inv))) return st;
+    return flush(&g);
+}
+
+/* Runs the steps from level on one piece (allocations only for the rare mapping/prefix steps). */
+static pagoda_status run_level(split_ctx *c, int level, const char *s, size_t n, bool mapped) {
+    if (n == 0) return PAGODA_OK;
+    const pg_tokenizer *t = c->t;
+    if (level == t->n_split) return c->fn(c->ctx, s, n, mapped);
+    const tok_regex *r = &t->split[level];
+    if (r->kind == TOK_STEP_SPLIT) return split_step(c, level, s, n, mapped);
+    bool later = false; /* mapping only matters to a later step; the BPE maps on its own */
+    for (int k = level + 1; k < t->n_split; k++) later |= t->split[k].kind != TOK_STEP_BYTES;
+    if (r->kind == TOK_STEP_BYTES && (mapped || !later)) return run_level(c, level + 1, s, n, mapped);
+    /* the mapped space stand-in (U+0120) never starts with ' ', so HF prepends it again */
+    if (r->kind == TOK_STEP_PREFIX && !mapped && s[0] == ' ') return run_level(c, level + 1, s, n, mapped);
+    if (n > (SIZE_MAX - 8) / 2) return pg_fail(PAGODA_ERR_INVALID, "tokenizer: text too long");
+    char *buf = malloc(2 * n + 8);
+    if (!buf) return pg_fail(PAGODA_ERR_NOMEM, "out of memory");
+    size_t m;
+    if (r->kind == TOK_STEP_BYTES) {
+        m = tok_bytes_map(s, n, buf);
+        mapped = true;
+    } else {
+        m = mapped ? tok_bytes_map(" ", 1, buf) : 1;
+        buf[0] = mapped ? buf[0] : ' ';
+        memcpy(buf + m, s, n);
+        m += n;
+    }
+    pagoda_status st = run_level(c, level + 1, buf, m, mapped);
+    free(buf);
+    return st;
 }
 
 pagoda_status tok_pretokenize(const pg_tokenizer *t, const char *text, size_t n, tok_piece_fn fn, void *ctx) {
-    if (t->n_split == 0) return n ? fn(ctx, text, n) : PAGODA_OK;
+    if (t->n_split == 0) return n ? fn(ctx, text, n, false) : PAGODA_OK;
     split_ctx c = {.t = t, .fn = fn, .ctx = ctx};
     c.md = pcre2_match_data_create(4, NULL);
     c.mc = pcre2_match_context_create(NULL);
@@ -120,7 +195,7 @@ pagoda_status tok_pretokenize(const pg_tokenizer *t, const char *text, size_t n,
     if (!c.md || !c.mc) {
         st = pg_fail(PAGODA_ERR_NOMEM, "out of memory");
     } else {
-        st = split_level(&c, 0, text, n);
+        st = run_level(&c, 0, text, n, false);
     }
     pcre2_match_data_free(c.md);
     pcre2_match_context_free(c.mc);

@@ -12,7 +12,7 @@
 #define TOK_MAX_VOCAB (1 << 22)
 #define TOK_MAX_MERGES (1 << 22)
 #define TOK_MAX_TOKEN_LEN 65536
-#define TOK_MAX_SPLITS 16
+#define TOK_MAX_SPLITS 32 /* pre-tokenizer steps */
 
 /* Token types as GGUF stores them (llama.cpp's llama_token_type). */
 enum { TOK_T_UNDEF = 0, TOK_T_NORMAL = 1, TOK_T_UNKNOWN = 2, TOK_T_CONTROL = 3,
@@ -36,8 +36,28 @@ typedef struct {
     uint32_t cap;
 } tok_pairmap;
 
+/* Pre-tokenizer steps, applied in order, each to the pieces the previous one left (the shape of a
+ * Hugging Face pre_tokenizer Sequence). */
+typedef enum {
+    TOK_STEP_SPLIT,  /* split by a regex (behavior, invert as HF's Split) */
+    TOK_STEP_PREFIX, /* ByteLevel add_prefix_space: a space before each piece not starting with one */
+    TOK_STEP_BYTES,  /* ByteLevel: later steps see the byte-to-unicode mapped text */
+} tok_step_kind;
+
+/* What happens to the matches of a split (HF SplitDelimiterBehavior). */
+typedef enum {
+    TOK_SPLIT_ISOLATED,    /* each match a piece of its own */
+    TOK_SPLIT_REMOVED,     /* matches dropped */
+    TOK_SPLIT_MERGED_PREV, /* a match joins the piece before it */
+    TOK_SPLIT_MERGED_NEXT, /* a match joins the piece after it */
+    TOK_SPLIT_CONTIGUOUS,  /* adjacent matches form one piece */
+} tok_split_behavior;
+
 typedef struct {
-    void *code;   /* pcre2_code_8 * */
+    void *code;   /* pcre2_code_8 *, TOK_STEP_SPLIT only */
+    uint8_t kind; /* tok_step_kind */
+    uint8_t behavior; /* tok_split_behavior */
+    bool invert;  /* the matches are the pieces, the text between them the delimiters */
 } tok_regex;
 
 typedef struct {
@@ -63,7 +83,6 @@ struct pg_tokenizer {
     bool byte_fallback;  /* unknown chars become <0xXX> tokens */
     bool ignore_merges;  /* whole word in vocab wins (Llama-3) */
     bool add_space_prefix; /* SPM: leading "▁" */
-    bool prefix_space_bl;  /* ByteLevel add_prefix_space */
     bool spm_split;        /* no token has "▁" after another char: words between "▁"s merge apart */
     bool spm_escape;       /* HF BPE with Metaspace/Prepend+Replace: SPM text handling, rank merges */
     int32_t byte_id[256];  /* <0xXX> tokens, -1 if absent */
@@ -94,13 +113,22 @@ pagoda_status tok_add_merge(pg_tokenizer *t, const char *a, size_t na, const cha
 pagoda_status tok_merges_init(pg_tokenizer *t, int64_t n);
 
 /* pretokenize.c */
-/* Regexes llama.cpp uses for a tokenizer.ggml.pre value; UNSUPPORTED for an unknown one. */
-pagoda_status tok_pre_from_name(pg_tokenizer *t, const char *pre);
-pagoda_status tok_add_split(pg_tokenizer *t, const char *pattern, bool literal);
+/* A split step. pattern is PCRE2 syntax (literal: a plain string). */
+pagoda_status tok_add_split(pg_tokenizer *t, const char *pattern, bool literal, tok_split_behavior behavior,
+                            bool invert);
+pagoda_status tok_add_step(pg_tokenizer *t, tok_step_kind kind); /* TOK_STEP_PREFIX or TOK_STEP_BYTES */
 void tok_free_splits(pg_tokenizer *t);
-/* Calls fn on each piece of text[0..n) after all splits. */
-typedef pagoda_status (*tok_piece_fn)(void *ctx, const char *s, size_t n);
+/* Calls fn on each piece of text[0..n) after all steps; mapped: the piece is already in byte-level
+ * stand-in chars (a TOK_STEP_BYTES step ran before a later step). */
+typedef pagoda_status (*tok_piece_fn)(void *ctx, const char *s, size_t n, bool mapped);
 pagoda_status tok_pretokenize(const pg_tokenizer *t, const char *text, size_t n, tok_piece_fn fn, void *ctx);
+
+/* pre_spec.c */
+/* The pre-tokenizer of a GGUF tokenizer.ggml.pre value (the families llama.cpp names, each as its
+ * Hugging Face tokenizer.json defines it); UNSUPPORTED naming an unknown one. */
+pagoda_status tok_pre_from_name(pg_tokenizer *t, const char *pre);
+/* A tokenizer.json "pre_tokenizer" object (json_t *); UNSUPPORTED naming a construct it cannot honour. */
+pagoda_status tok_pre_from_json(pg_tokenizer *t, const void *json);
 
 /* bpe.c */
 typedef struct {
@@ -141,8 +169,11 @@ int tok_char_byte(uint32_t cp);
  * by_score: SentencePiece (highest score of the joined piece first), else merge rank. Unknown chars
  * fall back to <0xXX> bytes or unk (byte-level: dropped). */
 pagoda_status tok_merge_word(const pg_tokenizer *t, tok_work *w, const char *s, size_t n, bool by_score);
-/* BPE of one pre-tokenized piece (byte-level mapping applied here when the model uses it). */
-pagoda_status tok_bpe_piece(const pg_tokenizer *t, tok_work *w, const char *s, size_t n);
+/* BPE of one pre-tokenized piece (byte-level mapping applied here when the model uses it and the
+ * piece is not mapped already). */
+pagoda_status tok_bpe_piece(const pg_tokenizer *t, tok_work *w, const char *s, size_t n, bool mapped);
+/* s[0..n) in byte-level stand-in chars: writes at most 2n bytes to out, returns the length. */
+size_t tok_bytes_map(const char *s, size_t n, char *out);
 
 /* spm.c */
 /* SentencePiece BPE of one raw text fragment (spaces escaped here; prefix adds "▁" first). */

@@ -64,9 +64,9 @@ typedef struct {
     tok_work *w;
 } piece_ctx;
 
-static pagoda_status on_piece(void *ctx, const char *s, size_t n) {
+static pagoda_status on_piece(void *ctx, const char *s, size_t n, bool mapped) {
     piece_ctx *c = ctx;
-    return tok_bpe_piece(c->t, c->w, s, n);
+    return tok_bpe_piece(c->t, c->w, s, n, mapped);
 }
 
 static pagoda_status encode_raw(const pg_tokenizer *t, tok_work *w, const char *s, size_t n, bool prefix) {
@@ -76,15 +76,7 @@ static pagoda_status encode_raw(const pg_tokenizer *t, tok_work *w, const char *
         return tok_spm_fragment(t, w, s, n, prefix && t->add_space_prefix);
     }
     piece_ctx c = {t, w};
-    if (!t->prefix_space_bl || s[0] == ' ') return tok_pretokenize(t, s, n, on_piece, &c);
-    /* ByteLevel add_prefix_space: one space before each raw segment, ahead of the split */
-    char *tmp = malloc(n + 1);
-    if (!tmp) return pg_fail(PAGODA_ERR_NOMEM, "out of memory");
-    tmp[0] = ' ';
-    memcpy(tmp + 1, s, n);
-    pagoda_status st = tok_pretokenize(t, tmp, n + 1, on_piece, &c);
-    free(tmp);
-    return st;
+    return tok_pretokenize(t, s, n, on_piece, &c);
 }
 
 /* Longest added token at s (special ones only when allowed), or NULL. */
