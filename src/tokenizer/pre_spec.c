@@ -56,6 +56,10 @@
 /* HF Punctuation: Unicode P* plus ASCII punctuation (Rust's is_ascii_punctuation) */
 #define RE_PUNCT "[\\p{P}\\x21-\\x2F\\x3A-\\x40\\x5B-\\x60\\x7B-\\x7E]"
 
+/* Oniguruma's \\w: Alphabetic, marks, decimal digits, connector punctuation, join controls */
+#define RE_OWORD_SET "\\p{Alphabetic}\\p{M}\\p{Nd}\\p{Pc}\\x{200C}\\x{200D}"
+#define RE_OWORD "[" RE_OWORD_SET "]"
+
 /* One step of a family's spec. */
 typedef enum {
     OP_END, OP_SPLIT, /* regex, Isolated */
@@ -264,7 +268,8 @@ pagoda_status tok_pre_from_json(pg_tokenizer *t, const void *json) {
         return tok_add_split(t, RE_PUNCT, false, beh, false);
     }
     if (!strcmp(type, "WhitespaceSplit")) return tok_add_split(t, "\\s", false, TOK_SPLIT_REMOVED, false);
-    if (!strcmp(type, "Whitespace")) return tok_add_split(t, "\\w+|[^\\w\\s]+", false, TOK_SPLIT_REMOVED, true);
+    if (!strcmp(type, "Whitespace")) /* \\w+|[^\\w\\s]+ with Oniguruma's Unicode \\w */
+        return tok_add_split(t, RE_OWORD "+|[^" RE_OWORD_SET "\\s]+", false, TOK_SPLIT_REMOVED, true);
     if (!strcmp(type, "CharDelimiterSplit")) {
         const char *d = jstr(p, "delimiter");
         if (!d || !*d) return pg_fail(PAGODA_ERR_FORMAT, "tokenizer.json: CharDelimiterSplit without a delimiter");

@@ -19,7 +19,7 @@ pagoda_status tok_add_split(pg_tokenizer *t, const char *pattern, bool literal, 
     /* MATCH_INVALID_UTF: invalid bytes in the text never match (they stay pieces of their own)
      * and no O(n) UTF check runs per match call. MULTILINE: ^ and $ are line anchors, as in
      * Oniguruma's (Ruby) syntax that tokenizer.json regexes are written for. */
-    uint32_t opt = PCRE2_UTF | PCRE2_UCP | PCRE2_MATCH_INVALID_UTF | PCRE2_MULTILINE | (literal ? PCRE2_LITERAL : 0);
+    uint32_t opt = PCRE2_UTF | PCRE2_MATCH_INVALID_UTF | (literal ? PCRE2_LITERAL : PCRE2_UCP | PCRE2_MULTILINE);
     pcre2_code *re = pcre2_compile((PCRE2_SPTR)pattern, PCRE2_ZERO_TERMINATED, opt, &err, &off, NULL);
     if (!re) {
         PCRE2_UCHAR msg[256];
