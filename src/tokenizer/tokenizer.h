@@ -1,7 +1,8 @@
 /* Tokenizers as real models ship them: GGUF metadata (tokenizer.ggml.*) or a Hugging Face
  * tokenizer.json + tokenizer_config.json. Byte-level BPE (GPT-2, StarCoder, SmolLM2, Qwen, Llama-3,
- * DeepSeek-Coder) and SentencePiece BPE (Llama-2, Mistral, Phi-3), encoding and decoding exactly as
- * the reference tokenizers do. */
+ * DeepSeek, Falcon, BLOOM, Tekken, ... : a tokenizer.json pre_tokenizer is read generally, GGUF
+ * tokenizer.ggml.pre names the family) and SentencePiece BPE (Llama-2, Mistral, Phi-3), encoding and
+ * decoding exactly as the reference tokenizers do. */
 #ifndef PG_TOKENIZER_TOKENIZER_H
 #define PG_TOKENIZER_TOKENIZER_H
 

@@ -1,7 +1,8 @@
 /* libFuzzer: arbitrary bytes through tok_encode (parse_special off and on), and the same bytes read
  * as token ids through tok_decode and the streaming detokenizer. The vocabulary is the gpt-2 test
  * vocab from $PAGODA_SHARED (or ../shared), loaded once; if absent, a tiny tokenizer.json is written
- * to a temporary folder (both are fuzzed when both load). Links pagoda_tokenizer. */
+ * to a temporary folder (all are fuzzed that load), with a tokenizer.json using every pre-tokenizer
+ * step kind. Links pagoda_tokenizer. */
 #define _POSIX_C_SOURCE 200809L
 #include <stdbool.h>
 #include <stdint.h>
@@ -13,8 +14,8 @@
 #include "format/gguf.h"
 #include "tokenizer/tokenizer.h"
 
-static pg_tokenizer *g_tok[2];
-static bool g_lossless[2]; /* every byte has a token: decode(encode(x)) == x */
+static pg_tokenizer *g_tok[3];
+static bool g_lossless[3]; /* every byte has a token: decode(encode(x)) == x */
 static int g_n_tok;
 
 static const char k_tiny_json[] =
@@ -22,6 +23,18 @@ static const char k_tiny_json[] =
     "\"normalizer\":null,\"pre_tokenizer\":{\"type\":\"ByteLevel\",\"add_prefix_space\":false,\"use_regex\":true},"
     "\"model\":{\"type\":\"BPE\",\"vocab\":{\"a\":0,\"b\":1,\"ab\":2,\"\\u0120\":3,\"\\u0120a\":4,\"c\":5},"
     "\"merges\":[\"a b\",[\"\\u0120\",\"a\"]]}}";
+
+/* every pre-tokenizer step kind: split behaviors, invert, empty matches, ByteLevel mid-sequence */
+static const char k_steps_json[] =
+    "{\"pre_tokenizer\":{\"type\":\"Sequence\",\"pretokenizers\":["
+    "{\"type\":\"Punctuation\",\"behavior\":\"Contiguous\"},"
+    "{\"type\":\"Split\",\"pattern\":{\"Regex\":\"(?=\\\\p{N})\"},\"behavior\":\"MergedWithNext\"},"
+    "{\"type\":\"Split\",\"pattern\":{\"Regex\":\"\\\\s\"},\"behavior\":\"MergedWithPrevious\",\"invert\":true},"
+    "{\"type\":\"ByteLevel\",\"add_prefix_space\":true,\"use_regex\":true},"
+    "{\"type\":\"Digits\",\"individual_digits\":true},"
+    "{\"type\":\"Split\",\"pattern\":{\"String\":\"ab\"},\"behavior\":\"Removed\"}]},"
+    "\"model\":{\"type\":\"BPE\",\"vocab\":{\"a\":0,\"b\":1,\"ab\":2,\"\\u0120\":3,\"\\u0120a\":4,\"1\":5},"
+    "\"merges\":[\"a b\",\"\\u0120 a\"]}}";
 
 static void load_once(void) {
     if (g_n_tok) return;
@@ -38,11 +51,14 @@ static void load_once(void) {
     char dir[] = "/tmp/pg_fuzz_tok_XXXXXX";
     if (mkdtemp(dir)) {
         snprintf(p, sizeof p, "%s/tokenizer.json", dir);
-        FILE *f = fopen(p, "w");
-        if (f) {
-            fputs(k_tiny_json, f);
+        const char *jsons[] = {k_tiny_json, k_steps_json};
+        for (int j = 0; j < 2; j++) {
+            FILE *f = fopen(p, "w");
+            if (!f) break;
+            fputs(jsons[j], f);
             fclose(f);
             if (!tok_load_hf(dir, &g_tok[g_n_tok])) g_n_tok++;
+            else if (j == 1) abort(); /* the step spec must stay loadable */
             unlink(p);
         }
         rmdir(dir);
