@@ -102,6 +102,35 @@ missing:
     return PAGODA_OK;
 }
 
+/* Fused q/k/v stored per head ([n_head][q, k, v][head_dim] rows, cfg.qkv_per_head) -> an owned
+ * copy in the q | k | v block layout the forward pass reads. Rows move whole, so any row-wise
+ * dtype (quantized blocks included) is reordered exactly; a bias's rows are single floats. */
+static pagoda_status reorder_qkv_rows(loader *L, pg_weight *w, const pg_weight_role *r) {
+    const pg_model_config *c = &L->m->cfg;
+    int64_t H = c->n_head, hd = c->head_dim;
+    bool vec = r->kind == ROLE_VECTOR || r->kind == ROLE_BIAS;
+    int64_t n_rows = vec ? w->n_in : w->n_out;
+    size_t row = sizeof(float);
+    if (c->n_head_kv != c->n_head || n_rows != 3 * H * hd)
+        return pg_fail(PAGODA_ERR_FORMAT, "tensor '%s': per-head q/k/v needs n_head_kv == n_head and 3*%lld rows",
+                       w->name, (long long)(H * hd));
+    if (vec ? w->dtype != PAGODA_DTYPE_F32 : !dtype_row_size(w->dtype, w->n_in, &row))
+        return pg_fail(PAGODA_ERR_FORMAT, "tensor '%s': cannot reorder rows of type %s", w->name, dtype_name(w->dtype));
+    char *dst = malloc(row * (size_t)n_rows);
+    pagoda_status st;
+    if (!dst) return pg_fail(PAGODA_ERR_NOMEM, "out of memory");
+    if ((st = keep(&L->owned, &L->n_owned, &L->cap_owned, dst))) {
+        free(dst);
+        return st;
+    }
+    const char *src = w->data;
+    for (int64_t h = 0; h < H; h++)
+        for (int64_t p = 0; p < 3; p++) /* source rows (h*3 + p)*hd.. -> destination (p*H + h)*hd.. */
+            memcpy(dst + (size_t)((p * H + h) * hd) * row, src + (size_t)((h * 3 + p) * hd) * row, row * (size_t)hd);
+    w->data = dst;
+    return PAGODA_OK;
+}
+
 /* The layer role that decides fused vs split q/k/v: the fused matrix (fused_qkv, a matrix). */
 static const pg_weight_role *fused_qkv_role(void) {
     int n;
@@ -143,7 +172,10 @@ static pagoda_status load_weights(loader *L) {
         bool fused = has_fused_qkv(L, l);
         for (int i = 0; i < n; i++) {
             const pg_weight_role *r = &roles[i];
-            if (role_applies(r, c, fused) && (st = get_w(L, role_weight(&m->layers[l], r), r, l))) return st;
+            if (!role_applies(r, c, fused)) continue;
+            pg_weight *w = role_weight(&m->layers[l], r);
+            if ((st = get_w(L, w, r, l))) return st;
+            if (r->fused_qkv && c->qkv_per_head && w->data && (st = reorder_qkv_rows(L, w, r))) return st;
         }
     }
     return PAGODA_OK;

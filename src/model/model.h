@@ -42,7 +42,7 @@ typedef struct pg_model {
     float *rope_inv_freq;     /* [rope_dim/2] */
     char **names;             /* owned tensor names (pg_weight.name points here) [n_names] */
     int64_t n_names;
-    void **owned;             /* owned buffers: norms/biases converted to F32 [n_owned] */
+    void **owned;             /* owned buffers: norms/biases converted to F32, reordered fused qkv [n_owned] */
     int64_t n_owned;
     struct gguf_file *gguf;   /* one of these holds the mapping */
     struct st_model *st;
