@@ -230,13 +230,17 @@ pagoda_status config_from_hf(const char *dir, pg_model_config *c) {
         c->n_embd = json_i32(root, "n_embd", 0);
         c->n_layer = json_i32(root, "n_layer", 0);
         c->n_head = json_i32(root, "n_head", 0);
+        /* multi_query (the default, and every StarCoder): one k/v head, c_attn rows q | k | v.
+         * Without it: n_head k/v heads and c_attn rows [n_head][q, k, v][head_dim]
+         * (transformers' GPTBigCodeAttention views them as (n_head, 3 * head_dim)). */
         json_t *mq = json_object_get(root, "multi_query");
-        if (mq && !json_is_true(mq)) {
-            /* without multi-query, c_attn interleaves q/k/v per head; StarCoder models are all MQA */
-            st = pg_fail(PAGODA_ERR_UNSUPPORTED, "%s: gpt_bigcode with multi_query=false is not supported", path);
+        if (mq && !json_is_boolean(mq)) {
+            st = pg_fail(PAGODA_ERR_FORMAT, "%s: multi_query must be true or false", path);
             goto out;
         }
-        c->n_head_kv = 1;
+        bool multi_query = !mq || json_is_true(mq);
+        c->n_head_kv = multi_query ? 1 : c->n_head;
+        c->qkv_per_head = !multi_query;
         c->n_ff = json_i32(root, "n_inner", 4 * c->n_embd);
         c->n_ctx_train = json_i32(root, "n_positions", 0);
         c->norm_eps = json_f32(root, "layer_norm_epsilon", 1e-5f);

@@ -13,7 +13,7 @@ typedef enum {
     ARCH_QWEN2,       /* + q/k/v bias */
     ARCH_QWEN3,       /* + per-head q/k RMSNorm */
     ARCH_STARCODER2,  /* LayerNorm, biases, GELU MLP, rope */
-    ARCH_GPT_BIGCODE, /* StarCoder: LayerNorm, learned positions, fused qkv, MQA, GELU */
+    ARCH_GPT_BIGCODE, /* StarCoder: LayerNorm, learned positions, fused qkv, MQA (or MHA), GELU */
 } pg_arch;
 
 typedef enum { ROPE_NONE, ROPE_NORMAL, ROPE_NEOX } pg_rope_layout;
@@ -34,6 +34,8 @@ typedef struct {
     bool gated_ffn;      /* SwiGLU (gate, up, down) instead of GELU(up) -> down */
     bool learned_pos;    /* position embedding table instead of rope */
     bool qk_norm;
+    bool qkv_per_head;   /* the file's fused qkv rows are [n_head][q, k, v][head_dim] (HF gpt_bigcode
+                          * without multi_query); the loader reorders them to q | k | v blocks */
     pg_rope_layout rope;
     int32_t rope_dim;    /* dims of each head that rotate */
     float rope_theta;

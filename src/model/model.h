@@ -4,28 +4,28 @@
 
 #include <stdint.h>
 
+#include "core/tensor.h"
 #include "model/config.h"
+#include "model/weight_roles.h"
 #include "pagoda.h"
 
-/* A weight matrix (or vector) in place: rows of n_in elements of dtype, n_out rows. */
-typedef struct {
-    const void *data; /* NULL: absent (optional weights such as biases) */
-    int dtype;        /* pagoda_dtype */
-    int64_t n_in;     /* contiguous dimension (GGUF ne[0], HF last dim) */
-    int64_t n_out;    /* rows (1 for vectors) */
-    const char *name; /* the tensor's name in the file */
-} pg_weight;
+/* A weight matrix (or vector) in place: n_out rows of n_in elements of dtype (the five fields
+ * data, dtype, n_in, n_out, name), plus optional quantization metadata that formats read today
+ * leave zero (core/tensor.h). data == NULL: absent (optional weights such as biases). */
+typedef pg_tensor pg_weight;
 
+/* One layer's weights. Which roles a layer has, their names and shapes: model_layer_roles(). */
 typedef struct {
-    pg_weight attn_norm, attn_norm_b;     /* [n_embd] */
+    pg_weight attn_norm, attn_norm_b;     /* [n_embd] (the bias with LayerNorm only) */
     pg_weight wq, wk, wv;                 /* [n_head*head_dim | n_head_kv*head_dim][n_embd] */
-    pg_weight wqkv;                       /* fused [q_dim + 2*kv_dim][n_embd] (instead of wq/wk/wv) */
-    pg_weight bq, bk, bv, bqkv;           /* biases, optional */
+    pg_weight wqkv;                       /* fused [q_dim + 2*kv_dim][n_embd], rows q | k | v (instead of wq/wk/wv) */
+    pg_weight bq, bk, bv;                 /* [q_dim], [kv_dim], [kv_dim]; optional */
+    pg_weight bqkv;                       /* [q_dim + 2*kv_dim] q | k | v; optional (with wqkv) */
     pg_weight q_norm, k_norm;             /* [head_dim] (qwen3) */
-    pg_weight wo, bo;                     /* [n_embd][n_head*head_dim], [n_embd] */
-    pg_weight ffn_norm, ffn_norm_b;       /* [n_embd] */
+    pg_weight wo, bo;                     /* [n_embd][n_head*head_dim], [n_embd] (bias optional) */
+    pg_weight ffn_norm, ffn_norm_b;       /* [n_embd] (the bias with LayerNorm only) */
     pg_weight w_gate, w_up, w_down;       /* [n_ff][n_embd], [n_ff][n_embd], [n_embd][n_ff] */
-    pg_weight b_gate, b_up, b_down;       /* optional (mlp_bias) */
+    pg_weight b_gate, b_up, b_down;       /* [n_ff], [n_ff], [n_embd]; optional (mlp_bias) */
 } pg_layer_weights;
 
 typedef enum { MODEL_FORMAT_GGUF, MODEL_FORMAT_HF } pg_model_format;
@@ -36,13 +36,13 @@ typedef struct pg_model {
     char path[1024];
     pg_weight tok_embd;     /* [n_vocab][n_embd] */
     pg_weight pos_embd;     /* [n_ctx_train][n_embd] (learned positions) */
-    pg_weight out_norm, out_norm_b;
+    pg_weight out_norm, out_norm_b; /* [n_embd] (the bias with LayerNorm only) */
     pg_weight output;       /* [n_vocab][n_embd]; the embedding when tied */
     pg_layer_weights *layers; /* [n_layer] */
     float *rope_inv_freq;     /* [rope_dim/2] */
     char **names;             /* owned tensor names (pg_weight.name points here) [n_names] */
     int64_t n_names;
-    void **owned;             /* owned buffers: norms/biases converted to F32 [n_owned] */
+    void **owned;             /* owned buffers: norms/biases converted to F32, reordered fused qkv [n_owned] */
     int64_t n_owned;
     struct gguf_file *gguf;   /* one of these holds the mapping */
     struct st_model *st;
@@ -52,8 +52,9 @@ typedef struct pg_model {
 pagoda_status model_load(const char *path, pg_model **out);
 void model_free(pg_model *m); /* NULL is a no-op */
 
-/* Calls fn on every weight the forward pass reads per token (norm vectors, projection matrices,
- * the output layer; absent optional ones have data == NULL). */
+/* Calls fn on every weight the forward pass reads whole per token: the roles marked streamed in
+ * the weight-role tables (norm vectors, projection matrices, the output layer), global ones first,
+ * then layer by layer; absent optional ones have data == NULL. */
 void model_for_each_weight(const pg_model *m, void (*fn)(const pg_weight *w, void *user), void *user);
 
 /* Reads every weight page once (from disk into the page cache, mapped), so the first tokens do

@@ -2,7 +2,10 @@
 is converted to GGUF the way llama.cpp's convert_hf_to_gguf.py does it (llama.cpp tensor and key
 names, Q/K rows permuted to the interleaved rope layout for llama/mistral, llama3 scaling as a
 rope_freqs tensor, gpt_bigcode as the "starcoder" architecture), and pagoda's logits on the GGUF
-must match transformers' golden logits like the HF folder does."""
+must match transformers' golden logits like the HF folder does. gpt_bigcode with multi_query=false
+(a random model made on the spot, needs torch) is written with n_head k/v heads and its per-head
+c_attn rows regrouped into q | k | v blocks, the fused-qkv layout llama.cpp's graphs read (its
+converter regroups Bloom's per-head query_key_value the same way)."""
 import json
 import math
 
@@ -19,6 +22,11 @@ ARCH = {"llama": "llama", "mistral": "llama", "qwen2": "qwen2", "qwen3": "qwen3"
 def permute(w, n_head):
     # HF rotate_half rows -> interleaved pairs (what llama.cpp's converter does for llama)
     return w.reshape(n_head, 2, w.shape[0] // n_head // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
+
+
+def qkv_blocks(w, n_head):
+    # [n_head][q, k, v][head_dim] rows (HF gpt_bigcode without multi_query) -> q | k | v blocks
+    return w.reshape(n_head, 3, w.shape[0] // n_head // 3, *w.shape[1:]).swapaxes(0, 1).reshape(w.shape)
 
 
 def llama3_rope_freqs(rp, head_dim):
@@ -50,7 +58,8 @@ def convert(src, dst, model_type):
         w.add_uint32(f"{arch}.feed_forward_length", cfg["n_inner"])
         w.add_uint32(f"{arch}.block_count", n_layer)
         w.add_uint32(f"{arch}.attention.head_count", n_head)
-        w.add_uint32(f"{arch}.attention.head_count_kv", 1)
+        n_kv = 1 if cfg.get("multi_query", True) else n_head
+        w.add_uint32(f"{arch}.attention.head_count_kv", n_kv)
         w.add_float32(f"{arch}.attention.layer_norm_epsilon", cfg["layer_norm_epsilon"])
         names = {"transformer.wte.weight": "token_embd.weight", "transformer.wpe.weight": "position_embd.weight",
                  "transformer.ln_f.weight": "output_norm.weight", "transformer.ln_f.bias": "output_norm.bias"}
@@ -96,6 +105,8 @@ def convert(src, dst, model_type):
         arr = arr.astype(np.float32)
         if arch == "llama" and name.endswith(("q_proj.weight", "k_proj.weight")):
             arr = permute(arr, n_head if "q_proj" in name else n_kv)
+        if arch == "starcoder" and n_kv > 1 and ".attn.c_attn." in name:
+            arr = qkv_blocks(arr, n_head)
         w.add_tensor(names[name], arr)
     w.write_header_to_file()
     w.write_kv_data_to_file()
@@ -113,3 +124,26 @@ def test_gguf_conversion_matches_transformers(shared, run_pagoda, tmp_path, name
     run_pagoda("logits", "-m", tmp_path / "m.gguf", "-i", tmp_path / "ids.safetensors", "-o", tmp_path / "out.safetensors")
     got = load_file(str(tmp_path / "out.safetensors"))["logits"]
     assert np.abs(got - g["logits"]).max() <= 1e-4
+
+
+@pytest.mark.parametrize("n_head,n_embd", [(2, 32), (4, 64), (8, 64)])
+def test_gguf_conversion_gpt_bigcode_mha(run_pagoda, tmp_path, n_head, n_embd):
+    torch = pytest.importorskip("torch", reason="torch not installed: pip install torch transformers")
+    transformers = pytest.importorskip("transformers", reason="transformers not installed")
+    torch.manual_seed(0)
+    cfg = transformers.GPTBigCodeConfig(vocab_size=300, n_positions=128, n_embd=n_embd, n_layer=2, n_head=n_head,
+                                        n_inner=96, multi_query=False)
+    cfg._attn_implementation = "eager"
+    model = transformers.AutoModelForCausalLM.from_config(cfg).float().eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(std=0.08)
+    model.save_pretrained(tmp_path / "hf")
+    ids = np.random.default_rng(1).integers(0, 300, size=(2, 30)).astype(np.int32)
+    with torch.no_grad():
+        ref = model(torch.tensor(ids).long()).logits.numpy()
+    convert(tmp_path / "hf", tmp_path / "m.gguf", "gpt_bigcode")
+    save_file({"input_ids": ids}, str(tmp_path / "ids.safetensors"))
+    run_pagoda("logits", "-m", tmp_path / "m.gguf", "-i", tmp_path / "ids.safetensors", "-o", tmp_path / "out.safetensors")
+    got = load_file(str(tmp_path / "out.safetensors"))["logits"]
+    assert np.abs(got - ref).max() <= 1e-4 * max(1.0, float(np.abs(ref).max()))

@@ -1,7 +1,9 @@
 """Models the fixtures do not cover, made on the spot with transformers (random weights): attention
 and MLP biases with sharded safetensors, sliding windows shorter than the sequence (mistral,
-starcoder2), qwen3 with head_dim != n_embd / n_head and tied embeddings. pagoda's logits must match
-transformers' float32 logits. Needs torch + transformers; skipped otherwise."""
+starcoder2), qwen3 with head_dim != n_embd / n_head and tied embeddings, gpt_bigcode with
+multi_query=false (multi-head attention: c_attn rows interleaved per head) at several head counts.
+pagoda's logits must match transformers' float32 logits. Needs torch + transformers; skipped
+otherwise."""
 import subprocess
 
 import numpy as np
@@ -23,6 +25,12 @@ CASES = {
     "starcoder2_window": lambda: transformers.Starcoder2Config(**SMALL, num_hidden_layers=2, num_attention_heads=4,
                                                                num_key_value_heads=2, sliding_window=8),
 }
+# gpt_bigcode without multi-query: n_head k/v heads; head counts and widths the fixtures do not have
+for _h, _e in ((2, 32), (3, 72), (4, 64), (8, 64)):
+    CASES[f"gpt_bigcode_mha_h{_h}"] = (lambda h, e: lambda: transformers.GPTBigCodeConfig(
+        vocab_size=300, n_positions=128, n_embd=e, n_layer=2, n_head=h, n_inner=96, multi_query=False))(_h, _e)
+# stored as bf16 (2-byte rows reordered): the reference computes in float32 over the same bf16 weights
+CASES["gpt_bigcode_mha_h4_bf16"] = CASES["gpt_bigcode_mha_h4"]
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
@@ -34,7 +42,11 @@ def test_random_model_matches_transformers(pagoda_bin, tmp_path, name):
     with torch.no_grad():
         for p in model.parameters():
             p.normal_(std=0.08)
-    model.save_pretrained(tmp_path / "m", max_shard_size="100KB" if "sharded" in name else "50MB")
+            if name.endswith("_bf16"):
+                p.copy_(p.bfloat16().float())
+    stored = model.to(torch.bfloat16) if name.endswith("_bf16") else model
+    stored.save_pretrained(tmp_path / "m", max_shard_size="100KB" if "sharded" in name else "50MB")
+    model = model.float()
     ids = np.random.default_rng(1).integers(0, 300, size=(2, 30)).astype(np.int32)
     with torch.no_grad():
         ref = model(torch.tensor(ids).long()).logits.numpy()
