@@ -255,8 +255,8 @@ int cli_session_eval(cli_session *s, const int32_t *tokens, int32_t n, float *al
 }
 
 void cli_session_close(cli_session *s) {
+    forward_kv_destroy(s->kv);
     forward_destroy(s->fwd);
-    kv_cache_destroy(s->kv);
     model_free(s->m);
     free(s->block_table);
     free(s->logits);

@@ -15,7 +15,7 @@
 typedef struct {
     pg_model *m;
     pg_forward *fwd;
-    kv_cache *kv;
+    pg_kv *kv;
     int32_t *block_table; /* [n_blocks] = 0, 1, 2, ...: one sequence owns the whole cache */
     int32_t n_blocks;
     int32_t n_ctx;

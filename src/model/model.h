@@ -4,17 +4,12 @@
 
 #include <stdint.h>
 
+#include "core/tensor.h"
 #include "model/config.h"
 #include "pagoda.h"
 
 /* A weight matrix (or vector) in place: rows of n_in elements of dtype, n_out rows. */
-typedef struct {
-    const void *data; /* NULL: absent (optional weights such as biases) */
-    int dtype;        /* pagoda_dtype */
-    int64_t n_in;     /* contiguous dimension (GGUF ne[0], HF last dim) */
-    int64_t n_out;    /* rows (1 for vectors) */
-    const char *name; /* the tensor's name in the file */
-} pg_weight;
+typedef pg_tensor pg_weight;
 
 typedef struct {
     pg_weight attn_norm, attn_norm_b;     /* [n_embd] */
