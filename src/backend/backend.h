@@ -100,7 +100,8 @@ typedef struct pg_backend_ops {
     /* out[i] = x[out_rows[i]] for the step's logits rows (n floats each). */
     void (*gather_out_rows)(pg_backend *be, const float *x, int64_t n, int32_t n_out, float *out);
     /* if delta: x += delta + delta_bias (bias may be absent); then if w: y = norm(x) (RMSNorm, or
-     * LayerNorm with b); y_half: also leave y as halves for the next product (wants_half). */
+     * LayerNorm with b); y is needed even without w (a GPU writes it anyway); y_half: also leave
+     * y as halves for the next product (wants_half). */
     void (*add_norm)(pg_backend *be, float *x, const float *delta, const pg_bweight *delta_bias, float *y,
                      const pg_bweight *w, const pg_bweight *b, int64_t n, int32_t rows, float eps, bool layernorm,
                      bool y_half);
@@ -130,7 +131,7 @@ typedef struct pg_backend_ops {
     /* Collective over the devices of a tensor-parallel group (sum); a no-op for one device. */
     pagoda_status (*all_reduce)(pg_backend *be, float *x, int64_t n);
 
-    /* ---- results ---- */
+    /* ---- results (asynchronous on a GPU, ordered after the step's ops: sync before reading) ---- */
     pagoda_status (*read)(pg_backend *be, void *host, const void *src, size_t bytes);
     pagoda_status (*write)(pg_backend *be, void *dst, const void *host, size_t bytes);
     /* ids[r] = argmax of row r of x (lowest id among equals; NaN never wins), into host memory.

@@ -176,7 +176,14 @@ pagoda_status pagoda_engine_create(pagoda_model *pm, const pagoda_engine_config 
     e->next_id = 1;
     pagoda_status st;
     /* the forward pass first: on a GPU the KV blocks get what the weights and scratch leave */
-    pg_forward_opts fo = {.n_gpu_layers = n_gpu, .n_threads = c.n_threads};
+    if (c.cuda_qgemm < 0 || c.cuda_qgemm > 2 || c.cuda_device < 0) {
+        st = pg_fail(PAGODA_ERR_INVALID, "engine: cuda_qgemm %d (0, 1 or 2) or cuda_device %d out of range", c.cuda_qgemm,
+                     c.cuda_device);
+        goto fail;
+    }
+    pg_forward_opts fo = {.n_gpu_layers = n_gpu, .n_threads = c.n_threads, .cuda_device = c.cuda_device,
+                          .cuda_no_graphs = c.cuda_no_graphs, .cuda_no_repack = c.cuda_no_repack,
+                          .cuda_qgemm = c.cuda_qgemm};
     if ((st = forward_create_ex(e->m, c.max_batch_tokens, &fo, &e->fwd))) goto fail;
 
     /* KV blocks: host layers from the host budget, GPU layers from free device memory */

@@ -408,7 +408,8 @@ static void stage_ops(const pg_forward *f, stage *s, pg_kv *kv, int si, int32_t 
             o->matmul(be, &s->output, s->xo, n_out, logits, c->n_vocab, false);
         }
     } else {
-        o->add_norm(be, s->x, pending, pending_b, NULL, NULL, NULL, E, T, eps, ln, false); /* the residual only */
+        /* the residual only (a GPU kernel still writes an unscaled norm into xn, unused) */
+        o->add_norm(be, s->x, pending, pending_b, s->xn, NULL, NULL, E, T, eps, ln, false);
     }
 }
 
@@ -441,7 +442,9 @@ static pagoda_status run(pg_forward *f, const pg_batch *b, pg_kv *kv, float *log
             if (!again) break;
         }
         if (!s->head) {
-            if ((st = o->read(be, f->x_host, s->x, sizeof(float) * (size_t)b->n_tok * (size_t)c->n_embd))) return st;
+            if ((st = o->read(be, f->x_host, s->x, sizeof(float) * (size_t)b->n_tok * (size_t)c->n_embd)) ||
+                (st = o->sync(be))) /* the copy is asynchronous on a GPU: the next stage reads it now */
+                return st;
             continue;
         }
         if (n_out == 0) return o->sync(be);
