@@ -126,6 +126,13 @@ typedef struct {
                                  the GPU (CUDA), the rest on the CPU; < 0 or >= n_layer: all on the GPU */
     float gpu_memory_utilization; /* share of the GPU's memory pagoda may hold (weights, scratch and
                                  KV blocks, which take what is left); default 0.9 */
+    int32_t cuda_device;      /* CUDA device the GPU layers run on; default 0 */
+    int32_t cuda_no_graphs;   /* 1: launch every kernel of every step (no CUDA graph replay) */
+    int32_t cuda_no_repack;   /* 1: no repacked Q4_0/Q8_0 copies for the decode matvec */
+    int32_t cuda_qgemm;       /* quantized weights x more than a few tokens: 0 (default) cuBLAS on a half
+                                 copy of each matrix (fastest; 2 bytes per weight of GPU memory), 1 cuBLAS
+                                 after dequantizing per product (no extra memory), 2 the tensor-core kernel
+                                 on the packed weights */
 } pagoda_engine_config;
 void pagoda_engine_config_default(pagoda_engine_config *c);
 

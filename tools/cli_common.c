@@ -168,6 +168,26 @@ int cli_device_option(const char *opt, const char *val, cli_device *d, int *bad)
         if (!*bad && d->gpu_layers > 0) d->cuda = 1;
         return 1;
     }
+    if (!strcmp(opt, "--cuda-device")) {
+        long v = 0;
+        *bad = cli_int(opt, val, 0, 1024, &v);
+        d->cuda_device = (int)v;
+        return 1;
+    }
+    if (!strcmp(opt, "--cuda-graphs") || !strcmp(opt, "--cuda-repack")) {
+        int *off = !strcmp(opt, "--cuda-graphs") ? &d->no_graphs : &d->no_repack;
+        if (!strcmp(val, "on")) *off = 0;
+        else if (!strcmp(val, "off")) *off = 1;
+        else fprintf(stderr, "pagoda: %s expects on or off, got '%s'\n", opt, val), *bad = 1;
+        return 1;
+    }
+    if (!strcmp(opt, "--cuda-qgemm")) {
+        if (!strcmp(val, "half")) d->qgemm = 0;
+        else if (!strcmp(val, "dequant")) d->qgemm = 1;
+        else if (!strcmp(val, "mma")) d->qgemm = 2;
+        else fprintf(stderr, "pagoda: --cuda-qgemm expects half, dequant or mma, got '%s'\n", val), *bad = 1;
+        return 1;
+    }
     if (!strcmp(opt, "--gpu-memory-utilization")) {
         *bad = cli_float(opt, val, &d->gpu_mem_util);
         if (!*bad && !(d->gpu_mem_util > 0.05f && d->gpu_mem_util <= 1.0f))
@@ -186,6 +206,8 @@ void cli_device_apply(const cli_device *d, pagoda_engine_config *ec) {
     ec->n_gpu_layers = cli_device_gpu_layers(d);
     if (!d->cuda) return;
     if (d->gpu_mem_util > 0) ec->gpu_memory_utilization = d->gpu_mem_util;
+    ec->cuda_device = d->cuda_device, ec->cuda_no_graphs = d->no_graphs, ec->cuda_no_repack = d->no_repack;
+    ec->cuda_qgemm = d->qgemm;
     if (!d->kv_type_given) ec->kv_dtype = PAGODA_DTYPE_F16;
     if (!d->max_batch_given) ec->max_batch_tokens = 2048; /* a GPU step is cheap per token: prefill in big chunks */
 }
@@ -208,6 +230,8 @@ int cli_session_open(const char *model_path, int32_t n_ctx, int32_t max_batch, c
     s->n_blocks = (n_ctx + CLI_BLOCK_SIZE - 1) / CLI_BLOCK_SIZE;
     int32_t ngl = cli_device_gpu_layers(dev);
     pg_forward_opts fo = {.n_gpu_layers = ngl < 0 ? c->n_layer : ngl};
+    if (dev) fo.cuda_device = dev->cuda_device, fo.cuda_no_graphs = dev->no_graphs, fo.cuda_no_repack = dev->no_repack,
+             fo.cuda_qgemm = dev->qgemm;
     int kv_type = ngl != 0 && !(dev && dev->kv_type_given) ? PAGODA_DTYPE_F16 : PAGODA_DTYPE_F32;
     if (forward_create_ex(s->m, max_batch, &fo, &s->fwd) ||
         forward_kv_create(s->fwd, s->n_blocks, CLI_BLOCK_SIZE, kv_type, &s->kv)) {
@@ -255,8 +279,8 @@ int cli_session_eval(cli_session *s, const int32_t *tokens, int32_t n, float *al
 }
 
 void cli_session_close(cli_session *s) {
+    forward_kv_destroy(s->kv);
     forward_destroy(s->fwd);
-    kv_cache_destroy(s->kv);
     model_free(s->m);
     free(s->block_table);
     free(s->logits);

@@ -15,7 +15,7 @@
 typedef struct {
     pg_model *m;
     pg_forward *fwd;
-    kv_cache *kv;
+    pg_kv *kv;
     int32_t *block_table; /* [n_blocks] = 0, 1, 2, ...: one sequence owns the whole cache */
     int32_t n_blocks;
     int32_t n_ctx;
@@ -29,13 +29,22 @@ typedef struct {
     int cuda;            /* --device cuda */
     long gpu_layers;     /* -1: all (the default with --device cuda) */
     float gpu_mem_util;  /* 0: the engine's default (0.9) */
+    int cuda_device;     /* --cuda-device N */
+    int no_graphs;       /* --cuda-graphs off */
+    int no_repack;       /* --cuda-repack off */
+    int qgemm;           /* --cuda-qgemm half|dequant|mma: 0, 1, 2 */
     int kv_type_given;   /* --kv-type was given (else: f16 on the GPU, f32 on the CPU) */
     int max_batch_given; /* --max-batch-tokens was given (else: 2048 on the GPU) */
 } cli_device;
 #define CLI_DEVICE_HELP                                                                                 \
     "  --device cpu|cuda    where the model runs (default cpu)\n"                                      \
     "  --gpu-layers N       CPU/GPU hybrid: the first N layers on the GPU, the rest on the CPU\n"       \
-    "  --gpu-memory-utilization F  share of GPU memory for weights + KV cache (default 0.9)\n"
+    "  --gpu-memory-utilization F  share of GPU memory for weights + KV cache (default 0.9)\n"             \
+    "  --cuda-device N      the CUDA device (default 0)\n"                                                   \
+    "  --cuda-qgemm half|dequant|mma  quantized products over a few tokens: cuBLAS on a half copy (default;\n" \
+    "                       2 bytes/weight more), dequantized per product, or the tensor-core kernel\n"       \
+    "  --cuda-graphs on|off replay decode steps from CUDA graphs (default on)\n"                              \
+    "  --cuda-repack on|off repacked Q4_0/Q8_0 copies for the decode matvec (default on)\n"
 void cli_device_default(cli_device *d);
 /* 1 if opt is one of the device options (then *bad says whether val was bad), else 0. */
 int cli_device_option(const char *opt, const char *val, cli_device *d, int *bad);

@@ -44,7 +44,7 @@ int cmd_logits(int argc, char **argv) {
     int rc = 1;
     pg_model *m = NULL;
     pg_forward *fwd = NULL;
-    kv_cache *kv = NULL;
+    pg_kv *kv = NULL;
     int32_t *tokens = malloc(sizeof(int32_t) * (size_t)B * T), *seq_start = malloc(sizeof(int32_t) * (B + 1));
     int32_t *pos0 = calloc((size_t)B, sizeof(int32_t)), *nblk = malloc(sizeof(int32_t) * B);
     int32_t *blocks = NULL;
@@ -65,7 +65,7 @@ int cmd_logits(int argc, char **argv) {
     }
     seq_start[B] = B * T;
     if (forward_create(m, B * T, &fwd) ||
-        kv_cache_create(m->cfg.n_layer, B * bpr, CLI_BLOCK_SIZE, m->cfg.n_head_kv, m->cfg.head_dim, &kv)) {
+        forward_kv_create(fwd, B * bpr, CLI_BLOCK_SIZE, PAGODA_DTYPE_F32, &kv)) {
         cli_error("");
         goto done;
     }
@@ -83,8 +83,8 @@ int cmd_logits(int argc, char **argv) {
     rc = 0;
 done:
     free(tokens), free(seq_start), free(pos0), free(nblk), free(tables), free(blocks), free(logits);
+    forward_kv_destroy(kv);
     forward_destroy(fwd);
-    kv_cache_destroy(kv);
     model_free(m);
     st_close(ids_file);
     return rc;

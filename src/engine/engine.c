@@ -69,7 +69,7 @@ struct pagoda_engine {
     const pg_tokenizer *tok;
     pagoda_engine_config c;
     int32_t n_vocab, max_model_len;
-    kv_cache *kv;
+    pg_kv *kv;
     kv_pool *pool;
     scheduler *sched;
     pg_forward *fwd;
@@ -176,14 +176,19 @@ pagoda_status pagoda_engine_create(pagoda_model *pm, const pagoda_engine_config 
     e->next_id = 1;
     pagoda_status st;
     /* the forward pass first: on a GPU the KV blocks get what the weights and scratch leave */
-    pg_forward_opts fo = {.n_gpu_layers = n_gpu};
+    if (c.cuda_qgemm < 0 || c.cuda_qgemm > 2 || c.cuda_device < 0) {
+        st = pg_fail(PAGODA_ERR_INVALID, "engine: cuda_qgemm %d (0, 1 or 2) or cuda_device %d out of range", c.cuda_qgemm,
+                     c.cuda_device);
+        goto fail;
+    }
+    pg_forward_opts fo = {.n_gpu_layers = n_gpu, .n_threads = c.n_threads, .cuda_device = c.cuda_device,
+                          .cuda_no_graphs = c.cuda_no_graphs, .cuda_no_repack = c.cuda_no_repack,
+                          .cuda_qgemm = c.cuda_qgemm};
     if ((st = forward_create_ex(e->m, c.max_batch_tokens, &fo, &e->fwd))) goto fail;
 
     /* KV blocks: host layers from the host budget, GPU layers from free device memory */
-    size_t per_block_host = n_gpu < mc->n_layer ? kv_cache_bytes_typed(mc->n_layer - n_gpu, 1, c.kv_block_size,
-                                                                        mc->n_head_kv, mc->head_dim, c.kv_dtype) : 0;
-    size_t per_block_dev = n_gpu > 0 ? kv_cache_bytes_typed(n_gpu, 1, c.kv_block_size, mc->n_head_kv, mc->head_dim,
-                                                            c.kv_dtype) : 0;
+    size_t per_block_host, per_block_dev;
+    forward_kv_block_bytes(e->fwd, c.kv_block_size, c.kv_dtype, &per_block_host, &per_block_dev);
     uint64_t n_blocks = UINT64_MAX, budget = 0;
     if (per_block_host) {
         budget = c.kv_mem_bytes ? c.kv_mem_bytes : (uint64_t)(c.kv_mem_fraction * (double)available_memory());
@@ -674,7 +679,8 @@ static int step(pagoda_engine *e) {
         update_gauges(e);
         return 0;
     }
-    for (int32_t i = 0; i < plan.n_copies; i++) kv_cache_copy_block(e->kv, plan.copies[i][0], plan.copies[i][1]);
+    pagoda_status st = PAGODA_OK;
+    for (int32_t i = 0; i < plan.n_copies && !st; i++) st = forward_kv_copy_block(e->kv, plan.copies[i][0], plan.copies[i][1]);
     int32_t t = 0, rows = 0;
     uint64_t prompt_tokens = 0, cached_tokens = 0;
     for (int32_t i = 0; i < plan.n_seqs; i++) {
@@ -707,8 +713,9 @@ static int step(pagoda_engine *e) {
     for (int32_t i = 0; argmax && i < plan.n_seqs; i++)
         if (e->b_row[i] >= 0 && !greedy_plain(((choice *)plan.seqs[i]->owner)->r)) argmax = 0;
     double t_fwd = pg_now_s();
-    pagoda_status st = argmax ? forward_run_argmax(e->fwd, &b, e->kv, e->b_ids)
-                              : forward_run(e->fwd, &b, e->kv, e->logits); /* rows == 0: writes no logits */
+    if (!st) /* a failed copy-on-write: the step is not run on a corrupt block */
+        st = argmax ? forward_run_argmax(e->fwd, &b, e->kv, e->b_ids)
+                    : forward_run(e->fwd, &b, e->kv, e->logits); /* rows == 0: writes no logits */
     t_fwd = pg_now_s() - t_fwd;
     if (st) {
         char msg[512];
@@ -837,7 +844,7 @@ void pagoda_engine_destroy(pagoda_engine *e) {
     }
     sched_destroy(e->sched);
     kv_pool_destroy(e->pool);
-    kv_cache_destroy(e->kv);
+    forward_kv_destroy(e->kv);
     if (e->fwd) forward_host_free(e->fwd, e->logits);
     forward_destroy(e->fwd);
     for (int i = 0; e->ws && i < e->n_pick_threads; i++) sampler_ws_destroy(e->ws[i]);

@@ -49,7 +49,8 @@ void kref_matmul(int wtype, const void *w, int64_t n_in, int64_t n_out,
 void kcpu_matmul(int wtype, const void *w, int64_t n_in, int64_t n_out,
                  const float *x, int64_t n_tok, float *y, void *work);
 
-/* Threads used by kcpu_* (OpenMP); <= 0 means all cores. */
+/* Threads used by kcpu_* (OpenMP) called from this thread; <= 0 means all cores. Per thread, so
+ * two engines stepping on two threads each run their own team size. */
 void kcpu_set_threads(int n);
 int kcpu_get_threads(void);
 /* "avx512", "avx2", or "scalar": the SIMD level runtime dispatch chose. */

@@ -1,143 +1,316 @@
-/* The transformer forward pass for every supported family, on a packed batch:
+/* The transformer forward pass for every supported family, written once over the backend
+ * interface, on a packed batch:
  *   x = embed(tokens) (+ learned positions)
- *   per layer: x += Wo · attention(rope(Wq·n1(x)), cache <- rope(Wk·n1(x)), Wv·n1(x))
- *              x += ffn(n2(x))          (SwiGLU: Wd·(silu(Wg·h) * Wu·h); else Wd·gelu(Wu·h + b))
- *   logits = Wout · norm(x) for the tokens that want them. */
+ *   per layer: xn = norm1(x + pending); qkv = W·xn (+ b); q/k norm; rope; K/V -> paged cache;
+ *              att = attention(q, cache); x += Wo·att + bo, fused with xn = norm2(x)
+ *              h = ffn(xn) (SwiGLU: silu(Wg·xn) * Wu·xn; else gelu(Wu·xn + b)); pending = Wd·h + bd
+ *   logits = Wout · norm(x + pending) for the tokens that want them.
+ * Each residual add is fused with the norm after it (one pass over x instead of two).
+ * A stage is a backend running a range of layers; the residual stream crosses from one stage to
+ * the next through host memory. */
 #include "model/forward.h"
 
 #include <math.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "core/dtype.h"
-#include "core/fp16.h"
 #include "core/log.h"
-#include "kernels/kernels.h"
-#include "kernels/ops.h"
-#include "model/forward_cuda.h"
+
+/* The weights of one layer on a backend: one slot per pg_weight field of pg_layer_weights, in the
+ * same order, plus what the backend stacked. */
+enum { N_LAYER_W = sizeof(pg_layer_weights) / sizeof(pg_weight) };
+typedef struct {
+    pg_bweight w[N_LAYER_W];
+    pg_bweight gate_up; /* gate rows then up rows (stacked at upload), or absent */
+} stage_layer;
+#define LW(L, f) (&(L)->w[offsetof(pg_layer_weights, f) / sizeof(pg_weight)])
+#define PRESENT(w) ((w)->n_out > 0)
+
+enum { MAX_STAGES = 2 };
+
+typedef struct {
+    pg_backend *be;
+    int32_t l0, l1;        /* layers [l0, l1) */
+    bool embed, head;      /* runs the embedding / the final norm and LM head */
+    stage_layer *layers;   /* [l1 - l0] */
+    pg_bweight tok_embd, pos_embd, out_norm, out_norm_b, output, inv_freq;
+    /* scratch in backend memory, [max_tokens][...] floats */
+    float *x, *xn, *qkv, *att, *tmp, *up, *gate, *up2, *xo, *logits;
+} stage;
 
 struct pg_forward {
     const pg_model *m;
     int32_t max_tokens;
-    float *x;      /* [T][n_embd] residual stream */
-    float *xn;     /* [T][n_embd] normed input of a sub-layer */
-    float *q;      /* [T][n_head*head_dim] */
-    float *k, *v;  /* [T][n_head_kv*head_dim] */
-    float *qkv;    /* [T][q_dim + 2*kv_dim] fused projection output */
-    float *att;    /* [T][n_head*head_dim] */
-    float *tmp;    /* [T][n_embd] */
-    float *gate;   /* [T][n_ff] */
-    float *up;     /* [T][n_ff] */
-    int32_t *out_rows; /* [T] token index of each logits row */
-    k_attn_seq *attn;  /* [T] one entry per sequence of the batch (at most one per token) */
-    void *work;    /* matmul scratch */
-    int32_t n_gpu; /* layers [0, n_gpu) (and the embedding) run on the GPU */
-    fwd_cuda *gpu; /* NULL on the CPU */
+    int32_t n_gpu;          /* layers [0, n_gpu) (and the embedding) run on the GPU */
+    int n_stages;
+    stage st[MAX_STAGES];
+    int32_t *out_rows;      /* [max_tokens] batch token of each logits row */
+    float *x_host;          /* [max_tokens][n_embd] residual stream between stages (hybrid) */
 };
 
-static void *alloc_floats(int64_t rows, int64_t cols) {
-    return aligned_alloc(64, ((size_t)rows * (size_t)cols * sizeof(float) + 63) & ~(size_t)63);
+struct pg_kv {
+    pg_forward *f;
+    kv_geom g;
+    void *k[MAX_STAGES], *v[MAX_STAGES]; /* stage s: [l1 - l0][n_blocks][block_size][n_head_kv][head_dim] */
+};
+
+/* ---- creation -------------------------------------------------------------------------------- */
+
+static void stage_free(stage *s) {
+    free(s->layers);
+    be_destroy(s->be);
+    memset(s, 0, sizeof *s);
 }
 
 void forward_destroy(pg_forward *f) {
     if (!f) return;
-    fwd_cuda_destroy(f->gpu);
-    free(f->x), free(f->xn), free(f->q), free(f->k), free(f->v), free(f->qkv);
-    free(f->att), free(f->tmp), free(f->gate), free(f->up), free(f->out_rows), free(f->attn), free(f->work);
+    if (f->x_host && f->n_stages > 0) f->st[0].be->ops->host_free(f->st[0].be, f->x_host);
+    for (int i = 0; i < f->n_stages; i++) stage_free(&f->st[i]);
+    free(f->out_rows);
     free(f);
 }
 
-typedef struct {
-    int32_t n_tok;
-    size_t bytes;
-} work_need;
+static pagoda_status up(stage *s, const pg_weight *w, bool matrix, pg_bweight *out) {
+    memset(out, 0, sizeof *out);
+    if (!w->data) return PAGODA_OK;
+    return s->be->ops->upload(s->be, w, matrix, out);
+}
 
-static void max_work(const pg_weight *w, void *user) {
-    work_need *need = user;
-    if (!w->data || w->n_out <= 1) return; /* vectors are not matmul operands */
-    size_t s = k_matmul_work_size(w->dtype, w->n_in, need->n_tok);
-    if (s > need->bytes) need->bytes = s;
+/* Uploads the layers and tensors a stage needs. Matrices that read the same input are stacked
+ * where the backend wants them so (Q|K|V, gate|up without biases). */
+static pagoda_status stage_upload(stage *s, const pg_model *m) {
+    const pg_model_config *c = &m->cfg;
+    pagoda_status st;
+    if (s->embed && ((st = up(s, &m->tok_embd, false, &s->tok_embd)) || (st = up(s, &m->pos_embd, false, &s->pos_embd))))
+        return st;
+    if (c->rope != ROPE_NONE) {
+        pg_weight inv = {.data = m->rope_inv_freq, .dtype = PAGODA_DTYPE_F32, .n_in = c->rope_dim / 2, .n_out = 1,
+                         .name = "rope_inv_freq"};
+        if ((st = up(s, &inv, false, &s->inv_freq))) return st;
+    }
+    for (int32_t l = s->l0; l < s->l1; l++) {
+        const pg_layer_weights *w = &m->layers[l];
+        stage_layer *L = &s->layers[l - s->l0];
+        bool stacked_qkv = false, stacked_gu = false;
+        if (!w->wqkv.data) {
+            const pg_tensor *qkv[3] = {&w->wq, &w->wk, &w->wv};
+            st = s->be->ops->upload_stacked(s->be, qkv, 3, LW(L, wqkv));
+            if (st && st != PAGODA_ERR_UNSUPPORTED) return st;
+            stacked_qkv = st == PAGODA_OK;
+        }
+        if (!w->b_gate.data && !w->b_up.data && w->w_gate.data) {
+            const pg_tensor *gu[2] = {&w->w_gate, &w->w_up};
+            st = s->be->ops->upload_stacked(s->be, gu, 2, &L->gate_up);
+            if (st && st != PAGODA_ERR_UNSUPPORTED) return st;
+            stacked_gu = st == PAGODA_OK;
+        }
+        const pg_weight *mw = (const pg_weight *)w;
+        for (int i = 0; i < N_LAYER_W; i++) {
+            const pg_weight *t = &mw[i];
+            bool in_qkv = t == &w->wq || t == &w->wk || t == &w->wv, in_gu = t == &w->w_gate || t == &w->w_up;
+            if ((stacked_qkv && (in_qkv || t == &w->wqkv)) || (stacked_gu && in_gu)) continue;
+            if ((st = up(s, t, t->n_out > 1, &L->w[i]))) return st;
+        }
+    }
+    if (s->head && ((st = up(s, &m->out_norm, false, &s->out_norm)) || (st = up(s, &m->out_norm_b, false, &s->out_norm_b)) ||
+                    (st = up(s, &m->output, true, &s->output))))
+        return st;
+    return PAGODA_OK;
+}
+
+static pagoda_status stage_scratch(stage *s, const pg_model_config *c, int32_t max_tokens) {
+    const size_t T = (size_t)max_tokens, E = (size_t)c->n_embd, qd = (size_t)c->n_head * (size_t)c->head_dim;
+    const size_t kvd = (size_t)c->n_head_kv * (size_t)c->head_dim, nff = (size_t)c->n_ff, F = sizeof(float);
+    pg_backend *be = s->be;
+    void *(*A)(pg_backend *, size_t) = be->ops->alloc;
+    s->x = A(be, T * E * F), s->xn = A(be, T * E * F), s->qkv = A(be, T * (qd + 2 * kvd) * F);
+    s->att = A(be, T * qd * F), s->tmp = A(be, T * E * F), s->up = A(be, T * nff * F), s->gate = A(be, T * nff * F);
+    s->up2 = A(be, (c->gated_ffn ? T * 2 * nff : 1) * F);
+    if (!s->x || !s->xn || !s->qkv || !s->att || !s->tmp || !s->up || !s->gate || !s->up2)
+        return pg_fail(PAGODA_ERR_NOMEM, "forward (%s): cannot allocate scratch for %d tokens", be->ops->name, max_tokens);
+    if (s->head) { /* a host backend writes logits straight into the caller's buffer */
+        s->xo = A(be, T * E * F);
+        s->logits = be->ops->host_memory ? s->xo : A(be, T * (size_t)c->n_vocab * F);
+        if (!s->xo || !s->logits)
+            return pg_fail(PAGODA_ERR_NOMEM, "forward (%s): cannot allocate logits for %d tokens", be->ops->name, max_tokens);
+    }
+    return PAGODA_OK;
 }
 
 pagoda_status forward_create(const pg_model *m, int32_t max_tokens, pg_forward **out) {
     return forward_create_ex(m, max_tokens, NULL, out);
 }
 
-void *forward_host_alloc(const pg_forward *f, size_t bytes) {
-    return f->gpu ? fwd_cuda_host_alloc(bytes) : malloc(bytes);
-}
-void forward_host_free(const pg_forward *f, void *p) {
-    if (f->gpu) fwd_cuda_host_free(p);
-    else free(p);
-}
-
-uint64_t forward_gpu_kv_budget(const pg_forward *f, float utilization) {
-    return f->gpu ? fwd_cuda_kv_budget(f->gpu, utilization) : 0;
-}
-
-pagoda_status forward_kv_create(const pg_forward *f, int32_t n_blocks, int32_t block_size, int dtype, kv_cache **out) {
-    const pg_model_config *c = &f->m->cfg;
-    return kv_cache_create_split(c->n_layer, f->n_gpu, n_blocks, block_size, c->n_head_kv, c->head_dim, dtype,
-                                 f->gpu ? fwd_cuda_stream(f->gpu) : NULL, out);
-}
-
 pagoda_status forward_create_ex(const pg_model *m, int32_t max_tokens, const pg_forward_opts *opts, pg_forward **out) {
     *out = NULL;
     if (max_tokens <= 0 || max_tokens > (1 << 20)) return pg_fail(PAGODA_ERR_INVALID, "max_tokens %d out of range", max_tokens);
+    pg_forward_opts o = {0};
+    if (opts) o = *opts;
     const pg_model_config *c = &m->cfg;
-    int64_t T = max_tokens, qd = (int64_t)c->n_head * c->head_dim, kvd = (int64_t)c->n_head_kv * c->head_dim;
     pg_forward *f = calloc(1, sizeof *f);
     if (!f) return pg_fail(PAGODA_ERR_NOMEM, "out of memory");
     f->m = m;
     f->max_tokens = max_tokens;
-    f->x = alloc_floats(T, c->n_embd);
-    f->xn = alloc_floats(T, c->n_embd);
-    f->q = alloc_floats(T, qd);
-    f->k = alloc_floats(T, kvd);
-    f->v = alloc_floats(T, kvd);
-    f->qkv = alloc_floats(T, qd + 2 * kvd);
-    f->att = alloc_floats(T, qd);
-    f->tmp = alloc_floats(T, c->n_embd);
-    f->gate = alloc_floats(T, c->n_ff);
-    f->up = alloc_floats(T, c->n_ff);
-    f->out_rows = malloc(sizeof(int32_t) * (size_t)T);
-    f->attn = malloc(sizeof(k_attn_seq) * (size_t)T);
-    work_need need = {.n_tok = max_tokens};
-    model_for_each_weight(m, max_work, &need);
-    size_t ws = need.bytes;
-    f->work = aligned_alloc(64, (ws + 64) & ~(size_t)63);
-    if (!f->x || !f->xn || !f->q || !f->k || !f->v || !f->qkv || !f->att || !f->tmp || !f->gate || !f->up ||
-        !f->out_rows || !f->attn || !f->work) {
-        forward_destroy(f);
-        return pg_fail(PAGODA_ERR_NOMEM, "forward: cannot allocate scratch for %d tokens", max_tokens);
+    f->n_gpu = o.n_gpu_layers <= 0 ? 0 : o.n_gpu_layers < c->n_layer ? o.n_gpu_layers : c->n_layer;
+    pagoda_status st = PAGODA_OK;
+    if (!(f->out_rows = malloc(sizeof(int32_t) * (size_t)max_tokens))) {
+        st = pg_fail(PAGODA_ERR_NOMEM, "out of memory");
+        goto fail;
     }
-    if (opts && opts->n_gpu_layers > 0) {
-        f->n_gpu = opts->n_gpu_layers < c->n_layer ? opts->n_gpu_layers : c->n_layer;
-        pagoda_status st = fwd_cuda_create(m, max_tokens, f->n_gpu, &f->gpu);
-        if (st) {
-            forward_destroy(f);
-            return st;
+    if (f->n_gpu > 0) {
+        if (c->head_dim > 256 || c->head_dim % 2) {
+            st = pg_fail(PAGODA_ERR_UNSUPPORTED, "CUDA: head_dim %d (the GPU attention takes even sizes up to 256)", c->head_dim);
+            goto fail;
+        }
+        pg_cuda_config cc;
+        be_cuda_config_default(&cc);
+        cc.device = o.cuda_device, cc.max_tokens = max_tokens;
+        cc.max_ctx = c->n_ctx_train > 0 ? c->n_ctx_train : 4096;
+        cc.n_embd = c->n_embd, cc.n_head = c->n_head, cc.head_dim = c->head_dim;
+        cc.graphs = !o.cuda_no_graphs, cc.repack = !o.cuda_no_repack, cc.qgemm = (pg_cuda_qgemm)o.cuda_qgemm;
+        stage *s = &f->st[f->n_stages++];
+        s->l0 = 0, s->l1 = f->n_gpu, s->embed = true, s->head = f->n_gpu == c->n_layer;
+        if ((st = be_cuda_create(&cc, &s->be))) goto fail;
+    }
+    if (f->n_gpu < c->n_layer) {
+        int64_t qd = (int64_t)c->n_head * c->head_dim, kvd = (int64_t)c->n_head_kv * c->head_dim;
+        int64_t cols = qd > kvd ? qd : kvd;
+        if (c->n_embd > cols) cols = c->n_embd;
+        pg_cpu_config cc = {.n_threads = o.n_threads, .max_tokens = max_tokens, .max_strided_cols = cols};
+        stage *s = &f->st[f->n_stages++];
+        s->l0 = f->n_gpu, s->l1 = c->n_layer, s->embed = f->n_gpu == 0, s->head = true;
+        if ((st = be_cpu_create(&cc, &s->be))) goto fail;
+    }
+    for (int i = 0; i < f->n_stages; i++) {
+        stage *s = &f->st[i];
+        if (!(s->layers = calloc((size_t)(s->l1 - s->l0) + 1, sizeof *s->layers))) {
+            st = pg_fail(PAGODA_ERR_NOMEM, "out of memory");
+            goto fail;
+        }
+        if ((st = stage_upload(s, m)) || (st = stage_scratch(s, c, max_tokens))) goto fail;
+    }
+    if (f->n_stages > 1) {
+        f->x_host = f->st[0].be->ops->host_alloc(f->st[0].be, sizeof(float) * (size_t)max_tokens * (size_t)c->n_embd);
+        if (!f->x_host) {
+            st = pg_fail(PAGODA_ERR_NOMEM, "forward: cannot allocate the residual stream between stages");
+            goto fail;
         }
     }
+    for (int i = 0; i < f->n_stages; i++)
+        if ((st = f->st[i].be->ops->sync(f->st[i].be))) goto fail;
     *out = f;
+    return PAGODA_OK;
+fail:
+    forward_destroy(f);
+    return st;
+}
+
+const char *forward_placement(const pg_forward *f) {
+    return f->n_gpu == 0 ? "cpu" : f->n_stages == 1 ? "cuda" : "cpu+cuda";
+}
+
+void *forward_host_alloc(const pg_forward *f, size_t bytes) {
+    const stage *s = &f->st[f->n_stages - 1];
+    return s->be->ops->host_alloc(s->be, bytes);
+}
+void forward_host_free(const pg_forward *f, void *p) {
+    const stage *s = &f->st[f->n_stages - 1];
+    s->be->ops->host_free(s->be, p);
+}
+
+uint64_t forward_gpu_kv_budget(const pg_forward *f, float utilization) {
+    return f->n_gpu > 0 ? f->st[0].be->ops->kv_budget(f->st[0].be, utilization) : 0;
+}
+
+bool forward_has_device_argmax(const pg_forward *f) {
+    const stage *s = &f->st[f->n_stages - 1];
+    return f->n_gpu > 0 && s->head && s->be->ops->argmax_rows != NULL;
+}
+
+/* ---- KV memory ------------------------------------------------------------------------------- */
+
+void forward_kv_block_bytes(const pg_forward *f, int32_t block_size, int dtype, size_t *per_block_host,
+                            size_t *per_block_dev) {
+    const pg_model_config *c = &f->m->cfg;
+    int32_t n_host = c->n_layer - f->n_gpu;
+    *per_block_host = n_host > 0 ? kv_cache_bytes_typed(n_host, 1, block_size, c->n_head_kv, c->head_dim, dtype) : 0;
+    *per_block_dev = f->n_gpu > 0 ? kv_cache_bytes_typed(f->n_gpu, 1, block_size, c->n_head_kv, c->head_dim, dtype) : 0;
+}
+
+void forward_kv_destroy(pg_kv *kv) {
+    if (!kv) return;
+    for (int i = 0; i < kv->f->n_stages; i++) {
+        pg_backend *be = kv->f->st[i].be;
+        if (kv->k[i]) be->ops->kv_free(be, kv->k[i]);
+        if (kv->v[i]) be->ops->kv_free(be, kv->v[i]);
+    }
+    free(kv);
+}
+
+const kv_geom *forward_kv_geom(const pg_kv *kv) { return &kv->g; }
+
+pagoda_status forward_kv_create(pg_forward *f, int32_t n_blocks, int32_t block_size, int dtype, pg_kv **out) {
+    *out = NULL;
+    const pg_model_config *c = &f->m->cfg;
+    pg_kv *kv = calloc(1, sizeof *kv);
+    if (!kv) return pg_fail(PAGODA_ERR_NOMEM, "out of memory");
+    kv->f = f;
+    pagoda_status st = kv_geom_init(&kv->g, c->n_layer, n_blocks, block_size, c->n_head_kv, c->head_dim, dtype);
+    for (int i = 0; !st && i < f->n_stages; i++) {
+        stage *s = &f->st[i];
+        size_t bytes = kv->g.layer_stride * kv->g.elem * (size_t)(s->l1 - s->l0);
+        if (!bytes) continue;
+        /* zeroed so a bug reading an unwritten slot gives finite numbers, not garbage */
+        if ((st = s->be->ops->kv_alloc(s->be, bytes, &kv->k[i])) || (st = s->be->ops->kv_alloc(s->be, bytes, &kv->v[i])))
+            pg_error_prefix("kv cache (%s, %zu MiB): ", s->be->ops->name, (2 * bytes) >> 20);
+    }
+    if (st) {
+        forward_kv_destroy(kv);
+        return st;
+    }
+    *out = kv;
     return PAGODA_OK;
 }
 
-static pagoda_status check_batch(const pg_forward *f, const pg_batch *b, const kv_cache *kv) {
+pagoda_status forward_kv_copy_block(pg_kv *kv, int32_t src, int32_t dst) {
+    const kv_geom *g = &kv->g;
+    if (src < 0 || dst < 0 || src >= g->n_blocks || dst >= g->n_blocks)
+        return pg_fail(PAGODA_ERR_INVALID, "kv block copy %d -> %d out of range [0, %d)", src, dst, g->n_blocks);
+    size_t n = (size_t)g->block_size * (size_t)g->n_head_kv * (size_t)g->head_dim * g->elem;
+    size_t so = kv_slot_offset(g, src, 0) * g->elem, d = kv_slot_offset(g, dst, 0) * g->elem;
+    for (int i = 0; i < kv->f->n_stages; i++) {
+        const stage *s = &kv->f->st[i];
+        for (int32_t l = 0; l < s->l1 - s->l0; l++) {
+            size_t lo = (size_t)l * g->layer_stride * g->elem;
+            char *k = (char *)kv->k[i] + lo, *v = (char *)kv->v[i] + lo;
+            pagoda_status st;
+            if ((st = s->be->ops->copy(s->be, k + d, k + so, n)) || (st = s->be->ops->copy(s->be, v + d, v + so, n))) {
+                pg_error_prefix("kv cache (%s): block copy %d -> %d: ", s->be->ops->name, src, dst);
+                return st;
+            }
+        }
+    }
+    return PAGODA_OK;
+}
+
+/* ---- one step -------------------------------------------------------------------------------- */
+
+static pagoda_status check_batch(const pg_forward *f, const pg_batch *b, const pg_kv *kv) {
     const pg_model_config *c = &f->m->cfg;
+    const kv_geom *g = &kv->g;
+    if (kv->f != f) return pg_fail(PAGODA_ERR_INVALID, "the KV cache belongs to another forward pass");
     if (b->n_tok <= 0 || b->n_tok > f->max_tokens)
         return pg_fail(PAGODA_ERR_INVALID, "batch of %d tokens (max %d)", b->n_tok, f->max_tokens);
     if (b->n_seq <= 0 || b->seq_start[0] != 0 || b->seq_start[b->n_seq] != b->n_tok)
         return pg_fail(PAGODA_ERR_INVALID, "batch: seq_start must run from 0 to n_tok");
-    if (kv->n_layer != c->n_layer || kv->n_head_kv != c->n_head_kv || kv->head_dim != c->head_dim)
-        return pg_fail(PAGODA_ERR_INVALID, "kv cache shape does not match the model");
-    if (kv->n_dev_layers != f->n_gpu)
-        return pg_fail(PAGODA_ERR_INVALID, "kv cache has %d GPU layers, the forward pass runs %d there (use forward_kv_create)",
-                       kv->n_dev_layers, f->n_gpu);
     for (int32_t i = 0; i < b->n_tok; i++)
         if (b->tokens[i] < 0 || b->tokens[i] >= c->n_vocab)
             return pg_fail(PAGODA_ERR_INVALID, "token id %d at batch index %d out of range [0, %d)", b->tokens[i], i, c->n_vocab);
     for (int32_t s = 0; s < b->n_seq; s++) {
+        if (b->seq_adapter && b->seq_adapter[s] != 0)
+            return pg_fail(PAGODA_ERR_UNSUPPORTED, "sequence %d: adapter %d (no adapters are loaded)", s, b->seq_adapter[s]);
         int32_t n = b->seq_start[s + 1] - b->seq_start[s];
         if (n <= 0) return pg_fail(PAGODA_ERR_INVALID, "batch: sequence %d has no tokens", s);
         int64_t last = (int64_t)b->seq_pos0[s] + n - 1;
@@ -146,199 +319,152 @@ static pagoda_status check_batch(const pg_forward *f, const pg_batch *b, const k
         if (c->learned_pos && last >= c->n_ctx_train)
             return pg_fail(PAGODA_ERR_INVALID, "sequence %d: position %lld beyond the model's %d learned positions",
                            s, (long long)last, c->n_ctx_train);
-        if (last / kv->block_size >= b->n_blocks[s])
+        if (last / g->block_size >= b->n_blocks[s])
             return pg_fail(PAGODA_ERR_INVALID, "sequence %d: block table of %d blocks cannot hold position %lld",
                            s, b->n_blocks[s], (long long)last);
-        for (int32_t i = 0; i <= last / kv->block_size; i++)
-            if (b->block_tables[s][i] < 0 || b->block_tables[s][i] >= kv->n_blocks)
+        for (int32_t i = 0; i <= last / g->block_size; i++)
+            if (b->block_tables[s][i] < 0 || b->block_tables[s][i] >= g->n_blocks)
                 return pg_fail(PAGODA_ERR_INVALID, "sequence %d: block id %d out of range", s, b->block_tables[s][i]);
     }
     return PAGODA_OK;
 }
 
-static void matmul(pg_forward *f, const pg_weight *w, const float *x, int32_t T, float *y) {
-    kcpu_matmul(w->dtype, w->data, w->n_in, w->n_out, x, T, y, f->work);
-}
-
-static void add_bias(float *y, const pg_weight *b, int32_t T, int64_t n, int64_t stride) {
-    if (!b->data) return;
-    const float *bb = b->data;
-    for (int32_t t = 0; t < T; t++)
-        for (int64_t i = 0; i < n; i++) y[t * stride + i] += bb[i];
-}
-
-static void norm_rows(const pg_model_config *c, float *y, const float *x, const pg_weight *w, const pg_weight *b,
-                      int32_t T, int64_t n) {
-    for (int32_t t = 0; t < T; t++) {
-        if (c->layernorm)
-            kcpu_layernorm(y + t * n, x + t * n, w->data, b->data, n, c->norm_eps);
-        else
-            kcpu_rmsnorm(y + t * n, x + t * n, w->data, n, c->norm_eps);
-    }
-}
-
-/* One row of an embedding table, as floats. */
-static void embed_row(const pg_weight *w, int64_t row, float *out) {
-    size_t rs = 0;
-    dtype_row_size(w->dtype, w->n_in, &rs); /* validated at load */
-    kcpu_traits(w->dtype)->to_float((const char *)w->data + (size_t)row * rs, out, w->n_in);
-}
-
-static void attention_layer(pg_forward *f, const pg_batch *b, kv_cache *kv, int l) {
-    const pg_model *m = f->m;
-    const pg_model_config *c = &m->cfg;
-    const pg_layer_weights *w = &m->layers[l];
-    const int32_t T = b->n_tok, hd = c->head_dim;
-    const int64_t qd = (int64_t)c->n_head * hd, kvd = (int64_t)c->n_head_kv * hd;
-
-    if (w->wqkv.data) { /* fused projection: rows are q, then k, then v */
-        matmul(f, &w->wqkv, f->xn, T, f->qkv);
-        add_bias(f->qkv, &w->bqkv, T, qd + 2 * kvd, qd + 2 * kvd);
-        for (int32_t t = 0; t < T; t++) {
-            const float *r = f->qkv + t * (qd + 2 * kvd);
-            memcpy(f->q + t * qd, r, sizeof(float) * (size_t)qd);
-            memcpy(f->k + t * kvd, r + qd, sizeof(float) * (size_t)kvd);
-            memcpy(f->v + t * kvd, r + qd + kvd, sizeof(float) * (size_t)kvd);
-        }
-    } else {
-        matmul(f, &w->wq, f->xn, T, f->q);
-        matmul(f, &w->wk, f->xn, T, f->k);
-        matmul(f, &w->wv, f->xn, T, f->v);
-        add_bias(f->q, &w->bq, T, qd, qd);
-        add_bias(f->k, &w->bk, T, kvd, kvd);
-        add_bias(f->v, &w->bv, T, kvd, kvd);
-    }
-
-    for (int32_t s = 0; s < b->n_seq; s++) {
-        for (int32_t t = b->seq_start[s]; t < b->seq_start[s + 1]; t++) {
-            int32_t pos = b->seq_pos0[s] + (t - b->seq_start[s]);
-            float *qt = f->q + t * qd, *kt = f->k + t * kvd;
-            if (c->qk_norm) {
-                for (int h = 0; h < c->n_head; h++) kcpu_rmsnorm(qt + h * hd, qt + h * hd, w->q_norm.data, hd, c->norm_eps);
-                for (int h = 0; h < c->n_head_kv; h++) kcpu_rmsnorm(kt + h * hd, kt + h * hd, w->k_norm.data, hd, c->norm_eps);
-            }
-            if (c->rope != ROPE_NONE) {
-                bool neox = c->rope == ROPE_NEOX;
-                kcpu_rope(qt, c->n_head, hd, c->rope_dim, pos, m->rope_inv_freq, neox);
-                kcpu_rope(kt, c->n_head_kv, hd, c->rope_dim, pos, m->rope_inv_freq, neox);
-            }
-            int32_t blk = b->block_tables[s][pos / kv->block_size], slot = pos % kv->block_size;
-            size_t off = kv_slot_offset(kv, l, blk, slot);
-            if (kv->dtype == PAGODA_DTYPE_F16) { /* rounded to nearest even, as F16C does */
-                uint16_t *kh = (uint16_t *)kv->k + off, *vh = (uint16_t *)kv->v + off;
-                const float *vt = f->v + t * kvd;
-                for (int64_t i = 0; i < kvd; i++) kh[i] = pg_fp32_to_fp16(kt[i]), vh[i] = pg_fp32_to_fp16(vt[i]);
-            } else {
-                memcpy((float *)kv->k + off, kt, sizeof(float) * (size_t)kvd);
-                memcpy((float *)kv->v + off, f->v + t * kvd, sizeof(float) * (size_t)kvd);
-            }
-        }
-    }
-
-    for (int32_t s = 0; s < b->n_seq; s++) {
-        int32_t t0 = b->seq_start[s];
-        f->attn[s] = (k_attn_seq){
-            .out = f->att + t0 * qd,
-            .q = f->q + t0 * qd,
-            .n_q = b->seq_start[s + 1] - t0,
-            .pos0 = b->seq_pos0[s],
-            .kv = {.k = (const char *)kv->k + kv_slot_offset(kv, l, 0, 0) * kv->elem,
-                   .v = (const char *)kv->v + kv_slot_offset(kv, l, 0, 0) * kv->elem,
-                   .block_table = b->block_tables[s],
-                   .block_size = kv->block_size,
-                   .n_head_kv = c->n_head_kv,
-                   .head_dim = hd,
-                   .f16 = kv->dtype == PAGODA_DTYPE_F16},
-        };
-    }
-    kcpu_attention_batch(f->attn, b->n_seq, c->n_head, 1.0f / sqrtf((float)hd), c->sliding_window);
-
-    matmul(f, &w->wo, f->att, T, f->tmp);
-    add_bias(f->tmp, &w->bo, T, c->n_embd, c->n_embd);
-    for (int64_t i = 0; i < (int64_t)T * c->n_embd; i++) f->x[i] += f->tmp[i];
-}
-
-static void ffn_layer(pg_forward *f, int32_t T, int l) {
+/* The ops of one stage for T (possibly padded) tokens and n_out logits rows. */
+static void stage_ops(const pg_forward *f, stage *s, pg_kv *kv, int si, int32_t T, int32_t n_out, float *logits) {
     const pg_model_config *c = &f->m->cfg;
-    const pg_layer_weights *w = &f->m->layers[l];
-    const int64_t nff = c->n_ff;
-    matmul(f, &w->w_up, f->xn, T, f->up);
-    add_bias(f->up, &w->b_up, T, nff, nff);
-    float *h = f->up;
-    if (c->gated_ffn) {
-        matmul(f, &w->w_gate, f->xn, T, f->gate);
-        add_bias(f->gate, &w->b_gate, T, nff, nff);
-        kcpu_silu_mul(f->gate, f->up, (int64_t)T * nff);
-        h = f->gate;
-    } else {
-        kcpu_gelu(f->up, (int64_t)T * nff);
+    pg_backend *be = s->be;
+    const pg_backend_ops *o = be->ops;
+    const int64_t E = c->n_embd, hd = c->head_dim, qd = (int64_t)c->n_head * hd, kvd = (int64_t)c->n_head_kv * hd;
+    const int64_t D = qd + 2 * kvd, nff = c->n_ff;
+    const float eps = c->norm_eps;
+    const bool ln = c->layernorm;
+
+    if (s->embed) {
+        o->get_rows(be, &s->tok_embd, PG_IDS_TOKENS, T, s->x, false);
+        if (c->learned_pos) o->get_rows(be, &s->pos_embd, PG_IDS_POSITIONS, T, s->x, true);
     }
-    matmul(f, &w->w_down, h, T, f->tmp);
-    add_bias(f->tmp, &w->b_down, T, c->n_embd, c->n_embd);
-    for (int64_t i = 0; i < (int64_t)T * c->n_embd; i++) f->x[i] += f->tmp[i];
+    const float *pending = NULL; /* the last sub-layer's output, added to x by the next norm */
+    const pg_bweight *pending_b = NULL;
+    for (int32_t l = s->l0; l < s->l1; l++) {
+        stage_layer *L = &s->layers[l - s->l0];
+        /* the norm also writes halves when the next products read them (one pass instead of two) */
+        const pg_bweight *first = PRESENT(LW(L, wqkv)) ? LW(L, wqkv) : LW(L, wq);
+        bool half = o->wants_half(be, first, T) &&
+                    (PRESENT(LW(L, wqkv)) || (o->wants_half(be, LW(L, wk), T) && o->wants_half(be, LW(L, wv), T)));
+        o->add_norm(be, s->x, pending, pending_b, s->xn, LW(L, attn_norm), LW(L, attn_norm_b), E, T, eps, ln, half);
+        if (PRESENT(LW(L, wqkv))) {
+            o->matmul(be, LW(L, wqkv), s->xn, T, s->qkv, D, half);
+        } else {
+            o->matmul(be, LW(L, wq), s->xn, T, s->qkv, D, half);
+            o->matmul(be, LW(L, wk), s->xn, T, s->qkv + qd, D, half);
+            o->matmul(be, LW(L, wv), s->xn, T, s->qkv + qd + kvd, D, half);
+        }
+        o->add_bias(be, s->qkv, LW(L, bqkv), T, D, D);
+        o->add_bias(be, s->qkv, LW(L, bq), T, qd, D);
+        o->add_bias(be, s->qkv + qd, LW(L, bk), T, kvd, D);
+        o->add_bias(be, s->qkv + qd + kvd, LW(L, bv), T, kvd, D);
+        if (c->qk_norm) {
+            o->head_norm(be, s->qkv, T, c->n_head, (int)hd, D, LW(L, q_norm), eps);
+            o->head_norm(be, s->qkv + qd, T, c->n_head_kv, (int)hd, D, LW(L, k_norm), eps);
+        }
+        if (c->rope != ROPE_NONE) /* K heads follow Q heads in each row: one call rotates both */
+            o->rope(be, s->qkv, T, D, c->n_head + c->n_head_kv, (int)hd, c->rope_dim, &s->inv_freq, c->rope == ROPE_NEOX);
+        size_t lo = (size_t)(l - s->l0) * kv->g.layer_stride * kv->g.elem;
+        pg_kv_layer kl = {.k = (char *)kv->k[si] + lo, .v = (char *)kv->v[si] + lo, .block_size = kv->g.block_size,
+                          .n_head_kv = c->n_head_kv, .head_dim = (int32_t)hd, .f16 = kv->g.dtype == PAGODA_DTYPE_F16};
+        o->kv_store(be, &kl, s->qkv + qd, s->qkv + qd + kvd, D, T);
+        o->attention(be, &kl, s->att, s->qkv, D, T, c->n_head, 1.0f / sqrtf((float)hd), c->sliding_window);
+        o->matmul(be, LW(L, wo), s->att, T, s->tmp, E, false);
+
+        const pg_bweight *upw = PRESENT(&L->gate_up) ? &L->gate_up : LW(L, w_up);
+        half = o->wants_half(be, upw, T) && (!c->gated_ffn || PRESENT(&L->gate_up) || o->wants_half(be, LW(L, w_gate), T));
+        o->add_norm(be, s->x, s->tmp, LW(L, bo), s->xn, LW(L, ffn_norm), LW(L, ffn_norm_b), E, T, eps, ln, half);
+        float *h = s->up;
+        bool h_half = false;
+        if (PRESENT(&L->gate_up)) { /* one product for gate|up rows, then SwiGLU across the halves */
+            o->matmul(be, &L->gate_up, s->xn, T, s->up2, 2 * nff, half);
+            h_half = o->wants_half(be, LW(L, w_down), T);
+            o->swiglu_rows(be, s->gate, s->up2, T, nff, h_half);
+            h = s->gate;
+        } else if (c->gated_ffn) {
+            o->matmul(be, LW(L, w_up), s->xn, T, s->up, nff, half);
+            o->add_bias(be, s->up, LW(L, b_up), T, nff, nff);
+            o->matmul(be, LW(L, w_gate), s->xn, T, s->gate, nff, half);
+            o->add_bias(be, s->gate, LW(L, b_gate), T, nff, nff);
+            o->silu_mul(be, s->gate, s->up, (int64_t)T * nff);
+            h = s->gate;
+        } else {
+            o->matmul(be, LW(L, w_up), s->xn, T, s->up, nff, half);
+            o->add_bias(be, s->up, LW(L, b_up), T, nff, nff);
+            o->gelu(be, s->up, (int64_t)T * nff);
+        }
+        o->matmul(be, LW(L, w_down), h, T, s->tmp, E, h_half);
+        pending = s->tmp, pending_b = LW(L, b_down);
+    }
+    if (s->head) {
+        o->add_norm(be, s->x, pending, pending_b, s->xn, &s->out_norm, &s->out_norm_b, E, T, eps, ln, false);
+        if (n_out > 0 && logits) {
+            o->gather_out_rows(be, s->xn, E, n_out, s->xo);
+            o->matmul(be, &s->output, s->xo, n_out, logits, c->n_vocab, false);
+        }
+    } else {
+        /* the residual only (a GPU kernel still writes an unscaled norm into xn, unused) */
+        o->add_norm(be, s->x, pending, pending_b, s->xn, NULL, NULL, E, T, eps, ln, false);
+    }
 }
 
-bool forward_has_device_argmax(const pg_forward *f) { return f->gpu && f->n_gpu == f->m->cfg.n_layer; }
-
-static pagoda_status run(pg_forward *f, const pg_batch *b, kv_cache *kv, float *logits, int32_t *ids);
-
-pagoda_status forward_run(pg_forward *f, const pg_batch *b, kv_cache *kv, float *logits) {
-    return run(f, b, kv, logits, NULL);
-}
-
-pagoda_status forward_run_argmax(pg_forward *f, const pg_batch *b, kv_cache *kv, int32_t *ids) {
-    if (!forward_has_device_argmax(f))
-        return pg_fail(PAGODA_ERR_UNSUPPORTED, "forward_run_argmax needs every layer on the GPU");
-    return run(f, b, kv, NULL, ids);
-}
-
-static pagoda_status run(pg_forward *f, const pg_batch *b, kv_cache *kv, float *logits, int32_t *ids) {
+static pagoda_status run(pg_forward *f, const pg_batch *b, pg_kv *kv, float *logits, int32_t *ids) {
     pagoda_status st = check_batch(f, b, kv);
     if (st) return st;
-    const pg_model *m = f->m;
-    const pg_model_config *c = &m->cfg;
-    const int32_t T = b->n_tok;
-    const int64_t E = c->n_embd;
-
+    const pg_model_config *c = &f->m->cfg;
     /* rows that want logits */
     int32_t n_out = 0;
     for (int32_t s = 0; s < b->n_seq; s++)
         for (int32_t t = b->seq_start[s]; t < b->seq_start[s + 1]; t++)
             if (b->logits_mask ? b->logits_mask[t] != 0 : t == b->seq_start[s + 1] - 1) f->out_rows[n_out++] = t;
 
-    if (f->gpu) { /* the GPU runs the embedding and the first n_gpu layers (all: the head too) */
-        if ((st = fwd_cuda_run(f->gpu, b, kv, f->out_rows, n_out, logits, ids, f->x))) return st;
-        if (f->n_gpu == c->n_layer) return PAGODA_OK;
-    } else {
-        for (int32_t s = 0; s < b->n_seq; s++) {
-            for (int32_t t = b->seq_start[s]; t < b->seq_start[s + 1]; t++) {
-                embed_row(&m->tok_embd, b->tokens[t], f->x + t * E);
-                if (c->learned_pos) {
-                    embed_row(&m->pos_embd, b->seq_pos0[s] + (t - b->seq_start[s]), f->tmp);
-                    for (int64_t i = 0; i < E; i++) f->x[t * E + i] += f->tmp[i];
-                }
-            }
+    for (int si = 0; si < f->n_stages; si++) {
+        stage *s = &f->st[si];
+        pg_backend *be = s->be;
+        const pg_backend_ops *o = be->ops;
+        if (si > 0 && (st = o->write(be, s->x, f->x_host, sizeof(float) * (size_t)b->n_tok * (size_t)c->n_embd)))
+            return st;
+        /* steps a GPU may record: the whole model there, so nothing crosses mid-step */
+        bool may_replay = f->n_stages == 1 && s->head;
+        for (int attempt = 0; attempt < 2; attempt++) {
+            pg_step_plan plan;
+            if ((st = o->begin_step(be, b, kv->g.block_size, f->out_rows, n_out, may_replay, &plan))) return st;
+            /* a host backend writes the logits where the caller wants them */
+            float *dst = o->host_memory ? logits : s->logits;
+            if (!plan.replayed) stage_ops(f, s, kv, si, plan.n_tok, plan.n_out, dst);
+            bool again = false;
+            if ((st = o->end_step(be, &again))) return st;
+            if (!again) break;
         }
+        if (!s->head) {
+            if ((st = o->read(be, f->x_host, s->x, sizeof(float) * (size_t)b->n_tok * (size_t)c->n_embd)) ||
+                (st = o->sync(be))) /* the copy is asynchronous on a GPU: the next stage reads it now */
+                return st;
+            continue;
+        }
+        if (n_out == 0) return o->sync(be);
+        if (ids) {
+            if ((st = o->argmax_rows(be, s->logits, n_out, c->n_vocab, ids))) return st;
+        } else if (!o->host_memory &&
+                   (st = o->read(be, logits, s->logits, sizeof(float) * (size_t)n_out * (size_t)c->n_vocab))) {
+            return st;
+        }
+        return o->sync(be);
     }
-
-    for (int l = f->n_gpu; l < c->n_layer; l++) {
-        const pg_layer_weights *w = &m->layers[l];
-        norm_rows(c, f->xn, f->x, &w->attn_norm, &w->attn_norm_b, T, E);
-        attention_layer(f, b, kv, l);
-        norm_rows(c, f->xn, f->x, &w->ffn_norm, &w->ffn_norm_b, T, E);
-        ffn_layer(f, T, l);
-    }
-
-    /* final norm and LM head only for the rows that want logits */
-    if (n_out == 0) return PAGODA_OK;
-    for (int32_t i = 0; i < n_out; i++) {
-        const float *xr = f->x + f->out_rows[i] * E;
-        float *yr = f->xn + i * E;
-        if (c->layernorm)
-            kcpu_layernorm(yr, xr, m->out_norm.data, m->out_norm_b.data, E, c->norm_eps);
-        else
-            kcpu_rmsnorm(yr, xr, m->out_norm.data, E, c->norm_eps);
-    }
-    matmul(f, &m->output, f->xn, n_out, logits);
     return PAGODA_OK;
+}
+
+pagoda_status forward_run(pg_forward *f, const pg_batch *b, pg_kv *kv, float *logits) {
+    return run(f, b, kv, logits, NULL);
+}
+
+pagoda_status forward_run_argmax(pg_forward *f, const pg_batch *b, pg_kv *kv, int32_t *ids) {
+    if (!forward_has_device_argmax(f))
+        return pg_fail(PAGODA_ERR_UNSUPPORTED, "forward_run_argmax needs every layer on a backend that picks tokens");
+    return run(f, b, kv, NULL, ids);
 }

@@ -1,46 +1,60 @@
 /* One forward pass over a packed batch of sequences (variable lengths, no padding), reading and
- * writing K/V through per-sequence block tables. The paged engine drives exactly this. */
+ * writing K/V through per-sequence block tables. The transformer is written once (forward.c) over
+ * the backend interface (backend/backend.h); where it runs is a list of stages, each a backend
+ * over a range of layers: the CPU alone, a GPU alone, or the CPU/GPU hybrid (the GPU runs the
+ * embedding and the first layers, the CPU the rest and the head). */
 #ifndef PG_MODEL_FORWARD_H
 #define PG_MODEL_FORWARD_H
 
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "backend/backend.h"
+#include "core/batch.h"
 #include "kv/kv_cache.h"
 #include "model/model.h"
 
-typedef struct {
-    int32_t n_tok;
-    const int32_t *tokens;              /* [n_tok]: tokens of seq 0, then seq 1, ... */
-    int32_t n_seq;
-    const int32_t *seq_start;           /* [n_seq+1]: seq s owns tokens [seq_start[s], seq_start[s+1]) */
-    const int32_t *seq_pos0;            /* [n_seq]: position of each sequence's first token here;
-                                           positions before it are already in the cache */
-    const int32_t *const *block_tables; /* [n_seq][n_blocks[s]]: KV blocks by position / block_size */
-    const int32_t *n_blocks;            /* [n_seq] */
-    const uint8_t *logits_mask;         /* [n_tok]: 1 = return logits; NULL = last token of each seq */
-    const int32_t *seq_adapter;         /* [n_seq]: adapter (LoRA) id of each sequence, 0 = the base
-                                           model; NULL = all 0. Only 0 is served today. */
-} pg_batch;
-
 typedef struct pg_forward pg_forward;
 
-/* Where the forward pass runs. */
+/* Where and how the forward pass runs. Zero-initialised means: all on the CPU, all cores. */
 typedef struct {
     int32_t n_gpu_layers; /* 0: all on the CPU; n: embedding + the first n layers on the GPU (CUDA),
                              the rest on the CPU; >= n_layer: everything, head included, on the GPU */
+    int32_t n_threads;    /* CPU kernel threads; <= 0: all cores */
+    int cuda_device;      /* CUDA device id */
+    int cuda_no_graphs;   /* 1: never record decode steps as CUDA graphs */
+    int cuda_no_repack;   /* 1: no repacked Q4_0/Q8_0 copies for the decode matvec */
+    int cuda_qgemm;       /* pg_cuda_qgemm: quantized products over a few tokens */
 } pg_forward_opts;
 
-/* Scratch for batches of up to max_tokens tokens (allocated once; no malloc per step). CPU only. */
-pagoda_status forward_create(const pg_model *m, int32_t max_tokens, pg_forward **out);
-/* Same, placed as opts says (NULL: CPU); GPU weights are uploaded here. */
+/* Scratch for batches of up to max_tokens tokens (allocated once; no malloc per step), placed as
+ * opts says (NULL: CPU, all cores); GPU weights are uploaded here. */
 pagoda_status forward_create_ex(const pg_model *m, int32_t max_tokens, const pg_forward_opts *opts, pg_forward **out);
+pagoda_status forward_create(const pg_model *m, int32_t max_tokens, pg_forward **out); /* CPU */
 void forward_destroy(pg_forward *f); /* NULL is a no-op */
 
+/* KV memory for this forward pass: each stage's backend holds the K/V of its layers (one set of
+ * block ids across all of them). dtype: PAGODA_DTYPE_F32 or F16. */
+typedef struct pg_kv pg_kv;
+pagoda_status forward_kv_create(pg_forward *f, int32_t n_blocks, int32_t block_size, int dtype, pg_kv **out);
+void forward_kv_destroy(pg_kv *kv); /* NULL is a no-op; before the forward pass it came from */
+const kv_geom *forward_kv_geom(const pg_kv *kv);
+/* Copies block src to block dst in every layer (copy-on-write of a shared partial block), ordered
+ * before the next step. An error means dst holds garbage: the caller must not use it. */
+pagoda_status forward_kv_copy_block(pg_kv *kv, int32_t src, int32_t dst);
+/* KV bytes per block on the host and on the GPU for this placement (per_block_host covers the
+ * CPU stage's layers, per_block_dev the GPU's). */
+void forward_kv_block_bytes(const pg_forward *f, int32_t block_size, int dtype, size_t *per_block_host,
+                            size_t *per_block_dev);
+
+/* Runs the batch. logits: [n_out][n_vocab] for the selected tokens in batch order.
+ * The batch is validated (token ids, positions, block tables) before anything is written. */
+pagoda_status forward_run(pg_forward *f, const pg_batch *b, pg_kv *kv, float *logits);
+
 /* forward_run that returns each logits row's greedy token (the largest logit, the lowest id among
- * equals) in ids[n_out] instead of the logits: on the GPU only ids cross the bus. Needs every
- * layer on the GPU (forward_has_device_argmax). */
-pagoda_status forward_run_argmax(pg_forward *f, const pg_batch *b, kv_cache *kv, int32_t *ids);
+ * equals) in ids[n_out] instead of the logits: on a GPU only ids cross the bus. Only where the
+ * last stage's backend can pick them (forward_has_device_argmax). */
+pagoda_status forward_run_argmax(pg_forward *f, const pg_batch *b, pg_kv *kv, int32_t *ids);
 bool forward_has_device_argmax(const pg_forward *f);
 
 /* Host memory for results the forward pass writes (logits): page-locked when it runs on a GPU,
@@ -50,12 +64,7 @@ void forward_host_free(const pg_forward *f, void *p);
 /* GPU memory left for KV blocks if pagoda may hold `utilization` of the device's memory, after
  * the weights and scratch already allocated (0 on the CPU). */
 uint64_t forward_gpu_kv_budget(const pg_forward *f, float utilization);
-/* A KV cache laid out for this forward pass: the GPU layers' K/V in device memory, the rest in
- * host memory (dtype: PAGODA_DTYPE_F32 or F16). */
-pagoda_status forward_kv_create(const pg_forward *f, int32_t n_blocks, int32_t block_size, int dtype, kv_cache **out);
-
-/* Runs the batch. logits: [n_out][n_vocab] for the selected tokens in batch order.
- * The batch is validated (token ids, positions, block tables) before anything is written. */
-pagoda_status forward_run(pg_forward *f, const pg_batch *b, kv_cache *kv, float *logits);
+/* "cpu", "cuda" or "cpu+cuda". */
+const char *forward_placement(const pg_forward *f);
 
 #endif

@@ -29,7 +29,7 @@ static double g_same_tol; /* 0 on the CPU */
 typedef struct {
     pg_model *m;
     pg_forward *f;
-    kv_cache *kv;
+    pg_kv *kv;
 } runner;
 
 static int runner_open(runner *r, const char *path, int32_t max_tok, int32_t n_blocks) {
@@ -48,8 +48,8 @@ static int runner_open(runner *r, const char *path, int32_t max_tok, int32_t n_b
 }
 
 static void runner_close(runner *r) {
+    forward_kv_destroy(r->kv);
     forward_destroy(r->f);
-    kv_cache_destroy(r->kv);
     model_free(r->m);
 }
 
@@ -62,7 +62,7 @@ static int run_rows(runner *r, const int32_t *tokens, int32_t n_seq, int32_t T, 
     uint8_t *mask = malloc((size_t)n_seq * T);
     memset(mask, 1, (size_t)n_seq * T);
     for (int32_t s = 0; s < n_seq; s++) {
-        for (int32_t j = 0; j < bpr; j++) blocks[s * bpr + j] = r->kv->n_blocks - 1 - (s * bpr + j);
+        for (int32_t j = 0; j < bpr; j++) blocks[s * bpr + j] = forward_kv_geom(r->kv)->n_blocks - 1 - (s * bpr + j);
         tables[s] = blocks + s * bpr;
         seq_start[s] = s * T;
         pos0[s] = 0;
@@ -80,7 +80,7 @@ static int run_rows(runner *r, const int32_t *tokens, int32_t n_seq, int32_t T, 
 
 /* One sequence fed in chunks of `chunk` tokens; all logits. */
 static int run_chunked(runner *r, const int32_t *tokens, int32_t T, int32_t chunk, float *logits) {
-    int32_t nb = r->kv->n_blocks, *table = malloc(sizeof(int32_t) * nb);
+    int32_t nb = forward_kv_geom(r->kv)->n_blocks, *table = malloc(sizeof(int32_t) * nb);
     for (int32_t j = 0; j < nb; j++) table[j] = (j * 7) % nb; /* a permutation when nb is odd */
     const int32_t *tables[1] = {table};
     uint8_t mask[1024];
@@ -116,7 +116,7 @@ static int argmax(const float *x, int n) {
 
 /* Greedy generation: prompt in one pass, then one token per pass. */
 static void greedy(runner *r, const int32_t *prompt, int32_t n_prompt, int32_t n_gen, int32_t *out) {
-    int32_t V = r->m->cfg.n_vocab, nb = r->kv->n_blocks, *table = malloc(sizeof(int32_t) * nb);
+    int32_t V = r->m->cfg.n_vocab, nb = forward_kv_geom(r->kv)->n_blocks, *table = malloc(sizeof(int32_t) * nb);
     for (int32_t j = 0; j < nb; j++) table[j] = j;
     const int32_t *tables[1] = {table};
     float *logits = malloc(sizeof(float) * V);

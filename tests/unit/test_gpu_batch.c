@@ -4,7 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "model/gpu_batch.h"
+#include "backend/cuda_batch.h"
 #include "test_util.h"
 
 #define MAX_TOK 640

@@ -11,7 +11,7 @@
 static kcpu_fns g_fns[3];                          /* by level; scalar stays all-NULL */
 static k_type_traits g_traits[3][PAGODA_DTYPE_COUNT];
 static int g_max_level, g_level;
-static int g_threads; /* <= 0: all cores */
+static _Thread_local int g_threads; /* <= 0: all cores; per thread, so each engine's thread runs its own team size */
 static pthread_once_t g_once = PTHREAD_ONCE_INIT;
 
 /* F16C via cpuid leaf 1, ECX bit 29: clang 14's __builtin_cpu_supports has no "f16c". */
@@ -106,9 +106,8 @@ const k_type_traits *kcpu_traits(int dtype) {
     return &g_traits[g_level][dtype];
 }
 
-void kcpu_set_threads(int n) { __atomic_store_n(&g_threads, n, __ATOMIC_RELAXED); }
+void kcpu_set_threads(int n) { g_threads = n; }
 
 int kcpu_get_threads(void) {
-    int n = __atomic_load_n(&g_threads, __ATOMIC_RELAXED);
-    return n > 0 ? n : omp_get_max_threads();
+    return g_threads > 0 ? g_threads : omp_get_max_threads();
 }

@@ -28,6 +28,10 @@ typedef struct {
 
 /* true if a CUDA device can be used; otherwise why (e.g. "no CUDA device: ..."). */
 bool pcu_available(char *why, size_t why_size);
+int pcu_device_count(void); /* 0 when none answers */
+/* Makes a device current for the calling thread (every later pcu_* call of that thread uses it). */
+pagoda_status pcu_set_device(int device);
+/* The current device's properties and memory. */
 pagoda_status pcu_get_device_info(pcu_device_info *out);
 
 pagoda_status pcu_malloc(void **d_ptr, size_t bytes); /* fails with PAGODA_ERR_NOMEM naming the size */

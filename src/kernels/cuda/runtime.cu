@@ -44,6 +44,22 @@ bool pcu_available(char *why, size_t why_size) {
     return true;
 }
 
+int pcu_device_count(void) {
+    int n = 0;
+    if (cudaGetDeviceCount(&n) != cudaSuccess) {
+        cudaGetLastError();
+        return 0;
+    }
+    return n;
+}
+
+pagoda_status pcu_set_device(int device) {
+    int cur = -1;
+    if (cudaGetDevice(&cur) == cudaSuccess && cur == device) return PAGODA_OK;
+    CU_TRY(cudaSetDevice(device), "cudaSetDevice");
+    return PAGODA_OK;
+}
+
 pagoda_status pcu_get_device_info(pcu_device_info *out) {
     memset(out, 0, sizeof *out);
     int dev = 0;

@@ -1,4 +1,4 @@
-#include "model/gpu_batch.h"
+#include "backend/cuda_batch.h"
 
 #include <string.h>
 

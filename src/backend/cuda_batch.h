@@ -3,13 +3,14 @@
  * logits rows), the block tables, and the launch shape. Decode steps (one token per sequence,
  * every row wanting logits) are padded to a few batch sizes and a power-of-two context bound, so
  * a CUDA graph captured for (n_tok, ctx) is replayed by every later step of that shape. */
-#ifndef PG_MODEL_GPU_BATCH_H
-#define PG_MODEL_GPU_BATCH_H
+#ifndef PG_BACKEND_CUDA_BATCH_H
+#define PG_BACKEND_CUDA_BATCH_H
 
 #include <stdbool.h>
 #include <stdint.h>
 
-#include "model/forward.h"
+#include "core/batch.h"
+#include "pagoda.h"
 
 /* Rows of the metadata array: meta[field * max_tokens + t]. */
 enum {

@@ -1,0 +1,23 @@
+/* One step's work as plain data: a packed batch of sequences (variable lengths, no padding) whose
+ * K/V are read and written through per-sequence block tables. The engine builds it, the model
+ * runs it, backends read its per-token metadata. */
+#ifndef PG_CORE_BATCH_H
+#define PG_CORE_BATCH_H
+
+#include <stdint.h>
+
+typedef struct {
+    int32_t n_tok;
+    const int32_t *tokens;              /* [n_tok]: tokens of seq 0, then seq 1, ... */
+    int32_t n_seq;
+    const int32_t *seq_start;           /* [n_seq+1]: seq s owns tokens [seq_start[s], seq_start[s+1]) */
+    const int32_t *seq_pos0;            /* [n_seq]: position of each sequence's first token here;
+                                           positions before it are already in the cache */
+    const int32_t *const *block_tables; /* [n_seq][n_blocks[s]]: KV blocks by position / block_size */
+    const int32_t *n_blocks;            /* [n_seq] */
+    const uint8_t *logits_mask;         /* [n_tok]: 1 = return logits; NULL = last token of each seq */
+    const int32_t *seq_adapter;         /* [n_seq]: adapter (LoRA) id of each sequence, 0 = the base
+                                           model; NULL = all 0. Only 0 is served today. */
+} pg_batch;
+
+#endif
