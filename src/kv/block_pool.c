@@ -161,6 +161,13 @@ void kv_pool_publish(kv_pool *p, int32_t b, uint64_t hash, uint64_t parent_hash,
     if (m->ref == 0) p->n_cached++; /* only referenced blocks are published by the scheduler, but be exact */
 }
 
+int kv_pool_block_published(const kv_pool *p, int32_t b, uint64_t *hash, const int32_t **tokens) {
+    if (b < 0 || b >= p->n_blocks || !p->b[b].published) return 0;
+    *hash = p->b[b].hash;
+    *tokens = p->tokens + (size_t)b * (size_t)p->block_size;
+    return 1;
+}
+
 int kv_pool_check(const kv_pool *p) {
     int32_t n = 0, n_cached = 0, prev = -1;
     for (int32_t i = p->head; i >= 0; prev = i, i = p->b[i].next) {

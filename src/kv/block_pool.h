@@ -51,6 +51,9 @@ int32_t kv_pool_lookup(const kv_pool *p, uint64_t hash, uint64_t parent_hash, in
  * with this adapter. No-op if another block already holds that prefix or b is already published. */
 void kv_pool_publish(kv_pool *p, int32_t b, uint64_t hash, uint64_t parent_hash, int32_t adapter, const int32_t *tokens);
 
+/* Whether block b is published; if so its hash and its block_size tokens (borrowed). For tests. */
+int kv_pool_block_published(const kv_pool *p, int32_t b, uint64_t *hash, const int32_t **tokens);
+
 /* Checks the pool's own invariants (free queue links and count, hash index); returns 0 if
  * consistent, else writes what is wrong to pagoda_last_error() and returns -1. For tests. */
 int kv_pool_check(const kv_pool *p);
