@@ -647,6 +647,18 @@ int32_t sampler_sample_ws(pg_sampler *s, const float *logits, pg_sample_ws *w) {
     return sample_from(s, w->copy, w);
 }
 
+int sampler_penalties_on(const pg_sampler *s) { return s->counts != NULL; }
+
+void sampler_apply_penalties(const pg_sampler *s, float *logits) { apply_penalties(s, logits); }
+
+int32_t sampler_draw_ws(pg_sampler *s, const float *logits, pg_sample_ws *w) {
+    if (!w || w->n_vocab != s->n_vocab) return -1;
+    return sample_from(s, logits, w);
+}
+
+float *sampler_ws_scratch(pg_sample_ws *w) { return w->copy; }
+int32_t sampler_ws_n_vocab(const pg_sample_ws *w) { return w->n_vocab; }
+
 float sampler_logprobs(const float *logits, int32_t V, int32_t token, int32_t k, int32_t *top_tok, float *top_lp) {
     float mx = max_logit(logits, V);
     double sum = 0.0;

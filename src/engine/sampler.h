@@ -45,6 +45,19 @@ void sampler_ws_destroy(pg_sample_ws *w); /* NULL is a no-op */
  * (penalties go to a copy in w) and w's buffers: samplers share nothing, so rows of different
  * samplers can be drawn on different threads, each with its own w. -1 if w's vocab differs. */
 int32_t sampler_sample_ws(pg_sampler *s, const float *logits, pg_sample_ws *w);
+/* The pieces of sampler_sample_ws, for an engine that runs its own chain of logits processors
+ * (engine/logits_proc.h) between the model and the draw:
+ * sampler_sample_ws(s, x, w) == copy x, sampler_apply_penalties, sampler_draw_ws on the copy. */
+/* true if s was made with a penalty on (it keeps a history; its chain needs a penalty step). */
+int sampler_penalties_on(const pg_sampler *s);
+/* Applies the repetition/presence/frequency penalties of the tokens seen so far to logits [n_vocab]. */
+void sampler_apply_penalties(const pg_sampler *s, float *logits);
+/* Draws from logits [n_vocab] as they are (no penalties): greedy, top-k, temperature, top-p, min-p. */
+int32_t sampler_draw_ws(pg_sampler *s, const float *logits, pg_sample_ws *w);
+/* w's [n_vocab] float buffer for a processed copy of a logits row (the draw does not use it). */
+float *sampler_ws_scratch(pg_sample_ws *w);
+int32_t sampler_ws_n_vocab(const pg_sample_ws *w);
+
 /* Back to the state right after create (history cleared, RNG reseeded). */
 void sampler_reset(pg_sampler *s);
 

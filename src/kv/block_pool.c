@@ -10,6 +10,7 @@ typedef struct {
     int32_t prev, next;  /* free-queue links (-1: none); only meaningful while ref == 0 */
     int32_t hash_next;   /* next block in the same hash bucket */
     uint8_t published;   /* in the hash index */
+    int32_t adapter;     /* adapter id the published block's K/V were computed with */
     uint64_t hash, parent_hash;
 } block_meta;
 
@@ -132,25 +133,39 @@ uint64_t kv_block_hash(uint64_t parent_hash, const int32_t *tokens, int32_t n) {
     return h;
 }
 
-int32_t kv_pool_lookup(const kv_pool *p, uint64_t hash, uint64_t parent_hash, const int32_t *tokens) {
+uint64_t kv_root_hash(int32_t adapter) {
+    if (adapter == 0) return KV_ROOT_HASH;
+    uint64_t h = KV_ROOT_HASH ^ ((uint64_t)(uint32_t)adapter * 0xbf58476d1ce4e5b9ull);
+    h ^= h >> 31, h *= 0x94d049bb133111ebull, h ^= h >> 29;
+    return h == KV_ROOT_HASH ? h + 1 : h;
+}
+
+int32_t kv_pool_lookup(const kv_pool *p, uint64_t hash, uint64_t parent_hash, int32_t adapter, const int32_t *tokens) {
     for (int32_t i = p->buckets[hash & p->bucket_mask]; i >= 0; i = p->b[i].hash_next) {
         const block_meta *m = &p->b[i];
-        if (m->hash == hash && m->parent_hash == parent_hash &&
+        if (m->hash == hash && m->parent_hash == parent_hash && m->adapter == adapter &&
             !memcmp(p->tokens + (size_t)i * (size_t)p->block_size, tokens, (size_t)p->block_size * sizeof(int32_t)))
             return i;
     }
     return -1;
 }
 
-void kv_pool_publish(kv_pool *p, int32_t b, uint64_t hash, uint64_t parent_hash, const int32_t *tokens) {
-    if (p->b[b].published || kv_pool_lookup(p, hash, parent_hash, tokens) >= 0) return;
+void kv_pool_publish(kv_pool *p, int32_t b, uint64_t hash, uint64_t parent_hash, int32_t adapter, const int32_t *tokens) {
+    if (p->b[b].published || kv_pool_lookup(p, hash, parent_hash, adapter, tokens) >= 0) return;
     block_meta *m = &p->b[b];
-    m->published = 1, m->hash = hash, m->parent_hash = parent_hash;
+    m->published = 1, m->hash = hash, m->parent_hash = parent_hash, m->adapter = adapter;
     memcpy(p->tokens + (size_t)b * (size_t)p->block_size, tokens, (size_t)p->block_size * sizeof(int32_t));
     int32_t *bucket = &p->buckets[hash & p->bucket_mask];
     m->hash_next = *bucket;
     *bucket = b;
     if (m->ref == 0) p->n_cached++; /* only referenced blocks are published by the scheduler, but be exact */
+}
+
+int kv_pool_block_published(const kv_pool *p, int32_t b, uint64_t *hash, const int32_t **tokens) {
+    if (b < 0 || b >= p->n_blocks || !p->b[b].published) return 0;
+    *hash = p->b[b].hash;
+    *tokens = p->tokens + (size_t)b * (size_t)p->block_size;
+    return 1;
 }
 
 int kv_pool_check(const kv_pool *p) {

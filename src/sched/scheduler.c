@@ -19,6 +19,7 @@ struct scheduler {
     sched_seq **plan_seqs;    /* [max_seqs] */
     int32_t *plan_n_new;      /* [max_seqs] */
     int32_t (*copies)[2];     /* [max_seqs] at most one copy-on-write per scheduled sequence */
+    int32_t *copy_seq;        /* [max_seqs] */
 };
 
 static void list_remove(seq_list *l, sched_seq *q) {
@@ -60,7 +61,8 @@ pagoda_status sched_create(const sched_config *c, kv_pool *pool, scheduler **out
     s->plan_seqs = malloc((size_t)c->max_seqs * sizeof *s->plan_seqs);
     s->plan_n_new = malloc((size_t)c->max_seqs * sizeof *s->plan_n_new);
     s->copies = malloc((size_t)c->max_seqs * sizeof *s->copies);
-    if (!s->plan_seqs || !s->plan_n_new || !s->copies) {
+    s->copy_seq = malloc((size_t)c->max_seqs * sizeof *s->copy_seq);
+    if (!s->plan_seqs || !s->plan_n_new || !s->copies || !s->copy_seq) {
         sched_destroy(s);
         return pg_fail(PAGODA_ERR_NOMEM, "out of memory");
     }
@@ -72,7 +74,7 @@ void sched_destroy(scheduler *s) {
     if (!s) return;
     while (s->running.head) sched_finish(s, s->running.head);
     while (s->waiting.head) sched_finish(s, s->waiting.head);
-    free(s->plan_seqs), free(s->plan_n_new), free(s->copies), free(s);
+    free(s->plan_seqs), free(s->plan_n_new), free(s->copies), free(s->copy_seq), free(s);
 }
 
 int32_t sched_n_running(const scheduler *s) { return s->running.n; }
@@ -106,7 +108,8 @@ static int grow_blocks(sched_seq *q, int32_t n) {
     return 0;
 }
 
-pagoda_status sched_add(scheduler *s, uint64_t id, void *owner, const int32_t *tokens, int32_t n, sched_seq **out) {
+pagoda_status sched_add(scheduler *s, uint64_t id, void *owner, const int32_t *tokens, int32_t n, int32_t adapter,
+                        sched_seq **out) {
     *out = NULL;
     if (n <= 0) return pg_fail(PAGODA_ERR_INVALID, "scheduler: a sequence needs at least one token");
     sched_seq *q = calloc(1, sizeof *q);
@@ -115,7 +118,7 @@ pagoda_status sched_add(scheduler *s, uint64_t id, void *owner, const int32_t *t
         return pg_fail(PAGODA_ERR_NOMEM, "out of memory");
     }
     memcpy(q->tokens, tokens, (size_t)n * sizeof *tokens);
-    q->id = id, q->owner = owner, q->n_tokens = n, q->n_prompt = n;
+    q->id = id, q->owner = owner, q->n_tokens = n, q->n_prompt = n, q->adapter = adapter;
     q->arrival = s->next_arrival++;
     waiting_insert(s, q);
     *out = q;
@@ -137,6 +140,7 @@ pagoda_status sched_fork(scheduler *s, sched_seq *parent, uint64_t id, void *own
     q->n_tokens = parent->n_tokens, q->n_prompt = parent->n_prompt, q->n_computed = parent->n_computed;
     q->n_blocks = parent->n_blocks, q->n_hashes = parent->n_hashes, q->n_published = parent->n_published;
     q->n_cached = parent->n_cached, q->arrival = parent->arrival;
+    q->adapter = parent->adapter, q->no_prefix_reuse = parent->no_prefix_reuse, q->n_draft = parent->n_draft;
     for (int32_t i = 0; i < q->n_blocks; i++) kv_pool_ref(s->pool, q->blocks[i]);
     list_insert_before(&s->running, parent->next, q);
     q->state = SEQ_RUNNING;
@@ -149,6 +153,37 @@ pagoda_status sched_append(scheduler *s, sched_seq *q, int32_t token) {
         return pg_fail(PAGODA_ERR_NOMEM, "out of memory");
     q->tokens[q->n_tokens++] = token;
     return PAGODA_OK;
+}
+
+pagoda_status sched_propose(scheduler *s, sched_seq *q, const int32_t *tokens, int32_t k) {
+    if (q->n_draft) return pg_fail(PAGODA_ERR_INVALID, "scheduler: seq %llu already has %d drafts", (unsigned long long)q->id, q->n_draft);
+    if (k <= 0) return PAGODA_OK;
+    if (grow_tokens(q, q->n_tokens + k) || grow_blocks(q, sched_blocks_for(s, q->n_tokens + k) + 1))
+        return pg_fail(PAGODA_ERR_NOMEM, "out of memory");
+    memcpy(q->tokens + q->n_tokens, tokens, (size_t)k * sizeof *tokens);
+    q->n_tokens += k, q->n_draft = k;
+    return PAGODA_OK;
+}
+
+/* Cuts q back to its first n tokens (n >= n_tokens - n_draft): computed count, hashes and blocks
+ * past them go. The last kept block may hold stale K/V in slots past n: they are rewritten
+ * before they are read. */
+static void truncate_seq(scheduler *s, sched_seq *q, int32_t n) {
+    q->n_draft -= q->n_tokens - n;
+    q->n_tokens = n;
+    if (q->n_computed > n) q->n_computed = n;
+    int32_t keep = q->state == SEQ_RUNNING ? sched_blocks_for(s, q->n_computed) : 0;
+    while (q->n_blocks > keep) kv_pool_unref(s->pool, q->blocks[--q->n_blocks]);
+    int32_t n_full = n / s->bs;
+    if (q->n_hashes > n_full) q->n_hashes = n_full;
+    if (q->n_published > n_full) q->n_published = n_full;
+}
+
+void sched_accept(scheduler *s, sched_seq *q, int32_t n_keep) {
+    if (n_keep < 0) n_keep = 0;
+    if (n_keep > q->n_draft) n_keep = q->n_draft;
+    truncate_seq(s, q, q->n_tokens - q->n_draft + n_keep);
+    q->n_draft = 0;
 }
 
 /* Gives back all of q's blocks, last first, so its tail is evicted before its shared prefix. */
@@ -168,6 +203,7 @@ void sched_finish(scheduler *s, sched_seq *q) {
 static void preempt(scheduler *s, sched_seq *q) {
     list_remove(&s->running, q);
     release_blocks(s, q);
+    if (q->n_draft) truncate_seq(s, q, q->n_tokens - q->n_draft); /* recomputed without its drafts */
     q->n_preempted++;
     waiting_insert(s, q);
 }
@@ -175,7 +211,7 @@ static void preempt(scheduler *s, sched_seq *q) {
 /* Chained hashes of q's first n_full full blocks. */
 static void ensure_hashes(scheduler *s, sched_seq *q, int32_t n_full) {
     for (int32_t i = q->n_hashes; i < n_full; i++) {
-        uint64_t parent = i ? q->hashes[i - 1] : KV_ROOT_HASH;
+        uint64_t parent = i ? q->hashes[i - 1] : kv_root_hash(q->adapter);
         q->hashes[i] = kv_block_hash(parent, q->tokens + (size_t)i * (size_t)s->bs, s->bs);
     }
     if (n_full > q->n_hashes) q->n_hashes = n_full;
@@ -194,6 +230,7 @@ static int reserve(scheduler *s, sched_plan *plan, sched_seq *q, int32_t n_new) 
         int32_t nb = kv_pool_alloc(s->pool);
         plan->copies[plan->n_copies][0] = q->blocks[partial];
         plan->copies[plan->n_copies][1] = nb;
+        plan->copy_seq[plan->n_copies] = plan->n_seqs; /* q is planned next, at this index */
         plan->n_copies++;
         kv_pool_unref(s->pool, q->blocks[partial]);
         q->blocks[partial] = nb;
@@ -214,11 +251,12 @@ static void plan_add(sched_plan *plan, sched_seq *q, int32_t n_new) {
 static int admit(scheduler *s, sched_plan *plan, int32_t budget) {
     sched_seq *q = s->waiting.head;
     int32_t n_hit = 0, n_hit_free = 0;
-    if (s->c.prefix_caching) {
+    if (s->c.prefix_caching && !q->no_prefix_reuse) {
         int32_t max_hit = (q->n_tokens - 1) / s->bs;
         ensure_hashes(s, q, max_hit);
-        for (uint64_t parent = KV_ROOT_HASH; n_hit < max_hit; parent = q->hashes[n_hit++]) {
-            int32_t b = kv_pool_lookup(s->pool, q->hashes[n_hit], parent, q->tokens + (size_t)n_hit * (size_t)s->bs);
+        for (uint64_t parent = kv_root_hash(q->adapter); n_hit < max_hit; parent = q->hashes[n_hit++]) {
+            int32_t b = kv_pool_lookup(s->pool, q->hashes[n_hit], parent, q->adapter,
+                                       q->tokens + (size_t)n_hit * (size_t)s->bs);
             if (b < 0) break;
             q->blocks[n_hit] = b;
             n_hit_free += kv_pool_ref_count(s->pool, b) == 0;
@@ -240,11 +278,17 @@ static int admit(scheduler *s, sched_plan *plan, int32_t budget) {
 
 void sched_schedule(scheduler *s, sched_plan *plan) {
     memset(plan, 0, sizeof *plan);
-    plan->seqs = s->plan_seqs, plan->n_new = s->plan_n_new, plan->copies = s->copies;
+    plan->seqs = s->plan_seqs, plan->n_new = s->plan_n_new, plan->copies = s->copies, plan->copy_seq = s->copy_seq;
     int32_t budget = s->c.max_batch_tokens;
     /* running sequences first, oldest first: one token each when decoding, a chunk when prefilling */
     for (sched_seq *q = s->running.head; q && plan->n_seqs < s->c.max_seqs && budget > 0;) {
-        int32_t left = q->n_tokens - q->n_computed, n_new = left < budget ? left : budget;
+        int32_t left = q->n_tokens - q->n_computed;
+        if (q->n_draft && left > budget) { /* drafts that do not fit are dropped: they run whole or not at all */
+            int32_t drop = left - budget < q->n_draft ? left - budget : q->n_draft;
+            truncate_seq(s, q, q->n_tokens - drop);
+            left -= drop;
+        }
+        int32_t n_new = left < budget ? left : budget;
         if (n_new <= 0) { q = q->next; continue; }
         int preempted_self = 0;
         while (reserve(s, plan, q, n_new)) {
@@ -267,17 +311,19 @@ void sched_schedule(scheduler *s, sched_plan *plan) {
 }
 
 void sched_commit(scheduler *s, const sched_plan *plan) {
-    for (int32_t i = 0; i < plan->n_seqs; i++) {
-        sched_seq *q = plan->seqs[i];
-        q->n_computed += plan->n_new[i];
-        if (!s->c.prefix_caching) continue;
-        int32_t n_full = q->n_computed / s->bs;
-        ensure_hashes(s, q, n_full);
-        for (int32_t j = q->n_published; j < n_full; j++)
-            kv_pool_publish(s->pool, q->blocks[j], q->hashes[j], j ? q->hashes[j - 1] : KV_ROOT_HASH,
-                            q->tokens + (size_t)j * (size_t)s->bs);
-        if (n_full > q->n_published) q->n_published = n_full;
-    }
+    (void)s;
+    for (int32_t i = 0; i < plan->n_seqs; i++) plan->seqs[i]->n_computed += plan->n_new[i];
+}
+
+void sched_publish(scheduler *s, sched_seq *q) {
+    if (!s->c.prefix_caching || q->state != SEQ_RUNNING) return;
+    int32_t n_accepted = q->n_tokens - q->n_draft;
+    int32_t n_full = (q->n_computed < n_accepted ? q->n_computed : n_accepted) / s->bs;
+    ensure_hashes(s, q, n_full);
+    for (int32_t j = q->n_published; j < n_full; j++)
+        kv_pool_publish(s->pool, q->blocks[j], q->hashes[j], j ? q->hashes[j - 1] : kv_root_hash(q->adapter), q->adapter,
+                        q->tokens + (size_t)j * (size_t)s->bs);
+    if (n_full > q->n_published) q->n_published = n_full;
 }
 
 static int check_list(const scheduler *s, const seq_list *l, sched_seq_state state, int32_t *refs) {

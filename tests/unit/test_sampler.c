@@ -4,6 +4,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "engine/logits_proc.h"
 #include "engine/sampler.h"
 #include "test_util.h"
 
@@ -622,7 +623,56 @@ static void timing(void) {
     free(logits), free(work);
 }
 
+static void penalty_step(void *self, float *logits, int32_t n) {
+    (void)n;
+    sampler_apply_penalties(self, logits);
+}
+
+/* The engine's processor chain: sampler_sample_ws == penalties on a copy + sampler_draw_ws (same
+ * tokens for the same seed), and logit_bias runs before the penalties (a repetition penalty
+ * divides the biased logit: (l + b) / rp, not l / rp + b). */
+static void test_processor_chain(void) {
+    enum { NV = 300 };
+    float logits[NV], scratch[NV];
+    unsigned long long rng = 77;
+    for (int i = 0; i < NV; i++) logits[i] = 3.0f * test_rand_f(&rng);
+    pg_sampling_params p = sampler_default_params();
+    p.temperature = 0.8f, p.top_p = 0.95f, p.repetition_penalty = 1.3f, p.frequency_penalty = 0.2f, p.seed = 5;
+    p.penalty_last_n = -1;
+    pg_sampler *a, *b;
+    CHECK(sampler_create_lean(&p, NV, &a) == PAGODA_OK && sampler_create_lean(&p, NV, &b) == PAGODA_OK, "create");
+    pg_sample_ws *w;
+    CHECK(sampler_ws_create(NV, &w) == PAGODA_OK && sampler_penalties_on(a), "ws");
+    lp_chain chain = {0};
+    CHECK(lp_chain_add(&chain, penalty_step, b) == PAGODA_OK, "chain");
+    int same = 0;
+    for (int i = 0; i < 500; i++) {
+        int32_t ta = sampler_sample_ws(a, logits, w);
+        int32_t tb = sampler_draw_ws(b, lp_chain_run(&chain, logits, NV, scratch), w);
+        same += ta == tb;
+        sampler_accept(a, ta), sampler_accept(b, tb);
+    }
+    CHECK(same == 500, "chain draw equals sampler_sample_ws %d of 500 times", same);
+    /* order: bias, then penalties */
+    pagoda_logit_bias lb[2] = {{3, 2.0f}, {3, 1.0f}};
+    lp_bias bias;
+    CHECK(lp_bias_init(&bias, lb, 2, NV) == PAGODA_OK && bias.n == 1 && bias.bias[0] == 3.0f, "repeated tokens add up");
+    lp_chain c2 = {0};
+    lp_chain_add(&c2, lp_bias_apply, &bias);
+    lp_chain_add(&c2, penalty_step, b);
+    sampler_reset(b);
+    sampler_accept(b, 3);
+    logits[3] = 1.0f;
+    const float *out = lp_chain_run(&c2, logits, NV, scratch);
+    float want = (1.0f + 3.0f) / 1.3f - 0.2f;
+    CHECK(fabsf(out[3] - want) < 1e-6f && logits[3] == 1.0f, "bias then penalty: %g, want %g (raw row untouched)", out[3], want);
+    CHECK(lp_chain_run(&(lp_chain){0}, logits, NV, scratch) == logits, "an empty chain draws from the raw row");
+    lp_bias_free(&bias);
+    sampler_destroy(a), sampler_destroy(b), sampler_ws_destroy(w);
+}
+
 int main(void) {
+    test_processor_chain();
     test_greedy();
     test_top_k_1_is_greedy();
     test_determinism();

@@ -84,7 +84,7 @@ static int run_sim(int32_t n_blocks, int32_t bs, int32_t max_batch, int32_t max_
             memcpy(x->ref_tokens, toks, (size_t)len * 4);
             x->n_ref = len;
             x->live = 1;
-            CHECK(sched_add(s, (uint64_t)n_seqs, x, toks, len, &x->q) == PAGODA_OK, "add");
+            CHECK(sched_add(s, (uint64_t)n_seqs, x, toks, len, 0, &x->q) == PAGODA_OK, "add");
             n_seqs++;
         }
         /* cancellations (running or waiting) */
@@ -135,6 +135,7 @@ static int run_sim(int32_t n_blocks, int32_t bs, int32_t max_batch, int32_t max_
             }
         }
         sched_commit(s, &plan);
+        for (int32_t i = 0; i < plan.n_seqs; i++) sched_publish(s, plan.seqs[i]);
         /* sample for sequences that caught up; maybe fork; finish */
         for (int32_t i = 0; i < plan.n_seqs; i++) {
             sched_seq *q = plan.seqs[i];
@@ -199,27 +200,126 @@ static void test_pool_basics(void) {
     int32_t t0[2] = {1, 2}, t1[2] = {3, 4};
     int32_t a = kv_pool_alloc(p), b = kv_pool_alloc(p);
     uint64_t ha = kv_block_hash(KV_ROOT_HASH, t0, 2), hb = kv_block_hash(ha, t1, 2);
-    kv_pool_publish(p, a, ha, KV_ROOT_HASH, t0);
-    kv_pool_publish(p, b, hb, ha, t1);
-    CHECK(kv_pool_lookup(p, ha, KV_ROOT_HASH, t0) == a, "lookup a");
-    CHECK(kv_pool_lookup(p, hb, ha, t1) == b, "lookup b");
-    CHECK(kv_pool_lookup(p, hb, KV_ROOT_HASH, t1) < 0, "wrong parent must miss");
-    CHECK(kv_pool_lookup(p, ha, KV_ROOT_HASH, t1) < 0, "same hash, other tokens must miss");
+    kv_pool_publish(p, a, ha, KV_ROOT_HASH, 0, t0);
+    kv_pool_publish(p, b, hb, ha, 0, t1);
+    CHECK(kv_pool_lookup(p, ha, KV_ROOT_HASH, 0, t0) == a, "lookup a");
+    CHECK(kv_pool_lookup(p, hb, ha, 0, t1) == b, "lookup b");
+    CHECK(kv_pool_lookup(p, hb, KV_ROOT_HASH, 0, t1) < 0, "wrong parent must miss");
+    CHECK(kv_pool_lookup(p, ha, KV_ROOT_HASH, 0, t1) < 0, "same hash, other tokens must miss");
+    CHECK(kv_pool_lookup(p, ha, KV_ROOT_HASH, 1, t0) < 0, "same hash and tokens, other adapter must miss");
+    CHECK(kv_root_hash(0) == KV_ROOT_HASH && kv_root_hash(1) != KV_ROOT_HASH && kv_root_hash(1) != kv_root_hash(2),
+          "adapters start different hash chains");
     kv_pool_unref(p, b), kv_pool_unref(p, a);
     CHECK(kv_pool_n_free(p) == 4 && kv_pool_n_cached(p) == 2, "freed blocks stay cached");
-    CHECK(kv_pool_lookup(p, ha, KV_ROOT_HASH, t0) == a, "cached after free");
+    CHECK(kv_pool_lookup(p, ha, KV_ROOT_HASH, 0, t0) == a, "cached after free");
     /* plain free blocks go first, then the least recently freed cached one (b before a) */
     int32_t c = kv_pool_alloc(p), d = kv_pool_alloc(p);
     CHECK(c != a && c != b && d != a && d != b, "plain free blocks first");
     CHECK(kv_pool_alloc(p) == b, "LRU: b was freed first");
-    CHECK(kv_pool_lookup(p, hb, ha, t1) < 0 && kv_pool_lookup(p, ha, KV_ROOT_HASH, t0) == a, "evicted b only");
+    CHECK(kv_pool_lookup(p, hb, ha, 0, t1) < 0 && kv_pool_lookup(p, ha, KV_ROOT_HASH, 0, t0) == a, "evicted b only");
     CHECK(kv_pool_alloc(p) == a && kv_pool_alloc(p) == -1, "then a, then none");
     CHECK(kv_pool_check(p) == 0, "%s", pagoda_last_error());
     kv_pool_destroy(p);
 }
 
+/* Runs q's whole prompt (one step) and publishes it. */
+static void run_prompt(scheduler *s, sched_seq *q) {
+    sched_plan plan;
+    sched_schedule(s, &plan);
+    CHECK(plan.n_seqs == 1 && plan.seqs[0] == q && plan.n_new[0] == q->n_tokens, "prompt in one step");
+    sched_commit(s, &plan);
+    sched_publish(s, q);
+}
+
+/* The prefix cache is salted by the adapter id: the same prompt under another adapter shares no
+ * block, under the same adapter it shares every full block but the last token's. */
+static void test_adapter_salt(void) {
+    kv_pool *pool;
+    scheduler *s;
+    CHECK(kv_pool_create(32, 4, &pool) == PAGODA_OK, "pool");
+    sched_config c = {.max_batch_tokens = 64, .max_seqs = 4, .prefix_caching = 1};
+    CHECK(sched_create(&c, pool, &s) == PAGODA_OK, "sched");
+    int32_t toks[13];
+    for (int i = 0; i < 13; i++) toks[i] = 3 * i + 1;
+    sched_seq *a, *b, *d;
+    CHECK(sched_add(s, 1, NULL, toks, 13, 7, &a) == PAGODA_OK, "add");
+    run_prompt(s, a);
+    CHECK(sched_add(s, 2, NULL, toks, 13, 8, &b) == PAGODA_OK, "add");
+    run_prompt(s, b);
+    CHECK(b->n_cached == 0, "other adapter reused %d cached tokens", b->n_cached);
+    for (int i = 0; i < a->n_blocks; i++)
+        for (int j = 0; j < b->n_blocks; j++) CHECK(a->blocks[i] != b->blocks[j], "adapters 7 and 8 share block %d", a->blocks[i]);
+    CHECK(sched_add(s, 3, NULL, toks, 13, 7, &d) == PAGODA_OK, "add");
+    sched_plan plan;
+    sched_schedule(s, &plan);
+    CHECK(d->n_cached == 12 && d->blocks[0] == a->blocks[0] && d->blocks[2] == a->blocks[2] && plan.n_new[0] == 1,
+          "same adapter: %d tokens from the cache", d->n_cached);
+    sched_commit(s, &plan);
+    CHECK(sched_check(s) == 0, "%s", pagoda_last_error());
+    sched_destroy(s);
+    CHECK(kv_pool_n_free(pool) == 32, "blocks leaked");
+    kv_pool_destroy(pool);
+}
+
+/* Speculation bookkeeping: drafts are computed with the sequence, rejected ones roll back their
+ * blocks, and only accepted full blocks reach the prefix cache. */
+static void test_draft_rollback(void) {
+    kv_pool *pool;
+    scheduler *s;
+    CHECK(kv_pool_create(16, 4, &pool) == PAGODA_OK, "pool");
+    sched_config c = {.max_batch_tokens = 64, .max_seqs = 4, .prefix_caching = 1};
+    CHECK(sched_create(&c, pool, &s) == PAGODA_OK, "sched");
+    int32_t toks[7] = {1, 2, 3, 4, 5, 6, 7}, drafts[6] = {20, 21, 22, 23, 24, 25};
+    sched_seq *q;
+    CHECK(sched_add(s, 1, NULL, toks, 7, 0, &q) == PAGODA_OK, "add");
+    run_prompt(s, q); /* 7 computed: blocks 0 (published), 1 (partial) */
+    CHECK(sched_append(s, q, 8) == PAGODA_OK && sched_propose(s, q, drafts, 6) == PAGODA_OK, "propose");
+    sched_plan plan;
+    sched_schedule(s, &plan);
+    CHECK(plan.n_seqs == 1 && plan.n_new[0] == 7 && q->n_blocks == 4, "1 + 6 drafts planned: %d tokens, %d blocks",
+          plan.n_new[0], q->n_blocks);
+    sched_commit(s, &plan);
+    /* before acceptance only blocks of accepted tokens may be published: [1..4], [5..8], not [20..23] */
+    sched_publish(s, q);
+    int32_t b1[4] = {5, 6, 7, 8}, b2[4] = {20, 21, 22, 23};
+    uint64_t h0 = kv_block_hash(KV_ROOT_HASH, toks, 4), h1 = kv_block_hash(h0, b1, 4), h2 = kv_block_hash(h1, b2, 4);
+    CHECK(q->n_published == 2, "published %d blocks before acceptance", q->n_published);
+    CHECK(kv_pool_lookup(pool, h2, h1, 0, b2) < 0, "a block of unverified drafts entered the cache");
+    int32_t rejected_block = q->blocks[3];
+    sched_accept(s, q, 1); /* 20 accepted, 21.. rejected: 9 tokens, blocks 0..2 */
+    CHECK(q->n_tokens == 9 && q->n_computed == 9 && q->n_blocks == 3 && q->n_draft == 0, "after accept: %d tokens, %d computed, %d blocks",
+          q->n_tokens, q->n_computed, q->n_blocks);
+    CHECK(kv_pool_ref_count(pool, rejected_block) == 0, "rejected block still referenced");
+    sched_publish(s, q);
+    CHECK(q->n_published == 2, "accepted blocks published: %d", q->n_published);
+    CHECK(kv_pool_lookup(pool, h1, h0, 0, b1) == q->blocks[1], "accepted block in the cache");
+    CHECK(kv_pool_lookup(pool, h2, h1, 0, b2) < 0, "a block of rejected drafts entered the cache");
+    /* drafts that do not fit the budget are dropped, and a preempted sequence loses its drafts */
+    CHECK(sched_propose(s, q, drafts, 6) == PAGODA_OK, "propose");
+    CHECK(sched_check(s) == 0, "%s", pagoda_last_error());
+    sched_destroy(s);
+    CHECK(kv_pool_n_free(pool) == 16, "blocks leaked");
+    kv_pool_destroy(pool);
+    CHECK(kv_pool_create(16, 4, &pool) == PAGODA_OK, "pool");
+    sched_config small = {.max_batch_tokens = 3, .max_seqs = 4, .prefix_caching = 1};
+    CHECK(sched_create(&small, pool, &s) == PAGODA_OK, "sched");
+    CHECK(sched_add(s, 1, NULL, toks, 2, 0, &q) == PAGODA_OK, "add");
+    sched_schedule(s, &plan);
+    sched_commit(s, &plan);
+    CHECK(sched_append(s, q, 9) == PAGODA_OK && sched_propose(s, q, drafts, 4) == PAGODA_OK, "propose");
+    sched_schedule(s, &plan); /* 1 + 4 drafts, budget 3: the last 2 drafts go */
+    CHECK(plan.n_new[0] == 3 && q->n_draft == 2 && q->n_tokens == 5 && q->n_computed == 2, "drafts over budget: %d new, %d drafts left",
+          plan.n_new[0], q->n_draft);
+    sched_commit(s, &plan);
+    CHECK(sched_check(s) == 0, "%s", pagoda_last_error());
+    sched_destroy(s);
+    kv_pool_destroy(pool);
+}
+
 int main(void) {
     test_pool_basics();
+    test_adapter_salt();
+    test_draft_rollback();
     /* tiny budget: forced preemption; prefix caching on and off; heavy forking */
     run_sim(24, 4, 16, 8, 1, 6000, 30, 20, 3);
     run_sim(24, 4, 16, 8, 0, 4000, 30, 20, 3);

@@ -1,0 +1,180 @@
+/* The engine's internals, shared by its files (one concept each):
+ *   engine.c      create/destroy, the engine thread, stats
+ *   submit.c      requests in: validation, copies, the inbox, cancellation
+ *   step.c        one step as named stages: propose -> schedule -> build batch -> forward
+ *                 -> prompt logits -> sample (logits processors + draw, verify drafts) -> accept
+ *                 -> commit (prefix cache) -> emit
+ *   sample.c      the sample stage: logits processors and draws on the kernel threads
+ *   fork.c        n > 1: a request's choices fork off its prompt's sequence
+ *   emit.c        token and finish events: detokenization, stop strings, lengths
+ *   logits_proc.c the logits processor chain (logit_bias, penalties, masks)
+ *   runner_forward.c the default runner (engine/runner.h) over the forward pass
+ * Threads: see engine.c. */
+#ifndef PG_ENGINE_ENGINE_INTERNAL_H
+#define PG_ENGINE_ENGINE_INTERNAL_H
+
+#include <pthread.h>
+#include <stdint.h>
+
+#include "engine/logits_proc.h"
+#include "engine/runner.h"
+#include "engine/sampler.h"
+#include "engine/stop.h"
+#include "kv/block_pool.h"
+#include "pagoda.h"
+#include "sched/scheduler.h"
+#include "tokenizer/tokenizer.h"
+
+enum {
+    MAX_STOPS = 16,
+    MAX_STOP_LEN = 256,
+    MAX_STOP_TOKENS = 64,
+    MAX_N = 64,
+    MAX_LOGPROBS = SAMPLER_MAX_LOGPROBS,
+    MAX_DRAFT = 16, /* proposed tokens per sequence per step */
+};
+
+typedef struct request request;
+
+typedef struct {
+    request *r;
+    int32_t index;
+    sched_seq *seq;          /* NULL before its fork exists and after it finishes */
+    pg_sampler *sampler;
+    lp_chain chain;          /* logits processors, in order: logit_bias, penalties */
+    tok_stream *detok;
+    stop_matcher stop;
+    int32_t n_generated;
+    int counted;             /* prompt/cache statistics taken at first admission */
+    pagoda_finish_reason finish;
+} choice;
+
+struct request {
+    uint64_t id;
+    pagoda_request p;        /* copy; pointers below are owned */
+    int32_t *prompt;
+    int32_t n_prompt;
+    int32_t *stop_tokens;
+    lp_bias bias;            /* logit_bias, merged and sorted (shared by the choices' chains) */
+    int32_t max_tokens;      /* resolved: > 0 */
+    int32_t n_logits_sent;   /* prompt positions whose logits went to on_prompt_logits */
+    choice *choices;         /* [p.n] */
+    int32_t n_live;          /* choices not finished */
+    int32_t n_cached;
+    int forked;
+    request *next;           /* inbox / live list */
+};
+
+/* What the sample stage picked from one logits row. */
+typedef struct {
+    int32_t token;
+    float lp;                /* its log-probability, when the request asks for logprobs */
+    int32_t top_tok[MAX_LOGPROBS];
+    float top_lp[MAX_LOGPROBS];
+} pick;
+
+/* Proposes draft tokens for speculative decoding (internal; tests use a fake proposer). */
+typedef struct {
+    /* Up to max_k tokens likely to follow tokens[0..n) of choice `index` of request `request_id`
+     * into out; returns how many (0: none). */
+    int32_t (*propose)(void *user, uint64_t request_id, int32_t index, const int32_t *tokens, int32_t n,
+                       int32_t max_k, int32_t *out);
+    void *user;
+    int32_t max_k;           /* at most MAX_DRAFT */
+} engine_proposer;
+
+struct pagoda_engine {
+    pagoda_model *pm;        /* NULL for an engine made on a bare runner (tests) */
+    const pg_tokenizer *tok; /* NULL: token ids only */
+    pagoda_engine_config c;
+    int32_t n_vocab, max_model_len;
+    engine_runner *runner;   /* owned */
+    kv_pool *pool;
+    scheduler *sched;
+    engine_proposer proposer; /* propose == NULL: none */
+    /* step buffers, sized at create (rows grown outside the decode path, see engine_reserve_rows) */
+    float *logits;           /* [cap_rows][n_vocab] from the runner's host_alloc */
+    int32_t cap_rows;
+    pick *picks;             /* [cap_rows] */
+    int32_t *ids;            /* [cap_rows] greedy ids from the runner */
+    pg_sample_ws **ws;       /* [n_pick_threads] sampling buffers, one per thread */
+    int n_pick_threads;
+    int32_t *b_tokens;       /* [max_batch_tokens] */
+    uint8_t *b_mask;         /* [max_batch_tokens] */
+    int32_t *b_seq_start;    /* [max_seqs + 1] */
+    int32_t *b_pos0, *b_nblocks, *b_adapter; /* [max_seqs] */
+    const int32_t **b_tables;    /* [max_seqs] */
+    /* per planned sequence: its logits rows cover positions [row_pos[i], end of its chunk) */
+    int32_t *row0;           /* [max_seqs] first row, -1: none */
+    int32_t *row_pos;        /* [max_seqs] position of the token of row0 */
+    int32_t *srow;           /* [max_seqs] first sampling row (1 + n_draft of them), -1: no sampling */
+    int32_t *n_acc;          /* [max_seqs] tokens the accept stage took (accepted drafts + one sampled) */
+    uint8_t *failed;         /* [max_seqs] KV copy failed: the sequence does not run */
+    int use_ids;             /* this step brings back greedy ids, not logits */
+    char *text;              /* detokenizer output */
+    size_t cap_text;
+    request *live;           /* stepping thread only */
+    /* shared with other threads, under mu */
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    request *inbox, *inbox_tail;
+    int32_t n_inbox;
+    uint64_t *cancels;
+    int32_t n_cancels, cap_cancels;
+    int cancel_all;
+    int stop, started;
+    pthread_t thread;
+    uint64_t next_id, rng;
+    pagoda_engine_stats stats;
+};
+
+/* engine.c */
+/* An engine over runner r (owned from the call on, also on failure). pm: the model for the
+ * tokenizer (text prompts, stop strings, detokenization), or NULL for token ids only. */
+pagoda_status engine_create_with_runner(pagoda_model *pm, engine_runner *r, const pagoda_engine_config *c,
+                                        pagoda_engine **out);
+/* Room for n logits rows per step (grows the row buffers; not on the decode path). */
+pagoda_status engine_reserve_rows(pagoda_engine *e, int32_t n);
+/* Speculative decoding: every running choice of a request with n == 1 (or forked) gets up to
+ * p->max_k drafts per step from p. NULL: none. Call before the first step. */
+pagoda_status engine_set_proposer(pagoda_engine *e, const engine_proposer *p);
+/* The scheduler's and the pool's invariants (sched_check). For tests. */
+int engine_check(const pagoda_engine *e);
+void engine_set_gauges(pagoda_engine *e);  /* caller holds mu */
+void engine_update_gauges(pagoda_engine *e);
+
+/* submit.c */
+void engine_free_request(request *r);
+void engine_take_inbox(pagoda_engine *e);
+
+/* emit.c */
+void engine_emit(choice *ch, const char *text, size_t len, int32_t token, pagoda_finish_reason fin, const char *error,
+                 const float *top_lp, const int32_t *top_tok, int32_t n_top, float logprob);
+void engine_end_choice(pagoda_engine *e, choice *ch, pagoda_finish_reason why, const char *error, int flush);
+void engine_finish_choice(pagoda_engine *e, choice *ch, pagoda_finish_reason why, const char *error, int flush);
+void engine_cancel_request(pagoda_engine *e, request *r, pagoda_finish_reason why, const char *error);
+/* Emits token t of ch at position pos of its sequence (pk: its logprobs, NULL when none were
+ * asked for). last: t is the step's last token for ch (appended to its sequence if it goes on);
+ * otherwise t is an accepted draft already there. Returns 1 if the choice finished. */
+int engine_emit_token(pagoda_engine *e, choice *ch, int32_t t, int32_t pos, const pick *pk, int last);
+
+/* sample.c */
+/* Samples ch's next token from a logits row through its processors (and the raw row's logprobs,
+ * if asked for); records it in ch's sampler (penalty history). */
+void engine_pick_token(pagoda_engine *e, choice *ch, const float *row, pg_sample_ws *ws, pick *out);
+/* Whether this step may bring back greedy ids instead of logits rows (every row plain greedy). */
+int engine_plan_wants_ids(const pagoda_engine *e, const sched_plan *plan);
+/* The sample stage: every sequence with sampling rows (except requests about to fork) gets its
+ * tokens, drafts verified: n_acc[i] tokens in picks[srow[i] ...]. In parallel over sequences. */
+void engine_sample_stage(pagoda_engine *e, const sched_plan *plan);
+
+/* fork.c */
+/* The prompt of r (sequence q, logits row `row`) is done: its other choices fork off q, and each
+ * choice samples its first token from the row and emits it. */
+void engine_fork_and_sample(pagoda_engine *e, sched_seq *q, const float *row);
+
+/* step.c */
+/* One engine step. Returns 1 if it ran a forward pass, 0 if there was nothing to run. */
+int engine_step(pagoda_engine *e);
+
+#endif

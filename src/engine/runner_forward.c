@@ -1,0 +1,121 @@
+/* The default engine runner: one forward pass (model/forward.h) over its paged KV memory
+ * (held by the forward pass's backends). The only engine file that reaches the forward pass and
+ * the KV memory. */
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "core/log.h"
+#include "engine/model_api.h"
+#include "engine/runner.h"
+#include "kernels/kernels.h"
+#include "model/forward.h"
+
+typedef struct {
+    engine_runner base;
+    pg_forward *fwd;
+    pg_kv *kv;
+    int32_t n_layer;
+} fwd_runner;
+
+static pg_batch to_pg_batch(const engine_batch *b) {
+    pg_batch p = {.n_tok = b->n_tok, .tokens = b->tokens, .n_seq = b->n_seq, .seq_start = b->seq_start,
+                  .seq_pos0 = b->seq_pos0, .block_tables = b->block_tables, .n_blocks = b->n_blocks,
+                  .logits_mask = b->logits_mask, .seq_adapter = b->seq_adapter};
+    return p;
+}
+
+static pagoda_status fr_run(engine_runner *r, const engine_batch *b, float *logits, int32_t *ids) {
+    fwd_runner *f = (fwd_runner *)r;
+    pg_batch p = to_pg_batch(b);
+    if (ids) return forward_run_argmax(f->fwd, &p, f->kv, ids);
+    return forward_run(f->fwd, &p, f->kv, logits);
+}
+
+static pagoda_status fr_copy_block(engine_runner *r, int32_t src, int32_t dst) {
+    fwd_runner *f = (fwd_runner *)r;
+    return forward_kv_copy_block(f->kv, src, dst); /* checks the ids; a failed device copy is an error */
+}
+
+static void *fr_host_alloc(engine_runner *r, size_t bytes) { return forward_host_alloc(((fwd_runner *)r)->fwd, bytes); }
+static void fr_host_free(engine_runner *r, void *p) {
+    if (p) forward_host_free(((fwd_runner *)r)->fwd, p);
+}
+
+static void fr_destroy(engine_runner *r) {
+    fwd_runner *f = (fwd_runner *)r;
+    forward_kv_destroy(f->kv);
+    forward_destroy(f->fwd);
+    free(f);
+}
+
+static uint64_t available_memory(void) {
+    FILE *f = fopen("/proc/meminfo", "r");
+    char line[256];
+    unsigned long long kb = 0;
+    while (f && fgets(line, sizeof line, f))
+        if (sscanf(line, "MemAvailable: %llu kB", &kb) == 1) break;
+    if (f) fclose(f);
+    return kb ? kb * 1024ull : 4ull << 30;
+}
+
+pagoda_status runner_forward_create(const pagoda_model *pm, const pagoda_engine_config *c, engine_runner **out) {
+    *out = NULL;
+    const pg_model_config *mc = &pm->m->cfg;
+    if (c->kv_dtype != PAGODA_DTYPE_F32 && c->kv_dtype != PAGODA_DTYPE_F16)
+        return pg_fail(PAGODA_ERR_UNSUPPORTED, "engine: the KV cache holds f32 or f16, not type %d", (int)c->kv_dtype);
+    int32_t n_gpu = c->n_gpu_layers < 0 || c->n_gpu_layers > mc->n_layer ? mc->n_layer : c->n_gpu_layers;
+    fwd_runner *f = calloc(1, sizeof *f);
+    if (!f) return pg_fail(PAGODA_ERR_NOMEM, "out of memory");
+    f->base.run = fr_run, f->base.copy_block = fr_copy_block, f->base.host_alloc = fr_host_alloc;
+    f->base.host_free = fr_host_free, f->base.destroy = fr_destroy;
+    f->n_layer = mc->n_layer;
+    pagoda_status st;
+    /* the forward pass first: on a GPU the KV blocks get what the weights and scratch leave */
+    if (c->cuda_qgemm < 0 || c->cuda_qgemm > 2 || c->cuda_device < 0) {
+        st = pg_fail(PAGODA_ERR_INVALID, "engine: cuda_qgemm %d (0, 1 or 2) or cuda_device %d out of range", c->cuda_qgemm,
+                     c->cuda_device);
+        goto fail;
+    }
+    pg_forward_opts fo = {.n_gpu_layers = n_gpu, .n_threads = c->n_threads, .cuda_device = c->cuda_device,
+                          .cuda_no_graphs = c->cuda_no_graphs, .cuda_no_repack = c->cuda_no_repack,
+                          .cuda_qgemm = c->cuda_qgemm};
+    if ((st = forward_create_ex(pm->m, c->max_batch_tokens, &fo, &f->fwd))) goto fail;
+
+    /* KV blocks: host layers from the host budget, GPU layers from free device memory */
+    size_t per_block_host, per_block_dev;
+    forward_kv_block_bytes(f->fwd, c->kv_block_size, c->kv_dtype, &per_block_host, &per_block_dev);
+    uint64_t n_blocks = UINT64_MAX, budget = 0;
+    if (per_block_host) {
+        budget = c->kv_mem_bytes ? c->kv_mem_bytes : (uint64_t)(c->kv_mem_fraction * (double)available_memory());
+        n_blocks = budget / per_block_host;
+    }
+    if (per_block_dev) {
+        uint64_t dev_budget = forward_gpu_kv_budget(f->fwd, c->gpu_memory_utilization);
+        if (c->kv_mem_bytes && c->kv_mem_bytes < dev_budget) dev_budget = c->kv_mem_bytes;
+        if (dev_budget / per_block_dev < n_blocks) n_blocks = dev_budget / per_block_dev, budget = dev_budget;
+    }
+    if (n_blocks < 1 || n_blocks == UINT64_MAX) {
+        st = pg_fail(PAGODA_ERR_INVALID, "KV budget of %llu bytes is less than one block of %d tokens (%zu bytes)",
+                     (unsigned long long)budget, c->kv_block_size, per_block_dev ? per_block_dev : per_block_host);
+        goto fail;
+    }
+    if (n_blocks > (1u << 24)) n_blocks = 1u << 24;
+    if ((st = forward_kv_create(f->fwd, (int32_t)n_blocks, c->kv_block_size, c->kv_dtype, &f->kv))) goto fail;
+    /* sampling runs on the kernel threads (idle then on the CPU; the host cores on a GPU) */
+    if (c->n_threads > 0) kcpu_set_threads(c->n_threads);
+    engine_runner_info *in = &f->base.info;
+    in->n_vocab = mc->n_vocab;
+    in->n_kv_blocks = (int32_t)n_blocks;
+    in->n_ctx_train = mc->n_ctx_train;
+    /* learned positions end at the table; the GPU path is sized for the trained context */
+    in->max_positions = (mc->learned_pos || n_gpu > 0) && mc->n_ctx_train > 0 ? mc->n_ctx_train : 0;
+    in->n_threads = kcpu_get_threads() > 0 ? kcpu_get_threads() : 1;
+    in->greedy_ids = forward_has_device_argmax(f->fwd);
+    in->name = forward_placement(f->fwd);
+    in->kv_bytes = n_blocks * (uint64_t)(per_block_host + per_block_dev);
+    *out = &f->base;
+    return PAGODA_OK;
+fail:
+    fr_destroy(&f->base);
+    return st;
+}

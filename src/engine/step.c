@@ -1,0 +1,222 @@
+/* One engine step as named stages (../shared/DESIGN.md, "One step of the engine, as data"):
+ *
+ *   propose   drafts for speculative decoding (when a proposer is set)
+ *   schedule  which sequences run and how many tokens each computes (sched/)
+ *   build     KV block copies (copy-on-write), then the packed batch: tokens, positions, block
+ *             tables, adapter ids, which tokens give logits rows
+ *   forward   the runner runs the batch: logits rows, or greedy ids when every row is plain
+ *             greedy and the runner can pick them on the device
+ *   prompt logits  raw rows of prompt positions to requests that asked for them
+ *   sample    logits processors + draw per row, drafts verified (sample.c)
+ *   accept    k >= 1 tokens per sequence: accepted drafts + one sampled; rejected drafts' KV
+ *             slots roll back (sched_accept)
+ *   commit    only accepted full blocks enter the prefix cache (sched_publish)
+ *   emit      token and finish events (emit.c); n > 1 forks off its prompt here (fork.c)
+ */
+#include <pthread.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "core/clock.h"
+#include "core/log.h"
+#include "engine/engine_internal.h"
+
+static void stage_propose(pagoda_engine *e) {
+    if (!e->proposer.propose) return;
+    int32_t buf[MAX_DRAFT];
+    for (request *r = e->live; r; r = r->next) {
+        if (r->p.score_only || (r->p.n > 1 && !r->forked)) continue;
+        for (int32_t i = 0; i < r->p.n; i++) {
+            choice *ch = &r->choices[i];
+            sched_seq *q = ch->seq;
+            if (!q || ch->finish || q->state != SEQ_RUNNING || q->n_draft || q->n_computed != q->n_tokens - 1) continue;
+            int32_t k = e->proposer.max_k;
+            /* drafts past the context or max_tokens could never be kept */
+            if (k > e->max_model_len - 1 - q->n_tokens) k = e->max_model_len - 1 - q->n_tokens;
+            if (k > r->max_tokens - ch->n_generated - 1) k = r->max_tokens - ch->n_generated - 1;
+            if (k <= 0) continue;
+            k = e->proposer.propose(e->proposer.user, r->id, ch->index, q->tokens, q->n_tokens, k, buf);
+            if (k > e->proposer.max_k) k = e->proposer.max_k;
+            for (int32_t j = 0; j < k; j++)
+                if (buf[j] < 0 || buf[j] >= e->n_vocab) k = j; /* a bad proposal ends the drafts */
+            if (k > 0 && sched_propose(e->sched, q, buf, k)) continue; /* out of memory: no drafts */
+        }
+    }
+}
+
+/* KV copies for the plan; a failed copy-on-write finishes its sequence's choice with an error
+ * (never a step over a block that does not hold what the block table says). The plan is
+ * compacted over the failed ones. */
+static void stage_copy(pagoda_engine *e, sched_plan *plan) {
+    if (!plan->n_copies) return;
+    int any = 0;
+    char msg[512] = "";
+    memset(e->failed, 0, (size_t)plan->n_seqs);
+    for (int32_t c = 0; c < plan->n_copies; c++) {
+        pagoda_status st = e->runner->copy_block(e->runner, plan->copies[c][0], plan->copies[c][1]);
+        if (st) {
+            e->failed[plan->copy_seq[c]] = 1, any = 1;
+            snprintf(msg, sizeof msg, "KV copy-on-write failed: %s", pagoda_last_error());
+        }
+    }
+    if (!any) return;
+    pg_log(PAGODA_LOG_ERROR, "%s", msg);
+    int32_t n = 0;
+    for (int32_t i = 0; i < plan->n_seqs; i++) {
+        if (e->failed[i]) { /* frees only this sequence: every planned one is a distinct live choice */
+            plan->n_tokens -= plan->n_new[i];
+            engine_finish_choice(e, plan->seqs[i]->owner, PAGODA_FINISH_ERROR, msg, 0);
+            continue;
+        }
+        plan->seqs[n] = plan->seqs[i], plan->n_new[n] = plan->n_new[i], n++;
+    }
+    plan->n_seqs = n;
+}
+
+/* Packs the plan into b; the rows each sequence wants logits for (row0/row_pos/srow). Returns
+ * the number of rows. Counts prompt and cached tokens at each request's first admission. */
+static int32_t stage_build(pagoda_engine *e, const sched_plan *plan, engine_batch *b, uint64_t *prompt_tokens,
+                           uint64_t *cached_tokens) {
+    int32_t t = 0, rows = 0;
+    for (int32_t i = 0; i < plan->n_seqs; i++) {
+        sched_seq *q = plan->seqs[i];
+        choice *ch = q->owner;
+        request *r = ch->r;
+        if (!ch->counted && q->n_computed == q->n_cached) { /* first admission */
+            ch->counted = 1;
+            if (ch->index == 0) {
+                r->n_cached = q->n_cached;
+                *prompt_tokens += (uint64_t)r->n_prompt;
+                *cached_tokens += (uint64_t)q->n_cached;
+            }
+        }
+        const int32_t start = q->n_computed, end = start + plan->n_new[i];
+        e->b_seq_start[i] = t;
+        e->b_pos0[i] = start;
+        e->b_tables[i] = q->blocks;
+        e->b_nblocks[i] = q->n_blocks;
+        e->b_adapter[i] = q->adapter;
+        memcpy(e->b_tokens + t, q->tokens + start, (size_t)plan->n_new[i] * sizeof(int32_t));
+        memset(e->b_mask + t, 0, (size_t)plan->n_new[i]);
+        /* rows: the last accepted token and the drafts when the chunk reaches the end (the
+         * sampling rows), and before them prompt positions whose logits were asked for */
+        int32_t lo = end, s = -1;
+        if (end == q->n_tokens && !r->p.score_only) s = lo = q->n_tokens - 1 - q->n_draft;
+        if (r->p.on_prompt_logits && ch->index == 0 && r->n_logits_sent < r->n_prompt) {
+            int32_t p0 = start > r->n_logits_sent ? start : r->n_logits_sent;
+            if (p0 < end && p0 < r->n_prompt && p0 < lo) lo = p0;
+        }
+        if (lo < start) lo = start; /* not reached: drafts run whole (sched_schedule) */
+        e->row0[i] = lo < end ? rows : -1;
+        e->row_pos[i] = lo;
+        e->srow[i] = s >= lo ? rows + (s - lo) : -1;
+        memset(e->b_mask + t + (lo - start), 1, (size_t)(end - lo));
+        rows += end - lo;
+        t += plan->n_new[i];
+    }
+    e->b_seq_start[plan->n_seqs] = t;
+    *b = (engine_batch){.n_tok = t, .tokens = e->b_tokens, .n_seq = plan->n_seqs, .seq_start = e->b_seq_start,
+                        .seq_pos0 = e->b_pos0, .block_tables = e->b_tables, .n_blocks = e->b_nblocks,
+                        .logits_mask = e->b_mask, .seq_adapter = e->b_adapter, .n_rows = rows};
+    return rows;
+}
+
+/* Raw logits rows of prompt positions, in order, to the requests that asked for them. */
+static void stage_prompt_logits(pagoda_engine *e, const sched_plan *plan) {
+    for (int32_t i = 0; i < plan->n_seqs; i++) {
+        if (e->row0[i] < 0) continue;
+        sched_seq *q = plan->seqs[i];
+        choice *ch = q->owner;
+        request *r = ch->r;
+        if (!r->p.on_prompt_logits || ch->index != 0) continue;
+        int32_t end = q->n_computed + plan->n_new[i]; /* before commit */
+        if (end > r->n_prompt) end = r->n_prompt;
+        for (int32_t p = r->n_logits_sent > e->row_pos[i] ? r->n_logits_sent : e->row_pos[i]; p < end; p++) {
+            pagoda_logits_event ev = {.request_id = r->id, .pos = p, .n_vocab = e->n_vocab,
+                                      .logits = e->logits + (size_t)(e->row0[i] + p - e->row_pos[i]) * (size_t)e->n_vocab};
+            r->p.on_prompt_logits(&ev, r->p.user);
+            r->n_logits_sent = p + 1;
+        }
+    }
+}
+
+/* The accept and commit stages: drafts beyond the accepted ones roll back, then every planned
+ * sequence publishes its accepted full blocks. */
+static void stage_accept_commit(pagoda_engine *e, const sched_plan *plan) {
+    for (int32_t i = 0; i < plan->n_seqs; i++)
+        if (e->n_acc[i] > 0 && plan->seqs[i]->n_draft) sched_accept(e->sched, plan->seqs[i], e->n_acc[i] - 1);
+    for (int32_t i = 0; i < plan->n_seqs; i++) sched_publish(e->sched, plan->seqs[i]);
+}
+
+/* In batch order; finishing a choice never invalidates another planned sequence (each planned
+ * sequence is a distinct live choice). */
+static void stage_emit(pagoda_engine *e, const sched_plan *plan) {
+    for (int32_t i = 0; i < plan->n_seqs; i++) {
+        sched_seq *q = plan->seqs[i];
+        choice *ch = q->owner;
+        request *r = ch->r;
+        if (e->srow[i] < 0) {
+            if (r->p.score_only && q->n_computed == q->n_tokens) /* the prompt is through */
+                engine_finish_choice(e, ch, PAGODA_FINISH_LENGTH, NULL, 0);
+            continue;
+        }
+        if (r->p.n > 1 && !r->forked) {
+            engine_fork_and_sample(e, q, e->logits + (size_t)e->srow[i] * (size_t)e->n_vocab);
+            continue;
+        }
+        const int32_t n = e->n_acc[i], pos0 = q->n_tokens - (n - 1); /* the kept drafts end the sequence */
+        for (int32_t j = 0; j < n; j++) {
+            const pick *pk = &e->picks[e->srow[i] + j];
+            if (engine_emit_token(e, ch, pk->token, pos0 + j, e->use_ids ? NULL : pk, j == n - 1)) break;
+        }
+    }
+}
+
+int engine_step(pagoda_engine *e) {
+    double t_start = pg_now_s();
+    engine_take_inbox(e);
+    stage_propose(e);
+    sched_plan plan;
+    sched_schedule(e->sched, &plan);
+    stage_copy(e, &plan);
+    if (plan.n_seqs == 0) {
+        engine_update_gauges(e);
+        return plan.n_copies > 0;
+    }
+    engine_batch b;
+    uint64_t prompt_tokens = 0, cached_tokens = 0;
+    int32_t rows = stage_build(e, &plan, &b, &prompt_tokens, &cached_tokens);
+    e->use_ids = engine_plan_wants_ids(e, &plan);
+    double t_fwd = pg_now_s();
+    pagoda_status st = rows > e->cap_rows ? pg_fail(PAGODA_ERR_INVALID, "engine: %d logits rows in a step, room for %d", rows, e->cap_rows)
+                       : e->runner->run(e->runner, &b, e->use_ids ? NULL : e->logits, e->use_ids ? e->ids : NULL);
+    t_fwd = pg_now_s() - t_fwd;
+    if (st) {
+        char msg[512];
+        snprintf(msg, sizeof msg, "forward pass failed: %s", pagoda_last_error());
+        pg_log(PAGODA_LOG_ERROR, "%s", msg);
+        sched_commit(e->sched, &plan);
+        for (int32_t i = 0; i < plan.n_seqs; i++) engine_finish_choice(e, plan.seqs[i]->owner, PAGODA_FINISH_ERROR, msg, 0);
+        engine_update_gauges(e);
+        return 1;
+    }
+    stage_prompt_logits(e, &plan);
+    sched_commit(e->sched, &plan);
+    pthread_mutex_lock(&e->mu);
+    e->stats.n_steps++;
+    e->stats.n_computed_tokens += (uint64_t)plan.n_tokens;
+    e->stats.n_prompt_tokens += prompt_tokens;
+    e->stats.n_cached_tokens += cached_tokens;
+    e->stats.n_preemptions += (uint64_t)plan.n_preempted;
+    pthread_mutex_unlock(&e->mu);
+    engine_sample_stage(e, &plan);
+    stage_accept_commit(e, &plan);
+    stage_emit(e, &plan);
+    engine_update_gauges(e);
+    double t_step = pg_now_s() - t_start;
+    pthread_mutex_lock(&e->mu);
+    e->stats.step_seconds += t_step;
+    e->stats.forward_seconds += t_fwd;
+    pthread_mutex_unlock(&e->mu);
+    return 1;
+}
