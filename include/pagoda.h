@@ -102,6 +102,31 @@ pagoda_status pagoda_chat_render(const pagoda_model *m, const char *messages_jso
 
 void pagoda_free(void *p);
 
+/* ===== Memory broker: the budgets several engines of one process share ===== */
+
+/* Engines created with the same broker take their KV memory (host RAM and each GPU) and their
+ * kernel threads from it, so models served side by side divide the machine instead of each
+ * sizing itself from whatever is free when it starts. An engine gives back what it took when it
+ * is destroyed. Thread-safe. */
+typedef struct pagoda_memory_broker pagoda_memory_broker;
+typedef struct {
+    uint64_t host_bytes; /* KV memory in host RAM for all engines together; 0: half the available memory */
+    uint64_t gpu_bytes;  /* KV memory per GPU for all engines together; 0: no limit beyond each engine's
+                            gpu_memory_utilization */
+    int32_t n_cores;     /* kernel threads for all engines together; 0: the cores online */
+} pagoda_memory_broker_config;
+/* c may be NULL (all defaults). */
+pagoda_status pagoda_memory_broker_create(const pagoda_memory_broker_config *c, pagoda_memory_broker **out);
+/* Engines using it must be destroyed first. NULL is a no-op. */
+void pagoda_memory_broker_destroy(pagoda_memory_broker *b);
+typedef struct {
+    uint64_t host_total, host_used;
+    uint64_t gpu_total, gpu_used[8]; /* gpu_total 0: unlimited; used per device id (< 8) */
+    int32_t cores_total, cores_used;
+    int32_t n_engines;
+} pagoda_memory_broker_stats;
+void pagoda_memory_broker_get_stats(pagoda_memory_broker *b, pagoda_memory_broker_stats *s);
+
 /* ===== Engine: continuous batching over a paged KV cache with prefix reuse ===== */
 
 typedef struct pagoda_engine pagoda_engine;
@@ -133,6 +158,11 @@ typedef struct {
                                  copy of each matrix (fastest; 2 bytes per weight of GPU memory), 1 cuBLAS
                                  after dequantizing per product (no extra memory), 2 the tensor-core kernel
                                  on the packed weights */
+    pagoda_memory_broker *broker; /* borrowed, may be NULL. Set: the KV memory (kv_mem_bytes, else
+                                 kv_mem_fraction of the broker's host budget; GPU blocks within its
+                                 per-GPU budget) and the kernel threads (n_threads, else every core
+                                 the broker has not given out, at least one) come from it, and
+                                 creation fails with PAGODA_ERR_NOMEM when it cannot grant them */
 } pagoda_engine_config;
 void pagoda_engine_config_default(pagoda_engine_config *c);
 
@@ -271,6 +301,8 @@ typedef struct {
     double step_seconds;             /* wall time in steps that ran a forward pass, */
     double forward_seconds;          /* of which in the forward pass; the rest is host work
                                         (scheduling, sampling, detokenization, events) */
+    int32_t n_threads;               /* kernel and sampling threads this engine runs */
+    uint64_t kv_bytes;               /* memory of its KV blocks */
 } pagoda_engine_stats;
 void pagoda_engine_get_stats(pagoda_engine *e, pagoda_engine_stats *s); /* thread-safe */
 

@@ -147,6 +147,8 @@ pagoda_status engine_create_with_runner(pagoda_model *pm, engine_runner *r, cons
     }
     e->stats.kv_blocks_total = n_blocks;
     e->stats.kv_block_size = c.kv_block_size;
+    e->stats.n_threads = e->n_pick_threads;
+    e->stats.kv_bytes = in->kv_bytes;
     e->stats.max_model_len = e->max_model_len;
     pg_log(PAGODA_LOG_INFO, "engine: %s, KV cache %d blocks x %d tokens (%s, %.1f MiB), max model len %d, %d tokens/step, %d seqs",
            in->name ? in->name : "?", n_blocks, c.kv_block_size, c.kv_dtype == PAGODA_DTYPE_F16 ? "f16" : "f32",

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 
 #include "core/log.h"
+#include "core/mem_broker.h"
 #include "engine/model_api.h"
 #include "engine/runner.h"
 #include "kernels/kernels.h"
@@ -15,6 +16,9 @@ typedef struct {
     pg_forward *fwd;
     pg_kv *kv;
     int32_t n_layer;
+    pagoda_memory_broker *broker; /* borrowed; what this engine holds of it is in grant */
+    pg_broker_grant grant;
+    int granted;
 } fwd_runner;
 
 static pg_batch to_pg_batch(const engine_batch *b) {
@@ -45,6 +49,7 @@ static void fr_destroy(engine_runner *r) {
     fwd_runner *f = (fwd_runner *)r;
     forward_kv_destroy(f->kv);
     forward_destroy(f->fwd);
+    if (f->granted) broker_give_back(f->broker, &f->grant);
     free(f);
 }
 
@@ -76,7 +81,13 @@ pagoda_status runner_forward_create(const pagoda_model *pm, const pagoda_engine_
                      c->cuda_device);
         goto fail;
     }
-    pg_forward_opts fo = {.n_gpu_layers = n_gpu, .n_threads = c->n_threads, .cuda_device = c->cuda_device,
+    /* kernel threads: from the broker when there is one (never more than it has free) */
+    int32_t n_threads = c->n_threads;
+    if (c->broker && n_threads <= 0) {
+        n_threads = broker_cores_free(c->broker);
+        if (n_threads < 1) n_threads = 1; /* then taking it fails below, naming the shortage */
+    }
+    pg_forward_opts fo = {.n_gpu_layers = n_gpu, .n_threads = n_threads, .cuda_device = c->cuda_device,
                           .cuda_no_graphs = c->cuda_no_graphs, .cuda_no_repack = c->cuda_no_repack,
                           .cuda_qgemm = c->cuda_qgemm};
     if ((st = forward_create_ex(pm->m, c->max_batch_tokens, &fo, &f->fwd))) goto fail;
@@ -86,12 +97,20 @@ pagoda_status runner_forward_create(const pagoda_model *pm, const pagoda_engine_
     forward_kv_block_bytes(f->fwd, c->kv_block_size, c->kv_dtype, &per_block_host, &per_block_dev);
     uint64_t n_blocks = UINT64_MAX, budget = 0;
     if (per_block_host) {
-        budget = c->kv_mem_bytes ? c->kv_mem_bytes : (uint64_t)(c->kv_mem_fraction * (double)available_memory());
+        if (c->broker) { /* a share of the broker's budget, within what it has left */
+            budget = c->kv_mem_bytes ? c->kv_mem_bytes : (uint64_t)(c->kv_mem_fraction * (double)broker_host_total(c->broker));
+            uint64_t left = broker_host_free(c->broker);
+            if (budget > left) budget = left;
+        } else {
+            budget = c->kv_mem_bytes ? c->kv_mem_bytes : (uint64_t)(c->kv_mem_fraction * (double)available_memory());
+        }
         n_blocks = budget / per_block_host;
     }
     if (per_block_dev) {
         uint64_t dev_budget = forward_gpu_kv_budget(f->fwd, c->gpu_memory_utilization);
         if (c->kv_mem_bytes && c->kv_mem_bytes < dev_budget) dev_budget = c->kv_mem_bytes;
+        if (c->broker && broker_gpu_free(c->broker, c->cuda_device) < dev_budget)
+            dev_budget = broker_gpu_free(c->broker, c->cuda_device);
         if (dev_budget / per_block_dev < n_blocks) n_blocks = dev_budget / per_block_dev, budget = dev_budget;
     }
     if (n_blocks < 1 || n_blocks == UINT64_MAX) {
@@ -100,16 +119,24 @@ pagoda_status runner_forward_create(const pagoda_model *pm, const pagoda_engine_
         goto fail;
     }
     if (n_blocks > (1u << 24)) n_blocks = 1u << 24;
+    if (c->broker) {
+        f->grant = (pg_broker_grant){.host_bytes = n_blocks * (uint64_t)per_block_host,
+                                     .gpu_bytes = n_blocks * (uint64_t)per_block_dev, .gpu_device = c->cuda_device,
+                                     .cores = n_threads};
+        if ((st = broker_take(c->broker, &f->grant))) goto fail;
+        f->broker = c->broker, f->granted = 1;
+    }
     if ((st = forward_kv_create(f->fwd, (int32_t)n_blocks, c->kv_block_size, c->kv_dtype, &f->kv))) goto fail;
     /* sampling runs on the kernel threads (idle then on the CPU; the host cores on a GPU) */
-    if (c->n_threads > 0) kcpu_set_threads(c->n_threads);
+    /* the CPU backend sets its team size on the thread that steps; sampling uses as many */
     engine_runner_info *in = &f->base.info;
     in->n_vocab = mc->n_vocab;
     in->n_kv_blocks = (int32_t)n_blocks;
     in->n_ctx_train = mc->n_ctx_train;
     /* learned positions end at the table; the GPU path is sized for the trained context */
     in->max_positions = (mc->learned_pos || n_gpu > 0) && mc->n_ctx_train > 0 ? mc->n_ctx_train : 0;
-    in->n_threads = kcpu_get_threads() > 0 ? kcpu_get_threads() : 1;
+    in->n_threads = n_threads > 0 ? n_threads : kcpu_get_threads();
+    if (in->n_threads < 1) in->n_threads = 1;
     in->greedy_ids = forward_has_device_argmax(f->fwd);
     in->name = forward_placement(f->fwd);
     in->kv_bytes = n_blocks * (uint64_t)(per_block_host + per_block_dev);
