@@ -1,5 +1,5 @@
-/* Runtime ISA dispatch for the fast CPU kernels: detects AVX2/AVX-512 once, honours
- * PAGODA_ISA=scalar|avx2|avx512 (can only lower the level), and owns the thread count. */
+/* Runtime ISA dispatch for the fast CPU kernels: detects AVX2/AVX-512 once (kcpu_isa_force can
+ * only lower the level, for tests and benchmarks), and keeps each thread's kernel team size. */
 #include <cpuid.h>
 #include <omp.h>
 #include <pthread.h>
@@ -32,14 +32,6 @@ static int detect_level(void) {
     return KCPU_ISA_AVX2;
 }
 
-static int level_from_name(const char *s) {
-    if (!s) return -1;
-    if (!strcmp(s, "scalar")) return KCPU_ISA_SCALAR;
-    if (!strcmp(s, "avx2")) return KCPU_ISA_AVX2;
-    if (!strcmp(s, "avx512")) return KCPU_ISA_AVX512;
-    return -1;
-}
-
 static void build_traits(int level) {
     for (int t = 0; t < PAGODA_DTYPE_COUNT; t++) {
         const k_type_traits *r = kref_traits(t);
@@ -66,8 +58,6 @@ static void init_once(void) {
     }
     for (int l = 0; l <= g_max_level; l++) build_traits(l);
     g_level = g_max_level;
-    int want = level_from_name(getenv("PAGODA_ISA"));
-    if (want >= 0 && want < g_level) g_level = want;
 }
 
 static void ensure_init(void) { pthread_once(&g_once, init_once); }

@@ -12,8 +12,8 @@
 #include "core/fp16.h"
 #include <immintrin.h>
 
-/* The ISA level and thread count are dispatch.c's (shared with matmul): one PAGODA_ISA and one
- * kcpu_set_threads() govern every kcpu_* op. */
+/* The ISA level and thread count are dispatch.c's (shared with matmul): one level (kcpu_isa_force)
+ * and the calling thread's kcpu_set_threads() govern every kcpu_* op. */
 static inline int kops_isa(void) { return kcpu_isa_level(); }
 
 /* ---- elementwise and row ops ---- */
