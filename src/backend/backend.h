@@ -174,6 +174,18 @@ void be_cuda_config_default(pg_cuda_config *c);
  * pagoda was built without CUDA. */
 pagoda_status be_cuda_create(const pg_cuda_config *c, pg_backend **out);
 
+/* A shard of a weight for tensor parallelism: part `index` of `count` equal parts of its rows
+ * (output features) or columns (input features). */
+typedef enum { PG_SHARD_ROWS, PG_SHARD_COLS } pg_shard_dim;
+typedef struct {
+    pg_shard_dim dim;
+    int32_t index, count;
+} pg_shard;
+/* The view of t that shard s selects, to upload like a whole tensor. Rows: a view into t's memory
+ * (rows are contiguous). Columns: PAGODA_ERR_UNSUPPORTED for now (they need a strided copy).
+ * PAGODA_ERR_INVALID when the rows do not divide evenly or s is out of range. */
+pagoda_status be_shard_view(const pg_tensor *t, const pg_shard *s, pg_tensor *out);
+
 static inline void be_destroy(pg_backend *be) {
     if (be) be->ops->destroy(be);
 }
