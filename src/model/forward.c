@@ -19,7 +19,7 @@
 #include "core/log.h"
 
 /* The weights of one layer on a backend: one slot per pg_weight field of pg_layer_weights, in the
- * same order, plus what the backend stacked. */
+ * same order (the weight-role table's offsets index them), plus what the backend stacked. */
 enum { N_LAYER_W = sizeof(pg_layer_weights) / sizeof(pg_weight) };
 typedef struct {
     pg_bweight w[N_LAYER_W];
@@ -106,12 +106,14 @@ static pagoda_status stage_upload(stage *s, const pg_model *m) {
             if (st && st != PAGODA_ERR_UNSUPPORTED) return st;
             stacked_gu = st == PAGODA_OK;
         }
-        const pg_weight *mw = (const pg_weight *)w;
-        for (int i = 0; i < N_LAYER_W; i++) {
-            const pg_weight *t = &mw[i];
+        /* every layer role the table declares, each into its slot */
+        int n_roles = 0;
+        const pg_weight_role *roles = model_layer_roles(&n_roles);
+        for (int i = 0; i < n_roles; i++) {
+            const pg_weight *t = role_weight_const(w, &roles[i]);
             bool in_qkv = t == &w->wq || t == &w->wk || t == &w->wv, in_gu = t == &w->w_gate || t == &w->w_up;
             if ((stacked_qkv && (in_qkv || t == &w->wqkv)) || (stacked_gu && in_gu)) continue;
-            if ((st = up(s, t, t->n_out > 1, &L->w[i]))) return st;
+            if ((st = up(s, t, roles[i].kind == ROLE_MATRIX, &L->w[roles[i].offset / sizeof(pg_weight)]))) return st;
         }
     }
     if (s->head && ((st = up(s, &m->out_norm, false, &s->out_norm)) || (st = up(s, &m->out_norm_b, false, &s->out_norm_b)) ||
