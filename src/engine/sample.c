@@ -3,6 +3,7 @@
  * different sequences are drawn in parallel on the kernel threads: at a few hundred sequences,
  * sampling one row after another took longer than a GPU forward pass. */
 #include <omp.h>
+#include <string.h>
 
 #include "engine/engine_internal.h"
 
@@ -11,10 +12,20 @@ void engine_pick_token(pagoda_engine *e, choice *ch, const float *row, pg_sample
     const int32_t V = e->n_vocab;
     const float *x = lp_chain_run(&ch->chain, row, V, sampler_ws_scratch(ws));
     out->token = sampler_draw_ws(ch->sampler, x, ws);
-    /* logprobs are those of the raw row: the model's distribution, before logit_bias, penalties
-     * and temperature (as OpenAI reports them) */
+    /* logprobs are those of the model's distribution with the request's logit_bias added (as the
+     * OpenAI API reports them: a banned token's logprob falls by the bias), before penalties and
+     * temperature. The processed row in the scratch is no longer needed after the draw. */
     int32_t k = r->p.logprobs > 0 ? r->p.logprobs : 0;
-    if (r->p.logprobs >= 0) out->lp = sampler_logprobs(row, V, out->token, k, out->top_tok, out->top_lp);
+    if (r->p.logprobs >= 0) {
+        const float *lrow = row;
+        if (r->bias.n > 0) {
+            float *b = sampler_ws_scratch(ws);
+            memcpy(b, row, (size_t)V * sizeof(float));
+            lp_bias_apply((void *)&r->bias, b, V);
+            lrow = b;
+        }
+        out->lp = sampler_logprobs(lrow, V, out->token, k, out->top_tok, out->top_lp);
+    }
     sampler_accept(ch->sampler, out->token);
 }
 

@@ -3,7 +3,8 @@
  *    appears over 1,000 biased ones (temperature 1); a +100 bias forces its token every time;
  *  - the bias shifts the sampling distribution exactly: p'(t) = p(t) e^b(t) / sum_u p(u) e^b(u),
  *    checked in log space on a real logits row, and by drawing 40,000 tokens from it;
- *  - logprobs reported with a bias are those of the raw model distribution;
+ *  - logprobs reported with a bias are those of the biased distribution (the model's logits plus
+ *    the bias, before penalties and temperature), as the OpenAI API reports them;
  *  - on_prompt_logits rows equal forward_run's logits of the same tokens, bit for bit on the CPU,
  *    for prompts longer than a step's token budget (several chunks), several requests at once;
  *    score_only requests finish with LENGTH and no token. */
@@ -189,7 +190,7 @@ static void test_logit_bias(const char *model_dir) {
     CHECK(dof > 3 && chi2 < q, "draws vs p': chi2 %.1f over %d cells, bound %.1f", chi2, dof, q);
     printf("  bias shift: log-prob error %.2g; %d draws chi2 %.1f over %d cells (99.9%% bound %.1f)\n", worst, DRAWS, chi2, dof, q);
 
-    /* logprobs with a bias are the raw model's: greedy under a bias forcing the 2nd best token */
+    /* logprobs with a bias are the biased distribution's: greedy under a bias forcing a token */
     pagoda_engine *e = make_engine(m, 256);
     result r = {0};
     pagoda_request qr;
@@ -200,8 +201,13 @@ static void test_logit_bias(const char *model_dir) {
     CHECK(pagoda_engine_submit(e, &qr, NULL) == PAGODA_OK, "submit: %s", pagoda_last_error());
     run_all(e);
     pagoda_engine_destroy(e);
-    CHECK(r.n == 1 && r.tokens[0] == f2.token && r.lp0 == sampler_logprobs(row, V, f2.token, 0, NULL, NULL),
-          "biased greedy token %d logprob %g, raw %g", r.tokens[0], r.lp0, sampler_logprobs(row, V, f2.token, 0, NULL, NULL));
+    float *brow = malloc((size_t)V * sizeof(float));
+    memcpy(brow, row, (size_t)V * sizeof(float));
+    brow[f2.token] += f2.bias;
+    float want = sampler_logprobs(brow, V, f2.token, 0, NULL, NULL), raw = sampler_logprobs(row, V, f2.token, 0, NULL, NULL);
+    CHECK(r.n == 1 && r.tokens[0] == f2.token && r.lp0 == want && want - raw > 1.0f,
+          "biased greedy token %d logprob %g, biased distribution %g, raw %g", r.tokens[0], r.lp0, want, raw);
+    free(brow);
     pagoda_free(ids);
     free(counts), free(row), free(scratch), free(b_of), free(hist);
     lp_bias_free(&lb);
