@@ -327,6 +327,11 @@ static int build_prompt(http_req *hr, gen *g, int32_t **ids_out, enum MHD_Result
     } else {
         if (tokenize(s->model, q->prompt, 1, 1, &ids, &n)) goto tok_fail;
     }
+    if (n == 0) {
+        free(ids);
+        *ret = bad(hr, g->chat ? "messages" : "prompt", "The prompt is empty (it encodes to 0 tokens).");
+        return -1;
+    }
     *ids_out = ids;
     q->pr.prompt_tokens = ids;
     q->pr.n_prompt_tokens = n > INT32_MAX ? INT32_MAX : (int32_t)n;

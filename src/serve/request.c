@@ -121,7 +121,8 @@ static void req_on_event(const pagoda_event *ev, void *user) {
             }
         }
         /* once the client is gone (the request is being cancelled) nothing is kept for it */
-        if (!hr->http_done && (ev->text_len > 0 || ev->token >= 0 || ev->finish != PAGODA_FINISH_NONE)) {
+        if (!hr->http_done &&
+            (ev->text_len > 0 || ev->finish != PAGODA_FINISH_NONE || (ev->token >= 0 && hr->want_tokens))) {
             serve_event *e = event_copy(ev);
             if (!e) hr->events_lost = 1;
             else if (hr->q_tail) hr->q_tail = hr->q_tail->next = e;
@@ -152,6 +153,7 @@ static void req_on_event(const pagoda_event *ev, void *user) {
 pagoda_status req_submit(http_req *hr, pagoda_request *pr, int stream) {
     pg_server *s = hr->srv;
     hr->stream = stream;
+    hr->want_tokens = pr->logprobs >= 0;
     if (!(hr->choices = calloc((size_t)(pr->n > 0 ? pr->n : 1), sizeof *hr->choices)))
         return pg_fail(PAGODA_ERR_NOMEM, "out of memory");
     hr->n_choices = pr->n > 0 ? pr->n : 1;

@@ -68,6 +68,7 @@ typedef struct http_req {
     int gen_started;         /* a generation endpoint took the request (its final access-handler call) */
     int gen_counted;         /* counted in srv->n_gen_http */
     int stream;              /* the answer is a stream: events are taken as they come */
+    int want_tokens;         /* events without text are queued too (the request asked for logprobs) */
     oa_buf out;              /* streamed body not yet handed to MHD, from out_pos */
     size_t out_pos;
     req_fill_fn fill;
