@@ -65,10 +65,10 @@ static serve_event *event_copy(const pagoda_event *ev) {
     e->logprob = ev->logprob;
     e->n_top = n_top;
     e->finish = ev->finish;
-    memcpy(p, ev->top_tokens, (size_t)n_top * sizeof(int32_t));
+    if (n_top) memcpy(p, ev->top_tokens, (size_t)n_top * sizeof(int32_t));
     e->top_tokens = (const int32_t *)p;
     p += (size_t)n_top * sizeof(int32_t);
-    memcpy(p, ev->top_logprobs, (size_t)n_top * sizeof(float));
+    if (n_top) memcpy(p, ev->top_logprobs, (size_t)n_top * sizeof(float));
     e->top_logprobs = (const float *)p;
     p += (size_t)n_top * sizeof(float);
     if (text_len) memcpy(p, ev->text, text_len);
