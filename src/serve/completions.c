@@ -1,38 +1,59 @@
-/* POST /v1/completions and /v1/chat/completions: request -> prompt tokens -> engine submit, and
- * the engine's events -> OpenAI responses. Streaming requests answer with an SSE body read by
- * MHD from a per-request buffer that the engine thread fills; the connection is suspended while
- * the buffer is empty and resumed by the next event. Non-streaming requests stay suspended until
- * the request is done, then the whole response is built on the HTTP thread. */
+/* POST /v1/completions and /v1/chat/completions (see completions.h). The body is parsed once into
+ * the engine's request (openai_request.c); the prompt is built here (chat template, fill in the
+ * middle, tokenization) and the request submitted (request.c). The engine's events come back
+ * through the request's queue and every byte of the answer is built on the HTTP thread that
+ * takes them: streamed requests as SSE chunks, pulled by MHD (send_sse_stream), the others as
+ * one JSON response once the request is done. */
+#include "serve/completions.h"
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
 #include "core/log.h"
-#include "serve/server_internal.h"
-#include "core/clock.h"
+#include "serve/openai_request.h"
+#include "serve/openai_response.h"
+#include "serve/send.h"
 
-static int is_chat(const http_req *hr) { return hr->route == ROUTE_CHAT; }
+/* One choice, as the HTTP side builds it. */
+typedef struct {
+    oa_buf text;        /* non-streamed: the text so far */
+    oa_logprob *lp;     /* non-streamed: [n_lp] */
+    size_t n_lp, cap_lp;
+    size_t text_offset; /* streamed completions: bytes sent so far (for logprobs offsets) */
+    int finished;       /* streamed: its finish chunk went out */
+} gen_choice;
 
-void gen_free(http_req *hr) {
-    oa_request_free(&hr->req);
-    free(hr->echo);
-    hr->echo = NULL;
-    for (int32_t i = 0; i < hr->n_choices; i++) {
-        gen_choice *c = &hr->choices[i];
+/* The endpoint's state of one request (hr->payload). */
+typedef struct {
+    oa_request q;       /* parsed in place; q.pr is what gets submitted */
+    int chat;
+    char id[48];
+    int64_t created;
+    char *echo;         /* completions with echo: the prompt text */
+    size_t echo_len;
+    gen_choice *choices; /* [n_choices] */
+    int32_t n_choices;
+    int trailer_sent;   /* streamed: usage and [DONE] went out */
+} gen;
+
+static void gen_free(void *p) {
+    gen *g = p;
+    if (!g) return;
+    oa_request_free(&g->q);
+    free(g->echo);
+    for (int32_t i = 0; i < g->n_choices; i++) {
+        gen_choice *c = &g->choices[i];
         oa_buf_free(&c->text);
         for (size_t k = 0; k < c->n_lp; k++) oa_logprob_free(&c->lp[k]);
         free(c->lp);
     }
-    free(hr->choices);
-    hr->choices = NULL;
-    hr->n_choices = 0;
-    oa_buf_free(&hr->out);
-    free(hr->error);
-    hr->error = NULL;
+    free(g->choices);
+    free(g);
 }
 
-/* ---- events (engine thread) ---- */
+/* ---- tokens as text (for logprobs) ---- */
 
 static int token_text(const pagoda_model *m, int32_t id, float logprob, oa_token *t) {
     char buf[128];
@@ -47,31 +68,41 @@ static int token_text(const pagoda_model *m, int32_t id, float logprob, oa_token
     return 0;
 }
 
-static int make_logprob(const pagoda_model *m, const pagoda_event *ev, oa_logprob *lp) {
+static int make_logprob(const pagoda_model *m, const serve_event *e, oa_logprob *lp) {
     memset(lp, 0, sizeof *lp);
-    if (token_text(m, ev->token, ev->logprob, &lp->tok)) return -1;
-    if (ev->n_top > 0 && ev->top_tokens && ev->top_logprobs) {
-        if (!(lp->top = calloc((size_t)ev->n_top, sizeof *lp->top))) return -1;
-        for (int32_t k = 0; k < ev->n_top; k++) {
-            if (token_text(m, ev->top_tokens[k], ev->top_logprobs[k], &lp->top[k])) return -1;
+    if (token_text(m, e->token, e->logprob, &lp->tok)) return -1;
+    if (e->n_top > 0) {
+        if (!(lp->top = calloc((size_t)e->n_top, sizeof *lp->top))) return -1;
+        for (int32_t k = 0; k < e->n_top; k++) {
+            if (token_text(m, e->top_tokens[k], e->top_logprobs[k], &lp->top[k])) return -1;
             lp->n_top = k + 1;
         }
     }
     return 0;
 }
 
-static json_t *chunk_head(const http_req *hr) {
-    json_t *o = oa_response_head(hr->id, is_chat(hr) ? "chat.completion.chunk" : "text_completion", hr->created,
+/* 1 with *lp filled (release with oa_logprob_free) if the request wants logprobs for e */
+static int event_logprob(const http_req *hr, const gen *g, const serve_event *e, oa_logprob *lp) {
+    if (g->q.pr.logprobs < 0 || e->token < 0) return 0;
+    if (make_logprob(hr->srv->model, e, lp) == 0) return 1;
+    oa_logprob_free(lp);
+    return 0;
+}
+
+/* ---- streamed answers ---- */
+
+static json_t *chunk_head(const http_req *hr, const gen *g) {
+    json_t *o = oa_response_head(g->id, g->chat ? "chat.completion.chunk" : "text_completion", g->created,
                                  hr->srv->name);
-    if (o && hr->req.include_usage) json_object_set_new(o, "usage", json_null());
+    if (o && g->q.include_usage) json_object_set_new(o, "usage", json_null());
     return o;
 }
 
-/* One streamed choice delta. text may be NULL (none); logprobs stolen (NULL: null). */
-static void emit_choice(http_req *hr, int32_t index, const char *text, size_t len, int role, json_t *logprobs,
-                        const char *finish) {
-    json_t *o = chunk_head(hr), *c;
-    if (is_chat(hr)) {
+/* One streamed choice delta into hr->out. text may be NULL (none); logprobs stolen (NULL: null). */
+static void emit_choice(http_req *hr, const gen *g, int32_t index, const char *text, size_t len, int role,
+                        json_t *logprobs, const char *finish) {
+    json_t *o = chunk_head(hr, g), *c;
+    if (g->chat) {
         json_t *delta = json_object();
         if (role) json_object_set_new(delta, "role", json_string("assistant"));
         if (text) json_object_set_new(delta, "content", oa_json_text(text, len));
@@ -84,200 +115,131 @@ static void emit_choice(http_req *hr, int32_t index, const char *text, size_t le
     }
     if (o && c) json_array_append_new(json_object_get(o, "choices"), c);
     else json_decref(c);
-    oa_sse_append(&hr->out, o);
+    sse_append(&hr->out, o);
 }
 
-static int32_t total_completion(const http_req *hr) {
-    int32_t n = 0;
-    for (int32_t i = 0; i < hr->n_choices; i++) n += hr->choices[i].n_completion;
-    return n;
-}
-
-static void on_done(http_req *hr, double now) {
-    pg_server *s = hr->srv;
-    if (hr->stream) {
-        if (hr->req.include_usage) {
-            json_t *o = oa_response_head(hr->id, is_chat(hr) ? "chat.completion.chunk" : "text_completion", hr->created,
-                                         s->name);
-            if (o) json_object_set_new(o, "usage", oa_usage(hr->n_prompt, total_completion(hr), hr->n_cached));
-            oa_sse_append(&hr->out, o);
-        }
-        oa_sse_append(&hr->out, NULL); /* data: [DONE] */
+static void stream_event(http_req *hr, gen *g, const serve_event *e) {
+    if (e->index < 0 || e->index >= g->n_choices) return;
+    gen_choice *ch = &g->choices[e->index];
+    oa_logprob lp;
+    const int have_lp = event_logprob(hr, g, e, &lp);
+    if (e->text_len > 0 || have_lp) {
+        json_t *lpj = NULL;
+        if (have_lp) lpj = g->chat ? oa_logprobs_chat(&lp, 1) : oa_logprobs_completion(&lp, 1, ch->text_offset);
+        emit_choice(hr, g, e->index, e->text, e->text_len, 0, lpj, NULL);
+        ch->text_offset += e->text_len;
     }
-    pagoda_finish_reason fin[OA_MAX_N];
-    int32_t max_tok = 0;
-    for (int32_t i = 0; i < hr->n_choices; i++) {
-        fin[i] = hr->choices[i].finish;
-        if (hr->choices[i].n_completion > max_tok) max_tok = hr->choices[i].n_completion;
-    }
-    double ttft = hr->t_first > 0 ? hr->t_first - hr->t0 : -1;
-    double tpot = max_tok > 1 && hr->t_last > hr->t_first ? (hr->t_last - hr->t_first) / (max_tok - 1) : -1;
-    metrics_observe_request(s->metrics, now - hr->t0, ttft, tpot, fin, hr->n_choices);
-}
-
-static void on_event(const pagoda_event *ev, void *user) {
-    http_req *hr = user;
-    pg_server *s = hr->srv;
-    double now = pg_now_s();
-    pthread_mutex_lock(&hr->mu);
-    if (ev->n_prompt_tokens > 0) hr->n_prompt = ev->n_prompt_tokens;
-    if (ev->n_cached_tokens >= 0) hr->n_cached = ev->n_cached_tokens;
-    gen_choice *ch = ev->index >= 0 && ev->index < hr->n_choices ? &hr->choices[ev->index] : NULL;
-    if (ch) {
-        if (ev->token >= 0) {
-            if (hr->t_first == 0) hr->t_first = now;
-            hr->t_last = now;
-        }
-        if (ev->n_completion_tokens > ch->n_completion) ch->n_completion = ev->n_completion_tokens;
-        /* once the client is gone (the request is being cancelled) nothing is built for it */
-        const int want_lp = hr->req.logprobs >= 0 && ev->token >= 0 && !hr->http_done;
-        oa_logprob lp;
-        int have_lp = want_lp && make_logprob(s->model, ev, &lp) == 0;
-        if (want_lp && !have_lp) oa_logprob_free(&lp);
-        if (hr->http_done) {
-            /* nothing to send */
-        } else if (hr->stream) {
-            if (ev->text_len > 0 || have_lp) {
-                json_t *lpj = NULL;
-                if (have_lp)
-                    lpj = is_chat(hr) ? oa_logprobs_chat(&lp, 1) : oa_logprobs_completion(&lp, 1, ch->text_offset);
-                emit_choice(hr, ev->index, ev->text ? ev->text : "", ev->text ? ev->text_len : 0, 0, lpj, NULL);
-                ch->text_offset += ev->text_len;
-            }
-            if (have_lp) oa_logprob_free(&lp);
-        } else {
-            if (ev->text_len > 0 && ev->text) oa_buf_append(&ch->text, ev->text, ev->text_len);
-            if (have_lp) {
-                if (ch->n_lp == ch->cap_lp) {
-                    size_t cap = ch->cap_lp ? 2 * ch->cap_lp : 16;
-                    oa_logprob *p = realloc(ch->lp, cap * sizeof *p);
-                    if (p) ch->lp = p, ch->cap_lp = cap;
-                }
-                if (ch->n_lp < ch->cap_lp) ch->lp[ch->n_lp++] = lp;
-                else oa_logprob_free(&lp);
-            }
-        }
-        if (ev->finish != PAGODA_FINISH_NONE && ch->finish == PAGODA_FINISH_NONE) {
-            ch->finish = ev->finish;
-            if (ev->finish == PAGODA_FINISH_ERROR && !hr->error) {
-                const char *msg = ev->error ? ev->error : "generation failed";
-                size_t n = strlen(msg);
-                if ((hr->error = malloc(n + 1))) memcpy(hr->error, msg, n + 1);
-            }
-            if (hr->stream && !hr->http_done) {
-                if (ev->finish == PAGODA_FINISH_ERROR)
-                    oa_sse_append(&hr->out, oa_error_body(ev->error ? ev->error : "generation failed", "server_error",
-                                                          NULL, NULL));
-                emit_choice(hr, ev->index, is_chat(hr) ? NULL : "", 0, 0, NULL, oa_finish_reason(ev->finish));
-            }
-        }
-    }
-    int done = ev->request_done;
-    if (done) {
-        /* choices the engine never finished explicitly count as cancelled */
-        for (int32_t i = 0; i < hr->n_choices; i++)
-            if (hr->choices[i].finish == PAGODA_FINISH_NONE) hr->choices[i].finish = PAGODA_FINISH_CANCELLED;
-        on_done(hr, now);
-        hr->engine_done = 1;
-    }
-    if (hr->suspended && !hr->http_done && (hr->stream ? hr->out.len > hr->out_pos || done : done)) {
-        hr->suspended = 0;
-        MHD_resume_connection(hr->conn);
-    }
-    pthread_mutex_unlock(&hr->mu);
-    if (done) {
-        atomic_fetch_sub(&s->n_gen_engine, 1);
-        http_req_unref(hr); /* the engine's reference */
+    if (have_lp) oa_logprob_free(&lp);
+    if (e->finish != PAGODA_FINISH_NONE && !ch->finished) {
+        ch->finished = 1;
+        if (e->finish == PAGODA_FINISH_ERROR) sse_append(&hr->out, oa_error_body(e->error, "server_error", NULL, NULL));
+        emit_choice(hr, g, e->index, g->chat ? NULL : "", 0, 0, NULL, oa_finish_reason(e->finish));
     }
 }
 
-/* ---- streaming body (HTTP thread) ---- */
-
-static ssize_t stream_reader(void *cls, uint64_t pos, char *buf, size_t max) {
-    (void)pos;
-    http_req *hr = cls;
-    pthread_mutex_lock(&hr->mu);
-    size_t avail = hr->out.len - hr->out_pos;
-    if (avail) {
-        size_t n = avail < max ? avail : max;
-        memcpy(buf, hr->out.p + hr->out_pos, n);
-        hr->out_pos += n;
-        if (hr->out_pos == hr->out.len) hr->out_pos = hr->out.len = 0;
-        pthread_mutex_unlock(&hr->mu);
-        return (ssize_t)n;
+/* usage (if asked for) and data: [DONE] */
+static void stream_trailer(http_req *hr, gen *g) {
+    req_usage u;
+    req_get_usage(hr, &u, NULL, 0);
+    if (u.events_lost)
+        sse_append(&hr->out, oa_error_body("out of memory: part of the response was lost", "server_error", NULL, NULL));
+    if (g->q.include_usage) {
+        json_t *o = oa_response_head(g->id, g->chat ? "chat.completion.chunk" : "text_completion", g->created,
+                                     hr->srv->name);
+        if (o) json_object_set_new(o, "usage", oa_usage(u.n_prompt, u.n_completion, u.n_cached));
+        sse_append(&hr->out, o);
     }
-    if (hr->engine_done) {
-        pthread_mutex_unlock(&hr->mu);
-        return MHD_CONTENT_READER_END_OF_STREAM;
-    }
-    /* nothing yet: park the connection until the next event resumes it */
-    hr->suspended = 1;
-    MHD_suspend_connection(hr->conn);
-    pthread_mutex_unlock(&hr->mu);
-    return 0;
+    sse_append(&hr->out, NULL);
 }
 
-static void stream_free(void *cls) { http_req_unref(cls); }
-
-/* ---- whole responses (HTTP thread) ---- */
-
-static enum MHD_Result send_final(http_req *hr) {
-    pg_server *s = hr->srv;
-    int n_cancelled = 0;
-    for (int32_t i = 0; i < hr->n_choices; i++) {
-        if (hr->choices[i].finish == PAGODA_FINISH_ERROR)
-            return serve_send_error(hr, 500, "server_error", NULL, NULL, "Generation failed: %s",
-                                    hr->error ? hr->error : "unknown error");
-        n_cancelled += hr->choices[i].finish == PAGODA_FINISH_CANCELLED;
+static int stream_fill(http_req *hr) {
+    gen *g = hr->payload;
+    serve_event *events = NULL;
+    switch (req_take(hr, &events)) {
+    case REQ_SUSPENDED: return 0;
+    case REQ_EVENTS:
+        for (const serve_event *e = events; e; e = e->next) stream_event(hr, g, e);
+        req_events_free(events);
+        return 1;
+    case REQ_DRAINED: break;
     }
-    if (n_cancelled == hr->n_choices)
-        return serve_send_error(hr, 503, "server_error", NULL, "cancelled",
-                                "The request was cancelled before it finished (the server is shutting down).");
-    json_t *resp = oa_response_head(hr->id, is_chat(hr) ? "chat.completion" : "text_completion", hr->created, s->name);
+    if (g->trailer_sent) return -1;
+    g->trailer_sent = 1;
+    stream_trailer(hr, g);
+    return 1;
+}
+
+/* ---- whole answers ---- */
+
+static void collect_event(http_req *hr, gen *g, const serve_event *e) {
+    if (e->index < 0 || e->index >= g->n_choices) return;
+    gen_choice *ch = &g->choices[e->index];
+    if (e->text_len > 0) oa_buf_append(&ch->text, e->text, e->text_len);
+    oa_logprob lp;
+    if (!event_logprob(hr, g, e, &lp)) return;
+    if (ch->n_lp == ch->cap_lp) {
+        size_t cap = ch->cap_lp ? 2 * ch->cap_lp : 16;
+        oa_logprob *p = realloc(ch->lp, cap * sizeof *p);
+        if (p) ch->lp = p, ch->cap_lp = cap;
+    }
+    if (ch->n_lp < ch->cap_lp) ch->lp[ch->n_lp++] = lp;
+    else oa_logprob_free(&lp);
+}
+
+static enum MHD_Result send_final(http_req *hr, gen *g) {
+    req_usage u;
+    char error[512];
+    req_get_usage(hr, &u, error, sizeof error);
+    if (u.n_error)
+        return send_error(hr, 500, "server_error", NULL, NULL, "Generation failed: %s", *error ? error : "unknown error");
+    if (u.n_cancelled == g->n_choices)
+        return send_error(hr, 503, "server_error", NULL, "cancelled",
+                          "The request was cancelled before it finished (the server is shutting down).");
+    if (u.events_lost) return send_error(hr, 500, "server_error", NULL, NULL, "out of memory");
+    json_t *resp = oa_response_head(g->id, g->chat ? "chat.completion" : "text_completion", g->created, hr->srv->name);
     json_t *choices = json_object_get(resp, "choices");
-    for (int32_t i = 0; resp && i < hr->n_choices; i++) {
-        gen_choice *c = &hr->choices[i];
+    for (int32_t i = 0; resp && i < g->n_choices; i++) {
+        gen_choice *c = &g->choices[i];
+        /* the engine is done (req_take said so under the request's lock): finish reasons are final */
+        const char *finish = oa_finish_reason(hr->choices[i].finish);
         const char *text = c->text.p ? c->text.p : "";
         json_t *lp = json_null(), *o;
-        if (hr->req.logprobs >= 0) {
+        if (g->q.pr.logprobs >= 0) {
             json_decref(lp);
-            lp = is_chat(hr) ? oa_logprobs_chat(c->lp, c->n_lp) : oa_logprobs_completion(c->lp, c->n_lp, hr->echo_len);
+            lp = g->chat ? oa_logprobs_chat(c->lp, c->n_lp) : oa_logprobs_completion(c->lp, c->n_lp, g->echo_len);
         }
-        if (is_chat(hr)) {
+        if (g->chat) {
             o = json_pack("{s:i, s:{s:s, s:o}, s:o, s:s}", "index", i, "message", "role", "assistant", "content",
-                          oa_json_text(text, c->text.len), "logprobs", lp, "finish_reason",
-                          oa_finish_reason(c->finish));
+                          oa_json_text(text, c->text.len), "logprobs", lp, "finish_reason", finish);
         } else {
             oa_buf full = {0};
-            if (hr->echo) oa_buf_append(&full, hr->echo, hr->echo_len);
+            if (g->echo) oa_buf_append(&full, g->echo, g->echo_len);
             oa_buf_append(&full, text, c->text.len);
             o = json_pack("{s:i, s:o, s:o, s:s}", "index", i, "text", oa_json_text(full.p ? full.p : "", full.len),
-                          "logprobs", lp, "finish_reason", oa_finish_reason(c->finish));
+                          "logprobs", lp, "finish_reason", finish);
             oa_buf_free(&full);
         }
         json_array_append_new(choices, o);
     }
-    if (resp) json_object_set_new(resp, "usage", oa_usage(hr->n_prompt, total_completion(hr), hr->n_cached));
-    if (!resp) return serve_send_error(hr, 500, "server_error", NULL, NULL, "out of memory");
-    return serve_send_json(hr, 200, resp);
+    if (resp) json_object_set_new(resp, "usage", oa_usage(u.n_prompt, u.n_completion, u.n_cached));
+    if (!resp) return send_error(hr, 500, "server_error", NULL, NULL, "out of memory");
+    return send_json(hr, 200, resp);
 }
 
-/* Non-streaming: answer if done, else park the connection until the last event resumes it. */
+/* Non-streamed: answer once the engine is done, else park the connection until it is. */
 static enum MHD_Result wait_or_send(http_req *hr) {
-    pthread_mutex_lock(&hr->mu);
-    int done = hr->engine_done;
-    if (!done) {
-        hr->suspended = 1;
-        MHD_suspend_connection(hr->conn);
-    }
-    pthread_mutex_unlock(&hr->mu);
-    return done ? send_final(hr) : MHD_YES;
+    gen *g = hr->payload;
+    serve_event *events = NULL;
+    if (req_take(hr, &events) == REQ_SUSPENDED) return MHD_YES;
+    for (const serve_event *e = events; e; e = e->next) collect_event(hr, g, e);
+    req_events_free(events);
+    return send_final(hr, g);
 }
 
 /* ---- building the prompt ---- */
 
 static enum MHD_Result bad(http_req *hr, const char *param, const char *msg) {
-    return serve_send_error(hr, 400, "invalid_request_error", param, NULL, "%s", msg);
+    return send_error(hr, 400, "invalid_request_error", param, NULL, "%s", msg);
 }
 
 /* pagoda_tokenize into memory of our own (malloc), so every id array here is released with free() */
@@ -295,13 +257,17 @@ static pagoda_status tokenize(const pagoda_model *m, const char *text, int add_s
     return PAGODA_OK;
 }
 
-/* 0 ok; otherwise a response was queued and *ret holds its result */
-static int build_prompt(http_req *hr, int32_t **ids_out, size_t *n_out, enum MHD_Result *ret) {
+/* The prompt's token ids: *ids (malloc'd, NULL when the body's own ids are used as they are) and
+ * q.pr.prompt_tokens / n_prompt_tokens set. 0 ok; otherwise a response was queued and *ret holds
+ * its result. Token ids in the body were checked against the vocabulary by the parser; the rest
+ * come from the tokenizer. */
+static int build_prompt(http_req *hr, gen *g, int32_t **ids_out, enum MHD_Result *ret) {
     pg_server *s = hr->srv;
-    const oa_request *q = &hr->req;
+    oa_request *q = &g->q;
     int32_t *ids = NULL;
     size_t n = 0;
-    if (is_chat(hr)) {
+    *ids_out = NULL;
+    if (g->chat) {
         char *text = NULL;
         pagoda_status st = pagoda_chat_render(s->model, q->messages_json, q->tools_json, 1, &text);
         if (st == PAGODA_ERR_UNSUPPORTED) {
@@ -311,15 +277,16 @@ static int build_prompt(http_req *hr, int32_t **ids_out, size_t *n_out, enum MHD
             return -1;
         }
         if (st) {
-            *ret = serve_send_error(hr, st == PAGODA_ERR_INVALID ? 400 : 500, "invalid_request_error", "messages", NULL,
-                                    "Cannot apply the chat template: %s", pagoda_last_error());
+            *ret = send_error(hr, st == PAGODA_ERR_INVALID ? 400 : 500, "invalid_request_error", "messages", NULL,
+                              "Cannot apply the chat template: %s", pagoda_last_error());
             return -1;
         }
         st = tokenize(s->model, text, 1, 1, &ids, &n);
         pagoda_free(text);
         if (st) goto tok_fail;
         /* templates that write the BOS text themselves would get a second one from add_special */
-        if (n >= 2 && s->info.bos >= 0 && ids[0] == s->info.bos && ids[1] == s->info.bos) memmove(ids, ids + 1, --n * sizeof *ids);
+        if (n >= 2 && s->info.bos >= 0 && ids[0] == s->info.bos && ids[1] == s->info.bos)
+            memmove(ids, ids + 1, --n * sizeof *ids);
     } else if (q->suffix) {
         if (s->info.fim_prefix < 0 || s->info.fim_suffix < 0 || s->info.fim_middle < 0) {
             *ret = bad(hr, "suffix",
@@ -351,168 +318,122 @@ static int build_prompt(http_req *hr, int32_t **ids_out, size_t *n_out, enum MHD
         free(suf);
         if (st) {
             free(ids);
-            ids = NULL;
             goto tok_fail;
         }
     } else if (q->prompt_ids) {
-        n = (size_t)q->n_prompt_ids;
-        if (!(ids = malloc(n * sizeof *ids))) goto tok_fail;
-        memcpy(ids, q->prompt_ids, n * sizeof *ids);
+        q->pr.prompt_tokens = q->prompt_ids;
+        q->pr.n_prompt_tokens = q->n_prompt_ids;
+        return 0;
     } else {
         if (tokenize(s->model, q->prompt, 1, 1, &ids, &n)) goto tok_fail;
     }
-    for (size_t i = 0; i < n; i++)
-        if (ids[i] < 0 || ids[i] >= s->info.n_vocab) {
-            char msg[160];
-            snprintf(msg, sizeof msg, "Prompt token %d (position %zu) is out of range: the vocabulary has %d tokens.",
-                     ids[i], i, s->info.n_vocab);
-            free(ids);
-            *ret = bad(hr, "prompt", msg);
-            return -1;
-        }
     if (n == 0) {
         free(ids);
-        *ret = bad(hr, is_chat(hr) ? "messages" : "prompt", "The prompt is empty (it encodes to 0 tokens).");
+        *ret = bad(hr, g->chat ? "messages" : "prompt", "The prompt is empty (it encodes to 0 tokens).");
         return -1;
     }
     *ids_out = ids;
-    *n_out = n;
+    q->pr.prompt_tokens = ids;
+    q->pr.n_prompt_tokens = n > INT32_MAX ? INT32_MAX : (int32_t)n;
     return 0;
 tok_fail:
-    *ret = serve_send_error(hr, 400, "invalid_request_error", is_chat(hr) ? "messages" : "prompt", NULL,
-                            "Cannot tokenize the prompt: %s", *pagoda_last_error() ? pagoda_last_error() : "error");
+    *ret = send_error(hr, 400, "invalid_request_error", g->chat ? "messages" : "prompt", NULL,
+                      "Cannot tokenize the prompt: %s", *pagoda_last_error() ? pagoda_last_error() : "error");
     return -1;
+}
+
+/* completions with echo: the prompt as text */
+static void make_echo(const pg_server *s, gen *g) {
+    const oa_request *q = &g->q;
+    if (q->prompt) {
+        g->echo_len = strlen(q->prompt);
+        if ((g->echo = malloc(g->echo_len + 1))) memcpy(g->echo, q->prompt, g->echo_len + 1);
+        else g->echo_len = 0;
+        return;
+    }
+    char *t = NULL;
+    size_t len = 0;
+    if (pagoda_detokenize(s->model, q->prompt_ids, (size_t)q->n_prompt_ids, 0, &t, &len) == PAGODA_OK &&
+        (g->echo = malloc(len + 1))) {
+        memcpy(g->echo, t, len);
+        g->echo[len] = 0;
+        g->echo_len = len;
+    }
+    pagoda_free(t);
 }
 
 /* ---- the request ---- */
 
-static enum MHD_Result gen_start(http_req *hr) {
+static enum MHD_Result submit_failed(http_req *hr, pagoda_status st) {
+    const char *e = pagoda_last_error();
+    switch (st) {
+    case PAGODA_ERR_BUSY:
+        return send_error(hr, 429, "rate_limit_error", NULL, "queue_full",
+                          "The server is busy: its request queue is full. Retry later%s%s", *e ? ". " : ".", e);
+    case PAGODA_ERR_INVALID:
+    case PAGODA_ERR_UNSUPPORTED:
+        return send_error(hr, 400, "invalid_request_error", NULL, NULL, "%s", *e ? e : "invalid request");
+    default:
+        return send_error(hr, 500, "server_error", NULL, NULL, "The engine could not take the request: %s",
+                          *e ? e : pagoda_status_name(st));
+    }
+}
+
+static enum MHD_Result start(http_req *hr) {
     pg_server *s = hr->srv;
     hr->gen_started = 1;
+    gen *g = calloc(1, sizeof *g);
+    if (!g) return send_error(hr, 500, "server_error", NULL, NULL, "out of memory");
+    hr->payload = g;
+    hr->payload_free = gen_free;
+    g->chat = hr->route == ROUTE_CHAT;
     oa_error err;
-    if (oa_request_parse(hr->body, hr->body_len, is_chat(hr) ? OA_CHAT : OA_COMPLETIONS, &hr->req, &err))
-        return serve_send_error(hr, (unsigned)err.status, err.type, err.param, NULL, "%s", err.message);
+    const oa_limits lim = {.n_vocab = s->info.n_vocab};
+    if (oa_request_parse(hr->body, hr->body_len, g->chat ? OA_CHAT : OA_COMPLETIONS, &lim, &g->q, &err))
+        return send_error(hr, (unsigned)err.status, err.type, err.param, NULL, "%s", err.message);
     free(hr->body);
     hr->body = NULL;
     hr->body_len = hr->body_cap = 0;
-    oa_request *q = &hr->req;
+    oa_request *q = &g->q;
     if (q->model && strcmp(q->model, s->name) != 0 && strcmp(q->model, s->model_path) != 0)
-        return serve_send_error(hr, 404, "invalid_request_error", "model", "model_not_found",
-                                "The model '%.200s' does not exist (this server serves '%s').", q->model, s->name);
+        return send_error(hr, 404, "invalid_request_error", "model", "model_not_found",
+                          "The model '%.200s' does not exist (this server serves '%s').", q->model, s->name);
     if (atomic_load(&s->draining))
-        return serve_send_error(hr, 503, "server_error", NULL, "shutting_down", "The server is shutting down.");
+        return send_error(hr, 503, "server_error", NULL, "shutting_down", "The server is shutting down.");
 
     enum MHD_Result ret = MHD_NO;
     int32_t *ids = NULL;
-    size_t n_ids = 0;
-    if (build_prompt(hr, &ids, &n_ids, &ret)) return ret;
-    if (q->echo) {
-        if (q->prompt) {
-            hr->echo_len = strlen(q->prompt);
-            hr->echo = malloc(hr->echo_len + 1);
-            if (hr->echo) memcpy(hr->echo, q->prompt, hr->echo_len + 1);
-        } else {
-            char *t = NULL;
-            size_t len = 0;
-            if (pagoda_detokenize(s->model, q->prompt_ids, (size_t)q->n_prompt_ids, 0, &t, &len) == PAGODA_OK &&
-                (hr->echo = malloc(len + 1))) {
-                memcpy(hr->echo, t, len);
-                hr->echo[len] = 0;
-                hr->echo_len = len;
-            }
-            pagoda_free(t);
-        }
-    }
-    hr->stream = q->stream;
-    hr->n_choices = q->n;
-    if (!(hr->choices = calloc((size_t)q->n, sizeof *hr->choices))) {
+    if (build_prompt(hr, g, &ids, &ret)) return ret;
+    if (q->echo) make_echo(s, g);
+    if (!(g->choices = calloc((size_t)q->pr.n, sizeof *g->choices))) {
         free(ids);
-        return serve_send_error(hr, 500, "server_error", NULL, NULL, "out of memory");
+        return send_error(hr, 500, "server_error", NULL, NULL, "out of memory");
     }
-    hr->created = (int64_t)time(NULL);
-    snprintf(hr->id, sizeof hr->id, "%s-%016llx%08llx", is_chat(hr) ? "chatcmpl" : "cmpl",
-             (unsigned long long)s->id_nonce, (unsigned long long)(atomic_fetch_add(&s->next_id, 1) & 0xffffffffu));
-    if (hr->stream) {
+    g->n_choices = q->pr.n;
+    g->created = (int64_t)time(NULL);
+    snprintf(g->id, sizeof g->id, "%s-%016llx%08llx", g->chat ? "chatcmpl" : "cmpl", (unsigned long long)s->id_nonce,
+             (unsigned long long)(atomic_fetch_add(&s->next_id, 1) & 0xffffffffu));
+    if (q->stream) {
         /* the first chunks go out at once: the role (chat), or the echoed prompt (completions) */
-        for (int32_t i = 0; i < hr->n_choices; i++) {
-            if (is_chat(hr)) emit_choice(hr, i, "", 0, 1, NULL, NULL);
-            else if (hr->echo) emit_choice(hr, i, hr->echo, hr->echo_len, 0, NULL, NULL);
-            hr->choices[i].text_offset = hr->echo_len;
+        for (int32_t i = 0; i < g->n_choices; i++) {
+            if (g->chat) emit_choice(hr, g, i, "", 0, 1, NULL, NULL);
+            else if (g->echo) emit_choice(hr, g, i, g->echo, g->echo_len, 0, NULL, NULL);
+            g->choices[i].text_offset = g->echo_len;
         }
     }
-
-    pagoda_request pr;
-    pagoda_request_default(&pr);
-    pr.prompt = NULL;
-    pr.prompt_tokens = ids;
-    pr.n_prompt_tokens = (int32_t)n_ids;
-    pagoda_sampling_default(&pr.sampling);
-    pr.sampling.temperature = q->temperature;
-    pr.sampling.top_k = q->top_k > 0 ? q->top_k : 0;
-    pr.sampling.top_p = q->top_p;
-    pr.sampling.min_p = q->min_p;
-    pr.sampling.repetition_penalty = q->repetition_penalty;
-    pr.sampling.presence_penalty = q->presence_penalty;
-    pr.sampling.frequency_penalty = q->frequency_penalty;
-    pr.sampling.seed = q->seed;
-    pr.max_tokens = q->max_tokens > 0 ? q->max_tokens : (is_chat(hr) ? 0 : 16);
-    pr.stop = (const char *const *)q->stop;
-    pr.n_stop = q->n_stop;
-    pr.stop_token_ids = q->stop_token_ids;
-    pr.n_stop_token_ids = q->n_stop_token_ids;
-    pr.ignore_eos = q->ignore_eos;
-    pr.skip_special = q->skip_special;
-    pr.n = q->n;
-    pr.logprobs = q->logprobs;
-    pr.on_event = on_event;
-    pr.user = hr;
-
-    http_req_ref(hr); /* the engine's reference, released on request_done */
-    atomic_fetch_add(&s->n_gen_engine, 1);
-    uint64_t id = 0;
-    pagoda_status st = pagoda_engine_submit(s->engine, &pr, &id);
-    free(ids);
+    pagoda_status st = req_submit(hr, &q->pr, q->stream);
+    free(ids); /* the engine copied the prompt */
+    q->pr.prompt_tokens = NULL;
     if (st) {
-        atomic_fetch_sub(&s->n_gen_engine, 1);
-        http_req_unref(hr);
-        const char *e = pagoda_last_error();
-        switch (st) {
-        case PAGODA_ERR_BUSY:
-            return serve_send_error(hr, 429, "rate_limit_error", NULL, "queue_full",
-                                    "The server is busy: its request queue is full. Retry later%s%s", *e ? ". " : ".",
-                                    e);
-        case PAGODA_ERR_INVALID:
-        case PAGODA_ERR_UNSUPPORTED:
-            return serve_send_error(hr, 400, "invalid_request_error", NULL, NULL, "%s", *e ? e : "invalid request");
-        default:
-            return serve_send_error(hr, 500, "server_error", NULL, NULL, "The engine could not take the request: %s",
-                                    *e ? e : pagoda_status_name(st));
-        }
+        oa_buf_free(&hr->out);
+        return submit_failed(hr, st);
     }
-    pthread_mutex_lock(&hr->mu);
-    hr->submitted = 1;
-    hr->engine_id = id;
-    pthread_mutex_unlock(&hr->mu);
-    hr->gen_counted = 1;
-    atomic_fetch_add(&s->n_gen_http, 1);
-    serve_live_add(hr);
-
-    if (!hr->stream) return wait_or_send(hr);
-    struct MHD_Response *r = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 4096, stream_reader, hr, stream_free);
-    if (!r) return MHD_NO; /* on_completed cancels the request */
-    http_req_ref(hr);      /* the response's reference, released by stream_free */
-    MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, "text/event-stream; charset=utf-8");
-    MHD_add_response_header(r, MHD_HTTP_HEADER_CACHE_CONTROL, "no-cache");
-    MHD_add_response_header(r, "X-Accel-Buffering", "no");
-    hr->status = 200;
-    metrics_observe_http(s->metrics, 200);
-    enum MHD_Result qr = MHD_queue_response(hr->conn, 200, r);
-    MHD_destroy_response(r);
-    return qr;
+    if (!q->stream) return wait_or_send(hr);
+    return send_sse_stream(hr, stream_fill); /* MHD_NO: MHD ends the request, which cancels it */
 }
 
-enum MHD_Result gen_handle(http_req *hr) {
-    if (!hr->gen_started) return gen_start(hr);
+enum MHD_Result completions_handle(http_req *hr) {
+    if (!hr->gen_started) return start(hr);
     if (!hr->submitted || hr->stream) return MHD_NO; /* not reached */
     return wait_or_send(hr);
 }

@@ -1,6 +1,6 @@
 /* OpenAI request parsing and validation (see openai_request.h). Untrusted input: every field is
  * type-checked and range-checked, unknown fields are rejected by name, and a failure leaves no
- * allocation behind. */
+ * allocation behind. Fields land directly in the engine's pagoda_request (oa_request.pr). */
 #include "serve/openai_request.h"
 
 #include <jansson.h>
@@ -15,6 +15,7 @@
 typedef struct {
     oa_request *r;
     oa_error *err;
+    int32_t n_vocab; /* 0: token ids are not checked against a vocabulary */
     /* fields whose checks need others (JSON object keys come in any order) */
     int has_stream_options, has_top_logprobs, chat_logprobs, top_logprobs;
     long long best_of;
@@ -142,6 +143,11 @@ static int ids_from_array(ctx *c, const char *name, const json_t *a) {
             return fail(c, 400, p, "'%s' must be a token id (>= 0), got %lld.", p, (long long)json_integer_value(t));
         }
         ids[i] = (int32_t)json_integer_value(t);
+        if (c->n_vocab > 0 && ids[i] >= c->n_vocab) {
+            free(ids);
+            return fail(c, 400, "prompt", "Prompt token %d (position %zu) is out of range: the vocabulary has %d tokens.",
+                        (int)json_integer_value(t), i, c->n_vocab);
+        }
     }
     c->r->prompt_ids = ids;
     c->r->n_prompt_ids = (int32_t)n;
@@ -293,9 +299,9 @@ static int add_stop(ctx *c, const char *name, const json_t *s) {
     if (len == 0) return 0; /* an empty stop string would end every completion at once: ignore it */
     if (len > OA_MAX_STOP_BYTES)
         return fail(c, 400, name, "'%s' is too long: %zu bytes (at most %d).", name, len, OA_MAX_STOP_BYTES);
-    if (c->r->n_stop >= OA_MAX_STOP) return fail(c, 400, "stop", "too many stop strings (at most %d).", OA_MAX_STOP);
-    if (!(c->r->stop[c->r->n_stop] = dup_str(json_string_value(s), len))) return nomem(c);
-    c->r->n_stop++;
+    if (c->r->pr.n_stop >= OA_MAX_STOP) return fail(c, 400, "stop", "too many stop strings (at most %d).", OA_MAX_STOP);
+    if (!(c->r->stop[c->r->pr.n_stop] = dup_str(json_string_value(s), len))) return nomem(c);
+    c->r->pr.n_stop++;
     return 0;
 }
 
@@ -308,6 +314,54 @@ static int parse_stop(ctx *c, const json_t *v) {
         char p[32];
         snprintf(p, sizeof p, "stop[%zu]", i);
         if (add_stop(c, p, json_array_get(v, i))) return -1;
+    }
+    return 0;
+}
+
+/* ---- logit_bias: {"token id": bias, ...} ---- */
+
+static int parse_logit_bias(ctx *c, const json_t *v) {
+    static const char *name = "logit_bias";
+    if (!json_is_object(v)) return bad_type(c, name, "an object mapping token ids to biases", v);
+    size_t n = json_object_size(v);
+    if (n == 0) return 0;
+    if (n > OA_MAX_LOGIT_BIAS)
+        return fail(c, 400, name, "'logit_bias' has too many entries: %zu (at most %d).", n, OA_MAX_LOGIT_BIAS);
+    pagoda_logit_bias *b = malloc(n * sizeof *b);
+    if (!b) return nomem(c);
+    c->r->logit_bias = b;
+    c->r->pr.logit_bias = b;
+    const char *key;
+    json_t *val;
+    json_object_foreach((json_t *)v, key, val) {
+        /* keys are token ids written in decimal ("50256"); a sign is read only to name the range */
+        const char *p = key + (*key == '-');
+        long long id = 0;
+        int digits = 0, big = 0;
+        for (; *p >= '0' && *p <= '9'; p++, digits++) {
+            if (id > (INT64_MAX - 9) / 10) big = 1;
+            else id = id * 10 + (*p - '0');
+        }
+        if (!digits || *p)
+            return fail(c, 400, name, "'logit_bias' keys must be token ids (integers written as strings), got '%.64s'.",
+                        key);
+        if (*key == '-') id = -id;
+        if (big || id < 0 || (c->n_vocab > 0 && id >= c->n_vocab) || id > INT32_MAX) {
+            if (c->n_vocab > 0)
+                return fail(c, 400, name,
+                            "'logit_bias' token id %.64s is out of range: the vocabulary has %d tokens (ids 0 to %d).",
+                            key, c->n_vocab, c->n_vocab - 1);
+            return fail(c, 400, name, "'logit_bias' token id %.64s is out of range.", key);
+        }
+        if (!json_is_number(val))
+            return fail(c, 400, name, "Invalid type for 'logit_bias' entry '%.64s': expected a number, but got %s instead.",
+                        key, type_name(val));
+        double d = json_number_value(val);
+        if (!isfinite(d) || d < -100 || d > 100)
+            return fail(c, 400, name, "'logit_bias' entry '%.64s' must be a bias in [-100, 100], got %g.", key, d);
+        b[c->r->pr.n_logit_bias].token = (int32_t)id;
+        b[c->r->pr.n_logit_bias].bias = (float)d;
+        c->r->pr.n_logit_bias++;
     }
     return 0;
 }
@@ -330,6 +384,8 @@ static const char *const k_unsupported_chat[] = {"functions", "function_call", "
 
 static int parse_field(ctx *c, const char *key, json_t *v) {
     oa_request *r = c->r;
+    pagoda_request *pr = &r->pr;
+    pagoda_sampling *sp = &pr->sampling;
     const int chat = r->kind == OA_CHAT;
     long long x;
     if (is_any(key, k_ignored)) return 0;
@@ -360,28 +416,28 @@ static int parse_field(ctx *c, const char *key, json_t *v) {
     if (!strcmp(key, "max_tokens") || (chat && !strcmp(key, "max_completion_tokens"))) {
         if (get_int(c, key, v, 1, OA_MAX_TOKENS_CAP, &x)) return -1;
         /* max_completion_tokens wins when both are given */
-        if (!strcmp(key, "max_completion_tokens") || r->max_tokens == 0 || !chat) r->max_tokens = (int32_t)x;
+        if (!strcmp(key, "max_completion_tokens") || pr->max_tokens == 0 || !chat) pr->max_tokens = (int32_t)x;
         return 0;
     }
-    if (!strcmp(key, "temperature")) return get_float(c, key, v, 0, 2, 0, &r->temperature);
-    if (!strcmp(key, "top_p")) return get_float(c, key, v, 0, 1, 0, &r->top_p);
-    if (!strcmp(key, "min_p")) return get_float(c, key, v, 0, 1, 0, &r->min_p);
-    if (!strcmp(key, "presence_penalty")) return get_float(c, key, v, -2, 2, 0, &r->presence_penalty);
-    if (!strcmp(key, "frequency_penalty")) return get_float(c, key, v, -2, 2, 0, &r->frequency_penalty);
-    if (!strcmp(key, "repetition_penalty")) return get_float(c, key, v, 0, 10, 1, &r->repetition_penalty);
+    if (!strcmp(key, "temperature")) return get_float(c, key, v, 0, 2, 0, &sp->temperature);
+    if (!strcmp(key, "top_p")) return get_float(c, key, v, 0, 1, 0, &sp->top_p);
+    if (!strcmp(key, "min_p")) return get_float(c, key, v, 0, 1, 0, &sp->min_p);
+    if (!strcmp(key, "presence_penalty")) return get_float(c, key, v, -2, 2, 0, &sp->presence_penalty);
+    if (!strcmp(key, "frequency_penalty")) return get_float(c, key, v, -2, 2, 0, &sp->frequency_penalty);
+    if (!strcmp(key, "repetition_penalty")) return get_float(c, key, v, 0, 10, 1, &sp->repetition_penalty);
     if (!strcmp(key, "top_k")) {
         if (get_int(c, key, v, -1, 1 << 24, &x)) return -1;
-        r->top_k = (int32_t)x;
+        sp->top_k = (int32_t)x;
         return 0;
     }
     if (!strcmp(key, "seed")) {
         if (get_int(c, key, v, INT64_MIN, INT64_MAX, &x)) return -1;
-        r->seed = (int64_t)((uint64_t)x & (uint64_t)INT64_MAX); /* any integer is a valid seed */
+        sp->seed = (int64_t)((uint64_t)x & (uint64_t)INT64_MAX); /* any integer is a valid seed */
         return 0;
     }
     if (!strcmp(key, "n")) {
         if (get_int(c, key, v, 1, OA_MAX_N, &x)) return -1;
-        r->n = (int32_t)x;
+        pr->n = (int32_t)x;
         return 0;
     }
     if (!strcmp(key, "stop")) return parse_stop(c, v);
@@ -392,17 +448,14 @@ static int parse_field(ctx *c, const char *key, json_t *v) {
         for (size_t i = 0; i < json_array_size(v); i++) {
             char p[40];
             snprintf(p, sizeof p, "stop_token_ids[%zu]", i);
-            if (get_int(c, p, json_array_get(v, i), 0, INT32_MAX, &x)) return -1;
-            r->stop_token_ids[r->n_stop_token_ids++] = (int32_t)x;
+            if (get_int(c, p, json_array_get(v, i), 0, c->n_vocab > 0 ? c->n_vocab - 1 : INT32_MAX, &x)) return -1;
+            r->stop_token_ids[pr->n_stop_token_ids++] = (int32_t)x;
         }
         return 0;
     }
-    if (!strcmp(key, "ignore_eos")) return get_bool(c, key, v, &r->ignore_eos);
-    if (!strcmp(key, "skip_special_tokens")) return get_bool(c, key, v, &r->skip_special);
-    if (!strcmp(key, "logit_bias")) {
-        if (!json_is_object(v)) return bad_type(c, key, "an object", v);
-        return json_object_size(v) ? unsupported(c, key, "logit biases are not implemented") : 0;
-    }
+    if (!strcmp(key, "ignore_eos")) return get_bool(c, key, v, &pr->ignore_eos);
+    if (!strcmp(key, "skip_special_tokens")) return get_bool(c, key, v, &pr->skip_special);
+    if (!strcmp(key, "logit_bias")) return parse_logit_bias(c, v);
     if (!chat) {
         if (!strcmp(key, "prompt")) return parse_prompt(c, v);
         if (!strcmp(key, "suffix")) {
@@ -413,7 +466,7 @@ static int parse_field(ctx *c, const char *key, json_t *v) {
         if (!strcmp(key, "echo")) return get_bool(c, key, v, &r->echo);
         if (!strcmp(key, "logprobs")) {
             if (get_int(c, key, v, 0, 5, &x)) return -1;
-            r->logprobs = (int32_t)x;
+            pr->logprobs = (int32_t)x;
             return 0;
         }
         if (!strcmp(key, "best_of")) return get_int(c, key, v, 1, OA_MAX_N, &c->best_of);
@@ -461,18 +514,27 @@ static int parse_field(ctx *c, const char *key, json_t *v) {
     return fail(c, 400, key, "Unrecognized request argument supplied: %.80s", key);
 }
 
-int oa_request_parse(const char *body, size_t len, oa_kind kind, oa_request *r, oa_error *err) {
+/* pagoda_request_default's values, which are also OpenAI's defaults (temperature 1, top_p 1,
+ * n 1, no logprobs, random seed); set here because this file links against nothing of the engine */
+static void request_defaults(oa_request *r) {
+    pagoda_request *pr = &r->pr;
+    pr->sampling.temperature = 1.0f;
+    pr->sampling.top_p = 1.0f;
+    pr->sampling.repetition_penalty = 1.0f;
+    pr->sampling.seed = -1;
+    pr->n = 1;
+    pr->logprobs = -1;
+    pr->skip_special = 1;
+    pr->stop = (const char *const *)r->stop;
+    pr->stop_token_ids = r->stop_token_ids;
+}
+
+int oa_request_parse(const char *body, size_t len, oa_kind kind, const oa_limits *lim, oa_request *r, oa_error *err) {
     memset(r, 0, sizeof *r);
     memset(err, 0, sizeof *err);
-    ctx c = {.r = r, .err = err};
+    ctx c = {.r = r, .err = err, .n_vocab = lim && lim->n_vocab > 0 ? lim->n_vocab : 0};
     r->kind = kind;
-    r->temperature = 1.0f;
-    r->top_p = 1.0f;
-    r->repetition_penalty = 1.0f;
-    r->seed = -1;
-    r->n = 1;
-    r->logprobs = -1;
-    r->skip_special = 1;
+    request_defaults(r);
     if (!body || len == 0) return fail(&c, 400, NULL, "The request body is empty: expected a JSON object.");
     size_t ok = oa_utf8_valid_prefix(body, len);
     if (ok != len)
@@ -504,7 +566,7 @@ int oa_request_parse(const char *body, size_t len, oa_kind kind, oa_request *r, 
             fail(&c, 400, "top_logprobs", "'top_logprobs' requires 'logprobs' to be true.");
             goto done;
         }
-        if (c.chat_logprobs) r->logprobs = c.top_logprobs;
+        if (c.chat_logprobs) r->pr.logprobs = c.top_logprobs;
         if (c.tools && json_array_size(c.tools) && !c.tool_choice_none) {
             if (!(r->tools_json = json_dumps(c.tools, JSON_COMPACT))) {
                 nomem(&c);
@@ -516,7 +578,7 @@ int oa_request_parse(const char *body, size_t len, oa_kind kind, oa_request *r, 
             fail(&c, 400, "prompt", "'prompt' is required.");
             goto done;
         }
-        if (c.best_of > 1 && c.best_of != r->n) {
+        if (c.best_of > 1 && c.best_of != r->pr.n) {
             unsupported(&c, "best_of", "only best_of = n is accepted");
             goto done;
         }
@@ -529,6 +591,9 @@ int oa_request_parse(const char *body, size_t len, oa_kind kind, oa_request *r, 
         fail(&c, 400, "stream_options", "'stream_options' is only allowed when 'stream' is true.");
         goto done;
     }
+    /* chat: 0 (until the context limit) */
+    if (kind == OA_COMPLETIONS && r->pr.max_tokens == 0) r->pr.max_tokens = OA_DEFAULT_MAX_TOKENS_COMPLETIONS;
+    if (!r->pr.n_logit_bias) r->pr.logit_bias = NULL;
     rc = 0;
 done:
     json_decref(root);
@@ -545,6 +610,7 @@ void oa_request_free(oa_request *r) {
     free(r->suffix);
     free(r->messages_json);
     free(r->tools_json);
-    for (int32_t i = 0; i < r->n_stop; i++) free(r->stop[i]);
+    free(r->logit_bias);
+    for (int32_t i = 0; i < r->pr.n_stop && i < OA_MAX_STOP; i++) free(r->stop[i]);
     memset(r, 0, sizeof *r);
 }

@@ -1,12 +1,15 @@
-/* OpenAI request bodies (POST /v1/completions, /v1/chat/completions) -> a plain struct.
+/* OpenAI request bodies (POST /v1/completions, /v1/chat/completions) -> the engine's request.
  * Parsing and validation only: no model, no engine, no HTTP. Depends on jansson, src/core and
- * libc alone, so the fuzz target (tests/fuzz/fuzz_openai_request.c) compiles this file by itself.
- * Every rejection fills an oa_error with the HTTP status and a message naming the field. */
+ * libc alone (pagoda.h for its types), so the fuzz target (tests/fuzz/fuzz_openai_request.c)
+ * compiles this file by itself. Every rejection fills an oa_error with the HTTP status and a
+ * message naming the field. A body is parsed once, into the pagoda_request that is submitted. */
 #ifndef PG_SERVE_OPENAI_REQUEST_H
 #define PG_SERVE_OPENAI_REQUEST_H
 
 #include <stddef.h>
 #include <stdint.h>
+
+#include "pagoda.h"
 
 typedef enum { OA_COMPLETIONS = 0, OA_CHAT = 1 } oa_kind;
 
@@ -17,14 +20,27 @@ typedef enum { OA_COMPLETIONS = 0, OA_CHAT = 1 } oa_kind;
 #define OA_MAX_TOKENS_CAP (1 << 20)
 #define OA_MAX_PROMPT_IDS (1 << 20)
 #define OA_MAX_MESSAGES 4096
+#define OA_MAX_LOGIT_BIAS PAGODA_MAX_LOGIT_BIAS
+#define OA_DEFAULT_MAX_TOKENS_COMPLETIONS 16 /* OpenAI's default for /v1/completions */
 
+/* What the parser checks token ids against (the served model). */
+typedef struct {
+    int32_t n_vocab; /* prompt ids, stop_token_ids and logit_bias keys must be below it; 0: unchecked */
+} oa_limits;
+
+/* A parsed request. pr is the engine's request as the body gives it: sampling, max_tokens (with
+ * the endpoint's default), stop strings and token ids, ignore_eos, skip_special, n, logprobs and
+ * logit_bias; its pointers point into this struct, so an oa_request is parsed in place and never
+ * copied. The prompt (token ids, built from the fields below), on_event and user are the
+ * caller's to set. Everything else here is what only the HTTP side uses. */
 typedef struct {
     oa_kind kind;
+    pagoda_request pr;
     char *model; /* owned; NULL if the body has no "model" */
 
     /* completions: exactly one of prompt / prompt_ids */
     char *prompt;         /* owned, NUL-terminated (JSON strings cannot hold NUL) */
-    int32_t *prompt_ids;  /* owned [n_prompt_ids]; ids are >= 0, the vocabulary is checked later */
+    int32_t *prompt_ids;  /* owned [n_prompt_ids]; each in [0, n_vocab) */
     int32_t n_prompt_ids;
     char *suffix;         /* owned; fill-in-the-middle suffix, NULL if absent */
     int echo;
@@ -33,20 +49,12 @@ typedef struct {
     char *messages_json;  /* owned: normalized array of {"role","content": string, ...} */
     char *tools_json;     /* owned; NULL if no tools (or tool_choice "none") */
 
-    /* common */
     int stream, include_usage;
-    int32_t max_tokens;   /* 0: not given (completions: 16; chat: until the context limit) */
-    float temperature, top_p, min_p;
-    int32_t top_k;
-    float presence_penalty, frequency_penalty, repetition_penalty;
-    int64_t seed;         /* -1: not given */
-    char *stop[OA_MAX_STOP]; /* owned */
-    int32_t n_stop;
-    int32_t stop_token_ids[OA_MAX_STOP_TOKEN_IDS];
-    int32_t n_stop_token_ids;
-    int32_t n;
-    int32_t logprobs;     /* -1: none; k >= 0: each token's logprob and the top k */
-    int ignore_eos, skip_special;
+
+    /* storage behind pr's pointers */
+    char *stop[OA_MAX_STOP];                       /* owned [pr.n_stop] */
+    int32_t stop_token_ids[OA_MAX_STOP_TOKEN_IDS]; /* [pr.n_stop_token_ids] */
+    pagoda_logit_bias *logit_bias;                 /* owned [pr.n_logit_bias] */
 } oa_request;
 
 typedef struct {
@@ -57,8 +65,9 @@ typedef struct {
 } oa_error;
 
 /* Parses body[0..len) as a request of the given kind. Returns 0 and fills *r (release with
- * oa_request_free), or -1 with *err filled and *r left empty. Never reads past len. */
-int oa_request_parse(const char *body, size_t len, oa_kind kind, oa_request *r, oa_error *err);
+ * oa_request_free), or -1 with *err filled and *r left empty. Never reads past len. lim may be
+ * NULL (nothing checked against the model). */
+int oa_request_parse(const char *body, size_t len, oa_kind kind, const oa_limits *lim, oa_request *r, oa_error *err);
 void oa_request_free(oa_request *r); /* NULL-safe; leaves *r zeroed */
 
 /* Offset of the first byte that is not part of well-formed UTF-8, or len if all is valid. */

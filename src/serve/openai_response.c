@@ -132,15 +132,3 @@ json_t *oa_response_head(const char *id, const char *object, int64_t created, co
     return json_pack("{s:s, s:s, s:I, s:s, s:[]}", "id", id, "object", object, "created", (json_int_t)created, "model",
                      model, "choices");
 }
-
-int oa_sse_append(oa_buf *b, json_t *obj) {
-    if (!obj) return oa_buf_append(b, "data: [DONE]\n\n", 14);
-    char *s = json_dumps(obj, JSON_COMPACT);
-    json_decref(obj);
-    if (!s) return -1;
-    int rc = oa_buf_append(b, "data: ", 6);
-    if (!rc) rc = oa_buf_append(b, s, strlen(s));
-    if (!rc) rc = oa_buf_append(b, "\n\n", 2);
-    free(s);
-    return rc;
-}

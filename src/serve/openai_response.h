@@ -1,5 +1,5 @@
-/* OpenAI response shapes: errors, usage, logprobs, whole responses and SSE chunks, as jansson
- * objects or bytes ready to send. No HTTP, no engine state. */
+/* OpenAI response shapes: errors, usage, logprobs, whole responses and stream chunks, as jansson
+ * objects (SSE framing is in send.c). No HTTP, no engine state. */
 #ifndef PG_SERVE_OPENAI_RESPONSE_H
 #define PG_SERVE_OPENAI_RESPONSE_H
 
@@ -51,8 +51,5 @@ const char *oa_finish_reason(pagoda_finish_reason f);
 /* {"id", "object", "created", "model", "choices": []} for a response or a stream chunk.
  * object: "text_completion", "chat.completion" or "chat.completion.chunk". */
 json_t *oa_response_head(const char *id, const char *object, int64_t created, const char *model);
-
-/* Appends "data: <compact JSON>\n\n" (steals obj) or "data: [DONE]\n\n" (obj NULL). */
-int oa_sse_append(oa_buf *b, json_t *obj);
 
 #endif

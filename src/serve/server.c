@@ -1,6 +1,7 @@
 /* The HTTP side of `pagoda serve`: MHD daemon lifecycle, routing, authentication, body limits,
  * the small endpoints (/, /health, /metrics, /v1/models), per-request logging, and the drain on
- * SIGTERM. The generation endpoints live in completions.c. */
+ * SIGTERM. Request objects are in request.c, responses in send.c, the generation endpoints in
+ * completions.c, the disconnect watchdog in watchdog.c. */
 #include "serve/server_internal.h"
 
 #include <errno.h>
@@ -18,6 +19,10 @@
 
 #include "core/log.h"
 #include "serve/auth.h"
+#include "serve/completions.h"
+#include "serve/request.h"
+#include "serve/send.h"
+#include "serve/watchdog.h"
 #include "core/clock.h"
 
 extern const unsigned char pg_chat_page[];
@@ -31,105 +36,6 @@ void serve_config_default(serve_config *c) {
     c->max_body_bytes = 1u << 20;
     c->timeout_s = 60;
     c->http_threads = 4;
-}
-
-/* ---- request objects ---- */
-
-static http_req *http_req_create(pg_server *s, struct MHD_Connection *conn, const char *method, const char *url) {
-    http_req *hr = calloc(1, sizeof *hr);
-    if (!hr) return NULL;
-    hr->srv = s;
-    hr->conn = conn;
-    hr->t0 = pg_now_s();
-    snprintf(hr->method, sizeof hr->method, "%s", method);
-    snprintf(hr->path, sizeof hr->path, "%s", url);
-    pthread_mutex_init(&hr->mu, NULL);
-    atomic_init(&hr->refs, 1);
-    return hr;
-}
-
-void http_req_ref(http_req *hr) { atomic_fetch_add(&hr->refs, 1); }
-
-void http_req_unref(http_req *hr) {
-    if (atomic_fetch_sub(&hr->refs, 1) != 1) return;
-    gen_free(hr);
-    free(hr->body);
-    pthread_mutex_destroy(&hr->mu);
-    free(hr);
-}
-
-/* ---- responses ---- */
-
-static enum MHD_Result queue(http_req *hr, unsigned status, struct MHD_Response *r) {
-    if (!r) return MHD_NO;
-    hr->status = status;
-    metrics_observe_http(hr->srv->metrics, status);
-    if (atomic_load(&hr->srv->draining)) MHD_add_response_header(r, MHD_HTTP_HEADER_CONNECTION, "close");
-    enum MHD_Result ret = MHD_queue_response(hr->conn, status, r);
-    MHD_destroy_response(r);
-    return ret;
-}
-
-static struct MHD_Response *json_response(json_t *body) {
-    char *s = body ? json_dumps(body, JSON_COMPACT) : NULL;
-    json_decref(body);
-    if (!s) return NULL;
-    size_t n = strlen(s);
-    s[n] = 0;
-    struct MHD_Response *r = MHD_create_response_from_buffer(n, s, MHD_RESPMEM_MUST_FREE);
-    if (!r) {
-        free(s);
-        return NULL;
-    }
-    MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
-    return r;
-}
-
-enum MHD_Result serve_send_json(http_req *hr, unsigned status, json_t *body) {
-    return queue(hr, status, json_response(body));
-}
-
-static enum MHD_Result send_error_v(http_req *hr, unsigned status, const char *hdr, const char *hdr_val, const char *type,
-                                    const char *param, const char *code, const char *fmt, va_list ap) {
-    char msg[768];
-    vsnprintf(msg, sizeof msg, fmt, ap);
-    struct MHD_Response *r = json_response(oa_error_body(msg, type, param, code));
-    if (r && hdr) MHD_add_response_header(r, hdr, hdr_val);
-    if (r && status == 401) MHD_add_response_header(r, MHD_HTTP_HEADER_WWW_AUTHENTICATE, "Bearer");
-    if (r && status == 429) MHD_add_response_header(r, MHD_HTTP_HEADER_RETRY_AFTER, "1");
-    return queue(hr, status, r);
-}
-
-enum MHD_Result serve_send_error(http_req *hr, unsigned status, const char *type, const char *param, const char *code,
-                                 const char *fmt, ...) {
-    va_list ap;
-    va_start(ap, fmt);
-    enum MHD_Result r = send_error_v(hr, status, NULL, NULL, type, param, code, fmt, ap);
-    va_end(ap);
-    return r;
-}
-
-static enum MHD_Result send_error_hdr(http_req *hr, unsigned status, const char *hdr, const char *val, const char *code,
-                                      const char *fmt, ...) __attribute__((format(printf, 6, 7)));
-static enum MHD_Result send_error_hdr(http_req *hr, unsigned status, const char *hdr, const char *val, const char *code,
-                                      const char *fmt, ...) {
-    va_list ap;
-    va_start(ap, fmt);
-    enum MHD_Result r = send_error_v(hr, status, hdr, val, "invalid_request_error", NULL, code, fmt, ap);
-    va_end(ap);
-    return r;
-}
-
-static enum MHD_Result send_text(http_req *hr, unsigned status, const char *type, const void *data, size_t n,
-                                 enum MHD_ResponseMemoryMode mode) {
-    struct MHD_Response *r = MHD_create_response_from_buffer(n, (void *)data, mode);
-    if (!r) {
-        if (mode == MHD_RESPMEM_MUST_FREE) free((void *)data);
-        return MHD_NO;
-    }
-    MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, type);
-    MHD_add_response_header(r, MHD_HTTP_HEADER_CACHE_CONTROL, "no-cache");
-    return queue(hr, status, r);
 }
 
 /* ---- the small endpoints ---- */
@@ -148,27 +54,27 @@ static enum MHD_Result handle_get(http_req *hr, const char *url) {
     case ROUTE_PAGE:
         return send_text(hr, 200, "text/html; charset=utf-8", pg_chat_page, pg_chat_page_len, MHD_RESPMEM_PERSISTENT);
     case ROUTE_HEALTH:
-        if (atomic_load(&s->draining)) return serve_send_json(hr, 503, json_pack("{s:s}", "status", "draining"));
-        return serve_send_json(hr, 200, json_pack("{s:s}", "status", "ok"));
+        if (atomic_load(&s->draining)) return send_json(hr, 503, json_pack("{s:s}", "status", "draining"));
+        return send_json(hr, 200, json_pack("{s:s}", "status", "ok"));
     case ROUTE_METRICS: {
         pagoda_engine_stats st;
         pagoda_engine_get_stats(s->engine, &st);
         size_t n = 0;
         char *text = metrics_render(s->metrics, &st, &n);
-        if (!text) return serve_send_error(hr, 500, "server_error", NULL, NULL, "out of memory");
+        if (!text) return send_error(hr, 500, "server_error", NULL, NULL, "out of memory");
         return send_text(hr, 200, "text/plain; version=0.0.4; charset=utf-8", text, n, MHD_RESPMEM_MUST_FREE);
     }
     case ROUTE_MODELS:
-        return serve_send_json(hr, 200, json_pack("{s:s, s:[o]}", "object", "list", "data", model_object(s)));
+        return send_json(hr, 200, json_pack("{s:s, s:[o]}", "object", "list", "data", model_object(s)));
     case ROUTE_MODEL_ONE: {
         const char *id = url + strlen("/v1/models/");
-        if (!strcmp(id, s->name) || !strcmp(id, s->model_path)) return serve_send_json(hr, 200, model_object(s));
-        return serve_send_error(hr, 404, "invalid_request_error", "model", "model_not_found",
+        if (!strcmp(id, s->name) || !strcmp(id, s->model_path)) return send_json(hr, 200, model_object(s));
+        return send_error(hr, 404, "invalid_request_error", "model", "model_not_found",
                                 "The model '%.200s' does not exist (this server serves '%s').", id, s->name);
     }
     default: break;
     }
-    return serve_send_error(hr, 500, "server_error", NULL, NULL, "unhandled route");
+    return send_error(hr, 500, "server_error", NULL, NULL, "unhandled route");
 }
 
 static serve_route route_of(const char *url) {
@@ -182,76 +88,6 @@ static serve_route route_of(const char *url) {
     return ROUTE_NONE;
 }
 
-/* ---- the disconnect watchdog ---- */
-
-void serve_live_add(http_req *hr) {
-    pg_server *s = hr->srv;
-    pthread_mutex_lock(&s->live_mu);
-    hr->live_prev = NULL;
-    hr->live_next = s->live;
-    if (s->live) s->live->live_prev = hr;
-    s->live = hr;
-    hr->in_live = 1;
-    pthread_mutex_unlock(&s->live_mu);
-}
-
-static void live_remove(http_req *hr) {
-    pg_server *s = hr->srv;
-    pthread_mutex_lock(&s->live_mu);
-    if (hr->in_live) {
-        if (hr->live_prev) hr->live_prev->live_next = hr->live_next;
-        else s->live = hr->live_next;
-        if (hr->live_next) hr->live_next->live_prev = hr->live_prev;
-        hr->in_live = 0;
-    }
-    pthread_mutex_unlock(&s->live_mu);
-}
-
-/* 1 if the peer closed or reset the connection (EOF or an error on a non-blocking peek) */
-static int peer_gone(struct MHD_Connection *conn) {
-    const union MHD_ConnectionInfo *ci = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
-    if (!ci || ci->connect_fd < 0) return 0;
-    char c;
-    ssize_t n = recv(ci->connect_fd, &c, 1, MSG_PEEK | MSG_DONTWAIT);
-    return n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR);
-}
-
-/* Every 250 ms: requests whose connection is suspended (waiting for the engine) and whose client
- * has gone are cancelled, so their KV blocks are freed without waiting for the next write. */
-static void *watchdog_main(void *arg) {
-    pg_server *s = arg;
-    enum { BATCH = 64 };
-    pthread_mutex_lock(&s->live_mu);
-    while (!s->watchdog_stop) {
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        ts.tv_nsec += 250 * 1000 * 1000;
-        if (ts.tv_nsec >= 1000000000) ts.tv_sec++, ts.tv_nsec -= 1000000000;
-        pthread_cond_timedwait(&s->watchdog_cv, &s->live_mu, &ts);
-        if (s->watchdog_stop) break;
-        uint64_t ids[BATCH];
-        int n = 0;
-        for (http_req *hr = s->live; hr && n < BATCH; hr = hr->live_next) {
-            pthread_mutex_lock(&hr->mu);
-            /* a suspended connection is not closed by MHD, so its socket is valid here */
-            if (hr->suspended && !hr->http_done && !hr->engine_done && !hr->cancel_sent && peer_gone(hr->conn)) {
-                hr->cancel_sent = 1;
-                ids[n++] = hr->engine_id;
-            }
-            pthread_mutex_unlock(&hr->mu);
-        }
-        pthread_mutex_unlock(&s->live_mu);
-        /* outside every lock: the engine may hold its own while it calls on_event */
-        for (int i = 0; i < n; i++) {
-            fprintf(stderr, "pagoda: client went away: cancelling request %llu\n", (unsigned long long)ids[i]);
-            pagoda_engine_cancel(s->engine, ids[i]);
-        }
-        pthread_mutex_lock(&s->live_mu);
-    }
-    pthread_mutex_unlock(&s->live_mu);
-    return NULL;
-}
-
 /* ---- MHD callbacks ---- */
 
 static enum MHD_Result first_call(pg_server *s, http_req *hr, const char *url, const char *method) {
@@ -261,17 +97,15 @@ static enum MHD_Result first_call(pg_server *s, http_req *hr, const char *url, c
     if (!strncmp(url, "/v1/", 4) && s->cfg.n_api_keys > 0) {
         const char *auth = MHD_lookup_connection_value(hr->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION);
         if (!auth_check((const char *const *)s->api_keys, s->cfg.n_api_keys, auth))
-            return serve_send_error(hr, 401, "invalid_request_error", NULL, "invalid_api_key",
+            return send_error(hr, 401, "invalid_request_error", NULL, "invalid_api_key",
                                     auth ? "Incorrect API key provided." :
                                            "Missing API key: send the header 'Authorization: Bearer YOUR_KEY'.");
     }
     if (hr->route == ROUTE_NONE)
-        return serve_send_error(hr, 404, "invalid_request_error", NULL, "not_found", "Unknown path: %s %.80s", method, url);
+        return send_error(hr, 404, "invalid_request_error", NULL, "not_found", "Unknown path: %s %.80s", method, url);
     const char *allow = is_gen ? "POST, OPTIONS" : "GET, HEAD, OPTIONS";
     if (!strcmp(method, "OPTIONS")) {
-        struct MHD_Response *r = MHD_create_response_from_buffer(0, (void *)"", MHD_RESPMEM_PERSISTENT);
-        if (r) MHD_add_response_header(r, MHD_HTTP_HEADER_ALLOW, allow);
-        return queue(hr, 204, r);
+        return send_options(hr, allow);
     }
     if (is_gen ? strcmp(method, "POST") != 0 : !is_get)
         return send_error_hdr(hr, 405, MHD_HTTP_HEADER_ALLOW, allow, "method_not_allowed",
@@ -279,7 +113,7 @@ static enum MHD_Result first_call(pg_server *s, http_req *hr, const char *url, c
                               is_gen ? "POST" : "GET, HEAD");
     if (!is_gen) return handle_get(hr, url);
     if (atomic_load(&s->draining))
-        return serve_send_error(hr, 503, "server_error", NULL, "shutting_down", "The server is shutting down.");
+        return send_error(hr, 503, "server_error", NULL, "shutting_down", "The server is shutting down.");
     /* a declared body over the limit: refuse before it is sent when the client waits for
      * "100 Continue" or when it is absurdly large; otherwise read and drop it, then answer 413
      * (answering early would reset a connection the client is still writing to) */
@@ -293,7 +127,7 @@ static enum MHD_Result first_call(pg_server *s, http_req *hr, const char *url, c
             unsigned long long hard = s->cfg.max_body_bytes * 8ull;
             if (hard < (16ull << 20)) hard = 16ull << 20;
             if ((expect && !strcasecmp(expect, "100-continue")) || n > hard)
-                return serve_send_error(hr, 413, "invalid_request_error", NULL, "request_too_large",
+                return send_error(hr, 413, "invalid_request_error", NULL, "request_too_large",
                                         "The request body is too large: %llu bytes (at most %zu).", n,
                                         s->cfg.max_body_bytes);
         }
@@ -307,7 +141,7 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const c
     pg_server *s = cls;
     http_req *hr = *con_cls;
     if (!hr) {
-        if (!(hr = http_req_create(s, conn, method, url))) return MHD_NO;
+        if (!(hr = req_create(s, conn, method, url))) return MHD_NO;
         *con_cls = hr;
         return first_call(s, hr, url, method);
     }
@@ -343,11 +177,11 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const c
     if (hr->route == ROUTE_COMPLETIONS || hr->route == ROUTE_CHAT) {
         if (hr->body_too_large && !hr->gen_started) {
             hr->gen_started = 1;
-            return serve_send_error(hr, 413, "invalid_request_error", NULL, "request_too_large",
+            return send_error(hr, 413, "invalid_request_error", NULL, "request_too_large",
                                     "The request body is too large: %llu bytes (at most %zu).",
                                     (unsigned long long)hr->body_discarded, s->cfg.max_body_bytes);
         }
-        return gen_handle(hr);
+        return completions_handle(hr);
     }
     return MHD_NO; /* not reached: other routes answer on the first call */
 }
@@ -358,29 +192,22 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     http_req *hr = *con_cls;
     if (!hr) return;
     *con_cls = NULL;
-    live_remove(hr);
     double dt = pg_now_s() - hr->t0;
     int is_gen = hr->gen_counted;
-    pthread_mutex_lock(&hr->mu);
-    hr->http_done = 1;
-    int cancel = hr->submitted && !hr->engine_done;
-    uint64_t id = hr->engine_id;
-    int32_t n_prompt = hr->n_prompt, n_cached = hr->n_cached, n_completion = 0;
-    for (int32_t i = 0; i < hr->n_choices; i++) n_completion += hr->choices[i].n_completion;
-    pthread_mutex_unlock(&hr->mu);
-    if (cancel) pagoda_engine_cancel(s->engine, id);
+    req_usage u;
+    req_http_done(hr, &u); /* cancels an unfinished generation: the client went away or a write failed */
     static const char *const why[] = {"", " (connection error)", " (timeout)", " (shutdown)", " (read error)",
                                       " (client closed)"};
     char status[8];
     snprintf(status, sizeof status, "%u", hr->status);
     if (is_gen && hr->submitted)
         fprintf(stderr, "pagoda: %s %s %s prompt=%d cached=%d completion=%d %.3fs%s\n", hr->method, hr->path,
-                hr->status ? status : "-", n_prompt, n_cached, n_completion, dt, (unsigned)toe < 6 ? why[toe] : "");
+                hr->status ? status : "-", u.n_prompt, u.n_cached, u.n_completion, dt, (unsigned)toe < 6 ? why[toe] : "");
     else
         fprintf(stderr, "pagoda: %s %s %s %.3fs%s\n", hr->method, hr->path, hr->status ? status : "-", dt,
                 (unsigned)toe < 6 ? why[toe] : "");
     if (is_gen) atomic_fetch_sub(&s->n_gen_http, 1);
-    http_req_unref(hr);
+    req_unref(hr);
 }
 
 static void mhd_log(void *cls, const char *fmt, va_list ap) {
@@ -476,7 +303,7 @@ pagoda_status serve_create(pagoda_model *m, pagoda_engine *e, const serve_config
     }
     const union MHD_DaemonInfo *di = MHD_get_daemon_info(s->daemon, MHD_DAEMON_INFO_BIND_PORT);
     s->port = di && di->port ? di->port : s->cfg.port;
-    if (pthread_create(&s->watchdog, NULL, watchdog_main, s) == 0) s->watchdog_running = 1;
+    watchdog_start(s);
     *out = s;
     return PAGODA_OK;
 fail:
@@ -557,13 +384,7 @@ void serve_destroy(pg_server *s) {
          * alive, so it is left allocated (this only happens when the engine is stuck) */
         return;
     }
-    if (s->watchdog_running) {
-        pthread_mutex_lock(&s->live_mu);
-        s->watchdog_stop = 1;
-        pthread_cond_signal(&s->watchdog_cv);
-        pthread_mutex_unlock(&s->live_mu);
-        pthread_join(s->watchdog, NULL);
-    }
+    watchdog_stop(s);
     pthread_mutex_destroy(&s->live_mu);
     pthread_cond_destroy(&s->watchdog_cv);
     metrics_destroy(s->metrics);

@@ -1,7 +1,8 @@
 /* libFuzzer target: OpenAI request bodies (src/serve/openai_request.c, compiled into this target
  * alone: no engine, no HTTP). Every input is parsed as a chat request and as a completions
  * request. The parser must accept or reject with an HTTP status and a message, never crash, leak
- * or hang, and what it accepts must satisfy the limits the server relies on. */
+ * or hang, and what it accepts must satisfy the limits the server and the engine rely on (the
+ * parsed pagoda_request is what gets submitted). */
 #include <jansson.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -15,16 +16,30 @@
         if (!(c)) __builtin_trap(); \
     } while (0)
 
+#define N_VOCAB 50000 /* token ids are checked against a vocabulary of this size */
+
 static void check_accepted(const oa_request *r, oa_kind kind) {
+    const pagoda_request *pr = &r->pr;
     CHECK(r->kind == kind);
-    CHECK(r->n >= 1 && r->n <= OA_MAX_N);
-    CHECK(r->n_stop >= 0 && r->n_stop <= OA_MAX_STOP);
-    for (int32_t i = 0; i < r->n_stop; i++) CHECK(r->stop[i] && strlen(r->stop[i]) <= OA_MAX_STOP_BYTES);
-    CHECK(r->n_stop_token_ids >= 0 && r->n_stop_token_ids <= OA_MAX_STOP_TOKEN_IDS);
-    CHECK(r->max_tokens >= 0 && r->max_tokens <= OA_MAX_TOKENS_CAP);
-    CHECK(r->logprobs >= -1 && r->logprobs <= 20);
-    CHECK(r->temperature >= 0 && r->temperature <= 2);
-    CHECK(r->top_p >= 0 && r->top_p <= 1);
+    CHECK(pr->n >= 1 && pr->n <= OA_MAX_N);
+    CHECK(pr->n_stop >= 0 && pr->n_stop <= OA_MAX_STOP);
+    CHECK(pr->n_stop == 0 || pr->stop == (const char *const *)r->stop);
+    for (int32_t i = 0; i < pr->n_stop; i++) CHECK(pr->stop[i] && strlen(pr->stop[i]) <= OA_MAX_STOP_BYTES);
+    CHECK(pr->n_stop_token_ids >= 0 && pr->n_stop_token_ids <= OA_MAX_STOP_TOKEN_IDS);
+    for (int32_t i = 0; i < pr->n_stop_token_ids; i++)
+        CHECK(pr->stop_token_ids[i] >= 0 && pr->stop_token_ids[i] < N_VOCAB);
+    CHECK(pr->n_logit_bias >= 0 && pr->n_logit_bias <= PAGODA_MAX_LOGIT_BIAS);
+    CHECK(!pr->n_logit_bias == !pr->logit_bias);
+    for (int32_t i = 0; i < pr->n_logit_bias; i++) {
+        CHECK(pr->logit_bias[i].token >= 0 && pr->logit_bias[i].token < N_VOCAB);
+        CHECK(pr->logit_bias[i].bias >= -100 && pr->logit_bias[i].bias <= 100);
+    }
+    CHECK(pr->max_tokens >= 0 && pr->max_tokens <= OA_MAX_TOKENS_CAP);
+    CHECK(kind == OA_CHAT || pr->max_tokens >= 1);
+    CHECK(pr->logprobs >= -1 && pr->logprobs <= 20);
+    CHECK(pr->sampling.temperature >= 0 && pr->sampling.temperature <= 2);
+    CHECK(pr->sampling.top_p >= 0 && pr->sampling.top_p <= 1);
+    CHECK(!pr->prompt && !pr->prompt_tokens && !pr->on_event); /* the caller's to set */
     CHECK(!r->include_usage || r->stream);
     if (kind == OA_CHAT) {
         CHECK(r->messages_json && !r->prompt && !r->prompt_ids);
@@ -39,25 +54,26 @@ static void check_accepted(const oa_request *r, oa_kind kind) {
         CHECK(!r->messages_json && (!r->prompt != !r->prompt_ids));
         if (r->prompt_ids) {
             CHECK(r->n_prompt_ids > 0 && r->n_prompt_ids <= OA_MAX_PROMPT_IDS);
-            for (int32_t i = 0; i < r->n_prompt_ids; i++) CHECK(r->prompt_ids[i] >= 0);
+            for (int32_t i = 0; i < r->n_prompt_ids; i++) CHECK(r->prompt_ids[i] >= 0 && r->prompt_ids[i] < N_VOCAB);
         }
-        CHECK(r->logprobs <= 5);
+        CHECK(pr->logprobs <= 5);
         CHECK(!(r->echo && r->suffix));
     }
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
+    const oa_limits lim = {.n_vocab = N_VOCAB};
     for (int k = 0; k < 2; k++) {
         oa_kind kind = k ? OA_CHAT : OA_COMPLETIONS;
         oa_request r;
         oa_error err;
-        if (oa_request_parse((const char *)data, size, kind, &r, &err) == 0) {
+        if (oa_request_parse((const char *)data, size, kind, &lim, &r, &err) == 0) {
             check_accepted(&r, kind);
             oa_request_free(&r);
         } else {
             CHECK(err.status >= 400 && err.status < 600);
             CHECK(err.message[0] != 0 && err.type != NULL);
-            CHECK(!r.model && !r.prompt && !r.prompt_ids && !r.messages_json && r.n_stop == 0);
+            CHECK(!r.model && !r.prompt && !r.prompt_ids && !r.messages_json && r.pr.n_stop == 0 && !r.logit_bias);
         }
     }
     CHECK(oa_utf8_valid_prefix((const char *)data, size) <= size);
