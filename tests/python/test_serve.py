@@ -264,7 +264,6 @@ def test_fim_suffix(pycoder):
 
 # The engine half of logit_bias lands on another branch; until it is merged the server parses the
 # field (validation is tested in test_serve_errors.py) but sampling ignores it.
-needs_engine_logit_bias = pytest.mark.skip(reason="needs the engine's logit_bias (branch engine)")
 
 
 def _byte_decoder():
@@ -323,7 +322,6 @@ def test_logit_bias_empty_and_zero_change_nothing(client, vocab):
         model=NAME, messages=CHAT, max_tokens=8, temperature=0).choices[0].message.content
 
 
-@needs_engine_logit_bias
 def test_logit_bias_ban(client, vocab):
     """-100 bans a token: it never appears in over 1,000 tokens sampled at temperature 1 on both endpoints,
     although it is the most frequent token of the same request without the bias."""
@@ -352,7 +350,6 @@ def test_logit_bias_ban(client, vocab):
     assert len(streamed) == 32 and banned not in streamed
 
 
-@needs_engine_logit_bias
 def test_logit_bias_force(client, vocab):
     """+100 forces a token: at temperature 1 every generated token is that one, on both endpoints."""
     _, ids = vocab
@@ -369,7 +366,6 @@ def test_logit_bias_force(client, vocab):
         assert r.choices[0].message.content == word * 12
 
 
-@needs_engine_logit_bias
 def test_logit_bias_shifts_logprobs(client, vocab):
     """A bias b on token t adds exactly b to t's logit: against the same request without the bias, every
     other token's logprob moves by one shared constant c = -log(1 + p_t (e^b - 1)) (their differences are
