@@ -136,6 +136,8 @@ int cmd_bench(int argc, char **argv) {
     FILE *json = NULL;
     if (json_path && !(json = fopen(json_path, "w"))) {
         fprintf(stderr, "pagoda: cannot write %s\n", json_path);
+        free(tokens);
+        pagoda_model_free(m);
         return 1;
     }
     if (json) fprintf(json, "{\"model\": \"%s\", \"arch\": \"%s\", \"dtype\": \"%s\", \"weight_bytes\": %llu, \"isa\": \"%s\", \"runs\": [",
