@@ -255,6 +255,10 @@ typedef struct {
                                           cache, so every position goes through the model */
     int score_only;                 /* 1: generate nothing; the request finishes (FINISH_LENGTH, no
                                        token) once its prompt has gone through the model */
+    int32_t penalty_last_n;         /* what the sampling penalties count: 0 (default): every generated
+                                       token, none of the prompt (OpenAI semantics); n > 0: the last n
+                                       tokens of prompt + generation (llama.cpp's repeat-last-n, as
+                                       `pagoda run` counts); -1: all of prompt + generation */
 } pagoda_request;
 #define PAGODA_MAX_LOGIT_BIAS 1024
 void pagoda_request_default(pagoda_request *r);
@@ -305,6 +309,50 @@ typedef struct {
     uint64_t kv_bytes;               /* memory of its KV blocks */
 } pagoda_engine_stats;
 void pagoda_engine_get_stats(pagoda_engine *e, pagoda_engine_stats *s); /* thread-safe */
+
+/* ===== Added for the command-line tools (run, bench, logits, tokenize): append-only ===== */
+
+/* Loads only the tokenizer and chat template of path (a .gguf, vocabulary-only ones too, or a
+ * Hugging Face folder with tokenizer.json): a model without weights, for the text functions
+ * (pagoda_tokenize, pagoda_token_piece, pagoda_chat_render, ...). pagoda_engine_create refuses
+ * it; pagoda_model_get_info gives its vocabulary facts (arch NULL, n_params 0). */
+pagoda_status pagoda_model_load_vocab(const char *path, pagoda_model **out);
+
+/* Token id's piece as the vocabulary stores it (byte-level BPE's "Ġ", SentencePiece's "▁": not
+ * decoded), *len bytes, owned by the model; NULL (and *len 0) if out of range or no tokenizer. */
+const char *pagoda_token_piece(const pagoda_model *m, int32_t id, size_t *len);
+
+/* Shape facts of a loaded model, for reports (`pagoda bench`) and tools that run token ids. */
+typedef struct {
+    int32_t n_layer, n_embd, n_head, n_head_kv, n_ff; /* 0 for a model without weights */
+    pagoda_dtype weight_dtype; /* the most common type of the weight matrices (names the quantization) */
+    int32_t eos_config;        /* end-of-sequence id from the model's own config (GGUF metadata or
+                                  config.json), also for models without a tokenizer; -1 if none */
+    int has_tokenizer;
+    int has_weights;           /* 0: loaded with pagoda_model_load_vocab */
+} pagoda_model_facts;
+void pagoda_model_get_facts(const pagoda_model *m, pagoda_model_facts *f);
+
+/* Reads every page of the (mmapped) weights once, so that a first measurement does not pay
+ * for page faults. progress (may be NULL) is called as bytes are read, ending with done == total. */
+void pagoda_model_prefault(const pagoda_model *m, void (*progress)(uint64_t done, uint64_t total, void *user),
+                           void *user);
+
+/* "f32", "q4_0", ... (GGML's names); "?" for an id that is not a type. */
+const char *pagoda_dtype_name(pagoda_dtype t);
+
+typedef struct {
+    const char *cpu_isa;    /* SIMD level the CPU kernels use: "avx512", "avx2" or "scalar" */
+    int32_t n_cpu_threads;  /* kernel threads n_threads = 0 stands for (the cores) */
+} pagoda_system_info;
+void pagoda_system_get_info(pagoda_system_info *s);
+
+/* Memory read bandwidth: streams a buffer of `bytes` (much larger than the caches, e.g. 512 MiB)
+ * with n_threads threads (<= 0: all) for about `seconds` (at least 3 passes); the best pass in
+ * GB/s (1e9 bytes/s), or 0 if the buffer cannot be allocated. The ceiling for memory-bound
+ * decoding: every weight byte is read once per token. */
+double pagoda_membw_read_gbs(size_t bytes, int32_t n_threads, double seconds);
+
 
 #ifdef __cplusplus
 }

@@ -7,12 +7,6 @@
 #include <time.h>
 #include <unistd.h>
 
-#include <sys/stat.h>
-
-#include "core/log.h"
-#include "engine/model_api.h"
-#include "format/gguf.h"
-#include "tokenizer/tokenizer.h"
 #include "core/clock.h"
 
 static int cmp_double(const void *a, const void *b) {
@@ -212,110 +206,17 @@ void cli_device_apply(const cli_device *d, pagoda_engine_config *ec) {
     if (!d->max_batch_given) ec->max_batch_tokens = 2048; /* a GPU step is cheap per token: prefill in big chunks */
 }
 
-int cli_session_open(const char *model_path, int32_t n_ctx, int32_t max_batch, const cli_device *dev, cli_session *s) {
-    memset(s, 0, sizeof *s);
-    double t0 = pg_now_s();
-    if (model_load(model_path, &s->m)) return cli_error("");
-    int last = -5;
-    int tty = isatty(2);
-    model_prefault(s->m, tty ? load_progress : NULL, &last);
-    if (tty) fprintf(stderr, "\n");
-    fprintf(stderr, "pagoda: loaded %s (%s, %d layers, %.1f MiB of weights) in %.2f s\n", model_path,
-            s->m->cfg.arch_name, s->m->cfg.n_layer, model_weight_bytes(s->m) / 1048576.0, pg_now_s() - t0);
-    const pg_model_config *c = &s->m->cfg;
-    if (n_ctx <= 0) n_ctx = c->n_ctx_train < 4096 ? c->n_ctx_train : 4096;
-    if (c->learned_pos && n_ctx > c->n_ctx_train) n_ctx = c->n_ctx_train;
-    s->n_ctx = n_ctx;
-    s->max_batch = max_batch;
-    s->n_blocks = (n_ctx + CLI_BLOCK_SIZE - 1) / CLI_BLOCK_SIZE;
-    int32_t ngl = cli_device_gpu_layers(dev);
-    pg_forward_opts fo = {.n_gpu_layers = ngl < 0 ? c->n_layer : ngl};
-    if (dev) fo.cuda_device = dev->cuda_device, fo.cuda_no_graphs = dev->no_graphs, fo.cuda_no_repack = dev->no_repack,
-             fo.cuda_qgemm = dev->qgemm;
-    int kv_type = ngl != 0 && !(dev && dev->kv_type_given) ? PAGODA_DTYPE_F16 : PAGODA_DTYPE_F32;
-    if (forward_create_ex(s->m, max_batch, &fo, &s->fwd) ||
-        forward_kv_create(s->fwd, s->n_blocks, CLI_BLOCK_SIZE, kv_type, &s->kv)) {
-        cli_session_close(s);
-        return cli_error("");
-    }
-    s->block_table = malloc(sizeof(int32_t) * (size_t)s->n_blocks);
-    s->logits = malloc(sizeof(float) * (size_t)max_batch * (size_t)c->n_vocab);
-    if (!s->block_table || !s->logits) {
-        cli_session_close(s);
-        fprintf(stderr, "pagoda: out of memory\n");
-        return 1;
-    }
-    for (int32_t i = 0; i < s->n_blocks; i++) s->block_table[i] = i;
-    return 0;
-}
-
-int cli_session_eval(cli_session *s, const int32_t *tokens, int32_t n, float *all_logits) {
-    const int32_t V = s->m->cfg.n_vocab;
-    if (s->n_past + n > s->n_ctx) {
-        fprintf(stderr, "pagoda: context full: %d tokens in cache + %d new > context %d\n", s->n_past, n, s->n_ctx);
-        return 1;
-    }
-    uint8_t *mask = NULL;
-    if (all_logits && !(mask = malloc((size_t)s->max_batch))) return 1;
-    if (mask) memset(mask, 1, (size_t)s->max_batch);
-    for (int32_t done = 0; done < n;) {
-        int32_t chunk = n - done < s->max_batch ? n - done : s->max_batch;
-        int32_t seq_start[2] = {0, chunk};
-        int32_t pos0 = s->n_past;
-        const int32_t *tables[1] = {s->block_table};
-        pg_batch b = {.n_tok = chunk, .tokens = tokens + done, .n_seq = 1, .seq_start = seq_start,
-                      .seq_pos0 = &pos0, .block_tables = tables, .n_blocks = &s->n_blocks, .logits_mask = mask};
-        float *out = all_logits ? all_logits + (size_t)done * V : s->logits;
-        if (forward_run(s->fwd, &b, s->kv, out)) {
-            free(mask);
-            return cli_error("forward");
-        }
-        if (all_logits && done + chunk == n) memcpy(s->logits, out + (size_t)(chunk - 1) * V, sizeof(float) * (size_t)V);
-        s->n_past += chunk;
-        done += chunk;
-    }
-    free(mask);
-    return 0;
-}
-
-void cli_session_close(cli_session *s) {
-    forward_kv_destroy(s->kv);
-    forward_destroy(s->fwd);
-    model_free(s->m);
-    free(s->block_table);
-    free(s->logits);
-    memset(s, 0, sizeof *s);
-}
-
 int cli_model_load(const char *path, pagoda_model **out) {
     double t0 = pg_now_s();
     if (pagoda_model_load(path, out)) return cli_error("");
     int last = -5, tty = isatty(2);
-    model_prefault((*out)->m, tty ? load_progress : NULL, &last);
+    pagoda_model_prefault(*out, tty ? load_progress : NULL, &last);
     if (tty) fprintf(stderr, "\n");
-    fprintf(stderr, "pagoda: loaded %s (%s, %d layers, %.1f MiB of weights) in %.2f s\n", path, (*out)->m->cfg.arch_name,
-            (*out)->m->cfg.n_layer, model_weight_bytes((*out)->m) / 1048576.0, pg_now_s() - t0);
+    pagoda_model_info info;
+    pagoda_model_facts facts;
+    pagoda_model_get_info(*out, &info);
+    pagoda_model_get_facts(*out, &facts);
+    fprintf(stderr, "pagoda: loaded %s (%s, %d layers, %.1f MiB of weights) in %.2f s\n", path, info.arch,
+            facts.n_layer, info.weight_bytes / 1048576.0, pg_now_s() - t0);
     return 0;
-}
-
-int cli_tokenizer_open(const char *model_path, cli_tokenizer *t) {
-    memset(t, 0, sizeof *t);
-    struct stat sb;
-    pagoda_status st;
-    if (stat(model_path, &sb) == 0 && S_ISDIR(sb.st_mode)) {
-        st = tok_load_hf(model_path, &t->tok);
-    } else {
-        if ((st = gguf_open(model_path, &t->gguf)) == PAGODA_OK) st = tok_load_gguf(t->gguf, &t->tok);
-    }
-    if (st) {
-        cli_tokenizer_close(t);
-        return cli_error("tokenizer");
-    }
-    return 0;
-}
-
-void cli_tokenizer_close(cli_tokenizer *t) {
-    tok_free(t->tok);
-    gguf_close(t->gguf);
-    memset(t, 0, sizeof *t);
 }

@@ -1,28 +1,12 @@
-/* CLI glue shared by subcommands: option parsing helpers and a single-sequence session
- * (model + forward + KV cache with an identity block table) used by run and bench. */
+/* CLI glue shared by subcommands: option parsing helpers, the device options, and loading a
+ * model with a progress line. The subcommands that run models drive the public engine API
+ * (include/pagoda.h) only. */
 #ifndef PG_TOOLS_CLI_COMMON_H
 #define PG_TOOLS_CLI_COMMON_H
 
 #include <stdint.h>
 
-#include "kv/kv_cache.h"
-#include "model/forward.h"
-#include "model/model.h"
 #include "pagoda.h"
-
-#define CLI_BLOCK_SIZE 16
-
-typedef struct {
-    pg_model *m;
-    pg_forward *fwd;
-    pg_kv *kv;
-    int32_t *block_table; /* [n_blocks] = 0, 1, 2, ...: one sequence owns the whole cache */
-    int32_t n_blocks;
-    int32_t n_ctx;
-    int32_t max_batch;
-    int32_t n_past;       /* tokens already in the cache */
-    float *logits;        /* [max_batch][n_vocab] */
-} cli_session;
 
 /* Where the model runs: --device cpu|cuda, --gpu-layers N, --gpu-memory-utilization F. */
 typedef struct {
@@ -54,24 +38,9 @@ int32_t cli_device_gpu_layers(const cli_device *d);
  * memory share, and the GPU defaults (f16 KV cache, 2048-token steps) where not given. */
 void cli_device_apply(const cli_device *d, pagoda_engine_config *ec);
 
-/* Prints "pagoda: <error>" to stderr and returns non-zero on failure. dev: NULL = CPU. */
-int cli_session_open(const char *model_path, int32_t n_ctx, int32_t max_batch, const cli_device *dev, cli_session *s);
-/* Appends n tokens (chunked by max_batch). Logits of the last token end up in s->logits;
- * if all_logits != NULL it receives [n][n_vocab]. */
-int cli_session_eval(cli_session *s, const int32_t *tokens, int32_t n, float *all_logits);
-void cli_session_close(cli_session *s);
-
 /* pagoda_model_load + reading every weight page once with a progress line on a terminal and a
  * "loaded" summary on stderr. Prints the error and returns non-zero on failure. */
-int cli_model_load(const char *path, struct pagoda_model **out);
-
-/* A model's tokenizer without its weights: a .gguf (vocab-only ones too) or a HF folder. */
-typedef struct {
-    struct gguf_file *gguf; /* keeps GGUF metadata alive while the tokenizer lives */
-    struct pg_tokenizer *tok;
-} cli_tokenizer;
-int cli_tokenizer_open(const char *model_path, cli_tokenizer *t);
-void cli_tokenizer_close(cli_tokenizer *t);
+int cli_model_load(const char *path, pagoda_model **out);
 
 /* "1,2,3" or "1 2 3" -> ids (malloc'd). Returns 0 on success, prints an error otherwise. */
 int cli_parse_ids(const char *str, int32_t **ids, int32_t *n);

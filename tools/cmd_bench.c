@@ -1,16 +1,15 @@
 /* pagoda bench -m MODEL: prompt processing (pp) and generation (tg) speed at several thread
  * counts, next to a memory-bandwidth probe so generation can be stated as a fraction of the
- * bandwidth limit (bandwidth / weight bytes read per token). */
+ * bandwidth limit (bandwidth / weight bytes read per token). Measured through the engine (one
+ * engine per thread count over one loaded model): pp is one request whose p-token prompt runs as
+ * one prefill chunk and that ends after its first token; tg is the n one-token steps of a request
+ * with a one-token prompt that generates n tokens (positions 0 .. n-1). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "cli_common.h"
 #include "commands.h"
-#include "core/dtype.h"
-#include "core/membw.h"
-#include "kernels/kernels.h"
 #include "core/clock.h"
 
 static void usage(void) {
@@ -27,18 +26,43 @@ static void usage(void) {
             CLI_DEVICE_HELP);
 }
 
-static void count_dtype(const pg_weight *w, void *user) {
-    if (w->data && w->n_out > 1) ((int *)user)[w->dtype]++;
+typedef struct {
+    int done, failed;
+    char error[256];
+} bench_req;
+
+static void on_event(const pagoda_event *ev, void *user) {
+    bench_req *q = user;
+    if (ev->finish == PAGODA_FINISH_ERROR || ev->finish == PAGODA_FINISH_CANCELLED) {
+        q->failed = 1;
+        snprintf(q->error, sizeof q->error, "%s", ev->error ? ev->error : "cancelled");
+    }
+    if (ev->request_done) q->done = 1;
 }
 
-/* Most common matrix type, to name the model's quantization in the report. */
-static const char *main_dtype(const pg_model *m) {
-    int counts[PAGODA_DTYPE_COUNT] = {0};
-    model_for_each_weight(m, count_dtype, counts);
-    int best = 0;
-    for (int t = 1; t < PAGODA_DTYPE_COUNT; t++)
-        if (counts[t] > counts[best]) best = t;
-    return dtype_name(best);
+/* Runs one greedy request of n_prompt tokens that generates max_tokens tokens (ignoring EOS) to
+ * its end on the caller's thread; its wall time in *seconds. */
+static int run_request(pagoda_engine *e, const int32_t *prompt, int32_t n_prompt, int32_t max_tokens, double *seconds) {
+    bench_req q = {0};
+    pagoda_request rq;
+    pagoda_request_default(&rq);
+    rq.prompt_tokens = prompt;
+    rq.n_prompt_tokens = n_prompt;
+    rq.max_tokens = max_tokens;
+    rq.sampling.temperature = 0;
+    rq.ignore_eos = 1;
+    rq.on_event = on_event;
+    rq.user = &q;
+    double t0 = pg_now_s();
+    if (pagoda_engine_submit(e, &rq, NULL)) return cli_error("bench");
+    while (!q.done)
+        if (pagoda_engine_step(e, NULL)) return cli_error("bench");
+    *seconds = pg_now_s() - t0;
+    if (q.failed) {
+        fprintf(stderr, "pagoda: bench: %s\n", q.error);
+        return 1;
+    }
+    return 0;
 }
 
 int cmd_bench(int argc, char **argv) {
@@ -80,57 +104,76 @@ int cmd_bench(int argc, char **argv) {
         for (int32_t i = 0; i < n; i++) threads[n_threads++] = ids[i] ? ids[i] : 1;
         free(ids);
     } else {
-        kcpu_set_threads(0);
+        pagoda_system_info si;
+        pagoda_system_get_info(&si);
         threads[n_threads++] = 1;
-        if (kcpu_get_threads() > 1) threads[n_threads++] = kcpu_get_threads();
+        if (si.n_cpu_threads > 1) threads[n_threads++] = si.n_cpu_threads;
     }
 
-    cli_session s;
+    pagoda_model *m = NULL;
+    if (cli_model_load(model, &m)) return 1;
+    pagoda_model_info info;
+    pagoda_model_facts facts;
+    pagoda_system_info si;
+    pagoda_model_get_info(m, &info);
+    pagoda_model_get_facts(m, &facts);
+    pagoda_system_get_info(&si);
+    const char *dtype = pagoda_dtype_name(facts.weight_dtype), *isa = dev.cuda ? "cuda" : si.cpu_isa;
+    uint64_t wbytes = info.weight_bytes;
     int32_t max_batch = n_pp > 0 ? (int32_t)n_pp : 1;
-    if (cli_session_open(model, (int32_t)(n_pp + n_tg + 16), max_batch, &dev, &s)) return 1;
-    const pg_model_config *c = &s.m->cfg;
-    uint64_t wbytes = model_weight_bytes(s.m);
     int32_t *tokens = malloc(sizeof(int32_t) * (size_t)max_batch);
-    if (!tokens) return 1;
+    if (!tokens) {
+        pagoda_model_free(m);
+        return 1;
+    }
     uint64_t seed = 12345;
     for (int32_t i = 0; i < max_batch; i++) {
         seed = seed * 6364136223846793005ULL + 1442695040888963407ULL;
-        tokens[i] = (int32_t)((seed >> 33) % (uint64_t)c->n_vocab);
+        tokens[i] = (int32_t)((seed >> 33) % (uint64_t)info.n_vocab);
     }
-    fprintf(stderr, "bench: %s, %s %s, %.1f MiB of weights read per token, %s\n", model, c->arch_name,
-            main_dtype(s.m), wbytes / 1048576.0, dev.cuda ? "cuda" : kcpu_isa());
+    fprintf(stderr, "bench: %s, %s %s, %.1f MiB of weights read per token, %s\n", model, info.arch, dtype,
+            wbytes / 1048576.0, isa);
     FILE *json = NULL;
     if (json_path && !(json = fopen(json_path, "w"))) {
         fprintf(stderr, "pagoda: cannot write %s\n", json_path);
+        free(tokens);
+        pagoda_model_free(m);
         return 1;
     }
     if (json) fprintf(json, "{\"model\": \"%s\", \"arch\": \"%s\", \"dtype\": \"%s\", \"weight_bytes\": %llu, \"isa\": \"%s\", \"runs\": [",
-                      model, c->arch_name, main_dtype(s.m), (unsigned long long)wbytes, dev.cuda ? "cuda" : kcpu_isa());
+                      model, info.arch, dtype, (unsigned long long)wbytes, isa);
     printf("| threads | pp%ld tok/s | tg%ld tok/s | read bw GB/s | tg limit tok/s | tg / limit (median of runs) |\n", n_pp, n_tg);
     printf("|---:|---:|---:|---:|---:|---:|\n");
     int rc = 0;
+    pagoda_engine *e = NULL;
     double *pp = malloc(sizeof(double) * (size_t)reps), *tg = malloc(sizeof(double) * (size_t)reps);
     double *bw = malloc(sizeof(double) * (size_t)reps), *frac = malloc(sizeof(double) * (size_t)reps);
     if (!pp || !tg || !bw || !frac) { rc = 1; goto out; }
     for (int32_t ti = 0; ti < n_threads; ti++) {
-        kcpu_set_threads(threads[ti]);
+        /* one sequence; the prompt in one chunk; no prefix cache (every repetition computes) */
+        pagoda_engine_config ec;
+        pagoda_engine_config_default(&ec);
+        ec.n_threads = threads[ti];
+        ec.max_batch_tokens = max_batch;
+        ec.max_seqs = 1;
+        ec.max_model_len = (int32_t)(n_pp + n_tg + 16);
+        ec.prefix_caching = 0;
+        dev.max_batch_given = 1;
+        cli_device_apply(&dev, &ec);
+        pagoda_engine_destroy(e);
+        if (pagoda_engine_create(m, &ec, &e)) { rc = cli_error("engine"); e = NULL; goto out; }
         /* Each repetition measures pp, tg and then the bandwidth probe right away, so a
          * generation figure is compared with the bandwidth the machine gave at that moment
          * (on shared or virtual machines it moves by 2x from one second to the next).
          * Medians over repetitions are reported. */
         for (long r = 0; r <= reps; r++) { /* r == 0 is a warm-up */
-            s.n_past = 0;
-            double t0 = pg_now_s();
-            if (n_pp && cli_session_eval(&s, tokens, (int32_t)n_pp, NULL)) { rc = 1; goto out; }
-            double t1 = pg_now_s();
-            s.n_past = 0;
-            for (long i = 0; i < n_tg; i++)
-                if (cli_session_eval(&s, &tokens[i % max_batch], 1, NULL)) { rc = 1; goto out; }
-            double t2 = pg_now_s();
+            double t_pp = 0, t_tg = 0;
+            if (n_pp && run_request(e, tokens, (int32_t)n_pp, 1, &t_pp)) { rc = 1; goto out; }
+            if (n_tg && run_request(e, tokens, 1, (int32_t)n_tg, &t_tg)) { rc = 1; goto out; }
             if (r == 0) continue;
-            pp[r - 1] = n_pp ? n_pp / (t1 - t0) : 0;
-            tg[r - 1] = n_tg ? n_tg / (t2 - t1) : 0;
-            bw[r - 1] = membw ? pg_membw_read_gbs((size_t)512 << 20, threads[ti], 0.0) : 0;
+            pp[r - 1] = n_pp ? n_pp / t_pp : 0;
+            tg[r - 1] = n_tg ? n_tg / t_tg : 0;
+            bw[r - 1] = membw ? pagoda_membw_read_gbs((size_t)512 << 20, threads[ti], 0.0) : 0;
             frac[r - 1] = bw[r - 1] > 0 ? tg[r - 1] * (double)wbytes / (bw[r - 1] * 1e9) : 0;
             fprintf(stderr, "\rbench: threads %d, repetition %ld/%ld", threads[ti], r, reps);
         }
@@ -152,6 +195,7 @@ out:
         fclose(json);
     }
     free(tokens), free(pp), free(tg), free(bw), free(frac);
-    cli_session_close(&s);
+    pagoda_engine_destroy(e);
+    pagoda_model_free(m);
     return rc;
 }

@@ -13,7 +13,6 @@
 
 #include "cli_common.h"
 #include "commands.h"
-#include "engine/model_api.h"
 #include "bench_report.h"
 #include "jsonl.h"
 #include "core/clock.h"

@@ -1,18 +1,41 @@
 /* pagoda logits -m MODEL -i IDS.safetensors -o OUT.safetensors
  * Reads input_ids (int32 [B,T]) and writes logits (f32 [B,T,V]); every row of the batch is an
- * independent sequence from position 0, and all rows run together in one packed batch. */
+ * independent sequence from position 0. Through the engine: one scoring request per row (raw
+ * logits of every prompt position, no prefix-cache reuse), the engine sized so that one step
+ * takes every row, i.e. all rows run together in one packed batch. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "cli_common.h"
 #include "commands.h"
-#include "format/safetensors.h"
-#include "kernels/kernels.h"
+#include "tensor_file.h"
 
 static void usage(void) {
     fprintf(stderr, "usage: pagoda logits -m MODEL -i IDS.safetensors -o OUT.safetensors [-t THREADS]\n"
                     "  IDS.safetensors holds input_ids (int32 [B,T]); OUT gets logits (f32 [B,T,V]).\n");
+}
+
+typedef struct {
+    float *out;        /* [T][V] of this row */
+    int32_t T, V;
+    int done, failed;
+    char error[256];
+} row_state;
+
+static void on_logits(const pagoda_logits_event *ev, void *user) {
+    row_state *r = user;
+    if (ev->pos >= 0 && ev->pos < r->T && ev->n_vocab == r->V)
+        memcpy(r->out + (size_t)ev->pos * (size_t)r->V, ev->logits, sizeof(float) * (size_t)r->V);
+}
+
+static void on_event(const pagoda_event *ev, void *user) {
+    row_state *r = user;
+    if (ev->finish == PAGODA_FINISH_ERROR || ev->finish == PAGODA_FINISH_CANCELLED) {
+        r->failed = 1;
+        snprintf(r->error, sizeof r->error, "%s", ev->error ? ev->error : "cancelled");
+    }
+    if (ev->request_done) r->done = 1;
 }
 
 int cmd_logits(int argc, char **argv) {
@@ -29,63 +52,64 @@ int cmd_logits(int argc, char **argv) {
         else { fprintf(stderr, "pagoda logits: unknown option '%s'\n", a); return usage(), 2; }
     }
     if (!model || !in || !out) return usage(), 2;
-    kcpu_set_threads((int)threads);
 
-    st_model *ids_file = NULL;
-    if (st_open(in, &ids_file)) return cli_error(in);
-    const st_tensor *ids = st_find(ids_file, "input_ids");
-    if (!ids || ids->dtype != PAGODA_DTYPE_I32 || ids->n_dims != 2 || ids->shape[0] <= 0 || ids->shape[1] <= 0 ||
-        ids->shape[0] * ids->shape[1] > (1 << 20)) {
-        fprintf(stderr, "pagoda: %s: needs tensor input_ids of type I32 and shape [B,T] (B*T <= 1M)\n", in);
-        st_close(ids_file);
-        return 1;
-    }
-    int32_t B = (int32_t)ids->shape[0], T = (int32_t)ids->shape[1];
+    int32_t *tokens = NULL;
+    int64_t rows, cols;
+    if (tensor_file_read_i32_2d(in, "input_ids", 1 << 20, &tokens, &rows, &cols)) return 1;
+    const int32_t B = (int32_t)rows, T = (int32_t)cols;
     int rc = 1;
-    pg_model *m = NULL;
-    pg_forward *fwd = NULL;
-    pg_kv *kv = NULL;
-    int32_t *tokens = malloc(sizeof(int32_t) * (size_t)B * T), *seq_start = malloc(sizeof(int32_t) * (B + 1));
-    int32_t *pos0 = calloc((size_t)B, sizeof(int32_t)), *nblk = malloc(sizeof(int32_t) * B);
-    int32_t *blocks = NULL;
-    const int32_t **tables = malloc(sizeof(int32_t *) * B);
+    pagoda_model *m = NULL;
+    pagoda_engine *e = NULL;
     float *logits = NULL;
-    if (!tokens || !seq_start || !pos0 || !nblk || !tables) goto done;
-    memcpy(tokens, ids->data, sizeof(int32_t) * (size_t)B * T);
-    if (model_load(model, &m)) { cli_error(""); goto done; }
-    const int32_t V = m->cfg.n_vocab, bpr = (T + CLI_BLOCK_SIZE - 1) / CLI_BLOCK_SIZE;
-    blocks = malloc(sizeof(int32_t) * (size_t)B * bpr);
-    logits = malloc(sizeof(float) * (size_t)B * T * V);
-    if (!blocks || !logits) { fprintf(stderr, "pagoda: out of memory\n"); goto done; }
+    row_state *rs = calloc((size_t)B, sizeof *rs);
+    if (!rs) goto done;
+    if (pagoda_model_load(model, &m)) { cli_error(""); goto done; }
+    pagoda_model_info info;
+    pagoda_model_get_info(m, &info);
+    const int32_t V = info.n_vocab;
+    if (!(logits = malloc(sizeof(float) * (size_t)B * T * V))) { fprintf(stderr, "pagoda: out of memory\n"); goto done; }
+
+    /* one step for all rows: B sequences, B*T tokens (up to the engine's limits; beyond them the
+     * rows run in several steps); nothing shared between rows, nothing generated */
+    pagoda_engine_config ec;
+    pagoda_engine_config_default(&ec);
+    ec.n_threads = (int32_t)threads;
+    ec.max_batch_tokens = (int64_t)B * T < 65536 ? B * T : 65536;
+    ec.max_seqs = B < 4096 ? B : 4096;
+    ec.max_model_len = T;
+    ec.prefix_caching = 0;
+    ec.kv_dtype = PAGODA_DTYPE_F32;
+    if (pagoda_engine_create(m, &ec, &e)) { cli_error("engine"); goto done; }
     for (int32_t b = 0; b < B; b++) {
-        seq_start[b] = b * T;
-        nblk[b] = bpr;
-        tables[b] = blocks + (size_t)b * bpr;
-        for (int32_t j = 0; j < bpr; j++) blocks[(size_t)b * bpr + j] = b * bpr + j;
+        rs[b] = (row_state){.out = logits + (size_t)b * T * V, .T = T, .V = V};
+        pagoda_request rq;
+        pagoda_request_default(&rq);
+        rq.prompt_tokens = tokens + (size_t)b * T;
+        rq.n_prompt_tokens = T;
+        rq.score_only = 1;
+        rq.on_prompt_logits = on_logits;
+        rq.on_event = on_event;
+        rq.user = &rs[b];
+        if (pagoda_engine_submit(e, &rq, NULL)) {
+            char ctx[64];
+            snprintf(ctx, sizeof ctx, "input_ids row %d", b);
+            cli_error(ctx);
+            goto done;
+        }
     }
-    seq_start[B] = B * T;
-    if (forward_create(m, B * T, &fwd) ||
-        forward_kv_create(fwd, B * bpr, CLI_BLOCK_SIZE, PAGODA_DTYPE_F32, &kv)) {
-        cli_error("");
-        goto done;
-    }
-    uint8_t *mask = malloc((size_t)B * T);
-    if (!mask) goto done;
-    memset(mask, 1, (size_t)B * T);
-    pg_batch batch = {.n_tok = B * T, .tokens = tokens, .n_seq = B, .seq_start = seq_start, .seq_pos0 = pos0,
-                      .block_tables = tables, .n_blocks = nblk, .logits_mask = mask};
-    pagoda_status st = forward_run(fwd, &batch, kv, logits);
-    free(mask);
-    if (st) { cli_error("forward"); goto done; }
+    for (int32_t n_live = 1; n_live > 0;)
+        if (pagoda_engine_step(e, &n_live)) { cli_error("engine"); goto done; }
+    for (int32_t b = 0; b < B; b++)
+        if (rs[b].failed || !rs[b].done) {
+            fprintf(stderr, "pagoda: forward: %s\n", rs[b].failed ? rs[b].error : "a row did not finish");
+            goto done;
+        }
     int64_t shape[3] = {B, T, V};
-    st_write_tensor t = {.name = "logits", .dtype = PAGODA_DTYPE_F32, .n_dims = 3, .shape = shape, .data = logits};
-    if (st_write(out, &t, 1)) { cli_error(out); goto done; }
+    if (tensor_file_write_f32(out, "logits", shape, 3, logits)) goto done;
     rc = 0;
 done:
-    free(tokens), free(seq_start), free(pos0), free(nblk), free(tables), free(blocks), free(logits);
-    forward_kv_destroy(kv);
-    forward_destroy(fwd);
-    model_free(m);
-    st_close(ids_file);
+    pagoda_engine_destroy(e);
+    pagoda_model_free(m);
+    free(tokens), free(logits), free(rs);
     return rc;
 }

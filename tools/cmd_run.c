@@ -1,6 +1,7 @@
 /* pagoda run -m MODEL (-p TEXT | --prompt-ids IDS | --chat) [-n N] [sampling options]
- * Generates text for one sequence, streaming it as it comes; --chat talks turn by turn with the
- * model's chat template, reusing the cached prefix of the conversation. */
+ * Generates text for one sequence through the engine (include/pagoda.h), streaming it as it
+ * comes; --chat talks turn by turn with the model's chat template, each turn a request whose
+ * prompt starts with the whole conversation so far, which the prefix cache mostly serves. */
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -9,10 +10,6 @@
 
 #include "cli_common.h"
 #include "commands.h"
-#include "engine/sampler.h"
-#include "kernels/kernels.h"
-#include "template/chat_template.h"
-#include "tokenizer/tokenizer.h"
 #include "core/clock.h"
 
 static void usage(void) {
@@ -35,88 +32,108 @@ static void usage(void) {
 }
 
 typedef struct {
-    cli_session s;
-    cli_tokenizer tk;     /* tk.tok NULL: the model has no tokenizer (ids only) */
-    pg_sampler *smp;
-    int32_t *cached;      /* the tokens in the KV cache, in order [s.n_past] */
+    pagoda_model *m;
+    pagoda_engine *e;
+    pagoda_request base;  /* sampling, stop conditions: every turn's request starts from this */
+    int32_t n_vocab, max_len;
     long n_gen;
-    int ignore_eos, print_ids;
+    int print_ids;
 } runner;
 
-static int is_end(const runner *r, int32_t tok) {
-    if (r->ignore_eos) return 0;
-    return r->tk.tok ? tok_is_eog(r->tk.tok, tok) : tok == r->s.m->cfg.eos_id;
+/* One turn's stream, filled by the event callback (the caller's thread: it steps the engine). */
+typedef struct {
+    int print_ids;
+    long n_done;          /* tokens generated */
+    char *text;           /* the reply so far [len] */
+    size_t len, cap;
+    double t_first;       /* when the first token came (0: none yet) */
+    int32_t n_prompt, n_cached;
+    int done, failed, oom;
+    char error[256];
+} turn;
+
+static void append(turn *t, const char *s, size_t n) {
+    if (!n || t->oom) return;
+    if (t->len + n + 1 > t->cap) {
+        size_t cap = 2 * (t->len + n + 1);
+        char *nt = realloc(t->text, cap);
+        if (!nt) {
+            t->oom = 1;
+            return;
+        }
+        t->text = nt, t->cap = cap;
+    }
+    memcpy(t->text + t->len, s, n);
+    t->len += n;
 }
 
-/* Feeds prompt (skipping the prefix already cached), then generates, printing as it goes.
- * The generated text is returned in *reply (malloc'd) when reply != NULL. */
+static void on_event(const pagoda_event *ev, void *user) {
+    turn *t = user;
+    if (ev->token >= 0) {
+        if (t->n_done++ == 0) t->t_first = pg_now_s();
+        if (t->print_ids) printf("%s%d", t->n_done > 1 ? " " : "", ev->token);
+    }
+    if (!t->print_ids) {
+        fwrite(ev->text, 1, ev->text_len, stdout);
+        append(t, ev->text, ev->text_len);
+    }
+    fflush(stdout);
+    t->n_prompt = ev->n_prompt_tokens, t->n_cached = ev->n_cached_tokens;
+    if (ev->finish == PAGODA_FINISH_ERROR || ev->finish == PAGODA_FINISH_CANCELLED) {
+        t->failed = 1;
+        snprintf(t->error, sizeof t->error, "%s", ev->error ? ev->error : "cancelled");
+    }
+    if (ev->request_done) t->done = 1;
+}
+
+/* Runs prompt through the engine, printing the generation as it comes. The generated text is
+ * returned in *reply (malloc'd) when reply != NULL. */
 static int generate(runner *r, const int32_t *prompt, int32_t n_prompt, char **reply) {
-    const int32_t V = r->s.m->cfg.n_vocab;
     for (int32_t i = 0; i < n_prompt; i++)
-        if (prompt[i] < 0 || prompt[i] >= V) {
-            fprintf(stderr, "pagoda: prompt token %d out of range (vocab %d)\n", prompt[i], V);
+        if (prompt[i] < 0 || prompt[i] >= r->n_vocab) {
+            fprintf(stderr, "pagoda: prompt token %d out of range (vocab %d)\n", prompt[i], r->n_vocab);
             return 1;
         }
-    if (n_prompt + r->n_gen > r->s.n_ctx) {
-        fprintf(stderr, "pagoda: prompt (%d) + max tokens (%ld) exceed the context (%d)\n", n_prompt, r->n_gen, r->s.n_ctx);
+    if (n_prompt + r->n_gen > r->max_len) {
+        fprintf(stderr, "pagoda: prompt (%d) + max tokens (%ld) exceed the context (%d)\n", n_prompt, r->n_gen, r->max_len);
         return 1;
     }
-    int32_t common = 0;
-    while (common < r->s.n_past && common < n_prompt && r->cached[common] == prompt[common]) common++;
-    if (common == n_prompt) common--; /* the last prompt token must run to give logits */
-    r->s.n_past = common;
-    sampler_reset(r->smp);
-    for (int32_t i = 0; i < n_prompt; i++) sampler_accept(r->smp, prompt[i]);
+    turn t = {.print_ids = r->print_ids};
+    pagoda_request rq = r->base;
+    rq.prompt_tokens = prompt;
+    rq.n_prompt_tokens = n_prompt;
+    rq.max_tokens = (int32_t)r->n_gen;
+    rq.score_only = r->n_gen == 0; /* the prompt goes through the model, nothing is generated */
+    rq.on_event = on_event;
+    rq.user = &t;
     double t0 = pg_now_s();
-    if (cli_session_eval(&r->s, prompt + common, n_prompt - common, NULL)) return 1;
-    memcpy(r->cached, prompt, sizeof(int32_t) * (size_t)n_prompt);
-    double t1 = pg_now_s();
-
-    tok_stream *ts = NULL;
-    if (r->tk.tok && !r->print_ids && tok_stream_create(r->tk.tok, true, &ts)) return cli_error("detokenizer");
-    size_t out_len = 0, out_cap = 256;
-    char *out = malloc(out_cap), piece[256];
-    long n_done = 0;
-    int rc = 1;
-    if (!out) goto done;
-    for (; n_done < r->n_gen; n_done++) {
-        int32_t tok = sampler_sample(r->smp, r->s.logits);
-        sampler_accept(r->smp, tok);
-        if (is_end(r, tok)) break;
-        if (ts) {
-            size_t k = tok_stream_push(ts, tok, piece, sizeof piece);
-            if (k > sizeof piece) k = 0; /* one token never decodes to more than 256 bytes in practice */
-            fwrite(piece, 1, k, stdout);
-            if (out_len + k + 1 > out_cap) {
-                char *no = realloc(out, out_cap = 2 * (out_len + k + 1));
-                if (!no) goto done;
-                out = no;
-            }
-            memcpy(out + out_len, piece, k);
-            out_len += k;
-        } else {
-            printf("%s%d", n_done ? " " : "", tok);
+    if (pagoda_engine_submit(r->e, &rq, NULL)) return cli_error("");
+    while (!t.done)
+        if (pagoda_engine_step(r->e, NULL)) {
+            free(t.text);
+            return cli_error("");
         }
-        fflush(stdout);
-        r->cached[r->s.n_past] = tok;
-        if (n_done + 1 < r->n_gen && cli_session_eval(&r->s, &tok, 1, NULL)) goto done;
-    }
-    if (ts) {
-        size_t k = tok_stream_flush(ts, piece, sizeof piece);
-        if (k <= sizeof piece) fwrite(piece, 1, k, stdout);
-    }
+    double t2 = pg_now_s(), t1 = t.n_done ? t.t_first : t2;
     printf("\n");
     fflush(stdout); /* the reply ends before the statistics line on stderr */
-    double t2 = pg_now_s();
+    if (t.failed || t.oom) {
+        fprintf(stderr, "pagoda: %s\n", t.oom ? "out of memory" : t.error);
+        free(t.text);
+        return 1;
+    }
+    /* the first token is drawn in the prompt's step: the rate counts the tokens after it */
+    long n_after = t.n_done > 1 ? t.n_done - 1 : 0;
     fprintf(stderr, "pagoda: prompt %d tokens (%d cached) in %.3f s (%.1f tok/s), generated %ld tokens in %.3f s (%.1f tok/s)\n",
-            n_prompt, common, t1 - t0, (n_prompt - common) / (t1 - t0), n_done, t2 - t1, n_done / (t2 - t1));
-    out[out_len] = 0;
-    if (reply) *reply = out, out = NULL;
-    rc = 0;
-done:
-    free(out);
-    tok_stream_destroy(ts);
-    return rc;
+            t.n_prompt, t.n_cached, t1 - t0, (t.n_prompt - t.n_cached) / (t1 - t0), t.n_done, t2 - t1,
+            n_after / (t2 - t1));
+    if (reply) {
+        if (!t.text && !(t.text = malloc(1))) return 1;
+        t.text[t.len] = 0;
+        *reply = t.text;
+    } else {
+        free(t.text);
+    }
+    return 0;
 }
 
 /* Reads a line from stdin (without the newline); NULL at end of input. */
@@ -142,17 +159,14 @@ static char *read_line(void) {
 }
 
 static int chat(runner *r, const char *system) {
-    const char *tmpl = tok_chat_template(r->tk.tok);
-    if (!tmpl) {
+    pagoda_model_info info;
+    pagoda_model_get_info(r->m, &info);
+    if (!info.chat_template) {
         fprintf(stderr, "pagoda: this model has no chat template\n");
         return 1;
     }
     json_t *messages = json_array();
     if (system) json_array_append_new(messages, json_pack("{s:s, s:s}", "role", "system", "content", system));
-    const char *bos = NULL, *eos = NULL;
-    size_t l;
-    if (tok_bos(r->tk.tok) >= 0) bos = tok_piece(r->tk.tok, tok_bos(r->tk.tok), &l);
-    if (tok_eos(r->tk.tok) >= 0) eos = tok_piece(r->tk.tok, tok_eos(r->tk.tok), &l);
     int rc = 0;
     fprintf(stderr, "pagoda: chat; an empty line or end of input ends it\n");
     for (;;) {
@@ -165,19 +179,19 @@ static int chat(runner *r, const char *system) {
         json_array_append_new(messages, json_pack("{s:s, s:s}", "role", "user", "content", line));
         free(line);
         char *mj = json_dumps(messages, JSON_COMPACT), *text = NULL, *reply = NULL;
-        chat_template_input in = {.messages_json = mj, .add_generation_prompt = true, .bos_token = bos, .eos_token = eos};
         int32_t *ids = NULL;
         size_t n = 0;
-        if (chat_template_render(tmpl, &in, &text)) {
+        /* the template writes BOS and the other special tokens itself */
+        if (pagoda_chat_render(r->m, mj, NULL, 1, &text)) {
             rc = cli_error("chat template");
-        } else if (tok_encode(r->tk.tok, text, strlen(text), false, true, &ids, &n)) {
+        } else if (pagoda_tokenize(r->m, text, strlen(text), 0, 1, &ids, &n)) {
             rc = cli_error("tokenize");
         } else if (generate(r, ids, (int32_t)n, &reply) == 0) {
             json_array_append_new(messages, json_pack("{s:s, s:s}", "role", "assistant", "content", reply));
         } else {
             rc = 1;
         }
-        free(mj), free(text), free(ids), free(reply);
+        free(mj), pagoda_free(text), pagoda_free(ids), free(reply);
         if (rc) break;
     }
     json_decref(messages);
@@ -188,7 +202,8 @@ int cmd_run(int argc, char **argv) {
     const char *model = NULL, *ids_str = NULL, *text = NULL, *system = NULL;
     long n_gen = 128, n_ctx = 0, threads = 0, seed = 0, last_n = 64, top_k = 0;
     int ignore_eos = 0, chat_mode = 0;
-    pg_sampling_params sp = sampler_default_params();
+    pagoda_sampling sp;
+    pagoda_sampling_default(&sp);
     sp.temperature = 0;
     cli_device dev;
     cli_device_default(&dev);
@@ -224,14 +239,15 @@ int cmd_run(int argc, char **argv) {
         fprintf(stderr, "pagoda run: give a model and exactly one of -p, --prompt-ids, --chat\n");
         return usage(), 2;
     }
+    if (!(sp.temperature > 0)) sp.temperature = 0; /* <= 0: greedy */
+    if (sp.top_p > 1) sp.top_p = 1;                /* >= 1: off */
+    if (sp.min_p < 0) sp.min_p = 0;                /* <= 0: off */
     sp.top_k = (int32_t)top_k;
-    sp.seed = (uint64_t)seed;
-    sp.penalty_last_n = (int32_t)last_n;
-    kcpu_set_threads((int)threads);
+    sp.seed = seed;
+    if (last_n == 0) /* a penalty window of no tokens: no penalty */
+        sp.repetition_penalty = 1, sp.presence_penalty = 0, sp.frequency_penalty = 0;
 
-    runner r = {.n_gen = n_gen, .ignore_eos = ignore_eos, .print_ids = ids_str != NULL};
     int32_t *prompt = NULL, n_prompt = 0;
-    int rc = 1;
     if (ids_str) {
         if (cli_parse_ids(ids_str, &prompt, &n_prompt)) return 2;
         if (n_prompt == 0) {
@@ -240,27 +256,58 @@ int cmd_run(int argc, char **argv) {
             return 2;
         }
     }
-    if (cli_session_open(model, (int32_t)n_ctx, 512, &dev, &r.s)) {
+    runner r = {.n_gen = n_gen, .print_ids = ids_str != NULL};
+    int rc = 1;
+    if (cli_model_load(model, &r.m)) {
         free(prompt);
         return 1;
     }
-    /* a model without a tokenizer (e.g. test fixtures) still runs from ids */
-    if ((text || chat_mode) && cli_tokenizer_open(model, &r.tk)) goto done;
-    if (!ids_str && !r.tk.tok) goto done;
-    if (sampler_create(&sp, r.s.m->cfg.n_vocab, &r.smp)) { cli_error("sampler"); goto done; }
-    if (!(r.cached = malloc(sizeof(int32_t) * (size_t)r.s.n_ctx))) goto done;
+    pagoda_model_info info;
+    pagoda_model_facts facts;
+    pagoda_model_get_info(r.m, &info);
+    pagoda_model_get_facts(r.m, &facts);
+    r.n_vocab = info.n_vocab;
+    if ((text || chat_mode) && !facts.has_tokenizer) {
+        fprintf(stderr, "pagoda: %s has no tokenizer: give the prompt with --prompt-ids\n", model);
+        goto done;
+    }
+    /* one sequence, 512-token prefill chunks, the context asked for (default: the model's, at
+     * most 4096); the prefix cache serves a chat's earlier turns */
+    pagoda_engine_config ec;
+    pagoda_engine_config_default(&ec);
+    ec.n_threads = (int32_t)threads;
+    ec.max_batch_tokens = 512;
+    ec.max_seqs = 1;
+    ec.max_model_len = n_ctx > 0 ? (int32_t)n_ctx : info.n_ctx_train > 0 && info.n_ctx_train < 4096 ? info.n_ctx_train : 4096;
+    dev.max_batch_given = 1;
+    cli_device_apply(&dev, &ec);
+    if (pagoda_engine_create(r.m, &ec, &r.e)) { cli_error(""); goto done; }
+    pagoda_engine_stats st;
+    pagoda_engine_get_stats(r.e, &st);
+    r.max_len = st.max_model_len;
+
+    pagoda_request_default(&r.base);
+    r.base.sampling = sp;
+    r.base.penalty_last_n = last_n ? (int32_t)last_n : 0;
+    int32_t eos = facts.eos_config;
+    if (ids_str) {
+        /* token ids in, token ids out: generation ends at the model's configured EOS token only
+         * (not at the tokenizer's other end-of-generation tokens) */
+        r.base.ignore_eos = 1;
+        if (!ignore_eos && eos >= 0) r.base.stop_token_ids = &eos, r.base.n_stop_token_ids = 1;
+    } else {
+        r.base.ignore_eos = ignore_eos;
+    }
     if (text) {
         size_t n = 0;
-        if (tok_encode(r.tk.tok, text, strlen(text), true, true, &prompt, &n)) { cli_error("tokenize"); goto done; }
+        if (pagoda_tokenize(r.m, text, strlen(text), 1, 1, &prompt, &n)) { cli_error("tokenize"); goto done; }
         n_prompt = (int32_t)n;
         if (n_prompt == 0) { fprintf(stderr, "pagoda: the prompt encodes to no tokens\n"); goto done; }
     }
     rc = chat_mode ? chat(&r, system) : generate(&r, prompt, n_prompt, NULL);
 done:
-    sampler_destroy(r.smp);
-    cli_tokenizer_close(&r.tk);
-    cli_session_close(&r.s);
-    free(r.cached);
+    pagoda_engine_destroy(r.e);
+    pagoda_model_free(r.m);
     free(prompt);
     return rc;
 }

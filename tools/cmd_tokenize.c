@@ -6,7 +6,6 @@
 
 #include "cli_common.h"
 #include "commands.h"
-#include "tokenizer/tokenizer.h"
 
 static void usage(void) {
     fprintf(stderr, "usage: pagoda tokenize -m MODEL [--ids | --pieces] [--no-special] [--add-special] TEXT\n"
@@ -49,12 +48,12 @@ int cmd_tokenize(int argc, char **argv) {
         else { fprintf(stderr, "pagoda tokenize: unknown option '%s'\n", a); return usage(), 2; }
     }
     if (!model || !text) return usage(), 2;
-    cli_tokenizer tk;
-    if (cli_tokenizer_open(model, &tk)) return 1;
+    pagoda_model *tk = NULL; /* the tokenizer only: vocabulary-only GGUFs load too */
+    if (pagoda_model_load_vocab(model, &tk)) return cli_error("tokenizer");
     size_t len = 0;
     char *owned = NULL;
     if (!strcmp(text, "-")) {
-        if (!(owned = read_stdin(&len))) { cli_tokenizer_close(&tk); return 1; }
+        if (!(owned = read_stdin(&len))) { pagoda_model_free(tk); return 1; }
         text = owned;
     } else {
         len = strlen(text);
@@ -62,12 +61,13 @@ int cmd_tokenize(int argc, char **argv) {
     int32_t *ids = NULL;
     size_t n = 0;
     int rc = 0;
-    if (tok_encode(tk.tok, text, len, add_special, parse_special, &ids, &n)) {
+    if (pagoda_tokenize(tk, text, len, add_special, parse_special, &ids, &n)) {
         rc = cli_error("tokenize");
     } else {
         for (size_t i = 0; i < n; i++) {
             size_t pl;
-            const char *p = tok_piece(tk.tok, ids[i], &pl);
+            const char *p = pagoda_token_piece(tk, ids[i], &pl);
+            if (!p) p = "";
             if (ids_only) printf("%s%d", i ? " " : "", ids[i]);
             else if (pieces_only) printf("%s%.*s", i ? " " : "", (int)pl, p);
             else printf("%6d -> '%.*s'\n", ids[i], (int)pl, p);
@@ -75,8 +75,8 @@ int cmd_tokenize(int argc, char **argv) {
         if (ids_only || pieces_only) printf("\n");
         fprintf(stderr, "pagoda: %zu tokens\n", n);
     }
-    free(ids);
+    pagoda_free(ids);
     free(owned);
-    cli_tokenizer_close(&tk);
+    pagoda_model_free(tk);
     return rc;
 }

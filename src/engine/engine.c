@@ -59,6 +59,9 @@ static pagoda_status normalize_config(const pagoda_engine_config *cfg, pagoda_en
 
 pagoda_status pagoda_engine_create(pagoda_model *pm, const pagoda_engine_config *cfg, pagoda_engine **out) {
     *out = NULL;
+    if (!pm || !pm->m)
+        return pg_fail(PAGODA_ERR_INVALID, "pagoda_engine_create: the model has no weights (a tokenizer loaded with "
+                                           "pagoda_model_load_vocab)");
     pagoda_engine_config c;
     pagoda_status st = normalize_config(cfg, &c);
     if (st) return st;

@@ -30,7 +30,7 @@ static void find_fim(pagoda_model *pm) {
         {"<PRE>", "<SUF>", "<MID>"},                            /* CodeLlama */
     };
     pm->fim_prefix = pm->fim_suffix = pm->fim_middle = -1;
-    const gguf_file *g = pm->m->gguf;
+    const gguf_file *g = pm->m ? pm->m->gguf : pm->vocab_gguf;
     uint32_t a, b, c;
     if (g && gguf_get_u32(g, "tokenizer.ggml.fim_pre_token_id", &a) && gguf_get_u32(g, "tokenizer.ggml.fim_suf_token_id", &b) &&
         gguf_get_u32(g, "tokenizer.ggml.fim_mid_token_id", &c) && a < (uint32_t)tok_n_vocab(pm->tok) &&
@@ -89,17 +89,22 @@ void pagoda_model_free(pagoda_model *pm) {
     if (!pm) return;
     tok_free(pm->tok);
     model_free(pm->m);
+    gguf_close(pm->vocab_gguf);
     free(pm);
 }
 
 void pagoda_model_get_info(const pagoda_model *pm, pagoda_model_info *info) {
     memset(info, 0, sizeof *info);
-    info->arch = pm->m->cfg.arch_name;
-    info->path = pm->m->path;
-    info->n_ctx_train = pm->m->cfg.n_ctx_train;
-    info->n_vocab = pm->m->cfg.n_vocab;
-    info->n_params = pm->n_params;
-    info->weight_bytes = model_weight_bytes(pm->m);
+    if (pm->m) {
+        info->arch = pm->m->cfg.arch_name;
+        info->path = pm->m->path;
+        info->n_ctx_train = pm->m->cfg.n_ctx_train;
+        info->n_vocab = pm->m->cfg.n_vocab;
+        info->n_params = pm->n_params;
+        info->weight_bytes = model_weight_bytes(pm->m);
+    } else {
+        info->n_vocab = tok_n_vocab(pm->tok);
+    }
     info->chat_template = pm->tok ? tok_chat_template(pm->tok) : NULL;
     info->bos = pm->tok ? tok_bos(pm->tok) : -1;
     info->eos = pm->tok ? tok_eos(pm->tok) : -1;
@@ -157,3 +162,57 @@ pagoda_status pagoda_chat_render(const pagoda_model *pm, const char *messages_js
 }
 
 void pagoda_free(void *p) { free(p); }
+
+pagoda_status pagoda_model_load_vocab(const char *path, pagoda_model **out) {
+    *out = NULL;
+    if (!path) return pg_fail(PAGODA_ERR_INVALID, "pagoda_model_load_vocab: path is NULL");
+    pagoda_model *pm = calloc(1, sizeof *pm);
+    if (!pm) return pg_fail(PAGODA_ERR_NOMEM, "out of memory");
+    struct stat sb;
+    pagoda_status st;
+    if (stat(path, &sb) == 0 && S_ISDIR(sb.st_mode)) {
+        st = tok_load_hf(path, &pm->tok);
+    } else if ((st = gguf_open(path, &pm->vocab_gguf)) == PAGODA_OK) {
+        st = tok_load_gguf(pm->vocab_gguf, &pm->tok);
+    }
+    if (st) {
+        pagoda_model_free(pm);
+        return st;
+    }
+    find_fim(pm);
+    *out = pm;
+    return PAGODA_OK;
+}
+
+const char *pagoda_token_piece(const pagoda_model *pm, int32_t id, size_t *len) {
+    *len = 0;
+    if (!pm->tok || id < 0 || id >= tok_n_vocab(pm->tok)) return NULL;
+    return tok_piece(pm->tok, id, len);
+}
+
+static void count_dtype(const pg_weight *w, void *user) {
+    if (w->data && w->n_out > 1 && w->dtype >= 0 && w->dtype < PAGODA_DTYPE_COUNT) ((int *)user)[w->dtype]++;
+}
+
+void pagoda_model_get_facts(const pagoda_model *pm, pagoda_model_facts *f) {
+    memset(f, 0, sizeof *f);
+    f->has_tokenizer = pm->tok != NULL;
+    f->eos_config = -1;
+    if (!pm->m) return;
+    const pg_model_config *c = &pm->m->cfg;
+    f->has_weights = 1;
+    f->n_layer = c->n_layer, f->n_embd = c->n_embd, f->n_head = c->n_head, f->n_head_kv = c->n_head_kv;
+    f->n_ff = c->n_ff;
+    f->eos_config = c->eos_id >= 0 && c->eos_id < c->n_vocab ? c->eos_id : -1;
+    int counts[PAGODA_DTYPE_COUNT] = {0};
+    model_for_each_weight(pm->m, count_dtype, counts);
+    int best = 0;
+    for (int t = 1; t < PAGODA_DTYPE_COUNT; t++)
+        if (counts[t] > counts[best]) best = t;
+    f->weight_dtype = (pagoda_dtype)best;
+}
+
+void pagoda_model_prefault(const pagoda_model *pm, void (*progress)(uint64_t done, uint64_t total, void *user),
+                           void *user) {
+    if (pm->m) model_prefault(pm->m, progress, user);
+}

@@ -48,6 +48,8 @@ static pagoda_status validate(const pagoda_engine *e, const pagoda_request *p) {
             return pg_fail(PAGODA_ERR_INVALID, "stop token id %d out of range [0, %d)", p->stop_token_ids[i], e->n_vocab);
     if (!p->prompt && (p->n_prompt_tokens <= 0 || !p->prompt_tokens))
         return pg_fail(PAGODA_ERR_INVALID, "the request has no prompt");
+    if (p->penalty_last_n < -1)
+        return pg_fail(PAGODA_ERR_INVALID, "penalty_last_n must be -1, 0 or positive, got %d", p->penalty_last_n);
     if (p->n_logit_bias < 0 || p->n_logit_bias > PAGODA_MAX_LOGIT_BIAS || (p->n_logit_bias && !p->logit_bias))
         return pg_fail(PAGODA_ERR_INVALID, "logit_bias has %d entries; at most %d are allowed", p->n_logit_bias,
                        PAGODA_MAX_LOGIT_BIAS);
@@ -138,12 +140,16 @@ static pagoda_status make_request(pagoda_engine *e, const pagoda_request *p, req
         sp.repetition_penalty = p->sampling.repetition_penalty;
         sp.presence_penalty = p->sampling.presence_penalty;
         sp.frequency_penalty = p->sampling.frequency_penalty;
-        sp.penalty_last_n = -1; /* penalties look at the generated tokens (OpenAI semantics) */
+        /* 0: the penalties look at the generated tokens (OpenAI semantics); else a window over
+         * prompt + generation (llama.cpp's repeat-last-n), the prompt recorded below */
+        sp.penalty_last_n = p->penalty_last_n ? p->penalty_last_n : -1;
         sp.seed = seed + (uint64_t)i;
         if ((st = sampler_create_lean(&sp, e->n_vocab, &ch->sampler)) ||
             (e->tok && (st = tok_stream_create(e->tok, p->skip_special != 0, &ch->detok))) ||
             (st = stop_init(&ch->stop, p->stop, p->n_stop)))
             goto fail;
+        if (p->penalty_last_n)
+            for (int32_t j = 0; j < r->n_prompt; j++) sampler_accept(ch->sampler, r->prompt[j]);
         /* the logits processors, in order: logit_bias first, then the penalties */
         if ((r->bias.n && (st = lp_chain_add(&ch->chain, lp_bias_apply, &r->bias))) ||
             (sampler_penalties_on(ch->sampler) && (st = lp_chain_add(&ch->chain, penalties_step, ch->sampler))))

@@ -258,3 +258,60 @@ def test_chat_reuses_prefix(builtin_model, pagoda_bin):
     # the second turn's prompt starts with the whole first turn: most of it comes from the cache
     cached = int(turns[1].split("(")[1].split()[0])
     assert cached > 30
+
+
+def test_tokenize_pieces_vocab_only(shared, run_pagoda):
+    """--pieces on a vocabulary-only GGUF: each piece is the vocabulary's own string for the id
+    (read with gguf-py), the ids those of llama.cpp's vectors."""
+    gguf = pytest.importorskip("gguf")
+    vocab = shared / "fixtures" / "tokenizers" / "ggml-vocab-gpt-2.gguf"
+    r = gguf.GGUFReader(str(vocab))
+    f = r.fields["tokenizer.ggml.tokens"]
+    tokens = [bytes(f.parts[i]).decode("utf-8") for i in f.data]
+    cases = (shared / "fixtures" / "tokenizers" / "ggml-vocab-gpt-2.gguf.inp").read_text().split("\n__ggml_vocab_test__\n")
+    expected = (shared / "fixtures" / "tokenizers" / "ggml-vocab-gpt-2.gguf.out").read_text().split("\n")
+    checked = 0
+    for text, ids in zip(cases, expected):
+        if not text or text.startswith("-") or not ids.strip():
+            continue
+        # byte-level pieces hold no whitespace (a space is "Ġ", a newline "Ċ"): one space separates them
+        out = run_pagoda("tokenize", "-m", vocab, "--pieces", "--no-special", text).stdout.rstrip("\n").split(" ")
+        assert out == [tokens[int(i)] for i in ids.split()], text
+        checked += 1
+    assert checked >= 10
+
+
+@pytest.mark.parametrize("case", ["empty", "short_header_len", "huge_header_len", "not_json", "no_input_ids",
+                                  "wrong_dtype", "rank_3", "zero_rows", "offsets_outside", "offsets_mismatch",
+                                  "too_many", "bad_token"])
+def test_logits_bad_input_ids(shared, run_pagoda, tmp_path, case):
+    """`pagoda logits` reads input_ids itself: a malformed or hostile file is one clear error line
+    and exit 1, never a crash or a hang."""
+    import json
+    def st(header, data=b""):
+        h = json.dumps(header).encode()
+        return struct.pack("<Q", len(h)) + h + data
+    ids = np.arange(6, dtype=np.int32).tobytes()
+    good = {"input_ids": {"dtype": "I32", "shape": [2, 3], "data_offsets": [0, 24]}}
+    data = {
+        "empty": b"",
+        "short_header_len": b"\x05\x00\x00",
+        "huge_header_len": struct.pack("<Q", 1 << 62) + b"{}",
+        "not_json": struct.pack("<Q", 5) + b"{oops" + ids,
+        "no_input_ids": st({"x": good["input_ids"]}, ids),
+        "wrong_dtype": st({"input_ids": {**good["input_ids"], "dtype": "I64"}}, ids),
+        "rank_3": st({"input_ids": {**good["input_ids"], "shape": [1, 2, 3]}}, ids),
+        "zero_rows": st({"input_ids": {**good["input_ids"], "shape": [0, 3], "data_offsets": [0, 0]}}),
+        "offsets_outside": st({"input_ids": {**good["input_ids"], "data_offsets": [1 << 40, (1 << 40) + 24]}}, ids),
+        "offsets_mismatch": st({"input_ids": {**good["input_ids"], "data_offsets": [0, 20]}}, ids),
+        "too_many": st({"input_ids": {**good["input_ids"], "shape": [1 << 31, 1 << 31]}}, ids),
+        "bad_token": st(good, np.array([1, 2, 3, 4, 5, 1 << 30], dtype=np.int32).tobytes()),
+    }[case]
+    p = tmp_path / "ids.safetensors"
+    p.write_bytes(data)
+    r = run_pagoda("logits", "-m", shared / "fixtures" / "hf" / "llama", "-i", p, "-o", tmp_path / "out.safetensors",
+                   check=False, timeout=60)
+    assert r.returncode == 1, f"exit {r.returncode}\n{r.stderr}"
+    lines = [l for l in r.stderr.splitlines() if l.strip()]
+    assert len(lines) == 1 and lines[0].startswith("pagoda:"), r.stderr
+    assert not (tmp_path / "out.safetensors").exists()
