@@ -15,7 +15,7 @@ struct pagoda_memory_broker {
     int32_t n_engines;
 };
 
-static uint64_t available_memory(void) {
+uint64_t pg_available_memory(void) {
     FILE *f = fopen("/proc/meminfo", "r");
     char line[256];
     unsigned long long kb = 0;
@@ -33,7 +33,7 @@ pagoda_status pagoda_memory_broker_create(const pagoda_memory_broker_config *c, 
     pagoda_memory_broker *b = calloc(1, sizeof *b);
     if (!b) return pg_fail(PAGODA_ERR_NOMEM, "out of memory");
     pthread_mutex_init(&b->mu, NULL);
-    b->host_total = d.host_bytes ? d.host_bytes : available_memory() / 2;
+    b->host_total = d.host_bytes ? d.host_bytes : pg_available_memory() / 2;
     b->gpu_total = d.gpu_bytes;
     long online = sysconf(_SC_NPROCESSORS_ONLN);
     b->cores_total = d.n_cores ? d.n_cores : online > 0 ? (int32_t)online : 1;

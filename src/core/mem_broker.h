@@ -17,6 +17,9 @@ typedef struct {
     int32_t cores;
 } pg_broker_grant;
 
+/* Host memory the kernel says is available (MemAvailable; 4 GiB if it cannot be read). */
+uint64_t pg_available_memory(void);
+
 /* Bytes of host KV memory still free (the broker's host budget less what engines hold). */
 uint64_t broker_host_free(pagoda_memory_broker *b);
 uint64_t broker_host_total(pagoda_memory_broker *b);

@@ -9,20 +9,13 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "core/batch.h"
 #include "pagoda.h"
 
-/* One step's packed batch, plain data (the layout of model/forward.h's pg_batch). */
+/* One step's packed batch (core/batch.h, plain data) and how many logits rows it asks for. */
 typedef struct {
-    int32_t n_tok;
-    const int32_t *tokens;              /* [n_tok]: tokens of seq 0, then seq 1, ... */
-    int32_t n_seq;
-    const int32_t *seq_start;           /* [n_seq + 1]: seq s owns tokens [seq_start[s], seq_start[s+1]) */
-    const int32_t *seq_pos0;            /* [n_seq]: position of each sequence's first token here */
-    const int32_t *const *block_tables; /* [n_seq][n_blocks[s]]: KV blocks by position / block size */
-    const int32_t *n_blocks;            /* [n_seq] */
-    const uint8_t *logits_mask;         /* [n_tok]: 1 = a logits row for this token; rows in batch order */
-    const int32_t *seq_adapter;         /* [n_seq]: adapter (LoRA) id of each sequence, 0 = the base model */
-    int32_t n_rows;                     /* number of 1s in logits_mask */
+    pg_batch b;
+    int32_t n_rows; /* number of 1s in b.logits_mask (rows in batch order) */
 } engine_batch;
 
 typedef struct {

@@ -21,18 +21,10 @@ typedef struct {
     int granted;
 } fwd_runner;
 
-static pg_batch to_pg_batch(const engine_batch *b) {
-    pg_batch p = {.n_tok = b->n_tok, .tokens = b->tokens, .n_seq = b->n_seq, .seq_start = b->seq_start,
-                  .seq_pos0 = b->seq_pos0, .block_tables = b->block_tables, .n_blocks = b->n_blocks,
-                  .logits_mask = b->logits_mask, .seq_adapter = b->seq_adapter};
-    return p;
-}
-
 static pagoda_status fr_run(engine_runner *r, const engine_batch *b, float *logits, int32_t *ids) {
     fwd_runner *f = (fwd_runner *)r;
-    pg_batch p = to_pg_batch(b);
-    if (ids) return forward_run_argmax(f->fwd, &p, f->kv, ids);
-    return forward_run(f->fwd, &p, f->kv, logits);
+    if (ids) return forward_run_argmax(f->fwd, &b->b, f->kv, ids);
+    return forward_run(f->fwd, &b->b, f->kv, logits);
 }
 
 static pagoda_status fr_copy_block(engine_runner *r, int32_t src, int32_t dst) {
@@ -51,16 +43,6 @@ static void fr_destroy(engine_runner *r) {
     forward_destroy(f->fwd);
     if (f->granted) broker_give_back(f->broker, &f->grant);
     free(f);
-}
-
-static uint64_t available_memory(void) {
-    FILE *f = fopen("/proc/meminfo", "r");
-    char line[256];
-    unsigned long long kb = 0;
-    while (f && fgets(line, sizeof line, f))
-        if (sscanf(line, "MemAvailable: %llu kB", &kb) == 1) break;
-    if (f) fclose(f);
-    return kb ? kb * 1024ull : 4ull << 30;
 }
 
 pagoda_status runner_forward_create(const pagoda_model *pm, const pagoda_engine_config *c, engine_runner **out) {
@@ -102,7 +84,7 @@ pagoda_status runner_forward_create(const pagoda_model *pm, const pagoda_engine_
             uint64_t left = broker_host_free(c->broker);
             if (budget > left) budget = left;
         } else {
-            budget = c->kv_mem_bytes ? c->kv_mem_bytes : (uint64_t)(c->kv_mem_fraction * (double)available_memory());
+            budget = c->kv_mem_bytes ? c->kv_mem_bytes : (uint64_t)(c->kv_mem_fraction * (double)pg_available_memory());
         }
         n_blocks = budget / per_block_host;
     }

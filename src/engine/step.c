@@ -115,9 +115,9 @@ static int32_t stage_build(pagoda_engine *e, const sched_plan *plan, engine_batc
         t += plan->n_new[i];
     }
     e->b_seq_start[plan->n_seqs] = t;
-    *b = (engine_batch){.n_tok = t, .tokens = e->b_tokens, .n_seq = plan->n_seqs, .seq_start = e->b_seq_start,
+    *b = (engine_batch){.b = {.n_tok = t, .tokens = e->b_tokens, .n_seq = plan->n_seqs, .seq_start = e->b_seq_start,
                         .seq_pos0 = e->b_pos0, .block_tables = e->b_tables, .n_blocks = e->b_nblocks,
-                        .logits_mask = e->b_mask, .seq_adapter = e->b_adapter, .n_rows = rows};
+                        .logits_mask = e->b_mask, .seq_adapter = e->b_adapter}, .n_rows = rows};
     return rows;
 }
 

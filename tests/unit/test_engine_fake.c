@@ -64,8 +64,9 @@ typedef struct {
     int fail_copy_at, fail_run_at; /* 1-based call number that fails; 0: never */
 } fake;
 
-static pagoda_status fk_run(engine_runner *r, const engine_batch *b, float *logits, int32_t *ids) {
+static pagoda_status fk_run(engine_runner *r, const engine_batch *eb, float *logits, int32_t *ids) {
     fake *f = (fake *)r;
+    const pg_batch *b = &eb->b;
     f->n_runs++;
     if (ids) f->n_id_runs++;
     if (f->fail_run_at && f->n_runs == f->fail_run_at) return pg_fail(PAGODA_ERR_IO, "fake: injected forward failure");
@@ -93,7 +94,7 @@ static pagoda_status fk_run(engine_runner *r, const engine_batch *b, float *logi
             row++;
         }
     }
-    if (row != b->n_rows) return pg_fail(PAGODA_ERR_INVALID, "fake: %d rows, batch says %d", row, b->n_rows);
+    if (row != eb->n_rows) return pg_fail(PAGODA_ERR_INVALID, "fake: %d rows, batch says %d", row, eb->n_rows);
     return PAGODA_OK;
 }
 
