@@ -192,9 +192,8 @@ static void make_repack(cuda_be *c, pg_bweight *w) {
     if (!e->f16) return;
     for (int i = 0; i < c->n_allocs; i++)
         if (c->allocs[i] == w->data && c->alloc_refs[i] == 1) {
-            pcu_sync(c->s);
-            pcu_free(c->allocs[i]);
-            c->allocs[i] = NULL, c->alloc_src[i] = NULL, c->alloc_refs[i] = 0;
+            pcu_sync(c->s); /* the repack above reads it */
+            dev_release(c, c->allocs[i]);
             w->data = NULL; /* n_out stays: the weight is present, read through its copies */
             return;
         }

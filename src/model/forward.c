@@ -134,8 +134,8 @@ static pagoda_status stage_scratch(stage *s, const pg_model_config *c, int32_t m
         return pg_fail(PAGODA_ERR_NOMEM, "forward (%s): cannot allocate scratch for %d tokens", be->ops->name, max_tokens);
     if (s->head) { /* a host backend writes logits straight into the caller's buffer */
         s->xo = A(be, T * E * F);
-        s->logits = be->ops->host_memory ? s->xo : A(be, T * (size_t)c->n_vocab * F);
-        if (!s->xo || !s->logits)
+        s->logits = be->ops->host_memory ? NULL : A(be, T * (size_t)c->n_vocab * F);
+        if (!s->xo || (!be->ops->host_memory && !s->logits))
             return pg_fail(PAGODA_ERR_NOMEM, "forward (%s): cannot allocate logits for %d tokens", be->ops->name, max_tokens);
     }
     return PAGODA_OK;
