@@ -2,9 +2,10 @@
  * (logits_proc.h) and its sampler; drafts (speculation) are verified row by row. Rows of
  * different sequences are drawn in parallel on the kernel threads: at a few hundred sequences,
  * sampling one row after another took longer than a GPU forward pass. */
-#include <omp.h>
+#include <stdatomic.h>
 #include <string.h>
 
+#include "core/thread_pool.h"
 #include "engine/engine_internal.h"
 
 void engine_pick_token(pagoda_engine *e, choice *ch, const float *row, pg_sample_ws *ws, pick *out) {
@@ -69,6 +70,26 @@ static void sample_seq(pagoda_engine *e, sched_seq *q, int32_t i, pg_sample_ws *
     e->n_acc[i] = j + 1;
 }
 
+typedef struct {
+    pagoda_engine *e;
+    const sched_plan *plan;
+    _Atomic int32_t next;
+} pick_job;
+
+/* Sequences one at a time, first come first served; thread ith draws with its own workspace. */
+static void pick_rows(void *ctx, int ith, int nth) {
+    (void)nth;
+    pick_job *j = ctx;
+    pagoda_engine *e = j->e;
+    for (int32_t i; (i = atomic_fetch_add_explicit(&j->next, 1, memory_order_relaxed)) < j->plan->n_seqs;) {
+        if (e->srow[i] < 0) continue;
+        sched_seq *q = j->plan->seqs[i];
+        const request *r = ((choice *)q->owner)->r;
+        if (r->p.n > 1 && !r->forked) continue; /* forks in batch order, in the emit stage */
+        sample_seq(e, q, i, e->ws[ith]);
+    }
+}
+
 void engine_sample_stage(pagoda_engine *e, const sched_plan *plan) {
     const int32_t n = plan->n_seqs;
     int32_t rows = 0;
@@ -82,12 +103,7 @@ void engine_sample_stage(pagoda_engine *e, const sched_plan *plan) {
         return;
     }
     int nt = e->n_pick_threads < rows ? e->n_pick_threads : rows;
-#pragma omp parallel for schedule(dynamic, 1) num_threads(nt > 0 ? nt : 1) if (nt > 1)
-    for (int32_t i = 0; i < n; i++) {
-        if (e->srow[i] < 0) continue;
-        sched_seq *q = plan->seqs[i];
-        const request *r = ((choice *)q->owner)->r;
-        if (r->p.n > 1 && !r->forked) continue; /* forks in batch order, in the emit stage */
-        sample_seq(e, q, i, e->ws[omp_get_thread_num()]);
-    }
+    pick_job j = {.e = e, .plan = plan};
+    atomic_init(&j.next, 0);
+    pg_parallel(nt, pick_rows, &j);
 }

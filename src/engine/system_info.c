@@ -1,8 +1,8 @@
 /* Public facts about the machine and the formats, for the tools' reports (`pagoda bench`):
  * the CPU kernels' SIMD level and thread count, a memory-bandwidth probe, dtype names. */
-#include <omp.h>
 
 #include "core/dtype.h"
+#include "core/thread_pool.h"
 #include "core/membw.h"
 #include "kernels/kernels.h"
 #include "pagoda.h"
@@ -11,7 +11,7 @@ const char *pagoda_dtype_name(pagoda_dtype t) { return dtype_name((int)t); }
 
 void pagoda_system_get_info(pagoda_system_info *s) {
     s->cpu_isa = kcpu_isa();
-    s->n_cpu_threads = omp_get_max_threads(); /* what n_threads = 0 means: every core */
+    s->n_cpu_threads = pg_cpu_count(); /* what n_threads = 0 means: every core */
 }
 
 double pagoda_membw_read_gbs(size_t bytes, int32_t n_threads, double seconds) {

@@ -1,11 +1,11 @@
 /* Runtime ISA dispatch for the fast CPU kernels: detects AVX2/AVX-512 once (kcpu_isa_force can
  * only lower the level, for tests and benchmarks), and keeps each thread's kernel team size. */
 #include <cpuid.h>
-#include <omp.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/thread_pool.h"
 #include "kernels/cpu/cpu_impl.h"
 
 static kcpu_fns g_fns[3];                          /* by level; scalar stays all-NULL */
@@ -99,5 +99,5 @@ const k_type_traits *kcpu_traits(int dtype) {
 void kcpu_set_threads(int n) { g_threads = n; }
 
 int kcpu_get_threads(void) {
-    return g_threads > 0 ? g_threads : omp_get_max_threads();
+    return g_threads > 0 ? g_threads : pg_cpu_count();
 }

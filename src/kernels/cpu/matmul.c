@@ -1,23 +1,63 @@
-/* kcpu_matmul: converts the activations once (threaded over tokens), then splits the output rows
- * among OpenMP threads in contiguous, 16-row aligned ranges and runs the ISA's blocked kernel
- * over cache-sized chunks of weight rows. */
-#include <omp.h>
+/* kcpu_matmul: converts the activations once (threaded over tokens), then hands chunks of output
+ * rows to the calling thread's team (core/thread_pool.h), first come first served, and runs the
+ * ISA's blocked kernel over each cache-sized chunk of weight rows. */
+#include <stdatomic.h>
 
 #include "core/dtype.h"
+#include "core/thread_pool.h"
 #include "kernels/cpu/cpu_impl.h"
 
 /* Weight bytes per chunk: a chunk is re-read once per token tile, so it should stay in L2 (96 KiB
  * measured 10-25% faster than 384 KiB for 8-128 tokens on Zen 4, in interleaved runs). */
 #define KCPU_CHUNK_BYTES (96 * 1024)
-/* Rows per work item when the weights stream through once (decode). Items are handed out
- * "guided" (large runs first, single items at the end), so neither thread waits long for the
- * other's last piece, which measured a few % of decode time with fixed 64-row pieces. */
+/* Rows per work item when the weights stream through once (decode): small items, so neither
+ * thread waits long for the other's last piece (fixed 64-row pieces measured a few % slower). */
 #define KCPU_DECODE_CHUNK_ROWS 16
 /* Below this many multiply-adds the fork/join costs more than it saves. */
 #define KCPU_MIN_PARALLEL_MACS (1 << 17)
 /* A single converted activation row up to this size is converted by every thread into its own
  * stack buffer: cheaper than a barrier, which costs a whole time slice when a thread is preempted. */
 #define KCPU_LOCAL_ACT_BYTES 32768
+
+typedef struct {
+    k_from_float_fn conv;
+    kcpu_gemm_fn gemm;
+    const float *x;
+    const void *w;
+    void *work;
+    float *y;
+    const void *act; /* the converted activations (work) or x itself */
+    int64_t n_in, n_out, n_tok, step, n_chunks;
+    size_t w_row, a_row;
+    int local_conv; /* one row: every thread converts it into its own stack buffer */
+    _Atomic long long next;
+} mm_job;
+
+static void mm_convert(void *ctx, int ith, int nth) {
+    mm_job *j = ctx;
+    int64_t t0 = j->n_tok * ith / nth, t1 = j->n_tok * (ith + 1) / nth;
+    for (int64_t t = t0; t < t1; t++) j->conv(j->x + t * j->n_in, (char *)j->work + t * j->a_row, j->n_in);
+}
+
+static void mm_rows(void *ctx, int ith, int nth) {
+    (void)ith;
+    mm_job *j = ctx;
+    _Alignas(64) char local[KCPU_LOCAL_ACT_BYTES]; /* cheaper than a second fork/join for one row */
+    const void *act = j->act;
+    if (j->local_conv) {
+        j->conv(j->x, local, j->n_in);
+        act = local;
+    }
+    /* guided: a thread's chunks are mostly adjacent (one stream for the prefetcher), and the
+     * shared counter is touched a few dozen times per product, not once per chunk */
+    long long c0, c1;
+    while (pg_guided_next(&j->next, j->n_chunks, nth, 1, &c0, &c1))
+        for (long long c = c0; c < c1; c++) {
+            int64_t r = c * j->step, nr = j->n_out - r < j->step ? j->n_out - r : j->step;
+            j->gemm(j->n_in, (const char *)j->w + r * j->w_row, j->w_row, act, j->a_row, j->y + r, j->n_out, nr,
+                    j->n_tok);
+        }
+}
 
 void kcpu_matmul(int wtype, const void *w, int64_t n_in, int64_t n_out, const float *x, int64_t n_tok, float *y,
                  void *work) {
@@ -51,29 +91,14 @@ void kcpu_matmul(int wtype, const void *w, int64_t n_in, int64_t n_out, const fl
     mc = mc < 16 ? 16 : mc & ~(int64_t)15;
     if (mc % tile) mc += tile - mc % tile;
 
-#pragma omp parallel num_threads(nth)
-    {
-        int ith = omp_get_thread_num(), nt = omp_get_num_threads();
-        _Alignas(64) char local[KCPU_LOCAL_ACT_BYTES];
-        const void *act = a;
-        if (conv && n_tok == 1 && a_row <= sizeof local) {
-            conv(x, local, n_in);
-            act = local;
-        } else if (conv) {
-            int64_t t0 = n_tok * ith / nt, t1 = n_tok * (ith + 1) / nt;
-            for (int64_t t = t0; t < t1; t++) conv(x + t * n_in, (char *)work + t * a_row, n_in);
-#pragma omp barrier
-        }
-        /* Rows go out in chunks, first come first served: on shared or virtual cores one thread
-         * often runs slower, and a static half-and-half split would leave the other spinning.
-         * Each row's result does not depend on which thread computes it (batch invariance). */
-        int64_t step = n_tok <= 4 ? KCPU_DECODE_CHUNK_ROWS : mc;
-        if (step % tile) step += tile - step % tile;
-        int64_t n_chunks = (n_out + step - 1) / step;
-#pragma omp for schedule(guided) nowait
-        for (int64_t c = 0; c < n_chunks; c++) {
-            int64_t r = c * step, nr = n_out - r < step ? n_out - r : step;
-            gemm(n_in, (const char *)w + r * w_row, w_row, act, a_row, y + r, n_out, nr, n_tok);
-        }
-    }
+    mm_job j = {.conv = conv, .gemm = gemm, .x = x, .w = w, .work = work, .y = y, .act = a, .n_in = n_in,
+                .n_out = n_out, .n_tok = n_tok, .w_row = w_row, .a_row = a_row};
+    j.local_conv = conv && n_tok == 1 && a_row <= KCPU_LOCAL_ACT_BYTES;
+    if (conv && !j.local_conv) pg_parallel(nth, mm_convert, &j);
+    /* Each row's result does not depend on which thread computes it (batch invariance). */
+    j.step = n_tok <= 4 ? KCPU_DECODE_CHUNK_ROWS : mc;
+    if (j.step % tile) j.step += tile - j.step % tile;
+    j.n_chunks = (n_out + j.step - 1) / j.step;
+    atomic_init(&j.next, 0);
+    pg_parallel(nth, mm_rows, &j);
 }

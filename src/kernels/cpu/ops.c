@@ -3,13 +3,14 @@
 #include "kernels/ops.h"
 
 #include <math.h>
-#include <omp.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "kernels/cpu/cpu_impl.h"
 #include "kernels/cpu/ops_isa.h"
 #include "core/fp16.h"
+#include "core/thread_pool.h"
 #include <immintrin.h>
 
 /* The ISA level and thread count are dispatch.c's (shared with matmul): one level (kcpu_isa_force)
@@ -265,6 +266,30 @@ void kcpu_attention(float *out, const float *q, int n_q, int32_t pos0, int n_hea
     kcpu_attention_batch(&one, 1, n_head, scale, window);
 }
 
+typedef struct {
+    const k_attn_seq *seqs;
+    const attn_split *sp;
+    const int *first; /* first item of each sequence */
+    int n_seq, n_items, n_head, window;
+    float scale;
+    _Atomic int next;
+} attn_job;
+
+/* Items one at a time, first come first served. */
+static void attn_items(void *ctx, int ith, int nth) {
+    (void)ith, (void)nth;
+    attn_job *j = ctx;
+    for (int it; (it = atomic_fetch_add_explicit(&j->next, 1, memory_order_relaxed)) < j->n_items;) {
+        int lo = 0, hi = j->n_seq - 1; /* the sequence holding item it */
+        while (lo < hi) {
+            int mid = (lo + hi + 1) / 2;
+            if (j->first[mid] <= it) lo = mid; else hi = mid - 1;
+        }
+        const k_attn_seq *sq = &j->seqs[lo];
+        run_item(sq, &j->sp[lo], it - j->first[lo], j->n_head, j->scale, j->window, attention_tile(sq->kv.head_dim));
+    }
+}
+
 #define ATTN_MAX_SEQS 4096
 #define ATTN_STACK_SEQS 256
 
@@ -303,14 +328,9 @@ void kcpu_attention_batch(const k_attn_seq *seqs, int n_seq, int n_head, float s
     const int n_items = first[n_seq];
     if (nth > n_items) nth = n_items;
     /* rough multiply-adds; below this, waking threads costs more than it saves */
-#pragma omp parallel for schedule(dynamic, 1) num_threads(nth > 0 ? nth : 1) if (nth > 1 && work > 2e5)
-    for (int it = 0; it < n_items; it++) {
-        int lo = 0, hi = n_seq - 1; /* the sequence holding item it */
-        while (lo < hi) {
-            int mid = (lo + hi + 1) / 2;
-            if (first[mid] <= it) lo = mid; else hi = mid - 1;
-        }
-        run_item(&seqs[lo], &sp[lo], it - first[lo], n_head, scale, window, attention_tile(seqs[lo].kv.head_dim));
-    }
+    attn_job j = {.seqs = seqs, .sp = sp, .first = first, .n_seq = n_seq, .n_items = n_items, .n_head = n_head,
+                  .scale = scale, .window = window};
+    atomic_init(&j.next, 0);
+    pg_parallel(nth > 1 && work > 2e5 ? nth : 1, attn_items, &j);
     if (big) free(sp), free(first);
 }
