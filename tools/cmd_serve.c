@@ -39,6 +39,8 @@ static void usage(void) {
             "                             is raised to fit)\n"
             "  --max-body-bytes N         request body limit; larger bodies get 413 (default 1048576)\n"
             "  --timeout SECONDS          idle / header / upload timeout per connection (default 60)\n"
+            "  --max-unsent-bytes SIZE    a stream whose client leaves more than this unread is cancelled\n"
+            "                             with a clear reason (default 4M; 0: no limit)\n"
             "  --grace SECONDS            on SIGTERM, time in-flight requests get to finish (default 10)\n"
             "  --http-threads N           HTTP worker threads (default 4)\n"
             "  --no-prefix-caching        do not reuse the KV cache of identical prompt prefixes\n"
@@ -97,6 +99,10 @@ int cmd_serve(int argc, char **argv) {
         else if (!strcmp(a, "--max-connections")) bad = cli_int(a, v, 1, 1 << 16, &max_conn);
         else if (!strcmp(a, "--max-body-bytes")) bad = cli_int(a, v, 1024, 1L << 30, &max_body);
         else if (!strcmp(a, "--timeout")) bad = cli_int(a, v, 1, 86400, &timeout);
+        else if (!strcmp(a, "--max-unsent-bytes")) {
+            uint64_t b = 0;
+            if (!(bad = cli_size(a, v, &b))) sc.max_unsent_bytes = (size_t)b;
+        }
         else if (!strcmp(a, "--http-threads")) bad = cli_int(a, v, 1, 256, &http_threads);
         else if (!strcmp(a, "--grace")) {
             bad = cli_float(a, v, &grace);

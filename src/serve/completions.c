@@ -143,6 +143,14 @@ static void stream_trailer(http_req *hr, gen *g) {
     req_get_usage(hr, &u, NULL, 0);
     if (u.events_lost)
         sse_append(&hr->out, oa_error_body("out of memory: part of the response was lost", "server_error", NULL, NULL));
+    if (u.overflow) {
+        char msg[256];
+        snprintf(msg, sizeof msg,
+                 "The client did not read the stream: more than %zu bytes were waiting to be sent, so the "
+                 "request was cancelled (the server's --max-unsent-bytes).",
+                 hr->srv->cfg.max_unsent_bytes);
+        sse_append(&hr->out, oa_error_body(msg, "server_error", NULL, "stream_not_read"));
+    }
     if (g->q.include_usage) {
         json_t *o = oa_response_head(g->id, g->chat ? "chat.completion.chunk" : "text_completion", g->created,
                                      hr->srv->name);
@@ -158,6 +166,10 @@ static int stream_fill(http_req *hr) {
     switch (req_take(hr, &events)) {
     case REQ_SUSPENDED: return 0;
     case REQ_EVENTS:
+        if (!events) { /* the watchdog's probe: a comment, which SSE clients ignore */
+            oa_buf_append(&hr->out, ": ping\n\n", 8);
+            return 1;
+        }
         for (const serve_event *e = events; e; e = e->next) stream_event(hr, g, e);
         req_events_free(events);
         return 1;

@@ -166,7 +166,7 @@ static void put_hist(out *o, const char *model, const char *name, const char *he
     put(o, "%s_count{model_name=\"%s\"} %llu\n", name, model, (unsigned long long)h->count);
 }
 
-char *metrics_render(serve_metrics *m, const pagoda_engine_stats *st, size_t *len) {
+char *metrics_render(serve_metrics *m, const pagoda_engine_stats *st, size_t stream_unsent_peak, size_t *len) {
     out o = {.cap = 8192};
     if (!(o.p = malloc(o.cap))) return NULL;
     o.p[0] = 0;
@@ -183,6 +183,9 @@ char *metrics_render(serve_metrics *m, const pagoda_engine_stats *st, size_t *le
     put_gauge(&o, mn, "pagoda:kv_cache_blocks_cached", "Free KV cache blocks holding a reusable prefix.",
               st->kv_blocks_cached);
     put_gauge(&o, mn, "pagoda:max_model_len", "Prompt + generation limit in tokens.", st->max_model_len);
+    put_gauge(&o, mn, "pagoda:stream_unsent_bytes_peak",
+              "Largest backlog of generated output a stream's client left unread (bytes; capped by --max-unsent-bytes).",
+              (double)stream_unsent_peak);
     put_counter(&o, mn, "pagoda:prefix_cache_queries_total", "Prompt tokens looked up in the prefix cache.",
                 st->n_prompt_tokens);
     put_counter(&o, mn, "pagoda:prefix_cache_hits_total", "Prompt tokens served from the prefix cache.",

@@ -22,6 +22,7 @@ void metrics_observe_request(serve_metrics *m, double e2e_s, double ttft_s, doub
 void metrics_observe_http(serve_metrics *m, unsigned status);
 
 /* The text exposition (format 0.0.4), malloc'd and NUL-terminated; NULL on out of memory. */
-char *metrics_render(serve_metrics *m, const pagoda_engine_stats *st, size_t *len);
+/* stream_unsent_peak: the largest backlog of unsent stream output a request had (bytes). */
+char *metrics_render(serve_metrics *m, const pagoda_engine_stats *st, size_t stream_unsent_peak, size_t *len);
 
 #endif

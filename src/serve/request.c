@@ -11,11 +11,13 @@
 #include "serve/metrics.h"
 #include "serve/watchdog.h"
 
-http_req *req_create(pg_server *s, struct MHD_Connection *conn, const char *method, const char *url) {
+http_req *req_create(pg_server *s, struct MHD_Connection *conn, const char *method, const char *url,
+                     const char *version) {
     http_req *hr = calloc(1, sizeof *hr);
     if (!hr) return NULL;
     hr->srv = s;
     hr->conn = conn;
+    hr->http10 = version && !strcmp(version, MHD_HTTP_VERSION_1_0);
     hr->t0 = pg_now_s();
     snprintf(hr->method, sizeof hr->method, "%s", method);
     snprintf(hr->path, sizeof hr->path, "%s", url);
@@ -49,7 +51,7 @@ void req_unref(http_req *hr) {
 /* ---- the engine thread ---- */
 
 /* One allocation: the event, its top alternatives, its text and its error message. */
-static serve_event *event_copy(const pagoda_event *ev) {
+static serve_event *event_copy(const pagoda_event *ev, size_t *bytes) {
     const int32_t n_top = ev->n_top > 0 && ev->top_tokens && ev->top_logprobs ? ev->n_top : 0;
     const size_t text_len = ev->text ? ev->text_len : 0;
     const char *err = ev->finish == PAGODA_FINISH_ERROR ? (ev->error ? ev->error : "generation failed") : NULL;
@@ -58,6 +60,7 @@ static serve_event *event_copy(const pagoda_event *ev) {
                   (err ? err_len + 1 : 0);
     serve_event *e = malloc(size);
     if (!e) return NULL;
+    *bytes = e->bytes = size;
     char *p = (char *)(e + 1);
     e->next = NULL;
     e->index = ev->index;
@@ -120,13 +123,28 @@ static void req_on_event(const pagoda_event *ev, void *user) {
                 if ((hr->error = malloc(n + 1))) memcpy(hr->error, msg, n + 1);
             }
         }
-        /* once the client is gone (the request is being cancelled) nothing is kept for it */
-        if (!hr->http_done &&
+        /* once the client is gone (the request is being cancelled) nothing is kept for it, nor
+         * more tokens for a stream whose client stopped reading (only the finish events) */
+        if (!hr->http_done && (!hr->overflow || ev->finish != PAGODA_FINISH_NONE) &&
             (ev->text_len > 0 || ev->finish != PAGODA_FINISH_NONE || (ev->token >= 0 && hr->want_tokens))) {
-            serve_event *e = event_copy(ev);
+            size_t bytes = 0;
+            serve_event *e = event_copy(ev, &bytes);
             if (!e) hr->events_lost = 1;
             else if (hr->q_tail) hr->q_tail = hr->q_tail->next = e;
             else hr->q_head = hr->q_tail = e;
+            hr->q_bytes += bytes;
+            if (hr->stream) {
+                size_t peak = atomic_load(&s->stream_unsent_peak);
+                while (hr->q_bytes > peak && !atomic_compare_exchange_weak(&s->stream_unsent_peak, &peak, hr->q_bytes)) {
+                }
+            }
+            /* a stream's events wait here only while the client does not read: past the cap the
+             * request is cancelled (by the watchdog, off this thread) with a clear reason */
+            if (hr->stream && !hr->overflow && hr->q_bytes > s->cfg.max_unsent_bytes &&
+                s->cfg.max_unsent_bytes > 0) {
+                hr->overflow = 1;
+                watchdog_poke(s);
+            }
         }
     }
     int done = ev->request_done;
@@ -178,13 +196,30 @@ pagoda_status req_submit(http_req *hr, pagoda_request *pr, int stream) {
     return PAGODA_OK;
 }
 
+enum { TAKE_BYTES = 64 << 10 };
+
 req_take_result req_take(http_req *hr, serve_event **events) {
     *events = NULL;
     pthread_mutex_lock(&hr->mu);
     req_take_result r;
-    if (hr->q_head && (hr->stream || hr->engine_done)) {
+    if (hr->q_head && hr->stream) {
+        /* a portion at a time, so the text rendered from it stays small whatever is queued */
+        serve_event *last = hr->q_head;
+        size_t taken = last->bytes;
+        while (last->next && taken + last->next->bytes <= TAKE_BYTES) taken += (last = last->next)->bytes;
+        *events = hr->q_head;
+        hr->q_head = last->next;
+        if (!hr->q_head) hr->q_tail = NULL;
+        last->next = NULL;
+        hr->q_bytes -= taken < hr->q_bytes ? taken : hr->q_bytes;
+        r = REQ_EVENTS;
+    } else if (hr->q_head && hr->engine_done) {
         *events = hr->q_head;
         hr->q_head = hr->q_tail = NULL;
+        hr->q_bytes = 0;
+        r = REQ_EVENTS;
+    } else if (hr->stream && hr->ping_wanted) {
+        hr->ping_wanted = 0;
         r = REQ_EVENTS;
     } else if (hr->engine_done) {
         r = REQ_DRAINED;
@@ -203,6 +238,7 @@ static void usage_locked(const http_req *hr, req_usage *u) {
     u->n_prompt = hr->n_prompt;
     u->n_cached = hr->n_cached;
     u->events_lost = hr->events_lost;
+    u->overflow = hr->overflow;
     for (int32_t i = 0; i < hr->n_choices; i++) {
         u->n_completion += hr->choices[i].n_completion;
         u->n_cancelled += hr->choices[i].finish == PAGODA_FINISH_CANCELLED;

@@ -32,6 +32,7 @@ typedef struct serve_event {
     const char *error;           /* finish == ERROR: the message (never NULL then) */
     const char *text;            /* [text_len], NUL-terminated */
     size_t text_len;
+    size_t bytes;                /* of the allocation */
 } serve_event;
 void req_events_free(serve_event *list); /* NULL is a no-op */
 
@@ -56,6 +57,7 @@ typedef struct http_req {
     struct http_req *live_prev, *live_next; /* in srv->live while submitted and the HTTP side is open */
     int in_live;
     struct MHD_Connection *conn;
+    int http10;              /* an HTTP/1.0 request: no 1xx interim responses may be sent to it */
     double t0;               /* arrival, monotonic seconds */
     char method[12];
     char path[96];
@@ -79,7 +81,12 @@ typedef struct http_req {
     atomic_int refs;
     uint64_t engine_id;
     int submitted, engine_done, http_done, suspended;
-    int cancel_sent;         /* the watchdog saw the client go away */
+    int cancel_sent;         /* the watchdog saw the client go away, or cancelled an unread stream */
+    int eof_seen;            /* the client shut its sending side (half-close or close: not yet known) */
+    int probe_sent;          /* after eof_seen: bytes were written to tell the two apart */
+    int ping_wanted;         /* a stream owes the client an SSE comment (the probe of a stream) */
+    int overflow;            /* a stream's unsent output passed cfg.max_unsent_bytes */
+    size_t q_bytes;          /* bytes of the events in the queue */
     int events_lost;         /* an event could not be queued (out of memory) */
     serve_event *q_head, *q_tail; /* events not yet taken by the HTTP side */
     req_choice *choices;     /* [n_choices] */
@@ -89,7 +96,8 @@ typedef struct http_req {
     char *error;             /* message of the first FINISH_ERROR event */
 } http_req;
 
-http_req *req_create(pg_server *s, struct MHD_Connection *conn, const char *method, const char *url);
+http_req *req_create(pg_server *s, struct MHD_Connection *conn, const char *method, const char *url,
+                     const char *version);
 void req_ref(http_req *hr);
 void req_unref(http_req *hr); /* the last one frees the request */
 
@@ -105,7 +113,8 @@ typedef enum {
     REQ_DRAINED,   /* the engine is done and every event was taken */
 } req_take_result;
 /* HTTP thread. Streams take whatever is queued; the others get everything once the engine is
- * done. */
+ * done. A stream that owes a probe (ping_wanted) gets REQ_EVENTS with no events once: the caller
+ * writes an SSE comment. */
 req_take_result req_take(http_req *hr, serve_event **events);
 
 /* What the engine reported for the whole request (final once req_take said REQ_DRAINED or gave
@@ -114,6 +123,7 @@ typedef struct {
     int32_t n_prompt, n_cached, n_completion; /* n_completion: summed over the choices */
     int32_t n_cancelled, n_error;              /* choices that finished so */
     int events_lost;
+    int overflow; /* a stream cancelled because its client did not read */
 } req_usage;
 /* error: the first FINISH_ERROR message is copied there (cap bytes, "" if none); may be NULL. */
 void req_get_usage(http_req *hr, req_usage *u, char *error, size_t cap);

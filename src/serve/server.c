@@ -34,6 +34,7 @@ void serve_config_default(serve_config *c) {
     c->port = 8080;
     c->max_connections = 256;
     c->max_body_bytes = 1u << 20;
+    c->max_unsent_bytes = 4u << 20;
     c->timeout_s = 60;
     c->http_threads = 4;
 }
@@ -60,7 +61,7 @@ static enum MHD_Result handle_get(http_req *hr, const char *url) {
         pagoda_engine_stats st;
         pagoda_engine_get_stats(s->engine, &st);
         size_t n = 0;
-        char *text = metrics_render(s->metrics, &st, &n);
+        char *text = metrics_render(s->metrics, &st, atomic_load(&s->stream_unsent_peak), &n);
         if (!text) return send_error(hr, 500, "server_error", NULL, NULL, "out of memory");
         return send_text(hr, 200, "text/plain; version=0.0.4; charset=utf-8", text, n, MHD_RESPMEM_MUST_FREE);
     }
@@ -137,11 +138,10 @@ static enum MHD_Result first_call(pg_server *s, http_req *hr, const char *url, c
 
 static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const char *url, const char *method,
                                  const char *version, const char *upload_data, size_t *upload_size, void **con_cls) {
-    (void)version;
     pg_server *s = cls;
     http_req *hr = *con_cls;
     if (!hr) {
-        if (!(hr = req_create(s, conn, method, url))) return MHD_NO;
+        if (!(hr = req_create(s, conn, method, url, version))) return MHD_NO;
         *con_cls = hr;
         return first_call(s, hr, url, method);
     }
@@ -334,6 +334,11 @@ static void shutdown_server(pg_server *s, double grace_s, const sigset_t *sigs) 
     if (!s->daemon) return;
     atomic_store(&s->draining, 1);
     s->listen_fd = MHD_quiesce_daemon(s->daemon);
+    /* New connections are refused from now on, and those waiting in the backlog are reset, so
+     * clients and load balancers fail over at once instead of waiting on a server that will never
+     * answer them. shutdown, not close: MHD's threads may still hold the descriptor until
+     * MHD_stop_daemon, and its number must not be reused before then. */
+    if (s->listen_fd >= 0) shutdown(s->listen_fd, SHUT_RDWR);
     double t0 = pg_now_s();
     if (grace_s > 0 && atomic_load(&s->n_gen_http) > 0) {
         fprintf(stderr, "pagoda: draining %d request(s) for up to %.1f s\n", atomic_load(&s->n_gen_http), grace_s);

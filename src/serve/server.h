@@ -19,6 +19,8 @@ typedef struct {
     const char *model_path;         /* as given on the command line (also accepted as "model") */
     int max_connections;            /* default 256 */
     size_t max_body_bytes;          /* request bodies above this get 413; default 1 MiB */
+    size_t max_unsent_bytes;        /* a stream whose client leaves more output than this unread is
+                                     * cancelled with a clear reason; 0: no limit; default 4 MiB */
     int timeout_s;                  /* idle / header / upload timeout per connection; default 60 */
     int http_threads;               /* MHD worker threads; default 4 */
 } serve_config;

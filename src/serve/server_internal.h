@@ -37,6 +37,7 @@ struct pg_server {
     int watchdog_running, watchdog_stop;
     atomic_int n_gen_http;   /* generation requests whose HTTP side is open */
     atomic_int n_gen_engine; /* generation requests submitted and not reported done */
+    atomic_size_t stream_unsent_peak; /* the largest backlog of events any stream had waiting, bytes */
 };
 
 typedef enum {

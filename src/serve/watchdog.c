@@ -3,6 +3,8 @@
 
 #include <errno.h>
 #include <stdio.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sys/socket.h>
 #include <time.h>
 
@@ -29,14 +31,54 @@ void watchdog_remove(http_req *hr) {
     pthread_mutex_unlock(&s->live_mu);
 }
 
-/* 1 if the peer closed or reset the connection (EOF or an error on a non-blocking peek) */
-static int peer_gone(struct MHD_Connection *conn) {
-    const union MHD_ConnectionInfo *ci = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
-    if (!ci || ci->connect_fd < 0) return 0;
+typedef enum { PEER_ALIVE, PEER_EOF, PEER_GONE } peer_state;
+
+/* What a non-blocking peek says about the client: end of file is a half-close or a close, which
+ * cannot be told apart without writing; a reset, an error or a closed TCP state means gone. */
+static peer_state peer_look(int fd) {
     char c;
-    ssize_t n = recv(ci->connect_fd, &c, 1, MSG_PEEK | MSG_DONTWAIT);
-    return n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR);
+    ssize_t n = recv(fd, &c, 1, MSG_PEEK | MSG_DONTWAIT);
+    if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) return PEER_GONE;
+    struct tcp_info ti;
+    socklen_t len = sizeof ti;
+    if (getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &len) == 0 && ti.tcpi_state == TCP_CLOSE) return PEER_GONE;
+    return n == 0 ? PEER_EOF : PEER_ALIVE;
 }
+
+typedef enum { CANCEL_GONE = 1, CANCEL_UNREAD } cancel_why;
+
+/* hr->mu held. What to do about one suspended or overflowing request. A client that shut only
+ * its sending side (some HTTP clients and proxies do, then read the answer) must get its answer:
+ * on end of file the watchdog writes something the client ignores (an interim "100 Continue"
+ * before a whole answer, an SSE comment in a stream); a client that really closed answers that
+ * with a reset, which the next look sees. */
+static cancel_why examine(http_req *hr) {
+    if (hr->http_done || hr->engine_done || hr->cancel_sent) return 0;
+    if (hr->overflow) return CANCEL_UNREAD;
+    /* a suspended connection is not closed by MHD, so its socket is valid here */
+    if (!hr->suspended) return 0;
+    const union MHD_ConnectionInfo *ci = MHD_get_connection_info(hr->conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+    if (!ci || ci->connect_fd < 0) return 0;
+    peer_state st = peer_look(ci->connect_fd);
+    if (st == PEER_GONE) return CANCEL_GONE;
+    if (st == PEER_ALIVE || hr->probe_sent) return 0;
+    hr->eof_seen = 1;
+    if (hr->stream) { /* the stream's own writer sends the comment, through MHD */
+        hr->probe_sent = 1;
+        hr->ping_wanted = 1;
+        hr->suspended = 0;
+        MHD_resume_connection(hr->conn);
+    } else if (!hr->http10) { /* HTTP/1.0 has no 1xx answers: only a failed write tells */
+        static const char probe[] = "HTTP/1.1 100 Continue\r\n\r\n";
+        hr->probe_sent = 1;
+        if (send(ci->connect_fd, probe, sizeof probe - 1, MSG_NOSIGNAL | MSG_DONTWAIT) < 0 && errno != EAGAIN &&
+            errno != EWOULDBLOCK)
+            return CANCEL_GONE;
+    }
+    return 0;
+}
+
+void watchdog_poke(pg_server *s) { pthread_cond_signal(&s->watchdog_cv); }
 
 static void *watchdog_main(void *arg) {
     pg_server *s = arg;
@@ -50,11 +92,11 @@ static void *watchdog_main(void *arg) {
         pthread_cond_timedwait(&s->watchdog_cv, &s->live_mu, &ts);
         if (s->watchdog_stop) break;
         uint64_t ids[BATCH];
+        cancel_why why[BATCH];
         int n = 0;
         for (http_req *hr = s->live; hr && n < BATCH; hr = hr->live_next) {
             pthread_mutex_lock(&hr->mu);
-            /* a suspended connection is not closed by MHD, so its socket is valid here */
-            if (hr->suspended && !hr->http_done && !hr->engine_done && !hr->cancel_sent && peer_gone(hr->conn)) {
+            if ((why[n] = examine(hr))) {
                 hr->cancel_sent = 1;
                 ids[n++] = hr->engine_id;
             }
@@ -63,7 +105,12 @@ static void *watchdog_main(void *arg) {
         pthread_mutex_unlock(&s->live_mu);
         /* outside every lock: the engine may hold its own while it delivers events */
         for (int i = 0; i < n; i++) {
-            fprintf(stderr, "pagoda: client went away: cancelling request %llu\n", (unsigned long long)ids[i]);
+            if (why[i] == CANCEL_GONE)
+                fprintf(stderr, "pagoda: client went away: cancelling request %llu\n", (unsigned long long)ids[i]);
+            else
+                fprintf(stderr,
+                        "pagoda: client is not reading its stream (over %zu bytes unsent): cancelling request %llu\n",
+                        s->cfg.max_unsent_bytes, (unsigned long long)ids[i]);
             pagoda_engine_cancel(s->engine, ids[i]);
         }
         pthread_mutex_lock(&s->live_mu);
