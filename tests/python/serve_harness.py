@@ -146,3 +146,16 @@ def sse_events(lines):
             data = line[5:].strip()
             out.append(data if data == "[DONE]" else json.loads(data))
     return out
+
+
+def dechunk_body(body):
+    """The payload of a body sent with Transfer-Encoding: chunked (bytes after the head)."""
+    out = b""
+    while body:
+        size_line, _, body = body.partition(b"\r\n")
+        size = int(size_line.split(b";")[0], 16)
+        if size == 0:
+            break
+        out += body[:size]
+        body = body[size + 2:]
+    return out

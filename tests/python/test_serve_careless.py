@@ -5,14 +5,12 @@ top_logprobs=20) has its request cancelled with a clear reason once its unsent o
 cap, server memory stays bounded and other streams go on; during a drain, new connections are
 refused at once."""
 import json
-import os
 import socket
-import threading
 import time
 
 import pytest
 
-from serve_harness import Server, metric, running, sse_events
+from serve_harness import Server, dechunk_body, metric, running, sse_events
 
 NAME = "SmolLM2-135M-Instruct.Q4_1"
 
@@ -60,24 +58,6 @@ def split_response(raw):
         return interim, status, head, rest
 
 
-def dechunk(body):
-    out = b""
-    while body:
-        size_line, _, body = body.partition(b"\r\n")
-        size = int(size_line.split(b";")[0], 16)
-        if size == 0:
-            break
-        out += body[:size]
-        body = body[size + 2:]
-    return out
-
-
-def completion_tokens_of(s, body):
-    status, _, raw = s.post("/v1/completions", body)
-    assert status == 200, raw
-    return json.loads(raw)["usage"]["completion_tokens"]
-
-
 def test_half_close_whole_answer(server):
     s = server
     aborted0 = metric(s.metrics(), "pagoda:request_success_total", finished_reason="abort")
@@ -90,7 +70,7 @@ def test_half_close_whole_answer(server):
     assert status == 200, raw[:500]
     assert set(interim) <= {100}, interim
     if b"chunked" in head.lower():
-        rest = dechunk(rest)
+        rest = dechunk_body(rest)
     resp = json.loads(rest)
     assert resp["choices"][0]["finish_reason"] == "length"
     assert resp["usage"]["completion_tokens"] == 160
@@ -108,7 +88,7 @@ def test_half_close_stream(server):
     sock.close()
     _, status, head, rest = split_response(raw)
     assert status == 200, raw[:500]
-    events = sse_events(dechunk(rest).decode().split("\n"))
+    events = sse_events(dechunk_body(rest).decode().split("\n"))
     assert events[-1] == "[DONE]"
     finishes = [e["choices"][0]["finish_reason"] for e in events[:-1] if e["choices"][0].get("finish_reason")]
     assert finishes == ["length"], finishes

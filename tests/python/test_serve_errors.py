@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from serve_harness import Server, metric, sse_events, running
+from serve_harness import Server, dechunk_body, metric, sse_events, running
 
 NAME = "SmolLM2-135M-Instruct.Q4_1"
 KEY = "test-key-123"
@@ -224,15 +224,7 @@ def dechunk(raw):
     """The body of an HTTP/1.1 response with Transfer-Encoding: chunked."""
     head, _, rest = raw.partition(b"\r\n\r\n")
     assert b"chunked" in head.lower(), head
-    body = b""
-    while rest:
-        size_line, _, rest = rest.partition(b"\r\n")
-        size = int(size_line.split(b";")[0], 16)
-        if size == 0:
-            break
-        body += rest[:size]
-        rest = rest[size + 2:]
-    return body
+    return dechunk_body(rest)
 
 
 # Cancellation and bookkeeping take well under a second on an idle machine (0.1-0.5 s measured,
