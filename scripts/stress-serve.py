@@ -31,15 +31,20 @@ def parse_metrics(text):
     return out
 
 
-def http_get(host, port, path, timeout=10):
+def exchange(host, port, request, timeout):
+    """Sends request on a new connection and reads until the server closes it."""
     with socket.create_connection((host, port), timeout=timeout) as s:
-        s.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+        s.sendall(request)
         buf = b""
         while True:
             c = s.recv(65536)
             if not c:
-                break
+                return buf
             buf += c
+
+
+def http_get(host, port, path, timeout=10):
+    buf = exchange(host, port, f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode(), timeout)
     head, _, body = buf.partition(b"\r\n\r\n")
     status = int(head.split(b" ", 2)[1])
     if b"chunked" in head.lower():
@@ -84,15 +89,8 @@ def one_stream(host, port, model, max_tokens, tally, timeout):
     body = json.dumps({"model": model, "prompt": "Write a short poem about the sea.", "max_tokens": max_tokens,
                        "temperature": 0.7, "stream": True}).encode()
     try:
-        with socket.create_connection((host, port), timeout=timeout) as s:
-            s.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                      b"Connection: close\r\nContent-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
-            buf = b""
-            while True:
-                c = s.recv(65536)
-                if not c:
-                    break
-                buf += c
+        buf = exchange(host, port, b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                       b"Connection: close\r\nContent-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body, timeout)
     except OSError as e:
         tally.err(f"socket: {type(e).__name__}")
         return
