@@ -1,0 +1,57 @@
+/* The lexer of the grammar engine: several regular expressions (the grammar's terminals) run
+ * at once as one lazily built DFA over bytes. A lexer state stands for "the bytes of the current
+ * lexeme so far" against every terminal still possible; the parser restricts which terminals may
+ * start at each point (lx_start with an allowed set).
+ *
+ * Regular expressions: the ECMAScript subset JSON Schema `pattern` uses, over UTF-8 text:
+ * literals and escapes (\n \t \r \f \v \0 \xHH \uHHHH \u{H..} \/ and escaped metacharacters),
+ * `.` (any code point but \n), classes [...] / [^...] with ranges and \d \w \s \D \W \S inside
+ * and outside, groups (...) (?:...) and named groups (?<n>...) (capture is irrelevant),
+ * alternation |, quantifiers * + ? {m} {m,} {m,n} and their lazy forms (same language),
+ * anchors ^ and $ only at the start / end of the pattern (or of a top-level alternative).
+ * Backreferences, lookahead/lookbehind and \b give a clear error (they are not regular or not
+ * expressible here). Code points are matched as their UTF-8 byte sequences; classes with
+ * non-ASCII ranges compile to UTF-8 byte automata; invalid UTF-8 never matches.
+ *
+ * Whole-lexeme semantics: a terminal matches a lexeme only if the whole lexeme is in its
+ * language. (The JSON Schema front end turns an unanchored `pattern` into .*(pattern).* itself.)
+ *
+ * Bounded: building the NFA fails cleanly past LX_MAX_NFA_STATES (e.g. a{1000}{1000}); the DFA is
+ * built lazily as bytes are seen, and its cache is bounded (when full it is flushed and rebuilt on
+ * demand), so no pattern can exhaust memory or take exponential time. Thread-safe for concurrent
+ * readers (lx_next may add states under an internal lock). */
+#ifndef PG_GRAMMAR_LEXER_H
+#define PG_GRAMMAR_LEXER_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define LX_MAX_NFA_STATES (1 << 20)
+
+typedef struct lx_lexer lx_lexer;
+typedef uint32_t lx_state; /* 0 = dead (no terminal can match any extension) */
+#define LX_DEAD 0u
+
+/* Validates one pattern (for early, precise errors): 0 ok, -1 with a message in err naming the
+ * problem and its offset. */
+int lx_check_pattern(const char *pattern, size_t n, char *err, size_t cap);
+
+/* A lexer over n terminals; terminal i is pattern i (or, when is_literal[i], the exact string).
+ * NULL with a message in err on a bad pattern (naming which) or past the limits. */
+lx_lexer *lx_new(int n, const char *const *patterns, const size_t *lens, const uint8_t *is_literal, char *err,
+                 size_t cap);
+void lx_free(lx_lexer *lx);
+int lx_n_terminals(const lx_lexer *lx);
+
+/* The state before the first byte of a lexeme that may be any terminal whose bit is set in
+ * allowed[(n + 63) / 64]. States are interned: equal sets give equal ids. */
+lx_state lx_start(lx_lexer *lx, const uint64_t *allowed);
+/* After one more byte (LX_DEAD if no allowed terminal can match any extension). */
+lx_state lx_next(lx_lexer *lx, lx_state s, uint8_t byte);
+/* Terminals whose language contains exactly the bytes so far (as a bitset valid until the lexer
+ * is freed; NULL = none). */
+const uint64_t *lx_accepting(lx_lexer *lx, lx_state s);
+/* 1 if some allowed terminal can still match after more bytes. */
+int lx_can_continue(lx_lexer *lx, lx_state s);
+
+#endif
