@@ -19,7 +19,7 @@
  * allocated the first time a tainted byte lands in the block, NULL means none of it is tainted */
 struct jblk { jblk *next; size_t used, cap; unsigned char *shadow; _Alignas(16) char data[]; };
 
-/* keeps c->sorted (every block, by address) for jj_blk_of's binary search */
+/* keeps c->sorted (every block, by address) for blk_of's binary search */
 static void index_block(jctx *c, jblk *b) {
     if (c->n_sorted == c->cap_sorted) {
         size_t cap = c->cap_sorted ? c->cap_sorted * 2 : 16;
