@@ -100,6 +100,19 @@ int pagoda_token_is_eog(const pagoda_model *m, int32_t id);
 pagoda_status pagoda_chat_render(const pagoda_model *m, const char *messages_json, const char *tools_json,
                                  int add_generation_prompt, char **text);
 
+/* The chat template rendered and tokenized, as the prompt of a chat request: *ids from malloc
+ * (pagoda_free). Text the template writes (its own "<|im_start|>", the BOS/EOS it inserts)
+ * becomes special tokens; text that comes from messages_json and tools_json (contents, names,
+ * tool definitions and arguments, keys) is tokenized as plain text unless
+ * allow_special_in_content is set, so a message cannot forge turns with special-token text.
+ * The whole text is tokenized in one pass, so ordinary messages give the ids that rendering and
+ * then pagoda_tokenize(parse_special=1) give. The model's BOS is added as pagoda_tokenize's
+ * add_special would add it, once (not again after a template that writes it). Errors as
+ * pagoda_chat_render. */
+pagoda_status pagoda_chat_tokenize(const pagoda_model *m, const char *messages_json, const char *tools_json,
+                                   int add_generation_prompt, int allow_special_in_content, int32_t **ids,
+                                   size_t *n_ids);
+
 void pagoda_free(void *p);
 
 /* ===== Memory broker: the budgets several engines of one process share ===== */

@@ -44,6 +44,9 @@ static void usage(void) {
             "  --grace SECONDS            on SIGTERM, time in-flight requests get to finish (default 10)\n"
             "  --http-threads N           HTTP worker threads (default 4)\n"
             "  --no-prefix-caching        do not reuse the KV cache of identical prompt prefixes\n"
+            "  --allow-special-in-content chat: special-token text in messages (\"<|im_start|>\") becomes\n"
+            "                             special tokens, so messages can forge turns (default: plain text;\n"
+            "                             a request's \"allow_special_in_content\" overrides this)\n"
             "  -v, --verbose              engine log lines at info level\n");
 }
 
@@ -79,6 +82,7 @@ int cmd_serve(int argc, char **argv) {
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) return usage(), 0;
         if (!strcmp(a, "-v") || !strcmp(a, "--verbose")) { verbose = 1; continue; }
         if (!strcmp(a, "--no-prefix-caching")) { prefix_caching = 0; continue; }
+        if (!strcmp(a, "--allow-special-in-content")) { sc.allow_special_in_content = 1; continue; }
         if (!v) { fprintf(stderr, "pagoda serve: option '%s' needs a value\n", a); return 2; }
         if (!strcmp(a, "-m") || !strcmp(a, "--model")) model = v;
         else if (!strcmp(a, "--host")) sc.host = v;

@@ -148,8 +148,9 @@ int pagoda_token_is_eog(const pagoda_model *pm, int32_t id) {
     return pm->tok && id >= 0 && id < tok_n_vocab(pm->tok) && tok_is_eog(pm->tok, id);
 }
 
-pagoda_status pagoda_chat_render(const pagoda_model *pm, const char *messages_json, const char *tools_json,
-                                 int add_generation_prompt, char **text) {
+/* mask NULL: the text only; otherwise also which bytes came from the messages and tools */
+static pagoda_status chat_render(const pagoda_model *pm, const char *messages_json, const char *tools_json,
+                                 int add_generation_prompt, char **text, unsigned char **mask) {
     *text = NULL;
     const char *tmpl = pm->tok ? tok_chat_template(pm->tok) : NULL;
     if (!tmpl) return pg_fail(PAGODA_ERR_UNSUPPORTED, "this model has no chat template");
@@ -158,7 +159,33 @@ pagoda_status pagoda_chat_render(const pagoda_model *pm, const char *messages_js
     const char *eos = tok_eos(pm->tok) >= 0 ? tok_piece(pm->tok, tok_eos(pm->tok), &l) : NULL;
     chat_template_input in = {.messages_json = messages_json, .tools_json = tools_json,
                               .add_generation_prompt = add_generation_prompt != 0, .bos_token = bos, .eos_token = eos};
-    return chat_template_render(tmpl, &in, text);
+    return chat_template_render_marked(tmpl, &in, text, mask);
+}
+
+pagoda_status pagoda_chat_render(const pagoda_model *pm, const char *messages_json, const char *tools_json,
+                                 int add_generation_prompt, char **text) {
+    return chat_render(pm, messages_json, tools_json, add_generation_prompt, text, NULL);
+}
+
+pagoda_status pagoda_chat_tokenize(const pagoda_model *pm, const char *messages_json, const char *tools_json,
+                                   int add_generation_prompt, int allow_special_in_content, int32_t **ids,
+                                   size_t *n_ids) {
+    *ids = NULL, *n_ids = 0;
+    char *text = NULL;
+    unsigned char *mask = NULL;
+    pagoda_status st = chat_render(pm, messages_json, tools_json, add_generation_prompt, &text,
+                                   allow_special_in_content ? NULL : &mask);
+    if (st) return st;
+    size_t n = 0;
+    st = tok_encode_masked(pm->tok, text, strlen(text), true, true, mask, ids, &n);
+    free(text);
+    free(mask);
+    if (st) return st;
+    /* a template that writes the BOS text itself would get a second one from add_special */
+    int32_t bos = tok_bos(pm->tok);
+    if (n >= 2 && bos >= 0 && (*ids)[0] == bos && (*ids)[1] == bos) memmove(*ids, *ids + 1, --n * sizeof **ids);
+    *n_ids = n;
+    return PAGODA_OK;
 }
 
 void pagoda_free(void *p) { free(p); }

@@ -280,8 +280,9 @@ static int build_prompt(http_req *hr, gen *g, int32_t **ids_out, enum MHD_Result
     size_t n = 0;
     *ids_out = NULL;
     if (g->chat) {
-        char *text = NULL;
-        pagoda_status st = pagoda_chat_render(s->model, q->messages_json, q->tools_json, 1, &text);
+        int32_t *t = NULL;
+        int allow = q->allow_special_in_content >= 0 ? q->allow_special_in_content : s->cfg.allow_special_in_content;
+        pagoda_status st = pagoda_chat_tokenize(s->model, q->messages_json, q->tools_json, 1, allow, &t, &n);
         if (st == PAGODA_ERR_UNSUPPORTED) {
             *ret = bad(hr, "messages",
                        "This model has no chat template, so /v1/chat/completions cannot format messages; use "
@@ -293,12 +294,13 @@ static int build_prompt(http_req *hr, gen *g, int32_t **ids_out, enum MHD_Result
                               "Cannot apply the chat template: %s", pagoda_last_error());
             return -1;
         }
-        st = tokenize(s->model, text, 1, 1, &ids, &n);
-        pagoda_free(text);
-        if (st) goto tok_fail;
-        /* templates that write the BOS text themselves would get a second one from add_special */
-        if (n >= 2 && s->info.bos >= 0 && ids[0] == s->info.bos && ids[1] == s->info.bos)
-            memmove(ids, ids + 1, --n * sizeof *ids);
+        /* into memory of our own (malloc), so every id array here is released with free() */
+        if ((ids = malloc((n ? n : 1) * sizeof *ids))) memcpy(ids, t, n * sizeof *ids);
+        pagoda_free(t);
+        if (!ids) {
+            pg_fail(PAGODA_ERR_NOMEM, "out of memory");
+            goto tok_fail;
+        }
     } else if (q->suffix) {
         if (s->info.fim_prefix < 0 || s->info.fim_suffix < 0 || s->info.fim_middle < 0) {
             *ret = bad(hr, "suffix",

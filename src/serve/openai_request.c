@@ -472,6 +472,7 @@ static int parse_field(ctx *c, const char *key, json_t *v) {
         if (!strcmp(key, "best_of")) return get_int(c, key, v, 1, OA_MAX_N, &c->best_of);
     } else {
         if (!strcmp(key, "messages")) return parse_messages(c, v);
+        if (!strcmp(key, "allow_special_in_content")) return get_bool(c, key, v, &r->allow_special_in_content);
         if (!strcmp(key, "logprobs")) return get_bool(c, key, v, &c->chat_logprobs);
         if (!strcmp(key, "top_logprobs")) {
             if (get_int(c, key, v, 0, 20, &x)) return -1;
@@ -525,6 +526,7 @@ static void request_defaults(oa_request *r) {
     pr->n = 1;
     pr->logprobs = -1;
     pr->skip_special = 1;
+    r->allow_special_in_content = -1;
     pr->stop = (const char *const *)r->stop;
     pr->stop_token_ids = r->stop_token_ids;
 }

@@ -48,6 +48,8 @@ typedef struct {
     /* chat */
     char *messages_json;  /* owned: normalized array of {"role","content": string, ...} */
     char *tools_json;     /* owned; NULL if no tools (or tool_choice "none") */
+    int allow_special_in_content; /* "allow_special_in_content": -1 not given (the server's
+                                     default), 0 or 1 */
 
     int stream, include_usage;
 

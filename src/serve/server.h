@@ -23,6 +23,9 @@ typedef struct {
                                      * cancelled with a clear reason; 0: no limit; default 4 MiB */
     int timeout_s;                  /* idle / header / upload timeout per connection; default 60 */
     int http_threads;               /* MHD worker threads; default 4 */
+    int allow_special_in_content;   /* chat: special-token text in messages becomes special tokens
+                                       (the old behaviour; a request's "allow_special_in_content"
+                                       overrides it); default 0: it is plain text */
 } serve_config;
 void serve_config_default(serve_config *c);
 

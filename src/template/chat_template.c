@@ -15,7 +15,30 @@
 
 /* ---- arena and errors ---- */
 
-struct jblk { jblk *next; size_t used, cap; _Alignas(16) char data[]; };
+/* shadow: one byte per data byte, 1 where the byte came from the JSON inputs (user data);
+ * allocated the first time a tainted byte lands in the block, NULL means none of it is tainted */
+struct jblk { jblk *next; size_t used, cap; unsigned char *shadow; _Alignas(16) char data[]; };
+
+/* keeps c->sorted (every block, by address) for blk_of's binary search */
+static void index_block(jctx *c, jblk *b) {
+    if (c->n_sorted == c->cap_sorted) {
+        size_t cap = c->cap_sorted ? c->cap_sorted * 2 : 16;
+        jblk **ns = realloc(c->sorted, cap * sizeof *ns);
+        if (!ns) {
+            free(b);
+            jj_fail(c, PAGODA_ERR_NOMEM, "out of memory");
+        }
+        c->sorted = ns;
+        c->cap_sorted = cap;
+    }
+    size_t i = c->n_sorted;
+    while (i > 0 && (uintptr_t)c->sorted[i - 1] > (uintptr_t)b) {
+        c->sorted[i] = c->sorted[i - 1];
+        i--;
+    }
+    c->sorted[i] = b;
+    c->n_sorted++;
+}
 
 void *jj_alloc(jctx *c, size_t n) {
     void *p = jj_alloc_raw(c, n);
@@ -38,6 +61,8 @@ void *jj_alloc_raw(jctx *c, size_t n) {
         c->mem += cap;
         b->cap = cap;
         b->used = 0;
+        b->shadow = NULL;
+        index_block(c, b);
         b->next = c->blocks;
         c->blocks = b;
     }
@@ -50,6 +75,63 @@ jstr jj_strdup(jctx *c, const char *p, size_t n) {
     char *d = jj_alloc(c, n + 1);
     if (n) memcpy(d, p, n);
     return (jstr){d, n};
+}
+
+/* ---- taint: which bytes came from user data ---- */
+
+/* The arena block holding p, or NULL (template constants, C literals, the stack). */
+static jblk *blk_of(jctx *c, const void *p) {
+    uintptr_t x = (uintptr_t)p;
+    size_t lo = 0, hi = c->n_sorted;
+    while (lo < hi) {
+        size_t mid = (lo + hi) / 2;
+        jblk *b = c->sorted[mid];
+        if (x < (uintptr_t)b->data) hi = mid;
+        else if (x >= (uintptr_t)b->data + b->cap) lo = mid + 1;
+        else return b;
+    }
+    return NULL;
+}
+
+static unsigned char *shadow_of(jctx *c, jblk *b) {
+    if (!b->shadow) {
+        if (c->mem + b->cap > JJ_MAX_MEM)
+            jj_fail(c, PAGODA_ERR_INVALID, "template uses too much memory (limit %u MiB)", JJ_MAX_MEM >> 20);
+        if (!(b->shadow = calloc(1, b->cap))) jj_fail(c, PAGODA_ERR_NOMEM, "out of memory");
+        c->mem += b->cap;
+    }
+    return b->shadow;
+}
+
+void jj_taint_set(jctx *c, const char *p, size_t n) {
+    if (!n) return;
+    jblk *b = blk_of(c, p);
+    if (!b) jj_fail(c, PAGODA_ERR_INVALID, "internal error: marking bytes outside the arena");
+    memset(shadow_of(c, b) + (p - b->data), 1, n);
+    c->tainted = true;
+}
+
+void jj_taint_copy(jctx *c, const char *dst, const char *src, size_t n) {
+    if (!c->tainted || !n) return;
+    jblk *sb = blk_of(c, src);
+    if (!sb || !sb->shadow) return;
+    const unsigned char *m = sb->shadow + (src - sb->data);
+    if (!memchr(m, 1, n)) return;
+    jblk *db = blk_of(c, dst);
+    if (!db) jj_fail(c, PAGODA_ERR_INVALID, "internal error: copying marks outside the arena");
+    memcpy(shadow_of(c, db) + (dst - db->data), m, n);
+}
+
+bool jj_tainted(jctx *c, const char *p) {
+    if (!c->tainted) return false;
+    jblk *b = blk_of(c, p);
+    return b && b->shadow && b->shadow[p - b->data];
+}
+
+jstr jj_strdup_user(jctx *c, const char *p, size_t n) {
+    jstr s = jj_strdup(c, p, n);
+    jj_taint_set(c, s.p, n);
+    return s;
 }
 
 _Noreturn void jj_fail(jctx *c, pagoda_status st, const char *fmt, ...) {
@@ -68,12 +150,12 @@ static jval parse_json_arg(jctx *c, const char *text, const char *what) {
     json_error_t err;
     json_t *j = json_loads(text, JSON_DECODE_ANY | JSON_ALLOW_NUL, &err);
     if (!j) jj_fail(c, PAGODA_ERR_INVALID, "chat template: %s: bad JSON at line %d: %s", what, err.line, err.text);
-    jval v = jj_from_json(c, j);
+    jval v = jj_from_json(c, j); /* its strings are marked as user data */
     json_decref(j);
     return v;
 }
 
-static void run(jctx *c, const char *tmpl, const chat_template_input *in, char **out) {
+static void run(jctx *c, const char *tmpl, const chat_template_input *in, char **out, unsigned char **mask) {
     size_t n = strlen(tmpl);
     if (n > JJ_MAX_TEMPLATE)
         jj_fail(c, PAGODA_ERR_INVALID, "chat template too large (%zu bytes, limit %u)", n, JJ_MAX_TEMPLATE);
@@ -126,18 +208,34 @@ static void run(jctx *c, const char *tmpl, const chat_template_input *in, char *
     if (!r) jj_fail(c, PAGODA_ERR_NOMEM, "out of memory");
     if (ob.n) memcpy(r, ob.p, ob.n);
     r[ob.n] = 0;
+    if (mask) {
+        unsigned char *m = calloc(ob.n + 1, 1);
+        if (!m) {
+            free(r);
+            jj_fail(c, PAGODA_ERR_NOMEM, "out of memory");
+        }
+        jblk *b = ob.n ? blk_of(c, ob.p) : NULL;
+        if (b && b->shadow) memcpy(m, b->shadow + (ob.p - b->data), ob.n);
+        *mask = m;
+    }
     *out = r;
 }
 
 pagoda_status chat_template_render(const char *tmpl, const chat_template_input *in, char **out) {
+    return chat_template_render_marked(tmpl, in, out, NULL);
+}
+
+pagoda_status chat_template_render_marked(const char *tmpl, const chat_template_input *in, char **out,
+                                          unsigned char **user_mask) {
     if (!out) return pg_fail(PAGODA_ERR_INVALID, "chat_template_render: out is NULL");
     *out = NULL;
+    if (user_mask) *user_mask = NULL;
     if (!tmpl || !in) return pg_fail(PAGODA_ERR_INVALID, "chat_template_render: NULL argument");
     jctx *c = calloc(1, sizeof *c);
     if (!c) return pg_fail(PAGODA_ERR_NOMEM, "out of memory");
     pagoda_status st = PAGODA_OK;
     if (setjmp(c->jb) == 0) {
-        run(c, tmpl, in, out);
+        run(c, tmpl, in, out, user_mask);
     } else {
         st = c->st;
         pg_fail(st, "%s", c->msg);
@@ -145,8 +243,10 @@ pagoda_status chat_template_render(const char *tmpl, const chat_template_input *
     while (c->blocks) {
         jblk *b = c->blocks;
         c->blocks = b->next;
+        free(b->shadow);
         free(b);
     }
+    free(c->sorted);
     free(c);
     return st;
 }

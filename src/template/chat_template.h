@@ -22,4 +22,13 @@ typedef struct {
  * raise_exception("msg") gives PAGODA_ERR_INVALID with msg. */
 pagoda_status chat_template_render(const char *tmpl, const chat_template_input *in, char **out);
 
+/* Same, and *user_mask (malloc'd, one byte per byte of *out, plus one) is 1 where the output byte
+ * came from user data: the strings (values and keys) of messages_json, tools_json and extra_json,
+ * carried through the template's string operations (filters, methods, slicing, concatenation,
+ * tojson, macros). Text the template writes itself, and bos_token / eos_token, are 0. Bytes a
+ * template derives from user data without copying them (numbers, lengths, the repr of None) are 0
+ * too. user_mask may be NULL. */
+pagoda_status chat_template_render_marked(const char *tmpl, const chat_template_input *in, char **out,
+                                          unsigned char **user_mask);
+
 #endif

@@ -90,6 +90,9 @@ typedef struct jblk jblk;
 
 typedef struct {
     jblk *blocks;
+    jblk **sorted;          /* the blocks by address (finding the block of a pointer) */
+    size_t n_sorted, cap_sorted;
+    bool tainted;           /* some byte of the arena came from user data */
     size_t mem;
     jmp_buf jb;
     pagoda_status st;
@@ -109,6 +112,16 @@ void *jj_alloc_raw(jctx *c, size_t n);  /* not zeroed: for string buffers */
 _Noreturn void jj_fail(jctx *c, pagoda_status st, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 jstr jj_strdup(jctx *c, const char *p, size_t n);
+
+/* Taint: every byte a render writes remembers whether it came from user data (the strings of
+ * the JSON inputs), in a shadow of the arena, so the renderer can say which bytes of its output
+ * are user text. Copies through jj_buf_add carry the marks along; code that writes bytes derived
+ * from a string in another way copies them with jj_taint_copy. Pointers outside the arena
+ * (template constants live in it too, unmarked; C literals, the stack) read as unmarked. */
+jstr jj_strdup_user(jctx *c, const char *p, size_t n);          /* a copy, all marked */
+void jj_taint_set(jctx *c, const char *p, size_t n);            /* p: arena bytes */
+void jj_taint_copy(jctx *c, const char *dst, const char *src, size_t n); /* marks of src onto dst */
+bool jj_tainted(jctx *c, const char *p);
 
 /* lexer and parser (jinja_parse.c): the template body of src[0..n) */
 jnlist jj_parse(jctx *c, const char *src, size_t n);

@@ -152,9 +152,10 @@ jval jj_call_value(jctx *c, jval fn, const jargs *a) {
         jstr s = self.u.s;
         size_t next = 0;
         for (size_t i = 0; i < s.n; i++) {
-            if (s.p[i] == '{' && i + 1 < s.n && s.p[i + 1] == '{') { jj_buf_ch(c, &r, '{'); i++; continue; }
-            if (s.p[i] == '}' && i + 1 < s.n && s.p[i + 1] == '}') { jj_buf_ch(c, &r, '}'); i++; continue; }
-            if (s.p[i] != '{') { jj_buf_ch(c, &r, s.p[i]); continue; }
+            /* bytes copied from s itself keep its marks (jj_buf_add from s.p) */
+            if (s.p[i] == '{' && i + 1 < s.n && s.p[i + 1] == '{') { jj_buf_add(c, &r, s.p + i, 1); i++; continue; }
+            if (s.p[i] == '}' && i + 1 < s.n && s.p[i + 1] == '}') { jj_buf_add(c, &r, s.p + i, 1); i++; continue; }
+            if (s.p[i] != '{') { jj_buf_add(c, &r, s.p + i, 1); continue; }
             size_t e = i + 1;
             while (e < s.n && s.p[e] != '}') e++;
             if (e >= s.n) jj_rerr(c, "format: unmatched '{'");
@@ -492,14 +493,16 @@ jval jj_apply_filter(jctx *c, jstr name, jval v, const jargs *a) {
         jstr s = jj_to_str(c, v);
         jbuf r = {0};
         for (size_t i = 0; i < s.n; i++) {
+            size_t from = r.n;
             switch (s.p[i]) {
             case '&': jj_buf_s(c, &r, "&amp;"); break;
             case '<': jj_buf_s(c, &r, "&lt;"); break;
             case '>': jj_buf_s(c, &r, "&gt;"); break;
             case '"': jj_buf_s(c, &r, "&#34;"); break;
             case '\'': jj_buf_s(c, &r, "&#39;"); break;
-            default: jj_buf_ch(c, &r, s.p[i]);
+            default: jj_buf_add(c, &r, s.p + i, 1);
             }
+            jj_taint_from(c, &r, from, s.p + i);
         }
         return vstr(buf_str(&r));
     }
@@ -522,7 +525,7 @@ jval jj_apply_filter(jctx *c, jstr name, jval v, const jargs *a) {
         jbuf r = {0};
         if (first) jj_buf_add(c, &r, pad.p, pad.n);
         for (size_t i = 0; i < s.n; i++) {
-            jj_buf_ch(c, &r, s.p[i]);
+            jj_buf_add(c, &r, s.p + i, 1);
             if (s.p[i] == '\n' && i + 1 < s.n && (blank || s.p[i + 1] != '\n')) jj_buf_add(c, &r, pad.p, pad.n);
         }
         return vstr(buf_str(&r));

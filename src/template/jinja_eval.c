@@ -106,12 +106,12 @@ jval jj_percent_format(jctx *c, jstr f, jval args) {
     jbuf r = {0};
     for (size_t i = 0; i < f.n; i++) {
         if (f.p[i] != '%') {
-            jj_buf_ch(c, &r, f.p[i]);
+            jj_buf_add(c, &r, f.p + i, 1); /* keeps the byte's user-data mark */
             continue;
         }
         char conv = i + 1 < f.n ? f.p[++i] : 0;
         if (conv == '%') {
-            jj_buf_ch(c, &r, '%');
+            jj_buf_add(c, &r, f.p + i, 1);
             continue;
         }
         if (conv != 's' && conv != 'r' && conv != 'd' && conv != 'i')

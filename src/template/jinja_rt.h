@@ -60,6 +60,9 @@ jval *jj_frame_get(jframe *f, jstr k);
 void jj_buf_add(jctx *c, jbuf *b, const char *p, size_t n);
 void jj_buf_s(jctx *c, jbuf *b, const char *s);
 void jj_buf_ch(jctx *c, jbuf *b, char ch);
+/* Marks b's bytes from `from` on as user data if *src (the byte they were derived from) is:
+ * for escapes and other text written in place of a byte of a string. */
+void jj_taint_from(jctx *c, jbuf *b, size_t from, const char *src);
 const char *jj_type_name(jval v);
 void jj_to_str_buf(jctx *c, jbuf *b, jval v, bool repr, int depth);
 jstr jj_to_str(jctx *c, jval v);

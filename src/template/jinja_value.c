@@ -88,7 +88,7 @@ jval jj_from_json(jctx *c, const void *jp) {
         jdict *d = jj_dict_new(c);
         const char *k;
         json_t *v;
-        json_object_foreach((json_t *)j, k, v) jj_dict_set(c, d, jj_strdup(c, k, strlen(k)), jj_from_json(c, v));
+        json_object_foreach((json_t *)j, k, v) jj_dict_set(c, d, jj_strdup_user(c, k, strlen(k)), jj_from_json(c, v));
         return (jval){.t = V_DICT, .u.d = d};
     }
     case JSON_ARRAY: {
@@ -96,7 +96,7 @@ jval jj_from_json(jctx *c, const void *jp) {
         for (size_t i = 0; i < json_array_size(j); i++) jj_list_push(c, l, jj_from_json(c, json_array_get(j, i)));
         return vlist(l);
     }
-    case JSON_STRING: return vstr(jj_strdup(c, json_string_value(j), json_string_length(j)));
+    case JSON_STRING: return vstr(jj_strdup_user(c, json_string_value(j), json_string_length(j)));
     case JSON_INTEGER: return vint(json_integer_value(j));
     case JSON_REAL: return vfloat(json_real_value(j));
     case JSON_TRUE: return vbool(true);
@@ -116,11 +116,16 @@ void jj_buf_add(jctx *c, jbuf *b, const char *p, size_t n) {
         while (cap < b->n + n) cap *= 2;
         char *np = jj_alloc_raw(c, cap);
         if (b->n) memcpy(np, b->p, b->n);
+        jj_taint_copy(c, np, b->p, b->n);
         b->p = np;
         b->cap = cap;
     }
     memcpy(b->p + b->n, p, n);
+    jj_taint_copy(c, b->p + b->n, p, n);
     b->n += n;
+}
+void jj_taint_from(jctx *c, jbuf *b, size_t from, const char *src) {
+    if (b->n > from && jj_tainted(c, src)) jj_taint_set(c, b->p + from, b->n - from);
 }
 void jj_buf_s(jctx *c, jbuf *b, const char *s) { jj_buf_add(c, b, s, strlen(s)); }
 void jj_buf_ch(jctx *c, jbuf *b, char ch) { jj_buf_add(c, b, &ch, 1); }
@@ -205,6 +210,7 @@ static void repr_str(jctx *c, jbuf *b, jstr s) {
     for (size_t i = 0; i < s.n; i++) {
         unsigned char ch = (unsigned char)s.p[i];
         char e[8];
+        size_t from = b->n;
         if (ch == (unsigned char)q || ch == '\\') {
             jj_buf_ch(c, b, '\\');
             jj_buf_ch(c, b, (char)ch);
@@ -220,6 +226,7 @@ static void repr_str(jctx *c, jbuf *b, jstr s) {
         } else {
             jj_buf_ch(c, b, (char)ch);
         }
+        jj_taint_from(c, b, from, s.p + i);
     }
     jj_buf_ch(c, b, q);
 }
@@ -295,7 +302,9 @@ static void json_str(jctx *c, jbuf *b, jstr s) {
         }
         if (e) {
             jj_buf_add(c, b, s.p + run, i - run);
+            size_t from = b->n;
             jj_buf_s(c, b, e);
+            jj_taint_from(c, b, from, s.p + i);
             run = i + 1;
         }
     }
@@ -602,6 +611,7 @@ jstr jj_str_case(jctx *c, jstr s, int mode) {
         if (mode == 3) start = !alpha;
         else if (mode == 4) start = py_space(ch) || (ch && strchr("-({[<", ch));
     }
+    jj_taint_copy(c, d, s.p, s.n); /* the same length, byte for byte */
     return (jstr){d, s.n};
 }
 

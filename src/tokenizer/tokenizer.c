@@ -79,18 +79,27 @@ static pagoda_status encode_raw(const pg_tokenizer *t, tok_work *w, const char *
     return tok_pretokenize(t, s, n, on_piece, &c);
 }
 
-/* Longest added token at s (special ones only when allowed), or NULL. */
-static const tok_added *match_added(const pg_tokenizer *t, const char *s, size_t n, bool parse_special) {
+/* Longest added token at s (special ones only when allowed: parse_special, and no byte of the
+ * match marked in plain, which is NULL or the mask from s on), or NULL. */
+static const tok_added *match_added(const pg_tokenizer *t, const char *s, size_t n, bool parse_special,
+                                    const uint8_t *plain) {
     uint8_t b = (uint8_t)s[0];
     for (int32_t i = t->added_at[b]; i < t->added_at[b + 1]; i++) {
         const tok_added *a = &t->added[i];
-        if (a->len <= n && (parse_special || !a->special) && !memcmp(a->s, s, a->len)) return a;
+        if (a->len > n || memcmp(a->s, s, a->len)) continue;
+        if (!a->special) return a;
+        if (parse_special && !(plain && memchr(plain, 1, a->len))) return a;
     }
     return NULL;
 }
 
 pagoda_status tok_encode(const pg_tokenizer *t, const char *text, size_t len, bool add_special, bool parse_special,
                          int32_t **ids, size_t *n_ids) {
+    return tok_encode_masked(t, text, len, add_special, parse_special, NULL, ids, n_ids);
+}
+
+pagoda_status tok_encode_masked(const pg_tokenizer *t, const char *text, size_t len, bool add_special,
+                                bool parse_special, const uint8_t *plain, int32_t **ids, size_t *n_ids) {
     *ids = NULL;
     *n_ids = 0;
     if (!text && len) return pg_fail(PAGODA_ERR_INVALID, "tok_encode: NULL text");
@@ -101,7 +110,7 @@ pagoda_status tok_encode(const pg_tokenizer *t, const char *text, size_t len, bo
     size_t start = 0;
     for (size_t i = 0; i < len && t->n_added;) {
         const tok_added *a = t->added_at[(uint8_t)text[i] + 1] > t->added_at[(uint8_t)text[i]]
-                                 ? match_added(t, text + i, len - i, parse_special)
+                                 ? match_added(t, text + i, len - i, parse_special, plain ? plain + i : NULL)
                                  : NULL;
         if (!a) {
             i++;

@@ -36,6 +36,13 @@ const char *tok_chat_template(const pg_tokenizer *t);
 pagoda_status tok_encode(const pg_tokenizer *t, const char *text, size_t len, bool add_special, bool parse_special,
                          int32_t **ids, size_t *n_ids);
 
+/* Same, in one pass over the whole text, where plain (len bytes, or NULL) marks the bytes that
+ * are plain text: a special token is matched only where none of its bytes is marked (1), so
+ * special-token text inside marked bytes is encoded as ordinary text. The text is still encoded
+ * as one string (BPE merges across the marks), so unmarked text gives the ids tok_encode gives. */
+pagoda_status tok_encode_masked(const pg_tokenizer *t, const char *text, size_t len, bool add_special,
+                                bool parse_special, const uint8_t *plain, int32_t **ids, size_t *n_ids);
+
 /* The raw piece of a token as stored in the vocabulary (e.g. "Ġhello", "▁the", "<0x0A>"). */
 const char *tok_piece(const pg_tokenizer *t, int32_t id, size_t *len);
 

@@ -28,11 +28,18 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         .extra_json = "{\"enable_thinking\": false}",
     };
     char *out = NULL;
-    if (chat_template_render(tmpl, &in, &out) == PAGODA_OK) {
-        g_sink += strlen(out);
+    unsigned char *mask = NULL;
+    /* every other input with the user-data marks (the shadow of the arena) */
+    pagoda_status st = size & 2 ? chat_template_render_marked(tmpl, &in, &out, &mask) : chat_template_render(tmpl, &in, &out);
+    if (st == PAGODA_OK) {
+        size_t n = strlen(out);
+        g_sink += n;
+        for (size_t i = 0; mask && i < n; i++)
+            if (mask[i] > 1) __builtin_trap(); /* marks are 0 or 1, one per output byte */
         free(out);
-    } else if (out) {
-        __builtin_trap(); /* out must stay NULL on error */
+        free(mask);
+    } else if (out || mask) {
+        __builtin_trap(); /* out and mask must stay NULL on error */
     }
     free(tmpl);
     return 0;
