@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "core/file.h"
 #include "core/log.h"
 
 const char *arch_name(pg_arch a) {
@@ -191,17 +192,10 @@ pagoda_status config_from_hf(const char *dir, pg_model_config *c) {
     snprintf(path, sizeof path, "%s/config.json", dir);
     json_error_t jerr;
     /* config.json is small; a cap keeps a hostile file from eating memory */
-    FILE *fp = fopen(path, "rb");
-    if (!fp) return pg_fail(PAGODA_ERR_IO, "%s: %s", path, strerror(errno));
-    char *buf = malloc(1 << 20);
-    size_t n = buf ? fread(buf, 1, 1 << 20, fp) : 0;
-    int too_big = buf && n == (1 << 20);
-    fclose(fp);
-    if (!buf) return pg_fail(PAGODA_ERR_NOMEM, "out of memory reading %s", path);
-    if (too_big) {
-        free(buf);
-        return pg_fail(PAGODA_ERR_FORMAT, "%s: larger than 1 MiB", path);
-    }
+    char *buf;
+    size_t n;
+    pagoda_status rst = pg_read_file(path, 1 << 20, &buf, &n);
+    if (rst) return rst;
     json_t *root = json_loadb(buf, n, 0, &jerr);
     free(buf);
     if (!root) return pg_fail(PAGODA_ERR_FORMAT, "%s: line %d: %s", path, jerr.line, jerr.text);
