@@ -33,34 +33,68 @@ static void set_arch_defaults(pg_model_config *c, pg_arch a) {
     c->bos_id = c->eos_id = -1;
 }
 
-/* Shapes every architecture must have, checked once for both sources. */
-static pagoda_status check_config(pg_model_config *c, const char *src) {
-    if (c->n_embd <= 0 || c->n_layer <= 0 || c->n_head <= 0 || c->n_ff <= 0 || c->n_vocab <= 0)
-        return pg_fail(PAGODA_ERR_FORMAT, "%s: missing or non-positive n_embd/n_layer/n_head/n_ff/n_vocab "
-                       "(%d/%d/%d/%d/%d)", src, c->n_embd, c->n_layer, c->n_head, c->n_ff, c->n_vocab);
-    if (c->n_embd > (1 << 20) || c->n_layer > 4096 || c->n_head > 4096 || c->n_ff > (1 << 22) ||
-        c->n_vocab > (1 << 24))
-        return pg_fail(PAGODA_ERR_FORMAT, "%s: hyperparameters out of any sane range", src);
-    if (c->n_head_kv <= 0) c->n_head_kv = c->n_head;
+/* The names a source gives the fields check_config validates, so an error names the key the
+ * user would look for ("llama.rope.freq_base", "rope_theta"); prefix goes before each. */
+typedef struct {
+    const char *prefix;
+    const char *n_embd, *n_layer, *n_head, *n_head_kv, *head_dim, *n_ff, *n_vocab, *n_ctx, *norm_eps, *rope_theta,
+        *rope_dim, *sliding_window;
+} cfg_keys;
+
+static pagoda_status bad_int(const char *src, const cfg_keys *k, const char *key, int32_t v, const char *want) {
+    if (v == 0) return pg_fail(PAGODA_ERR_FORMAT, "%s: %s%s is missing or 0 (must be %s)", src, k->prefix, key, want);
+    return pg_fail(PAGODA_ERR_FORMAT, "%s: %s%s = %d (must be %s)", src, k->prefix, key, v, want);
+}
+
+static bool finite_positive(float v) { return v > 0 && isfinite(v); }
+
+/* Shapes every architecture must have, checked once for both sources. A value that would make
+ * the model compute nothing (a zero count, a zero, NaN or infinite rope base or norm epsilon)
+ * is refused with the field's name rather than replaced. */
+static pagoda_status check_config(pg_model_config *c, const char *src, const cfg_keys *k) {
+    const struct { const char *key; int32_t v, max; } counts[] = {
+        {k->n_embd, c->n_embd, 1 << 20}, {k->n_layer, c->n_layer, 4096}, {k->n_head, c->n_head, 4096},
+        {k->n_ff, c->n_ff, 1 << 22},     {k->n_vocab, c->n_vocab, 1 << 24},
+    };
+    for (size_t i = 0; i < sizeof counts / sizeof counts[0]; i++) {
+        if (counts[i].v <= 0) return bad_int(src, k, counts[i].key, counts[i].v, "a positive integer");
+        if (counts[i].v > counts[i].max)
+            return pg_fail(PAGODA_ERR_FORMAT, "%s: %s%s = %d is out of any sane range (at most %d)", src, k->prefix,
+                           counts[i].key, counts[i].v, counts[i].max);
+    }
+    if (c->n_head_kv < 0) return bad_int(src, k, k->n_head_kv, c->n_head_kv, "a positive divisor of the head count");
+    if (c->n_head_kv == 0) c->n_head_kv = c->n_head;
     if (c->head_dim <= 0) {
         if (c->n_embd % c->n_head)
-            return pg_fail(PAGODA_ERR_FORMAT, "%s: n_embd %d not divisible by n_head %d", src, c->n_embd, c->n_head);
+            return pg_fail(PAGODA_ERR_FORMAT, "%s: %s%s = %d is not divisible by %s%s = %d", src, k->prefix, k->n_embd,
+                           c->n_embd, k->prefix, k->n_head, c->n_head);
         c->head_dim = c->n_embd / c->n_head;
     }
     if (c->n_head % c->n_head_kv)
-        return pg_fail(PAGODA_ERR_FORMAT, "%s: n_head %d not a multiple of n_head_kv %d", src, c->n_head, c->n_head_kv);
+        return pg_fail(PAGODA_ERR_FORMAT, "%s: %s%s = %d is not a multiple of %s%s = %d", src, k->prefix, k->n_head,
+                       c->n_head, k->prefix, k->n_head_kv, c->n_head_kv);
     if (c->head_dim > 1024 || c->head_dim % 2)
-        return pg_fail(PAGODA_ERR_FORMAT, "%s: head_dim %d unsupported", src, c->head_dim);
+        return pg_fail(PAGODA_ERR_FORMAT, "%s: head dimension %d unsupported (%s%s; even, at most 1024)", src,
+                       c->head_dim, k->prefix, k->head_dim);
     if (c->rope != ROPE_NONE) {
-        if (c->rope_dim <= 0) c->rope_dim = c->head_dim;
+        if (c->rope_dim < 0) return bad_int(src, k, k->rope_dim, c->rope_dim, "positive");
+        if (c->rope_dim == 0) c->rope_dim = c->head_dim;
         if (c->rope_dim > c->head_dim || c->rope_dim % 2)
-            return pg_fail(PAGODA_ERR_FORMAT, "%s: rope dimension %d invalid for head_dim %d", src, c->rope_dim, c->head_dim);
-        if (!(c->rope_theta > 0)) c->rope_theta = 10000.0f;
+            return pg_fail(PAGODA_ERR_FORMAT, "%s: rope dimension %d invalid for head_dim %d (%s%s)", src, c->rope_dim,
+                           c->head_dim, k->prefix, k->rope_dim);
+        if (!finite_positive(c->rope_theta))
+            return pg_fail(PAGODA_ERR_FORMAT, "%s: %s%s = %g (must be a finite number > 0)", src, k->prefix,
+                           k->rope_theta, c->rope_theta);
     }
-    if (!(c->norm_eps > 0)) c->norm_eps = 1e-5f;
-    if (c->n_ctx_train <= 0) c->n_ctx_train = 2048;
+    if (!finite_positive(c->norm_eps))
+        return pg_fail(PAGODA_ERR_FORMAT, "%s: %s%s = %g (must be a finite number > 0)", src, k->prefix, k->norm_eps,
+                       c->norm_eps);
+    if (c->n_ctx_train < 0) return bad_int(src, k, k->n_ctx, c->n_ctx_train, "positive");
+    if (c->n_ctx_train == 0) c->n_ctx_train = 2048;
     if (c->learned_pos && c->n_ctx_train > (1 << 20))
-        return pg_fail(PAGODA_ERR_FORMAT, "%s: context length %d too large", src, c->n_ctx_train);
+        return pg_fail(PAGODA_ERR_FORMAT, "%s: %s%s = %d: context length too large", src, k->prefix, k->n_ctx,
+                       c->n_ctx_train);
+    if (c->sliding_window < 0) return bad_int(src, k, k->sliding_window, c->sliding_window, "0 (none) or positive");
     return PAGODA_OK;
 }
 
@@ -121,7 +155,9 @@ pagoda_status config_from_gguf(const gguf_file *f, pg_model_config *c) {
             return pg_fail(PAGODA_ERR_UNSUPPORTED, "%s = '%s' is not supported (linear only)", key, scaling);
         snprintf(c->rope_scaling, sizeof c->rope_scaling, "linear");
         c->rope_factor = gguf_f32(f, arch, "rope.scaling.factor", 1.0f);
-        if (!(c->rope_factor > 0)) return pg_fail(PAGODA_ERR_FORMAT, "%s.rope.scaling.factor must be > 0", arch);
+        if (!finite_positive(c->rope_factor))
+            return pg_fail(PAGODA_ERR_FORMAT, "gguf metadata: %s.rope.scaling.factor = %g (must be a finite number > 0)",
+                           arch, c->rope_factor);
     }
 
     /* vocab: explicit key, else the token list, else the embedding rows */
@@ -134,7 +170,13 @@ pagoda_status config_from_gguf(const gguf_file *f, pg_model_config *c) {
     uint32_t u;
     if (gguf_get_u32(f, "tokenizer.ggml.bos_token_id", &u) && u < (uint32_t)INT32_MAX) c->bos_id = (int32_t)u;
     if (gguf_get_u32(f, "tokenizer.ggml.eos_token_id", &u) && u < (uint32_t)INT32_MAX) c->eos_id = (int32_t)u;
-    return check_config(c, "gguf metadata");
+    char prefix[48];
+    snprintf(prefix, sizeof prefix, "%.40s.", arch);
+    const cfg_keys keys = {prefix, "embedding_length", "block_count", "attention.head_count",
+                           "attention.head_count_kv", "attention.key_length", "feed_forward_length", "vocab_size",
+                           "context_length", c->layernorm ? "attention.layer_norm_epsilon" : "attention.layer_norm_rms_epsilon",
+                           "rope.freq_base", "rope.dimension_count", "attention.sliding_window"};
+    return check_config(c, "gguf metadata", &keys);
 }
 
 /* ---- Hugging Face config.json ---- */
@@ -167,7 +209,9 @@ static pagoda_status hf_rope(json_t *root, pg_model_config *c) {
     if (!type) type = json_string_value(json_object_get(rp, "type"));
     if (!type || !strcmp(type, "default")) goto done;
     c->rope_factor = json_f32(rp, "factor", 1.0f);
-    if (!(c->rope_factor > 0)) return pg_fail(PAGODA_ERR_FORMAT, "config.json: rope factor must be > 0");
+    if (!finite_positive(c->rope_factor))
+        return pg_fail(PAGODA_ERR_FORMAT, "config.json: rope scaling factor = %g (must be a finite number > 0)",
+                       c->rope_factor);
     if (!strcmp(type, "linear")) {
         snprintf(c->rope_scaling, sizeof c->rope_scaling, "linear");
     } else if (!strcmp(type, "llama3")) {
@@ -175,9 +219,11 @@ static pagoda_status hf_rope(json_t *root, pg_model_config *c) {
         c->rope_low_freq = json_f32(rp, "low_freq_factor", 1.0f);
         c->rope_high_freq = json_f32(rp, "high_freq_factor", 4.0f);
         c->rope_orig_ctx = json_i32(rp, "original_max_position_embeddings", 8192);
-        if (!(c->rope_high_freq > c->rope_low_freq) || c->rope_orig_ctx <= 0)
-            return pg_fail(PAGODA_ERR_FORMAT, "config.json: llama3 rope scaling needs high_freq_factor > "
-                           "low_freq_factor and original_max_position_embeddings > 0");
+        if (!(c->rope_high_freq > c->rope_low_freq) || !finite_positive(c->rope_low_freq) ||
+            !isfinite(c->rope_high_freq) || c->rope_orig_ctx <= 0)
+            return pg_fail(PAGODA_ERR_FORMAT, "config.json: llama3 rope scaling needs finite 0 < low_freq_factor < "
+                           "high_freq_factor and original_max_position_embeddings > 0 (got %g, %g, %d)",
+                           c->rope_low_freq, c->rope_high_freq, c->rope_orig_ctx);
     } else {
         return pg_fail(PAGODA_ERR_UNSUPPORTED, "config.json: rope_type '%s' is not supported (default, linear, llama3)", type);
     }
@@ -262,12 +308,20 @@ pagoda_status config_from_hf(const char *dir, pg_model_config *c) {
             st = pg_fail(PAGODA_ERR_UNSUPPORTED, "%s: hidden_act '%s' is not supported for %s (%s)", path, act, mt, want);
             goto out;
         }
-        if (c->head_dim <= 0 && c->n_head > 0) c->head_dim = c->n_embd / c->n_head;
+        /* (check_config refuses a hidden size the heads do not divide) */
+        if (c->head_dim <= 0 && c->n_head > 0 && c->n_embd % c->n_head == 0) c->head_dim = c->n_embd / c->n_head;
         if ((st = hf_rope(root, c))) goto out;
     }
     c->bos_id = json_i32(root, "bos_token_id", -1);
     c->eos_id = json_i32(root, "eos_token_id", -1);
-    st = check_config(c, path);
+    static const cfg_keys k_hf = {"", "hidden_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads",
+                                  "head_dim", "intermediate_size", "vocab_size", "max_position_embeddings",
+                                  "rms_norm_eps", "rope_theta", "partial_rotary_factor", "sliding_window"};
+    static const cfg_keys k_bigcode = {"", "n_embd", "n_layer", "n_head", "n_head", "head_dim", "n_inner", "vocab_size",
+                                       "n_positions", "layer_norm_epsilon", "rope_theta", "rope", "sliding_window"};
+    cfg_keys keys = c->arch == ARCH_GPT_BIGCODE ? k_bigcode : k_hf;
+    if (c->layernorm && c->arch != ARCH_GPT_BIGCODE) keys.norm_eps = "norm_epsilon";
+    st = check_config(c, path, &keys);
 out:
     json_decref(root);
     return st;
