@@ -415,3 +415,19 @@ def test_serve_nan_logits_request_errors(pagoda_bin, shared, tmp_path):
         assert s.stop() == 0, s.text()
     finally:
         s.close()
+
+
+def test_info_validates_tokenizer_of_unsupported_hf_family(pagoda_bin, pycoder, tmp_path):
+    """A Hugging Face family pagoda does not run is shown, but its tokenizer must still load."""
+    d = hf_copy(pycoder, tmp_path / "m", replace=("config.json", "tokenizer.json"))
+    cfg = json.loads((pycoder / "config.json").read_text())
+    cfg["model_type"] = "gpt_neox"
+    (d / "config.json").write_text(json.dumps(cfg))
+    os.symlink(pycoder / "tokenizer.json", d / "tokenizer.json")
+    r = run(pagoda_bin, "info", "-m", d)
+    assert r.returncode == 0 and "runnable:       no" in r.stdout and "vocabulary:     ok" in r.stdout, r.stderr
+    os.unlink(d / "tokenizer.json")
+    tok = json.loads((pycoder / "tokenizer.json").read_text())
+    tok["model"]["vocab"] = [1, 2, 3]  # not a token -> id map
+    (d / "tokenizer.json").write_text(json.dumps(tok))
+    assert_refused(pagoda_bin, d, "tokenizer", commands=("info",))
