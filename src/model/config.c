@@ -115,6 +115,31 @@ static float gguf_f32(const gguf_file *f, const char *arch, const char *suffix, 
     return gguf_get_f32(f, key, &v) ? v : dflt;
 }
 
+/* A hyperparameter key that is present but not a number in range would otherwise read as
+ * missing and get its default: refuse it instead. */
+static pagoda_status gguf_check_types(const gguf_file *f, const char *arch) {
+    static const char *const ints[] = {"embedding_length", "block_count", "feed_forward_length",
+                                       "attention.head_count", "attention.head_count_kv", "attention.key_length",
+                                       "context_length", "rope.dimension_count", "attention.sliding_window",
+                                       "vocab_size"};
+    static const char *const floats[] = {"attention.layer_norm_epsilon", "attention.layer_norm_rms_epsilon",
+                                         "rope.freq_base", "rope.scaling.factor"};
+    char key[128];
+    for (size_t i = 0; i < sizeof ints / sizeof ints[0] + sizeof floats / sizeof floats[0]; i++) {
+        bool is_int = i < sizeof ints / sizeof ints[0];
+        snprintf(key, sizeof key, "%s.%s", arch, is_int ? ints[i] : floats[i - sizeof ints / sizeof ints[0]]);
+        const gguf_kv *kv = gguf_find_kv(f, key);
+        int64_t v;
+        float x;
+        if (!kv || (is_int ? gguf_get_i64(f, key, &v) && v >= INT32_MIN && v <= INT32_MAX : gguf_get_f32(f, key, &x)))
+            continue;
+        return pg_fail(PAGODA_ERR_FORMAT, "gguf metadata: %s has type %s%s (expected %s)", key, gguf_type_name(kv->type),
+                       is_int && kv->type != GGUF_TYPE_ARRAY && kv->type != GGUF_TYPE_STRING ? " out of range" : "",
+                       is_int ? "a 32-bit integer" : "a float");
+    }
+    return PAGODA_OK;
+}
+
 pagoda_status config_from_gguf(const gguf_file *f, pg_model_config *c) {
     memset(c, 0, sizeof *c);
     const char *arch = gguf_get_str(f, "general.architecture");
@@ -134,6 +159,8 @@ pagoda_status config_from_gguf(const gguf_file *f, pg_model_config *c) {
     c->rope = k_archs[i].rope; /* GGUF converters permute llama Q/K rows for the interleaved layout */
     snprintf(c->arch_name, sizeof c->arch_name, "%s", arch);
 
+    pagoda_status st = gguf_check_types(f, arch);
+    if (st) return st;
     c->n_embd = gguf_i32(f, arch, "embedding_length", 0);
     c->n_layer = gguf_i32(f, arch, "block_count", 0);
     c->n_ff = gguf_i32(f, arch, "feed_forward_length", 0);
@@ -195,6 +222,23 @@ static float json_f32(json_t *o, const char *key, float dflt) {
     return json_is_number(v) ? (float)json_number_value(v) : dflt;
 }
 
+/* Present (and not null) but not a number, or an integer out of range: refused rather than
+ * read as missing. */
+static pagoda_status hf_check_types(json_t *o, const char *where, const char *const *ints, size_t n_ints,
+                                    const char *const *floats, size_t n_floats) {
+    for (size_t i = 0; i < n_ints + n_floats; i++) {
+        const char *k = i < n_ints ? ints[i] : floats[i - n_ints];
+        json_t *v = json_object_get(o, k);
+        if (!v || json_is_null(v)) continue;
+        if (i < n_ints ? json_is_integer(v) && json_integer_value(v) >= INT32_MIN && json_integer_value(v) <= INT32_MAX
+                       : json_is_number(v))
+            continue;
+        return pg_fail(PAGODA_ERR_FORMAT, "%s: %s must be %s", where, k,
+                       i < n_ints ? "an integer (32-bit)" : "a number");
+    }
+    return PAGODA_OK;
+}
+
 static pagoda_status hf_rope(json_t *root, pg_model_config *c) {
     /* transformers >= 5 groups rope settings in rope_parameters; older files use rope_theta
      * at the top level and rope_scaling. */
@@ -203,6 +247,12 @@ static pagoda_status hf_rope(json_t *root, pg_model_config *c) {
     c->rope_theta = json_f32(root, "rope_theta", 10000.0f);
     float partial = json_f32(root, "partial_rotary_factor", 1.0f);
     if (!json_is_object(rp)) goto done;
+    static const char *const rp_floats[] = {"rope_theta", "partial_rotary_factor", "factor", "low_freq_factor",
+                                            "high_freq_factor"};
+    static const char *const rp_ints[] = {"original_max_position_embeddings"};
+    pagoda_status st = hf_check_types(rp, "config.json: rope parameters", rp_ints, 1, rp_floats,
+                                      sizeof rp_floats / sizeof rp_floats[0]);
+    if (st) return st;
     c->rope_theta = json_f32(rp, "rope_theta", c->rope_theta);
     partial = json_f32(rp, "partial_rotary_factor", partial);
     const char *type = json_string_value(json_object_get(rp, "rope_type"));
@@ -263,6 +313,14 @@ pagoda_status config_from_hf(const char *dir, pg_model_config *c) {
                      "starcoder2, gpt_bigcode)", path, mt ? mt : "(missing)");
         goto out;
     }
+    static const char *const ints[] = {"vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
+                                       "num_key_value_heads", "head_dim", "intermediate_size",
+                                       "max_position_embeddings", "sliding_window", "n_embd", "n_layer", "n_head",
+                                       "n_inner", "n_positions"};
+    static const char *const floats[] = {"rms_norm_eps", "norm_epsilon", "layer_norm_epsilon", "rope_theta",
+                                         "partial_rotary_factor"};
+    if ((st = hf_check_types(root, path, ints, sizeof ints / sizeof ints[0], floats, sizeof floats / sizeof floats[0])))
+        goto out;
     set_arch_defaults(c, k_types[i].arch);
     snprintf(c->arch_name, sizeof c->arch_name, "%s", mt);
     c->n_vocab = json_i32(root, "vocab_size", 0);

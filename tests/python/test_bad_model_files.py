@@ -211,6 +211,10 @@ HF_BAD = [
     ({"max_position_embeddings": -5}, "max_position_embeddings"),
     ({"sliding_window": -1}, "sliding_window"),
     ({"rope_parameters": {"rope_theta": 10000.0, "rope_type": "linear", "factor": 1e39}}, "factor"),
+    ({"rope_parameters": {"rope_theta": "10000", "rope_type": "default"}}, "rope_theta"),
+    ({"num_attention_heads": 4.5}, "num_attention_heads"),
+    ({"num_key_value_heads": "2"}, "num_key_value_heads"),
+    ({"max_position_embeddings": 1 << 40}, "max_position_embeddings"),
 ]
 
 
@@ -249,6 +253,11 @@ GGUF_BAD = [
     ("llama.feed_forward_length", 4, 0),
     ("llama.rope.dimension_count", 5, -2),
     ("llama.context_length", 5, -1),
+    # present but not a number in range: used to read as missing and take the default
+    ("llama.rope.freq_base", T_STRING, "10000"),
+    ("llama.attention.head_count_kv", 10, 1 << 40),
+    ("llama.context_length", 10, 1 << 40),
+    ("llama.attention.layer_norm_rms_epsilon", 4, 1),
 ]
 
 
