@@ -11,6 +11,7 @@
 #include "format/safetensors.h"
 #include "model/config.h"
 #include "model/model.h"
+#include "pagoda.h"
 
 static void usage(void) {
     fprintf(stderr, "usage: pagoda info -m MODEL [--all-metadata]\n"
@@ -55,11 +56,15 @@ static void print_kv(const gguf_kv *kv, int all) {
     printf("\n");
 }
 
-static int check_loads(const char *path) {
-    pg_model *m;
-    if (model_load(path, &m)) return cli_error("");
-    model_free(m);
-    printf("loads:          ok\n");
+/* Loads the model as serving does (weights, shapes, NaN/Inf scan, tokenizer, vocabulary size),
+ * so a file info shows without complaint is one pagoda runs. vocab_only: a file pagoda does not
+ * run as a model (no tensors, or an architecture it does not know) that carries a vocabulary,
+ * which must load as it would for tokenize. */
+static int check_loads(const char *path, int vocab_only) {
+    pagoda_model *m;
+    if ((vocab_only ? pagoda_model_load_vocab : pagoda_model_load)(path, &m)) return cli_error("");
+    pagoda_model_free(m);
+    printf(vocab_only ? "vocabulary:     ok\n" : "loads:          ok\n");
     return 0;
 }
 
@@ -88,12 +93,15 @@ static int info_gguf(const char *path, int all) {
     }
     printf("tensor bytes:   %llu (%.1f MiB)\n", (unsigned long long)total, total / 1048576.0);
     int64_t n_tensors = gguf_n_tensors(f);
+    const char *tok_model = gguf_get_str(f, "tokenizer.ggml.model");
+    int has_vocab = tok_model && strcmp(tok_model, "none") != 0;
     gguf_close(f);
-    /* A vocab-only file or an architecture pagoda does not run is fine to show; a file that
-     * claims to be a model pagoda runs must also load (every tensor present, right shape). */
-    if (n_tensors == 0 || cst == PAGODA_ERR_UNSUPPORTED) return 0;
+    /* A vocab-only file or an architecture pagoda does not run is fine to show once its
+     * vocabulary (if any) loads; a file that claims to be a model pagoda runs must also load
+     * (every tensor present, right shape, finite weights, its tokenizer). */
+    if (n_tensors == 0 || cst == PAGODA_ERR_UNSUPPORTED) return has_vocab ? check_loads(path, 1) : 0;
     if (cst != PAGODA_OK) return cli_error(path);
-    return check_loads(path);
+    return check_loads(path, 0);
 }
 
 static int info_safetensors(const char *path) {
@@ -124,7 +132,10 @@ static int info_safetensors(const char *path) {
     }
     printf("tensor bytes:   %llu (%.1f MiB)\n", (unsigned long long)total, total / 1048576.0);
     st_close(m);
-    return cst == PAGODA_OK ? check_loads(path) : 0;
+    if (cst == PAGODA_OK) return check_loads(path, 0);
+    char tj[4200];
+    snprintf(tj, sizeof tj, "%s/tokenizer.json", path);
+    return is_dir && stat(tj, &sb) == 0 ? check_loads(path, 1) : 0; /* a family pagoda does not run */
 }
 
 int cmd_info(int argc, char **argv) {

@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/log.h"
 #include "engine/engine_internal.h"
 
 void engine_emit(choice *ch, const char *text, size_t len, int32_t token, pagoda_finish_reason fin, const char *error,
@@ -90,6 +91,12 @@ static int is_stop_token(const request *r, int32_t t) {
 
 int engine_emit_token(pagoda_engine *e, choice *ch, int32_t t, int32_t pos, const pick *pk, int last) {
     request *r = ch->r;
+    if (t < 0) { /* the sampler found no token: the logits row was not finite */
+        pg_log(PAGODA_LOG_ERROR, "request %llu: the model produced NaN or infinite logits", (unsigned long long)r->id);
+        engine_finish_choice(e, ch, PAGODA_FINISH_ERROR,
+                             "the model produced NaN or infinite logits (broken weights or a numeric overflow)", 0);
+        return 1;
+    }
     ch->n_generated++;
     pthread_mutex_lock(&e->mu);
     e->stats.n_generated_tokens++;

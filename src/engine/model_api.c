@@ -66,7 +66,15 @@ pagoda_status pagoda_model_load(const char *path, pagoda_model **out) {
             if (stat(tj, &sb) == 0) st = tok_load_hf(path, &pm->tok);
         } else {
             const char *kind = gguf_get_str(pm->m->gguf, "tokenizer.ggml.model");
+            const gguf_kv *toks = gguf_find_kv(pm->m->gguf, "tokenizer.ggml.tokens");
             if (kind && strcmp(kind, "none")) st = tok_load_gguf(pm->m->gguf, &pm->tok);
+            else if (toks && (toks->type != GGUF_TYPE_ARRAY || toks->arr_n > (uint64_t)pm->m->cfg.n_vocab))
+                /* no tokenizer is used, but a token list that cannot belong to this model means a
+                 * broken file rather than a token-ids-only one */
+                st = pg_fail(PAGODA_ERR_FORMAT, "%s: tokenizer.ggml.model is '%s' but tokenizer.ggml.tokens "
+                             "(%llu entries) does not fit the model's vocabulary of %d", path, kind ? kind : "(missing)",
+                             toks->type == GGUF_TYPE_ARRAY ? (unsigned long long)toks->arr_n : 0ull,
+                             pm->m->cfg.n_vocab);
         }
         if (st == PAGODA_OK && !pm->tok) pg_log(PAGODA_LOG_WARN, "%s has no tokenizer: token ids in and out only", path);
     }

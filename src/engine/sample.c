@@ -5,12 +5,21 @@
 #include <stdatomic.h>
 #include <string.h>
 
+#include "core/finite.h"
 #include "core/thread_pool.h"
 #include "engine/engine_internal.h"
 
 void engine_pick_token(pagoda_engine *e, choice *ch, const float *row, pg_sample_ws *ws, pick *out) {
     const request *r = ch->r;
     const int32_t V = e->n_vocab;
+    /* A NaN or infinite logit means the forward pass went wrong (broken weights, an overflow):
+     * no token is drawn, and the emit stage ends the choice with an error. One pass over the row,
+     * small beside the product that made it. */
+    if (pg_first_nonfinite(row, V, PG_FLOAT_F32) >= 0) {
+        out->token = -1;
+        out->lp = 0;
+        return;
+    }
     const float *x = lp_chain_run(&ch->chain, row, V, sampler_ws_scratch(ws));
     out->token = sampler_draw_ws(ch->sampler, x, ws);
     /* logprobs are those of the model's distribution with the request's logit_bias added (as the

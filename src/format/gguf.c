@@ -14,6 +14,7 @@
 
 #include "core/array.h"
 #include "core/dtype.h"
+#include "core/file.h"
 #include "core/log.h"
 
 _Static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "gguf.c assumes a little-endian host");
@@ -473,16 +474,8 @@ pagoda_status gguf_open(const char *path, gguf_file **out) {
     void *map = NULL;
     struct stat sb;
     gguf_file *f = NULL;
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return pg_fail(PAGODA_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
-    if (fstat(fd, &sb) != 0) {
-        st = pg_fail(PAGODA_ERR_IO, "%s: cannot stat: %s", path, strerror(errno));
-        goto fail;
-    }
-    if (!S_ISREG(sb.st_mode)) {
-        st = pg_fail(PAGODA_ERR_IO, "%s: not a regular file", path);
-        goto fail;
-    }
+    int fd;
+    if ((st = pg_open_regular(path, &fd, &sb))) return st;
     size_t size = (size_t)sb.st_size;
     if (size > 0) {
         map = mmap(NULL, size, PROT_READ, MAP_PRIVATE, fd, 0);

@@ -16,6 +16,7 @@
 
 #include "core/array.h"
 #include "core/dtype.h"
+#include "core/file.h"
 #include "core/log.h"
 
 _Static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "safetensors.c assumes a little-endian host");
@@ -310,17 +311,9 @@ fail:
 /* mmaps path as a new shard of m and parses it; display names the shard in messages. */
 static pagoda_status load_file(st_model *m, const char *path, const char *display) {
     pagoda_status st;
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return pg_fail(PAGODA_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
+    int fd;
     struct stat sb;
-    if (fstat(fd, &sb) != 0) {
-        st = pg_fail(PAGODA_ERR_IO, "%s: cannot stat: %s", path, strerror(errno));
-        goto fail;
-    }
-    if (!S_ISREG(sb.st_mode)) {
-        st = pg_fail(PAGODA_ERR_IO, "%s: not a regular file", path);
-        goto fail;
-    }
+    if ((st = pg_open_regular(path, &fd, &sb))) return st;
     if ((st = add_shard(m, display))) goto fail;
     st_shard *s = &m->shards[m->n_shards - 1];
     if (sb.st_size > 0) {
@@ -357,21 +350,8 @@ static pagoda_status load_index(st_model *m, const char *dir, const char *index_
     pagoda_status st = PAGODA_OK;
     json_t *root = NULL;
     char *text = NULL, *shard_path = NULL;
-    FILE *fp = fopen(index_path, "rb");
-    if (!fp) return pg_fail(PAGODA_ERR_IO, "%s: cannot open: %s", index_path, strerror(errno));
-    if (!(text = malloc(ST_MAX_INDEX + 1))) {
-        st = pg_fail(PAGODA_ERR_NOMEM, "out of memory");
-        goto fail;
-    }
-    size_t len = fread(text, 1, ST_MAX_INDEX + 1, fp);
-    if (ferror(fp)) {
-        st = pg_fail(PAGODA_ERR_IO, "%s: read failed: %s", index_path, strerror(errno));
-        goto fail;
-    }
-    if (len > ST_MAX_INDEX) {
-        st = pg_fail(PAGODA_ERR_FORMAT, "%s: larger than the %u-byte limit", index_path, ST_MAX_INDEX);
-        goto fail;
-    }
+    size_t len;
+    if ((st = pg_read_file(index_path, ST_MAX_INDEX, &text, &len))) return st;
     json_error_t je;
     root = json_loadb(text, len, JSON_REJECT_DUPLICATES, &je);
     if (!root) {
@@ -436,7 +416,6 @@ static pagoda_status load_index(st_model *m, const char *dir, const char *index_
         }
     }
 fail:
-    if (fp) fclose(fp);
     free(text);
     free(shard_path);
     json_decref(root);

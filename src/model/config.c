@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "core/file.h"
 #include "core/log.h"
 
 const char *arch_name(pg_arch a) {
@@ -32,34 +33,68 @@ static void set_arch_defaults(pg_model_config *c, pg_arch a) {
     c->bos_id = c->eos_id = -1;
 }
 
-/* Shapes every architecture must have, checked once for both sources. */
-static pagoda_status check_config(pg_model_config *c, const char *src) {
-    if (c->n_embd <= 0 || c->n_layer <= 0 || c->n_head <= 0 || c->n_ff <= 0 || c->n_vocab <= 0)
-        return pg_fail(PAGODA_ERR_FORMAT, "%s: missing or non-positive n_embd/n_layer/n_head/n_ff/n_vocab "
-                       "(%d/%d/%d/%d/%d)", src, c->n_embd, c->n_layer, c->n_head, c->n_ff, c->n_vocab);
-    if (c->n_embd > (1 << 20) || c->n_layer > 4096 || c->n_head > 4096 || c->n_ff > (1 << 22) ||
-        c->n_vocab > (1 << 24))
-        return pg_fail(PAGODA_ERR_FORMAT, "%s: hyperparameters out of any sane range", src);
-    if (c->n_head_kv <= 0) c->n_head_kv = c->n_head;
+/* The names a source gives the fields check_config validates, so an error names the key the
+ * user would look for ("llama.rope.freq_base", "rope_theta"); prefix goes before each. */
+typedef struct {
+    const char *prefix;
+    const char *n_embd, *n_layer, *n_head, *n_head_kv, *head_dim, *n_ff, *n_vocab, *n_ctx, *norm_eps, *rope_theta,
+        *rope_dim, *sliding_window;
+} cfg_keys;
+
+static pagoda_status bad_int(const char *src, const cfg_keys *k, const char *key, int32_t v, const char *want) {
+    if (v == 0) return pg_fail(PAGODA_ERR_FORMAT, "%s: %s%s is missing or 0 (must be %s)", src, k->prefix, key, want);
+    return pg_fail(PAGODA_ERR_FORMAT, "%s: %s%s = %d (must be %s)", src, k->prefix, key, v, want);
+}
+
+static bool finite_positive(float v) { return v > 0 && isfinite(v); }
+
+/* Shapes every architecture must have, checked once for both sources. A value that would make
+ * the model compute nothing (a zero count, a zero, NaN or infinite rope base or norm epsilon)
+ * is refused with the field's name rather than replaced. */
+static pagoda_status check_config(pg_model_config *c, const char *src, const cfg_keys *k) {
+    const struct { const char *key; int32_t v, max; } counts[] = {
+        {k->n_embd, c->n_embd, 1 << 20}, {k->n_layer, c->n_layer, 4096}, {k->n_head, c->n_head, 4096},
+        {k->n_ff, c->n_ff, 1 << 22},     {k->n_vocab, c->n_vocab, 1 << 24},
+    };
+    for (size_t i = 0; i < sizeof counts / sizeof counts[0]; i++) {
+        if (counts[i].v <= 0) return bad_int(src, k, counts[i].key, counts[i].v, "a positive integer");
+        if (counts[i].v > counts[i].max)
+            return pg_fail(PAGODA_ERR_FORMAT, "%s: %s%s = %d is out of any sane range (at most %d)", src, k->prefix,
+                           counts[i].key, counts[i].v, counts[i].max);
+    }
+    if (c->n_head_kv < 0) return bad_int(src, k, k->n_head_kv, c->n_head_kv, "a positive divisor of the head count");
+    if (c->n_head_kv == 0) c->n_head_kv = c->n_head;
     if (c->head_dim <= 0) {
         if (c->n_embd % c->n_head)
-            return pg_fail(PAGODA_ERR_FORMAT, "%s: n_embd %d not divisible by n_head %d", src, c->n_embd, c->n_head);
+            return pg_fail(PAGODA_ERR_FORMAT, "%s: %s%s = %d is not divisible by %s%s = %d", src, k->prefix, k->n_embd,
+                           c->n_embd, k->prefix, k->n_head, c->n_head);
         c->head_dim = c->n_embd / c->n_head;
     }
     if (c->n_head % c->n_head_kv)
-        return pg_fail(PAGODA_ERR_FORMAT, "%s: n_head %d not a multiple of n_head_kv %d", src, c->n_head, c->n_head_kv);
+        return pg_fail(PAGODA_ERR_FORMAT, "%s: %s%s = %d is not a multiple of %s%s = %d", src, k->prefix, k->n_head,
+                       c->n_head, k->prefix, k->n_head_kv, c->n_head_kv);
     if (c->head_dim > 1024 || c->head_dim % 2)
-        return pg_fail(PAGODA_ERR_FORMAT, "%s: head_dim %d unsupported", src, c->head_dim);
+        return pg_fail(PAGODA_ERR_FORMAT, "%s: head dimension %d unsupported (%s%s; even, at most 1024)", src,
+                       c->head_dim, k->prefix, k->head_dim);
     if (c->rope != ROPE_NONE) {
-        if (c->rope_dim <= 0) c->rope_dim = c->head_dim;
+        if (c->rope_dim < 0) return bad_int(src, k, k->rope_dim, c->rope_dim, "positive");
+        if (c->rope_dim == 0) c->rope_dim = c->head_dim;
         if (c->rope_dim > c->head_dim || c->rope_dim % 2)
-            return pg_fail(PAGODA_ERR_FORMAT, "%s: rope dimension %d invalid for head_dim %d", src, c->rope_dim, c->head_dim);
-        if (!(c->rope_theta > 0)) c->rope_theta = 10000.0f;
+            return pg_fail(PAGODA_ERR_FORMAT, "%s: rope dimension %d invalid for head_dim %d (%s%s)", src, c->rope_dim,
+                           c->head_dim, k->prefix, k->rope_dim);
+        if (!finite_positive(c->rope_theta))
+            return pg_fail(PAGODA_ERR_FORMAT, "%s: %s%s = %g (must be a finite number > 0)", src, k->prefix,
+                           k->rope_theta, c->rope_theta);
     }
-    if (!(c->norm_eps > 0)) c->norm_eps = 1e-5f;
-    if (c->n_ctx_train <= 0) c->n_ctx_train = 2048;
+    if (!finite_positive(c->norm_eps))
+        return pg_fail(PAGODA_ERR_FORMAT, "%s: %s%s = %g (must be a finite number > 0)", src, k->prefix, k->norm_eps,
+                       c->norm_eps);
+    if (c->n_ctx_train < 0) return bad_int(src, k, k->n_ctx, c->n_ctx_train, "positive");
+    if (c->n_ctx_train == 0) c->n_ctx_train = 2048;
     if (c->learned_pos && c->n_ctx_train > (1 << 20))
-        return pg_fail(PAGODA_ERR_FORMAT, "%s: context length %d too large", src, c->n_ctx_train);
+        return pg_fail(PAGODA_ERR_FORMAT, "%s: %s%s = %d: context length too large", src, k->prefix, k->n_ctx,
+                       c->n_ctx_train);
+    if (c->sliding_window < 0) return bad_int(src, k, k->sliding_window, c->sliding_window, "0 (none) or positive");
     return PAGODA_OK;
 }
 
@@ -78,6 +113,31 @@ static float gguf_f32(const gguf_file *f, const char *arch, const char *suffix, 
     float v;
     snprintf(key, sizeof key, "%s.%s", arch, suffix);
     return gguf_get_f32(f, key, &v) ? v : dflt;
+}
+
+/* A hyperparameter key that is present but not a number in range would otherwise read as
+ * missing and get its default: refuse it instead. */
+static pagoda_status gguf_check_types(const gguf_file *f, const char *arch) {
+    static const char *const ints[] = {"embedding_length", "block_count", "feed_forward_length",
+                                       "attention.head_count", "attention.head_count_kv", "attention.key_length",
+                                       "context_length", "rope.dimension_count", "attention.sliding_window",
+                                       "vocab_size"};
+    static const char *const floats[] = {"attention.layer_norm_epsilon", "attention.layer_norm_rms_epsilon",
+                                         "rope.freq_base", "rope.scaling.factor"};
+    char key[128];
+    for (size_t i = 0; i < sizeof ints / sizeof ints[0] + sizeof floats / sizeof floats[0]; i++) {
+        bool is_int = i < sizeof ints / sizeof ints[0];
+        snprintf(key, sizeof key, "%s.%s", arch, is_int ? ints[i] : floats[i - sizeof ints / sizeof ints[0]]);
+        const gguf_kv *kv = gguf_find_kv(f, key);
+        int64_t v;
+        float x;
+        if (!kv || (is_int ? gguf_get_i64(f, key, &v) && v >= INT32_MIN && v <= INT32_MAX : gguf_get_f32(f, key, &x)))
+            continue;
+        return pg_fail(PAGODA_ERR_FORMAT, "gguf metadata: %s has type %s%s (expected %s)", key, gguf_type_name(kv->type),
+                       is_int && kv->type != GGUF_TYPE_ARRAY && kv->type != GGUF_TYPE_STRING ? " out of range" : "",
+                       is_int ? "a 32-bit integer" : "a float");
+    }
+    return PAGODA_OK;
 }
 
 pagoda_status config_from_gguf(const gguf_file *f, pg_model_config *c) {
@@ -99,6 +159,8 @@ pagoda_status config_from_gguf(const gguf_file *f, pg_model_config *c) {
     c->rope = k_archs[i].rope; /* GGUF converters permute llama Q/K rows for the interleaved layout */
     snprintf(c->arch_name, sizeof c->arch_name, "%s", arch);
 
+    pagoda_status st = gguf_check_types(f, arch);
+    if (st) return st;
     c->n_embd = gguf_i32(f, arch, "embedding_length", 0);
     c->n_layer = gguf_i32(f, arch, "block_count", 0);
     c->n_ff = gguf_i32(f, arch, "feed_forward_length", 0);
@@ -120,7 +182,9 @@ pagoda_status config_from_gguf(const gguf_file *f, pg_model_config *c) {
             return pg_fail(PAGODA_ERR_UNSUPPORTED, "%s = '%s' is not supported (linear only)", key, scaling);
         snprintf(c->rope_scaling, sizeof c->rope_scaling, "linear");
         c->rope_factor = gguf_f32(f, arch, "rope.scaling.factor", 1.0f);
-        if (!(c->rope_factor > 0)) return pg_fail(PAGODA_ERR_FORMAT, "%s.rope.scaling.factor must be > 0", arch);
+        if (!finite_positive(c->rope_factor))
+            return pg_fail(PAGODA_ERR_FORMAT, "gguf metadata: %s.rope.scaling.factor = %g (must be a finite number > 0)",
+                           arch, c->rope_factor);
     }
 
     /* vocab: explicit key, else the token list, else the embedding rows */
@@ -133,7 +197,13 @@ pagoda_status config_from_gguf(const gguf_file *f, pg_model_config *c) {
     uint32_t u;
     if (gguf_get_u32(f, "tokenizer.ggml.bos_token_id", &u) && u < (uint32_t)INT32_MAX) c->bos_id = (int32_t)u;
     if (gguf_get_u32(f, "tokenizer.ggml.eos_token_id", &u) && u < (uint32_t)INT32_MAX) c->eos_id = (int32_t)u;
-    return check_config(c, "gguf metadata");
+    char prefix[48];
+    snprintf(prefix, sizeof prefix, "%.40s.", arch);
+    const cfg_keys keys = {prefix, "embedding_length", "block_count", "attention.head_count",
+                           "attention.head_count_kv", "attention.key_length", "feed_forward_length", "vocab_size",
+                           "context_length", c->layernorm ? "attention.layer_norm_epsilon" : "attention.layer_norm_rms_epsilon",
+                           "rope.freq_base", "rope.dimension_count", "attention.sliding_window"};
+    return check_config(c, "gguf metadata", &keys);
 }
 
 /* ---- Hugging Face config.json ---- */
@@ -152,6 +222,23 @@ static float json_f32(json_t *o, const char *key, float dflt) {
     return json_is_number(v) ? (float)json_number_value(v) : dflt;
 }
 
+/* Present (and not null) but not a number, or an integer out of range: refused rather than
+ * read as missing. */
+static pagoda_status hf_check_types(json_t *o, const char *where, const char *const *ints, size_t n_ints,
+                                    const char *const *floats, size_t n_floats) {
+    for (size_t i = 0; i < n_ints + n_floats; i++) {
+        const char *k = i < n_ints ? ints[i] : floats[i - n_ints];
+        json_t *v = json_object_get(o, k);
+        if (!v || json_is_null(v)) continue;
+        if (i < n_ints ? json_is_integer(v) && json_integer_value(v) >= INT32_MIN && json_integer_value(v) <= INT32_MAX
+                       : json_is_number(v))
+            continue;
+        return pg_fail(PAGODA_ERR_FORMAT, "%s: %s must be %s", where, k,
+                       i < n_ints ? "an integer (32-bit)" : "a number");
+    }
+    return PAGODA_OK;
+}
+
 static pagoda_status hf_rope(json_t *root, pg_model_config *c) {
     /* transformers >= 5 groups rope settings in rope_parameters; older files use rope_theta
      * at the top level and rope_scaling. */
@@ -160,13 +247,21 @@ static pagoda_status hf_rope(json_t *root, pg_model_config *c) {
     c->rope_theta = json_f32(root, "rope_theta", 10000.0f);
     float partial = json_f32(root, "partial_rotary_factor", 1.0f);
     if (!json_is_object(rp)) goto done;
+    static const char *const rp_floats[] = {"rope_theta", "partial_rotary_factor", "factor", "low_freq_factor",
+                                            "high_freq_factor"};
+    static const char *const rp_ints[] = {"original_max_position_embeddings"};
+    pagoda_status st = hf_check_types(rp, "config.json: rope parameters", rp_ints, 1, rp_floats,
+                                      sizeof rp_floats / sizeof rp_floats[0]);
+    if (st) return st;
     c->rope_theta = json_f32(rp, "rope_theta", c->rope_theta);
     partial = json_f32(rp, "partial_rotary_factor", partial);
     const char *type = json_string_value(json_object_get(rp, "rope_type"));
     if (!type) type = json_string_value(json_object_get(rp, "type"));
     if (!type || !strcmp(type, "default")) goto done;
     c->rope_factor = json_f32(rp, "factor", 1.0f);
-    if (!(c->rope_factor > 0)) return pg_fail(PAGODA_ERR_FORMAT, "config.json: rope factor must be > 0");
+    if (!finite_positive(c->rope_factor))
+        return pg_fail(PAGODA_ERR_FORMAT, "config.json: rope scaling factor = %g (must be a finite number > 0)",
+                       c->rope_factor);
     if (!strcmp(type, "linear")) {
         snprintf(c->rope_scaling, sizeof c->rope_scaling, "linear");
     } else if (!strcmp(type, "llama3")) {
@@ -174,9 +269,11 @@ static pagoda_status hf_rope(json_t *root, pg_model_config *c) {
         c->rope_low_freq = json_f32(rp, "low_freq_factor", 1.0f);
         c->rope_high_freq = json_f32(rp, "high_freq_factor", 4.0f);
         c->rope_orig_ctx = json_i32(rp, "original_max_position_embeddings", 8192);
-        if (!(c->rope_high_freq > c->rope_low_freq) || c->rope_orig_ctx <= 0)
-            return pg_fail(PAGODA_ERR_FORMAT, "config.json: llama3 rope scaling needs high_freq_factor > "
-                           "low_freq_factor and original_max_position_embeddings > 0");
+        if (!(c->rope_high_freq > c->rope_low_freq) || !finite_positive(c->rope_low_freq) ||
+            !isfinite(c->rope_high_freq) || c->rope_orig_ctx <= 0)
+            return pg_fail(PAGODA_ERR_FORMAT, "config.json: llama3 rope scaling needs finite 0 < low_freq_factor < "
+                           "high_freq_factor and original_max_position_embeddings > 0 (got %g, %g, %d)",
+                           c->rope_low_freq, c->rope_high_freq, c->rope_orig_ctx);
     } else {
         return pg_fail(PAGODA_ERR_UNSUPPORTED, "config.json: rope_type '%s' is not supported (default, linear, llama3)", type);
     }
@@ -191,17 +288,10 @@ pagoda_status config_from_hf(const char *dir, pg_model_config *c) {
     snprintf(path, sizeof path, "%s/config.json", dir);
     json_error_t jerr;
     /* config.json is small; a cap keeps a hostile file from eating memory */
-    FILE *fp = fopen(path, "rb");
-    if (!fp) return pg_fail(PAGODA_ERR_IO, "%s: %s", path, strerror(errno));
-    char *buf = malloc(1 << 20);
-    size_t n = buf ? fread(buf, 1, 1 << 20, fp) : 0;
-    int too_big = buf && n == (1 << 20);
-    fclose(fp);
-    if (!buf) return pg_fail(PAGODA_ERR_NOMEM, "out of memory reading %s", path);
-    if (too_big) {
-        free(buf);
-        return pg_fail(PAGODA_ERR_FORMAT, "%s: larger than 1 MiB", path);
-    }
+    char *buf;
+    size_t n;
+    pagoda_status rst = pg_read_file(path, 1 << 20, &buf, &n);
+    if (rst) return rst;
     json_t *root = json_loadb(buf, n, 0, &jerr);
     free(buf);
     if (!root) return pg_fail(PAGODA_ERR_FORMAT, "%s: line %d: %s", path, jerr.line, jerr.text);
@@ -223,6 +313,14 @@ pagoda_status config_from_hf(const char *dir, pg_model_config *c) {
                      "starcoder2, gpt_bigcode)", path, mt ? mt : "(missing)");
         goto out;
     }
+    static const char *const ints[] = {"vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
+                                       "num_key_value_heads", "head_dim", "intermediate_size",
+                                       "max_position_embeddings", "sliding_window", "n_embd", "n_layer", "n_head",
+                                       "n_inner", "n_positions"};
+    static const char *const floats[] = {"rms_norm_eps", "norm_epsilon", "layer_norm_epsilon", "rope_theta",
+                                         "partial_rotary_factor"};
+    if ((st = hf_check_types(root, path, ints, sizeof ints / sizeof ints[0], floats, sizeof floats / sizeof floats[0])))
+        goto out;
     set_arch_defaults(c, k_types[i].arch);
     snprintf(c->arch_name, sizeof c->arch_name, "%s", mt);
     c->n_vocab = json_i32(root, "vocab_size", 0);
@@ -268,12 +366,20 @@ pagoda_status config_from_hf(const char *dir, pg_model_config *c) {
             st = pg_fail(PAGODA_ERR_UNSUPPORTED, "%s: hidden_act '%s' is not supported for %s (%s)", path, act, mt, want);
             goto out;
         }
-        if (c->head_dim <= 0 && c->n_head > 0) c->head_dim = c->n_embd / c->n_head;
+        /* (check_config refuses a hidden size the heads do not divide) */
+        if (c->head_dim <= 0 && c->n_head > 0 && c->n_embd % c->n_head == 0) c->head_dim = c->n_embd / c->n_head;
         if ((st = hf_rope(root, c))) goto out;
     }
     c->bos_id = json_i32(root, "bos_token_id", -1);
     c->eos_id = json_i32(root, "eos_token_id", -1);
-    st = check_config(c, path);
+    static const cfg_keys k_hf = {"", "hidden_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads",
+                                  "head_dim", "intermediate_size", "vocab_size", "max_position_embeddings",
+                                  "rms_norm_eps", "rope_theta", "partial_rotary_factor", "sliding_window"};
+    static const cfg_keys k_bigcode = {"", "n_embd", "n_layer", "n_head", "n_head", "head_dim", "n_inner", "vocab_size",
+                                       "n_positions", "layer_norm_epsilon", "rope_theta", "rope", "sliding_window"};
+    cfg_keys keys = c->arch == ARCH_GPT_BIGCODE ? k_bigcode : k_hf;
+    if (c->layernorm && c->arch != ARCH_GPT_BIGCODE) keys.norm_eps = "norm_epsilon";
+    st = check_config(c, path, &keys);
 out:
     json_decref(root);
     return st;

@@ -10,6 +10,7 @@
 #include <sys/stat.h>
 
 #include "core/array.h"
+#include "core/clock.h"
 #include "core/dtype.h"
 #include "core/fp16.h"
 #include "core/log.h"
@@ -210,6 +211,9 @@ pagoda_status model_load(const char *path, pg_model **out) {
         goto fail;
     }
     if ((st = load_weights(&L))) goto fail;
+    double t_scan = pg_now_s();
+    if ((st = model_check_finite(m))) goto fail;
+    pg_log(PAGODA_LOG_INFO, "%s: weights checked for NaN/Inf in %.1f ms", path, 1e3 * (pg_now_s() - t_scan));
     if (m->cfg.rope != ROPE_NONE) {
         m->rope_inv_freq = malloc(sizeof(float) * (size_t)(m->cfg.rope_dim / 2));
         if (!m->rope_inv_freq) {

@@ -52,6 +52,10 @@ typedef struct pg_model {
 pagoda_status model_load(const char *path, pg_model **out);
 void model_free(pg_model *m); /* NULL is a no-op */
 
+/* Fails (naming the tensor) if a weight holds NaN or infinity: every value of f32/f16/bf16
+ * tensors, the scales of quantized blocks. model_load calls it (weight_scan.c). */
+pagoda_status model_check_finite(const pg_model *m);
+
 /* Calls fn on every weight the forward pass reads whole per token: the roles marked streamed in
  * the weight-role tables (norm vectors, projection matrices, the output layer), global ones first,
  * then layer by layer; absent optional ones have data == NULL. */

@@ -5,10 +5,11 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "core/file.h"
 #include "core/log.h"
 #include "tokenizer/tok_internal.h"
 
-#define HF_MAX_FILE (512ll << 20)
+#define HF_MAX_FILE ((size_t)512 << 20)
 
 static pagoda_status load_json(const char *dir, const char *name, bool required, json_t **out) {
     *out = NULL;
@@ -20,9 +21,13 @@ static pagoda_status load_json(const char *dir, const char *name, bool required,
         if (!required) return PAGODA_OK;
         return pg_fail(PAGODA_ERR_IO, "tokenizer: cannot open %s", path);
     }
-    if (sb.st_size > HF_MAX_FILE) return pg_fail(PAGODA_ERR_FORMAT, "%s: file too large", path);
+    char *text;
+    size_t len;
+    pagoda_status st = pg_read_file(path, HF_MAX_FILE, &text, &len);
+    if (st) return st;
     json_error_t err;
-    *out = json_load_file(path, 0, &err);
+    *out = json_loadb(text, len, 0, &err);
+    free(text);
     if (!*out) return pg_fail(PAGODA_ERR_FORMAT, "%s:%d: %s", path, err.line, err.text);
     return PAGODA_OK;
 }

@@ -62,6 +62,7 @@ typedef struct {
     int32_t *kv, *kv_pos;      /* [n_blocks][bs] token / position written at each slot (-1 never) */
     int n_runs, n_id_runs, n_copies, n_bad_ctx;
     int fail_copy_at, fail_run_at; /* 1-based call number that fails; 0: never */
+    int nan_run_at;                /* 1-based call number whose logits rows hold a NaN; 0: never */
 } fake;
 
 static pagoda_status fk_run(engine_runner *r, const engine_batch *eb, float *logits, int32_t *ids) {
@@ -91,6 +92,7 @@ static pagoda_status fk_run(engine_runner *r, const engine_batch *eb, float *log
             fake_logits(ctx, p + 1, l);
             if (ids) ids[row] = argmax(l);
             else memcpy(logits + (size_t)row * V, l, sizeof l);
+            if (!ids && f->nan_run_at == f->n_runs) logits[(size_t)row * V + (size_t)(p % V)] = NAN;
             row++;
         }
     }
@@ -141,6 +143,7 @@ typedef struct {
     int32_t tokens[4][MAX_OUT];
     int32_t n_tokens[4];
     pagoda_finish_reason finish[4];
+    char error[4][160];
     int done, events_after_done, n_cached;
     int32_t n_rows, bad_rows, rows_after_event, n_events;
     int32_t *prompt;  /* for prompt-logits checks */
@@ -152,6 +155,7 @@ static void on_event(const pagoda_event *ev, void *user) {
     r->n_events++;
     if (ev->token >= 0 && r->n_tokens[ev->index] < MAX_OUT) r->tokens[ev->index][r->n_tokens[ev->index]++] = ev->token;
     if (ev->finish) r->finish[ev->index] = ev->finish, r->n_cached = ev->n_cached_tokens;
+    if (ev->error) snprintf(r->error[ev->index], sizeof r->error[0], "%s", ev->error);
     if (ev->request_done) r->done = 1;
 }
 
@@ -299,6 +303,35 @@ static void test_failures(void) {
     run_all(e);
     CHECK(r1.finish[0] == PAGODA_FINISH_ERROR && r2.finish[0] == PAGODA_FINISH_LENGTH && r2.n_tokens[0] == 10,
           "failed forward: finish %d, then %d", r1.finish[0], r2.finish[0]);
+    check_no_leak(e);
+    pagoda_engine_destroy(e);
+}
+
+/* A logits row with a NaN in it (the forward pass went wrong) ends its choices with an error,
+ * greedy or sampled, forked or not, with no token drawn from it; the engine goes on serving. */
+static void test_nan_logits(void) {
+    int32_t prompt[11];
+    for (int i = 0; i < 11; i++) prompt[i] = (i * 7 + 2) % V;
+    static result r1, r2, r3;
+    memset(&r1, 0, sizeof r1), memset(&r2, 0, sizeof r2), memset(&r3, 0, sizeof r3);
+    pagoda_engine *e = make(64, 8, 64, 16, 0);
+    g_fake->nan_run_at = 2; /* the prompts run in step 1; the first decode step's rows hold a NaN */
+    submit(e, prompt, 11, 10, 0, 0, 1, &r1);
+    submit(e, prompt + 2, 9, 10, 1.0f, 5, 2, &r2);
+    run_all(e);
+    CHECK(r1.finish[0] == PAGODA_FINISH_ERROR && r1.n_tokens[0] == 1, "greedy: finish %d after %d tokens",
+          r1.finish[0], r1.n_tokens[0]);
+    CHECK(strstr(r1.error[0], "NaN") != NULL, "error message: '%s'", r1.error[0]);
+    for (int j = 0; j < 2; j++)
+        CHECK(r2.finish[j] == PAGODA_FINISH_ERROR && r2.n_tokens[j] == 1, "sampled choice %d: finish %d after %d tokens",
+              j, r2.finish[j], r2.n_tokens[j]);
+    check_no_leak(e);
+    submit(e, prompt, 11, 10, 0, 0, 1, &r3);
+    run_all(e);
+    int32_t want[10];
+    reference(prompt, 11, 10, want);
+    CHECK(r3.finish[0] == PAGODA_FINISH_LENGTH && r3.n_tokens[0] == 10 && !memcmp(r3.tokens[0], want, sizeof want),
+          "after the bad step: finish %d, %d tokens", r3.finish[0], r3.n_tokens[0]);
     check_no_leak(e);
     pagoda_engine_destroy(e);
 }
@@ -499,6 +532,7 @@ int main(void) {
     test_greedy(1);
     test_forks_and_cancel();
     test_failures();
+    test_nan_logits();
     test_speculation();
     test_logit_bias();
     test_prompt_logits();
