@@ -170,9 +170,9 @@ def test_unread_stream_is_capped(small_cap_server):
 
 
 def test_drain_refuses_new_connections(pagoda_bin, builtin_model):
-    s = Server(pagoda_bin, builtin_model, "--kv-mem", "128M", "-t", "2", "--grace", "8")
+    s = Server(pagoda_bin, builtin_model, "--kv-mem", "128M", "-t", "2", "--grace", "60")
     try:
-        body = {"model": NAME, "prompt": "Once upon a time", "max_tokens": 400, "ignore_eos": True,
+        body = {"model": NAME, "prompt": "Once upon a time", "max_tokens": 300, "ignore_eos": True,
                 "temperature": 0, "stream": True}
         sock = send_request(s.port, "/v1/completions", body)
         sock.recv(4096)  # the stream started
