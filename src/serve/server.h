@@ -21,6 +21,10 @@ typedef struct {
     size_t max_body_bytes;          /* request bodies above this get 413; default 1 MiB */
     int timeout_s;                  /* idle / header / upload timeout per connection; default 60 */
     int http_threads;               /* MHD worker threads; default 4 */
+    int max_connections_per_ip;     /* connections from one client address; 0: no limit (default 1024) */
+    int per_ip_limit_loopback;      /* 1: the per-address limit applies to 127.0.0.0/8 and ::1 too */
+    int request_head_timeout_s;     /* whole request head, however slowly it trickles in; default 20 */
+    int request_body_timeout_s;     /* whole request body, from the end of the head; default 60 */
 } serve_config;
 void serve_config_default(serve_config *c);
 
