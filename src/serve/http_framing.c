@@ -8,19 +8,19 @@
 
 static int is_ows(char c) { return c == ' ' || c == '\t'; }
 
-/* The next comma-separated element of *p (whitespace trimmed): its start and length; *p moves
- * past it. Returns 0 at the end of the string. */
+/* The next comma-separated element of *p (whitespace trimmed, possibly empty: "a,,b" and "a,"
+ * have an empty one): its start and length; *p moves past it (NULL after the last). Returns 0
+ * when there is none left. */
 static int next_element(const char **p, const char **start, size_t *len) {
     const char *s = *p;
-    if (!*s) return 0;
+    if (!s) return 0;
     const char *end = strchr(s, ',');
-    if (!end) end = s + strlen(s);
-    const char *a = s, *b = end;
+    const char *a = s, *b = end ? end : s + strlen(s);
     while (a < b && is_ows(*a)) a++;
     while (b > a && is_ows(b[-1])) b--;
     *start = a;
     *len = (size_t)(b - a);
-    *p = *end ? end + 1 : end;
+    *p = end ? end + 1 : NULL;
     return 1;
 }
 
@@ -45,9 +45,7 @@ unsigned http_framing_check(const http_header *h, size_t n, int http10, char *ms
         if (!strcasecmp(h[i].name, "Content-Length")) {
             const char *p = h[i].value, *e;
             size_t len;
-            int any = 0;
             while (next_element(&p, &e, &len)) {
-                any = 1;
                 uint64_t v = 0;
                 int ok = len > 0 && len <= 19;
                 for (size_t k = 0; ok && k < len; k++) {
@@ -68,17 +66,11 @@ unsigned http_framing_check(const http_header *h, size_t n, int http10, char *ms
                 have_cl = 1;
                 cl = v;
             }
-            if (!any) {
-                snprintf(msg, msg_cap, "Empty Content-Length header.");
-                return 400;
-            }
         } else if (!strcasecmp(h[i].name, "Transfer-Encoding")) {
             have_te = 1;
             const char *p = h[i].value, *e;
             size_t len;
-            int any = 0;
             while (next_element(&p, &e, &len)) {
-                any = 1;
                 show(shown, sizeof shown, e, len);
                 if (len == 0) {
                     snprintf(msg, msg_cap, "Empty element in the Transfer-Encoding header.");
@@ -109,10 +101,6 @@ unsigned http_framing_check(const http_header *h, size_t n, int http10, char *ms
                     /* checked after the whole list: "chunked, gzip" is a 400, "gzip, chunked" a 501 */
                     chunked_last = 0;
                 }
-            }
-            if (!any) {
-                snprintf(msg, msg_cap, "Empty Transfer-Encoding header.");
-                return 400;
             }
         }
     }
