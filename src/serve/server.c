@@ -104,7 +104,8 @@ typedef struct {
 static enum MHD_Result collect_framing(void *cls, enum MHD_ValueKind kind, const char *key, const char *value) {
     (void)kind;
     framing_headers *f = cls;
-    if (key && (!strcasecmp(key, MHD_HTTP_HEADER_CONTENT_LENGTH) || !strcasecmp(key, MHD_HTTP_HEADER_TRANSFER_ENCODING))) {
+    if (key &&
+        (!strcasecmp(key, MHD_HTTP_HEADER_CONTENT_LENGTH) || !strcasecmp(key, MHD_HTTP_HEADER_TRANSFER_ENCODING))) {
         if (f->n == sizeof f->h / sizeof f->h[0]) {
             f->overflow = 1;
             return MHD_NO;
@@ -120,7 +121,8 @@ static int framing_refused(http_req *hr, const char *version, enum MHD_Result *r
     framing_headers f = {.n = 0};
     MHD_get_connection_values(hr->conn, MHD_HEADER_KIND, collect_framing, &f);
     char msg[256];
-    unsigned status = f.overflow ? 400 : http_framing_check(f.h, f.n, version && !strcmp(version, "HTTP/1.0"), msg, sizeof msg);
+    const int http10 = version && !strcmp(version, "HTTP/1.0");
+    unsigned status = f.overflow ? 400 : http_framing_check(f.h, f.n, http10, msg, sizeof msg);
     if (f.overflow) snprintf(msg, sizeof msg, "Too many Content-Length / Transfer-Encoding headers.");
     if (!status) return 0;
     *ret = send_error_hdr(hr, status, MHD_HTTP_HEADER_CONNECTION, "close",
