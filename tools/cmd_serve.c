@@ -35,8 +35,16 @@ static void usage(void) {
             "  --max-seqs N               sequences per step (default 64)\n"
             "  --max-model-len N          prompt + generation limit (default: the model's context)\n"
             "  --max-waiting N            queued requests beyond which requests get 429 (default: no limit)\n"
-            "  --max-connections N        concurrent HTTP connections (default 4096; the open-file limit\n"
-            "                             is raised to fit)\n"
+            "  --max-connections N        concurrent HTTP connections (default 4096); more are refused at\n"
+            "                             once (the open-file limit is raised to its hard limit, and N is\n"
+            "                             lowered to fit what that allows)\n"
+            "  --max-connections-per-ip N connections from one client address (default 1024; 0: no limit);\n"
+            "                             loopback clients are exempt unless --per-ip-limit-loopback\n"
+            "  --per-ip-limit-loopback    apply --max-connections-per-ip to 127.0.0.0/8 and ::1 too\n"
+            "  --request-head-timeout S   a request's head must arrive in full within S seconds of the\n"
+            "                             connection's start (or the previous request's end), however\n"
+            "                             slowly it trickles in (default 20)\n"
+            "  --request-body-timeout S   its body within S seconds of the head (default 60)\n"
             "  --max-body-bytes N         request body limit; larger bodies get 413 (default 1048576)\n"
             "  --timeout SECONDS          idle / header / upload timeout per connection (default 60)\n"
             "  --max-unsent-bytes SIZE    a stream whose client leaves more than this unread is cancelled\n"
@@ -70,6 +78,7 @@ int cmd_serve(int argc, char **argv) {
     int n_keys = 0, verbose = 0, prefix_caching = 1, kv_type = PAGODA_DTYPE_F32;
     long threads = 0, max_batch = 0, max_seqs = 0, max_len = 0, max_waiting = 0, port = 8080;
     long max_conn = 4096, timeout = 60, http_threads = 4, max_body = 1 << 20;
+    long max_per_ip = 1024, head_timeout = 20, body_timeout = 60;
     float grace = 10;
     uint64_t kv_mem = 0;
     serve_config sc;
@@ -83,6 +92,7 @@ int cmd_serve(int argc, char **argv) {
         if (!strcmp(a, "-v") || !strcmp(a, "--verbose")) { verbose = 1; continue; }
         if (!strcmp(a, "--no-prefix-caching")) { prefix_caching = 0; continue; }
         if (!strcmp(a, "--allow-special-in-content")) { sc.allow_special_in_content = 1; continue; }
+        if (!strcmp(a, "--per-ip-limit-loopback")) { sc.per_ip_limit_loopback = 1; continue; }
         if (!v) { fprintf(stderr, "pagoda serve: option '%s' needs a value\n", a); return 2; }
         if (!strcmp(a, "-m") || !strcmp(a, "--model")) model = v;
         else if (!strcmp(a, "--host")) sc.host = v;
@@ -101,6 +111,9 @@ int cmd_serve(int argc, char **argv) {
         else if (!strcmp(a, "--max-model-len")) bad = cli_int(a, v, 1, 1 << 24, &max_len);
         else if (!strcmp(a, "--max-waiting")) bad = cli_int(a, v, 0, 1 << 24, &max_waiting);
         else if (!strcmp(a, "--max-connections")) bad = cli_int(a, v, 1, 1 << 16, &max_conn);
+        else if (!strcmp(a, "--max-connections-per-ip")) bad = cli_int(a, v, 0, 1 << 16, &max_per_ip);
+        else if (!strcmp(a, "--request-head-timeout")) bad = cli_int(a, v, 1, 86400, &head_timeout);
+        else if (!strcmp(a, "--request-body-timeout")) bad = cli_int(a, v, 1, 86400, &body_timeout);
         else if (!strcmp(a, "--max-body-bytes")) bad = cli_int(a, v, 1024, 1L << 30, &max_body);
         else if (!strcmp(a, "--timeout")) bad = cli_int(a, v, 1, 86400, &timeout);
         else if (!strcmp(a, "--max-unsent-bytes")) {
@@ -155,15 +168,28 @@ int cmd_serve(int argc, char **argv) {
     sc.api_keys = keys;
     sc.n_api_keys = n_keys;
     sc.model_path = model;
-    /* Every connection holds a descriptor: raise the soft open-file limit so the connection limit,
-     * not EMFILE, is what bounds them. (With libmicrohttpd's thread pool, connections beyond the
-     * limit can sit unaccepted until the idle timeout: an H100 serving run with 256 stalled ~45 s.) */
+    /* Every connection holds a descriptor: raise the soft open-file limit to the hard one so the
+     * connection limit, not EMFILE, is what bounds them, and lower the connection limit to what
+     * the descriptors allow (RESERVE for the model, logs and the HTTP threads' own descriptors).
+     * Connections over the limit are refused at once (src/serve/conn_guard.h). */
+    enum { RESERVE = 256 };
     struct rlimit rl;
-    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur < (rlim_t)max_conn + 256) {
-        rl.rlim_cur = rl.rlim_max == RLIM_INFINITY || rl.rlim_max > (rlim_t)max_conn + 256 ? (rlim_t)max_conn + 256 : rl.rlim_max;
-        setrlimit(RLIMIT_NOFILE, &rl);
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0) {
+        if (rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur < rl.rlim_max) {
+            rl.rlim_cur = rl.rlim_max;
+            if (setrlimit(RLIMIT_NOFILE, &rl) != 0) getrlimit(RLIMIT_NOFILE, &rl);
+        }
+        if (rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur < (rlim_t)max_conn + RESERVE) {
+            long fit = rl.rlim_cur > (rlim_t)RESERVE + 16 ? (long)rl.rlim_cur - RESERVE : 16;
+            fprintf(stderr, "pagoda: warning: the open-file limit is %llu: --max-connections lowered from %ld to %ld\n",
+                    (unsigned long long)rl.rlim_cur, max_conn, fit);
+            max_conn = fit;
+        }
     }
     sc.max_connections = (int)max_conn;
+    sc.max_connections_per_ip = (int)max_per_ip;
+    sc.request_head_timeout_s = (int)head_timeout;
+    sc.request_body_timeout_s = (int)body_timeout;
     sc.max_body_bytes = (size_t)max_body;
     sc.timeout_s = (int)timeout;
     sc.http_threads = (int)http_threads;

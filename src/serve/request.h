@@ -67,6 +67,7 @@ typedef struct http_req {
     size_t body_len, body_cap;
     uint64_t body_discarded; /* bytes dropped once the body was over the limit */
     int body_too_large;
+    int received;            /* the whole request is in: conn_guard told (GUARD_ANSWER) */
     int gen_started;         /* a generation endpoint took the request (its final access-handler call) */
     int gen_counted;         /* counted in srv->n_gen_http */
     int stream;              /* the answer is a stream: events are taken as they come */

@@ -20,6 +20,8 @@
 #include "core/log.h"
 #include "serve/auth.h"
 #include "serve/completions.h"
+#include "serve/conn_guard.h"
+#include "serve/http_framing.h"
 #include "serve/request.h"
 #include "serve/send.h"
 #include "serve/watchdog.h"
@@ -37,6 +39,9 @@ void serve_config_default(serve_config *c) {
     c->max_unsent_bytes = 4u << 20;
     c->timeout_s = 60;
     c->http_threads = 4;
+    c->max_connections_per_ip = 1024;
+    c->request_head_timeout_s = 20;
+    c->request_body_timeout_s = 60;
 }
 
 /* ---- the small endpoints ---- */
@@ -91,6 +96,41 @@ static serve_route route_of(const char *url) {
 
 /* ---- MHD callbacks ---- */
 
+typedef struct {
+    http_header h[32];
+    size_t n;
+    int overflow;
+} framing_headers;
+
+static enum MHD_Result collect_framing(void *cls, enum MHD_ValueKind kind, const char *key, const char *value) {
+    (void)kind;
+    framing_headers *f = cls;
+    if (key &&
+        (!strcasecmp(key, MHD_HTTP_HEADER_CONTENT_LENGTH) || !strcasecmp(key, MHD_HTTP_HEADER_TRANSFER_ENCODING))) {
+        if (f->n == sizeof f->h / sizeof f->h[0]) {
+            f->overflow = 1;
+            return MHD_NO;
+        }
+        f->h[f->n++] = (http_header){key, value ? value : ""};
+    }
+    return MHD_YES;
+}
+
+/* The request's framing headers (see http_framing.h): 0 if acceptable, else the error answered
+ * (with Connection: close; MHD closes the connection after an answer given before the body). */
+static int framing_refused(http_req *hr, const char *version, enum MHD_Result *ret) {
+    framing_headers f = {.n = 0};
+    MHD_get_connection_values(hr->conn, MHD_HEADER_KIND, collect_framing, &f);
+    char msg[256];
+    const int http10 = version && !strcmp(version, "HTTP/1.0");
+    unsigned status = f.overflow ? 400 : http_framing_check(f.h, f.n, http10, msg, sizeof msg);
+    if (f.overflow) snprintf(msg, sizeof msg, "Too many Content-Length / Transfer-Encoding headers.");
+    if (!status) return 0;
+    *ret = send_error_hdr(hr, status, MHD_HTTP_HEADER_CONNECTION, "close",
+                          status == 501 ? "unsupported_transfer_encoding" : "bad_request_framing", "%s", msg);
+    return 1;
+}
+
 static enum MHD_Result first_call(pg_server *s, http_req *hr, const char *url, const char *method) {
     hr->route = route_of(url);
     const int is_gen = hr->route == ROUTE_COMPLETIONS || hr->route == ROUTE_CHAT;
@@ -143,7 +183,15 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const c
     if (!hr) {
         if (!(hr = req_create(s, conn, method, url, version))) return MHD_NO;
         *con_cls = hr;
-        return first_call(s, hr, url, method);
+        /* the head is in: the body deadline runs until the last call below */
+        conn_guard_phase(s->guard, conn, GUARD_BODY);
+        enum MHD_Result ret;
+        if (!framing_refused(hr, version, &ret)) ret = first_call(s, hr, url, method);
+        if (hr->status) { /* answered already: nothing more is read */
+            hr->received = 1;
+            conn_guard_phase(s->guard, conn, GUARD_ANSWER);
+        }
+        return ret;
     }
     if (*upload_size) {
         size_t n = *upload_size;
@@ -174,6 +222,10 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const c
         hr->body[hr->body_len] = 0;
         return MHD_YES;
     }
+    if (!hr->received) { /* the body is complete */
+        hr->received = 1;
+        conn_guard_phase(s->guard, conn, GUARD_ANSWER);
+    }
     if (hr->route == ROUTE_COMPLETIONS || hr->route == ROUTE_CHAT) {
         if (hr->body_too_large && !hr->gen_started) {
             hr->gen_started = 1;
@@ -187,8 +239,9 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const c
 }
 
 static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls, enum MHD_RequestTerminationCode toe) {
-    (void)conn;
     pg_server *s = cls;
+    /* a kept-alive connection waits for its next request head: that deadline starts now */
+    if (toe == MHD_REQUEST_TERMINATED_COMPLETED_OK) conn_guard_phase(s->guard, conn, GUARD_HEAD);
     http_req *hr = *con_cls;
     if (!hr) return;
     *con_cls = NULL;
@@ -276,6 +329,15 @@ pagoda_status serve_create(pagoda_model *m, pagoda_engine *e, const serve_config
     s->cfg.model_path = s->model_path;
     s->cfg.served_model_name = s->name;
     if (!(s->metrics = metrics_create(s->name))) goto fail;
+    if (s->cfg.max_connections_per_ip < 0) s->cfg.max_connections_per_ip = 0;
+    if (s->cfg.request_head_timeout_s <= 0) s->cfg.request_head_timeout_s = 20;
+    if (s->cfg.request_body_timeout_s <= 0) s->cfg.request_body_timeout_s = 60;
+    conn_guard_config gc = {.max_connections = s->cfg.max_connections,
+                            .max_per_ip = s->cfg.max_connections_per_ip,
+                            .per_ip_loopback = s->cfg.per_ip_limit_loopback,
+                            .head_timeout_s = s->cfg.request_head_timeout_s,
+                            .body_timeout_s = s->cfg.request_body_timeout_s};
+    if (!(s->guard = conn_guard_create(&gc))) goto fail;
     s->started = (int64_t)time(NULL);
     if (getrandom(&s->id_nonce, sizeof s->id_nonce, GRND_NONBLOCK) != (ssize_t)sizeof s->id_nonce)
         s->id_nonce = (uint64_t)time(NULL) * 0x9E3779B97F4A7C15ull ^ (uint64_t)getpid();
@@ -290,12 +352,16 @@ pagoda_status serve_create(pagoda_model *m, pagoda_engine *e, const serve_config
     }
     unsigned flags = MHD_USE_AUTO_INTERNAL_THREAD | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ITC | MHD_USE_ERROR_LOG;
     if (ai->ai_family == AF_INET6) flags |= MHD_USE_IPv6;
+    /* the guard refuses connections at max_connections (MHD closes them at once); MHD's own limit,
+     * at which it would stop accepting and leave clients in the backlog, is set above it, with
+     * room for the few the guard may let through at the same moment on different threads */
+    const unsigned mhd_limit = (unsigned)s->cfg.max_connections + 2u * (unsigned)s->cfg.http_threads + 8u;
     s->daemon = MHD_start_daemon(
-        flags, (uint16_t)s->cfg.port, NULL, NULL, on_access, s, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, s,
-        MHD_OPTION_SOCK_ADDR, ai->ai_addr,
-        MHD_OPTION_THREAD_POOL_SIZE, (unsigned)s->cfg.http_threads, MHD_OPTION_CONNECTION_LIMIT,
-        (unsigned)s->cfg.max_connections, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)s->cfg.timeout_s,
-        MHD_OPTION_NOTIFY_COMPLETED, on_completed, s, MHD_OPTION_LISTENING_ADDRESS_REUSE, 1u, MHD_OPTION_END);
+        flags, (uint16_t)s->cfg.port, conn_guard_accept, s->guard, on_access, s, MHD_OPTION_EXTERNAL_LOGGER,
+        mhd_log, s, MHD_OPTION_SOCK_ADDR, ai->ai_addr, MHD_OPTION_THREAD_POOL_SIZE, (unsigned)s->cfg.http_threads,
+        MHD_OPTION_CONNECTION_LIMIT, mhd_limit, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)s->cfg.timeout_s,
+        MHD_OPTION_NOTIFY_COMPLETED, on_completed, s, MHD_OPTION_NOTIFY_CONNECTION, conn_guard_notify, s->guard,
+        MHD_OPTION_LISTENING_ADDRESS_REUSE, 1u, MHD_OPTION_END);
     freeaddrinfo(ai);
     if (!s->daemon) {
         st = pg_fail(PAGODA_ERR_IO, "cannot listen on %s:%d (%s)", s->host, s->cfg.port, strerror(errno));
@@ -390,6 +456,7 @@ void serve_destroy(pg_server *s) {
         return;
     }
     watchdog_stop(s);
+    conn_guard_destroy(s->guard);
     pthread_mutex_destroy(&s->live_mu);
     pthread_cond_destroy(&s->watchdog_cv);
     metrics_destroy(s->metrics);

@@ -26,6 +26,10 @@ typedef struct {
     int allow_special_in_content;   /* chat: special-token text in messages becomes special tokens
                                        (the old behaviour; a request's "allow_special_in_content"
                                        overrides it); default 0: it is plain text */
+    int max_connections_per_ip;     /* connections from one client address; 0: no limit (default 1024) */
+    int per_ip_limit_loopback;      /* 1: the per-address limit applies to 127.0.0.0/8 and ::1 too */
+    int request_head_timeout_s;     /* whole request head, however slowly it trickles in; default 20 */
+    int request_body_timeout_s;     /* whole request body, from the end of the head; default 60 */
 } serve_config;
 void serve_config_default(serve_config *c);
 

@@ -9,6 +9,7 @@
 #include <stdint.h>
 
 #include "pagoda.h"
+#include "serve/conn_guard.h"
 #include "serve/metrics.h"
 #include "serve/server.h"
 
@@ -22,6 +23,7 @@ struct pg_server {
     char *host, *name, *model_path;
     char **api_keys;
     struct MHD_Daemon *daemon;
+    conn_guard *guard;     /* request deadlines and connection limits (see conn_guard.h) */
     int listen_fd;         /* after MHD_quiesce_daemon: closed once the daemon has stopped */
     int port;
     serve_metrics *metrics;
