@@ -390,7 +390,7 @@ def test_maskbench_patterns(shared):
             continue
         raise AssertionError(f"lexer rejects /{p}/ ({e}), which Python accepts")
     cases, skipped = [], 0
-    for p, strs in per_pattern.items():
+    for p, strs in sorted(per_pattern.items()):
         if p in failing:
             continue
         try:
