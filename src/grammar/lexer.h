@@ -14,12 +14,13 @@
  * non-ASCII ranges compile to UTF-8 byte automata; invalid UTF-8 never matches.
  *
  * Whole-lexeme semantics: a terminal matches a lexeme only if the whole lexeme is in its
- * language. (The JSON Schema front end turns an unanchored `pattern` into .*(pattern).* itself.)
+ * language. (The JSON Schema front end turns an unanchored `pattern` into [^]*(?:pattern)[^]* itself:
+ * `[^]`, not `.`, which does not match \n.)
  *
- * Bounded: building the NFA fails cleanly past LX_MAX_NFA_STATES (e.g. a{1000}{1000}); the DFA is
- * built lazily as bytes are seen, and its cache is bounded (when full it is flushed and rebuilt on
- * demand), so no pattern can exhaust memory or take exponential time. Thread-safe for concurrent
- * readers (lx_next may add states under an internal lock). */
+ * Bounded: building the NFA fails cleanly past LX_MAX_NFA_STATES (e.g. (a{2000}){1000}); the DFA is
+ * built lazily as bytes are seen, and its size is bounded (LX_MAX_DFA_STATES / LX_MAX_DFA_BYTES;
+ * past them lx_exhausted() reports it), so no pattern can exhaust memory or take exponential time.
+ * Thread-safe for concurrent readers (lx_next may add states under an internal lock). */
 #ifndef PG_GRAMMAR_LEXER_H
 #define PG_GRAMMAR_LEXER_H
 
@@ -27,6 +28,10 @@
 #include <stdint.h>
 
 #define LX_MAX_NFA_STATES (1 << 20)
+/* Bounds of the lazily built DFA of one lexer (states are kept until lx_free: their ids and
+ * accepting sets stay valid while callers hold them). */
+#define LX_MAX_DFA_STATES (1u << 20)
+#define LX_MAX_DFA_BYTES ((size_t)256 << 20)
 
 typedef struct lx_lexer lx_lexer;
 typedef uint32_t lx_state; /* 0 = dead (no terminal can match any extension) */
@@ -53,5 +58,8 @@ lx_state lx_next(lx_lexer *lx, lx_state s, uint8_t byte);
 const uint64_t *lx_accepting(lx_lexer *lx, lx_state s);
 /* 1 if some allowed terminal can still match after more bytes. */
 int lx_can_continue(lx_lexer *lx, lx_state s);
+/* 1 once the DFA bounds were reached: from then on a transition to a state not yet built answers
+ * LX_DEAD, which the caller must treat as an error (pattern too complex), not as a rejection. */
+int lx_exhausted(const lx_lexer *lx);
 
 #endif

@@ -1,0 +1,452 @@
+/* The multi-terminal lazy DFA (lexer.h). All terminals share one NFA (regex_parse.c); a DFA state
+ * is the set of NFA nodes that still matter after the bytes so far: BYTE nodes from which some
+ * MATCH is still reachable, and MATCH nodes. Sets are interned (equal sets, equal ids; the empty
+ * set is LX_DEAD), each state carries a transition row over byte classes (bytes no pattern tells
+ * apart), filled on first use. lx_next on a known transition is one lookup in a flat table with
+ * no lock; a miss computes the set under the lexer's mutex and publishes the row entry last.
+ *
+ * Anchors: ^ edges are followed only in the start closure; $ edges lead to "end only" nodes whose
+ * byte edges are dropped (only MATCH counts from there).
+ *
+ * Memory: states live until lx_free (their ids and accepting sets must stay valid while a caller
+ * holds them); the total is bounded by LX_MAX_DFA_STATES / LX_MAX_DFA_BYTES. Past the bound
+ * lx_next answers LX_DEAD and lx_exhausted() says so, so a caller can report an error instead of a
+ * silent rejection. The start cache (allowed set -> state) is a plain cache, flushed when full. */
+#define _DEFAULT_SOURCE
+#include "grammar/lexer.h"
+
+#include <pthread.h>
+#include <sys/mman.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "grammar/regex.h"
+
+#define CHUNK_BITS 12
+#define CHUNK_MASK ((1u << CHUNK_BITS) - 1)
+#define LX_UNKNOWN UINT32_MAX
+#define START_CACHE_MAX 4096
+
+typedef struct {
+    const uint64_t *acc; /* accepting terminals, NULL = none */
+    uint32_t *set;       /* sorted NFA nodes */
+    uint32_t n_set, hash;
+    int can_cont;
+} dstate;
+
+struct lx_lexer {
+    int n_terms, n_words;
+    rx_nfa nfa;
+    uint32_t *term_start;
+    uint8_t *live; /* BYTE node n: some MATCH reachable after its byte */
+    uint8_t cls[256], cls_rep[256];
+    int n_classes, shift; /* row stride 1 << shift >= n_classes */
+    /* transition rows: state s's row at rows[s << shift], LX_UNKNOWN until computed; reserved
+     * once (address space only, pages are touched as states appear), so it never moves */
+    uint32_t *rows;
+    size_t rows_bytes;
+    uint32_t max_states;
+    dstate **chunks;
+    uint32_t n_states; /* atomic: read by lx_next without the lock */
+    size_t bytes;
+    int exhausted;
+    uint32_t *table; /* intern table: state ids (0 = free slot) */
+    uint32_t table_cap;
+    uint64_t *start_keys; /* start cache: START_CACHE_MAX * 2 slots of n_words + state */
+    uint32_t *start_state;
+    uint8_t *start_used;
+    uint32_t start_n;
+    /* closure scratch (under mu) */
+    uint32_t *stack, *mark, *added, *buf;
+    uint32_t stamp, add_stamp;
+    pthread_mutex_t mu;
+};
+
+static dstate *st(const lx_lexer *lx, lx_state s) { return &lx->chunks[s >> CHUNK_BITS][s & CHUNK_MASK]; }
+
+/* ---- NFA analysis ---- */
+
+static int compute_live(lx_lexer *lx) {
+    const rx_node *v = lx->nfa.v;
+    uint32_t N = lx->nfa.n, E = 0;
+    uint32_t *off = calloc((size_t)N + 1, sizeof *off);
+    uint8_t *endr = calloc(N, 1), *L = calloc(N, 1);
+    uint32_t *q = malloc(((size_t)N + 1) * sizeof *q);
+    lx->live = calloc(N, 1);
+    if (!off || !endr || !L || !q || !lx->live) goto oom;
+    for (uint32_t n = 0; n < N; n++) {
+        int k = v[n].kind;
+        if (k == RX_MATCH || k == RX_FAIL) continue;
+        off[v[n].out + 1]++, E++;
+        if (k == RX_SPLIT) off[v[n].out2 + 1]++, E++;
+    }
+    for (uint32_t n = 0; n < N; n++) off[n + 1] += off[n];
+    uint32_t *src = malloc(((size_t)E + 1) * sizeof *src), *fill = malloc(((size_t)N + 1) * sizeof *fill);
+    if (!src || !fill) {
+        free(src);
+        free(fill);
+        goto oom;
+    }
+    memcpy(fill, off, (size_t)N * sizeof *fill);
+    for (uint32_t n = 0; n < N; n++) {
+        int k = v[n].kind;
+        if (k == RX_MATCH || k == RX_FAIL) continue;
+        src[fill[v[n].out]++] = n;
+        if (k == RX_SPLIT) src[fill[v[n].out2]++] = n;
+    }
+    free(fill);
+    /* endr: MATCH reachable through epsilon and $ edges only */
+    uint32_t h = 0, t = 0;
+    for (uint32_t n = 0; n < N; n++)
+        if (v[n].kind == RX_MATCH) endr[n] = 1, q[t++] = n;
+    while (h < t) {
+        uint32_t m = q[h++];
+        for (uint32_t e = off[m]; e < off[m + 1]; e++) {
+            uint32_t s = src[e];
+            int k = v[s].kind;
+            if ((k == RX_SPLIT || k == RX_EPS || k == RX_EOL) && !endr[s]) endr[s] = 1, q[t++] = s;
+        }
+    }
+    /* L: an endr node reachable through epsilon and byte edges (^ is closed after a byte) */
+    h = t = 0;
+    for (uint32_t n = 0; n < N; n++)
+        if (endr[n]) L[n] = 1, q[t++] = n;
+    while (h < t) {
+        uint32_t m = q[h++];
+        for (uint32_t e = off[m]; e < off[m + 1]; e++) {
+            uint32_t s = src[e];
+            int k = v[s].kind;
+            if ((k == RX_SPLIT || k == RX_EPS || k == RX_BYTE) && !L[s]) L[s] = 1, q[t++] = s;
+        }
+    }
+    for (uint32_t n = 0; n < N; n++) lx->live[n] = v[n].kind == RX_BYTE && L[v[n].out];
+    free(src);
+    free(off);
+    free(endr);
+    free(L);
+    free(q);
+    return 0;
+oom:
+    free(off);
+    free(endr);
+    free(L);
+    free(q);
+    return -1;
+}
+
+static void compute_classes(lx_lexer *lx) {
+    uint8_t cut[257] = {0};
+    for (uint32_t n = 0; n < lx->nfa.n; n++)
+        if (lx->nfa.v[n].kind == RX_BYTE && lx->live[n]) cut[lx->nfa.v[n].lo] = 1, cut[lx->nfa.v[n].hi + 1] = 1;
+    int c = -1;
+    for (int b = 0; b < 256; b++) {
+        if (b == 0 || cut[b]) lx->cls_rep[++c] = (uint8_t)b;
+        lx->cls[b] = (uint8_t)c;
+    }
+    lx->n_classes = c + 1;
+}
+
+/* ---- closure and interning (under mu) ---- */
+
+static int cmp_u32(const void *a, const void *b) {
+    uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* closure of the seeds already on the stack (node << 1 | end_only); result sorted in buf */
+static uint32_t closure(lx_lexer *lx, uint32_t sp, int at_start) {
+    const rx_node *v = lx->nfa.v;
+    uint32_t stamp = ++lx->stamp, add_stamp = ++lx->add_stamp, n_out = 0;
+    if (stamp == 0) { /* wrapped: clear */
+        memset(lx->mark, 0, 2 * (size_t)lx->nfa.n * sizeof *lx->mark);
+        stamp = lx->stamp = 1;
+    }
+    if (add_stamp == 0) {
+        memset(lx->added, 0, (size_t)lx->nfa.n * sizeof *lx->added);
+        add_stamp = lx->add_stamp = 1;
+    }
+    while (sp) {
+        uint32_t x = lx->stack[--sp], n = x >> 1, f = x & 1;
+        if (lx->mark[x] == stamp) continue;
+        lx->mark[x] = stamp;
+        switch (v[n].kind) {
+        case RX_BYTE:
+            if (!f && lx->live[n] && lx->added[n] != add_stamp) lx->added[n] = add_stamp, lx->buf[n_out++] = n;
+            break;
+        case RX_MATCH:
+            if (lx->added[n] != add_stamp) lx->added[n] = add_stamp, lx->buf[n_out++] = n;
+            break;
+        case RX_SPLIT:
+            lx->stack[sp++] = v[n].out2 << 1 | f;
+            lx->stack[sp++] = v[n].out << 1 | f;
+            break;
+        case RX_EPS: lx->stack[sp++] = v[n].out << 1 | f; break;
+        case RX_BOL:
+            if (at_start) lx->stack[sp++] = v[n].out << 1 | f;
+            break;
+        case RX_EOL: lx->stack[sp++] = v[n].out << 1 | 1; break;
+        default: break;
+        }
+    }
+    /* insertion sort: sets are small; fall back to qsort when not */
+    if (n_out > 32) {
+        qsort(lx->buf, n_out, sizeof *lx->buf, cmp_u32);
+    } else {
+        for (uint32_t i = 1; i < n_out; i++) {
+            uint32_t x = lx->buf[i], j = i;
+            while (j && lx->buf[j - 1] > x) lx->buf[j] = lx->buf[j - 1], j--;
+            lx->buf[j] = x;
+        }
+    }
+    return n_out;
+}
+
+static uint32_t hash_set(const uint32_t *s, uint32_t n) {
+    uint64_t h = 0x9E3779B97F4A7C15ull ^ n;
+    for (uint32_t k = 0; k < n; k++) h = (h ^ s[k]) * 0x100000001B3ull, h ^= h >> 29;
+    return (uint32_t)(h ^ h >> 32);
+}
+
+static int table_grow(lx_lexer *lx) {
+    uint32_t nc = lx->table_cap ? lx->table_cap * 2 : 1024;
+    uint32_t *nt = calloc(nc, sizeof *nt);
+    if (!nt) return -1;
+    for (uint32_t k = 0; k < lx->table_cap; k++) {
+        uint32_t id = lx->table[k];
+        if (!id) continue;
+        uint32_t i = st(lx, id)->hash & (nc - 1);
+        while (nt[i]) i = (i + 1) & (nc - 1);
+        nt[i] = id;
+    }
+    free(lx->table);
+    lx->bytes += (size_t)(nc - lx->table_cap) * sizeof *nt;
+    lx->table = nt;
+    lx->table_cap = nc;
+    return 0;
+}
+
+/* the state of the set in buf[0..n) (new or existing); LX_DEAD and exhausted past the bounds */
+static lx_state intern(lx_lexer *lx, uint32_t n) {
+    if (n == 0) return LX_DEAD;
+    const uint32_t *s = lx->buf;
+    uint32_t h = hash_set(s, n), mask = lx->table_cap - 1;
+    uint32_t i = h & mask;
+    for (; lx->table[i]; i = (i + 1) & mask) {
+        const dstate *d = st(lx, lx->table[i]);
+        if (d->hash == h && d->n_set == n && !memcmp(d->set, s, n * sizeof *s)) return lx->table[i];
+    }
+    uint32_t id = lx->n_states;
+    size_t need = sizeof(dstate) + ((size_t)4 << lx->shift) + (size_t)n * 4 + (size_t)lx->n_words * 8;
+    if (lx->exhausted || id >= lx->max_states || lx->bytes + need > LX_MAX_DFA_BYTES) {
+        lx->exhausted = 1;
+        return LX_DEAD;
+    }
+    if (!lx->chunks[id >> CHUNK_BITS]) {
+        lx->chunks[id >> CHUNK_BITS] = calloc(1u << CHUNK_BITS, sizeof(dstate));
+        if (!lx->chunks[id >> CHUNK_BITS]) goto oom;
+        lx->bytes += (1u << CHUNK_BITS) * sizeof(dstate);
+    }
+    dstate *d = st(lx, id);
+    d->set = malloc((size_t)n * sizeof *d->set);
+    if (!d->set) goto oom_d;
+    memset(lx->rows + ((size_t)id << lx->shift), 0xFF, (size_t)4 << lx->shift);
+    memcpy(d->set, s, (size_t)n * sizeof *s);
+    d->n_set = n;
+    d->hash = h;
+    d->acc = NULL;
+    d->can_cont = 0;
+    uint64_t *acc = NULL;
+    for (uint32_t k = 0; k < n; k++) {
+        const rx_node *x = &lx->nfa.v[s[k]];
+        if (x->kind == RX_BYTE) {
+            d->can_cont = 1;
+        } else if (x->kind == RX_MATCH) {
+            if (!acc && !(acc = calloc((size_t)lx->n_words, sizeof *acc))) goto oom_d;
+            acc[x->out >> 6] |= 1ull << (x->out & 63);
+        }
+    }
+    d->acc = acc;
+    lx->bytes += need;
+    lx->table[i] = id;
+    __atomic_store_n(&lx->n_states, id + 1, __ATOMIC_RELEASE);
+    if ((size_t)(id + 1) * 2 > lx->table_cap && table_grow(lx)) lx->exhausted = 1;
+    return id;
+oom_d:
+    free(d->set);
+    memset(d, 0, sizeof *d);
+oom:
+    lx->exhausted = 1;
+    return LX_DEAD;
+}
+
+/* ---- public ---- */
+
+int lx_check_pattern(const char *pattern, size_t n, char *err, size_t cap) {
+    rx_nfa nfa = {0};
+    uint32_t start;
+    int rc = rx_compile(&nfa, pattern, n, 0, 0, &start, err, cap);
+    rx_nfa_free(&nfa);
+    return rc;
+}
+
+lx_lexer *lx_new(int n, const char *const *patterns, const size_t *lens, const uint8_t *is_literal, char *err,
+                 size_t cap) {
+    if (err && cap) err[0] = 0;
+    if (n < 0 || (n > 0 && (!patterns || !lens))) {
+        if (err && cap) snprintf(err, cap, "lx_new: bad arguments");
+        return NULL;
+    }
+    lx_lexer *lx = calloc(1, sizeof *lx);
+    if (!lx) goto oom;
+    lx->n_terms = n;
+    lx->n_words = (n + 63) / 64 ? (n + 63) / 64 : 1;
+    lx->nfa.limit = LX_MAX_NFA_STATES;
+    lx->term_start = malloc(((size_t)n + 1) * sizeof *lx->term_start);
+    if (!lx->term_start) goto oom;
+    char e[200];
+    for (int t = 0; t < n; t++) {
+        if (rx_compile(&lx->nfa, patterns[t], lens[t], is_literal && is_literal[t], (uint32_t)t, &lx->term_start[t], e,
+                       sizeof e)) {
+            if (err && cap) snprintf(err, cap, "terminal %d: %s", t, e);
+            lx_free(lx);
+            return NULL;
+        }
+    }
+    if (compute_live(lx)) goto oom;
+    compute_classes(lx);
+    uint32_t N = lx->nfa.n;
+    lx->chunks = calloc((LX_MAX_DFA_STATES >> CHUNK_BITS) + 1, sizeof *lx->chunks);
+    lx->stack = malloc((5 * (size_t)N + (size_t)n + 16) * sizeof *lx->stack);
+    lx->mark = calloc(2 * (size_t)N + 2, sizeof *lx->mark);
+    lx->added = calloc((size_t)N + 1, sizeof *lx->added);
+    lx->buf = malloc(((size_t)N + 1) * sizeof *lx->buf);
+    lx->start_keys = malloc((size_t)START_CACHE_MAX * 2 * (size_t)lx->n_words * sizeof *lx->start_keys);
+    lx->start_state = malloc((size_t)START_CACHE_MAX * 2 * sizeof *lx->start_state);
+    lx->start_used = calloc((size_t)START_CACHE_MAX * 2, 1);
+    while ((1 << lx->shift) < lx->n_classes) lx->shift++;
+    lx->max_states = LX_MAX_DFA_STATES;
+    if (((size_t)lx->max_states << lx->shift) * 4 > LX_MAX_DFA_BYTES)
+        lx->max_states = (uint32_t)(LX_MAX_DFA_BYTES / ((size_t)4 << lx->shift));
+    lx->rows_bytes = ((size_t)lx->max_states << lx->shift) * 4;
+    lx->rows = mmap(NULL, lx->rows_bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (lx->rows == MAP_FAILED) lx->rows = NULL;
+    if (!lx->rows || !lx->chunks || !lx->stack || !lx->mark || !lx->added || !lx->buf || !lx->start_keys || !lx->start_state ||
+        !lx->start_used || table_grow(lx))
+        goto oom;
+    pthread_mutex_init(&lx->mu, NULL);
+    /* state 0: dead, its row all zeros (fresh mapping) */
+    lx->chunks[0] = calloc(1u << CHUNK_BITS, sizeof(dstate));
+    if (!lx->chunks[0]) goto oom;
+    lx->n_states = 1;
+    lx->bytes = (size_t)N * (sizeof(rx_node) + 4 * 8) + (1u << CHUNK_BITS) * sizeof(dstate);
+    return lx;
+oom:
+    if (err && cap) snprintf(err, cap, "out of memory building the lexer");
+    lx_free(lx);
+    return NULL;
+}
+
+void lx_free(lx_lexer *lx) {
+    if (!lx) return;
+    if (lx->chunks) {
+        for (uint32_t id = 0; id < lx->n_states; id++) {
+            dstate *d = st(lx, id);
+            free(d->set);
+            free((void *)d->acc);
+        }
+        for (uint32_t c = 0; c <= (LX_MAX_DFA_STATES >> CHUNK_BITS); c++) free(lx->chunks[c]);
+        free(lx->chunks);
+        pthread_mutex_destroy(&lx->mu);
+    }
+    if (lx->rows) munmap(lx->rows, lx->rows_bytes);
+    rx_nfa_free(&lx->nfa);
+    free(lx->term_start);
+    free(lx->live);
+    free(lx->table);
+    free(lx->start_keys);
+    free(lx->start_state);
+    free(lx->start_used);
+    free(lx->stack);
+    free(lx->mark);
+    free(lx->added);
+    free(lx->buf);
+    free(lx);
+}
+
+int lx_n_terminals(const lx_lexer *lx) { return lx ? lx->n_terms : 0; }
+
+int lx_exhausted(const lx_lexer *lx) { return __atomic_load_n(&lx->exhausted, __ATOMIC_RELAXED); }
+
+lx_state lx_start(lx_lexer *lx, const uint64_t *allowed) {
+    int W = lx->n_words;
+    uint64_t key[W];
+    for (int w = 0; w < W; w++) key[w] = allowed ? allowed[w] : 0;
+    if (lx->n_terms % 64 && W > 0) key[W - 1] &= (1ull << (lx->n_terms % 64)) - 1;
+    if (lx->n_terms == 0) key[0] = 0;
+    uint64_t h = 0xcbf29ce484222325ull;
+    for (int w = 0; w < W; w++) h = (h ^ key[w]) * 0x100000001B3ull, h ^= h >> 31;
+    const uint32_t cap = START_CACHE_MAX * 2, mask = cap - 1;
+    pthread_mutex_lock(&lx->mu);
+    uint32_t i = (uint32_t)h & mask;
+    for (; lx->start_used[i]; i = (i + 1) & mask)
+        if (!memcmp(lx->start_keys + (size_t)i * W, key, (size_t)W * 8)) {
+            lx_state s = lx->start_state[i];
+            pthread_mutex_unlock(&lx->mu);
+            return s;
+        }
+    uint32_t sp = 0;
+    for (int t = 0; t < lx->n_terms; t++)
+        if (key[t >> 6] >> (t & 63) & 1) lx->stack[sp++] = lx->term_start[t] << 1;
+    lx_state s = intern(lx, closure(lx, sp, 1));
+    if (!lx->exhausted || s != LX_DEAD) {
+        if (lx->start_n >= START_CACHE_MAX) { /* flush the cache (states stay) */
+            memset(lx->start_used, 0, cap);
+            lx->start_n = 0;
+            i = (uint32_t)h & mask;
+        }
+        memcpy(lx->start_keys + (size_t)i * W, key, (size_t)W * 8);
+        lx->start_state[i] = s;
+        lx->start_used[i] = 1;
+        lx->start_n++;
+    }
+    pthread_mutex_unlock(&lx->mu);
+    return s;
+}
+
+static lx_state next_slow(lx_lexer *lx, lx_state s, uint8_t byte) {
+    pthread_mutex_lock(&lx->mu);
+    dstate *d = st(lx, s);
+    uint32_t c = lx->cls[byte];
+    uint32_t *row = lx->rows + ((size_t)s << lx->shift);
+    uint32_t t = row[c];
+    if (t == LX_UNKNOWN) {
+        uint32_t sp = 0;
+        uint8_t b = lx->cls_rep[c];
+        for (uint32_t k = 0; k < d->n_set; k++) {
+            const rx_node *x = &lx->nfa.v[d->set[k]];
+            if (x->kind == RX_BYTE && x->lo <= b && b <= x->hi) lx->stack[sp++] = x->out << 1;
+        }
+        t = intern(lx, closure(lx, sp, 0));
+        if (t != LX_DEAD || !lx->exhausted) __atomic_store_n(&row[c], t, __ATOMIC_RELEASE);
+    }
+    pthread_mutex_unlock(&lx->mu);
+    return t;
+}
+
+lx_state lx_next(lx_lexer *lx, lx_state s, uint8_t byte) {
+    if (s >= __atomic_load_n(&lx->n_states, __ATOMIC_ACQUIRE)) return LX_DEAD;
+    uint32_t t = __atomic_load_n(&lx->rows[((size_t)s << lx->shift) | lx->cls[byte]], __ATOMIC_ACQUIRE);
+    if (__builtin_expect(t != LX_UNKNOWN, 1)) return t;
+    return next_slow(lx, s, byte);
+}
+
+const uint64_t *lx_accepting(lx_lexer *lx, lx_state s) {
+    if (s == LX_DEAD || s >= __atomic_load_n(&lx->n_states, __ATOMIC_ACQUIRE)) return NULL;
+    return st(lx, s)->acc;
+}
+
+int lx_can_continue(lx_lexer *lx, lx_state s) {
+    if (s == LX_DEAD || s >= __atomic_load_n(&lx->n_states, __ATOMIC_ACQUIRE)) return 0;
+    return st(lx, s)->can_cont;
+}

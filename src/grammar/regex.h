@@ -1,0 +1,40 @@
+/* Internal to the grammar module: one regular expression (the lexer.h subset of ECMAScript) parsed
+ * and compiled into a byte-level Thompson NFA shared by all terminals of a lexer. Nodes are appended
+ * to one array; a terminal's pattern ends at a MATCH node carrying its index. Code point classes
+ * become UTF-8 byte sequences (surrogates and invalid UTF-8 never match). */
+#ifndef PG_GRAMMAR_REGEX_H
+#define PG_GRAMMAR_REGEX_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+enum {
+    RX_BYTE,  /* one byte in [lo, hi], then out */
+    RX_SPLIT, /* epsilon to out and out2 */
+    RX_EPS,   /* epsilon to out */
+    RX_BOL,   /* epsilon to out, only before the first byte of the lexeme */
+    RX_EOL,   /* epsilon to out, only after the last byte (no byte may follow) */
+    RX_MATCH, /* the terminal out matches here */
+    RX_FAIL,  /* matches nothing (an empty class) */
+};
+
+typedef struct {
+    uint8_t kind, lo, hi, pad;
+    uint32_t out, out2;
+} rx_node;
+
+typedef struct {
+    rx_node *v;
+    uint32_t n, cap;
+    uint32_t limit; /* most nodes in all (LX_MAX_NFA_STATES) */
+} rx_nfa;
+
+#define RX_NONE UINT32_MAX
+
+/* Appends the NFA of one pattern (or, when literal, of the exact bytes) ending in MATCH(term);
+ * *start is its entry node. 0 ok; -1 with "offset N: problem" (or the size limit) in err. */
+int rx_compile(rx_nfa *nfa, const char *pat, size_t n, int literal, uint32_t term, uint32_t *start, char *err,
+               size_t cap);
+void rx_nfa_free(rx_nfa *nfa);
+
+#endif
