@@ -73,7 +73,7 @@ void ey_grammar_free(ey_grammar *eg) {
 
 /* Fixpoint over rules: marks[lhs] = 1 once some rule has every rhs entry marked. Terminals are
  * marked initially when term_ok. Linear: each rule keeps a count of unmarked entries. */
-static int fixpoint(const gr_grammar *g, uint8_t *mark, int term_ok) {
+static int fixpoint(const gr_grammar *g, uint8_t *mark, int term_ok, const uint8_t *term_mark) {
     int n = g->n_syms;
     int *cnt = malloc(((size_t)g->n_rules + 1) * sizeof *cnt);
     int *occ_off = calloc((size_t)n + 2, sizeof *occ_off);
@@ -83,7 +83,7 @@ static int fixpoint(const gr_grammar *g, uint8_t *mark, int term_ok) {
         free(cnt), free(occ_off), free(occ), free(queue);
         return -1;
     }
-    for (int i = 0; i < n; i++) mark[i] = (g->syms[i].kind != GR_SYM_NT) && term_ok;
+    for (int i = 0; i < n; i++) mark[i] = (g->syms[i].kind != GR_SYM_NT) && (term_ok || (term_mark && term_mark[i]));
     for (int r = 0; r < g->n_rules; r++)
         for (int i = 0; i < g->rhs_len[r]; i++) occ_off[g->rhs[g->rhs_off[r] + i] + 1]++;
     for (int i = 0; i < n; i++) occ_off[i + 1] += occ_off[i];
@@ -123,7 +123,7 @@ static int fixpoint(const gr_grammar *g, uint8_t *mark, int term_ok) {
     return 0;
 }
 
-ey_grammar *ey_grammar_new(const gr_grammar *g, char *err, size_t cap) {
+ey_grammar *ey_grammar_new(const gr_grammar *g, const uint8_t *empty_terms, char *err, size_t cap) {
     if (!g || g->err[0]) {
         snprintf(err, cap, "grammar has an error: %s", g ? g->err : "none given");
         return NULL;
@@ -135,7 +135,7 @@ ey_grammar *ey_grammar_new(const gr_grammar *g, char *err, size_t cap) {
     ey_grammar *eg = calloc(1, sizeof *eg);
     uint8_t *prod = malloc((size_t)g->n_syms + 1);
     if (!eg || !prod) goto oom;
-    if (fixpoint(g, prod, 1)) goto oom;
+    if (fixpoint(g, prod, 1, NULL)) goto oom;
     if (!prod[g->start]) {
         const gr_symbol *s = &g->syms[g->start];
         snprintf(err, cap, "the start symbol %s%.*s derives no finite text (unproductive)", s->text ? "" : "#",
@@ -158,7 +158,7 @@ ey_grammar *ey_grammar_new(const gr_grammar *g, char *err, size_t cap) {
         }
     }
     eg->words = (eg->n_terms + 1 + 63) / 64;
-    if (fixpoint(g, eg->nullable, 0)) goto oom;
+    if (fixpoint(g, eg->nullable, 0, empty_terms)) goto oom;
     eg->nullable[n - 1] = eg->nullable[g->start];
     /* keep rules whose symbols are all productive; plus S' -> start */
     int n_keep = 0;
@@ -353,7 +353,9 @@ static int close_set(ey_parser *p, int d) {
                 ey_item w = p->items[p->waits[k].item];
                 if (add_item(p, w.pos + 1, w.origin, begin)) return -1;
             }
-        } else if (g->term_of[s] < 0) {
+        } else if (g->term_of[s] >= 0) {
+            if (g->nullable[s] && add_item(p, it.pos + 1, it.origin, begin)) return -1;
+        } else {
             if (p->pred_gen[s] != p->gen) {
                 p->pred_gen[s] = p->gen;
                 for (int k = g->nt_rule_off[s]; k < g->nt_rule_off[s + 1]; k++)

@@ -21,8 +21,11 @@
 #define EY_MAX_WORK (1 << 21) /* item insertions tried (duplicates included) for one set */
 
 typedef struct ey_grammar ey_grammar;
-/* NULL with a message when the grammar has no start, an unproductive start, or no memory. */
-ey_grammar *ey_grammar_new(const gr_grammar *g, char *err, size_t cap);
+/* NULL with a message when the grammar has no start, an unproductive start, or no memory.
+ * empty_terms[sym] (per grammar symbol, may be NULL): terminals whose language holds the empty
+ * text; they are nullable (an item before one is also advanced past it), as a lexeme is never
+ * empty. */
+ey_grammar *ey_grammar_new(const gr_grammar *g, const uint8_t *empty_terms, char *err, size_t cap);
 void ey_grammar_free(ey_grammar *eg);
 int ey_n_terminals(const ey_grammar *eg);
 int ey_terminal_symbol(const ey_grammar *eg, int t); /* the grammar symbol of terminal t */

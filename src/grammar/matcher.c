@@ -205,38 +205,61 @@ gr_compiled *gr_compile(const gr_grammar *g, const gr_vocab *v, char *err, size_
         return NULL;
     }
     c->v = v;
-    c->eg = ey_grammar_new(g, err, cap);
-    if (!c->eg) goto fail;
-    c->n_terms = ey_n_terminals(c->eg);
-    c->words = ey_words(c->eg);
+    if (g->start < 0) {
+        snprintf(err, cap, "grammar has no start symbol");
+        goto fail;
+    }
+    /* terminals in symbol order (earley.c numbers them the same way), then the skip pattern */
+    int n_terms = 0;
+    for (int i = 0; i < g->n_syms; i++) n_terms += g->syms[i].kind != GR_SYM_NT;
+    c->n_terms = n_terms;
+    c->words = (n_terms + 1 + 63) / 64;
     c->has_skip = g->has_skip;
-    int n_lx = c->n_terms + (c->has_skip ? 1 : 0);
+    int n_lx = n_terms + (c->has_skip ? 1 : 0);
     const char **pats = malloc(((size_t)n_lx + 1) * sizeof *pats);
     size_t *lens = malloc(((size_t)n_lx + 1) * sizeof *lens);
     uint8_t *lit = malloc((size_t)n_lx + 1);
-    if (!pats || !lens || !lit) {
-        free(pats), free(lens), free(lit);
+    uint8_t *empty = calloc((size_t)g->n_syms + 1, 1);
+    uint64_t *one = calloc((size_t)c->words, sizeof *one);
+    if (!pats || !lens || !lit || !empty || !one) {
+        free(pats), free(lens), free(lit), free(empty), free(one);
         snprintf(err, cap, "out of memory");
         goto fail;
     }
-    for (int t = 0; t < c->n_terms; t++) {
-        const gr_symbol *s = &g->syms[ey_terminal_symbol(c->eg, t)];
-        pats[t] = s->text;
-        lens[t] = s->len;
-        lit[t] = s->kind == GR_SYM_LITERAL;
+    for (int i = 0, t = 0; i < g->n_syms; i++) {
+        if (g->syms[i].kind == GR_SYM_NT) continue;
+        pats[t] = g->syms[i].text;
+        lens[t] = g->syms[i].len;
+        lit[t++] = g->syms[i].kind == GR_SYM_LITERAL;
     }
     if (c->has_skip) {
-        pats[c->n_terms] = g->skip;
-        lens[c->n_terms] = g->skip_len;
-        lit[c->n_terms] = 0;
+        pats[n_terms] = g->skip;
+        lens[n_terms] = g->skip_len;
+        lit[n_terms] = 0;
     }
     char lerr[200] = "";
     c->lx = lx_new(n_lx, pats, lens, lit, lerr, sizeof lerr);
     free(pats), free(lens), free(lit);
     if (!c->lx) {
+        free(empty), free(one);
         snprintf(err, cap, "lexer: %s", lerr[0] ? lerr : "cannot build");
         goto fail;
     }
+    /* terminals matching the empty text are nullable in the parser */
+    for (int i = 0, t = 0; i < g->n_syms; i++) {
+        if (g->syms[i].kind == GR_SYM_NT) continue;
+        if (g->syms[i].kind == GR_SYM_REGEX) {
+            one[t >> 6] = 1ULL << (t & 63);
+            const uint64_t *acc = lx_accepting(c->lx, lx_start(c->lx, one));
+            empty[i] = acc && (acc[t >> 6] >> (t & 63) & 1);
+            one[t >> 6] = 0;
+        }
+        t++;
+    }
+    free(one);
+    c->eg = ey_grammar_new(g, empty, err, cap);
+    free(empty);
+    if (!c->eg) goto fail;
     return c;
 fail:
     gr_compiled_free(c);
@@ -290,11 +313,24 @@ static lx_state start_state(gr_matcher *m, int depth, int after_skip) {
     return *slot;
 }
 
+/* ey_scan, forgetting the cached lexer start states of the new top set's depth. */
+static int scan(gr_matcher *m, const uint64_t *terms) {
+    if (ey_scan(m->p, terms) != 0) return -1;
+    int depth = ey_depth(m->p);
+    if (ensure_cache(m, depth)) {
+        ey_truncate(m->p, depth - 1);
+        return -1;
+    }
+    m->start_cache[depth * 2] = m->start_cache[depth * 2 + 1] = START_UNKNOWN;
+    return 0;
+}
+
 /* One byte from cfg. The parser is truncated to cfg's depth and may grow. 1 ok, 0 refused. */
 static int step(gr_matcher *m, const gm_cfg *cfg, uint8_t b, gm_cfg *out) {
     const gr_compiled *c = m->c;
     if (cfg->ended) return 0;
     ey_truncate(m->p, cfg->pdepth);
+    /* (a lexer past its DFA bounds answers LX_DEAD for new states: a refusal here) */
     lx_state s2 = cfg->ls == LX_DEAD ? LX_DEAD : lx_next(c->lx, cfg->ls, b);
     if (s2 != LX_DEAD) {
         *out = *cfg;
@@ -313,10 +349,8 @@ static int step(gr_matcher *m, const gm_cfg *cfg, uint8_t b, gm_cfg *out) {
     }
     int skip = c->has_skip && (acc[c->n_terms >> 6] >> (c->n_terms & 63) & 1);
     int depth = cfg->pdepth, after_skip;
-    if (any && ey_scan(m->p, acc) == 0) {
+    if (any && scan(m, acc) == 0) {
         depth = ey_depth(m->p);
-        if (ensure_cache(m, depth)) return 0;
-        m->start_cache[depth * 2] = m->start_cache[depth * 2 + 1] = START_UNKNOWN;
         after_skip = 0;
     } else if (skip && !cfg->after_skip) {
         after_skip = 1;
@@ -339,7 +373,7 @@ static int cfg_can_end(gr_matcher *m, const gm_cfg *cfg) {
     const uint64_t *acc = lx_accepting(c->lx, cfg->ls);
     if (!acc) return 0;
     int r = 0;
-    if (ey_scan(m->p, acc) == 0) {
+    if (scan(m, acc) == 0) {
         r = ey_can_end(m->p);
         ey_truncate(m->p, cfg->pdepth);
     }

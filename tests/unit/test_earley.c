@@ -52,7 +52,7 @@ static int parse(const ey_grammar *eg, const char *s, int need_end) {
 
 static ey_grammar *prep(gr_grammar *g) {
     char err[200];
-    ey_grammar *eg = ey_grammar_new(g, err, sizeof err);
+    ey_grammar *eg = ey_grammar_new(g, NULL, err, sizeof err);
     CHECK(eg, "prepare: %s", err);
     return eg;
 }
@@ -177,10 +177,10 @@ int main(void) {
         CHECK(parse(eg, "a", 1) == 1, "a");
         ey_grammar_free(eg);
         gr_set_start(g, U);
-        CHECK(ey_grammar_new(g, err, sizeof err) == NULL && strstr(err, "unproductive"), "unproductive: %s", err);
+        CHECK(ey_grammar_new(g, NULL, err, sizeof err) == NULL && strstr(err, "unproductive"), "unproductive: %s", err);
         gr_free(g);
         gr_grammar *h = gr_new();
-        CHECK(ey_grammar_new(h, err, sizeof err) == NULL && strstr(err, "start"), "no start: %s", err);
+        CHECK(ey_grammar_new(h, NULL, err, sizeof err) == NULL && strstr(err, "start"), "no start: %s", err);
         gr_free(h);
     }
     { /* hostile: S -> X_i (300 of them), X_i -> S S | a: the item cap answers, no blow-up */
