@@ -282,6 +282,7 @@ struct gr_matcher {
     size_t *tok; /* n_hist before each accepted token / chunk */
     int n_tok, cap_tok;
     lx_state *start_cache; /* [depth * 2 + after_skip], UINT32_MAX unknown */
+    lx_state *push_tag;    /* [depth]: the lexeme (lexer state) whose scan made the set at depth */
     int cap_cache;
     gm_cfg *dfs; /* [max_depth + 1] */
     uint64_t *bits; /* scratch: words */
@@ -297,6 +298,10 @@ static int ensure_cache(gr_matcher *m, int depth) {
     if (!q) return -1;
     for (int i = m->cap_cache; i < nc; i++) q[i] = START_UNKNOWN;
     m->start_cache = q;
+    q = realloc(m->push_tag, (size_t)nc * sizeof *q);
+    if (!q) return -1;
+    for (int i = m->cap_cache; i < nc; i++) q[i] = LX_DEAD;
+    m->push_tag = q;
     m->cap_cache = nc;
     return 0;
 }
@@ -313,15 +318,18 @@ static lx_state start_state(gr_matcher *m, int depth, int after_skip) {
     return *slot;
 }
 
-/* ey_scan, forgetting the cached lexer start states of the new top set's depth. */
-static int scan(gr_matcher *m, const uint64_t *terms) {
-    if (ey_scan(m->p, terms) != 0) return -1;
-    int depth = ey_depth(m->p);
-    if (ensure_cache(m, depth)) {
-        ey_truncate(m->p, depth - 1);
-        return -1;
+/* Scans the lexeme ending in lexer state ls on top of the set at depth: pushes its set, forgetting
+ * the cached lexer start states of the new depth. A set pushed from the same set and the same
+ * lexer state is still on the stack (siblings in the trie walk share it) is reused. */
+static int scan(gr_matcher *m, int depth, lx_state ls) {
+    if (ey_depth(m->p) > depth && m->push_tag[depth + 1] == ls) {
+        ey_truncate(m->p, depth + 1);
+        return 0;
     }
-    m->start_cache[depth * 2] = m->start_cache[depth * 2 + 1] = START_UNKNOWN;
+    ey_truncate(m->p, depth);
+    if (ensure_cache(m, depth + 1) || ey_scan(m->p, lx_accepting(m->c->lx, ls)) != 0) return -1;
+    m->start_cache[(depth + 1) * 2] = m->start_cache[(depth + 1) * 2 + 1] = START_UNKNOWN;
+    m->push_tag[depth + 1] = ls;
     return 0;
 }
 
@@ -329,7 +337,7 @@ static int scan(gr_matcher *m, const uint64_t *terms) {
 static int step(gr_matcher *m, const gm_cfg *cfg, uint8_t b, gm_cfg *out) {
     const gr_compiled *c = m->c;
     if (cfg->ended) return 0;
-    ey_truncate(m->p, cfg->pdepth);
+    /* (the parser is truncated lazily: only the boundary path below uses it) */
     /* (a lexer past its DFA bounds answers LX_DEAD for new states: a refusal here) */
     lx_state s2 = cfg->ls == LX_DEAD ? LX_DEAD : lx_next(c->lx, cfg->ls, b);
     if (s2 != LX_DEAD) {
@@ -349,10 +357,11 @@ static int step(gr_matcher *m, const gm_cfg *cfg, uint8_t b, gm_cfg *out) {
     }
     int skip = c->has_skip && (acc[c->n_terms >> 6] >> (c->n_terms & 63) & 1);
     int depth = cfg->pdepth, after_skip;
-    if (any && scan(m, acc) == 0) {
-        depth = ey_depth(m->p);
+    if (any && scan(m, cfg->pdepth, cfg->ls) == 0) {
+        depth = cfg->pdepth + 1;
         after_skip = 0;
     } else if (skip && !cfg->after_skip) {
+        ey_truncate(m->p, depth);
         after_skip = 1;
     } else {
         return 0;
@@ -373,7 +382,7 @@ static int cfg_can_end(gr_matcher *m, const gm_cfg *cfg) {
     const uint64_t *acc = lx_accepting(c->lx, cfg->ls);
     if (!acc) return 0;
     int r = 0;
-    if (scan(m, acc) == 0) {
+    if (scan(m, cfg->pdepth, cfg->ls) == 0) {
         r = ey_can_end(m->p);
         ey_truncate(m->p, cfg->pdepth);
     }
@@ -408,6 +417,7 @@ void gr_matcher_free(gr_matcher *m) {
     free(m->hist);
     free(m->tok);
     free(m->start_cache);
+    free(m->push_tag);
     free(m->dfs);
     free(m->bits);
     free(m);
