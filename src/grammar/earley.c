@@ -52,6 +52,7 @@ struct ey_parser {
     uint32_t gen;
     uint32_t *pred_gen; /* [n_syms] */
     size_t work; /* item insertions tried for the set being built */
+    uint64_t total_work; /* all insertions tried since creation */
     char err[160];
 };
 
@@ -319,6 +320,7 @@ static int cmp_wait(const void *a, const void *b) {
 static int close_set(ey_parser *p, int d) {
     const ey_grammar *g = p->g;
     size_t begin = p->set_item[d];
+    p->total_work += p->work;
     p->work = 0;
     p->gen++;
     if (p->gen == 0) { /* wrapped: clear stamps */
@@ -471,3 +473,5 @@ const uint64_t *ey_allowed(const ey_parser *p) {
 int ey_can_end(const ey_parser *p) { return p->can_end[p->depth - 1]; }
 
 const char *ey_parser_error(const ey_parser *p) { return p->err; }
+
+uint64_t ey_work(const ey_parser *p) { return p->total_work + p->work; }

@@ -47,5 +47,7 @@ const uint64_t *ey_allowed(const ey_parser *p);
 /* 1 if the lexemes so far form a sentence. */
 int ey_can_end(const ey_parser *p);
 const char *ey_parser_error(const ey_parser *p);
+/* Item insertions tried since the parser was made (a measure of work, for callers' budgets). */
+uint64_t ey_work(const ey_parser *p);
 
 #endif

@@ -285,6 +285,8 @@ struct gr_matcher {
     lx_state *push_tag;    /* [depth]: the lexeme (lexer state) whose scan made the set at depth */
     int cap_cache;
     gm_cfg *dfs; /* [max_depth + 1] */
+    uint64_t work_limit; /* ey_work() past which the current mask refuses parser steps */
+    char err[200];
     uint64_t *bits; /* scratch: words */
 };
 
@@ -327,7 +329,15 @@ static int scan(gr_matcher *m, int depth, lx_state ls) {
         return 0;
     }
     ey_truncate(m->p, depth);
-    if (ensure_cache(m, depth + 1) || ey_scan(m->p, lx_accepting(m->c->lx, ls)) != 0) return -1;
+    if (ey_work(m->p) > m->work_limit) {
+        if (!m->err[0]) snprintf(m->err, sizeof m->err, "grammar too ambiguous: more than %llu parser steps in one mask",
+                                 (unsigned long long)GR_MAX_MASK_WORK);
+        return -1;
+    }
+    if (ensure_cache(m, depth + 1)) return -1;
+    int r = ey_scan(m->p, lx_accepting(m->c->lx, ls));
+    if (r == -2 && !m->err[0]) snprintf(m->err, sizeof m->err, "%s", ey_parser_error(m->p));
+    if (r) return -1;
     m->start_cache[(depth + 1) * 2] = m->start_cache[(depth + 1) * 2 + 1] = START_UNKNOWN;
     m->push_tag[depth + 1] = ls;
     return 0;
@@ -340,6 +350,8 @@ static int step(gr_matcher *m, const gm_cfg *cfg, uint8_t b, gm_cfg *out) {
     /* (the parser is truncated lazily: only the boundary path below uses it) */
     /* (a lexer past its DFA bounds answers LX_DEAD for new states: a refusal here) */
     lx_state s2 = cfg->ls == LX_DEAD ? LX_DEAD : lx_next(c->lx, cfg->ls, b);
+    if (s2 == LX_DEAD && lx_exhausted(c->lx) && !m->err[0])
+        snprintf(m->err, sizeof m->err, "lexer past its DFA bounds (patterns too complex)");
     if (s2 != LX_DEAD) {
         *out = *cfg;
         out->ls = s2;
@@ -405,6 +417,7 @@ gr_matcher *gr_matcher_new(const gr_compiled *c) {
         gr_matcher_free(m);
         return NULL;
     }
+    m->work_limit = UINT64_MAX;
     m->hist[0] = (gm_cfg){LX_DEAD, 1, 0, 1, 0};
     m->hist[0].ls = start_state(m, 1, 0);
     m->n_hist = 1;
@@ -429,6 +442,7 @@ int32_t gr_matcher_mask(gr_matcher *m, uint32_t *mask) {
     const gm_cfg cur = m->hist[m->n_hist - 1];
     int32_t count = 0;
     if (cur.ended) return 0;
+    m->work_limit = ey_work(m->p) + GR_MAX_MASK_WORK;
     m->dfs[0] = cur;
     for (int i = 1; i < v->n_nodes;) {
         int d = v->ndepth[i];
@@ -450,8 +464,11 @@ int32_t gr_matcher_mask(gr_matcher *m, uint32_t *mask) {
                 count++;
             }
     ey_truncate(m->p, cur.pdepth);
+    m->work_limit = UINT64_MAX;
     return count;
 }
+
+const char *gr_matcher_error(const gr_matcher *m) { return m ? m->err : "no matcher"; }
 
 static int push_hist(gr_matcher *m, const gm_cfg *cfg) {
     if (m->n_hist + 1 > m->cap_hist) {

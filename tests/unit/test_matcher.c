@@ -84,6 +84,7 @@ static void walk(const char *name, const gr_compiled *c, unsigned long long seed
         n_acc++;
     }
     CHECK(gr_matcher_rollback(m, n_acc + 1) == -1, "%s: rollback past the start refused", name);
+    CHECK(gr_matcher_error(m)[0] == 0, "%s: error %s", name, gr_matcher_error(m));
     gr_matcher_free(m);
 }
 
@@ -200,6 +201,33 @@ int main(void) {
             CHECK(gr_matcher_rollback(m, 1) == 0 && gr_matcher_mask(m, mask) == 1, "eos rolled back");
             gr_matcher_free(m);
         }
+        gr_compiled_free(c);
+        gr_free(g);
+    }
+    { /* hostile ambiguity: S -> X_i (300 of them), X_i -> S S | "a": answers stay bounded and the
+       * refused work is reported, never silent */
+        gr_grammar *g = gr_new();
+        int S = gr_nonterminal(g, "S"), a = gr_literal(g, "a", 1);
+        for (int i = 0; i < 300; i++) {
+            int X = gr_nonterminal(g, NULL);
+            int ss[2] = {S, S};
+            gr_rule(g, S, &X, 1);
+            gr_rule(g, X, ss, 2);
+            gr_rule(g, X, &a, 1);
+        }
+        gr_set_start(g, S);
+        gr_compiled *c = compile(g, v);
+        gr_matcher *m = c ? gr_matcher_new(c) : NULL;
+        uint32_t mask[(N_TOK + 31) / 32];
+        int steps = 0;
+        while (m && steps < 40 && !gr_matcher_error(m)[0]) {
+            gr_matcher_mask(m, mask);
+            if (gr_matcher_accept_bytes(m, (const uint8_t *)"a", 1)) break;
+            steps++;
+        }
+        CHECK(m && strstr(gr_matcher_error(m), "ambiguous"), "hostile: error \"%s\" after %d steps",
+              m ? gr_matcher_error(m) : "", steps);
+        gr_matcher_free(m);
         gr_compiled_free(c);
         gr_free(g);
     }
