@@ -13,7 +13,10 @@
  * Earley parser's stack of sets, so rollback is a truncation of both. The mask is a depth-first
  * walk over the token trie: each trie edge is one byte step from the parent's configuration;
  * a subtree is skipped as soon as its byte is refused. Parser sets pushed under one branch are
- * dropped by truncation when the walk moves to a sibling. */
+ * dropped by truncation when the walk moves to a sibling (a sibling ending the same lexeme reuses
+ * the set). The context-independent part is cached per matcher and lexer state: the tokens that
+ * stay inside the current lexeme, and the trie nodes where a lexeme would end; only those
+ * subtrees consult the parser on later masks from the same lexer state. */
 #include "grammar/matcher.h"
 
 #include <stdio.h>
@@ -274,8 +277,25 @@ typedef struct {
     uint8_t after_skip, fresh, ended;
 } gm_cfg;
 
+/* What the trie walk gives from one lexer state while no lexeme ends: tokens wholly inside the
+ * current lexeme (depend on the lexer state alone), and the trie nodes where a lexeme would end
+ * (with the lexer state before them), which the parser must decide. */
+typedef struct {
+    uint32_t key; /* ls * 2 + fresh; UINT32_MAX empty */
+    uint32_t *mask;
+    int32_t count;
+    int *bnode;
+    lx_state *bls;
+    int n_b, cap_b;
+} gm_lexcache;
+
+#define GM_LEXCACHE 64 /* entries per matcher (round-robin replacement) */
+
 struct gr_matcher {
     const gr_compiled *c;
+    gm_lexcache lc[GM_LEXCACHE];
+    int lc_next;
+    lx_state *lstack; /* [max_depth + 1] */
     ey_parser *p;
     gm_cfg *hist; /* one per byte consumed, hist[0] initial */
     size_t n_hist, cap_hist;
@@ -411,9 +431,11 @@ gr_matcher *gr_matcher_new(const gr_compiled *c) {
     m->p = ey_parser_new(c->eg);
     m->bits = calloc((size_t)c->words, sizeof *m->bits);
     m->dfs = malloc(((size_t)c->v->max_depth + 2) * sizeof *m->dfs);
+    m->lstack = malloc(((size_t)c->v->max_depth + 2) * sizeof *m->lstack);
+    for (int k = 0; k < GM_LEXCACHE; k++) m->lc[k].key = UINT32_MAX;
     m->cap_hist = 64;
     m->hist = malloc(m->cap_hist * sizeof *m->hist);
-    if (!m->p || !m->bits || !m->dfs || !m->hist || ensure_cache(m, 1)) {
+    if (!m->p || !m->bits || !m->dfs || !m->lstack || !m->hist || ensure_cache(m, 1)) {
         gr_matcher_free(m);
         return NULL;
     }
@@ -432,30 +454,99 @@ void gr_matcher_free(gr_matcher *m) {
     free(m->start_cache);
     free(m->push_tag);
     free(m->dfs);
+    free(m->lstack);
+    for (int k = 0; k < GM_LEXCACHE; k++) {
+        free(m->lc[k].mask);
+        free(m->lc[k].bnode);
+        free(m->lc[k].bls);
+    }
     free(m->bits);
     free(m);
 }
 
+/* The lexer-only walk from cur's lexer state (cached per matcher). NULL on out of memory. */
+static const gm_lexcache *lexcache(gr_matcher *m, const gm_cfg *cur) {
+    const gr_vocab *v = m->c->v;
+    lx_lexer *lx = m->c->lx;
+    uint32_t key = cur->ls * 2u + cur->fresh;
+    for (int k = 0; k < GM_LEXCACHE; k++)
+        if (m->lc[k].key == key && m->lc[k].mask) return &m->lc[k];
+    gm_lexcache *e = &m->lc[m->lc_next];
+    m->lc_next = (m->lc_next + 1) % GM_LEXCACHE;
+    size_t words = ((size_t)v->n_tokens + 31) / 32;
+    if (!e->mask && !(e->mask = malloc((words + 1) * sizeof *e->mask))) return NULL;
+    e->key = UINT32_MAX;
+    memset(e->mask, 0, words * sizeof *e->mask);
+    e->count = 0;
+    e->n_b = 0;
+    m->lstack[0] = cur->ls;
+    for (int i = 1; i < v->n_nodes;) {
+        int d = v->ndepth[i];
+        lx_state pl = m->lstack[d - 1];
+        lx_state s2 = pl == LX_DEAD ? LX_DEAD : lx_next(lx, pl, v->nbyte[i]);
+        if (s2 == LX_DEAD) {
+            if (pl != LX_DEAD && !(d == 1 && cur->fresh) && lx_accepting(lx, pl)) {
+                if (e->n_b == e->cap_b) {
+                    int nc = e->cap_b ? e->cap_b * 2 : 64;
+                    int *a = realloc(e->bnode, (size_t)nc * sizeof *a);
+                    if (!a) return NULL;
+                    e->bnode = a;
+                    lx_state *b = realloc(e->bls, (size_t)nc * sizeof *b);
+                    if (!b) return NULL;
+                    e->bls = b;
+                    e->cap_b = nc;
+                }
+                e->bnode[e->n_b] = i;
+                e->bls[e->n_b++] = pl;
+            }
+            i = v->nskip[i];
+            continue;
+        }
+        m->lstack[d] = s2;
+        for (int k = v->ntok_off[i]; k < v->ntok_off[i + 1]; k++) {
+            int32_t t = v->ntok[k];
+            e->mask[t >> 5] |= 1u << (t & 31);
+            e->count++;
+        }
+        i++;
+    }
+    if (lx_exhausted(lx)) return e; /* not cached: DEAD may have meant "not built" */
+    e->key = key;
+    return e;
+}
+
 int32_t gr_matcher_mask(gr_matcher *m, uint32_t *mask) {
     const gr_vocab *v = m->c->v;
-    memset(mask, 0, ((size_t)v->n_tokens + 31) / 32 * sizeof *mask);
+    size_t words = ((size_t)v->n_tokens + 31) / 32;
+    memset(mask, 0, words * sizeof *mask);
     const gm_cfg cur = m->hist[m->n_hist - 1];
     int32_t count = 0;
     if (cur.ended) return 0;
     m->work_limit = ey_work(m->p) + GR_MAX_MASK_WORK;
-    m->dfs[0] = cur;
-    for (int i = 1; i < v->n_nodes;) {
-        int d = v->ndepth[i];
-        if (!step(m, &m->dfs[d - 1], v->nbyte[i], &m->dfs[d])) {
-            i = v->nskip[i];
-            continue;
+    const gm_lexcache *e = lexcache(m, &cur);
+    if (!e) {
+        if (!m->err[0]) snprintf(m->err, sizeof m->err, "out of memory");
+        return 0;
+    }
+    memcpy(mask, e->mask, words * sizeof *mask);
+    count = e->count;
+    /* where a lexeme ends inside a token: the parser decides, node by node under that subtree */
+    for (int b = 0; b < e->n_b; b++) {
+        int i0 = e->bnode[b], d0 = v->ndepth[i0];
+        m->dfs[d0 - 1] = (gm_cfg){e->bls[b], cur.pdepth, cur.after_skip, 0, 0};
+        for (int i = i0; i < v->nskip[i0];) {
+            int d = v->ndepth[i];
+            if (!step(m, &m->dfs[d - 1], v->nbyte[i], &m->dfs[d])) {
+                i = v->nskip[i];
+                continue;
+            }
+            for (int k = v->ntok_off[i]; k < v->ntok_off[i + 1]; k++) {
+                int32_t t = v->ntok[k];
+                mask[t >> 5] |= 1u << (t & 31);
+                count++;
+            }
+            i++;
         }
-        for (int k = v->ntok_off[i]; k < v->ntok_off[i + 1]; k++) {
-            int32_t t = v->ntok[k];
-            mask[t >> 5] |= 1u << (t & 31);
-            count++;
-        }
-        i++;
     }
     if (cfg_can_end(m, &cur))
         for (int32_t t = 0; t < v->n_tokens; t++)
