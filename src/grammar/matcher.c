@@ -19,6 +19,7 @@
  * subtrees consult the parser on later masks from the same lexer state. */
 #include "grammar/matcher.h"
 
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -172,15 +173,45 @@ fail:
 
 /* ---- compiled grammar ---- */
 
+/* What the trie walk gives from one lexer state while no lexeme ends: tokens wholly inside the
+ * current lexeme (depend on the lexer state alone), and the trie nodes where a lexeme would end
+ * (with the lexer state before them), which the parser must decide. */
+typedef struct {
+    uint32_t key; /* ls * 2 + fresh */
+    uint32_t *mask;
+    int32_t count;
+    int *bnode;
+    lx_state *bls;
+    int n_b, cap_b;
+} gm_lexcache;
+
+#define GR_LEXCACHE_MAX_BYTES ((size_t)64 << 20) /* per compiled grammar; past it, entries are per mask */
+
+static void lexcache_free(gm_lexcache *e) {
+    if (!e) return;
+    free(e->mask);
+    free(e->bnode);
+    free(e->bls);
+    free(e);
+}
+
+
 struct gr_compiled {
     const gr_vocab *v; /* borrowed: the vocabulary outlives every grammar compiled for it */
     ey_grammar *eg;
     lx_lexer *lx;
     int n_terms, words, has_skip;
+    /* shared cache of lexer-only walks: open addressing by key, entries immutable once in */
+    pthread_mutex_t lc_lock;
+    gm_lexcache **lc_tab;
+    size_t lc_cap, lc_n, lc_bytes;
 };
 
 void gr_compiled_free(gr_compiled *c) {
     if (!c) return;
+    for (size_t k = 0; k < c->lc_cap; k++) lexcache_free(c->lc_tab[k]);
+    free(c->lc_tab);
+    pthread_mutex_destroy(&c->lc_lock);
     ey_grammar_free(c->eg);
     lx_free(c->lx);
     free(c);
@@ -208,6 +239,7 @@ gr_compiled *gr_compile(const gr_grammar *g, const gr_vocab *v, char *err, size_
         return NULL;
     }
     c->v = v;
+    pthread_mutex_init(&c->lc_lock, NULL);
     if (g->start < 0) {
         snprintf(err, cap, "grammar has no start symbol");
         goto fail;
@@ -277,24 +309,10 @@ typedef struct {
     uint8_t after_skip, fresh, ended;
 } gm_cfg;
 
-/* What the trie walk gives from one lexer state while no lexeme ends: tokens wholly inside the
- * current lexeme (depend on the lexer state alone), and the trie nodes where a lexeme would end
- * (with the lexer state before them), which the parser must decide. */
-typedef struct {
-    uint32_t key; /* ls * 2 + fresh; UINT32_MAX empty */
-    uint32_t *mask;
-    int32_t count;
-    int *bnode;
-    lx_state *bls;
-    int n_b, cap_b;
-} gm_lexcache;
-
-#define GM_LEXCACHE 64 /* entries per matcher (round-robin replacement) */
 
 struct gr_matcher {
     const gr_compiled *c;
-    gm_lexcache lc[GM_LEXCACHE];
-    int lc_next;
+    gm_lexcache *lc_own; /* the last walk that did not fit the shared cache */
     lx_state *lstack; /* [max_depth + 1] */
     ey_parser *p;
     gm_cfg *hist; /* one per byte consumed, hist[0] initial */
@@ -432,7 +450,6 @@ gr_matcher *gr_matcher_new(const gr_compiled *c) {
     m->bits = calloc((size_t)c->words, sizeof *m->bits);
     m->dfs = malloc(((size_t)c->v->max_depth + 2) * sizeof *m->dfs);
     m->lstack = malloc(((size_t)c->v->max_depth + 2) * sizeof *m->lstack);
-    for (int k = 0; k < GM_LEXCACHE; k++) m->lc[k].key = UINT32_MAX;
     m->cap_hist = 64;
     m->hist = malloc(m->cap_hist * sizeof *m->hist);
     if (!m->p || !m->bits || !m->dfs || !m->lstack || !m->hist || ensure_cache(m, 1)) {
@@ -455,28 +472,65 @@ void gr_matcher_free(gr_matcher *m) {
     free(m->push_tag);
     free(m->dfs);
     free(m->lstack);
-    for (int k = 0; k < GM_LEXCACHE; k++) {
-        free(m->lc[k].mask);
-        free(m->lc[k].bnode);
-        free(m->lc[k].bls);
-    }
+    lexcache_free(m->lc_own);
     free(m->bits);
     free(m);
 }
 
-/* The lexer-only walk from cur's lexer state (cached per matcher). NULL on out of memory. */
+static gm_lexcache *lc_find(const gr_compiled *c, uint32_t key, size_t *slot) {
+    if (!c->lc_cap) return NULL;
+    size_t j = (key * 0x9E3779B9u) & (c->lc_cap - 1);
+    while (c->lc_tab[j]) {
+        if (c->lc_tab[j]->key == key) return c->lc_tab[j];
+        j = (j + 1) & (c->lc_cap - 1);
+    }
+    if (slot) *slot = j;
+    return NULL;
+}
+
+/* Publishes e in the shared cache (lock held); 0 if it does not fit (caller keeps it). */
+static int lc_insert(gr_compiled *c, gm_lexcache *e, size_t bytes) {
+    if (c->lc_bytes + bytes > GR_LEXCACHE_MAX_BYTES) return 0;
+    if ((c->lc_n + 1) * 2 > c->lc_cap) {
+        size_t nc = c->lc_cap ? c->lc_cap * 2 : 64;
+        gm_lexcache **t = calloc(nc, sizeof *t);
+        if (!t) return 0;
+        for (size_t k = 0; k < c->lc_cap; k++)
+            if (c->lc_tab[k]) {
+                size_t j = (c->lc_tab[k]->key * 0x9E3779B9u) & (nc - 1);
+                while (t[j]) j = (j + 1) & (nc - 1);
+                t[j] = c->lc_tab[k];
+            }
+        free(c->lc_tab);
+        c->lc_tab = t;
+        c->lc_cap = nc;
+    }
+    size_t slot = 0;
+    lc_find(c, e->key, &slot);
+    c->lc_tab[slot] = e;
+    c->lc_n++;
+    c->lc_bytes += bytes;
+    return 1;
+}
+
+/* The lexer-only walk from cur's lexer state: from the grammar's shared cache, else computed
+ * (and shared when it fits). NULL on out of memory. */
 static const gm_lexcache *lexcache(gr_matcher *m, const gm_cfg *cur) {
-    const gr_vocab *v = m->c->v;
-    lx_lexer *lx = m->c->lx;
+    gr_compiled *c = (gr_compiled *)m->c; /* only its internally locked cache changes */
+    const gr_vocab *v = c->v;
+    lx_lexer *lx = c->lx;
     uint32_t key = cur->ls * 2u + cur->fresh;
-    for (int k = 0; k < GM_LEXCACHE; k++)
-        if (m->lc[k].key == key && m->lc[k].mask) return &m->lc[k];
-    gm_lexcache *e = &m->lc[m->lc_next];
-    m->lc_next = (m->lc_next + 1) % GM_LEXCACHE;
+    pthread_mutex_lock(&c->lc_lock);
+    gm_lexcache *e = lc_find(c, key, NULL);
+    pthread_mutex_unlock(&c->lc_lock);
+    if (e) return e;
     size_t words = ((size_t)v->n_tokens + 31) / 32;
-    if (!e->mask && !(e->mask = malloc((words + 1) * sizeof *e->mask))) return NULL;
-    e->key = UINT32_MAX;
-    memset(e->mask, 0, words * sizeof *e->mask);
+    e = calloc(1, sizeof *e);
+    if (!e || !(e->mask = calloc(words + 1, sizeof *e->mask))) {
+        lexcache_free(e);
+        return NULL;
+    }
+    e->key = key;
     e->count = 0;
     e->n_b = 0;
     m->lstack[0] = cur->ls;
@@ -489,10 +543,16 @@ static const gm_lexcache *lexcache(gr_matcher *m, const gm_cfg *cur) {
                 if (e->n_b == e->cap_b) {
                     int nc = e->cap_b ? e->cap_b * 2 : 64;
                     int *a = realloc(e->bnode, (size_t)nc * sizeof *a);
-                    if (!a) return NULL;
+                    if (!a) {
+                        lexcache_free(e);
+                        return NULL;
+                    }
                     e->bnode = a;
                     lx_state *b = realloc(e->bls, (size_t)nc * sizeof *b);
-                    if (!b) return NULL;
+                    if (!b) {
+                        lexcache_free(e);
+                        return NULL;
+                    }
                     e->bls = b;
                     e->cap_b = nc;
                 }
@@ -510,8 +570,23 @@ static const gm_lexcache *lexcache(gr_matcher *m, const gm_cfg *cur) {
         }
         i++;
     }
-    if (lx_exhausted(lx)) return e; /* not cached: DEAD may have meant "not built" */
-    e->key = key;
+    int shared = 0;
+    if (!lx_exhausted(lx)) { /* (past the DFA bounds, DEAD may have meant "not built": not shared) */
+        pthread_mutex_lock(&c->lc_lock);
+        gm_lexcache *other = lc_find(c, key, NULL);
+        if (other) {
+            lexcache_free(e);
+            e = other;
+            shared = 1;
+        } else {
+            shared = lc_insert(c, e, words * 4 + (size_t)e->cap_b * 8 + sizeof *e);
+        }
+        pthread_mutex_unlock(&c->lc_lock);
+    }
+    if (!shared) {
+        lexcache_free(m->lc_own);
+        m->lc_own = e;
+    }
     return e;
 }
 

@@ -4,6 +4,7 @@
  * small fake vocabulary (multi-byte tokens spanning several lexemes and skipped text, keywords vs
  * identifiers, empty-matching terminals, bounded repetition). Also: eos only where the grammar may
  * end, special tokens never, rollback restores masks, forced bytes, errors of gr_compile. */
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -88,6 +89,38 @@ static void walk(const char *name, const gr_compiled *c, unsigned long long seed
     gr_matcher_free(m);
 }
 
+/* threads sharing one compiled grammar (and its lexer-walk cache) get the same masks */
+typedef struct {
+    const gr_compiled *c;
+    const char *text;
+    uint32_t masks[16][(N_TOK + 31) / 32];
+} th_arg;
+
+static void *th_run(void *p) {
+    th_arg *a = p;
+    gr_matcher *m = gr_matcher_new(a->c);
+    for (int i = 0; i < 16 && a->text[i]; i++) {
+        gr_matcher_mask(m, a->masks[i]);
+        gr_matcher_accept_bytes(m, (const uint8_t *)a->text + i, 1);
+    }
+    gr_matcher_free(m);
+    return NULL;
+}
+
+static void threads_agree(const gr_compiled *c, const char *text) {
+    static th_arg args[4];
+    pthread_t th[4];
+    for (int k = 0; k < 4; k++) {
+        memset(&args[k], 0, sizeof args[k]);
+        args[k].c = c;
+        args[k].text = text;
+        pthread_create(&th[k], NULL, th_run, &args[k]);
+    }
+    for (int k = 0; k < 4; k++) pthread_join(th[k], NULL);
+    for (int k = 1; k < 4; k++)
+        CHECK(memcmp(args[0].masks, args[k].masks, sizeof args[0].masks) == 0, "thread %d masks differ", k);
+}
+
 static gr_compiled *compile(gr_grammar *g, const gr_vocab *v) {
     char err[256];
     gr_compiled *c = gr_compile(g, v, err, sizeof err);
@@ -132,6 +165,7 @@ int main(void) {
             CHECK(!accepts(c, "[1,]"), "[1,]");
             CHECK(!accepts(c, "[1"), "[1 cannot end");
             run_walks("list", c);
+            threads_agree(c, "[1, 2 ,12]");
             gr_matcher *m = gr_matcher_new(c);
             uint8_t buf[16];
             CHECK(gr_matcher_forced(m, buf, sizeof buf) == 0, "nothing forced before the skip/[ choice");
