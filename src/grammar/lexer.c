@@ -2,7 +2,7 @@
  * is the set of NFA nodes that still matter after the bytes so far: BYTE nodes from which some
  * MATCH is still reachable, and MATCH nodes. Sets are interned (equal sets, equal ids; the empty
  * set is LX_DEAD), each state carries a transition row over byte classes (bytes no pattern tells
- * apart), filled on first use. lx_next on a known transition is two loads and a table lookup with
+ * apart), filled on first use. lx_next on a known transition is one lookup in a flat table with
  * no lock; a miss computes the set under the lexer's mutex and publishes the row entry last.
  *
  * Anchors: ^ edges are followed only in the start closure; $ edges lead to "end only" nodes whose
@@ -12,10 +12,11 @@
  * holds them); the total is bounded by LX_MAX_DFA_STATES / LX_MAX_DFA_BYTES. Past the bound
  * lx_next answers LX_DEAD and lx_exhausted() says so, so a caller can report an error instead of a
  * silent rejection. The start cache (allowed set -> state) is a plain cache, flushed when full. */
-#define _POSIX_C_SOURCE 200809L
+#define _DEFAULT_SOURCE
 #include "grammar/lexer.h"
 
 #include <pthread.h>
+#include <sys/mman.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -28,7 +29,6 @@
 #define START_CACHE_MAX 4096
 
 typedef struct {
-    uint32_t *trans;     /* n_classes entries, LX_UNKNOWN until computed */
     const uint64_t *acc; /* accepting terminals, NULL = none */
     uint32_t *set;       /* sorted NFA nodes */
     uint32_t n_set, hash;
@@ -41,7 +41,12 @@ struct lx_lexer {
     uint32_t *term_start;
     uint8_t *live; /* BYTE node n: some MATCH reachable after its byte */
     uint8_t cls[256], cls_rep[256];
-    int n_classes;
+    int n_classes, shift; /* row stride 1 << shift >= n_classes */
+    /* transition rows: state s's row at rows[s << shift], LX_UNKNOWN until computed; reserved
+     * once (address space only, pages are touched as states appear), so it never moves */
+    uint32_t *rows;
+    size_t rows_bytes;
+    uint32_t max_states;
     dstate **chunks;
     uint32_t n_states; /* atomic: read by lx_next without the lock */
     size_t bytes;
@@ -232,8 +237,8 @@ static lx_state intern(lx_lexer *lx, uint32_t n) {
         if (d->hash == h && d->n_set == n && !memcmp(d->set, s, n * sizeof *s)) return lx->table[i];
     }
     uint32_t id = lx->n_states;
-    size_t need = sizeof(dstate) + (size_t)lx->n_classes * 4 + (size_t)n * 4 + (size_t)lx->n_words * 8;
-    if (lx->exhausted || id >= LX_MAX_DFA_STATES || lx->bytes + need > LX_MAX_DFA_BYTES) {
+    size_t need = sizeof(dstate) + ((size_t)4 << lx->shift) + (size_t)n * 4 + (size_t)lx->n_words * 8;
+    if (lx->exhausted || id >= lx->max_states || lx->bytes + need > LX_MAX_DFA_BYTES) {
         lx->exhausted = 1;
         return LX_DEAD;
     }
@@ -243,10 +248,9 @@ static lx_state intern(lx_lexer *lx, uint32_t n) {
         lx->bytes += (1u << CHUNK_BITS) * sizeof(dstate);
     }
     dstate *d = st(lx, id);
-    d->trans = malloc((size_t)lx->n_classes * sizeof *d->trans);
     d->set = malloc((size_t)n * sizeof *d->set);
-    if (!d->trans || !d->set) goto oom_d;
-    memset(d->trans, 0xFF, (size_t)lx->n_classes * sizeof *d->trans);
+    if (!d->set) goto oom_d;
+    memset(lx->rows + ((size_t)id << lx->shift), 0xFF, (size_t)4 << lx->shift);
     memcpy(d->set, s, (size_t)n * sizeof *s);
     d->n_set = n;
     d->hash = h;
@@ -269,7 +273,6 @@ static lx_state intern(lx_lexer *lx, uint32_t n) {
     if ((size_t)(id + 1) * 2 > lx->table_cap && table_grow(lx)) lx->exhausted = 1;
     return id;
 oom_d:
-    free(d->trans);
     free(d->set);
     memset(d, 0, sizeof *d);
 oom:
@@ -321,16 +324,20 @@ lx_lexer *lx_new(int n, const char *const *patterns, const size_t *lens, const u
     lx->start_keys = malloc((size_t)START_CACHE_MAX * 2 * (size_t)lx->n_words * sizeof *lx->start_keys);
     lx->start_state = malloc((size_t)START_CACHE_MAX * 2 * sizeof *lx->start_state);
     lx->start_used = calloc((size_t)START_CACHE_MAX * 2, 1);
-    if (!lx->chunks || !lx->stack || !lx->mark || !lx->added || !lx->buf || !lx->start_keys || !lx->start_state ||
+    while ((1 << lx->shift) < lx->n_classes) lx->shift++;
+    lx->max_states = LX_MAX_DFA_STATES;
+    if (((size_t)lx->max_states << lx->shift) * 4 > LX_MAX_DFA_BYTES)
+        lx->max_states = (uint32_t)(LX_MAX_DFA_BYTES / ((size_t)4 << lx->shift));
+    lx->rows_bytes = ((size_t)lx->max_states << lx->shift) * 4;
+    lx->rows = mmap(NULL, lx->rows_bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (lx->rows == MAP_FAILED) lx->rows = NULL;
+    if (!lx->rows || !lx->chunks || !lx->stack || !lx->mark || !lx->added || !lx->buf || !lx->start_keys || !lx->start_state ||
         !lx->start_used || table_grow(lx))
         goto oom;
     pthread_mutex_init(&lx->mu, NULL);
-    /* state 0: dead, its row all zeros */
+    /* state 0: dead, its row all zeros (fresh mapping) */
     lx->chunks[0] = calloc(1u << CHUNK_BITS, sizeof(dstate));
     if (!lx->chunks[0]) goto oom;
-    dstate *d0 = st(lx, 0);
-    d0->trans = calloc((size_t)lx->n_classes, sizeof *d0->trans);
-    if (!d0->trans) goto oom;
     lx->n_states = 1;
     lx->bytes = (size_t)N * (sizeof(rx_node) + 4 * 8) + (1u << CHUNK_BITS) * sizeof(dstate);
     return lx;
@@ -345,7 +352,6 @@ void lx_free(lx_lexer *lx) {
     if (lx->chunks) {
         for (uint32_t id = 0; id < lx->n_states; id++) {
             dstate *d = st(lx, id);
-            free(d->trans);
             free(d->set);
             free((void *)d->acc);
         }
@@ -353,6 +359,7 @@ void lx_free(lx_lexer *lx) {
         free(lx->chunks);
         pthread_mutex_destroy(&lx->mu);
     }
+    if (lx->rows) munmap(lx->rows, lx->rows_bytes);
     rx_nfa_free(&lx->nfa);
     free(lx->term_start);
     free(lx->live);
@@ -411,7 +418,8 @@ static lx_state next_slow(lx_lexer *lx, lx_state s, uint8_t byte) {
     pthread_mutex_lock(&lx->mu);
     dstate *d = st(lx, s);
     uint32_t c = lx->cls[byte];
-    uint32_t t = d->trans[c];
+    uint32_t *row = lx->rows + ((size_t)s << lx->shift);
+    uint32_t t = row[c];
     if (t == LX_UNKNOWN) {
         uint32_t sp = 0;
         uint8_t b = lx->cls_rep[c];
@@ -420,7 +428,7 @@ static lx_state next_slow(lx_lexer *lx, lx_state s, uint8_t byte) {
             if (x->kind == RX_BYTE && x->lo <= b && b <= x->hi) lx->stack[sp++] = x->out << 1;
         }
         t = intern(lx, closure(lx, sp, 0));
-        if (t != LX_DEAD || !lx->exhausted) __atomic_store_n(&d->trans[c], t, __ATOMIC_RELEASE);
+        if (t != LX_DEAD || !lx->exhausted) __atomic_store_n(&row[c], t, __ATOMIC_RELEASE);
     }
     pthread_mutex_unlock(&lx->mu);
     return t;
@@ -428,7 +436,7 @@ static lx_state next_slow(lx_lexer *lx, lx_state s, uint8_t byte) {
 
 lx_state lx_next(lx_lexer *lx, lx_state s, uint8_t byte) {
     if (s >= __atomic_load_n(&lx->n_states, __ATOMIC_ACQUIRE)) return LX_DEAD;
-    uint32_t t = __atomic_load_n(&st(lx, s)->trans[lx->cls[byte]], __ATOMIC_ACQUIRE);
+    uint32_t t = __atomic_load_n(&lx->rows[((size_t)s << lx->shift) | lx->cls[byte]], __ATOMIC_ACQUIRE);
     if (__builtin_expect(t != LX_UNKNOWN, 1)) return t;
     return next_slow(lx, s, byte);
 }

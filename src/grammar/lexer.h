@@ -14,12 +14,13 @@
  * non-ASCII ranges compile to UTF-8 byte automata; invalid UTF-8 never matches.
  *
  * Whole-lexeme semantics: a terminal matches a lexeme only if the whole lexeme is in its
- * language. (The JSON Schema front end turns an unanchored `pattern` into .*(pattern).* itself.)
+ * language. (The JSON Schema front end turns an unanchored `pattern` into [^]*(?:pattern)[^]* itself:
+ * `[^]`, not `.`, which does not match \n.)
  *
- * Bounded: building the NFA fails cleanly past LX_MAX_NFA_STATES (e.g. a{1000}{1000}); the DFA is
+ * Bounded: building the NFA fails cleanly past LX_MAX_NFA_STATES (e.g. (a{2000}){1000}); the DFA is
  * built lazily as bytes are seen, and its size is bounded (LX_MAX_DFA_STATES / LX_MAX_DFA_BYTES;
- * past them lx_exhausted() reports it), so no pattern can exhaust memory or take exponential time. Thread-safe for concurrent
- * readers (lx_next may add states under an internal lock). */
+ * past them lx_exhausted() reports it), so no pattern can exhaust memory or take exponential time.
+ * Thread-safe for concurrent readers (lx_next may add states under an internal lock). */
 #ifndef PG_GRAMMAR_LEXER_H
 #define PG_GRAMMAR_LEXER_H
 

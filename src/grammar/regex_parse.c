@@ -599,6 +599,7 @@ static int parse_alt(parser *P) {
 typedef struct {
     rx_nfa *nfa;
     parser *P;
+    struct seqs *seqs; /* per AST node: a class's byte sequences, computed on first emission */
     uint64_t work, work_limit;
     int over;
 } emitter;
@@ -635,75 +636,121 @@ static int utf8_encode(uint32_t c, uint8_t *b) {
     return 4;
 }
 
-typedef struct { /* one class's emission: byte-range chains into out, equal suffixes shared */
-    emitter *E;
-    uint32_t out;
-    uint32_t *entries;
-    uint32_t n_entries, cap_entries;
-    uint32_t memo[64][4]; /* lo, hi, next, node */
-    uint32_t n_memo;
-} class_emit;
+/* A class as UTF-8 byte sequences: each is up to 4 byte ranges (a product), in code point order. */
+typedef struct {
+    uint8_t len, lo[4], hi[4];
+} seq;
 
-static uint32_t byte_node(class_emit *C, uint32_t lo, uint32_t hi, uint32_t next) {
-    for (uint32_t k = 0; k < C->n_memo; k++)
-        if (C->memo[k][0] == lo && C->memo[k][1] == hi && C->memo[k][2] == next) return C->memo[k][3];
-    uint32_t id = add(C->E, RX_BYTE, lo, hi, next, 0);
-    if (id != RX_NONE && C->n_memo < 64) {
-        uint32_t *m = C->memo[C->n_memo++];
-        m[0] = lo, m[1] = hi, m[2] = next, m[3] = id;
-    }
-    return id;
-}
+typedef struct seqs {
+    seq *v;
+    uint32_t n, cap;
+} seqs;
 
 /* [lo, hi] within one encoded length, cut until each piece is a product of byte ranges */
-static int emit_cp_range(class_emit *C, uint32_t lo, uint32_t hi) {
+static int cp_range_seqs(seqs *S, uint32_t lo, uint32_t hi) {
     uint8_t a[4], b[4];
     int n = utf8_encode(lo, a);
     for (int i = 1; i < n; i++) {
         uint32_t m = (1u << (6 * i)) - 1;
         if ((lo & ~m) != (hi & ~m)) {
-            if (lo & m) return emit_cp_range(C, lo, lo | m) || emit_cp_range(C, (lo | m) + 1, hi);
-            if ((hi & m) != m) return emit_cp_range(C, lo, (hi & ~m) - 1) || emit_cp_range(C, hi & ~m, hi);
+            if (lo & m) return cp_range_seqs(S, lo, lo | m) || cp_range_seqs(S, (lo | m) + 1, hi);
+            if ((hi & m) != m) return cp_range_seqs(S, lo, (hi & ~m) - 1) || cp_range_seqs(S, hi & ~m, hi);
         }
     }
     utf8_encode(hi, b);
-    uint32_t cur = C->out;
-    for (int i = n - 1; i >= 0 && cur != RX_NONE; i--) cur = byte_node(C, a[i], b[i], cur);
-    if (cur == RX_NONE) return -1;
-    if (C->n_entries == C->cap_entries) {
-        uint32_t nc = C->cap_entries ? C->cap_entries * 2 : 16;
-        uint32_t *nv = realloc(C->entries, nc * sizeof *nv);
+    if (S->n == S->cap) {
+        uint32_t nc = S->cap ? S->cap * 2 : 16;
+        seq *nv = realloc(S->v, nc * sizeof *nv);
         if (!nv) return -1;
-        C->entries = nv;
-        C->cap_entries = nc;
+        S->v = nv;
+        S->cap = nc;
     }
-    C->entries[C->n_entries++] = cur;
+    seq *q = &S->v[S->n++];
+    q->len = (uint8_t)n;
+    memcpy(q->lo, a, 4);
+    memcpy(q->hi, b, 4);
     return 0;
 }
 
-static uint32_t emit_class(emitter *E, const cp_range *r, uint32_t nr, uint32_t out) {
+static int class_seqs(seqs *S, const cp_range *r, uint32_t nr) {
     static const uint32_t cuts[][2] = {{0, 0x7F}, {0x80, 0x7FF}, {0x800, 0xD7FF}, {0xE000, 0xFFFF}, {0x10000, 0x10FFFF}};
-    class_emit C = {.E = E, .out = out};
-    int rc = 0;
-    for (uint32_t k = 0; k < nr && !rc; k++)
-        for (size_t j = 0; j < 5 && !rc; j++) {
+    for (uint32_t k = 0; k < nr; k++)
+        for (size_t j = 0; j < 5; j++) {
             uint32_t lo = r[k].lo > cuts[j][0] ? r[k].lo : cuts[j][0];
             uint32_t hi = r[k].hi < cuts[j][1] ? r[k].hi : cuts[j][1];
-            if (lo <= hi) rc = emit_cp_range(&C, lo, hi);
+            if (lo <= hi && cp_range_seqs(S, lo, hi)) return -1;
         }
-    uint32_t cur = RX_NONE;
-    if (!rc) {
-        if (!C.n_entries) {
-            cur = add(E, RX_FAIL, 0, 0, 0, 0);
-        } else {
-            cur = C.entries[C.n_entries - 1];
-            for (uint32_t k = C.n_entries - 1; k-- > 0 && cur != RX_NONE;) cur = add(E, RX_SPLIT, 0, 0, C.entries[k], cur);
-        }
-    } else {
-        E->over = 1;
+    return 0;
+}
+
+typedef struct { /* one class's emission: a byte trie into out; equal last-byte nodes shared */
+    emitter *E;
+    uint32_t out;
+    uint32_t memo[64][3]; /* lo, hi, node of last-byte nodes into out */
+    uint32_t n_memo;
+} class_emit;
+
+static uint32_t last_byte_node(class_emit *C, uint32_t lo, uint32_t hi) {
+    for (uint32_t k = 0; k < C->n_memo; k++)
+        if (C->memo[k][0] == lo && C->memo[k][1] == hi) return C->memo[k][2];
+    uint32_t id = add(C->E, RX_BYTE, lo, hi, C->out, 0);
+    if (id != RX_NONE && C->n_memo < 64) {
+        uint32_t *m = C->memo[C->n_memo++];
+        m[0] = lo, m[1] = hi, m[2] = id;
     }
-    free(C.entries);
-    return cur;
+    return id;
+}
+
+/* sequences v[a, b) share their first depth ranges: alternatives by the range at depth */
+static uint32_t emit_trie(class_emit *C, const seq *v, uint32_t a, uint32_t b, int depth) {
+    uint32_t alts[64], n_alts = 0, head = RX_NONE, tail = RX_NONE;
+    if (depth >= 4) return RX_NONE; /* sequences are at most 4 bytes */
+    for (uint32_t i = a; i < b;) {
+        uint32_t j = i + 1;
+        while (j < b && v[j].lo[depth] == v[i].lo[depth] && v[j].hi[depth] == v[i].hi[depth] && v[j].len == v[i].len) j++;
+        uint32_t node;
+        if (depth + 1 == v[i].len) {
+            node = last_byte_node(C, v[i].lo[depth], v[i].hi[depth]);
+        } else {
+            uint32_t next = emit_trie(C, v, i, j, depth + 1);
+            node = next == RX_NONE ? RX_NONE : add(C->E, RX_BYTE, v[i].lo[depth], v[i].hi[depth], next, 0);
+        }
+        if (node == RX_NONE) return RX_NONE;
+        /* chain the alternatives as SPLIT(x1, SPLIT(x2, ...)), 64 at a time */
+        alts[n_alts++] = node;
+        if (n_alts == 64 || j == b) {
+            for (uint32_t k = 0; k < n_alts; k++) {
+                uint32_t x = alts[k];
+                if (j == b && k + 1 == n_alts) { /* the very last alternative */
+                    if (tail == RX_NONE) head = x;
+                    else C->E->nfa->v[tail].out2 = x;
+                    break;
+                }
+                uint32_t s = add(C->E, RX_SPLIT, 0, 0, x, RX_NONE);
+                if (s == RX_NONE) return RX_NONE;
+                if (tail == RX_NONE) head = s;
+                else C->E->nfa->v[tail].out2 = s;
+                tail = s;
+            }
+            n_alts = 0;
+        }
+        i = j;
+    }
+    return head;
+}
+
+static uint32_t emit_class(emitter *E, int id, uint32_t out) {
+    ast *a = &E->P->nodes[id];
+    seqs *S = &E->seqs[id];
+    if (!S->v && a->r_n) { /* computed once per class, however often it is repeated */
+        if (class_seqs(S, E->P->pool.v + a->r_off, a->r_n)) {
+            E->over = 1;
+            return RX_NONE;
+        }
+    }
+    if (!S->n) return add(E, RX_FAIL, 0, 0, 0, 0);
+    class_emit C = {.E = E, .out = out};
+    return emit_trie(&C, S->v, 0, S->n, 0);
 }
 
 static uint32_t emit(emitter *E, int id, uint32_t out) {
@@ -714,7 +761,7 @@ static uint32_t emit(emitter *E, int id, uint32_t out) {
     const ast *a = &E->P->nodes[id];
     switch (a->kind) {
     case A_EMPTY: return out;
-    case A_CLASS: return emit_class(E, E->P->pool.v + a->r_off, a->r_n, out);
+    case A_CLASS: return emit_class(E, id, out);
     case A_BOL: return add(E, RX_BOL, 0, 0, out, 0);
     case A_EOL: return add(E, RX_EOL, 0, 0, out, 0);
     case A_CAT: {
@@ -793,7 +840,11 @@ int rx_compile(rx_nfa *nfa, const char *pat, size_t n, int literal, uint32_t ter
     int root = parse_alt(&P);
     if (root >= 0 && P.i < P.n) fail_at(&P, P.i, "unmatched )");
     if (P.failed || root < 0) goto out_err;
+    E.seqs = calloc((size_t)P.nn, sizeof *E.seqs);
+    if (!E.seqs) goto big;
     uint32_t s = emit(&E, root, m);
+    for (int k = 0; k < P.nn; k++) free(E.seqs[k].v);
+    free(E.seqs);
     if (s == RX_NONE) goto big;
     free(P.nodes);
     free(P.pool.v);

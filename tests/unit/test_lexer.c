@@ -5,6 +5,7 @@
  * With --match it is also the driver of tests/python/test_lexer_vs_python_re.py: each stdin line
  * is "HEX(pattern) HEX(string)" and gets "1" (whole match), "0", or "E message". */
 #define _POSIX_C_SOURCE 200809L
+#include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -267,6 +268,55 @@ static void test_bounds(void) {
     lx_free(lx);
 }
 
+/* concurrent readers: threads walk the same fresh lexer (building states under its lock) and must
+ * agree with a walk on a private lexer */
+typedef struct {
+    lx_lexer *lx;
+    unsigned long long seed;
+    lx_state out[64];
+} walk_job;
+
+static const char *k_thread_pats[3] = {"[a-z]+(\\.[a-z]+)*@[a-z]+", "(a|b)*a(a|b){8}", "[0-9]{1,6}(\\.[0-9]*)?"};
+
+static void *walk(void *arg) {
+    walk_job *j = arg;
+    uint64_t all = 7;
+    for (int r = 0; r < 64; r++) {
+        lx_state s = lx_start(j->lx, &all);
+        for (int i = 0; i < 300; i++) s = lx_next(j->lx, s, (uint8_t)"ab@.c19"[test_rand_u64(&j->seed) % 7]);
+        j->out[r] = s;
+    }
+    return NULL;
+}
+
+static void test_threads(void) {
+    size_t lens[3];
+    for (int i = 0; i < 3; i++) lens[i] = strlen(k_thread_pats[i]);
+    char err[256];
+    lx_lexer *shared = lx_new(3, k_thread_pats, lens, NULL, err, sizeof err);
+    CHECK(shared != NULL, "%s", err);
+    if (!shared) return;
+    enum { T = 4 };
+    walk_job jobs[T];
+    pthread_t th[T];
+    for (int t = 0; t < T; t++) {
+        jobs[t] = (walk_job){.lx = shared, .seed = (unsigned long long)t};
+        pthread_create(&th[t], NULL, walk, &jobs[t]);
+    }
+    for (int t = 0; t < T; t++) pthread_join(th[t], NULL);
+    for (int t = 0; t < T; t++) {
+        walk_job ref = {.lx = lx_new(3, k_thread_pats, lens, NULL, err, sizeof err), .seed = (unsigned long long)t};
+        walk(&ref);
+        for (int r = 0; r < 64; r++) {
+            const uint64_t *a = lx_accepting(shared, jobs[t].out[r]), *b = lx_accepting(ref.lx, ref.out[r]);
+            CHECK((a ? a[0] : 0) == (b ? b[0] : 0) && lx_can_continue(shared, jobs[t].out[r]) ==
+                  lx_can_continue(ref.lx, ref.out[r]), "thread %d walk %d differs", t, r);
+        }
+        lx_free(ref.lx);
+    }
+    lx_free(shared);
+}
+
 /* ---- the --match driver ---- */
 
 static int unhex(const char *h, size_t n, char *out) {
@@ -337,5 +387,6 @@ int main(int argc, char **argv) {
     test_dead_and_continue();
     test_many_terminals();
     test_bounds();
+    test_threads();
     TEST_DONE();
 }
