@@ -30,11 +30,14 @@ gr_compiled *gr_compile(const gr_grammar *g, const gr_vocab *v, char *err, size_
 void gr_compiled_free(gr_compiled *c);
 
 typedef struct gr_matcher gr_matcher;
+#define GR_MAX_MASK_WORK (1ull << 26) /* Earley item insertions tried in one mask */
 gr_matcher *gr_matcher_new(const gr_compiled *c);
 void gr_matcher_free(gr_matcher *m);
 
 /* Writes the allowed tokens into mask[(n_tokens + 31) / 32]. Returns the number allowed
- * (0: nothing can follow — the sequence must stop). */
+ * (0: nothing can follow — the sequence must stop). On a hostile grammar (a parser set past its
+ * item caps, more than GR_MAX_MASK_WORK parser steps in one mask, the lexer past its DFA bounds)
+ * the tokens that needed the refused work are left out and gr_matcher_error says so. */
 int32_t gr_matcher_mask(gr_matcher *m, uint32_t *mask);
 /* Advances by one token. 0 ok; -1 if the token is not allowed (the matcher is unchanged). */
 int gr_matcher_accept(gr_matcher *m, int32_t token);
@@ -48,5 +51,7 @@ int gr_matcher_can_end(const gr_matcher *m);
 int gr_matcher_is_done(const gr_matcher *m);
 /* The bytes every continuation must start with (jump-forward), up to cap; returns their count. */
 size_t gr_matcher_forced(gr_matcher *m, uint8_t *buf, size_t cap);
+/* "" while every answer was exact; else why some work was refused (the first such reason). */
+const char *gr_matcher_error(const gr_matcher *m);
 
 #endif

@@ -1,0 +1,751 @@
+/* The constrained-decoding matcher (matcher.h): the vocabulary as a token trie, a grammar compiled
+ * into an Earley grammar plus a lexer, and per-sequence matchers.
+ *
+ * Lexing semantics: maximal munch restricted by the parser. A lexeme starts with the terminals the
+ * parser allows at that point (plus the skip pattern, unless the previous lexeme was skipped text);
+ * it grows while some of those terminals can still match a longer text; at a byte that no allowed
+ * terminal can take, the lexeme so far must be accepted by one of them (the parser scans every
+ * terminal that accepts it, so two terminals with the same text are not an error; a grammar
+ * terminal wins over the skip pattern) and the byte starts the next lexeme. Terminals that match
+ * only the empty text never produce a lexeme. Skipped text may also come first and last.
+ *
+ * A matcher keeps one configuration per byte consumed (lexer state, parser depth, flags) and the
+ * Earley parser's stack of sets, so rollback is a truncation of both. The mask is a depth-first
+ * walk over the token trie: each trie edge is one byte step from the parent's configuration;
+ * a subtree is skipped as soon as its byte is refused. Parser sets pushed under one branch are
+ * dropped by truncation when the walk moves to a sibling (a sibling ending the same lexeme reuses
+ * the set). The context-independent part is cached per matcher and lexer state: the tokens that
+ * stay inside the current lexeme, and the trie nodes where a lexeme would end; only those
+ * subtrees consult the parser on later masks from the same lexer state. */
+#include "grammar/matcher.h"
+
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "grammar/earley.h"
+#include "grammar/grammar_impl.h"
+#include "grammar/lexer.h"
+
+#define GR_MAX_TOKEN_BYTES 1024 /* longer tokens are never allowed */
+
+struct gr_vocab {
+    int32_t n_tokens;
+    uint8_t *blob;
+    size_t *off; /* [n_tokens + 1] */
+    uint8_t *special;
+    uint8_t *is_eos;
+    /* trie in preorder; node 0 is the root */
+    int n_nodes;
+    uint8_t *nbyte;
+    int *ndepth;
+    int *nskip;    /* first node after the subtree */
+    int *ntok_off; /* [n_nodes + 1] tokens ending at each node, CSR into ntok */
+    int32_t *ntok;
+    int max_depth;
+};
+
+int32_t gr_vocab_size(const gr_vocab *v) { return v ? v->n_tokens : 0; }
+
+void gr_vocab_free(gr_vocab *v) {
+    if (!v) return;
+    free(v->blob);
+    free(v->off);
+    free(v->special);
+    free(v->is_eos);
+    free(v->nbyte);
+    free(v->ndepth);
+    free(v->nskip);
+    free(v->ntok_off);
+    free(v->ntok);
+    free(v);
+}
+
+/* merge sort of token ids by their bytes (then id) */
+static void sort_tokens(const gr_vocab *v, int32_t *a, int32_t *tmp, size_t n) {
+    if (n < 2) return;
+    size_t h = n / 2;
+    sort_tokens(v, a, tmp, h);
+    sort_tokens(v, a + h, tmp, n - h);
+    size_t i = 0, j = h, k = 0;
+    while (i < h && j < n) {
+        int32_t x = a[i], y = a[j];
+        size_t lx = v->off[x + 1] - v->off[x], ly = v->off[y + 1] - v->off[y];
+        int c = memcmp(v->blob + v->off[x], v->blob + v->off[y], lx < ly ? lx : ly);
+        if (!c) c = lx < ly ? -1 : lx > ly ? 1 : (x > y) - (x < y);
+        tmp[k++] = c <= 0 ? a[i++] : a[j++];
+    }
+    while (i < h) tmp[k++] = a[i++];
+    while (j < n) tmp[k++] = a[j++];
+    memcpy(a, tmp, n * sizeof *a);
+}
+
+gr_vocab *gr_vocab_new(int32_t n_tokens, const uint8_t *const *bytes, const uint32_t *lens,
+                       const uint8_t *is_special, const int32_t *eos_ids, int32_t n_eos) {
+    if (n_tokens < 0 || (n_tokens && (!bytes || !lens)) || n_eos < 0 || (n_eos && !eos_ids)) return NULL;
+    gr_vocab *v = calloc(1, sizeof *v);
+    if (!v) return NULL;
+    v->n_tokens = n_tokens;
+    size_t total = 0;
+    for (int32_t t = 0; t < n_tokens; t++) total += lens[t];
+    v->blob = malloc(total + 1);
+    v->off = malloc(((size_t)n_tokens + 1) * sizeof *v->off);
+    v->special = calloc((size_t)n_tokens + 1, 1);
+    v->is_eos = calloc((size_t)n_tokens + 1, 1);
+    int32_t *order = malloc(((size_t)n_tokens + 1) * sizeof *order);
+    int32_t *tmp = malloc(((size_t)n_tokens + 1) * sizeof *tmp);
+    if (!v->blob || !v->off || !v->special || !v->is_eos || !order || !tmp) goto fail;
+    size_t o = 0;
+    for (int32_t t = 0; t < n_tokens; t++) {
+        v->off[t] = o;
+        if (lens[t]) {
+            if (!bytes[t]) goto fail;
+            memcpy(v->blob + o, bytes[t], lens[t]);
+        }
+        o += lens[t];
+        v->special[t] = is_special ? is_special[t] != 0 : 0;
+    }
+    v->off[n_tokens] = o;
+    for (int32_t i = 0; i < n_eos; i++)
+        if (eos_ids[i] >= 0 && eos_ids[i] < n_tokens) v->is_eos[eos_ids[i]] = 1;
+    size_t n = 0;
+    for (int32_t t = 0; t < n_tokens; t++) {
+        size_t l = v->off[t + 1] - v->off[t];
+        if (!v->special[t] && !v->is_eos[t] && l > 0 && l <= GR_MAX_TOKEN_BYTES) order[n++] = t;
+    }
+    sort_tokens(v, order, tmp, n);
+    /* nodes: at most total bytes + 1 */
+    size_t cap = 1;
+    for (size_t i = 0; i < n; i++) cap += v->off[order[i] + 1] - v->off[order[i]];
+    v->nbyte = malloc(cap);
+    v->ndepth = malloc(cap * sizeof(int));
+    v->nskip = malloc(cap * sizeof(int));
+    v->ntok_off = calloc(cap + 1, sizeof(int));
+    v->ntok = malloc((n + 1) * sizeof(int32_t));
+    int *stack = malloc((GR_MAX_TOKEN_BYTES + 2) * sizeof(int));
+    if (!v->nbyte || !v->ndepth || !v->nskip || !v->ntok_off || !v->ntok || !stack) {
+        free(stack);
+        goto fail;
+    }
+    int nn = 1, sp = 1;
+    v->nbyte[0] = 0, v->ndepth[0] = 0;
+    stack[0] = 0;
+    int *node_of = malloc((n + 1) * sizeof(int)); /* token's end node */
+    if (!node_of) {
+        free(stack);
+        goto fail;
+    }
+    const uint8_t *prev = NULL;
+    size_t prev_len = 0;
+    for (size_t i = 0; i < n; i++) {
+        const uint8_t *s = v->blob + v->off[order[i]];
+        size_t l = v->off[order[i] + 1] - v->off[order[i]];
+        size_t lcp = 0;
+        while (prev && lcp < l && lcp < prev_len && s[lcp] == prev[lcp]) lcp++;
+        while ((size_t)sp - 1 > lcp) v->nskip[stack[--sp]] = nn; /* close deeper nodes */
+        for (size_t k = lcp; k < l; k++) {
+            v->nbyte[nn] = s[k];
+            v->ndepth[nn] = (int)k + 1;
+            stack[sp++] = nn++;
+        }
+        node_of[i] = stack[sp - 1];
+        if ((int)l > v->max_depth) v->max_depth = (int)l;
+        prev = s, prev_len = l;
+    }
+    while (sp > 0) v->nskip[stack[--sp]] = nn;
+    v->n_nodes = nn;
+    for (size_t i = 0; i < n; i++) v->ntok_off[node_of[i] + 1]++;
+    for (int k = 0; k < nn; k++) v->ntok_off[k + 1] += v->ntok_off[k];
+    int *fill = calloc((size_t)nn + 1, sizeof(int));
+    if (!fill) {
+        free(stack), free(node_of);
+        goto fail;
+    }
+    for (size_t i = 0; i < n; i++) v->ntok[v->ntok_off[node_of[i]] + fill[node_of[i]]++] = order[i];
+    free(fill), free(stack), free(node_of), free(order), free(tmp);
+    return v;
+fail:
+    free(order), free(tmp);
+    gr_vocab_free(v);
+    return NULL;
+}
+
+/* ---- compiled grammar ---- */
+
+/* What the trie walk gives from one lexer state while no lexeme ends: tokens wholly inside the
+ * current lexeme (depend on the lexer state alone), and the trie nodes where a lexeme would end
+ * (with the lexer state before them), which the parser must decide. */
+typedef struct {
+    uint32_t key; /* ls * 2 + fresh */
+    uint32_t *mask;
+    int32_t count;
+    int *bnode;
+    lx_state *bls;
+    int n_b, cap_b;
+} gm_lexcache;
+
+#define GR_LEXCACHE_MAX_BYTES ((size_t)64 << 20) /* per compiled grammar; past it, entries are per mask */
+
+static void lexcache_free(gm_lexcache *e) {
+    if (!e) return;
+    free(e->mask);
+    free(e->bnode);
+    free(e->bls);
+    free(e);
+}
+
+
+struct gr_compiled {
+    const gr_vocab *v; /* borrowed: the vocabulary outlives every grammar compiled for it */
+    ey_grammar *eg;
+    lx_lexer *lx;
+    int n_terms, words, has_skip;
+    /* shared cache of lexer-only walks: open addressing by key, entries immutable once in */
+    pthread_mutex_t lc_lock;
+    gm_lexcache **lc_tab;
+    size_t lc_cap, lc_n, lc_bytes;
+};
+
+void gr_compiled_free(gr_compiled *c) {
+    if (!c) return;
+    for (size_t k = 0; k < c->lc_cap; k++) lexcache_free(c->lc_tab[k]);
+    free(c->lc_tab);
+    pthread_mutex_destroy(&c->lc_lock);
+    ey_grammar_free(c->eg);
+    lx_free(c->lx);
+    free(c);
+}
+
+gr_compiled *gr_compile(const gr_grammar *g, const gr_vocab *v, char *err, size_t cap) {
+    char dummy[8];
+    if (!err || !cap) err = dummy, cap = sizeof dummy;
+    err[0] = 0;
+    if (!g || !v) {
+        snprintf(err, cap, "gr_compile: no grammar or no vocabulary");
+        return NULL;
+    }
+    if (g->err[0]) {
+        snprintf(err, cap, "%s", g->err);
+        return NULL;
+    }
+    if (g->n_rules == 0) {
+        snprintf(err, cap, "the grammar is empty (no rules)");
+        return NULL;
+    }
+    gr_compiled *c = calloc(1, sizeof *c);
+    if (!c) {
+        snprintf(err, cap, "out of memory");
+        return NULL;
+    }
+    c->v = v;
+    pthread_mutex_init(&c->lc_lock, NULL);
+    if (g->start < 0) {
+        snprintf(err, cap, "grammar has no start symbol");
+        goto fail;
+    }
+    /* terminals in symbol order (earley.c numbers them the same way), then the skip pattern */
+    int n_terms = 0;
+    for (int i = 0; i < g->n_syms; i++) n_terms += g->syms[i].kind != GR_SYM_NT;
+    c->n_terms = n_terms;
+    c->words = (n_terms + 1 + 63) / 64;
+    c->has_skip = g->has_skip;
+    int n_lx = n_terms + (c->has_skip ? 1 : 0);
+    const char **pats = malloc(((size_t)n_lx + 1) * sizeof *pats);
+    size_t *lens = malloc(((size_t)n_lx + 1) * sizeof *lens);
+    uint8_t *lit = malloc((size_t)n_lx + 1);
+    uint8_t *empty = calloc((size_t)g->n_syms + 1, 1);
+    uint64_t *one = calloc((size_t)c->words, sizeof *one);
+    if (!pats || !lens || !lit || !empty || !one) {
+        free(pats), free(lens), free(lit), free(empty), free(one);
+        snprintf(err, cap, "out of memory");
+        goto fail;
+    }
+    for (int i = 0, t = 0; i < g->n_syms; i++) {
+        if (g->syms[i].kind == GR_SYM_NT) continue;
+        pats[t] = g->syms[i].text;
+        lens[t] = g->syms[i].len;
+        lit[t++] = g->syms[i].kind == GR_SYM_LITERAL;
+    }
+    if (c->has_skip) {
+        pats[n_terms] = g->skip;
+        lens[n_terms] = g->skip_len;
+        lit[n_terms] = 0;
+    }
+    char lerr[200] = "";
+    c->lx = lx_new(n_lx, pats, lens, lit, lerr, sizeof lerr);
+    free(pats), free(lens), free(lit);
+    if (!c->lx) {
+        free(empty), free(one);
+        snprintf(err, cap, "lexer: %s", lerr[0] ? lerr : "cannot build");
+        goto fail;
+    }
+    /* terminals matching the empty text are nullable in the parser */
+    for (int i = 0, t = 0; i < g->n_syms; i++) {
+        if (g->syms[i].kind == GR_SYM_NT) continue;
+        if (g->syms[i].kind == GR_SYM_REGEX) {
+            one[t >> 6] = 1ULL << (t & 63);
+            const uint64_t *acc = lx_accepting(c->lx, lx_start(c->lx, one));
+            empty[i] = acc && (acc[t >> 6] >> (t & 63) & 1);
+            one[t >> 6] = 0;
+        }
+        t++;
+    }
+    free(one);
+    c->eg = ey_grammar_new(g, empty, err, cap);
+    free(empty);
+    if (!c->eg) goto fail;
+    return c;
+fail:
+    gr_compiled_free(c);
+    return NULL;
+}
+
+/* ---- matcher ---- */
+
+typedef struct {
+    lx_state ls;
+    int pdepth;
+    uint8_t after_skip, fresh, ended;
+} gm_cfg;
+
+
+struct gr_matcher {
+    const gr_compiled *c;
+    gm_lexcache *lc_own; /* the last walk that did not fit the shared cache */
+    lx_state *lstack; /* [max_depth + 1] */
+    ey_parser *p;
+    gm_cfg *hist; /* one per byte consumed, hist[0] initial */
+    size_t n_hist, cap_hist;
+    size_t *tok; /* n_hist before each accepted token / chunk */
+    int n_tok, cap_tok;
+    lx_state *start_cache; /* [depth * 2 + after_skip], UINT32_MAX unknown */
+    lx_state *push_tag;    /* [depth]: the lexeme (lexer state) whose scan made the set at depth */
+    int cap_cache;
+    gm_cfg *dfs; /* [max_depth + 1] */
+    uint64_t work_limit; /* ey_work() past which the current mask refuses parser steps */
+    char err[200];
+    uint64_t *bits; /* scratch: words */
+};
+
+#define START_UNKNOWN UINT32_MAX
+
+static int ensure_cache(gr_matcher *m, int depth) {
+    if (depth * 2 + 2 <= m->cap_cache) return 0;
+    int nc = m->cap_cache ? m->cap_cache : 64;
+    while (nc < depth * 2 + 2) nc *= 2;
+    lx_state *q = realloc(m->start_cache, (size_t)nc * sizeof *q);
+    if (!q) return -1;
+    for (int i = m->cap_cache; i < nc; i++) q[i] = START_UNKNOWN;
+    m->start_cache = q;
+    q = realloc(m->push_tag, (size_t)nc * sizeof *q);
+    if (!q) return -1;
+    for (int i = m->cap_cache; i < nc; i++) q[i] = LX_DEAD;
+    m->push_tag = q;
+    m->cap_cache = nc;
+    return 0;
+}
+
+/* The lexer state starting a lexeme at parser depth (the parser's top must be that depth). */
+static lx_state start_state(gr_matcher *m, int depth, int after_skip) {
+    if (ensure_cache(m, depth)) return LX_DEAD;
+    lx_state *slot = &m->start_cache[depth * 2 + after_skip];
+    if (*slot != START_UNKNOWN) return *slot;
+    const gr_compiled *c = m->c;
+    memcpy(m->bits, ey_allowed(m->p), (size_t)c->words * sizeof *m->bits);
+    if (c->has_skip && !after_skip) m->bits[c->n_terms >> 6] |= 1ULL << (c->n_terms & 63);
+    *slot = lx_start(c->lx, m->bits);
+    return *slot;
+}
+
+/* Scans the lexeme ending in lexer state ls on top of the set at depth: pushes its set, forgetting
+ * the cached lexer start states of the new depth. A set pushed from the same set and the same
+ * lexer state is still on the stack (siblings in the trie walk share it) is reused. */
+static int scan(gr_matcher *m, int depth, lx_state ls) {
+    if (ey_depth(m->p) > depth && m->push_tag[depth + 1] == ls) {
+        ey_truncate(m->p, depth + 1);
+        return 0;
+    }
+    ey_truncate(m->p, depth);
+    if (ey_work(m->p) > m->work_limit) {
+        if (!m->err[0]) snprintf(m->err, sizeof m->err, "grammar too ambiguous: more than %llu parser steps in one mask",
+                                 (unsigned long long)GR_MAX_MASK_WORK);
+        return -1;
+    }
+    if (ensure_cache(m, depth + 1)) return -1;
+    int r = ey_scan(m->p, lx_accepting(m->c->lx, ls));
+    if (r == -2 && !m->err[0]) snprintf(m->err, sizeof m->err, "%s", ey_parser_error(m->p));
+    if (r) return -1;
+    m->start_cache[(depth + 1) * 2] = m->start_cache[(depth + 1) * 2 + 1] = START_UNKNOWN;
+    m->push_tag[depth + 1] = ls;
+    return 0;
+}
+
+/* One byte from cfg. The parser is truncated to cfg's depth and may grow. 1 ok, 0 refused. */
+static int step(gr_matcher *m, const gm_cfg *cfg, uint8_t b, gm_cfg *out) {
+    const gr_compiled *c = m->c;
+    if (cfg->ended) return 0;
+    /* (the parser is truncated lazily: only the boundary path below uses it) */
+    /* (a lexer past its DFA bounds answers LX_DEAD for new states: a refusal here) */
+    lx_state s2 = cfg->ls == LX_DEAD ? LX_DEAD : lx_next(c->lx, cfg->ls, b);
+    if (s2 == LX_DEAD && lx_exhausted(c->lx) && !m->err[0])
+        snprintf(m->err, sizeof m->err, "lexer past its DFA bounds (patterns too complex)");
+    if (s2 != LX_DEAD) {
+        *out = *cfg;
+        out->ls = s2;
+        out->fresh = 0;
+        return 1;
+    }
+    if (cfg->fresh) return 0;
+    const uint64_t *acc = lx_accepting(c->lx, cfg->ls);
+    if (!acc) return 0;
+    int any = 0; /* some grammar terminal (not the skip pattern) accepts */
+    for (int w = 0; w <= (c->n_terms - 1) >> 6 && c->n_terms > 0 && !any; w++) {
+        uint64_t x = acc[w];
+        if (w == c->n_terms >> 6) x &= (1ULL << (c->n_terms & 63)) - 1;
+        any = x != 0;
+    }
+    int skip = c->has_skip && (acc[c->n_terms >> 6] >> (c->n_terms & 63) & 1);
+    int depth = cfg->pdepth, after_skip;
+    if (any && scan(m, cfg->pdepth, cfg->ls) == 0) {
+        depth = cfg->pdepth + 1;
+        after_skip = 0;
+    } else if (skip && !cfg->after_skip) {
+        ey_truncate(m->p, depth);
+        after_skip = 1;
+    } else {
+        return 0;
+    }
+    lx_state st = start_state(m, depth, after_skip);
+    if (st == LX_DEAD) return 0;
+    s2 = lx_next(c->lx, st, b);
+    if (s2 == LX_DEAD) return 0;
+    *out = (gm_cfg){s2, depth, (uint8_t)after_skip, 0, 0};
+    return 1;
+}
+
+static int cfg_can_end(gr_matcher *m, const gm_cfg *cfg) {
+    const gr_compiled *c = m->c;
+    if (cfg->ended) return 0;
+    ey_truncate(m->p, cfg->pdepth);
+    if (cfg->fresh) return ey_can_end(m->p);
+    const uint64_t *acc = lx_accepting(c->lx, cfg->ls);
+    if (!acc) return 0;
+    int r = 0;
+    if (scan(m, cfg->pdepth, cfg->ls) == 0) {
+        r = ey_can_end(m->p);
+        ey_truncate(m->p, cfg->pdepth);
+    }
+    if (!r && c->has_skip && (acc[c->n_terms >> 6] >> (c->n_terms & 63) & 1) && !cfg->after_skip)
+        r = ey_can_end(m->p);
+    return r;
+}
+
+gr_matcher *gr_matcher_new(const gr_compiled *c) {
+    if (!c) return NULL;
+    gr_matcher *m = calloc(1, sizeof *m);
+    if (!m) return NULL;
+    m->c = c;
+    m->p = ey_parser_new(c->eg);
+    m->bits = calloc((size_t)c->words, sizeof *m->bits);
+    m->dfs = malloc(((size_t)c->v->max_depth + 2) * sizeof *m->dfs);
+    m->lstack = malloc(((size_t)c->v->max_depth + 2) * sizeof *m->lstack);
+    m->cap_hist = 64;
+    m->hist = malloc(m->cap_hist * sizeof *m->hist);
+    if (!m->p || !m->bits || !m->dfs || !m->lstack || !m->hist || ensure_cache(m, 1)) {
+        gr_matcher_free(m);
+        return NULL;
+    }
+    m->work_limit = UINT64_MAX;
+    m->hist[0] = (gm_cfg){LX_DEAD, 1, 0, 1, 0};
+    m->hist[0].ls = start_state(m, 1, 0);
+    m->n_hist = 1;
+    return m;
+}
+
+void gr_matcher_free(gr_matcher *m) {
+    if (!m) return;
+    ey_parser_free(m->p);
+    free(m->hist);
+    free(m->tok);
+    free(m->start_cache);
+    free(m->push_tag);
+    free(m->dfs);
+    free(m->lstack);
+    lexcache_free(m->lc_own);
+    free(m->bits);
+    free(m);
+}
+
+static gm_lexcache *lc_find(const gr_compiled *c, uint32_t key, size_t *slot) {
+    if (!c->lc_cap) return NULL;
+    size_t j = (key * 0x9E3779B9u) & (c->lc_cap - 1);
+    while (c->lc_tab[j]) {
+        if (c->lc_tab[j]->key == key) return c->lc_tab[j];
+        j = (j + 1) & (c->lc_cap - 1);
+    }
+    if (slot) *slot = j;
+    return NULL;
+}
+
+/* Publishes e in the shared cache (lock held); 0 if it does not fit (caller keeps it). */
+static int lc_insert(gr_compiled *c, gm_lexcache *e, size_t bytes) {
+    if (c->lc_bytes + bytes > GR_LEXCACHE_MAX_BYTES) return 0;
+    if ((c->lc_n + 1) * 2 > c->lc_cap) {
+        size_t nc = c->lc_cap ? c->lc_cap * 2 : 64;
+        gm_lexcache **t = calloc(nc, sizeof *t);
+        if (!t) return 0;
+        for (size_t k = 0; k < c->lc_cap; k++)
+            if (c->lc_tab[k]) {
+                size_t j = (c->lc_tab[k]->key * 0x9E3779B9u) & (nc - 1);
+                while (t[j]) j = (j + 1) & (nc - 1);
+                t[j] = c->lc_tab[k];
+            }
+        free(c->lc_tab);
+        c->lc_tab = t;
+        c->lc_cap = nc;
+    }
+    size_t slot = 0;
+    lc_find(c, e->key, &slot);
+    c->lc_tab[slot] = e;
+    c->lc_n++;
+    c->lc_bytes += bytes;
+    return 1;
+}
+
+/* The lexer-only walk from cur's lexer state: from the grammar's shared cache, else computed
+ * (and shared when it fits). NULL on out of memory. */
+static const gm_lexcache *lexcache(gr_matcher *m, const gm_cfg *cur) {
+    gr_compiled *c = (gr_compiled *)m->c; /* only its internally locked cache changes */
+    const gr_vocab *v = c->v;
+    lx_lexer *lx = c->lx;
+    uint32_t key = cur->ls * 2u + cur->fresh;
+    pthread_mutex_lock(&c->lc_lock);
+    gm_lexcache *e = lc_find(c, key, NULL);
+    pthread_mutex_unlock(&c->lc_lock);
+    if (e) return e;
+    size_t words = ((size_t)v->n_tokens + 31) / 32;
+    e = calloc(1, sizeof *e);
+    if (!e || !(e->mask = calloc(words + 1, sizeof *e->mask))) {
+        lexcache_free(e);
+        return NULL;
+    }
+    e->key = key;
+    e->count = 0;
+    e->n_b = 0;
+    m->lstack[0] = cur->ls;
+    for (int i = 1; i < v->n_nodes;) {
+        int d = v->ndepth[i];
+        lx_state pl = m->lstack[d - 1];
+        lx_state s2 = pl == LX_DEAD ? LX_DEAD : lx_next(lx, pl, v->nbyte[i]);
+        if (s2 == LX_DEAD) {
+            if (pl != LX_DEAD && !(d == 1 && cur->fresh) && lx_accepting(lx, pl)) {
+                if (e->n_b == e->cap_b) {
+                    int nc = e->cap_b ? e->cap_b * 2 : 64;
+                    int *a = realloc(e->bnode, (size_t)nc * sizeof *a);
+                    if (!a) {
+                        lexcache_free(e);
+                        return NULL;
+                    }
+                    e->bnode = a;
+                    lx_state *b = realloc(e->bls, (size_t)nc * sizeof *b);
+                    if (!b) {
+                        lexcache_free(e);
+                        return NULL;
+                    }
+                    e->bls = b;
+                    e->cap_b = nc;
+                }
+                e->bnode[e->n_b] = i;
+                e->bls[e->n_b++] = pl;
+            }
+            i = v->nskip[i];
+            continue;
+        }
+        m->lstack[d] = s2;
+        for (int k = v->ntok_off[i]; k < v->ntok_off[i + 1]; k++) {
+            int32_t t = v->ntok[k];
+            e->mask[t >> 5] |= 1u << (t & 31);
+            e->count++;
+        }
+        i++;
+    }
+    int shared = 0;
+    if (!lx_exhausted(lx)) { /* (past the DFA bounds, DEAD may have meant "not built": not shared) */
+        pthread_mutex_lock(&c->lc_lock);
+        gm_lexcache *other = lc_find(c, key, NULL);
+        if (other) {
+            lexcache_free(e);
+            e = other;
+            shared = 1;
+        } else {
+            shared = lc_insert(c, e, words * 4 + (size_t)e->cap_b * 8 + sizeof *e);
+        }
+        pthread_mutex_unlock(&c->lc_lock);
+    }
+    if (!shared) {
+        lexcache_free(m->lc_own);
+        m->lc_own = e;
+    }
+    return e;
+}
+
+int32_t gr_matcher_mask(gr_matcher *m, uint32_t *mask) {
+    const gr_vocab *v = m->c->v;
+    size_t words = ((size_t)v->n_tokens + 31) / 32;
+    memset(mask, 0, words * sizeof *mask);
+    const gm_cfg cur = m->hist[m->n_hist - 1];
+    int32_t count = 0;
+    if (cur.ended) return 0;
+    m->work_limit = ey_work(m->p) + GR_MAX_MASK_WORK;
+    const gm_lexcache *e = lexcache(m, &cur);
+    if (!e) {
+        if (!m->err[0]) snprintf(m->err, sizeof m->err, "out of memory");
+        return 0;
+    }
+    memcpy(mask, e->mask, words * sizeof *mask);
+    count = e->count;
+    /* where a lexeme ends inside a token: the parser decides, node by node under that subtree */
+    for (int b = 0; b < e->n_b; b++) {
+        int i0 = e->bnode[b], d0 = v->ndepth[i0];
+        m->dfs[d0 - 1] = (gm_cfg){e->bls[b], cur.pdepth, cur.after_skip, 0, 0};
+        for (int i = i0; i < v->nskip[i0];) {
+            int d = v->ndepth[i];
+            if (!step(m, &m->dfs[d - 1], v->nbyte[i], &m->dfs[d])) {
+                i = v->nskip[i];
+                continue;
+            }
+            for (int k = v->ntok_off[i]; k < v->ntok_off[i + 1]; k++) {
+                int32_t t = v->ntok[k];
+                mask[t >> 5] |= 1u << (t & 31);
+                count++;
+            }
+            i++;
+        }
+    }
+    if (cfg_can_end(m, &cur))
+        for (int32_t t = 0; t < v->n_tokens; t++)
+            if (v->is_eos[t]) {
+                mask[t >> 5] |= 1u << (t & 31);
+                count++;
+            }
+    ey_truncate(m->p, cur.pdepth);
+    m->work_limit = UINT64_MAX;
+    return count;
+}
+
+const char *gr_matcher_error(const gr_matcher *m) { return m ? m->err : "no matcher"; }
+
+static int push_hist(gr_matcher *m, const gm_cfg *cfg) {
+    if (m->n_hist + 1 > m->cap_hist) {
+        size_t nc = m->cap_hist * 2;
+        gm_cfg *q = realloc(m->hist, nc * sizeof *q);
+        if (!q) return -1;
+        m->hist = q, m->cap_hist = nc;
+    }
+    m->hist[m->n_hist++] = *cfg;
+    return 0;
+}
+
+static int push_tok(gr_matcher *m, size_t before) {
+    if (m->n_tok + 1 > m->cap_tok) {
+        int nc = m->cap_tok ? m->cap_tok * 2 : 64;
+        size_t *q = realloc(m->tok, (size_t)nc * sizeof *q);
+        if (!q) return -1;
+        m->tok = q, m->cap_tok = nc;
+    }
+    m->tok[m->n_tok++] = before;
+    return 0;
+}
+
+static int feed(gr_matcher *m, const uint8_t *bytes, size_t n, int eos) {
+    size_t before = m->n_hist;
+    for (size_t i = 0; i < n; i++) {
+        gm_cfg nx;
+        if (!step(m, &m->hist[m->n_hist - 1], bytes[i], &nx) || push_hist(m, &nx)) goto undo;
+    }
+    if (eos) {
+        gm_cfg nx = m->hist[m->n_hist - 1];
+        if (!cfg_can_end(m, &nx)) goto undo;
+        nx.ended = 1;
+        if (push_hist(m, &nx)) goto undo;
+    }
+    if (push_tok(m, before)) goto undo;
+    ey_truncate(m->p, m->hist[m->n_hist - 1].pdepth);
+    return 0;
+undo:
+    m->n_hist = before;
+    ey_truncate(m->p, m->hist[before - 1].pdepth);
+    return -1;
+}
+
+int gr_matcher_accept(gr_matcher *m, int32_t token) {
+    const gr_vocab *v = m->c->v;
+    if (!m || token < 0 || token >= v->n_tokens) return -1;
+    if (v->is_eos[token]) return feed(m, NULL, 0, 1);
+    size_t l = v->off[token + 1] - v->off[token];
+    if (v->special[token] || l == 0 || l > GR_MAX_TOKEN_BYTES) return -1;
+    return feed(m, v->blob + v->off[token], l, 0);
+}
+
+int gr_matcher_accept_bytes(gr_matcher *m, const uint8_t *bytes, size_t n) {
+    if (!m || (n && !bytes)) return -1;
+    return feed(m, bytes, n, 0);
+}
+
+int gr_matcher_rollback(gr_matcher *m, int n) {
+    if (!m || n < 0 || n > m->n_tok) return -1;
+    if (n == 0) return 0;
+    m->n_tok -= n;
+    m->n_hist = m->tok[m->n_tok];
+    ey_truncate(m->p, m->hist[m->n_hist - 1].pdepth);
+    return 0;
+}
+
+int gr_matcher_can_end(const gr_matcher *cm) {
+    if (!cm) return 0;
+    gr_matcher *m = (gr_matcher *)cm; /* the parser is scratch: restored before returning */
+    gm_cfg cur = m->hist[m->n_hist - 1];
+    int r = cfg_can_end(m, &cur);
+    ey_truncate(m->p, cur.pdepth);
+    return r;
+}
+
+int gr_matcher_is_done(const gr_matcher *cm) {
+    if (!cm) return 0;
+    gr_matcher *m = (gr_matcher *)cm;
+    gm_cfg cur = m->hist[m->n_hist - 1];
+    if (cur.ended) return 1;
+    if (!cfg_can_end(m, &cur)) return 0;
+    int more = 0;
+    for (int b = 0; b < 256 && !more; b++) {
+        gm_cfg nx;
+        more = step(m, &cur, (uint8_t)b, &nx);
+    }
+    ey_truncate(m->p, cur.pdepth);
+    return !more;
+}
+
+size_t gr_matcher_forced(gr_matcher *m, uint8_t *buf, size_t cap) {
+    if (!m) return 0;
+    size_t before = m->n_hist, n = 0;
+    while (n < cap) {
+        gm_cfg cur = m->hist[m->n_hist - 1];
+        if (cur.ended || cfg_can_end(m, &cur)) break;
+        int found = -1, count = 0;
+        gm_cfg nx, keep;
+        for (int b = 0; b < 256 && count < 2; b++)
+            if (step(m, &cur, (uint8_t)b, &nx)) {
+                count++;
+                found = b;
+                keep = nx;
+            }
+        if (count != 1) break;
+        /* redo the single step so the parser holds its sets */
+        if (!step(m, &cur, (uint8_t)found, &keep) || push_hist(m, &keep)) break;
+        buf[n++] = (uint8_t)found;
+    }
+    m->n_hist = before;
+    ey_truncate(m->p, m->hist[before - 1].pdepth);
+    return n;
+}
