@@ -2,7 +2,7 @@
 """MaskBench with a reference engine (llguidance or XGrammar): one JSON line per schema.
 
   run_reference.py --engine llguidance --tokenizer models/SmolLM2-135M-Instruct.Q4_1.gguf \
-      [--data ../shared/data/maskbench/maskbench-visible.jsonl.gz] [--limit N] [--ids A,B]
+      [--data ../shared/data/maskbench/maskbench-visible.jsonl.gz] [--limit N] [--ids A,B] [--stride K]
       [--timeout 60] [--out FILE] [--no-tbm-list]
 
 --tokenizer is a Hugging Face tokenizer.json (or a folder holding one; the eos token is read from
@@ -223,14 +223,19 @@ class Worker:
                 "n_tokens": 0, "n_validation_errors": 0, "n_invalidation_errors": 0, "tbm_us": []}
 
 
-def read_records(path, ids=None, limit=None):
+def read_records(path, ids=None, limit=None, stride=1):
     opener = gzip.open if str(path).endswith(".gz") else open
     n = 0
     with opener(path, "rt", encoding="utf-8") as f:
-        for line in f:
-            if not line.strip():
+        for i, line in enumerate(f):
+            if not line.strip() or i % stride:
                 continue
-            rec = json.loads(line)
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise SystemExit(f"{path}:{i + 1}: not JSON ({e})")
+            if not isinstance(rec, dict) or "id" not in rec or "schema" not in rec:
+                raise SystemExit(f"{path}:{i + 1}: not a MaskBench record (needs id, schema, tests)")
             if ids is not None and rec["id"] not in ids:
                 continue
             yield rec
@@ -247,6 +252,7 @@ def main(argv=None):
     ap.add_argument("--data", default=str(DEFAULT_DATA))
     ap.add_argument("--limit", type=int, default=None, help="first N schemas only")
     ap.add_argument("--ids", default=None, help="comma-separated schema ids")
+    ap.add_argument("--stride", type=int, default=1, help="every K-th schema of the file only (a spread sample)")
     ap.add_argument("--timeout", type=float, default=60.0, help="seconds per schema (compile + walks)")
     ap.add_argument("--out", default="-", help="output JSON lines (default stdout)")
     ap.add_argument("--no-tbm-list", action="store_true", help="write tbm_summary only, not every sample")
@@ -266,7 +272,7 @@ def main(argv=None):
     counts = {}
     start = time.time()
     try:
-        for n, rec in enumerate(read_records(args.data, ids, args.limit), 1):
+        for n, rec in enumerate(read_records(args.data, ids, args.limit, max(1, args.stride)), 1):
             res = worker.run(rec, args.timeout)
             res["tbm_summary"] = summary(res["tbm_us"])
             if args.no_tbm_list:
