@@ -28,9 +28,8 @@ class EngineMissing(Exception):
 # ---------------------------------------------------------------- llguidance
 
 class _LlgSession:
-    def __init__(self, engine, matcher):
+    def __init__(self, matcher):
         self.m = matcher
-        self.nwords = (engine.vocab_size + 31) // 32
         self.buf = None
 
     def reset(self):
@@ -72,7 +71,7 @@ class Llguidance:
         m = M(self.tok, grammar, log_level=0)
         if m.is_error():
             raise CompileError(m.get_error()[:300])
-        return _LlgSession(self, m)
+        return _LlgSession(m)
 
 
 # ---------------------------------------------------------------- xgrammar
