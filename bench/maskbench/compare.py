@@ -52,11 +52,15 @@ def label(path, rows):
     return pathlib.Path(path).name
 
 
-def stats(rows):
+COMPILED = ("passing", "validation_error", "invalidation_error")
+
+
+def stats(rows, only=None):
+    """The table's figures for one run; only: restrict TTFM/TBM to these schema ids."""
     st = {s: 0 for s in STATUSES}
     for r in rows:
         st[r["status"]] += 1
-    compiled = [r for r in rows if r["status"] in ("passing", "validation_error", "invalidation_error")]
+    compiled = [r for r in rows if r["status"] in COMPILED and (only is None or r["id"] in only)]
     ttfm = [r["ttfm_us"] for r in compiled if r.get("ttfm_us") is not None]
     approx = False
     tbm = []
@@ -84,7 +88,7 @@ def fmt_us(x, approx=False):
     return ("~" if approx else "") + s
 
 
-def table(labels, all_stats):
+def table(labels, all_stats, common_stats=None, n_common=0):
     def pct(n, tot):
         return f"{n:,} ({100.0 * n / tot:.1f}%)" if tot else "0"
     rows = [
@@ -104,6 +108,14 @@ def table(labels, all_stats):
     out = ["| | " + " | ".join(labels) + " |", "|---|" + "---|" * len(labels)]
     for name, f in rows:
         out.append(f"| {name} | " + " | ".join(f(s) for s in all_stats) + " |")
+    if common_stats:
+        # the same figures over the schemas that every run compiled: like for like
+        for name, key in (("TTFM p50", "ttfm_p50"), ("TTFM p99", "ttfm_p99"), ("TBM p50", "tbm_p50"),
+                          ("TBM p99", "tbm_p99")):
+            out.append(f"| {name} (us), the {n_common:,} schemas all compiled | " +
+                       " | ".join(fmt_us(s[key], key.startswith("tbm") and s["tbm_approx"]) for s in common_stats)
+                       + " |")
+        out.append(f"| masks timed there | " + " | ".join(f"{s['tbm_n']:,}" for s in common_stats) + " |")
     return "\n".join(out)
 
 
@@ -153,7 +165,11 @@ def main(argv=None):
         runs = [[r for r in rows if r["id"] in ids] for rows in runs]
     labels = [label(p, rows) for p, rows in zip(args.runs, runs)]
     all_stats = [stats(rows) for rows in runs]
-    print(table(labels, all_stats))
+    common_stats, n_common = None, 0
+    if len(runs) > 1:
+        both = set.intersection(*[{r["id"] for r in rows if r["status"] in COMPILED} for rows in runs])
+        common_stats, n_common = [stats(rows, both) for rows in runs], len(both)
+    print(table(labels, all_stats, common_stats, n_common))
     if args.plot:
         if plot(labels, all_stats, args.plot):
             print(f"\n(plot: {args.plot})")
