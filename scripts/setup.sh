@@ -22,6 +22,9 @@ if [ ! -x .venv/bin/python ]; then
     python3 -m venv .venv
 fi
 .venv/bin/python -m pip install -q --disable-pip-version-check -r scripts/requirements-test.txt
+# reference grammar engines for bench/maskbench; xgrammar without its declared torch/triton (see the file)
+.venv/bin/python -m pip install -q --disable-pip-version-check -r scripts/requirements-bench.txt
+.venv/bin/python -m pip install -q --disable-pip-version-check --no-deps "xgrammar==0.2.9"
 
 cmake -S . -B build -DCMAKE_BUILD_TYPE=Release -DPYTHON3="$PWD/.venv/bin/python" >/dev/null
 cmake --build build -j"$(nproc)"
