@@ -196,7 +196,7 @@ ey_grammar *ey_grammar_new(const gr_grammar *g, const uint8_t *empty_terms, char
             int ok = prod[g->lhs[r]];
             for (int i = 0; ok && i < g->rhs_len[r]; i++) ok = prod[g->rhs[g->rhs_off[r] + i]];
             if (!ok) continue;
-            lhs = g->lhs[r], len = g->rhs_len[r], rhs = g->rhs + g->rhs_off[r];
+            lhs = g->lhs[r], len = g->rhs_len[r], rhs = len ? g->rhs + g->rhs_off[r] : NULL; /* no rhs array when every rule is empty */
         } else {
             lhs = n - 1, len = 1, rhs = &g->start;
         }
