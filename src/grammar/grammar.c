@@ -262,27 +262,11 @@ static int exactly(gr_grammar *g, int sym, int n) {
     return acc;
 }
 
-/* 0..n copies (n >= 1) */
+/* 0..n copies (n >= 1): n copies of (sym | empty) */
 static int up_to(gr_grammar *g, int sym, int n) {
-    int pw = named_nt(g, "opt"); /* 0..2^k */
-    if (pw < 0 || gr_rule(g, pw, &sym, 1) || gr_rule(g, pw, NULL, 0)) return -1;
-    int acc = -1;
-    for (unsigned k = (unsigned)n;; k >>= 1) {
-        if (k & 1) {
-            if (acc < 0) {
-                acc = pw;
-            } else {
-                int t = named_nt(g, "upto");
-                if (t < 0 || rule2(g, t, acc, pw)) return -1;
-                acc = t;
-            }
-        }
-        if (k <= 1) break;
-        int t = named_nt(g, "optpow");
-        if (t < 0 || rule2(g, t, pw, pw)) return -1;
-        pw = t;
-    }
-    return acc;
+    int opt = named_nt(g, "opt");
+    if (opt < 0 || gr_rule(g, opt, &sym, 1) || gr_rule(g, opt, NULL, 0)) return -1;
+    return exactly(g, opt, n);
 }
 
 int gr_repeat(gr_grammar *g, int sym, int min, int max) {
