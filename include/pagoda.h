@@ -272,6 +272,9 @@ typedef struct {
                                        token, none of the prompt (OpenAI semantics); n > 0: the last n
                                        tokens of prompt + generation (llama.cpp's repeat-last-n, as
                                        `pagoda run` counts); -1: all of prompt + generation */
+    struct pagoda_grammar *grammar; /* constrained decoding (pagoda_grammar_compile, same model):
+                                       every choice's text is a sentence of it; the engine holds a
+                                       reference until the request is done. NULL: free text */
 } pagoda_request;
 #define PAGODA_MAX_LOGIT_BIAS 1024
 void pagoda_request_default(pagoda_request *r);
@@ -366,6 +369,51 @@ void pagoda_system_get_info(pagoda_system_info *s);
  * decoding: every weight byte is read once per token. */
 double pagoda_membw_read_gbs(size_t bytes, int32_t n_threads, double seconds);
 
+/* ===== Constrained decoding (structured output): append-only ===== */
+
+/* A grammar compiled for one model's vocabulary, shared (reference-counted, immutable) by every
+ * request that uses it. Compile on a thread of your own (it may take milliseconds for a large
+ * schema); bounded in time and memory for hostile input. */
+typedef struct pagoda_grammar pagoda_grammar;
+typedef enum {
+    PAGODA_GRAMMAR_JSON_SCHEMA = 1, /* text: a JSON Schema (draft 2020-12 keywords; a keyword that
+                                       cannot be honoured is an error naming it) */
+    PAGODA_GRAMMAR_JSON_OBJECT = 2, /* any JSON object (OpenAI json_object mode); text ignored */
+    PAGODA_GRAMMAR_REGEX = 3,       /* text: a regular expression (ECMAScript subset), whole output */
+    PAGODA_GRAMMAR_CHOICE = 4,      /* text: a JSON array of strings, the output is one of them */
+    PAGODA_GRAMMAR_GBNF = 5,        /* text: llama.cpp's GBNF (start rule `root`) */
+} pagoda_grammar_kind;
+typedef struct {
+    pagoda_grammar_kind kind;
+    const char *text;
+    size_t len;               /* 0: strlen(text) */
+    int whitespace_flexible;  /* JSON kinds: 0 (default) compact JSON (",", ":" and no other
+                                 whitespace); 1: JSON whitespace allowed between tokens */
+    const char *prefix;       /* literal text before the grammar's sentence (NULL: none), e.g. a
+                                 tool-call opening tag; suffix likewise after it */
+    const char *suffix;
+} pagoda_grammar_spec;
+/* PAGODA_ERR_INVALID with a message naming the problem (unsupported keyword, bad pattern, line and
+ * column of a GBNF error, unsatisfiable grammar, limits passed). m needs a tokenizer. */
+pagoda_status pagoda_grammar_compile(pagoda_model *m, const pagoda_grammar_spec *s, pagoda_grammar **out);
+pagoda_grammar *pagoda_grammar_ref(pagoda_grammar *g); /* one more reference; returns g */
+void pagoda_grammar_unref(pagoda_grammar *g);          /* frees at the last one; NULL is a no-op */
+
+/* A matcher walks one output through a grammar (the engine makes its own per choice; this one is
+ * for tools, benchmarks and callers that sample themselves). Masks are bitsets over the model's
+ * vocabulary: bit t of word t/32 set = token t allowed; mask has (n_vocab + 31) / 32 words. */
+typedef struct pagoda_grammar_matcher pagoda_grammar_matcher;
+pagoda_status pagoda_grammar_matcher_create(pagoda_grammar *g, pagoda_grammar_matcher **out);
+void pagoda_grammar_matcher_destroy(pagoda_grammar_matcher *m);
+/* Number of tokens allowed (0: nothing can follow). */
+int32_t pagoda_grammar_matcher_mask(pagoda_grammar_matcher *m, uint32_t *mask);
+/* PAGODA_ERR_INVALID if the token is not allowed (the matcher is unchanged). */
+pagoda_status pagoda_grammar_matcher_accept(pagoda_grammar_matcher *m, int32_t token);
+pagoda_status pagoda_grammar_matcher_rollback(pagoda_grammar_matcher *m, int32_t n_tokens);
+int pagoda_grammar_matcher_can_end(const pagoda_grammar_matcher *m); /* 1: eos allowed now */
+int pagoda_grammar_matcher_is_done(const pagoda_grammar_matcher *m); /* 1: only the end can follow */
+/* Why the last mask may be incomplete ("" when exact): work refused on a hostile grammar. */
+const char *pagoda_grammar_matcher_error(const pagoda_grammar_matcher *m);
 
 #ifdef __cplusplus
 }

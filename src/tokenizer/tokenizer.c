@@ -59,6 +59,18 @@ const char *tok_piece(const pg_tokenizer *t, int32_t id, size_t *len) {
     return t->piece[id];
 }
 
+const char *tok_token_bytes(const pg_tokenizer *t, int32_t id, size_t *len, bool *special) {
+    if (id < 0 || id >= t->n_vocab) {
+        if (len) *len = 0;
+        if (special) *special = true;
+        return NULL;
+    }
+    uint8_t ty = t->type[id];
+    if (special) *special = ty == TOK_T_CONTROL || ty == TOK_T_UNKNOWN || ty == TOK_T_UNUSED || ty == TOK_T_UNDEF;
+    if (len) *len = t->text[id] ? t->text_len[id] : t->piece_len[id];
+    return t->text[id] ? t->text[id] : t->piece[id];
+}
+
 typedef struct {
     const pg_tokenizer *t;
     tok_work *w;

@@ -46,6 +46,12 @@ pagoda_status tok_encode_masked(const pg_tokenizer *t, const char *text, size_t 
 /* The raw piece of a token as stored in the vocabulary (e.g. "Ġhello", "▁the", "<0x0A>"). */
 const char *tok_piece(const pg_tokenizer *t, int32_t id, size_t *len);
 
+/* The bytes token id adds to the text, as the grammar engine sees it: decoded (byte-level
+ * unmapped, SentencePiece "▁" as a space, <0xXX> as its byte), without the leading-space strip
+ * that tok_decode applies to a text's first token. NULL (*len 0) if id is out of range.
+ * *special (may be NULL): 1 for a token that is never text (control, unknown, unused). */
+const char *tok_token_bytes(const pg_tokenizer *t, int32_t id, size_t *len, bool *special);
+
 /* Decodes ids to text (malloc'd, NUL-terminated, *len excludes the NUL). skip_special drops
  * control tokens. Bytes are returned as the tokens give them, even if not valid UTF-8. */
 pagoda_status tok_decode(const pg_tokenizer *t, const int32_t *ids, size_t n, bool skip_special, char **text,
