@@ -91,6 +91,14 @@ static int is_stop_token(const request *r, int32_t t) {
 
 int engine_emit_token(pagoda_engine *e, choice *ch, int32_t t, int32_t pos, const pick *pk, int last) {
     request *r = ch->r;
+    if (t == -2) { /* the grammar allowed no token */
+        const char *why = ch->gm ? gr_matcher_error(ch->gm) : "";
+        pg_log(PAGODA_LOG_ERROR, "request %llu: the grammar allows no token here%s%s", (unsigned long long)r->id,
+               why[0] ? ": " : "", why);
+        engine_finish_choice(e, ch, PAGODA_FINISH_ERROR,
+                             why[0] ? why : "the grammar allows no token here (the output cannot go on)", 0);
+        return 1;
+    }
     if (t < 0) { /* the sampler found no token: the logits row was not finite */
         pg_log(PAGODA_LOG_ERROR, "request %llu: the model produced NaN or infinite logits", (unsigned long long)r->id);
         engine_finish_choice(e, ch, PAGODA_FINISH_ERROR,
@@ -125,8 +133,8 @@ int engine_emit_token(pagoda_engine *e, choice *ch, int32_t t, int32_t pos, cons
         return 1;
     }
     engine_emit(ch, out, n_out, t, PAGODA_FINISH_NONE, NULL, k ? pk->top_lp : NULL, k ? pk->top_tok : NULL, k, lp);
-    if (stopped) {
-        engine_finish_choice(e, ch, PAGODA_FINISH_STOP, NULL, 0);
+    if (stopped || (ch->g_done_at && ch->n_generated >= ch->g_done_at)) { /* a stop string, or the grammar is complete */
+        engine_finish_choice(e, ch, PAGODA_FINISH_STOP, NULL, !stopped);
     } else if (ch->n_generated >= r->max_tokens || pos + 1 >= e->max_model_len) {
         /* pos + 1 tokens before t: the sequence would hold pos + 2 with t, one past the last
          * position the context allows to be computed */

@@ -8,6 +8,7 @@
  *   fork.c        n > 1: a request's choices fork off its prompt's sequence
  *   emit.c        token and finish events: detokenization, stop strings, lengths
  *   logits_proc.c the logits processor chain (logit_bias, penalties, masks)
+ *   constrain.c   constrained decoding: a grammar matcher per choice, its mask step
  *   runner_forward.c the default runner (engine/runner.h) over the forward pass
  * Threads: see engine.c. */
 #ifndef PG_ENGINE_ENGINE_INTERNAL_H
@@ -20,6 +21,7 @@
 #include "engine/runner.h"
 #include "engine/sampler.h"
 #include "engine/stop.h"
+#include "grammar/matcher.h"
 #include "kv/block_pool.h"
 #include "pagoda.h"
 #include "sched/scheduler.h"
@@ -41,7 +43,12 @@ typedef struct {
     int32_t index;
     sched_seq *seq;          /* NULL before its fork exists and after it finishes */
     pg_sampler *sampler;
-    lp_chain chain;          /* logits processors, in order: logit_bias, penalties */
+    lp_chain chain;          /* logits processors, in order: logit_bias, penalties, grammar mask */
+    gr_matcher *gm;          /* the request's grammar, this choice's walk (NULL: free text) */
+    uint32_t *gmask;         /* [(n_vocab + 31) / 32] its last mask */
+    int32_t g_accepted;      /* tokens the matcher took */
+    int32_t g_done_at;       /* > 0: after this many tokens only the end can follow */
+    int g_dead;              /* the last mask allowed nothing: the choice cannot go on */
     tok_stream *detok;
     stop_matcher stop;
     int32_t n_generated;
@@ -167,6 +174,13 @@ int engine_plan_wants_ids(const pagoda_engine *e, const sched_plan *plan);
 /* The sample stage: every sequence with sampling rows (except requests about to fork) gets its
  * tokens, drafts verified: n_acc[i] tokens in picks[srow[i] ...]. In parallel over sequences. */
 void engine_sample_stage(pagoda_engine *e, const sched_plan *plan);
+
+/* constrain.c */
+/* A matcher and mask step for ch when its request has a grammar (no-op otherwise). */
+pagoda_status engine_constrain_init(pagoda_engine *e, choice *ch);
+/* Advances ch's matcher by the drawn token. */
+void engine_constrain_accept(pagoda_engine *e, choice *ch, int32_t token);
+void engine_constrain_free(choice *ch);
 
 /* fork.c */
 /* The prompt of r (sequence q, logits row `row`) is done: its other choices fork off q, and each

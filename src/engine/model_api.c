@@ -95,6 +95,7 @@ pagoda_status pagoda_model_load(const char *path, pagoda_model **out) {
 
 void pagoda_model_free(pagoda_model *pm) {
     if (!pm) return;
+    gr_vocab_free(pm->gvocab);
     tok_free(pm->tok);
     model_free(pm->m);
     gguf_close(pm->vocab_gguf);

@@ -3,6 +3,7 @@
 #define PG_ENGINE_MODEL_API_H
 
 #include "format/gguf.h"
+#include "grammar/matcher.h"
 #include "model/model.h"
 #include "pagoda.h"
 #include "tokenizer/tokenizer.h"
@@ -13,6 +14,10 @@ struct pagoda_model {
     gguf_file *vocab_gguf;   /* vocab-only models: the GGUF the tokenizer reads from (owned) */
     int32_t fim_prefix, fim_suffix, fim_middle;
     int64_t n_params;
+    gr_vocab *gvocab;        /* the vocabulary as the grammar engine sees it, built on first use */
 };
+
+/* pm's grammar vocabulary (built once, thread-safe); NULL with the error set on failure. */
+const gr_vocab *model_grammar_vocab(pagoda_model *pm);
 
 #endif

@@ -21,6 +21,11 @@ void engine_pick_token(pagoda_engine *e, choice *ch, const float *row, pg_sample
         return;
     }
     const float *x = lp_chain_run(&ch->chain, row, V, sampler_ws_scratch(ws));
+    if (ch->g_dead) { /* the grammar allows no token: the emit stage ends the choice */
+        out->token = -2;
+        out->lp = 0;
+        return;
+    }
     out->token = sampler_draw_ws(ch->sampler, x, ws);
     /* logprobs are those of the model's distribution with the request's logit_bias added (as the
      * OpenAI API reports them: a banned token's logprob falls by the bias), before penalties and
@@ -37,6 +42,7 @@ void engine_pick_token(pagoda_engine *e, choice *ch, const float *row, pg_sample
         out->lp = sampler_logprobs(lrow, V, out->token, k, out->top_tok, out->top_lp);
     }
     sampler_accept(ch->sampler, out->token);
+    engine_constrain_accept(e, ch, out->token);
 }
 
 /* true if a choice's next token is the plain argmax of the raw row (no processors, no

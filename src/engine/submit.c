@@ -7,6 +7,7 @@
 
 #include "core/log.h"
 #include "engine/engine_internal.h"
+#include "engine/grammar_api.h"
 
 void engine_free_request(request *r) {
     if (!r) return;
@@ -14,7 +15,9 @@ void engine_free_request(request *r) {
         sampler_destroy(r->choices[i].sampler);
         tok_stream_destroy(r->choices[i].detok);
         stop_free(&r->choices[i].stop);
+        engine_constrain_free(&r->choices[i]);
     }
+    pagoda_grammar_unref(r->p.grammar);
     lp_bias_free(&r->bias);
     free(r->choices), free(r->prompt), free(r->stop_tokens), free(r);
 }
@@ -70,6 +73,14 @@ static pagoda_status make_request(pagoda_engine *e, const pagoda_request *p, req
     if (!r) return pg_fail(PAGODA_ERR_NOMEM, "out of memory");
     r->p = *p;
     r->p.stop = NULL, r->p.stop_token_ids = NULL, r->p.prompt = NULL, r->p.prompt_tokens = NULL, r->p.logit_bias = NULL;
+    r->p.grammar = NULL;
+    if (p->grammar) {
+        if (p->grammar->n_vocab > e->n_vocab || (e->pm && p->grammar->model != e->pm)) {
+            st = pg_fail(PAGODA_ERR_INVALID, "the grammar was compiled for another model");
+            goto fail;
+        }
+        r->p.grammar = pagoda_grammar_ref(p->grammar);
+    }
     if ((st = lp_bias_init(&r->bias, p->logit_bias, p->n_logit_bias, e->n_vocab))) goto fail;
     if (p->prompt && !e->tok) {
         st = pg_fail(PAGODA_ERR_INVALID, "this model has no tokenizer: send the prompt as token ids");
@@ -152,7 +163,8 @@ static pagoda_status make_request(pagoda_engine *e, const pagoda_request *p, req
             for (int32_t j = 0; j < r->n_prompt; j++) sampler_accept(ch->sampler, r->prompt[j]);
         /* the logits processors, in order: logit_bias first, then the penalties */
         if ((r->bias.n && (st = lp_chain_add(&ch->chain, lp_bias_apply, &r->bias))) ||
-            (sampler_penalties_on(ch->sampler) && (st = lp_chain_add(&ch->chain, penalties_step, ch->sampler))))
+            (sampler_penalties_on(ch->sampler) && (st = lp_chain_add(&ch->chain, penalties_step, ch->sampler))) ||
+            (st = engine_constrain_init(e, ch)))
             goto fail;
     }
     r->n_live = p->n;

@@ -205,6 +205,8 @@ int gr_set_start(gr_grammar *g, int nt) {
     return 0;
 }
 
+int gr_start(const gr_grammar *g) { return g ? g->start : -1; }
+
 int gr_set_skip(gr_grammar *g, const char *pattern, size_t n) {
     if (!g || g->err[0]) return -1;
     free(g->skip);

@@ -36,6 +36,7 @@ int gr_regex(gr_grammar *g, const char *pattern, size_t n);
 /* Adds the alternative lhs -> rhs[0] rhs[1] ... rhs[n-1] (n = 0: empty). 0 ok, -1 error. */
 int gr_rule(gr_grammar *g, int lhs, const int *rhs, int n);
 int gr_set_start(gr_grammar *g, int nonterminal);
+int gr_start(const gr_grammar *g); /* -1: unset */
 /* Text allowed (and ignored) between any two lexemes, as a regular expression; NULL: none. */
 int gr_set_skip(gr_grammar *g, const char *pattern, size_t n);
 

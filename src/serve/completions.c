@@ -416,11 +416,30 @@ static enum MHD_Result start(http_req *hr) {
         return send_error(hr, 503, "server_error", NULL, "shutting_down", "The server is shutting down.");
 
     enum MHD_Result ret = MHD_NO;
+    pagoda_grammar *grammar = NULL;
+    if (q->constraint.kind) { /* structured output: compiled (or found in the cache) before anything runs */
+        pagoda_grammar_spec spec = {.kind = (pagoda_grammar_kind)q->constraint.kind,
+                                    .text = q->constraint.text,
+                                    .len = q->constraint.len,
+                                    .whitespace_flexible = q->constraint.whitespace_flexible};
+        pagoda_status gst = grammar_cache_get(s->grammars, &spec, &grammar);
+        if (gst == PAGODA_ERR_INVALID)
+            return send_error(hr, 400, "invalid_request_error", q->constraint.field, NULL, "'%s': %s", q->constraint.field,
+                              pagoda_last_error());
+        if (gst) return send_error(hr, 500, "server_error", NULL, NULL, "%s", pagoda_last_error());
+        q->pr.grammar = grammar;
+    }
     int32_t *ids = NULL;
-    if (build_prompt(hr, g, &ids, &ret)) return ret;
+    if (build_prompt(hr, g, &ids, &ret)) {
+        pagoda_grammar_unref(grammar);
+        q->pr.grammar = NULL;
+        return ret;
+    }
     if (q->echo) make_echo(s, g);
     if (!(g->choices = calloc((size_t)q->pr.n, sizeof *g->choices))) {
         free(ids);
+        pagoda_grammar_unref(grammar);
+        q->pr.grammar = NULL;
         return send_error(hr, 500, "server_error", NULL, NULL, "out of memory");
     }
     g->n_choices = q->pr.n;
@@ -437,6 +456,8 @@ static enum MHD_Result start(http_req *hr) {
     }
     pagoda_status st = req_submit(hr, &q->pr, q->stream);
     free(ids); /* the engine copied the prompt */
+    pagoda_grammar_unref(grammar); /* the engine holds its own reference */
+    q->pr.grammar = NULL;
     q->pr.prompt_tokens = NULL;
     if (st) {
         oa_buf_free(&hr->out);

@@ -389,6 +389,12 @@ static int parse_field(ctx *c, const char *key, json_t *v) {
     const int chat = r->kind == OA_CHAT;
     long long x;
     if (is_any(key, k_ignored)) return 0;
+    int so = so_parse_field(key, v, &r->constraint, c->err->param, sizeof c->err->param, c->err->message,
+                            sizeof c->err->message);
+    if (so <= 0) {
+        if (so < 0) c->err->status = 400, c->err->type = "invalid_request_error";
+        return so;
+    }
     if (!strcmp(key, "model")) {
         if (!json_is_string(v)) return bad_type(c, key, "a string", v);
         if (!(r->model = dup_str(json_string_value(v), json_string_length(v)))) return nomem(c);
@@ -494,12 +500,6 @@ static int parse_field(ctx *c, const char *key, json_t *v) {
         if (!strcmp(key, "parallel_tool_calls")) {
             int b;
             return get_bool(c, key, v, &b);
-        }
-        if (!strcmp(key, "response_format")) {
-            if (!json_is_object(v)) return bad_type(c, key, "an object", v);
-            const json_t *t = json_object_get(v, "type");
-            if (json_is_string(t) && !strcmp(json_string_value(t), "text")) return 0;
-            return unsupported(c, key, "only {\"type\": \"text\"} is accepted");
         }
         if (!strcmp(key, "modalities")) {
             if (!json_is_array(v)) return bad_type(c, key, "an array", v);
@@ -613,6 +613,7 @@ void oa_request_free(oa_request *r) {
     free(r->messages_json);
     free(r->tools_json);
     free(r->logit_bias);
+    so_constraint_free(&r->constraint);
     for (int32_t i = 0; i < r->pr.n_stop && i < OA_MAX_STOP; i++) free(r->stop[i]);
     memset(r, 0, sizeof *r);
 }

@@ -10,6 +10,7 @@
 #include <stdint.h>
 
 #include "pagoda.h"
+#include "serve/structured_request.h"
 
 typedef enum { OA_COMPLETIONS = 0, OA_CHAT = 1 } oa_kind;
 
@@ -52,6 +53,7 @@ typedef struct {
                                      default), 0 or 1 */
 
     int stream, include_usage;
+    so_constraint constraint;  /* structured output (kind 0: none) */
 
     /* storage behind pr's pointers */
     char *stop[OA_MAX_STOP];                       /* owned [pr.n_stop] */

@@ -338,6 +338,7 @@ pagoda_status serve_create(pagoda_model *m, pagoda_engine *e, const serve_config
                             .head_timeout_s = s->cfg.request_head_timeout_s,
                             .body_timeout_s = s->cfg.request_body_timeout_s};
     if (!(s->guard = conn_guard_create(&gc))) goto fail;
+    if (!(s->grammars = grammar_cache_new(m, 64))) goto fail;
     s->started = (int64_t)time(NULL);
     if (getrandom(&s->id_nonce, sizeof s->id_nonce, GRND_NONBLOCK) != (ssize_t)sizeof s->id_nonce)
         s->id_nonce = (uint64_t)time(NULL) * 0x9E3779B97F4A7C15ull ^ (uint64_t)getpid();
@@ -460,6 +461,7 @@ void serve_destroy(pg_server *s) {
     pthread_mutex_destroy(&s->live_mu);
     pthread_cond_destroy(&s->watchdog_cv);
     metrics_destroy(s->metrics);
+    grammar_cache_free(s->grammars);
     if (s->api_keys)
         for (int i = 0; i < s->cfg.n_api_keys; i++) free(s->api_keys[i]);
     free(s->api_keys);

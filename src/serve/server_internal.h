@@ -10,6 +10,7 @@
 
 #include "pagoda.h"
 #include "serve/conn_guard.h"
+#include "serve/grammar_cache.h"
 #include "serve/metrics.h"
 #include "serve/server.h"
 
@@ -23,6 +24,7 @@ struct pg_server {
     char *host, *name, *model_path;
     char **api_keys;
     struct MHD_Daemon *daemon;
+    grammar_cache *grammars; /* compiled structured-output grammars by request text */
     conn_guard *guard;     /* request deadlines and connection limits (see conn_guard.h) */
     int listen_fd;         /* after MHD_quiesce_daemon: closed once the daemon has stopped */
     int port;
