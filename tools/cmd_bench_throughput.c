@@ -36,22 +36,36 @@ static void usage(void) {
             "  --dataset PATH       prompts from a JSONL file (\"prompt\" or \"text\" per line, .gz ok;\n"
             "                       'humaneval': ../shared/data/HumanEval.jsonl.gz) instead of random\n"
             "                       tokens; the IN of --lens is then ignored and the mean is shown\n"
+            "  --json-schema FILE   structured output: every row also runs with each request constrained\n"
+            "                       by this JSON Schema, next to the same row free (alternated)\n"
+            "  --regex PATTERN      the same with a regular expression\n"
+            "  --gbnf FILE          the same with a GBNF grammar\n"
             "  --json PATH          also write the rows as JSON\n"
             "  --svg PATH           plot: tokens/s against concurrent requests, a line per length pair\n");
 }
 
 typedef struct {
     int32_t generated, first_tokens, done, n_requests;
+    double ttft_sum;     /* seconds from submit to first token, summed over requests */
+    double *t_submit;    /* [n_requests] */
     double t_last_first; /* when the last request got its first token */
     int32_t gen_at_last_first;
     int32_t failed;      /* requests that ended with an error */
     char error[256];     /* the first error */
 } progress;
 
+/* the request's slot: user points at p->t_submit[k] */
+typedef struct {
+    progress *p;
+    int32_t k;
+} req_slot;
+
 static void on_event(const pagoda_event *ev, void *user) {
-    progress *p = user;
+    req_slot *rs = user;
+    progress *p = rs->p;
     if (ev->token >= 0) {
         p->generated++;
+        if (ev->n_completion_tokens == 1) p->ttft_sum += pg_now_s() - p->t_submit[rs->k];
         if (ev->n_completion_tokens == 1 && ++p->first_tokens == p->n_requests) {
             p->t_last_first = pg_now_s();
             p->gen_at_last_first = p->generated;
@@ -116,15 +130,21 @@ typedef struct {
 
 typedef struct {
     int32_t in_len, out_len, conc, n_req;
-    double seconds, req_s, out_tok_s, decode_tok_s, total_tok_s;
+    int constrained;  /* requests carry the grammar */
+    double seconds, req_s, out_tok_s, decode_tok_s, total_tok_s, ttft_ms;
     double host_ms; /* per engine step, outside the forward pass (scheduling, sampling, events) */
 } row;
 
 static int run_row(pagoda_engine *e, int32_t V, row *r, uint64_t *seed, dataset *ds, int32_t max_len,
-                   const sampling_opts *so) {
+                   const sampling_opts *so, pagoda_grammar *grammar) {
     progress p = {.n_requests = r->n_req};
     int32_t *prompt = malloc(sizeof(int32_t) * ((size_t)r->in_len + 1));
-    if (!prompt) return 1;
+    req_slot *slots = malloc(sizeof *slots * (size_t)r->n_req);
+    p.t_submit = malloc(sizeof(double) * (size_t)r->n_req);
+    if (!prompt || !slots || !p.t_submit) {
+        free(prompt), free(slots), free(p.t_submit);
+        return 1;
+    }
     int64_t prompt_tokens = 0;
     int32_t submitted = 0, live = 0;
     pagoda_engine_stats s0, s1;
@@ -152,9 +172,12 @@ static int run_row(pagoda_engine *e, int32_t V, row *r, uint64_t *seed, dataset 
             q.ignore_eos = 1;
             q.sampling.temperature = so->temperature, q.sampling.top_p = so->top_p, q.sampling.top_k = (int32_t)so->top_k;
             q.sampling.seed = submitted + 1;
-            q.on_event = on_event, q.user = &p;
+            if (r->constrained) q.grammar = grammar;
+            slots[submitted] = (req_slot){&p, submitted};
+            p.t_submit[submitted] = pg_now_s();
+            q.on_event = on_event, q.user = &slots[submitted];
             if (pagoda_engine_submit(e, &q, NULL)) {
-                free(prompt);
+                free(prompt), free(slots), free(p.t_submit);
                 return cli_error("submit");
             }
             submitted++;
@@ -163,7 +186,8 @@ static int run_row(pagoda_engine *e, int32_t V, row *r, uint64_t *seed, dataset 
     }
     double t1 = pg_now_s();
     pagoda_engine_get_stats(e, &s1);
-    free(prompt);
+    free(prompt), free(slots), free(p.t_submit);
+    r->ttft_ms = p.first_tokens ? 1e3 * p.ttft_sum / p.first_tokens : 0;
     if (p.failed) { /* a figure over failed requests would mean nothing */
         fprintf(stderr, "pagoda: %d of %d requests failed: %s\n", p.failed, r->n_req, p.error);
         return 1;
@@ -234,6 +258,7 @@ static void write_svg(const char *path, const char *model, const row *rows, int 
 
 int cmd_bench_throughput(int argc, char **argv) {
     const char *model = NULL, *json_path = NULL, *lens = "128/128", *conc_list = "1,8,32", *dataset_path = NULL, *svg_path = NULL;
+    const char *schema_path = NULL, *regex = NULL, *gbnf_path = NULL;
     long n_req = 0, threads = 0, max_batch = 256, seed_opt = 1, reps = 1;
     uint64_t kv_mem = 0;
     int kv_type = PAGODA_DTYPE_F32;
@@ -260,6 +285,9 @@ int cmd_bench_throughput(int argc, char **argv) {
         else if (!strcmp(a, "--kv-mem")) bad = cli_size(a, v, &kv_mem);
         else if (!strcmp(a, "--kv-type")) bad = cli_kv_type(a, v, &kv_type), dev.kv_type_given = 1;
         else if (!strcmp(a, "--json")) json_path = v;
+        else if (!strcmp(a, "--json-schema")) schema_path = v;
+        else if (!strcmp(a, "--regex")) regex = v;
+        else if (!strcmp(a, "--gbnf")) gbnf_path = v;
         else if (!strcmp(a, "--dataset")) dataset_path = v;
         else if (!strcmp(a, "--svg")) svg_path = v;
         else { fprintf(stderr, "pagoda bench throughput: unknown option '%s'\n", a); usage(); return 2; }
@@ -299,8 +327,41 @@ int cmd_bench_throughput(int argc, char **argv) {
     c.max_seqs = max_conc;
     c.kv_dtype = (pagoda_dtype)kv_type;
     cli_device_apply(&dev, &c);
+    pagoda_grammar *grammar = NULL;
+    double compile_ms = 0;
+    if (!!schema_path + !!regex + !!gbnf_path > 1) {
+        fprintf(stderr, "pagoda: give at most one of --json-schema, --regex, --gbnf\n");
+        dataset_free(&ds);
+        pagoda_model_free(pm);
+        return 2;
+    }
+    if (schema_path || regex || gbnf_path) {
+        char *text = NULL;
+        size_t len = 0;
+        if (!regex && jsonl_read_file(schema_path ? schema_path : gbnf_path, (size_t)16 << 20, &text, &len)) {
+            dataset_free(&ds);
+            pagoda_model_free(pm);
+            return 1;
+        }
+        pagoda_grammar_spec spec = {.kind = schema_path ? PAGODA_GRAMMAR_JSON_SCHEMA : regex ? PAGODA_GRAMMAR_REGEX : PAGODA_GRAMMAR_GBNF,
+                                    .text = regex ? regex : text, .len = regex ? strlen(regex) : len};
+        double tc = pg_now_s();
+        pagoda_status gs = pagoda_grammar_compile(pm, &spec, &grammar);
+        compile_ms = 1e3 * (pg_now_s() - tc);
+        free(text);
+        if (gs) {
+            cli_error("grammar");
+            dataset_free(&ds);
+            pagoda_model_free(pm);
+            return 1;
+        }
+        fprintf(stderr, "pagoda: grammar compiled in %.2f ms\n", compile_ms);
+    }
+    /* twins run the same prompts: the second must not find the first's KV in the prefix cache */
+    if (grammar) c.prefix_caching = 0;
     pagoda_engine *e;
     if (pagoda_engine_create(pm, &c, &e)) {
+        pagoda_grammar_unref(grammar);
         dataset_free(&ds);
         pagoda_model_free(pm);
         return cli_error("engine");
@@ -314,7 +375,7 @@ int cmd_bench_throughput(int argc, char **argv) {
     uint64_t seed = (uint64_t)seed_opt;
     { /* warm-up: page in weights and scratch, settle the thread pool */
         row w = {.in_len = 16, .out_len = 4, .conc = 1, .n_req = 1};
-        if (run_row(e, info.n_vocab, &w, &seed, NULL, st.max_model_len, &so)) goto fail;
+        if (run_row(e, info.n_vocab, &w, &seed, NULL, st.max_model_len, &so, NULL)) goto fail;
     }
     row rows[256];
     int n_rows = 0;
@@ -329,27 +390,39 @@ int cmd_bench_throughput(int argc, char **argv) {
                 continue;
             }
             n_rows++;
+            if (grammar && n_rows < 256) { /* its constrained twin, right after it */
+                rows[n_rows] = *r;
+                rows[n_rows++].constrained = 1;
+            }
         }
     /* repetitions go round all rows, so a slow spell of a shared machine hits every row alike */
-    enum { NS = 5 }; /* figures kept per repetition */
+    enum { NS = 6 }; /* figures kept per repetition */
     double *samples = calloc((size_t)n_rows * (size_t)reps * NS, sizeof(double));
     if (!samples) goto fail;
     for (long rep = 0; rep < reps; rep++)
         for (int i = 0; i < n_rows; i++) {
-            row x = rows[i];
-            fprintf(stderr, "\rrepetition %ld/%ld: %d/%d x %d      ", rep + 1, reps, x.in_len, x.out_len, x.conc);
-            if (run_row(e, info.n_vocab, &x, &seed, &ds, st.max_model_len, &so)) {
+            /* twins alternate which goes first, and see the same prompts */
+            int j = grammar && rep % 2 ? i ^ 1 : i;
+            row x = rows[j];
+            uint64_t row_seed = seed + 0x9E3779B97F4A7C15ull * (uint64_t)(rep * 1000 + (grammar ? j / 2 : j) + 1);
+            fprintf(stderr, "\rrepetition %ld/%ld: %d/%d x %d%s      ", rep + 1, reps, x.in_len, x.out_len, x.conc,
+                    x.constrained ? " constrained" : "");
+            if (run_row(e, info.n_vocab, &x, &row_seed, &ds, st.max_model_len, &so, grammar)) {
                 free(samples);
                 goto fail;
             }
-            double *smp = samples + ((size_t)i * (size_t)reps + (size_t)rep) * NS;
+            double *smp = samples + ((size_t)j * (size_t)reps + (size_t)rep) * NS;
             smp[0] = x.seconds, smp[1] = x.out_tok_s, smp[2] = x.decode_tok_s, smp[3] = x.total_tok_s, smp[4] = x.host_ms;
-            if (dataset_path) rows[i].in_len = x.in_len;
+            smp[5] = x.ttft_ms;
+            if (dataset_path) rows[j].in_len = x.in_len;
         }
     fprintf(stderr, "\n");
-    printf("| %6s | %6s | %5s | %5s | %8s | %10s | %10s | %10s | %10s | %12s |\n", "input", "output", "conc", "reqs", "seconds",
-           "req/s", "out tok/s", "decode t/s", "total t/s", "host ms/step");
-    printf("|-------:|-------:|------:|------:|---------:|-----------:|-----------:|-----------:|-----------:|-------------:|\n");
+    const char *gname = schema_path ? "json_schema" : regex ? "regex" : "gbnf";
+    if (grammar) printf("grammar compiled in %.2f ms (not in the rows: compiled once, as the server's cache does)\n\n", compile_ms);
+    printf("| %6s | %6s | %5s | %5s |%s %8s | %10s | %10s | %10s | %10s | %9s | %12s |\n", "input", "output", "conc", "reqs",
+           grammar ? " grammar     |" : "", "seconds", "req/s", "out tok/s", "decode t/s", "total t/s", "TTFT ms", "host ms/step");
+    printf("|-------:|-------:|------:|------:|%s---------:|-----------:|-----------:|-----------:|-----------:|----------:|-------------:|\n",
+           grammar ? ":------------|" : "");
     for (int i = 0; i < n_rows; i++) {
         row *r = &rows[i];
         /* the repetition of median duration gives all the row's figures, so they agree */
@@ -362,10 +435,19 @@ int cmd_bench_throughput(int argc, char **argv) {
             if (!pick || fabs(smp[0] - med) < fabs(pick[0] - med)) pick = smp;
         }
         r->seconds = pick[0], r->out_tok_s = pick[1], r->decode_tok_s = pick[2], r->total_tok_s = pick[3];
-        r->host_ms = pick[4];
+        r->host_ms = pick[4], r->ttft_ms = pick[5];
         r->req_s = r->n_req / r->seconds;
-        printf("| %6d | %6d | %5d | %5d | %8.2f | %10.2f | %10.1f | %10.1f | %10.1f | %12.3f |\n", r->in_len, r->out_len,
-               r->conc, r->n_req, r->seconds, r->req_s, r->out_tok_s, r->decode_tok_s, r->total_tok_s, r->host_ms);
+        char gcol[32] = "";
+        if (grammar) snprintf(gcol, sizeof gcol, " %-11s |", r->constrained ? gname : "-");
+        printf("| %6d | %6d | %5d | %5d |%s %8.2f | %10.2f | %10.1f | %10.1f | %10.1f | %9.2f | %12.3f |\n", r->in_len,
+               r->out_len, r->conc, r->n_req, gcol, r->seconds, r->req_s, r->out_tok_s, r->decode_tok_s, r->total_tok_s,
+               r->ttft_ms, r->host_ms);
+        if (grammar && r->constrained && i > 0) { /* against its free twin */
+            const row *f = &rows[i - 1];
+            printf("|        |        |       |       | ratio       |          |            | %9.3fx | %9.3fx |            | %8.3fx |              |\n",
+                   f->out_tok_s > 0 ? r->out_tok_s / f->out_tok_s : 0, f->decode_tok_s > 0 ? r->decode_tok_s / f->decode_tok_s : 0,
+                   f->ttft_ms > 0 ? r->ttft_ms / f->ttft_ms : 0);
+        }
     }
     free(samples);
     pagoda_engine_get_stats(e, &st);
@@ -373,23 +455,25 @@ int cmd_bench_throughput(int argc, char **argv) {
     if (json_path) {
         json_t *arr = json_array();
         for (int i = 0; i < n_rows; i++)
-            json_array_append_new(arr, json_pack("{s:i, s:i, s:i, s:i, s:f, s:f, s:f, s:f, s:f, s:f}", "input_len", rows[i].in_len,
+            json_array_append_new(arr, json_pack("{s:i, s:i, s:i, s:i, s:b, s:f, s:f, s:f, s:f, s:f, s:f, s:f}", "input_len", rows[i].in_len,
                                                  "output_len", rows[i].out_len, "concurrency", rows[i].conc, "requests",
-                                                 rows[i].n_req, "seconds", rows[i].seconds, "requests_per_s", rows[i].req_s,
+                                                 rows[i].n_req, "constrained", rows[i].constrained, "seconds", rows[i].seconds, "requests_per_s", rows[i].req_s,
                                                  "output_tokens_per_s", rows[i].out_tok_s, "decode_tokens_per_s",
                                                  rows[i].decode_tok_s, "total_tokens_per_s", rows[i].total_tok_s,
-                                                 "host_ms_per_step", rows[i].host_ms));
+                                                 "host_ms_per_step", rows[i].host_ms, "ttft_ms", rows[i].ttft_ms));
         json_t *root = json_pack("{s:s, s:s, s:i, s:o}", "model", model, "arch", info.arch, "threads", (int)threads, "rows", arr);
         if (json_dump_file(root, json_path, JSON_INDENT(2))) fprintf(stderr, "pagoda: cannot write %s\n", json_path);
         json_decref(root);
     }
-    if (svg_path) write_svg(svg_path, model, rows, n_rows, n_conc);
+    if (svg_path && !grammar) write_svg(svg_path, model, rows, n_rows, n_conc);
     pagoda_engine_destroy(e);
+    pagoda_grammar_unref(grammar);
     dataset_free(&ds);
     pagoda_model_free(pm);
     return 0;
 fail:
     pagoda_engine_destroy(e);
+    pagoda_grammar_unref(grammar);
     dataset_free(&ds);
     pagoda_model_free(pm);
     return 1;
