@@ -28,7 +28,7 @@
 
 #define JS_MAX_DEPTH 200
 #define JS_MAX_WORK 200000
-#define JS_MAX_REQ_SUBSET 6
+#define JS_MAX_REQ_SUBSET 8
 #define JS_MAX_PRODUCT 256
 
 enum { T_NULL = 1, T_BOOL = 2, T_OBJ = 4, T_ARR = 8, T_STR = 16, T_INT = 32, T_NUM = 64, T_ALL = 127 };
@@ -588,8 +588,6 @@ static int rule1(jsc *c, int lhs, int a) { return gr_rule(c->g, lhs, &a, 1); }
 
 static int regex_sym(jsc *c, const jre_buf *b, const char *path) {
     if (b->oom) return fail(c, path, "out of memory");
-    char e[200];
-    if (lx_check_pattern(b->s, b->n, e, sizeof e)) return fail(c, path, "internal regex rejected: %s", e);
     int t = gr_regex(c->g, b->s, b->n);
     return t < 0 ? gfail(c, path) : t;
 }
@@ -804,7 +802,12 @@ static int check_value(jsc *c, const json_t *s, const json_t *v, const char *pat
             continue;
         return -1;
     }
-    if (json_is_string(v) || json_is_number(v)) {
+    int str_c = json_object_get(s, "minLength") || json_object_get(s, "maxLength") || json_object_get(s, "pattern") ||
+                json_object_get(s, "format");
+    int num_c = json_object_get(s, "minimum") || json_object_get(s, "maximum") ||
+                json_object_get(s, "exclusiveMinimum") || json_object_get(s, "exclusiveMaximum") ||
+                json_object_get(s, "multipleOf");
+    if ((json_is_string(v) && str_c) || (json_is_number(v) && num_c)) {
         jre_buf re = {0}, lit = {0};
         int save_failed = c->failed;
         int rc = json_is_string(v) ? string_regex(c, s, &re, path) : number_regex(c, s, !(m & T_NUM), &re, path);
@@ -970,7 +973,7 @@ static int object_sym(jsc *c, json_t *s, const char *path) {
                 if (!names || !lens) rc = fail(c, path, "out of memory");
                 for (int i = 0; !rc && i < n; i++) names[i] = P[i].name, lens[i] = strlen(P[i].name);
                 if (!rc && jre_string_except(&kb, names, lens, n))
-                    rc = fail(c, path, "property names outside the BMP are not supported with additionalProperties");
+                    rc = fail(c, path, "property names with control characters or outside the BMP are not supported with additionalProperties");
                 key = rc ? -1 : regex_sym(c, &kb, path);
                 jre_free(&kb);
                 free(names);
@@ -1004,6 +1007,10 @@ static int object_sym(jsc *c, json_t *s, const char *path) {
         free(P);
         return -1;
     }
+    if (n_req > 64) {
+        free(P);
+        return fail(c, path, "more than 64 required properties are not supported");
+    }
     int req_idx[64];
     int nr = 0;
     for (int i = 0; i < n; i++)
@@ -1031,8 +1038,7 @@ static int object_sym(jsc *c, json_t *s, const char *path) {
         rule(c, obj, full, 3);
         if (!n_req) rule(c, obj, empty, 2);
     } else {
-        /* required in schema order, optional ones anywhere */
-        int prev = -1; /* sequences holding the first i required (-1: none yet, the empty prefix) */
+        /* required ones in the order of `properties` or of `required`, optional ones anywhere */
         int lead = -1; /* nonempty sequences of optional pairs only */
         if (opt >= 0) {
             lead = nt(c, "members");
@@ -1040,27 +1046,43 @@ static int object_sym(jsc *c, json_t *s, const char *path) {
             int r3[3] = {lead, c->comma, opt};
             rule(c, lead, r3, 3);
         }
-        for (int j = 0; j < n_req; j++) {
-            int cur = nt(c, "members");
-            int pr = P[req_idx[j]].pair;
-            if (j == 0) {
-                rule1(c, cur, pr);
-                if (lead >= 0) {
-                    int r3[3] = {lead, c->comma, pr};
+        int order2[64], n2 = 0;
+        for (size_t i = 0; req && i < json_array_size(req) && n2 < 64; i++) {
+            const char *r = json_string_value(json_array_get(req, i));
+            for (int j = 0; j < n; j++)
+                if (!strcmp(P[j].name, r)) {
+                    int dup = 0;
+                    for (int q = 0; q < n2; q++) dup |= order2[q] == j;
+                    if (!dup) order2[n2++] = j;
+                    break;
+                }
+        }
+        for (int pass = 0; pass < 2; pass++) {
+            const int *ord = pass ? order2 : req_idx;
+            if (pass && (n2 != nr || !memcmp(order2, req_idx, (size_t)nr * sizeof *req_idx))) break;
+            int prev = -1;
+            for (int j = 0; j < nr; j++) {
+                int cur = nt(c, "members");
+                int pr = P[ord[j]].pair;
+                if (j == 0) {
+                    rule1(c, cur, pr);
+                    if (lead >= 0) {
+                        int r3[3] = {lead, c->comma, pr};
+                        rule(c, cur, r3, 3);
+                    }
+                } else {
+                    int r3[3] = {prev, c->comma, pr};
                     rule(c, cur, r3, 3);
                 }
-            } else {
-                int r3[3] = {prev, c->comma, pr};
-                rule(c, cur, r3, 3);
+                if (opt >= 0) {
+                    int r3[3] = {cur, c->comma, opt};
+                    rule(c, cur, r3, 3);
+                }
+                prev = cur;
             }
-            if (opt >= 0) {
-                int r3[3] = {cur, c->comma, opt};
-                rule(c, cur, r3, 3);
-            }
-            prev = cur;
+            int full[3] = {c->lb, prev, c->rb};
+            rule(c, obj, full, 3);
         }
-        int full[3] = {c->lb, prev, c->rb};
-        rule(c, obj, full, 3);
     }
     free(P);
     if (gr_error(c->g)[0]) return gfail(c, path);

@@ -50,8 +50,11 @@ int jre_pattern(jre_buf *b, const char *pat, size_t n, long len_min, long len_ma
  * (the keyword is then an annotation); -1 a checked format this compiler cannot express. */
 int jre_format(jre_buf *b, const char *name);
 
-/* A string lexeme whose decoded text is none of names[0..n) (property names already taken). -1
- * if a name is not valid UTF-8 or has a code point outside the BMP. */
+/* A string lexeme whose decoded text is none of names[0..n) (property names already taken). Up to
+ * where it differs from every name, a character is written raw or with a short escape (\n, \",
+ * ...; \u00XX only for control characters), so that a name cannot be spelled in another way;
+ * after that any escape is accepted. -1 if a name is not valid UTF-8 or has a control character
+ * or a code point outside the BMP. */
 int jre_string_except(jre_buf *b, const char *const *names, const size_t *lens, int n);
 
 /* JSON numbers within bounds. Each bound is an optional decimal given by its text (NULL: none)

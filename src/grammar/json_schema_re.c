@@ -824,36 +824,6 @@ static void emit_u_eq(jre_buf *b, unsigned long cp) {
     }
 }
 
-/* 4 hex digits naming none of cps[0..n) (all BMP), by digit position. */
-static void emit_hex_except(jre_buf *b, const unsigned long *cps, int n, int pos, unsigned long prefix) {
-    if (pos == 4) {
-        jre_puts(b, "[]");
-        return;
-    }
-    int used[16] = {0};
-    for (int i = 0; i < n; i++)
-        if (cps[i] >> (4 * (4 - pos)) == prefix) used[cps[i] >> (4 * (3 - pos)) & 15] = 1;
-    jre_puts(b, "(?:[");
-    int any = 0;
-    for (int h = 0; h < 16; h++)
-        if (!used[h]) {
-            if (h < 10) jre_printf(b, "%d", h);
-            else jre_printf(b, "%c%c", 'a' + h - 10, 'A' + h - 10);
-            any = 1;
-        }
-    if (!any) b->n -= 1, jre_puts(b, "(?:[]");
-    else jre_puts(b, "]");
-    if (3 - pos > 0) jre_printf(b, HEX "{%d}", 3 - pos);
-    for (int h = 0; h < 16; h++) {
-        if (!used[h]) continue;
-        jre_puts(b, "|");
-        if (h < 10) jre_printf(b, "%d", h);
-        else jre_printf(b, "[%c%c]", 'a' + h - 10, 'A' + h - 10);
-        emit_hex_except(b, cps, n, pos + 1, prefix << 4 | (unsigned long)h);
-    }
-    jre_puts(b, ")");
-}
-
 static const char k_short[] = "\"\\/bfnrt";
 static unsigned long short_cp(char c) {
     switch (c) {
@@ -886,9 +856,8 @@ static void emit_trie(jre_buf *b, const tnode *t, int depth) {
         for (int i = 0; i < n; i++) hit |= cps[i] == short_cp(*e);
         if (!hit) jre_printf(b, "%s%c", *e == '\\' || *e == '"' || *e == '/' ? "\\" : "", *e);
     }
-    jre_puts(b, "]|u");
-    emit_hex_except(b, cps, n, 0, 0);
-    jre_printf(b, "))%s*\"", JRE_CHAR);
+    jre_puts(b, "]|u00[01]" HEX ")");
+    jre_printf(b, ")%s*\"", JRE_CHAR);
     for (const tnode *k = t->kids; k; k = k->next) {
         jre_puts(b, "|(?:");
         unsigned long c = k->cp;
@@ -899,7 +868,8 @@ static void emit_trie(jre_buf *b, const tnode *t, int depth) {
         jre_free(&e);
         for (const char *s = k_short; *s; s++)
             if (short_cp(*s) == c) jre_printf(b, "\\\\%s%c|", *s == '\\' || *s == '"' || *s == '/' ? "\\" : "", *s);
-        emit_u_eq(b, c);
+        if (c < 0x20) emit_u_eq(b, c);
+        else b->n--, b->s[b->n] = 0; /* the trailing '|' */
         jre_puts(b, ")");
         emit_trie(b, k, depth + 1);
     }
@@ -913,7 +883,7 @@ int jre_string_except(jre_buf *b, const char *const *names, const size_t *lens, 
         tnode *t = &root;
         for (size_t j = 0; j < lens[i];) {
             long c = utf8_next((const unsigned char *)names[i], lens[i], &j);
-            if (c < 0 || c > 0xFFFF) {
+            if (c < 0x20 || c > 0xFFFF) {
                 rc = -1;
                 break;
             }
