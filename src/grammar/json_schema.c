@@ -100,6 +100,24 @@ static const char *const k_unsupported[] = {
 
 static int is_constraint(const char *k) { return in_list(k, k_handled) || in_list(k, k_unsupported); }
 
+/* keywords that only constrain one type of instance */
+static const char *const k_obj[] = {"properties", "required", "additionalProperties", "patternProperties",
+                                    "minProperties", "maxProperties", "dependencies", "propertyNames",
+                                    "dependentRequired", "dependentSchemas", "unevaluatedProperties", NULL};
+static const char *const k_arr[] = {"items", "prefixItems", "additionalItems", "minItems", "maxItems", "uniqueItems",
+                                    "contains", "minContains", "maxContains", "unevaluatedItems", NULL};
+static const char *const k_str[] = {"minLength", "maxLength", "pattern", "format", NULL};
+static const char *const k_num[] = {"minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "multipleOf", NULL};
+
+/* 1 if keyword k does not constrain instances of type bit t */
+static int irrelevant_for(const char *k, int t) {
+    if (in_list(k, k_obj)) return t != T_OBJ;
+    if (in_list(k, k_arr)) return t != T_ARR;
+    if (in_list(k, k_str)) return t != T_STR;
+    if (in_list(k, k_num)) return !(t & (T_INT | T_NUM));
+    return !is_constraint(k);
+}
+
 /* the schema has keywords besides `skip` that constrain instances */
 static int has_constraints(const json_t *s, const char *skip, const char *skip2) {
     const char *k;
@@ -116,6 +134,7 @@ static int is_trivial(const json_t *s) { return json_is_true(s) || (json_is_obje
 /* ---- JSON helpers ---- */
 
 static int js_equal(const json_t *a, const json_t *b) {
+    if (!a || !b) return a == b;
     if (json_is_number(a) && json_is_number(b)) {
         if (json_is_integer(a) && json_is_integer(b)) return json_integer_value(a) == json_integer_value(b);
         return json_number_value(a) == json_number_value(b);
@@ -315,66 +334,87 @@ static int is_required(const json_t *s, const char *p) {
     return 0;
 }
 
-static int disjoint(jsc *c, const json_t *a, const json_t *b) {
-    int ta = infer(c, a, 0), tb = infer(c, b, 0);
-    int common = ta & tb;
-    if (!common) return 1;
+/* every value of type bit t satisfies s (s constrains nothing of t) */
+static int trivial_for(const json_t *s, int t) {
+    if (json_is_true(s)) return 1;
+    if (!json_is_object(s)) return 0;
+    int m = type_bits(json_object_get(s, "type"));
+    if (m < 0 || (m & t) != t) return 0;
+    const char *k;
+    json_t *v;
+    json_object_foreach((json_t *)s, k, v) {
+        if (!strcmp(k, "type") || irrelevant_for(k, t)) continue;
+        return 0;
+    }
+    return 1;
+}
+
+static const json_t *values_of(const json_t *s, json_t **tmp) {
+    if (!json_is_object(s)) return NULL;
+    if (json_object_get(s, "const")) return *tmp = json_pack("[O]", json_object_get(s, "const"));
+    const json_t *e = json_object_get(s, "enum");
+    return json_is_array(e) ? e : NULL;
+}
+
+static int values_disjoint(const json_t *va, const json_t *vb) {
+    for (size_t i = 0; i < json_array_size(va); i++)
+        for (size_t j = 0; j < json_array_size(vb); j++)
+            if (js_equal(json_array_get(va, i), json_array_get(vb, j))) return 0;
+    return 1;
+}
+
+/* no value of type bit t satisfies both a and b (both dereferenced) */
+static int disjoint_on(jsc *c, const json_t *a, const json_t *b, int t) {
+    if (!(infer(c, a, 0) & infer(c, b, 0) & t)) return 1;
     if (!json_is_object(a) || !json_is_object(b)) return 0;
-    /* enum sets without common values */
-    const json_t *ea = json_object_get(a, "enum"), *eb = json_object_get(b, "enum");
-    if (json_is_array(ea) && json_is_array(eb)) {
-        int hit = 0;
-        for (size_t i = 0; i < json_array_size(ea) && !hit; i++)
-            for (size_t j = 0; j < json_array_size(eb) && !hit; j++) hit = js_equal(json_array_get(ea, i), json_array_get(eb, j));
-        if (!hit) return 1;
+    json_t *t1 = NULL, *t2 = NULL;
+    const json_t *ea = values_of(a, &t1), *eb = values_of(b, &t2);
+    int dis = ea && eb && values_disjoint(ea, eb);
+    json_decref(t1), json_decref(t2);
+    if (dis) return 1;
+    if (t == T_STR) {
+        double amin = json_number_value(json_object_get(a, "minLength")), bmin = json_number_value(json_object_get(b, "minLength"));
+        json_t *ax = json_object_get(a, "maxLength"), *bx = json_object_get(b, "maxLength");
+        if ((ax && json_number_value(ax) < bmin) || (bx && json_number_value(bx) < amin)) return 1;
     }
-    if (common != T_OBJ) return 0;
+    if (t != T_OBJ) return 0;
     /* objects: a property required by both whose allowed values do not meet */
-    const json_t *ra = json_object_get(a, "$ref") ? NULL : a;
     const json_t *pa = json_object_get(a, "properties");
-    if (json_is_string(json_object_get(a, "$ref"))) {
-        int save = c->failed;
-        ra = resolve(c, json_string_value(json_object_get(a, "$ref")), "");
-        c->failed = save;
-        if (!json_is_object(ra)) return 0;
-        pa = json_object_get(ra, "properties");
-    }
-    const json_t *rb = b;
-    if (json_is_string(json_object_get(b, "$ref"))) {
-        int save = c->failed;
-        rb = resolve(c, json_string_value(json_object_get(b, "$ref")), "");
-        c->failed = save;
-        if (!json_is_object(rb)) return 0;
-    }
     const char *k;
     json_t *v;
     json_object_foreach((json_t *)pa, k, v) {
-        if (!is_required(ra, k) || !is_required(rb, k)) continue;
-        json_t *t1 = NULL, *t2 = NULL;
-        const json_t *va = prop_values(c, ra, k, &t1), *vb = prop_values(c, rb, k, &t2);
-        int dis = 0;
-        if (va && vb) {
-            dis = 1;
-            for (size_t i = 0; i < json_array_size(va) && dis; i++)
-                for (size_t j = 0; j < json_array_size(vb) && dis; j++)
-                    if (js_equal(json_array_get(va, i), json_array_get(vb, j))) dis = 0;
-        }
-        json_decref(t1);
-        json_decref(t2);
+        if (!is_required(a, k) || !is_required(b, k)) continue;
+        json_t *x1 = NULL, *x2 = NULL;
+        const json_t *va = prop_values(c, a, k, &x1), *vb = prop_values(c, b, k, &x2);
+        dis = va && vb && values_disjoint(va, vb);
+        json_decref(x1), json_decref(x2);
         if (dis) return 1;
     }
     /* a required property the other forbids */
     for (int side = 0; side < 2; side++) {
-        const json_t *x = side ? rb : ra, *y = side ? ra : rb;
+        const json_t *x = side ? b : a, *y = side ? a : b;
         const json_t *req = json_object_get(x, "required");
-        if (!json_is_false(json_object_get(y, "additionalProperties")) || json_object_get(y, "patternProperties")) continue;
+        int closed = json_is_false(json_object_get(y, "additionalProperties")) && !json_object_get(y, "patternProperties");
         const json_t *py = json_object_get(y, "properties");
         for (size_t i = 0; json_is_array(req) && i < json_array_size(req); i++) {
             const char *p = json_string_value(json_array_get(req, i));
-            if (p && !json_object_get(py, p)) return 1;
+            if (!p) continue;
+            const json_t *ps = json_object_get(py, p);
+            if ((closed && !ps) || json_is_false(ps)) return 1;
         }
     }
     return 0;
+}
+
+/* the names s requires when `required` is its only object keyword ({"required": ["a"]}); else NULL */
+static const json_t *only_required(const json_t *s) {
+    if (!json_is_object(s)) return NULL;
+    const json_t *r = json_object_get(s, "required");
+    if (!json_is_array(r)) return NULL;
+    const char *k;
+    json_t *v;
+    json_object_foreach((json_t *)s, k, v) if (strcmp(k, "required") && strcmp(k, "type") && is_constraint(k)) return NULL;
+    return r;
 }
 
 /* ---- merging (allOf) ---- */
@@ -788,18 +828,7 @@ static int check_value(jsc *c, const json_t *s, const json_t *v, const char *pat
             continue;
         }
         /* keywords for other types do not apply */
-        static const char *const obj_k[] = {"properties", "required", "additionalProperties", "patternProperties",
-                                            "minProperties", "maxProperties", "dependencies", "propertyNames",
-                                            "dependentRequired", "dependentSchemas", "unevaluatedProperties", NULL};
-        static const char *const arr_k[] = {"items", "prefixItems", "additionalItems", "minItems", "maxItems",
-                                            "uniqueItems", "contains", "minContains", "maxContains",
-                                            "unevaluatedItems", NULL};
-        static const char *const str_k[] = {"minLength", "maxLength", "pattern", "format", NULL};
-        static const char *const num_k[] = {"minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum",
-                                            "multipleOf", NULL};
-        if ((in_list(k, obj_k) && !json_is_object(v)) || (in_list(k, arr_k) && !json_is_array(v)) ||
-            (in_list(k, str_k) && !json_is_string(v)) || (in_list(k, num_k) && !json_is_number(v)))
-            continue;
+        if (irrelevant_for(k, value_type(v) == T_INT ? T_INT : value_type(v))) continue;
         return -1;
     }
     int str_c = json_object_get(s, "minLength") || json_object_get(s, "maxLength") || json_object_get(s, "pattern") ||
@@ -1171,6 +1200,65 @@ static int array_sym(jsc *c, json_t *s, const char *path) {
 
 /* ---- schemas ---- */
 
+/* Makes the alternatives of a oneOf mutually exclusive (m[] dereferenced, rewritten in place): per
+ * type of instance, alternatives that provably cannot both match are kept; a type every
+ * alternative accepts entirely is dropped (any such value matches several); alternatives that
+ * only require one property each forbid the others' properties. Else an error. */
+static int one_of_exact(jsc *c, json_t **m, size_t n, const char *path) {
+    for (size_t i = 0; i < n; i++)
+        if (!(m[i] = deref(c, m[i], path, 0))) return -1;
+    static const int types[] = {T_NULL, T_BOOL, T_OBJ, T_ARR, T_STR, T_INT | T_NUM};
+    int drop = 0, forbid = 0;
+    for (int ti = 0; ti < 6; ti++) {
+        int t = types[ti];
+        size_t cnt = 0, n_triv = 0;
+        for (size_t i = 0; i < n; i++)
+            if (infer(c, m[i], 0) & t) cnt++, n_triv += trivial_for(m[i], t);
+        if (cnt <= 1) continue;
+        if (n_triv == cnt) {
+            drop |= t;
+            continue;
+        }
+        int ok = 1;
+        for (size_t i = 0; i < n && ok; i++)
+            for (size_t j = i + 1; j < n && ok; j++)
+                if (!disjoint_on(c, m[i], m[j], t)) {
+                    ok = 0;
+                    if (t == T_OBJ) {
+                        /* {"required": [x]} alternatives: each forbids the others' names */
+                        int all = 1;
+                        for (size_t q = 0; q < n && all; q++) {
+                            const json_t *r = only_required(m[q]);
+                            all = r && json_array_size(r) == 1 && json_is_string(json_array_get(r, 0));
+                        }
+                        if (all) ok = 1, forbid = 1, i = j = n;
+                    }
+                    if (!ok) return fail(c, path, "oneOf: alternatives %zu and %zu may overlap (not supported)", i, j);
+                }
+    }
+    const char **names = NULL;
+    if (forbid) {
+        names = calloc(n, sizeof *names);
+        if (!names) return fail(c, path, "out of memory");
+        for (size_t j = 0; j < n; j++) names[j] = json_string_value(json_array_get(only_required(m[j]), 0));
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (drop) {
+            json_t *tj = keep(c, json_pack("{s:o}", "type", types_json(T_ALL & ~drop)));
+            if (!(m[i] = merge(c, m[i], tj, path, 0))) break;
+        }
+        if (forbid) {
+            json_t *props = json_object();
+            for (size_t j = 0; j < n; j++)
+                if (j != i) json_object_set_new(props, names[j], json_false());
+            json_t *f = keep(c, json_pack("{s:o}", "properties", props));
+            if (!(m[i] = merge(c, m[i], f, path, 0))) break;
+        }
+    }
+    free(names);
+    return c->failed ? -1 : 0;
+}
+
 static int compile_alts(jsc *c, json_t *s, const char *kw, const char *path) {
     json_t *alts = json_object_get(s, kw);
     if (!json_is_array(alts) || !json_array_size(alts)) return fail(c, path, "'%s' must be a non-empty array", kw);
@@ -1191,13 +1279,10 @@ static int compile_alts(jsc *c, json_t *s, const char *kw, const char *path) {
             return -1;
         }
     }
-    if (!strcmp(kw, "oneOf"))
-        for (size_t i = 0; i < n; i++)
-            for (size_t j = i + 1; j < n; j++)
-                if (!disjoint(c, m[i], m[j])) {
-                    free(m);
-                    return fail(c, path, "oneOf: alternatives %zu and %zu may overlap (not supported)", i, j);
-                }
+    if (!strcmp(kw, "oneOf") && n > 1 && one_of_exact(c, m, n, path)) {
+        free(m);
+        return -1;
+    }
     int ch = nt(c, kw);
     for (size_t i = 0; i < n && ch >= 0; i++) {
         char idx[24];
@@ -1209,6 +1294,86 @@ static int compile_alts(jsc *c, json_t *s, const char *kw, const char *path) {
     }
     free(m);
     return ch;
+}
+
+/* s with its `not` folded into other keywords where that is exact: not {} (nothing), not {"type"}
+ * (the other types), not {"required": [x]} and not {"anyOf": [{"required": [x]}, ...]} (x
+ * forbidden), not {"enum"/"const"} (the values filtered out of an enum of s). */
+static json_t *rewrite_not(jsc *c, json_t *s, const char *path) {
+    json_t *n = deref(c, json_object_get(s, "not"), path, 0);
+    if (!n) return NULL;
+    json_t *r = keep(c, json_copy(s));
+    json_object_del(r, "not");
+    if (json_is_false(n)) return r;
+    if (is_trivial(n)) return json_false();
+    if (!json_is_object(n)) {
+        fail(c, path, "'not' must be a schema");
+        return NULL;
+    }
+    const char *k;
+    json_t *v;
+    int only_type = 1;
+    json_object_foreach(n, k, v) if (strcmp(k, "type") && is_constraint(k)) only_type = 0;
+    if (only_type) {
+        int t = type_bits(json_object_get(n, "type"));
+        int mine = types_of(r);
+        if (t < 0) {
+            fail(c, path, "bad 'type' in 'not'");
+            return NULL;
+        }
+        if ((t & T_INT) && !(t & T_NUM) && (mine & T_NUM)) {
+            fail(c, path, "keyword 'not' is not supported ({\"not\": {\"type\": \"integer\"}} on numbers)");
+            return NULL;
+        }
+        json_object_set_new(r, "type", types_json(mine & ~t));
+        return r;
+    }
+    /* forbidden property names */
+    json_t *names = json_array();
+    const json_t *req = only_required(n);
+    if (req && json_array_size(req) == 1) {
+        json_array_append(names, json_array_get(req, 0));
+    } else {
+        json_t *any = json_object_get(n, "anyOf");
+        int ok = json_is_array(any) && json_object_size(n) - (json_object_get(n, "type") ? 1 : 0) >= 1;
+        json_object_foreach(n, k, v) if (strcmp(k, "anyOf") && is_constraint(k)) ok = 0;
+        for (size_t i = 0; ok && i < json_array_size(any); i++) {
+            const json_t *q = only_required(json_array_get(any, i));
+            if (!q || json_array_size(q) != 1) ok = 0;
+            else json_array_append(names, json_array_get(q, 0));
+        }
+        if (!ok) json_array_clear(names);
+    }
+    if (json_array_size(names)) {
+        json_t *props = json_object();
+        for (size_t i = 0; i < json_array_size(names); i++)
+            if (json_is_string(json_array_get(names, i))) json_object_set_new(props, json_string_value(json_array_get(names, i)), json_false());
+        json_decref(names);
+        return merge(c, r, keep(c, json_pack("{s:o}", "properties", props)), path, 0);
+    }
+    json_decref(names);
+    /* excluded values out of an enum */
+    json_t *tmp = NULL;
+    const json_t *nv = values_of(n, &tmp);
+    int only_vals = nv != NULL;
+    json_object_foreach(n, k, v) if (strcmp(k, "enum") && strcmp(k, "const") && is_constraint(k)) only_vals = 0;
+    json_t *mine = json_object_get(r, "enum");
+    if (json_object_get(r, "const")) mine = keep(c, json_pack("[O]", json_object_get(r, "const")));
+    if (only_vals && json_is_array(mine)) {
+        json_t *e = json_array();
+        for (size_t i = 0; i < json_array_size(mine); i++) {
+            int hit = 0;
+            for (size_t j = 0; j < json_array_size(nv) && !hit; j++) hit = js_equal(json_array_get(mine, i), json_array_get(nv, j));
+            if (!hit) json_array_append(e, json_array_get(mine, i));
+        }
+        json_object_del(r, "const");
+        json_object_set_new(r, "enum", e);
+        json_decref(tmp);
+        return r;
+    }
+    json_decref(tmp);
+    fail(c, path, "keyword 'not' is not supported for this subschema");
+    return NULL;
 }
 
 static int compile_body(jsc *c, json_t *s, const char *path) {
@@ -1224,7 +1389,7 @@ static int compile_body(jsc *c, json_t *s, const char *path) {
         static const char *const typed[] = {"dependencies", "dependentRequired", "dependentSchemas", "propertyNames",
                                             "unevaluatedProperties", "contains", "minContains", "maxContains",
                                             "unevaluatedItems", NULL};
-        if (in_list(k, typed)) continue; /* checked where the type applies */
+        if (in_list(k, typed) || !strcmp(k, "not")) continue; /* checked where the type applies / below */
         return fail(c, path, "keyword '%s' is not supported", k);
     }
     json_t *ref = json_object_get(s, "$ref");
@@ -1237,6 +1402,10 @@ static int compile_body(jsc *c, json_t *s, const char *path) {
         json_object_del(rest, "$ref");
         json_t *mg = merge(c, t, rest, path, 0);
         return mg ? compile(c, mg, path) : -1;
+    }
+    if (json_object_get(s, "not")) {
+        json_t *r = rewrite_not(c, s, path);
+        return r ? compile(c, r, path) : -1;
     }
     if (json_object_get(s, "allOf")) {
         if (!json_is_array(json_object_get(s, "allOf"))) return fail(c, path, "'allOf' must be an array");

@@ -71,6 +71,7 @@ int main(int argc, char **argv) {
             for (char *p = err; *p; p++)
                 if (*p == '\t' || *p == '\n') *p = ' ';
             printf("%s\tcompile_error\t%.1f\t%s\n", id, t1 - t0, err);
+            fflush(stdout);
             json_decref(o_line);
             continue;
         }
