@@ -30,6 +30,8 @@
 #define JS_MAX_WORK 200000
 #define JS_MAX_REQ_SUBSET 8
 #define JS_MAX_PRODUCT 256
+/* internal keyword: strings excluded by a `not` (rewrite_not) */
+#define JS_NOT_STRINGS "$pagoda-not-strings"
 
 enum { T_NULL = 1, T_BOOL = 2, T_OBJ = 4, T_ARR = 8, T_STR = 16, T_INT = 32, T_NUM = 64, T_ALL = 127 };
 
@@ -92,7 +94,7 @@ static const char *const k_handled[] = {
     "type", "enum", "const", "properties", "required", "additionalProperties", "patternProperties", "items",
     "prefixItems", "additionalItems", "minItems", "maxItems", "minLength", "maxLength", "pattern", "format",
     "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "anyOf", "oneOf", "allOf", "$ref", "nullable",
-    "uniqueItems", "minProperties", "maxProperties", "multipleOf", NULL};
+    "uniqueItems", "minProperties", "maxProperties", "multipleOf", JS_NOT_STRINGS, NULL};
 static const char *const k_unsupported[] = {
     "not", "if", "then", "else", "dependencies", "dependentRequired", "dependentSchemas", "propertyNames",
     "contains", "minContains", "maxContains", "unevaluatedProperties", "unevaluatedItems", "$dynamicRef",
@@ -106,7 +108,7 @@ static const char *const k_obj[] = {"properties", "required", "additionalPropert
                                     "dependentRequired", "dependentSchemas", "unevaluatedProperties", NULL};
 static const char *const k_arr[] = {"items", "prefixItems", "additionalItems", "minItems", "maxItems", "uniqueItems",
                                     "contains", "minContains", "maxContains", "unevaluatedItems", NULL};
-static const char *const k_str[] = {"minLength", "maxLength", "pattern", "format", NULL};
+static const char *const k_str[] = {"minLength", "maxLength", "pattern", "format", JS_NOT_STRINGS, NULL};
 static const char *const k_num[] = {"minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "multipleOf", NULL};
 
 /* 1 if keyword k does not constrain instances of type bit t */
@@ -724,6 +726,22 @@ static int string_regex(jsc *c, const json_t *s, jre_buf *b, const char *path) {
         jre_puts(b, "[]");
         return 0;
     }
+    const json_t *nots = json_object_get(s, JS_NOT_STRINGS);
+    if (nots && json_array_size(nots)) {
+        jre_free(&fb);
+        if (pat || fr || mn > 0 || mx >= 0) return fail(c, path, "'not' with other string keywords is not supported");
+        size_t k = json_array_size(nots);
+        const char **names = calloc(k, sizeof *names);
+        size_t *lens = calloc(k, sizeof *lens);
+        int rc = names && lens ? 0 : fail(c, path, "out of memory");
+        for (size_t i = 0; !rc && i < k; i++)
+            names[i] = json_string_value(json_array_get(nots, i)), lens[i] = json_string_length(json_array_get(nots, i));
+        if (!rc && jre_string_except(b, names, lens, (int)k))
+            rc = fail(c, path, "'not' of strings with control characters or outside the BMP is not supported");
+        free(names);
+        free(lens);
+        return rc;
+    }
     if (fr > 0) {
         if (pat || mn > 0 || mx >= 0) {
             jre_free(&fb);
@@ -915,10 +933,22 @@ static int object_sym(jsc *c, json_t *s, const char *path) {
         }
         pat_schema = v;
     }
-    if (pats && !(json_is_false(add) || is_trivial(pat_schema) || (add && js_equal(add, pat_schema)))) {
-        free(P);
-        return fail(c, path, "patternProperties together with additionalProperties are not supported");
+    /* one pattern of a simple form: its keys and the additional ones as exact regexes */
+    jre_buf pat_keys = {0}, add_keys = {0};
+    int split = -1;
+    if (pats && json_object_size(pats) == 1) {
+        const char **names = calloc((size_t)n + 1, sizeof *names);
+        size_t *lens = calloc((size_t)n + 1, sizeof *lens);
+        if (!names || !lens) rc = fail(c, path, "out of memory");
+        for (int i = 0; !rc && i < n; i++) names[i] = P[i].name, lens[i] = strlen(P[i].name);
+        json_object_foreach(pats, k, v) {
+            if (!rc) split = jre_key_split(&pat_keys, json_is_false(add) ? NULL : &add_keys, k, strlen(k), names, lens, n);
+        }
+        free(names);
+        free(lens);
     }
+    if (!rc && split < 0 && pats && !(json_is_false(add) || is_trivial(pat_schema) || (add && js_equal(add, pat_schema))))
+        rc = fail(c, path, "patternProperties together with additionalProperties are not supported");
     /* listed names matching a pattern */
     for (int i = 0; i < n && !rc; i++) {
         jre_buf nb = {0};
@@ -937,6 +967,7 @@ static int object_sym(jsc *c, json_t *s, const char *path) {
         jre_free(&nb);
         if (!rc && hit) {
             if (!P[i].schema) P[i].schema = pat_schema;
+            else if (split >= 0) P[i].schema = all_of2(c, P[i].schema, pat_schema);
             else rc = fail(c, path, "patternProperties matching the listed property '%.60s' are not supported", P[i].name);
         }
         if (!P[i].schema) P[i].schema = add ? add : json_true();
@@ -959,17 +990,17 @@ static int object_sym(jsc *c, json_t *s, const char *path) {
         }
     }
     if (rc) {
-        free(P);
+        free(P), jre_free(&pat_keys), jre_free(&add_keys);
         return -1;
     }
     int obj = nt(c, "object");
     int empty[2] = {c->lb, c->rb};
     if (n < 0) { /* unsatisfiable counts */
-        free(P);
+        free(P), jre_free(&pat_keys), jre_free(&add_keys);
         return obj;
     }
     if (closed == -1) {
-        free(P);
+        free(P), jre_free(&pat_keys), jre_free(&add_keys);
         return rule(c, obj, empty, 2) ? gfail(c, path) : obj;
     }
     /* pairs */
@@ -992,7 +1023,14 @@ static int object_sym(jsc *c, json_t *s, const char *path) {
         int n_opt = 0;
         for (int i = 0; i < n; i++)
             if (!P[i].required) rule1(c, opt, P[i].pair), n_opt++;
-        if (add && json_is_false(add)) {
+        if ((add && json_is_false(add)) || split == 1) {
+        } else if (split == 0) {
+            int key = regex_sym(c, &add_keys, path);
+            subpath(sp, sizeof sp, path, "additionalProperties", NULL);
+            int val = key < 0 ? -1 : add ? compile(c, add, sp) : c->any;
+            int p = pair_sym(c, key, val, sp);
+            if (p < 0) rc = -1;
+            else rule1(c, opt, p), n_opt++;
         } else {
             int key;
             if (n) {
@@ -1021,7 +1059,8 @@ static int object_sym(jsc *c, json_t *s, const char *path) {
             jre_buf pb = {0};
             char e[200];
             int folded;
-            if (jre_pattern(&pb, k, strlen(k), 0, -1, &folded, e, sizeof e)) rc = fail(c, path, "patternProperties: %s", e);
+            if (split >= 0) jre_put(&pb, pat_keys.s, pat_keys.n);
+            else if (jre_pattern(&pb, k, strlen(k), 0, -1, &folded, e, sizeof e)) rc = fail(c, path, "patternProperties: %s", e);
             int key = rc ? -1 : regex_sym(c, &pb, path);
             jre_free(&pb);
             subpath(sp, sizeof sp, path, "patternProperties", k);
@@ -1033,11 +1072,11 @@ static int object_sym(jsc *c, json_t *s, const char *path) {
         if (!n_opt) opt = -1;
     }
     if (rc) {
-        free(P);
+        free(P), jre_free(&pat_keys), jre_free(&add_keys);
         return -1;
     }
     if (n_req > 64) {
-        free(P);
+        free(P), jre_free(&pat_keys), jre_free(&add_keys);
         return fail(c, path, "more than 64 required properties are not supported");
     }
     int req_idx[64];
@@ -1113,7 +1152,7 @@ static int object_sym(jsc *c, json_t *s, const char *path) {
             rule(c, obj, full, 3);
         }
     }
-    free(P);
+    free(P), jre_free(&pat_keys), jre_free(&add_keys);
     if (gr_error(c->g)[0]) return gfail(c, path);
     return obj;
 }
@@ -1368,6 +1407,21 @@ static json_t *rewrite_not(jsc *c, json_t *s, const char *path) {
         }
         json_object_del(r, "const");
         json_object_set_new(r, "enum", e);
+        json_decref(tmp);
+        return r;
+    }
+    /* excluded strings: a string lexeme spelled differently from them */
+    int strs = only_vals && !json_object_get(r, "pattern") && !json_object_get(r, "format") &&
+               !json_object_get(r, "minLength") && !json_object_get(r, "maxLength") && !json_object_get(r, JS_NOT_STRINGS);
+    for (size_t i = 0; strs && i < json_array_size(nv); i++) {
+        int vt = value_type(json_array_get(nv, i));
+        if (vt != T_STR && (types_of(r) & (vt == T_INT ? T_INT | T_NUM : vt))) strs = 0;
+    }
+    if (strs) {
+        json_t *e = json_array();
+        for (size_t i = 0; i < json_array_size(nv); i++)
+            if (json_is_string(json_array_get(nv, i))) json_array_append(e, json_array_get(nv, i));
+        json_object_set_new(r, JS_NOT_STRINGS, e);
         json_decref(tmp);
         return r;
     }

@@ -57,6 +57,14 @@ int jre_format(jre_buf *b, const char *name);
  * or a code point outside the BMP. */
 int jre_string_except(jre_buf *b, const char *const *names, const size_t *lens, int n);
 
+/* Property names of a patternProperties pattern against listed names: pat_keys = the string lexemes
+ * matching the pattern that are none of the names; add_keys (unless NULL) = those matching neither
+ * (where additionalProperties applies). Only for patterns of the forms ^X*$ and ^X+$ (X one
+ * character class; 0) and patterns every name matches (".*", ...; 1, add_keys left empty). -1
+ * for other patterns. */
+int jre_key_split(jre_buf *pat_keys, jre_buf *add_keys, const char *pat, size_t n, const char *const *names,
+                  const size_t *lens, int n_names);
+
 /* JSON numbers within bounds. Each bound is an optional decimal given by its text (NULL: none)
  * and whether it is exclusive. integer: only integers (int_frac: "1.0" counts, draft 6+).
  * -1 with err when the bounds cannot be expressed (non-integer bounds on a number). Numbers

@@ -876,6 +876,170 @@ static void emit_trie(jre_buf *b, const tnode *t, int depth) {
     jre_puts(b, ")");
 }
 
+/* one code point out of s, canonically encoded, "(?:[])" if none */
+static void emit_cps(jre_buf *b, const rset *s) {
+    rset t = {0};
+    for (int i = 0; i < s->n; i++) rs_add(&t, s->v[i].lo, s->v[i].hi);
+    emit_set(b, &t);
+    b->oom |= t.oom;
+    free(t.v);
+}
+
+/* s minus the children of a trie node */
+static void minus_kids(rset *out, const rset *s, const tnode *t) {
+    rset k = {0};
+    for (const tnode *q = t->kids; q; q = q->next) rs_add(&k, q->cp, q->cp);
+    rs_negate(&k);
+    /* intersection of s and k: both normalized */
+    for (int i = 0; i < s->n; i++)
+        for (int j = 0; j < k.n; j++) {
+            unsigned long lo = s->v[i].lo > k.v[j].lo ? s->v[i].lo : k.v[j].lo;
+            unsigned long hi = s->v[i].hi < k.v[j].hi ? s->v[i].hi : k.v[j].hi;
+            if (lo <= hi) rs_add(out, lo, hi);
+        }
+    out->oom |= k.oom;
+    free(k.v);
+}
+
+static int in_set(const rset *s, unsigned long c) {
+    for (int i = 0; i < s->n; i++)
+        if (c >= s->v[i].lo && c <= s->v[i].hi) return 1;
+    return 0;
+}
+
+/* mode 1: X{plus,} minus the names; mode 2: neither in X{plus,} nor a name. seen: the path has a
+ * code point outside X. Canonical encodings throughout (so that a name has one spelling). */
+static void emit_trie_cls(jre_buf *b, const tnode *t, int depth, int seen, const rset *x, const rset *notx,
+                          int plus, int mode) {
+    jre_puts(b, "(?:[]");
+    if (!t->final && (mode == 1 ? depth >= plus : seen || (depth == 0 && plus))) jre_puts(b, "|\"");
+    rset all = {0};
+    rs_add(&all, 0, 0x10FFFF);
+    rset d = {0};
+    if (mode == 1) {
+        minus_kids(&d, x, t);
+        jre_puts(b, "|");
+        emit_cps(b, &d);
+        emit_cps(b, x);
+        jre_puts(b, "*\"");
+    } else if (seen) {
+        minus_kids(&d, &all, t);
+        jre_puts(b, "|");
+        emit_cps(b, &d);
+        jre_printf(b, "%s*\"", JRE_CHAR);
+    } else {
+        minus_kids(&d, notx, t);
+        jre_puts(b, "|");
+        emit_cps(b, &d);
+        jre_printf(b, "%s*\"", JRE_CHAR);
+        free(d.v);
+        d = (rset){0};
+        minus_kids(&d, x, t);
+        jre_puts(b, "|");
+        emit_cps(b, &d);
+        emit_cps(b, x);
+        jre_puts(b, "*");
+        emit_cps(b, notx);
+        jre_printf(b, "%s*\"", JRE_CHAR);
+    }
+    b->oom |= d.oom | all.oom;
+    free(d.v);
+    free(all.v);
+    for (const tnode *k = t->kids; k; k = k->next) {
+        int inx = in_set(x, k->cp);
+        if (mode == 1 && !inx) continue;
+        jre_puts(b, "|");
+        jre_buf e = {0};
+        enc_cp(&e, k->cp);
+        jre_puts(b, "(?:");
+        jre_lit(b, e.s, e.n);
+        jre_puts(b, ")");
+        jre_free(&e);
+        emit_trie_cls(b, k, depth + 1, seen || !inx, x, notx, plus, mode);
+    }
+    jre_puts(b, ")");
+}
+
+static int build_trie(tnode *root, const char *const *names, const size_t *lens, int n, int any_cp) {
+    for (int i = 0; i < n; i++) {
+        tnode *t = root;
+        for (size_t j = 0; j < lens[i];) {
+            long c = utf8_next((const unsigned char *)names[i], lens[i], &j);
+            if (c < 0 || (!any_cp && (c < 0x20 || c > 0xFFFF))) return -1;
+            tnode *k = t->kids;
+            while (k && k->cp != (unsigned long)c) k = k->next;
+            if (!k) {
+                k = calloc(1, sizeof *k);
+                if (!k) return -1;
+                k->cp = (unsigned long)c;
+                k->next = t->kids;
+                t->kids = k;
+            }
+            t = k;
+        }
+        t->final = 1;
+    }
+    return 0;
+}
+
+int jre_key_split(jre_buf *pat_keys, jre_buf *add_keys, const char *pat, size_t pn, const char *const *names,
+                  const size_t *lens, int n) {
+    /* universal patterns: every name matches */
+    static const char *const univ[] = {"", ".*", "^.*", ".*$", "(.*)", "^(.*)", NULL};
+    for (int i = 0; univ[i]; i++)
+        if (pn == strlen(univ[i]) && !memcmp(pat, univ[i], pn)) {
+            if (add_keys) add_keys->n = 0, add_keys->oom |= 0;
+            if (!n) {
+                jre_printf(pat_keys, "\"%s*\"", JRE_CHAR);
+                return 1;
+            }
+            return jre_string_except(pat_keys, names, lens, n) ? -1 : 1;
+        }
+    /* ^X*$ or ^X+$ for one class X */
+    pp P = {(const unsigned char *)pat, pn, 0, NULL, 0, 0};
+    if (pn < 4 || pat[0] != '^' || pat[pn - 1] != '$') return -1;
+    P.i = 1;
+    P.n = pn - 2; /* the quantifier is at pn - 2 */
+    rset x = {0};
+    int c = P.p[P.i];
+    if (c == '[') {
+        P.i++;
+        if (p_class(&P, &x)) return free(x.v), -1;
+    } else if (c == '.') {
+        P.i++;
+        rs_add(&x, '\n', '\n');
+        rs_negate(&x);
+    } else if (c == '\\') {
+        P.i++;
+        unsigned long cp;
+        int k = p_escape(&P, 0, &cp, &x);
+        if (k < 0) return free(x.v), -1;
+        if (k == 0) rs_add(&x, cp, cp);
+    } else {
+        return -1;
+    }
+    if (P.i != pn - 2 || (pat[pn - 2] != '*' && pat[pn - 2] != '+')) return free(x.v), -1;
+    int plus = pat[pn - 2] == '+';
+    rs_norm(&x);
+    rset notx = {0};
+    for (int i = 0; i < x.n; i++) rs_add(&notx, x.v[i].lo, x.v[i].hi);
+    rs_negate(&notx);
+    tnode root = {0};
+    int rc = build_trie(&root, names, lens, n, 1) ? -1 : 0;
+    if (!rc) {
+        jre_puts(pat_keys, "\"");
+        emit_trie_cls(pat_keys, &root, 0, 0, &x, &notx, plus, 1);
+        if (add_keys) {
+            jre_puts(add_keys, "\"");
+            emit_trie_cls(add_keys, &root, 0, 0, &x, &notx, plus, 2);
+        }
+    }
+    trie_free(root.kids);
+    free(x.v);
+    free(notx.v);
+    return rc ? -1 : 0;
+}
+
 int jre_string_except(jre_buf *b, const char *const *names, const size_t *lens, int n) {
     tnode root = {0};
     int rc = 0;
