@@ -30,6 +30,7 @@
 #define JS_MAX_WORK 200000
 #define JS_MAX_REQ_SUBSET 8
 #define JS_MAX_PRODUCT 256
+#define JS_MAX_COUNTED 5000 /* string lengths counted in one regex */
 /* internal keyword: strings excluded by a `not` (rewrite_not) */
 #define JS_NOT_STRINGS "$pagoda-not-strings"
 
@@ -753,7 +754,8 @@ static int string_regex(jsc *c, const json_t *s, jre_buf *b, const char *path) {
         return 0;
     }
     jre_free(&fb);
-    if (mx > 100000 || mn > 100000) return fail(c, path, "minLength/maxLength above 100000 are not supported");
+    if (mx > JS_MAX_COUNTED || mn > JS_MAX_COUNTED)
+        return fail(c, path, "minLength/maxLength above %d are not supported (the lexer counts by copies)", JS_MAX_COUNTED);
     if (pat) {
         if (!json_is_string(pat)) return fail(c, path, "'pattern' must be a string");
         char e[200];
