@@ -86,6 +86,18 @@ static int add_symbol(gr_grammar *g, int kind, const char *text, size_t len) {
     return g->n_syms++;
 }
 
+/* Interned terminal lookup (-1: absent). */
+static int find_interned(const gr_grammar *g, int kind, const char *s, size_t n) {
+    if (!g->hash_cap) return -1;
+    size_t j = hash_bytes(kind, s, n) & (size_t)(g->hash_cap - 1);
+    while (g->hash[j]) {
+        const gr_symbol *y = &g->syms[g->hash[j] - 1];
+        if (y->kind == kind && y->len == n && memcmp(y->text, s, n) == 0) return g->hash[j] - 1;
+        j = (j + 1) & (size_t)(g->hash_cap - 1);
+    }
+    return -1;
+}
+
 /* Interned terminal lookup/insert. */
 static int intern(gr_grammar *g, int kind, const char *s, size_t n) {
     if (g->err[0]) return -1;
@@ -145,6 +157,8 @@ int gr_regex(gr_grammar *g, const char *pattern, size_t n) {
         return -1;
     }
     if (g->err[0]) return -1;
+    int known = find_interned(g, GR_SYM_REGEX, pattern ? pattern : "", n);
+    if (known >= 0) return known; /* checked when first added */
     char e[200];
     if (lx_check_pattern(pattern ? pattern : "", n, e, sizeof e)) {
         set_err(g, "bad regular expression /%.*s/: %s", (int)(n > 60 ? 60 : n), pattern, e);
