@@ -15,6 +15,7 @@
 #include "commands.h"
 #include "pagoda.h"
 #include "serve/server.h"
+#include "serve/tool_calls.h"
 
 #define MAX_KEYS 64
 
@@ -55,6 +56,9 @@ static void usage(void) {
             "  --allow-special-in-content chat: special-token text in messages (\"<|im_start|>\") becomes\n"
             "                             special tokens, so messages can forge turns (default: plain text;\n"
             "                             a request's \"allow_special_in_content\" overrides this)\n"
+            "  --tool-call-parser NAME    how chat output is read as tool calls: hermes (<tool_call>), llama3,\n"
+            "                             mistral ([TOOL_CALLS]), json (the whole output a JSON call), none,\n"
+            "                             or auto (default: chosen from the model's chat template)\n"
             "  -v, --verbose              engine log lines at info level\n");
 }
 
@@ -121,6 +125,12 @@ int cmd_serve(int argc, char **argv) {
             if (!(bad = cli_size(a, v, &b))) sc.max_unsent_bytes = (size_t)b;
         }
         else if (!strcmp(a, "--http-threads")) bad = cli_int(a, v, 1, 256, &http_threads);
+        else if (!strcmp(a, "--tool-call-parser")) {
+            tc_format f;
+            if ((bad = tc_format_from_name(v, &f) != 0))
+                fprintf(stderr, "pagoda serve: --tool-call-parser expects hermes, llama3, mistral, json, none or auto, got '%s'\n", v);
+            sc.tool_call_parser = v;
+        }
         else if (!strcmp(a, "--grace")) {
             bad = cli_float(a, v, &grace);
             if (!bad && !(grace >= 0 && grace <= 86400)) {

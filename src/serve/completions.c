@@ -15,6 +15,7 @@
 #include "serve/openai_request.h"
 #include "serve/openai_response.h"
 #include "serve/send.h"
+#include "serve/tool_calls.h"
 
 /* One choice, as the HTTP side builds it. */
 typedef struct {
@@ -23,6 +24,7 @@ typedef struct {
     size_t n_lp, cap_lp;
     size_t text_offset; /* streamed completions: bytes sent so far (for logprobs offsets) */
     int finished;       /* streamed: its finish chunk went out */
+    tc_parser *tc;      /* streamed chat with tools: the generated text -> content and tool calls */
 } gen_choice;
 
 /* The endpoint's state of one request (hr->payload). */
@@ -36,6 +38,8 @@ typedef struct {
     gen_choice *choices; /* [n_choices] */
     int32_t n_choices;
     int trailer_sent;   /* streamed: usage and [DONE] went out */
+    tc_config tools;    /* chat with tools: how calls are parsed (format NONE: not at all) */
+    char **tool_names;  /* owned (one block): tools.tool_names */
 } gen;
 
 static void gen_free(void *p) {
@@ -48,8 +52,10 @@ static void gen_free(void *p) {
         oa_buf_free(&c->text);
         for (size_t k = 0; k < c->n_lp; k++) oa_logprob_free(&c->lp[k]);
         free(c->lp);
+        tc_parser_destroy(c->tc);
     }
     free(g->choices);
+    free(g->tool_names);
     free(g);
 }
 
@@ -118,11 +124,65 @@ static void emit_choice(http_req *hr, const gen *g, int32_t index, const char *t
     sse_append(&hr->out, o);
 }
 
+/* A streamed tool-call delta: {"tool_calls": [{"index", "id", "type", "function": {"name",
+ * "arguments"}}]} for a call's start, {"tool_calls": [{"index", "function": {"arguments"}}]} for
+ * an argument fragment. logprobs stolen (NULL: null). */
+static void emit_tool_delta(http_req *hr, const gen *g, int32_t index, const tc_delta *d, json_t *logprobs) {
+    json_t *o = chunk_head(hr, g), *call;
+    if (d->kind == TC_DELTA_CALL_START)
+        call = json_pack("{s:i, s:s, s:s, s:{s:o, s:s}}", "index", d->index, "id", d->id, "type", "function", "function",
+                         "name", oa_json_text(d->text, d->len), "arguments", "");
+    else
+        call = json_pack("{s:i, s:{s:o}}", "index", d->index, "function", "arguments", oa_json_text(d->text, d->len));
+    json_t *c = json_pack("{s:i, s:{s:[o]}, s:o, s:n}", "index", index, "delta", "tool_calls", call, "logprobs",
+                          logprobs ? logprobs : json_null(), "finish_reason");
+    if (o && c) json_array_append_new(json_object_get(o, "choices"), c);
+    else json_decref(c);
+    sse_append(&hr->out, o);
+}
+
+/* The parser's deltas as chunks; the first carries lpj (stolen). 1 if any went out. */
+static int emit_tool_deltas(http_req *hr, gen *g, int32_t index, json_t **lpj) {
+    const tc_delta *d;
+    size_t n = tc_parser_take(g->choices[index].tc, &d);
+    for (size_t i = 0; i < n; i++) {
+        if (d[i].kind == TC_DELTA_CONTENT) emit_choice(hr, g, index, d[i].text, d[i].len, 0, *lpj, NULL);
+        else emit_tool_delta(hr, g, index, &d[i], *lpj);
+        *lpj = NULL;
+    }
+    return n > 0;
+}
+
+/* Streamed chat with tools: the text goes through the choice's tool-call parser. */
+static void stream_event_tools(http_req *hr, gen *g, const serve_event *e, int have_lp, oa_logprob *lp) {
+    gen_choice *ch = &g->choices[e->index];
+    json_t *lpj = have_lp ? oa_logprobs_chat(lp, 1) : NULL;
+    if (e->text_len > 0 && tc_parser_feed(ch->tc, e->text, e->text_len))
+        sse_append(&hr->out, oa_error_body("out of memory: part of the response was lost", "server_error", NULL, NULL));
+    emit_tool_deltas(hr, g, e->index, &lpj);
+    if (lpj) emit_choice(hr, g, e->index, NULL, 0, 0, lpj, NULL); /* logprobs of text held back */
+    if (e->finish != PAGODA_FINISH_NONE && !ch->finished) {
+        ch->finished = 1;
+        tc_parser_finish(ch->tc);
+        emit_tool_deltas(hr, g, e->index, &lpj);
+        if (e->finish == PAGODA_FINISH_ERROR) sse_append(&hr->out, oa_error_body(e->error, "server_error", NULL, NULL));
+        const char *finish = oa_finish_reason(e->finish);
+        if (e->finish == PAGODA_FINISH_STOP && tc_parser_n_calls(ch->tc) > 0 && tc_parser_calls_valid(ch->tc))
+            finish = "tool_calls";
+        emit_choice(hr, g, e->index, NULL, 0, 0, NULL, finish);
+    }
+}
+
 static void stream_event(http_req *hr, gen *g, const serve_event *e) {
     if (e->index < 0 || e->index >= g->n_choices) return;
     gen_choice *ch = &g->choices[e->index];
     oa_logprob lp;
     const int have_lp = event_logprob(hr, g, e, &lp);
+    if (ch->tc) {
+        stream_event_tools(hr, g, e, have_lp, &lp);
+        if (have_lp) oa_logprob_free(&lp);
+        return;
+    }
     if (e->text_len > 0 || have_lp) {
         json_t *lpj = NULL;
         if (have_lp) lpj = g->chat ? oa_logprobs_chat(&lp, 1) : oa_logprobs_completion(&lp, 1, ch->text_offset);
@@ -198,6 +258,40 @@ static void collect_event(http_req *hr, gen *g, const serve_event *e) {
     else oa_logprob_free(&lp);
 }
 
+/* The id generator's seed of choice i: distinct per request and choice. */
+static uint64_t call_id_seed(const pg_server *s, const gen *g, int32_t i) {
+    uint64_t h = s->id_nonce ^ 0x5851F42D4C957F2Dull;
+    for (const char *p = g->id; *p; p++) h = (h ^ (unsigned char)*p) * 0x100000001B3ull;
+    return h + (uint64_t)i * 0x9E3779B97F4A7C15ull;
+}
+
+/* A chat choice whose text is parsed for tool calls: {"index", "message": {"role", "content"
+ * (null when only calls), "tool_calls"}, "logprobs" (stolen), "finish_reason"}. NULL: no memory. */
+static json_t *chat_choice_tools(const pg_server *s, const gen *g, int32_t i, const char *text, size_t len, json_t *lp,
+                                 const char *finish) {
+    tc_result r;
+    tc_config cfg = g->tools;
+    cfg.id_seed = call_id_seed(s, g, i);
+    if (tc_parse(&cfg, text, len, &r)) {
+        json_decref(lp);
+        return NULL;
+    }
+    json_t *msg = json_pack("{s:s, s:o}", "role", "assistant", "content",
+                            r.content ? oa_json_text(r.content, r.content_len) : json_null());
+    if (msg && r.n_calls) {
+        json_t *calls = json_array();
+        for (size_t k = 0; calls && k < r.n_calls; k++)
+            json_array_append_new(calls, json_pack("{s:s, s:s, s:{s:o, s:o}}", "id", r.calls[k].id, "type", "function",
+                                                   "function", "name", oa_json_text(r.calls[k].name, strlen(r.calls[k].name)),
+                                                   "arguments",
+                                                   oa_json_text(r.calls[k].arguments, strlen(r.calls[k].arguments))));
+        json_object_set_new(msg, "tool_calls", calls ? calls : json_array());
+        if (finish && !strcmp(finish, "stop")) finish = "tool_calls";
+    }
+    tc_result_free(&r);
+    return json_pack("{s:i, s:o, s:o, s:s}", "index", i, "message", msg, "logprobs", lp, "finish_reason", finish);
+}
+
 static enum MHD_Result send_final(http_req *hr, gen *g) {
     req_usage u;
     char error[512];
@@ -220,7 +314,9 @@ static enum MHD_Result send_final(http_req *hr, gen *g) {
             json_decref(lp);
             lp = g->chat ? oa_logprobs_chat(c->lp, c->n_lp) : oa_logprobs_completion(c->lp, c->n_lp, g->echo_len);
         }
-        if (g->chat) {
+        if (g->chat && g->tools.format != TC_FORMAT_NONE) {
+            o = chat_choice_tools(hr->srv, g, i, text, c->text.len, lp, finish);
+        } else if (g->chat) {
             o = json_pack("{s:i, s:{s:s, s:o}, s:o, s:s}", "index", i, "message", "role", "assistant", "content",
                           oa_json_text(text, c->text.len), "logprobs", lp, "finish_reason", finish);
         } else {
@@ -415,6 +511,19 @@ static enum MHD_Result start(http_req *hr) {
     if (atomic_load(&s->draining))
         return send_error(hr, 503, "server_error", NULL, "shutting_down", "The server is shutting down.");
 
+    if (g->chat && q->tools_json && s->tool_format != TC_FORMAT_NONE) {
+        size_t n_names = 0;
+        if (tc_tool_names(q->tools_json, &g->tool_names, &n_names))
+            return send_error(hr, 500, "server_error", NULL, NULL, "out of memory");
+        g->tools = (tc_config){.format = s->tool_format,
+                               .tool_names = (const char *const *)g->tool_names,
+                               .n_tool_names = n_names,
+                               .parallel = q->parallel_tool_calls};
+        /* llama3's <|python_tag|> and mistral's [TOOL_CALLS] / [ARGS] are control tokens: keep
+         * their text so the parser sees them (end-of-generation tokens never become text) */
+        if (s->tool_format == TC_FORMAT_LLAMA3 || s->tool_format == TC_FORMAT_MISTRAL) q->pr.skip_special = 0;
+    }
+
     enum MHD_Result ret = MHD_NO;
     pagoda_grammar *grammar = NULL;
     if (q->constraint.kind) { /* structured output: compiled (or found in the cache) before anything runs */
@@ -446,6 +555,16 @@ static enum MHD_Result start(http_req *hr) {
     g->created = (int64_t)time(NULL);
     snprintf(g->id, sizeof g->id, "%s-%016llx%08llx", g->chat ? "chatcmpl" : "cmpl", (unsigned long long)s->id_nonce,
              (unsigned long long)(atomic_fetch_add(&s->next_id, 1) & 0xffffffffu));
+    if (g->tools.format != TC_FORMAT_NONE && q->stream) {
+        for (int32_t i = 0; i < g->n_choices; i++) {
+            tc_config cfg = g->tools;
+            cfg.id_seed = call_id_seed(s, g, i);
+            if (!(g->choices[i].tc = tc_parser_create(&cfg))) {
+                free(ids);
+                return send_error(hr, 500, "server_error", NULL, NULL, "out of memory");
+            }
+        }
+    }
     if (q->stream) {
         /* the first chunks go out at once: the role (chat), or the echoed prompt (completions) */
         for (int32_t i = 0; i < g->n_choices; i++) {

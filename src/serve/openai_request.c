@@ -222,6 +222,63 @@ static int parse_content(ctx *c, const char *name, const json_t *v, json_t **out
     return *out ? 0 : nomem(c);
 }
 
+/* An assistant message's tool_calls: [{"id", "type": "function", "function": {"name", "arguments"}}].
+ * Arguments come as a JSON string (OpenAI) and chat templates read them as a mapping
+ * (`tool_call.arguments | tojson`, Qwen, Llama 3.1, Mistral) or accept either (Qwen3): a string
+ * that holds a JSON object is replaced by that object, as vLLM does; other strings stay. */
+static int parse_tool_calls(ctx *c, const char *name, const json_t *v, json_t **out) {
+    if (!json_is_array(v)) return bad_type(c, name, "an array", v);
+    if (!(*out = json_deep_copy(v))) return nomem(c);
+    size_t i;
+    json_t *call;
+    json_array_foreach(*out, i, call) {
+        char p[192];
+        snprintf(p, sizeof p, "%.120s[%zu]", name, i);
+        if (!json_is_object(call)) return json_decref(*out), bad_type(c, p, "an object", call);
+        json_t *f = json_object_get(call, "function");
+        snprintf(p + strlen(p), sizeof p - strlen(p), ".function");
+        if (!json_is_object(f)) return json_decref(*out), f ? bad_type(c, p, "an object", f) : fail(c, 400, p, "'%s' is required.", p);
+        const json_t *fname = json_object_get(f, "name");
+        if (!json_is_string(fname)) {
+            json_decref(*out);
+            snprintf(p + strlen(p), sizeof p - strlen(p), ".name");
+            return fname ? bad_type(c, p, "a string", fname) : fail(c, 400, p, "'%s' is required.", p);
+        }
+        json_t *args = json_object_get(f, "arguments");
+        if (json_is_string(args)) {
+            json_t *obj = json_loadb(json_string_value(args), json_string_length(args), JSON_REJECT_DUPLICATES, NULL);
+            if (json_is_object(obj)) json_object_set_new(f, "arguments", obj);
+            else json_decref(obj);
+        }
+    }
+    return 0;
+}
+
+/* The request's tools: [{"type": "function", "function": {"name", ...}}]. */
+static int check_tools(ctx *c, const json_t *v) {
+    if (!json_is_array(v)) return bad_type(c, "tools", "an array", v);
+    size_t i;
+    const json_t *t;
+    json_array_foreach(v, i, t) {
+        char p[96];
+        snprintf(p, sizeof p, "tools[%zu]", i);
+        if (!json_is_object(t)) return bad_type(c, p, "an object", t);
+        const json_t *type = json_object_get(t, "type"), *f = json_object_get(t, "function");
+        if (!json_is_string(type) || strcmp(json_string_value(type), "function"))
+            return fail(c, 400, p, "'%s.type' must be \"function\".", p);
+        if (!json_is_object(f)) {
+            snprintf(p + strlen(p), sizeof p - strlen(p), ".function");
+            return f ? bad_type(c, p, "an object", f) : fail(c, 400, p, "'%s' is required.", p);
+        }
+        const json_t *n = json_object_get(f, "name");
+        snprintf(p + strlen(p), sizeof p - strlen(p), ".function.name");
+        if (!json_is_string(n)) return n ? bad_type(c, p, "a string", n) : fail(c, 400, p, "'%s' is required.", p);
+        if (json_string_length(n) == 0 || json_string_length(n) > 256 || strlen(json_string_value(n)) != json_string_length(n))
+            return fail(c, 400, p, "'%s' must be a name of 1 to 256 characters.", p);
+    }
+    return 0;
+}
+
 static int parse_message(ctx *c, size_t i, const json_t *m, json_t *out_arr) {
     char name[64], p[128];
     snprintf(name, sizeof name, "messages[%zu]", i);
@@ -262,8 +319,9 @@ static int parse_message(ctx *c, size_t i, const json_t *m, json_t *out_arr) {
             json_object_set(msg, key, val);
         } else if (!strcmp(key, "tool_calls")) {
             if (json_is_null(val)) continue;
-            if (!json_is_array(val)) return bad_type(c, p, "an array", val);
-            json_object_set(msg, key, val);
+            json_t *calls = NULL;
+            if (parse_tool_calls(c, p, val, &calls)) return -1;
+            json_object_set_new(msg, key, calls);
         } else if (!strcmp(key, "refusal") || !strcmp(key, "reasoning_content") || !strcmp(key, "reasoning") ||
                    !strcmp(key, "audio")) {
             continue; /* earlier assistant output that the templates do not use */
@@ -487,7 +545,7 @@ static int parse_field(ctx *c, const char *key, json_t *v) {
             return 0;
         }
         if (!strcmp(key, "tools")) {
-            if (!json_is_array(v)) return bad_type(c, key, "an array", v);
+            if (check_tools(c, v)) return -1;
             c->tools = v;
             return 0;
         }
@@ -495,12 +553,9 @@ static int parse_field(ctx *c, const char *key, json_t *v) {
             if (json_is_string(v) && !strcmp(json_string_value(v), "none")) return c->tool_choice_none = 1, 0;
             if (json_is_string(v) && !strcmp(json_string_value(v), "auto")) return 0;
             if (!json_is_string(v) && !json_is_object(v)) return bad_type(c, key, "a string or an object", v);
-            return unsupported(c, key, "tool calls are not parsed, so only \"none\" and \"auto\" are accepted");
+            return unsupported(c, key, "only \"none\" and \"auto\" are accepted");
         }
-        if (!strcmp(key, "parallel_tool_calls")) {
-            int b;
-            return get_bool(c, key, v, &b);
-        }
+        if (!strcmp(key, "parallel_tool_calls")) return get_bool(c, key, v, &r->parallel_tool_calls);
         if (!strcmp(key, "modalities")) {
             if (!json_is_array(v)) return bad_type(c, key, "an array", v);
             for (size_t i = 0; i < json_array_size(v); i++) {
@@ -527,6 +582,7 @@ static void request_defaults(oa_request *r) {
     pr->logprobs = -1;
     pr->skip_special = 1;
     r->allow_special_in_content = -1;
+    r->parallel_tool_calls = 1;
     pr->stop = (const char *const *)r->stop;
     pr->stop_token_ids = r->stop_token_ids;
 }

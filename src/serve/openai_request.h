@@ -47,8 +47,12 @@ typedef struct {
     int echo;
 
     /* chat */
-    char *messages_json;  /* owned: normalized array of {"role","content": string, ...} */
+    char *messages_json;  /* owned: normalized array of {"role","content": string, ...}; an
+                             assistant's tool_calls keep their shape, with function.arguments
+                             given as a JSON-object string decoded to the object (templates
+                             read arguments as a mapping: `arguments | tojson`) */
     char *tools_json;     /* owned; NULL if no tools (or tool_choice "none") */
+    int parallel_tool_calls; /* "parallel_tool_calls": 1 (default) or 0: at most one call */
     int allow_special_in_content; /* "allow_special_in_content": -1 not given (the server's
                                      default), 0 or 1 */
 

@@ -329,6 +329,14 @@ pagoda_status serve_create(pagoda_model *m, pagoda_engine *e, const serve_config
     s->cfg.model_path = s->model_path;
     s->cfg.served_model_name = s->name;
     if (!(s->metrics = metrics_create(s->name))) goto fail;
+    if (tc_format_from_name(c->tool_call_parser ? c->tool_call_parser : "auto", &s->tool_format)) {
+        st = pg_fail(PAGODA_ERR_INVALID, "--tool-call-parser '%s': expected hermes, llama3, mistral, json, none or auto",
+                     c->tool_call_parser);
+        goto fail;
+    }
+    if (s->tool_format == TC_FORMAT_AUTO) s->tool_format = tc_format_detect(s->info.chat_template);
+    s->cfg.tool_call_parser = tc_format_name(s->tool_format);
+    pg_log(PAGODA_LOG_INFO, "tool calls are parsed as '%s'", s->cfg.tool_call_parser);
     if (s->cfg.max_connections_per_ip < 0) s->cfg.max_connections_per_ip = 0;
     if (s->cfg.request_head_timeout_s <= 0) s->cfg.request_head_timeout_s = 20;
     if (s->cfg.request_body_timeout_s <= 0) s->cfg.request_body_timeout_s = 60;

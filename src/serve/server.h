@@ -30,6 +30,9 @@ typedef struct {
     int per_ip_limit_loopback;      /* 1: the per-address limit applies to 127.0.0.0/8 and ::1 too */
     int request_head_timeout_s;     /* whole request head, however slowly it trickles in; default 20 */
     int request_body_timeout_s;     /* whole request body, from the end of the head; default 60 */
+    const char *tool_call_parser;   /* how tool calls are read from chat output: "hermes", "llama3",
+                                       "mistral", "json", "none" or "auto" (NULL: auto, chosen
+                                       from the model's chat template; see tool_calls.h) */
 } serve_config;
 void serve_config_default(serve_config *c);
 

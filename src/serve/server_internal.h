@@ -13,6 +13,7 @@
 #include "serve/grammar_cache.h"
 #include "serve/metrics.h"
 #include "serve/server.h"
+#include "serve/tool_calls.h"
 
 struct http_req;
 
@@ -31,6 +32,7 @@ struct pg_server {
     serve_metrics *metrics;
     int64_t started;       /* unix time, for /v1/models "created" */
     uint64_t id_nonce;     /* random per process: response ids are unique across restarts */
+    tc_format tool_format; /* how chat output is parsed into tool calls (never AUTO) */
     atomic_uint_fast64_t next_id;
     atomic_int draining;
     /* generation requests in flight (submitted, HTTP side open), for the disconnect watchdog */
