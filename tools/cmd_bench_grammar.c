@@ -419,7 +419,7 @@ static int read_until(int fd, void *p, size_t n, double deadline) {
         double left = deadline - pg_now_s();
         if (left <= 0) return -2;
         struct pollfd pf = {fd, POLLIN, 0};
-        int pr = poll(&pf, 1, (int)(left * 1000.0) + 1);
+        int pr = poll(&pf, 1, left > 3600 ? 3600 * 1000 : (int)(left * 1000.0) + 1);
         if (pr < 0 && errno == EINTR) continue;
         if (pr < 0) return -1;
         if (pr == 0) continue;
