@@ -16,7 +16,8 @@ static void usage(void) {
     fprintf(stderr,
             "usage: pagoda bench -m MODEL [options]     kernel speed: pp and tg of one sequence\n"
             "       pagoda bench throughput -m MODEL ... offline batched generation (engine)\n"
-            "       pagoda bench serve --url URL ...     online serving benchmark against a server\n\n"
+            "       pagoda bench serve --url URL ...     online serving benchmark against a server\n"
+            "       pagoda bench grammar --tokenizer T   MaskBench: grammar engines side by side\n\n"
             "  -p N          prompt tokens per pp run (default 128)\n"
             "  -n N          generated tokens per tg run (default 32)\n"
             "  -t LIST       thread counts, e.g. 1,2 (default: 1 and all cores)\n"
@@ -73,6 +74,7 @@ int cmd_bench(int argc, char **argv) {
     cli_device_default(&dev);
     if (argc > 1 && !strcmp(argv[1], "throughput")) return cmd_bench_throughput(argc - 1, argv + 1);
     if (argc > 1 && !strcmp(argv[1], "serve")) return cmd_bench_serve(argc - 1, argv + 1);
+    if (argc > 1 && !strcmp(argv[1], "grammar")) return cmd_bench_grammar(argc - 1, argv + 1);
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         int bad = 0;

@@ -13,5 +13,6 @@ int cmd_serve(int argc, char **argv);           /* cmd_serve.c */
 int cmd_eval(int argc, char **argv);            /* cmd_eval.c: eval humaneval */
 int cmd_bench_throughput(int argc, char **argv); /* cmd_bench_throughput.c */
 int cmd_bench_serve(int argc, char **argv);      /* cmd_bench_serve.c */
+int cmd_bench_grammar(int argc, char **argv);    /* cmd_bench_grammar.c */
 
 #endif
