@@ -76,6 +76,8 @@ typedef struct {
     const char *chat_template; /* Jinja source; NULL if the model has none */
     int32_t bos, eos;          /* -1 if none */
     int32_t fim_prefix, fim_suffix, fim_middle; /* fill-in-the-middle tokens; -1 if none */
+    int32_t fim_repo, fim_sep; /* repository-level FIM: the repository-name and file-separator
+                                  tokens (<repo_name>, <|file_sep|>, ...); -1 if none */
 } pagoda_model_info;
 void pagoda_model_get_info(const pagoda_model *m, pagoda_model_info *info);
 
@@ -176,6 +178,7 @@ typedef struct {
                                  per-GPU budget) and the kernel threads (n_threads, else every core
                                  the broker has not given out, at least one) come from it, and
                                  creation fails with PAGODA_ERR_NOMEM when it cannot grant them */
+    int32_t max_adapters;     /* LoRA adapters loaded at once (ids 1..max_adapters); 0: 8; at most 255 */
 } pagoda_engine_config;
 void pagoda_engine_config_default(pagoda_engine_config *c);
 
@@ -217,6 +220,8 @@ typedef struct {
     int32_t n_prompt_tokens;
     int32_t n_cached_tokens;     /* prompt tokens whose KV came from the prefix cache */
     int32_t n_completion_tokens; /* tokens generated for this choice */
+    int32_t stop_index;          /* finish == STOP because of a stop string: its index in the
+                                    request's stop; -1 otherwise */
 } pagoda_event;
 
 typedef void (*pagoda_event_fn)(const pagoda_event *ev, void *user);
@@ -240,6 +245,26 @@ typedef struct {
     const float *logits;    /* [n_vocab] */
 } pagoda_logits_event;
 typedef void (*pagoda_logits_fn)(const pagoda_logits_event *ev, void *user);
+
+/* How an embedding request pools the final hidden states of its prompt (after the final norm,
+ * before the LM head) into one vector. Values 0..3 equal llama.cpp's pooling_type (GGUF
+ * `<arch>.pooling_type`). Append-only. */
+typedef enum {
+    PAGODA_POOLING_MODEL = -1, /* what the model declares; last-token when it declares none */
+    PAGODA_POOLING_NONE = 0,   /* (a model's declaration only: no pooling; requests may not ask for it) */
+    PAGODA_POOLING_MEAN = 1,   /* mean over every prompt position */
+    PAGODA_POOLING_CLS = 2,    /* the first position */
+    PAGODA_POOLING_LAST = 3,   /* the last position */
+} pagoda_pooling;
+
+/* The pooled vector of an embedding request. Pointers are valid only during the callback. */
+typedef struct {
+    uint64_t request_id;
+    int32_t n_embd;
+    const float *embedding;  /* [n_embd], L2-normalized if the request asked for it */
+    int32_t n_prompt_tokens;
+} pagoda_embedding_event;
+typedef void (*pagoda_embedding_fn)(const pagoda_embedding_event *ev, void *user);
 
 typedef struct {
     const char *prompt;             /* text (tokenized with the model's BOS and special tokens), or */
@@ -275,6 +300,35 @@ typedef struct {
     struct pagoda_grammar *grammar; /* constrained decoding (pagoda_grammar_compile, same model):
                                        every choice's text is a sentence of it; the engine holds a
                                        reference until the request is done. NULL: free text */
+    /* Lazy grammar (llama.cpp's grammar triggers; with grammar only): each choice's text is free
+     * until one of these strings appears in it (trigger_at_start: only as the first text after
+     * leading blanks); from the trigger's first byte on, the text follows the grammar, whose
+     * sentences start with the trigger. Text that does not fit the grammar from a trigger on
+     * leaves the choice free. At most 8 triggers of 1 to 64 bytes. Tool calls with
+     * tool_choice "auto": the tool-call format's opening text as trigger. */
+    const char *const *grammar_triggers;
+    int32_t n_grammar_triggers;
+    int grammar_trigger_at_start;
+    int32_t min_tokens;             /* 0 (default): off; n > 0: until a choice has generated n
+                                       tokens, end-of-generation tokens and stop_token_ids cannot be
+                                       drawn (vLLM's min_tokens; stop strings still apply). At most
+                                       max_tokens when that is set */
+    /* appended for embeddings: */
+    pagoda_embedding_fn on_embedding; /* non-NULL: an embedding request. Its prompt goes through the
+                                         model like any prompt (chunked, batched with generation), nothing
+                                         is sampled or generated; once the prompt is through, this is
+                                         called (engine thread) with the pooled vector, then the request
+                                         finishes (FINISH_STOP, no token). n must be 1; no grammar, no
+                                         prompt logits. Mean and CLS pooling take no KV from the prefix
+                                         cache (every pooled position goes through the model) */
+    pagoda_pooling pooling;           /* embedding requests: default PAGODA_POOLING_MODEL */
+    int32_t normalize;                /* embedding requests: -1 (default) as the model declares
+                                         (pagoda_embedding_info.normalize); 0: the raw pooled vector;
+                                         1: L2-normalized */
+    /* appended for LoRA adapters: */
+    int32_t adapter;                  /* 0 (default): the base model; else an id from
+                                         pagoda_engine_adapter_load. An id that is not loaded fails
+                                         submit with PAGODA_ERR_INVALID */
 } pagoda_request;
 #define PAGODA_MAX_LOGIT_BIAS 1024
 void pagoda_request_default(pagoda_request *r);
@@ -290,6 +344,33 @@ void pagoda_engine_destroy(pagoda_engine *e);
  * PAGODA_ERR_INVALID (bad field; prompt + max_tokens over the context: the message gives the
  * lengths), PAGODA_ERR_BUSY (queue full). *id identifies the request. Thread-safe. */
 pagoda_status pagoda_engine_submit(pagoda_engine *e, const pagoda_request *r, uint64_t *id);
+/* ---- LoRA adapters ----
+ * Requests name an adapter by id (pagoda_request.adapter); one step mixes sequences with different
+ * adapters and none. Adapters apply to q/k/v/o/gate/up/down projections (not the embedding or LM
+ * head), on the CPU only (an engine with GPU layers refuses them: PAGODA_ERR_UNSUPPORTED). */
+typedef struct {
+    int32_t id;
+    int32_t rank;        /* largest rank over the adapted matrices */
+    int32_t n_layers;    /* layers with at least one adapted matrix */
+    char targets[96];    /* adapted projections, comma-separated: "q_proj,k_proj,v_proj,o_proj" */
+    uint64_t bytes;      /* memory the adapter's matrices take (f32) */
+    char source[8];      /* "peft" or "gguf" */
+} pagoda_adapter_info;
+/* Loads a LoRA adapter for the engine's model: path = a PEFT folder (adapter_config.json +
+ * adapter_model.safetensors) or a GGUF LoRA (.gguf, llama.cpp's convert_lora_to_gguf). scale 0:
+ * from the file (lora_alpha / r; alpha / sqrt(r) with use_rslora); > 0: that scale instead.
+ * *id_out: the smallest free id (from 1; ids are reused after unload). PAGODA_ERR_NOMEM when
+ * max_adapters are loaded; PAGODA_ERR_INVALID / FORMAT / UNSUPPORTED for an adapter that does not
+ * fit the model (the message names the tensor and both shapes). Thread-safe; the step in flight
+ * finishes first: requests submitted after it returns may use the id. */
+pagoda_status pagoda_engine_adapter_load(pagoda_engine *e, const char *path, float scale, int32_t *id_out);
+/* Unloads adapter id. Requests that use it and are queued or running finish with
+ * PAGODA_FINISH_ERROR ("adapter N was unloaded") at the next step; its memory is freed once no
+ * step uses it. PAGODA_ERR_INVALID for an id that is not loaded. Thread-safe. */
+pagoda_status pagoda_engine_adapter_unload(pagoda_engine *e, int32_t id);
+/* What adapter id holds. PAGODA_ERR_INVALID for an id that is not loaded. Thread-safe. */
+pagoda_status pagoda_engine_adapter_info(pagoda_engine *e, int32_t id, pagoda_adapter_info *out);
+
 /* Asks the engine to cancel a request: its choices finish with CANCELLED within one step and
  * their KV blocks are freed. Unknown or finished ids are ignored. Thread-safe. */
 void pagoda_engine_cancel(pagoda_engine *e, uint64_t id);
@@ -392,6 +473,16 @@ typedef struct {
     const char *prefix;       /* literal text before the grammar's sentence (NULL: none), e.g. a
                                  tool-call opening tag; suffix likewise after it */
     const char *suffix;
+    /* the wrapped sentence (prefix, grammar, suffix) repeated: min_repeat..max_repeat times with
+       separator (literal text, NULL: none) between; both 0 (default): exactly once; max_repeat
+       < 0: unbounded. Parallel tool calls are one block per call. */
+    int32_t min_repeat, max_repeat;
+    const char *separator;
+    int strict;               /* JSON kinds: 1: an object schema that lists `properties` and
+                                 has no additionalProperties / patternProperties allows no other
+                                 properties but required names it does not list (OpenAI's strict
+                                 mode, XGrammar's default; {"type":"object"} alone stays any
+                                 object); 0 (default): JSON Schema's rule, it allows any */
 } pagoda_grammar_spec;
 /* PAGODA_ERR_INVALID with a message naming the problem (unsupported keyword, bad pattern, line and
  * column of a GBNF error, unsatisfiable grammar, limits passed). m needs a tokenizer. */
@@ -414,6 +505,27 @@ int pagoda_grammar_matcher_can_end(const pagoda_grammar_matcher *m); /* 1: eos a
 int pagoda_grammar_matcher_is_done(const pagoda_grammar_matcher *m); /* 1: only the end can follow */
 /* Why the last mask may be incomplete ("" when exact): work refused on a hostile grammar. */
 const char *pagoda_grammar_matcher_error(const pagoda_grammar_matcher *m);
+/* Jump-forward: the text the grammar forces next (the only bytes it allows, up to a choice or a
+ * possible end), at most cap bytes into buf (not NUL-terminated); the matcher is unchanged. A
+ * caller may tokenize it and accept those tokens without sampling. */
+size_t pagoda_grammar_matcher_forced(pagoda_grammar_matcher *m, char *buf, size_t cap);
+
+/* ===== Embeddings: append-only ===== */
+
+/* What a model declares for embeddings: GGUF `<arch>.pooling_type`; for a Hugging Face folder
+ * packaged by sentence-transformers, modules.json with its Pooling module's config
+ * (pooling_mode_lasttoken / mean_tokens / cls_token) and whether a Normalize module follows. */
+typedef struct {
+    int32_t n_embd;          /* length of the pooled vectors (0: a model without weights) */
+    pagoda_pooling pooling;  /* the declared pooling; PAGODA_POOLING_NONE when none is declared */
+    int normalize;           /* 1: vectors are L2-normalized (a Normalize module; GGUF embedding models
+                                and models that declare nothing: 1, as llama.cpp and OpenAI do) */
+    int is_embedding_model;  /* a sentence-transformers package, a GGUF with a pooling type, or a model
+                                without an LM head */
+    int has_lm_head;         /* 0: the checkpoint has no lm_head (and does not tie it to the embedding):
+                                it can only embed; generation requests fail with PAGODA_ERR_INVALID */
+} pagoda_embedding_info;
+void pagoda_model_get_embedding_info(const pagoda_model *m, pagoda_embedding_info *info);
 
 #ifdef __cplusplus
 }

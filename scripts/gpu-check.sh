@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs on a machine with an NVIDIA GPU, from the repository root, over what scripts/gpu-pack.sh
 # packed into .devcarry/: GPU parity tests, then the speed benchmarks, then the serving benchmark.
-# Usage: scripts/gpu-check.sh [info] [tests = kernels + parity] [bench] [serve] ...
+# Usage: scripts/gpu-check.sh [info] [tests = kernels + parity] [bench] [serve] [structured] ...
 # (results under $OUT or ./gpu-results). Env: PAGODA_BENCH_TYPES (q4_0 f16), PAGODA_RATES (10 30),
 # PAGODA_SAMPLED_RATES (none: serving runs with T 0.2 / top-p 0.95), PAGODA_DURATION (30), PAGODA_MAX_SEQS (384).
 set -uo pipefail
@@ -76,6 +76,22 @@ serve)
     done
     kill -TERM $srv; wait $srv
     tail -5 "$out/serve.log"
+    ;;
+structured)
+    # grammar masks on the GPU path (masked on the host after the logits come back): outputs checked
+    # by scripts/structured-check.py (standard library only), and the cost in throughput (twin runs)
+    stage "structured output on the GPU: synthetic Llama-2-7B q4_0 with the SmolLM2 vocabulary"
+    synth llama-2-7b q4_0 llama2-7b-q4_0-smolvocab.gguf --vocab-from "$c/vocab-smollm2.gguf"
+    "$bin/pagoda" serve -m "$models/llama2-7b-q4_0-smolvocab.gguf" --device cuda --port 8098 -v > "$out/serve-structured.log" 2>&1 &
+    srv=$!
+    for i in $(seq 1 240); do LD_LIBRARY_PATH= curl -sf localhost:8098/health >/dev/null && break; sleep 1; done
+    python3 scripts/structured-check.py --url http://localhost:8098 -n 16 2>&1 | tee "$out/structured-check.txt"
+    echo "exit ${PIPESTATUS[0]}"
+    stage "bench serve twin: 32 sequences, json_schema vs free"
+    body='{"structured_outputs": {"json": {"type": "array", "minItems": 40, "items": {"type": "object", "properties": {"id": {"type": "integer"}, "name": {"type": "string", "maxLength": 12}}, "required": ["id", "name"]}}}}'
+    "$bin/pagoda" bench serve --url http://localhost:8098 --concurrency 32 --num-requests 96 --input-len 64 --output-len 128 \
+        --temperature 1 --twin on --extra-body "$body" --json "$out/structured-twin.json" 2>&1 | sed -n '/Twin/,$p'
+    kill -TERM $srv; wait $srv
     ;;
 esac
 done

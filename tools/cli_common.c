@@ -28,6 +28,72 @@ int cli_error(const char *context) {
     return 1;
 }
 
+/* The next option token of a usage text from *p: "-x" or "--word" preceded by a space, a
+ * newline, ',' or '|' (so "f32|f16" or "x-y" inside words are not taken). 0 at the end. */
+static size_t next_option(const char **p, const char **start) {
+    for (const char *s = *p; *s; s++) {
+        if (*s != '-' || (s > *p && !(s[-1] == ' ' || s[-1] == '\n' || s[-1] == ',' || s[-1] == '[')))
+            continue;
+        const char *e = s + 1 + (s[1] == '-');
+        if (!((*e >= 'a' && *e <= 'z') || (*e >= 'A' && *e <= 'Z'))) continue;
+        while ((*e >= 'a' && *e <= 'z') || (*e >= 'A' && *e <= 'Z') || (*e >= '0' && *e <= '9') || *e == '-') e++;
+        *start = s;
+        *p = e;
+        return (size_t)(e - s);
+    }
+    return 0;
+}
+
+int cli_option_listed(const char *opt, const char *usage_text) {
+    const char *p = usage_text, *o;
+    size_t n, len = strlen(opt);
+    while ((n = next_option(&p, &o)))
+        if (n == len && !strncmp(o, opt, n)) return 1;
+    return 0;
+}
+
+/* Optimal-string-alignment distance (insertions, deletions, substitutions, adjacent swaps),
+ * for strings up to 63 bytes (longer ones are far from everything). */
+static int edit_distance(const char *a, size_t na, const char *b, size_t nb) {
+    if (na > 63 || nb > 63) return 99;
+    int d[64][64];
+    for (size_t i = 0; i <= na; i++) d[i][0] = (int)i;
+    for (size_t j = 0; j <= nb; j++) d[0][j] = (int)j;
+    for (size_t i = 1; i <= na; i++)
+        for (size_t j = 1; j <= nb; j++) {
+            int v = d[i - 1][j - 1] + (a[i - 1] != b[j - 1]);
+            if (d[i - 1][j] + 1 < v) v = d[i - 1][j] + 1;
+            if (d[i][j - 1] + 1 < v) v = d[i][j - 1] + 1;
+            if (i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] && d[i - 2][j - 2] + 1 < v)
+                v = d[i - 2][j - 2] + 1;
+            d[i][j] = v;
+        }
+    return d[na][nb];
+}
+
+int cli_unknown_option(const char *cmd, const char *opt, const char *usage_text) {
+    if (cli_option_listed(opt, usage_text)) { /* known, but the last argument */
+        fprintf(stderr, "%s: option '%s' needs a value\n", cmd, opt);
+        return 2;
+    }
+    const char *p = usage_text, *o, *best = NULL;
+    size_t n, best_n = 0, len = strlen(opt);
+    int best_d = 99;
+    while ((n = next_option(&p, &o))) {
+        int d = edit_distance(opt, len, o, n);
+        if (d < best_d) best_d = d, best = o, best_n = n;
+    }
+    /* close enough to be a typo: a third of the name, at least 1, at most 3 edits */
+    int limit = (int)len / 3;
+    if (limit < 1) limit = 1;
+    if (limit > 3) limit = 3;
+    if (best && best_d <= limit)
+        fprintf(stderr, "%s: unknown option '%s' (did you mean %.*s?)\n", cmd, opt, (int)best_n, best);
+    else
+        fprintf(stderr, "%s: unknown option '%s' (see --help)\n", cmd, opt);
+    return 2;
+}
+
 int cli_int(const char *opt, const char *val, long lo, long hi, long *out) {
     char *end;
     errno = 0;
@@ -157,7 +223,7 @@ int cli_device_option(const char *opt, const char *val, cli_device *d, int *bad)
         else fprintf(stderr, "pagoda: --device expects cpu or cuda, got '%s'\n", val), *bad = 1;
         return 1;
     }
-    if (!strcmp(opt, "--gpu-layers") || !strcmp(opt, "-ngl")) {
+    if (!strcmp(opt, "--gpu-layers") || !strcmp(opt, "-ngl") || !strcmp(opt, "--n-gpu-layers")) {
         *bad = cli_int(opt, val, 0, 1 << 20, &d->gpu_layers);
         if (!*bad && d->gpu_layers > 0) d->cuda = 1;
         return 1;

@@ -22,7 +22,8 @@ typedef struct {
 } cli_device;
 #define CLI_DEVICE_HELP                                                                                 \
     "  --device cpu|cuda    where the model runs (default cpu)\n"                                      \
-    "  --gpu-layers N       CPU/GPU hybrid: the first N layers on the GPU, the rest on the CPU\n"       \
+    "  --gpu-layers N       CPU/GPU hybrid: the first N layers on the GPU, the rest on the CPU; also\n"  \
+    "                       llama.cpp's -ngl / --n-gpu-layers (0: the CPU; N > 0 implies --device cuda)\n" \
     "  --gpu-memory-utilization F  share of GPU memory for weights + KV cache (default 0.9)\n"             \
     "  --cuda-device N      the CUDA device (default 0)\n"                                                   \
     "  --cuda-qgemm half|dequant|mma  quantized products over a few tokens: cuBLAS on a half copy (default;\n" \
@@ -58,6 +59,14 @@ int cli_size(const char *opt, const char *val, uint64_t *out);
 int cli_kv_type(const char *opt, const char *val, int *out);
 /* The median of n values (sorts them). */
 double cli_median(double *v, long n);
+/* Options a subcommand knows are read from its usage text: every "-x" / "--word" token in it
+ * (so the help and the parser's typo check cannot drift apart). */
+int cli_option_listed(const char *opt, const char *usage_text);
+/* "<cmd>: unknown option '--temprature' (did you mean --temperature?)" on stderr, the suggestion
+ * being the closest listed option by edit distance (none when nothing is close); for a listed
+ * option (one that lacks its value) "<cmd>: option '-m' needs a value". Returns 2. */
+int cli_unknown_option(const char *cmd, const char *opt, const char *usage_text);
+
 /* Prints "pagoda: <context>: <pagoda_last_error()>" and returns 1. */
 int cli_error(const char *context);
 

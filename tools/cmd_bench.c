@@ -12,20 +12,22 @@
 #include "commands.h"
 #include "core/clock.h"
 
-static void usage(void) {
-    fprintf(stderr,
+static const char k_usage[] =
             "usage: pagoda bench -m MODEL [options]     kernel speed: pp and tg of one sequence\n"
             "       pagoda bench throughput -m MODEL ... offline batched generation (engine)\n"
             "       pagoda bench serve --url URL ...     online serving benchmark against a server\n"
-            "       pagoda bench grammar --tokenizer T   MaskBench: grammar engines side by side\n\n"
+            "       pagoda bench grammar --tokenizer T   MaskBench: grammar engines side by side\n"
+            "       pagoda bench load -m MODEL           cold and warm start: time to first token\n\n"
+            "  -m, --model PATH  .gguf file or Hugging Face model folder\n"
             "  -p N          prompt tokens per pp run (default 128)\n"
             "  -n N          generated tokens per tg run (default 32)\n"
             "  -t LIST       thread counts, e.g. 1,2 (default: 1 and all cores)\n"
             "  -r N          repetitions; medians are reported (default 5)\n"
             "  --no-membw    skip the bandwidth probe\n"
             "  --json PATH   also write the results as JSON\n"
-            CLI_DEVICE_HELP);
-}
+            CLI_DEVICE_HELP;
+
+static void usage(void) { fputs(k_usage, stderr); }
 
 typedef struct {
     int done, failed;
@@ -75,11 +77,13 @@ int cmd_bench(int argc, char **argv) {
     if (argc > 1 && !strcmp(argv[1], "throughput")) return cmd_bench_throughput(argc - 1, argv + 1);
     if (argc > 1 && !strcmp(argv[1], "serve")) return cmd_bench_serve(argc - 1, argv + 1);
     if (argc > 1 && !strcmp(argv[1], "grammar")) return cmd_bench_grammar(argc - 1, argv + 1);
+    if (argc > 1 && !strcmp(argv[1], "load")) return cmd_bench_load(argc - 1, argv + 1);
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         int bad = 0;
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) return usage(), 0;
         if (!strcmp(a, "--no-membw")) { membw = 0; continue; }
+        if (!cli_option_listed(a, k_usage)) return cli_unknown_option("pagoda bench", a, k_usage);
         if (!v) { fprintf(stderr, "pagoda bench: option '%s' needs a value\n", a); return 2; }
         if (!strcmp(a, "-m") || !strcmp(a, "--model")) model = v;
         else if (!strcmp(a, "-p")) bad = cli_int(a, v, 0, 65536, &n_pp);
@@ -88,7 +92,7 @@ int cmd_bench(int argc, char **argv) {
         else if (!strcmp(a, "-t")) tlist = v;
         else if (!strcmp(a, "--json")) json_path = v;
         else if (cli_device_option(a, v, &dev, &bad)) {}
-        else { fprintf(stderr, "pagoda bench: unknown option '%s'\n", a); return usage(), 2; }
+        else return cli_unknown_option("pagoda bench", a, k_usage);
         if (bad) return 2;
         i++;
     }

@@ -36,9 +36,8 @@
 #define ENGINE_VERSION "dev"
 #define ENGINE_VERSION_GBNF "dev+gbnf" /* --gbnf: not the schemas' grammars */
 
-static void usage(void) {
-    fprintf(stderr,
-            "usage: pagoda bench grammar --tokenizer PATH [options]\n"
+static const char k_usage[] =
+"usage: pagoda bench grammar --tokenizer PATH [options]\n"
             "  MaskBench (JSON Schema corpus) with pagoda's grammar engine and the reference engines,\n"
             "  side by side: one JSON line per schema per engine, then compare.py's table.\n\n"
             "  --tokenizer PATH    a .gguf or a Hugging Face tokenizer folder (tokenizer.json)\n"
@@ -59,8 +58,9 @@ static void usage(void) {
             "  --dump-instances FILE  write each selected instance's serialized text, one a line, and\n"
             "                      exit (a check of the serialization against Python's)\n"
             "  --gbnf FILE         pagoda walks every schema's instances through this GBNF grammar instead\n"
-            "                      of the schema (a check of the harness, e.g. with a grammar of all JSON)\n");
-}
+            "                      of the schema (a check of the harness, e.g. with a grammar of all JSON)\n";
+
+static void usage(void) { fputs(k_usage, stderr); }
 
 /* ---------- the corpus ---------- */
 
@@ -709,10 +709,7 @@ int cmd_bench_grammar(int argc, char **argv) {
             fprintf(stderr, "pagoda bench grammar: unexpected argument '%s'\n", a);
             return usage(), 2;
         }
-        if (!v) {
-            fprintf(stderr, "pagoda bench grammar: option '%s' needs a value\n", a);
-            return 2;
-        }
+        if (!v || !cli_option_listed(a, k_usage)) return cli_unknown_option("pagoda bench grammar", a, k_usage);
         i++;
         int bad = 0;
         if (!strcmp(a, "--tokenizer")) tok = v;
@@ -728,10 +725,7 @@ int cmd_bench_grammar(int argc, char **argv) {
         else if (!strcmp(a, "--progress")) bad = cli_int(a, v, 0, 100000000, &progress);
         else if (!strcmp(a, "--eos")) bad = cli_int(a, v, 0, INT32_MAX, &eos_opt);
         else if (!strcmp(a, "--timeout")) bad = cli_float_in(a, v, 0.001f, 1e6f, &timeout);
-        else {
-            fprintf(stderr, "pagoda bench grammar: unknown option '%s'\n", a);
-            return usage(), 2;
-        }
+        else return cli_unknown_option("pagoda bench grammar", a, k_usage);
         if (bad) return 2;
     }
     if (!tok && !dump) {

@@ -59,6 +59,9 @@ typedef struct {
     rng prompt_rng;
     size_t n_prompts_made;
     size_t n_problems;
+    json_t *extra;      /* --extra-body: fields merged into every request (owned) */
+    int twin;           /* --twin: each run plain, then again with the extra fields */
+    int use_extra;      /* the current run sends them */
 } options;
 
 typedef struct {
@@ -93,6 +96,7 @@ typedef struct {
     /* the server's own engine time over the run, from its /metrics (pagoda serve); have = 0 elsewhere */
     int have_engine;
     double engine_steps, engine_host_ms, engine_forward_ms; /* ms per step */
+    int extra; /* sent --extra-body */
 } run_result;
 
 static uint64_t rng_next(rng *r) {
@@ -121,8 +125,7 @@ static const char *const k_words[] = {
     "year", "good", "great", "small", "large"};
 #define N_WORDS (sizeof k_words / sizeof k_words[0])
 
-static void usage(void) {
-    fprintf(stderr,
+static const char k_usage[] =
             "usage: pagoda bench serve --url URL (--request-rate R | --concurrency C) [options]\n\n"
             "  --url URL              server base URL (http://host:port) or a full .../v1/completions URL\n"
             "  --model NAME           model name (default: the first of GET /v1/models)\n"
@@ -134,7 +137,7 @@ static void usage(void) {
             "  --duration S           instead: keep sending for S seconds\n"
             "  --workload W           fixed (default), random, humaneval\n"
             "  --input-len N          prompt length in words ~ tokens (default 256)\n"
-            "  --output-len N         generated tokens per request (default 128)\n"
+            "  --output-len N         generated tokens per request (default 128); also --max-tokens\n"
             "  --range-ratio F        random workload: lengths uniform in [N(1-F), N(1+F)] (default 0.5)\n"
             "  --dataset PATH         HumanEval .jsonl[.gz] for --workload humaneval\n"
             "  --seed S               arrival and prompt seed (default 0)\n"
@@ -145,10 +148,13 @@ static void usage(void) {
             "  --sweep-rates LIST     e.g. 1,10,30,inf: one run per rate\n"
             "  --sweep-concurrency L  e.g. 1,10,30: one run per concurrency\n"
             "  --sweep-lens LIST      e.g. 256/256,1024/128,humaneval: one run per length pair\n"
+            "  --extra-body JSON      fields merged into every request, e.g. '{\"response_format\": ...}'\n"
+            "  --twin on|off          each run twice: plain, then with --extra-body, and their ratios\n"
             "  --json PATH            results and per-request records\n"
             "  --report PATH.html     self-contained HTML report with plots\n"
-            "  --markdown PATH.md     table: one row per run\n");
-}
+            "  --markdown PATH.md     table: one row per run\n";
+
+static void usage(void) { fputs(k_usage, stderr); }
 
 /* ---- prompts ---- */
 
@@ -211,6 +217,7 @@ static char *request_body(const options *o, const char *prompt, long max_tokens)
     json_object_set_new(b, "stream_options", json_pack("{sb}", "include_usage", 1));
     if (o->ignore_eos) json_object_set_new(b, "ignore_eos", json_true());
     if (o->ignore_eos && o->min_tokens) json_object_set_new(b, "min_tokens", json_integer(max_tokens));
+    if (o->extra && o->use_extra) json_object_update(b, o->extra);
     char *s = json_dumps(b, JSON_COMPACT);
     json_decref(b);
     return s;
@@ -508,6 +515,7 @@ static json_t *run_json(const run_result *r) {
     char rate[32];
     fmt_rate(rate, sizeof rate, r->rate);
     json_object_set_new(j, "lengths", json_string(r->l.label));
+    json_object_set_new(j, "extra_body", json_boolean(r->extra));
     json_object_set_new(j, "workload", json_string(r->l.workload == WL_HUMANEVAL ? "humaneval"
                                                    : r->l.workload == WL_RANDOM ? "random" : "fixed"));
     json_object_set_new(j, "input_len", json_integer(r->l.input_len));
@@ -597,6 +605,26 @@ static void run_name(const run_result *r, char *buf, size_t cap) {
     if (r->rate > 0 && r->concurrency > 0) snprintf(buf, cap, "%s @ %s req/s, conc %ld", r->l.label, rate, r->concurrency);
     else if (r->rate > 0) snprintf(buf, cap, "%s @ %s req/s", r->l.label, rate);
     else snprintf(buf, cap, "%s, conc %ld", r->l.label, r->concurrency);
+    if (r->extra) snprintf(buf + strlen(buf), cap - strlen(buf), " +extra-body");
+}
+
+/* --twin: the run with the extra fields against its plain twin just before it */
+static void print_twin(const run_result *plain, const run_result *x) {
+    double q = plain->out_tput > 0 ? x->out_tput / plain->out_tput : 0;
+    banner(" Twin: with --extra-body / without ", '=');
+    printf("%-40s %.3fx\n", "Output token throughput:", q);
+    printf("%-40s %.3fx\n", "Mean TTFT:", plain->ttft.mean > 0 ? x->ttft.mean / plain->ttft.mean : 0);
+    printf("%-40s %.3fx\n", "Median TTFT:", plain->ttft.median > 0 ? x->ttft.median / plain->ttft.median : 0);
+    printf("%-40s %.3fx\n", "P99 TTFT:", plain->ttft.p99 > 0 ? x->ttft.p99 / plain->ttft.p99 : 0);
+    printf("%-40s %.3fx\n", "Mean TPOT:", plain->tpot.mean > 0 ? x->tpot.mean / plain->tpot.mean : 0);
+    printf("%-40s %.3f / %.3f\n", "Mean output tokens per request:", plain->completed ? (double)plain->total_out / plain->completed : 0,
+           x->completed ? (double)x->total_out / x->completed : 0);
+    if (plain->completed && x->completed &&
+        (double)x->total_out / x->completed < 0.95 * (double)plain->total_out / plain->completed)
+        printf("warning: the runs with --extra-body generated fewer tokens per request (a grammar that ended\n"
+               "early?): their throughput and TPOT are not comparable\n");
+    banner("", '=');
+    fflush(stdout);
 }
 
 static int write_markdown(const options *o, run_result *runs, int n_runs) {
@@ -611,7 +639,8 @@ static int write_markdown(const options *o, run_result *runs, int n_runs) {
         fmt_rate(rate, sizeof rate, r->rate);
         if (r->concurrency > 0) snprintf(conc, sizeof conc, "%ld", r->concurrency);
         else snprintf(conc, sizeof conc, "-");
-        fprintf(f, "| %s | %s | %s | %zu/%zu | %.0f | %.2f | %.1f | %.1f | %.1f | %.2f | %.2f |\n", r->l.label, rate, conc,
+        fprintf(f, "| %s%s | %s | %s | %zu/%zu | %.0f | %.2f | %.1f | %.1f | %.1f | %.2f | %.2f |\n", r->l.label,
+                r->extra ? " +extra-body" : "", rate, conc,
                 r->completed, r->failed, r->completed ? (double)r->total_in / (double)r->completed : 0.0, r->req_tput,
                 r->out_tput, r->total_tput, r->ttft.mean, r->tpot.mean, r->tpot.p99);
     }
@@ -937,6 +966,7 @@ int cmd_bench_serve(int argc, char **argv) {
         int bad = 0;
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) return usage(), 0;
         if (!strcmp(a, "--no-ignore-eos")) { o.ignore_eos = 0; continue; }
+        if (!cli_option_listed(a, k_usage)) return cli_unknown_option("pagoda bench serve", a, k_usage);
         if (!v) { fprintf(stderr, "pagoda bench serve: option '%s' needs a value\n", a); return 2; }
         float fv;
         if (!strcmp(a, "--url")) o.url_arg = v;
@@ -965,7 +995,7 @@ int cmd_bench_serve(int argc, char **argv) {
             else if (!strcmp(v, "humaneval")) o.workload = WL_HUMANEVAL;
             else { fprintf(stderr, "pagoda bench serve: --workload is fixed, random or humaneval\n"); return 2; }
         } else if (!strcmp(a, "--input-len")) bad = cli_int(a, v, 1, 1 << 20, &o.input_len);
-        else if (!strcmp(a, "--output-len")) bad = cli_int(a, v, 1, 1 << 20, &o.output_len);
+        else if (!strcmp(a, "--output-len") || !strcmp(a, "--max-tokens")) bad = cli_int(a, v, 1, 1 << 20, &o.output_len);
         else if (!strcmp(a, "--range-ratio")) {
             bad = cli_float(a, v, &fv);
             if (!bad && !(fv >= 0 && fv < 1)) { fprintf(stderr, "pagoda bench serve: --range-ratio must be in [0, 1)\n"); bad = 1; }
@@ -996,11 +1026,27 @@ int cmd_bench_serve(int argc, char **argv) {
             o.n_sweep_conc = n;
             free(ids);
         } else if (!strcmp(a, "--sweep-lens")) sweep_lens = v;
-        else { fprintf(stderr, "pagoda bench serve: unknown option '%s'\n", a); return usage(), 2; }
+        else if (!strcmp(a, "--extra-body")) {
+            json_error_t je;
+            json_decref(o.extra);
+            o.extra = json_loads(v, 0, &je);
+            if (!json_is_object(o.extra)) {
+                fprintf(stderr, "pagoda bench serve: --extra-body must be a JSON object%s%s\n", o.extra ? "" : ": ",
+                        o.extra ? "" : je.text);
+                json_decref(o.extra);
+                return 2;
+            }
+            o.use_extra = 1;
+        } else if (!strcmp(a, "--twin")) {
+            if (!strcmp(v, "on")) o.twin = 1;
+            else if (strcmp(v, "off")) { fprintf(stderr, "pagoda bench serve: --twin is on or off\n"); return 2; }
+        }
+        else return cli_unknown_option("pagoda bench serve", a, k_usage);
         if (bad) return 2;
         i++;
     }
     if (!o.url_arg) { fprintf(stderr, "pagoda bench serve: --url is required\n"); return usage(), 2; }
+    if (o.twin && !o.extra) { fprintf(stderr, "pagoda bench serve: --twin needs --extra-body\n"); return 2; }
     if (o.n_sweep_rates && o.n_sweep_conc) {
         fprintf(stderr, "pagoda bench serve: give --sweep-rates or --sweep-concurrency, not both\n");
         return 2;
@@ -1048,18 +1094,20 @@ int cmd_bench_serve(int argc, char **argv) {
     if (preflight(&o)) goto done;
     probe_fields(&o);
     int n_points = o.n_sweep_rates ? o.n_sweep_rates : o.n_sweep_conc ? o.n_sweep_conc : 1;
-    runs = calloc((size_t)(n_lens * n_points), sizeof *runs);
+    int per = o.twin ? 2 : 1, total = n_lens * n_points * per;
+    runs = calloc((size_t)total, sizeof *runs);
     if (!runs) goto done;
-    fprintf(stderr, "bench: %s, model %s, %d run%s\n", o.url, o.model, n_lens * n_points, n_lens * n_points > 1 ? "s" : "");
+    fprintf(stderr, "bench: %s, model %s, %d run%s\n", o.url, o.model, total, total > 1 ? "s" : "");
     for (int L = 0; L < n_lens; L++)
-        for (int p = 0; p < n_points; p++) {
+        for (int p = 0; p < n_points * per; p++) {
             run_result *r = &runs[n_runs];
             r->l = o.sweep_lens[L];
-            r->rate = o.n_sweep_rates ? o.sweep_rates[p] : o.rate;
-            r->concurrency = o.n_sweep_conc ? o.sweep_conc[p] : o.concurrency;
+            r->rate = o.n_sweep_rates ? o.sweep_rates[p / per] : o.rate;
+            r->concurrency = o.n_sweep_conc ? o.sweep_conc[p / per] : o.concurrency;
+            o.use_extra = r->extra = o.extra && (!o.twin || p % 2 == 1);
             char name[128];
             run_name(r, name, sizeof name);
-            fprintf(stderr, "bench: run %d/%d: %s\n", n_runs + 1, n_lens * n_points, name);
+            fprintf(stderr, "bench: run %d/%d: %s\n", n_runs + 1, total, name);
             n_runs++;
             double e0[3], e1[3];
             int have0 = scrape_engine(&o, e0);
@@ -1072,6 +1120,7 @@ int cmd_bench_serve(int argc, char **argv) {
             }
             compute_metrics(r);
             print_run(r);
+            if (o.twin && p % 2 == 1) print_twin(r - 1, r);
         }
     rc = 0;
     if (o.json_path) rc |= write_json(&o, runs, n_runs);
@@ -1090,5 +1139,6 @@ done:
     free(o.url);
     free(o.metrics_url);
     free(o.model);
+    json_decref(o.extra);
     return rc;
 }

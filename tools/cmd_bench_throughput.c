@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <jansson.h>
 
@@ -16,10 +17,12 @@
 #include "bench_report.h"
 #include "jsonl.h"
 #include "core/clock.h"
+#include "format/gguf.h"
+#include "model/model.h"
 
-static void usage(void) {
-    fprintf(stderr,
+static const char k_usage[] =
             "usage: pagoda bench throughput -m MODEL [options]\n"
+            "  -m, --model PATH     .gguf file or Hugging Face model folder\n"
             "  --lens LIST          input/output token lengths, e.g. 128/128,512/128 (default 128/128)\n"
             "  -c, --concurrency L  concurrent requests per row, e.g. 1,8,32 (default 1,8,32)\n"
             "  -n N                 requests per row (default: the concurrency, i.e. one wave)\n"
@@ -40,9 +43,12 @@ static void usage(void) {
             "                       by this JSON Schema, next to the same row free (alternated)\n"
             "  --regex PATTERN      the same with a regular expression\n"
             "  --gbnf FILE          the same with a GBNF grammar\n"
+            "  --lora N:RANK        every row also runs with N synthetic LoRA adapters of rank RANK on\n"
+            "                       all projections, requests spread round-robin over them (CPU only)\n"
             "  --json PATH          also write the rows as JSON\n"
-            "  --svg PATH           plot: tokens/s against concurrent requests, a line per length pair\n");
-}
+            "  --svg PATH           plot: tokens/s against concurrent requests, a line per length pair\n";
+
+static void usage(void) { fputs(k_usage, stderr); }
 
 typedef struct {
     int32_t generated, first_tokens, done, n_requests;
@@ -130,13 +136,13 @@ typedef struct {
 
 typedef struct {
     int32_t in_len, out_len, conc, n_req;
-    int constrained;  /* requests carry the grammar */
+    int constrained;  /* the twin row: requests carry the grammar, or the LoRA adapters */
     double seconds, req_s, out_tok_s, decode_tok_s, total_tok_s, ttft_ms;
     double host_ms; /* per engine step, outside the forward pass (scheduling, sampling, events) */
 } row;
 
 static int run_row(pagoda_engine *e, int32_t V, row *r, uint64_t *seed, dataset *ds, int32_t max_len,
-                   const sampling_opts *so, pagoda_grammar *grammar) {
+                   const sampling_opts *so, pagoda_grammar *grammar, const int32_t *lora_ids, int n_lora) {
     progress p = {.n_requests = r->n_req};
     int32_t *prompt = malloc(sizeof(int32_t) * ((size_t)r->in_len + 1));
     req_slot *slots = malloc(sizeof *slots * (size_t)r->n_req);
@@ -173,6 +179,7 @@ static int run_row(pagoda_engine *e, int32_t V, row *r, uint64_t *seed, dataset 
             q.sampling.temperature = so->temperature, q.sampling.top_p = so->top_p, q.sampling.top_k = (int32_t)so->top_k;
             q.sampling.seed = submitted + 1;
             if (r->constrained) q.grammar = grammar;
+            if (r->constrained && n_lora) q.adapter = lora_ids[submitted % n_lora];
             slots[submitted] = (req_slot){&p, submitted};
             p.t_submit[submitted] = pg_now_s();
             q.on_event = on_event, q.user = &slots[submitted];
@@ -256,19 +263,74 @@ static void write_svg(const char *path, const char *model, const row *rows, int 
     fclose(f);
 }
 
+/* Writes a GGUF LoRA of this rank on every projection of the model at model_path (random
+ * weights, small enough to keep generation sane) and loads it into e. */
+static int bench_lora_synthetic(pagoda_engine *e, const char *model_path, int rank, int k, int32_t *id) {
+    pg_model *m = NULL;
+    if (model_load(model_path, &m)) return cli_error("lora");
+    char path[256];
+    snprintf(path, sizeof path, "/tmp/pagoda-bench-lora-%d-%d.gguf", (int)getpid(), k);
+    static const char *names[] = {"attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down"};
+    gguf_writer *w = gguf_writer_create();
+    int bad = !w || gguf_writer_set_str(w, "general.architecture", "llama") || gguf_writer_set_str(w, "general.type", "adapter") ||
+              gguf_writer_set_str(w, "adapter.type", "lora") || gguf_writer_set_f32(w, "adapter.lora.alpha", (float)rank);
+    int64_t biggest = 0;
+    for (int32_t l = 0; l < m->cfg.n_layer && !bad; l++) {
+        const pg_layer_weights *L = &m->layers[l];
+        const pg_weight *ws[7] = {&L->wq, &L->wk, &L->wv, &L->wo, &L->w_gate, &L->w_up, &L->w_down};
+        for (int t = 0; t < 7 && !bad; t++) {
+            if (!ws[t]->data) continue;
+            char n[96];
+            int64_t ne_a[2] = {ws[t]->n_in, rank}, ne_b[2] = {rank, ws[t]->n_out};
+            snprintf(n, sizeof n, "blk.%d.%s.weight.lora_a", l, names[t]);
+            bad |= gguf_writer_add_tensor(w, n, PAGODA_DTYPE_F32, 2, ne_a) != 0;
+            snprintf(n, sizeof n, "blk.%d.%s.weight.lora_b", l, names[t]);
+            bad |= gguf_writer_add_tensor(w, n, PAGODA_DTYPE_F32, 2, ne_b) != 0;
+            if (ws[t]->n_in > biggest) biggest = ws[t]->n_in;
+            if (ws[t]->n_out > biggest) biggest = ws[t]->n_out;
+        }
+    }
+    float *buf = bad ? NULL : malloc(sizeof(float) * (size_t)(biggest * rank));
+    bad |= !buf || gguf_writer_begin(w, path) != 0;
+    uint64_t s = 0x5eed + (uint64_t)k;
+    for (int32_t l = 0; l < m->cfg.n_layer && !bad; l++) {
+        const pg_layer_weights *L = &m->layers[l];
+        const pg_weight *ws[7] = {&L->wq, &L->wk, &L->wv, &L->wo, &L->w_gate, &L->w_up, &L->w_down};
+        for (int t = 0; t < 7 && !bad; t++) {
+            if (!ws[t]->data) continue;
+            for (int ab = 0; ab < 2 && !bad; ab++) {
+                int64_t n = rank * (ab ? ws[t]->n_out : ws[t]->n_in);
+                for (int64_t i = 0; i < n; i++) {
+                    s = s * 6364136223846793005ull + 1442695040888963407ull;
+                    buf[i] = ((float)(s >> 40) / 16777216.0f - 0.5f) * 0.02f;
+                }
+                bad |= gguf_writer_write_tensor(w, buf, sizeof(float) * (size_t)n) != 0;
+            }
+        }
+    }
+    bad |= !w || gguf_writer_end(w) != 0;
+    gguf_writer_destroy(w);
+    free(buf);
+    model_free(m);
+    bad |= bad ? 1 : pagoda_engine_adapter_load(e, path, 0, id) != 0;
+    remove(path);
+    return bad ? cli_error("lora") : 0;
+}
+
 int cmd_bench_throughput(int argc, char **argv) {
     const char *model = NULL, *json_path = NULL, *lens = "128/128", *conc_list = "1,8,32", *dataset_path = NULL, *svg_path = NULL;
-    const char *schema_path = NULL, *regex = NULL, *gbnf_path = NULL;
+    const char *schema_path = NULL, *regex = NULL, *gbnf_path = NULL, *lora = NULL;
     long n_req = 0, threads = 0, max_batch = 256, seed_opt = 1, reps = 1;
     uint64_t kv_mem = 0;
     int kv_type = PAGODA_DTYPE_F32;
     sampling_opts so = {.temperature = 0, .top_p = 1, .top_k = 0};
     cli_device dev;
     cli_device_default(&dev);
-    for (int i = 1; i < argc; i++) {
+    for (int i = 1; i < argc; i += 2) { /* every option takes a value */
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         int bad = 0;
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) return usage(), 0;
+        if (!cli_option_listed(a, k_usage)) return cli_unknown_option("pagoda bench throughput", a, k_usage);
         if (!v) { fprintf(stderr, "pagoda bench throughput: option '%s' needs a value\n", a); return 2; }
         if (!strcmp(a, "-m") || !strcmp(a, "--model")) model = v;
         else if (!strcmp(a, "--lens")) lens = v;
@@ -290,9 +352,9 @@ int cmd_bench_throughput(int argc, char **argv) {
         else if (!strcmp(a, "--gbnf")) gbnf_path = v;
         else if (!strcmp(a, "--dataset")) dataset_path = v;
         else if (!strcmp(a, "--svg")) svg_path = v;
-        else { fprintf(stderr, "pagoda bench throughput: unknown option '%s'\n", a); usage(); return 2; }
+        else if (!strcmp(a, "--lora")) lora = v;
+        else return cli_unknown_option("pagoda bench throughput", a, k_usage);
         if (bad) return 2;
-        i++;
     }
     if (!model) { usage(); return 2; }
     int32_t concs[16], ins[16], outs[16];
@@ -357,8 +419,20 @@ int cmd_bench_throughput(int argc, char **argv) {
         }
         fprintf(stderr, "pagoda: grammar compiled in %.2f ms\n", compile_ms);
     }
+    int n_lora = 0, lora_rank = 0;
+    int32_t lora_ids[255];
+    if (lora && (sscanf(lora, "%d:%d", &n_lora, &lora_rank) != 2 || n_lora < 1 || n_lora > 255 || lora_rank < 1 ||
+                 lora_rank > 1024 || grammar)) {
+        fprintf(stderr, "pagoda: --lora expects N:RANK (1 <= N <= 255, 1 <= RANK <= 1024), without a grammar; got '%s'\n", lora);
+        pagoda_grammar_unref(grammar);
+        dataset_free(&ds);
+        pagoda_model_free(pm);
+        return 2;
+    }
+    if (n_lora) c.max_adapters = n_lora;
     /* twins run the same prompts: the second must not find the first's KV in the prefix cache */
-    if (grammar) c.prefix_caching = 0;
+    int twins = grammar || n_lora;
+    if (twins) c.prefix_caching = 0;
     pagoda_engine *e;
     if (pagoda_engine_create(pm, &c, &e)) {
         pagoda_grammar_unref(grammar);
@@ -373,9 +447,12 @@ int cmd_bench_throughput(int argc, char **argv) {
     fprintf(stderr, "pagoda: KV cache %d blocks x %d tokens; max %d tokens per step\n", st.kv_blocks_total, st.kv_block_size,
             (int)c.max_batch_tokens);
     uint64_t seed = (uint64_t)seed_opt;
+    for (int k = 0; k < n_lora; k++)
+        if (bench_lora_synthetic(e, model, lora_rank, k, &lora_ids[k])) goto fail;
+    if (n_lora) fprintf(stderr, "pagoda: %d synthetic LoRA adapters of rank %d on every projection\n", n_lora, lora_rank);
     { /* warm-up: page in weights and scratch, settle the thread pool */
         row w = {.in_len = 16, .out_len = 4, .conc = 1, .n_req = 1};
-        if (run_row(e, info.n_vocab, &w, &seed, NULL, st.max_model_len, &so, NULL)) goto fail;
+        if (run_row(e, info.n_vocab, &w, &seed, NULL, st.max_model_len, &so, NULL, NULL, 0)) goto fail;
     }
     row rows[256];
     int n_rows = 0;
@@ -390,7 +467,7 @@ int cmd_bench_throughput(int argc, char **argv) {
                 continue;
             }
             n_rows++;
-            if (grammar && n_rows < 256) { /* its constrained twin, right after it */
+            if (twins && n_rows < 256) { /* its constrained (or adapted) twin, right after it */
                 rows[n_rows] = *r;
                 rows[n_rows++].constrained = 1;
             }
@@ -402,12 +479,12 @@ int cmd_bench_throughput(int argc, char **argv) {
     for (long rep = 0; rep < reps; rep++)
         for (int i = 0; i < n_rows; i++) {
             /* twins alternate which goes first, and see the same prompts */
-            int j = grammar && rep % 2 ? i ^ 1 : i;
+            int j = twins && rep % 2 ? i ^ 1 : i;
             row x = rows[j];
-            uint64_t row_seed = seed + 0x9E3779B97F4A7C15ull * (uint64_t)(rep * 1000 + (grammar ? j / 2 : j) + 1);
+            uint64_t row_seed = seed + 0x9E3779B97F4A7C15ull * (uint64_t)(rep * 1000 + (twins ? j / 2 : j) + 1);
             fprintf(stderr, "\rrepetition %ld/%ld: %d/%d x %d%s      ", rep + 1, reps, x.in_len, x.out_len, x.conc,
                     x.constrained ? " constrained" : "");
-            if (run_row(e, info.n_vocab, &x, &row_seed, &ds, st.max_model_len, &so, grammar)) {
+            if (run_row(e, info.n_vocab, &x, &row_seed, &ds, st.max_model_len, &so, grammar, lora_ids, n_lora)) {
                 free(samples);
                 goto fail;
             }
@@ -417,12 +494,14 @@ int cmd_bench_throughput(int argc, char **argv) {
             if (dataset_path) rows[j].in_len = x.in_len;
         }
     fprintf(stderr, "\n");
-    const char *gname = schema_path ? "json_schema" : regex ? "regex" : "gbnf";
+    char lname[32];
+    snprintf(lname, sizeof lname, "lora %dx r%d", n_lora, lora_rank);
+    const char *gname = n_lora ? lname : schema_path ? "json_schema" : regex ? "regex" : "gbnf";
     if (grammar) printf("grammar compiled in %.2f ms (not in the rows: compiled once, as the server's cache does)\n\n", compile_ms);
     printf("| %6s | %6s | %5s | %5s |%s %8s | %10s | %10s | %10s | %10s | %9s | %12s |\n", "input", "output", "conc", "reqs",
-           grammar ? " grammar     |" : "", "seconds", "req/s", "out tok/s", "decode t/s", "total t/s", "TTFT ms", "host ms/step");
+           grammar ? " grammar     |" : n_lora ? " adapters    |" : "", "seconds", "req/s", "out tok/s", "decode t/s", "total t/s", "TTFT ms", "host ms/step");
     printf("|-------:|-------:|------:|------:|%s---------:|-----------:|-----------:|-----------:|-----------:|----------:|-------------:|\n",
-           grammar ? ":------------|" : "");
+           twins ? ":------------|" : "");
     for (int i = 0; i < n_rows; i++) {
         row *r = &rows[i];
         /* the repetition of median duration gives all the row's figures, so they agree */
@@ -437,12 +516,12 @@ int cmd_bench_throughput(int argc, char **argv) {
         r->seconds = pick[0], r->out_tok_s = pick[1], r->decode_tok_s = pick[2], r->total_tok_s = pick[3];
         r->host_ms = pick[4], r->ttft_ms = pick[5];
         r->req_s = r->n_req / r->seconds;
-        char gcol[32] = "";
-        if (grammar) snprintf(gcol, sizeof gcol, " %-11s |", r->constrained ? gname : "-");
+        char gcol[64] = "";
+        if (twins) snprintf(gcol, sizeof gcol, " %-11s |", r->constrained ? gname : "-");
         printf("| %6d | %6d | %5d | %5d |%s %8.2f | %10.2f | %10.1f | %10.1f | %10.1f | %9.2f | %12.3f |\n", r->in_len,
                r->out_len, r->conc, r->n_req, gcol, r->seconds, r->req_s, r->out_tok_s, r->decode_tok_s, r->total_tok_s,
                r->ttft_ms, r->host_ms);
-        if (grammar && r->constrained && i > 0) { /* against its free twin */
+        if (twins && r->constrained && i > 0) { /* against its free (base) twin */
             const row *f = &rows[i - 1];
             printf("|        |        |       |       | ratio       |          |            | %9.3fx | %9.3fx |            | %8.3fx |              |\n",
                    f->out_tok_s > 0 ? r->out_tok_s / f->out_tok_s : 0, f->decode_tok_s > 0 ? r->decode_tok_s / f->decode_tok_s : 0,
@@ -465,7 +544,7 @@ int cmd_bench_throughput(int argc, char **argv) {
         if (json_dump_file(root, json_path, JSON_INDENT(2))) fprintf(stderr, "pagoda: cannot write %s\n", json_path);
         json_decref(root);
     }
-    if (svg_path && !grammar) write_svg(svg_path, model, rows, n_rows, n_conc);
+    if (svg_path && !twins) write_svg(svg_path, model, rows, n_rows, n_conc);
     pagoda_engine_destroy(e);
     pagoda_grammar_unref(grammar);
     dataset_free(&ds);

@@ -42,8 +42,7 @@ typedef struct {
     size_t n, cap;
 } sample_list;
 
-static void usage(void) {
-    fprintf(stderr,
+static const char k_usage[] =
             "usage: pagoda eval humaneval [options]\n\n"
             "completions from one of:\n"
             "  --url URL [--model NAME] [--api-key KEY]   an OpenAI-compatible server (/v1/completions)\n"
@@ -66,8 +65,9 @@ static void usage(void) {
             "  --timeout S                seconds per program (default 10)\n"
             "  --python PATH              interpreter for the tests (default: python3 on PATH)\n"
             "  --out PATH.jsonl           per-sample results (task_id, completion, passed, result)\n"
-            "  --json PATH                summary (pass@k, counts) as JSON\n");
-}
+            "  --json PATH                summary (pass@k, counts) as JSON\n";
+
+static void usage(void) { fputs(k_usage, stderr); }
 
 static int sample_push(sample_list *l, size_t problem, const char *text, size_t len) {
     if (l->n == l->cap) {
@@ -463,6 +463,7 @@ int cmd_eval(int argc, char **argv) {
         int bad = 0;
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) return usage(), 0;
         if (!strcmp(a, "--canonical")) { canonical = 1; continue; }
+        if (!cli_option_listed(a, k_usage)) return cli_unknown_option("pagoda eval", a, k_usage);
         if (!v) { fprintf(stderr, "pagoda eval: option '%s' needs a value\n", a); return 2; }
         if (!strcmp(a, "--url")) url = v;
         else if (!strcmp(a, "--model")) model_name = v;
@@ -485,7 +486,7 @@ int cmd_eval(int argc, char **argv) {
         else if (!strcmp(a, "--top-p")) bad = cli_float(a, v, &top_p);
         else if (cli_device_option(a, v, &dev, &bad)) {}
         else if (!strcmp(a, "--timeout")) bad = cli_float(a, v, &timeout) || !(timeout > 0 && timeout <= 3600);
-        else { fprintf(stderr, "pagoda eval: unknown option '%s'\n", a); return usage(), 2; }
+        else return cli_unknown_option("pagoda eval", a, k_usage);
         if (bad) {
             if (!strcmp(a, "--timeout")) fprintf(stderr, "pagoda eval: --timeout expects seconds in (0, 3600]\n");
             return 2;

@@ -13,10 +13,11 @@
 #include "model/model.h"
 #include "pagoda.h"
 
-static void usage(void) {
-    fprintf(stderr, "usage: pagoda info -m MODEL [--all-metadata]\n"
-                    "  MODEL: a .gguf file, a .safetensors file or a Hugging Face model folder\n");
-}
+static const char k_usage[] =
+            "usage: pagoda info -m MODEL [--all-metadata]\n"
+                    "  -m, --model MODEL: a .gguf file, a .safetensors file or a Hugging Face model folder\n";
+
+static void usage(void) { fputs(k_usage, stderr); }
 
 static void print_config(const pg_model_config *c) {
     printf("architecture:   %s (%s)\n", c->arch_name, arch_name(c->arch));
@@ -146,7 +147,7 @@ int cmd_info(int argc, char **argv) {
         if (!strcmp(argv[i], "--all-metadata")) all = 1;
         else if ((!strcmp(argv[i], "-m") || !strcmp(argv[i], "--model")) && i + 1 < argc) model = argv[++i];
         else if (argv[i][0] != '-' && !model) model = argv[i];
-        else { fprintf(stderr, "pagoda info: unknown option '%s'\n", argv[i]); return usage(), 2; }
+        else return cli_unknown_option("pagoda info", argv[i], k_usage);
     }
     if (!model) return usage(), 2;
     size_t n = strlen(model);

@@ -11,10 +11,12 @@
 #include "commands.h"
 #include "tensor_file.h"
 
-static void usage(void) {
-    fprintf(stderr, "usage: pagoda logits -m MODEL -i IDS.safetensors -o OUT.safetensors [-t THREADS]\n"
-                    "  IDS.safetensors holds input_ids (int32 [B,T]); OUT gets logits (f32 [B,T,V]).\n");
-}
+static const char k_usage[] =
+            "usage: pagoda logits -m MODEL -i IDS.safetensors -o OUT.safetensors [-t THREADS]\n"
+                    "  -m, --model PATH  -i IDS  -o OUT  -t, --threads N\n"
+                    "  IDS.safetensors holds input_ids (int32 [B,T]); OUT gets logits (f32 [B,T,V]).\n";
+
+static void usage(void) { fputs(k_usage, stderr); }
 
 typedef struct {
     float *out;        /* [T][V] of this row */
@@ -44,12 +46,12 @@ int cmd_logits(int argc, char **argv) {
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) return usage(), 0;
-        if (!v) break;
+        if (!v) return cli_unknown_option("pagoda logits", a, k_usage);
         if (!strcmp(a, "-m") || !strcmp(a, "--model")) model = v, i++;
         else if (!strcmp(a, "-i")) in = v, i++;
         else if (!strcmp(a, "-o")) out = v, i++;
         else if (!strcmp(a, "-t") || !strcmp(a, "--threads")) { if (cli_int(a, v, 0, 1024, &threads)) return 2; i++; }
-        else { fprintf(stderr, "pagoda logits: unknown option '%s'\n", a); return usage(), 2; }
+        else return cli_unknown_option("pagoda logits", a, k_usage);
     }
     if (!model || !in || !out) return usage(), 2;
 

@@ -12,8 +12,7 @@
 #include "commands.h"
 #include "core/clock.h"
 
-static void usage(void) {
-    fprintf(stderr,
+static const char k_usage[] =
             "usage: pagoda run -m MODEL (-p TEXT | --prompt-ids IDS | --chat) [options]\n"
             "  -m, --model PATH        .gguf file or Hugging Face model folder\n"
             "  -p, --prompt TEXT       prompt text (special-token text such as <|im_start|> is parsed)\n"
@@ -24,12 +23,13 @@ static void usage(void) {
             "  --ctx N                 context length (default: the model's, at most 4096)\n"
             "  -t, --threads N         CPU threads (default: all cores)\n"
             CLI_DEVICE_HELP
-            "  --temp T                temperature (default 0 = greedy)\n"
+            "  --temperature T         temperature (default 0 = greedy); also --temp\n"
             "  --top-k K  --top-p P  --min-p P\n"
             "  --repeat-penalty R  --presence-penalty P  --frequency-penalty F  --penalty-last-n N\n"
             "  --seed S                RNG seed (default 0)\n"
-            "  --ignore-eos            do not stop at end-of-generation tokens\n");
-}
+            "  --ignore-eos            do not stop at end-of-generation tokens\n";
+
+static void usage(void) { fputs(k_usage, stderr); }
 
 typedef struct {
     pagoda_model *m;
@@ -213,6 +213,7 @@ int cmd_run(int argc, char **argv) {
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) return usage(), 0;
         if (!strcmp(a, "--ignore-eos")) { ignore_eos = 1; continue; }
         if (!strcmp(a, "--chat")) { chat_mode = 1; continue; }
+        if (!cli_option_listed(a, k_usage)) return cli_unknown_option("pagoda run", a, k_usage);
         if (!v) { fprintf(stderr, "pagoda run: option '%s' needs a value\n", a); return 2; }
         if (!strcmp(a, "-m") || !strcmp(a, "--model")) model = v;
         else if (!strcmp(a, "--prompt-ids")) ids_str = v;
@@ -221,7 +222,7 @@ int cmd_run(int argc, char **argv) {
         else if (!strcmp(a, "-n") || !strcmp(a, "--max-tokens")) bad = cli_int(a, v, 0, 1 << 20, &n_gen);
         else if (!strcmp(a, "--ctx")) bad = cli_int(a, v, 1, 1 << 20, &n_ctx);
         else if (!strcmp(a, "-t") || !strcmp(a, "--threads")) bad = cli_int(a, v, 0, 1024, &threads);
-        else if (!strcmp(a, "--temp")) bad = cli_float(a, v, &sp.temperature);
+        else if (!strcmp(a, "--temperature") || !strcmp(a, "--temp")) bad = cli_temperature(a, v, &sp.temperature);
         else if (!strcmp(a, "--top-k")) bad = cli_int(a, v, 0, 1 << 24, &top_k);
         else if (!strcmp(a, "--top-p")) bad = cli_float(a, v, &sp.top_p);
         else if (!strcmp(a, "--min-p")) bad = cli_float(a, v, &sp.min_p);
@@ -231,7 +232,7 @@ int cmd_run(int argc, char **argv) {
         else if (!strcmp(a, "--penalty-last-n")) bad = cli_int(a, v, -1, 1 << 20, &last_n);
         else if (!strcmp(a, "--seed")) bad = cli_int(a, v, 0, 0x7fffffffL, &seed);
         else if (cli_device_option(a, v, &dev, &bad)) {}
-        else { fprintf(stderr, "pagoda run: unknown option '%s'\n", a); return usage(), 2; }
+        else return cli_unknown_option("pagoda run", a, k_usage);
         if (bad) return 2;
         i++;
     }

@@ -1,4 +1,4 @@
-/* pagoda serve -m MODEL [options]
+/* pagoda serve MODEL [options]  (or -m MODEL)
  * Loads a model, starts the batching engine on its own thread and serves the OpenAI API, the chat
  * page, /health and /metrics until SIGTERM or SIGINT, then drains (see src/serve/server.h). */
 #include <errno.h>
@@ -14,27 +14,54 @@
 #include "cli_common.h"
 #include "commands.h"
 #include "pagoda.h"
+#include "manager/models_config.h"
+#include "manager/registry.h"
 #include "serve/server.h"
 #include "serve/tool_calls.h"
 
 #define MAX_KEYS 64
+#define MAX_MODELS 64
 
-static void usage(void) {
-    fprintf(stderr,
-            "usage: pagoda serve -m MODEL [options]\n"
-            "  -m, --model PATH           .gguf file or Hugging Face model folder\n"
+static const char k_usage[] =
+            "usage: pagoda serve MODEL [options]   (or: pagoda serve -m MODEL [options])\n"
+            "  MODEL, -m, --model PATH    .gguf file or Hugging Face model folder (loaded at start; the model of\n"
+            "                             requests without \"model\")\n"
+            "  -m, --model NAME=PATH      one more model served as NAME, loaded on its first request (repeatable)\n"
+            "  --models-dir DIR           serve every *.gguf file and Hugging Face folder (with config.json) in DIR,\n"
+            "                             by file name without .gguf / folder name; rescanned on GET /v1/models and\n"
+            "                             POST /models/load\n"
+            "  --lora NAME=PATH[@BASE]    serve a LoRA adapter (PEFT folder or GGUF LoRA) as model NAME on BASE\n"
+            "                             (default: the default model), applied per request in the shared batch;\n"
+            "                             repeatable; vLLM's --lora-modules NAME=PATH is the same\n"
+            "  --max-loras N              adapters resident per engine (default 8)\n"
+            "  --models-config FILE       models in YAML: name, path, aliases, n_ctx, kv_mem, keep_alive, pinned,\n"
+            "                             task (see src/manager/models_config.h)\n"
+            "  --memory-budget SIZE       host memory for the weights and KV caches of all loaded models (default:\n"
+            "                             the available memory); loading past it evicts the least recently used\n"
+            "                             idle model\n"
+            "  --models-max N             loaded models at most (default: no count limit)\n"
+            "  --keep-alive SECONDS       unload a model idle this long (default 0: never)\n"
+            "  --model-load-timeout S     a request waits this long for its model to load, then gets 503 with\n"
+            "                             Retry-After (default 120)\n"
             "  --host ADDR                address to listen on (default 127.0.0.1)\n"
             "  --port N                   port (default 8080; 0: any free port)\n"
-            "  --api-key KEY              require 'Authorization: Bearer KEY' on /v1/ (repeatable;\n"
+            "  --api-key KEY              require 'Authorization: Bearer KEY' on /v1/, /infill (repeatable;\n"
             "                             also the PAGODA_API_KEY environment variable)\n"
             "  --served-model-name NAME   the model's name in the API (default: file name without .gguf)\n"
+            "  --allowed-origins LIST     CORS: \"*\" or comma-separated origins (http://localhost:3000,...)\n"
+            "                             whose pages may call the API (default: none, no CORS headers)\n"
+            "  --strict-requests          unknown request fields get 400 (default: ignored, one warning\n"
+            "                             per request in the log)\n"
             "  -t, --threads N            kernel threads (default: all cores)\n"
-            "  --kv-mem SIZE              KV cache memory, e.g. 512M, 2G (default: 1/4 of available memory)\n"
+            "  --kv-mem SIZE              KV cache memory per model, e.g. 512M, 2G (default: 1/4 of the memory budget)\n"
             "  --kv-type f32|f16          KV cache element type (default f32, f16 on the GPU; f16 holds twice the tokens)\n"
             CLI_DEVICE_HELP
-            "  --max-batch-tokens N       tokens per engine step (default 256)\n"
-            "  --max-seqs N               sequences per step (default 64)\n"
-            "  --max-model-len N          prompt + generation limit (default: the model's context)\n"
+            "  --max-batch-tokens N       tokens per engine step (default 256); also --max-num-batched-tokens\n"
+            "  --max-seqs N               sequences per step (default 64); also --max-num-seqs, -np, --parallel\n"
+            "  --max-model-len N          prompt + generation limit (default: the model's context); also -c,\n"
+            "                             --ctx-size\n"
+            "  --kv-cache-dtype auto|f16|f32  vLLM's spelling of --kv-type (fp8 and bf16: not available)\n"
+            "  --tensor-parallel-size N, -tp N  1 only (tensor parallelism is not supported yet)\n"
             "  --max-waiting N            queued requests beyond which requests get 429 (default: no limit)\n"
             "  --max-connections N        concurrent HTTP connections (default 4096); more are refused at\n"
             "                             once (the open-file limit is raised to its hard limit, and N is\n"
@@ -59,7 +86,33 @@ static void usage(void) {
             "  --tool-call-parser NAME    how chat output is read as tool calls: hermes (<tool_call>), llama3,\n"
             "                             mistral ([TOOL_CALLS]), json (the whole output a JSON call), none,\n"
             "                             or auto (default: chosen from the model's chat template)\n"
-            "  -v, --verbose              engine log lines at info level\n");
+            "  --auto-tool-grammar on|off with tool_choice auto, a call the model starts follows the tools'\n"
+            "                             schemas (a grammar from the format's opening text on; default on)\n"
+            "  --task embed|generate|auto what the server is for (default auto: embed for a sentence-transformers\n"
+            "                             package, a GGUF with a pooling type or a model without an LM head,\n"
+            "                             else generate). embed: the generation routes answer 400. Both answer\n"
+            "                             /v1/embeddings (the model's pooling, else last-token)\n"
+            "  -v, --verbose              engine log lines at info level\n"
+            "  --version                  print the version and exit\n";
+
+static void usage(void) { fputs(k_usage, stderr); }
+
+/* "NAME=PATH": a name without '/' before the first '=' */
+static int is_named(const char *v) {
+    const char *eq = strchr(v, '=');
+    return eq && eq > v && eq[1] && !memchr(v, '/', (size_t)(eq - v));
+}
+
+/* "models/foo.Q4_0.gguf" -> "foo.Q4_0"; "path/to/hf-folder/" -> "hf-folder" (into buf) */
+static const char *name_of_path(const char *path, char *buf, size_t cap) {
+    size_t n = strlen(path);
+    while (n > 1 && path[n - 1] == '/') n--;
+    size_t b = n;
+    while (b > 0 && path[b - 1] != '/') b--;
+    size_t len = n - b;
+    if (len > 5 && !strncasecmp(path + n - 5, ".gguf", 5)) len -= 5;
+    snprintf(buf, cap, "%.*s", (int)len, path + b);
+    return buf;
 }
 
 static void log_to_stderr(int level, const char *msg, void *user) {
@@ -78,7 +131,15 @@ int cmd_serve(int argc, char **argv) {
     pthread_sigmask(SIG_BLOCK, &sigs, NULL);
     signal(SIGPIPE, SIG_IGN);
 
-    const char *model = NULL, *keys[MAX_KEYS];
+    const char *model = NULL, *keys[MAX_KEYS], *task = "auto", *models_dir = NULL, *models_config = NULL;
+    const char *named[MAX_MODELS]; /* -m NAME=PATH */
+    const char *loras[MAX_MODELS]; /* --lora NAME=PATH[@BASE] */
+    int n_loras = 0;
+    long max_loras = 0;
+    int n_named = 0;
+    long models_max = 0;
+    float keep_alive = 0, load_timeout = 120;
+    uint64_t budget = 0;
     int n_keys = 0, verbose = 0, prefix_caching = 1, kv_type = PAGODA_DTYPE_F32;
     long threads = 0, max_batch = 0, max_seqs = 0, max_len = 0, max_waiting = 0, port = 8080;
     long max_conn = 4096, timeout = 60, http_threads = 4, max_body = 1 << 20;
@@ -97,8 +158,38 @@ int cmd_serve(int argc, char **argv) {
         if (!strcmp(a, "--no-prefix-caching")) { prefix_caching = 0; continue; }
         if (!strcmp(a, "--allow-special-in-content")) { sc.allow_special_in_content = 1; continue; }
         if (!strcmp(a, "--per-ip-limit-loopback")) { sc.per_ip_limit_loopback = 1; continue; }
+        if (!strcmp(a, "--strict-requests")) { sc.strict_requests = 1; continue; }
+        if (!strcmp(a, "--version")) return printf("pagoda %s\n", pg_version), 0;
+        if (a[0] != '-' || !a[1]) { /* the model, positional as in `vllm serve MODEL` */
+            if (model) return fprintf(stderr, "pagoda serve: the model is given twice ('%s' and '%s'): give it once, "
+                                              "positional or with -m\n", model, a), 2;
+            model = a;
+            continue;
+        }
+        if (!cli_option_listed(a, k_usage)) return cli_unknown_option("pagoda serve", a, k_usage);
         if (!v) { fprintf(stderr, "pagoda serve: option '%s' needs a value\n", a); return 2; }
-        if (!strcmp(a, "-m") || !strcmp(a, "--model")) model = v;
+        if ((!strcmp(a, "-m") || !strcmp(a, "--model")) && is_named(v)) {
+            if (n_named == MAX_MODELS) return fprintf(stderr, "pagoda serve: at most %d -m NAME=PATH\n", MAX_MODELS), 2;
+            named[n_named++] = v;
+        }
+        else if (!strcmp(a, "--lora") || !strcmp(a, "--lora-modules")) {
+            if (!strchr(v, '=') || v[0] == '=') return fprintf(stderr, "pagoda serve: %s wants NAME=PATH[@BASE], not '%s'\n", a, v), 2;
+            if (n_loras == MAX_MODELS) return fprintf(stderr, "pagoda serve: at most %d adapters\n", MAX_MODELS), 2;
+            loras[n_loras++] = v;
+        }
+        else if (!strcmp(a, "--max-loras")) bad = cli_int(a, v, 1, 255, &max_loras);
+        else if (!strcmp(a, "--models-dir")) models_dir = v;
+        else if (!strcmp(a, "--models-config")) models_config = v;
+        else if (!strcmp(a, "--memory-budget")) bad = cli_size(a, v, &budget);
+        else if (!strcmp(a, "--models-max")) bad = cli_int(a, v, 0, 1 << 16, &models_max);
+        else if (!strcmp(a, "--keep-alive")) bad = cli_float_in(a, v, 0, 1e9f, &keep_alive);
+        else if (!strcmp(a, "--model-load-timeout")) bad = cli_float_in(a, v, 0.001f, 86400, &load_timeout);
+        else if (!strcmp(a, "-m") || !strcmp(a, "--model")) {
+            if (model) return fprintf(stderr, "pagoda serve: the model is given twice ('%s' and '%s'): give it once, "
+                                              "positional or with -m\n", model, v), 2;
+            model = v;
+        }
+        else if (!strcmp(a, "--allowed-origins")) sc.allowed_origins = v;
         else if (!strcmp(a, "--host")) sc.host = v;
         else if (!strcmp(a, "--port")) bad = cli_int(a, v, 0, 65535, &port);
         else if (!strcmp(a, "--api-key")) {
@@ -109,10 +200,33 @@ int cmd_serve(int argc, char **argv) {
         else if (!strcmp(a, "-t") || !strcmp(a, "--threads")) bad = cli_int(a, v, 0, 1024, &threads);
         else if (!strcmp(a, "--kv-mem")) bad = cli_size(a, v, &kv_mem);
         else if (!strcmp(a, "--kv-type")) bad = cli_kv_type(a, v, &kv_type), dev.kv_type_given = 1;
-        else if (!strcmp(a, "--max-batch-tokens")) bad = cli_int(a, v, 1, 1 << 20, &max_batch), dev.max_batch_given = 1;
-        else if (!strcmp(a, "--max-seqs")) bad = cli_int(a, v, 1, 1 << 16, &max_seqs);
+        else if (!strcmp(a, "--kv-cache-dtype")) {
+            if (!strcmp(v, "auto")) {} /* the default */
+            else if (!strcmp(v, "f16") || !strcmp(v, "float16") || !strcmp(v, "half") || !strcmp(v, "fp16"))
+                kv_type = PAGODA_DTYPE_F16, dev.kv_type_given = 1;
+            else if (!strcmp(v, "f32") || !strcmp(v, "float32") || !strcmp(v, "float") || !strcmp(v, "fp32"))
+                kv_type = PAGODA_DTYPE_F32, dev.kv_type_given = 1;
+            else {
+                fprintf(stderr, "pagoda serve: --kv-cache-dtype '%s' is not available: pagoda's KV cache is f16 or f32 "
+                                "(auto: f32 on the CPU, f16 on the GPU)\n", v);
+                bad = 1;
+            }
+        }
+        else if (!strcmp(a, "--tensor-parallel-size") || !strcmp(a, "-tp")) {
+            long tp = 0;
+            if (!(bad = cli_int(a, v, 1, 1024, &tp)) && tp > 1) {
+                fprintf(stderr, "pagoda serve: %s %ld: tensor parallelism is not supported yet (one device per "
+                                "model; 1 is accepted)\n", a, tp);
+                bad = 1;
+            }
+        }
+        else if (!strcmp(a, "--max-batch-tokens") || !strcmp(a, "--max-num-batched-tokens"))
+            bad = cli_int(a, v, 1, 1 << 20, &max_batch), dev.max_batch_given = 1;
+        else if (!strcmp(a, "--max-seqs") || !strcmp(a, "--max-num-seqs") || !strcmp(a, "-np") || !strcmp(a, "--parallel"))
+            bad = cli_int(a, v, 1, 1 << 16, &max_seqs);
         else if (cli_device_option(a, v, &dev, &bad)) {}
-        else if (!strcmp(a, "--max-model-len")) bad = cli_int(a, v, 1, 1 << 24, &max_len);
+        else if (!strcmp(a, "--max-model-len") || !strcmp(a, "-c") || !strcmp(a, "--ctx-size"))
+            bad = cli_int(a, v, 1, 1 << 24, &max_len);
         else if (!strcmp(a, "--max-waiting")) bad = cli_int(a, v, 0, 1 << 24, &max_waiting);
         else if (!strcmp(a, "--max-connections")) bad = cli_int(a, v, 1, 1 << 16, &max_conn);
         else if (!strcmp(a, "--max-connections-per-ip")) bad = cli_int(a, v, 0, 1 << 16, &max_per_ip);
@@ -131,6 +245,16 @@ int cmd_serve(int argc, char **argv) {
                 fprintf(stderr, "pagoda serve: --tool-call-parser expects hermes, llama3, mistral, json, none or auto, got '%s'\n", v);
             sc.tool_call_parser = v;
         }
+        else if (!strcmp(a, "--auto-tool-grammar")) {
+            if ((bad = strcmp(v, "on") && strcmp(v, "off")))
+                fprintf(stderr, "pagoda serve: --auto-tool-grammar expects on or off, got '%s'\n", v);
+            sc.auto_tool_grammar = !strcmp(v, "on");
+        }
+        else if (!strcmp(a, "--task")) {
+            if ((bad = strcmp(v, "embed") && strcmp(v, "generate") && strcmp(v, "auto")))
+                fprintf(stderr, "pagoda serve: --task expects embed, generate or auto, got '%s'\n", v);
+            task = v;
+        }
         else if (!strcmp(a, "--grace")) {
             bad = cli_float(a, v, &grace);
             if (!bad && !(grace >= 0 && grace <= 86400)) {
@@ -138,46 +262,108 @@ int cmd_serve(int argc, char **argv) {
                 bad = 1;
             }
         }
-        else { fprintf(stderr, "pagoda serve: unknown option '%s'\n", a); return usage(), 2; }
+        else return cli_unknown_option("pagoda serve", a, k_usage);
         if (bad) return 2;
         i++;
     }
-    if (!model) {
-        fprintf(stderr, "pagoda serve: give a model with -m\n");
+    if (!model && !n_named && !models_dir && !models_config) {
+        fprintf(stderr, "pagoda serve: give a model: pagoda serve MODEL (or -m MODEL, -m NAME=PATH, --models-dir DIR, "
+                        "--models-config FILE)\n");
         return usage(), 2;
     }
     const char *env_key = getenv("PAGODA_API_KEY");
     if (env_key && *env_key && n_keys < MAX_KEYS) keys[n_keys++] = env_key;
     pagoda_log_set(log_to_stderr, NULL, verbose ? PAGODA_LOG_INFO : PAGODA_LOG_WARN);
 
-    pagoda_model *m = NULL;
-    pagoda_engine *e = NULL;
+    mgr *models = NULL;
     pg_server *srv = NULL;
     int rc = 1;
-    if (cli_model_load(model, &m)) goto done;
-    pagoda_engine_config ec;
-    pagoda_engine_config_default(&ec);
-    ec.n_threads = (int32_t)threads;
-    if (kv_mem) ec.kv_mem_bytes = kv_mem;
-    if (max_batch) ec.max_batch_tokens = (int32_t)max_batch;
-    if (max_seqs) ec.max_seqs = (int32_t)max_seqs;
-    if (max_len) ec.max_model_len = (int32_t)max_len;
-    ec.max_waiting = (int32_t)max_waiting;
-    ec.prefix_caching = prefix_caching;
-    ec.kv_dtype = (pagoda_dtype)kv_type;
-    cli_device_apply(&dev, &ec);
-    if (pagoda_engine_create(m, &ec, &e)) {
-        cli_error("engine");
+    mgr_config mc;
+    mgr_config_default(&mc);
+    mc.memory_budget = budget;
+    mc.models_max = (int32_t)models_max;
+    mc.keep_alive_s = keep_alive;
+    mc.kv_mem_bytes = kv_mem;
+    pagoda_engine_config *ec = &mc.engine;
+    ec->n_threads = (int32_t)threads;
+    if (max_batch) ec->max_batch_tokens = (int32_t)max_batch;
+    if (max_seqs) ec->max_seqs = (int32_t)max_seqs;
+    if (max_len) ec->max_model_len = (int32_t)max_len;
+    ec->max_waiting = (int32_t)max_waiting;
+    ec->prefix_caching = prefix_caching;
+    ec->kv_dtype = (pagoda_dtype)kv_type;
+    cli_device_apply(&dev, ec);
+    ec->max_adapters = (int32_t)max_loras;
+    if (serve_model_hooks(&mc, sc.tool_call_parser) || mgr_create(&mc, &models)) {
+        cli_error("serve");
         goto done;
     }
-    if (pagoda_engine_start(e)) {
-        cli_error("engine start");
+    const mgr_task mtask = !strcmp(task, "embed") ? MGR_TASK_EMBED : !strcmp(task, "generate") ? MGR_TASK_GENERATE : MGR_TASK_AUTO;
+    char first_name[256];
+    if (model) { /* the default model: served by its old name (and path), loaded now */
+        mgr_model_spec ms = {.name = sc.served_model_name ? sc.served_model_name : name_of_path(model, first_name, sizeof first_name),
+                             .path = model, .pinned = !n_named && !models_dir && !models_config, .keep_alive_s = -1, .task = mtask};
+        if (mgr_add(models, &ms)) {
+            cli_error("serve");
+            goto done;
+        }
+        if (ms.name != first_name) snprintf(first_name, sizeof first_name, "%s", ms.name);
+    }
+    for (int i = 0; i < n_named; i++) {
+        char name[256];
+        const char *eq = strchr(named[i], '=');
+        snprintf(name, sizeof name, "%.*s", (int)(eq - named[i]), named[i]);
+        mgr_model_spec ms = {.name = name, .path = eq + 1, .keep_alive_s = -1, .task = mtask};
+        if (mgr_add(models, &ms)) {
+            cli_error("serve");
+            goto done;
+        }
+        if (!model && i == 0) snprintf(first_name, sizeof first_name, "%s", name);
+    }
+    if (models_config) {
+        char err[512];
+        if (mgr_read_config(models, models_config, err, sizeof err)) {
+            fprintf(stderr, "pagoda serve: --models-config %s: %s\n", models_config, err);
+            goto done;
+        }
+    }
+    if (models_dir && mgr_scan_dir(models, models_dir) < 0) {
+        fprintf(stderr, "pagoda serve: --models-dir %s: %s\n", models_dir, strerror(errno));
         goto done;
+    }
+    for (int i = 0; i < n_loras; i++) {
+        char name[256], path[4096];
+        const char *eq = strchr(loras[i], '='), *at = strrchr(eq + 1, '@');
+        snprintf(name, sizeof name, "%.*s", (int)(eq - loras[i]), loras[i]);
+        snprintf(path, sizeof path, "%.*s", (int)(at ? at - eq - 1 : (long)strlen(eq + 1)), eq + 1);
+        if (mgr_add_lora(models, name, path, at ? at + 1 : NULL)) {
+            cli_error("serve");
+            goto done;
+        }
+    }
+    mgr_model_status *list = NULL;
+    int32_t n_models = 0;
+    if (mgr_list(models, &list, &n_models) || n_models == 0) {
+        free(list);
+        fprintf(stderr, "pagoda serve: no model to serve (--models-dir %s holds no .gguf file nor model folder)\n",
+                models_dir ? models_dir : "");
+        goto done;
+    }
+    if (!model) snprintf(first_name, sizeof first_name, "%s", list[0].name);
+    free(list);
+    if (model) {
+        char err[512];
+        if (mgr_load(models, first_name, 1e9, err, sizeof err)) {
+            fprintf(stderr, "pagoda serve: %s\n", err);
+            goto done;
+        }
     }
     sc.port = (int)port;
     sc.api_keys = keys;
     sc.n_api_keys = n_keys;
-    sc.model_path = model;
+    sc.model_path = model ? model : first_name;
+    sc.served_model_name = first_name;
+    sc.model_load_timeout_s = load_timeout;
     /* Every connection holds a descriptor: raise the soft open-file limit to the hard one so the
      * connection limit, not EMFILE, is what bounds them, and lower the connection limit to what
      * the descriptors allow (RESERVE for the model, logs and the HTTP threads' own descriptors).
@@ -203,24 +389,32 @@ int cmd_serve(int argc, char **argv) {
     sc.max_body_bytes = (size_t)max_body;
     sc.timeout_s = (int)timeout;
     sc.http_threads = (int)http_threads;
-    if (serve_create(m, e, &sc, &srv)) {
+    if (serve_create(models, &sc, &srv)) {
         cli_error("serve");
         goto done;
     }
-    pagoda_engine_stats st;
-    pagoda_engine_get_stats(e, &st);
     int v6 = strchr(sc.host, ':') != NULL;
-    fprintf(stderr,
-            "pagoda: serving '%s' at http://%s%s%s:%d/ (max model len %d, KV %d blocks of %d tokens%s); "
-            "Ctrl-C or SIGTERM stops\n",
-            serve_model_name(srv), v6 ? "[" : "", sc.host, v6 ? "]" : "", serve_port(srv), st.max_model_len,
-            st.kv_blocks_total, st.kv_block_size, n_keys ? ", API key required" : "");
+    mgr_lease lease;
+    char err[64];
+    if (model && mgr_acquire(models, first_name, 0, 0, &lease, err, sizeof err) == MGR_OK) {
+        if (lease.embed_only) fprintf(stderr, "pagoda: task embed: /v1/embeddings only (the generation routes answer 400)\n");
+        pagoda_engine_stats st;
+        pagoda_engine_get_stats(lease.engine, &st);
+        fprintf(stderr,
+                "pagoda: serving '%s' at http://%s%s%s:%d/ (max model len %d, KV %d blocks of %d tokens%s); "
+                "Ctrl-C or SIGTERM stops\n",
+                serve_model_name(srv), v6 ? "[" : "", sc.host, v6 ? "]" : "", serve_port(srv), st.max_model_len,
+                st.kv_blocks_total, st.kv_block_size, n_keys ? ", API key required" : "");
+        mgr_release(models, &lease);
+    } else
+        fprintf(stderr, "pagoda: serving '%s' at http://%s%s%s:%d/ (%d models, loaded on demand; memory budget %.0f MiB%s); "
+                        "Ctrl-C or SIGTERM stops\n", first_name, v6 ? "[" : "", sc.host, v6 ? "]" : "", serve_port(srv),
+                n_models, mgr_budget(models) / 1048576.0, n_keys ? ", API key required" : "");
     serve_wait_and_drain(srv, &sigs, grace);
     rc = 0;
 done:
     serve_destroy(srv);
-    pagoda_engine_destroy(e);
-    pagoda_model_free(m);
+    mgr_destroy(models);
     if (rc == 0) fprintf(stderr, "pagoda: stopped\n");
     return rc;
 }

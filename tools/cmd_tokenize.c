@@ -10,8 +10,9 @@
 #include "cli_common.h"
 #include "commands.h"
 
-static void usage(void) {
-    fprintf(stderr, "usage: pagoda tokenize -m MODEL [--ids | --pieces] [--no-special] [--add-special] TEXT\n"
+static const char k_usage[] =
+            "usage: pagoda tokenize -m MODEL [--ids | --pieces] [--no-special] [--add-special] TEXT\n"
+                    "  -m, --model PATH  .gguf file or Hugging Face model folder\n"
                     "  --ids          print only the token ids\n"
                     "  --pieces       print only the pieces\n"
                     "  --no-special   treat special-token text (e.g. <|im_start|>) as plain text\n"
@@ -23,8 +24,9 @@ static void usage(void) {
                     "  --allow-special-in-content  with --chat: special-token text in messages becomes\n"
                     "                 special tokens (the server's --allow-special-in-content)\n"
                     "  --no-generation-prompt      with --chat: no assistant turn opened at the end\n"
-                    "  TEXT '-' reads standard input\n");
-}
+                    "  TEXT '-' reads standard input\n";
+
+static void usage(void) { fputs(k_usage, stderr); }
 
 static char *read_stdin(size_t *len) {
     size_t cap = 1 << 16, n = 0;
@@ -66,7 +68,7 @@ int cmd_tokenize(int argc, char **argv) {
         else if (!strcmp(a, "--tools") && i + 1 < argc) tools = argv[++i];
         else if ((!strcmp(a, "-m") || !strcmp(a, "--model")) && i + 1 < argc) model = argv[++i];
         else if (!text && (a[0] != '-' || !strcmp(a, "-"))) text = a;
-        else { fprintf(stderr, "pagoda tokenize: unknown option '%s'\n", a); return usage(), 2; }
+        else return cli_unknown_option("pagoda tokenize", a, k_usage);
     }
     if (!model || !text) return usage(), 2;
     if (!chat && (tools || allow_special || !gen_prompt)) {

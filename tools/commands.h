@@ -14,5 +14,9 @@ int cmd_eval(int argc, char **argv);            /* cmd_eval.c: eval humaneval */
 int cmd_bench_throughput(int argc, char **argv); /* cmd_bench_throughput.c */
 int cmd_bench_serve(int argc, char **argv);      /* cmd_bench_serve.c */
 int cmd_bench_grammar(int argc, char **argv);    /* cmd_bench_grammar.c */
+int cmd_bench_load(int argc, char **argv);       /* cmd_bench_load.c */
+
+/* "0.1.0 (git describe)" or "0.1.0" (generated at build time by scripts/version.cmake) */
+extern const char pg_version[];
 
 #endif

@@ -23,13 +23,17 @@ static void usage(void) {
     fprintf(stderr, "usage: pagoda <command> [options]\n\ncommands:\n");
     for (size_t i = 0; i < sizeof k_commands / sizeof k_commands[0]; i++)
         fprintf(stderr, "  %-8s %s\n", k_commands[i].name, k_commands[i].help);
-    fprintf(stderr, "\n`pagoda <command> --help` for its options.\n");
+    fprintf(stderr, "\n`pagoda <command> --help` for its options; `pagoda --version` for the version.\n");
 }
 
 int main(int argc, char **argv) {
     if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
         usage();
         return argc < 2 ? 2 : 0;
+    }
+    if (!strcmp(argv[1], "--version") || !strcmp(argv[1], "-V")) {
+        printf("pagoda %s\n", pg_version);
+        return 0;
     }
     for (size_t i = 0; i < sizeof k_commands / sizeof k_commands[0]; i++)
         if (!strcmp(argv[1], k_commands[i].name)) return k_commands[i].fn(argc - 1, argv + 1);

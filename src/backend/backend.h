@@ -31,8 +31,7 @@ typedef struct {
     int64_t n_in;     /* contiguous dimension */
     int64_t n_out;    /* rows (1 for vectors) */
     const void *aux;  /* backend-private (CUDA: a half copy and/or a repacked copy), or NULL */
-    const void *delta; /* low-rank adapter delta slot (LoRA: y += B·A·x for the sequences of an
-                          adapter); NULL: none. No backend applies one yet. */
+    const void *delta; /* reserved (NULL); LoRA deltas are applied per sequence by the lora op */
 } pg_bweight;
 
 /* Which rows of the step a part of the model shares with the batch: the backend keeps the batch's
@@ -138,6 +137,13 @@ typedef struct pg_backend_ops {
      * NULL where the backend has no such capability (the sampler then picks on the host). */
     pagoda_status (*argmax_rows)(pg_backend *be, const float *x, int32_t rows, int64_t n, int32_t *ids);
     pagoda_status (*sync)(pg_backend *be);
+
+    /* ---- optional ---- */
+    /* LoRA delta for rows x[0..rows) ([rows][n_in]): y[t] (stride ldy) += scale * B·(A·x[t]), A
+     * [rank][n_in] and Bt [rank][n_out] f32 in backend memory, tmp rows*rank floats of scratch.
+     * NULL: the backend applies no adapters (the forward pass refuses batches that use one). */
+    void (*lora)(pg_backend *be, const float *x, int32_t rows, int64_t n_in, const float *A, int32_t rank,
+                 const float *Bt, int64_t n_out, float scale, float *y, int64_t ldy, float *tmp);
 } pg_backend_ops;
 
 struct pg_backend {

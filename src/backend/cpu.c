@@ -259,6 +259,12 @@ static pagoda_status cpu_read(pg_backend *be, void *host, const void *src, size_
 
 static pagoda_status cpu_sync(pg_backend *be) { return (void)be, PAGODA_OK; }
 
+static void cpu_lora(pg_backend *be, const float *x, int32_t rows, int64_t n_in, const float *A, int32_t rank,
+                     const float *Bt, int64_t n_out, float scale, float *y, int64_t ldy, float *tmp) {
+    (void)be;
+    kcpu_lora(x, rows, n_in, A, rank, Bt, n_out, scale, y, ldy, tmp);
+}
+
 static const pg_backend_ops cpu_ops = {
     .name = "cpu",
     .host_memory = true,
@@ -292,6 +298,7 @@ static const pg_backend_ops cpu_ops = {
     .write = cpu_read, /* host to host either way */
     .argmax_rows = NULL, /* the sampler picks greedy tokens on the host */
     .sync = cpu_sync,
+    .lora = cpu_lora,
 };
 
 pagoda_status be_cpu_create(const pg_cpu_config *cfg, pg_backend **out) {

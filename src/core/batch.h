@@ -18,6 +18,9 @@ typedef struct {
     const uint8_t *logits_mask;         /* [n_tok]: 1 = return logits; NULL = last token of each seq */
     const int32_t *seq_adapter;         /* [n_seq]: adapter (LoRA) id of each sequence, 0 = the base
                                            model; NULL = all 0. Only 0 is served today. */
+    const uint8_t *hidden_mask;         /* [n_tok]: 1 = return the final hidden state (after the final
+                                           norm, before the LM head: embeddings); NULL = none. A
+                                           token wants logits or its hidden state, not both */
 } pg_batch;
 
 #endif

@@ -15,7 +15,8 @@ void engine_emit(choice *ch, const char *text, size_t len, int32_t token, pagoda
                        .token = token, .logprob = logprob, .n_top = n_top, .top_tokens = top_tok,
                        .top_logprobs = top_lp, .finish = fin, .error = error,
                        .request_done = fin != PAGODA_FINISH_NONE && r->n_live == 0, .n_prompt_tokens = r->n_prompt,
-                       .n_cached_tokens = r->n_cached, .n_completion_tokens = ch->n_generated};
+                       .n_cached_tokens = r->n_cached, .n_completion_tokens = ch->n_generated,
+                       .stop_index = fin == PAGODA_FINISH_STOP ? ch->stop.matched - 1 : -1};
     r->p.on_event(&ev, r->p.user);
 }
 

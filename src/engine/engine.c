@@ -53,6 +53,8 @@ static pagoda_status normalize_config(const pagoda_engine_config *cfg, pagoda_en
     if (c->kv_block_size > 1024 || c->max_seqs > 4096 || c->max_batch_tokens > 65536)
         return pg_fail(PAGODA_ERR_INVALID, "engine: block size %d, max seqs %d or max batch tokens %d out of range",
                        c->kv_block_size, c->max_seqs, c->max_batch_tokens);
+    if (c->max_adapters <= 0) c->max_adapters = 8;
+    if (c->max_adapters > 255) return pg_fail(PAGODA_ERR_INVALID, "engine: max_adapters %d (at most 255)", c->max_adapters);
     if (!(c->gpu_memory_utilization > 0.05f && c->gpu_memory_utilization <= 1.0f)) c->gpu_memory_utilization = 0.9f;
     return PAGODA_OK;
 }
@@ -109,6 +111,7 @@ pagoda_status engine_create_with_runner(pagoda_model *pm, engine_runner *r, cons
     pthread_cond_init(&e->cv, NULL);
     e->rng = (uint64_t)time(NULL) ^ (uint64_t)(uintptr_t)e;
     e->next_id = 1;
+    if ((st = engine_adapters_create(e))) goto fail;
     int32_t n_blocks = in->n_kv_blocks;
     if (n_blocks < 1 || e->n_vocab < 1) {
         st = pg_fail(PAGODA_ERR_INVALID, "engine: the runner holds %d KV blocks for a vocab of %d", n_blocks, e->n_vocab);
@@ -141,6 +144,16 @@ pagoda_status engine_create_with_runner(pagoda_model *pm, engine_runner *r, cons
     e->srow = malloc(S * sizeof(int32_t));
     e->n_acc = malloc(S * sizeof(int32_t));
     e->failed = malloc(S);
+    if ((e->n_embd = in->n_embd) > 0) { /* hidden-state rows for embedding requests */
+        e->hidden = r->host_alloc(r, T * (size_t)e->n_embd * sizeof(float));
+        e->b_hmask = malloc(T);
+        e->hrow0 = malloc(S * sizeof(int32_t)), e->hpos = malloc(S * sizeof(int32_t)), e->hcount = malloc(S * sizeof(int32_t));
+        e->emb_out = malloc((size_t)e->n_embd * sizeof(float));
+        if (!e->hidden || !e->b_hmask || !e->hrow0 || !e->hpos || !e->hcount || !e->emb_out) {
+            st = pg_fail(PAGODA_ERR_NOMEM, "engine: out of memory for hidden-state rows");
+            goto fail;
+        }
+    }
     e->cap_text = 4096;
     e->text = malloc(e->cap_text);
     if (!e->ws || !e->b_tokens || !e->b_mask || !e->b_seq_start || !e->b_pos0 || !e->b_nblocks || !e->b_adapter ||
@@ -275,11 +288,14 @@ void pagoda_engine_destroy(pagoda_engine *e) {
     sched_destroy(e->sched);
     kv_pool_destroy(e->pool);
     if (e->runner) e->runner->host_free(e->runner, e->logits);
+    if (e->runner && e->hidden) e->runner->host_free(e->runner, e->hidden);
+    free(e->b_hmask), free(e->hrow0), free(e->hpos), free(e->hcount), free(e->emb_out);
     runner_destroy(e->runner);
     for (int i = 0; e->ws && i < e->n_pick_threads; i++) sampler_ws_destroy(e->ws[i]);
     free(e->ws), free(e->picks), free(e->ids), free(e->b_tokens), free(e->b_mask), free(e->b_seq_start);
     free(e->b_pos0), free(e->b_nblocks), free(e->b_adapter), free(e->b_tables), free(e->row0), free(e->row_pos);
     free(e->srow), free(e->n_acc), free(e->failed), free(e->text), free(e->cancels);
+    engine_adapters_destroy(e);
     pthread_mutex_destroy(&e->mu);
     pthread_cond_destroy(&e->cv);
     free(e);

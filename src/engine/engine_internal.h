@@ -34,6 +34,8 @@ enum {
     MAX_N = 64,
     MAX_LOGPROBS = SAMPLER_MAX_LOGPROBS,
     MAX_DRAFT = 16, /* proposed tokens per sequence per step */
+    MAX_TRIGGERS = 8,
+    MAX_TRIGGER_LEN = 64,
 };
 
 typedef struct request request;
@@ -49,6 +51,9 @@ typedef struct {
     int32_t g_accepted;      /* tokens the matcher took */
     int32_t g_done_at;       /* > 0: after this many tokens only the end can follow */
     int g_dead;              /* the last mask allowed nothing: the choice cannot go on */
+    int g_lazy;              /* lazy grammar: 1 waiting for a trigger, 2 never (free text), 0 on */
+    uint8_t *g_text;         /* while waiting: the text a trigger may still start in */
+    size_t g_len;
     tok_stream *detok;
     stop_matcher stop;
     int32_t n_generated;
@@ -62,13 +67,23 @@ struct request {
     int32_t *prompt;
     int32_t n_prompt;
     int32_t *stop_tokens;
+    char **triggers;         /* [p.n_grammar_triggers] lazy-grammar triggers (owned copies) */
+    int32_t *min_ban;        /* min_tokens: the tokens banned until then (EOG unless ignore_eos, stop tokens) */
+    int32_t n_min_ban;
     lp_bias bias;            /* logit_bias, merged and sorted (shared by the choices' chains) */
     int32_t max_tokens;      /* resolved: > 0 */
     int32_t n_logits_sent;   /* prompt positions whose logits went to on_prompt_logits */
+    int32_t adapter_key;     /* 0: base; else (load generation << 8) | adapter id (adapters.c) */
     choice *choices;         /* [p.n] */
     int32_t n_live;          /* choices not finished */
     int32_t n_cached;
     int forked;
+    /* embedding requests (p.on_embedding): */
+    pagoda_pooling pooling;  /* resolved: MEAN, CLS or LAST */
+    int normalize;           /* resolved: 0 or 1 */
+    double *pool;            /* [n_embd] sum of the pooled positions' hidden states */
+    int32_t n_pooled;        /* positions taken into pool (in order; a recompute after preemption
+                                skips those already taken) */
     request *next;           /* inbox / live list */
 };
 
@@ -120,6 +135,13 @@ struct pagoda_engine {
     int use_ids;             /* this step brings back greedy ids, not logits */
     char *text;              /* detokenizer output */
     size_t cap_text;
+    /* embeddings: hidden-state rows of a step (runner info n_embd > 0) */
+    int32_t n_embd;
+    float *hidden;           /* [max_batch_tokens][n_embd] from the runner's host_alloc */
+    uint8_t *b_hmask;        /* [max_batch_tokens] */
+    int32_t *hrow0, *hpos, *hcount; /* [max_seqs] per planned sequence: first hidden row (-1: none),
+                                       its position, how many */
+    float *emb_out;          /* [n_embd] the vector handed to on_embedding */
     request *live;           /* stepping thread only */
     /* shared with other threads, under mu */
     pthread_mutex_t mu;
@@ -133,6 +155,15 @@ struct pagoda_engine {
     pthread_t thread;
     uint64_t next_id, rng;
     pagoda_engine_stats stats;
+    /* LoRA adapters (adapters.c), slots 1..max_adapters. Under mu: */
+    struct pg_lora **ad;      /* [max_adapters + 1] loaded (NULL: free) */
+    uint32_t *ad_gen;         /* [max_adapters + 1] loads of each slot so far */
+    struct pg_lora **ad_trash; /* unloaded, freed by the stepping thread once no step reads them */
+    int32_t n_trash, cap_trash;
+    int ad_dirty;             /* the table changed since the stepping thread last took it */
+    /* stepping thread only: */
+    const struct pg_lora **ad_active; /* [max_adapters + 1] the table the runner reads */
+    int32_t *ad_active_key;   /* [max_adapters + 1] key of each active slot (0: none) */
 };
 
 /* engine.c */
@@ -149,6 +180,17 @@ pagoda_status engine_set_proposer(pagoda_engine *e, const engine_proposer *p);
 int engine_check(const pagoda_engine *e);
 void engine_set_gauges(pagoda_engine *e);  /* caller holds mu */
 void engine_update_gauges(pagoda_engine *e);
+
+/* adapters.c */
+pagoda_status engine_adapters_create(pagoda_engine *e); /* at create: the slot tables */
+void engine_adapters_destroy(pagoda_engine *e);
+/* Stepping thread, under mu, between steps: hands a changed table to the runner and frees
+ * unloaded adapters. */
+void engine_adapters_sync(pagoda_engine *e);
+/* The key a request for adapter id gets (under mu); PAGODA_ERR_INVALID if id is not loaded. */
+pagoda_status engine_adapter_key(const pagoda_engine *e, int32_t id, int32_t *key);
+/* Stepping thread: whether key still names the adapter loaded in its slot (0: always). */
+int engine_adapter_live(const pagoda_engine *e, int32_t key);
 
 /* submit.c */
 void engine_free_request(request *r);
@@ -186,6 +228,23 @@ void engine_constrain_free(choice *ch);
 /* The prompt of r (sequence q, logits row `row`) is done: its other choices fork off q, and each
  * choice samples its first token from the row and emits it. */
 void engine_fork_and_sample(pagoda_engine *e, sched_seq *q, const float *row);
+
+/* embed.c */
+/* Resolves an embedding request's pooling and normalization and allocates its sum (marks it
+ * score_only); refuses a generation request on a model without an LM head. */
+pagoda_status engine_embed_init(pagoda_engine *e, request *r);
+/* Build stage: the hidden rows of planned sequence i (request r, n_tokens tokens, chunk
+ * [start, end) at batch token t, rows so far `rows`): marks b_hmask, sets hrow0/hpos/hcount;
+ * returns how many rows it adds. */
+int32_t engine_embed_rows(pagoda_engine *e, int32_t i, const request *r, int32_t n_tokens, int32_t start, int32_t end,
+                          int32_t t, int32_t rows);
+/* After the forward pass: hidden rows into their requests' sums. */
+void engine_embed_stage(pagoda_engine *e, const sched_plan *plan);
+/* The prompt of r is through: its pooled vector to on_embedding. */
+void engine_embed_deliver(pagoda_engine *e, request *r);
+/* The pooling math: acc (sum of n_rows rows) -> out = acc / n_rows, L2-normalized if normalize
+ * (a zero vector stays zero). */
+void embed_pool_finish(const double *acc, int32_t n_rows, int normalize, float *out, int32_t n);
 
 /* step.c */
 /* One engine step. Returns 1 if it ran a forward pass, 0 if there was nothing to run. */

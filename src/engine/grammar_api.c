@@ -97,6 +97,7 @@ static gr_grammar *build(const pagoda_grammar_spec *s, const char *text, size_t 
     js_options jo;
     js_options_default(&jo);
     jo.whitespace_flexible = s->whitespace_flexible != 0;
+    jo.strict = s->strict != 0;
     gr_grammar *g = NULL;
     switch (s->kind) {
     case PAGODA_GRAMMAR_JSON_SCHEMA: g = js_compile(text, n, &jo, err, cap); break;
@@ -106,15 +107,8 @@ static gr_grammar *build(const pagoda_grammar_spec *s, const char *text, size_t 
     case PAGODA_GRAMMAR_GBNF: g = gbnf_parse(text, n, err, cap); break;
     default: snprintf(err, cap, "unknown grammar kind %d", (int)s->kind); return NULL;
     }
-    if (!g || (!s->prefix && !s->suffix)) return g;
-    /* root' -> prefix root suffix */
-    int rhs[3], k = 0, wrap = gr_nonterminal(g, "wrapped");
-    if (s->prefix && s->prefix[0]) rhs[k++] = gr_literal(g, s->prefix, strlen(s->prefix));
-    rhs[k++] = gr_start(g);
-    if (s->suffix && s->suffix[0]) rhs[k++] = gr_literal(g, s->suffix, strlen(s->suffix));
-    int bad = wrap < 0;
-    for (int i = 0; i < k; i++) bad |= rhs[i] < 0;
-    if (bad || gr_rule(g, wrap, rhs, k) || gr_set_start(g, wrap)) {
+    if (!g || (!s->prefix && !s->suffix && !s->min_repeat && !s->max_repeat)) return g;
+    if (gr_wrap(g, s->prefix, s->suffix, s->separator, s->min_repeat, s->max_repeat)) {
         snprintf(err, cap, "%s", gr_error(g));
         gr_free(g);
         return NULL;
@@ -140,6 +134,10 @@ pagoda_status pagoda_grammar_compile(pagoda_model *m, const pagoda_grammar_spec 
     size_t n = s->len ? s->len : strlen(text);
     if (n > GRAMMAR_MAX_TEXT)
         return pg_fail(PAGODA_ERR_INVALID, "%s: %zu bytes, over the limit of %zu", kind_name(s->kind), n, GRAMMAR_MAX_TEXT);
+    if (s->min_repeat < 0 || (s->max_repeat >= 0 && s->max_repeat < s->min_repeat) || s->max_repeat > 4096 ||
+        s->min_repeat > 4096 || (s->max_repeat == 0 && s->min_repeat > 0))
+        return pg_fail(PAGODA_ERR_INVALID, "%s: repeat bounds %d..%d are not 0 <= min <= max <= 4096 (max < 0: unbounded)",
+                       kind_name(s->kind), (int)s->min_repeat, (int)s->max_repeat);
     if (s->kind != PAGODA_GRAMMAR_JSON_OBJECT && n == 0)
         return pg_fail(PAGODA_ERR_INVALID, "%s: empty", kind_name(s->kind));
     const gr_vocab *v = model_grammar_vocab(m);
@@ -216,3 +214,6 @@ pagoda_status pagoda_grammar_matcher_rollback(pagoda_grammar_matcher *m, int32_t
 int pagoda_grammar_matcher_can_end(const pagoda_grammar_matcher *m) { return gr_matcher_can_end(m->m); }
 int pagoda_grammar_matcher_is_done(const pagoda_grammar_matcher *m) { return gr_matcher_is_done(m->m); }
 const char *pagoda_grammar_matcher_error(const pagoda_grammar_matcher *m) { return gr_matcher_error(m->m); }
+size_t pagoda_grammar_matcher_forced(pagoda_grammar_matcher *m, char *buf, size_t cap) {
+    return m && buf ? gr_matcher_forced(m->m, (uint8_t *)buf, cap) : 0;
+}

@@ -22,7 +22,33 @@ static int32_t single_token(const pg_tokenizer *t, const char *text) {
 }
 
 /* Fill-in-the-middle tokens: GGUF metadata when present, else the spellings models use. */
+/* The first of names that is one special token (-1 if none). */
+static int32_t first_token(const pg_tokenizer *t, const char *const *names, size_t n) {
+    for (size_t i = 0; i < n; i++) {
+        int32_t id = single_token(t, names[i]);
+        if (id >= 0) return id;
+    }
+    return -1;
+}
+
+/* Repository-level FIM tokens: GGUF metadata when present, else the spellings models use
+ * (llama.cpp's list, with StarCoder2's <repo_name> and <file_sep>). */
+static void find_fim_repo(pagoda_model *pm) {
+    static const char *const rep[] = {"<|fim_repo|>", "<|repo_name|>", "<fim-repo>", "<REPO>", "<reponame>", "<repo_name>"};
+    static const char *const sep[] = {"<|file_sep|>", "<file_sep>"};
+    const gguf_file *g = pm->m ? pm->m->gguf : pm->vocab_gguf;
+    uint32_t a;
+    pm->fim_repo = pm->fim_sep = -1;
+    if (g && gguf_get_u32(g, "tokenizer.ggml.fim_rep_token_id", &a) && a < (uint32_t)tok_n_vocab(pm->tok))
+        pm->fim_repo = (int32_t)a;
+    else pm->fim_repo = first_token(pm->tok, rep, sizeof rep / sizeof rep[0]);
+    if (g && gguf_get_u32(g, "tokenizer.ggml.fim_sep_token_id", &a) && a < (uint32_t)tok_n_vocab(pm->tok))
+        pm->fim_sep = (int32_t)a;
+    else pm->fim_sep = first_token(pm->tok, sep, sizeof sep / sizeof sep[0]);
+}
+
 static void find_fim(pagoda_model *pm) {
+    find_fim_repo(pm);
     static const char *const names[][3] = {
         {"<fim_prefix>", "<fim_suffix>", "<fim_middle>"},       /* StarCoder, SmolLM */
         {"<|fim_prefix|>", "<|fim_suffix|>", "<|fim_middle|>"}, /* Qwen2.5-Coder */
@@ -86,7 +112,7 @@ pagoda_status pagoda_model_load(const char *path, pagoda_model **out) {
         return st;
     }
     if (pm->tok) find_fim(pm);
-    else pm->fim_prefix = pm->fim_suffix = pm->fim_middle = -1;
+    else pm->fim_prefix = pm->fim_suffix = pm->fim_middle = pm->fim_repo = pm->fim_sep = -1;
     model_for_each_weight(pm->m, count_params, &pm->n_params);
     pm->n_params += pm->m->tok_embd.n_in * pm->m->tok_embd.n_out - (pm->m->tok_embd.data ? pm->m->tok_embd.n_in : 0);
     *out = pm;
@@ -118,6 +144,7 @@ void pagoda_model_get_info(const pagoda_model *pm, pagoda_model_info *info) {
     info->bos = pm->tok ? tok_bos(pm->tok) : -1;
     info->eos = pm->tok ? tok_eos(pm->tok) : -1;
     info->fim_prefix = pm->fim_prefix, info->fim_suffix = pm->fim_suffix, info->fim_middle = pm->fim_middle;
+    info->fim_repo = pm->fim_repo, info->fim_sep = pm->fim_sep;
 }
 
 pagoda_status pagoda_tokenize(const pagoda_model *pm, const char *text, size_t len, int add_special, int parse_special,
@@ -251,4 +278,16 @@ void pagoda_model_get_facts(const pagoda_model *pm, pagoda_model_facts *f) {
 void pagoda_model_prefault(const pagoda_model *pm, void (*progress)(uint64_t done, uint64_t total, void *user),
                            void *user) {
     if (pm->m) model_prefault(pm->m, progress, user);
+}
+
+void pagoda_model_get_embedding_info(const pagoda_model *pm, pagoda_embedding_info *info) {
+    memset(info, 0, sizeof *info);
+    if (!pm || !pm->m) return;
+    const pg_model_config *c = &pm->m->cfg;
+    info->n_embd = c->n_embd;
+    info->pooling = (pagoda_pooling)c->pooling;
+    info->has_lm_head = pm->m->output.data != NULL;
+    /* a package without a Normalize module gives raw vectors; everything else unit vectors */
+    info->normalize = c->embedding_package && pm->m->format == MODEL_FORMAT_HF ? c->pool_normalize : 1;
+    info->is_embedding_model = c->embedding_package || !info->has_lm_head;
 }

@@ -13,6 +13,7 @@ struct pagoda_model {
     pg_tokenizer *tok;
     gguf_file *vocab_gguf;   /* vocab-only models: the GGUF the tokenizer reads from (owned) */
     int32_t fim_prefix, fim_suffix, fim_middle;
+    int32_t fim_repo, fim_sep;
     int64_t n_params;
     gr_vocab *gvocab;        /* the vocabulary as the grammar engine sees it, built on first use */
 };

@@ -16,6 +16,8 @@
 typedef struct {
     pg_batch b;
     int32_t n_rows; /* number of 1s in b.logits_mask (rows in batch order) */
+    int32_t n_hidden; /* number of 1s in b.hidden_mask (0 when it is NULL) */
+    float *hidden;  /* out: [n_hidden][n_embd] final hidden states of those tokens (from host_alloc) */
 } engine_batch;
 
 typedef struct {
@@ -29,8 +31,12 @@ typedef struct {
                                 only ids leave the device */
     const char *name;        /* where it runs, for the log ("cpu", "cuda", "cpu+cuda", "fake") */
     uint64_t kv_bytes;       /* memory of the KV blocks, for the log */
+    int32_t n_embd;          /* length of hidden-state rows run() can return (b.hidden_mask); 0: none */
+    int no_logits;           /* 1: the model has no LM head: run() can return hidden states only */
+    int adapters;            /* 1: set_adapters works (LoRA on the CPU placement) */
 } engine_runner_info;
 
+struct pg_lora;
 typedef struct engine_runner engine_runner;
 
 /* An implementation embeds this as its first member. */
@@ -39,7 +45,9 @@ struct engine_runner {
     /* Runs batch b (reading and writing K/V through its block tables). ids == NULL: logits
      * [n_rows][n_vocab] into logits (from host_alloc). ids != NULL (only when info.greedy_ids):
      * each row's greedy token (largest logit, lowest id among equals) into ids [n_rows] instead.
-     * n_rows == 0: nothing is written. On error the batch's K/V are undefined. */
+     * n_rows == 0: nothing is written. b->n_hidden > 0 (only when info.n_embd > 0): the final
+     * hidden states of the tokens b.hidden_mask selects into b->hidden as well (ids is NULL
+     * then). On error the batch's K/V are undefined. */
     pagoda_status (*run)(engine_runner *r, const engine_batch *b, float *logits, int32_t *ids);
     /* Copies KV block src to block dst in every layer (copy-on-write of a shared partial block).
      * An error means dst holds no valid copy: the sequence it was for must not run. */
@@ -48,6 +56,10 @@ struct engine_runner {
     void *(*host_alloc)(engine_runner *r, size_t bytes);
     void (*host_free)(engine_runner *r, void *p);
     void (*destroy)(engine_runner *r); /* NULL-safe through runner_destroy */
+    /* Optional (NULL: the runner applies no adapters). The LoRA adapters batches may name
+     * (b.seq_adapter = index into table, 0 = none): table[i] for 0 < i < n, borrowed until the next
+     * call; called between steps. */
+    pagoda_status (*set_adapters)(engine_runner *r, const struct pg_lora *const *table, int32_t n);
 };
 
 static inline void runner_destroy(engine_runner *r) {

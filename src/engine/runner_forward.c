@@ -3,6 +3,7 @@
  * the KV memory. */
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "core/log.h"
 #include "core/mem_broker.h"
@@ -24,6 +25,7 @@ typedef struct {
 static pagoda_status fr_run(engine_runner *r, const engine_batch *b, float *logits, int32_t *ids) {
     fwd_runner *f = (fwd_runner *)r;
     if (ids) return forward_run_argmax(f->fwd, &b->b, f->kv, ids);
+    if (b->n_hidden > 0) return forward_run_hidden(f->fwd, &b->b, f->kv, logits, b->hidden);
     return forward_run(f->fwd, &b->b, f->kv, logits);
 }
 
@@ -35,6 +37,10 @@ static pagoda_status fr_copy_block(engine_runner *r, int32_t src, int32_t dst) {
 static void *fr_host_alloc(engine_runner *r, size_t bytes) { return forward_host_alloc(((fwd_runner *)r)->fwd, bytes); }
 static void fr_host_free(engine_runner *r, void *p) {
     if (p) forward_host_free(((fwd_runner *)r)->fwd, p);
+}
+
+static pagoda_status fr_set_adapters(engine_runner *r, const struct pg_lora *const *table, int32_t n) {
+    return forward_set_adapters(((fwd_runner *)r)->fwd, table, n);
 }
 
 static void fr_destroy(engine_runner *r) {
@@ -55,6 +61,7 @@ pagoda_status runner_forward_create(const pagoda_model *pm, const pagoda_engine_
     if (!f) return pg_fail(PAGODA_ERR_NOMEM, "out of memory");
     f->base.run = fr_run, f->base.copy_block = fr_copy_block, f->base.host_alloc = fr_host_alloc;
     f->base.host_free = fr_host_free, f->base.destroy = fr_destroy;
+    f->base.set_adapters = fr_set_adapters;
     f->n_layer = mc->n_layer;
     pagoda_status st;
     /* the forward pass first: on a GPU the KV blocks get what the weights and scratch leave */
@@ -121,7 +128,10 @@ pagoda_status runner_forward_create(const pagoda_model *pm, const pagoda_engine_
     if (in->n_threads < 1) in->n_threads = 1;
     in->greedy_ids = forward_has_device_argmax(f->fwd);
     in->name = forward_placement(f->fwd);
+    in->adapters = !strcmp(in->name, "cpu");
     in->kv_bytes = n_blocks * (uint64_t)(per_block_host + per_block_dev);
+    in->n_embd = mc->n_embd;
+    in->no_logits = pm->m->output.data == NULL;
     *out = &f->base;
     return PAGODA_OK;
 fail:

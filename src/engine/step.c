@@ -7,11 +7,13 @@
  *   forward   the runner runs the batch: logits rows, or greedy ids when every row is plain
  *             greedy and the runner can pick them on the device
  *   prompt logits  raw rows of prompt positions to requests that asked for them
+ *   pool      hidden states of the positions embedding requests pool into their sums (embed.c)
  *   sample    logits processors + draw per row, drafts verified (sample.c)
  *   accept    k >= 1 tokens per sequence: accepted drafts + one sampled; rejected drafts' KV
  *             slots roll back (sched_accept)
  *   commit    only accepted full blocks enter the prefix cache (sched_publish)
- *   emit      token and finish events (emit.c); n > 1 forks off its prompt here (fork.c)
+ *   emit      token and finish events (emit.c); n > 1 forks off its prompt here (fork.c); an
+ *             embedding request whose prompt is through gets its pooled vector (embed.c)
  */
 #include <pthread.h>
 #include <stdio.h>
@@ -77,7 +79,7 @@ static void stage_copy(pagoda_engine *e, sched_plan *plan) {
  * the number of rows. Counts prompt and cached tokens at each request's first admission. */
 static int32_t stage_build(pagoda_engine *e, const sched_plan *plan, engine_batch *b, uint64_t *prompt_tokens,
                            uint64_t *cached_tokens) {
-    int32_t t = 0, rows = 0;
+    int32_t t = 0, rows = 0, hrows = 0;
     for (int32_t i = 0; i < plan->n_seqs; i++) {
         sched_seq *q = plan->seqs[i];
         choice *ch = q->owner;
@@ -95,7 +97,7 @@ static int32_t stage_build(pagoda_engine *e, const sched_plan *plan, engine_batc
         e->b_pos0[i] = start;
         e->b_tables[i] = q->blocks;
         e->b_nblocks[i] = q->n_blocks;
-        e->b_adapter[i] = q->adapter;
+        e->b_adapter[i] = q->adapter & 0xff; /* the key's slot: the runner's table index (adapters.c) */
         memcpy(e->b_tokens + t, q->tokens + start, (size_t)plan->n_new[i] * sizeof(int32_t));
         memset(e->b_mask + t, 0, (size_t)plan->n_new[i]);
         /* rows: the last accepted token and the drafts when the chunk reaches the end (the
@@ -112,12 +114,18 @@ static int32_t stage_build(pagoda_engine *e, const sched_plan *plan, engine_batc
         e->srow[i] = s >= lo ? rows + (s - lo) : -1;
         memset(e->b_mask + t + (lo - start), 1, (size_t)(end - lo));
         rows += end - lo;
+        if (e->b_hmask) { /* embedding requests: the positions they pool return hidden states */
+            memset(e->b_hmask + t, 0, (size_t)plan->n_new[i]);
+            hrows += engine_embed_rows(e, i, r, q->n_tokens, start, end, t, hrows);
+        }
         t += plan->n_new[i];
     }
     e->b_seq_start[plan->n_seqs] = t;
     *b = (engine_batch){.b = {.n_tok = t, .tokens = e->b_tokens, .n_seq = plan->n_seqs, .seq_start = e->b_seq_start,
                         .seq_pos0 = e->b_pos0, .block_tables = e->b_tables, .n_blocks = e->b_nblocks,
-                        .logits_mask = e->b_mask, .seq_adapter = e->b_adapter}, .n_rows = rows};
+                        .logits_mask = e->b_mask, .seq_adapter = e->b_adapter,
+                        .hidden_mask = hrows ? e->b_hmask : NULL}, .n_rows = rows, .n_hidden = hrows,
+                        .hidden = hrows ? e->hidden : NULL};
     return rows;
 }
 
@@ -156,8 +164,10 @@ static void stage_emit(pagoda_engine *e, const sched_plan *plan) {
         choice *ch = q->owner;
         request *r = ch->r;
         if (e->srow[i] < 0) {
-            if (r->p.score_only && q->n_computed == q->n_tokens) /* the prompt is through */
-                engine_finish_choice(e, ch, PAGODA_FINISH_LENGTH, NULL, 0);
+            if (r->p.score_only && q->n_computed == q->n_tokens) { /* the prompt is through */
+                if (r->p.on_embedding) engine_embed_deliver(e, r);
+                engine_finish_choice(e, ch, r->p.on_embedding ? PAGODA_FINISH_STOP : PAGODA_FINISH_LENGTH, NULL, 0);
+            }
             continue;
         }
         if (r->p.n > 1 && !r->forked) {
@@ -186,7 +196,7 @@ int engine_step(pagoda_engine *e) {
     engine_batch b;
     uint64_t prompt_tokens = 0, cached_tokens = 0;
     int32_t rows = stage_build(e, &plan, &b, &prompt_tokens, &cached_tokens);
-    e->use_ids = engine_plan_wants_ids(e, &plan);
+    e->use_ids = b.n_hidden == 0 && engine_plan_wants_ids(e, &plan);
     double t_fwd = pg_now_s();
     pagoda_status st = rows > e->cap_rows ? pg_fail(PAGODA_ERR_INVALID, "engine: %d logits rows in a step, room for %d", rows, e->cap_rows)
                        : e->runner->run(e->runner, &b, e->use_ids ? NULL : e->logits, e->use_ids ? e->ids : NULL);
@@ -201,6 +211,7 @@ int engine_step(pagoda_engine *e) {
         return 1;
     }
     stage_prompt_logits(e, &plan);
+    if (b.n_hidden) engine_embed_stage(e, &plan);
     sched_commit(e->sched, &plan);
     pthread_mutex_lock(&e->mu);
     e->stats.n_steps++;

@@ -64,15 +64,18 @@ int stop_push(stop_matcher *s, const char *text, size_t len, const char **emit, 
     s->n_held += len;
     /* the earliest complete stop string wins */
     size_t first = (size_t)-1;
+    int which = -1;
     for (int i = 0; i < s->n; i++) {
         if (!s->lens[i] || s->lens[i] > s->n_held) continue;
         for (size_t p = 0; p + s->lens[i] <= s->n_held && p < first; p++)
             if (!memcmp(s->held + p, s->stops[i], s->lens[i])) {
                 first = p;
+                which = i;
                 break;
             }
     }
     if (first != (size_t)-1) {
+        s->matched = which + 1;
         memcpy(s->out, s->held, first);
         *emit = s->out, *n_emit = first;
         s->n_held = 0;

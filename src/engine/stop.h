@@ -15,6 +15,7 @@ typedef struct {
     size_t n_held, cap_held;
     char *out;      /* what the last call emits */
     size_t cap_out;
+    int matched;    /* 1 + the index of the stop string that ended the stream; 0: none */
 } stop_matcher;
 
 pagoda_status stop_init(stop_matcher *s, const char *const *stops, int n);

@@ -2,6 +2,7 @@
  * the stepping thread, taking them into the scheduler. */
 #include <math.h>
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -18,8 +19,10 @@ void engine_free_request(request *r) {
         engine_constrain_free(&r->choices[i]);
     }
     pagoda_grammar_unref(r->p.grammar);
+    for (int32_t i = 0; r->triggers && i < r->p.n_grammar_triggers; i++) free(r->triggers[i]);
+    free(r->triggers);
     lp_bias_free(&r->bias);
-    free(r->choices), free(r->prompt), free(r->stop_tokens), free(r);
+    free(r->choices), free(r->prompt), free(r->stop_tokens), free(r->min_ban), free(r->pool), free(r);
 }
 
 static pagoda_status validate(const pagoda_engine *e, const pagoda_request *p) {
@@ -51,8 +54,19 @@ static pagoda_status validate(const pagoda_engine *e, const pagoda_request *p) {
             return pg_fail(PAGODA_ERR_INVALID, "stop token id %d out of range [0, %d)", p->stop_token_ids[i], e->n_vocab);
     if (!p->prompt && (p->n_prompt_tokens <= 0 || !p->prompt_tokens))
         return pg_fail(PAGODA_ERR_INVALID, "the request has no prompt");
+    if (p->min_tokens < 0 || (p->max_tokens > 0 && p->min_tokens > p->max_tokens))
+        return pg_fail(PAGODA_ERR_INVALID, "min_tokens must be in [0, max_tokens], got %d (max_tokens %d)", p->min_tokens,
+                       p->max_tokens);
     if (p->penalty_last_n < -1)
         return pg_fail(PAGODA_ERR_INVALID, "penalty_last_n must be -1, 0 or positive, got %d", p->penalty_last_n);
+    if (p->n_grammar_triggers < 0 || p->n_grammar_triggers > MAX_TRIGGERS || (p->n_grammar_triggers && !p->grammar_triggers))
+        return pg_fail(PAGODA_ERR_INVALID, "at most %d grammar triggers", MAX_TRIGGERS);
+    if (p->n_grammar_triggers && !p->grammar) return pg_fail(PAGODA_ERR_INVALID, "grammar triggers need a grammar");
+    for (int32_t i = 0; i < p->n_grammar_triggers; i++) {
+        size_t l = p->grammar_triggers[i] ? strlen(p->grammar_triggers[i]) : 0;
+        if (l == 0 || l > MAX_TRIGGER_LEN)
+            return pg_fail(PAGODA_ERR_INVALID, "grammar trigger %d must be 1 to %d bytes long", i, MAX_TRIGGER_LEN);
+    }
     if (p->n_logit_bias < 0 || p->n_logit_bias > PAGODA_MAX_LOGIT_BIAS || (p->n_logit_bias && !p->logit_bias))
         return pg_fail(PAGODA_ERR_INVALID, "logit_bias has %d entries; at most %d are allowed", p->n_logit_bias,
                        PAGODA_MAX_LOGIT_BIAS);
@@ -65,6 +79,29 @@ static void penalties_step(void *self, float *logits, int32_t n_vocab) {
     sampler_apply_penalties(self, logits);
 }
 
+/* The min_tokens step of a choice's chain (self: the choice): until it has generated min_tokens
+ * tokens, the tokens that would end it cannot be drawn. */
+static void min_tokens_step(void *self, float *logits, int32_t n_vocab) {
+    const choice *ch = self;
+    const request *r = ch->r;
+    if (ch->n_generated >= r->p.min_tokens) return;
+    for (int32_t i = 0; i < r->n_min_ban; i++)
+        if (r->min_ban[i] < n_vocab) logits[r->min_ban[i]] = -INFINITY;
+}
+
+/* r->min_ban: end-of-generation tokens (unless ignore_eos) and the stop token ids. */
+static pagoda_status min_ban_init(const pagoda_engine *e, request *r) {
+    int32_t n = r->p.n_stop_token_ids;
+    if (e->tok && !r->p.ignore_eos)
+        for (int32_t t = 0; t < e->n_vocab; t++) n += tok_is_eog(e->tok, t);
+    if (!(r->min_ban = malloc((size_t)(n ? n : 1) * sizeof *r->min_ban))) return pg_fail(PAGODA_ERR_NOMEM, "out of memory");
+    if (e->tok && !r->p.ignore_eos)
+        for (int32_t t = 0; t < e->n_vocab; t++)
+            if (tok_is_eog(e->tok, t)) r->min_ban[r->n_min_ban++] = t;
+    for (int32_t i = 0; i < r->p.n_stop_token_ids; i++) r->min_ban[r->n_min_ban++] = r->stop_tokens[i];
+    return PAGODA_OK;
+}
+
 static pagoda_status make_request(pagoda_engine *e, const pagoda_request *p, request **out) {
     *out = NULL;
     pagoda_status st = validate(e, p);
@@ -74,6 +111,12 @@ static pagoda_status make_request(pagoda_engine *e, const pagoda_request *p, req
     r->p = *p;
     r->p.stop = NULL, r->p.stop_token_ids = NULL, r->p.prompt = NULL, r->p.prompt_tokens = NULL, r->p.logit_bias = NULL;
     r->p.grammar = NULL;
+    r->p.grammar_triggers = NULL;
+    if (p->n_grammar_triggers) {
+        if (!(r->triggers = calloc((size_t)p->n_grammar_triggers, sizeof *r->triggers))) goto nomem;
+        for (int32_t i = 0; i < p->n_grammar_triggers; i++)
+            if (!(r->triggers[i] = strdup(p->grammar_triggers[i]))) goto nomem;
+    }
     if (p->grammar) {
         if (p->grammar->n_vocab > e->n_vocab || (e->pm && p->grammar->model != e->pm)) {
             st = pg_fail(PAGODA_ERR_INVALID, "the grammar was compiled for another model");
@@ -82,6 +125,7 @@ static pagoda_status make_request(pagoda_engine *e, const pagoda_request *p, req
         r->p.grammar = pagoda_grammar_ref(p->grammar);
     }
     if ((st = lp_bias_init(&r->bias, p->logit_bias, p->n_logit_bias, e->n_vocab))) goto fail;
+    if ((st = engine_embed_init(e, r))) goto fail;
     if (p->prompt && !e->tok) {
         st = pg_fail(PAGODA_ERR_INVALID, "this model has no tokenizer: send the prompt as token ids");
         goto fail;
@@ -116,7 +160,7 @@ static pagoda_status make_request(pagoda_engine *e, const pagoda_request *p, req
         st = pg_fail(PAGODA_ERR_INVALID, "the prompt is empty");
         goto fail;
     }
-    if (p->score_only && r->n_prompt <= e->max_model_len) {
+    if (r->p.score_only && r->n_prompt <= e->max_model_len) {
         r->max_tokens = 1; /* nothing is generated */
     } else if (r->n_prompt >= e->max_model_len) {
         st = pg_fail(PAGODA_ERR_INVALID,
@@ -126,7 +170,7 @@ static pagoda_status make_request(pagoda_engine *e, const pagoda_request *p, req
     } else {
         r->max_tokens = p->max_tokens > 0 ? p->max_tokens : e->max_model_len - r->n_prompt;
     }
-    if (!p->score_only && (int64_t)r->n_prompt + r->max_tokens > e->max_model_len) {
+    if (!r->p.score_only && (int64_t)r->n_prompt + r->max_tokens > e->max_model_len) {
         st = pg_fail(PAGODA_ERR_INVALID,
                      "the prompt has %d tokens and max_tokens is %d: %lld in all, over this model's context of %d tokens",
                      r->n_prompt, r->max_tokens, (long long)r->n_prompt + r->max_tokens, e->max_model_len);
@@ -137,6 +181,7 @@ static pagoda_status make_request(pagoda_engine *e, const pagoda_request *p, req
         memcpy(r->stop_tokens, p->stop_token_ids, (size_t)p->n_stop_token_ids * sizeof(int32_t));
     }
     if (!(r->choices = calloc((size_t)p->n, sizeof *r->choices))) goto nomem;
+    if (p->min_tokens > 0 && !p->score_only && (st = min_ban_init(e, r))) goto fail;
     pthread_mutex_lock(&e->mu);
     uint64_t seed = p->sampling.seed >= 0 ? (uint64_t)p->sampling.seed : (e->rng = e->rng * 6364136223846793005ull + 1442695040888963407ull);
     pthread_mutex_unlock(&e->mu);
@@ -161,9 +206,10 @@ static pagoda_status make_request(pagoda_engine *e, const pagoda_request *p, req
             goto fail;
         if (p->penalty_last_n)
             for (int32_t j = 0; j < r->n_prompt; j++) sampler_accept(ch->sampler, r->prompt[j]);
-        /* the logits processors, in order: logit_bias first, then the penalties */
+        /* the logits processors, in order: logit_bias first, then the penalties, min_tokens */
         if ((r->bias.n && (st = lp_chain_add(&ch->chain, lp_bias_apply, &r->bias))) ||
             (sampler_penalties_on(ch->sampler) && (st = lp_chain_add(&ch->chain, penalties_step, ch->sampler))) ||
+            (r->n_min_ban && (st = lp_chain_add(&ch->chain, min_tokens_step, ch))) ||
             (st = engine_constrain_init(e, ch)))
             goto fail;
     }
@@ -194,6 +240,11 @@ pagoda_status pagoda_engine_submit(pagoda_engine *e, const pagoda_request *p, ui
         pthread_mutex_unlock(&e->mu);
         engine_free_request(r);
         return pg_fail(PAGODA_ERR_BUSY, "the engine is shutting down");
+    }
+    if ((st = engine_adapter_key(e, p->adapter, &r->adapter_key))) {
+        pthread_mutex_unlock(&e->mu);
+        engine_free_request(r);
+        return st;
     }
     r->id = e->next_id++;
     if (e->inbox_tail) e->inbox_tail->next = r; else e->inbox = r;
@@ -241,6 +292,7 @@ void engine_take_inbox(pagoda_engine *e) {
     if (n_cancels > 64 && !(ids = malloc((size_t)n_cancels * sizeof *ids))) ids = stack_ids, n_cancels = 0, all = 1;
     if (n_cancels) memcpy(ids, e->cancels, (size_t)n_cancels * sizeof *ids);
     e->n_cancels = 0;
+    engine_adapters_sync(e);
     pthread_mutex_unlock(&e->mu);
     while (in) {
         request *r = in;
@@ -254,12 +306,20 @@ void engine_take_inbox(pagoda_engine *e) {
             engine_cancel_request(e, r, PAGODA_FINISH_ERROR, "out of memory for prompt logits");
             continue;
         }
-        if (sched_add(e->sched, r->id, &r->choices[0], r->prompt, r->n_prompt, 0, &r->choices[0].seq)) {
+        if (!engine_adapter_live(e, r->adapter_key)) {
+            char msg[64];
+            snprintf(msg, sizeof msg, "adapter %d was unloaded", r->adapter_key & 0xff);
+            engine_cancel_request(e, r, PAGODA_FINISH_ERROR, msg);
+            continue;
+        }
+        if (sched_add(e->sched, r->id, &r->choices[0], r->prompt, r->n_prompt, r->adapter_key, &r->choices[0].seq)) {
             engine_cancel_request(e, r, PAGODA_FINISH_ERROR, "out of memory");
             continue;
         }
         /* every prompt position goes through the model when its logits are wanted */
         if (r->p.on_prompt_logits) r->choices[0].seq->no_prefix_reuse = 1;
+        /* and when an embedding pools positions a cached prefix would skip */
+        if (r->p.on_embedding && r->pooling != PAGODA_POOLING_LAST) r->choices[0].seq->no_prefix_reuse = 1;
     }
     for (int32_t i = 0; i < n_cancels; i++)
         for (request *r = e->live; r; r = r->next)
@@ -268,6 +328,15 @@ void engine_take_inbox(pagoda_engine *e) {
                 break;
             }
     if (ids != stack_ids) free(ids);
+    /* requests whose adapter was unloaded end here, before a step reads its table */
+    for (request *r = e->live, *next; r; r = next) {
+        next = r->next;
+        if (!engine_adapter_live(e, r->adapter_key)) {
+            char msg[64];
+            snprintf(msg, sizeof msg, "adapter %d was unloaded", r->adapter_key & 0xff);
+            engine_cancel_request(e, r, PAGODA_FINISH_ERROR, msg);
+        }
+    }
     if (all)
         while (e->live) engine_cancel_request(e, e->live, PAGODA_FINISH_CANCELLED, NULL);
 }

@@ -317,6 +317,27 @@ int gr_repeat(gr_grammar *g, int sym, int min, int max) {
     return r;
 }
 
+int gr_wrap(gr_grammar *g, const char *prefix, const char *suffix, const char *sep, int min, int max) {
+    if (!g || g->err[0]) return -1;
+    int rhs[3], k = 0, item = gr_nonterminal(g, "wrapped");
+    if (prefix && prefix[0]) rhs[k++] = gr_literal(g, prefix, strlen(prefix));
+    rhs[k++] = gr_start(g);
+    if (suffix && suffix[0]) rhs[k++] = gr_literal(g, suffix, strlen(suffix));
+    for (int i = 0; i < k; i++)
+        if (rhs[i] < 0) {
+            set_err(g, "gr_wrap: no start symbol");
+            return -1;
+        }
+    if (item < 0 || gr_rule(g, item, rhs, k)) return -1;
+    if (min || max) {
+        int s = sep && sep[0] ? gr_literal(g, sep, strlen(sep)) : -2;
+        if (s == -1) return -1;
+        item = s == -2 ? gr_repeat(g, item, min, max) : gr_list(g, item, s, min, max);
+        if (item < 0) return -1;
+    }
+    return gr_set_start(g, item);
+}
+
 int gr_list(gr_grammar *g, int item, int sep, int min, int max) {
     if (!g || g->err[0]) return -1;
     if (!valid_sym(g, item) || !valid_sym(g, sep)) {

@@ -46,6 +46,10 @@ int gr_repeat(gr_grammar *g, int sym, int min, int max);
 int gr_list(gr_grammar *g, int item, int sep, int min, int max);
 /* one of syms[0..n) */
 int gr_choice(gr_grammar *g, const int *syms, int n);
+/* The start symbol's sentences wrapped: item = prefix start suffix (NULL or "": no literal),
+ * repeated min..max times with the literal sep between (min = max = 0: once; max < 0:
+ * unbounded); the result becomes the start symbol. 0 ok, -1 error (gr_error). */
+int gr_wrap(gr_grammar *g, const char *prefix, const char *suffix, const char *sep, int min, int max);
 
 int gr_is_terminal(const gr_grammar *g, int sym);
 int gr_n_symbols(const gr_grammar *g);

@@ -1,4 +1,4 @@
-/* Internal to the JSON Schema front end (json_schema.c): the regular expressions of JSON lexemes
+/* Internal to the JSON Schema front end (json_schema*.c): the regular expressions of JSON lexemes
  * (json_schema_re.c). Every regex here describes whole lexemes of the serialized instance: a
  * string lexeme includes its quotes, so `pattern` and `minLength` constrain the decoded text
  * while the lexeme is the JSON-encoded one. */
@@ -27,7 +27,7 @@ void jre_lit(jre_buf *b, const char *s, size_t n);
  * document's order). -1 if a string is not valid UTF-8. */
 int jre_dump(jre_buf *b, const json_t *v);
 /* A regex for the numbers equal to v (an integer or real): its Python form, and for integral
- * values also with a zero fraction ("1", "1.0", "1.00"). */
+ * values also with a zero fraction ("1", "1.0"). */
 void jre_number_eq(jre_buf *b, const json_t *v);
 
 /* The contents (between the quotes) of any JSON string: every escape accepted. */
@@ -64,6 +64,16 @@ int jre_string_except(jre_buf *b, const char *const *names, const size_t *lens, 
  * for other patterns. */
 int jre_key_split(jre_buf *pat_keys, jre_buf *add_keys, const char *pat, size_t n, const char *const *names,
                   const size_t *lens, int n_names);
+
+/* Numbers are written as serializers write them, so that a sampler cannot run on inside one
+ * ("1.0000...", "1111..." with no end): at most JRE_INT_DIGITS integer digits (every 64-bit
+ * integer; more only where a bound needs them), JRE_FRAC_DIGITS fraction digits (a double's
+ * shortest repr needs at most 20), JRE_EXP_DIGITS exponent digits, and a zero fraction of an
+ * integral value only as ".0" (Python's float repr; "1.00" is refused). */
+#define JRE_INT_DIGITS 20
+#define JRE_FRAC_DIGITS 20
+#define JRE_EXP_DIGITS 3
+#define JRE_ZERO_FRAC "(?:\\.0)?"
 
 /* JSON numbers within bounds. Each bound is an optional decimal given by its text (NULL: none)
  * and whether it is exclusive. integer: only integers (int_frac: "1.0" counts, draft 6+).

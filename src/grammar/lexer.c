@@ -59,6 +59,8 @@ struct lx_lexer {
     uint32_t start_n;
     /* closure scratch (under mu) */
     uint32_t *stack, *mark, *added, *buf;
+    uint32_t *seeds; /* fill_row scratch: each class's seeds */
+    size_t seeds_cap;
     uint32_t stamp, add_stamp;
     pthread_mutex_t mu;
 };
@@ -67,72 +69,68 @@ static dstate *st(const lx_lexer *lx, lx_state s) { return &lx->chunks[s >> CHUN
 
 /* ---- NFA analysis ---- */
 
+/* live[n]: BYTE node n after whose byte some MATCH is still reachable. endr (a MATCH reachable
+ * through epsilon and $ edges only) and L (an endr node reachable through epsilon and byte edges;
+ * ^ is closed after a byte) are least fixpoints over the edges; patterns are emitted backwards onto
+ * their continuation, so most edges lead to lower ids and passes in id order converge in a few. */
+/* One node's flags from its successors' (bit 0: endr, bit 1: L), as compute_live defines them. */
+static inline uint8_t flow(const rx_node *v, const uint8_t *f, uint32_t n) {
+    const rx_node *x = &v[n];
+    uint8_t h = f[n];
+    switch (x->kind) {
+    case RX_MATCH: h = 3; break;
+    case RX_SPLIT: h |= f[x->out] | f[x->out2]; break;
+    case RX_EPS: h |= f[x->out]; break;
+    case RX_EOL: h |= f[x->out] & 1; break;
+    case RX_BYTE: h |= f[x->out] & 2; break;
+    default: break;
+    }
+    return h & 1 ? h | 2 : h;
+}
+
 static int compute_live(lx_lexer *lx) {
     const rx_node *v = lx->nfa.v;
-    uint32_t N = lx->nfa.n, E = 0;
-    uint32_t *off = calloc((size_t)N + 1, sizeof *off);
-    uint8_t *endr = calloc(N, 1), *L = calloc(N, 1);
-    uint32_t *q = malloc(((size_t)N + 1) * sizeof *q);
+    uint32_t N = lx->nfa.n;
+    uint8_t *f = calloc(N, 1); /* bit 0: endr, bit 1: L */
+    uint32_t *fwd = NULL, n_fwd = 0, cap_fwd = 0; /* nodes with an edge to a higher id */
     lx->live = calloc(N, 1);
-    if (!off || !endr || !L || !q || !lx->live) goto oom;
-    for (uint32_t n = 0; n < N; n++) {
-        int k = v[n].kind;
-        if (k == RX_MATCH || k == RX_FAIL) continue;
-        off[v[n].out + 1]++, E++;
-        if (k == RX_SPLIT) off[v[n].out2 + 1]++, E++;
+    if (!f || !lx->live) {
+        free(f);
+        return -1;
     }
-    for (uint32_t n = 0; n < N; n++) off[n + 1] += off[n];
-    uint32_t *src = malloc(((size_t)E + 1) * sizeof *src), *fill = malloc(((size_t)N + 1) * sizeof *fill);
-    if (!src || !fill) {
-        free(src);
-        free(fill);
-        goto oom;
-    }
-    memcpy(fill, off, (size_t)N * sizeof *fill);
-    for (uint32_t n = 0; n < N; n++) {
-        int k = v[n].kind;
-        if (k == RX_MATCH || k == RX_FAIL) continue;
-        src[fill[v[n].out]++] = n;
-        if (k == RX_SPLIT) src[fill[v[n].out2]++] = n;
-    }
-    free(fill);
-    /* endr: MATCH reachable through epsilon and $ edges only */
-    uint32_t h = 0, t = 0;
-    for (uint32_t n = 0; n < N; n++)
-        if (v[n].kind == RX_MATCH) endr[n] = 1, q[t++] = n;
-    while (h < t) {
-        uint32_t m = q[h++];
-        for (uint32_t e = off[m]; e < off[m + 1]; e++) {
-            uint32_t s = src[e];
-            int k = v[s].kind;
-            if ((k == RX_SPLIT || k == RX_EPS || k == RX_EOL) && !endr[s]) endr[s] = 1, q[t++] = s;
+    /* a pass in id order reads final values except over edges to higher ids: once no node with
+     * such an edge would change, every node holds its fixpoint */
+    for (int pass = 0, changed = 1; changed; pass++) {
+        changed = 0;
+        for (uint32_t n = 0; n < N; n++) {
+            uint8_t h = flow(v, f, n);
+            if (h != f[n]) f[n] = h;
+            if (pass == 0 && (v[n].kind == RX_SPLIT || v[n].kind == RX_EPS || v[n].kind == RX_EOL ||
+                              v[n].kind == RX_BYTE) &&
+                (v[n].out > n || (v[n].kind == RX_SPLIT && v[n].out2 > n))) {
+                if (n_fwd == cap_fwd) {
+                    uint32_t nc = cap_fwd ? cap_fwd * 2 : 256, *q = realloc(fwd, nc * sizeof *q);
+                    if (!q) { /* recheck everything */
+                        free(fwd);
+                        fwd = NULL;
+                        n_fwd = cap_fwd = UINT32_MAX;
+                        break;
+                    }
+                    fwd = q, cap_fwd = nc;
+                }
+                fwd[n_fwd++] = n;
+            }
         }
-    }
-    /* L: an endr node reachable through epsilon and byte edges (^ is closed after a byte) */
-    h = t = 0;
-    for (uint32_t n = 0; n < N; n++)
-        if (endr[n]) L[n] = 1, q[t++] = n;
-    while (h < t) {
-        uint32_t m = q[h++];
-        for (uint32_t e = off[m]; e < off[m + 1]; e++) {
-            uint32_t s = src[e];
-            int k = v[s].kind;
-            if ((k == RX_SPLIT || k == RX_EPS || k == RX_BYTE) && !L[s]) L[s] = 1, q[t++] = s;
+        if (n_fwd == UINT32_MAX) { /* no list: full passes until nothing changes */
+            for (uint32_t n = 0; n < N; n++) changed |= flow(v, f, n) != f[n];
+            continue;
         }
+        for (uint32_t k = 0; k < n_fwd && !changed; k++) changed = flow(v, f, fwd[k]) != f[fwd[k]];
     }
-    for (uint32_t n = 0; n < N; n++) lx->live[n] = v[n].kind == RX_BYTE && L[v[n].out];
-    free(src);
-    free(off);
-    free(endr);
-    free(L);
-    free(q);
+    free(fwd);
+    for (uint32_t n = 0; n < N; n++) lx->live[n] = v[n].kind == RX_BYTE && (f[v[n].out] & 2);
+    free(f);
     return 0;
-oom:
-    free(off);
-    free(endr);
-    free(L);
-    free(q);
-    return -1;
 }
 
 static void compute_classes(lx_lexer *lx) {
@@ -282,13 +280,7 @@ oom:
 
 /* ---- public ---- */
 
-int lx_check_pattern(const char *pattern, size_t n, char *err, size_t cap) {
-    rx_nfa nfa = {0};
-    uint32_t start;
-    int rc = rx_compile(&nfa, pattern, n, 0, 0, &start, err, cap);
-    rx_nfa_free(&nfa);
-    return rc;
-}
+int lx_check_pattern(const char *pattern, size_t n, char *err, size_t cap) { return rx_check(pattern, n, err, cap); }
 
 lx_lexer *lx_new(int n, const char *const *patterns, const size_t *lens, const uint8_t *is_literal, char *err,
                  size_t cap) {
@@ -371,6 +363,7 @@ void lx_free(lx_lexer *lx) {
     free(lx->mark);
     free(lx->added);
     free(lx->buf);
+    free(lx->seeds);
     free(lx);
 }
 
@@ -414,24 +407,73 @@ lx_state lx_start(lx_lexer *lx, const uint64_t *allowed) {
     return s;
 }
 
-static lx_state next_slow(lx_lexer *lx, lx_state s, uint8_t byte) {
-    pthread_mutex_lock(&lx->mu);
-    dstate *d = st(lx, s);
-    uint32_t c = lx->cls[byte];
+/* Fills every unknown entry of s's row (under mu). Classes whose bytes take the same NFA edges
+ * from s (the same seeds) share one closure: a state usually has a few distinct successors among
+ * many classes (e.g. every plain character of a string). */
+static void fill_row(lx_lexer *lx, lx_state s) {
+    const dstate *d = st(lx, s);
     uint32_t *row = lx->rows + ((size_t)s << lx->shift);
-    uint32_t t = row[c];
-    if (t == LX_UNKNOWN) {
-        uint32_t sp = 0;
+    int nc = lx->n_classes;
+    size_t need = (size_t)nc * d->n_set + 1;
+    if (need > lx->seeds_cap) {
+        uint32_t *q = realloc(lx->seeds, need * sizeof *q);
+        if (!q) { /* one class at a time */
+            for (int c = 0; c < nc; c++) {
+                if (row[c] != LX_UNKNOWN) continue;
+                uint32_t sp = 0;
+                uint8_t b = lx->cls_rep[c];
+                for (uint32_t k = 0; k < d->n_set; k++) {
+                    const rx_node *x = &lx->nfa.v[d->set[k]];
+                    if (x->kind == RX_BYTE && x->lo <= b && b <= x->hi) lx->stack[sp++] = x->out << 1;
+                }
+                lx_state t = intern(lx, closure(lx, sp, 0));
+                if (t != LX_DEAD || !lx->exhausted) __atomic_store_n(&row[c], t, __ATOMIC_RELEASE);
+            }
+            return;
+        }
+        lx->seeds = q;
+        lx->seeds_cap = need;
+    }
+    uint32_t off[256], len[256], hash[256];
+    size_t o = 0;
+    for (int c = 0; c < nc; c++) {
+        len[c] = UINT32_MAX;
+        if (row[c] != LX_UNKNOWN) continue;
         uint8_t b = lx->cls_rep[c];
+        uint64_t h = 0x9E3779B97F4A7C15ull;
+        off[c] = (uint32_t)o;
         for (uint32_t k = 0; k < d->n_set; k++) {
             const rx_node *x = &lx->nfa.v[d->set[k]];
-            if (x->kind == RX_BYTE && x->lo <= b && b <= x->hi) lx->stack[sp++] = x->out << 1;
+            if (x->kind == RX_BYTE && x->lo <= b && b <= x->hi)
+                lx->seeds[o++] = x->out, h = (h ^ x->out) * 0x100000001B3ull;
         }
-        t = intern(lx, closure(lx, sp, 0));
-        if (t != LX_DEAD || !lx->exhausted) __atomic_store_n(&row[c], t, __ATOMIC_RELEASE);
+        len[c] = (uint32_t)(o - off[c]);
+        hash[c] = (uint32_t)(h ^ h >> 32);
     }
+    for (int c = 0; c < nc; c++) {
+        if (len[c] == UINT32_MAX) continue;
+        uint32_t t = LX_UNKNOWN;
+        for (int e = 0; e < c && t == LX_UNKNOWN; e++)
+            if (len[e] == len[c] && hash[e] == hash[c] && row[e] != LX_UNKNOWN &&
+                !memcmp(lx->seeds + off[e], lx->seeds + off[c], (size_t)len[c] * sizeof *lx->seeds))
+                t = row[e];
+        if (t == LX_UNKNOWN) {
+            for (uint32_t k = 0; k < len[c]; k++) lx->stack[k] = lx->seeds[off[c] + k] << 1;
+            t = intern(lx, closure(lx, len[c], 0));
+            if (t == LX_DEAD && lx->exhausted) continue;
+        }
+        __atomic_store_n(&row[c], t, __ATOMIC_RELEASE);
+    }
+}
+
+static lx_state next_slow(lx_lexer *lx, lx_state s, uint8_t byte) {
+    pthread_mutex_lock(&lx->mu);
+    uint32_t *row = lx->rows + ((size_t)s << lx->shift);
+    uint32_t c = lx->cls[byte];
+    if (row[c] == LX_UNKNOWN) fill_row(lx, s);
+    uint32_t t = row[c];
     pthread_mutex_unlock(&lx->mu);
-    return t;
+    return t == LX_UNKNOWN ? LX_DEAD : t;
 }
 
 lx_state lx_next(lx_lexer *lx, lx_state s, uint8_t byte) {
@@ -449,4 +491,29 @@ const uint64_t *lx_accepting(lx_lexer *lx, lx_state s) {
 int lx_can_continue(lx_lexer *lx, lx_state s) {
     if (s == LX_DEAD || s >= __atomic_load_n(&lx->n_states, __ATOMIC_ACQUIRE)) return 0;
     return st(lx, s)->can_cont;
+}
+
+void lx_get_table(const lx_lexer *lx, lx_table *t) {
+    t->rows = lx->rows;
+    t->cls = lx->cls;
+    t->shift = (unsigned)lx->shift;
+}
+
+lx_state lx_uniform(lx_lexer *lx, lx_state s, uint64_t out[4]) {
+    lx_state to[256], best = LX_DEAD;
+    int cnt[256] = {0}, most = 0;
+    out[0] = out[1] = out[2] = out[3] = 0;
+    if (s == LX_DEAD) return LX_DEAD;
+    for (int c = 0; c < lx->n_classes; c++) to[c] = lx_next(lx, s, lx->cls_rep[c]);
+    for (int b = 0; b < 256; b++) cnt[lx->cls[b]]++;
+    for (int c = 0; c < lx->n_classes; c++) { /* classes with the same target pool their bytes */
+        if (to[c] == LX_DEAD || to[c] == best) continue;
+        int n = 0;
+        for (int d = c; d < lx->n_classes; d++) n += to[d] == to[c] ? cnt[d] : 0;
+        if (n > most) most = n, best = to[c];
+    }
+    if (best == LX_DEAD) return LX_DEAD;
+    for (int b = 0; b < 256; b++)
+        if (to[lx->cls[b]] == best) out[b >> 6] |= 1ull << (b & 63);
+    return best;
 }

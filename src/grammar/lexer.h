@@ -58,6 +58,24 @@ lx_state lx_next(lx_lexer *lx, lx_state s, uint8_t byte);
 const uint64_t *lx_accepting(lx_lexer *lx, lx_state s);
 /* 1 if some allowed terminal can still match after more bytes. */
 int lx_can_continue(lx_lexer *lx, lx_state s);
+/* The transition table, for callers' inner loops (the trie walk): state s's successor on byte b
+ * is rows[(s << shift) | cls[b]] when that entry is not LX_NEXT_UNKNOWN (then lx_next computes it).
+ * The table never moves; entries only change from LX_NEXT_UNKNOWN to their final value. */
+#define LX_NEXT_UNKNOWN UINT32_MAX
+typedef struct {
+    const uint32_t *rows;
+    const uint8_t *cls;
+    unsigned shift;
+} lx_table;
+void lx_get_table(const lx_lexer *lx, lx_table *t);
+static inline lx_state lx_next_fast(lx_lexer *lx, const lx_table *t, lx_state s, uint8_t byte) {
+    uint32_t r = __atomic_load_n(&t->rows[((size_t)s << t->shift) | t->cls[byte]], __ATOMIC_ACQUIRE);
+    return __builtin_expect(r != LX_NEXT_UNKNOWN, 1) ? r : lx_next(lx, s, byte);
+}
+/* The most common successor of s: the non-dead state that the most bytes lead to from s (ties: the
+ * lowest byte's), with those bytes as a 256-bit set in out[4]; LX_DEAD and an empty set when every
+ * byte leads to LX_DEAD. (Past the DFA bounds a transition not built counts as dead.) */
+lx_state lx_uniform(lx_lexer *lx, lx_state s, uint64_t out[4]);
 /* 1 once the DFA bounds were reached: from then on a transition to a state not yet built answers
  * LX_DEAD, which the caller must treat as an error (pattern too complex), not as a rejection. */
 int lx_exhausted(const lx_lexer *lx);

@@ -30,23 +30,64 @@
 
 #define GR_MAX_TOKEN_BYTES 1024 /* longer tokens are never allowed */
 
+/* A trie node, packed for the walk: the subtree of node i is nodes i .. skip-1; the tokens ending
+ * at node i are ntok[tok .. nodes[i + 1].tok) (preorder, so a subtree's tokens are contiguous:
+ * ntok[tok .. nodes[skip].tok)); tok1 is the first of them, or a spare bit past the mask's words
+ * when there is none (so the walk sets it without a branch), bit 31 set when there are more;
+ * height: the deepest node under it, counted from the node (at most 255). */
+#define GM_MULTI 0x80000000u
+typedef struct {
+    uint32_t skip, tok, tok1;
+    uint16_t depth;
+    uint8_t byte, height;
+} gm_node;
+
 struct gr_vocab {
     int32_t n_tokens;
     uint8_t *blob;
     size_t *off; /* [n_tokens + 1] */
     uint8_t *special;
     uint8_t *is_eos;
-    /* trie in preorder; node 0 is the root */
+    int32_t *eos; /* the distinct eos tokens */
+    int n_eos;
+    /* trie in preorder; node 0 is the root; nodes[n_nodes] is a sentinel (tok = token count) */
     int n_nodes;
-    uint8_t *nbyte;
-    int *ndepth;
-    int *nskip;    /* first node after the subtree */
-    int *ntok_off; /* [n_nodes + 1] tokens ending at each node, CSR into ntok */
+    gm_node *nodes;
     int32_t *ntok;
+    struct {
+        uint32_t set;    /* the bytes found strictly under the node: bsets[set] */
+        uint32_t height; /* the deepest node under it, counted from the node (0: a leaf) */
+    } *under;            /* [n_nodes] */
+    uint64_t (*bsets)[4]; /* distinct byte sets under nodes; bsets[0] is the empty set */
+    int n_bsets;
+    uint8_t *u8; /* [n_nodes]: the UTF-8 decoder state after the node's path (U8_*), and U8_OK when
+                    every text under the node continues it as well-formed UTF-8 (possibly cut short) */
+    uint8_t *cheight; /* [n_nodes]: the most characters (begun) on a path under the node, at most 255 */
     int max_depth;
 };
 
 int32_t gr_vocab_size(const gr_vocab *v) { return v ? v->n_tokens : 0; }
+
+const uint8_t *gr_vocab_token(const gr_vocab *v, int32_t t, size_t *len) {
+    if (!v || t < 0 || t >= v->n_tokens) {
+        *len = 0;
+        return NULL;
+    }
+    *len = v->off[t + 1] - v->off[t];
+    return v->blob + v->off[t];
+}
+
+gr_vocab *gr_vocab_bytes(void) {
+    uint8_t bytes[256], special[257] = {0};
+    const uint8_t *tb[257];
+    uint32_t lens[257];
+    for (int i = 0; i < 256; i++) bytes[i] = (uint8_t)i, tb[i] = &bytes[i], lens[i] = 1;
+    tb[256] = (const uint8_t *)"";
+    lens[256] = 0;
+    special[256] = 1;
+    int32_t eos = 256;
+    return gr_vocab_new(257, tb, lens, special, &eos, 1);
+}
 
 void gr_vocab_free(gr_vocab *v) {
     if (!v) return;
@@ -54,11 +95,13 @@ void gr_vocab_free(gr_vocab *v) {
     free(v->off);
     free(v->special);
     free(v->is_eos);
-    free(v->nbyte);
-    free(v->ndepth);
-    free(v->nskip);
-    free(v->ntok_off);
+    free(v->eos);
+    free(v->nodes);
     free(v->ntok);
+    free(v->under);
+    free(v->bsets);
+    free(v->u8);
+    free(v->cheight);
     free(v);
 }
 
@@ -79,6 +122,111 @@ static void sort_tokens(const gr_vocab *v, int32_t *a, int32_t *tmp, size_t n) {
     while (i < h) tmp[k++] = a[i++];
     while (j < n) tmp[k++] = a[j++];
     memcpy(a, tmp, n * sizeof *a);
+}
+
+/* UTF-8 decoder states (RFC 3629's well-formed sequences): U8_BOUNDARY between characters,
+ * U8_NEED1..3 continuation bytes 80..BF still due, and the four leads whose second byte is narrower
+ * (E0: A0..BF, ED: 80..9F, F0: 90..BF, F4: 80..8F). */
+enum { U8_BOUNDARY, U8_NEED1, U8_NEED2, U8_NEED3, U8_E0, U8_ED, U8_F0, U8_F4, U8_BAD = 15, U8_OK = 0x80 };
+
+static int u8_next(int st, uint8_t b) {
+    switch (st) {
+    case U8_BOUNDARY:
+        if (b < 0x80) return U8_BOUNDARY;
+        if (b >= 0xC2 && b <= 0xDF) return U8_NEED1;
+        if (b == 0xE0) return U8_E0;
+        if (b == 0xED) return U8_ED;
+        if (b >= 0xE1 && b <= 0xEF) return U8_NEED2;
+        if (b == 0xF0) return U8_F0;
+        if (b >= 0xF1 && b <= 0xF3) return U8_NEED3;
+        if (b == 0xF4) return U8_F4;
+        return U8_BAD;
+    case U8_NEED1: case U8_NEED2: case U8_NEED3:
+        return b >= 0x80 && b <= 0xBF ? st - 1 : U8_BAD;
+    case U8_E0: return b >= 0xA0 && b <= 0xBF ? U8_NEED1 : U8_BAD;
+    case U8_ED: return b >= 0x80 && b <= 0x9F ? U8_NEED1 : U8_BAD;
+    case U8_F0: return b >= 0x90 && b <= 0xBF ? U8_NEED2 : U8_BAD;
+    case U8_F4: return b >= 0x80 && b <= 0x8F ? U8_NEED2 : U8_BAD;
+    default: return U8_BAD;
+    }
+}
+
+/* v->u8: decoder states top-down (preorder: a node's parent is the last node one level up), then
+ * U8_OK bottom-up. */
+static int vocab_utf8(gr_vocab *v) {
+    int nn = v->n_nodes;
+    gm_node *N = v->nodes;
+    uint8_t *st = malloc((size_t)v->max_depth + 2);
+    if (!(v->u8 = calloc((size_t)nn + 1, 1)) || !(v->cheight = calloc((size_t)nn + 1, 1)) || !st) {
+        free(st);
+        return -1;
+    }
+    st[0] = U8_BOUNDARY;
+    for (int i = 1; i < nn; i++) {
+        int d = N[i].depth;
+        v->u8[i] = st[d] = (uint8_t)u8_next(st[d - 1] & 15, N[i].byte);
+    }
+    v->u8[0] = U8_BOUNDARY;
+    for (int i = nn - 1; i >= 0; i--) {
+        int ok = (v->u8[i] & 15) != U8_BAD, h = 0;
+        for (uint32_t j = (uint32_t)i + 1; j < N[i].skip; j = N[j].skip) {
+            ok = ok && (v->u8[j] & U8_OK) != 0;
+            int hj = v->cheight[j] + (N[j].byte < 0x80 || N[j].byte >= 0xC0);
+            if (hj > h) h = hj;
+        }
+        if (ok) v->u8[i] |= U8_OK;
+        v->cheight[i] = (uint8_t)(h < 255 ? h : 255);
+    }
+    free(st);
+    return 0;
+}
+
+/* The byte set under each node (children's bytes and their sets), deduplicated into v->bsets. */
+static int vocab_below(gr_vocab *v) {
+    int nn = v->n_nodes;
+    gm_node *N = v->nodes;
+    uint64_t (*set)[4] = calloc((size_t)nn, sizeof *set);
+    size_t hcap = 1024;
+    while (hcap < (size_t)nn * 2) hcap *= 2;
+    uint32_t *h = calloc(hcap, sizeof *h); /* ids + 1 into v->bsets, 0 = free */
+    int cap_b = 256;
+    v->bsets = calloc((size_t)cap_b, sizeof *v->bsets);
+    v->under = calloc((size_t)nn, sizeof *v->under);
+    if (!set || !h || !v->bsets || !v->under) goto oom;
+    v->n_bsets = 1; /* the empty set */
+    for (int i = nn - 1; i >= 0; i--) {
+        for (uint32_t j = (uint32_t)i + 1; j < N[i].skip; j = N[j].skip) {
+            for (int w = 0; w < 4; w++) set[i][w] |= set[j][w];
+            set[i][N[j].byte >> 6] |= 1ull << (N[j].byte & 63);
+            if (v->under[j].height + 1 > v->under[i].height) v->under[i].height = v->under[j].height + 1;
+        }
+        if (!(set[i][0] | set[i][1] | set[i][2] | set[i][3])) {
+            v->under[i].set = 0;
+            continue;
+        }
+        uint64_t x = 0x9E3779B97F4A7C15ull;
+        for (int w = 0; w < 4; w++) x = (x ^ set[i][w]) * 0x100000001B3ull, x ^= x >> 29;
+        size_t k = (size_t)x & (hcap - 1);
+        for (; h[k]; k = (k + 1) & (hcap - 1))
+            if (!memcmp(v->bsets[h[k] - 1], set[i], sizeof set[i])) break;
+        if (!h[k]) {
+            if (v->n_bsets == cap_b) {
+                cap_b *= 2;
+                uint64_t (*nb)[4] = realloc(v->bsets, (size_t)cap_b * sizeof *nb);
+                if (!nb) goto oom;
+                v->bsets = nb;
+            }
+            memcpy(v->bsets[v->n_bsets], set[i], sizeof set[i]);
+            h[k] = (uint32_t)++v->n_bsets;
+        }
+        v->under[i].set = h[k] - 1;
+    }
+    for (int i = 0; i < nn; i++) N[i].height = (uint8_t)(v->under[i].height < 255 ? v->under[i].height : 255);
+    free(set), free(h);
+    return 0;
+oom:
+    free(set), free(h);
+    return -1;
 }
 
 gr_vocab *gr_vocab_new(int32_t n_tokens, const uint8_t *const *bytes, const uint32_t *lens,
@@ -108,7 +256,11 @@ gr_vocab *gr_vocab_new(int32_t n_tokens, const uint8_t *const *bytes, const uint
     }
     v->off[n_tokens] = o;
     for (int32_t i = 0; i < n_eos; i++)
-        if (eos_ids[i] >= 0 && eos_ids[i] < n_tokens) v->is_eos[eos_ids[i]] = 1;
+        if (eos_ids[i] >= 0 && eos_ids[i] < n_tokens && !v->is_eos[eos_ids[i]]) {
+            if (!v->eos && !(v->eos = malloc((size_t)n_eos * sizeof *v->eos))) goto fail;
+            v->is_eos[eos_ids[i]] = 1;
+            v->eos[v->n_eos++] = eos_ids[i];
+        }
     size_t n = 0;
     for (int32_t t = 0; t < n_tokens; t++) {
         size_t l = v->off[t + 1] - v->off[t];
@@ -118,24 +270,18 @@ gr_vocab *gr_vocab_new(int32_t n_tokens, const uint8_t *const *bytes, const uint
     /* nodes: at most total bytes + 1 */
     size_t cap = 1;
     for (size_t i = 0; i < n; i++) cap += v->off[order[i] + 1] - v->off[order[i]];
-    v->nbyte = malloc(cap);
-    v->ndepth = malloc(cap * sizeof(int));
-    v->nskip = malloc(cap * sizeof(int));
-    v->ntok_off = calloc(cap + 1, sizeof(int));
+    if (cap >= UINT32_MAX / 2) goto fail;
+    v->nodes = calloc(cap + 1, sizeof *v->nodes);
     v->ntok = malloc((n + 1) * sizeof(int32_t));
     int *stack = malloc((GR_MAX_TOKEN_BYTES + 2) * sizeof(int));
-    if (!v->nbyte || !v->ndepth || !v->nskip || !v->ntok_off || !v->ntok || !stack) {
-        free(stack);
-        goto fail;
-    }
-    int nn = 1, sp = 1;
-    v->nbyte[0] = 0, v->ndepth[0] = 0;
-    stack[0] = 0;
     int *node_of = malloc((n + 1) * sizeof(int)); /* token's end node */
-    if (!node_of) {
-        free(stack);
+    if (!v->nodes || !v->ntok || !stack || !node_of) {
+        free(stack), free(node_of);
         goto fail;
     }
+    gm_node *N = v->nodes;
+    int nn = 1, sp = 1;
+    stack[0] = 0;
     const uint8_t *prev = NULL;
     size_t prev_len = 0;
     for (size_t i = 0; i < n; i++) {
@@ -143,27 +289,42 @@ gr_vocab *gr_vocab_new(int32_t n_tokens, const uint8_t *const *bytes, const uint
         size_t l = v->off[order[i] + 1] - v->off[order[i]];
         size_t lcp = 0;
         while (prev && lcp < l && lcp < prev_len && s[lcp] == prev[lcp]) lcp++;
-        while ((size_t)sp - 1 > lcp) v->nskip[stack[--sp]] = nn; /* close deeper nodes */
+        while ((size_t)sp - 1 > lcp) N[stack[--sp]].skip = (uint32_t)nn; /* close deeper nodes */
         for (size_t k = lcp; k < l; k++) {
-            v->nbyte[nn] = s[k];
-            v->ndepth[nn] = (int)k + 1;
+            N[nn].byte = s[k];
+            N[nn].depth = (uint16_t)(k + 1);
             stack[sp++] = nn++;
         }
         node_of[i] = stack[sp - 1];
         if ((int)l > v->max_depth) v->max_depth = (int)l;
         prev = s, prev_len = l;
     }
-    while (sp > 0) v->nskip[stack[--sp]] = nn;
+    while (sp > 0) N[stack[--sp]].skip = (uint32_t)nn;
     v->n_nodes = nn;
-    for (size_t i = 0; i < n; i++) v->ntok_off[node_of[i] + 1]++;
-    for (int k = 0; k < nn; k++) v->ntok_off[k + 1] += v->ntok_off[k];
-    int *fill = calloc((size_t)nn + 1, sizeof(int));
+    /* tokens per node, as offsets (CSR) in N[].tok; N[nn] is the sentinel */
+    for (size_t i = 0; i < n; i++) N[node_of[i]].tok++;
+    uint32_t acc = 0;
+    for (int k = 0; k <= nn; k++) {
+        uint32_t c = N[k].tok;
+        N[k].tok = acc;
+        acc += c;
+    }
+    N[nn].skip = (uint32_t)nn + 1;
+    uint32_t *fill = calloc((size_t)nn + 1, sizeof *fill);
     if (!fill) {
         free(stack), free(node_of);
         goto fail;
     }
-    for (size_t i = 0; i < n; i++) v->ntok[v->ntok_off[node_of[i]] + fill[node_of[i]]++] = order[i];
+    for (size_t i = 0; i < n; i++) v->ntok[N[node_of[i]].tok + fill[node_of[i]]++] = order[i];
+    uint32_t spare = (uint32_t)(((size_t)n_tokens + 31) / 32 * 32);
+    for (int k = 0; k < nn; k++) {
+        uint32_t c = N[k + 1].tok - N[k].tok;
+        N[k].tok1 = c ? (uint32_t)v->ntok[N[k].tok] : spare;
+        if (c > 1) N[k].tok1 |= GM_MULTI;
+    }
     free(fill), free(stack), free(node_of), free(order), free(tmp);
+    order = tmp = NULL;
+    if (vocab_below(v) || vocab_utf8(v)) goto fail;
     return v;
 fail:
     free(order), free(tmp);
@@ -216,6 +377,8 @@ void gr_compiled_free(gr_compiled *c) {
     lx_free(c->lx);
     free(c);
 }
+
+const gr_vocab *gr_compiled_vocab(const gr_compiled *c) { return c ? c->v : NULL; }
 
 gr_compiled *gr_compile(const gr_grammar *g, const gr_vocab *v, char *err, size_t cap) {
     char dummy[8];
@@ -310,8 +473,41 @@ typedef struct {
 } gm_cfg;
 
 
+/* Uniform chains (subtrees taken whole in the trie walk): uni memoizes lx_uniform per lexer state;
+ * the chain of state s holds, for h = 1 .. n, the bytes B such that every text of at most h bytes
+ * of B keeps the lexer alive when read from s (each byte of B leads x_j to the same x_{j+1}). */
+#define GM_CHAIN 16 /* the longest chain followed: deeper subtrees are walked down to it */
+#define GM_UNI_BITS 10
+#define GM_CHAINS_BITS 8
+typedef struct {
+    lx_state s, to; /* s LX_DEAD: empty slot */
+    int8_t mb;      /* -1 not known yet; 1: every non-ASCII character leads s to `to` (utf8_to) */
+    uint64_t set[4];
+} gm_uni;
+typedef struct {
+    lx_state s; /* LX_DEAD: empty slot */
+    int n;
+    uint64_t set[GM_CHAIN][4];
+} gm_chain;
+/* Character chains (text subtrees taken whole): from state s, for h = 1 .. n characters, the ASCII
+ * bytes A such that every text of at most h characters, each an ASCII byte of A or any well-formed
+ * non-ASCII character (when mb[h - 1]), keeps the lexer alive, every character leading x_j to the
+ * same x_{j+1}: free text, and its counting states (maxLength) one character at a time. A state
+ * that loops on them fills the chain. */
+#define GM_CCHAIN 48
+#define GM_CCHAINS_BITS 8
+typedef struct {
+    lx_state s; /* LX_DEAD: empty slot */
+    int n;
+    uint64_t set[GM_CCHAIN][2];
+    uint8_t mb[GM_CCHAIN];
+} gm_cchain;
+
 struct gr_matcher {
     const gr_compiled *c;
+    gm_uni *uni;      /* [1 << GM_UNI_BITS], allocated on the first walk */
+    gm_chain *chains; /* [1 << GM_CHAINS_BITS] */
+    gm_cchain *cchains; /* [1 << GM_CCHAINS_BITS], allocated on first use */
     gm_lexcache *lc_own; /* the last walk that did not fit the shared cache */
     lx_state *lstack; /* [max_depth + 1] */
     ey_parser *p;
@@ -474,6 +670,9 @@ void gr_matcher_free(gr_matcher *m) {
     free(m->lstack);
     lexcache_free(m->lc_own);
     free(m->bits);
+    free(m->uni);
+    free(m->chains);
+    free(m->cchains);
     free(m);
 }
 
@@ -513,6 +712,146 @@ static int lc_insert(gr_compiled *c, gm_lexcache *e, size_t bytes) {
     return 1;
 }
 
+/* Records a lexeme end before node i (lexer state pl before it). 0 ok, -1 out of memory. */
+static int lc_add_boundary(gm_lexcache *e, int i, lx_state pl) {
+    if (e->n_b == e->cap_b) {
+        int nc = e->cap_b ? e->cap_b * 2 : 64;
+        int *a = realloc(e->bnode, (size_t)nc * sizeof *a);
+        if (!a) return -1;
+        e->bnode = a;
+        lx_state *b = realloc(e->bls, (size_t)nc * sizeof *b);
+        if (!b) return -1;
+        e->bls = b;
+        e->cap_b = nc;
+    }
+    e->bnode[e->n_b] = i;
+    e->bls[e->n_b++] = pl;
+    return 0;
+}
+
+static int uni_alloc(gr_matcher *m) {
+    if (m->chains) return 0;
+    m->uni = calloc((size_t)1 << GM_UNI_BITS, sizeof *m->uni);
+    m->chains = calloc((size_t)1 << GM_CHAINS_BITS, sizeof *m->chains);
+    if (!m->uni || !m->chains) {
+        free(m->uni), free(m->chains);
+        m->uni = NULL, m->chains = NULL;
+        return -1;
+    }
+    return 0;
+}
+
+/* lx_uniform of state x, memoized (m->uni allocated) */
+static gm_uni *uni_of(gr_matcher *m, lx_state x) {
+    gm_uni *u = &m->uni[(x * 0x9E3779B9u) >> (32 - GM_UNI_BITS)];
+    if (u->s != x) {
+        u->to = lx_uniform(m->c->lx, x, u->set);
+        u->s = x;
+        u->mb = -1;
+    }
+    return u;
+}
+
+/* 1 if every well-formed non-ASCII UTF-8 character leads lexer state x to state to with every byte
+ * of it alive (inside free text such as a JSON string's): the states reached after each byte range
+ * of RFC 3629's table are followed as a set, which stays tiny for such states. */
+static int utf8_to(lx_lexer *lx, lx_state x, lx_state to) {
+    static const uint8_t rows[8][4][2] = {
+        {{0xC2, 0xDF}, {0x80, 0xBF}},
+        {{0xE0, 0xE0}, {0xA0, 0xBF}, {0x80, 0xBF}},
+        {{0xE1, 0xEC}, {0x80, 0xBF}, {0x80, 0xBF}},
+        {{0xED, 0xED}, {0x80, 0x9F}, {0x80, 0xBF}},
+        {{0xEE, 0xEF}, {0x80, 0xBF}, {0x80, 0xBF}},
+        {{0xF0, 0xF0}, {0x90, 0xBF}, {0x80, 0xBF}, {0x80, 0xBF}},
+        {{0xF1, 0xF3}, {0x80, 0xBF}, {0x80, 0xBF}, {0x80, 0xBF}},
+        {{0xF4, 0xF4}, {0x80, 0x8F}, {0x80, 0xBF}, {0x80, 0xBF}},
+    };
+    enum { MAXSET = 8 };
+    for (int r = 0; r < 8; r++) {
+        lx_state cur[MAXSET], nxt[MAXSET];
+        int nc = 1;
+        cur[0] = x;
+        for (int k = 0; k < 4 && rows[r][k][0]; k++) {
+            int nn = 0;
+            for (int i = 0; i < nc; i++)
+                for (int b = rows[r][k][0]; b <= rows[r][k][1]; b++) {
+                    lx_state y = lx_next(lx, cur[i], (uint8_t)b);
+                    if (y == LX_DEAD) return 0;
+                    int seen = 0;
+                    for (int j = 0; j < nn && !seen; j++) seen = nxt[j] == y;
+                    if (seen) continue;
+                    if (nn == MAXSET) return 0;
+                    nxt[nn++] = y;
+                }
+            memcpy(cur, nxt, (size_t)nn * sizeof *cur);
+            nc = nn;
+        }
+        if (nc != 1 || cur[0] != to) return 0;
+    }
+    return 1;
+}
+
+/* The chain of lexer state s (s != LX_DEAD), from the matcher's caches; NULL out of memory. */
+static const gm_chain *chain_of(gr_matcher *m, lx_state s) {
+    if (uni_alloc(m)) return NULL;
+    gm_chain *ch = &m->chains[(s * 0x9E3779B9u) >> (32 - GM_CHAINS_BITS)];
+    if (ch->s == s) return ch;
+    ch->s = s;
+    ch->n = 0;
+    uint64_t acc[4] = {~0ull, ~0ull, ~0ull, ~0ull};
+    for (lx_state x = s; ch->n < GM_CHAIN && x != LX_DEAD;) {
+        gm_uni *u = uni_of(m, x);
+        for (int w = 0; w < 4; w++) acc[w] &= u->set[w];
+        if (!(acc[0] | acc[1] | acc[2] | acc[3])) break;
+        do /* a self-loop keeps the set for every longer text */
+            memcpy(ch->set[ch->n++], acc, sizeof acc);
+        while (u->to == x && ch->n < GM_CHAIN);
+        x = u->to;
+    }
+    return ch;
+}
+
+static const gm_cchain *cchain_of(gr_matcher *m, lx_state s) {
+    if (!m->cchains && !(m->cchains = calloc((size_t)1 << GM_CCHAINS_BITS, sizeof *m->cchains))) return NULL;
+    gm_cchain *ch = &m->cchains[(s * 0x9E3779B9u) >> (32 - GM_CCHAINS_BITS)];
+    if (ch->s == s) return ch;
+    ch->s = s;
+    ch->n = 0;
+    uint64_t acc[2] = {~0ull, ~0ull};
+    int mb = 1;
+    for (lx_state x = s; ch->n < GM_CCHAIN && x != LX_DEAD;) {
+        gm_uni *u = uni_of(m, x);
+        if (u->to == LX_DEAD) break;
+        acc[0] &= u->set[0], acc[1] &= u->set[1];
+        if (mb && u->mb < 0) u->mb = (int8_t)utf8_to(m->c->lx, x, u->to);
+        mb = mb && u->mb;
+        if (!(acc[0] | acc[1]) && !mb) break;
+        do { /* a self-loop keeps the set for every longer text */
+            memcpy(ch->set[ch->n], acc, sizeof acc);
+            ch->mb[ch->n++] = (uint8_t)mb;
+        } while (u->to == x && ch->n < GM_CCHAIN);
+        x = u->to;
+    }
+    return ch;
+}
+
+/* 1 if every token under trie node i (its path read, lexer now in s) keeps the lexer alive through
+ * s's character chain: the node ends a whole character, the texts under it are well-formed UTF-8
+ * (possibly cut short) of at most the chain's length in characters, their ASCII bytes in its set,
+ * their other characters allowed by it. */
+static int text_subtree(gr_matcher *m, const gr_vocab *v, uint32_t i, lx_state s) {
+    /* (ASCII-only subtrees: the byte chains, tried before, already cover them) */
+    const uint64_t *B = v->bsets[v->under[i].set];
+    if (v->u8[i] != (U8_OK | U8_BOUNDARY) || !(B[2] | B[3]) || uni_alloc(m)) return 0;
+    int h = v->cheight[i];
+    if (h < 1) return 0;
+    const gm_cchain *ch = cchain_of(m, s);
+    if (!ch || h > ch->n) return 0;
+    const uint64_t *A = ch->set[h - 1];
+    if ((B[0] & ~A[0]) | (B[1] & ~A[1])) return 0;
+    return ch->mb[h - 1];
+}
+
 /* The lexer-only walk from cur's lexer state: from the grammar's shared cache, else computed
  * (and shared when it fits). NULL on out of memory. */
 static const gm_lexcache *lexcache(gr_matcher *m, const gm_cfg *cur) {
@@ -533,43 +872,56 @@ static const gm_lexcache *lexcache(gr_matcher *m, const gm_cfg *cur) {
     e->key = key;
     e->count = 0;
     e->n_b = 0;
-    m->lstack[0] = cur->ls;
-    for (int i = 1; i < v->n_nodes;) {
-        int d = v->ndepth[i];
-        lx_state pl = m->lstack[d - 1];
-        lx_state s2 = pl == LX_DEAD ? LX_DEAD : lx_next(lx, pl, v->nbyte[i]);
+    lx_table tb;
+    lx_get_table(lx, &tb);
+    const gm_node *N = v->nodes;
+    const int32_t *ntok = v->ntok;
+    uint32_t *emask = e->mask;
+    lx_state *ls = m->lstack;
+    ls[0] = cur->ls;
+    int32_t count = 0;
+    for (uint32_t i = cur->ls == LX_DEAD ? (uint32_t)v->n_nodes : 1; i < (uint32_t)v->n_nodes;) {
+        const gm_node *nd = &N[i];
+        lx_state pl = ls[nd->depth - 1];
+        lx_state s2 = lx_next_fast(lx, &tb, pl, nd->byte);
         if (s2 == LX_DEAD) {
-            if (pl != LX_DEAD && !(d == 1 && cur->fresh) && lx_accepting(lx, pl)) {
-                if (e->n_b == e->cap_b) {
-                    int nc = e->cap_b ? e->cap_b * 2 : 64;
-                    int *a = realloc(e->bnode, (size_t)nc * sizeof *a);
-                    if (!a) {
-                        lexcache_free(e);
-                        return NULL;
-                    }
-                    e->bnode = a;
-                    lx_state *b = realloc(e->bls, (size_t)nc * sizeof *b);
-                    if (!b) {
-                        lexcache_free(e);
-                        return NULL;
-                    }
-                    e->bls = b;
-                    e->cap_b = nc;
-                }
-                e->bnode[e->n_b] = i;
-                e->bls[e->n_b++] = pl;
+            if (!(nd->depth == 1 && cur->fresh) && lx_accepting(lx, pl) && lc_add_boundary(e, (int)i, pl)) {
+                lexcache_free(e);
+                return NULL;
             }
-            i = v->nskip[i];
+            i = nd->skip;
             continue;
         }
-        m->lstack[d] = s2;
-        for (int k = v->ntok_off[i]; k < v->ntok_off[i + 1]; k++) {
-            int32_t t = v->ntok[k];
-            e->mask[t >> 5] |= 1u << (t & 31);
-            e->count++;
+        if (nd->skip > i + 1 && nd->height <= GM_CHAIN) { /* the subtree may be taken whole */
+            const gm_chain *ch = chain_of(m, s2);
+            int h = nd->height;
+            if (ch && h <= ch->n) {
+                const uint64_t *L = ch->set[h - 1], *B = v->bsets[v->under[i].set];
+                if (!((B[0] & ~L[0]) | (B[1] & ~L[1]) | (B[2] & ~L[2]) | (B[3] & ~L[3]))) {
+                    uint32_t t_end = N[nd->skip].tok;
+                    for (uint32_t k = nd->tok; k < t_end; k++) emask[ntok[k] >> 5] |= 1u << (ntok[k] & 31);
+                    count += (int32_t)(t_end - nd->tok);
+                    i = nd->skip;
+                    continue;
+                }
+            }
         }
+        if (nd->skip > i + 1 && text_subtree(m, v, i, s2)) {
+            uint32_t t_end = N[nd->skip].tok;
+            for (uint32_t k = nd->tok; k < t_end; k++) emask[ntok[k] >> 5] |= 1u << (ntok[k] & 31);
+            count += (int32_t)(t_end - nd->tok);
+            i = nd->skip;
+            continue;
+        }
+        ls[nd->depth] = s2;
+        uint32_t t1 = nd->tok1 & ~GM_MULTI;
+        emask[t1 >> 5] |= 1u << (t1 & 31);
+        count += (int32_t)(N[i + 1].tok - nd->tok);
+        if (__builtin_expect(nd->tok1 >> 31, 0))
+            for (uint32_t k = nd->tok + 1; k < N[i + 1].tok; k++) emask[ntok[k] >> 5] |= 1u << (ntok[k] & 31);
         i++;
     }
+    e->count = count;
     int shared = 0;
     if (!lx_exhausted(lx)) { /* (past the DFA bounds, DEAD may have meant "not built": not shared) */
         pthread_mutex_lock(&c->lc_lock);
@@ -607,15 +959,16 @@ int32_t gr_matcher_mask(gr_matcher *m, uint32_t *mask) {
     count = e->count;
     /* where a lexeme ends inside a token: the parser decides, node by node under that subtree */
     for (int b = 0; b < e->n_b; b++) {
-        int i0 = e->bnode[b], d0 = v->ndepth[i0];
+        const gm_node *N = v->nodes;
+        uint32_t i0 = (uint32_t)e->bnode[b], d0 = N[i0].depth;
         m->dfs[d0 - 1] = (gm_cfg){e->bls[b], cur.pdepth, cur.after_skip, 0, 0};
-        for (int i = i0; i < v->nskip[i0];) {
-            int d = v->ndepth[i];
-            if (!step(m, &m->dfs[d - 1], v->nbyte[i], &m->dfs[d])) {
-                i = v->nskip[i];
+        for (uint32_t i = i0; i < N[i0].skip;) {
+            int d = N[i].depth;
+            if (!step(m, &m->dfs[d - 1], N[i].byte, &m->dfs[d])) {
+                i = N[i].skip;
                 continue;
             }
-            for (int k = v->ntok_off[i]; k < v->ntok_off[i + 1]; k++) {
+            for (uint32_t k = N[i].tok; k < N[i + 1].tok; k++) {
                 int32_t t = v->ntok[k];
                 mask[t >> 5] |= 1u << (t & 31);
                 count++;
@@ -624,11 +977,11 @@ int32_t gr_matcher_mask(gr_matcher *m, uint32_t *mask) {
         }
     }
     if (cfg_can_end(m, &cur))
-        for (int32_t t = 0; t < v->n_tokens; t++)
-            if (v->is_eos[t]) {
-                mask[t >> 5] |= 1u << (t & 31);
-                count++;
-            }
+        for (int k = 0; k < v->n_eos; k++) {
+            int32_t t = v->eos[k];
+            mask[t >> 5] |= 1u << (t & 31);
+            count++;
+        }
     ey_truncate(m->p, cur.pdepth);
     m->work_limit = UINT64_MAX;
     return count;

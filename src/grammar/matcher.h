@@ -20,14 +20,19 @@
 typedef struct gr_vocab gr_vocab;
 gr_vocab *gr_vocab_new(int32_t n_tokens, const uint8_t *const *bytes, const uint32_t *lens,
                        const uint8_t *is_special, const int32_t *eos_ids, int32_t n_eos);
+/* The 256 single bytes as tokens 0..255 and an end token 256 (for tests and byte-level tools). */
+gr_vocab *gr_vocab_bytes(void);
 void gr_vocab_free(gr_vocab *v);
 int32_t gr_vocab_size(const gr_vocab *v);
+/* Token t's bytes (special tokens included; NULL and 0 out of range). */
+const uint8_t *gr_vocab_token(const gr_vocab *v, int32_t t, size_t *len);
 
 typedef struct gr_compiled gr_compiled;
 /* NULL with a message in err (cap bytes) when the grammar is empty, has unreachable or
  * unproductive start, or exceeds limits. The grammar may be freed afterwards. */
 gr_compiled *gr_compile(const gr_grammar *g, const gr_vocab *v, char *err, size_t cap);
 void gr_compiled_free(gr_compiled *c);
+const gr_vocab *gr_compiled_vocab(const gr_compiled *c);
 
 typedef struct gr_matcher gr_matcher;
 #define GR_MAX_MASK_WORK (1ull << 26) /* Earley item insertions tried in one mask */

@@ -35,6 +35,9 @@ typedef struct {
  * *start is its entry node. 0 ok; -1 with "offset N: problem" (or the size limit) in err. */
 int rx_compile(rx_nfa *nfa, const char *pat, size_t n, int literal, uint32_t term, uint32_t *start, char *err,
                size_t cap);
+/* rx_compile's verdict on one pattern alone (same errors, the size limit included), without
+ * building the NFA. */
+int rx_check(const char *pat, size_t n, char *err, size_t cap);
 void rx_nfa_free(rx_nfa *nfa);
 
 #endif

@@ -600,8 +600,25 @@ typedef struct {
     rx_nfa *nfa;
     parser *P;
     struct seqs *seqs; /* per AST node: a class's byte sequences, computed on first emission */
+    int *ctab;         /* [ctab_cap] AST ids + 1 of classes with sequences, by their ranges' hash */
+    uint32_t ctab_cap;
+    /* hash-consing: an AST node emitted onto a continuation gives the same fragment as an equal
+     * node (same structure) emitted onto the same continuation, so the fragment is shared */
+    int *canon;   /* [P->nn] canonical AST node per node, -1 unknown */
+    int *ctab2;   /* [ctab2_cap] canonical nodes + 1 by their structure's hash */
+    uint32_t ctab2_cap;
+    struct frag {
+        int id; /* canonical AST node + 1, 0 free */
+        uint32_t out, node;
+        uint64_t work; /* emit calls the first emission made (a hit counts them again) */
+    } *memo;
+    uint32_t memo_cap, memo_n;
+    uint8_t *shared_out; /* [n_shared] per NFA node: a continuation that may be met again (an
+                          * alternation's, or a shared fragment's), the only ones worth a lookup */
+    uint32_t n_shared;
     uint64_t work, work_limit;
     int over;
+    int dry; /* count the nodes only (rx_check): nfa->v is not written */
 } emitter;
 
 static uint32_t add(emitter *E, int kind, uint32_t lo, uint32_t hi, uint32_t out, uint32_t out2) {
@@ -610,6 +627,7 @@ static uint32_t add(emitter *E, int kind, uint32_t lo, uint32_t hi, uint32_t out
         E->over = 1;
         return RX_NONE;
     }
+    if (E->dry) return a->n++;
     if (a->n == a->cap) {
         uint32_t nc = a->cap ? a->cap * 2 : 256;
         if (nc > a->limit) nc = a->limit;
@@ -644,6 +662,8 @@ typedef struct {
 typedef struct seqs {
     seq *v;
     uint32_t n, cap;
+    int borrowed; /* v belongs to another AST node's seqs (an equal class) */
+    uint32_t dry_n; /* nodes one emission adds (rx_check), 0 unknown */
 } seqs;
 
 /* [lo, hi] within one encoded length, cut until each piece is a product of byte ranges */
@@ -723,13 +743,13 @@ static uint32_t emit_trie(class_emit *C, const seq *v, uint32_t a, uint32_t b, i
                 uint32_t x = alts[k];
                 if (j == b && k + 1 == n_alts) { /* the very last alternative */
                     if (tail == RX_NONE) head = x;
-                    else C->E->nfa->v[tail].out2 = x;
+                    else if (!C->E->dry) C->E->nfa->v[tail].out2 = x;
                     break;
                 }
                 uint32_t s = add(C->E, RX_SPLIT, 0, 0, x, RX_NONE);
                 if (s == RX_NONE) return RX_NONE;
                 if (tail == RX_NONE) head = s;
-                else C->E->nfa->v[tail].out2 = s;
+                else if (!C->E->dry) C->E->nfa->v[tail].out2 = s;
                 tail = s;
             }
             n_alts = 0;
@@ -739,25 +759,156 @@ static uint32_t emit_trie(class_emit *C, const seq *v, uint32_t a, uint32_t b, i
     return head;
 }
 
-static uint32_t emit_class(emitter *E, int id, uint32_t out) {
+/* A class node's code point ranges (NULL for the empty class: the pool may not exist). */
+static const cp_range *class_ranges(const emitter *E, const ast *a) { return a->r_n ? E->P->pool.v + a->r_off : NULL; }
+
+/* The UTF-8 sequences of class node id, computed once per distinct class; NULL out of memory. */
+static seqs *class_seqs_of(emitter *E, int id) {
     ast *a = &E->P->nodes[id];
     seqs *S = &E->seqs[id];
-    if (!S->v && a->r_n) { /* computed once per class, however often it is repeated */
-        if (class_seqs(S, E->P->pool.v + a->r_off, a->r_n)) {
-            E->over = 1;
-            return RX_NONE;
+    if (!S->v && a->r_n) { /* computed once per class, however often it is repeated or written */
+        const cp_range *r = E->P->pool.v + a->r_off;
+        uint64_t h = 0x9E3779B97F4A7C15ull ^ a->r_n;
+        for (uint32_t k = 0; k < a->r_n; k++) h = (h ^ r[k].lo) * 0x100000001B3ull, h = (h ^ r[k].hi) * 0x100000001B3ull;
+        uint32_t slot = (uint32_t)(h ^ h >> 32) & (E->ctab_cap - 1);
+        for (; E->ctab && E->ctab[slot]; slot = (slot + 1) & (E->ctab_cap - 1)) {
+            const ast *b = &E->P->nodes[E->ctab[slot] - 1];
+            if (b->r_n == a->r_n && !memcmp(E->P->pool.v + b->r_off, r, a->r_n * sizeof *r)) break;
         }
+        if (E->ctab && E->ctab[slot]) {
+            *S = E->seqs[E->ctab[slot] - 1];
+            S->borrowed = 1;
+        } else {
+            if (class_seqs(S, r, a->r_n)) return NULL;
+            if (E->ctab) E->ctab[slot] = id + 1;
+        }
+    }
+    return S;
+}
+
+static uint32_t emit_class(emitter *E, int id, uint32_t out) {
+    seqs *S = class_seqs_of(E, id);
+    if (!S) {
+        E->over = 1;
+        return RX_NONE;
     }
     if (!S->n) return add(E, RX_FAIL, 0, 0, 0, 0);
     class_emit C = {.E = E, .out = out};
-    return emit_trie(&C, S->v, 0, S->n, 0);
+    if (E->dry && S->dry_n) { /* the same count as last time, without the walk */
+        if (E->over || E->nfa->limit - E->nfa->n < S->dry_n) {
+            E->over = 1;
+            return RX_NONE;
+        }
+        E->nfa->n += S->dry_n;
+        return E->nfa->n - 1;
+    }
+    uint32_t before = E->nfa->n, r = emit_trie(&C, S->v, 0, S->n, 0);
+    if (E->dry && r != RX_NONE) S->dry_n = E->nfa->n - before;
+    return r;
 }
+
+static uint64_t sig_hash(emitter *E, int id) { /* children already canonical */
+    const ast *a = &E->P->nodes[id];
+    uint64_t h = 0x9E3779B97F4A7C15ull ^ (uint64_t)a->kind;
+    h = (h ^ (uint32_t)a->min) * 0x100000001B3ull;
+    h = (h ^ (uint32_t)a->max) * 0x100000001B3ull;
+    if (a->kind == A_CLASS) {
+        const cp_range *r = class_ranges(E, a);
+        for (uint32_t k = 0; k < a->r_n; k++) h = (h ^ r[k].lo) * 0x100000001B3ull, h = (h ^ r[k].hi) * 0x100000001B3ull;
+    }
+    for (int c = a->child; c >= 0; c = E->P->nodes[c].next) h = (h ^ (uint32_t)E->canon[c]) * 0x100000001B3ull;
+    return h ^ h >> 29;
+}
+
+static int sig_equal(emitter *E, int x, int y) { /* children already canonical */
+    const ast *a = &E->P->nodes[x], *b = &E->P->nodes[y];
+    if (a->kind != b->kind || a->min != b->min || a->max != b->max || a->r_n != b->r_n) return 0;
+    if (a->kind == A_CLASS && a->r_n &&
+        memcmp(class_ranges(E, a), class_ranges(E, b), a->r_n * sizeof *E->P->pool.v))
+        return 0;
+    int c = a->child, d = b->child;
+    for (; c >= 0 && d >= 0; c = E->P->nodes[c].next, d = E->P->nodes[d].next)
+        if (E->canon[c] != E->canon[d]) return 0;
+    return c < 0 && d < 0;
+}
+
+/* The canonical AST node equal to id (the first of its structure met): equal nodes emitted onto the
+ * same continuation give the same fragment. */
+static int canon_of(emitter *E, int id) {
+    if (E->canon[id] >= 0) return E->canon[id];
+    for (int c = E->P->nodes[id].child; c >= 0; c = E->P->nodes[c].next) canon_of(E, c);
+    uint64_t h = sig_hash(E, id);
+    uint32_t mask = E->ctab2_cap - 1, slot = (uint32_t)(h ^ h >> 32) & mask;
+    for (; E->ctab2[slot]; slot = (slot + 1) & mask)
+        if (sig_equal(E, E->ctab2[slot] - 1, id)) return E->canon[id] = E->ctab2[slot] - 1;
+    E->ctab2[slot] = id + 1;
+    return E->canon[id] = id;
+}
+
+#define RX_MEMO_MAX (1u << 20) /* fragments remembered per pattern */
+
+/* Marks NFA node x as a continuation met again; 0 ok, -1 out of memory (then not marked). */
+static int mark_shared(emitter *E, uint32_t x) {
+    if (x >= E->n_shared) {
+        uint32_t nc = E->n_shared ? E->n_shared : 1024;
+        while (nc <= x) nc *= 2;
+        uint8_t *q = realloc(E->shared_out, nc);
+        if (!q) return -1;
+        memset(q + E->n_shared, 0, nc - E->n_shared);
+        E->shared_out = q, E->n_shared = nc;
+    }
+    E->shared_out[x] = 1;
+    return 0;
+}
+
+static uint32_t emit_node(emitter *E, int id, uint32_t out);
 
 static uint32_t emit(emitter *E, int id, uint32_t out) {
     if (E->over || ++E->work > E->work_limit) {
         E->over = 1;
         return RX_NONE;
     }
+    if (!E->memo || E->P->nodes[id].kind == A_EMPTY || out >= E->n_shared || !E->shared_out[out])
+        return emit_node(E, id, out);
+    int cid = canon_of(E, id);
+    uint64_t h = (uint64_t)(uint32_t)cid * 0x9E3779B97F4A7C15ull ^ (uint64_t)out * 0xD6E8FEB86659FD93ull;
+    uint32_t slot = (uint32_t)(h ^ h >> 32) & (E->memo_cap - 1);
+    for (; E->memo[slot].id; slot = (slot + 1) & (E->memo_cap - 1))
+        if (E->memo[slot].out == out && E->memo[slot].id == cid + 1) {
+            /* the work limit stays what emitting it again would cost */
+            if ((E->work += E->memo[slot].work - 1) > E->work_limit) {
+                E->over = 1;
+                return RX_NONE;
+            }
+            return E->memo[slot].node;
+        }
+    uint64_t work0 = E->work;
+    uint32_t r = emit_node(E, id, out);
+    if (r == RX_NONE || E->memo_n >= RX_MEMO_MAX || mark_shared(E, r)) return r;
+    if ((E->memo_n + 1) * 2 > E->memo_cap) { /* grow (rehash) */
+        uint32_t nc = E->memo_cap * 2;
+        struct frag *t = calloc(nc, sizeof *t);
+        if (!t) return r;
+        for (uint32_t k = 0; k < E->memo_cap; k++) {
+            if (!E->memo[k].id) continue;
+            uint64_t g = (uint64_t)(uint32_t)(E->memo[k].id - 1) * 0x9E3779B97F4A7C15ull ^
+                         (uint64_t)E->memo[k].out * 0xD6E8FEB86659FD93ull;
+            uint32_t j = (uint32_t)(g ^ g >> 32) & (nc - 1);
+            while (t[j].id) j = (j + 1) & (nc - 1);
+            t[j] = E->memo[k];
+        }
+        free(E->memo);
+        E->memo = t;
+        E->memo_cap = nc;
+        slot = (uint32_t)(h ^ h >> 32) & (nc - 1);
+        while (t[slot].id) slot = (slot + 1) & (nc - 1);
+    }
+    E->memo[slot] = (struct frag){cid + 1, out, r, E->work - work0 + 1};
+    E->memo_n++;
+    return r;
+}
+
+static uint32_t emit_node(emitter *E, int id, uint32_t out) {
     const ast *a = &E->P->nodes[id];
     switch (a->kind) {
     case A_EMPTY: return out;
@@ -780,20 +931,21 @@ static uint32_t emit(emitter *E, int id, uint32_t out) {
         return cur;
     }
     case A_ALT: {
-        /* SPLIT(e1, SPLIT(e2, ... ek)), built as the children are met */
+        /* SPLIT(e1, SPLIT(e2, ... ek)), built as the children are met; each onto out */
+        if (E->memo) mark_shared(E, out);
         uint32_t head = RX_NONE, tail = RX_NONE;
         for (int c = a->child; c >= 0; c = E->P->nodes[c].next) {
             uint32_t e = emit(E, c, out);
             if (e == RX_NONE) return RX_NONE;
             if (E->P->nodes[c].next < 0) { /* last: the previous split's second arm */
                 if (tail == RX_NONE) return e;
-                E->nfa->v[tail].out2 = e;
+                if (!E->dry) E->nfa->v[tail].out2 = e;
                 break;
             }
             uint32_t s = add(E, RX_SPLIT, 0, 0, e, RX_NONE);
             if (s == RX_NONE) return RX_NONE;
             if (tail == RX_NONE) head = s;
-            else E->nfa->v[tail].out2 = s;
+            else if (!E->dry) E->nfa->v[tail].out2 = s;
             tail = s;
         }
         return head;
@@ -805,7 +957,7 @@ static uint32_t emit(emitter *E, int id, uint32_t out) {
             if (loop == RX_NONE) return RX_NONE;
             uint32_t e = emit(E, a->child, loop);
             if (e == RX_NONE) return RX_NONE;
-            E->nfa->v[loop].out = e;
+            if (!E->dry) E->nfa->v[loop].out = e;
             cur = loop;
         } else {
             for (int k = 0; k < a->max - a->min && cur != RX_NONE; k++) {
@@ -821,13 +973,58 @@ static uint32_t emit(emitter *E, int id, uint32_t out) {
     return RX_NONE;
 }
 
-int rx_compile(rx_nfa *nfa, const char *pat, size_t n, int literal, uint32_t term, uint32_t *start, char *err,
-               size_t cap) {
+#define RX_SAT (1ull << 62)
+static uint64_t sat_add(uint64_t a, uint64_t b) { return a + b > RX_SAT ? RX_SAT : a + b; }
+static uint64_t sat_mul(uint64_t a, uint64_t b) { return a && b > RX_SAT / a ? RX_SAT : a * b; }
+
+/* Upper bounds of what emitting node id adds without sharing: NFA nodes in *nodes; and exactly
+ * the emit calls (the work emit counts) in *work. -1 out of memory. */
+static int bound(emitter *E, int id, uint64_t *nodes, uint64_t *work) { /* -1: out of memory */
+    const ast *a = &E->P->nodes[id];
+    uint64_t n = 0, w = 1, cn, cw;
+    switch (a->kind) {
+    case A_EMPTY: break;
+    case A_BOL:
+    case A_EOL: n = 1; break;
+    case A_CLASS: { /* per code point range: ASCII is one byte node (and a split); otherwise at
+                     * most 4 lengths x 7 sequences x 4 bytes, each a byte node and a split */
+        const cp_range *r = class_ranges(E, a);
+        n = 1;
+        for (uint32_t k = 0; k < a->r_n; k++) n += r[k].hi < 0x80 ? 2 : 224;
+        break;
+    }
+    case A_CAT:
+    case A_ALT: {
+        uint64_t k = 0;
+        for (int c = a->child; c >= 0; c = E->P->nodes[c].next, k++) {
+            if (bound(E, c, &cn, &cw)) return -1;
+            n = sat_add(n, cn), w = sat_add(w, cw);
+        }
+        if (a->kind == A_ALT && k) n = sat_add(n, k - 1);
+        break;
+    }
+    case A_REP:
+        if (bound(E, a->child, &cn, &cw)) return -1;
+        if (a->max < 0) {
+            n = sat_add(sat_add(1, cn), sat_mul((uint64_t)a->min, cn));
+            w = sat_add(w, sat_mul((uint64_t)a->min + 1, cw));
+        } else {
+            n = sat_add(sat_mul((uint64_t)(a->max - a->min), cn + 1), sat_mul((uint64_t)a->min, cn));
+            w = sat_add(w, sat_mul((uint64_t)a->max, cw));
+        }
+        break;
+    }
+    *nodes = n, *work = w;
+    return 0;
+}
+
+static int compile_nfa(rx_nfa *nfa, const char *pat, size_t n, int literal, uint32_t term, uint32_t *start, char *err,
+                       size_t cap, int dry) {
     if (err && cap) err[0] = 0;
     if (!nfa->limit) nfa->limit = LX_MAX_NFA_STATES;
     uint32_t mark = nfa->n;
     parser P = {.p = (const uint8_t *)pat, .n = n, .err = err, .cap = cap};
-    emitter E = {.nfa = nfa, .P = &P, .work_limit = 4ull * nfa->limit};
+    emitter E = {.nfa = nfa, .P = &P, .work_limit = 4ull * nfa->limit, .dry = dry};
     uint32_t m = add(&E, RX_MATCH, 0, 0, term, 0);
     if (m == RX_NONE) goto big;
     if (literal) {
@@ -842,9 +1039,28 @@ int rx_compile(rx_nfa *nfa, const char *pat, size_t n, int literal, uint32_t ter
     if (P.failed || root < 0) goto out_err;
     E.seqs = calloc((size_t)P.nn, sizeof *E.seqs);
     if (!E.seqs) goto big;
-    uint32_t s = emit(&E, root, m);
-    for (int k = 0; k < P.nn; k++) free(E.seqs[k].v);
+    for (E.ctab_cap = 16; E.ctab_cap < 2 * (uint32_t)P.nn;) E.ctab_cap *= 2;
+    E.ctab = calloc(E.ctab_cap, sizeof *E.ctab); /* (without it, classes are not shared) */
+    E.canon = malloc((size_t)P.nn * sizeof *E.canon);
+    for (E.ctab2_cap = 16; E.ctab2_cap < 2 * (uint32_t)P.nn;) E.ctab2_cap *= 2;
+    E.ctab2 = calloc(E.ctab2_cap, sizeof *E.ctab2);
+    E.memo_cap = 1024;
+    if (E.canon && E.ctab2) E.memo = calloc(E.memo_cap, sizeof *E.memo); /* (without them, nothing is shared) */
+    if (E.canon) memset(E.canon, 0xFF, (size_t)P.nn * sizeof *E.canon);
+    uint64_t bn, bw;
+    uint32_t s = RX_NONE;
+    if (dry && !bound(&E, root, &bn, &bw) && bw <= E.work_limit && bn <= nfa->limit - nfa->n)
+        s = m; /* fits even unshared: emission would succeed */
+    else
+        s = emit(&E, root, m);
+    free(E.canon);
+    free(E.ctab2);
+    free(E.memo);
+    free(E.shared_out);
+    for (int k = 0; k < P.nn; k++)
+        if (!E.seqs[k].borrowed) free(E.seqs[k].v);
     free(E.seqs);
+    free(E.ctab);
     if (s == RX_NONE) goto big;
     free(P.nodes);
     free(P.pool.v);
@@ -858,6 +1074,17 @@ out_err:
     free(P.pool.v);
     nfa->n = mark;
     return -1;
+}
+
+int rx_compile(rx_nfa *nfa, const char *pat, size_t n, int literal, uint32_t term, uint32_t *start, char *err,
+               size_t cap) {
+    return compile_nfa(nfa, pat, n, literal, term, start, err, cap, 0);
+}
+
+int rx_check(const char *pat, size_t n, char *err, size_t cap) {
+    rx_nfa nfa = {0};
+    uint32_t start;
+    return compile_nfa(&nfa, pat, n, 0, 0, &start, err, cap, 1);
 }
 
 void rx_nfa_free(rx_nfa *nfa) {

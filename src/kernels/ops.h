@@ -68,4 +68,12 @@ typedef struct {
 } k_attn_seq;
 void kcpu_attention_batch(const k_attn_seq *seqs, int n_seq, int n_head, float scale, int window);
 
+/* LoRA delta for rows x[0..rows) ([rows][n_in] contiguous): y[t][o] += scale * sum_k Bt[k][o] * (A[k] . x[t])
+ * for o < n_out (y row stride ldy). A: [rank][n_in], Bt: [rank][n_out] (B transposed), tmp: rows*rank
+ * floats of scratch. kcpu_lora runs the A product on the threaded f32 matmul. */
+void kref_lora(const float *x, int32_t rows, int64_t n_in, const float *A, int32_t rank, const float *Bt, int64_t n_out,
+               float scale, float *y, int64_t ldy, float *tmp);
+void kcpu_lora(const float *x, int32_t rows, int64_t n_in, const float *A, int32_t rank, const float *Bt, int64_t n_out,
+               float scale, float *y, int64_t ldy, float *tmp);
+
 #endif

@@ -8,6 +8,7 @@
 
 #include "core/file.h"
 #include "core/log.h"
+#include "model/pooling.h"
 
 const char *arch_name(pg_arch a) {
     switch (a) {
@@ -203,6 +204,8 @@ pagoda_status config_from_gguf(const gguf_file *f, pg_model_config *c) {
                            "attention.head_count_kv", "attention.key_length", "feed_forward_length", "vocab_size",
                            "context_length", c->layernorm ? "attention.layer_norm_epsilon" : "attention.layer_norm_rms_epsilon",
                            "rope.freq_base", "rope.dimension_count", "attention.sliding_window"};
+    c->tie_embeddings = -1;
+    if ((st = pooling_from_gguf(f, arch, c))) return st;
     return check_config(c, "gguf metadata", &keys);
 }
 
@@ -379,6 +382,9 @@ pagoda_status config_from_hf(const char *dir, pg_model_config *c) {
                                        "n_positions", "layer_norm_epsilon", "rope_theta", "rope", "sliding_window"};
     cfg_keys keys = c->arch == ARCH_GPT_BIGCODE ? k_bigcode : k_hf;
     if (c->layernorm && c->arch != ARCH_GPT_BIGCODE) keys.norm_eps = "norm_epsilon";
+    json_t *tie = json_object_get(root, "tie_word_embeddings");
+    c->tie_embeddings = json_is_boolean(tie) ? json_is_true(tie) : -1;
+    if ((st = pooling_from_hf(dir, c))) goto out;
     st = check_config(c, path, &keys);
 out:
     json_decref(root);

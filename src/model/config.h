@@ -45,6 +45,11 @@ typedef struct {
     int32_t rope_orig_ctx;
     int32_t sliding_window; /* 0: none */
     int32_t bos_id, eos_id; /* -1: none */
+    /* embeddings (model/pooling.h) */
+    int32_t pooling;        /* declared pooling, pagoda_pooling values (0: none declared; 4: rank) */
+    bool pool_normalize;    /* the declared vectors are L2-normalized */
+    bool embedding_package; /* a sentence-transformers package or a GGUF with a pooling type */
+    int8_t tie_embeddings;  /* HF tie_word_embeddings: 1 true, 0 false, -1 not given (GGUF: -1) */
 } pg_model_config;
 
 /* From GGUF metadata ("general.architecture" and "<arch>.*" keys). */

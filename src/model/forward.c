@@ -17,6 +17,7 @@
 
 #include "core/dtype.h"
 #include "core/log.h"
+#include "model/lora.h"
 
 /* The weights of one layer on a backend: one slot per pg_weight field of pg_layer_weights, in the
  * same order (the weight-role table's offsets index them), plus what the backend stacked. */
@@ -40,6 +41,12 @@ typedef struct {
     float *x, *xn, *qkv, *att, *tmp, *up, *gate, *up2, *xo, *logits;
 } stage;
 
+/* A run of consecutive batch tokens whose sequences use the same adapter. */
+typedef struct {
+    int32_t t0, n;
+    const pg_lora *a;
+} lora_seg;
+
 struct pg_forward {
     const pg_model *m;
     int32_t max_tokens;
@@ -48,6 +55,13 @@ struct pg_forward {
     stage st[MAX_STAGES];
     int32_t *out_rows;      /* [max_tokens] batch token of each logits row */
     float *x_host;          /* [max_tokens][n_embd] residual stream between stages (hybrid) */
+    /* LoRA: the caller's adapter table (id -> adapter, id 0 unused), the step's segments and the
+     * scratch of their A products ([max_tokens][lora_rank], sized when the table changes) */
+    const pg_lora *const *loras;
+    int32_t n_loras, lora_rank;
+    float *lora_tmp;
+    lora_seg *segs; /* [max_tokens] */
+    int32_t n_segs;
 };
 
 struct pg_kv {
@@ -68,7 +82,7 @@ void forward_destroy(pg_forward *f) {
     if (!f) return;
     if (f->x_host && f->n_stages > 0) f->st[0].be->ops->host_free(f->st[0].be, f->x_host);
     for (int i = 0; i < f->n_stages; i++) stage_free(&f->st[i]);
-    free(f->out_rows);
+    free(f->out_rows), free(f->lora_tmp), free(f->segs);
     free(f);
 }
 
@@ -157,7 +171,7 @@ pagoda_status forward_create_ex(const pg_model *m, int32_t max_tokens, const pg_
     f->max_tokens = max_tokens;
     f->n_gpu = o.n_gpu_layers <= 0 ? 0 : o.n_gpu_layers < c->n_layer ? o.n_gpu_layers : c->n_layer;
     pagoda_status st = PAGODA_OK;
-    if (!(f->out_rows = malloc(sizeof(int32_t) * (size_t)max_tokens))) {
+    if (!(f->out_rows = malloc(sizeof(int32_t) * (size_t)max_tokens)) || !(f->segs = malloc(sizeof(lora_seg) * (size_t)max_tokens))) {
         st = pg_fail(PAGODA_ERR_NOMEM, "out of memory");
         goto fail;
     }
@@ -207,6 +221,29 @@ pagoda_status forward_create_ex(const pg_model *m, int32_t max_tokens, const pg_
 fail:
     forward_destroy(f);
     return st;
+}
+
+pagoda_status forward_set_adapters(pg_forward *f, const pg_lora *const *table, int32_t n) {
+    int32_t rank = 0;
+    for (int32_t i = 1; i < n; i++) {
+        if (!table[i]) continue;
+        for (int si = 0; si < f->n_stages; si++)
+            if (!f->st[si].be->ops->lora)
+                return pg_fail(PAGODA_ERR_UNSUPPORTED, "LoRA adapters run on the CPU only: the %s backend applies none "
+                               "(run without GPU layers to use adapters)", f->st[si].be->ops->name);
+        if (table[i]->n_layer != f->m->cfg.n_layer)
+            return pg_fail(PAGODA_ERR_INVALID, "adapter %d: made for %d layers, the model has %d", i, table[i]->n_layer,
+                           f->m->cfg.n_layer);
+        if (table[i]->max_rank > rank) rank = table[i]->max_rank;
+    }
+    if (rank > f->lora_rank) { /* grows between steps only: no allocation while stepping */
+        float *t = malloc(sizeof(float) * (size_t)rank * (size_t)f->max_tokens);
+        if (!t) return pg_fail(PAGODA_ERR_NOMEM, "forward: cannot allocate LoRA scratch for rank %d", rank);
+        free(f->lora_tmp);
+        f->lora_tmp = t, f->lora_rank = rank;
+    }
+    f->loras = table, f->n_loras = n;
+    return PAGODA_OK;
 }
 
 const char *forward_placement(const pg_forward *f) {
@@ -311,8 +348,9 @@ static pagoda_status check_batch(const pg_forward *f, const pg_batch *b, const p
         if (b->tokens[i] < 0 || b->tokens[i] >= c->n_vocab)
             return pg_fail(PAGODA_ERR_INVALID, "token id %d at batch index %d out of range [0, %d)", b->tokens[i], i, c->n_vocab);
     for (int32_t s = 0; s < b->n_seq; s++) {
-        if (b->seq_adapter && b->seq_adapter[s] != 0)
-            return pg_fail(PAGODA_ERR_UNSUPPORTED, "sequence %d: adapter %d (no adapters are loaded)", s, b->seq_adapter[s]);
+        int32_t ad = b->seq_adapter ? b->seq_adapter[s] : 0;
+        if (ad != 0 && (ad < 0 || ad >= f->n_loras || !f->loras[ad]))
+            return pg_fail(PAGODA_ERR_INVALID, "sequence %d: adapter %d is not loaded", s, ad);
         int32_t n = b->seq_start[s + 1] - b->seq_start[s];
         if (n <= 0) return pg_fail(PAGODA_ERR_INVALID, "batch: sequence %d has no tokens", s);
         int64_t last = (int64_t)b->seq_pos0[s] + n - 1;
@@ -331,8 +369,26 @@ static pagoda_status check_batch(const pg_forward *f, const pg_batch *b, const p
     return PAGODA_OK;
 }
 
-/* The ops of one stage for T (possibly padded) tokens and n_out logits rows. */
-static void stage_ops(const pg_forward *f, stage *s, pg_kv *kv, int si, int32_t T, int32_t n_out, float *logits) {
+/* y (row stride ldy) += each segment's adapter delta of target t in layer l, from x ([T][n_in]). */
+static void apply_lora(const pg_forward *f, const stage *s, int32_t l, pg_lora_target t, const float *x, float *y,
+                       int64_t ldy) {
+    for (int32_t i = 0; i < f->n_segs; i++) {
+        const lora_seg *g = &f->segs[i];
+        const pg_lora_mat *m = lora_mat(g->a, l, t);
+        if (!m->rank) continue;
+        s->be->ops->lora(s->be, x + (int64_t)g->t0 * m->n_in, g->n, m->n_in, m->A, m->rank, m->Bt, m->n_out, m->scale,
+                         y + (int64_t)g->t0 * ldy, ldy, f->lora_tmp);
+    }
+}
+#define LORA(t, x, y, ldy) \
+    do { \
+        if (f->n_segs) apply_lora(f, s, l, t, x, y, ldy); \
+    } while (0)
+
+/* The ops of one stage for T (possibly padded) tokens, n_out logits rows and after them n_hid
+ * hidden-state rows (gathered into s->xo behind the logits rows' inputs). */
+static void stage_ops(const pg_forward *f, stage *s, pg_kv *kv, int si, int32_t T, int32_t n_out, int32_t n_hid,
+                      float *logits) {
     const pg_model_config *c = &f->m->cfg;
     pg_backend *be = s->be;
     const pg_backend_ops *o = be->ops;
@@ -361,6 +417,9 @@ static void stage_ops(const pg_forward *f, stage *s, pg_kv *kv, int si, int32_t 
             o->matmul(be, LW(L, wk), s->xn, T, s->qkv + qd, D, half);
             o->matmul(be, LW(L, wv), s->xn, T, s->qkv + qd + kvd, D, half);
         }
+        LORA(LORA_Q, s->xn, s->qkv, D);
+        LORA(LORA_K, s->xn, s->qkv + qd, D);
+        LORA(LORA_V, s->xn, s->qkv + qd + kvd, D);
         o->add_bias(be, s->qkv, LW(L, bqkv), T, D, D);
         o->add_bias(be, s->qkv, LW(L, bq), T, qd, D);
         o->add_bias(be, s->qkv + qd, LW(L, bk), T, kvd, D);
@@ -377,6 +436,7 @@ static void stage_ops(const pg_forward *f, stage *s, pg_kv *kv, int si, int32_t 
         o->kv_store(be, &kl, s->qkv + qd, s->qkv + qd + kvd, D, T);
         o->attention(be, &kl, s->att, s->qkv, D, T, c->n_head, 1.0f / sqrtf((float)hd), c->sliding_window);
         o->matmul(be, LW(L, wo), s->att, T, s->tmp, E, false);
+        LORA(LORA_O, s->att, s->tmp, E);
 
         const pg_bweight *upw = PRESENT(&L->gate_up) ? &L->gate_up : LW(L, w_up);
         half = o->wants_half(be, upw, T) && (!c->gated_ffn || PRESENT(&L->gate_up) || o->wants_half(be, LW(L, w_gate), T));
@@ -385,28 +445,35 @@ static void stage_ops(const pg_forward *f, stage *s, pg_kv *kv, int si, int32_t 
         bool h_half = false;
         if (PRESENT(&L->gate_up)) { /* one product for gate|up rows, then SwiGLU across the halves */
             o->matmul(be, &L->gate_up, s->xn, T, s->up2, 2 * nff, half);
+            LORA(LORA_GATE, s->xn, s->up2, 2 * nff);
+            LORA(LORA_UP, s->xn, s->up2 + nff, 2 * nff);
             h_half = o->wants_half(be, LW(L, w_down), T);
             o->swiglu_rows(be, s->gate, s->up2, T, nff, h_half);
             h = s->gate;
         } else if (c->gated_ffn) {
             o->matmul(be, LW(L, w_up), s->xn, T, s->up, nff, half);
+            LORA(LORA_UP, s->xn, s->up, nff);
             o->add_bias(be, s->up, LW(L, b_up), T, nff, nff);
             o->matmul(be, LW(L, w_gate), s->xn, T, s->gate, nff, half);
+            LORA(LORA_GATE, s->xn, s->gate, nff);
             o->add_bias(be, s->gate, LW(L, b_gate), T, nff, nff);
             o->silu_mul(be, s->gate, s->up, (int64_t)T * nff);
             h = s->gate;
         } else {
             o->matmul(be, LW(L, w_up), s->xn, T, s->up, nff, half);
+            LORA(LORA_UP, s->xn, s->up, nff);
             o->add_bias(be, s->up, LW(L, b_up), T, nff, nff);
             o->gelu(be, s->up, (int64_t)T * nff);
         }
         o->matmul(be, LW(L, w_down), h, T, s->tmp, E, h_half);
+        LORA(LORA_DOWN, h, s->tmp, E);
         pending = s->tmp, pending_b = LW(L, b_down);
     }
     if (s->head) {
         o->add_norm(be, s->x, pending, pending_b, s->xn, &s->out_norm, &s->out_norm_b, E, T, eps, ln, false);
+        if (n_hid > 0) o->gather_out_rows(be, s->xn, E, n_out + n_hid, s->xo);
         if (n_out > 0 && logits) {
-            o->gather_out_rows(be, s->xn, E, n_out, s->xo);
+            if (n_hid == 0) o->gather_out_rows(be, s->xn, E, n_out, s->xo);
             o->matmul(be, &s->output, s->xo, n_out, logits, c->n_vocab, false);
         }
     } else {
@@ -415,15 +482,31 @@ static void stage_ops(const pg_forward *f, stage *s, pg_kv *kv, int si, int32_t 
     }
 }
 
-static pagoda_status run(pg_forward *f, const pg_batch *b, pg_kv *kv, float *logits, int32_t *ids) {
+static pagoda_status run(pg_forward *f, const pg_batch *b, pg_kv *kv, float *logits, int32_t *ids, float *hidden) {
     pagoda_status st = check_batch(f, b, kv);
     if (st) return st;
+    /* runs of consecutive sequences with the same adapter (base rows: none, they pay nothing) */
+    f->n_segs = 0;
+    for (int32_t s = 0; b->seq_adapter && s < b->n_seq; s++) {
+        int32_t ad = b->seq_adapter[s], t0 = b->seq_start[s], n = b->seq_start[s + 1] - t0;
+        if (!ad) continue;
+        lora_seg *last = f->n_segs ? &f->segs[f->n_segs - 1] : NULL;
+        if (last && last->a == f->loras[ad] && last->t0 + last->n == t0) last->n += n;
+        else f->segs[f->n_segs++] = (lora_seg){.t0 = t0, .n = n, .a = f->loras[ad]};
+    }
     const pg_model_config *c = &f->m->cfg;
-    /* rows that want logits */
-    int32_t n_out = 0;
+    /* rows that want logits, then rows that want hidden states (disjoint) */
+    int32_t n_out = 0, n_hid = 0;
     for (int32_t s = 0; s < b->n_seq; s++)
         for (int32_t t = b->seq_start[s]; t < b->seq_start[s + 1]; t++)
-            if (b->logits_mask ? b->logits_mask[t] != 0 : t == b->seq_start[s + 1] - 1) f->out_rows[n_out++] = t;
+            if (b->hidden_mask && b->hidden_mask[t]) continue;
+            else if (b->logits_mask ? b->logits_mask[t] != 0 : t == b->seq_start[s + 1] - 1) f->out_rows[n_out++] = t;
+    if (b->hidden_mask)
+        for (int32_t t = 0; t < b->n_tok; t++)
+            if (b->hidden_mask[t]) f->out_rows[n_out + n_hid++] = t;
+    if (n_hid > 0 && !hidden) return pg_fail(PAGODA_ERR_INVALID, "forward: %d hidden-state rows and nowhere to put them", n_hid);
+    if (n_out > 0 && !f->m->output.data)
+        return pg_fail(PAGODA_ERR_INVALID, "this model has no LM head (lm_head): it computes embeddings, not logits");
 
     for (int si = 0; si < f->n_stages; si++) {
         stage *s = &f->st[si];
@@ -432,13 +515,13 @@ static pagoda_status run(pg_forward *f, const pg_batch *b, pg_kv *kv, float *log
         if (si > 0 && (st = o->write(be, s->x, f->x_host, sizeof(float) * (size_t)b->n_tok * (size_t)c->n_embd)))
             return st;
         /* steps a GPU may record: the whole model there, so nothing crosses mid-step */
-        bool may_replay = f->n_stages == 1 && s->head;
+        bool may_replay = f->n_stages == 1 && s->head && n_hid == 0;
         for (int attempt = 0; attempt < 2; attempt++) {
             pg_step_plan plan;
-            if ((st = o->begin_step(be, b, kv->g.block_size, f->out_rows, n_out, may_replay, &plan))) return st;
+            if ((st = o->begin_step(be, b, kv->g.block_size, f->out_rows, n_out + n_hid, may_replay, &plan))) return st;
             /* a host backend writes the logits where the caller wants them */
             float *dst = o->host_memory ? logits : s->logits;
-            if (!plan.replayed) stage_ops(f, s, kv, si, plan.n_tok, plan.n_out, dst);
+            if (!plan.replayed) stage_ops(f, s, kv, si, plan.n_tok, plan.n_out - n_hid, n_hid, dst);
             bool again = false;
             if ((st = o->end_step(be, &again))) return st;
             if (!again) break;
@@ -449,6 +532,9 @@ static pagoda_status run(pg_forward *f, const pg_batch *b, pg_kv *kv, float *log
                 return st;
             continue;
         }
+        if (n_hid > 0 && (st = o->read(be, hidden, s->xo + (size_t)n_out * (size_t)c->n_embd,
+                                       sizeof(float) * (size_t)n_hid * (size_t)c->n_embd)))
+            return st;
         if (n_out == 0) return o->sync(be);
         if (ids) {
             if ((st = o->argmax_rows(be, s->logits, n_out, c->n_vocab, ids))) return st;
@@ -462,11 +548,15 @@ static pagoda_status run(pg_forward *f, const pg_batch *b, pg_kv *kv, float *log
 }
 
 pagoda_status forward_run(pg_forward *f, const pg_batch *b, pg_kv *kv, float *logits) {
-    return run(f, b, kv, logits, NULL);
+    return run(f, b, kv, logits, NULL, NULL);
+}
+
+pagoda_status forward_run_hidden(pg_forward *f, const pg_batch *b, pg_kv *kv, float *logits, float *hidden) {
+    return run(f, b, kv, logits, NULL, hidden);
 }
 
 pagoda_status forward_run_argmax(pg_forward *f, const pg_batch *b, pg_kv *kv, int32_t *ids) {
     if (!forward_has_device_argmax(f))
         return pg_fail(PAGODA_ERR_UNSUPPORTED, "forward_run_argmax needs every layer on a backend that picks tokens");
-    return run(f, b, kv, NULL, ids);
+    return run(f, b, kv, NULL, ids, NULL);
 }

@@ -51,6 +51,12 @@ void forward_kv_block_bytes(const pg_forward *f, int32_t block_size, int dtype, 
  * The batch is validated (token ids, positions, block tables) before anything is written. */
 pagoda_status forward_run(pg_forward *f, const pg_batch *b, pg_kv *kv, float *logits);
 
+/* forward_run that also returns the final hidden state (after the final norm, before the LM head)
+ * of the tokens b->hidden_mask selects: hidden [n_hidden][n_embd] in batch order (host memory,
+ * e.g. from forward_host_alloc). hidden may be NULL when the batch selects none. Logits rows as
+ * forward_run (logits may be NULL when no token wants logits). */
+pagoda_status forward_run_hidden(pg_forward *f, const pg_batch *b, pg_kv *kv, float *logits, float *hidden);
+
 /* forward_run that returns each logits row's greedy token (the largest logit, the lowest id among
  * equals) in ids[n_out] instead of the logits: on a GPU only ids cross the bus. Only where the
  * last stage's backend can pick them (forward_has_device_argmax). */
@@ -64,6 +70,12 @@ void forward_host_free(const pg_forward *f, void *p);
 /* GPU memory left for KV blocks if pagoda may hold `utilization` of the device's memory, after
  * the weights and scratch already allocated (0 on the CPU). */
 uint64_t forward_gpu_kv_budget(const pg_forward *f, float utilization);
+/* The LoRA adapters batches may name (pg_batch.seq_adapter): table[id] for 0 < id < n (NULL:
+ * not loaded), borrowed until the next call; call between steps. Sizes the adapters' scratch (no
+ * allocation while stepping). PAGODA_ERR_UNSUPPORTED when a stage's backend applies no adapters
+ * (CUDA today). */
+struct pg_lora;
+pagoda_status forward_set_adapters(pg_forward *f, const struct pg_lora *const *table, int32_t n);
 /* "cpu", "cuda" or "cpu+cuda". */
 const char *forward_placement(const pg_forward *f);
 

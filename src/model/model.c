@@ -58,6 +58,9 @@ static pagoda_status get_w(loader *L, pg_weight *w, const pg_weight_role *r, int
         dims[0] = t->ne[0], dims[1] = t->ne[1];
     } else {
         const st_tensor *t = st_find(L->m->st, name);
+        /* a checkpoint saved as the bare base model (Qwen3Model, LlamaModel: many embedding
+         * models) names its tensors without the "model." prefix */
+        if (!t && !strncmp(name, "model.", 6) && (t = st_find(L->m->st, name + 6))) memmove(name, name + 6, strlen(name + 6) + 1);
         if (!t) goto missing;
         data = t->data, dtype = t->dtype, n_dims = t->n_dims;
         if (n_dims >= 1) dims[0] = t->shape[n_dims - 1];
@@ -163,7 +166,9 @@ static pagoda_status load_weights(loader *L) {
         if (!role_applies(r, c, false)) continue;
         pg_weight *w = role_weight(m, r);
         if ((st = get_w(L, w, r, 0))) return st;
-        if (!w->data && r->tied) *w = m->tok_embd; /* tied embeddings */
+        /* tied embeddings, unless config.json says they are not: then the model has no LM head
+         * and can only embed */
+        if (!w->data && r->tied && c->tie_embeddings != 0) *w = m->tok_embd;
         if (r->kind == ROLE_MATRIX && w->data && !k_matmul_supported(w->dtype))
             return pg_fail(PAGODA_ERR_UNSUPPORTED, "tensor '%s': type %s cannot be used as the %s layer",
                            w->name, dtype_name(w->dtype), r->id);

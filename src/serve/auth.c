@@ -19,7 +19,13 @@ int auth_check(const char *const *keys, int n_keys, const char *authorization) {
     const char *p = authorization;
     while (*p == ' ' || *p == '\t') p++;
     if (strncasecmp(p, "Bearer", 6) != 0 || (p[6] != ' ' && p[6] != '\t')) return 0;
-    p += 6;
+    return auth_check_key(keys, n_keys, p + 6);
+}
+
+int auth_check_key(const char *const *keys, int n_keys, const char *key) {
+    if (n_keys <= 0) return 1;
+    if (!key) return 0;
+    const char *p = key;
     while (*p == ' ' || *p == '\t') p++;
     size_t n = strlen(p);
     while (n && isspace((unsigned char)p[n - 1])) n--;

@@ -10,7 +10,8 @@
 typedef struct {
     uint64_t hash;
     int kind, flex;
-    char *text, *prefix, *suffix;
+    char *text, *prefix, *suffix, *sep;
+    int32_t rmin, rmax;
     size_t len;
     pagoda_grammar *g;
     uint64_t used; /* LRU clock */
@@ -40,7 +41,7 @@ grammar_cache *grammar_cache_new(pagoda_model *m, int capacity) {
 
 static void entry_clear(entry *x) {
     pagoda_grammar_unref(x->g);
-    free(x->text), free(x->prefix), free(x->suffix);
+    free(x->text), free(x->prefix), free(x->suffix), free(x->sep);
     memset(x, 0, sizeof *x);
 }
 
@@ -66,17 +67,21 @@ pagoda_status grammar_cache_get(grammar_cache *gc, const pagoda_grammar_spec *sp
     *out = NULL;
     const char *text = spec->text ? spec->text : "";
     size_t len = spec->len ? spec->len : strlen(text);
-    int flex = spec->whitespace_flexible != 0;
+    int flex = (spec->whitespace_flexible != 0) | (spec->strict != 0) << 1; /* both options, one key */
     uint64_t h = fnv(14695981039346656037ull, &spec->kind, sizeof spec->kind);
     h = fnv(h, &flex, sizeof flex);
     h = fnv(h, text, len);
     if (spec->prefix) h = fnv(h, spec->prefix, strlen(spec->prefix) + 1);
     if (spec->suffix) h = fnv(h, spec->suffix, strlen(spec->suffix) + 1);
+    if (spec->separator) h = fnv(h, spec->separator, strlen(spec->separator) + 1);
+    h = fnv(h, &spec->min_repeat, sizeof spec->min_repeat);
+    h = fnv(h, &spec->max_repeat, sizeof spec->max_repeat);
     pthread_mutex_lock(&gc->mu);
     for (int i = 0; i < gc->n; i++) {
         entry *x = &gc->e[i];
         if (x->hash == h && x->kind == (int)spec->kind && x->flex == flex && x->len == len && !memcmp(x->text, text, len) &&
-            str_eq(x->prefix, spec->prefix) && str_eq(x->suffix, spec->suffix)) {
+            str_eq(x->prefix, spec->prefix) && str_eq(x->suffix, spec->suffix) && str_eq(x->sep, spec->separator) &&
+            x->rmin == spec->min_repeat && x->rmax == spec->max_repeat) {
             x->used = ++gc->clock;
             gc->st.hits++;
             *out = pagoda_grammar_ref(x->g);
@@ -98,11 +103,18 @@ pagoda_status grammar_cache_get(grammar_cache *gc, const pagoda_grammar_spec *sp
         pthread_mutex_unlock(&gc->mu);
         return st;
     }
-    entry nx = {.hash = h, .kind = (int)spec->kind, .flex = flex, .len = len, .used = ++gc->clock};
+    entry nx = {.hash = h,
+                .kind = (int)spec->kind,
+                .flex = flex,
+                .len = len,
+                .rmin = spec->min_repeat,
+                .rmax = spec->max_repeat,
+                .used = ++gc->clock};
     nx.text = malloc(len + 1);
     nx.prefix = dup_or_null(spec->prefix);
     nx.suffix = dup_or_null(spec->suffix);
-    if (nx.text && (!spec->prefix || nx.prefix) && (!spec->suffix || nx.suffix)) {
+    nx.sep = dup_or_null(spec->separator);
+    if (nx.text && (!spec->prefix || nx.prefix) && (!spec->suffix || nx.suffix) && (!spec->separator || nx.sep)) {
         memcpy(nx.text, text, len);
         nx.text[len] = 0;
         nx.g = pagoda_grammar_ref(g);
@@ -117,7 +129,7 @@ pagoda_status grammar_cache_get(grammar_cache *gc, const pagoda_grammar_spec *sp
         }
         gc->e[slot] = nx;
     } else { /* out of memory: serve uncached */
-        free(nx.text), free(nx.prefix), free(nx.suffix);
+        free(nx.text), free(nx.prefix), free(nx.suffix), free(nx.sep);
     }
     pthread_mutex_unlock(&gc->mu);
     *out = g;

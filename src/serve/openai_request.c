@@ -1,6 +1,7 @@
 /* OpenAI request parsing and validation (see openai_request.h). Untrusted input: every field is
- * type-checked and range-checked, unknown fields are rejected by name, and a failure leaves no
- * allocation behind. Fields land directly in the engine's pagoda_request (oa_request.pr). */
+ * type-checked and range-checked, unknown fields are ignored and named for a warning (or, strict,
+ * rejected by name), and a failure leaves no allocation behind. Fields land directly in the
+ * engine's pagoda_request (oa_request.pr). */
 #include "serve/openai_request.h"
 
 #include <jansson.h>
@@ -16,6 +17,9 @@ typedef struct {
     oa_request *r;
     oa_error *err;
     int32_t n_vocab; /* 0: token ids are not checked against a vocabulary */
+    int strict;      /* unknown fields are errors */
+    int max_tokens_given;
+    int n_predict_unlimited; /* "n_predict": -1 (and no max_tokens): up to the context's end */
     /* fields whose checks need others (JSON object keys come in any order) */
     int has_stream_options, has_top_logprobs, chat_logprobs, top_logprobs;
     long long best_of;
@@ -35,7 +39,7 @@ static int fail(ctx *c, int status, const char *param, const char *fmt, ...) {
     return -1;
 }
 
-static const char *type_name(const json_t *v) {
+const char *oa_json_type_name(const json_t *v) {
     switch (json_typeof(v)) {
     case JSON_OBJECT: return "an object";
     case JSON_ARRAY: return "an array";
@@ -50,7 +54,7 @@ static const char *type_name(const json_t *v) {
 }
 
 static int bad_type(ctx *c, const char *name, const char *want, const json_t *v) {
-    return fail(c, 400, name, "Invalid type for '%s': expected %s, but got %s instead.", name, want, type_name(v));
+    return fail(c, 400, name, "Invalid type for '%s': expected %s, but got %s instead.", name, want, oa_json_type_name(v));
 }
 
 size_t oa_utf8_valid_prefix(const char *s, size_t len) {
@@ -121,13 +125,23 @@ static int get_float(ctx *c, const char *name, const json_t *v, double lo, doubl
     return 0;
 }
 
+/* A field this server does not know: 400 when strict, else ignored and named in r->unknown (the
+ * server logs one warning per request naming them, as vLLM does). */
+static int unknown(ctx *c, const char *name, const char *what) {
+    if (c->strict) return fail(c, 400, name, "%s: '%.120s'.", what, name);
+    char *list = c->r->unknown;
+    size_t n = strlen(list), cap = sizeof c->r->unknown;
+    if (n + 2 < cap) snprintf(list + n, cap - n, "%s%.80s", n ? ", " : "", name);
+    return 0;
+}
+
 static int unsupported(ctx *c, const char *name, const char *why) {
     return fail(c, 400, name, "'%s' is not supported by this server%s%s.", name, why ? ": " : "", why ? why : "");
 }
 
 /* ---- prompt (completions) ---- */
 
-static int ids_from_array(ctx *c, const char *name, const json_t *a) {
+static int ids_from_array(ctx *c, const char *name, const json_t *a, oa_prompt *out) {
     size_t n = json_array_size(a);
     if (n == 0) return fail(c, 400, name, "'%s' must not be empty.", name);
     if (n > OA_MAX_PROMPT_IDS) return fail(c, 400, name, "'%s' has too many tokens: %zu (at most %d).", name, n, OA_MAX_PROMPT_IDS);
@@ -145,33 +159,40 @@ static int ids_from_array(ctx *c, const char *name, const json_t *a) {
         ids[i] = (int32_t)json_integer_value(t);
         if (c->n_vocab > 0 && ids[i] >= c->n_vocab) {
             free(ids);
-            return fail(c, 400, "prompt", "Prompt token %d (position %zu) is out of range: the vocabulary has %d tokens.",
+            return fail(c, 400, name, "Prompt token %d (position %zu) is out of range: the vocabulary has %d tokens.",
                         (int)json_integer_value(t), i, c->n_vocab);
         }
     }
-    c->r->prompt_ids = ids;
-    c->r->n_prompt_ids = (int32_t)n;
+    out->ids = ids;
+    out->n_ids = (int32_t)n;
     return 0;
 }
 
+/* "prompt": a string, a token list, or a list of strings / token lists (one prompt each) */
 static int parse_prompt(ctx *c, const json_t *v) {
-    static const char *want = "a string, an array of token ids, or an array holding one of those";
-    if (json_is_string(v)) {
-        if (!(c->r->prompt = dup_str(json_string_value(v), json_string_length(v)))) return nomem(c);
-        return 0;
+    static const char *want = "a string, an array of token ids, or an array of strings or of token-id arrays";
+    oa_request *r = c->r;
+    const int list = json_is_array(v) && json_array_size(v) > 0 && !json_is_integer(json_array_get(v, 0));
+    if (!json_is_string(v) && !json_is_array(v)) return bad_type(c, "prompt", want, v);
+    size_t n = list ? json_array_size(v) : 1;
+    if (json_is_array(v) && json_array_size(v) == 0) return fail(c, 400, "prompt", "'prompt' must not be empty.");
+    if (n > OA_MAX_PROMPTS) return fail(c, 400, "prompt", "'prompt' has too many prompts: %zu (at most %d).", n, OA_MAX_PROMPTS);
+    if (!(r->prompts = calloc(n, sizeof *r->prompts))) return nomem(c);
+    r->n_prompts = (int32_t)n;
+    for (size_t i = 0; i < n; i++) {
+        const json_t *e = list ? json_array_get(v, i) : v;
+        char name[40];
+        snprintf(name, sizeof name, list ? "prompt[%zu]" : "prompt", i);
+        if (json_is_string(e)) {
+            if (!(r->prompts[i].text = dup_str(json_string_value(e), json_string_length(e)))) return nomem(c);
+        } else if (json_is_array(e) && (!list || json_array_size(e) == 0 || json_is_integer(json_array_get(e, 0)) ||
+                                        !json_is_array(json_array_get(e, 0)))) {
+            if (ids_from_array(c, name, e, &r->prompts[i])) return -1;
+        } else {
+            return bad_type(c, name, list ? "a string or an array of token ids" : want, e);
+        }
     }
-    if (!json_is_array(v)) return bad_type(c, "prompt", want, v);
-    size_t n = json_array_size(v);
-    if (n == 0) return fail(c, 400, "prompt", "'prompt' must not be empty.");
-    const json_t *first = json_array_get(v, 0);
-    if (json_is_integer(first)) return ids_from_array(c, "prompt", v);
-    if (!json_is_string(first) && !json_is_array(first)) return bad_type(c, "prompt", want, v);
-    if (n > 1) return fail(c, 400, "prompt", "only one prompt per request is supported (got %zu).", n);
-    if (json_is_string(first)) {
-        if (!(c->r->prompt = dup_str(json_string_value(first), json_string_length(first)))) return nomem(c);
-        return 0;
-    }
-    return ids_from_array(c, "prompt[0]", first);
+    return 0;
 }
 
 /* ---- messages (chat) ---- */
@@ -204,7 +225,7 @@ static int parse_content(ctx *c, const char *name, const json_t *v, json_t **out
             if (strcmp(key, "type") && strcmp(key, "text")) {
                 char q[192];
                 snprintf(q, sizeof q, "%.120s.%.40s", p, key);
-                return fail(c, 400, q, "Unrecognized field in a text content part: '%s'.", q);
+                if (unknown(c, q, "Unrecognized field in a text content part")) return -1;
             }
         }
         total += json_string_length(text) + 1;
@@ -227,23 +248,27 @@ static int parse_content(ctx *c, const char *name, const json_t *v, json_t **out
  * (`tool_call.arguments | tojson`, Qwen, Llama 3.1, Mistral) or accept either (Qwen3): a string
  * that holds a JSON object is replaced by that object, as vLLM does; other strings stay. */
 static int parse_tool_calls(ctx *c, const char *name, const json_t *v, json_t **out) {
+    *out = NULL;
     if (!json_is_array(v)) return bad_type(c, name, "an array", v);
-    if (!(*out = json_deep_copy(v))) return nomem(c);
     size_t i;
-    json_t *call;
-    json_array_foreach(*out, i, call) {
+    const json_t *cv;
+    json_array_foreach(v, i, cv) { /* validated on the request's own tree: errors name its nodes */
         char p[192];
         snprintf(p, sizeof p, "%.120s[%zu]", name, i);
-        if (!json_is_object(call)) return json_decref(*out), bad_type(c, p, "an object", call);
-        json_t *f = json_object_get(call, "function");
+        if (!json_is_object(cv)) return bad_type(c, p, "an object", cv);
+        const json_t *f = json_object_get(cv, "function");
         snprintf(p + strlen(p), sizeof p - strlen(p), ".function");
-        if (!json_is_object(f)) return json_decref(*out), f ? bad_type(c, p, "an object", f) : fail(c, 400, p, "'%s' is required.", p);
+        if (!json_is_object(f)) return f ? bad_type(c, p, "an object", f) : fail(c, 400, p, "'%s' is required.", p);
         const json_t *fname = json_object_get(f, "name");
         if (!json_is_string(fname)) {
-            json_decref(*out);
             snprintf(p + strlen(p), sizeof p - strlen(p), ".name");
             return fname ? bad_type(c, p, "a string", fname) : fail(c, 400, p, "'%s' is required.", p);
         }
+    }
+    if (!(*out = json_deep_copy(v))) return nomem(c);
+    json_t *call;
+    json_array_foreach(*out, i, call) {
+        json_t *f = json_object_get(call, "function");
         json_t *args = json_object_get(f, "arguments");
         if (json_is_string(args)) {
             json_t *obj = json_loadb(json_string_value(args), json_string_length(args), JSON_REJECT_DUPLICATES, NULL);
@@ -275,8 +300,56 @@ static int check_tools(ctx *c, const json_t *v) {
         if (!json_is_string(n)) return n ? bad_type(c, p, "a string", n) : fail(c, 400, p, "'%s' is required.", p);
         if (json_string_length(n) == 0 || json_string_length(n) > 256 || strlen(json_string_value(n)) != json_string_length(n))
             return fail(c, 400, p, "'%s' must be a name of 1 to 256 characters.", p);
+        const json_t *params = json_object_get(f, "parameters");
+        snprintf(p, sizeof p, "tools[%zu].function.parameters", i);
+        if (params && !json_is_null(params) && !json_is_object(params)) return bad_type(c, p, "an object (a JSON Schema)", params);
     }
     return 0;
+}
+
+/* "none" | "auto" | "required" | {"type": "function", "function": {"name": N}} (also Responses'
+ * flat {"type": "function", "name": N}); whether N is one of the tools is checked at the end */
+static int parse_tool_choice(ctx *c, const json_t *v) {
+    oa_request *r = c->r;
+    if (json_is_string(v)) {
+        const char *s = json_string_value(v);
+        if (!strcmp(s, "none")) return c->tool_choice_none = 1, 0;
+        if (!strcmp(s, "auto")) return 0;
+        if (!strcmp(s, "required")) return r->tool_choice = OA_TOOL_CHOICE_REQUIRED, 0;
+        return fail(c, 400, "tool_choice", "'tool_choice' must be \"none\", \"auto\", \"required\" or a function; got '%.64s'.", s);
+    }
+    if (!json_is_object(v)) return bad_type(c, "tool_choice", "a string or an object", v);
+    const json_t *type = json_object_get(v, "type"), *f = json_object_get(v, "function");
+    if (!json_is_string(type) || strcmp(json_string_value(type), "function"))
+        return fail(c, 400, "tool_choice.type", "'tool_choice.type' must be \"function\".");
+    const json_t *n = json_is_object(f) ? json_object_get(f, "name") : json_object_get(v, "name");
+    if (!json_is_string(n) || json_string_length(n) == 0)
+        return fail(c, 400, "tool_choice.function.name", "'tool_choice.function.name' is required (a function name).");
+    free(r->tool_choice_name);
+    if (!(r->tool_choice_name = dup_str(json_string_value(n), json_string_length(n)))) return nomem(c);
+    r->tool_choice = OA_TOOL_CHOICE_NAMED;
+    return 0;
+}
+
+/* tool_choice against the tools: a named function must be one of them; required needs tools */
+static int check_tool_choice(ctx *c) {
+    oa_request *r = c->r;
+    if (c->tool_choice_none || r->tool_choice == OA_TOOL_CHOICE_AUTO) return 0;
+    if (!c->tools || !json_array_size(c->tools))
+        return fail(c, 400, "tool_choice", "'tool_choice' \"%s\" needs 'tools'.",
+                    r->tool_choice == OA_TOOL_CHOICE_REQUIRED ? "required" : "function");
+    if (r->constraint.kind)
+        return fail(c, 400, "tool_choice", "'tool_choice' cannot be combined with '%s': both constrain the output.",
+                    r->constraint.field);
+    if (r->tool_choice == OA_TOOL_CHOICE_REQUIRED) return 0;
+    size_t i;
+    const json_t *t;
+    json_array_foreach(c->tools, i, t) {
+        const char *name = json_string_value(json_object_get(json_object_get(t, "function"), "name"));
+        if (name && !strcmp(name, r->tool_choice_name)) return 0;
+    }
+    return fail(c, 400, "tool_choice", "'tool_choice' names the function '%.128s', which is not in 'tools'.",
+                r->tool_choice_name);
 }
 
 static int parse_message(ctx *c, size_t i, const json_t *m, json_t *out_arr) {
@@ -325,8 +398,8 @@ static int parse_message(ctx *c, size_t i, const json_t *m, json_t *out_arr) {
         } else if (!strcmp(key, "refusal") || !strcmp(key, "reasoning_content") || !strcmp(key, "reasoning") ||
                    !strcmp(key, "audio")) {
             continue; /* earlier assistant output that the templates do not use */
-        } else {
-            return fail(c, 400, p, "Unrecognized field in a message: '%s'.", p);
+        } else if (unknown(c, p, "Unrecognized field in a message")) {
+            return -1;
         }
     }
     return 0;
@@ -413,7 +486,7 @@ static int parse_logit_bias(ctx *c, const json_t *v) {
         }
         if (!json_is_number(val))
             return fail(c, 400, name, "Invalid type for 'logit_bias' entry '%.64s': expected a number, but got %s instead.",
-                        key, type_name(val));
+                        key, oa_json_type_name(val));
         double d = json_number_value(val);
         if (!isfinite(d) || d < -100 || d > 100)
             return fail(c, 400, name, "'logit_bias' entry '%.64s' must be a bias in [-100, 100], got %g.", key, d);
@@ -435,6 +508,12 @@ static int is_any(const char *key, const char *const *names) {
 /* accepted and ignored: bookkeeping fields OpenAI clients may send */
 static const char *const k_ignored[] = {"user", "store", "metadata", "service_tier", "safety_identifier",
                                         "prompt_cache_key", "prompt_cache_retention", NULL};
+/* llama-server's and vLLM's fields that need nothing here (or are another part's): accepted
+ * without a warning. cache_prompt: prefix caching is always on; chat_template_kwargs: the
+ * template layer takes no extra variables yet (checked to be an object, then not used). */
+static const char *const k_ignored_compat[] = {"cache_prompt", "id_slot", "samplers", "t_max_predict_ms",
+                                               "timings_per_token", "return_progress",
+                                               "n_cmpl", "priority", "request_id", NULL};
 /* OpenAI chat fields this server does not implement */
 static const char *const k_unsupported_chat[] = {"functions", "function_call", "audio", "prediction",
                                                  "web_search_options", "reasoning_effort", "verbosity",
@@ -471,16 +550,26 @@ static int parse_field(ctx *c, const char *key, json_t *v) {
                 if (!json_is_null(v2) && get_bool(c, p, v2, &r->include_usage)) return -1;
             } else if (!strcmp(k2, "include_obfuscation") || !strcmp(k2, "continuous_usage_stats")) {
                 if (!json_is_null(v2) && !json_is_boolean(v2)) return bad_type(c, p, "a boolean", v2);
-            } else {
-                return fail(c, 400, p, "Unrecognized request argument supplied: %s", p);
+            } else if (unknown(c, p, "Unrecognized request argument supplied")) {
+                return -1;
             }
         }
         return 0;
     }
     if (!strcmp(key, "max_tokens") || (chat && !strcmp(key, "max_completion_tokens"))) {
-        if (get_int(c, key, v, 1, OA_MAX_TOKENS_CAP, &x)) return -1;
+        /* completions: 0 is allowed with echo (the prompt scored, nothing generated) */
+        if (get_int(c, key, v, chat ? 1 : 0, OA_MAX_TOKENS_CAP, &x)) return -1;
+        if (!chat) r->max_tokens_zero = x == 0;
         /* max_completion_tokens wins when both are given */
-        if (!strcmp(key, "max_completion_tokens") || pr->max_tokens == 0 || !chat) pr->max_tokens = (int32_t)x;
+        if (!strcmp(key, "max_completion_tokens") || !c->max_tokens_given || !chat) pr->max_tokens = (int32_t)x;
+        c->max_tokens_given = 1;
+        return 0;
+    }
+    if (!strcmp(key, "n_predict")) { /* llama-server's max_tokens (-1: until the context ends); max_tokens wins */
+        if (get_int(c, key, v, -1, OA_MAX_TOKENS_CAP, &x)) return -1;
+        if (x == 0) return fail(c, 400, key, "'n_predict' must be at least 1 (or -1: no limit), got 0.");
+        if (!c->max_tokens_given) pr->max_tokens = x < 0 ? 0 : (int32_t)x;
+        c->n_predict_unlimited = x < 0;
         return 0;
     }
     if (!strcmp(key, "temperature")) return get_float(c, key, v, 0, 2, 0, &sp->temperature);
@@ -518,6 +607,11 @@ static int parse_field(ctx *c, const char *key, json_t *v) {
         return 0;
     }
     if (!strcmp(key, "ignore_eos")) return get_bool(c, key, v, &pr->ignore_eos);
+    if (!strcmp(key, "min_tokens")) { /* vLLM: no end of generation before this many tokens */
+        if (get_int(c, key, v, 0, OA_MAX_TOKENS_CAP, &x)) return -1;
+        pr->min_tokens = (int32_t)x;
+        return 0;
+    }
     if (!strcmp(key, "skip_special_tokens")) return get_bool(c, key, v, &pr->skip_special);
     if (!strcmp(key, "logit_bias")) return parse_logit_bias(c, v);
     if (!chat) {
@@ -549,13 +643,11 @@ static int parse_field(ctx *c, const char *key, json_t *v) {
             c->tools = v;
             return 0;
         }
-        if (!strcmp(key, "tool_choice")) {
-            if (json_is_string(v) && !strcmp(json_string_value(v), "none")) return c->tool_choice_none = 1, 0;
-            if (json_is_string(v) && !strcmp(json_string_value(v), "auto")) return 0;
-            if (!json_is_string(v) && !json_is_object(v)) return bad_type(c, key, "a string or an object", v);
-            return unsupported(c, key, "only \"none\" and \"auto\" are accepted");
+        if (!strcmp(key, "tool_choice")) return parse_tool_choice(c, v);
+        if (!strcmp(key, "parallel_tool_calls")) {
+            r->parallel_tool_calls_given = 1;
+            return get_bool(c, key, v, &r->parallel_tool_calls);
         }
-        if (!strcmp(key, "parallel_tool_calls")) return get_bool(c, key, v, &r->parallel_tool_calls);
         if (!strcmp(key, "modalities")) {
             if (!json_is_array(v)) return bad_type(c, key, "an array", v);
             for (size_t i = 0; i < json_array_size(v); i++) {
@@ -567,7 +659,9 @@ static int parse_field(ctx *c, const char *key, json_t *v) {
         }
         if (is_any(key, k_unsupported_chat)) return unsupported(c, key, NULL);
     }
-    return fail(c, 400, key, "Unrecognized request argument supplied: %.80s", key);
+    if (!strcmp(key, "chat_template_kwargs")) return json_is_object(v) ? 0 : bad_type(c, key, "an object", v);
+    if (is_any(key, k_ignored_compat)) return 0;
+    return unknown(c, key, "Unrecognized request argument supplied");
 }
 
 /* pagoda_request_default's values, which are also OpenAI's defaults (temperature 1, top_p 1,
@@ -590,7 +684,7 @@ static void request_defaults(oa_request *r) {
 int oa_request_parse(const char *body, size_t len, oa_kind kind, const oa_limits *lim, oa_request *r, oa_error *err) {
     memset(r, 0, sizeof *r);
     memset(err, 0, sizeof *err);
-    ctx c = {.r = r, .err = err, .n_vocab = lim && lim->n_vocab > 0 ? lim->n_vocab : 0};
+    ctx c = {.r = r, .err = err, .n_vocab = lim && lim->n_vocab > 0 ? lim->n_vocab : 0, .strict = lim && lim->strict};
     r->kind = kind;
     request_defaults(r);
     if (!body || len == 0) return fail(&c, 400, NULL, "The request body is empty: expected a JSON object.");
@@ -606,7 +700,7 @@ int oa_request_parse(const char *body, size_t len, oa_kind kind, const oa_limits
     int rc = -1;
     if (!json_is_object(root)) {
         bad_type(&c, "body", "a JSON object", root);
-        snprintf(err->message, sizeof err->message, "The request body must be a JSON object, got %s.", type_name(root));
+        snprintf(err->message, sizeof err->message, "The request body must be a JSON object, got %s.", oa_json_type_name(root));
         goto done;
     }
     const char *key;
@@ -614,6 +708,10 @@ int oa_request_parse(const char *body, size_t len, oa_kind kind, const oa_limits
     json_object_foreach(root, key, v) {
         if (json_is_null(v)) continue; /* null means "not given" */
         if (parse_field(&c, key, v)) goto done;
+    }
+    if (r->constraint.lazy && (!r->constraint.kind || !r->constraint.n_triggers)) {
+        fail(&c, 400, "grammar_lazy", "'grammar_lazy' needs 'grammar_triggers' and a constraint ('grammar', 'json_schema', ...).");
+        goto done;
     }
     if (kind == OA_CHAT) {
         if (!r->messages_json) {
@@ -625,6 +723,12 @@ int oa_request_parse(const char *body, size_t len, oa_kind kind, const oa_limits
             goto done;
         }
         if (c.chat_logprobs) r->pr.logprobs = c.top_logprobs;
+        if (check_tool_choice(&c)) goto done;
+        if (c.tool_choice_none) {
+            r->tool_choice = OA_TOOL_CHOICE_AUTO;
+            free(r->tool_choice_name);
+            r->tool_choice_name = NULL;
+        }
         if (c.tools && json_array_size(c.tools) && !c.tool_choice_none) {
             if (!(r->tools_json = json_dumps(c.tools, JSON_COMPACT))) {
                 nomem(&c);
@@ -632,10 +736,22 @@ int oa_request_parse(const char *body, size_t len, oa_kind kind, const oa_limits
             }
         }
     } else {
-        if (!r->prompt && !r->prompt_ids) {
+        if (!r->n_prompts) {
             fail(&c, 400, "prompt", "'prompt' is required.");
             goto done;
         }
+        if ((long long)r->n_prompts * r->pr.n > OA_MAX_CHOICES_TOTAL) {
+            fail(&c, 400, "n", "%d prompts x n = %d is %lld choices, over this server's limit of %d.", (int)r->n_prompts,
+                 (int)r->pr.n, (long long)r->n_prompts * r->pr.n, OA_MAX_CHOICES_TOTAL);
+            goto done;
+        }
+        if (r->max_tokens_zero && !r->echo) {
+            /* as vLLM: nothing to answer without the echoed prompt */
+            fail(&c, 400, "max_tokens", "'max_tokens' must be at least 1, got 0 (0 is only allowed with 'echo': true, "
+                                        "which returns the prompt and its logprobs).");
+            goto done;
+        }
+        if (r->max_tokens_zero) r->pr.score_only = 1, r->pr.max_tokens = 1;
         if (c.best_of > 1 && c.best_of != r->pr.n) {
             unsupported(&c, "best_of", "only best_of = n is accepted");
             goto done;
@@ -650,7 +766,14 @@ int oa_request_parse(const char *body, size_t len, oa_kind kind, const oa_limits
         goto done;
     }
     /* chat: 0 (until the context limit) */
-    if (kind == OA_COMPLETIONS && r->pr.max_tokens == 0) r->pr.max_tokens = OA_DEFAULT_MAX_TOKENS_COMPLETIONS;
+    if (kind == OA_COMPLETIONS && r->pr.max_tokens == 0 && !(c.n_predict_unlimited && !c.max_tokens_given))
+        r->pr.max_tokens = OA_DEFAULT_MAX_TOKENS_COMPLETIONS;
+    if (r->pr.min_tokens > 0 && r->pr.max_tokens > 0 && r->pr.min_tokens > r->pr.max_tokens) {
+        fail(&c, 400, "min_tokens", "'min_tokens' (%d) must not exceed 'max_tokens' (%d%s).", (int)r->pr.min_tokens,
+             (int)r->pr.max_tokens,
+             c.max_tokens_given ? "" : ", the default");
+        goto done;
+    }
     if (!r->pr.n_logit_bias) r->pr.logit_bias = NULL;
     rc = 0;
 done:
@@ -663,11 +786,12 @@ done:
 void oa_request_free(oa_request *r) {
     if (!r) return;
     free(r->model);
-    free(r->prompt);
-    free(r->prompt_ids);
+    for (int32_t i = 0; r->prompts && i < r->n_prompts; i++) free(r->prompts[i].text), free(r->prompts[i].ids);
+    free(r->prompts);
     free(r->suffix);
     free(r->messages_json);
     free(r->tools_json);
+    free(r->tool_choice_name);
     free(r->logit_bias);
     so_constraint_free(&r->constraint);
     for (int32_t i = 0; i < r->pr.n_stop && i < OA_MAX_STOP; i++) free(r->stop[i]);

@@ -13,6 +13,7 @@
 #include "serve/structured_request.h"
 
 typedef enum { OA_COMPLETIONS = 0, OA_CHAT = 1 } oa_kind;
+typedef enum { OA_TOOL_CHOICE_AUTO = 0, OA_TOOL_CHOICE_REQUIRED, OA_TOOL_CHOICE_NAMED } oa_tool_choice;
 
 #define OA_MAX_STOP 16           /* stop strings per request (the engine's limit) */
 #define OA_MAX_STOP_BYTES 256    /* bytes per stop string */
@@ -24,9 +25,20 @@ typedef enum { OA_COMPLETIONS = 0, OA_CHAT = 1 } oa_kind;
 #define OA_MAX_LOGIT_BIAS PAGODA_MAX_LOGIT_BIAS
 #define OA_DEFAULT_MAX_TOKENS_COMPLETIONS 16 /* OpenAI's default for /v1/completions */
 
+#define OA_MAX_PROMPTS 1024      /* prompts per completions request */
+#define OA_MAX_CHOICES_TOTAL 4096 /* prompts x n */
+
+/* One prompt of a completions request: text or token ids. */
+typedef struct {
+    char *text;   /* owned, NUL-terminated (JSON strings cannot hold NUL); NULL when ids */
+    int32_t *ids; /* owned [n_ids]; each in [0, n_vocab) */
+    int32_t n_ids;
+} oa_prompt;
+
 /* What the parser checks token ids against (the served model). */
 typedef struct {
     int32_t n_vocab; /* prompt ids, stop_token_ids and logit_bias keys must be below it; 0: unchecked */
+    int strict;      /* unknown fields are rejected (400); else ignored and named in oa_request.unknown */
 } oa_limits;
 
 /* A parsed request. pr is the engine's request as the body gives it: sampling, max_tokens (with
@@ -39,12 +51,14 @@ typedef struct {
     pagoda_request pr;
     char *model; /* owned; NULL if the body has no "model" */
 
-    /* completions: exactly one of prompt / prompt_ids */
-    char *prompt;         /* owned, NUL-terminated (JSON strings cannot hold NUL) */
-    int32_t *prompt_ids;  /* owned [n_prompt_ids]; each in [0, n_vocab) */
-    int32_t n_prompt_ids;
+    /* completions: one or more prompts ("prompt" as a string, a token list, or a list of
+     * either); prompt i's choices are numbered i * n + j in the answer, as OpenAI does */
+    oa_prompt *prompts;   /* owned [n_prompts], n_prompts >= 1 */
+    int32_t n_prompts;
     char *suffix;         /* owned; fill-in-the-middle suffix, NULL if absent */
     int echo;
+    int max_tokens_zero;  /* "max_tokens": 0 with echo: score the prompt, generate nothing
+                             (pr.score_only is set and pr.max_tokens is 1) */
 
     /* chat */
     char *messages_json;  /* owned: normalized array of {"role","content": string, ...}; an
@@ -53,11 +67,17 @@ typedef struct {
                              read arguments as a mapping: `arguments | tojson`) */
     char *tools_json;     /* owned; NULL if no tools (or tool_choice "none") */
     int parallel_tool_calls; /* "parallel_tool_calls": 1 (default) or 0: at most one call */
+    int parallel_tool_calls_given; /* 1 when the body says it (a forced call is one call unless
+                                      parallel calls are asked for, as llama-server does) */
+    int tool_choice;         /* OA_TOOL_CHOICE_*: "auto" (default), "required" or a named function */
+    char *tool_choice_name;  /* owned: the function tool_choice names (one of the tools) */
     int allow_special_in_content; /* "allow_special_in_content": -1 not given (the server's
                                      default), 0 or 1 */
 
     int stream, include_usage;
     so_constraint constraint;  /* structured output (kind 0: none) */
+    char unknown[256];         /* fields ignored as unknown (not strict), comma-separated, for the
+                                  server's warning; "" if none */
 
     /* storage behind pr's pointers */
     char *stop[OA_MAX_STOP];                       /* owned [pr.n_stop] */
@@ -79,6 +99,8 @@ int oa_request_parse(const char *body, size_t len, oa_kind kind, const oa_limits
 void oa_request_free(oa_request *r); /* NULL-safe; leaves *r zeroed */
 
 /* Offset of the first byte that is not part of well-formed UTF-8, or len if all is valid. */
+/* "an object", "a string", ... for messages about a JSON value's type */
+const char *oa_json_type_name(const json_t *v);
 size_t oa_utf8_valid_prefix(const char *s, size_t len);
 
 #endif

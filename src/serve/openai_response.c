@@ -102,7 +102,14 @@ json_t *oa_logprobs_completion(const oa_logprob *lp, size_t n, size_t text_offse
     size_t off = text_offset;
     for (size_t i = 0; i < n; i++) {
         json_array_append_new(tokens, oa_json_text(lp[i].tok.text, lp[i].tok.len));
-        json_array_append_new(lps, lp_value(lp[i].tok.logprob));
+        /* an echoed prompt's first token has no logprob: null, as OpenAI */
+        json_array_append_new(lps, isnan(lp[i].tok.logprob) ? json_null() : lp_value(lp[i].tok.logprob));
+        if (lp[i].n_top < 0) {
+            json_array_append_new(tops, json_null());
+            json_array_append_new(offs, json_integer((json_int_t)off));
+            off += lp[i].tok.len;
+            continue;
+        }
         json_t *t = json_object();
         for (int32_t k = 0; t && k < lp[i].n_top; k++) {
             json_t *key = oa_json_text(lp[i].top[k].text, lp[i].top[k].len);

@@ -29,10 +29,16 @@ typedef struct serve_event {
     const int32_t *top_tokens;   /* [n_top] */
     const float *top_logprobs;   /* [n_top] */
     pagoda_finish_reason finish; /* != NONE: the choice's last event */
+    int32_t stop_index;          /* finish == STOP by a stop string: its index in the request's stop; else -1 */
     const char *error;           /* finish == ERROR: the message (never NULL then) */
     const char *text;            /* [text_len], NUL-terminated */
     size_t text_len;
     size_t bytes;                /* of the allocation */
+    /* prompt logprobs (req_submit_many with prompt_logprobs): >= 0: this event is the prompt's
+     * token at that position (logprob NAN and n_top -1 for position 0, which has none); index
+     * is the first choice of its prompt; text empty */
+    int32_t prompt_pos;
+    int prompt_last;             /* the prompt's last token */
 } serve_event;
 void req_events_free(serve_event *list); /* NULL is a no-op */
 
@@ -40,9 +46,24 @@ void req_events_free(serve_event *list); /* NULL is a no-op */
 typedef struct {
     pagoda_finish_reason finish;
     int32_t n_completion;
+    int32_t stop_index; /* see serve_event */
 } req_choice;
 
 struct http_req;
+/* One engine request of an HTTP request (a completions request with several prompts has one per
+ * prompt): the engine's callbacks get it as their user pointer. */
+typedef struct {
+    struct http_req *hr;
+    int32_t base, n;        /* the HTTP request's choices base .. base + n - 1 */
+    int32_t score_dup;      /* score-only request submitted with n = 1: its finish stands for all n */
+    uint64_t engine_id;
+    int done;               /* request_done seen */
+    int32_t n_prompt, n_cached;
+    int32_t *prompt;        /* prompt logprobs: the prompt's tokens (owned) [n_prompt_tokens] */
+    int32_t n_prompt_tokens;
+    int32_t top_k;
+} req_sub;
+
 /* Pulls the body of a streamed response (see send_sse_stream): appends bytes to hr->out and
  * returns 1, returns 0 when nothing is ready (the connection was suspended; an event resumes
  * it), or -1 at the end of the body. HTTP thread. */
@@ -61,6 +82,8 @@ typedef struct http_req {
     double t0;               /* arrival, monotonic seconds */
     char method[12];
     char path[96];
+    char request_id[132];    /* X-Request-Id: the client's or made for it (response_headers.h) */
+    int request_id_made;     /* made here: "req-" + 24 hex digits, which response ids reuse */
     serve_route route;
     unsigned status;         /* of the response queued (0: none yet) */
     char *body;              /* request body (NUL-terminated), up to max_body_bytes */
@@ -77,6 +100,17 @@ typedef struct http_req {
     req_fill_fn fill;
     void *payload;           /* the endpoint's own state, released by payload_free with the request */
     void (*payload_free)(void *payload);
+    void (*payload_cancel)(void *payload); /* may be NULL: called by req_http_done (HTTP side gone)
+                                              for engine requests the endpoint submitted itself */
+    /* the model (model_route.c): the lease is given back when the request is freed */
+    mgr_lease lease;
+    char *model_name;        /* the body's "model" (NULL: the default model) */
+    int model_missing;       /* "model" names no model: the default one reads the request, then 404 */
+    int model_wait;          /* 0: not asked yet, 1: waiting (suspended), 2: the wait is over */
+    int model_result;        /* mgr_result of the wait */
+    double model_deadline;
+    char model_error[384];
+    struct http_req *wait_next; /* in srv->waiting */
 
     pthread_mutex_t mu;
     atomic_int refs;
@@ -92,7 +126,8 @@ typedef struct http_req {
     serve_event *q_head, *q_tail; /* events not yet taken by the HTTP side */
     req_choice *choices;     /* [n_choices] */
     int32_t n_choices;
-    int32_t n_prompt, n_cached;
+    req_sub *subs;           /* [n_subs], fixed once submitted */
+    int32_t n_subs, n_subs_done;
     double t_first, t_last;  /* first / last token event (0: none) */
     char *error;             /* message of the first FINISH_ERROR event */
 } http_req;
@@ -107,6 +142,15 @@ void req_unref(http_req *hr); /* the last one frees the request */
  * they come (else the HTTP side waits for the whole request). On failure returns the engine's
  * status (message in pagoda_last_error()) and holds nothing. */
 pagoda_status req_submit(http_req *hr, pagoda_request *pr, int stream);
+/* Several engine requests for one HTTP request (one per prompt), all submitted before anything
+ * is answered so the engine batches them: prs[i]'s choices are hr's choices base_i .. base_i +
+ * prs[i].n - 1, base_0 = 0 and each next base after the previous. Usage sums them; the HTTP
+ * request is done when all are. prompt_logprobs: requests with logprobs >= 0 also report their
+ * prompt's tokens with logprobs and top alternatives (serve_event.prompt_pos), computed from the
+ * engine's prompt logits. A failure cancels those already submitted. */
+pagoda_status req_submit_many(http_req *hr, pagoda_request *prs, int32_t n_prs, int stream, int prompt_logprobs);
+/* Cancels every engine request of hr that is not done (outside hr->mu). */
+void req_cancel_engine(http_req *hr);
 
 typedef enum {
     REQ_EVENTS,    /* *events holds what was queued, in order (release with req_events_free) */

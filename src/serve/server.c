@@ -18,12 +18,20 @@
 #include <unistd.h>
 
 #include "core/log.h"
+#include "serve/anthropic_messages.h"
 #include "serve/auth.h"
 #include "serve/completions.h"
+#include "serve/infill.h"
+#include "serve/embeddings.h"
 #include "serve/conn_guard.h"
 #include "serve/http_framing.h"
+#include "serve/model_route.h"
+#include "serve/page_assets.h"
 #include "serve/request.h"
+#include "serve/response_headers.h"
+#include "serve/responses.h"
 #include "serve/send.h"
+#include "serve/tokenize_route.h"
 #include "serve/watchdog.h"
 #include "core/clock.h"
 
@@ -42,16 +50,37 @@ void serve_config_default(serve_config *c) {
     c->max_connections_per_ip = 1024;
     c->request_head_timeout_s = 20;
     c->request_body_timeout_s = 60;
+    c->auto_tool_grammar = 1;
 }
 
 /* ---- the small endpoints ---- */
 
-static json_t *model_object(pg_server *s) {
-    pagoda_engine_stats st;
-    pagoda_engine_get_stats(s->engine, &st);
-    return json_pack("{s:s, s:s, s:I, s:s, s:s, s:i}", "id", s->name, "object", "model", "created",
-                     (json_int_t)s->started, "owned_by", "pagoda", "root", s->model_path, "max_model_len",
-                     st.max_model_len);
+/* the engines' gauges and counters summed over the loaded models (/metrics) */
+static void add_stats(pagoda_engine *e, void *user) {
+    pagoda_engine_stats *sum = user, st;
+    pagoda_engine_get_stats(e, &st);
+    sum->n_running += st.n_running, sum->n_waiting += st.n_waiting, sum->n_live_requests += st.n_live_requests;
+    sum->kv_blocks_total += st.kv_blocks_total, sum->kv_blocks_used += st.kv_blocks_used;
+    sum->kv_blocks_cached += st.kv_blocks_cached;
+    sum->kv_block_size = st.kv_block_size;
+    if (st.max_model_len > sum->max_model_len) sum->max_model_len = st.max_model_len;
+    sum->n_steps += st.n_steps, sum->n_requests_submitted += st.n_requests_submitted;
+    sum->n_requests_finished += st.n_requests_finished, sum->n_prompt_tokens += st.n_prompt_tokens;
+    sum->n_cached_tokens += st.n_cached_tokens, sum->n_computed_tokens += st.n_computed_tokens;
+    sum->n_generated_tokens += st.n_generated_tokens, sum->n_preemptions += st.n_preemptions;
+    sum->n_running_requests += st.n_running_requests, sum->n_waiting_requests += st.n_waiting_requests;
+    sum->step_seconds += st.step_seconds, sum->forward_seconds += st.forward_seconds;
+    sum->n_threads += st.n_threads, sum->kv_bytes += st.kv_bytes;
+}
+
+static void engine_stats_sum(pg_server *s, pagoda_engine_stats *st) {
+    memset(st, 0, sizeof *st);
+    mgr_for_each_engine(s->models, add_stats, st);
+}
+
+static void cancel_all(pagoda_engine *e, void *user) {
+    (void)user;
+    pagoda_engine_cancel_all(e);
 }
 
 static enum MHD_Result handle_get(http_req *hr, const char *url) {
@@ -59,25 +88,24 @@ static enum MHD_Result handle_get(http_req *hr, const char *url) {
     switch (hr->route) {
     case ROUTE_PAGE:
         return send_text(hr, 200, "text/html; charset=utf-8", pg_chat_page, pg_chat_page_len, MHD_RESPMEM_PERSISTENT);
+    case ROUTE_ASSET:
+        return send_page_asset(hr, url);
     case ROUTE_HEALTH:
         if (atomic_load(&s->draining)) return send_json(hr, 503, json_pack("{s:s}", "status", "draining"));
         return send_json(hr, 200, json_pack("{s:s}", "status", "ok"));
     case ROUTE_METRICS: {
         pagoda_engine_stats st;
-        pagoda_engine_get_stats(s->engine, &st);
+        engine_stats_sum(s, &st);
         size_t n = 0;
         char *text = metrics_render(s->metrics, &st, atomic_load(&s->stream_unsent_peak), &n);
+        if (text && model_metrics_append(s, &text, &n)) free(text), text = NULL;
         if (!text) return send_error(hr, 500, "server_error", NULL, NULL, "out of memory");
         return send_text(hr, 200, "text/plain; version=0.0.4; charset=utf-8", text, n, MHD_RESPMEM_MUST_FREE);
     }
     case ROUTE_MODELS:
-        return send_json(hr, 200, json_pack("{s:s, s:[o]}", "object", "list", "data", model_object(s)));
-    case ROUTE_MODEL_ONE: {
-        const char *id = url + strlen("/v1/models/");
-        if (!strcmp(id, s->name) || !strcmp(id, s->model_path)) return send_json(hr, 200, model_object(s));
-        return send_error(hr, 404, "invalid_request_error", "model", "model_not_found",
-                                "The model '%.200s' does not exist (this server serves '%s').", id, s->name);
-    }
+    case ROUTE_MODELS_DETAIL:
+    case ROUTE_MODEL_ONE:
+        return model_route_get(hr, url);
     default: break;
     }
     return send_error(hr, 500, "server_error", NULL, NULL, "unhandled route");
@@ -85,12 +113,23 @@ static enum MHD_Result handle_get(http_req *hr, const char *url) {
 
 static serve_route route_of(const char *url) {
     if (!strcmp(url, "/") || !strcmp(url, "/index.html")) return ROUTE_PAGE;
+    if (!strncmp(url, "/assets/", 8)) return ROUTE_ASSET;
     if (!strcmp(url, "/health")) return ROUTE_HEALTH;
     if (!strcmp(url, "/metrics")) return ROUTE_METRICS;
     if (!strcmp(url, "/v1/models") || !strcmp(url, "/v1/models/")) return ROUTE_MODELS;
     if (!strncmp(url, "/v1/models/", 11)) return ROUTE_MODEL_ONE;
     if (!strcmp(url, "/v1/completions") || !strcmp(url, "/v1/completions/")) return ROUTE_COMPLETIONS;
     if (!strcmp(url, "/v1/chat/completions") || !strcmp(url, "/v1/chat/completions/")) return ROUTE_CHAT;
+    if (!strcmp(url, "/tokenize")) return ROUTE_TOKENIZE;
+    if (!strcmp(url, "/detokenize")) return ROUTE_DETOKENIZE;
+    if (!strcmp(url, "/v1/messages") || !strcmp(url, "/v1/messages/")) return ROUTE_MESSAGES;
+    if (!strcmp(url, "/v1/messages/count_tokens")) return ROUTE_MESSAGES_COUNT;
+    if (!strcmp(url, "/v1/responses") || !strcmp(url, "/v1/responses/")) return ROUTE_RESPONSES;
+    if (!strcmp(url, "/infill")) return ROUTE_INFILL;
+    if (!strcmp(url, "/v1/embeddings") || !strcmp(url, "/v1/embeddings/")) return ROUTE_EMBEDDINGS;
+    if (!strcmp(url, "/models") || !strcmp(url, "/models/")) return ROUTE_MODELS_DETAIL;
+    if (!strcmp(url, "/models/load")) return ROUTE_MODELS_LOAD;
+    if (!strcmp(url, "/models/unload")) return ROUTE_MODELS_UNLOAD;
     return ROUTE_NONE;
 }
 
@@ -131,23 +170,32 @@ static int framing_refused(http_req *hr, const char *version, enum MHD_Result *r
     return 1;
 }
 
+/* routes answered once the body is in (POST) */
+static int is_post_route(serve_route r) {
+    return r == ROUTE_COMPLETIONS || r == ROUTE_CHAT || r == ROUTE_MESSAGES || r == ROUTE_MESSAGES_COUNT ||
+           r == ROUTE_RESPONSES || r == ROUTE_TOKENIZE || r == ROUTE_DETOKENIZE || r == ROUTE_INFILL ||
+           r == ROUTE_EMBEDDINGS || r == ROUTE_MODELS_LOAD || r == ROUTE_MODELS_UNLOAD;
+}
+
 static enum MHD_Result first_call(pg_server *s, http_req *hr, const char *url, const char *method) {
     hr->route = route_of(url);
-    const int is_gen = hr->route == ROUTE_COMPLETIONS || hr->route == ROUTE_CHAT;
+    const int is_gen = is_post_route(hr->route);
     const int is_get = !strcmp(method, "GET") || !strcmp(method, "HEAD");
-    if (!strncmp(url, "/v1/", 4) && s->cfg.n_api_keys > 0) {
+    const char *allow = is_gen ? "POST, OPTIONS" : "GET, HEAD, OPTIONS";
+    /* before authentication: a browser's CORS preflight carries no credentials */
+    if (!strcmp(method, "OPTIONS") && hr->route != ROUTE_NONE) return send_options(hr, allow);
+    if ((!strncmp(url, "/v1/", 4) || hr->route == ROUTE_INFILL) && s->cfg.n_api_keys > 0) {
         const char *auth = MHD_lookup_connection_value(hr->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION);
-        if (!auth_check((const char *const *)s->api_keys, s->cfg.n_api_keys, auth))
+        /* Anthropic's clients send the key as x-api-key */
+        const char *xkey = MHD_lookup_connection_value(hr->conn, MHD_HEADER_KIND, "x-api-key");
+        const char *const *keys = (const char *const *)s->api_keys;
+        if (!auth_check(keys, s->cfg.n_api_keys, auth) && !(xkey && auth_check_key(keys, s->cfg.n_api_keys, xkey)))
             return send_error(hr, 401, "invalid_request_error", NULL, "invalid_api_key",
-                                    auth ? "Incorrect API key provided." :
-                                           "Missing API key: send the header 'Authorization: Bearer YOUR_KEY'.");
+                                    auth || xkey ? "Incorrect API key provided." :
+                                           "Missing API key: send the header 'Authorization: Bearer YOUR_KEY' (or 'x-api-key: YOUR_KEY').");
     }
     if (hr->route == ROUTE_NONE)
         return send_error(hr, 404, "invalid_request_error", NULL, "not_found", "Unknown path: %s %.80s", method, url);
-    const char *allow = is_gen ? "POST, OPTIONS" : "GET, HEAD, OPTIONS";
-    if (!strcmp(method, "OPTIONS")) {
-        return send_options(hr, allow);
-    }
     if (is_gen ? strcmp(method, "POST") != 0 : !is_get)
         return send_error_hdr(hr, 405, MHD_HTTP_HEADER_ALLOW, allow, "method_not_allowed",
                               "Method %s is not allowed for %.80s (allowed: %s).", method, url,
@@ -183,6 +231,7 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const c
     if (!hr) {
         if (!(hr = req_create(s, conn, method, url, version))) return MHD_NO;
         *con_cls = hr;
+        rh_request_begin(hr);
         /* the head is in: the body deadline runs until the last call below */
         conn_guard_phase(s->guard, conn, GUARD_BODY);
         enum MHD_Result ret;
@@ -226,13 +275,27 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const c
         hr->received = 1;
         conn_guard_phase(s->guard, conn, GUARD_ANSWER);
     }
-    if (hr->route == ROUTE_COMPLETIONS || hr->route == ROUTE_CHAT) {
+    if (is_post_route(hr->route)) {
         if (hr->body_too_large && !hr->gen_started) {
             hr->gen_started = 1;
             return send_error(hr, 413, "invalid_request_error", NULL, "request_too_large",
                                     "The request body is too large: %llu bytes (at most %zu).",
                                     (unsigned long long)hr->body_discarded, s->cfg.max_body_bytes);
         }
+        if (hr->route == ROUTE_MODELS_LOAD || hr->route == ROUTE_MODELS_UNLOAD) return model_route_admin(hr);
+        enum MHD_Result mret;
+        if (!hr->gen_started && model_take(hr, &mret)) return mret;
+        if (hr->route == ROUTE_EMBEDDINGS) return embeddings_handle(hr);
+        if (hr->route == ROUTE_TOKENIZE || hr->route == ROUTE_DETOKENIZE) return tokenize_route_handle(hr);
+        if (hr->lease.embed_only && hr->route != ROUTE_MESSAGES_COUNT && !hr->gen_started) {
+            hr->gen_started = 1;
+            return send_error(hr, 400, "invalid_request_error", NULL, "model_not_generative",
+                              "The model '%s' serves embeddings only (task embed): use /v1/embeddings.",
+                              hr->lease.name);
+        }
+        if (hr->route == ROUTE_MESSAGES || hr->route == ROUTE_MESSAGES_COUNT) return anthropic_messages_handle(hr);
+        if (hr->route == ROUTE_RESPONSES) return responses_handle(hr);
+        if (hr->route == ROUTE_INFILL) return infill_handle(hr);
         return completions_handle(hr);
     }
     return MHD_NO; /* not reached: other routes answer on the first call */
@@ -254,11 +317,12 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     char status[8];
     snprintf(status, sizeof status, "%u", hr->status);
     if (is_gen && hr->submitted)
-        fprintf(stderr, "pagoda: %s %s %s prompt=%d cached=%d completion=%d %.3fs%s\n", hr->method, hr->path,
-                hr->status ? status : "-", u.n_prompt, u.n_cached, u.n_completion, dt, (unsigned)toe < 6 ? why[toe] : "");
-    else
-        fprintf(stderr, "pagoda: %s %s %s %.3fs%s\n", hr->method, hr->path, hr->status ? status : "-", dt,
+        fprintf(stderr, "pagoda: %s %s %s prompt=%d cached=%d completion=%d %.3fs id=%s%s\n", hr->method, hr->path,
+                hr->status ? status : "-", u.n_prompt, u.n_cached, u.n_completion, dt, hr->request_id,
                 (unsigned)toe < 6 ? why[toe] : "");
+    else
+        fprintf(stderr, "pagoda: %s %s %s %.3fs id=%s%s\n", hr->method, hr->path, hr->status ? status : "-", dt,
+                hr->request_id, (unsigned)toe < 6 ? why[toe] : "");
     if (is_gen) atomic_fetch_sub(&s->n_gen_http, 1);
     req_unref(hr);
 }
@@ -297,17 +361,16 @@ static char *default_name(const char *path) {
     return d;
 }
 
-pagoda_status serve_create(pagoda_model *m, pagoda_engine *e, const serve_config *c, pg_server **out) {
+pagoda_status serve_create(mgr *models, const serve_config *c, pg_server **out) {
     *out = NULL;
     pg_server *s = calloc(1, sizeof *s);
     if (!s) return pg_fail(PAGODA_ERR_NOMEM, "out of memory");
-    s->model = m;
-    s->engine = e;
+    s->models = models;
     s->listen_fd = -1;
     pthread_mutex_init(&s->live_mu, NULL);
     pthread_cond_init(&s->watchdog_cv, NULL);
-    pagoda_model_get_info(m, &s->info);
     s->cfg = *c;
+    if (s->cfg.model_load_timeout_s <= 0) s->cfg.model_load_timeout_s = 120;
     if (!s->cfg.host) s->cfg.host = "127.0.0.1";
     if (s->cfg.max_connections <= 0) s->cfg.max_connections = 256;
     if (s->cfg.max_body_bytes == 0) s->cfg.max_body_bytes = 1u << 20;
@@ -315,13 +378,15 @@ pagoda_status serve_create(pagoda_model *m, pagoda_engine *e, const serve_config
     if (s->cfg.http_threads <= 0) s->cfg.http_threads = 4;
     /* MHD splits the connection limit among its worker threads */
     if (s->cfg.http_threads > s->cfg.max_connections) s->cfg.http_threads = s->cfg.max_connections;
-    const char *path = c->model_path ? c->model_path : (s->info.path ? s->info.path : "model");
+    const char *path = c->model_path ? c->model_path : "model";
     s->host = dup_s(s->cfg.host);
     s->model_path = dup_s(path);
     s->name = c->served_model_name ? dup_s(c->served_model_name) : default_name(path);
     s->api_keys = calloc((size_t)(c->n_api_keys > 0 ? c->n_api_keys : 1), sizeof *s->api_keys);
     pagoda_status st = PAGODA_ERR_NOMEM;
     if (!s->host || !s->model_path || !s->name || !s->api_keys) goto fail;
+    if (c->allowed_origins && *c->allowed_origins && !(s->allowed_origins = dup_s(c->allowed_origins))) goto fail;
+    s->cfg.allowed_origins = s->allowed_origins;
     for (int i = 0; i < c->n_api_keys; i++)
         if (!(s->api_keys[i] = dup_s(c->api_keys[i]))) goto fail;
     s->cfg.host = s->host;
@@ -329,14 +394,12 @@ pagoda_status serve_create(pagoda_model *m, pagoda_engine *e, const serve_config
     s->cfg.model_path = s->model_path;
     s->cfg.served_model_name = s->name;
     if (!(s->metrics = metrics_create(s->name))) goto fail;
-    if (tc_format_from_name(c->tool_call_parser ? c->tool_call_parser : "auto", &s->tool_format)) {
+    if (tc_format_from_name(c->tool_call_parser ? c->tool_call_parser : "auto", &s->tool_format_cfg)) {
         st = pg_fail(PAGODA_ERR_INVALID, "--tool-call-parser '%s': expected hermes, llama3, mistral, json, none or auto",
                      c->tool_call_parser);
         goto fail;
     }
-    if (s->tool_format == TC_FORMAT_AUTO) s->tool_format = tc_format_detect(s->info.chat_template);
-    s->cfg.tool_call_parser = tc_format_name(s->tool_format);
-    pg_log(PAGODA_LOG_INFO, "tool calls are parsed as '%s'", s->cfg.tool_call_parser);
+    s->cfg.tool_call_parser = NULL;
     if (s->cfg.max_connections_per_ip < 0) s->cfg.max_connections_per_ip = 0;
     if (s->cfg.request_head_timeout_s <= 0) s->cfg.request_head_timeout_s = 20;
     if (s->cfg.request_body_timeout_s <= 0) s->cfg.request_body_timeout_s = 60;
@@ -346,7 +409,7 @@ pagoda_status serve_create(pagoda_model *m, pagoda_engine *e, const serve_config
                             .head_timeout_s = s->cfg.request_head_timeout_s,
                             .body_timeout_s = s->cfg.request_body_timeout_s};
     if (!(s->guard = conn_guard_create(&gc))) goto fail;
-    if (!(s->grammars = grammar_cache_new(m, 64))) goto fail;
+    if (model_wait_start(s)) goto fail;
     s->started = (int64_t)time(NULL);
     if (getrandom(&s->id_nonce, sizeof s->id_nonce, GRND_NONBLOCK) != (ssize_t)sizeof s->id_nonce)
         s->id_nonce = (uint64_t)time(NULL) * 0x9E3779B97F4A7C15ull ^ (uint64_t)getpid();
@@ -427,11 +490,12 @@ static void shutdown_server(pg_server *s, double grace_s, const sigset_t *sigs) 
          * be submitted after the first cancel_all. */
         double deadline = pg_now_s() + 30;
         while (atomic_load(&s->n_gen_engine) > 0 && pg_now_s() < deadline) {
-            pagoda_engine_cancel_all(s->engine);
+            mgr_for_each_engine(s->models, cancel_all, NULL);
             struct timespec ts = {0, 10 * 1000 * 1000};
             nanosleep(&ts, NULL);
         }
     }
+    model_wait_stop(s); /* connections waiting for a model are answered 503 */
     /* let the last bytes of cancelled streams go out */
     wait_zero(&s->n_gen_http, pg_now_s() + 2, NULL);
     if (atomic_load(&s->n_gen_engine) == 0) {
@@ -469,11 +533,11 @@ void serve_destroy(pg_server *s) {
     pthread_mutex_destroy(&s->live_mu);
     pthread_cond_destroy(&s->watchdog_cv);
     metrics_destroy(s->metrics);
-    grammar_cache_free(s->grammars);
     if (s->api_keys)
         for (int i = 0; i < s->cfg.n_api_keys; i++) free(s->api_keys[i]);
     free(s->api_keys);
     free(s->host);
+    free(s->allowed_origins);
     free(s->name);
     free(s->model_path);
     free(s);

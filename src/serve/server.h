@@ -8,6 +8,7 @@
 #include <signal.h>
 #include <stddef.h>
 
+#include "manager/registry.h"
 #include "pagoda.h"
 
 typedef struct {
@@ -33,14 +34,27 @@ typedef struct {
     const char *tool_call_parser;   /* how tool calls are read from chat output: "hermes", "llama3",
                                        "mistral", "json", "none" or "auto" (NULL: auto, chosen
                                        from the model's chat template; see tool_calls.h) */
+    int auto_tool_grammar;          /* 1 (default): with tool_choice "auto", a call the model starts
+                                       follows the tools' schemas (a lazy grammar from the format's
+                                       opening text on); 0: auto output is only parsed */
+    const char *allowed_origins;    /* CORS: "*" or a comma-separated list of origins; NULL: no CORS
+                                       headers (see response_headers.h) */
+    int strict_requests;            /* 1: unknown request fields get 400; 0 (default): they are
+                                       ignored with one logged warning per request, as vLLM does */
+    double model_load_timeout_s;    /* a request waits this long for its model to load, then gets
+                                       503 with Retry-After; default 120 */
 } serve_config;
 void serve_config_default(serve_config *c);
 
 typedef struct pg_server pg_server;
 
-/* Borrows m and e (the engine must be started, and both must outlive the server). Starts
- * listening; the strings of c are copied. */
-pagoda_status serve_create(pagoda_model *m, pagoda_engine *e, const serve_config *c, pg_server **out);
+/* Borrows models (it must outlive the server; its hooks set by serve_model_hooks). Every request resolves its
+ * "model" there (absent: the first model added, whose name is served_model_name / model_path).
+ * Starts listening; the strings of c are copied. */
+pagoda_status serve_create(mgr *models, const serve_config *c, pg_server **out);
+/* Sets the attach hooks of mc (before mgr_create) for a server with --tool-call-parser
+ * tool_call_parser (NULL: auto). PAGODA_ERR_INVALID for an unknown parser name. */
+pagoda_status serve_model_hooks(mgr_config *mc, const char *tool_call_parser);
 int serve_port(const pg_server *s);             /* the bound port */
 const char *serve_model_name(const pg_server *s);
 

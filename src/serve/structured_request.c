@@ -133,6 +133,31 @@ static int structured_outputs(so_ctx *c, const json_t *v) {
     return 0;
 }
 
+/* llama.cpp's grammar_triggers: words, as strings or {"type": "word", "value": "..."} */
+static int triggers(so_ctx *c, const json_t *v) {
+    const char *f = "grammar_triggers";
+    if (!json_is_array(v)) return bad(c, f, "'%s' must be an array of words.", f);
+    if (json_array_size(v) > SO_MAX_TRIGGERS) return bad(c, f, "'%s' has %zu entries; at most %d are allowed.", f, json_array_size(v), SO_MAX_TRIGGERS);
+    size_t i;
+    const json_t *t;
+    json_array_foreach(v, i, t) {
+        const json_t *w = t;
+        if (json_is_object(t)) {
+            const json_t *type = json_object_get(t, "type");
+            if (type && !(json_is_string(type) && !strcmp(json_string_value(type), "word")))
+                return bad(c, f, "'%s[%zu].type': only \"word\" triggers are supported.", f, i);
+            w = json_object_get(t, "value");
+        }
+        size_t l = json_string_length(w);
+        if (!json_is_string(w) || l == 0 || l > SO_MAX_TRIGGER_LEN || memchr(json_string_value(w), 0, l))
+            return bad(c, f, "'%s[%zu]' must be a word of 1 to %d bytes.", f, i, SO_MAX_TRIGGER_LEN);
+        char *d = strdup(json_string_value(w));
+        if (!d) return bad(c, f, "out of memory");
+        c->so->triggers[c->so->n_triggers++] = d;
+    }
+    return 0;
+}
+
 int so_parse_field(const char *key, const json_t *v, so_constraint *so, char *param, size_t param_cap, char *msg,
                    size_t msg_cap) {
     so_ctx c = {so, param, msg, param_cap, msg_cap};
@@ -142,6 +167,12 @@ int so_parse_field(const char *key, const json_t *v, so_constraint *so, char *pa
     if (!strcmp(key, "guided_regex")) return set_string(&c, key, PAGODA_GRAMMAR_REGEX, v);
     if (!strcmp(key, "guided_choice")) return set_choice(&c, key, v);
     if (!strcmp(key, "guided_grammar") || !strcmp(key, "grammar")) return set_string(&c, key, PAGODA_GRAMMAR_GBNF, v);
+    if (!strcmp(key, "grammar_lazy")) {
+        if (!json_is_boolean(v)) return bad(&c, key, "'%s' must be a boolean.", key);
+        so->lazy = json_is_true(v);
+        return 0;
+    }
+    if (!strcmp(key, "grammar_triggers")) return triggers(&c, v);
     if (!strcmp(key, "guided_decoding_backend")) return json_is_string(v) ? 0 : bad(&c, key, "'%s' must be a string.", key);
     if (!strcmp(key, "guided_whitespace_pattern"))
         return bad(&c, key, "'%s' is not supported: JSON output is compact (no whitespace between tokens).", key);
@@ -151,5 +182,6 @@ int so_parse_field(const char *key, const json_t *v, so_constraint *so, char *pa
 void so_constraint_free(so_constraint *so) {
     if (!so) return;
     free(so->text);
+    for (int i = 0; i < so->n_triggers; i++) free(so->triggers[i]);
     memset(so, 0, sizeof *so);
 }

@@ -91,6 +91,7 @@ static void *watchdog_main(void *arg) {
         if (ts.tv_nsec >= 1000000000) ts.tv_sec++, ts.tv_nsec -= 1000000000;
         pthread_cond_timedwait(&s->watchdog_cv, &s->live_mu, &ts);
         if (s->watchdog_stop) break;
+        http_req *reqs[BATCH];
         uint64_t ids[BATCH];
         cancel_why why[BATCH];
         int n = 0;
@@ -98,20 +99,25 @@ static void *watchdog_main(void *arg) {
             pthread_mutex_lock(&hr->mu);
             if ((why[n] = examine(hr))) {
                 hr->cancel_sent = 1;
-                ids[n++] = hr->engine_id;
+                req_ref(hr); /* alive until its engine requests are cancelled below */
+                ids[n] = hr->engine_id;
+                reqs[n++] = hr;
             }
             pthread_mutex_unlock(&hr->mu);
         }
         pthread_mutex_unlock(&s->live_mu);
         /* outside every lock: the engine may hold its own while it delivers events */
         for (int i = 0; i < n; i++) {
+            unsigned long long id = (unsigned long long)ids[i];
             if (why[i] == CANCEL_GONE)
-                fprintf(stderr, "pagoda: client went away: cancelling request %llu\n", (unsigned long long)ids[i]);
+                fprintf(stderr, "pagoda: client went away: cancelling request %llu\n", id);
             else
                 fprintf(stderr,
                         "pagoda: client is not reading its stream (over %zu bytes unsent): cancelling request %llu\n",
-                        s->cfg.max_unsent_bytes, (unsigned long long)ids[i]);
-            pagoda_engine_cancel(s->engine, ids[i]);
+                        s->cfg.max_unsent_bytes, id);
+            req_cancel_engine(reqs[i]);
+            if (reqs[i]->payload_cancel) reqs[i]->payload_cancel(reqs[i]->payload);
+            req_unref(reqs[i]);
         }
         pthread_mutex_lock(&s->live_mu);
     }

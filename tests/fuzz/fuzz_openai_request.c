@@ -35,14 +35,17 @@ static void check_accepted(const oa_request *r, oa_kind kind) {
         CHECK(pr->logit_bias[i].bias >= -100 && pr->logit_bias[i].bias <= 100);
     }
     CHECK(pr->max_tokens >= 0 && pr->max_tokens <= OA_MAX_TOKENS_CAP);
-    CHECK(kind == OA_CHAT || pr->max_tokens >= 1);
+    CHECK(r->unknown[sizeof r->unknown - 1] == 0);
+    /* completions: max_tokens 0 only from "n_predict": -1 (up to the context's end) */
+    CHECK(kind == OA_CHAT || pr->max_tokens >= 1 || !r->max_tokens_zero);
+    CHECK(pr->min_tokens >= 0 && (pr->max_tokens == 0 || pr->min_tokens <= pr->max_tokens));
     CHECK(pr->logprobs >= -1 && pr->logprobs <= 20);
     CHECK(pr->sampling.temperature >= 0 && pr->sampling.temperature <= 2);
     CHECK(pr->sampling.top_p >= 0 && pr->sampling.top_p <= 1);
     CHECK(!pr->prompt && !pr->prompt_tokens && !pr->on_event); /* the caller's to set */
     CHECK(!r->include_usage || r->stream);
     if (kind == OA_CHAT) {
-        CHECK(r->messages_json && !r->prompt && !r->prompt_ids);
+        CHECK(r->messages_json && !r->prompts && !r->n_prompts);
         json_t *m = json_loads(r->messages_json, 0, NULL); /* the normalized messages are valid JSON */
         CHECK(json_is_array(m) && json_array_size(m) > 0);
         for (size_t i = 0; i < json_array_size(m); i++) {
@@ -51,11 +54,17 @@ static void check_accepted(const oa_request *r, oa_kind kind) {
         }
         json_decref(m);
     } else {
-        CHECK(!r->messages_json && (!r->prompt != !r->prompt_ids));
-        if (r->prompt_ids) {
-            CHECK(r->n_prompt_ids > 0 && r->n_prompt_ids <= OA_MAX_PROMPT_IDS);
-            for (int32_t i = 0; i < r->n_prompt_ids; i++) CHECK(r->prompt_ids[i] >= 0 && r->prompt_ids[i] < N_VOCAB);
+        CHECK(!r->messages_json && r->prompts && r->n_prompts >= 1 && r->n_prompts <= OA_MAX_PROMPTS);
+        CHECK((long long)r->n_prompts * pr->n <= OA_MAX_CHOICES_TOTAL);
+        for (int32_t p = 0; p < r->n_prompts; p++) {
+            const oa_prompt *q = &r->prompts[p];
+            CHECK(!q->text != !q->ids);
+            if (q->ids) {
+                CHECK(q->n_ids > 0 && q->n_ids <= OA_MAX_PROMPT_IDS);
+                for (int32_t i = 0; i < q->n_ids; i++) CHECK(q->ids[i] >= 0 && q->ids[i] < N_VOCAB);
+            }
         }
+        CHECK(!r->max_tokens_zero || (r->echo && pr->score_only && pr->max_tokens == 1));
         CHECK(pr->logprobs <= 5);
         CHECK(!(r->echo && r->suffix));
     }
@@ -73,7 +82,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         } else {
             CHECK(err.status >= 400 && err.status < 600);
             CHECK(err.message[0] != 0 && err.type != NULL);
-            CHECK(!r.model && !r.prompt && !r.prompt_ids && !r.messages_json && r.pr.n_stop == 0 && !r.logit_bias);
+            CHECK(!r.model && !r.prompts && !r.messages_json && r.pr.n_stop == 0 && !r.logit_bias);
         }
     }
     CHECK(oa_utf8_valid_prefix((const char *)data, size) <= size);

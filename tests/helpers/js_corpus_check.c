@@ -39,16 +39,7 @@ int main(int argc, char **argv) {
         perror(argv[1]);
         return 2;
     }
-    static uint8_t bytes[256];
-    const uint8_t *tb[257];
-    uint32_t lens[257];
-    uint8_t special[257] = {0};
-    for (int i = 0; i < 256; i++) bytes[i] = (uint8_t)i, tb[i] = &bytes[i], lens[i] = 1;
-    tb[256] = (const uint8_t *)"";
-    lens[256] = 0;
-    special[256] = 1;
-    int32_t eos = 256;
-    gr_vocab *v = gr_vocab_new(257, tb, lens, special, &eos, 1);
+    gr_vocab *v = gr_vocab_bytes();
     char *line = NULL;
     size_t cap = 0;
     ssize_t n;

@@ -44,3 +44,20 @@ def builtin_model():
     if not p.exists():
         pytest.skip("built-in model not fetched (run scripts/fetch-model.sh)")
     return p
+
+
+@pytest.fixture(scope="session")
+def hermes_model(tmp_path_factory, builtin_model, shared):
+    """The built-in model with Qwen3's chat template (from ../shared/fixtures/tokenizers/qwen3-hf,
+    set with gguf-py's gguf_new_metadata): it renders tools and writes calls as <tool_call> blocks
+    (the hermes format), served as "smol-hermes"."""
+    import sys
+    pytest.importorskip("gguf")
+    cfg = shared / "fixtures" / "tokenizers" / "qwen3-hf" / "tokenizer_config.json"
+    if not cfg.exists():
+        pytest.skip(f"{cfg} not found")
+    out = tmp_path_factory.mktemp("tools") / "smol-hermes.gguf"
+    r = subprocess.run([sys.executable, "-m", "gguf.scripts.gguf_new_metadata", "--chat-template-config", str(cfg),
+                        str(builtin_model), str(out)], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    return out

@@ -15,9 +15,10 @@ import urllib.request
 
 
 class Server:
-    def __init__(self, pagoda_bin, model, *args, env=None, startup_timeout=90):
+    def __init__(self, pagoda_bin, model, *args, env=None, startup_timeout=90, positional=False):
         self.log = tempfile.NamedTemporaryFile(prefix="pagoda-serve-", suffix=".log", delete=False)
-        cmd = [str(pagoda_bin), "serve", "-m", str(model), "--port", "0", *map(str, args)]
+        model_args = [str(model)] if positional else ["-m", str(model)]  # `pagoda serve MODEL` or -m MODEL
+        cmd = [str(pagoda_bin), "serve", *model_args, "--port", "0", *map(str, args)]
         full_env = dict(os.environ)
         full_env.pop("PAGODA_API_KEY", None)
         if env:

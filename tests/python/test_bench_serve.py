@@ -359,3 +359,26 @@ def test_server_that_rejects_min_tokens(pagoda_bin, fake_server, tmp_path):
               "--no-ignore-eos")
     assert r.returncode == 0, r.stderr
     assert all("ignore_eos" not in b and "min_tokens" not in b for _, b in srv2.bodies)
+
+
+def test_twin_runs_with_extra_body(pagoda_bin, fake_server, tmp_path):
+    """--twin on: each run plain, then with --extra-body merged into its requests, and the ratios."""
+    srv = fake_server(0.01, 0.002)
+    out = tmp_path / "twin.json"
+    extra = {"response_format": {"type": "json_object"}, "temperature": 0.5}
+    r = bench(pagoda_bin, "--url", srv.url + "/v1", "--concurrency", 2, "--num-requests", 4, "--input-len", 4,
+              "--output-len", 3, "--twin", "on", "--extra-body", json.dumps(extra), "--json", out)
+    assert r.returncode == 0, r.stderr
+    runs = [b for _, b in srv.bodies if b.get("prompt") != PROBE_PROMPT and PROBE_PROMPT not in str(b.get("messages"))]
+    assert len(runs) == 8
+    plain = [b for b in runs if "response_format" not in b]
+    with_extra = [b for b in runs if b.get("response_format") == {"type": "json_object"}]
+    assert len(plain) == 4 and len(with_extra) == 4
+    assert all(b["temperature"] == 0.5 for b in with_extra) and all(b["temperature"] == 0 for b in plain)
+    assert "Twin: with --extra-body / without" in r.stdout and "Output token throughput:" in r.stdout
+    res = json.loads(out.read_text())
+    runs_json = res["runs"] if isinstance(res, dict) and "runs" in res else res
+    assert [x["extra_body"] for x in runs_json] == [False, True]
+    for bad in (["--twin", "on"], ["--extra-body", "[1]"], ["--extra-body", "{"]):
+        r = bench(pagoda_bin, "--url", srv.url + "/v1", "--concurrency", 1, *bad)
+        assert r.returncode == 2, (bad, r.stderr)

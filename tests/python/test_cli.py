@@ -315,3 +315,41 @@ def test_logits_bad_input_ids(shared, run_pagoda, tmp_path, case):
     lines = [l for l in r.stderr.splitlines() if l.strip()]
     assert len(lines) == 1 and lines[0].startswith("pagoda:"), r.stderr
     assert not (tmp_path / "out.safetensors").exists()
+
+
+# a mistyped option: "unknown option" with the closest one, wherever it stands (last, without a
+# value, it must not read as "needs a value"); the suggestions come from each subcommand's usage
+@pytest.mark.parametrize("cmd,typo,meant", [
+    (["run", "-m", "x"], "--temprature", "--temperature"),
+    (["run", "-m", "x"], "--max-token", "--max-tokens"),
+    (["serve", "x"], "--max-num-seq", "--max-num-seqs"),
+    (["serve", "x"], "--allowed-origin", "--allowed-origins"),
+    (["eval", "humaneval"], "--temprature", "--temperature"),
+    (["bench", "throughput", "-m", "x"], "--temperatur", "--temperature"),
+    (["bench", "serve"], "--request-rat", "--request-rate"),
+    (["bench"], "--jsn", "--json"),
+    (["bench", "grammar"], "--tokenzer", "--tokenizer"),
+    (["info"], "--all-metdata", "--all-metadata"),
+    (["tokenize", "-m", "x"], "--pices", "--pieces"),
+    (["logits", "-m", "x"], "--thread", "--threads"),
+])
+@pytest.mark.parametrize("with_value", [False, True])
+def test_typo_suggests_option(run_pagoda, cmd, typo, meant, with_value):
+    r = run_pagoda(*cmd, typo, *(["1"] if with_value else []), check=False, timeout=60)
+    assert r.returncode == 2, r.stderr
+    assert f"unknown option '{typo}' (did you mean {meant}?)" in r.stderr
+    assert "needs a value" not in r.stderr
+
+
+def test_unknown_option_far_from_all(run_pagoda):
+    r = run_pagoda("run", "--zzzzzzzzzz", check=False)
+    assert r.returncode == 2 and "unknown option '--zzzzzzzzzz'" in r.stderr and "did you mean" not in r.stderr
+    r = run_pagoda("run", "-m", check=False)  # a real option without its value
+    assert r.returncode == 2 and "option '-m' needs a value" in r.stderr
+
+
+def test_run_temperature_spellings(builtin_model, run_pagoda):
+    """--temperature everywhere; run keeps its old --temp as an alias (same seeded output)."""
+    outs = [run_pagoda("run", "-m", builtin_model, "-p", "Once", "-n", 6, flag, "0.8", "--seed", 3, "-t", 2).stdout
+            for flag in ("--temperature", "--temp")]
+    assert outs[0] == outs[1] and outs[0].strip()

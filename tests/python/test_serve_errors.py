@@ -19,7 +19,9 @@ MSGS = [{"role": "user", "content": "Hi"}]
 
 @pytest.fixture(scope="module")
 def server(pagoda_bin, builtin_model):
-    yield from running(pagoda_bin, builtin_model, "--kv-mem", "128M", "-t", "2", "--api-key", KEY, "--max-model-len", "256")
+    # --strict-requests: the unknown-field case expects the 400 (the default ignores it with a warning)
+    yield from running(pagoda_bin, builtin_model, "--kv-mem", "128M", "-t", "2", "--api-key", KEY, "--max-model-len", "256",
+                       "--strict-requests")
 
 
 def chat(**kw):
@@ -64,7 +66,8 @@ CASES = [
      chat(messages=[{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}]), AUTH, 400,
      ["image_url", "not supported"], "messages[0].content[0]"),
     ("prompt-missing", "POST", P, {"model": NAME, "max_tokens": 2}, AUTH, 400, ["prompt", "required"], "prompt"),
-    ("multiple-prompts", "POST", P, compl(prompt=["a", "b"]), AUTH, 400, ["only one prompt per request"], "prompt"),
+    ("prompt-list-mixed", "POST", P, compl(prompt=["a", 5]), AUTH, 400, ["prompt[1]", "a string or an array of token ids"],
+     "prompt[1]"),
     ("prompt-bad-token", "POST", P, compl(prompt=[1, 2, 99999999]), AUTH, 400, ["99999999", "out of range"],
      "prompt"),
     ("prompt-negative-token", "POST", P, compl(prompt=[1, -2]), AUTH, 400, ["prompt[1]"], "prompt[1]"),
@@ -98,8 +101,11 @@ CASES = [
      ["logit_bias", "too many", "1025", "1024"], "logit_bias"),
     ("unsupported-best-of", "POST", P, compl(best_of=3), AUTH, 400, ["best_of"], "best_of"),
     ("unsupported-functions", "POST", C, chat(functions=[{"name": "f"}]), AUTH, 400, ["functions"], "functions"),
-    ("unsupported-tool-choice", "POST", C,
-     chat(tools=[{"type": "function", "function": {"name": "f"}}], tool_choice="required"), AUTH, 400,
+    ("tool-choice-unknown-function", "POST", C,
+     chat(tools=[{"type": "function", "function": {"name": "f"}}],
+          tool_choice={"type": "function", "function": {"name": "g"}}), AUTH, 400,
+     ["tool_choice", "g"], "tool_choice"),
+    ("tool-choice-required-without-tools", "POST", C, chat(tool_choice="required"), AUTH, 400,
      ["tool_choice"], "tool_choice"),
     ("unknown-response-format", "POST", C, chat(response_format={"type": "yaml"}), AUTH, 400,
      ["response_format", "yaml"], "response_format.type"),
@@ -107,7 +113,8 @@ CASES = [
     ("missing-api-key", "POST", C, chat(), {}, 401, ["API key"], None),
     ("wrong-api-key", "POST", C, chat(), {"Authorization": "Bearer nope"}, 401, ["API key"], None),
     ("wrong-api-key-models", "GET", "/v1/models", None, {"Authorization": "Basic abc"}, 401, ["API key"], None),
-    ("unknown-path", "POST", "/v1/embeddings", chat(), AUTH, 404, ["/v1/embeddings"], None),
+    ("unknown-path", "POST", "/v1/audio/speech", chat(), AUTH, 404, ["/v1/audio/speech"], None),
+    ("chat-body-to-embeddings", "POST", "/v1/embeddings", chat(), AUTH, 400, ["messages"], "messages"),
     ("unknown-path-root", "GET", "/nothing/here", None, {}, 404, ["/nothing/here"], None),
     ("wrong-method-chat", "GET", C, None, AUTH, 405, ["GET", "POST"], None),
     ("wrong-method-models", "DELETE", "/v1/models", None, AUTH, 405, ["DELETE"], None),

@@ -1,7 +1,8 @@
 """Tool calls through `pagoda serve` with the official `openai` client: the model's output parsed
 into `tool_calls` (non-streamed and streamed, which must reassemble to the same calls), parallel
 calls and parallel_tool_calls=false, a full tool loop (call -> tool result -> answer), malformed
-output (an unknown tool, a call cut off by max_tokens) returned as plain text, tool_choice "none",
+output (an unknown tool with --auto-tool-grammar off, a call cut off by max_tokens) returned as plain
+text, tool_choice "none",
 and bad `tools` answered with 400.
 
 The model is the built-in SmolLM2-135M-Instruct. Its own chat template does not render tools, so
@@ -48,19 +49,6 @@ ONE = [ask("What is the weather in Paris?"), calls("Paris"), ask("What is the we
 # two shots of two parallel calls each
 TWO = [ask("Weather in Paris and Rome?"), calls("Paris", "Rome"), ask("Weather in Oslo and Bern?"),
        calls("Oslo", "Bern"), ask("Weather in London and Berlin?")]
-
-
-@pytest.fixture(scope="module")
-def hermes_model(tmp_path_factory, builtin_model, shared):
-    pytest.importorskip("gguf")
-    cfg = shared / "fixtures" / "tokenizers" / "qwen3-hf" / "tokenizer_config.json"
-    if not cfg.exists():
-        pytest.skip(f"{cfg} not found")
-    out = tmp_path_factory.mktemp("tools") / f"{HERMES}.gguf"
-    r = subprocess.run([sys.executable, "-m", "gguf.scripts.gguf_new_metadata", "--chat-template-config", str(cfg),
-                        str(builtin_model), str(out)], capture_output=True, text=True, timeout=300)
-    assert r.returncode == 0, r.stderr
-    return out
 
 
 @pytest.fixture(scope="module")
@@ -170,16 +158,35 @@ def test_tool_loop(client):
     assert r2.usage.prompt_tokens > r.usage.prompt_tokens
 
 
-def test_unknown_tool_is_text(client):
+@pytest.fixture(scope="module")
+def client_parse_only(pagoda_bin, hermes_model):
+    # tool_choice auto without the lazy grammar: output is only parsed, so malformed calls can happen
+    for s in running(pagoda_bin, hermes_model, "--kv-mem", "256M", "-t", "2", "--auto-tool-grammar", "off"):
+        yield openai.OpenAI(base_url=s.url + "/v1", api_key="unused", max_retries=0, timeout=120)
+
+
+UNKNOWN_TOOL = [ask("What time is it in Paris?"), calls("Paris", name="get_time"), ask("What time is it in Rome?"),
+                calls("Rome", name="get_time"), ask("What time is it in London?")]
+
+
+def test_unknown_tool_is_text(client_parse_only):
     # the history calls a tool this request does not offer: the model calls it, and its output
     # comes back as text, never an error
-    messages = [ask("What time is it in Paris?"), calls("Paris", name="get_time"), ask("What time is it in Rome?"),
-                calls("Rome", name="get_time"), ask("What time is it in London?")]
+    client, messages = client_parse_only, UNKNOWN_TOOL
     c = chat(client, messages, tools=TOOLS).choices[0]
     assert c.finish_reason == "stop" and not c.message.tool_calls
     assert "<tool_call>" in c.message.content and "get_time" in c.message.content
     content, got, finish = reassemble(chat(client, messages, tools=TOOLS, stream=True))
     assert (content, got, finish) == (c.message.content, [], "stop")
+
+
+def test_auto_grammar_keeps_calls_to_offered_tools(client):
+    # the same history with the lazy tool grammar (the default): once the model opens <tool_call>,
+    # only the offered tools can be named and their arguments follow the schemas
+    c = chat(client, UNKNOWN_TOOL, tools=TOOLS).choices[0]
+    assert c.finish_reason == "tool_calls", c
+    names = {t["function"]["name"] for t in TOOLS}
+    assert c.message.tool_calls and all(t.function.name in names for t in c.message.tool_calls)
 
 
 def test_truncated_call_is_text(client):

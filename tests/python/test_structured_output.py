@@ -188,8 +188,8 @@ def test_json_schema_sampled_outputs_validate(client):
         assert c.finish_reason == "stop"
         jsonschema.validate(json.loads(c.message.content), PERSON)
         ok += 1
-    # outputs cut by max_tokens are not judged (known: integers may take endless '.000' and optional
-    # keys may repeat, both valid JSON Schema but traps for a small model at temperature 1)
+    # outputs cut by max_tokens are not judged (a free string may run on at temperature 1); every
+    # output that ended validates
     assert ok >= 2
 
 

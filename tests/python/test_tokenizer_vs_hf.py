@@ -81,7 +81,10 @@ def test_qwen3(shared, tmp_path):
     _compare(tokenizers.Tokenizer.from_file(str(d / "tokenizer.json")), d, tmp_path)
 
 
-def test_smollm2_gguf(builtin_model, tmp_path):
+def smollm2_reference(builtin_model):
+    """The built-in model's tokenizer as a Hugging Face `tokenizers` object, built from the GGUF's
+    vocabulary and merges (SmolLM2's pre-tokenizer: digits split, then byte-level), with its
+    special tokens and a byte-level decoder. Also used by test_serve_tokenize.py."""
     gguf = pytest.importorskip("gguf")
     r = gguf.GGUFReader(str(builtin_model))
 
@@ -94,12 +97,17 @@ def test_smollm2_gguf(builtin_model, tmp_path):
     merges = [tuple(m.split(" ", 1)) for m in strs("tokenizer.ggml.merges")]
     ft = r.fields["tokenizer.ggml.token_type"]
     types = [int(ft.parts[i][0]) for i in ft.data]
-    from tokenizers import AddedToken, Tokenizer, models, pre_tokenizers
+    from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers
     ref = Tokenizer(models.BPE({t: i for i, t in enumerate(toks)}, merges))
     ref.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Digits(individual_digits=True),
                                                  pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)])
     ref.add_special_tokens([AddedToken(t, special=True, normalized=False) for t, ty in zip(toks, types) if ty == 3])
-    _compare(ref, builtin_model, tmp_path)
+    ref.decoder = decoders.ByteLevel()
+    return ref
+
+
+def test_smollm2_gguf(builtin_model, tmp_path):
+    _compare(smollm2_reference(builtin_model), builtin_model, tmp_path)
 
 
 LLAMA3_RE = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*"

@@ -14,19 +14,6 @@
 
 static gr_vocab *g_vocab;
 
-static gr_vocab *byte_vocab(void) {
-    static uint8_t bytes[256];
-    const uint8_t *tb[257];
-    uint32_t lens[257];
-    uint8_t special[257] = {0};
-    for (int i = 0; i < 256; i++) bytes[i] = (uint8_t)i, tb[i] = &bytes[i], lens[i] = 1;
-    tb[256] = (const uint8_t *)"";
-    lens[256] = 0;
-    special[256] = 1;
-    int32_t eos = 256;
-    return gr_vocab_new(257, tb, lens, special, &eos, 1);
-}
-
 static gr_compiled *compile_opts(const char *schema, const js_options *o, char *err, size_t cap) {
     gr_grammar *g = js_compile(schema, strlen(schema), o, err, cap);
     if (!g) return NULL;
@@ -74,7 +61,7 @@ static void test_types(void) {
     CASES("{}", "+1", "+\"a\"", "+null", "+{\"a\":[1,{}]}", "+[]", "-", "-nul", "-{\"a\"}");
     CASES("true", "+[1,2]", "-[1,");
     CASES("{\"type\":\"string\"}", "+\"\"", "+\"a\\\\b\\u00e9\\n\"", "+\"\xc3\xa9\"", "-1", "-\"a", "-\"\x01\"");
-    CASES("{\"type\":\"integer\"}", "+0", "+-12", "+1.0", "-1.5", "-01", "-\"1\"", "-1e3");
+    CASES("{\"type\":\"integer\"}", "+0", "+-12", "-1.0", "-1.5", "-01", "-\"1\"", "-1e3");
     CASES("{\"$schema\":\"http://json-schema.org/draft-04/schema#\",\"type\":\"integer\"}", "+3", "-1.0");
     CASES("{\"type\":\"number\"}", "+0", "+-1.5e-3", "+2E+8", "-.5", "-1.", "---1");
     CASES("{\"type\":[\"boolean\",\"null\"]}", "+true", "+false", "+null", "-0", "-\"true\"");
@@ -106,9 +93,40 @@ static void test_objects(void) {
     js_options_default(&o);
     o.strict = 1;
     cases_opts(&o, "{\"properties\":{\"a\":{}}}", "+{\"a\":1}", "-{\"b\":1}", NULL);
+    /* ... required names it does not list stay possible (any value); an object schema without
+     * properties stays any object */
+    cases_opts(&o, "{\"properties\":{\"a\":{}},\"required\":[\"b\"]}", "+{\"b\":[1]}", "+{\"a\":1,\"b\":2}", "-{\"a\":1}",
+               "-{\"b\":1,\"c\":1}", NULL);
+    cases_opts(&o, "{\"type\":\"object\"}", "+{}", "+{\"x\":{\"y\":1}}", NULL);
+
     /* counts expressible through required / closed objects */
     CASES("{\"properties\":{\"a\":{}},\"required\":[\"a\"],\"minProperties\":1}", "+{\"a\":1}", "-{}");
     refused("{\"minProperties\":2}", "/: keyword 'minProperties'");
+}
+
+/* Generation traps in objects: a named property at most once (a sampler could repeat an optional
+ * key forever); beyond the tracked names, repeats bounded by the number of such names. */
+static void test_object_key_traps(void) {
+    CASES("{\"properties\":{\"a\":{},\"b\":{}}}", "+{\"a\":1,\"b\":2}", "+{\"b\":2,\"a\":1}", "+{\"c\":1,\"a\":2,\"d\":3}",
+          "+{\"c\":1,\"c\":2}", "-{\"a\":1,\"a\":2}", "-{\"a\":1,\"b\":2,\"a\":3}", "-{\"c\":1,\"a\":1,\"d\":2,\"a\":1}");
+    CASES("{\"properties\":{\"a\":{},\"b\":{}},\"required\":[\"a\"],\"additionalProperties\":false}", "+{\"a\":1}",
+          "+{\"b\":1,\"a\":2}", "-{\"a\":1,\"a\":1}", "-{\"b\":1,\"a\":1,\"b\":2}", "-{\"b\":1,\"b\":2,\"a\":1}");
+    /* ten optional names: the first eight tracked, p8 and p9 in runs of at most two */
+    char s[512];
+    int k = snprintf(s, sizeof s, "{\"additionalProperties\":false,\"properties\":{");
+    for (int i = 0; i < 10; i++) k += snprintf(s + k, sizeof s - (size_t)k, "%s\"p%d\":{}", i ? "," : "", i);
+    snprintf(s + k, sizeof s - (size_t)k, "}}");
+    CASES(s, "+{}", "+{\"p9\":1,\"p0\":1,\"p8\":1,\"p7\":1}", "+{\"p8\":1,\"p9\":1,\"p0\":1,\"p8\":1}",
+          "-{\"p0\":1,\"p1\":1,\"p0\":1}", "-{\"p7\":1,\"p7\":1}", "-{\"p8\":1,\"p9\":1,\"p8\":1}", "-{\"p8\":1,\"p8\":1,\"p8\":1}");
+    /* ten required names (in schema order), an optional one in runs of at most one */
+    k = snprintf(s, sizeof s, "{\"additionalProperties\":false,\"required\":[\"r0\",\"r1\",\"r2\",\"r3\",\"r4\","
+                              "\"r5\",\"r6\",\"r7\",\"r8\",\"r9\"],\"properties\":{\"o\":{}");
+    for (int i = 0; i < 10; i++) k += snprintf(s + k, sizeof s - (size_t)k, ",\"r%d\":{}", i);
+    snprintf(s + k, sizeof s - (size_t)k, "}}");
+    CASES(s, "+{\"r0\":0,\"r1\":1,\"r2\":2,\"r3\":3,\"r4\":4,\"r5\":5,\"r6\":6,\"r7\":7,\"r8\":8,\"r9\":9}",
+          "+{\"o\":0,\"r0\":0,\"r1\":1,\"r2\":2,\"r3\":3,\"r4\":4,\"r5\":5,\"r6\":6,\"r7\":7,\"r8\":8,\"r9\":9}",
+          "-{\"o\":0,\"o\":0,\"r0\":0,\"r1\":1,\"r2\":2,\"r3\":3,\"r4\":4,\"r5\":5,\"r6\":6,\"r7\":7,\"r8\":8,\"r9\":9}",
+          "-{\"r0\":0,\"r0\":0,\"r1\":1,\"r2\":2,\"r3\":3,\"r4\":4,\"r5\":5,\"r6\":6,\"r7\":7,\"r8\":8,\"r9\":9}");
 }
 
 static void test_arrays(void) {
@@ -154,16 +172,48 @@ static void test_numbers(void) {
     CASES("{\"$schema\":\"http://json-schema.org/draft-04/schema#\",\"type\":\"integer\",\"minimum\":0,"
           "\"exclusiveMinimum\":true}",
           "+1", "-0");
-    CASES("{\"type\":\"number\",\"minimum\":0,\"maximum\":1}", "+0", "+0.5", "+1", "+1.000", "-1.01", "--0.5",
+    CASES("{\"type\":\"number\",\"minimum\":0,\"maximum\":1}", "+0", "+0.5", "+1", "+1.0", "-1.01", "--0.5",
           "+-0.0");
     CASES("{\"type\":\"number\",\"exclusiveMaximum\":0}", "+-0.001", "+-3", "-0", "-0.0", "--0");
     CASES("{\"type\":\"integer\",\"minimum\":1.5}", "+2", "-1");
     CASES("{\"type\":\"number\",\"multipleOf\":1}", "+3", "+3.0", "-3.5");
-    CASES("{\"type\":\"integer\",\"minimum\":999999999999999999}", "+999999999999999999", "+99999999999999999999999",
+    CASES("{\"type\":\"integer\",\"minimum\":999999999999999999}", "+999999999999999999", "+99999999999999999999",
           "-999999999999999998");
     CASES("{\"type\":\"number\",\"maximum\":1e20}", "+100000000000000000000", "+99.5", "-100000000000000000001");
     refused("{\"type\":\"number\",\"minimum\":0.5}", "non-integer bounds");
     refused("{\"multipleOf\":3}", "keyword 'multipleOf' is not supported");
+}
+
+/* Generation traps: where a number may run on forever ("1.0000...", "1111...", "1e0000...") a
+ * sampler can spend every token on it; numbers are bounded to what serializers write. */
+static void test_number_traps(void) {
+    /* integers: digits only by default (clients get an int); with integer_fraction "1.0" is an
+     * integer (draft 6+) but one zero only */
+    CASES("{\"type\":\"integer\"}", "+1", "-1.0", "+-7", "-7.0", "-1.00");
+    CASES("{\"type\":\"integer\",\"minimum\":0,\"maximum\":100}", "+100", "-100.0", "-5.0");
+    js_options fo;
+    js_options_default(&fo);
+    fo.integer_fraction = 1;
+    cases_opts(&fo, "{\"type\":\"integer\"}", "+1", "+1.0", "+-7.0", "-1.00", "-1.0000000000", NULL);
+    cases_opts(&fo, "{\"type\":\"integer\",\"minimum\":0,\"maximum\":100}", "+100.0", "+5.0", "-5.00", "-100.00", NULL);
+    cases_opts(&fo, "{\"type\":\"integer\",\"minimum\":3}", "+3.0", "+4.0", "-4.00", NULL);
+    cases_opts(&fo, "{\"$schema\":\"http://json-schema.org/draft-04/schema#\",\"type\":\"integer\"}", "+3", "-3.0", NULL);
+    CASES("{\"enum\":[1,2.0,2.5]}", "+1.0", "+2", "+2.0", "+2.5", "-1.00", "-2.000", "-2.50");
+    /* leading digits: up to 20 (every 64-bit integer), more only where a bound needs them */
+    CASES("{\"type\":\"integer\"}", "+18446744073709551615", "+-9223372036854775808", "-111111111111111111111");
+    CASES("{\"type\":\"number\"}", "+12345678901234567890.5", "-123456789012345678901");
+    CASES("{\"type\":\"integer\",\"minimum\":0}", "+18446744073709551615", "-111111111111111111111");
+    CASES("{\"type\":\"integer\",\"minimum\":1e25}", "+10000000000000000000000000", "+100000000000000000000000000",
+          "-1000000000000000000000000000");
+    CASES("{\"type\":\"integer\",\"maximum\":-1}", "+-18446744073709551615", "--111111111111111111111");
+    /* fraction digits: up to 20 (a double's shortest repr needs at most that), exponent: 3 */
+    CASES("{\"type\":\"number\"}", "+0.00012345678901234568", "+1.7976931348623157e+308", "+5e-324",
+          "-0.123456789012345678901", "-1e0001");
+    CASES("{\"type\":\"number\",\"minimum\":0}", "+0.00012345678901234568", "-0.123456789012345678901");
+    CASES("{\"type\":\"number\",\"exclusiveMinimum\":0,\"maximum\":1}", "+0.5", "+0.00000000000000000001",
+          "+1.0", "-0.000000000000000000001", "-1.00");
+    /* the any-value schema too */
+    CASES("{}", "+[1.5,2]", "-[1.000000000000000000000]", "-{\"a\":111111111111111111111}");
 }
 
 static void test_enum_const(void) {
@@ -231,6 +281,12 @@ static void test_whitespace(void) {
     cases_opts(&o, "{\"type\":\"object\",\"properties\":{\"a\":{\"type\":\"array\"}},\"required\":[\"a\"]}",
                "+{\"a\":[1,2]}", "+{ \"a\" : [ 1 , 2 ] }", "+\n{\t\"a\":[]\r\n}", "-{\"a \":[]}", "-{}", NULL);
     CASES("{\"type\":\"object\"}", "+{}", "-{ }");
+    /* a generation trap: whitespace without end; now what a pretty printer writes */
+    char deep[300], wide[300];
+    snprintf(deep, sizeof deep, "+[\n%*s1\r\n]", 128, "");
+    snprintf(wide, sizeof wide, "-[1,%*s2]", 129, "");
+    cases_opts(&o, "{\"type\":\"array\"}", "+[\n  1,\n  2\n]\n", "+[\t1 ,\r2]", deep, wide, "-[1,\n\n2]",
+               "-[\r\n\r\n1]", "-[1 \n \n2]", NULL);
 }
 
 static void test_errors_and_bounds(void) {
@@ -278,12 +334,14 @@ static void test_errors_and_bounds(void) {
 }
 
 int main(void) {
-    g_vocab = byte_vocab();
+    g_vocab = gr_vocab_bytes();
     test_types();
     test_objects();
+    test_object_key_traps();
     test_arrays();
     test_strings();
     test_numbers();
+    test_number_traps();
     test_enum_const();
     test_combinators();
     test_refs();

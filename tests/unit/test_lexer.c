@@ -379,6 +379,65 @@ static int driver(void) {
     return 0;
 }
 
+/* lx_uniform (a state's most common successor), the inline table lookup, and NFA fragments shared
+ * between alternatives (a pattern that fits only shared still matches what it should) */
+static void test_uniform_and_sharing(void) {
+    char err[256];
+    const char *pat = "[a-z]{0,3}!?";
+    size_t len = strlen(pat);
+    lx_lexer *lx = lx_new(1, &pat, &len, NULL, err, sizeof err);
+    CHECK(lx != NULL, "%s", err);
+    if (!lx) return;
+    uint64_t all = 1, set[4];
+    lx_state s = lx_start(lx, &all);
+    lx_state to = lx_uniform(lx, s, set);
+    CHECK(to != LX_DEAD && to == lx_next(lx, s, 'q'), "uniform successor is the letters' one");
+    int letters = 1, others = 0;
+    for (int b = 0; b < 256; b++) {
+        int in = (int)(set[b >> 6] >> (b & 63) & 1);
+        if (b >= 'a' && b <= 'z') letters &= in;
+        else others |= in;
+    }
+    CHECK(letters && !others, "uniform set is exactly a-z");
+    lx_state x = s;
+    for (int k = 0; k < 3; k++) x = lx_next(lx, x, 'a');
+    to = lx_uniform(lx, x, set);
+    CHECK(to == lx_next(lx, x, '!') && (set['!' >> 6] >> ('!' & 63) & 1) && !(set['a' >> 6] >> ('a' & 63) & 1),
+          "after 3 letters only ! goes on");
+    CHECK(lx_uniform(lx, lx_next(lx, x, '!'), set) == LX_DEAD && !(set[0] | set[1] | set[2] | set[3]),
+          "nothing after !");
+    lx_table tb;
+    lx_get_table(lx, &tb);
+    unsigned long long seed = 11;
+    for (int r = 0; r < 2000; r++) {
+        lx_state a = s;
+        for (int k = 0; k < 5 && a != LX_DEAD; k++) {
+            uint8_t b = (uint8_t)(test_rand_u64(&seed) % 4 == 0 ? '!' : 'a' + test_rand_u64(&seed) % 30);
+            lx_state f = lx_next_fast(lx, &tb, a, b);
+            CHECK(f == lx_next(lx, a, b), "lx_next_fast agrees");
+            a = f;
+        }
+    }
+    lx_free(lx);
+    /* four branches with the same 300000-node tail: over LX_MAX_NFA_STATES unshared, within shared */
+    const char *big = "(?:ax{300000}|bcx{300000}|dx{300000}|ex{300000})";
+    CHECK(lx_check_pattern(big, strlen(big), err, sizeof err) == 0, "shared tail: %s", err);
+    len = strlen(big);
+    lx = lx_new(1, &big, &len, NULL, err, sizeof err);
+    CHECK(lx != NULL, "shared tail lexer: %s", err);
+    if (lx) {
+        lx_state a = lx_start(lx, &all), b = lx_next(lx, lx_next(lx, a, 'b'), 'c');
+        a = lx_next(lx, a, 'a');
+        CHECK(!lx_accepting(lx, a), "a alone does not match");
+        for (int k = 0; k < 300000 && a != LX_DEAD; k++) a = lx_next(lx, a, 'x'), b = lx_next(lx, b, 'x');
+        CHECK(lx_accepting(lx, a) && lx_accepting(lx, b), "a x{300000} and bc x{300000} match");
+        CHECK(lx_next(lx, a, 'x') == LX_DEAD, "no more x");
+        lx_free(lx);
+    }
+    const char *two = "(?:ax{600000}|by{600000})"; /* nothing shared: too large */
+    CHECK(lx_check_pattern(two, strlen(two), err, sizeof err) == -1 && strstr(err, "too large"), "%s", err);
+}
+
 int main(int argc, char **argv) {
     if (argc > 1 && !strcmp(argv[1], "--match")) return driver();
     test_table();
@@ -388,5 +447,6 @@ int main(int argc, char **argv) {
     test_many_terminals();
     test_bounds();
     test_threads();
+    test_uniform_and_sharing();
     TEST_DONE();
 }

@@ -2,7 +2,8 @@
  * back" (which feeds its bytes one at a time through the lexer and parser) must agree with the
  * mask computed by the trie walk, at every step of random walks over several grammars with a
  * small fake vocabulary (multi-byte tokens spanning several lexemes and skipped text, keywords vs
- * identifiers, empty-matching terminals, bounded repetition). Also: eos only where the grammar may
+ * identifiers, empty-matching terminals, bounded repetition, strings of bounded length, whose
+ * trie subtrees the walk takes whole). Also: eos only where the grammar may
  * end, special tokens never, rollback restores masks, forced bytes, errors of gr_compile. */
 #include <pthread.h>
 #include <stdio.h>
@@ -17,6 +18,12 @@ static const char *k_tokens[] = {
     "[", "]", ",", " ", "  ", "0", "1", "2", "9", "12", "[1", "1,", ", ", ",1", "12]", "]]", "],", " [", "[]",
     "a", "b", "i", "f", "t", "h", "e", "n", "x", "z", "if", "ifx", "then", " if", "if ", "ab", "aba", "abab",
     "ba", "\"", "\"\"", "\"a", "a\"", "\" ", "=", "=1", ";", "x=", "1;", "1; ", "\xc3\xa9", "\xc3", "\xa9",
+    "aaaa", "aaaaaa", "ab ab", "abba\"", "zz\xc3\xa9z", "hi there", "aa", "aaa",
+    /* non-ASCII text (whole subtrees of text-loop states are taken whole): whole characters,
+     * cut-short ones, and ill-formed UTF-8 (a surrogate, an overlong form, a stray continuation) */
+    "\xe4\xb8\xad", "\xe4\xb8\xad\xe6\x96\x87", "\xe4\xb8\xad\xe6", "\xe4\xb8", "a\xe4\xb8\xad",
+    "\xf0\x9f\x98\x80", "\xf0\x9f\x98\x80" "a", "\xf0\x9f", "\xc3\xa9" "a", "\xc3\xa9\xe4", "\xc3\xa9\xe4\xb8\xad\"",
+    "\xed\xa0\x80", "\xe0\x80\x80", "\xc3\xa9\xa9", "\xe4\xb8\xad \xe4\xb8\xad",
     "<eos>", "<s>",
 };
 #define N_TOK ((int)(sizeof k_tokens / sizeof *k_tokens))
@@ -234,6 +241,52 @@ int main(void) {
             CHECK(gr_matcher_mask(m, mask) == 0, "nothing after eos");
             CHECK(gr_matcher_rollback(m, 1) == 0 && gr_matcher_mask(m, mask) == 1, "eos rolled back");
             gr_matcher_free(m);
+        }
+        gr_compiled_free(c);
+        gr_free(g);
+    }
+    { /* strings that refuse one non-ASCII character, or every non-ASCII one (their interiors are not
+       * text loops for every character, so subtrees with other characters must be walked), and
+       * bounded ones (a chain of counting states, one per character left) */
+        const char *bodies[] = {"[^\"\xe4\xb8\xad]*", "[!#-~]*", "(\xe4\xb8\xad|[a-z])*", "[^\"]{0,3}", "[^\"]{2,40}"};
+        const char *yes[] = {"\"\xc3\xa9\xf0\x9f\x98\x80\"", "\"ab\"", "\"a\xe4\xb8\xad\"", "\"\xe4\xb8\xad\xc3\xa9\x61\"", "\"\xe4\xb8\xad\xe6\x96\x87\""};
+        const char *no[] = {"\"\xe4\xb8\xad\"", "\"\xe4\xb8\xad\"", "\"\xc3\xa9\"", "\"\xe4\xb8\xad\xe4\xb8\xad\xe4\xb8\xad\xe4\xb8\xad\"", "\"\xe4\xb8\xad\""};
+        for (int k = 0; k < 5; k++) {
+            gr_grammar *g = gr_new();
+            int root = gr_nonterminal(g, "root");
+            int q = gr_literal(g, "\"", 1), body = gr_regex(g, bodies[k], strlen(bodies[k]));
+            int r[3] = {q, body, q};
+            gr_rule(g, root, r, 3);
+            gr_set_start(g, root);
+            gr_compiled *c = compile(g, v);
+            if (c) {
+                CHECK(accepts(c, yes[k]), "narrow string %d", k);
+                CHECK(!accepts(c, no[k]), "narrow string %d refuses", k);
+                run_walks(bodies[k], c);
+            }
+            gr_compiled_free(c);
+            gr_free(g);
+        }
+    }
+    { /* bounded strings (one lexer state per length left) and an open one, with skipped spaces:
+       * "\"" [a-z ]{0,5} "\"" ";" "\"" [^"]* "\"" */
+        gr_grammar *g = gr_new();
+        int root = gr_nonterminal(g, "root");
+        int semi = gr_literal(g, ";", 1);
+        const char *ps = "\"[a-z ]{0,5}\"", *po = "\"[^\"]*\"";
+        int shortb = gr_regex(g, ps, strlen(ps)), open = gr_regex(g, po, strlen(po));
+        int r[3] = {shortb, semi, open};
+        gr_rule(g, root, r, 3);
+        gr_set_start(g, root);
+        gr_set_skip(g, "[ ]+", 4);
+        gr_compiled *c = compile(g, v);
+        if (c) {
+            CHECK(accepts(c, "\"ab ab\"; \"hi there \xc3\xa9\""), "bounded then open");
+            CHECK(!accepts(c, "\"ab\"\";\"\""), "quote inside");
+            CHECK(!accepts(c, "\"aaaaaa\";\"\""), "6 letters refused");
+            CHECK(accepts(c, "\"aaaaa\";\"\""), "5 letters");
+            run_walks("bounded", c);
+            threads_agree(c, "\"aaaa\";\"abba\"");
         }
         gr_compiled_free(c);
         gr_free(g);

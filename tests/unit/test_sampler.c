@@ -639,9 +639,9 @@ static void test_processor_chain(void) {
     pg_sampling_params p = sampler_default_params();
     p.temperature = 0.8f, p.top_p = 0.95f, p.repetition_penalty = 1.3f, p.frequency_penalty = 0.2f, p.seed = 5;
     p.penalty_last_n = -1;
-    pg_sampler *a, *b;
+    pg_sampler *a = NULL, *b = NULL;
     CHECK(sampler_create_lean(&p, NV, &a) == PAGODA_OK && sampler_create_lean(&p, NV, &b) == PAGODA_OK, "create");
-    pg_sample_ws *w;
+    pg_sample_ws *w = NULL;
     CHECK(sampler_ws_create(NV, &w) == PAGODA_OK && sampler_penalties_on(a), "ws");
     lp_chain chain = {0};
     CHECK(lp_chain_add(&chain, penalty_step, b) == PAGODA_OK, "chain");

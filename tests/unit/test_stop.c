@@ -90,8 +90,14 @@ static void test_case(unsigned long long *rng) {
                 }
         }
         CHECK(n_out == first && !memcmp(out, text, n_out), "output %zu bytes, expected %zu", n_out, first);
+        /* which stop string it was (Anthropic's stop_sequence): one that starts there */
+        CHECK(m.matched >= 1 && m.matched <= n_stops, "matched %d of %d stops", m.matched, n_stops);
+        const char *which = stops[m.matched - 1];
+        CHECK(first + strlen(which) <= seen && !memcmp(text + first, which, strlen(which)),
+              "stop %d ('%s') is not the one at %zu", m.matched - 1, which, first);
     } else {
         CHECK(n_out == n && !memcmp(out, text, n), "without a stop everything comes out (%zu of %zu)", n_out, n);
+        CHECK(m.matched == 0, "no stop, yet matched %d", m.matched);
     }
     stop_free(&m);
 }

@@ -357,8 +357,8 @@ static void test_random(void) {
         "<tool_call>", "</tool_call>", "<tool_", "[TOOL_CALLS]", "[ARGS]", "[CALL_ID]", "<|python_tag|>", "```json\n",
         "```", "{\"name\": \"add\", \"arguments\": {\"a\": 1}}", "{\"name\": \"now\"}", "{\"name\": \"bad\"}",
         "{\"arguments\": {\"x\": \"日本\"}, \"name\": \"search\"}", "{\"name\": \"add\", \"arguments\": {\"a\": ", "}",
-        "]", "[", ",", ";", " ", "\n", "text", "é", "😀", "add", "{", "\"", "\\", "{\"name\": \"get_weather\", "
-        "\"parameters\": {\"city\": \"Zürich\"}}", "{\"tool_calls\": [", "{}",
+        "]", "[", ",", ";", " ", "\n", "text", "é", "😀", "add", "{", "\"", "\\",
+        "{\"name\": \"get_weather\", \"parameters\": {\"city\": \"Zürich\"}}", "{\"tool_calls\": [", "{}",
         /* whole calls, so that many outputs hold valid ones */
         "<tool_call>\n{\"name\": \"add\", \"arguments\": {\"a\": [1, \"}\"]}}\n</tool_call>",
         "<tool_call>{\"name\": \"now\"}</tool_call>", "<tool_call>{\"arguments\": {}, \"name\": \"now\"}",
