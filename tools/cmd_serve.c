@@ -34,6 +34,7 @@ static const char k_usage[] =
             "                             (default: the default model), applied per request in the shared batch;\n"
             "                             repeatable; vLLM's --lora-modules NAME=PATH is the same\n"
             "  --max-loras N              adapters resident per engine (default 8)\n"
+            "  --enable-runtime-lora      serve POST /v1/load_lora_adapter and /v1/unload_lora_adapter\n"
             "  --models-config FILE       models in YAML: name, path, aliases, n_ctx, kv_mem, keep_alive, pinned,\n"
             "                             task (see src/manager/models_config.h)\n"
             "  --memory-budget SIZE       host memory for the weights and KV caches of all loaded models (default:\n"
@@ -159,6 +160,7 @@ int cmd_serve(int argc, char **argv) {
         if (!strcmp(a, "--allow-special-in-content")) { sc.allow_special_in_content = 1; continue; }
         if (!strcmp(a, "--per-ip-limit-loopback")) { sc.per_ip_limit_loopback = 1; continue; }
         if (!strcmp(a, "--strict-requests")) { sc.strict_requests = 1; continue; }
+        if (!strcmp(a, "--enable-runtime-lora")) { sc.runtime_lora = 1; continue; }
         if (!strcmp(a, "--version")) return printf("pagoda %s\n", pg_version), 0;
         if (a[0] != '-' || !a[1]) { /* the model, positional as in `vllm serve MODEL` */
             if (model) return fprintf(stderr, "pagoda serve: the model is given twice ('%s' and '%s'): give it once, "

@@ -50,17 +50,21 @@ struct mgr_entry {
 };
 
 /* A LoRA adapter served under its own name on a base model: loaded into the base's engine each
- * time the base loads (id 0 while the base is not loaded or when the adapter failed to load). */
+ * time the base loads (id 0 while the base is not loaded or when the adapter failed to load).
+ * Never freed before the manager (a lease may name it); a removed one is kept as a tombstone and
+ * reused when the name comes back. */
 typedef struct {
     char *name, *path;
     mgr_entry *base;
     int32_t id;
+    int live;      /* 0: being added at run time, or removed */
+    int adding;    /* mgr_load_lora is loading it */
     char error[256];
 } mgr_lora;
 
 struct mgr {
     mgr_config cfg;
-    mgr_lora *loras;
+    mgr_lora **loras;
     int32_t n_loras;
     pthread_mutex_t mu;
     pthread_cond_t changed; /* an entry's state or lease count changed */
@@ -183,7 +187,7 @@ static void unload_locked(mgr *m, mgr_entry *e) {
     e->closing = 0;
     e->kv_bytes = 0;
     for (int32_t i = 0; i < m->n_loras; i++)
-        if (m->loras[i].base == e) m->loras[i].id = 0;
+        if (m->loras[i]->base == e) m->loras[i]->id = 0;
     pthread_cond_broadcast(&m->changed);
 }
 
@@ -285,6 +289,13 @@ static void load_locked(mgr *m, mgr_entry *e) {
     }
     const mgr_task task = e->task;
     char *path = strdup(e->path);
+    /* the adapters to load with it (pointers stay valid: adapters are never freed) */
+    int32_t n_ad = 0;
+    mgr_lora **ad = m->n_loras ? calloc((size_t)m->n_loras, sizeof *ad) : NULL;
+    char **ad_path = m->n_loras ? calloc((size_t)m->n_loras, sizeof *ad_path) : NULL;
+    for (int32_t i = 0; ad && ad_path && i < m->n_loras; i++)
+        if (m->loras[i]->base == e && m->loras[i]->live && (ad_path[n_ad] = strdup(m->loras[i]->path)))
+            ad[n_ad++] = m->loras[i];
     pthread_mutex_unlock(&m->mu);
 
     const double t0 = mono();
@@ -312,19 +323,17 @@ static void load_locked(mgr *m, mgr_entry *e) {
         pagoda_memory_broker_get_stats(m->broker, &b1);
         kv_got = b1.host_used > b0.host_used ? b1.host_used - b0.host_used : kv;
     }
-    for (int32_t i = 0; !err[0] && i < m->n_loras; i++) {
-        mgr_lora *a = &m->loras[i];
-        if (a->base != e) continue;
-        int32_t id = 0;
-        a->error[0] = 0;
-        if (pagoda_engine_adapter_load(eng, a->path, 0, &id)) {
-            snprintf(a->error, sizeof a->error, "%s", pagoda_last_error());
-            fprintf(stderr, "pagoda: adapter '%s' (%s) failed to load on '%s': %s\n", a->name, a->path, e->name, a->error);
-            id = 0;
-        } else {
-            fprintf(stderr, "pagoda: adapter '%s' loaded on '%s'\n", a->name, e->name);
+    int32_t *ad_id = n_ad ? calloc((size_t)n_ad, sizeof *ad_id) : NULL;
+    char (*ad_err)[256] = n_ad ? calloc((size_t)n_ad, sizeof *ad_err) : NULL;
+    for (int32_t i = 0; !err[0] && i < n_ad; i++) {
+        if (!ad_id || !ad_err) {
+            snprintf(err, sizeof err, "out of memory");
+            break;
         }
-        a->id = id;
+        if (pagoda_engine_adapter_load(eng, ad_path[i], 0, &ad_id[i])) {
+            snprintf(ad_err[i], sizeof ad_err[i], "%s", pagoda_last_error());
+            ad_id[i] = 0;
+        }
     }
     if (!err[0] && m->cfg.attach && !(att = m->cfg.attach(mod, m->cfg.hook_user)))
         snprintf(err, sizeof err, "out of memory (server state)");
@@ -335,6 +344,19 @@ static void load_locked(mgr *m, mgr_entry *e) {
     }
     free(path);
     pthread_mutex_lock(&m->mu);
+    for (int32_t i = 0; !err[0] && i < n_ad; i++) {
+        mgr_lora *a = ad[i];
+        if (!a->live || a->base != e || strcmp(a->path, ad_path[i])) { /* removed or replaced meanwhile */
+            if (ad_id[i]) pagoda_engine_adapter_unload(eng, ad_id[i]);
+            continue;
+        }
+        a->id = ad_id[i];
+        snprintf(a->error, sizeof a->error, "%s", ad_err[i]);
+        if (a->id) fprintf(stderr, "pagoda: adapter '%s' loaded on '%s'\n", a->name, e->name);
+        else fprintf(stderr, "pagoda: adapter '%s' (%s) failed to load on '%s': %s\n", a->name, a->path, e->name, a->error);
+    }
+    for (int32_t i = 0; i < n_ad; i++) free(ad_path[i]);
+    free(ad), free(ad_path), free(ad_id), free(ad_err);
     if (err[0]) {
         fail_locked(m, e, "%s", err);
         return;
@@ -441,7 +463,7 @@ void mgr_destroy(mgr *m) {
         free(e);
     }
     free(m->e);
-    for (int32_t i = 0; i < m->n_loras; i++) free(m->loras[i].name), free(m->loras[i].path);
+    for (int32_t i = 0; i < m->n_loras; i++) free(m->loras[i]->name), free(m->loras[i]->path), free(m->loras[i]);
     free(m->loras);
     for (int i = 0; i < m->n_dirs; i++) free(m->dirs[i]);
     pagoda_memory_broker_destroy(m->broker);
@@ -465,37 +487,121 @@ static mgr_entry *find_locked(mgr *m, const char *name) {
     return NULL;
 }
 
-pagoda_status mgr_add_lora(mgr *m, const char *name, const char *path, const char *base) {
-    if (!name || !*name || !path || !*path) return pg_fail(PAGODA_ERR_INVALID, "an adapter needs a name and a path");
-    pthread_mutex_lock(&m->mu);
-    pagoda_status st = PAGODA_OK;
-    mgr_entry *b = find_locked(m, base);
-    int taken = find_locked(m, name) != NULL;
-    for (int32_t i = 0; i < m->n_loras; i++) taken |= !strcmp(m->loras[i].name, name);
-    if (!b) st = pg_fail(PAGODA_ERR_INVALID, "adapter '%s': no base model '%s'", name, base ? base : "(default)");
-    else if (taken) st = pg_fail(PAGODA_ERR_INVALID, "the name '%s' is given twice", name);
-    else {
-        mgr_lora *p = realloc(m->loras, (size_t)(m->n_loras + 1) * sizeof *p);
-        if (!p) st = pg_fail(PAGODA_ERR_NOMEM, "out of memory");
-        else {
-            m->loras = p;
-            mgr_lora *a = &p[m->n_loras];
-            memset(a, 0, sizeof *a);
-            a->name = strdup(name), a->path = strdup(path), a->base = b;
-            if (!a->name || !a->path) free(a->name), free(a->path), st = pg_fail(PAGODA_ERR_NOMEM, "out of memory");
-            else m->n_loras++;
-        }
-    }
-    pthread_mutex_unlock(&m->mu);
-    return st;
+static mgr_lora *lora_find_locked(mgr *m, const char *name) {
+    for (int32_t i = 0; name && i < m->n_loras; i++)
+        if (!strcmp(m->loras[i]->name, name)) return m->loras[i];
+    return NULL;
 }
 
-int32_t mgr_lora_count(mgr *m) { return m->n_loras; }
+/* A new (or reused tombstone) adapter entry, not live yet. NULL with err set. */
+static mgr_lora *lora_new_locked(mgr *m, const char *name, const char *path, mgr_entry *b, char *err, size_t cap) {
+    mgr_lora *a = lora_find_locked(m, name);
+    if ((a && a->live) || find_locked(m, name)) {
+        snprintf(err, cap, "the name '%s' is taken (a model or an adapter)", name);
+        return NULL;
+    }
+    if (a && a->adding) { /* being added by another request */
+        snprintf(err, cap, "adapter '%s' is being loaded", name);
+        return NULL;
+    }
+    char *p = strdup(path);
+    if (!p) return snprintf(err, cap, "out of memory"), NULL;
+    if (!a) {
+        mgr_lora **arr = realloc(m->loras, (size_t)(m->n_loras + 1) * sizeof *arr);
+        if (arr) m->loras = arr;
+        a = arr ? calloc(1, sizeof *a) : NULL;
+        if (a && !(a->name = strdup(name))) free(a), a = NULL;
+        if (!a) return free(p), snprintf(err, cap, "out of memory"), NULL;
+        m->loras[m->n_loras++] = a;
+    }
+    free(a->path);
+    a->path = p, a->base = b, a->id = 0, a->live = 0, a->error[0] = 0;
+    return a;
+}
 
-void mgr_lora_get(mgr *m, int32_t i, const char **name, const char **base, int *loaded) {
+pagoda_status mgr_add_lora(mgr *m, const char *name, const char *path, const char *base) {
+    if (!name || !*name || !path || !*path) return pg_fail(PAGODA_ERR_INVALID, "an adapter needs a name and a path");
+    char err[300] = "";
     pthread_mutex_lock(&m->mu);
-    *name = m->loras[i].name, *base = m->loras[i].base->name, *loaded = m->loras[i].id != 0;
+    mgr_entry *b = find_locked(m, base);
+    mgr_lora *a = b ? lora_new_locked(m, name, path, b, err, sizeof err) : NULL;
+    if (a) a->live = 1;
     pthread_mutex_unlock(&m->mu);
+    if (!b) return pg_fail(PAGODA_ERR_INVALID, "adapter '%s': no base model '%s'", name, base ? base : "(default)");
+    return a ? PAGODA_OK : pg_fail(PAGODA_ERR_INVALID, "%s", err);
+}
+
+mgr_result mgr_load_lora(mgr *m, const char *name, const char *path, const char *base, double wait_s, char *err,
+                         size_t cap) {
+    if (cap) err[0] = 0;
+    pthread_mutex_lock(&m->mu);
+    mgr_entry *b = find_locked(m, base);
+    mgr_lora *a = b ? lora_new_locked(m, name, path, b, err, cap) : NULL;
+    if (a) a->adding = 1;
+    char base_name[256];
+    snprintf(base_name, sizeof base_name, "%s", b ? b->name : "");
+    pthread_mutex_unlock(&m->mu);
+    if (!b) return snprintf(err, cap, "no base model '%s'", base ? base : "(default)"), MGR_NOT_FOUND;
+    if (!a) return MGR_FAILED;
+    /* the base must be loaded to check the adapter against it: hold a lease while loading */
+    mgr_lease lease;
+    mgr_result r = mgr_acquire(m, base_name, wait_s, MGR_RETRY_FAILED, &lease, err, cap);
+    int32_t id = 0;
+    if (r == MGR_OK) {
+        if (pagoda_engine_adapter_load(lease.engine, path, 0, &id))
+            snprintf(err, cap, "adapter '%s' (%s): %s", name, path, pagoda_last_error()), r = MGR_FAILED, id = 0;
+    }
+    pthread_mutex_lock(&m->mu);
+    a->adding = 0;
+    if (r == MGR_OK) {
+        a->id = id, a->live = 1;
+        fprintf(stderr, "pagoda: adapter '%s' loaded on '%s' (%s)\n", name, base_name, path);
+    }
+    pthread_mutex_unlock(&m->mu);
+    if (lease.entry) mgr_release(m, &lease);
+    return r;
+}
+
+mgr_result mgr_unload_lora(mgr *m, const char *name, char *err, size_t cap) {
+    if (cap) err[0] = 0;
+    pthread_mutex_lock(&m->mu);
+    mgr_lora *a = lora_find_locked(m, name);
+    mgr_result r = MGR_OK;
+    if (!a || !a->live) {
+        snprintf(err, cap, "no adapter '%s' is loaded", name ? name : "");
+        r = MGR_NOT_FOUND;
+    } else {
+        mgr_entry *e = a->base;
+        /* the engine stays while the lock is held (unload_locked clears it under the lock) */
+        if (a->id && e->state == MGR_LOADED && e->engine) pagoda_engine_adapter_unload(e->engine, a->id);
+        a->live = 0, a->id = 0;
+        fprintf(stderr, "pagoda: adapter '%s' unloaded\n", a->name);
+    }
+    pthread_mutex_unlock(&m->mu);
+    return r;
+}
+
+pagoda_status mgr_list_loras(mgr *m, mgr_lora_status **out, int32_t *n) {
+    pthread_mutex_lock(&m->mu);
+    *n = 0;
+    *out = calloc((size_t)m->n_loras + 1, sizeof **out);
+    if (!*out) {
+        pthread_mutex_unlock(&m->mu);
+        return pg_fail(PAGODA_ERR_NOMEM, "out of memory");
+    }
+    for (int32_t i = 0; i < m->n_loras; i++) {
+        const mgr_lora *a = m->loras[i];
+        if (!a->live) continue;
+        mgr_lora_status *o = &(*out)[(*n)++];
+        snprintf(o->name, sizeof o->name, "%s", a->name);
+        snprintf(o->base, sizeof o->base, "%s", a->base->name);
+        snprintf(o->path, sizeof o->path, "%s", a->path);
+        snprintf(o->error, sizeof o->error, "%s", a->error);
+        o->loaded = a->id != 0;
+        o->base_state = a->base->state;
+    }
+    pthread_mutex_unlock(&m->mu);
+    return PAGODA_OK;
 }
 
 pagoda_status mgr_add(mgr *m, const mgr_model_spec *s) {
@@ -628,9 +734,9 @@ mgr_result mgr_acquire(mgr *m, const char *name, double timeout_s, int flags, mg
     if (cap) err[0] = 0;
     pthread_mutex_lock(&m->mu);
     mgr_entry *e = find_locked(m, name);
-    mgr_lora *lora = NULL;
-    for (int32_t i = 0; !e && name && i < m->n_loras; i++)
-        if (!strcmp(m->loras[i].name, name)) lora = &m->loras[i], e = lora->base;
+    mgr_lora *lora = e ? NULL : lora_find_locked(m, name);
+    if (lora && lora->live) e = lora->base;
+    else lora = NULL;
     if (!e) {
         pthread_mutex_unlock(&m->mu);
         return MGR_NOT_FOUND;
@@ -640,6 +746,11 @@ mgr_result mgr_acquire(mgr *m, const char *name, double timeout_s, int flags, mg
     mgr_result r = MGR_OK;
     for (;;) {
         if (e->state == MGR_LOADED && !e->closing) {
+            if (lora && !lora->live) {
+                snprintf(err, cap, "adapter '%s' was unloaded", lora->name);
+                r = MGR_FAILED;
+                break;
+            }
             if (lora && !lora->id) {
                 snprintf(err, cap, "adapter '%s' failed to load: %s", lora->name, lora->error);
                 r = MGR_FAILED;

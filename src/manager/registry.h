@@ -76,9 +76,6 @@ pagoda_status mgr_add(mgr *m, const mgr_model_spec *spec);
  * (lease.adapter), loaded into it each time the base loads. Call before requests arrive (the list
  * is fixed while serving). PAGODA_ERR_INVALID for a taken name or an unknown base. */
 pagoda_status mgr_add_lora(mgr *m, const char *name, const char *path, const char *base);
-int32_t mgr_lora_count(mgr *m);
-/* Adapter i (0 .. count - 1): its name, its base's name, and whether it is loaded now. */
-void mgr_lora_get(mgr *m, int32_t i, const char **name, const char **base, int *loaded);
 
 /* Adds every *.gguf file and every folder with a config.json in dir that is not known yet (by
  * path); the name is the file name without .gguf, or the folder's name. Returns how many were
@@ -110,6 +107,22 @@ mgr_result mgr_load(mgr *m, const char *name, double wait_s, char *err, size_t c
  * pinned model or one still busy at the deadline. */
 mgr_result mgr_unload(mgr *m, const char *name, double wait_s, char *err, size_t cap);
 
+/* Loads an adapter while serving (vLLM's /v1/load_lora_adapter): the base (NULL: the default
+ * model) is loaded if needed (waiting up to wait_s) and the adapter loaded into its engine, so a
+ * bad adapter is an error here. MGR_NOT_FOUND: no such base; MGR_FAILED: the name is taken or the
+ * adapter does not load (err says why); MGR_TIMEOUT: the base did not load in time. */
+mgr_result mgr_load_lora(mgr *m, const char *name, const char *path, const char *base, double wait_s, char *err,
+                         size_t cap);
+/* Unloads an adapter by name: requests using it end with an error; its name is free again.
+ * MGR_NOT_FOUND when no adapter has that name. */
+mgr_result mgr_unload_lora(mgr *m, const char *name, char *err, size_t cap);
+typedef struct {
+    char name[128], base[128], path[512], error[256];
+    int loaded;          /* in its base's engine now */
+    int base_state;      /* mgr_state of the base */
+} mgr_lora_status;
+/* The adapters being served; *out from malloc (free it). */
+pagoda_status mgr_list_loras(mgr *m, mgr_lora_status **out, int32_t *n);
 /* A snapshot of one model. */
 typedef struct {
     char name[128];

@@ -228,6 +228,16 @@ static json_t *model_json(pg_server *s, const mgr_model_status *m, int detail) {
     return o;
 }
 
+/* an adapter as vLLM lists it: its own id, "parent" the base model, "root" the adapter's path */
+static json_t *lora_json(pg_server *s, const mgr_lora_status *l) {
+    const char *state = l->loaded ? "loaded" : l->error[0] ? "failed" : "available";
+    json_t *o = json_pack("{s:s, s:s, s:I, s:s, s:s, s:s, s:s, s:{s:s}}", "id", l->name, "object", "model", "created",
+                          (json_int_t)s->started, "owned_by", "pagoda", "root", l->path, "parent", l->base, "state",
+                          state, "status", "value", state);
+    if (o && l->error[0]) json_object_set_new(o, "error", json_string(l->error));
+    return o;
+}
+
 static enum MHD_Result send_list(http_req *hr, int detail) {
     pg_server *s = hr->srv;
     mgr_rescan(s->models);
@@ -237,6 +247,10 @@ static enum MHD_Result send_list(http_req *hr, int detail) {
     json_t *data = json_array();
     for (int32_t i = 0; i < n && data; i++) json_array_append_new(data, model_json(s, &a[i], detail));
     free(a);
+    mgr_lora_status *l = NULL;
+    if (!mgr_list_loras(s->models, &l, &n))
+        for (int32_t i = 0; i < n && data; i++) json_array_append_new(data, lora_json(s, &l[i]));
+    free(l);
     json_t *body = json_pack("{s:s, s:o}", "object", "list", "data", data);
     if (body && detail) {
         json_object_set_new(body, "memory_budget", json_integer((json_int_t)mgr_budget(s->models)));
@@ -251,7 +265,16 @@ enum MHD_Result model_route_get(http_req *hr, const char *url) {
     if (hr->route == ROUTE_MODELS_DETAIL) return send_list(hr, 1);
     const char *id = url + strlen("/v1/models/");
     char served[128];
-    if (!mgr_known(s->models, id, served, sizeof served)) return send_model_not_found(hr, id);
+    if (!mgr_known(s->models, id, served, sizeof served)) {
+        mgr_lora_status *l = NULL;
+        int32_t nl = 0;
+        json_t *o = NULL;
+        if (!mgr_list_loras(s->models, &l, &nl))
+            for (int32_t i = 0; i < nl && !o; i++)
+                if (!strcmp(l[i].name, id)) o = lora_json(s, &l[i]);
+        free(l);
+        return o ? send_json(hr, 200, o) : send_model_not_found(hr, id);
+    }
     mgr_model_status *a = NULL;
     int32_t n = 0;
     if (mgr_list(s->models, &a, &n)) return send_error(hr, 500, "server_error", NULL, NULL, "out of memory");
@@ -287,6 +310,67 @@ enum MHD_Result model_route_admin(http_req *hr) {
     if (r == MGR_FAILED) return send_error(hr, 500, "server_error", "model", "model_load_failed", "%s", err);
     if (r == MGR_TIMEOUT) return send_error_hdr(hr, 503, "Retry-After", "5", "model_busy", "%s", err);
     return send_json(hr, 200, json_pack("{s:b, s:s}", "success", 1, "model", name));
+}
+
+/* ---- LoRA adapters at run time (vLLM's routes) ---- */
+
+static enum MHD_Result send_success(http_req *hr, const char *name, const char *done) {
+    const size_t cap = strlen(name) + strlen(done) + 64;
+    char *text = malloc(cap);
+    if (!text) return send_error(hr, 500, "server_error", NULL, NULL, "out of memory");
+    size_t n = (size_t)snprintf(text, cap, "Success: LoRA adapter '%s' %s successfully.", name, done);
+    return send_text(hr, 200, "text/plain; charset=utf-8", text, n, MHD_RESPMEM_MUST_FREE);
+}
+
+enum MHD_Result model_route_lora(http_req *hr) {
+    pg_server *s = hr->srv;
+    hr->gen_started = 1;
+    const int load = hr->route == ROUTE_LORA_LOAD;
+    if (!s->cfg.runtime_lora)
+        return send_error(hr, 404, "invalid_request_error", NULL, "not_found",
+                          "Loading and unloading LoRA adapters at run time is off: start the server with "
+                          "--enable-runtime-lora (or name adapters at start with --lora NAME=PATH).");
+    json_error_t jerr;
+    json_t *root = hr->body ? json_loadb(hr->body, hr->body_len, 0, &jerr) : NULL;
+    const json_t *jn = json_is_object(root) ? json_object_get(root, "lora_name") : NULL;
+    const json_t *jp = json_is_object(root) ? json_object_get(root, "lora_path") : NULL;
+    const json_t *jb = json_is_object(root) ? json_object_get(root, "base_model_name") : NULL;
+    const json_t *ji = json_is_object(root) ? json_object_get(root, "load_inplace") : NULL;
+    const char *bad = !json_is_object(root)                          ? "the body must be a JSON object"
+                      : !json_is_string(jn) || !json_string_length(jn) ? "'lora_name' must be a non-empty string"
+                      : load && (!json_is_string(jp) || !json_string_length(jp)) ? "'lora_path' must be a non-empty string"
+                      : jb && !json_is_null(jb) && !json_is_string(jb)  ? "'base_model_name' must be a string"
+                      : ji && !json_is_boolean(ji)                      ? "'load_inplace' must be a boolean"
+                                                                        : NULL;
+    if (bad) {
+        enum MHD_Result r = send_error(hr, 400, "invalid_request_error", NULL, NULL, "%s: %s", bad,
+                                       load ? "{\"lora_name\": NAME, \"lora_path\": PATH}" : "{\"lora_name\": NAME}");
+        json_decref(root);
+        return r;
+    }
+    char name[128], path[1024], base[256], err[768];
+    if (json_string_length(jn) >= sizeof name) {
+        json_decref(root);
+        return send_error(hr, 400, "invalid_request_error", "lora_name", NULL, "'lora_name' is too long (at most %zu bytes)",
+                          sizeof name - 1);
+    }
+    snprintf(name, sizeof name, "%s", json_string_value(jn));
+    snprintf(path, sizeof path, "%s", load ? json_string_value(jp) : "");
+    snprintf(base, sizeof base, "%s", json_is_string(jb) ? json_string_value(jb) : "");
+    const int inplace = ji && json_is_true(ji);
+    json_decref(root);
+    if (!load) {
+        if (mgr_unload_lora(s->models, name, err, sizeof err) != MGR_OK)
+            return send_error(hr, 404, "invalid_request_error", "lora_name", "not_found", "The LoRA adapter '%s' cannot be found.", name);
+        return send_success(hr, name, "removed");
+    }
+    if (inplace) mgr_unload_lora(s->models, name, err, sizeof err); /* absent is fine */
+    /* loads on the HTTP thread (the base may have to load first): a rare admin call */
+    mgr_result r = mgr_load_lora(s->models, name, path, base[0] ? base : NULL, s->cfg.model_load_timeout_s, err, sizeof err);
+    if (r == MGR_NOT_FOUND) return send_model_not_found(hr, base);
+    if (r == MGR_TIMEOUT) return send_error_hdr(hr, 503, "Retry-After", "5", "model_busy", "%s", err);
+    if (r != MGR_OK) return send_error(hr, 400, "invalid_request_error", "lora_path", "lora_load_failed", "%s", err);
+    return send_success(hr, name, "added");
 }
 
 /* ---- /metrics ---- */

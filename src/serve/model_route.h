@@ -37,6 +37,9 @@ int model_missing(http_req *hr, enum MHD_Result *ret);
 /* GET /v1/models, /v1/models/{id}, /models; POST /models/load, /models/unload */
 enum MHD_Result model_route_get(http_req *hr, const char *url);
 enum MHD_Result model_route_admin(http_req *hr);
+/* POST /v1/load_lora_adapter {"lora_name", "lora_path", "base_model_name"?} and
+ * /v1/unload_lora_adapter {"lora_name"} in vLLM's shapes (a plain-text "Success: ..." answer) */
+enum MHD_Result model_route_lora(http_req *hr);
 
 /* The model-wait thread (see above). */
 int model_wait_start(pg_server *s);

@@ -130,6 +130,8 @@ static serve_route route_of(const char *url) {
     if (!strcmp(url, "/models") || !strcmp(url, "/models/")) return ROUTE_MODELS_DETAIL;
     if (!strcmp(url, "/models/load")) return ROUTE_MODELS_LOAD;
     if (!strcmp(url, "/models/unload")) return ROUTE_MODELS_UNLOAD;
+    if (!strcmp(url, "/v1/load_lora_adapter")) return ROUTE_LORA_LOAD;
+    if (!strcmp(url, "/v1/unload_lora_adapter")) return ROUTE_LORA_UNLOAD;
     return ROUTE_NONE;
 }
 
@@ -174,7 +176,8 @@ static int framing_refused(http_req *hr, const char *version, enum MHD_Result *r
 static int is_post_route(serve_route r) {
     return r == ROUTE_COMPLETIONS || r == ROUTE_CHAT || r == ROUTE_MESSAGES || r == ROUTE_MESSAGES_COUNT ||
            r == ROUTE_RESPONSES || r == ROUTE_TOKENIZE || r == ROUTE_DETOKENIZE || r == ROUTE_INFILL ||
-           r == ROUTE_EMBEDDINGS || r == ROUTE_MODELS_LOAD || r == ROUTE_MODELS_UNLOAD;
+           r == ROUTE_EMBEDDINGS || r == ROUTE_MODELS_LOAD || r == ROUTE_MODELS_UNLOAD ||
+           r == ROUTE_LORA_LOAD || r == ROUTE_LORA_UNLOAD;
 }
 
 static enum MHD_Result first_call(pg_server *s, http_req *hr, const char *url, const char *method) {
@@ -283,6 +286,7 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const c
                                     (unsigned long long)hr->body_discarded, s->cfg.max_body_bytes);
         }
         if (hr->route == ROUTE_MODELS_LOAD || hr->route == ROUTE_MODELS_UNLOAD) return model_route_admin(hr);
+        if (hr->route == ROUTE_LORA_LOAD || hr->route == ROUTE_LORA_UNLOAD) return model_route_lora(hr);
         enum MHD_Result mret;
         if (!hr->gen_started && model_take(hr, &mret)) return mret;
         if (hr->route == ROUTE_EMBEDDINGS) return embeddings_handle(hr);

@@ -43,6 +43,9 @@ typedef struct {
                                        ignored with one logged warning per request, as vLLM does */
     double model_load_timeout_s;    /* a request waits this long for its model to load, then gets
                                        503 with Retry-After; default 120 */
+    int runtime_lora;               /* 1: POST /v1/load_lora_adapter and /v1/unload_lora_adapter
+                                       are served (vLLM's VLLM_ALLOW_RUNTIME_LORA_UPDATING); 0
+                                       (default): they answer 404 saying how to turn them on */
 } serve_config;
 void serve_config_default(serve_config *c);
 

@@ -71,6 +71,8 @@ typedef enum {
     ROUTE_MODELS_DETAIL, /* GET /models */
     ROUTE_MODELS_LOAD,   /* POST /models/load */
     ROUTE_MODELS_UNLOAD, /* POST /models/unload */
+    ROUTE_LORA_LOAD,     /* POST /v1/load_lora_adapter (vLLM) */
+    ROUTE_LORA_UNLOAD,   /* POST /v1/unload_lora_adapter */
 } serve_route;
 
 #endif
