@@ -353,7 +353,7 @@ typedef struct {
     int32_t rank;        /* largest rank over the adapted matrices */
     int32_t n_layers;    /* layers with at least one adapted matrix */
     char targets[96];    /* adapted projections, comma-separated: "q_proj,k_proj,v_proj,o_proj" */
-    uint64_t bytes;      /* memory the adapter's matrices take (f32) */
+    uint64_t bytes;      /* memory the adapter's matrices take (f16 where the file stores F16, else f32) */
     char source[8];      /* "peft" or "gguf" */
 } pagoda_adapter_info;
 /* Loads a LoRA adapter for the engine's model: path = a PEFT folder (adapter_config.json +

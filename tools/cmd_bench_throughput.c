@@ -17,6 +17,7 @@
 #include "bench_report.h"
 #include "jsonl.h"
 #include "core/clock.h"
+#include "core/fp16.h"
 #include "format/gguf.h"
 #include "model/model.h"
 
@@ -43,7 +44,9 @@ static const char k_usage[] =
             "                       by this JSON Schema, next to the same row free (alternated)\n"
             "  --regex PATTERN      the same with a regular expression\n"
             "  --gbnf FILE          the same with a GBNF grammar\n"
-            "  --lora N:RANK        every row also runs with N synthetic LoRA adapters of rank RANK on\n"
+            "  --lora N:RANK[:f16|f32]\n"
+            "                       every row also runs with N synthetic LoRA adapters of rank RANK (f16,\n"
+            "                       the default, as convert_lora_to_gguf writes them, or f32) on\n"
             "                       all projections, requests spread round-robin over them (CPU only)\n"
             "  --json PATH          also write the rows as JSON\n"
             "  --svg PATH           plot: tokens/s against concurrent requests, a line per length pair\n";
@@ -264,8 +267,9 @@ static void write_svg(const char *path, const char *model, const row *rows, int 
 }
 
 /* Writes a GGUF LoRA of this rank on every projection of the model at model_path (random
- * weights, small enough to keep generation sane) and loads it into e. */
-static int bench_lora_synthetic(pagoda_engine *e, const char *model_path, int rank, int k, int32_t *id) {
+ * weights, small enough to keep generation sane; f16 as llama.cpp's convert_lora_to_gguf writes
+ * by default, or f32) and loads it into e. */
+static int bench_lora_synthetic(pagoda_engine *e, const char *model_path, int rank, int k, int f16, int32_t *id) {
     pg_model *m = NULL;
     if (model_load(model_path, &m)) return cli_error("lora");
     char path[256];
@@ -283,9 +287,9 @@ static int bench_lora_synthetic(pagoda_engine *e, const char *model_path, int ra
             char n[96];
             int64_t ne_a[2] = {ws[t]->n_in, rank}, ne_b[2] = {rank, ws[t]->n_out};
             snprintf(n, sizeof n, "blk.%d.%s.weight.lora_a", l, names[t]);
-            bad |= gguf_writer_add_tensor(w, n, PAGODA_DTYPE_F32, 2, ne_a) != 0;
+            bad |= gguf_writer_add_tensor(w, n, f16 ? PAGODA_DTYPE_F16 : PAGODA_DTYPE_F32, 2, ne_a) != 0;
             snprintf(n, sizeof n, "blk.%d.%s.weight.lora_b", l, names[t]);
-            bad |= gguf_writer_add_tensor(w, n, PAGODA_DTYPE_F32, 2, ne_b) != 0;
+            bad |= gguf_writer_add_tensor(w, n, f16 ? PAGODA_DTYPE_F16 : PAGODA_DTYPE_F32, 2, ne_b) != 0;
             if (ws[t]->n_in > biggest) biggest = ws[t]->n_in;
             if (ws[t]->n_out > biggest) biggest = ws[t]->n_out;
         }
@@ -304,7 +308,9 @@ static int bench_lora_synthetic(pagoda_engine *e, const char *model_path, int ra
                     s = s * 6364136223846793005ull + 1442695040888963407ull;
                     buf[i] = ((float)(s >> 40) / 16777216.0f - 0.5f) * 0.02f;
                 }
-                bad |= gguf_writer_write_tensor(w, buf, sizeof(float) * (size_t)n) != 0;
+                uint16_t *h = (uint16_t *)buf; /* in place, front to back: h[i] overwrites bytes buf[0..i] only */
+                for (int64_t i = 0; f16 && i < n; i++) h[i] = pg_fp32_to_fp16(buf[i]);
+                bad |= gguf_writer_write_tensor(w, buf, (f16 ? sizeof(uint16_t) : sizeof(float)) * (size_t)n) != 0;
             }
         }
     }
@@ -419,17 +425,20 @@ int cmd_bench_throughput(int argc, char **argv) {
         }
         fprintf(stderr, "pagoda: grammar compiled in %.2f ms\n", compile_ms);
     }
-    int n_lora = 0, lora_rank = 0;
+    int n_lora = 0, lora_rank = 0, lora_f16 = 1;
     int32_t lora_ids[255];
-    if (lora && (sscanf(lora, "%d:%d", &n_lora, &lora_rank) != 2 || n_lora < 1 || n_lora > 255 || lora_rank < 1 ||
-                 lora_rank > 1024 || grammar)) {
-        fprintf(stderr, "pagoda: --lora expects N:RANK (1 <= N <= 255, 1 <= RANK <= 1024), without a grammar; got '%s'\n", lora);
+    char lora_dt[8] = "f16";
+    int n_fields = lora ? sscanf(lora, "%d:%d:%7s", &n_lora, &lora_rank, lora_dt) : 0;
+    if (lora && (n_fields < 2 || n_lora < 1 || n_lora > 255 || lora_rank < 1 || lora_rank > 1024 || grammar ||
+                 (strcmp(lora_dt, "f16") && strcmp(lora_dt, "f32")))) {
+        fprintf(stderr, "pagoda: --lora expects N:RANK[:f16|f32] (1 <= N <= 255, 1 <= RANK <= 1024), without a grammar; got '%s'\n", lora);
         pagoda_grammar_unref(grammar);
         dataset_free(&ds);
         pagoda_model_free(pm);
         return 2;
     }
     if (n_lora) c.max_adapters = n_lora;
+    lora_f16 = !strcmp(lora_dt, "f16");
     /* twins run the same prompts: the second must not find the first's KV in the prefix cache */
     int twins = grammar || n_lora;
     if (twins) c.prefix_caching = 0;
@@ -448,8 +457,8 @@ int cmd_bench_throughput(int argc, char **argv) {
             (int)c.max_batch_tokens);
     uint64_t seed = (uint64_t)seed_opt;
     for (int k = 0; k < n_lora; k++)
-        if (bench_lora_synthetic(e, model, lora_rank, k, &lora_ids[k])) goto fail;
-    if (n_lora) fprintf(stderr, "pagoda: %d synthetic LoRA adapters of rank %d on every projection\n", n_lora, lora_rank);
+        if (bench_lora_synthetic(e, model, lora_rank, k, lora_f16, &lora_ids[k])) goto fail;
+    if (n_lora) fprintf(stderr, "pagoda: %d synthetic LoRA adapters of rank %d on every projection (%s)\n", n_lora, lora_rank, lora_dt);
     { /* warm-up: page in weights and scratch, settle the thread pool */
         row w = {.in_len = 16, .out_len = 4, .conc = 1, .n_req = 1};
         if (run_row(e, info.n_vocab, &w, &seed, NULL, st.max_model_len, &so, NULL, NULL, 0)) goto fail;

@@ -139,11 +139,12 @@ typedef struct pg_backend_ops {
     pagoda_status (*sync)(pg_backend *be);
 
     /* ---- optional ---- */
-    /* LoRA delta for rows x[0..rows) ([rows][n_in]): y[t] (stride ldy) += scale * B·(A·x[t]), A
-     * [rank][n_in] and Bt [rank][n_out] f32 in backend memory, tmp rows*rank floats of scratch.
-     * NULL: the backend applies no adapters (the forward pass refuses batches that use one). */
-    void (*lora)(pg_backend *be, const float *x, int32_t rows, int64_t n_in, const float *A, int32_t rank,
-                 const float *Bt, int64_t n_out, float scale, float *y, int64_t ldy, float *tmp);
+    /* LoRA deltas of n segments (pg_lora_seg, core/batch.h: each a run of rows with its adapter's
+     * A [rank][n_in] and Bt [rank][n_out], f32 or f16, in backend memory, for one projection;
+     * several projections may come in one call, their outputs disjoint): y[t] (stride ldy) +=
+     * scale * B·(A·x[t]). NULL: the backend applies no adapters (the forward pass refuses
+     * batches that use one). */
+    void (*lora)(pg_backend *be, const pg_lora_seg *segs, int32_t n);
 } pg_backend_ops;
 
 struct pg_backend {

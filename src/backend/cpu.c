@@ -259,10 +259,9 @@ static pagoda_status cpu_read(pg_backend *be, void *host, const void *src, size_
 
 static pagoda_status cpu_sync(pg_backend *be) { return (void)be, PAGODA_OK; }
 
-static void cpu_lora(pg_backend *be, const float *x, int32_t rows, int64_t n_in, const float *A, int32_t rank,
-                     const float *Bt, int64_t n_out, float scale, float *y, int64_t ldy, float *tmp) {
+static void cpu_lora(pg_backend *be, const pg_lora_seg *segs, int32_t n) {
     (void)be;
-    kcpu_lora(x, rows, n_in, A, rank, Bt, n_out, scale, y, ldy, tmp);
+    kcpu_lora_batch(segs, n);
 }
 
 static const pg_backend_ops cpu_ops = {

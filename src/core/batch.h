@@ -23,4 +23,18 @@ typedef struct {
                                            token wants logits or its hidden state, not both */
 } pg_batch;
 
+/* One run of rows that share a LoRA adapter on one projection, for the backend's lora op:
+ * y[t][o] += scale * sum_k Bt[k][o] * (A[k] . x[t]) for t < rows, o < n_out. */
+typedef struct {
+    int64_t n_in, n_out, ldy;
+    const float *x;  /* [rows][n_in] contiguous */
+    float *y;        /* rows ldy floats apart */
+    float *tmp;      /* rows * rank floats of scratch */
+    const float *A;  /* [rank][n_in] */
+    const float *Bt; /* [rank][n_out] (B transposed) */
+    const uint16_t *A16, *Bt16; /* the same as IEEE halves: used instead of A, Bt when set */
+    int32_t rows, rank;
+    float scale;
+} pg_lora_seg;
+
 #endif

@@ -7,6 +7,8 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "core/batch.h"
+
 /* y = x / sqrt(mean(x^2) + eps) * w   (w may be NULL: no scale). y may equal x. */
 void kref_rmsnorm(float *y, const float *x, const float *w, int64_t n, float eps);
 void kcpu_rmsnorm(float *y, const float *x, const float *w, int64_t n, float eps);
@@ -75,5 +77,11 @@ void kref_lora(const float *x, int32_t rows, int64_t n_in, const float *A, int32
                float scale, float *y, int64_t ldy, float *tmp);
 void kcpu_lora(const float *x, int32_t rows, int64_t n_in, const float *A, int32_t rank, const float *Bt, int64_t n_out,
                float scale, float *y, int64_t ldy, float *tmp);
+/* The deltas of n segments (pg_lora_seg, core/batch.h; of one or several projections, outputs
+ * disjoint) in one thread-pool job where rows are many (each row's A then B product by one
+ * thread), or two where they are few (A products, then B axpys over (row, column chunk)), so a
+ * decode step with a different adapter per sequence does not pay fork/joins per sequence and
+ * projection. Each segment's result is kcpu_lora's for it alone. */
+void kcpu_lora_batch(const pg_lora_seg *segs, int32_t n);
 
 #endif

@@ -61,6 +61,7 @@ struct pg_forward {
     int32_t n_loras, lora_rank;
     float *lora_tmp;
     lora_seg *segs; /* [max_tokens] */
+    pg_lora_seg *lora_jobs; /* [3 * max_tokens]: the segments of up to 3 projections for the lora op */
     int32_t n_segs;
 };
 
@@ -82,7 +83,7 @@ void forward_destroy(pg_forward *f) {
     if (!f) return;
     if (f->x_host && f->n_stages > 0) f->st[0].be->ops->host_free(f->st[0].be, f->x_host);
     for (int i = 0; i < f->n_stages; i++) stage_free(&f->st[i]);
-    free(f->out_rows), free(f->lora_tmp), free(f->segs);
+    free(f->out_rows), free(f->lora_tmp), free(f->segs), free(f->lora_jobs);
     free(f);
 }
 
@@ -171,7 +172,8 @@ pagoda_status forward_create_ex(const pg_model *m, int32_t max_tokens, const pg_
     f->max_tokens = max_tokens;
     f->n_gpu = o.n_gpu_layers <= 0 ? 0 : o.n_gpu_layers < c->n_layer ? o.n_gpu_layers : c->n_layer;
     pagoda_status st = PAGODA_OK;
-    if (!(f->out_rows = malloc(sizeof(int32_t) * (size_t)max_tokens)) || !(f->segs = malloc(sizeof(lora_seg) * (size_t)max_tokens))) {
+    if (!(f->out_rows = malloc(sizeof(int32_t) * (size_t)max_tokens)) || !(f->segs = malloc(sizeof(lora_seg) * (size_t)max_tokens)) ||
+        !(f->lora_jobs = malloc(sizeof(pg_lora_seg) * 3 * (size_t)max_tokens))) {
         st = pg_fail(PAGODA_ERR_NOMEM, "out of memory");
         goto fail;
     }
@@ -237,7 +239,7 @@ pagoda_status forward_set_adapters(pg_forward *f, const pg_lora *const *table, i
         if (table[i]->max_rank > rank) rank = table[i]->max_rank;
     }
     if (rank > f->lora_rank) { /* grows between steps only: no allocation while stepping */
-        float *t = malloc(sizeof(float) * (size_t)rank * (size_t)f->max_tokens);
+        float *t = malloc(sizeof(float) * (size_t)rank * (size_t)f->max_tokens * 3); /* 3 targets per call */
         if (!t) return pg_fail(PAGODA_ERR_NOMEM, "forward: cannot allocate LoRA scratch for rank %d", rank);
         free(f->lora_tmp);
         f->lora_tmp = t, f->lora_rank = rank;
@@ -369,20 +371,41 @@ static pagoda_status check_batch(const pg_forward *f, const pg_batch *b, const p
     return PAGODA_OK;
 }
 
-/* y (row stride ldy) += each segment's adapter delta of target t in layer l, from x ([T][n_in]). */
-static void apply_lora(const pg_forward *f, const stage *s, int32_t l, pg_lora_target t, const float *x, float *y,
-                       int64_t ldy) {
-    for (int32_t i = 0; i < f->n_segs; i++) {
-        const lora_seg *g = &f->segs[i];
-        const pg_lora_mat *m = lora_mat(g->a, l, t);
-        if (!m->rank) continue;
-        s->be->ops->lora(s->be, x + (int64_t)g->t0 * m->n_in, g->n, m->n_in, m->A, m->rank, m->Bt, m->n_out, m->scale,
-                         y + (int64_t)g->t0 * ldy, ldy, f->lora_tmp);
-    }
+/* y_i (row stride ldy_i) += each segment's adapter delta of target t_i in layer l, from x ([T][n_in]),
+ * for up to 3 targets that read the same x (Q, K, V; gate, up) in one lora call. */
+static void apply_lora(const pg_forward *f, const stage *s, int32_t l, int nt, const pg_lora_target *t, const float *x,
+                       float *const *y, const int64_t *ldy) {
+    int32_t n = 0;
+    for (int k = 0; k < nt; k++)
+        for (int32_t i = 0; i < f->n_segs; i++) {
+            const lora_seg *g = &f->segs[i];
+            const pg_lora_mat *m = lora_mat(g->a, l, t[k]);
+            if (!m->rank) continue;
+            f->lora_jobs[n++] = (pg_lora_seg){.n_in = m->n_in, .n_out = m->n_out, .ldy = ldy[k],
+                                              .x = x + (int64_t)g->t0 * m->n_in, .y = y[k] + (int64_t)g->t0 * ldy[k],
+                                              .tmp = f->lora_tmp + ((int64_t)k * f->max_tokens + g->t0) * f->lora_rank,
+                                              .A = m->A, .Bt = m->Bt, .A16 = m->A16, .Bt16 = m->Bt16,
+                                              .rows = g->n, .rank = m->rank, .scale = m->scale};
+        }
+    if (n) s->be->ops->lora(s->be, f->lora_jobs, n);
 }
 #define LORA(t, x, y, ldy) \
     do { \
-        if (f->n_segs) apply_lora(f, s, l, t, x, y, ldy); \
+        if (f->n_segs) { \
+            const pg_lora_target t_[1] = {t}; \
+            float *const y_[1] = {y}; \
+            const int64_t l_[1] = {ldy}; \
+            apply_lora(f, s, l, 1, t_, x, y_, l_); \
+        } \
+    } while (0)
+#define LORA3(t0, y0, t1, y1, t2, y2, x, ldy) \
+    do { \
+        if (f->n_segs) { \
+            const pg_lora_target t_[3] = {t0, t1, t2}; \
+            float *const y_[3] = {y0, y1, y2}; \
+            const int64_t l_[3] = {ldy, ldy, ldy}; \
+            apply_lora(f, s, l, 3, t_, x, y_, l_); \
+        } \
     } while (0)
 
 /* The ops of one stage for T (possibly padded) tokens, n_out logits rows and after them n_hid
@@ -417,9 +440,7 @@ static void stage_ops(const pg_forward *f, stage *s, pg_kv *kv, int si, int32_t 
             o->matmul(be, LW(L, wk), s->xn, T, s->qkv + qd, D, half);
             o->matmul(be, LW(L, wv), s->xn, T, s->qkv + qd + kvd, D, half);
         }
-        LORA(LORA_Q, s->xn, s->qkv, D);
-        LORA(LORA_K, s->xn, s->qkv + qd, D);
-        LORA(LORA_V, s->xn, s->qkv + qd + kvd, D);
+        LORA3(LORA_Q, s->qkv, LORA_K, s->qkv + qd, LORA_V, s->qkv + qd + kvd, s->xn, D);
         o->add_bias(be, s->qkv, LW(L, bqkv), T, D, D);
         o->add_bias(be, s->qkv, LW(L, bq), T, qd, D);
         o->add_bias(be, s->qkv + qd, LW(L, bk), T, kvd, D);
@@ -445,8 +466,12 @@ static void stage_ops(const pg_forward *f, stage *s, pg_kv *kv, int si, int32_t 
         bool h_half = false;
         if (PRESENT(&L->gate_up)) { /* one product for gate|up rows, then SwiGLU across the halves */
             o->matmul(be, &L->gate_up, s->xn, T, s->up2, 2 * nff, half);
-            LORA(LORA_GATE, s->xn, s->up2, 2 * nff);
-            LORA(LORA_UP, s->xn, s->up2 + nff, 2 * nff);
+            if (f->n_segs) { /* gate and up read the same x: one lora call */
+                const pg_lora_target t_[2] = {LORA_GATE, LORA_UP};
+                float *const y_[2] = {s->up2, s->up2 + nff};
+                const int64_t l_[2] = {2 * nff, 2 * nff};
+                apply_lora(f, s, l, 2, t_, s->xn, y_, l_);
+            }
             h_half = o->wants_half(be, LW(L, w_down), T);
             o->swiglu_rows(be, s->gate, s->up2, T, nff, h_half);
             h = s->gate;

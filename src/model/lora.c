@@ -11,6 +11,7 @@
 #include <sys/stat.h>
 
 #include "core/dtype.h"
+#include "core/fp16.h"
 #include "core/file.h"
 #include "core/log.h"
 #include "format/gguf.h"
@@ -27,7 +28,7 @@ const char *lora_target_name(pg_lora_target t) { return t < LORA_N_TARGETS ? k_p
 void lora_free(pg_lora *a) {
     if (!a) return;
     if (a->mats)
-        for (size_t i = 0; i < (size_t)a->n_layer * LORA_N_TARGETS; i++) free(a->mats[i].A), free(a->mats[i].Bt);
+        for (size_t i = 0; i < (size_t)a->n_layer * LORA_N_TARGETS; i++) free(a->mats[i].A), free(a->mats[i].Bt), free(a->mats[i].A16), free(a->mats[i].Bt16);
     free(a->mats);
     free(a);
 }
@@ -131,9 +132,21 @@ static pagoda_status set_mat(loader *L, int32_t l, pg_lora_target t, const src_t
         for (int64_t k = 0; k < r; k++) m->Bt[k * n_out + o] = b[src * r + k];
     }
     free(b);
+    size_t elem = sizeof(float);
+    if (A->dtype == PAGODA_DTYPE_F16 && B->dtype == PAGODA_DTYPE_F16) {
+        /* stored as halves in the file: kept so (exact), half the bytes the kernel streams */
+        m->A16 = malloc(sizeof(uint16_t) * (size_t)(n_in * r));
+        m->Bt16 = malloc(sizeof(uint16_t) * (size_t)(n_out * r));
+        if (!m->A16 || !m->Bt16) return pg_fail(PAGODA_ERR_NOMEM, "adapter: out of memory");
+        for (int64_t i = 0; i < n_in * r; i++) m->A16[i] = pg_fp32_to_fp16(m->A[i]);
+        for (int64_t i = 0; i < n_out * r; i++) m->Bt16[i] = pg_fp32_to_fp16(m->Bt[i]);
+        free(m->A), free(m->Bt);
+        m->A = m->Bt = NULL;
+        elem = sizeof(uint16_t);
+    }
     m->rank = (int32_t)r, m->n_in = n_in, m->n_out = n_out;
     m->scale = scale_override > 0 ? scale_override : alpha;
-    L->a->bytes += sizeof(float) * (size_t)((n_in + n_out) * r);
+    L->a->bytes += elem * (size_t)((n_in + n_out) * r);
     if (m->rank > L->a->max_rank) L->a->max_rank = m->rank;
     L->a->targets |= 1u << t;
     return PAGODA_OK;

@@ -1,6 +1,7 @@
 /* A LoRA adapter: low-rank deltas for a base model's projections, loaded from a PEFT folder
  * (adapter_config.json + adapter_model.safetensors) or a GGUF LoRA (llama.cpp's
- * convert_lora_to_gguf output), validated against the base model's shapes, kept in f32.
+ * convert_lora_to_gguf output), validated against the base model's shapes, kept in f16 when the
+ * file stores both matrices of a pair as F16 (exact, half the memory traffic per step), else f32.
  * Applied per sequence in the forward pass: y += scale * B (A x) after the base product y = W x. */
 #ifndef PG_MODEL_LORA_H
 #define PG_MODEL_LORA_H
@@ -19,7 +20,8 @@ typedef struct {
     int32_t rank; /* 0: this matrix is not targeted */
     int64_t n_in, n_out;
     float scale;
-    float *A, *Bt; /* owned */
+    float *A, *Bt;      /* owned; f32, or NULL when the pair is kept in f16: */
+    uint16_t *A16, *Bt16; /* owned; IEEE halves (exactly one of the pairs is set) */
 } pg_lora_mat;
 
 typedef struct pg_lora {

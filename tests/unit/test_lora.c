@@ -16,9 +16,11 @@
 
 #include "core/dtype.h"
 #include "core/file.h"
+#include "core/fp16.h"
 #include "format/gguf.h"
 #include "format/safetensors.h"
 #include "kernels/kernels.h"
+#include "kernels/cpu/cpu_impl.h"
 #include "kernels/ops.h"
 #include "kv/kv_cache.h"
 #include "model/forward.h"
@@ -252,9 +254,11 @@ static pg_weight *target_weight(pg_layer_weights *w, pg_lora_target t) {
 /* Writes a random adapter of rank r on every projection of m: a PEFT folder (HF base) or a GGUF
  * LoRA (GGUF base, same row order as the base). Returns the matrices ([l][t] A then B) for the merge. */
 static float **write_random_adapter(const pg_model *m, int32_t r, float alpha, const char *path, bool gguf,
-                                    unsigned long long seed) {
+                                    unsigned long long seed, bool f16) {
     int32_t L = m->cfg.n_layer;
     float **mats = calloc((size_t)L * LORA_N_TARGETS * 2, sizeof(float *));
+    uint16_t **halves = calloc((size_t)L * LORA_N_TARGETS * 2, sizeof(uint16_t *)); /* f16: what the file holds */
+    const int dt = f16 ? PAGODA_DTYPE_F16 : PAGODA_DTYPE_F32;
     gguf_writer *gw = gguf ? gguf_writer_create() : NULL;
     st_write_tensor *sw = gguf ? NULL : calloc((size_t)L * LORA_N_TARGETS * 2, sizeof *sw);
     int64_t (*shapes)[2] = calloc((size_t)L * LORA_N_TARGETS * 2, sizeof *shapes);
@@ -279,15 +283,20 @@ static float **write_random_adapter(const pg_model *m, int32_t r, float alpha, c
             mats[n] = A, mats[n + 1] = B;
             for (int ab = 0; ab < 2; ab++) {
                 int k = n + ab;
+                if (f16) { /* the matrices as halves; the merged reference takes their exact values */
+                    int64_t cnt = ab ? out * r : r * in;
+                    halves[k] = malloc(sizeof(uint16_t) * (size_t)cnt);
+                    for (int64_t i = 0; i < cnt; i++) mats[k][i] = pg_fp16_to_fp32(halves[k][i] = pg_fp32_to_fp16(mats[k][i]));
+                }
                 if (gw) {
                     snprintf(names[k], 128, "blk.%d.%s.weight.lora_%c", l, gg[t], ab ? 'b' : 'a');
                     int64_t ne[2] = {ab ? r : in, ab ? out : r};
-                    gguf_writer_add_tensor(gw, names[k], PAGODA_DTYPE_F32, 2, ne);
+                    gguf_writer_add_tensor(gw, names[k], dt, 2, ne);
                 } else {
                     snprintf(names[k], 128, "base_model.model.model.layers.%d.%s.lora_%c.weight", l, peft[t], ab ? 'B' : 'A');
                     shapes[k][0] = ab ? out : r, shapes[k][1] = ab ? r : in;
-                    sw[k] = (st_write_tensor){.name = names[k], .dtype = PAGODA_DTYPE_F32, .n_dims = 2, .shape = shapes[k],
-                                              .data = mats[k]};
+                    sw[k] = (st_write_tensor){.name = names[k], .dtype = dt, .n_dims = 2, .shape = shapes[k],
+                                              .data = f16 ? (const void *)halves[k] : (const void *)mats[k]};
                 }
             }
             n += 2;
@@ -296,8 +305,8 @@ static float **write_random_adapter(const pg_model *m, int32_t r, float alpha, c
         CHECK(gguf_writer_begin(gw, path) == 0, "%s", pagoda_last_error());
         for (int k = 0; k < n; k++) {
             const pg_weight *w = target_weight(&((pg_model *)m)->layers[k / 2 / LORA_N_TARGETS], (pg_lora_target)(k / 2 % LORA_N_TARGETS));
-            size_t sz = sizeof(float) * (size_t)r * (size_t)(k % 2 ? w->n_out : w->n_in);
-            gguf_writer_write_tensor(gw, mats[k], sz);
+            size_t sz = (f16 ? sizeof(uint16_t) : sizeof(float)) * (size_t)r * (size_t)(k % 2 ? w->n_out : w->n_in);
+            gguf_writer_write_tensor(gw, f16 ? (const void *)halves[k] : (const void *)mats[k], sz);
         }
         CHECK(gguf_writer_end(gw) == 0, "%s", pagoda_last_error());
         gguf_writer_destroy(gw);
@@ -313,6 +322,8 @@ static float **write_random_adapter(const pg_model *m, int32_t r, float alpha, c
         fclose(f);
     }
     free(sw), free(shapes), free(names);
+    for (int k = 0; f16 && k < L * LORA_N_TARGETS * 2; k++) free(halves[k]);
+    free(halves);
     return mats;
 }
 
@@ -356,7 +367,7 @@ static void dequant_into(pg_model *m, float **owned) {
         }
 }
 
-static void check_synthetic(const char *model_path, bool gguf, int32_t r, const char *what) {
+static void check_synthetic(const char *model_path, bool gguf, int32_t r, const char *what, bool f16) {
     pg_model *m = NULL, *ref = NULL, *deq = NULL;
     if (model_load(model_path, &m) || model_load(model_path, &ref) || model_load(model_path, &deq)) {
         CHECK(0, "%s: %s", model_path, pagoda_last_error());
@@ -366,13 +377,16 @@ static void check_synthetic(const char *model_path, bool gguf, int32_t r, const 
     char path[256];
     snprintf(path, sizeof path, "/tmp/pagoda_lora_%d_%s%s", (int)getpid(), what, gguf ? ".gguf" : "");
     float alpha = 2.0f * (float)r;
-    float **mats = write_random_adapter(m, r, alpha, path, gguf, 0x1234 + (unsigned long long)r);
+    float **mats = write_random_adapter(m, r, alpha, path, gguf, 0x1234 + (unsigned long long)r, f16);
     int32_t L = m->cfg.n_layer, T = 12, n_seq = 2, V = m->cfg.n_vocab;
     float **owned = calloc((size_t)L * LORA_N_TARGETS * 2, sizeof(float *));
     merge_into(ref, mats, r, alpha / r, owned);
     dequant_into(deq, owned + L * LORA_N_TARGETS);
     pg_lora *a = NULL;
     if (lora_load(m, path, 0, &a)) CHECK(0, "%s: %s", path, pagoda_last_error());
+    /* an f16 file is kept in halves (half the bytes), an f32 one in floats */
+    if (a) CHECK(f16 ? a->mats[0].A16 && a->mats[0].Bt16 && !a->mats[0].A : a->mats[0].A && !a->mats[0].A16,
+                 "%s: matrices kept as %s", what, a->mats[0].A16 ? "f16" : "f32");
     int32_t tokens[24];
     unsigned long long s = 99;
     for (int i = 0; i < T * n_seq; i++) tokens[i] = (int32_t)(test_rand_u64(&s) % (unsigned long long)V);
@@ -512,8 +526,68 @@ static void check_kernels(void) {
     CHECK(d <= 1e-3, "kcpu_lora vs kref_lora %g", d);
 }
 
+/* several segments in one call (what a decode step with a different adapter per sequence runs,
+ * for up to 3 projections at once): different ranks, row counts and output widths, a rank-0
+ * segment and an empty one, odd segments' matrices as halves (f16 adapters), threaded and not, at
+ * every ISA level this CPU has, in a layout with many rows (one job of whole rows) and one with
+ * two big rows (A job then B job); each segment's rows must equal kref_lora's for it alone (on
+ * the halves' float values), and rows between segments stay untouched */
+static void check_kernel_batch(void) {
+    unsigned long long s = 11;
+    enum { IN = 600, OUT = 2100, LD = 2112, NSEG = 7, MAXR = 32, ROWS = 40 };
+    static const int32_t layouts[2][2][NSEG] = {
+        {{1, 3, 0, 1, 17, 1, 6}, {16, 8, 4, 0, 32, 1, 16}}, /* rows, ranks */
+        {{1, 0, 1, 0, 0, 0, 0}, {32, 4, 32, 8, 8, 8, 8}},
+    };
+    static float x[ROWS * IN], A[NSEG][MAXR * IN], Bt[NSEG][MAXR * OUT], y0[ROWS * LD], y1[ROWS * LD], tmp[ROWS * MAXR];
+    static uint16_t A16[NSEG][MAXR * IN], Bt16[NSEG][MAXR * OUT];
+    for (int i = 0; i < ROWS * IN; i++) x[i] = test_rand_f(&s);
+    for (int g = 0; g < NSEG; g++) {
+        for (int i = 0; i < MAXR * IN; i++) A[g][i] = test_rand_f(&s);
+        for (int i = 0; i < MAXR * OUT; i++) Bt[g][i] = test_rand_f(&s);
+        if (g % 2) { /* this segment in halves: the reference reads the values they hold */
+            for (int i = 0; i < MAXR * IN; i++) A[g][i] = pg_fp16_to_fp32(A16[g][i] = pg_fp32_to_fp16(A[g][i]));
+            for (int i = 0; i < MAXR * OUT; i++) Bt[g][i] = pg_fp16_to_fp32(Bt16[g][i] = pg_fp32_to_fp16(Bt[g][i]));
+        }
+    }
+    const int isa_max = kcpu_isa_max();
+    for (int lay = 0; lay < 2; lay++)
+        for (int isa = KCPU_ISA_SCALAR; isa <= isa_max; isa++) {
+            kcpu_isa_force(isa);
+            for (int threads = 1; threads <= 2; threads++) {
+                const int32_t *rows = layouts[lay][0], *ranks = layouts[lay][1];
+                for (int i = 0; i < ROWS * LD; i++) y0[i] = y1[i] = test_rand_f(&s);
+                pg_lora_seg segs[NSEG];
+                int32_t t = 0;
+                for (int g = 0; g < NSEG; g++) {
+                    t += g == 3; /* a row no segment covers */
+                    const int64_t n_in = IN - 50 * (g % 3), n_out = OUT - 700 * (g % 3); /* several projections */
+                    segs[g] = (pg_lora_seg){.n_in = n_in, .n_out = n_out, .ldy = LD, .x = x + (int64_t)t * IN,
+                                            .y = y1 + (int64_t)t * LD, .tmp = tmp + (int64_t)t * MAXR, .rows = rows[g],
+                                            .rank = ranks[g], .scale = 0.25f * (float)(g + 1)};
+                    /* the matrices of this shape: A rows n_in apart, Bt rows n_out apart */
+                    if (g % 2) segs[g].A16 = A16[g], segs[g].Bt16 = Bt16[g];
+                    else segs[g].A = A[g], segs[g].Bt = Bt[g];
+                    if (ranks[g]) kref_lora(x + (int64_t)t * IN, rows[g], n_in, A[g], ranks[g], Bt[g], n_out, segs[g].scale,
+                                            y0 + (int64_t)t * LD, LD, tmp + (int64_t)t * MAXR);
+                    t += rows[g];
+                }
+                CHECK(t < ROWS, "test layout");
+                kcpu_set_threads(threads);
+                kcpu_lora_batch(segs, NSEG);
+                double d = max_diff(y0, y1, ROWS * LD);
+                printf("lora batch kernel (layout %d, f32 and f16, isa %d, %d threads) vs ref: max %.2e\n", lay, isa,
+                       threads, d);
+                CHECK(d <= 1e-3, "kcpu_lora_batch vs kref_lora %g (layout %d, isa %d, %d threads)", d, lay, isa, threads);
+            }
+        }
+    kcpu_isa_force(isa_max);
+    kcpu_set_threads(0);
+}
+
 int main(void) {
     check_kernels();
+    check_kernel_batch();
     const char *shared = test_shared_dir();
     if (!shared) {
         printf("../shared absent: only the kernel check ran\n");
@@ -522,9 +596,11 @@ int main(void) {
     char p[1024];
     check_goldens(shared);
     snprintf(p, sizeof p, "%s/fixtures/hf/qwen2", shared);
-    check_synthetic(p, false, 8, "qwen2-f32");
+    check_synthetic(p, false, 8, "qwen2-f32", false);
+    check_synthetic(p, false, 8, "qwen2-f16", true);
     snprintf(p, sizeof p, "%s/fixtures/gguf/tiny-llama-q8_0.gguf", shared);
-    check_synthetic(p, true, 16, "llama-q8_0");
+    check_synthetic(p, true, 16, "llama-q8_0", false);
+    check_synthetic(p, true, 16, "llama-q8_0-f16", true);
     check_malformed(shared);
     TEST_DONE();
 }

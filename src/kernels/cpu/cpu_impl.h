@@ -34,6 +34,11 @@ void kcpu_fill_convert_avx2(kcpu_fns *f);
 void kcpu_fill_float_avx512(kcpu_fns *f);
 void kcpu_fill_quant_avx512(kcpu_fns *f);
 
+/* LoRA inner loops (lora_avx2.c; lora.c picks them when the active level is AVX2 or above) */
+float kcpu_lora_dot_f16_avx2(int64_t n, const uint16_t *w, const float *x);
+void kcpu_lora_axpy_f16_avx2(int64_t n, float a, const uint16_t *b, float *y);
+void kcpu_lora_axpy_f32_avx2(int64_t n, float a, const float *b, float *y);
+
 /* The table for the active ISA level. */
 const kcpu_fns *kcpu_active(void);
 /* Highest level this CPU supports, and the active one. */
