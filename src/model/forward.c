@@ -507,6 +507,12 @@ static void stage_ops(const pg_forward *f, stage *s, pg_kv *kv, int si, int32_t 
     }
 }
 
+static int seg_order(const void *pa, const void *pb) {
+    const lora_seg *a = pa, *b = pb;
+    if (a->a != b->a) return (uintptr_t)a->a < (uintptr_t)b->a ? -1 : 1;
+    return (a->t0 > b->t0) - (a->t0 < b->t0);
+}
+
 static pagoda_status run(pg_forward *f, const pg_batch *b, pg_kv *kv, float *logits, int32_t *ids, float *hidden) {
     pagoda_status st = check_batch(f, b, kv);
     if (st) return st;
@@ -519,6 +525,9 @@ static pagoda_status run(pg_forward *f, const pg_batch *b, pg_kv *kv, float *log
         if (last && last->a == f->loras[ad] && last->t0 + last->n == t0) last->n += n;
         else f->segs[f->n_segs++] = (lora_seg){.t0 = t0, .n = n, .a = f->loras[ad]};
     }
+    /* one adapter's runs next to each other: its matrices are streamed once per projection and
+     * then read from cache for its other runs */
+    if (f->n_segs > 2) qsort(f->segs, (size_t)f->n_segs, sizeof *f->segs, seg_order);
     const pg_model_config *c = &f->m->cfg;
     /* rows that want logits, then rows that want hidden states (disjoint) */
     int32_t n_out = 0, n_hid = 0;
