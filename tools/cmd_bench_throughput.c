@@ -233,31 +233,38 @@ static int parse_list(const char *opt, const char *s, int32_t *v, int max, int *
     return 0;
 }
 
-/* Decode and whole-run output tokens/s against concurrency: rows come n_conc per length pair. */
-static void write_svg(const char *path, const char *model, const row *rows, int n_rows, int n_conc) {
+/* Decode and whole-run output tokens/s against concurrency: rows come n_conc per length pair, each
+ * followed by its twin (constrained or adapted, named twin_name) when twin_name is set. */
+static void write_svg(const char *path, const char *model, const row *rows, int n_rows, int n_conc, const char *twin_name) {
     FILE *f = fopen(path, "w");
     if (!f) {
         fprintf(stderr, "pagoda: cannot write %s\n", path);
         return;
     }
     enum { MAX_SERIES = 32 };
+    const int per = twin_name ? 2 : 1;
     br_series series[MAX_SERIES];
-    double x[MAX_SERIES / 2][16], y[MAX_SERIES][16];
-    char names[MAX_SERIES][64];
+    double x[MAX_SERIES][16], y[MAX_SERIES][16];
+    char names[MAX_SERIES][96];
     size_t ns = 0;
-    for (int i = 0; i + n_conc <= n_rows && ns + 2 <= MAX_SERIES; i += n_conc) {
-        for (int k = 0; k < n_conc && k < 16; k++) {
-            x[ns / 2][k] = rows[i + k].conc;
-            y[ns][k] = rows[i + k].decode_tok_s;
-            y[ns + 1][k] = rows[i + k].out_tok_s;
+    for (int i = 0; i + n_conc * per <= n_rows && ns + 2 * (size_t)per <= MAX_SERIES; i += n_conc * per)
+        for (int v = 0; v < per; v++) {
+            const size_t n = (size_t)(n_conc < 16 ? n_conc : 16);
+            for (size_t k = 0; k < n; k++) {
+                const row *r = &rows[i + (int)k * per + v];
+                x[ns][k] = x[ns + 1][k] = r->conc;
+                y[ns][k] = r->decode_tok_s;
+                y[ns + 1][k] = r->out_tok_s;
+            }
+            const char *tw = v ? twin_name : NULL;
+            snprintf(names[ns], sizeof names[ns], "%d/%d decode%s%s", rows[i].in_len, rows[i].out_len, tw ? ", " : "", tw ? tw : "");
+            snprintf(names[ns + 1], sizeof names[ns + 1], "%d/%d whole run%s%s", rows[i].in_len, rows[i].out_len, tw ? ", " : "",
+                     tw ? tw : "");
+            const int color = (int)(ns / 2);
+            series[ns] = (br_series){names[ns], x[ns], y[ns], n, 0, 1, color};
+            series[ns + 1] = (br_series){names[ns + 1], x[ns + 1], y[ns + 1], n, 1, 1, color};
+            ns += 2;
         }
-        size_t n = (size_t)(n_conc < 16 ? n_conc : 16);
-        snprintf(names[ns], sizeof names[ns], "%d/%d decode", rows[i].in_len, rows[i].out_len);
-        snprintf(names[ns + 1], sizeof names[ns + 1], "%d/%d whole run", rows[i].in_len, rows[i].out_len);
-        series[ns] = (br_series){names[ns], x[ns / 2], y[ns], n, 0, 1, (int)(ns / 2)};
-        series[ns + 1] = (br_series){names[ns + 1], x[ns / 2], y[ns + 1], n, 1, 1, (int)(ns / 2)};
-        ns += 2;
-    }
     char title[512];
     const char *base = strrchr(model, '/');
     snprintf(title, sizeof title, "pagoda bench throughput: %s", base ? base + 1 : model);
@@ -553,7 +560,7 @@ int cmd_bench_throughput(int argc, char **argv) {
         if (json_dump_file(root, json_path, JSON_INDENT(2))) fprintf(stderr, "pagoda: cannot write %s\n", json_path);
         json_decref(root);
     }
-    if (svg_path && !twins) write_svg(svg_path, model, rows, n_rows, n_conc);
+    if (svg_path) write_svg(svg_path, model, rows, n_rows, n_conc, twins ? gname : NULL);
     pagoda_engine_destroy(e);
     pagoda_grammar_unref(grammar);
     dataset_free(&ds);
