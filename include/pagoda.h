@@ -101,6 +101,11 @@ int pagoda_token_is_eog(const pagoda_model *m, int32_t id);
  * messages (the message says which). */
 pagoda_status pagoda_chat_render(const pagoda_model *m, const char *messages_json, const char *tools_json,
                                  int add_generation_prompt, char **text);
+/* Replaces the model's chat template (vLLM's --chat-template) by this Jinja source (copied), for
+ * pagoda_chat_render / pagoda_chat_tokenize and pagoda_model_get_info. Checked by rendering a
+ * short conversation: PAGODA_ERR_INVALID (the message says where) for a template that does not
+ * render. Call before the model is shared with other threads. */
+pagoda_status pagoda_model_set_chat_template(pagoda_model *m, const char *jinja_source);
 
 /* The chat template rendered and tokenized, as the prompt of a chat request: *ids from malloc
  * (pagoda_free). Text the template writes (its own "<|im_start|>", the BOS/EOS it inserts)

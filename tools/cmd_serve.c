@@ -49,6 +49,8 @@ static const char k_usage[] =
             "  --api-key KEY              require 'Authorization: Bearer KEY' on /v1/, /infill (repeatable;\n"
             "                             also the PAGODA_API_KEY environment variable)\n"
             "  --served-model-name NAME   the model's name in the API (default: file name without .gguf)\n"
+            "  --chat-template T          the default model's chat template: a Jinja file, or the template\n"
+            "                             text itself (as vLLM); per model: chat_template in --models-config\n"
             "  --allowed-origins LIST     CORS: \"*\" or comma-separated origins (http://localhost:3000,...)\n"
             "                             whose pages may call the API (default: none, no CORS headers)\n"
             "  --strict-requests          unknown request fields get 400 (default: ignored, one warning\n"
@@ -133,6 +135,8 @@ int cmd_serve(int argc, char **argv) {
     signal(SIGPIPE, SIG_IGN);
 
     const char *model = NULL, *keys[MAX_KEYS], *task = "auto", *models_dir = NULL, *models_config = NULL;
+    const char *chat_template_arg = NULL;
+    char *chat_template = NULL; /* read from chat_template_arg */
     const char *named[MAX_MODELS]; /* -m NAME=PATH */
     const char *loras[MAX_MODELS]; /* --lora NAME=PATH[@BASE] */
     int n_loras = 0;
@@ -199,6 +203,7 @@ int cmd_serve(int argc, char **argv) {
             keys[n_keys++] = v;
         }
         else if (!strcmp(a, "--served-model-name")) sc.served_model_name = v;
+        else if (!strcmp(a, "--chat-template")) chat_template_arg = v;
         else if (!strcmp(a, "-t") || !strcmp(a, "--threads")) bad = cli_int(a, v, 0, 1024, &threads);
         else if (!strcmp(a, "--kv-mem")) bad = cli_size(a, v, &kv_mem);
         else if (!strcmp(a, "--kv-type")) bad = cli_kv_type(a, v, &kv_type), dev.kv_type_given = 1;
@@ -302,9 +307,17 @@ int cmd_serve(int argc, char **argv) {
     }
     const mgr_task mtask = !strcmp(task, "embed") ? MGR_TASK_EMBED : !strcmp(task, "generate") ? MGR_TASK_GENERATE : MGR_TASK_AUTO;
     char first_name[256];
+    if (chat_template_arg) {
+        char why[512];
+        if (!(chat_template = mgr_read_chat_template(chat_template_arg, why, sizeof why))) {
+            fprintf(stderr, "pagoda serve: --chat-template: %s\n", why);
+            goto done;
+        }
+    }
     if (model) { /* the default model: served by its old name (and path), loaded now */
         mgr_model_spec ms = {.name = sc.served_model_name ? sc.served_model_name : name_of_path(model, first_name, sizeof first_name),
-                             .path = model, .pinned = !n_named && !models_dir && !models_config, .keep_alive_s = -1, .task = mtask};
+                             .path = model, .pinned = !n_named && !models_dir && !models_config, .keep_alive_s = -1, .task = mtask,
+                             .chat_template = chat_template};
         if (mgr_add(models, &ms)) {
             cli_error("serve");
             goto done;
@@ -315,7 +328,8 @@ int cmd_serve(int argc, char **argv) {
         char name[256];
         const char *eq = strchr(named[i], '=');
         snprintf(name, sizeof name, "%.*s", (int)(eq - named[i]), named[i]);
-        mgr_model_spec ms = {.name = name, .path = eq + 1, .keep_alive_s = -1, .task = mtask};
+        mgr_model_spec ms = {.name = name, .path = eq + 1, .keep_alive_s = -1, .task = mtask,
+                             .chat_template = !model && i == 0 ? chat_template : NULL}; /* the default is the first */
         if (mgr_add(models, &ms)) {
             cli_error("serve");
             goto done;
@@ -417,6 +431,7 @@ int cmd_serve(int argc, char **argv) {
 done:
     serve_destroy(srv);
     mgr_destroy(models);
+    free(chat_template);
     if (rc == 0) fprintf(stderr, "pagoda: stopped\n");
     return rc;
 }

@@ -122,6 +122,7 @@ pagoda_status pagoda_model_load(const char *path, pagoda_model **out) {
 void pagoda_model_free(pagoda_model *pm) {
     if (!pm) return;
     gr_vocab_free(pm->gvocab);
+    free(pm->chat_template);
     tok_free(pm->tok);
     model_free(pm->m);
     gguf_close(pm->vocab_gguf);
@@ -140,7 +141,7 @@ void pagoda_model_get_info(const pagoda_model *pm, pagoda_model_info *info) {
     } else {
         info->n_vocab = tok_n_vocab(pm->tok);
     }
-    info->chat_template = pm->tok ? tok_chat_template(pm->tok) : NULL;
+    info->chat_template = pm->chat_template ? pm->chat_template : pm->tok ? tok_chat_template(pm->tok) : NULL;
     info->bos = pm->tok ? tok_bos(pm->tok) : -1;
     info->eos = pm->tok ? tok_eos(pm->tok) : -1;
     info->fim_prefix = pm->fim_prefix, info->fim_suffix = pm->fim_suffix, info->fim_middle = pm->fim_middle;
@@ -188,7 +189,7 @@ int pagoda_token_is_eog(const pagoda_model *pm, int32_t id) {
 static pagoda_status chat_render(const pagoda_model *pm, const char *messages_json, const char *tools_json,
                                  int add_generation_prompt, char **text, unsigned char **mask) {
     *text = NULL;
-    const char *tmpl = pm->tok ? tok_chat_template(pm->tok) : NULL;
+    const char *tmpl = pm->chat_template ? pm->chat_template : pm->tok ? tok_chat_template(pm->tok) : NULL;
     if (!tmpl) return pg_fail(PAGODA_ERR_UNSUPPORTED, "this model has no chat template");
     size_t l;
     const char *bos = tok_bos(pm->tok) >= 0 ? tok_piece(pm->tok, tok_bos(pm->tok), &l) : NULL;
@@ -196,6 +197,33 @@ static pagoda_status chat_render(const pagoda_model *pm, const char *messages_js
     chat_template_input in = {.messages_json = messages_json, .tools_json = tools_json,
                               .add_generation_prompt = add_generation_prompt != 0, .bos_token = bos, .eos_token = eos};
     return chat_template_render_marked(tmpl, &in, text, mask);
+}
+
+pagoda_status pagoda_model_set_chat_template(pagoda_model *pm, const char *jinja_source) {
+    if (!jinja_source || !*jinja_source) return pg_fail(PAGODA_ERR_INVALID, "chat template: empty");
+    if (!pm->tok) return pg_fail(PAGODA_ERR_UNSUPPORTED, "chat template: the model has no tokenizer");
+    /* checked by rendering a short conversation: a syntax error, or a template that fails on
+     * plain user/assistant turns, is refused here rather than on every request */
+    size_t l;
+    const char *bos = tok_bos(pm->tok) >= 0 ? tok_piece(pm->tok, tok_bos(pm->tok), &l) : NULL;
+    const char *eos = tok_eos(pm->tok) >= 0 ? tok_piece(pm->tok, tok_eos(pm->tok), &l) : NULL;
+    chat_template_input in = {.messages_json = "[{\"role\":\"system\",\"content\":\"s\"},{\"role\":\"user\",\"content\":"
+                                               "\"u\"},{\"role\":\"assistant\",\"content\":\"a\"},{\"role\":\"user\","
+                                               "\"content\":\"v\"}]",
+                              .add_generation_prompt = true, .bos_token = bos, .eos_token = eos};
+    char *out = NULL;
+    pagoda_status st = chat_template_render(jinja_source, &in, &out);
+    free(out);
+    if (st) {
+        char why[512];
+        snprintf(why, sizeof why, "%s", pagoda_last_error()); /* pg_fail writes the buffer it came from */
+        return pg_fail(st, "%s%s", strncmp(why, "chat template", 13) ? "chat template: " : "", why);
+    }
+    char *copy = strdup(jinja_source);
+    if (!copy) return pg_fail(PAGODA_ERR_NOMEM, "out of memory");
+    free(pm->chat_template);
+    pm->chat_template = copy;
+    return PAGODA_OK;
 }
 
 pagoda_status pagoda_chat_render(const pagoda_model *pm, const char *messages_json, const char *tools_json,

@@ -16,6 +16,7 @@ struct pagoda_model {
     int32_t fim_repo, fim_sep;
     int64_t n_params;
     gr_vocab *gvocab;        /* the vocabulary as the grammar engine sees it, built on first use */
+    char *chat_template;     /* pagoda_model_set_chat_template's (owned); NULL: the tokenizer's */
 };
 
 /* pm's grammar vocabulary (built once, thread-safe); NULL with the error set on failure. */

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/stat.h>
 #include <yaml.h>
 
 #include "core/log.h"
@@ -50,7 +51,31 @@ static int parse_bool(const char *s, int *out) {
     return -1;
 }
 
-/* One model's mapping into *s (strings point into the document). */
+char *mgr_read_chat_template(const char *arg, char *err, size_t cap) {
+    struct stat sb;
+    if (!arg || !*arg) return snprintf(err, cap, "chat template: empty"), NULL;
+    if (stat(arg, &sb) == 0 && S_ISREG(sb.st_mode)) {
+        if (sb.st_size > (1 << 20)) return snprintf(err, cap, "chat template %s: over 1 MiB", arg), NULL;
+        FILE *f = fopen(arg, "rb");
+        char *text = f ? malloc((size_t)sb.st_size + 1) : NULL;
+        size_t n = text ? fread(text, 1, (size_t)sb.st_size, f) : 0;
+        if (f) fclose(f);
+        if (!text || n != (size_t)sb.st_size) {
+            free(text);
+            return snprintf(err, cap, "chat template %s: %s", arg, f ? "cannot be read" : strerror(errno)), NULL;
+        }
+        text[n] = 0;
+        if (strlen(text) != n) return free(text), snprintf(err, cap, "chat template %s: holds a NUL byte", arg), NULL;
+        return text;
+    }
+    if (!strstr(arg, "{{") && !strstr(arg, "{%"))
+        return snprintf(err, cap, "chat template '%.200s': no such file, and not a Jinja template", arg), NULL;
+    char *text = strdup(arg);
+    if (!text) snprintf(err, cap, "out of memory");
+    return text;
+}
+
+/* One model's mapping into *s (strings point into the document; chat_template from malloc). */
 static int read_model(yaml_document_t *d, yaml_node_t *map, const char *key_name, mgr_model_spec *s, char *err,
                       size_t cap) {
     memset(s, 0, sizeof *s);
@@ -97,10 +122,15 @@ static int read_model(yaml_document_t *d, yaml_node_t *map, const char *key_name
             else if (!strcmp(v, "embed")) s->task = MGR_TASK_EMBED;
             else if (!strcmp(v, "auto")) s->task = MGR_TASK_AUTO;
             else return bad(err, cap, vn, "'task': generate, embed or auto, got '%s'", v, 0);
-        } else if (!strcmp(k, "chat_template") || !strcmp(k, "device")) {
+        } else if (!strcmp(k, "chat_template")) {
+            char why[400];
+            free((char *)s->chat_template);
+            if (!(s->chat_template = mgr_read_chat_template(v, why, sizeof why))) return bad(err, cap, vn, "%s", why, 0);
+        } else if (!strcmp(k, "device")) {
             return bad(err, cap, kn, "'%s' is not supported yet in --models-config", k, 0);
         } else
-            return bad(err, cap, kn, "unknown key '%s' (name, path, aliases, n_ctx, kv_mem, keep_alive, pinned, task)", k, 0);
+            return bad(err, cap, kn, "unknown key '%s' (name, path, aliases, n_ctx, kv_mem, keep_alive, pinned, task, "
+                       "chat_template)", k, 0);
     }
     if (!s->name || !*s->name) return bad(err, cap, map, "a model needs a 'name'", 0, 0);
     if (!s->path || !*s->path) return bad(err, cap, map, "model '%s' needs a 'path'", s->name, 0);
@@ -153,12 +183,14 @@ pagoda_status mgr_read_config(mgr *m, const char *path, char *err, size_t cap) {
         for (yaml_node_item_t *it = models->data.sequence.items.start; it < models->data.sequence.items.top && !st; it++) {
             if (read_model(&doc, yaml_document_get_node(&doc, *it), NULL, &s, err, cap)) st = PAGODA_ERR_INVALID;
             else if ((st = mgr_add(m, &s))) snprintf(err, cap, "%s", pagoda_last_error());
+            free((char *)s.chat_template);
         }
     } else {
         for (yaml_node_pair_t *p = models->data.mapping.pairs.start; p < models->data.mapping.pairs.top && !st; p++) {
             const char *name = scalar(yaml_document_get_node(&doc, p->key));
             if (read_model(&doc, yaml_document_get_node(&doc, p->value), name, &s, err, cap)) st = PAGODA_ERR_INVALID;
             else if ((st = mgr_add(m, &s))) snprintf(err, cap, "%s", pagoda_last_error());
+            free((char *)s.chat_template);
         }
     }
 out:

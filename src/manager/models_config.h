@@ -21,4 +21,9 @@
 /* Adds the file's models to m. On failure err (cap bytes) says what and where (line). */
 pagoda_status mgr_read_config(mgr *m, const char *path, char *err, size_t cap);
 
+/* A chat template given as vLLM's --chat-template takes it: the path of a file holding the
+ * Jinja source (at most 1 MiB), or the source itself (text with "{{" or "{%"). Returns it from
+ * malloc, or NULL with err (cap bytes) saying why. */
+char *mgr_read_chat_template(const char *arg, char *err, size_t cap);
+
 #endif

@@ -31,6 +31,7 @@ struct mgr_entry {
     mgr_task task;
     uint64_t kv_mem_bytes; /* 0: the manager's */
     int32_t max_model_len;
+    char *chat_template; /* NULL: the model's own */
     mgr_state state;
     char error[256];
     int pending;  /* LOADING, not yet taken by the loader */
@@ -289,6 +290,8 @@ static void load_locked(mgr *m, mgr_entry *e) {
     }
     const mgr_task task = e->task;
     char *path = strdup(e->path);
+    const int has_tmpl = e->chat_template != NULL;
+    char *tmpl = has_tmpl ? strdup(e->chat_template) : NULL;
     /* the adapters to load with it (pointers stay valid: adapters are never freed) */
     int32_t n_ad = 0;
     mgr_lora **ad = m->n_loras ? calloc((size_t)m->n_loras, sizeof *ad) : NULL;
@@ -307,6 +310,9 @@ static void load_locked(mgr *m, mgr_entry *e) {
     uint64_t kv_got = 0;
     if (!path) snprintf(err, sizeof err, "out of memory");
     else if (pagoda_model_load(path, &mod)) snprintf(err, sizeof err, "%s", pagoda_last_error());
+    else if (has_tmpl && !tmpl) snprintf(err, sizeof err, "out of memory");
+    else if (tmpl && pagoda_model_set_chat_template(mod, tmpl)) snprintf(err, sizeof err, "%s", pagoda_last_error());
+    free(tmpl);
     if (!err[0]) {
         pagoda_model_prefault(mod, NULL, NULL);
         pagoda_embedding_info emb;
@@ -459,6 +465,7 @@ void mgr_destroy(mgr *m) {
         mgr_entry *e = m->e[i];
         free(e->name);
         free(e->path);
+        free(e->chat_template);
         for (int k = 0; k < MAX_ALIASES; k++) free(e->aliases[k]);
         free(e);
     }
@@ -622,10 +629,11 @@ pagoda_status mgr_add(mgr *m, const mgr_model_spec *s) {
     if (!e) goto nomem;
     e->name = strdup(s->name);
     e->path = strdup(s->path);
-    int bad = !e->name || !e->path;
+    e->chat_template = s->chat_template ? strdup(s->chat_template) : NULL;
+    int bad = !e->name || !e->path || (s->chat_template && !e->chat_template);
     for (int k = 0; k < MAX_ALIASES && s->aliases[k]; k++) bad |= !(e->aliases[k] = strdup(s->aliases[k]));
     if (bad) {
-        free(e->name), free(e->path);
+        free(e->name), free(e->path), free(e->chat_template);
         for (int k = 0; k < MAX_ALIASES; k++) free(e->aliases[k]);
         free(e);
         goto nomem;

@@ -30,6 +30,7 @@ typedef struct {
     mgr_task task;
     uint64_t kv_mem_bytes;   /* 0: the manager's default */
     int32_t max_model_len;   /* 0: the engine's default */
+    const char *chat_template; /* Jinja source replacing the model's (NULL: the model's own) */
 } mgr_model_spec;
 
 typedef struct mgr_entry mgr_entry;
