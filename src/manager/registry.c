@@ -60,6 +60,7 @@ typedef struct {
     int32_t id;
     int live;      /* 0: being added at run time, or removed */
     int adding;    /* mgr_load_lora is loading it */
+    uint64_t bytes; /* memory it takes in its base's engine (0: not loaded yet, the file size counts) */
     char error[256];
 } mgr_lora;
 
@@ -149,7 +150,19 @@ static uint64_t entry_kv(const mgr *m, const mgr_entry *e) {
     return m->budget / 4;
 }
 
-static uint64_t entry_need(const mgr *m, const mgr_entry *e) { return e->file_bytes + entry_kv(m, e); }
+/* the adapters e serves: their memory in its engine, or their files' size before they load */
+static uint64_t lora_bytes_locked(const mgr *m, const mgr_entry *e) {
+    uint64_t s = 0;
+    for (int32_t i = 0; i < m->n_loras; i++) {
+        const mgr_lora *a = m->loras[i];
+        if (a->base == e && (a->live || a->adding)) s += a->bytes ? a->bytes : model_file_bytes(a->path);
+    }
+    return s;
+}
+
+static uint64_t entry_need(const mgr *m, const mgr_entry *e) {
+    return e->file_bytes + entry_kv(m, e) + lora_bytes_locked(m, e);
+}
 
 /* bytes held or reserved by loaded, loading (taken by the loader) and unloading models */
 static uint64_t in_use_locked(const mgr *m) {
@@ -157,7 +170,8 @@ static uint64_t in_use_locked(const mgr *m) {
     for (int32_t i = 0; i < m->n; i++) {
         const mgr_entry *e = m->e[i];
         if (e->state == MGR_LOADED || e->state == MGR_UNLOADING || (e->state == MGR_LOADING && !e->pending))
-            s += e->file_bytes + (e->state == MGR_LOADED || e->state == MGR_UNLOADING ? e->kv_bytes : entry_kv(m, e));
+            s += e->file_bytes + lora_bytes_locked(m, e) +
+                 (e->state == MGR_LOADED || e->state == MGR_UNLOADING ? e->kv_bytes : entry_kv(m, e));
     }
     return s;
 }
@@ -357,6 +371,8 @@ static void load_locked(mgr *m, mgr_entry *e) {
             continue;
         }
         a->id = ad_id[i];
+        pagoda_adapter_info ai;
+        a->bytes = a->id && !pagoda_engine_adapter_info(eng, a->id, &ai) ? ai.bytes : 0;
         snprintf(a->error, sizeof a->error, "%s", ad_err[i]);
         if (a->id) fprintf(stderr, "pagoda: adapter '%s' loaded on '%s'\n", a->name, e->name);
         else fprintf(stderr, "pagoda: adapter '%s' (%s) failed to load on '%s': %s\n", a->name, a->path, e->name, a->error);
@@ -561,7 +577,9 @@ mgr_result mgr_load_lora(mgr *m, const char *name, const char *path, const char 
     pthread_mutex_lock(&m->mu);
     a->adding = 0;
     if (r == MGR_OK) {
+        pagoda_adapter_info ai;
         a->id = id, a->live = 1;
+        a->bytes = !pagoda_engine_adapter_info(lease.engine, id, &ai) ? ai.bytes : 0;
         fprintf(stderr, "pagoda: adapter '%s' loaded on '%s' (%s)\n", name, base_name, path);
     }
     pthread_mutex_unlock(&m->mu);
@@ -581,7 +599,7 @@ mgr_result mgr_unload_lora(mgr *m, const char *name, char *err, size_t cap) {
         mgr_entry *e = a->base;
         /* the engine stays while the lock is held (unload_locked clears it under the lock) */
         if (a->id && e->state == MGR_LOADED && e->engine) pagoda_engine_adapter_unload(e->engine, a->id);
-        a->live = 0, a->id = 0;
+        a->live = 0, a->id = 0, a->bytes = 0;
         fprintf(stderr, "pagoda: adapter '%s' unloaded\n", a->name);
     }
     pthread_mutex_unlock(&m->mu);
@@ -884,6 +902,7 @@ pagoda_status mgr_list(mgr *m, mgr_model_status **out, int32_t *n) {
             s->expires_at = nowu + (e->last_mono + s->keep_alive_s - nowm);
         s->last_used = e->last_used;
         s->file_bytes = e->file_bytes;
+        s->adapter_bytes = lora_bytes_locked(m, e);
         s->weight_bytes = e->state == MGR_LOADED ? e->info.weight_bytes : 0;
         s->kv_bytes = e->state == MGR_LOADED ? e->kv_bytes : 0;
         s->in_flight = e->leases;

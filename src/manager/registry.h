@@ -136,6 +136,7 @@ typedef struct {
     double last_used;        /* unix time */
     uint64_t weight_bytes, kv_bytes; /* kv_bytes: granted when loaded, else the estimate */
     uint64_t file_bytes;
+    uint64_t adapter_bytes;  /* its LoRA adapters (in its engine when loaded; else their files) */
     int32_t in_flight, max_model_len;
     uint64_t loads, evictions;
     double load_seconds;     /* of the last load */

@@ -208,6 +208,7 @@ static json_t *model_json(pg_server *s, const mgr_model_status *m, int detail) {
         json_object_set_new(o, "path", json_string(m->path));
         json_object_set_new(o, "weight_bytes", json_integer((json_int_t)(m->weight_bytes ? m->weight_bytes : m->file_bytes)));
         json_object_set_new(o, "kv_bytes", json_integer((json_int_t)m->kv_bytes));
+        json_object_set_new(o, "adapter_bytes", json_integer((json_int_t)m->adapter_bytes));
         json_object_set_new(o, "in_flight", json_integer(m->in_flight));
         json_object_set_new(o, "loads", json_integer((json_int_t)m->loads));
         json_object_set_new(o, "evictions", json_integer((json_int_t)m->evictions));

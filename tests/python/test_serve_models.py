@@ -3,7 +3,9 @@ demand, LRU eviction under --memory-budget, a broken file in --models-dir, POST 
 /models/unload, RSS after an unload, per-model /metrics. Real servers, the official `openai` client.
 
 The three models: the built-in SmolLM2 (GGUF with a tokenizer), pycoder-tiny (a Hugging Face
-folder) and tiny-llama-f16 (a GGUF without a tokenizer: prompts are token ids)."""
+folder) and tiny-llama-f16 (a GGUF without a tokenizer: prompts are token ids); with them two LoRA
+adapters on pycoder-tiny (lora_synth.py), whose single-model reference is a server of the base with
+the adapter merged into its weights by NumPy."""
 import concurrent.futures as cf
 import json
 import pathlib
@@ -13,6 +15,7 @@ import time
 
 import pytest
 
+from lora_synth import make_adapter, make_merged
 from serve_harness import Server
 
 openai = pytest.importorskip("openai")
@@ -41,7 +44,22 @@ def file_bytes(p):
 
 # the requests: (model, prompt); tiny has no tokenizer, so its prompts are token ids
 REQS = [("smol", "The capital of France is"), ("coder", "def add(a, b):"), ("tiny", [1, 5, 9, 3]),
-        ("smol", "Once upon a time"), ("coder", "import os\n"), ("tiny", [2, 7, 7, 1, 4])]
+        ("smol", "Once upon a time"), ("coder", "import os\n"), ("tiny", [2, 7, 7, 1, 4]),
+        ("coder-attn", "def add(a, b):"), ("coder-mlp", "class Stack:\n")]
+ADAPTERS = {"coder-attn": dict(r=8, alpha=16, targets=("q_proj", "k_proj", "v_proj", "o_proj"), seed=1),
+            "coder-mlp": dict(r=4, alpha=8, targets=("gate_proj", "up_proj", "down_proj"), seed=2)}
+
+
+@pytest.fixture(scope="module")
+def adapters(paths, tmp_path_factory):
+    """{name: (adapter folder, merged model folder)} on pycoder-tiny"""
+    tmp = tmp_path_factory.mktemp("adapters")
+    out = {}
+    for name, spec in ADAPTERS.items():
+        deltas = make_adapter(paths["coder"], tmp / name, **spec)
+        make_merged(paths["coder"], deltas, tmp / f"merged-{name}")
+        out[name] = (tmp / name, tmp / f"merged-{name}")
+    return out
 
 
 def client(server):
@@ -64,10 +82,10 @@ def run(c, model, prompt, stream):
 
 
 @pytest.fixture(scope="module")
-def reference(pagoda_bin, paths):
-    """What a single-model server answers to each request."""
+def reference(pagoda_bin, paths, adapters):
+    """What a single-model server answers to each request (an adapter's: the merged model's)."""
     ref = {}
-    for name, path in paths.items():
+    for name, path in list(paths.items()) + [(k, v[1]) for k, v in adapters.items()]:
         s = Server(pagoda_bin, path, "--served-model-name", name, *KV_ARGS)
         try:
             c = client(s)
@@ -83,8 +101,9 @@ def multi_args(paths):
     return sum((["-m", f"{k}={v}"] for k, v in paths.items() if k != "smol"), [])
 
 
-def test_three_models_sixteen_streams(pagoda_bin, paths, reference):
-    s = Server(pagoda_bin, paths["smol"], "--served-model-name", "smol", *multi_args(paths), *KV_ARGS)
+def test_three_models_sixteen_streams(pagoda_bin, paths, adapters, reference):
+    lora_args = sum((["--lora", f"{k}={v[0]}@coder"] for k, v in adapters.items()), [])
+    s = Server(pagoda_bin, paths["smol"], "--served-model-name", "smol", *multi_args(paths), *lora_args, *KV_ARGS)
     try:
         c = client(s)
         jobs = [REQS[i % len(REQS)] for i in range(16)]
@@ -94,7 +113,9 @@ def test_three_models_sixteen_streams(pagoda_bin, paths, reference):
             assert out[0] == reference[(model, str(prompt))][0], (model, prompt, out)
             assert out[1] == pytest.approx(reference[(model, str(prompt))][1], abs=0.02), (model, prompt)
         ids = {m.id for m in c.models.list().data}
-        assert ids == {"smol", "coder", "tiny"}
+        assert ids == {"smol", "coder", "tiny", "coder-attn", "coder-mlp"}
+        # the adapters change what the base says (else the check above could not see one unused)
+        assert reference[("coder-attn", "def add(a, b):")][0] != reference[("coder", "def add(a, b):")][0]
         # each request's "model" picked its model: the response names it
         r = c.completions.create(model="coder", prompt="x", max_tokens=1, temperature=0)
         assert r.model == "coder"
@@ -107,16 +128,17 @@ def test_three_models_sixteen_streams(pagoda_bin, paths, reference):
         s.stop()
 
 
-def test_budget_for_two_evicts_and_reloads(pagoda_bin, paths, reference):
+def test_budget_for_two_evicts_and_reloads(pagoda_bin, paths, adapters, reference):
     need = {k: file_bytes(v) + KV for k, v in paths.items()}
     big = sorted(need.values())
     budget = big[1] + big[2] + (2 << 20)  # any two fit, the three do not
     assert sum(big) > budget
-    s = Server(pagoda_bin, paths["smol"], "--served-model-name", "smol", *multi_args(paths), *KV_ARGS,
+    lora_args = sum((["--lora", f"{k}={v[0]}@coder"] for k, v in adapters.items()), [])
+    s = Server(pagoda_bin, paths["smol"], "--served-model-name", "smol", *multi_args(paths), *lora_args, *KV_ARGS,
                "--memory-budget", str(budget))
     try:
         c = client(s)
-        jobs = [REQS[i % len(REQS)] for i in range(32)]
+        jobs = [REQS[i % len(REQS)] for i in range(32)]  # adapters too: they come back with their base
         # 16 at a time: models are busy while others need their memory
         with cf.ThreadPoolExecutor(16) as ex:
             outs = list(ex.map(lambda j: run(c, j[0], j[1], stream=True), jobs))
@@ -127,11 +149,14 @@ def test_budget_for_two_evicts_and_reloads(pagoda_bin, paths, reference):
         assert len(evictions) >= 2, log
         st, _, body = s.get("/models")
         assert st == 200
-        detail = {m["id"]: m for m in json.loads(body)["data"]}
+        detail = {m["id"]: m for m in json.loads(body)["data"] if "parent" not in m}  # models, not adapters
         assert sum(m["evictions"] for m in detail.values()) == len(evictions)
         assert sum(m["loads"] for m in detail.values()) >= 3 + 2
         assert sum(1 for m in detail.values() if m["state"] == "loaded") <= 2
-        loaded_bytes = sum(m["weight_bytes"] + m["kv_bytes"] for m in detail.values() if m["state"] == "loaded")
+        loaded_bytes = sum(m["weight_bytes"] + m["kv_bytes"] + m["adapter_bytes"] for m in detail.values()
+                           if m["state"] == "loaded")
+        # the adapters' memory is counted with their base (f32 PEFT files: 4 bytes a parameter)
+        assert detail["coder"]["adapter_bytes"] > 0
         assert loaded_bytes <= budget
         m = s.metrics()
         assert any(k.startswith("pagoda:model_evictions_total") for k in m), list(m)[:20]
