@@ -17,6 +17,7 @@ static const struct {
     {"serve", cmd_serve, "serve a model over an OpenAI-compatible HTTP API"},
     {"eval", cmd_eval, "evaluate a model on a benchmark (humaneval pass@k)"},
     {"synth", cmd_synth, "write a GGUF with random weights of a real model's shape"},
+    {"quantize", cmd_quantize, "rewrite a GGUF's weights in another type (as llama-quantize --pure)"},
 };
 
 static void usage(void) {

@@ -576,7 +576,8 @@ struct gguf_writer {
     uint8_t *meta; /* serialized key/value pairs */
     size_t meta_len, meta_cap;
     char **keys;
-    int64_t n_kv, cap_kv;
+    size_t *key_off; /* [n_kv] where each key's entry starts in meta */
+    int64_t n_kv, cap_kv, cap_off;
     gw_tensor *tensors;
     int64_t n_tensors, cap_tensors;
     size_t alignment;
@@ -602,6 +603,7 @@ void gguf_writer_destroy(gguf_writer *w) {
     free(w->meta);
     for (int64_t i = 0; i < w->n_kv; i++) free(w->keys[i]);
     free(w->keys);
+    free(w->key_off);
     for (int64_t i = 0; i < w->n_tensors; i++) free(w->tensors[i].name);
     free(w->tensors);
     free(w);
@@ -629,6 +631,8 @@ static bool meta_str(gguf_writer *w, const char *s, size_t n) {
     return meta_put(w, &len, 8) && meta_put(w, s, n);
 }
 
+static bool is_alignment_key(const char *key) { return key && strcmp(key, "general.alignment") == 0; }
+
 /* Checks the key and writes its name and type; the caller appends the value. */
 static pagoda_status kv_begin(gguf_writer *w, const char *key, gguf_type t) {
     if (!key || !*key || strlen(key) > GGUF_MAX_KEY)
@@ -638,16 +642,38 @@ static pagoda_status kv_begin(gguf_writer *w, const char *key, gguf_type t) {
         if (strcmp(w->keys[i], key) == 0) return pg_fail(PAGODA_ERR_INVALID, "gguf writer: duplicate key '%s'", key);
     char *k = strdup(key);
     uint32_t t32 = (uint32_t)t;
-    if (!k || !pg_grow((void **)&w->keys, &w->cap_kv, w->n_kv + 1, sizeof(char *))) {
+    if (!k || !pg_grow((void **)&w->keys, &w->cap_kv, w->n_kv + 1, sizeof(char *)) ||
+        !pg_grow((void **)&w->key_off, &w->cap_off, w->n_kv + 1, sizeof(size_t))) {
         free(k);
         return pg_fail(PAGODA_ERR_NOMEM, "gguf writer: out of memory");
     }
+    const size_t off = w->meta_len;
     if (!meta_str(w, key, strlen(key)) || !meta_put(w, &t32, 4)) {
         free(k);
         return pg_fail(PAGODA_ERR_NOMEM, "gguf writer: out of memory");
     }
+    w->key_off[w->n_kv] = off;
     w->keys[w->n_kv++] = k;
     return PAGODA_OK;
+}
+
+bool gguf_writer_remove_key(gguf_writer *w, const char *key) {
+    if (!key || w->path) return false;
+    for (int64_t i = 0; i < w->n_kv; i++) {
+        if (strcmp(w->keys[i], key) != 0) continue;
+        const size_t start = w->key_off[i], end = i + 1 < w->n_kv ? w->key_off[i + 1] : w->meta_len;
+        memmove(w->meta + start, w->meta + end, w->meta_len - end);
+        w->meta_len -= end - start;
+        free(w->keys[i]);
+        for (int64_t j = i; j + 1 < w->n_kv; j++) {
+            w->keys[j] = w->keys[j + 1];
+            w->key_off[j] = w->key_off[j + 1] - (end - start);
+        }
+        w->n_kv--;
+        if (is_alignment_key(key)) w->alignment = GGUF_DEFAULT_ALIGNMENT;
+        return true;
+    }
+    return false;
 }
 
 static pagoda_status set_scalar_w(gguf_writer *w, const char *key, gguf_type t, const void *v) {
@@ -656,8 +682,6 @@ static pagoda_status set_scalar_w(gguf_writer *w, const char *key, gguf_type t, 
     if (!meta_put(w, v, k_type_size[t])) return pg_fail(PAGODA_ERR_NOMEM, "gguf writer: out of memory");
     return PAGODA_OK;
 }
-
-static bool is_alignment_key(const char *key) { return key && strcmp(key, "general.alignment") == 0; }
 
 pagoda_status gguf_writer_set_u32(gguf_writer *w, const char *key, uint32_t v) {
     bool align = is_alignment_key(key);

@@ -99,6 +99,10 @@ pagoda_status gguf_writer_set_arr(gguf_writer *w, const char *key, gguf_type t, 
 /* Copies a key/value from a gguf_file (gguf_kv_at/gguf_find_kv) under the same key, with the same
  * type: scalars of any width, strings and arrays of any element type. */
 pagoda_status gguf_writer_set_kv(gguf_writer *w, const gguf_kv *kv);
+/* Removes a key set earlier (before gguf_writer_begin); false if it was not set. The keys after it
+ * keep their order, so remove + set moves a key to the end, as ggml's gguf_set_* does when it
+ * replaces a value. Removing general.alignment restores the default alignment. */
+bool gguf_writer_remove_key(gguf_writer *w, const char *key);
 pagoda_status gguf_writer_add_tensor(gguf_writer *w, const char *name, int dtype, int n_dims, const int64_t *ne);
 /* Writes the header, metadata and tensor table to path. */
 pagoda_status gguf_writer_begin(gguf_writer *w, const char *path);

@@ -33,6 +33,11 @@ typedef struct {
 
 /* Reference traits for a type, NULL if pagoda has no kernels for it. */
 const k_type_traits *kref_traits(int dtype);
+/* Quantizes n floats (a multiple of the block size) to a row of weights of this type exactly as
+ * llama-quantize does without an imatrix (ggml's reference quantizers); differs from from_float
+ * only for Q8_0, whose from_float follows the activation path. false if the type cannot be a
+ * weight pagoda produces. */
+bool kref_quantize_row(int dtype, const float *x, void *y, int64_t n);
 /* Fastest traits for this CPU (falls back to kref_traits). */
 const k_type_traits *kcpu_traits(int dtype);
 

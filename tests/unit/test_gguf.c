@@ -292,6 +292,54 @@ static void test_writer_errors(void) {
     gguf_close(NULL);
 }
 
+/* gguf_writer_remove_key: the remaining keys keep their order and values, remove + set moves a key
+ * to the end (as llama-quantize rewrites general.file_type), and removing general.alignment
+ * restores the default alignment. */
+static void test_writer_remove_key(void) {
+    char path[512];
+    snprintf(path, sizeof path, "%s/rm.gguf", g_tmp);
+    gguf_writer *w = gguf_writer_create();
+    CHECK(gguf_writer_set_str(w, "a", "first") == PAGODA_OK, "set a");
+    CHECK(gguf_writer_set_u32(w, "general.alignment", 64) == PAGODA_OK, "set alignment");
+    CHECK(gguf_writer_set_u32(w, "general.file_type", 0) == PAGODA_OK, "set file_type");
+    const char *arr[2] = {"x", "yz"};
+    CHECK(gguf_writer_set_arr_str(w, "c", arr, 2) == PAGODA_OK, "set c");
+    CHECK(!gguf_writer_remove_key(w, "absent"), "absent key removed");
+    CHECK(gguf_writer_remove_key(w, "general.file_type"), "remove file_type");
+    CHECK(!gguf_writer_remove_key(w, "general.file_type"), "removed twice");
+    CHECK(gguf_writer_set_u32(w, "general.file_type", 7) == PAGODA_OK, "set file_type again");
+    CHECK(gguf_writer_remove_key(w, "general.alignment"), "remove alignment");
+    CHECK(gguf_writer_remove_key(w, "a"), "remove the first key");
+    CHECK(gguf_writer_set_str(w, "a", "second") == PAGODA_OK, "set a again");
+    int64_t ne[2] = {8, 2};
+    float data[16];
+    for (int i = 0; i < 16; i++) data[i] = (float)i;
+    CHECK(gguf_writer_add_tensor(w, "t", PAGODA_DTYPE_F32, 2, ne) == PAGODA_OK, "add");
+    CHECK(gguf_writer_begin(w, path) == PAGODA_OK, "begin: %s", pagoda_last_error());
+    CHECK(!gguf_writer_remove_key(w, "c"), "key removed after begin");
+    CHECK(gguf_writer_write_tensor(w, data, sizeof data) == PAGODA_OK, "write");
+    CHECK(gguf_writer_end(w) == PAGODA_OK, "end: %s", pagoda_last_error());
+    gguf_writer_destroy(w);
+    gguf_file *f = NULL;
+    CHECK(gguf_open(path, &f) == PAGODA_OK, "open: %s", pagoda_last_error());
+    if (!f) return;
+    CHECK(gguf_n_kv(f) == 3, "n_kv %lld", (long long)gguf_n_kv(f));
+    const char *want[3] = {"c", "general.file_type", "a"};
+    for (int i = 0; i < 3 && i < gguf_n_kv(f); i++)
+        CHECK(strcmp(gguf_kv_at(f, i)->key, want[i]) == 0, "key %d is %s", i, gguf_kv_at(f, i)->key);
+    uint32_t ft = 0;
+    CHECK(gguf_get_u32(f, "general.file_type", &ft) && ft == 7, "file_type %u", ft);
+    CHECK(gguf_get_str(f, "a") && strcmp(gguf_get_str(f, "a"), "second") == 0, "a");
+    const gguf_kv *c = gguf_find_kv(f, "c");
+    CHECK(c && c->arr_n == 2 && strcmp(c->arr_str[1], "yz") == 0, "c");
+    CHECK(gguf_alignment(f) == 32, "alignment %zu", gguf_alignment(f));
+    CHECK(gguf_data_offset(f) % 32 == 0, "data offset");
+    const gguf_tensor *t = gguf_find_tensor(f, "t");
+    CHECK(t && t->size == sizeof data && memcmp(t->data, data, sizeof data) == 0, "tensor data");
+    gguf_close(f);
+    unlink(path);
+}
+
 /* ---- hand-made files ---- */
 
 static void test_all_scalar_types(void) {
@@ -733,6 +781,7 @@ int main(int argc, char **argv) {
     test_round_trip(0);
     test_round_trip(64);
     test_writer_errors();
+    test_writer_remove_key();
     test_all_scalar_types();
     test_bad_files();
     test_fixtures();

@@ -1,0 +1,177 @@
+"""`pagoda quantize` against llama-quantize from the anchor llama.cpp build: the two output files
+must be byte-identical (metadata, tensor order, quantized data, padding) for every type pagoda
+writes, on the tiny F32 fixture and on an F16 `pagoda synth` model with Llama 2's tokenizer whose
+ffn_down rows (672) are not a multiple of 256.
+
+llama-quantize --pure aborts on K-quant rows that are not a multiple of 256; pagoda takes the
+fallback llama-quantize uses without --pure (Q4_K -> Q5_0, Q5_K -> Q5_1, Q6_K -> Q8_0). For those
+types the synth model is compared with llama-quantize without --pure: Q6_K (a pure mixture there
+too) file for file, Q4_K_S / Q5_K_S tensor by tensor wherever llama-quantize chose the same type."""
+import os
+import shutil
+import subprocess
+import tarfile
+
+import numpy as np
+import pytest
+
+gguf = pytest.importorskip("gguf")
+from safetensors.numpy import load_file, save_file  # noqa: E402
+
+ANCHOR = "anchors/llama.cpp-c392e50-cpu-native.tar.xz"
+TYPES = ["F32", "F16", "BF16", "Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q4_K", "Q5_K", "Q6_K"]
+K_TYPES = {"Q4_K", "Q5_K", "Q6_K"}
+
+
+@pytest.fixture(scope="module")
+def llama_quantize(shared, tmp_path_factory):
+    tar = shared / ANCHOR
+    if not tar.exists():
+        pytest.skip(f"{tar} not found: no llama-quantize to compare with")
+    d = tmp_path_factory.mktemp("llama")
+    with tarfile.open(tar) as t:
+        t.extractall(d, filter="data") if hasattr(tarfile, "data_filter") else t.extractall(d)
+    exe = next(p for p in d.rglob("llama-quantize") if p.is_file())
+    exe.chmod(0o755)
+
+    def run(*args, check=True):
+        env = dict(os.environ, LD_LIBRARY_PATH=str(exe.parent))
+        r = subprocess.run([str(exe), *map(str, args), "2"], capture_output=True, text=True, env=env, timeout=300)
+        if check:
+            assert r.returncode == 0, f"llama-quantize {args} failed:\n{r.stdout[-2000:]}{r.stderr[-2000:]}"
+        return r
+    return run
+
+
+@pytest.fixture(scope="module")
+def inputs(shared, run_pagoda, tmp_path_factory):
+    d = tmp_path_factory.mktemp("in")
+    f32 = shared / "fixtures" / "gguf" / "tiny-llama-f32.gguf"
+    vocab = shared / "fixtures" / "tokenizers" / "ggml-vocab-llama-spm.gguf"
+    for p in (f32, vocab):
+        if not p.exists():
+            pytest.skip(f"{p} not found")
+    synth = d / "synth-f16.gguf"
+    run_pagoda("synth", "--shape", "tiny-llama-32k", "--type", "f16", "--vocab-from", vocab, "-o", synth,
+               "--threads", "2")
+    return {"f32": f32, "synth": synth}
+
+
+def first_difference(a, b):
+    """Where two GGUF files first differ: the tensor (or the header) and the byte offset."""
+    da, db = a.read_bytes(), b.read_bytes()
+    n = min(len(da), len(db))
+    off = next((i for i in range(n) if da[i] != db[i]), n)
+    if off == n and len(da) == len(db):
+        return None
+    where = "header/metadata"
+    try:
+        r = gguf.GGUFReader(a)
+        for t in r.tensors:
+            if t.data_offset <= off < t.data_offset + t.n_bytes:
+                where = f"tensor {t.name} ({t.tensor_type.name}) at byte {off - t.data_offset} of its data"
+    except Exception as e:  # a broken file: the offset alone
+        where = f"unreadable ({e})"
+    return f"first difference at file offset {off} ({where}); sizes {len(da)} vs {len(db)}"
+
+
+def assert_identical(mine, ref):
+    diff = first_difference(mine, ref)
+    assert diff is None, f"{mine.name} differs from llama-quantize's {ref.name}: {diff}"
+
+
+def test_f32_fixture_all_types(run_pagoda, llama_quantize, inputs, tmp_path):
+    for t in TYPES:
+        ref, mine = tmp_path / f"ref-{t}.gguf", tmp_path / f"mine-{t}.gguf"
+        llama_quantize("--pure", inputs["f32"], ref, t)
+        run_pagoda("quantize", "--pure", inputs["f32"], mine, t, "-t", "2")
+        assert_identical(mine, ref)
+
+
+def test_synth_f16_all_types(run_pagoda, llama_quantize, inputs, tmp_path):
+    src = inputs["synth"]
+    for t in TYPES:
+        mine = tmp_path / f"mine-{t}.gguf"
+        r = run_pagoda("quantize", "--pure", src, mine, t, "-t", "2")
+        if t not in K_TYPES:
+            ref = tmp_path / f"ref-{t}.gguf"
+            llama_quantize("--pure", src, ref, t)
+            assert_identical(mine, ref)
+            continue
+        assert "blk.0.ffn_down.weight: rows of 672 are not a multiple of 256" in r.stderr, r.stderr
+        fb = {"Q4_K": "Q5_0", "Q5_K": "Q5_1", "Q6_K": "Q8_0"}[t]
+        got = {x.name: x for x in gguf.GGUFReader(mine).tensors}
+        assert got["blk.1.ffn_down.weight"].tensor_type.name == fb
+        assert got["blk.1.ffn_up.weight"].tensor_type.name == t
+        if t == "Q6_K":  # llama-quantize's Q6_K mixture is Q6_K everywhere, with the same fallback
+            ref = tmp_path / "ref-Q6_K.gguf"
+            llama_quantize(src, ref, "Q6_K")
+            assert_identical(mine, ref)
+            continue
+        ref, mine_s = tmp_path / f"ref-{t}_S.gguf", tmp_path / f"mine-{t}_S.gguf"
+        llama_quantize(src, ref, f"{t}_S")
+        run_pagoda("quantize", src, mine_s, f"{t}_S", "-t", "1")
+        theirs = {x.name: x for x in gguf.GGUFReader(ref).tensors}
+        mine_t = {x.name: x for x in gguf.GGUFReader(mine_s).tensors}
+        compared = set()
+        for name, x in mine_t.items():
+            y = theirs[name]
+            if x.tensor_type == y.tensor_type:
+                assert x.data.tobytes() == y.data.tobytes(), f"{t}_S: tensor {name} ({x.tensor_type.name}) differs"
+                compared.add(x.tensor_type.name)
+        assert {t, fb} <= compared, f"{t}_S: only {compared} could be compared"
+        # the same tensors whatever the thread count (2 vs 1), and _S / _M differ only in general.file_type
+        for name, x in mine_t.items():
+            assert x.data.tobytes() == got[name].data.tobytes(), f"{t} vs {t}_S: tensor {name} differs"
+
+
+def test_quantized_logits_sane(run_pagoda, inputs, shared, tmp_path):
+    """The Q4_0 file runs in pagoda and its logits match llama.cpp's on the same Q4_0 weights (the
+    fixture tiny-llama-q4_0 was made by llama-quantize --pure from tiny-llama-f32), within the
+    bound test_golden uses, and stay near the F32 model's."""
+    gold_dir = shared / "fixtures" / "gguf"
+    q4 = tmp_path / "q4_0.gguf"
+    run_pagoda("quantize", inputs["f32"], q4, "Q4_0")
+    f32_gold = load_file(str(gold_dir / "tiny-llama-f32.golden.safetensors"))
+    q4_gold = load_file(str(gold_dir / "tiny-llama-q4_0.golden.safetensors"))
+    save_file({"input_ids": f32_gold["input_ids"]}, str(tmp_path / "ids.safetensors"))
+    out = tmp_path / "logits.safetensors"
+    run_pagoda("logits", "-m", q4, "-i", tmp_path / "ids.safetensors", "-o", out, "-t", "2")
+    got = load_file(str(out))["logits"]
+    d = np.abs(got - q4_gold["logits"])
+    assert d.max() <= 0.25 and d.mean() <= 1e-2, f"vs llama.cpp q4_0 logits: max {d.max()} mean {d.mean()}"
+    d32 = np.abs(got - f32_gold["logits"])
+    assert d32.mean() < 1.0 and d32.max() < 6.0, f"vs f32 logits: max {d32.max()} mean {d32.mean()}"
+    # the synth model with its tokenizer loads after quantization, too
+    q6 = tmp_path / "synth-q6_k.gguf"
+    run_pagoda("quantize", inputs["synth"], q6, "Q6_K")
+    r = run_pagoda("tokenize", "-m", q6, "--ids", "Hello world")
+    assert r.stdout.strip()
+
+
+def test_errors(run_pagoda, inputs, tmp_path):
+    out = tmp_path / "out.gguf"
+    r = run_pagoda("quantize", inputs["f32"], out, "Q3_K", check=False)
+    assert r.returncode == 2 and "unknown TYPE 'Q3_K'" in r.stderr
+    r = run_pagoda("quantize", inputs["f32"], out, check=False)
+    assert r.returncode == 2
+    notgguf = tmp_path / "not.gguf"
+    notgguf.write_bytes(b"hello, this is not a model" * 10)
+    r = run_pagoda("quantize", notgguf, out, "Q4_0", check=False)
+    assert r.returncode == 1 and "pagoda quantize:" in r.stderr
+    trunc = tmp_path / "trunc.gguf"
+    trunc.write_bytes(inputs["f32"].read_bytes()[:100000])
+    r = run_pagoda("quantize", trunc, out, "Q4_0", check=False)
+    assert r.returncode == 1 and "pagoda quantize:" in r.stderr
+    r = run_pagoda("quantize", inputs["f32"], tmp_path / "no-such-dir" / "x.gguf", "Q4_0", check=False)
+    assert r.returncode == 1 and "cannot create" in r.stderr
+    q8 = tmp_path / "q8.gguf"
+    run_pagoda("quantize", inputs["f32"], q8, "Q8_0")
+    r = run_pagoda("quantize", q8, out, "Q4_0", check=False)
+    assert r.returncode == 1 and "--allow-requantize" in r.stderr
+    assert not out.exists()
+    assert not [p for p in tmp_path.iterdir() if ".tmp-" in p.name], "a temp file was left behind"
+    run_pagoda("quantize", "--allow-requantize", q8, out, "Q4_0")
+    same = tmp_path / "same.gguf"
+    run_pagoda("quantize", q8, same, "Q8_0")  # already the target type: copied
+    assert gguf.GGUFReader(same).tensors[0].data.tobytes() == gguf.GGUFReader(q8).tensors[0].data.tobytes()
