@@ -17,13 +17,14 @@ static const struct {
     {"serve", cmd_serve, "serve a model over an OpenAI-compatible HTTP API"},
     {"eval", cmd_eval, "evaluate a model on a benchmark (humaneval pass@k)"},
     {"synth", cmd_synth, "write a GGUF with random weights of a real model's shape"},
+    {"perplexity", cmd_perplexity, "perplexity of a text (as llama-perplexity), KL divergence against a base"},
     {"quantize", cmd_quantize, "rewrite a GGUF's weights in another type (as llama-quantize --pure)"},
 };
 
 static void usage(void) {
     fprintf(stderr, "usage: pagoda <command> [options]\n\ncommands:\n");
     for (size_t i = 0; i < sizeof k_commands / sizeof k_commands[0]; i++)
-        fprintf(stderr, "  %-8s %s\n", k_commands[i].name, k_commands[i].help);
+        fprintf(stderr, "  %-10s %s\n", k_commands[i].name, k_commands[i].help);
     fprintf(stderr, "\n`pagoda <command> --help` for its options; `pagoda --version` for the version.\n");
 }
 

@@ -14,13 +14,13 @@ References, all independent of pagoda:
 """
 import base64
 import json
-import math
 import pathlib
 import struct
 import threading
 
 import pytest
 
+from np_llama import llama_hidden
 from serve_harness import running
 
 np = pytest.importorskip("numpy")
@@ -252,63 +252,7 @@ def test_langchain(st_server, golden):
     check_golden([e.embed_query(golden["texts"][3])], golden, [3])
 
 
-# ---- tiny Llama (f32 GGUF) against a NumPy forward pass ----
-
-def llama_hidden(path, ids_list):
-    """Final hidden states (after output_norm) of each list of token ids, float64 activations over
-    the file's weights (quantized ones dequantized by gguf-py), by the conventions of
-    ../shared/fixtures/gguf/README.md (adjacent-pair rope, KV head h // group, SiLU(gate) * up)."""
-    gguf = pytest.importorskip("gguf")
-    r = gguf.GGUFReader(str(path))
-    W = {t.name: np.asarray(gguf.quants.dequantize(t.data, t.tensor_type), dtype=np.float32) for t in r.tensors}
-
-    def field(k):
-        f = r.fields[k]
-        return f.parts[f.data[0]][0]
-
-    E, L = int(field("llama.embedding_length")), int(field("llama.block_count"))
-    H, Hkv = int(field("llama.attention.head_count")), int(field("llama.attention.head_count_kv"))
-    eps, base = float(field("llama.attention.layer_norm_rms_epsilon")), float(field("llama.rope.freq_base"))
-    hd = E // H
-    return [forward(W, ids, E, L, H, Hkv, hd, eps, base) for ids in ids_list]
-
-
-def forward(W, ids, E, L, H, Hkv, hd, eps, base):
-    T = len(ids)
-
-    def rms(x, w):
-        return x / np.sqrt((x * x).mean(-1, keepdims=True) + eps) * w
-
-    inv = base ** (-np.arange(0, hd, 2) / hd)
-    ang = np.arange(T)[:, None] * inv[None, :]
-    cos, sin = np.cos(ang), np.sin(ang)
-
-    def rope(x):  # [T, n, hd], pairs (2i, 2i+1)
-        a, b = x[..., 0::2], x[..., 1::2]
-        out = np.empty_like(x)
-        out[..., 0::2] = a * cos[:, None, :] - b * sin[:, None, :]
-        out[..., 1::2] = a * sin[:, None, :] + b * cos[:, None, :]
-        return out
-
-    x = W["token_embd.weight"][ids].astype(np.float64)
-    mask = np.triu(np.full((T, T), -np.inf), 1)
-    for l in range(L):
-        p = f"blk.{l}."
-        h = rms(x, W[p + "attn_norm.weight"])
-        q = rope((h @ W[p + "attn_q.weight"].T).reshape(T, H, hd))
-        k = rope((h @ W[p + "attn_k.weight"].T).reshape(T, Hkv, hd))
-        v = (h @ W[p + "attn_v.weight"].T).reshape(T, Hkv, hd)
-        att = np.empty((T, H, hd))
-        for hh in range(H):
-            kv = hh // (H // Hkv)
-            s = q[:, hh] @ k[:, kv].T / math.sqrt(hd) + mask
-            s = np.exp(s - s.max(-1, keepdims=True))
-            att[:, hh] = (s / s.sum(-1, keepdims=True)) @ v[:, kv]
-        x = x + att.reshape(T, E) @ W[p + "attn_output.weight"].T
-        h = rms(x, W[p + "ffn_norm.weight"])
-        g, u = h @ W[p + "ffn_gate.weight"].T, h @ W[p + "ffn_up.weight"].T
-        x = x + (g / (1 + np.exp(-g)) * u) @ W[p + "ffn_down.weight"].T
-    return rms(x, W["output_norm.weight"])
+# ---- tiny Llama (f32 GGUF) against a NumPy forward pass (np_llama.py) ----
 
 
 def with_pooling(src, dst, pooling_type):
