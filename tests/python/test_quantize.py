@@ -148,6 +148,20 @@ def test_mixtures(run_pagoda, llama_quantize, inputs, tmp_path, which):
         assert [i for i in range(10) if got[f"blk.{i}.ffn_down.weight"] == "Q6_K"] == [0, 3, 6, 8, 9]
 
 
+def test_mixture_options(run_pagoda, llama_quantize, inputs, tmp_path):
+    """The options next to a mixture: --output-tensor-type also sets a tied token_embd.weight,
+    --token-embedding-type overrides after the mixture, --leave-output-tensor copies output.weight."""
+    for args in (["--output-tensor-type", "q8_0", inputs["tied"], "Q4_K_M"],
+                 ["--token-embedding-type", "q8_0", inputs["tied"], "Q4_0"],
+                 ["--output-tensor-type", "q5_k", "--token-embedding-type", "q4_k", inputs["tied"], "Q8_0"],
+                 ["--leave-output-tensor", inputs["f32"], "Q4_0"],
+                 ["--output-tensor-type", "q4_0", inputs["f32"], "Q5_K_S"]):
+        ref, mine = tmp_path / "ref.gguf", tmp_path / "mine.gguf"
+        llama_quantize(*args[:-1], ref, args[-1])
+        run_pagoda("quantize", *args[:-1], mine, args[-1], "-t", "2")
+        assert_identical(mine, ref)
+
+
 def test_quantized_logits_sane(run_pagoda, inputs, shared, tmp_path):
     """The Q4_0 file runs in pagoda and its logits match llama.cpp's on the same Q4_0 weights (the
     fixture tiny-llama-q4_0 was made by llama-quantize --pure from tiny-llama-f32), within the
