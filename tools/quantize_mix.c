@@ -1,7 +1,7 @@
 /* llama-quantize's named types and the per-tensor types of its mixtures (without --pure).
  *
  * Found by quantizing llama-shaped models of 2, 10, 16 and 80 layers (with and without GQA, with
- * and without output.weight) with llama-quantize (llama.cpp c392e50) and listing each tensor's type,
+ * and without output.weight, dense and with 4 or 8 experts) with llama-quantize (llama.cpp c392e50) and listing each tensor's type,
  * and from llama.cpp's documentation of the mixtures (Q4_K_M: "Q6_K for half of the attention.wv and
  * feed_forward.w2 tensors, else Q4_K"). With a quantized base type and no --pure, a tensor's type is
  * the base type except where a rule below says otherwise; F16 / BF16 / F32 have no mixture.
@@ -31,8 +31,9 @@
  *  7. *attn_qkv.weight (fused projections): Q5_K for Q4_K_M, Q6_K for Q5_K_M.
  * Afterwards the caller applies --token-embedding-type / --output-tensor-type and the row-length
  * fallback (Q4_K -> Q5_0, Q5_K -> Q5_1, Q6_K -> Q8_0, F16 if even that block does not fit).
- * Verified byte for byte: rules 1-3 and 5 on Llama-shaped files (test_quantize.py); the Falcon,
- * MoE and attn_qkv rules come from llama.cpp's documented behaviour and are not tested here. */
+ * Verified byte for byte on Llama-shaped files (test_quantize.py): rules 1-6, the 70B one on an
+ * 80-layer GQA file by hand; the Falcon and attn_qkv rules come from llama.cpp's documented
+ * behaviour and were not compared with llama-quantize. */
 #include "quantize_mix.h"
 
 #include <stdio.h>

@@ -162,6 +162,59 @@ def test_mixture_options(run_pagoda, llama_quantize, inputs, tmp_path):
         assert_identical(mine, ref)
 
 
+def write_moe(path, n_expert, n_layer=8, n_embd=256, n_ff=256, n_vocab=256):
+    """A llama-shaped MoE GGUF (F16 experts) with random weights."""
+    w = gguf.GGUFWriter(str(path), "llama")
+    w.add_block_count(n_layer)
+    w.add_context_length(256)
+    w.add_embedding_length(n_embd)
+    w.add_feed_forward_length(n_ff)
+    w.add_head_count(8)
+    w.add_head_count_kv(2)
+    w.add_layer_norm_rms_eps(1e-5)
+    w.add_rope_dimension_count(n_embd // 8)
+    w.add_vocab_size(n_vocab)
+    w.add_expert_count(n_expert)
+    w.add_expert_used_count(2)
+    rng = np.random.default_rng(0)
+
+    def t(name, *shape, dtype=np.float16):
+        w.add_tensor(name, (rng.standard_normal(shape) * 0.02).astype(dtype))
+    t("token_embd.weight", n_vocab, n_embd)
+    w.add_tensor("output_norm.weight", np.ones(n_embd, np.float32))
+    t("output.weight", n_vocab, n_embd)
+    kv = 2 * n_embd // 8
+    for i in range(n_layer):
+        p = f"blk.{i}."
+        w.add_tensor(p + "attn_norm.weight", np.ones(n_embd, np.float32))
+        w.add_tensor(p + "ffn_norm.weight", np.ones(n_embd, np.float32))
+        t(p + "attn_q.weight", n_embd, n_embd)
+        t(p + "attn_k.weight", kv, n_embd)
+        t(p + "attn_v.weight", kv, n_embd)
+        t(p + "attn_output.weight", n_embd, n_embd)
+        t(p + "ffn_gate_inp.weight", n_expert, n_embd, dtype=np.float32)
+        t(p + "ffn_gate_exps.weight", n_expert, n_ff, n_embd)
+        t(p + "ffn_up_exps.weight", n_expert, n_ff, n_embd)
+        t(p + "ffn_down_exps.weight", n_expert, n_embd, n_ff)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+
+
+def test_mixtures_moe(run_pagoda, llama_quantize, tmp_path):
+    """8 experts: Q8_0 attn_v / attn_k, Q5_K attn_output (Q4_K_*); ffn_down_exps by layer number."""
+    src = tmp_path / "moe8.gguf"
+    write_moe(src, 8)
+    for t in ("Q4_K_M", "Q4_K_S", "Q5_0"):
+        ref, mine = tmp_path / f"ref-{t}.gguf", tmp_path / f"mine-{t}.gguf"
+        llama_quantize(src, ref, t)
+        run_pagoda("quantize", src, mine, t, "-t", "2")
+        assert_identical(mine, ref)
+    got = {x.name: x.tensor_type.name for x in gguf.GGUFReader(tmp_path / "mine-Q4_K_M.gguf").tensors}
+    assert (got["blk.1.attn_v.weight"], got["blk.1.attn_output.weight"]) == ("Q8_0", "Q5_K")
+
+
 def test_quantized_logits_sane(run_pagoda, inputs, shared, tmp_path):
     """The Q4_0 file runs in pagoda and its logits match llama.cpp's on the same Q4_0 weights (the
     fixture tiny-llama-q4_0 was made by llama-quantize --pure from tiny-llama-f32), within the
