@@ -1,5 +1,7 @@
 /* `pagoda quantize`: rewrites a GGUF with its weights in another type, byte for byte what
- * llama-quantize --pure writes (same metadata order, tensor order, quantizers and padding).
+ * llama-quantize writes (same metadata order, tensor order, tensor types, quantizers and padding):
+ * without --pure, llama.cpp's mixture for the named type (quantize_mix.c: which tensors get more
+ * bits), with --pure every quantizable weight in the one type.
  *
  * What llama-quantize does, found by running it and diffing files:
  *  - metadata: every input key in order; general.quantization_version (u32 2) and
@@ -10,10 +12,17 @@
  *  - quantized: names ending in "weight" with 2+ dimensions (trailing 1s do not count), except
  *    norms, MoE gates, positional/token-type embeddings and a few small SSM/RWKV/T5 matrices
  *    (k_keep_substr / k_keep_exact). Everything else is copied as it is.
- *  - with --pure, llama-quantize aborts on a K-quant tensor whose rows are not a multiple of 256;
- *    pagoda instead takes the fallback llama-quantize uses without --pure (Q4_K -> Q5_0,
- *    Q5_K -> Q5_1, Q6_K -> Q8_0, then F16 if the row is not a multiple of 32 either) and says so.
- *    A row that fits no 32-block of a legacy type is an error, as in llama-quantize. */
+ *  - each quantized tensor's type: without --pure and for a quantized TYPE, the mixture's choice
+ *    (quantize_mix.c; F16/BF16/F32 have none); then --token-embedding-type / --output-tensor-type
+ *    by name; then the row-length fallback below. The mixture sees the tensors in the order above
+ *    (its attn_v / ffn_down counters follow it). general.file_type is the mixture's LLAMA_FTYPE
+ *    (Q4_K_S 14, Q4_K_M 15, ...), the same with --pure.
+ *  - a K-quant tensor whose rows are not a multiple of 256 takes llama-quantize's fallback
+ *    (Q4_K -> Q5_0, Q5_K -> Q5_1, Q6_K -> Q8_0, then F16 if the row is not a multiple of 32
+ *    either); with --pure llama-quantize aborts there instead, pagoda takes the fallback and says so.
+ *    A row that fits no 32-block of a legacy type is an error, as in llama-quantize.
+ *  - mixtures whose tensors need a type pagoda cannot write (Q2_K, Q3_K_*, IQ*, TQ*) are refused
+ *    with the type named; --pure does not change that. */
 #include <errno.h>
 #include <stdatomic.h>
 #include <stdbool.h>
@@ -21,7 +30,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 #include <unistd.h>
 
 #include "commands.h"
@@ -30,21 +38,7 @@
 #include "core/thread_pool.h"
 #include "format/gguf.h"
 #include "kernels/kernels.h"
-
-/* Target names llama-quantize accepts for the types pagoda can write, with its LLAMA_FTYPE ids
- * (Q4_K and Q5_K are its aliases for the _M mixtures; with --pure the tensors are the same). */
-static const struct {
-    const char *name;
-    int dtype;
-    uint32_t ftype;
-} k_targets[] = {
-    {"F32", PAGODA_DTYPE_F32, 0},      {"F16", PAGODA_DTYPE_F16, 1},      {"BF16", PAGODA_DTYPE_BF16, 32},
-    {"Q4_0", PAGODA_DTYPE_Q4_0, 2},    {"Q4_1", PAGODA_DTYPE_Q4_1, 3},    {"Q5_0", PAGODA_DTYPE_Q5_0, 8},
-    {"Q5_1", PAGODA_DTYPE_Q5_1, 9},    {"Q8_0", PAGODA_DTYPE_Q8_0, 7},    {"Q4_K_S", PAGODA_DTYPE_Q4_K, 14},
-    {"Q4_K_M", PAGODA_DTYPE_Q4_K, 15}, {"Q4_K", PAGODA_DTYPE_Q4_K, 15},   {"Q5_K_S", PAGODA_DTYPE_Q5_K, 16},
-    {"Q5_K_M", PAGODA_DTYPE_Q5_K, 17}, {"Q5_K", PAGODA_DTYPE_Q5_K, 17},   {"Q6_K", PAGODA_DTYPE_Q6_K, 18},
-};
-#define N_TARGETS (sizeof k_targets / sizeof k_targets[0])
+#include "quantize_mix.h"
 
 /* Tensors llama-quantize never quantizes (besides the shape rule). */
 static const char *const k_keep_substr[] = {
@@ -66,7 +60,8 @@ typedef struct {
 
 typedef struct {
     const char *in, *out;
-    int target, ftype_index, out_type, embd_type, threads;
+    const quant_target *target;
+    int out_type, embd_type, threads;
     bool allow_requantize, leave_output, pure;
 } q_options;
 
@@ -75,21 +70,18 @@ static void usage(FILE *f) {
             "usage: pagoda quantize [--pure] [--allow-requantize] [--leave-output-tensor]\n"
             "                       [--output-tensor-type T] [--token-embedding-type T]\n"
             "                       IN.gguf OUT.gguf TYPE [THREADS] [-t THREADS]\n"
-            "  writes IN's weights in TYPE, byte-identical to llama-quantize --pure (no imatrix).\n"
-            "  TYPE: F32 F16 BF16 Q8_0 Q4_0 Q4_1 Q5_0 Q5_1 Q4_K(_S|_M) Q5_K(_S|_M) Q6_K\n"
-            "  Every quantizable weight (names ending in 'weight', 2-D or more, not norms) gets TYPE:\n"
-            "  pagoda has no k-quant mixtures, so it always works as with --pure. K-quant rows that\n"
-            "  are not a multiple of 256 fall back to Q5_0/Q5_1/Q8_0 (F16 if not a multiple of 32).\n"
+            "  writes IN's weights in TYPE, byte-identical to llama-quantize (no imatrix).\n"
+            "  TYPE: F32 F16 BF16 Q8_0 Q4_0 Q4_1 Q5_0 Q5_1 Q4_K_S Q4_K_M (Q4_K) Q5_K_S Q5_K_M (Q5_K) Q6_K,\n"
+            "  or llama-quantize's number for one of them. Without --pure a quantized TYPE is llama.cpp's\n"
+            "  mixture: output.weight (token_embd.weight if tied) Q6_K (Q8_0 stays Q8_0); for Q4_K_M/Q5_K_M\n"
+            "  Q6_K on some layers' attn_v/ffn_down, for Q4_K_S Q5_K on the first ones.\n"
+            "  --pure: every quantizable weight (names ending in 'weight', 2-D or more, not norms) gets TYPE.\n"
+            "  K-quant rows that are not a multiple of 256 fall back to Q5_0/Q5_1/Q8_0 (F16 if not a\n"
+            "  multiple of 32).\n"
             "  --output-tensor-type T, --token-embedding-type T: type of output.weight / token_embd.weight\n"
             "  --leave-output-tensor: copy output.weight as it is\n"
             "  --allow-requantize: accept quantized input tensors (dequantized, then quantized)\n"
             "  -t, --threads N: threads (default: all CPUs); the output does not depend on it\n");
-}
-
-static int parse_type(const char *s) {
-    for (size_t i = 0; i < N_TARGETS; i++)
-        if (!strcasecmp(k_targets[i].name, s)) return (int)i;
-    return -1;
 }
 
 /* ggml type for --output-tensor-type / --token-embedding-type: a ggml type name like "q8_0" */
@@ -166,14 +158,17 @@ static double mib(size_t n) { return (double)n / (1024.0 * 1024.0); }
 
 /* Decides each tensor's output type; prints the error and returns false on a tensor it cannot
  * write. n_fallback counts the fallbacks taken. */
-static bool plan_tensors(q_tensor *ts, int64_t n, const q_options *o, int *n_fallback) {
+static bool plan_tensors(q_tensor *ts, int64_t n, const q_options *o, const gguf_file *f, int *n_fallback) {
+    quant_mix mix;
+    quant_mix_init(&mix, f, o->target, o->out_type);
+    const bool use_mix = !o->pure && dtype_info(o->target->dtype)->block_size > 1; /* quantized base type */
     for (int64_t i = 0; i < n; i++) {
         q_tensor *t = &ts[i];
         const gguf_tensor *in = t->in;
         t->dtype = in->dtype;
         t->convert = false;
         if (quantizable(t, o)) {
-            int want = k_targets[o->target].dtype;
+            int want = use_mix ? quant_mix_type(&mix, in->name, in->ne[0]) : o->target->dtype;
             if (o->embd_type >= 0 && !strcmp(in->name, "token_embd.weight")) want = o->embd_type;
             if (o->out_type >= 0 && !strcmp(in->name, "output.weight")) want = o->out_type;
             if (in->ne[0] % dtype_info(want)->block_size) {
@@ -237,7 +232,7 @@ static pagoda_status write_metadata(gguf_writer *w, const gguf_file *f, uint32_t
 static int parse_args(int argc, char **argv, q_options *o) {
     const char *pos[4];
     int n_pos = 0;
-    *o = (q_options){.target = -1, .out_type = -1, .embd_type = -1};
+    *o = (q_options){.out_type = -1, .embd_type = -1};
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
@@ -289,12 +284,7 @@ static int parse_args(int argc, char **argv, q_options *o) {
     }
     o->in = pos[0];
     o->out = pos[1];
-    if ((o->target = parse_type(pos[2])) < 0) {
-        fprintf(stderr, "pagoda quantize: unknown TYPE '%s'; pagoda writes:", pos[2]);
-        for (size_t i = 0; i < N_TARGETS; i++) fprintf(stderr, " %s", k_targets[i].name);
-        fputc('\n', stderr);
-        return 2;
-    }
+    if (!(o->target = quant_target_find(pos[2]))) return 2;
     if (n_pos == 4) { /* llama-quantize's positional thread count */
         char *end;
         long x = strtol(pos[3], &end, 10);
@@ -339,11 +329,8 @@ int cmd_quantize(int argc, char **argv) {
         if (t->in->ne[0] > max_ne0) max_ne0 = t->in->ne[0];
     }
     qsort(ts, (size_t)n, sizeof *ts, cmp_tensor);
-    if (!o.pure)
-        fprintf(stderr, "pagoda quantize: no k-quant mixtures here; every weight gets %s, as with --pure\n",
-                k_targets[o.target].name);
     int n_fallback = 0;
-    if (!plan_tensors(ts, n, &o, &n_fallback)) goto done;
+    if (!plan_tensors(ts, n, &o, f, &n_fallback)) goto done;
 
     size_t max_out = 1;
     for (int64_t i = 0; i < n; i++)
@@ -352,7 +339,7 @@ int cmd_quantize(int argc, char **argv) {
     for (int i = 0; i < o.threads; i++)
         if (!(scratch[i] = malloc((size_t)max_ne0 * sizeof(float)))) goto nomem;
     if (!(w = gguf_writer_create())) goto nomem;
-    if ((st = write_metadata(w, f, k_targets[o.target].ftype))) goto gguf_fail;
+    if ((st = write_metadata(w, f, o.target->ftype))) goto gguf_fail;
     for (int64_t i = 0; i < n; i++)
         if ((st = gguf_writer_add_tensor(w, ts[i].in->name, ts[i].dtype, ts[i].n_dims, ts[i].in->ne))) goto gguf_fail;
     size_t tmp_len = strlen(o.out) + 32;
@@ -360,7 +347,7 @@ int cmd_quantize(int argc, char **argv) {
     snprintf(tmp, tmp_len, "%s.tmp-%ld", o.out, (long)getpid());
     if ((st = gguf_writer_begin(w, tmp))) goto gguf_fail;
 
-    fprintf(stderr, "quantize: %s -> %s as %s, %lld tensors, %d threads\n", o.in, o.out, k_targets[o.target].name,
+    fprintf(stderr, "quantize: %s -> %s as %s, %lld tensors, %d threads\n", o.in, o.out, o.target->name,
             (long long)n, o.threads);
     double t0 = pg_now_s();
     size_t total_in = 0, total_out = 0;

@@ -36,6 +36,8 @@ static const synth_shape k_shapes[] = {
     {"tiny-starcoder", ARCH_STARCODER, "test-sized gpt_bigcode, multi-query", 256, 2, 4, 1, 1024, 1024, 512, 0.0f, 1e-5f},
     {"tiny-llama-32k", ARCH_LLAMA, "test-sized llama, 32000-token vocab (Llama 2's), n_ff not a multiple of 256",
      256, 2, 4, 2, 672, 32000, 512, 10000.0f, 1e-5f},
+    {"tiny-llama-deep", ARCH_LLAMA, "test-sized llama, 10 layers, 4:1 GQA (layer-dependent quantization mixtures)", 256,
+     10, 8, 2, 512, 1024, 512, 10000.0f, 1e-5f},
     {"tinyllama-1.1b", ARCH_LLAMA, "TinyLlama 1.1B", 2048, 22, 32, 4, 5632, 32000, 2048, 10000.0f, 1e-5f},
     {"llama-2-7b", ARCH_LLAMA, "Llama 2 7B", 4096, 32, 32, 32, 11008, 32000, 4096, 10000.0f, 1e-5f},
     {"llama-2-13b", ARCH_LLAMA, "Llama 2 13B", 5120, 40, 40, 40, 13824, 32000, 4096, 10000.0f, 1e-5f},

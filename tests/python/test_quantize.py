@@ -1,12 +1,15 @@
 """`pagoda quantize` against llama-quantize from the anchor llama.cpp build: the two output files
-must be byte-identical (metadata, tensor order, quantized data, padding) for every type pagoda
-writes, on the tiny F32 fixture and on an F16 `pagoda synth` model with Llama 2's tokenizer whose
-ffn_down rows (672) are not a multiple of 256.
+must be byte-identical (metadata, tensor order, quantized data, padding).
 
-llama-quantize --pure aborts on K-quant rows that are not a multiple of 256; pagoda takes the
-fallback llama-quantize uses without --pure (Q4_K -> Q5_0, Q5_K -> Q5_1, Q6_K -> Q8_0). For those
-types the synth model is compared with llama-quantize without --pure: Q6_K (a pure mixture there
-too) file for file, Q4_K_S / Q5_K_S tensor by tensor wherever llama-quantize chose the same type."""
+With --pure, for every type pagoda writes, on the tiny F32 fixture and on an F16 `pagoda synth`
+model with Llama 2's tokenizer whose ffn_down rows (672) are not a multiple of 256. llama-quantize
+--pure aborts on K-quant rows that are not a multiple of 256; pagoda takes the fallback llama-quantize
+uses without --pure (Q4_K -> Q5_0, Q5_K -> Q5_1, Q6_K -> Q8_0).
+
+Without --pure (llama.cpp's mixtures: Q6_K output, more bits for some layers' attn_v / ffn_down),
+for every mixture pagoda writes, on the F32 fixture, its tied-embedding twin (token_embd.weight
+takes output.weight's rule), a 10-layer GQA synth model (layer-dependent rules) and the synth model
+above (mixture types meeting the row-length fallback)."""
 import os
 import shutil
 import subprocess
@@ -21,6 +24,7 @@ from safetensors.numpy import load_file, save_file  # noqa: E402
 ANCHOR = "anchors/llama.cpp-c392e50-cpu-native.tar.xz"
 TYPES = ["F32", "F16", "BF16", "Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q4_K", "Q5_K", "Q6_K"]
 K_TYPES = {"Q4_K", "Q5_K", "Q6_K"}
+MIXTURES = ["Q4_K_M", "Q4_K_S", "Q5_K_M", "Q5_K_S", "Q6_K", "Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1"]
 
 
 @pytest.fixture(scope="module")
@@ -47,14 +51,17 @@ def llama_quantize(shared, tmp_path_factory):
 def inputs(shared, run_pagoda, tmp_path_factory):
     d = tmp_path_factory.mktemp("in")
     f32 = shared / "fixtures" / "gguf" / "tiny-llama-f32.gguf"
+    tied = shared / "fixtures" / "gguf" / "tiny-llama-tied-f32.gguf"
     vocab = shared / "fixtures" / "tokenizers" / "ggml-vocab-llama-spm.gguf"
-    for p in (f32, vocab):
+    for p in (f32, tied, vocab):
         if not p.exists():
             pytest.skip(f"{p} not found")
     synth = d / "synth-f16.gguf"
     run_pagoda("synth", "--shape", "tiny-llama-32k", "--type", "f16", "--vocab-from", vocab, "-o", synth,
                "--threads", "2")
-    return {"f32": f32, "synth": synth}
+    deep = d / "deep-f16.gguf"
+    run_pagoda("synth", "--shape", "tiny-llama-deep", "--type", "f16", "-o", deep, "--threads", "2")
+    return {"f32": f32, "tied": tied, "synth": synth, "deep": deep}
 
 
 def first_difference(a, b):
@@ -75,8 +82,25 @@ def first_difference(a, b):
     return f"first difference at file offset {off} ({where}); sizes {len(da)} vs {len(db)}"
 
 
+def first_tensor_difference(mine, ref):
+    """The first tensor (in file order) whose name, type, shape or data differ, with both types."""
+    a, b = gguf.GGUFReader(mine).tensors, gguf.GGUFReader(ref).tensors
+    for x, y in zip(a, b):
+        if x.name != y.name:
+            return f"tensor order: {x.name} vs {y.name}"
+        if x.tensor_type != y.tensor_type or list(x.shape) != list(y.shape) or x.data.tobytes() != y.data.tobytes():
+            shape = [int(v) for v in x.shape], [int(v) for v in y.shape]
+            return f"tensor {x.name}: pagoda {x.tensor_type.name} {shape[0]}, llama-quantize {y.tensor_type.name} {shape[1]}"
+    return None if len(a) == len(b) else f"{len(a)} vs {len(b)} tensors"
+
+
 def assert_identical(mine, ref):
     diff = first_difference(mine, ref)
+    if diff is not None:
+        try:
+            diff = f"{first_tensor_difference(mine, ref) or 'tensors equal'}; {diff}"
+        except Exception:
+            pass
     assert diff is None, f"{mine.name} differs from llama-quantize's {ref.name}: {diff}"
 
 
@@ -103,26 +127,92 @@ def test_synth_f16_all_types(run_pagoda, llama_quantize, inputs, tmp_path):
         got = {x.name: x for x in gguf.GGUFReader(mine).tensors}
         assert got["blk.1.ffn_down.weight"].tensor_type.name == fb
         assert got["blk.1.ffn_up.weight"].tensor_type.name == t
-        if t == "Q6_K":  # llama-quantize's Q6_K mixture is Q6_K everywhere, with the same fallback
-            ref = tmp_path / "ref-Q6_K.gguf"
-            llama_quantize(src, ref, "Q6_K")
-            assert_identical(mine, ref)
-            continue
-        ref, mine_s = tmp_path / f"ref-{t}_S.gguf", tmp_path / f"mine-{t}_S.gguf"
-        llama_quantize(src, ref, f"{t}_S")
-        run_pagoda("quantize", src, mine_s, f"{t}_S", "-t", "1")
-        theirs = {x.name: x for x in gguf.GGUFReader(ref).tensors}
-        mine_t = {x.name: x for x in gguf.GGUFReader(mine_s).tensors}
-        compared = set()
-        for name, x in mine_t.items():
-            y = theirs[name]
-            if x.tensor_type == y.tensor_type:
-                assert x.data.tobytes() == y.data.tobytes(), f"{t}_S: tensor {name} ({x.tensor_type.name}) differs"
-                compared.add(x.tensor_type.name)
-        assert {t, fb} <= compared, f"{t}_S: only {compared} could be compared"
-        # the same tensors whatever the thread count (2 vs 1), and _S / _M differ only in general.file_type
-        for name, x in mine_t.items():
-            assert x.data.tobytes() == got[name].data.tobytes(), f"{t} vs {t}_S: tensor {name} differs"
+        assert got["output.weight"].tensor_type.name == t  # --pure: no Q6_K output
+
+
+@pytest.mark.parametrize("which", ["f32", "tied", "deep", "synth"])
+def test_mixtures(run_pagoda, llama_quantize, inputs, tmp_path, which):
+    """llama-quantize without --pure: each mixture byte for byte."""
+    src = inputs[which]
+    for t in MIXTURES:
+        ref, mine = tmp_path / f"ref-{t}.gguf", tmp_path / f"mine-{t}.gguf"
+        llama_quantize(src, ref, t)
+        run_pagoda("quantize", src, mine, t, "-t", "2")
+        assert_identical(mine, ref)
+    # the rules show: Q6_K output (token_embd when tied), Q4_K_M's layer pattern on 10 layers
+    got = {x.name: x.tensor_type.name for x in gguf.GGUFReader(tmp_path / "mine-Q4_0.gguf").tensors}
+    assert got["token_embd.weight" if which == "tied" else "output.weight"] == "Q6_K"
+    if which == "deep":
+        got = {x.name: x.tensor_type.name for x in gguf.GGUFReader(tmp_path / "mine-Q4_K_M.gguf").tensors}
+        assert [i for i in range(10) if got[f"blk.{i}.attn_v.weight"] == "Q6_K"] == [0, 3, 6, 8, 9]
+        assert [i for i in range(10) if got[f"blk.{i}.ffn_down.weight"] == "Q6_K"] == [0, 3, 6, 8, 9]
+
+
+def test_mixture_options(run_pagoda, llama_quantize, inputs, tmp_path):
+    """The options next to a mixture: --output-tensor-type also sets a tied token_embd.weight,
+    --token-embedding-type overrides after the mixture, --leave-output-tensor copies output.weight."""
+    for args in (["--output-tensor-type", "q8_0", inputs["tied"], "Q4_K_M"],
+                 ["--token-embedding-type", "q8_0", inputs["tied"], "Q4_0"],
+                 ["--output-tensor-type", "q5_k", "--token-embedding-type", "q4_k", inputs["tied"], "Q8_0"],
+                 ["--leave-output-tensor", inputs["f32"], "Q4_0"],
+                 ["--output-tensor-type", "q4_0", inputs["f32"], "Q5_K_S"]):
+        ref, mine = tmp_path / "ref.gguf", tmp_path / "mine.gguf"
+        llama_quantize(*args[:-1], ref, args[-1])
+        run_pagoda("quantize", *args[:-1], mine, args[-1], "-t", "2")
+        assert_identical(mine, ref)
+
+
+def write_moe(path, n_expert, n_layer=8, n_embd=256, n_ff=256, n_vocab=256):
+    """A llama-shaped MoE GGUF (F16 experts) with random weights."""
+    w = gguf.GGUFWriter(str(path), "llama")
+    w.add_block_count(n_layer)
+    w.add_context_length(256)
+    w.add_embedding_length(n_embd)
+    w.add_feed_forward_length(n_ff)
+    w.add_head_count(8)
+    w.add_head_count_kv(2)
+    w.add_layer_norm_rms_eps(1e-5)
+    w.add_rope_dimension_count(n_embd // 8)
+    w.add_vocab_size(n_vocab)
+    w.add_expert_count(n_expert)
+    w.add_expert_used_count(2)
+    rng = np.random.default_rng(0)
+
+    def t(name, *shape, dtype=np.float16):
+        w.add_tensor(name, (rng.standard_normal(shape) * 0.02).astype(dtype))
+    t("token_embd.weight", n_vocab, n_embd)
+    w.add_tensor("output_norm.weight", np.ones(n_embd, np.float32))
+    t("output.weight", n_vocab, n_embd)
+    kv = 2 * n_embd // 8
+    for i in range(n_layer):
+        p = f"blk.{i}."
+        w.add_tensor(p + "attn_norm.weight", np.ones(n_embd, np.float32))
+        w.add_tensor(p + "ffn_norm.weight", np.ones(n_embd, np.float32))
+        t(p + "attn_q.weight", n_embd, n_embd)
+        t(p + "attn_k.weight", kv, n_embd)
+        t(p + "attn_v.weight", kv, n_embd)
+        t(p + "attn_output.weight", n_embd, n_embd)
+        t(p + "ffn_gate_inp.weight", n_expert, n_embd, dtype=np.float32)
+        t(p + "ffn_gate_exps.weight", n_expert, n_ff, n_embd)
+        t(p + "ffn_up_exps.weight", n_expert, n_ff, n_embd)
+        t(p + "ffn_down_exps.weight", n_expert, n_embd, n_ff)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+
+
+def test_mixtures_moe(run_pagoda, llama_quantize, tmp_path):
+    """8 experts: Q8_0 attn_v / attn_k, Q5_K attn_output (Q4_K_*); ffn_down_exps by layer number."""
+    src = tmp_path / "moe8.gguf"
+    write_moe(src, 8)
+    for t in ("Q4_K_M", "Q4_K_S", "Q5_0"):
+        ref, mine = tmp_path / f"ref-{t}.gguf", tmp_path / f"mine-{t}.gguf"
+        llama_quantize(src, ref, t)
+        run_pagoda("quantize", src, mine, t, "-t", "2")
+        assert_identical(mine, ref)
+    got = {x.name: x.tensor_type.name for x in gguf.GGUFReader(tmp_path / "mine-Q4_K_M.gguf").tensors}
+    assert (got["blk.1.attn_v.weight"], got["blk.1.attn_output.weight"]) == ("Q8_0", "Q5_K")
 
 
 def test_quantized_logits_sane(run_pagoda, inputs, shared, tmp_path):
@@ -131,7 +221,7 @@ def test_quantized_logits_sane(run_pagoda, inputs, shared, tmp_path):
     bound test_golden uses, and stay near the F32 model's."""
     gold_dir = shared / "fixtures" / "gguf"
     q4 = tmp_path / "q4_0.gguf"
-    run_pagoda("quantize", inputs["f32"], q4, "Q4_0")
+    run_pagoda("quantize", "--pure", inputs["f32"], q4, "Q4_0")
     f32_gold = load_file(str(gold_dir / "tiny-llama-f32.golden.safetensors"))
     q4_gold = load_file(str(gold_dir / "tiny-llama-q4_0.golden.safetensors"))
     save_file({"input_ids": f32_gold["input_ids"]}, str(tmp_path / "ids.safetensors"))
@@ -151,8 +241,13 @@ def test_quantized_logits_sane(run_pagoda, inputs, shared, tmp_path):
 
 def test_errors(run_pagoda, inputs, tmp_path):
     out = tmp_path / "out.gguf"
-    r = run_pagoda("quantize", inputs["f32"], out, "Q3_K", check=False)
-    assert r.returncode == 2 and "unknown TYPE 'Q3_K'" in r.stderr
+    r = run_pagoda("quantize", inputs["f32"], out, "Q3_K_M", check=False)
+    assert r.returncode == 2 and "Q3_K_M needs tensors in Q3_K" in r.stderr, r.stderr
+    r = run_pagoda("quantize", inputs["f32"], out, "IQ4_XS", check=False)
+    assert r.returncode == 2 and "needs tensors in IQ4_XS" in r.stderr, r.stderr
+    r = run_pagoda("quantize", inputs["f32"], out, "Q9_X", check=False)
+    assert r.returncode == 2 and "unknown TYPE 'Q9_X'" in r.stderr, r.stderr
+    assert not out.exists()
     r = run_pagoda("quantize", inputs["f32"], out, check=False)
     assert r.returncode == 2
     notgguf = tmp_path / "not.gguf"
