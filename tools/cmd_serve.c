@@ -106,18 +106,6 @@ static int is_named(const char *v) {
     return eq && eq > v && eq[1] && !memchr(v, '/', (size_t)(eq - v));
 }
 
-/* "models/foo.Q4_0.gguf" -> "foo.Q4_0"; "path/to/hf-folder/" -> "hf-folder" (into buf) */
-static const char *name_of_path(const char *path, char *buf, size_t cap) {
-    size_t n = strlen(path);
-    while (n > 1 && path[n - 1] == '/') n--;
-    size_t b = n;
-    while (b > 0 && path[b - 1] != '/') b--;
-    size_t len = n - b;
-    if (len > 5 && !strncasecmp(path + n - 5, ".gguf", 5)) len -= 5;
-    snprintf(buf, cap, "%.*s", (int)len, path + b);
-    return buf;
-}
-
 static void log_to_stderr(int level, const char *msg, void *user) {
     (void)user;
     static const char *const names[] = {"error", "warning", "info", "debug"};
@@ -315,7 +303,7 @@ int cmd_serve(int argc, char **argv) {
         }
     }
     if (model) { /* the default model: served by its old name (and path), loaded now */
-        mgr_model_spec ms = {.name = sc.served_model_name ? sc.served_model_name : name_of_path(model, first_name, sizeof first_name),
+        mgr_model_spec ms = {.name = sc.served_model_name ? sc.served_model_name : mgr_name_of_path(model, first_name, sizeof first_name),
                              .path = model, .pinned = !n_named && !models_dir && !models_config, .keep_alive_s = -1, .task = mtask,
                              .chat_template = chat_template};
         if (mgr_add(models, &ms)) {

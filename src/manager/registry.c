@@ -60,7 +60,7 @@ typedef struct {
     int32_t id;
     int live;      /* 0: being added at run time, or removed */
     int adding;    /* mgr_load_lora is loading it */
-    uint64_t bytes; /* memory it takes in its base's engine (0: not loaded yet, the file size counts) */
+    uint64_t bytes; /* memory it takes in its base's engine once loaded; before, its files' size */
     char error[256];
 } mgr_lora;
 
@@ -155,7 +155,7 @@ static uint64_t lora_bytes_locked(const mgr *m, const mgr_entry *e) {
     uint64_t s = 0;
     for (int32_t i = 0; i < m->n_loras; i++) {
         const mgr_lora *a = m->loras[i];
-        if (a->base == e && (a->live || a->adding)) s += a->bytes ? a->bytes : model_file_bytes(a->path);
+        if (a->base == e && (a->live || a->adding)) s += a->bytes;
     }
     return s;
 }
@@ -289,6 +289,14 @@ static int make_room_locked(mgr *m, mgr_entry *e) {
     }
 }
 
+/* one adapter loaded together with its base (load_locked) */
+typedef struct {
+    mgr_lora *a;
+    char *path;  /* a->path when the load started */
+    int32_t id;  /* 0: failed (error says why) */
+    char error[256];
+} lora_load_job;
+
 static void load_locked(mgr *m, mgr_entry *e) {
     e->file_bytes = model_file_bytes(e->path);
     if (make_room_locked(m, e)) return; /* e is not counted while pending */
@@ -306,13 +314,16 @@ static void load_locked(mgr *m, mgr_entry *e) {
     char *path = strdup(e->path);
     const int has_tmpl = e->chat_template != NULL;
     char *tmpl = has_tmpl ? strdup(e->chat_template) : NULL;
-    /* the adapters to load with it (pointers stay valid: adapters are never freed) */
+    /* the adapters to load with it, as they are now (the mgr_lora pointers stay valid: adapters
+     * are never freed; path and liveness are checked again after the load) */
     int32_t n_ad = 0;
-    mgr_lora **ad = m->n_loras ? calloc((size_t)m->n_loras, sizeof *ad) : NULL;
-    char **ad_path = m->n_loras ? calloc((size_t)m->n_loras, sizeof *ad_path) : NULL;
-    for (int32_t i = 0; ad && ad_path && i < m->n_loras; i++)
-        if (m->loras[i]->base == e && m->loras[i]->live && (ad_path[n_ad] = strdup(m->loras[i]->path)))
-            ad[n_ad++] = m->loras[i];
+    lora_load_job *ad = m->n_loras ? calloc((size_t)m->n_loras, sizeof *ad) : NULL;
+    int ad_oom = m->n_loras && !ad;
+    for (int32_t i = 0; ad && i < m->n_loras; i++)
+        if (m->loras[i]->base == e && m->loras[i]->live) {
+            ad[n_ad] = (lora_load_job){.a = m->loras[i], .path = strdup(m->loras[i]->path)};
+            ad_oom |= !ad[n_ad++].path;
+        }
     pthread_mutex_unlock(&m->mu);
 
     const double t0 = mono();
@@ -343,18 +354,12 @@ static void load_locked(mgr *m, mgr_entry *e) {
         pagoda_memory_broker_get_stats(m->broker, &b1);
         kv_got = b1.host_used > b0.host_used ? b1.host_used - b0.host_used : kv;
     }
-    int32_t *ad_id = n_ad ? calloc((size_t)n_ad, sizeof *ad_id) : NULL;
-    char (*ad_err)[256] = n_ad ? calloc((size_t)n_ad, sizeof *ad_err) : NULL;
-    for (int32_t i = 0; !err[0] && i < n_ad; i++) {
-        if (!ad_id || !ad_err) {
-            snprintf(err, sizeof err, "out of memory");
-            break;
+    if (!err[0] && ad_oom) snprintf(err, sizeof err, "out of memory");
+    for (int32_t i = 0; !err[0] && i < n_ad; i++)
+        if (pagoda_engine_adapter_load(eng, ad[i].path, 0, &ad[i].id)) {
+            snprintf(ad[i].error, sizeof ad[i].error, "%s", pagoda_last_error());
+            ad[i].id = 0;
         }
-        if (pagoda_engine_adapter_load(eng, ad_path[i], 0, &ad_id[i])) {
-            snprintf(ad_err[i], sizeof ad_err[i], "%s", pagoda_last_error());
-            ad_id[i] = 0;
-        }
-    }
     if (!err[0] && m->cfg.attach && !(att = m->cfg.attach(mod, m->cfg.hook_user)))
         snprintf(err, sizeof err, "out of memory (server state)");
     if (err[0]) {
@@ -365,20 +370,20 @@ static void load_locked(mgr *m, mgr_entry *e) {
     free(path);
     pthread_mutex_lock(&m->mu);
     for (int32_t i = 0; !err[0] && i < n_ad; i++) {
-        mgr_lora *a = ad[i];
-        if (!a->live || a->base != e || strcmp(a->path, ad_path[i])) { /* removed or replaced meanwhile */
-            if (ad_id[i]) pagoda_engine_adapter_unload(eng, ad_id[i]);
+        mgr_lora *a = ad[i].a;
+        if (!a->live || a->base != e || strcmp(a->path, ad[i].path)) { /* removed or replaced meanwhile */
+            if (ad[i].id) pagoda_engine_adapter_unload(eng, ad[i].id);
             continue;
         }
-        a->id = ad_id[i];
+        a->id = ad[i].id;
         pagoda_adapter_info ai;
-        a->bytes = a->id && !pagoda_engine_adapter_info(eng, a->id, &ai) ? ai.bytes : 0;
-        snprintf(a->error, sizeof a->error, "%s", ad_err[i]);
+        if (a->id && !pagoda_engine_adapter_info(eng, a->id, &ai)) a->bytes = ai.bytes;
+        snprintf(a->error, sizeof a->error, "%s", ad[i].error);
         if (a->id) fprintf(stderr, "pagoda: adapter '%s' loaded on '%s'\n", a->name, e->name);
         else fprintf(stderr, "pagoda: adapter '%s' (%s) failed to load on '%s': %s\n", a->name, a->path, e->name, a->error);
     }
-    for (int32_t i = 0; i < n_ad; i++) free(ad_path[i]);
-    free(ad), free(ad_path), free(ad_id), free(ad_err);
+    for (int32_t i = 0; i < n_ad; i++) free(ad[i].path);
+    free(ad);
     if (err[0]) {
         fail_locked(m, e, "%s", err);
         return;
@@ -539,6 +544,7 @@ static mgr_lora *lora_new_locked(mgr *m, const char *name, const char *path, mgr
     }
     free(a->path);
     a->path = p, a->base = b, a->id = 0, a->live = 0, a->error[0] = 0;
+    a->bytes = model_file_bytes(p); /* the estimate until it loads */
     return a;
 }
 
@@ -579,7 +585,7 @@ mgr_result mgr_load_lora(mgr *m, const char *name, const char *path, const char 
     if (r == MGR_OK) {
         pagoda_adapter_info ai;
         a->id = id, a->live = 1;
-        a->bytes = !pagoda_engine_adapter_info(lease.engine, id, &ai) ? ai.bytes : 0;
+        if (!pagoda_engine_adapter_info(lease.engine, id, &ai)) a->bytes = ai.bytes;
         fprintf(stderr, "pagoda: adapter '%s' loaded on '%s' (%s)\n", name, base_name, path);
     }
     pthread_mutex_unlock(&m->mu);
@@ -599,7 +605,7 @@ mgr_result mgr_unload_lora(mgr *m, const char *name, char *err, size_t cap) {
         mgr_entry *e = a->base;
         /* the engine stays while the lock is held (unload_locked clears it under the lock) */
         if (a->id && e->state == MGR_LOADED && e->engine) pagoda_engine_adapter_unload(e->engine, a->id);
-        a->live = 0, a->id = 0, a->bytes = 0;
+        a->live = 0, a->id = 0;
         fprintf(stderr, "pagoda: adapter '%s' unloaded\n", a->name);
     }
     pthread_mutex_unlock(&m->mu);
@@ -693,11 +699,9 @@ static int scan_one(mgr *m, const char *dir) {
         if (S_ISDIR(st.st_mode)) {
             snprintf(probe, sizeof probe, "%s/config.json", path);
             if (access(probe, R_OK) != 0) continue;
-            snprintf(name, sizeof name, "%s", de->d_name);
-        } else if (S_ISREG(st.st_mode) && l > 5 && !strcasecmp(de->d_name + l - 5, ".gguf")) {
-            snprintf(name, sizeof name, "%.*s", (int)(l - 5), de->d_name);
-        } else
+        } else if (!S_ISREG(st.st_mode) || l <= 5 || strcasecmp(de->d_name + l - 5, ".gguf"))
             continue;
+        mgr_name_of_path(path, name, sizeof name);
         pthread_mutex_lock(&m->mu);
         int known = known_path_locked(m, path) || find_locked(m, name);
         pthread_mutex_unlock(&m->mu);
@@ -707,6 +711,17 @@ static int scan_one(mgr *m, const char *dir) {
     }
     closedir(d);
     return added;
+}
+
+const char *mgr_name_of_path(const char *path, char *buf, size_t cap) {
+    size_t n = strlen(path);
+    while (n > 1 && path[n - 1] == '/') n--;
+    size_t b = n;
+    while (b > 0 && path[b - 1] != '/') b--;
+    size_t len = n - b;
+    if (len > 5 && !strncasecmp(path + n - 5, ".gguf", 5)) len -= 5;
+    snprintf(buf, cap, "%.*s", (int)len, path + b);
+    return buf;
 }
 
 int mgr_scan_dir(mgr *m, const char *dir) {

@@ -78,6 +78,9 @@ pagoda_status mgr_add(mgr *m, const mgr_model_spec *spec);
  * is fixed while serving). PAGODA_ERR_INVALID for a taken name or an unknown base. */
 pagoda_status mgr_add_lora(mgr *m, const char *name, const char *path, const char *base);
 
+/* The name a model file or folder is served under by default: "models/foo.Q4_0.gguf" -> "foo.Q4_0",
+ * "path/to/hf-folder/" -> "hf-folder" (into buf, cap bytes; returns buf). */
+const char *mgr_name_of_path(const char *path, char *buf, size_t cap);
 /* Adds every *.gguf file and every folder with a config.json in dir that is not known yet (by
  * path); the name is the file name without .gguf, or the folder's name. Returns how many were
  * added, -1 if dir cannot be read. */

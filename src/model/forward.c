@@ -389,24 +389,16 @@ static void apply_lora(const pg_forward *f, const stage *s, int32_t l, int nt, c
         }
     if (n) s->be->ops->lora(s->be, f->lora_jobs, n);
 }
-#define LORA(t, x, y, ldy) \
-    do { \
-        if (f->n_segs) { \
-            const pg_lora_target t_[1] = {t}; \
-            float *const y_[1] = {y}; \
-            const int64_t l_[1] = {ldy}; \
-            apply_lora(f, s, l, 1, t_, x, y_, l_); \
-        } \
-    } while (0)
-#define LORA3(t0, y0, t1, y1, t2, y2, x, ldy) \
-    do { \
-        if (f->n_segs) { \
-            const pg_lora_target t_[3] = {t0, t1, t2}; \
-            float *const y_[3] = {y0, y1, y2}; \
-            const int64_t l_[3] = {ldy, ldy, ldy}; \
-            apply_lora(f, s, l, 3, t_, x, y_, l_); \
-        } \
-    } while (0)
+/* up to 3 targets that read the same input x (Q, K, V; gate, up) into outputs y[i], row stride
+ * ldy, in one lora call; none without adapters in the step */
+static void lora_group(const pg_forward *f, const stage *s, int32_t l, int nt, const pg_lora_target *t, const float *x,
+                       float *y0, float *y1, float *y2, int64_t ldy) {
+    if (!f->n_segs) return;
+    float *const y[3] = {y0, y1, y2};
+    const int64_t ld[3] = {ldy, ldy, ldy};
+    apply_lora(f, s, l, nt, t, x, y, ld);
+}
+#define LORA(t, x, y, ldy) lora_group(f, s, l, 1, (const pg_lora_target[]){t}, x, y, NULL, NULL, ldy)
 
 /* The ops of one stage for T (possibly padded) tokens, n_out logits rows and after them n_hid
  * hidden-state rows (gathered into s->xo behind the logits rows' inputs). */
@@ -440,7 +432,8 @@ static void stage_ops(const pg_forward *f, stage *s, pg_kv *kv, int si, int32_t 
             o->matmul(be, LW(L, wk), s->xn, T, s->qkv + qd, D, half);
             o->matmul(be, LW(L, wv), s->xn, T, s->qkv + qd + kvd, D, half);
         }
-        LORA3(LORA_Q, s->qkv, LORA_K, s->qkv + qd, LORA_V, s->qkv + qd + kvd, s->xn, D);
+        lora_group(f, s, l, 3, (const pg_lora_target[]){LORA_Q, LORA_K, LORA_V}, s->xn, s->qkv, s->qkv + qd,
+                   s->qkv + qd + kvd, D);
         o->add_bias(be, s->qkv, LW(L, bqkv), T, D, D);
         o->add_bias(be, s->qkv, LW(L, bq), T, qd, D);
         o->add_bias(be, s->qkv + qd, LW(L, bk), T, kvd, D);
@@ -466,12 +459,8 @@ static void stage_ops(const pg_forward *f, stage *s, pg_kv *kv, int si, int32_t 
         bool h_half = false;
         if (PRESENT(&L->gate_up)) { /* one product for gate|up rows, then SwiGLU across the halves */
             o->matmul(be, &L->gate_up, s->xn, T, s->up2, 2 * nff, half);
-            if (f->n_segs) { /* gate and up read the same x: one lora call */
-                const pg_lora_target t_[2] = {LORA_GATE, LORA_UP};
-                float *const y_[2] = {s->up2, s->up2 + nff};
-                const int64_t l_[2] = {2 * nff, 2 * nff};
-                apply_lora(f, s, l, 2, t_, s->xn, y_, l_);
-            }
+            lora_group(f, s, l, 2, (const pg_lora_target[]){LORA_GATE, LORA_UP}, s->xn, s->up2, s->up2 + nff, NULL,
+                       2 * nff); /* gate and up read the same x */
             h_half = o->wants_half(be, LW(L, w_down), T);
             o->swiglu_rows(be, s->gate, s->up2, T, nff, h_half);
             h = s->gate;

@@ -70,14 +70,7 @@ static int message(oa_error *err, size_t i, const json_t *m, json_t *out) {
     char name[48], p[160];
     snprintf(name, sizeof name, "messages[%zu]", i);
     if (!json_is_object(m)) return bt_bad_type(err, name, "an object", m);
-    const char *key;
-    json_t *val;
-    json_object_foreach((json_t *)m, key, val) {
-        if (strcmp(key, "role") && strcmp(key, "content")) {
-            snprintf(p, sizeof p, "%s.%.60s", name, key);
-            return bt_fail(err, 400, p, "Unrecognized field in a message: '%s'.", p);
-        }
-    }
+    if (bt_only_keys(err, m, name, "a message", (const char *const[]){"role", "content", NULL})) return -1;
     const json_t *role = json_object_get(m, "role"), *content = json_object_get(m, "content");
     snprintf(p, sizeof p, "%s.role", name);
     const char *rs = json_string_value(role);
@@ -139,13 +132,9 @@ static int tools(oa_error *err, const json_t *v, json_t *out) {
                            "'%s': server tools (type '%.60s') are not supported by this server; only client tools "
                            "{name, description, input_schema}.",
                            p, json_is_string(type) ? json_string_value(type) : "?");
-        const char *key;
-        json_t *val;
-        json_object_foreach((json_t *)t, key, val) {
-            snprintf(q, sizeof q, "%s.%.40s", p, key);
-            if (!bt_is_any(key, (const char *const[]){"type", "name", "description", "input_schema", "cache_control", NULL}))
-                return bt_fail(err, 400, q, "Unrecognized field in a tool: '%s'.", q);
-        }
+        if (bt_only_keys(err, t, p, "a tool",
+                         (const char *const[]){"type", "name", "description", "input_schema", "cache_control", NULL}))
+            return -1;
         const json_t *name = json_object_get(t, "name"), *desc = json_object_get(t, "description"),
                      *schema = json_object_get(t, "input_schema");
         snprintf(q, sizeof q, "%s.name", p);
@@ -169,14 +158,8 @@ static int tool_choice(oa_error *err, const json_t *v, json_t *chat) {
     if (!json_is_object(v)) return bt_bad_type(err, "tool_choice", "an object", v);
     const char *type = json_string_value(json_object_get(v, "type"));
     const json_t *name = json_object_get(v, "name"), *dp = json_object_get(v, "disable_parallel_tool_use");
-    const char *key;
-    json_t *val;
-    json_object_foreach((json_t *)v, key, val) {
-        char q[96];
-        snprintf(q, sizeof q, "tool_choice.%.40s", key);
-        if (!bt_is_any(key, (const char *const[]){"type", "name", "disable_parallel_tool_use", NULL}))
-            return bt_fail(err, 400, q, "Unrecognized field in tool_choice: '%s'.", q);
-    }
+    if (bt_only_keys(err, v, "tool_choice", "tool_choice", (const char *const[]){"type", "name", "disable_parallel_tool_use", NULL}))
+        return -1;
     if (dp && !json_is_null(dp) && !json_is_boolean(dp))
         return bt_bad_type(err, "tool_choice.disable_parallel_tool_use", "a boolean", dp);
     json_t *c;
@@ -196,13 +179,7 @@ static int tool_choice(oa_error *err, const json_t *v, json_t *chat) {
 /* output_config {effort (ignored), format: {type: "json_schema", schema}} -> response_format */
 static int output_config(oa_error *err, const json_t *v, json_t *chat) {
     if (!json_is_object(v)) return bt_bad_type(err, "output_config", "an object", v);
-    const char *key;
-    json_t *val;
-    json_object_foreach((json_t *)v, key, val) {
-        char q[96];
-        snprintf(q, sizeof q, "output_config.%.40s", key);
-        if (strcmp(key, "effort") && strcmp(key, "format")) return bt_fail(err, 400, q, "Unrecognized field: '%s'.", q);
-    }
+    if (bt_only_keys(err, v, "output_config", "output_config", (const char *const[]){"effort", "format", NULL})) return -1;
     const json_t *f = json_object_get(v, "format");
     if (!f || json_is_null(f)) return 0;
     const char *type = json_is_object(f) ? json_string_value(json_object_get(f, "type")) : NULL;

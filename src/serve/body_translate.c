@@ -64,6 +64,18 @@ int bt_is_any(const char *s, const char *const *list) {
     return 0;
 }
 
+int bt_only_keys(oa_error *err, const json_t *obj, const char *prefix, const char *what, const char *const *allowed) {
+    const char *key;
+    json_t *val;
+    json_object_foreach((json_t *)obj, key, val) {
+        if (bt_is_any(key, allowed)) continue;
+        char q[160];
+        snprintf(q, sizeof q, "%.80s.%.60s", prefix, key);
+        return bt_fail(err, 400, q, "Unrecognized field in %s: '%s'.", what, q);
+    }
+    return 0;
+}
+
 static const char *const k_media[] = {"image", "document", "input_image", "input_file", "input_audio", "image_url",
                                       "file", NULL};
 

@@ -31,6 +31,9 @@ int bt_join_text(oa_error *err, const char *name, const json_t *parts, const cha
 
 /* 1 if s is one of list (NULL-terminated). */
 int bt_is_any(const char *s, const char *const *list);
+/* 0 if every key of the object obj is in allowed (NULL-terminated); else 400 "Unrecognized field
+ * in <what>: '<prefix>.<key>'." naming the first other key, -1. */
+int bt_only_keys(oa_error *err, const json_t *obj, const char *prefix, const char *what, const char *const *allowed);
 
 /* *out = json_dumps(o) (compact), its length in *len; -1 (err filled) on no memory. */
 int bt_dump(oa_error *err, const json_t *o, char **out, size_t *len);

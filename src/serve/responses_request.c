@@ -54,13 +54,8 @@ static int item(oa_error *err, size_t i, const json_t *it, json_t *msgs) {
         snprintf(p, sizeof p, "%s.role", name);
         if (!rs || !bt_is_any(rs, (const char *const[]){"user", "system", "developer", "assistant", NULL}))
             return bt_fail(err, 400, p, "'%s' must be one of user, system, developer, assistant.", p);
-        const char *key;
-        json_t *val;
-        json_object_foreach((json_t *)it, key, val) {
-            snprintf(p, sizeof p, "%s.%.40s", name, key);
-            if (!bt_is_any(key, (const char *const[]){"type", "role", "content", "id", "status", NULL}))
-                return bt_fail(err, 400, p, "Unrecognized field in a message item: '%s'.", p);
-        }
+        if (bt_only_keys(err, it, name, "a message item", (const char *const[]){"type", "role", "content", "id", "status", NULL}))
+            return -1;
         snprintf(p, sizeof p, "%s.content", name);
         const json_t *c = json_object_get(it, "content");
         if (!c) return bt_fail(err, 400, p, "'%s' is required.", p);
@@ -125,13 +120,9 @@ static int tools(oa_error *err, const json_t *v, json_t *out) {
         if (!type || strcmp(type, "function"))
             return bt_fail(err, 400, p, "'%s': tools of type '%.60s' are not supported by this server (only \"function\").", p,
                            type ? type : "?");
-        const char *key;
-        json_t *val;
-        json_object_foreach((json_t *)t, key, val) {
-            snprintf(q, sizeof q, "%s.%.40s", p, key);
-            if (!bt_is_any(key, (const char *const[]){"type", "name", "description", "parameters", "strict", NULL}))
-                return bt_fail(err, 400, q, "Unrecognized field in a function tool: '%s'.", q);
-        }
+        if (bt_only_keys(err, t, p, "a function tool",
+                         (const char *const[]){"type", "name", "description", "parameters", "strict", NULL}))
+            return -1;
         const json_t *name = json_object_get(t, "name");
         snprintf(q, sizeof q, "%s.name", p);
         if (need_string(err, q, name)) return -1;
@@ -165,13 +156,7 @@ static int tool_choice(oa_error *err, const json_t *v, json_t *chat) {
 /* text: {format: {type: text | json_object | json_schema, name, schema, strict, description}, verbosity} */
 static int text_format(oa_error *err, const json_t *v, json_t *chat) {
     if (!json_is_object(v)) return bt_bad_type(err, "text", "an object", v);
-    const char *key;
-    json_t *val;
-    json_object_foreach((json_t *)v, key, val) {
-        char q[64];
-        snprintf(q, sizeof q, "text.%.40s", key);
-        if (strcmp(key, "format") && strcmp(key, "verbosity")) return bt_fail(err, 400, q, "Unrecognized field: '%s'.", q);
-    }
+    if (bt_only_keys(err, v, "text", "text", (const char *const[]){"format", "verbosity", NULL})) return -1;
     const json_t *f = json_object_get(v, "format");
     if (!f || json_is_null(f)) return 0;
     if (!json_is_object(f)) return bt_bad_type(err, "text.format", "an object", f);

@@ -349,22 +349,6 @@ static char *dup_s(const char *s) {
     return d;
 }
 
-/* "models/foo.Q4_0.gguf" -> "foo.Q4_0"; "path/to/hf-folder/" -> "hf-folder" */
-static char *default_name(const char *path) {
-    size_t n = strlen(path);
-    while (n > 1 && path[n - 1] == '/') n--;
-    size_t b = n;
-    while (b > 0 && path[b - 1] != '/') b--;
-    size_t len = n - b;
-    if (len > 5 && !strncasecmp(path + n - 5, ".gguf", 5)) len -= 5;
-    char *d = malloc(len + 1);
-    if (d) {
-        memcpy(d, path + b, len);
-        d[len] = 0;
-    }
-    return d;
-}
-
 pagoda_status serve_create(mgr *models, const serve_config *c, pg_server **out) {
     *out = NULL;
     pg_server *s = calloc(1, sizeof *s);
@@ -385,7 +369,8 @@ pagoda_status serve_create(mgr *models, const serve_config *c, pg_server **out) 
     const char *path = c->model_path ? c->model_path : "model";
     s->host = dup_s(s->cfg.host);
     s->model_path = dup_s(path);
-    s->name = c->served_model_name ? dup_s(c->served_model_name) : default_name(path);
+    char default_name[256];
+    s->name = dup_s(c->served_model_name ? c->served_model_name : mgr_name_of_path(path, default_name, sizeof default_name));
     s->api_keys = calloc((size_t)(c->n_api_keys > 0 ? c->n_api_keys : 1), sizeof *s->api_keys);
     pagoda_status st = PAGODA_ERR_NOMEM;
     if (!s->host || !s->model_path || !s->name || !s->api_keys) goto fail;

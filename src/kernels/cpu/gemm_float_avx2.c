@@ -6,17 +6,11 @@
 #include <string.h>
 
 #include "kernels/cpu/cpu_impl.h"
+#include "kernels/cpu/simd_avx2.h"
 
 enum { K_F32, K_F16, K_BF16 };
 #define TR 3 /* rows per tile: 12 accumulators + 3 weight vectors + 1 activation fit 16 registers */
 #define TT 4 /* tokens per tile */
-
-static inline float hsum8(__m256 v) {
-    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    s = _mm_add_ss(s, _mm_movehdup_ps(s));
-    return _mm_cvtss_f32(s);
-}
 
 static inline __attribute__((always_inline)) __m256 load8(int kind, const char *p) {
     switch (kind) {

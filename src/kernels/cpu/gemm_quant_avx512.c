@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "kernels/cpu/cpu_impl.h"
+#include "kernels/cpu/simd_avx2.h"
 #include "kernels/quants.h"
 
 enum { Q_8_0, Q_4_0, Q_5_0, Q_4_1, Q_5_1 };
@@ -16,13 +17,6 @@ enum { Q_8_0, Q_4_0, Q_5_0, Q_4_1, Q_5_1 };
 #define TT 4
 #define DEC_R 2 /* rows per decode tile: 2 prefetched row streams measured best */
 #define RMAX TR
-
-static inline float hsum8(__m256 v) {
-    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    s = _mm_add_ss(s, _mm_movehdup_ps(s));
-    return _mm_cvtss_f32(s);
-}
 
 static inline float h2f(const void *p) {
     uint16_t h;

@@ -3,13 +3,7 @@
 #include <immintrin.h>
 
 #include "kernels/cpu/cpu_impl.h"
-
-static inline float hsum8(__m256 v) {
-    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    s = _mm_add_ss(s, _mm_movehdup_ps(s));
-    return _mm_cvtss_f32(s);
-}
+#include "kernels/cpu/simd_avx2.h"
 
 static inline float half_to_float(uint16_t h) { return _cvtsh_ss(h); }
 
