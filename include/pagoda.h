@@ -45,7 +45,14 @@ typedef enum {
     PAGODA_DTYPE_I64 = 27,
     PAGODA_DTYPE_F64 = 28,
     PAGODA_DTYPE_BF16 = 30,
-    PAGODA_DTYPE_COUNT = 31, /* one past the largest id; not a type */
+    PAGODA_DTYPE_COUNT = 31, /* one past the largest tensor (GGML) id; not a type */
+    /* KV-cache-only element types (pagoda_engine_config.kv_dtype), never a tensor's: kept far
+     * above GGML's ids (and PAGODA_DTYPE_COUNT, so tables indexed by tensor type ignore them).
+     * Both hold one byte per element plus one float scale per (token, KV head), dynamic:
+     * scale = max|x| / 127 (int8, symmetric) or max|x| / 448 (fp8 e4m3fn, round to nearest
+     * even, saturating) over that head's head_dim values at that token. */
+    PAGODA_DTYPE_KV_INT8 = 256,
+    PAGODA_DTYPE_KV_FP8_E4M3 = 257,
 } pagoda_dtype;
 
 enum { PAGODA_LOG_ERROR = 0, PAGODA_LOG_WARN = 1, PAGODA_LOG_INFO = 2, PAGODA_LOG_DEBUG = 3 };
@@ -166,7 +173,10 @@ typedef struct {
     int prefix_caching;       /* reuse KV blocks of identical prompt prefixes; default 1 */
     pagoda_dtype kv_dtype;    /* KV cache elements: PAGODA_DTYPE_F32 (default) or PAGODA_DTYPE_F16
                                  (half the memory, so twice the tokens, and half the attention reads;
-                                 K/V rounded to half precision) */
+                                 K/V rounded to half precision), or on the CPU only
+                                 PAGODA_DTYPE_KV_INT8 / PAGODA_DTYPE_KV_FP8_E4M3 (a byte per element
+                                 and a float scale per token and KV head: (head_dim + 4) / (2 head_dim)
+                                 of f16's memory) */
     int32_t n_gpu_layers;     /* 0 (default): CPU only; n > 0: the embedding and the first n layers on
                                  the GPU (CUDA), the rest on the CPU; < 0 or >= n_layer: all on the GPU */
     float gpu_memory_utilization; /* share of the GPU's memory pagoda may hold (weights, scratch and

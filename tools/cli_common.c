@@ -158,13 +158,34 @@ bad:
     return 1;
 }
 
+static int kv_type_name(const char *v, int *out) {
+    if (!strcmp(v, "f32")) *out = PAGODA_DTYPE_F32;
+    else if (!strcmp(v, "f16")) *out = PAGODA_DTYPE_F16;
+    else if (!strcmp(v, "int8") || !strcmp(v, "q8")) *out = PAGODA_DTYPE_KV_INT8;
+    else if (!strcmp(v, "fp8") || !strcmp(v, "fp8_e4m3")) *out = PAGODA_DTYPE_KV_FP8_E4M3;
+    else return 1;
+    return 0;
+}
+
 int cli_kv_type(const char *opt, const char *val, int *out) {
-    if (val && !strcmp(val, "f32")) *out = PAGODA_DTYPE_F32;
-    else if (val && !strcmp(val, "f16")) *out = PAGODA_DTYPE_F16;
-    else {
-        fprintf(stderr, "pagoda: %s expects f32 or f16, got '%s'\n", opt, val ? val : "");
+    if (!val || kv_type_name(val, out)) {
+        fprintf(stderr, "pagoda: %s expects f32, f16, int8 (q8) or fp8, got '%s'\n", opt, val ? val : "");
         return 1;
     }
+    return 0;
+}
+
+int cli_kv_cache_dtype(const char *opt, const char *val, int *out, int *given) {
+    if (!val) val = "";
+    if (!strcmp(val, "auto")) return 0;
+    if (!strcmp(val, "float16") || !strcmp(val, "half") || !strcmp(val, "fp16")) *out = PAGODA_DTYPE_F16;
+    else if (!strcmp(val, "float32") || !strcmp(val, "float") || !strcmp(val, "fp32")) *out = PAGODA_DTYPE_F32;
+    else if (kv_type_name(val, out)) {
+        fprintf(stderr, "pagoda: %s '%s' is not available: pagoda's KV cache is auto, f32, f16, int8 or fp8 (e4m3; "
+                        "also fp8_e4m3) (auto: f32 on the CPU, f16 on the GPU)\n", opt, val);
+        return 1;
+    }
+    *given = 1;
     return 0;
 }
 
@@ -213,10 +234,20 @@ static void load_progress(uint64_t done, uint64_t total, void *user) {
 void cli_device_default(cli_device *d) {
     memset(d, 0, sizeof *d);
     d->gpu_layers = -1;
+    d->kv_type = PAGODA_DTYPE_F32;
 }
 
 int cli_device_option(const char *opt, const char *val, cli_device *d, int *bad) {
     *bad = 0;
+    if (!strcmp(opt, "--kv-type")) {
+        *bad = cli_kv_type(opt, val, &d->kv_type);
+        d->kv_type_given = 1;
+        return 1;
+    }
+    if (!strcmp(opt, "--kv-cache-dtype")) {
+        *bad = cli_kv_cache_dtype(opt, val, &d->kv_type, &d->kv_type_given);
+        return 1;
+    }
     if (!strcmp(opt, "--device")) {
         if (!strcmp(val, "cuda") || !strcmp(val, "gpu")) d->cuda = 1;
         else if (!strcmp(val, "cpu")) d->cuda = 0;
@@ -264,6 +295,7 @@ int32_t cli_device_gpu_layers(const cli_device *d) {
 
 void cli_device_apply(const cli_device *d, pagoda_engine_config *ec) {
     ec->n_gpu_layers = cli_device_gpu_layers(d);
+    if (d->kv_type_given) ec->kv_dtype = (pagoda_dtype)d->kv_type;
     if (!d->cuda) return;
     if (d->gpu_mem_util > 0) ec->gpu_memory_utilization = d->gpu_mem_util;
     ec->cuda_device = d->cuda_device, ec->cuda_no_graphs = d->no_graphs, ec->cuda_no_repack = d->no_repack;

@@ -17,7 +17,8 @@ typedef struct {
     int no_graphs;       /* --cuda-graphs off */
     int no_repack;       /* --cuda-repack off */
     int qgemm;           /* --cuda-qgemm half|dequant|mma: 0, 1, 2 */
-    int kv_type_given;   /* --kv-type was given (else: f16 on the GPU, f32 on the CPU) */
+    int kv_type;         /* --kv-type / --kv-cache-dtype: a pagoda_dtype of the KV cache */
+    int kv_type_given;   /* one of them was given (else: f16 on the GPU, f32 on the CPU) */
     int max_batch_given; /* --max-batch-tokens was given (else: 2048 on the GPU) */
 } cli_device;
 #define CLI_DEVICE_HELP                                                                                 \
@@ -29,7 +30,13 @@ typedef struct {
     "  --cuda-qgemm half|dequant|mma  quantized products over a few tokens: cuBLAS on a half copy (default;\n" \
     "                       2 bytes/weight more), dequantized per product, or the tensor-core kernel\n"       \
     "  --cuda-graphs on|off replay decode steps from CUDA graphs (default on)\n"                              \
-    "  --cuda-repack on|off repacked Q4_0/Q8_0 copies for the decode matvec (default on)\n"
+    "  --cuda-repack on|off repacked Q4_0/Q8_0 copies for the decode matvec (default on)\n"                    \
+    CLI_KV_HELP
+#define CLI_KV_HELP                                                                                     \
+    "  --kv-type f32|f16|int8|fp8  KV cache element type (default f32, f16 on the GPU). f16 holds twice\n"   \
+    "                       the tokens of f32; int8 (also q8) and fp8 (e4m3) a byte per value plus a\n"    \
+    "                       scale per token and head, about 3.8x f32's tokens (CPU only)\n"                \
+    "  --kv-cache-dtype auto|f16|f32|int8|fp8|fp8_e4m3  vLLM's spelling of --kv-type (fp8: e4m3)\n"
 void cli_device_default(cli_device *d);
 /* 1 if opt is one of the device options (then *bad says whether val was bad), else 0. */
 int cli_device_option(const char *opt, const char *val, cli_device *d, int *bad);
@@ -55,8 +62,12 @@ int cli_temperature(const char *opt, const char *val, float *out);
 int cli_top_p(const char *opt, const char *val, float *out);
 /* A byte size: "1048576", "512K", "256M", "2G" (binary units). */
 int cli_size(const char *opt, const char *val, uint64_t *out);
-/* "f32" | "f16" -> PAGODA_DTYPE_F32 / PAGODA_DTYPE_F16 (the KV cache's element type). */
+/* The KV cache's element type: "f32" | "f16" | "int8" (or "q8") | "fp8" (or "fp8_e4m3") ->
+ * PAGODA_DTYPE_F32 / _F16 / _KV_INT8 / _KV_FP8_E4M3. */
 int cli_kv_type(const char *opt, const char *val, int *out);
+/* vLLM's --kv-cache-dtype: also "auto" (*given stays 0: the default), float16/half/fp16,
+ * float32/float/fp32; anything else (bfloat16, fp8_e5m2, ...) is "not available". */
+int cli_kv_cache_dtype(const char *opt, const char *val, int *out, int *given);
 /* The median of n values (sorts them). */
 double cli_median(double *v, long n);
 /* Options a subcommand knows are read from its usage text: every "-x" / "--word" token in it

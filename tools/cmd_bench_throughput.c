@@ -29,7 +29,6 @@ static const char k_usage[] =
             "  -n N                 requests per row (default: the concurrency, i.e. one wave)\n"
             "  -t N                 threads (default: all cores)\n"
             "  --kv-mem SIZE        KV cache budget, e.g. 2G (default: a quarter of free memory)\n"
-            "  --kv-type f32|f16    KV cache element type (default f32; f16 on the GPU)\n"
             CLI_DEVICE_HELP
             "  --max-batch-tokens N tokens per engine step (default 256)\n"
             "  -r N                 repetitions, rows interleaved; medians are reported (default 1)\n"
@@ -335,7 +334,6 @@ int cmd_bench_throughput(int argc, char **argv) {
     const char *schema_path = NULL, *regex = NULL, *gbnf_path = NULL, *lora = NULL;
     long n_req = 0, threads = 0, max_batch = 256, seed_opt = 1, reps = 1;
     uint64_t kv_mem = 0;
-    int kv_type = PAGODA_DTYPE_F32;
     sampling_opts so = {.temperature = 0, .top_p = 1, .top_k = 0};
     cli_device dev;
     cli_device_default(&dev);
@@ -358,7 +356,6 @@ int cmd_bench_throughput(int argc, char **argv) {
         else if (!strcmp(a, "--top-p")) bad = cli_top_p(a, v, &so.top_p);
         else if (!strcmp(a, "--top-k")) bad = cli_int(a, v, 0, 1L << 30, &so.top_k);
         else if (!strcmp(a, "--kv-mem")) bad = cli_size(a, v, &kv_mem);
-        else if (!strcmp(a, "--kv-type")) bad = cli_kv_type(a, v, &kv_type), dev.kv_type_given = 1;
         else if (!strcmp(a, "--json")) json_path = v;
         else if (!strcmp(a, "--json-schema")) schema_path = v;
         else if (!strcmp(a, "--regex")) regex = v;
@@ -400,7 +397,6 @@ int cmd_bench_throughput(int argc, char **argv) {
     pagoda_engine_config_default(&c);
     c.n_threads = (int32_t)threads, c.kv_mem_bytes = kv_mem, c.max_batch_tokens = (int32_t)max_batch;
     c.max_seqs = max_conc;
-    c.kv_dtype = (pagoda_dtype)kv_type;
     cli_device_apply(&dev, &c);
     pagoda_grammar *grammar = NULL;
     double compile_ms = 0;

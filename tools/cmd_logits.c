@@ -12,8 +12,9 @@
 #include "tensor_file.h"
 
 static const char k_usage[] =
-            "usage: pagoda logits -m MODEL -i IDS.safetensors -o OUT.safetensors [-t THREADS]\n"
+            "usage: pagoda logits -m MODEL -i IDS.safetensors -o OUT.safetensors [-t THREADS] [--kv-type T]\n"
                     "  -m, --model PATH  -i IDS  -o OUT  -t, --threads N\n"
+                    "  --kv-type f32|f16|int8|fp8  KV cache element type (default f32)\n"
                     "  IDS.safetensors holds input_ids (int32 [B,T]); OUT gets logits (f32 [B,T,V]).\n";
 
 static void usage(void) { fputs(k_usage, stderr); }
@@ -43,6 +44,7 @@ static void on_event(const pagoda_event *ev, void *user) {
 int cmd_logits(int argc, char **argv) {
     const char *model = NULL, *in = NULL, *out = NULL;
     long threads = 0;
+    int kv_type = PAGODA_DTYPE_F32;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) return usage(), 0;
@@ -51,6 +53,7 @@ int cmd_logits(int argc, char **argv) {
         else if (!strcmp(a, "-i")) in = v, i++;
         else if (!strcmp(a, "-o")) out = v, i++;
         else if (!strcmp(a, "-t") || !strcmp(a, "--threads")) { if (cli_int(a, v, 0, 1024, &threads)) return 2; i++; }
+        else if (!strcmp(a, "--kv-type")) { if (cli_kv_type(a, v, &kv_type)) return 2; i++; }
         else return cli_unknown_option("pagoda logits", a, k_usage);
     }
     if (!model || !in || !out) return usage(), 2;
@@ -80,7 +83,7 @@ int cmd_logits(int argc, char **argv) {
     ec.max_seqs = B < 4096 ? B : 4096;
     ec.max_model_len = T;
     ec.prefix_caching = 0;
-    ec.kv_dtype = PAGODA_DTYPE_F32;
+    ec.kv_dtype = (pagoda_dtype)kv_type;
     if (pagoda_engine_create(m, &ec, &e)) { cli_error("engine"); goto done; }
     for (int32_t b = 0; b < B; b++) {
         rs[b] = (row_state){.out = logits + (size_t)b * T * V, .T = T, .V = V};

@@ -25,13 +25,14 @@
 #include "core/clock.h"
 
 static const char k_usage[] =
-            "usage: pagoda perplexity -m MODEL -f TEXT [-c N_CTX] [--chunks N] [-t THREADS]\n"
+            "usage: pagoda perplexity -m MODEL -f TEXT [-c N_CTX] [--chunks N] [-t THREADS] [--kv-cache-dtype T]\n"
             "                         [--kl-divergence-base FILE [--kl-divergence]]\n"
             "  -m, --model PATH      .gguf file or Hugging Face model folder\n"
             "  -f, --file TEXT       the text to score (UTF-8)\n"
             "  -c, --ctx-size N      tokens per chunk (default 512); the second half of each is scored\n"
             "  --chunks N            at most N chunks (default: all the text gives)\n"
             "  -t, --threads N       threads (default: all cores)\n"
+            "  --kv-cache-dtype T    KV cache element type: f32 (default), f16, int8 or fp8 (e4m3); also --kv-type\n"
             "  --kl-divergence-base FILE  save the scored positions' log-probabilities to FILE\n"
             "  --kl-divergence       read FILE instead and report KL divergence, top-1 agreement and\n"
             "                        the change of the correct token's probability against it\n";
@@ -151,6 +152,7 @@ static void kld_report(const float *p, const float *q, const int32_t *tgt, size_
 }
 
 int cmd_perplexity(int argc, char **argv) {
+    int kv_type = PAGODA_DTYPE_F32, kv_given = 0;
     const char *model = NULL, *text_path = NULL, *kld_path = NULL;
     long n_ctx = 512, max_chunks = -1, threads = 0;
     int kld_compare = 0;
@@ -165,6 +167,8 @@ int cmd_perplexity(int argc, char **argv) {
         else if (!strcmp(a, "-c") || !strcmp(a, "--ctx-size")) { if (cli_int(a, v, 8, 1 << 20, &n_ctx)) return 2; i++; }
         else if (!strcmp(a, "--chunks")) { if (cli_int(a, v, -1, 1 << 30, &max_chunks)) return 2; i++; }
         else if (!strcmp(a, "-t") || !strcmp(a, "--threads")) { if (cli_int(a, v, 0, 1024, &threads)) return 2; i++; }
+        else if (!strcmp(a, "--kv-cache-dtype")) { if (cli_kv_cache_dtype(a, v, &kv_type, &kv_given)) return 2; i++; }
+        else if (!strcmp(a, "--kv-type")) { if (cli_kv_type(a, v, &kv_type)) return 2; i++; }
         else return cli_unknown_option("pagoda perplexity", a, k_usage);
     }
     if (!model || !text_path) return usage(), 2;
@@ -253,6 +257,7 @@ int cmd_perplexity(int argc, char **argv) {
     ec.max_seqs = par;
     ec.max_model_len = (int32_t)n_ctx;
     ec.prefix_caching = 0;
+    ec.kv_dtype = (pagoda_dtype)kv_type;
     if (pagoda_engine_create(m, &ec, &e)) { cli_error("engine"); goto done; }
     if (!(cs = calloc((size_t)n_chunks, sizeof *cs))) goto done;
     int32_t *input = malloc(sizeof(int32_t) * (size_t)n_ctx * (size_t)par);

@@ -57,13 +57,11 @@ static const char k_usage[] =
             "                             per request in the log)\n"
             "  -t, --threads N            kernel threads (default: all cores)\n"
             "  --kv-mem SIZE              KV cache memory per model, e.g. 512M, 2G (default: 1/4 of the memory budget)\n"
-            "  --kv-type f32|f16          KV cache element type (default f32, f16 on the GPU; f16 holds twice the tokens)\n"
             CLI_DEVICE_HELP
             "  --max-batch-tokens N       tokens per engine step (default 256); also --max-num-batched-tokens\n"
             "  --max-seqs N               sequences per step (default 64); also --max-num-seqs, -np, --parallel\n"
             "  --max-model-len N          prompt + generation limit (default: the model's context); also -c,\n"
             "                             --ctx-size\n"
-            "  --kv-cache-dtype auto|f16|f32  vLLM's spelling of --kv-type (fp8 and bf16: not available)\n"
             "  --tensor-parallel-size N, -tp N  1 only (tensor parallelism is not supported yet)\n"
             "  --max-waiting N            queued requests beyond which requests get 429 (default: no limit)\n"
             "  --max-connections N        concurrent HTTP connections (default 4096); more are refused at\n"
@@ -133,7 +131,7 @@ int cmd_serve(int argc, char **argv) {
     long models_max = 0;
     float keep_alive = 0, load_timeout = 120;
     uint64_t budget = 0;
-    int n_keys = 0, verbose = 0, prefix_caching = 1, kv_type = PAGODA_DTYPE_F32;
+    int n_keys = 0, verbose = 0, prefix_caching = 1;
     long threads = 0, max_batch = 0, max_seqs = 0, max_len = 0, max_waiting = 0, port = 8080;
     long max_conn = 4096, timeout = 60, http_threads = 4, max_body = 1 << 20;
     long max_per_ip = 1024, head_timeout = 20, body_timeout = 60;
@@ -194,19 +192,6 @@ int cmd_serve(int argc, char **argv) {
         else if (!strcmp(a, "--chat-template")) chat_template_arg = v;
         else if (!strcmp(a, "-t") || !strcmp(a, "--threads")) bad = cli_int(a, v, 0, 1024, &threads);
         else if (!strcmp(a, "--kv-mem")) bad = cli_size(a, v, &kv_mem);
-        else if (!strcmp(a, "--kv-type")) bad = cli_kv_type(a, v, &kv_type), dev.kv_type_given = 1;
-        else if (!strcmp(a, "--kv-cache-dtype")) {
-            if (!strcmp(v, "auto")) {} /* the default */
-            else if (!strcmp(v, "f16") || !strcmp(v, "float16") || !strcmp(v, "half") || !strcmp(v, "fp16"))
-                kv_type = PAGODA_DTYPE_F16, dev.kv_type_given = 1;
-            else if (!strcmp(v, "f32") || !strcmp(v, "float32") || !strcmp(v, "float") || !strcmp(v, "fp32"))
-                kv_type = PAGODA_DTYPE_F32, dev.kv_type_given = 1;
-            else {
-                fprintf(stderr, "pagoda serve: --kv-cache-dtype '%s' is not available: pagoda's KV cache is f16 or f32 "
-                                "(auto: f32 on the CPU, f16 on the GPU)\n", v);
-                bad = 1;
-            }
-        }
         else if (!strcmp(a, "--tensor-parallel-size") || !strcmp(a, "-tp")) {
             long tp = 0;
             if (!(bad = cli_int(a, v, 1, 1024, &tp)) && tp > 1) {
@@ -286,7 +271,6 @@ int cmd_serve(int argc, char **argv) {
     if (max_len) ec->max_model_len = (int32_t)max_len;
     ec->max_waiting = (int32_t)max_waiting;
     ec->prefix_caching = prefix_caching;
-    ec->kv_dtype = (pagoda_dtype)kv_type;
     cli_device_apply(&dev, ec);
     ec->max_adapters = (int32_t)max_loras;
     if (serve_model_hooks(&mc, sc.tool_call_parser) || mgr_create(&mc, &models)) {

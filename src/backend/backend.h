@@ -40,9 +40,9 @@ enum { PG_IDS_TOKENS, PG_IDS_POSITIONS };
 
 /* KV memory of one layer as an op reads and writes it. */
 typedef struct {
-    void *k, *v;       /* [n_blocks][block_size][n_head_kv][head_dim] of dtype (backend memory) */
+    void *k, *v;       /* [n_blocks] blocks of K / V (backend memory); layout: k_kv_view, kernels/ops.h */
     int32_t block_size, n_head_kv, head_dim;
-    bool f16;          /* halves, else floats */
+    int dtype;         /* PAGODA_DTYPE_F32, _F16, _KV_INT8 or _KV_FP8_E4M3 (backends with kv_quant) */
 } pg_kv_layer;
 
 /* What begin_step decided. */
@@ -55,6 +55,7 @@ typedef struct {
 typedef struct pg_backend_ops {
     const char *name; /* "cpu", "cuda" */
     bool host_memory; /* buffers are host memory: results can be written straight to the caller's */
+    bool kv_quant;    /* kv_store/attention take int8 and fp8 KV (pg_kv_layer.dtype); else f32/f16 only */
     void (*destroy)(pg_backend *be);
 
     /* ---- memory ---- */

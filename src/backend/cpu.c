@@ -202,7 +202,17 @@ static void cpu_kv_store(pg_backend *be, const pg_kv_layer *kv, const float *k, 
             int32_t blk = b->block_tables[s][pos / kv->block_size], slot = pos % kv->block_size;
             size_t off = ((size_t)blk * (size_t)kv->block_size + (size_t)slot) * (size_t)kvd;
             const float *kt = k + t * ld, *vt = v + t * ld;
-            if (kv->f16) { /* rounded to nearest even, as F16C does */
+            if (k_kv_quantized(kv->dtype)) { /* codes and a scale per head */
+                for (int h = 0; h < kv->n_head_kv; h++) {
+                    size_t eo = k_kv_elem_offset(kv->dtype, kv->block_size, kv->n_head_kv, kv->head_dim, blk, slot, h);
+                    size_t so = k_kv_scale_offset(kv->block_size, kv->n_head_kv, kv->head_dim, blk, slot, h);
+                    float sk, sv;
+                    k_kv_quantize(kv->dtype, (uint8_t *)kv->k + eo, &sk, kt + (size_t)h * kv->head_dim, kv->head_dim);
+                    k_kv_quantize(kv->dtype, (uint8_t *)kv->v + eo, &sv, vt + (size_t)h * kv->head_dim, kv->head_dim);
+                    memcpy((uint8_t *)kv->k + so, &sk, sizeof sk);
+                    memcpy((uint8_t *)kv->v + so, &sv, sizeof sv);
+                }
+            } else if (kv->dtype == PAGODA_DTYPE_F16) { /* rounded to nearest even, as F16C does */
                 uint16_t *kh = (uint16_t *)kv->k + off, *vh = (uint16_t *)kv->v + off;
                 for (int64_t i = 0; i < kvd; i++) kh[i] = pg_fp32_to_fp16(kt[i]), vh[i] = pg_fp32_to_fp16(vt[i]);
             } else {
@@ -231,7 +241,7 @@ static void cpu_attention(pg_backend *be, const pg_kv_layer *kv, float *out, con
             .n_q = b->seq_start[s + 1] - t0,
             .pos0 = b->seq_pos0[s],
             .kv = {.k = kv->k, .v = kv->v, .block_table = b->block_tables[s], .block_size = kv->block_size,
-                   .n_head_kv = kv->n_head_kv, .head_dim = kv->head_dim, .f16 = kv->f16},
+                   .n_head_kv = kv->n_head_kv, .head_dim = kv->head_dim, .type = kv->dtype},
         };
     }
     kcpu_attention_batch(c->seqs, b->n_seq, n_head, scale, window);
@@ -267,6 +277,7 @@ static void cpu_lora(pg_backend *be, const pg_lora_seg *segs, int32_t n) {
 static const pg_backend_ops cpu_ops = {
     .name = "cpu",
     .host_memory = true,
+    .kv_quant = true,
     .destroy = cpu_destroy,
     .upload = cpu_upload,
     .upload_stacked = cpu_upload_stacked,

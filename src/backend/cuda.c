@@ -470,13 +470,13 @@ static void cu_rope(pg_backend *be, float *x, int32_t T, int64_t ld, int n_head,
 
 static void cu_kv_store(pg_backend *be, const pg_kv_layer *kv, const float *k, const float *v, int64_t ld, int32_t T) {
     cuda_be *c = CU(be);
-    pcu_kv_store(c->s, kv->k, kv->v, kv->f16, k, v, ld, T, kv->n_head_kv * kv->head_dim, meta(c, GPU_META_SLOT));
+    pcu_kv_store(c->s, kv->k, kv->v, kv->dtype == PAGODA_DTYPE_F16, k, v, ld, T, kv->n_head_kv * kv->head_dim, meta(c, GPU_META_SLOT));
 }
 
 static void cu_attention(pg_backend *be, const pg_kv_layer *kv, float *out, const float *q, int64_t q_ld, int32_t T,
                          int n_head, float scale, int window) {
     cuda_be *c = CU(be);
-    pcu_attn_args a = {.d_k_cache = kv->k, .d_v_cache = kv->v, .f16 = kv->f16, .block_size = kv->block_size,
+    pcu_attn_args a = {.d_k_cache = kv->k, .d_v_cache = kv->v, .f16 = kv->dtype == PAGODA_DTYPE_F16, .block_size = kv->block_size,
                        .n_head = n_head, .n_head_kv = kv->n_head_kv, .head_dim = kv->head_dim, .scale = scale,
                        .window = window, .d_tok_pos = meta(c, GPU_META_POS), .d_tok_seq = meta(c, GPU_META_SEQ),
                        .d_block_tables = c->d_btab, .max_blocks = c->btab_stride};

@@ -15,6 +15,7 @@
 #include "core/log.h"
 #include "engine/engine_internal.h"
 #include "engine/model_api.h"
+#include "kv/kv_cache.h"
 
 void pagoda_engine_config_default(pagoda_engine_config *c) {
     memset(c, 0, sizeof *c);
@@ -166,8 +167,11 @@ pagoda_status engine_create_with_runner(pagoda_model *pm, engine_runner *r, cons
     e->stats.n_threads = e->n_pick_threads;
     e->stats.kv_bytes = in->kv_bytes;
     e->stats.max_model_len = e->max_model_len;
-    pg_log(PAGODA_LOG_INFO, "engine: %s, KV cache %d blocks x %d tokens (%s, %.1f MiB), max model len %d, %d tokens/step, %d seqs",
-           in->name ? in->name : "?", n_blocks, c.kv_block_size, c.kv_dtype == PAGODA_DTYPE_F16 ? "f16" : "f32",
+    pg_log(PAGODA_LOG_INFO,
+           "engine: %s, KV cache %d blocks x %d tokens (%s, %llu bytes/token, %.1f MiB), max model len %d, %d tokens/step, "
+           "%d seqs",
+           in->name ? in->name : "?", n_blocks, c.kv_block_size, kv_dtype_name(c.kv_dtype),
+           (unsigned long long)(in->kv_bytes / ((uint64_t)n_blocks * (uint64_t)c.kv_block_size)),
            (double)in->kv_bytes / 1048576.0, e->max_model_len, c.max_batch_tokens, c.max_seqs);
     *out = e;
     return PAGODA_OK;

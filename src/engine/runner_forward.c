@@ -54,9 +54,13 @@ static void fr_destroy(engine_runner *r) {
 pagoda_status runner_forward_create(const pagoda_model *pm, const pagoda_engine_config *c, engine_runner **out) {
     *out = NULL;
     const pg_model_config *mc = &pm->m->cfg;
-    if (c->kv_dtype != PAGODA_DTYPE_F32 && c->kv_dtype != PAGODA_DTYPE_F16)
-        return pg_fail(PAGODA_ERR_UNSUPPORTED, "engine: the KV cache holds f32 or f16, not type %d", (int)c->kv_dtype);
+    if (!kv_block_bytes(1, 1, 1, c->kv_dtype))
+        return pg_fail(PAGODA_ERR_UNSUPPORTED, "engine: the KV cache holds f32, f16, int8 or fp8_e4m3, not type %d",
+                       (int)c->kv_dtype);
     int32_t n_gpu = c->n_gpu_layers < 0 || c->n_gpu_layers > mc->n_layer ? mc->n_layer : c->n_gpu_layers;
+    if (n_gpu > 0 && c->kv_dtype != PAGODA_DTYPE_F32 && c->kv_dtype != PAGODA_DTYPE_F16)
+        return pg_fail(PAGODA_ERR_UNSUPPORTED, "engine: a %s KV cache runs on the CPU backend only; the CUDA backend "
+                       "holds f32 or f16 KV (use --kv-type f16, or no GPU layers)", kv_dtype_name(c->kv_dtype));
     fwd_runner *f = calloc(1, sizeof *f);
     if (!f) return pg_fail(PAGODA_ERR_NOMEM, "out of memory");
     f->base.run = fr_run, f->base.copy_block = fr_copy_block, f->base.host_alloc = fr_host_alloc;

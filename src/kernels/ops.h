@@ -7,7 +7,10 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include <stddef.h>
+
 #include "core/batch.h"
+#include "pagoda.h"
 
 /* y = x / sqrt(mean(x^2) + eps) * w   (w may be NULL: no scale). y may equal x. */
 void kref_rmsnorm(float *y, const float *x, const float *w, int64_t n, float eps);
@@ -37,16 +40,49 @@ void kref_gelu(float *x, int64_t n);
 void kcpu_gelu(float *x, int64_t n);
 
 /* Paged KV of one layer: position p of a sequence lives in block block_table[p / block_size],
- * slot p % block_size; a slot holds [n_head_kv][head_dim] floats. */
+ * slot p % block_size; a slot holds [n_head_kv][head_dim] elements of `type` (a pagoda_dtype):
+ *  - PAGODA_DTYPE_F32 / PAGODA_DTYPE_F16: a block is [block_size][n_head_kv][head_dim] floats /
+ *    IEEE halves (read as the floats they round to);
+ *  - PAGODA_DTYPE_KV_INT8 / PAGODA_DTYPE_KV_FP8_E4M3: a block is the codes
+ *    [block_size][n_head_kv][head_dim] (int8, or fp8 e4m3fn bytes) then the scales
+ *    [block_size][n_head_kv] floats; element = code * scale of its (token, head). */
 typedef struct {
-    const void *k;              /* [n_blocks][block_size][n_head_kv][head_dim] floats, or IEEE halves if f16 */
+    const void *k;              /* [n_blocks] blocks of k_kv_block_bytes() */
     const void *v;              /* same shape */
     const int32_t *block_table; /* the sequence's blocks */
     int block_size;
     int n_head_kv;
     int head_dim;
-    int f16;                    /* K/V stored as IEEE half (read as the floats they round to) */
+    int type;                   /* pagoda_dtype of the elements (0 = PAGODA_DTYPE_F32) */
 } k_kv_view;
+
+static inline bool k_kv_quantized(int type) { return type == PAGODA_DTYPE_KV_INT8 || type == PAGODA_DTYPE_KV_FP8_E4M3; }
+
+/* Bytes of one block of K (or V). */
+static inline size_t k_kv_block_bytes(int type, int block_size, int n_head_kv, int head_dim) {
+    size_t per_head = type == PAGODA_DTYPE_F32 ? 4 * (size_t)head_dim
+                      : type == PAGODA_DTYPE_F16 ? 2 * (size_t)head_dim : (size_t)head_dim + sizeof(float);
+    return (size_t)block_size * (size_t)n_head_kv * per_head;
+}
+
+/* Byte offset of the elements (codes) of head h at slot `slot` of block `blk`, and for int8/fp8
+ * the byte offset of its float scale. */
+static inline size_t k_kv_elem_offset(int type, int block_size, int n_head_kv, int head_dim, int32_t blk, int slot, int h) {
+    if (k_kv_quantized(type))
+        return (size_t)blk * k_kv_block_bytes(type, block_size, n_head_kv, head_dim) +
+               ((size_t)slot * n_head_kv + h) * (size_t)head_dim;
+    return (((size_t)blk * block_size + slot) * n_head_kv + h) * (size_t)head_dim * (type == PAGODA_DTYPE_F16 ? 2 : 4);
+}
+static inline size_t k_kv_scale_offset(int block_size, int n_head_kv, int head_dim, int32_t blk, int slot, int h) {
+    return (size_t)blk * (size_t)block_size * n_head_kv * ((size_t)head_dim + sizeof(float)) +
+           (size_t)block_size * n_head_kv * head_dim + ((size_t)slot * n_head_kv + h) * sizeof(float);
+}
+
+/* One head's n values to codes and their scale (type int8 or fp8): scale = max|x| / 127 (int8)
+ * or / 448 (fp8), code = x / scale rounded to nearest (even), saturated; all zeros: scale 0. */
+void k_kv_quantize(int type, uint8_t *codes, float *scale, const float *x, int n);
+/* Back: x[i] = value of codes[i] * scale (the float each element reads as). */
+void k_kv_dequantize(int type, float *x, const uint8_t *codes, float scale, int n);
 
 /* Causal attention for n_q queries of one sequence at positions pos0 .. pos0+n_q-1, against keys
  * at positions 0 .. pos0+n_q-1 already in the cache (query i sees keys <= pos0+i; with

@@ -17,6 +17,7 @@
 
 #include "core/dtype.h"
 #include "core/log.h"
+#include "kernels/ops.h"
 #include "model/lora.h"
 
 /* The weights of one layer on a backend: one slot per pg_weight field of pg_layer_weights, in the
@@ -301,7 +302,12 @@ pagoda_status forward_kv_create(pg_forward *f, int32_t n_blocks, int32_t block_s
     pagoda_status st = kv_geom_init(&kv->g, c->n_layer, n_blocks, block_size, c->n_head_kv, c->head_dim, dtype);
     for (int i = 0; !st && i < f->n_stages; i++) {
         stage *s = &f->st[i];
-        size_t bytes = kv->g.layer_stride * kv->g.elem * (size_t)(s->l1 - s->l0);
+        if (k_kv_quantized(dtype) && !s->be->ops->kv_quant) {
+            st = pg_fail(PAGODA_ERR_UNSUPPORTED, "kv cache: the %s backend holds f32 or f16 KV, not %s "
+                         "(int8/fp8 KV runs on the CPU only)", s->be->ops->name, kv_dtype_name(dtype));
+            break;
+        }
+        size_t bytes = kv->g.layer_bytes * (size_t)(s->l1 - s->l0);
         if (!bytes) continue;
         /* zeroed so a bug reading an unwritten slot gives finite numbers, not garbage */
         if ((st = s->be->ops->kv_alloc(s->be, bytes, &kv->k[i])) || (st = s->be->ops->kv_alloc(s->be, bytes, &kv->v[i])))
@@ -319,12 +325,12 @@ pagoda_status forward_kv_copy_block(pg_kv *kv, int32_t src, int32_t dst) {
     const kv_geom *g = &kv->g;
     if (src < 0 || dst < 0 || src >= g->n_blocks || dst >= g->n_blocks)
         return pg_fail(PAGODA_ERR_INVALID, "kv block copy %d -> %d out of range [0, %d)", src, dst, g->n_blocks);
-    size_t n = (size_t)g->block_size * (size_t)g->n_head_kv * (size_t)g->head_dim * g->elem;
-    size_t so = kv_slot_offset(g, src, 0) * g->elem, d = kv_slot_offset(g, dst, 0) * g->elem;
+    size_t n = g->block_bytes; /* a block is contiguous whatever the type (codes and scales alike) */
+    size_t so = (size_t)src * g->block_bytes, d = (size_t)dst * g->block_bytes;
     for (int i = 0; i < kv->f->n_stages; i++) {
         const stage *s = &kv->f->st[i];
         for (int32_t l = 0; l < s->l1 - s->l0; l++) {
-            size_t lo = (size_t)l * g->layer_stride * g->elem;
+            size_t lo = (size_t)l * g->layer_bytes;
             char *k = (char *)kv->k[i] + lo, *v = (char *)kv->v[i] + lo;
             pagoda_status st;
             if ((st = s->be->ops->copy(s->be, k + d, k + so, n)) || (st = s->be->ops->copy(s->be, v + d, v + so, n))) {
@@ -444,9 +450,9 @@ static void stage_ops(const pg_forward *f, stage *s, pg_kv *kv, int si, int32_t 
         }
         if (c->rope != ROPE_NONE) /* K heads follow Q heads in each row: one call rotates both */
             o->rope(be, s->qkv, T, D, c->n_head + c->n_head_kv, (int)hd, c->rope_dim, &s->inv_freq, c->rope == ROPE_NEOX);
-        size_t lo = (size_t)(l - s->l0) * kv->g.layer_stride * kv->g.elem;
+        size_t lo = (size_t)(l - s->l0) * kv->g.layer_bytes;
         pg_kv_layer kl = {.k = (char *)kv->k[si] + lo, .v = (char *)kv->v[si] + lo, .block_size = kv->g.block_size,
-                          .n_head_kv = c->n_head_kv, .head_dim = (int32_t)hd, .f16 = kv->g.dtype == PAGODA_DTYPE_F16};
+                          .n_head_kv = c->n_head_kv, .head_dim = (int32_t)hd, .dtype = kv->g.dtype};
         o->kv_store(be, &kl, s->qkv + qd, s->qkv + qd + kvd, D, T);
         o->attention(be, &kl, s->att, s->qkv, D, T, c->n_head, 1.0f / sqrtf((float)hd), c->sliding_window);
         o->matmul(be, LW(L, wo), s->att, T, s->tmp, E, false);

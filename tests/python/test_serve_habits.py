@@ -193,7 +193,7 @@ def test_version(run_pagoda):
 @pytest.mark.parametrize("args,words", [
     (["--tensor-parallel-size", "2"], ["tensor parallelism is not supported yet"]),
     (["-tp", "4"], ["not supported yet"]),
-    (["--kv-cache-dtype", "fp8"], ["--kv-cache-dtype", "fp8", "not available"]),
+    (["--kv-cache-dtype", "fp8_e5m2"], ["--kv-cache-dtype", "fp8_e5m2", "not available"]),
     (["--kv-cache-dtype", "bfloat16"], ["not available"]),
     (["--max-num-seqs", "0"], ["--max-num-seqs"]),
     (["-ngl", "many"], ["-ngl"]),

@@ -59,7 +59,7 @@ static int run_step(pg_backend *be, outputs *o) {
     pg_step_plan plan;
     if (p->begin_step(be, &b, BS, g_rows, 2, false, &plan) || plan.n_tok != T || plan.replayed)
         return fprintf(stderr, "%s begin_step: %s\n", p->name, pagoda_last_error()), 1;
-    pg_kv_layer kl = {.k = kk, .v = vv, .block_size = BS, .n_head_kv = NKV, .head_dim = HD, .f16 = false};
+    pg_kv_layer kl = {.k = kk, .v = vv, .block_size = BS, .n_head_kv = NKV, .head_dim = HD, .dtype = PAGODA_DTYPE_F32};
     p->get_rows(be, &embd, PG_IDS_TOKENS, T, x, false);
     p->get_rows(be, &embd, PG_IDS_POSITIONS, T, x, true); /* the table doubles as a position table */
     p->add_norm(be, x, NULL, NULL, xn, &norm, NULL, E, T, 1e-5f, false, false);

@@ -6,7 +6,12 @@
  *   silu_mul, gelu  |err| <= 1e-6 + 1e-5 * |y| (kref and kcpu vs double)
  *   rope            kref vs double (same float angle): 1e-6; kcpu vs kref: 1e-6
  *   attention       kref vs naive full-softmax attention in double: max abs <= 1e-5;
- *                   kcpu vs kref: max abs <= 1e-5 (outputs are convex mixes of V in [-1, 1]) */
+ *                   kcpu vs kref: max abs <= 1e-5 (outputs are convex mixes of V in [-1, 1])
+ *   int8/fp8 KV     (codes + a scale per token and head) kref and kcpu vs the same attention on
+ *                   the dequantized floats: kcpu bit-identical (it dequantizes to the same
+ *                   floats), kref max abs <= 1e-5; vs float attention on the unquantized values
+ *                   (double): max abs <= KVQ_INT8_TOL (int8) / KVQ_FP8_TOL (fp8) times max|v|;
+ *   fp8 e4m3        every finite code round-trips; ties to even; saturation at +-448 */
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -15,6 +20,7 @@
 
 #include "kernels/cpu/cpu_impl.h"
 #include "core/fp16.h"
+#include "core/fp8.h"
 #include "kernels/ops.h"
 #include "test_util.h"
 
@@ -309,6 +315,55 @@ static void kv_make_half(test_kv_half *h, const test_kv *c, const attn_case *a, 
 
 static void kv_free_half(test_kv_half *h) { free(h->k16), free(h->v16), free(h->k32), free(h->v32); }
 
+/* int8 / fp8 copy of the cache in the block layout of k_kv_view (codes, then the scales of the
+ * block), and the dequantized values as a float cache (deq): attention over q must equal
+ * attention over deq up to where the scale multiplies (kref: after the dot product).
+ * Slots no position uses hold NaN scales, so reading them poisons the output. */
+typedef struct {
+    uint8_t *k, *v;
+    float *kd, *vd;
+} test_kv_quant;
+
+static void kv_make_quant(test_kv_quant *qc, const test_kv *c, const attn_case *a, int type, k_kv_view *vq, k_kv_view *vd) {
+    int n_kv = a->pos0 + a->n_q;
+    int n_phys = (n_kv + a->bs - 1) / a->bs + 3;
+    size_t blk_bytes = k_kv_block_bytes(type, a->bs, a->n_head_kv, a->hd);
+    size_t total = (size_t)n_phys * a->bs * a->n_head_kv * a->hd;
+    qc->k = malloc((size_t)n_phys * blk_bytes), qc->v = malloc((size_t)n_phys * blk_bytes);
+    qc->kd = malloc(total * 4), qc->vd = malloc(total * 4);
+    for (size_t i = 0; i < total; i++) qc->kd[i] = qc->vd[i] = NAN;
+    memset(qc->k, 0x7f, (size_t)n_phys * blk_bytes), memset(qc->v, 0x7f, (size_t)n_phys * blk_bytes);
+    for (int blk = 0; blk < n_phys; blk++) /* NaN scales everywhere first */
+        for (int s = 0; s < a->bs; s++)
+            for (int h = 0; h < a->n_head_kv; h++) {
+                float nan = NAN;
+                size_t so = k_kv_scale_offset(a->bs, a->n_head_kv, a->hd, blk, s, h);
+                memcpy(qc->k + so, &nan, 4), memcpy(qc->v + so, &nan, 4);
+            }
+    for (int p = 0; p < n_kv; p++) {
+        int32_t blk = c->table[p / a->bs];
+        for (int h = 0; h < a->n_head_kv; h++) {
+            size_t f = (((size_t)blk * a->bs + p % a->bs) * a->n_head_kv + h) * a->hd;
+            size_t eo = k_kv_elem_offset(type, a->bs, a->n_head_kv, a->hd, blk, p % a->bs, h);
+            size_t so = k_kv_scale_offset(a->bs, a->n_head_kv, a->hd, blk, p % a->bs, h);
+            float sk, sv;
+            k_kv_quantize(type, qc->k + eo, &sk, c->k + f, a->hd);
+            k_kv_quantize(type, qc->v + eo, &sv, c->v + f, a->hd);
+            memcpy(qc->k + so, &sk, 4), memcpy(qc->v + so, &sv, 4);
+            k_kv_dequantize(type, qc->kd + f, qc->k + eo, sk, a->hd);
+            k_kv_dequantize(type, qc->vd + f, qc->v + eo, sv, a->hd);
+        }
+    }
+    *vq = (k_kv_view){qc->k, qc->v, c->table, a->bs, a->n_head_kv, a->hd, type};
+    *vd = (k_kv_view){qc->kd, qc->vd, c->table, a->bs, a->n_head_kv, a->hd, PAGODA_DTYPE_F32};
+}
+
+static void kv_free_quant(test_kv_quant *qc) { free(qc->k), free(qc->v), free(qc->kd), free(qc->vd); }
+
+#define KVQ_INT8_TOL 0.02 /* of max|v|: quantization error, not kernel error */
+#define KVQ_FP8_TOL 0.1
+static double g_kvq_err[2]; /* worst int8, fp8 error vs the unquantized attention */
+
 static const attn_case g_attn_cases[] = {
     /* n_q pos0 n_head n_kv hd bs window */
     {1, 0, 4, 4, 64, 16, 0},     /* first token: one key */
@@ -375,12 +430,86 @@ static void test_attention(int isa) {
         CHECK(!memcmp(y16, y32, n_out * sizeof(float)), "kref f16 KV case %zu differs from f32 of the same values", ci);
         free(y16), free(y32);
         kv_free_half(&h);
+        /* int8 and fp8 caches */
+        double *yd = malloc(n_out * sizeof(double));
+        attention_naive(yd, q, a, scale, &c); /* float attention on the unquantized values */
+        for (int qi = 0; qi < 2; qi++) {
+            const int type = qi ? PAGODA_DTYPE_KV_FP8_E4M3 : PAGODA_DTYPE_KV_INT8;
+            const char *tn = qi ? "fp8" : "int8";
+            test_kv_quant qc;
+            k_kv_view vq, vdq;
+            kv_make_quant(&qc, &c, a, type, &vq, &vdq);
+            float *yq = malloc(n_out * sizeof(float)), *yf = malloc(n_out * sizeof(float));
+            kref_attention(yq, q, a->n_q, a->pos0, a->n_head, scale, a->window, &vq);
+            kref_attention(yf, q, a->n_q, a->pos0, a->n_head, scale, a->window, &vdq);
+            double err = max_abs_diff(yq, yf, (int64_t)n_out);
+            CHECK(err <= 1e-5, "kref %s KV case %zu vs its dequantized floats: err=%g", tn, ci, err);
+            double qerr = 0;
+            for (size_t i = 0; i < n_out; i++) qerr = fabs(yq[i] - yd[i]) > qerr ? fabs(yq[i] - yd[i]) : qerr;
+            /* V values are uniform in [-1, 1] (max|v| ~ 1), so the bound relative to max|v| is absolute */
+            CHECK(qerr <= (qi ? KVQ_FP8_TOL : KVQ_INT8_TOL), "kref %s KV case %zu vs unquantized: err=%g", tn, ci, qerr);
+            g_kvq_err[qi] = qerr > g_kvq_err[qi] ? qerr : g_kvq_err[qi];
+            for (int nt = 1; nt <= 2; nt++) {
+                kcpu_set_threads(nt);
+                float *yc2 = malloc(n_out * sizeof(float)), *yc3 = malloc(n_out * sizeof(float));
+                memset(yc2, 0xff, n_out * sizeof(float));
+                kcpu_attention(yc2, q, a->n_q, a->pos0, a->n_head, scale, a->window, &vq);
+                kcpu_attention(yc3, q, a->n_q, a->pos0, a->n_head, scale, a->window, &vdq);
+                CHECK(!memcmp(yc2, yc3, n_out * sizeof(float)),
+                      "[%s] kcpu %s KV case %zu threads=%d differs from its dequantized floats (%g)", g_isa_name[isa], tn,
+                      ci, nt, max_abs_diff(yc2, yc3, (int64_t)n_out));
+                err = max_abs_diff(yc2, yq, (int64_t)n_out);
+                CHECK(err <= 1e-5, "[%s] kcpu %s KV case %zu threads=%d vs kref: err=%g", g_isa_name[isa], tn, ci, nt, err);
+                free(yc2), free(yc3);
+            }
+            free(yq), free(yf);
+            kv_free_quant(&qc);
+        }
+        free(yd);
         free(q), free(yr), free(yc);
         kv_free(&c);
     }
 }
 
+/* fp8 e4m3fn: every finite code round-trips, halfway values go to the even code, beyond 448
+ * saturates; k_kv_quantize's scales and codes. */
+static void test_fp8_and_kv_quant(void) {
+    for (int c = 0; c < 256; c++) {
+        if ((c & 0x7f) == 0x7f) continue;
+        float f = pg_fp8_e4m3_to_fp32((uint8_t)c);
+        uint8_t back = pg_fp32_to_fp8_e4m3(f);
+        CHECK(back == c || (f == 0 && (back & 0x7f) == 0), "fp8 code %#x -> %g -> %#x", c, f, back);
+        if ((c & 0x7f) < 0x7e && c != 0x80) { /* midpoint to the next code up in magnitude */
+            float g = pg_fp8_e4m3_to_fp32((uint8_t)(c + 1));
+            float mid = (f + g) / 2;
+            uint8_t r = pg_fp32_to_fp8_e4m3(mid);
+            CHECK(r == ((c & 1) ? c + 1 : c), "fp8 tie %g between %#x and %#x gave %#x", mid, c, c + 1, r);
+        }
+    }
+    CHECK(pg_fp8_e4m3_to_fp32(0x7e) == 448.0f && pg_fp8_e4m3_to_fp32(0x01) == 1.0f / 512, "fp8 max and min");
+    CHECK(pg_fp32_to_fp8_e4m3(1e6f) == 0x7e && pg_fp32_to_fp8_e4m3(-470.0f) == 0xfe && pg_fp32_to_fp8_e4m3(INFINITY) == 0x7e,
+          "fp8 saturation");
+    float x[40], y[40];
+    uint8_t q[40];
+    float s;
+    for (int i = 0; i < 40; i++) x[i] = (float)(i - 17) * 0.3f;
+    x[5] = -7.0f; /* the largest magnitude */
+    k_kv_quantize(PAGODA_DTYPE_KV_INT8, q, &s, x, 40);
+    k_kv_dequantize(PAGODA_DTYPE_KV_INT8, y, q, s, 40);
+    CHECK(s == 7.0f / 127.0f && (int8_t)q[5] == -127, "int8 scale %g code %d", s, (int8_t)q[5]);
+    for (int i = 0; i < 40; i++) CHECK(fabsf(y[i] - x[i]) <= s * 0.5f * 1.0001f, "int8 element %d: %g vs %g", i, y[i], x[i]);
+    k_kv_quantize(PAGODA_DTYPE_KV_FP8_E4M3, q, &s, x, 40);
+    k_kv_dequantize(PAGODA_DTYPE_KV_FP8_E4M3, y, q, s, 40);
+    CHECK(s == 7.0f / 448.0f && q[5] == 0xfe, "fp8 scale %g code %#x", s, q[5]);
+    for (int i = 0; i < 40; i++)
+        CHECK(fabsf(y[i] - x[i]) <= fabsf(x[i]) / 16 + s / 1024, "fp8 element %d: %g vs %g", i, y[i], x[i]);
+    memset(x, 0, sizeof x);
+    k_kv_quantize(PAGODA_DTYPE_KV_INT8, q, &s, x, 40);
+    CHECK(s == 0.0f && q[0] == 0, "all-zero head");
+}
+
 int main(void) {
+    test_fp8_and_kv_quant();
     int max = kcpu_isa_max();
     for (int isa = 0; isa <= max; isa++) {
         int got = kcpu_isa_force(isa);
@@ -389,8 +518,10 @@ int main(void) {
         test_pointwise(isa);
         test_rope(isa);
         test_attention(isa);
-        printf("ops at %s: %s (attention max abs err: kref vs double %.2g, kcpu vs kref %.2g)\n",
-               g_isa_name[isa], g_test_failures ? "FAILURES" : "pass", g_attn_err_ref, g_attn_err_cpu);
+        printf("ops at %s: %s (attention max abs err: kref vs double %.2g, kcpu vs kref %.2g; int8 KV vs unquantized "
+               "%.2g, fp8 %.2g)\n",
+               g_isa_name[isa], g_test_failures ? "FAILURES" : "pass", g_attn_err_ref, g_attn_err_cpu, g_kvq_err[0],
+               g_kvq_err[1]);
         g_attn_err_cpu = 0;
     }
     TEST_DONE();

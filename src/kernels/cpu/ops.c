@@ -10,6 +10,7 @@
 #include "kernels/cpu/cpu_impl.h"
 #include "kernels/cpu/ops_isa.h"
 #include "core/fp16.h"
+#include "core/fp8.h"
 #include "core/thread_pool.h"
 #include <immintrin.h>
 
@@ -139,6 +140,39 @@ static void halves_to_floats(const uint16_t *src, float *dst, int n, int f16c) {
     for (int i = 0; i < n; i++) dst[i] = pg_fp16_to_fp32(src[i]);
 }
 
+/* n int8 / fp8 e4m3 codes of one head to floats: code value * scale. The fp8 magnitude bits
+ * shifted left 7 are a half of 2^-8 the value (subnormals too), so F16C converts them; scale * 256
+ * is exact, so both paths give the same floats. */
+__attribute__((target("avx2,f16c"))) static void codes_avx2(int type, const uint8_t *src, float scale, float *dst, int n) {
+    int i = 0;
+    if (type == PAGODA_DTYPE_KV_INT8) {
+        const __m256 s = _mm256_set1_ps(scale);
+        for (; i + 8 <= n; i += 8) {
+            __m256i w = _mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(src + i)));
+            _mm256_storeu_ps(dst + i, _mm256_mul_ps(_mm256_cvtepi32_ps(w), s));
+        }
+    } else {
+        const __m256 s = _mm256_set1_ps(scale * 256.0f);
+        const __m128i mag = _mm_set1_epi16(0x7f), sgn = _mm_set1_epi16(0x80);
+        for (; i + 8 <= n; i += 8) {
+            __m128i b = _mm_cvtepu8_epi16(_mm_loadl_epi64((const __m128i *)(src + i)));
+            __m128i h = _mm_or_si128(_mm_slli_epi16(_mm_and_si128(b, mag), 7), _mm_slli_epi16(_mm_and_si128(b, sgn), 8));
+            _mm256_storeu_ps(dst + i, _mm256_mul_ps(_mm256_cvtph_ps(h), s));
+        }
+    }
+    for (; i < n; i++)
+        dst[i] = (type == PAGODA_DTYPE_KV_INT8 ? (float)(int8_t)src[i] : pg_fp8_e4m3_to_fp32(src[i])) * scale;
+}
+
+static void codes_to_floats(int type, const uint8_t *src, float scale, float *dst, int n, int simd) {
+    if (simd) {
+        codes_avx2(type, src, scale, dst, n);
+        return;
+    }
+    for (int i = 0; i < n; i++)
+        dst[i] = (type == PAGODA_DTYPE_KV_INT8 ? (float)(int8_t)src[i] : pg_fp8_e4m3_to_fp32(src[i])) * scale;
+}
+
 /* One work item: query tokens [q0, q1) x query heads [h0, h1), all of one KV head. Keys are
  * visited in tiles; each tile's K/V rows are read from cache once per row of the item, so the
  * heads sharing a KV head (GQA) and the tokens of the tile reuse them while they are hot. */
@@ -165,10 +199,12 @@ static void attn_item(float *out, const float *q, int32_t pos0, int n_head, floa
      * a tile onto few L1 sets and evicts itself between rows. */
     /* A decode item has only the few heads of one GQA group: there the copy costs more than the
      * evictions it saves (measured: 15% of SmolLM2 decode time in memcpy), so pack from 8 rows. */
-    /* A half-precision cache is always copied: the copy is where its rows become floats. */
+    /* A half-precision or int8/fp8 cache is always copied: the copy is where its rows become
+     * floats (once per tile, for every head of the GQA group and every query row of the item). */
     int tile_n = KOPS_ATTN_TILE;
-    const int f16 = kv->f16, f16c = f16 && kops_isa() >= KCPU_ISA_AVX2;
-    bool pack = ((q1 - q0) * nh >= ATTN_PACK_MIN_ROWS || f16) && hd <= ATTN_PACK_FLOATS / 8;
+    const int f16 = kv->type == PAGODA_DTYPE_F16, f16c = f16 && kops_isa() >= KCPU_ISA_AVX2;
+    const int quant = k_kv_quantized(kv->type), qsimd = quant && kops_isa() >= KCPU_ISA_AVX2;
+    bool pack = ((q1 - q0) * nh >= ATTN_PACK_MIN_ROWS || f16 || quant) && hd <= ATTN_PACK_FLOATS / 8;
     if (pack && tile_n * hd > ATTN_PACK_FLOATS) tile_n = ATTN_PACK_FLOATS / hd / 8 * 8;
 
     const int32_t khi = pos0 + q1 - 1;
@@ -177,6 +213,19 @@ static void attn_item(float *out, const float *q, int32_t pos0, int n_head, floa
         const int n = khi - t0 + 1 < tile_n ? khi - t0 + 1 : tile_n;
         for (int j = 0; j < n; j++) {
             int32_t t = t0 + j;
+            if (quant) {
+                const int32_t blk = kv->block_table[t / bs];
+                const size_t eo = k_kv_elem_offset(kv->type, bs, kv->n_head_kv, hd, blk, t % bs, kvh);
+                const size_t so = k_kv_scale_offset(bs, kv->n_head_kv, hd, blk, t % bs, kvh);
+                float sk, sv;
+                memcpy(&sk, (const uint8_t *)kv->k + so, sizeof sk);
+                memcpy(&sv, (const uint8_t *)kv->v + so, sizeof sv);
+                codes_to_floats(kv->type, (const uint8_t *)kv->k + eo, sk, kbuf + (size_t)j * hd, hd, qsimd);
+                codes_to_floats(kv->type, (const uint8_t *)kv->v + eo, sv, vbuf + (size_t)j * hd, hd, qsimd);
+                kp[j] = kbuf + (size_t)j * hd;
+                vp[j] = vbuf + (size_t)j * hd;
+                continue;
+            }
             size_t off = ((size_t)kv->block_table[t / bs] * bs + t % bs) * slot_stride + (size_t)kvh * hd;
             if (f16) {
                 halves_to_floats((const uint16_t *)kv->k + off, kbuf + (size_t)j * hd, hd, f16c);

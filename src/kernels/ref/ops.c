@@ -1,10 +1,12 @@
 /* Scalar reference for the non-matmul transformer ops: the specification kcpu_* is tested
  * against. Plain loops; sums in double so the reference is the accurate side of a comparison. */
 #include "core/fp16.h"
+#include "core/fp8.h"
 #include "kernels/ops.h"
 
 #include <math.h>
 #include <stddef.h>
+#include <string.h>
 
 void kref_rmsnorm(float *y, const float *x, const float *w, int64_t n, float eps) {
     double ss = 0.0;
@@ -81,14 +83,52 @@ void kref_gelu(float *x, int64_t n) {
  * sum l and an unnormalised accumulator per query head (online softmax). */
 #define REF_KV_TILE 32
 
-/* Element i of a K or V buffer, as a float. */
-static inline float kv_elem(const void *base, int f16, size_t i) {
-    return f16 ? pg_fp16_to_fp32(((const uint16_t *)base)[i]) : ((const float *)base)[i];
+/* Where head kvh of position t starts in a K or V buffer, and its scale (1 for f32/f16). */
+static inline const uint8_t *kv_head(const void *base, const k_kv_view *kv, int32_t t, int kvh, float *sc) {
+    const int32_t blk = kv->block_table[t / kv->block_size];
+    const int slot = t % kv->block_size;
+    const uint8_t *b = base;
+    *sc = 1.0f;
+    if (k_kv_quantized(kv->type))
+        memcpy(sc, b + k_kv_scale_offset(kv->block_size, kv->n_head_kv, kv->head_dim, blk, slot, kvh), sizeof(float));
+    return b + k_kv_elem_offset(kv->type, kv->block_size, kv->n_head_kv, kv->head_dim, blk, slot, kvh);
+}
+
+/* Element d of a head, as a float (int8 and fp8: the code's value, before the scale). */
+static inline float kv_elem(const uint8_t *p, int type, int d) {
+    switch (type) {
+    case PAGODA_DTYPE_F16: return pg_fp16_to_fp32(((const uint16_t *)p)[d]);
+    case PAGODA_DTYPE_KV_INT8: return (float)(int8_t)p[d];
+    case PAGODA_DTYPE_KV_FP8_E4M3: return pg_fp8_e4m3_to_fp32(p[d]);
+    default: return ((const float *)p)[d];
+    }
+}
+
+void k_kv_quantize(int type, uint8_t *codes, float *scale, const float *x, int n) {
+    float amax = 0.0f;
+    for (int i = 0; i < n; i++) amax = fabsf(x[i]) > amax ? fabsf(x[i]) : amax;
+    const bool fp8 = type == PAGODA_DTYPE_KV_FP8_E4M3;
+    const float s = amax / (fp8 ? PG_FP8_E4M3_MAX : 127.0f);
+    *scale = s;
+    for (int i = 0; i < n; i++) {
+        float r = s > 0.0f ? x[i] / s : 0.0f;
+        if (fp8) {
+            codes[i] = pg_fp32_to_fp8_e4m3(r);
+        } else {
+            r = rintf(r); /* nearest, ties to even */
+            codes[i] = (uint8_t)(int8_t)(r > 127.0f ? 127 : r < -127.0f ? -127 : (int)r);
+        }
+    }
+}
+
+void k_kv_dequantize(int type, float *x, const uint8_t *codes, float scale, int n) {
+    for (int i = 0; i < n; i++) x[i] = kv_elem(codes, type, i) * scale;
 }
 
 void kref_attention(float *out, const float *q, int n_q, int32_t pos0, int n_head, float scale,
                     int window, const k_kv_view *kv) {
-    const int hd = kv->head_dim, bs = kv->block_size, n_kv_head = kv->n_head_kv;
+    const int hd = kv->head_dim, n_kv_head = kv->n_head_kv, type = kv->type;
+    const bool quant = k_kv_quantized(type);
     const int group = n_head / n_kv_head;
     for (int i = 0; i < n_q; i++) {
         const int32_t p = pos0 + i; /* this query's position: sees keys lo .. p */
@@ -104,11 +144,11 @@ void kref_attention(float *out, const float *q, int n_q, int32_t pos0, int n_hea
                 float s[REF_KV_TILE];
                 float tmax = -INFINITY;
                 for (int32_t t = t0; t <= t1; t++) {
-                    size_t slot = (size_t)kv->block_table[t / bs] * bs + t % bs;
-                    const size_t k = (slot * n_kv_head + kvh) * hd;
-                    float dot = 0.0f;
-                    for (int d = 0; d < hd; d++) dot += qh[d] * kv_elem(kv->k, kv->f16, k + d);
-                    s[t - t0] = dot * scale;
+                    float sk;
+                    const uint8_t *k = kv_head(kv->k, kv, t, kvh, &sk);
+                    float dot = 0.0f; /* int8/fp8: q against the codes, the scale once after */
+                    for (int d = 0; d < hd; d++) dot += qh[d] * kv_elem(k, type, d);
+                    s[t - t0] = quant ? dot * sk * scale : dot * scale;
                     if (s[t - t0] > tmax) tmax = s[t - t0];
                 }
                 float m_new = tmax > m ? tmax : m;
@@ -116,11 +156,12 @@ void kref_attention(float *out, const float *q, int n_q, int32_t pos0, int n_hea
                 l *= alpha;
                 for (int d = 0; d < hd; d++) o[d] *= alpha;
                 for (int32_t t = t0; t <= t1; t++) {
-                    size_t slot = (size_t)kv->block_table[t / bs] * bs + t % bs;
-                    const size_t v = (slot * n_kv_head + kvh) * hd;
+                    float sv;
+                    const uint8_t *v = kv_head(kv->v, kv, t, kvh, &sv);
                     float e = expf(s[t - t0] - m_new);
                     l += e;
-                    for (int d = 0; d < hd; d++) o[d] += e * kv_elem(kv->v, kv->f16, v + d);
+                    const float ev = quant ? e * sv : e; /* the weight times the head's scale */
+                    for (int d = 0; d < hd; d++) o[d] += ev * kv_elem(v, type, d);
                 }
                 m = m_new;
             }
