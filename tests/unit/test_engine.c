@@ -49,6 +49,9 @@ static void on_event(const pagoda_event *ev, void *user) {
 }
 
 static pagoda_dtype g_kv_dtype = PAGODA_DTYPE_F32;
+static const char *kv_name(pagoda_dtype t) {
+    return t == PAGODA_DTYPE_F16 ? "f16" : t == PAGODA_DTYPE_KV_INT8 ? "int8" : t == PAGODA_DTYPE_KV_FP8_E4M3 ? "fp8" : "f32";
+}
 static int32_t g_gpu_layers; /* 0: CPU; -1: every layer on the GPU */
 
 static pagoda_engine *make_engine(pagoda_model *m, uint64_t kv_mem, int32_t max_batch, int32_t max_seqs) {
@@ -141,7 +144,7 @@ static void test_batched_equals_alone(const char *model_dir) {
     CHECK(ok == 64, "%s: %d of 64 requests under a tiny KV budget equal alone", model_dir, ok);
     CHECK(st.n_preemptions > 0, "the tiny budget should force preemptions");
     printf("  %s%s (KV %s): 16 batched == alone; 64 requests in %d KV blocks x %d: %d equal alone, %llu preemptions, %llu steps\n",
-           g_gpu_layers ? "[cuda] " : "", model_dir, g_kv_dtype == PAGODA_DTYPE_F16 ? "f16" : "f32", st.kv_blocks_total, st.kv_block_size, ok, (unsigned long long)st.n_preemptions,
+           g_gpu_layers ? "[cuda] " : "", model_dir, kv_name(g_kv_dtype), st.kv_blocks_total, st.kv_block_size, ok, (unsigned long long)st.n_preemptions,
            (unsigned long long)st.n_steps);
     pagoda_engine_destroy(e);
     pagoda_model_free(m);
@@ -363,22 +366,31 @@ static void test_sampled_batch_equals_alone(const char *model_dir) {
 }
 
 /* Every guarantee on the current device: batching, chunking and preemption on each fixture with an
- * f32 KV cache, again with an f16 one (every fixture, or llama alone to keep the CPU run short),
- * then the text features with text_kv. */
+ * f32 KV cache, again with each other KV type the device holds (f16 on every fixture, or llama
+ * alone to keep the CPU run short; int8 and fp8, the CPU only, on llama), then the text features
+ * (prefix cache among them) with text_kv, and on the CPU with int8 and fp8 as well. */
 static void run_suite(const char *shared, int f16_all_fixtures, pagoda_dtype text_kv) {
     static const char *fixtures[] = {"llama", "qwen3", "gpt_bigcode"};
+    static const pagoda_dtype kv_types[] = {PAGODA_DTYPE_F32, PAGODA_DTYPE_F16, PAGODA_DTYPE_KV_INT8,
+                                            PAGODA_DTYPE_KV_FP8_E4M3};
+    const int n_kv = g_gpu_layers ? 2 : 4;
     char path[4096];
-    for (int kv = 0; kv < 2; kv++) {
-        g_kv_dtype = kv ? PAGODA_DTYPE_F16 : PAGODA_DTYPE_F32;
-        for (size_t i = 0; i < (kv && !f16_all_fixtures ? 1 : sizeof fixtures / sizeof fixtures[0]); i++) {
+    for (int kv = 0; kv < n_kv; kv++) {
+        g_kv_dtype = kv_types[kv];
+        for (size_t i = 0; i < (kv && !(f16_all_fixtures && kv == 1) ? 1 : sizeof fixtures / sizeof fixtures[0]); i++) {
             snprintf(path, sizeof path, "%s/fixtures/hf/%s", shared, fixtures[i]);
             test_batched_equals_alone(path);
         }
     }
-    g_kv_dtype = text_kv;
     snprintf(path, sizeof path, "%s/models/pycoder-tiny", shared);
+    g_kv_dtype = text_kv;
     test_text_features(path);
     if (!g_gpu_layers) test_sampled_batch_equals_alone(path);
+    for (int kv = 2; kv < n_kv; kv++) {
+        g_kv_dtype = kv_types[kv];
+        printf("  text features with %s KV:\n", kv_name(g_kv_dtype));
+        test_text_features(path);
+    }
 }
 
 int main(void) {
@@ -394,6 +406,21 @@ int main(void) {
         TEST_DONE();
     }
     g_gpu_layers = -1;
+    {   /* int8/fp8 KV: the CPU only; the CUDA backend refuses them when the engine is made */
+        pagoda_model *m = NULL;
+        char path[4096];
+        snprintf(path, sizeof path, "%s/fixtures/hf/llama", shared);
+        if (pagoda_model_load(path, &m) == PAGODA_OK) {
+            pagoda_engine_config c;
+            pagoda_engine_config_default(&c);
+            c.n_gpu_layers = -1, c.kv_dtype = PAGODA_DTYPE_KV_INT8, c.kv_mem_bytes = 16u << 20;
+            pagoda_engine *e = NULL;
+            pagoda_status st = pagoda_engine_create(m, &c, &e);
+            CHECK(st == PAGODA_ERR_UNSUPPORTED && !e, "cuda with int8 KV: status %d, wanted UNSUPPORTED", (int)st);
+            if (e) pagoda_engine_destroy(e);
+            pagoda_model_free(m);
+        }
+    }
     run_suite(shared, 1, PAGODA_DTYPE_F16);
 #endif
     TEST_DONE();
