@@ -1,13 +1,15 @@
 /* kcpu_qmatmul (Hugging Face quantized weights) against kcpu_matmul on Q4_0, same shape, same run:
  * GFLOP/s (2 * n_in * n_out * n_tok per product) at n_tok 1 and 128, best of several calls,
  * variants interleaved so a shared machine disturbs them alike.
- * Usage: bench_qmatmul [--threads N] [--n-in N] [--n-out N] [--group G] */
+ * Usage: bench_qmatmul [--threads N] [--n-in N] [--n-out N] [--group G] [--isa 0|1|2]
+ * (--isa 1: AVX2, the level of the qmatmul kernels, for Q4_0 too). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
 #include "core/dtype.h"
+#include "kernels/cpu/cpu_impl.h"
 #include "kernels/kernels.h"
 #include "kernels/qmatmul.h"
 
@@ -33,8 +35,9 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "--n-in")) n_in = atoll(argv[i + 1]);
         else if (!strcmp(argv[i], "--n-out")) n_out = atoll(argv[i + 1]);
         else if (!strcmp(argv[i], "--group")) gs = atoll(argv[i + 1]);
+        else if (!strcmp(argv[i], "--isa")) kcpu_isa_force(atoi(argv[i + 1]));
         else {
-            fprintf(stderr, "usage: %s [--threads N] [--n-in N] [--n-out N] [--group G]\n", argv[0]);
+            fprintf(stderr, "usage: %s [--threads N] [--n-in N] [--n-out N] [--group G] [--isa L]\n", argv[0]);
             return 2;
         }
     }

@@ -187,7 +187,7 @@ AI void mk_float(int kind, int R, int T, const qmm_plan *p, int64_t r0, int64_t 
             sv[r] = _mm256_set1_ps(s), ov[r] = _mm256_set1_ps(o);
         }
         for (; i < e; i += 8) {
-            if (T == 1)
+            if (T == 1 && ((i >> sh) & 63) == 0) /* decode: each row is a stream read once */
                 for (int r = 0; r < R; r++) _mm_prefetch((const char *)wr[r] + (i >> sh) + 512, _MM_HINT_T0);
             __m256 wv[DR];
             for (int r = 0; r < R; r++) wv[r] = _mm256_fmadd_ps(dec8(kind, wr[r] + (i >> sh)), sv[r], ov[r]);
@@ -245,7 +245,7 @@ AI void mk_q4i8(int R, int T, const qmm_plan *p, int64_t r0, int64_t t0) {
             __m256i q[DR];
             if (i + 32 <= n) {
                 for (int r = 0; r < R; r++) {
-                    if (T == 1) _mm_prefetch((const char *)wr[r] + i / 2 + 512, _MM_HINT_T0);
+                    if (T == 1 && (i & 127) == 0) _mm_prefetch((const char *)wr[r] + i / 2 + 512, _MM_HINT_T0);
                     q[r] = nib32(wr[r] + i / 2);
                 }
             } else { /* last partial block: zero codes against zero activations */
@@ -299,7 +299,7 @@ AI void mk_q8i8(int R, int T, const qmm_plan *p, int64_t r0, int64_t t0) {
                     memset(tmp, 0, sizeof tmp);
                     memcpy(tmp, c, (size_t)(n - i));
                     c = tmp;
-                } else if (T == 1) {
+                } else if (T == 1 && (i & 63) == 0) {
                     _mm_prefetch((const char *)c + 512, _MM_HINT_T0);
                 }
                 /* q - z in int16: |.| <= 255, and madd's pair sums <= 2 * 255 * 127 */
