@@ -1,0 +1,400 @@
+/* AVX2 kernels of kcpu_qmatmul (driver: qmatmul.c): activation preparation and blocked row x
+ * token micro-kernels. A tile of R weight rows x T tokens decodes each group of codes once and
+ * reuses it for the T tokens. Every output's arithmetic is the same sequence of vector operations
+ * whatever R, T, n_tok or thread (batch and thread invariance):
+ *   QMM_FLOAT: per 8 columns w = fma(q, s_g, -z s_g) (FP8: q = e4m3/256 and s_g*256), then
+ *              acc = fma(w, x, acc); y = hsum8(acc) * s_t.
+ *   QMM_Q4_I8: per 32 columns the integer dot sum (q - z) a by maddubs/madd (exact), then
+ *              acc = fma(float(dot lanes), s_g, acc); y = hsum8(acc) * s_t.
+ *   QMM_Q8_I8: the same with (q - z) and a widened to int16 (madd).
+ * Activation rounding (int8, e4m3) is bit-identical to kref_qmatmul's. */
+#include <immintrin.h>
+#include <math.h>
+#include <string.h>
+
+#include "kernels/cpu/qmatmul_impl.h"
+#include "kernels/cpu/simd_avx2.h"
+
+#define AI static inline __attribute__((always_inline))
+#define TT 4 /* tokens per tile (prefill) */
+#define TR 2 /* rows per tile when several tokens */
+#define DR 4 /* rows per tile when one token (decode) */
+
+/* ---- activations ---- */
+
+static float absmax(const float *x, int64_t n) {
+    const __m256 mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
+    __m256 m = _mm256_setzero_ps();
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) m = _mm256_max_ps(_mm256_and_ps(_mm256_loadu_ps(x + i), mask), m);
+    __m128 h = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
+    h = _mm_max_ps(h, _mm_movehl_ps(h, h));
+    h = _mm_max_ss(h, _mm_movehdup_ps(h));
+    float r = _mm_cvtss_f32(h);
+    for (; i < n; i++) {
+        float a = fabsf(x[i]);
+        if (a > r) r = a;
+    }
+    return r;
+}
+
+/* roundf (half away from zero), clamped to [-127, 127], as int32 */
+AI __m256i round_i8(__m256 v) {
+    const __m256 sign = _mm256_castsi256_ps(_mm256_set1_epi32((int)0x80000000u));
+    __m256 t = _mm256_round_ps(v, _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC);
+    __m256 d = _mm256_andnot_ps(sign, _mm256_sub_ps(v, t)); /* |v - trunc(v)|, exact */
+    __m256 up = _mm256_and_ps(_mm256_cmp_ps(d, _mm256_set1_ps(0.5f), _CMP_GE_OQ),
+                              _mm256_or_ps(_mm256_and_ps(v, sign), _mm256_set1_ps(1.0f)));
+    t = _mm256_add_ps(t, up);
+    t = _mm256_min_ps(_mm256_max_ps(t, _mm256_set1_ps(-127.0f)), _mm256_set1_ps(127.0f));
+    return _mm256_cvttps_epi32(t);
+}
+
+/* v rounded to the nearest e4m3 value (ties to even), saturated at +-448 */
+AI __m256 round_e4m3(__m256 v) {
+    const __m256 sign = _mm256_castsi256_ps(_mm256_set1_epi32((int)0x80000000u));
+    __m256 a = _mm256_andnot_ps(sign, v);
+    /* normals: keep 3 mantissa bits, round to nearest even on the bit pattern */
+    __m256i u = _mm256_castps_si256(a);
+    u = _mm256_add_epi32(u, _mm256_add_epi32(_mm256_set1_epi32(0x7ffff),
+                                             _mm256_and_si256(_mm256_srli_epi32(u, 20), _mm256_set1_epi32(1))));
+    __m256 nrm = _mm256_castsi256_ps(_mm256_and_si256(u, _mm256_set1_epi32(~0xfffff)));
+    /* below 2^-6: multiples of 2^-9, by adding and removing 2^14 (whose ulp is 2^-9) */
+    __m256 sub = _mm256_sub_ps(_mm256_add_ps(a, _mm256_set1_ps(16384.0f)), _mm256_set1_ps(16384.0f));
+    __m256 r = _mm256_blendv_ps(sub, nrm, _mm256_cmp_ps(a, _mm256_set1_ps(0x1p-6f), _CMP_GE_OQ));
+    r = _mm256_min_ps(r, _mm256_set1_ps(448.0f));
+    return _mm256_or_ps(r, _mm256_and_ps(v, sign));
+}
+
+static void prep_row(const qmm_plan *p, const float *xr, int64_t t) {
+    const k_qweight *w = p->w;
+    const int64_t n = w->n_in, n_pad = p->n_pad;
+    char *row = p->a + (size_t)t * p->a_row;
+    float *f = (float *)row;
+    const float *src = xr;
+    if (w->perm) {
+        for (int64_t i = 0; i < n; i++) f[i] = xr[w->perm[i]];
+        src = f;
+    }
+    if (p->act == K_ACT_FLOAT) {
+        if (!w->perm) memcpy(f, xr, (size_t)n * sizeof(float));
+        memset(f + n, 0, (size_t)(n_pad - n) * sizeof(float));
+        p->s_tok[t] = 1.0f;
+        return;
+    }
+    if (p->act == K_ACT_FP8) {
+        float s = absmax(xr, n) / 448.0f;
+        p->s_tok[t] = 1.0f;
+        int64_t i = 0;
+        if (s != 0.0f) {
+            __m256 sv = _mm256_set1_ps(s);
+            for (; i + 8 <= n; i += 8)
+                _mm256_storeu_ps(f + i, _mm256_mul_ps(round_e4m3(_mm256_div_ps(_mm256_loadu_ps(src + i), sv)), sv));
+            for (; i < n; i++) f[i] = k_fp8_e4m3_to_float(k_fp8_e4m3_from_float(src[i] / s)) * s;
+        }
+        memset(f + i, 0, (size_t)(n_pad - i) * sizeof(float));
+        return;
+    }
+    /* K_ACT_INT8, block by block; the output formats are no wider than the floats, so a block can
+     * be rewritten in place once it has been read */
+    float s = absmax(xr, n) / 127.0f;
+    p->s_tok[t] = s;
+    const __m256 sv = _mm256_set1_ps(s == 0.0f ? 1.0f : s);
+    for (int64_t b = 0; b < n_pad; b += 32) {
+        float buf[32];
+        const float *blk = src + b;
+        if (b + 32 > n) {
+            memset(buf, 0, sizeof buf);
+            memcpy(buf, src + b, (size_t)(n - b) * sizeof(float));
+            blk = buf;
+        }
+        int32_t q[32];
+        if (s == 0.0f)
+            memset(q, 0, sizeof q);
+        else
+            for (int k = 0; k < 32; k += 8)
+                _mm256_storeu_si256((__m256i *)(q + k), round_i8(_mm256_div_ps(_mm256_loadu_ps(blk + k), sv)));
+        if (p->fmt == QMM_FMT_F32) {
+            for (int k = 0; k < 32; k++) f[b + k] = (float)q[k];
+        } else if (p->fmt == QMM_FMT_I8R) {
+            int8_t *o = (int8_t *)row + b;
+            for (int k = 0; k < 16; k++) o[k] = (int8_t)q[2 * k], o[16 + k] = (int8_t)q[2 * k + 1];
+        } else {
+            int16_t *o = (int16_t *)row + b;
+            for (int k = 0; k < 32; k++) o[k] = (int16_t)q[k];
+        }
+    }
+}
+
+void kcpu_qmm_prep_avx2(const qmm_plan *p, const float *x, int64_t t0, int64_t t1) {
+    for (int64_t t = t0; t < t1; t++) prep_row(p, x + t * p->w->n_in, t);
+}
+
+/* ---- weights ---- */
+
+/* 8 codes from p as floats: INT4 q, INT8 q, FP8 e4m3 / 256 (exact, through an IEEE half:
+ * sign to bit 15, exponent and mantissa to bits 13..7, i.e. exponent bias 15 = 7 + 8) */
+AI __m256 dec8(int kind, const uint8_t *p) {
+    if (kind == K_QW_INT4) {
+        uint32_t u;
+        memcpy(&u, p, 4);
+        __m256i v = _mm256_srlv_epi32(_mm256_set1_epi32((int)u), _mm256_setr_epi32(0, 4, 8, 12, 16, 20, 24, 28));
+        return _mm256_cvtepi32_ps(_mm256_and_si256(v, _mm256_set1_epi32(15)));
+    }
+    __m128i b = _mm_loadl_epi64((const __m128i *)p);
+    if (kind == K_QW_INT8) return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(b));
+    __m128i h = _mm_cvtepu8_epi16(b);
+    h = _mm_or_si128(_mm_and_si128(_mm_slli_epi16(h, 8), _mm_set1_epi16((short)0x8000)),
+                     _mm_and_si128(_mm_slli_epi16(h, 7), _mm_set1_epi16(0x3f80)));
+    return _mm256_cvtph_ps(h);
+}
+
+static inline int zero_of(const k_qweight *w, int64_t idx) {
+    if (!w->zeros) return w->kind == K_QW_INT4 ? 8 : 0;
+    return w->kind == K_QW_INT8 ? (int8_t)w->zeros[idx] : w->zeros[idx];
+}
+
+/* Row r's group g as w = q * s + o */
+AI void group_so(const k_qweight *w, int64_t idx, float *s, float *o) {
+    float sc = w->scales[idx];
+    if (w->kind == K_QW_FP8) {
+        *s = sc * 256.0f, *o = 0.0f;
+        return;
+    }
+    *s = sc, *o = -(float)zero_of(w, idx) * sc;
+}
+
+/* ---- micro-kernels ---- */
+
+AI void mk_float(int kind, int R, int T, const qmm_plan *p, int64_t r0, int64_t t0) {
+    const k_qweight *w = p->w;
+    const int64_t n = w->n_in, gs = w->group_size, ng = p->n_group, nfull = n & ~(int64_t)7;
+    const size_t rb = k_qweight_row_bytes(w);
+    const int sh = kind == K_QW_INT4; /* byte of column i: i >> sh */
+    const uint8_t *wr[DR];
+    const float *xa[TT];
+    __m256 acc[DR][TT];
+    for (int r = 0; r < R; r++) wr[r] = w->codes + (size_t)(r0 + r) * rb;
+    for (int t = 0; t < T; t++) xa[t] = (const float *)(p->a + (size_t)(t0 + t) * p->a_row);
+    for (int r = 0; r < R; r++)
+        for (int t = 0; t < T; t++) acc[r][t] = _mm256_setzero_ps();
+    for (int64_t g = 0; g < ng; g++) {
+        int64_t i0 = g * gs, i1 = i0 + gs < n ? i0 + gs : n, e = i1 < nfull ? i1 : nfull, i = i0;
+        __m256 sv[DR], ov[DR];
+        for (int r = 0; r < R; r++) {
+            float s, o;
+            group_so(w, (r0 + r) * ng + g, &s, &o);
+            sv[r] = _mm256_set1_ps(s), ov[r] = _mm256_set1_ps(o);
+        }
+        for (; i < e; i += 8) {
+            if (T == 1 && ((i >> sh) & 63) == 0) /* decode: each row is a stream read once */
+                for (int r = 0; r < R; r++) _mm_prefetch((const char *)wr[r] + (i >> sh) + 512, _MM_HINT_T0);
+            __m256 wv[DR];
+            for (int r = 0; r < R; r++) wv[r] = _mm256_fmadd_ps(dec8(kind, wr[r] + (i >> sh)), sv[r], ov[r]);
+            for (int t = 0; t < T; t++) {
+                __m256 xv = _mm256_loadu_ps(xa[t] + i);
+                for (int r = 0; r < R; r++) acc[r][t] = _mm256_fmadd_ps(wv[r], xv, acc[r][t]);
+            }
+        }
+        if (i < i1) { /* the row's last n % 8 columns (the activations are zero padded) */
+            __m256 wv[DR];
+            for (int r = 0; r < R; r++) {
+                uint8_t tmp[8] = {0};
+                memcpy(tmp, wr[r] + (i >> sh), (size_t)((n - i) >> sh));
+                wv[r] = _mm256_fmadd_ps(dec8(kind, tmp), sv[r], ov[r]);
+            }
+            for (int t = 0; t < T; t++) {
+                __m256 xv = _mm256_loadu_ps(xa[t] + i);
+                for (int r = 0; r < R; r++) acc[r][t] = _mm256_fmadd_ps(wv[r], xv, acc[r][t]);
+            }
+        }
+    }
+    for (int r = 0; r < R; r++)
+        for (int t = 0; t < T; t++) p->y[(t0 + t) * p->ldy + r0 + r] = hsum8(acc[r][t]) * p->s_tok[t0 + t];
+}
+
+/* 16 bytes of nibbles -> 32 bytes: the low nibbles (even columns) then the high ones (odd) */
+AI __m256i nib32(const uint8_t *p) {
+    __m128i v = _mm_loadu_si128((const __m128i *)p);
+    return _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(v, 4), v), _mm256_set1_epi8(15));
+}
+
+AI void mk_q4i8(int R, int T, const qmm_plan *p, int64_t r0, int64_t t0) {
+    const k_qweight *w = p->w;
+    const int64_t n = w->n_in, gs = w->group_size, ng = p->n_group;
+    const size_t rb = k_qweight_row_bytes(w);
+    const int sym = !w->zeros;
+    const __m256i ones = _mm256_set1_epi16(1), eight = _mm256_set1_epi8(8);
+    const uint8_t *wr[DR];
+    const int8_t *xa[TT];
+    __m256 acc[DR][TT];
+    for (int r = 0; r < R; r++) wr[r] = w->codes + (size_t)(r0 + r) * rb;
+    for (int t = 0; t < T; t++) xa[t] = (const int8_t *)(p->a + (size_t)(t0 + t) * p->a_row);
+    for (int r = 0; r < R; r++)
+        for (int t = 0; t < T; t++) acc[r][t] = _mm256_setzero_ps();
+    for (int64_t g = 0; g < ng; g++) {
+        int64_t i0 = g * gs, i1 = i0 + gs < n ? i0 + gs : n;
+        __m256 sv[DR];
+        __m256i zb[DR];
+        for (int r = 0; r < R; r++) {
+            int64_t idx = (r0 + r) * ng + g;
+            sv[r] = _mm256_set1_ps(w->scales[idx]);
+            zb[r] = sym ? eight : _mm256_set1_epi8((char)w->zeros[idx]);
+        }
+        for (int64_t i = i0; i < i1; i += 32) {
+            __m256i q[DR];
+            if (i + 32 <= n) {
+                for (int r = 0; r < R; r++) {
+                    if (T == 1 && (i & 127) == 0) _mm_prefetch((const char *)wr[r] + i / 2 + 512, _MM_HINT_T0);
+                    q[r] = nib32(wr[r] + i / 2);
+                }
+            } else { /* last partial block: zero codes against zero activations */
+                for (int r = 0; r < R; r++) {
+                    uint8_t tmp[16] = {0};
+                    memcpy(tmp, wr[r] + i / 2, (size_t)(n - i) / 2);
+                    q[r] = nib32(tmp);
+                }
+            }
+            for (int t = 0; t < T; t++) {
+                __m256i a = _mm256_loadu_si256((const __m256i *)(xa[t] + i));
+                __m256i c = sym ? _mm256_maddubs_epi16(eight, a) : _mm256_setzero_si256();
+                for (int r = 0; r < R; r++) {
+                    /* q*a pairs minus z*a pairs: |.| <= 2 * 15 * 127, no int16 overflow */
+                    __m256i d = _mm256_sub_epi16(_mm256_maddubs_epi16(q[r], a), sym ? c : _mm256_maddubs_epi16(zb[r], a));
+                    acc[r][t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_madd_epi16(d, ones)), sv[r], acc[r][t]);
+                }
+            }
+        }
+    }
+    for (int r = 0; r < R; r++)
+        for (int t = 0; t < T; t++) p->y[(t0 + t) * p->ldy + r0 + r] = hsum8(acc[r][t]) * p->s_tok[t0 + t];
+}
+
+AI void mk_q8i8(int R, int T, const qmm_plan *p, int64_t r0, int64_t t0) {
+    const k_qweight *w = p->w;
+    const int64_t n = w->n_in, gs = w->group_size, ng = p->n_group;
+    const size_t rb = k_qweight_row_bytes(w);
+    const uint8_t *wr[DR];
+    const int16_t *xa[TT];
+    __m256 acc[DR][TT];
+    for (int r = 0; r < R; r++) wr[r] = w->codes + (size_t)(r0 + r) * rb;
+    for (int t = 0; t < T; t++) xa[t] = (const int16_t *)(p->a + (size_t)(t0 + t) * p->a_row);
+    for (int r = 0; r < R; r++)
+        for (int t = 0; t < T; t++) acc[r][t] = _mm256_setzero_ps();
+    for (int64_t g = 0; g < ng; g++) {
+        int64_t i0 = g * gs, i1 = i0 + gs < n ? i0 + gs : n;
+        __m256 sv[DR];
+        __m256i zv[DR];
+        for (int r = 0; r < R; r++) {
+            int64_t idx = (r0 + r) * ng + g;
+            sv[r] = _mm256_set1_ps(w->scales[idx]);
+            zv[r] = _mm256_set1_epi16((short)zero_of(w, idx));
+        }
+        for (int64_t i = i0; i < i1; i += 32) {
+            __m256i lo[DR], hi[DR];
+            for (int r = 0; r < R; r++) {
+                const uint8_t *c = wr[r] + i;
+                uint8_t tmp[32];
+                if (i + 32 > n) { /* last partial block */
+                    memset(tmp, 0, sizeof tmp);
+                    memcpy(tmp, c, (size_t)(n - i));
+                    c = tmp;
+                } else if (T == 1 && (i & 63) == 0) {
+                    _mm_prefetch((const char *)c + 512, _MM_HINT_T0);
+                }
+                /* q - z in int16: |.| <= 255, and madd's pair sums <= 2 * 255 * 127 */
+                lo[r] = _mm256_sub_epi16(_mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)c)), zv[r]);
+                hi[r] = _mm256_sub_epi16(_mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(c + 16))), zv[r]);
+            }
+            for (int t = 0; t < T; t++) {
+                __m256i a0 = _mm256_loadu_si256((const __m256i *)(xa[t] + i));
+                __m256i a1 = _mm256_loadu_si256((const __m256i *)(xa[t] + i + 16));
+                for (int r = 0; r < R; r++) {
+                    __m256i d = _mm256_add_epi32(_mm256_madd_epi16(lo[r], a0), _mm256_madd_epi16(hi[r], a1));
+                    acc[r][t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(d), sv[r], acc[r][t]);
+                }
+            }
+        }
+    }
+    for (int r = 0; r < R; r++)
+        for (int t = 0; t < T; t++) p->y[(t0 + t) * p->ldy + r0 + r] = hsum8(acc[r][t]) * p->s_tok[t0 + t];
+}
+
+/* Any group size: one output at a time, scalar (activations in QMM_FMT_F32). */
+static void generic_one(const qmm_plan *p, int64_t r, int64_t t) {
+    const k_qweight *w = p->w;
+    const int64_t n = w->n_in, gs = w->group_size, ng = p->n_group;
+    const uint8_t *c = w->codes + (size_t)r * k_qweight_row_bytes(w);
+    const float *a = (const float *)(p->a + (size_t)t * p->a_row);
+    const int int_dot = p->act == K_ACT_INT8 && w->kind != K_QW_FP8;
+    float acc = 0.0f;
+    for (int64_t g = 0; g < ng; g++) {
+        int64_t i0 = g * gs, i1 = i0 + gs < n ? i0 + gs : n, idx = r * ng + g;
+        float s = w->scales[idx];
+        int z = zero_of(w, idx);
+        if (int_dot) {
+            int32_t d = 0;
+            for (int64_t i = i0; i < i1; i++) {
+                int q = w->kind == K_QW_INT4 ? (c[i / 2] >> ((i & 1) * 4)) & 15 : (int8_t)c[i];
+                d += (q - z) * (int32_t)a[i];
+            }
+            acc += s * (float)d;
+        } else {
+            for (int64_t i = i0; i < i1; i++) {
+                float u = w->kind == K_QW_INT4   ? (float)(((c[i / 2] >> ((i & 1) * 4)) & 15) - z)
+                          : w->kind == K_QW_INT8 ? (float)((int8_t)c[i] - z)
+                                                 : k_fp8_e4m3_to_float(c[i]);
+                acc += (s * u) * a[i];
+            }
+        }
+    }
+    p->y[t * p->ldy + r] = acc * p->s_tok[t];
+}
+
+/* ---- tiles ---- */
+
+#define TILES(MK)                                                                                                  \
+    switch (rr * 8 + tt) {                                                                                         \
+    case 4 * 8 + 1: MK(4, 1); break;                                                                               \
+    case 1 * 8 + 1: MK(1, 1); break;                                                                               \
+    case 2 * 8 + 2: MK(2, 2); break;                                                                               \
+    case 1 * 8 + 2: MK(1, 2); break;                                                                               \
+    case 2 * 8 + 3: MK(2, 3); break;                                                                               \
+    case 1 * 8 + 3: MK(1, 3); break;                                                                               \
+    case 2 * 8 + 4: MK(2, 4); break;                                                                               \
+    default: MK(1, 4); break;                                                                                      \
+    }
+
+#define MK_F4(R, T) mk_float(K_QW_INT4, R, T, p, r, t)
+#define MK_F8(R, T) mk_float(K_QW_INT8, R, T, p, r, t)
+#define MK_FP(R, T) mk_float(K_QW_FP8, R, T, p, r, t)
+#define MK_Q4(R, T) mk_q4i8(R, T, p, r, t)
+#define MK_Q8(R, T) mk_q8i8(R, T, p, r, t)
+static void tile_f4(const qmm_plan *p, int rr, int tt, int64_t r, int64_t t) { TILES(MK_F4) }
+static void tile_f8(const qmm_plan *p, int rr, int tt, int64_t r, int64_t t) { TILES(MK_F8) }
+static void tile_fp(const qmm_plan *p, int rr, int tt, int64_t r, int64_t t) { TILES(MK_FP) }
+static void tile_q4(const qmm_plan *p, int rr, int tt, int64_t r, int64_t t) { TILES(MK_Q4) }
+static void tile_q8(const qmm_plan *p, int rr, int tt, int64_t r, int64_t t) { TILES(MK_Q8) }
+
+void kcpu_qmm_rows_avx2(const qmm_plan *p, int64_t r0, int64_t r1) {
+    if (p->path == QMM_GENERIC) {
+        for (int64_t t = 0; t < p->n_tok; t++)
+            for (int64_t r = r0; r < r1; r++) generic_one(p, r, t);
+        return;
+    }
+    void (*tile)(const qmm_plan *, int, int, int64_t, int64_t) =
+        p->path == QMM_Q4_I8 ? tile_q4
+        : p->path == QMM_Q8_I8 ? tile_q8
+        : p->w->kind == K_QW_INT4 ? tile_f4
+        : p->w->kind == K_QW_INT8 ? tile_f8
+                                  : tile_fp;
+    for (int64_t t = 0; t < p->n_tok; t += TT) {
+        int tt = p->n_tok - t < TT ? (int)(p->n_tok - t) : TT;
+        int R = tt == 1 ? DR : TR;
+        for (int64_t r = r0; r < r1;) {
+            int rr = r1 - r >= R ? R : 1;
+            tile(p, rr, tt, r, t);
+            r += rr;
+        }
+    }
+}
