@@ -194,7 +194,18 @@ typedef struct {
                                  the broker has not given out, at least one) come from it, and
                                  creation fails with PAGODA_ERR_NOMEM when it cannot grant them */
     int32_t max_adapters;     /* LoRA adapters loaded at once (ids 1..max_adapters); 0: 8; at most 255 */
+    int32_t quant_activations; /* pagoda_quant_act: how products over GPTQ/AWQ/compressed-tensors
+                                 weights treat activations */
 } pagoda_engine_config;
+
+/* Activations of products over Hugging Face quantized weights. */
+typedef enum {
+    PAGODA_QUANT_ACT_CHECKPOINT = 0, /* as the checkpoint declares: float for weight-only schemes (GPTQ,
+                                        AWQ, W4A16), int8 / fp8 per token for W8A8 / FP8_DYNAMIC */
+    PAGODA_QUANT_ACT_FLOAT = 1,      /* always float (the reference numerics; slower for W8A8) */
+    PAGODA_QUANT_ACT_INT8 = 2,       /* always int8 per token (fastest on the CPU, also for int4) */
+    PAGODA_QUANT_ACT_FP8 = 3,        /* always fp8 e4m3 per token */
+} pagoda_quant_act;
 void pagoda_engine_config_default(pagoda_engine_config *c);
 
 typedef struct {

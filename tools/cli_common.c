@@ -231,6 +231,14 @@ static void load_progress(uint64_t done, uint64_t total, void *user) {
     }
 }
 
+int cli_quant_act(const char *opt, const char *val, int *out) {
+    static const char *const names[] = {"checkpoint", "float", "int8", "fp8"};
+    for (int i = 0; i < 4; i++)
+        if (!strcmp(val, names[i])) return *out = i, 0;
+    fprintf(stderr, "pagoda: %s expects checkpoint, float, int8 or fp8, got '%s'\n", opt, val);
+    return 1;
+}
+
 void cli_device_default(cli_device *d) {
     memset(d, 0, sizeof *d);
     d->gpu_layers = -1;
@@ -279,6 +287,10 @@ int cli_device_option(const char *opt, const char *val, cli_device *d, int *bad)
         else fprintf(stderr, "pagoda: --cuda-qgemm expects half, dequant or mma, got '%s'\n", val), *bad = 1;
         return 1;
     }
+    if (!strcmp(opt, "--quant-activations")) {
+        *bad = cli_quant_act(opt, val, &d->quant_act);
+        return 1;
+    }
     if (!strcmp(opt, "--gpu-memory-utilization")) {
         *bad = cli_float(opt, val, &d->gpu_mem_util);
         if (!*bad && !(d->gpu_mem_util > 0.05f && d->gpu_mem_util <= 1.0f))
@@ -296,6 +308,7 @@ int32_t cli_device_gpu_layers(const cli_device *d) {
 void cli_device_apply(const cli_device *d, pagoda_engine_config *ec) {
     ec->n_gpu_layers = cli_device_gpu_layers(d);
     if (d->kv_type_given) ec->kv_dtype = (pagoda_dtype)d->kv_type;
+    ec->quant_activations = d->quant_act;
     if (!d->cuda) return;
     if (d->gpu_mem_util > 0) ec->gpu_memory_utilization = d->gpu_mem_util;
     ec->cuda_device = d->cuda_device, ec->cuda_no_graphs = d->no_graphs, ec->cuda_no_repack = d->no_repack;

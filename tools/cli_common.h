@@ -20,6 +20,7 @@ typedef struct {
     int kv_type;         /* --kv-type / --kv-cache-dtype: a pagoda_dtype of the KV cache */
     int kv_type_given;   /* one of them was given (else: f16 on the GPU, f32 on the CPU) */
     int max_batch_given; /* --max-batch-tokens was given (else: 2048 on the GPU) */
+    int quant_act;       /* --quant-activations: pagoda_quant_act */
 } cli_device;
 #define CLI_DEVICE_HELP                                                                                 \
     "  --device cpu|cuda    where the model runs (default cpu)\n"                                      \
@@ -31,6 +32,8 @@ typedef struct {
     "                       2 bytes/weight more), dequantized per product, or the tensor-core kernel\n"       \
     "  --cuda-graphs on|off replay decode steps from CUDA graphs (default on)\n"                              \
     "  --cuda-repack on|off repacked Q4_0/Q8_0 copies for the decode matvec (default on)\n"                    \
+    "  --quant-activations checkpoint|float|int8|fp8  activations of GPTQ/AWQ/compressed-tensors products:\n" \
+    "                       as the checkpoint declares (default), or always float / int8 / fp8 per token\n" \
     CLI_KV_HELP
 #define CLI_KV_HELP                                                                                     \
     "  --kv-type f32|f16|int8|fp8  KV cache element type (default f32, f16 on the GPU). f16 holds twice\n"   \
@@ -38,6 +41,8 @@ typedef struct {
     "                       scale per token and head, about 3.8x f32's tokens (CPU only)\n"                \
     "  --kv-cache-dtype auto|f16|f32|int8|fp8|fp8_e4m3  vLLM's spelling of --kv-type (fp8: e4m3)\n"
 void cli_device_default(cli_device *d);
+/* --quant-activations VAL -> pagoda_quant_act; prints the error and returns 1 if VAL is bad. */
+int cli_quant_act(const char *opt, const char *val, int *out);
 /* 1 if opt is one of the device options (then *bad says whether val was bad), else 0. */
 int cli_device_option(const char *opt, const char *val, cli_device *d, int *bad);
 /* The engine's n_gpu_layers for these options (0: CPU). */

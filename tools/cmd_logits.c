@@ -15,6 +15,7 @@ static const char k_usage[] =
             "usage: pagoda logits -m MODEL -i IDS.safetensors -o OUT.safetensors [-t THREADS] [--kv-type T]\n"
                     "  -m, --model PATH  -i IDS  -o OUT  -t, --threads N\n"
                     "  --kv-type f32|f16|int8|fp8  KV cache element type (default f32)\n"
+                    "  --quant-activations checkpoint|float|int8|fp8  (GPTQ/AWQ/compressed-tensors weights)\n"
                     "  IDS.safetensors holds input_ids (int32 [B,T]); OUT gets logits (f32 [B,T,V]).\n";
 
 static void usage(void) { fputs(k_usage, stderr); }
@@ -45,6 +46,7 @@ int cmd_logits(int argc, char **argv) {
     const char *model = NULL, *in = NULL, *out = NULL;
     long threads = 0;
     int kv_type = PAGODA_DTYPE_F32;
+    int quant_act = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) return usage(), 0;
@@ -54,6 +56,7 @@ int cmd_logits(int argc, char **argv) {
         else if (!strcmp(a, "-o")) out = v, i++;
         else if (!strcmp(a, "-t") || !strcmp(a, "--threads")) { if (cli_int(a, v, 0, 1024, &threads)) return 2; i++; }
         else if (!strcmp(a, "--kv-type")) { if (cli_kv_type(a, v, &kv_type)) return 2; i++; }
+        else if (!strcmp(a, "--quant-activations")) { if (cli_quant_act(a, v, &quant_act)) return 2; i++; }
         else return cli_unknown_option("pagoda logits", a, k_usage);
     }
     if (!model || !in || !out) return usage(), 2;
@@ -84,6 +87,7 @@ int cmd_logits(int argc, char **argv) {
     ec.max_model_len = T;
     ec.prefix_caching = 0;
     ec.kv_dtype = (pagoda_dtype)kv_type;
+    ec.quant_activations = quant_act;
     if (pagoda_engine_create(m, &ec, &e)) { cli_error("engine"); goto done; }
     for (int32_t b = 0; b < B; b++) {
         rs[b] = (row_state){.out = logits + (size_t)b * T * V, .T = T, .V = V};

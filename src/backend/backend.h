@@ -159,6 +159,8 @@ typedef struct {
     int32_t max_tokens;  /* tokens per step */
     int64_t max_strided_cols; /* widest product output written with a row stride other than its
                                  width (Q, K or V rows of a fused Q|K|V buffer) */
+    int32_t quant_act;   /* pagoda_quant_act: activations of products over GPTQ/AWQ/compressed-tensors
+                            weights (0: as each checkpoint declares) */
 } pg_cpu_config;
 pagoda_status be_cpu_create(const pg_cpu_config *c, pg_backend **out);
 

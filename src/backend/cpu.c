@@ -9,6 +9,7 @@
 #include "core/log.h"
 #include "kernels/kernels.h"
 #include "kernels/ops.h"
+#include "kernels/qmatmul.h"
 
 typedef struct {
     pg_backend base;
@@ -50,21 +51,46 @@ static void *cpu_alloc(pg_backend *be, size_t bytes) {
 static void *cpu_host_alloc(pg_backend *be, size_t bytes) { return (void)be, malloc(bytes); }
 static void cpu_host_free(pg_backend *be, void *p) { (void)be, free(p); }
 
+/* A product over a Hugging Face quantized weight (pg_bweight.aux). */
+typedef struct {
+    k_qweight w;
+    k_act_kind act;
+} cpu_qw;
+
+static pagoda_status grow_work(cpu_be *c, size_t need) {
+    if (need <= c->work_bytes) return PAGODA_OK; /* sized at load time: no allocation while stepping */
+    void *w = aligned_alloc(64, (need + 64) & ~(size_t)63);
+    if (!w) return pg_fail(PAGODA_ERR_NOMEM, "CPU backend: cannot allocate %zu bytes of product scratch", need);
+    free(c->work);
+    c->work = w, c->work_bytes = need;
+    return PAGODA_OK;
+}
+
+static pagoda_status upload_qweight(cpu_be *c, const pg_tensor *t, pg_bweight *out) {
+    if (t->qkind < K_QW_INT4 || t->qkind > K_QW_FP8 || !t->scales.data || t->scales.dtype != PAGODA_DTYPE_F32 ||
+        t->group_size <= 0 || (t->qkind == K_QW_FP8 && t->zeros.data))
+        return pg_fail(PAGODA_ERR_INVALID, "weight %s: inconsistent quantization metadata", t->name ? t->name : "?");
+    cpu_qw *q = cpu_alloc(&c->base, sizeof *q);
+    if (!q) return pg_fail(PAGODA_ERR_NOMEM, "out of memory");
+    q->w = (k_qweight){.kind = (k_qw_kind)t->qkind, .codes = t->data, .n_in = t->n_in, .n_out = t->n_out,
+                       .group_size = t->group_size, .scales = t->scales.data, .zeros = t->zeros.data,
+                       .perm = t->perm.data};
+    int a = c->c.quant_act;
+    q->act = a == PAGODA_QUANT_ACT_FLOAT ? K_ACT_FLOAT : a == PAGODA_QUANT_ACT_INT8 ? K_ACT_INT8
+           : a == PAGODA_QUANT_ACT_FP8 ? K_ACT_FP8 : (k_act_kind)t->qact;
+    out->aux = q;
+    return grow_work(c, k_qmatmul_work_size(&q->w, c->c.max_tokens, q->act));
+}
+
 static pagoda_status cpu_upload(pg_backend *be, const pg_tensor *t, bool matrix, pg_bweight *out) {
     cpu_be *c = CPU(be);
     *out = (pg_bweight){.data = t->data, .dtype = t->dtype, .n_in = t->n_in, .n_out = t->n_out};
     if (!matrix) return PAGODA_OK;
+    if (t->qkind) return upload_qweight(c, t, out);
     if (!k_matmul_supported(t->dtype))
         return pg_fail(PAGODA_ERR_UNSUPPORTED, "weight %s: type %s has no CPU product", t->name ? t->name : "?",
                        dtype_name(t->dtype));
-    size_t need = k_matmul_work_size(t->dtype, t->n_in, c->c.max_tokens);
-    if (need > c->work_bytes) { /* sized at load time: no allocation while stepping */
-        void *w = aligned_alloc(64, (need + 64) & ~(size_t)63);
-        if (!w) return pg_fail(PAGODA_ERR_NOMEM, "CPU backend: cannot allocate %zu bytes of product scratch", need);
-        free(c->work);
-        c->work = w, c->work_bytes = need;
-    }
-    return PAGODA_OK;
+    return grow_work(c, k_matmul_work_size(t->dtype, t->n_in, c->c.max_tokens));
 }
 
 static pagoda_status cpu_upload_stacked(pg_backend *be, const pg_tensor *const *parts, int n, pg_bweight *out) {
@@ -157,6 +183,11 @@ static void cpu_add_norm(pg_backend *be, float *x, const float *delta, const pg_
 static void cpu_matmul(pg_backend *be, const pg_bweight *w, const float *x, int32_t T, float *y, int64_t ldy, bool x_half) {
     cpu_be *c = CPU(be);
     (void)x_half;
+    if (w->aux) { /* GPTQ / AWQ / compressed-tensors codes: the product takes the row stride itself */
+        const cpu_qw *q = w->aux;
+        kcpu_qmatmul(&q->w, q->act, x, T, y, ldy, c->work);
+        return;
+    }
     if (ldy == w->n_out) {
         kcpu_matmul(w->dtype, w->data, w->n_in, w->n_out, x, T, y, c->work);
         return;

@@ -211,6 +211,9 @@ static pagoda_status cu_upload(pg_backend *be, const pg_tensor *t, bool matrix, 
     cuda_be *c = CU(be);
     memset(out, 0, sizeof *out);
     if (!t->data) return PAGODA_OK;
+    if (pg_tensor_has_qmeta(t))
+        return pg_fail(PAGODA_ERR_UNSUPPORTED, "CUDA: weight %s is a GPTQ/AWQ/compressed-tensors matrix, which has no GPU "
+                       "kernels yet: run it on the CPU (--n-gpu-layers 0) or use a GGUF", t->name ? t->name : "?");
     if (!pcu_weight_supported(t->dtype))
         return pg_fail(PAGODA_ERR_UNSUPPORTED, "CUDA: weight %s has type %s, which the GPU kernels do not take",
                        t->name ? t->name : "?", dtype_name(t->dtype));

@@ -34,12 +34,20 @@ typedef struct pg_tensor {
     pg_tensor_aux zeros;  /* [n_out][n_group] zero points (possibly packed); NULL data: symmetric */
     pg_tensor_aux g_idx;  /* [1][n_in] I32: group of each input column (GPTQ act-order); NULL data:
                            * column c is in group c / group_size */
+    /* Hugging Face quantized checkpoints (GPTQ, AWQ, compressed-tensors), as model/qweights.c loads
+     * them into the one layout of kernels/qmatmul.h: data holds the codes (dtype I8), scales are
+     * F32, zeros U8/I8, and the columns may be permuted (act-order: sorted by group at load). */
+    int8_t qkind;         /* k_qw_kind of the codes (1 int4, 2 int8, 3 fp8 e4m3); 0: not such a tensor */
+    int8_t qact;          /* what the checkpoint asks of the activations: k_act_kind (0 float, 1 int8
+                           * per token, 2 fp8 per token) */
+    pg_tensor_aux perm;   /* [1][n_in] I32: input feature of each column; NULL data: identity */
 } pg_tensor;
 
 /* True when the tensor carries metadata beside its data (a consumer that only knows
  * self-describing dtypes must refuse it rather than read the data alone). */
 static inline bool pg_tensor_has_qmeta(const pg_tensor *t) {
-    return t->group_size != 0 || t->scales.data != NULL || t->zeros.data != NULL || t->g_idx.data != NULL;
+    return t->group_size != 0 || t->scales.data != NULL || t->zeros.data != NULL || t->g_idx.data != NULL ||
+           t->qkind != 0 || t->perm.data != NULL;
 }
 
 #endif

@@ -82,7 +82,7 @@ pagoda_status runner_forward_create(const pagoda_model *pm, const pagoda_engine_
     }
     pg_forward_opts fo = {.n_gpu_layers = n_gpu, .n_threads = n_threads, .cuda_device = c->cuda_device,
                           .cuda_no_graphs = c->cuda_no_graphs, .cuda_no_repack = c->cuda_no_repack,
-                          .cuda_qgemm = c->cuda_qgemm};
+                          .cuda_qgemm = c->cuda_qgemm, .quant_act = c->quant_activations};
     if ((st = forward_create_ex(pm->m, c->max_batch_tokens, &fo, &f->fwd))) goto fail;
 
     /* KV blocks: host layers from the host budget, GPU layers from free device memory */

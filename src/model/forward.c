@@ -197,7 +197,8 @@ pagoda_status forward_create_ex(const pg_model *m, int32_t max_tokens, const pg_
         int64_t qd = (int64_t)c->n_head * c->head_dim, kvd = (int64_t)c->n_head_kv * c->head_dim;
         int64_t cols = qd > kvd ? qd : kvd;
         if (c->n_embd > cols) cols = c->n_embd;
-        pg_cpu_config cc = {.n_threads = o.n_threads, .max_tokens = max_tokens, .max_strided_cols = cols};
+        pg_cpu_config cc = {.n_threads = o.n_threads, .max_tokens = max_tokens, .max_strided_cols = cols,
+                            .quant_act = o.quant_act};
         stage *s = &f->st[f->n_stages++];
         s->l0 = f->n_gpu, s->l1 = c->n_layer, s->embed = f->n_gpu == 0, s->head = true;
         if ((st = be_cpu_create(&cc, &s->be))) goto fail;

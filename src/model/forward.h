@@ -25,6 +25,7 @@ typedef struct {
     int cuda_no_graphs;   /* 1: never record decode steps as CUDA graphs */
     int cuda_no_repack;   /* 1: no repacked Q4_0/Q8_0 copies for the decode matvec */
     int cuda_qgemm;       /* pg_cuda_qgemm: quantized products over a few tokens */
+    int quant_act;        /* pagoda_quant_act: activations of GPTQ/AWQ/compressed-tensors products */
 } pg_forward_opts;
 
 /* Scratch for batches of up to max_tokens tokens (allocated once; no malloc per step), placed as

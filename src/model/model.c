@@ -17,6 +17,7 @@
 #include "format/gguf.h"
 #include "format/safetensors.h"
 #include "kernels/kernels.h"
+#include "model/qweights.h"
 
 typedef struct {
     pg_model *m;
@@ -30,6 +31,51 @@ static pagoda_status keep(void ***arr, int64_t *n, int64_t *cap, void *p) {
     if (!pg_grow((void **)arr, cap, *n + 1, sizeof(void *))) return pg_fail(PAGODA_ERR_NOMEM, "out of memory");
     (*arr)[(*n)++] = p;
     return PAGODA_OK;
+}
+
+/* qw_owner.alloc: a buffer the model frees with it */
+static void *owned_alloc(void *ctx, size_t bytes) {
+    loader *L = ctx;
+    void *p = aligned_alloc(64, (bytes + 63) & ~(size_t)63);
+    if (p && keep(&L->owned, &L->n_owned, &L->cap_owned, p)) {
+        free(p);
+        return NULL;
+    }
+    return p;
+}
+
+static pagoda_status keep_name(loader *L, const char *name, const char **out) {
+    char *nm = strdup(name);
+    pagoda_status st;
+    if (!nm) return pg_fail(PAGODA_ERR_NOMEM, "out of memory");
+    if ((st = keep((void ***)&L->names, &L->n_names, &L->cap_names, nm))) {
+        free(nm);
+        return st;
+    }
+    *out = nm;
+    return PAGODA_OK;
+}
+
+/* A matrix of a quantized Hugging Face checkpoint (name: "<module>.weight"); *found = false when
+ * the module is not stored quantized. */
+static pagoda_status get_qw(loader *L, pg_weight *w, const char *name, int64_t n_in, int64_t n_out, bool *found) {
+    const pg_model *m = L->m;
+    *found = false;
+    char module[256];
+    size_t len = strlen(name);
+    if (len < 8 || len - 7 >= sizeof module || strcmp(name + len - 7, ".weight")) return PAGODA_OK;
+    memcpy(module, name, len - 7);
+    module[len - 7] = 0;
+    const qc_scheme *s = quant_config_scheme_for(m->qc, module);
+    if (!s) return PAGODA_OK;
+    qw_owner own = {owned_alloc, L};
+    pagoda_status st = qweight_load(m->st, m->qc, s, module, n_in, n_out, &own, w, found);
+    if (!st && !*found && !strncmp(module, "model.", 6)) { /* a bare base model's names */
+        memmove(module, module + 6, strlen(module + 6) + 1);
+        st = qweight_load(m->st, m->qc, s, module, n_in, n_out, &own, w, found);
+    }
+    if (st || !*found) return st;
+    return keep_name(L, module, &w->name);
 }
 
 /* Looks a role up for layer (0 for global roles) and checks its shape. Vectors and biases are
@@ -57,6 +103,11 @@ static pagoda_status get_w(loader *L, pg_weight *w, const pg_weight_role *r, int
             if (t->ne[i] != 1) n_dims = 3;
         dims[0] = t->ne[0], dims[1] = t->ne[1];
     } else {
+        if (r->kind == ROLE_MATRIX && L->m->qc) {
+            bool found;
+            pagoda_status qst = get_qw(L, w, name, n_in, n_out, &found);
+            if (qst || found) return qst;
+        }
         const st_tensor *t = st_find(L->m->st, name);
         /* a checkpoint saved as the bare base model (Qwen3Model, LlamaModel: many embedding
          * models) names its tensors without the "model." prefix */
@@ -75,14 +126,8 @@ static pagoda_status get_w(loader *L, pg_weight *w, const pg_weight_role *r, int
     const k_type_traits *tr = kref_traits(dtype);
     if (!tr || !tr->to_float)
         return pg_fail(PAGODA_ERR_UNSUPPORTED, "tensor '%s': type %s is not supported", name, dtype_name(dtype));
-    char *nm = strdup(name);
     pagoda_status st;
-    if (!nm) return pg_fail(PAGODA_ERR_NOMEM, "out of memory");
-    if ((st = keep((void ***)&L->names, &L->n_names, &L->cap_names, nm))) {
-        free(nm);
-        return st;
-    }
-    w->name = nm;
+    if ((st = keep_name(L, name, &w->name))) return st;
     w->n_in = n_in;
     w->n_out = n_out;
     w->dtype = dtype;
@@ -203,6 +248,15 @@ pagoda_status model_load(const char *path, pg_model **out) {
         m->format = MODEL_FORMAT_HF;
         if ((st = config_from_hf(path, &m->cfg))) goto fail;
         if ((st = st_open(path, &m->st))) goto fail;
+        pg_quant_config qc;
+        if ((st = quant_config_read(path, &qc))) goto fail;
+        if (qc.method != QC_NONE) {
+            if (!(m->qc = malloc(sizeof *m->qc))) {
+                st = pg_fail(PAGODA_ERR_NOMEM, "out of memory");
+                goto fail;
+            }
+            *m->qc = qc;
+        }
         /* HF keeps Q/K rows in rotate_half order */
         if (m->cfg.rope != ROPE_NONE) m->cfg.rope = ROPE_NEOX;
     } else {
@@ -251,6 +305,7 @@ fail:
     free(L.owned);
     free(m->layers);
     free(m->rope_inv_freq);
+    free(m->qc);
     gguf_close(m->gguf);
     st_close(m->st);
     free(m);
@@ -265,12 +320,14 @@ void model_free(pg_model *m) {
     free(m->owned);
     free(m->layers);
     free(m->rope_inv_freq);
+    free(m->qc);
     gguf_close(m->gguf);
     st_close(m->st);
     free(m);
 }
 
 static uint64_t weight_bytes(const pg_weight *w) {
+    if (w->qkind) return qweight_bytes(w);
     size_t row = 0;
     if (!w->data || !dtype_row_size(w->dtype, w->n_in, &row)) return 0;
     return (uint64_t)row * (uint64_t)w->n_out;
@@ -304,6 +361,8 @@ typedef struct {
 static void touch(const pg_weight *w, void *user) {
     prefault_state *s = user;
     uint64_t n = weight_bytes(w);
+    if (w->qkind) /* only the codes can be in the mapping; the rest is owned memory */
+        n = (uint64_t)w->n_out * (uint64_t)(w->qkind == 1 ? w->n_in / 2 : w->n_in);
     const volatile uint8_t *p = w->data;
     for (uint64_t off = 0; off < n; off += 4096) s->sink ^= p[off];
     s->done += n;

@@ -5,6 +5,7 @@
 #include <stdint.h>
 
 #include "core/tensor.h"
+#include "format/quant_config.h"
 #include "model/config.h"
 #include "model/weight_roles.h"
 #include "pagoda.h"
@@ -46,6 +47,7 @@ typedef struct pg_model {
     int64_t n_owned;
     struct gguf_file *gguf;   /* one of these holds the mapping */
     struct st_model *st;
+    pg_quant_config *qc;      /* a quantized Hugging Face checkpoint's quantization_config, else NULL */
 } pg_model;
 
 /* path: a .gguf file or a Hugging Face model folder (config.json + *.safetensors). */
