@@ -22,7 +22,15 @@
  *    either); with --pure llama-quantize aborts there instead, pagoda takes the fallback and says so.
  *    A row that fits no 32-block of a legacy type is an error, as in llama-quantize.
  *  - mixtures whose tensors need a type pagoda cannot write (Q2_K, Q3_K_*, IQ*, TQ*) are refused
- *    with the type named; --pure does not change that. */
+ *    with the type named; --pure does not change that.
+ *  - --imatrix (imatrix_file.h reads both of llama.cpp's formats): each converted tensor looks up
+ *    its entry by name; it must hold ne[0] * ne[2] weights (else an error, except token_embd.weight,
+ *    which is then quantized without); a tensor without an entry is quantized without weights.
+ *    The weights go to kref_quantize_row_weighted (ggml's quantize_row_*_impl); the mixture's
+ *    Q4_0/Q5_0 ffn_down rule needs them; the keys quantize.imatrix.file (the path as given, 127
+ *    bytes at most), .dataset (if the file names one), .entries_count and .chunks_count (if > 0)
+ *    come last, the counts as i32. Compared with llama-quantize c392e50, which reads only the
+ *    legacy format; the GGUF format is read as llama.cpp's later llama-quantize does. */
 #include <errno.h>
 #include <stdatomic.h>
 #include <stdbool.h>

@@ -25,16 +25,18 @@ import tarfile
 import numpy as np
 import pytest
 
+from conftest import _shared  # noqa: E402
+
 gguf = pytest.importorskip("gguf")
 
 ANCHOR = "anchors/llama.cpp-c392e50-cpu-native.tar.xz"
 TYPES = ["Q4_0", "Q8_0", "Q4_K_M", "Q6_K", "Q4_K_S", "Q5_K_M", "Q4_1", "Q5_0", "Q5_1", "Q5_K_S"]
 # sha256 of llama-quantize --imatrix output on make_model() + make_imatrix() (llama.cpp c392e50)
 REF_SHA256 = {
-    "Q4_0": None,
-    "Q8_0": None,
-    "Q4_K_M": None,
-    "Q6_K": None,
+    "Q4_0": "43c7b6eb8f6ca29acb04432cc717d650ca80e95c64132dab4f33bf0e244e81c4",
+    "Q8_0": "1d96ee5b359ac5335d3712bf0f50d0b3f5be35111925d9205ecdcc60ab156c83",
+    "Q4_K_M": "50d6d7889b7a0b481433574c0904b2dcc40ab8c7b37dada888e22f9fd6c8cda7",
+    "Q6_K": "f460cd3404f29107865ec3a69a312759f8cb3d17ee51550a8c24eba4d644c25c",
 }
 N_LAYER, N_EMBD, N_FF, N_VOCAB, N_KV = 8, 256, 512, 320, 64
 
@@ -132,9 +134,9 @@ def work(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def llama_quantize(tmp_path_factory):
-    shared = os.environ.get("PAGODA_SHARED", "/work/shared")
-    tar = os.path.join(shared, ANCHOR)
-    if not os.path.exists(tar):
+    shared = _shared()  # the same ../shared (or PAGODA_SHARED) as the other tests
+    tar = shared / ANCHOR if shared else None
+    if tar is None or not tar.exists():
         return None
     d = tmp_path_factory.mktemp("llama")
     with tarfile.open(tar) as t:
@@ -246,3 +248,33 @@ def test_imatrix_bad_input(pagoda_bin, work, tmp_path):
     bad(p.read_bytes(), "blk.0.attn_q.weight: weight 0 is not finite")
     r = pagoda(pagoda_bin, "--imatrix", tmp_path / "missing", model, out, "Q4_0", cwd=tmp_path, check=False)
     assert r.returncode == 1 and "cannot open imatrix" in r.stderr
+
+
+def test_imatrix_experts(pagoda_bin, llama_quantize, tmp_path):
+    """3-D expert tensors: the imatrix holds ne[0] weights per expert (ne[0] * n_expert in all), each
+    expert quantized with its own slice."""
+    from test_quantize import write_moe
+    model = tmp_path / "moe.gguf"
+    write_moe(model, 4, n_layer=2)
+    rng = np.random.default_rng(5)
+    entries = {}
+    for t in gguf.GGUFReader(str(model)).tensors:
+        if not t.name.endswith(".weight") or len(t.shape) < 2 or t.name == "token_embd.weight" or "gate_inp" in t.name:
+            continue
+        n = int(t.shape[0]) * (int(t.shape[2]) if len(t.shape) > 2 else 1)
+        count = int(rng.integers(1, 50))
+        entries[t.name] = ((rng.uniform(0.01, 3, n) ** 2 * count).astype(np.float32), count)
+    write_dat(tmp_path / "imatrix", entries)
+    for qtype in ("Q4_K_M", "Q5_0", "Q6_K"):
+        mine, ref = tmp_path / f"mine-{qtype}.gguf", tmp_path / f"ref-{qtype}.gguf"
+        pagoda(pagoda_bin, "--imatrix", "imatrix", model, mine, qtype, "-t", "2", cwd=tmp_path)
+        if llama_quantize is None:
+            continue
+        llama_quantize("--imatrix", "imatrix", model, ref, qtype, cwd=tmp_path)
+        assert mine.read_bytes() == ref.read_bytes(), f"{qtype}: {first_tensor_difference(mine, ref)}"
+    # one expert's slice missing: a clear error naming the tensor
+    sums, count = entries["blk.0.ffn_up_exps.weight"]
+    entries["blk.0.ffn_up_exps.weight"] = (sums[:-256], count)
+    write_dat(tmp_path / "imatrix", entries)
+    r = pagoda(pagoda_bin, "--imatrix", "imatrix", model, tmp_path / "x.gguf", "Q4_K_M", cwd=tmp_path, check=False)
+    assert r.returncode == 1 and "entry blk.0.ffn_up_exps.weight has 768 weights, the tensor needs 1024" in r.stderr, r.stderr
