@@ -22,7 +22,15 @@
  *    either); with --pure llama-quantize aborts there instead, pagoda takes the fallback and says so.
  *    A row that fits no 32-block of a legacy type is an error, as in llama-quantize.
  *  - mixtures whose tensors need a type pagoda cannot write (Q2_K, Q3_K_*, IQ*, TQ*) are refused
- *    with the type named; --pure does not change that. */
+ *    with the type named; --pure does not change that.
+ *  - --imatrix (imatrix_file.h reads both of llama.cpp's formats): each converted tensor looks up
+ *    its entry by name; it must hold ne[0] * ne[2] weights (else an error, except token_embd.weight,
+ *    which is then quantized without); a tensor without an entry is quantized without weights.
+ *    The weights go to kref_quantize_row_weighted (ggml's quantize_row_*_impl); the mixture's
+ *    Q4_0/Q5_0 ffn_down rule needs them; the keys quantize.imatrix.file (the path as given, 127
+ *    bytes at most), .dataset (if the file names one), .entries_count and .chunks_count (if > 0)
+ *    come last, the counts as i32. Compared with llama-quantize c392e50, which reads only the
+ *    legacy format; the GGUF format is read as llama.cpp's later llama-quantize does. */
 #include <errno.h>
 #include <stdatomic.h>
 #include <stdbool.h>
@@ -37,6 +45,7 @@
 #include "core/dtype.h"
 #include "core/thread_pool.h"
 #include "format/gguf.h"
+#include "imatrix_file.h"
 #include "kernels/kernels.h"
 #include "quantize_mix.h"
 
@@ -56,11 +65,14 @@ typedef struct {
     int dtype;      /* output type */
     size_t size;    /* output bytes */
     bool convert;   /* false: the input bytes are copied */
+    const float *qw; /* importance weights: ne[0] per expert (ne[2]), NULL without */
 } q_tensor;
 
 typedef struct {
     const char *in, *out;
     const quant_target *target;
+    const char *imatrix_path;
+    imatrix *im; /* --imatrix, loaded */
     int out_type, embd_type, threads;
     bool allow_requantize, leave_output, pure;
 } q_options;
@@ -68,9 +80,9 @@ typedef struct {
 static void usage(FILE *f) {
     fprintf(f,
             "usage: pagoda quantize [--pure] [--allow-requantize] [--leave-output-tensor]\n"
-            "                       [--output-tensor-type T] [--token-embedding-type T]\n"
+            "                       [--output-tensor-type T] [--token-embedding-type T] [--imatrix FILE]\n"
             "                       IN.gguf OUT.gguf TYPE [THREADS] [-t THREADS]\n"
-            "  writes IN's weights in TYPE, byte-identical to llama-quantize (no imatrix).\n"
+            "  writes IN's weights in TYPE, byte-identical to llama-quantize (with or without --imatrix).\n"
             "  TYPE: F32 F16 BF16 Q8_0 Q4_0 Q4_1 Q5_0 Q5_1 Q4_K_S Q4_K_M (Q4_K) Q5_K_S Q5_K_M (Q5_K) Q6_K,\n"
             "  or llama-quantize's number for one of them. Without --pure a quantized TYPE is llama.cpp's\n"
             "  mixture: output.weight (token_embd.weight if tied) Q6_K (Q8_0 stays Q8_0); for Q4_K_M/Q5_K_M\n"
@@ -81,6 +93,11 @@ static void usage(FILE *f) {
             "  --output-tensor-type T, --token-embedding-type T: type of output.weight / token_embd.weight\n"
             "  --leave-output-tensor: copy output.weight as it is\n"
             "  --allow-requantize: accept quantized input tensors (dequantized, then quantized)\n"
+            "  --imatrix FILE: importance matrix from llama-imatrix, legacy .dat or GGUF format: per-column\n"
+            "    weights for the Q4_0 Q4_1 Q5_0 Q5_1 Q4_K Q5_K Q6_K quantizers (Q8_0 and float types ignore\n"
+            "    them); tensors without an entry are quantized without. With Q4_0 / Q5_0 the mixture gives\n"
+            "    the first eighth of the ffn_down layers Q4_1 / Q5_1. The file's name, dataset, entry and\n"
+            "    chunk counts are recorded under quantize.imatrix.*, as llama-quantize does.\n"
             "  -t, --threads N: threads (default: all CPUs); the output does not depend on it\n");
 }
 
@@ -149,18 +166,52 @@ static void quantize_rows(void *ctx, int ith, int nth) {
                 memcpy(x, src, (size_t)j->ne0 * sizeof *x);
             else
                 j->src->to_float(src, x, j->ne0);
-            kref_quantize_row(j->t->dtype, x, j->out + (size_t)r * j->out_row, j->ne0);
+            const float *qw = NULL;
+            if (j->t->qw) /* expert (ne[2]) of row r: each expert has its own ne0 weights */
+                qw = j->t->qw + ((r / j->t->in->ne[1]) % j->t->in->ne[2]) * j->ne0;
+            kref_quantize_row_weighted(j->t->dtype, x, j->out + (size_t)r * j->out_row, j->ne0, qw);
         }
     }
 }
 
 static double mib(size_t n) { return (double)n / (1024.0 * 1024.0); }
 
+/* llama-quantize's use of the imatrix for a tensor it converts: the entry of that name, which must
+ * hold ne[0] * ne[2] weights (one row's worth per expert); a missing entry quantizes without
+ * weights, a wrong size is an error except for token_embd.weight (then quantized without). */
+static bool attach_imatrix(q_tensor *t, const q_options *o) {
+    t->qw = NULL;
+    if (!o->im) return true;
+    const char *name = t->in->name;
+    const imatrix_entry *e = imatrix_find(o->im, name);
+    if (!e) {
+        fprintf(stderr, "%s: no imatrix entry, quantized without importance weights\n", name);
+        return true;
+    }
+    const int64_t want = t->in->ne[0] * t->in->ne[2];
+    if (e->n != want) {
+        if (!strcmp(name, "token_embd.weight")) {
+            fprintf(stderr, "%s: imatrix has %lld weights, the tensor %lld columns: quantized without\n", name,
+                    (long long)e->n, (long long)want);
+            return true;
+        }
+        fprintf(stderr,
+                "pagoda quantize: imatrix %s: entry %s has %lld weights, the tensor needs %lld (ne[0] %lld x %lld "
+                "experts): the imatrix was made for another model\n",
+                o->imatrix_path, name, (long long)e->n, (long long)want, (long long)t->in->ne[0],
+                (long long)t->in->ne[2]);
+        return false;
+    }
+    t->qw = e->values;
+    return true;
+}
+
 /* Decides each tensor's output type; prints the error and returns false on a tensor it cannot
  * write. n_fallback counts the fallbacks taken. */
 static bool plan_tensors(q_tensor *ts, int64_t n, const q_options *o, const gguf_file *f, int *n_fallback) {
     quant_mix mix;
     quant_mix_init(&mix, f, o->target, o->out_type);
+    mix.has_imatrix = o->im != NULL;
     const bool use_mix = !o->pure && dtype_info(o->target->dtype)->block_size > 1; /* quantized base type */
     for (int64_t i = 0; i < n; i++) {
         q_tensor *t = &ts[i];
@@ -201,6 +252,7 @@ static bool plan_tensors(q_tensor *ts, int64_t n, const q_options *o, const gguf
                 }
                 t->dtype = want;
                 t->convert = true;
+                if (!attach_imatrix(t, o)) return false;
             }
         }
         int64_t nel = 1;
@@ -216,8 +268,9 @@ static bool plan_tensors(q_tensor *ts, int64_t n, const q_options *o, const gguf
     return true;
 }
 
-/* Copies the input's keys, then sets the quantization keys the way llama-quantize does. */
-static pagoda_status write_metadata(gguf_writer *w, const gguf_file *f, uint32_t ftype) {
+/* Copies the input's keys, then sets the quantization keys the way llama-quantize does (its
+ * --imatrix keys last, strings cut to 127 bytes). */
+static pagoda_status write_metadata(gguf_writer *w, const gguf_file *f, uint32_t ftype, const q_options *o) {
     pagoda_status st = PAGODA_OK;
     for (int64_t i = 0; i < gguf_n_kv(f) && !st; i++) st = gguf_writer_set_kv(w, gguf_kv_at(f, i));
     if (st) return st;
@@ -226,6 +279,22 @@ static pagoda_status write_metadata(gguf_writer *w, const gguf_file *f, uint32_t
     gguf_writer_remove_key(w, "general.file_type");
     if ((st = gguf_writer_set_u32(w, "general.file_type", ftype))) return st;
     for (size_t i = 0; i < sizeof k_split_keys / sizeof *k_split_keys; i++) gguf_writer_remove_key(w, k_split_keys[i]);
+    if (!o->im) return PAGODA_OK;
+    char buf[128];
+    snprintf(buf, sizeof buf, "%s", o->imatrix_path);
+    gguf_writer_remove_key(w, "quantize.imatrix.file");
+    if ((st = gguf_writer_set_str(w, "quantize.imatrix.file", buf))) return st;
+    if (o->im->has_dataset) {
+        snprintf(buf, sizeof buf, "%s", o->im->dataset);
+        gguf_writer_remove_key(w, "quantize.imatrix.dataset");
+        if ((st = gguf_writer_set_str(w, "quantize.imatrix.dataset", buf))) return st;
+    }
+    gguf_writer_remove_key(w, "quantize.imatrix.entries_count");
+    if ((st = gguf_writer_set_i32(w, "quantize.imatrix.entries_count", (int32_t)o->im->n_entries))) return st;
+    if (o->im->chunks > 0) {
+        gguf_writer_remove_key(w, "quantize.imatrix.chunks_count");
+        if ((st = gguf_writer_set_i32(w, "quantize.imatrix.chunks_count", o->im->chunks))) return st;
+    }
     return PAGODA_OK;
 }
 
@@ -244,6 +313,12 @@ static int parse_args(int argc, char **argv, q_options *o) {
             o->allow_requantize = true;
         } else if (!strcmp(a, "--leave-output-tensor")) {
             o->leave_output = true;
+        } else if (!strcmp(a, "--imatrix")) {
+            if (i + 1 >= argc) {
+                fprintf(stderr, "pagoda quantize: %s needs a value\n", a);
+                return 2;
+            }
+            o->imatrix_path = argv[++i];
         } else if (!strcmp(a, "--output-tensor-type") || !strcmp(a, "--token-embedding-type") || !strcmp(a, "-t") ||
                    !strcmp(a, "--threads")) {
             if (i + 1 >= argc) {
@@ -303,6 +378,16 @@ int cmd_quantize(int argc, char **argv) {
     int rc = parse_args(argc, argv, &o);
     if (rc >= 0) return rc;
     rc = 1;
+    if (o.imatrix_path) {
+        char why[512];
+        if (!(o.im = imatrix_load(o.imatrix_path, why, sizeof why))) {
+            fprintf(stderr, "pagoda quantize: %s\n", why);
+            return 1;
+        }
+        fprintf(stderr, "quantize: imatrix %s (%s): %lld entries, %d chunks%s%s\n", o.imatrix_path,
+                o.im->gguf ? "GGUF" : "legacy .dat", (long long)o.im->n_entries, o.im->chunks,
+                o.im->has_dataset ? ", dataset " : "", o.im->has_dataset ? o.im->dataset : "");
+    }
     gguf_file *f = NULL;
     gguf_writer *w = NULL;
     q_tensor *ts = NULL;
@@ -313,6 +398,7 @@ int cmd_quantize(int argc, char **argv) {
     pagoda_status st;
     if (gguf_open(o.in, &f) != PAGODA_OK) {
         fprintf(stderr, "pagoda quantize: %s\n", pagoda_last_error());
+        imatrix_free(o.im);
         return 1;
     }
     n = gguf_n_tensors(f);
@@ -339,7 +425,7 @@ int cmd_quantize(int argc, char **argv) {
     for (int i = 0; i < o.threads; i++)
         if (!(scratch[i] = malloc((size_t)max_ne0 * sizeof(float)))) goto nomem;
     if (!(w = gguf_writer_create())) goto nomem;
-    if ((st = write_metadata(w, f, o.target->ftype))) goto gguf_fail;
+    if ((st = write_metadata(w, f, o.target->ftype, &o))) goto gguf_fail;
     for (int64_t i = 0; i < n; i++)
         if ((st = gguf_writer_add_tensor(w, ts[i].in->name, ts[i].dtype, ts[i].n_dims, ts[i].in->ne))) goto gguf_fail;
     size_t tmp_len = strlen(o.out) + 32;
@@ -399,5 +485,6 @@ done:
     free(tmp);
     free(ts);
     gguf_close(f);
+    imatrix_free(o.im);
     return rc;
 }

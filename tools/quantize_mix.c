@@ -25,8 +25,8 @@
  *     MoE models the N of "blk.N." instead), n = block_count: Q4_K_M gives Q6_K where
  *     use_more_bits(i, n) (Falcon: Q6_K for i < n/16, Q5_K where use_more_bits, else Q4_K);
  *     Q4_K_S gives Q5_K for i < n/8 (not Falcon); Q5_K_M gives Q6_K where use_more_bits(i, n).
- *     (llama-quantize's Q4_0 -> Q4_1 / Q5_0 -> Q5_1 bump of the first layers needs an imatrix,
- *     which pagoda does not take, so it never applies here.)
+ *     With an imatrix, Q4_0 / Q5_0 give Q4_1 / Q5_1 for i < n/8 (llama.cpp's guard against the
+ *     first ffn_down layers going wrong; without one the old files stay as they were).
  *  6. *attn_output.weight: Q5_K for Q4_K_S / Q4_K_M on a model with exactly 8 experts (not Falcon).
  *  7. *attn_qkv.weight (fused projections): Q5_K for Q4_K_M, Q6_K for Q5_K_M.
  * Afterwards the caller applies --token-embedding-type / --output-tensor-type and the row-length
@@ -43,7 +43,7 @@
 
 #include "core/dtype.h"
 
-enum { FT_Q4_K_S = 14, FT_Q4_K_M = 15, FT_Q5_K_S = 16, FT_Q5_K_M = 17 };
+enum { FT_Q4_0 = 2, FT_Q5_0 = 8, FT_Q4_K_S = 14, FT_Q4_K_M = 15, FT_Q5_K_S = 16, FT_Q5_K_M = 17 };
 
 static const quant_target k_targets[] = {
     {"F32", PAGODA_DTYPE_F32, 0},      {"F16", PAGODA_DTYPE_F16, 1},      {"BF16", PAGODA_DTYPE_BF16, 32},
@@ -148,6 +148,8 @@ int quant_mix_type(quant_mix *m, const char *name, int64_t ne0) {
             t = i < n / 16 ? PAGODA_DTYPE_Q6_K : use_more_bits(i, n) ? PAGODA_DTYPE_Q5_K : PAGODA_DTYPE_Q4_K;
         else if (k_m && use_more_bits(i, n)) t = PAGODA_DTYPE_Q6_K;
         else if (ft == FT_Q4_K_S && !m->falcon && i < n / 8) t = PAGODA_DTYPE_Q5_K;
+        else if ((ft == FT_Q4_0 || ft == FT_Q5_0) && m->has_imatrix && i < n / 8)
+            t = ft == FT_Q4_0 ? PAGODA_DTYPE_Q4_1 : PAGODA_DTYPE_Q5_1;
         return t;
     }
     if (strstr(name, "attn_output.weight")) /* rule 6 */

@@ -33,6 +33,7 @@ typedef struct {
     int n_attention_wv; /* tensors named *attn_v.weight, *attn_qkv.weight, *attn_kv_b.weight */
     int i_attention_wv; /* attn_v tensors seen so far */
     int i_ffn_down;     /* ffn_down tensors seen so far */
+    bool has_imatrix;   /* quantizing with --imatrix (set by the caller after quant_mix_init) */
 } quant_mix;
 
 void quant_mix_init(quant_mix *m, const gguf_file *f, const quant_target *target, int out_type);

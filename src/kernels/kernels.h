@@ -38,6 +38,10 @@ const k_type_traits *kref_traits(int dtype);
  * only for Q8_0, whose from_float follows the activation path. false if the type cannot be a
  * weight pagoda produces. */
 bool kref_quantize_row(int dtype, const float *x, void *y, int64_t n);
+/* The same with an importance matrix: qw holds one weight per column of the row (n values), as
+ * llama-quantize --imatrix uses them (ggml's quantize_row_*_impl). qw NULL, and the types ggml
+ * quantizes without weights (Q8_0, F16, BF16, F32), give kref_quantize_row's result. */
+bool kref_quantize_row_weighted(int dtype, const float *x, void *y, int64_t n, const float *qw);
 /* Fastest traits for this CPU (falls back to kref_traits). */
 const k_type_traits *kcpu_traits(int dtype);
 
