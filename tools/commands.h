@@ -10,6 +10,7 @@ int cmd_perplexity(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
 int cmd_synth(int argc, char **argv);
 int cmd_quantize(int argc, char **argv);        /* cmd_quantize.c */
+int cmd_imatrix(int argc, char **argv);         /* cmd_imatrix.c: llama-imatrix's importance matrix */
 int cmd_tokenize(int argc, char **argv);
 int cmd_serve(int argc, char **argv);           /* cmd_serve.c */
 int cmd_eval(int argc, char **argv);            /* cmd_eval.c: eval humaneval */

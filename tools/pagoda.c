@@ -19,6 +19,7 @@ static const struct {
     {"synth", cmd_synth, "write a GGUF with random weights of a real model's shape"},
     {"perplexity", cmd_perplexity, "perplexity of a text (as llama-perplexity), KL divergence against a base"},
     {"quantize", cmd_quantize, "rewrite a GGUF's weights in another type (as llama-quantize --pure)"},
+    {"imatrix", cmd_imatrix, "importance matrix of a text for quantize --imatrix (as llama-imatrix)"},
 };
 
 static void usage(void) {

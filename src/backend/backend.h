@@ -154,6 +154,11 @@ struct pg_backend {
 
 /* ---- the backends ---- */
 
+/* An observer of products: called on the stepping thread with the input x [T][n_in] (contiguous
+ * floats) of a product over the matrix uploaded as weight_name (pg_tensor.name, "?" when it had
+ * none), before the product runs. x is the backend's memory: read it, never keep it. */
+typedef void (*pg_matmul_observer)(void *user, const char *weight_name, const float *x, int32_t T, int64_t n_in);
+
 typedef struct {
     int32_t n_threads;   /* kernel threads of this backend (OpenMP team size); <= 0: all cores */
     int32_t max_tokens;  /* tokens per step */
@@ -161,6 +166,9 @@ typedef struct {
                                  width (Q, K or V rows of a fused Q|K|V buffer) */
     int32_t quant_act;   /* pagoda_quant_act: activations of products over GPTQ/AWQ/compressed-tensors
                             weights (0: as each checkpoint declares) */
+    pg_matmul_observer observe; /* optional: sees the input rows of every product over an uploaded
+                                   matrix before it runs (NULL: none; pagoda imatrix) */
+    void *observe_user;
 } pg_cpu_config;
 pagoda_status be_cpu_create(const pg_cpu_config *c, pg_backend **out);
 

@@ -24,6 +24,13 @@ typedef struct {
     k_attn_seq *seqs;     /* [max_tokens] one per sequence of the step */
     const pg_batch *b;    /* the step's batch (borrowed until end_step) */
     const int32_t *out_rows;
+    /* with an observer (pg_cpu_config.observe): the name of each uploaded matrix, by its data
+       pointer (what a product's pg_bweight carries), open addressing, cap a power of two */
+    struct {
+        const void *key;
+        const char *name;
+    } *names;
+    size_t n_names, cap_names;
 } cpu_be;
 
 #define CPU(be) ((cpu_be *)(be))
@@ -31,7 +38,7 @@ typedef struct {
 static void cpu_destroy(pg_backend *be) {
     cpu_be *c = CPU(be);
     for (int i = 0; i < c->n_allocs; i++) free(c->allocs[i]);
-    free(c->allocs), free(c->work), free(c->strided), free(c->pos), free(c->seqs);
+    free(c->allocs), free(c->work), free(c->strided), free(c->pos), free(c->seqs), free(c->names);
     free(c);
 }
 
@@ -66,6 +73,40 @@ static pagoda_status grow_work(cpu_be *c, size_t need) {
     return PAGODA_OK;
 }
 
+static size_t name_slot(const cpu_be *c, const void *key) {
+    size_t h = ((uintptr_t)key >> 4) * (size_t)0x9E3779B97F4A7C15ull, mask = c->cap_names - 1;
+    for (size_t i = h & mask;; i = (i + 1) & mask)
+        if (!c->names[i].key || c->names[i].key == key) return i;
+}
+
+/* Records the name the observer reports for products over the matrix at key (the first name
+ * wins when the same data is uploaded twice, e.g. tied embeddings). */
+static pagoda_status remember_name(cpu_be *c, const void *key, const char *name) {
+    if (!c->c.observe || !key) return PAGODA_OK;
+    if (2 * (c->n_names + 1) > c->cap_names) {
+        size_t cap = c->cap_names ? 2 * c->cap_names : 256;
+        cpu_be old = *c;
+        c->names = calloc(cap, sizeof *c->names);
+        if (!c->names) {
+            c->names = old.names;
+            return pg_fail(PAGODA_ERR_NOMEM, "out of memory");
+        }
+        c->cap_names = cap;
+        for (size_t i = 0; i < old.cap_names; i++)
+            if (old.names[i].key) c->names[name_slot(c, old.names[i].key)] = old.names[i];
+        free(old.names);
+    }
+    size_t i = name_slot(c, key);
+    if (!c->names[i].key) c->names[i].key = key, c->names[i].name = name ? name : "?", c->n_names++;
+    return PAGODA_OK;
+}
+
+static const char *matrix_name(const cpu_be *c, const void *key) {
+    if (!c->cap_names) return "?";
+    size_t i = name_slot(c, key);
+    return c->names[i].key ? c->names[i].name : "?";
+}
+
 static pagoda_status upload_qweight(cpu_be *c, const pg_tensor *t, pg_bweight *out) {
     if (t->qkind < K_QW_INT4 || t->qkind > K_QW_FP8 || !t->scales.data || t->scales.dtype != PAGODA_DTYPE_F32 ||
         t->group_size <= 0 || (t->qkind == K_QW_FP8 && t->zeros.data))
@@ -86,6 +127,8 @@ static pagoda_status cpu_upload(pg_backend *be, const pg_tensor *t, bool matrix,
     cpu_be *c = CPU(be);
     *out = (pg_bweight){.data = t->data, .dtype = t->dtype, .n_in = t->n_in, .n_out = t->n_out};
     if (!matrix) return PAGODA_OK;
+    pagoda_status st = remember_name(c, t->data, t->name);
+    if (st) return st;
     if (t->qkind) return upload_qweight(c, t, out);
     if (!k_matmul_supported(t->dtype))
         return pg_fail(PAGODA_ERR_UNSUPPORTED, "weight %s: type %s has no CPU product", t->name ? t->name : "?",
@@ -183,6 +226,7 @@ static void cpu_add_norm(pg_backend *be, float *x, const float *delta, const pg_
 static void cpu_matmul(pg_backend *be, const pg_bweight *w, const float *x, int32_t T, float *y, int64_t ldy, bool x_half) {
     cpu_be *c = CPU(be);
     (void)x_half;
+    if (c->c.observe) c->c.observe(c->c.observe_user, matrix_name(c, w->data), x, T, w->n_in);
     if (w->aux) { /* GPTQ / AWQ / compressed-tensors codes: the product takes the row stride itself */
         const cpu_qw *q = w->aux;
         kcpu_qmatmul(&q->w, q->act, x, T, y, ldy, c->work);

@@ -178,6 +178,10 @@ pagoda_status forward_create_ex(const pg_model *m, int32_t max_tokens, const pg_
         st = pg_fail(PAGODA_ERR_NOMEM, "out of memory");
         goto fail;
     }
+    if (f->n_gpu > 0 && o.observe) {
+        st = pg_fail(PAGODA_ERR_UNSUPPORTED, "forward: product observers run on the CPU only (no GPU layers)");
+        goto fail;
+    }
     if (f->n_gpu > 0) {
         if (c->head_dim > 256 || c->head_dim % 2) {
             st = pg_fail(PAGODA_ERR_UNSUPPORTED, "CUDA: head_dim %d (the GPU attention takes even sizes up to 256)", c->head_dim);
@@ -198,7 +202,7 @@ pagoda_status forward_create_ex(const pg_model *m, int32_t max_tokens, const pg_
         int64_t cols = qd > kvd ? qd : kvd;
         if (c->n_embd > cols) cols = c->n_embd;
         pg_cpu_config cc = {.n_threads = o.n_threads, .max_tokens = max_tokens, .max_strided_cols = cols,
-                            .quant_act = o.quant_act};
+                            .quant_act = o.quant_act, .observe = o.observe, .observe_user = o.observe_user};
         stage *s = &f->st[f->n_stages++];
         s->l0 = f->n_gpu, s->l1 = c->n_layer, s->embed = f->n_gpu == 0, s->head = true;
         if ((st = be_cpu_create(&cc, &s->be))) goto fail;

@@ -26,6 +26,10 @@ typedef struct {
     int cuda_no_repack;   /* 1: no repacked Q4_0/Q8_0 copies for the decode matvec */
     int cuda_qgemm;       /* pg_cuda_qgemm: quantized products over a few tokens */
     int quant_act;        /* pagoda_quant_act: activations of GPTQ/AWQ/compressed-tensors products */
+    pg_matmul_observer observe; /* optional: the input rows of every product over a model matrix,
+                                   with the matrix's name (backend.h); CPU layers only: refused
+                                   with GPU layers */
+    void *observe_user;
 } pg_forward_opts;
 
 /* Scratch for batches of up to max_tokens tokens (allocated once; no malloc per step), placed as
