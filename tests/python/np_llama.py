@@ -7,10 +7,11 @@ import numpy as np
 import pytest
 
 
-def llama_hidden(path, ids_list):
+def llama_hidden(path, ids_list, hook=None):
     """Final hidden states (after output_norm) of each list of token ids, float64 activations over
     the file's weights (quantized ones dequantized by gguf-py), by the conventions of
-    ../shared/fixtures/gguf/README.md (adjacent-pair rope, KV head h // group, SiLU(gate) * up)."""
+    ../shared/fixtures/gguf/README.md (adjacent-pair rope, KV head h // group, SiLU(gate) * up).
+    hook(weight_name, x): called with the input rows x [T, n_in] of every layer product."""
     gguf = pytest.importorskip("gguf")
     r = gguf.GGUFReader(str(path))
     W = {t.name: np.asarray(gguf.quants.dequantize(t.data, t.tensor_type), dtype=np.float32) for t in r.tensors}
@@ -23,7 +24,7 @@ def llama_hidden(path, ids_list):
     H, Hkv = int(field("llama.attention.head_count")), int(field("llama.attention.head_count_kv"))
     eps, base = float(field("llama.attention.layer_norm_rms_epsilon")), float(field("llama.rope.freq_base"))
     hd = E // H
-    return [forward(W, ids, E, L, H, Hkv, hd, eps, base) for ids in ids_list]
+    return [forward(W, ids, E, L, H, Hkv, hd, eps, base, hook) for ids in ids_list]
 
 
 def llama_logits(path, ids_list):
@@ -36,8 +37,13 @@ def llama_logits(path, ids_list):
     return [h @ head.T for h in llama_hidden(path, ids_list)]
 
 
-def forward(W, ids, E, L, H, Hkv, hd, eps, base):
+def forward(W, ids, E, L, H, Hkv, hd, eps, base, hook=None):
     T = len(ids)
+
+    def mm(x, name):
+        if hook:
+            hook(name, x)
+        return x @ W[name].T
 
     def rms(x, w):
         return x / np.sqrt((x * x).mean(-1, keepdims=True) + eps) * w
@@ -58,17 +64,17 @@ def forward(W, ids, E, L, H, Hkv, hd, eps, base):
     for l in range(L):
         p = f"blk.{l}."
         h = rms(x, W[p + "attn_norm.weight"])
-        q = rope((h @ W[p + "attn_q.weight"].T).reshape(T, H, hd))
-        k = rope((h @ W[p + "attn_k.weight"].T).reshape(T, Hkv, hd))
-        v = (h @ W[p + "attn_v.weight"].T).reshape(T, Hkv, hd)
+        q = rope(mm(h, p + "attn_q.weight").reshape(T, H, hd))
+        k = rope(mm(h, p + "attn_k.weight").reshape(T, Hkv, hd))
+        v = mm(h, p + "attn_v.weight").reshape(T, Hkv, hd)
         att = np.empty((T, H, hd))
         for hh in range(H):
             kv = hh // (H // Hkv)
             s = q[:, hh] @ k[:, kv].T / math.sqrt(hd) + mask
             s = np.exp(s - s.max(-1, keepdims=True))
             att[:, hh] = (s / s.sum(-1, keepdims=True)) @ v[:, kv]
-        x = x + att.reshape(T, E) @ W[p + "attn_output.weight"].T
+        x = x + mm(att.reshape(T, E), p + "attn_output.weight")
         h = rms(x, W[p + "ffn_norm.weight"])
-        g, u = h @ W[p + "ffn_gate.weight"].T, h @ W[p + "ffn_up.weight"].T
-        x = x + (g / (1 + np.exp(-g)) * u) @ W[p + "ffn_down.weight"].T
+        g, u = mm(h, p + "ffn_gate.weight"), mm(h, p + "ffn_up.weight")
+        x = x + mm(g / (1 + np.exp(-g)) * u, p + "ffn_down.weight")
     return rms(x, W["output_norm.weight"])
