@@ -93,7 +93,7 @@ static void usage(FILE *f) {
             "  --output-tensor-type T, --token-embedding-type T: type of output.weight / token_embd.weight\n"
             "  --leave-output-tensor: copy output.weight as it is\n"
             "  --allow-requantize: accept quantized input tensors (dequantized, then quantized)\n"
-            "  --imatrix FILE: importance matrix from llama-imatrix, legacy .dat or GGUF format: per-column\n"
+            "  --imatrix FILE: importance matrix from llama-imatrix or pagoda imatrix, legacy .dat or GGUF: per-column\n"
             "    weights for the Q4_0 Q4_1 Q5_0 Q5_1 Q4_K Q5_K Q6_K quantizers (Q8_0 and float types ignore\n"
             "    them); tensors without an entry are quantized without. With Q4_0 / Q5_0 the mixture gives\n"
             "    the first eighth of the ffn_down layers Q4_1 / Q5_1. The file's name, dataset, entry and\n"

@@ -121,6 +121,14 @@ def test_gguf_matches_reference(setup, reference, run_pagoda):
         worst_sum = max(worst_sum, float(np.max(np.abs(got - s) / np.sqrt(rows * s2))))
     print(f"in_sum2 worst relative error {worst:.2e}, in_sum worst scaled error {worst_sum:.2e} over {len(names)} tensors")
     assert worst <= 1e-3 and worst_sum <= 1e-3
+    # the chunks' first tokens as in the text instead of BOS must be seen (so the rule is tested)
+    _, _, _, ids = setup
+    plain = {}
+    llama_hidden(model, [ids[c * N_CTX:(c + 1) * N_CTX] for c in range(CHUNKS)],
+                 lambda n, x: plain.__setitem__(n, plain.get(n, 0.0) + (x * x).sum(0)))
+    off = rel_err(t["blk.0.attn_q.weight.in_sum2"].data.reshape(-1).astype(np.float64), plain["blk.0.attn_q.weight"])
+    print(f"without BOS as each chunk's first input: {off:.2e}")
+    assert off > 1e-2
 
 
 def test_dat_matches_reference(setup, reference, run_pagoda):
@@ -207,3 +215,28 @@ def test_bad_input(setup, run_pagoda, tmp_path):
     assert r.returncode == 2
     assert run_pagoda("imatrix", "-m", model, "-f", text, check=False).returncode == 2  # no -o
     assert run_pagoda("imatrix", "-m", model, "-f", text, "-o", out, "-c", "x", check=False).returncode == 2
+
+
+def test_hugging_face_folder_refused(shared, run_pagoda, setup, tmp_path):
+    """Its tensor names are not llama.cpp's: refused with the way out (convert to GGUF first)."""
+    hf = shared / "models" / "pycoder-tiny"
+    if not (hf / "tokenizer.json").exists():
+        pytest.skip("pycoder-tiny not in ../shared")
+    _, _, text, _ = setup
+    r = run_pagoda("imatrix", "-m", hf, "-f", text, "-o", tmp_path / "o.gguf", "-c", 64, check=False)
+    assert r.returncode == 1 and "convert it to GGUF first" in r.stderr, r.stderr
+
+
+def test_real_model(builtin_model, setup, run_pagoda, tmp_path):
+    """SmolLM2-135M (Q4_1 weights): every layer's 7 products collected, a sane perplexity, and
+    the file drives pagoda quantize."""
+    _, _, text, _ = setup
+    out = tmp_path / "smol.gguf"
+    r = run_pagoda("imatrix", "-m", builtin_model, "-f", text, "-o", out, "-c", 256, "--chunks", 2)
+    ppl = float(r.stdout.split("PPL = ")[1].split()[0])
+    meta, t, _ = read_gguf(out)
+    n_layer = len({n.split(".")[1] for n in t})
+    print(f"SmolLM2: {len(t) // 3} tensors over {n_layer} layers, PPL {ppl:.3f}")
+    assert len(t) == 3 * 7 * n_layer == 3 * 7 * 30 and meta["chunk_count"] == 2 and 2 < ppl < 30
+    assert all(float(t[n].data[0, 0]) == 512 for n in t if n.endswith(".counts"))
+    run_pagoda("quantize", "--allow-requantize", "--imatrix", out, builtin_model, tmp_path / "q.gguf", "Q4_K_M")
