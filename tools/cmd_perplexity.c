@@ -33,6 +33,7 @@ static const char k_usage[] =
             "  --chunks N            at most N chunks (default: all the text gives)\n"
             "  -t, --threads N       threads (default: all cores)\n"
             "  --kv-cache-dtype T    KV cache element type: f32 (default), f16, int8 or fp8 (e4m3); also --kv-type\n"
+            "  --quant-activations checkpoint|float|int8|fp8  activations of GPTQ/AWQ/compressed-tensors products\n"
             "  --kl-divergence-base FILE  save the scored positions' log-probabilities to FILE\n"
             "  --kl-divergence       read FILE instead and report KL divergence, top-1 agreement and\n"
             "                        the change of the correct token's probability against it\n";
@@ -152,7 +153,7 @@ static void kld_report(const float *p, const float *q, const int32_t *tgt, size_
 }
 
 int cmd_perplexity(int argc, char **argv) {
-    int kv_type = PAGODA_DTYPE_F32, kv_given = 0;
+    int kv_type = PAGODA_DTYPE_F32, kv_given = 0, quant_act = 0;
     const char *model = NULL, *text_path = NULL, *kld_path = NULL;
     long n_ctx = 512, max_chunks = -1, threads = 0;
     int kld_compare = 0;
@@ -169,6 +170,7 @@ int cmd_perplexity(int argc, char **argv) {
         else if (!strcmp(a, "-t") || !strcmp(a, "--threads")) { if (cli_int(a, v, 0, 1024, &threads)) return 2; i++; }
         else if (!strcmp(a, "--kv-cache-dtype")) { if (cli_kv_cache_dtype(a, v, &kv_type, &kv_given)) return 2; i++; }
         else if (!strcmp(a, "--kv-type")) { if (cli_kv_type(a, v, &kv_type)) return 2; i++; }
+        else if (!strcmp(a, "--quant-activations")) { if (cli_quant_act(a, v, &quant_act)) return 2; i++; }
         else return cli_unknown_option("pagoda perplexity", a, k_usage);
     }
     if (!model || !text_path) return usage(), 2;
@@ -258,6 +260,7 @@ int cmd_perplexity(int argc, char **argv) {
     ec.max_model_len = (int32_t)n_ctx;
     ec.prefix_caching = 0;
     ec.kv_dtype = (pagoda_dtype)kv_type;
+    ec.quant_activations = quant_act;
     if (pagoda_engine_create(m, &ec, &e)) { cli_error("engine"); goto done; }
     if (!(cs = calloc((size_t)n_chunks, sizeof *cs))) goto done;
     int32_t *input = malloc(sizeof(int32_t) * (size_t)n_ctx * (size_t)par);
