@@ -166,18 +166,47 @@ static void put_hist(out *o, const char *model, const char *name, const char *he
     put(o, "%s_count{model_name=\"%s\"} %llu\n", name, model, (unsigned long long)h->count);
 }
 
+/* The metrics vLLM also exports, under prefix ("pagoda:" or "vllm:"): routers and dashboards
+ * built for vLLM (vllm-router, sglang-router, Grafana boards, KEDA/HPA rules) read them unchanged. */
+static void render_common(out *o, const serve_metrics *m, const pagoda_engine_stats *st, const char *prefix) {
+    const char *mn = m->model;
+    char n[96];
+#define NAME(s) (snprintf(n, sizeof n, "%s%s", prefix, s), n)
+    put_gauge(o, mn, NAME("num_requests_running"), "Requests with a sequence in the running batch.", st->n_running_requests);
+    put_gauge(o, mn, NAME("num_requests_waiting"), "Requests waiting to be scheduled (queued or preempted).",
+              st->n_waiting_requests);
+    double usage = st->kv_blocks_total > 0 ? (double)st->kv_blocks_used / st->kv_blocks_total : 0.0;
+    put_gauge(o, mn, NAME("kv_cache_usage_perc"), "Fraction of KV cache blocks in use (1 = full).", usage);
+    if (!strcmp(prefix, "vllm:")) /* the name vLLM used before v1 (still read by older routers and boards) */
+        put_gauge(o, mn, NAME("gpu_cache_usage_perc"), "Fraction of KV cache blocks in use (1 = full).", usage);
+    put_counter(o, mn, NAME("prefix_cache_queries_total"), "Prompt tokens looked up in the prefix cache.",
+                st->n_prompt_tokens);
+    put_counter(o, mn, NAME("prefix_cache_hits_total"), "Prompt tokens served from the prefix cache.", st->n_cached_tokens);
+    put_counter(o, mn, NAME("prompt_tokens_total"), "Prompt tokens of admitted sequences.", st->n_prompt_tokens);
+    put_counter(o, mn, NAME("generation_tokens_total"), "Generated tokens.", st->n_generated_tokens);
+    put_counter(o, mn, NAME("num_preemptions_total"), "Sequences preempted for lack of KV blocks.", st->n_preemptions);
+    put_head(o, NAME("request_success_total"), "counter", "Finished choices, by finish reason.");
+    static const char *const reasons[5] = {NULL, "stop", "length", "abort", "error"};
+    for (int i = 1; i < 5; i++)
+        put(o, "%s{model_name=\"%s\",finished_reason=\"%s\"} %llu\n", n, mn, reasons[i],
+            (unsigned long long)m->finished[i]);
+    put_hist(o, mn, NAME("time_to_first_token_seconds"), "Time from request arrival to its first token.", &m->ttft);
+    put_hist(o, mn, NAME("time_per_output_token_seconds"), "Mean time between output tokens of a request.", &m->tpot);
+    if (!strcmp(prefix, "vllm:")) /* vLLM v1's name for the same histogram */
+        put_hist(o, mn, NAME("inter_token_latency_seconds"), "Mean time between output tokens of a request.", &m->tpot);
+    put_hist(o, mn, NAME("e2e_request_latency_seconds"), "Time from request arrival to its last event.", &m->e2e);
+#undef NAME
+}
+
 char *metrics_render(serve_metrics *m, const pagoda_engine_stats *st, size_t stream_unsent_peak, size_t *len) {
-    out o = {.cap = 8192};
+    out o = {.cap = 16384};
     if (!(o.p = malloc(o.cap))) return NULL;
     o.p[0] = 0;
     pthread_mutex_lock(&m->mu);
     const char *mn = m->model;
-    put_gauge(&o, mn, "pagoda:num_requests_running", "Requests with a sequence in the running batch.", st->n_running_requests);
-    put_gauge(&o, mn, "pagoda:num_requests_waiting", "Requests waiting to be scheduled (queued or preempted).", st->n_waiting_requests);
+    render_common(&o, m, st, "pagoda:");
     put_gauge(&o, mn, "pagoda:num_sequences_running", "Sequences in the running batch (n > 1 requests run several).", st->n_running);
     put_gauge(&o, mn, "pagoda:num_requests_live", "Requests submitted and not finished.", st->n_live_requests);
-    put_gauge(&o, mn, "pagoda:kv_cache_usage_perc", "Fraction of KV cache blocks in use (1 = full).",
-              st->kv_blocks_total > 0 ? (double)st->kv_blocks_used / st->kv_blocks_total : 0.0);
     put_gauge(&o, mn, "pagoda:kv_cache_blocks_total", "KV cache blocks.", st->kv_blocks_total);
     put_gauge(&o, mn, "pagoda:kv_cache_blocks_used", "KV cache blocks referenced by sequences.", st->kv_blocks_used);
     put_gauge(&o, mn, "pagoda:kv_cache_blocks_cached", "Free KV cache blocks holding a reusable prefix.",
@@ -186,16 +215,8 @@ char *metrics_render(serve_metrics *m, const pagoda_engine_stats *st, size_t str
     put_gauge(&o, mn, "pagoda:stream_unsent_bytes_peak",
               "Largest backlog of generated output a stream's client left unread (bytes; capped by --max-unsent-bytes).",
               (double)stream_unsent_peak);
-    put_counter(&o, mn, "pagoda:prefix_cache_queries_total", "Prompt tokens looked up in the prefix cache.",
-                st->n_prompt_tokens);
-    put_counter(&o, mn, "pagoda:prefix_cache_hits_total", "Prompt tokens served from the prefix cache.",
-                st->n_cached_tokens);
-    put_counter(&o, mn, "pagoda:prompt_tokens_total", "Prompt tokens of admitted sequences.", st->n_prompt_tokens);
-    put_counter(&o, mn, "pagoda:generation_tokens_total", "Generated tokens.", st->n_generated_tokens);
     put_counter(&o, mn, "pagoda:computed_tokens_total", "Tokens run through the model (prefill, decode, recompute).",
                 st->n_computed_tokens);
-    put_counter(&o, mn, "pagoda:num_preemptions_total", "Sequences preempted for lack of KV blocks.",
-                st->n_preemptions);
     put_counter(&o, mn, "pagoda:engine_steps_total", "Engine steps.", st->n_steps);
     put_counter_f(&o, mn, "pagoda:engine_step_seconds_total", "Wall time in engine steps that ran the model.",
                   st->step_seconds);
@@ -204,18 +225,10 @@ char *metrics_render(serve_metrics *m, const pagoda_engine_stats *st, size_t str
                   st->forward_seconds);
     put_counter(&o, mn, "pagoda:requests_submitted_total", "Requests accepted by the engine.",
                 st->n_requests_submitted);
-    put_head(&o, "pagoda:request_success_total", "counter", "Finished choices, by finish reason.");
-    static const char *const reasons[5] = {NULL, "stop", "length", "abort", "error"};
-    for (int i = 1; i < 5; i++)
-        put(&o, "pagoda:request_success_total{model_name=\"%s\",finished_reason=\"%s\"} %llu\n", mn, reasons[i],
-            (unsigned long long)m->finished[i]);
     put_head(&o, "pagoda:http_responses_total", "counter", "HTTP responses, by status code.");
     for (int s = 100; s < 600; s++)
         if (m->http[s]) put(&o, "pagoda:http_responses_total{status=\"%d\"} %llu\n", s, (unsigned long long)m->http[s]);
-    put_hist(&o, mn, "pagoda:time_to_first_token_seconds", "Time from request arrival to its first token.", &m->ttft);
-    put_hist(&o, mn, "pagoda:time_per_output_token_seconds", "Mean time between output tokens of a request.",
-             &m->tpot);
-    put_hist(&o, mn, "pagoda:e2e_request_latency_seconds", "Time from request arrival to its last event.", &m->e2e);
+    render_common(&o, m, st, "vllm:");
     pthread_mutex_unlock(&m->mu);
     if (o.oom) {
         free(o.p);

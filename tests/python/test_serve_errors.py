@@ -203,6 +203,18 @@ def test_metrics(server):
     # the engine's own bookkeeping may lag the last event by a moment
     assert wait_for(lambda: metric(server.metrics(), "pagoda:num_requests_running") == 0, SETTLE_S)
     assert 0 <= metric(m1, "pagoda:kv_cache_usage_perc") <= 1
+    # vLLM's names beside pagoda's (what vllm-router, sglang-router and vLLM dashboards read): the
+    # same samples under the vllm: prefix, plus vLLM's older/newer spellings
+    same = ["num_requests_running", "num_requests_waiting", "kv_cache_usage_perc", "prefix_cache_queries_total",
+            "prefix_cache_hits_total", "prompt_tokens_total", "generation_tokens_total", "num_preemptions_total",
+            "request_success_total", "time_to_first_token_seconds_count", "time_per_output_token_seconds_sum",
+            "e2e_request_latency_seconds_bucket"]
+    for name in same:
+        assert m1["vllm:" + name] == m1["pagoda:" + name], name
+    assert m1["vllm:gpu_cache_usage_perc"] == m1["pagoda:kv_cache_usage_perc"]
+    assert m1["vllm:inter_token_latency_seconds_count"] == m1["pagoda:time_per_output_token_seconds_count"]
+    assert m1["#TYPE"]["vllm:e2e_request_latency_seconds"] == "histogram"
+    assert m1["#TYPE"]["vllm:num_requests_waiting"] == "gauge"
 
 
 # ---- faults: disconnects, a full queue ----
