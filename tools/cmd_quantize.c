@@ -47,6 +47,7 @@
 #include "format/gguf.h"
 #include "imatrix_file.h"
 #include "kernels/kernels.h"
+#include "quantize_hf.h"
 #include "quantize_mix.h"
 
 /* Tensors llama-quantize never quantizes (besides the shape rule). */
@@ -396,7 +397,20 @@ int cmd_quantize(int argc, char **argv) {
     char *tmp = NULL;
     int64_t n = 0;
     pagoda_status st;
-    if (gguf_open(o.in, &f) != PAGODA_OK) {
+    const char *in_gguf = o.in;
+    char hf_tmp[4096];
+    if (quantize_hf_is_dir(o.in)) { /* a Hugging Face folder: its F32 GGUF first (quantize_hf.c) */
+        snprintf(hf_tmp, sizeof hf_tmp, "%s.hf-f32-%ld.gguf", o.out, (long)getpid());
+        if (quantize_hf_convert(o.in, hf_tmp)) {
+            unlink(hf_tmp);
+            imatrix_free(o.im);
+            return 1;
+        }
+        in_gguf = hf_tmp;
+    }
+    st = gguf_open(in_gguf, &f);
+    if (in_gguf != o.in) unlink(hf_tmp); /* the mapping stays readable; the file goes at exit */
+    if (st != PAGODA_OK) {
         fprintf(stderr, "pagoda quantize: %s\n", pagoda_last_error());
         imatrix_free(o.im);
         return 1;
