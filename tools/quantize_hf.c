@@ -641,10 +641,11 @@ int quantize_hf_convert(const char *dir, const char *out) {
     json_t *qc = json_object_get(cfgj, "quantization_config");
     if (qc && !json_is_null(qc)) {
         const char *method = json_string_value(json_object_get(qc, "quant_method"));
+        ERR("%s is a quantized checkpoint (config.json quantization_config, quant_method '%s'): pagoda quantize "
+            "needs the unquantized F32/F16/BF16 weights",
+            dir, method ? method : "?");
         json_decref(cfgj);
-        return ERR("%s is a quantized checkpoint (config.json quantization_config, quant_method '%s'): pagoda quantize "
-                   "needs the unquantized F32/F16/BF16 weights",
-                   dir, method ? method : "?");
+        return 1;
     }
     pg_model *m = NULL;
     gguf_writer *w = NULL;
