@@ -230,3 +230,28 @@ def test_bad_input(shared, run_pagoda, tmp_path):
     r = run_pagoda("quantize", trunc, tmp_path / "o.gguf", "Q8_0", check=False)
     assert r.returncode == 1 and "safetensors" in r.stderr, r.stderr
     assert not list(tmp_path.glob("o.gguf*"))
+
+
+def test_sharded_f16_folder(shared, run_pagoda, quantized, tmp_path):
+    """A sharded checkpoint (model.safetensors.index.json) in F16: the tensors of the unsharded
+    F32 run with every weight rounded to F16 (rounding commutes with the row permutation)."""
+    src = src_dir(shared, "llama")
+    t = read_safetensors_f32(src / "model.safetensors")
+    names = sorted(t)
+    d = tmp_path / "sharded"
+    d.mkdir()
+    shutil.copy(src / "config.json", d / "config.json")
+    half = len(names) // 2
+    wmap = {}
+    for k, part in enumerate((names[:half], names[half:])):
+        fn = f"model-{k + 1:05d}-of-00002.safetensors"
+        save_file({n: t[n].astype(np.float16) for n in part}, str(d / fn))
+        wmap.update({n: fn for n in part})
+    (d / "model.safetensors.index.json").write_text(json.dumps({"metadata": {}, "weight_map": wmap}))
+    out = tmp_path / "o.gguf"
+    run_pagoda("quantize", d, out, "F32")
+    a, b = tensors(out), tensors(quantized("llama", "F32"))
+    assert sorted(a) == sorted(b)
+    for name in a:
+        want = np.asarray(b[name].data).astype(np.float16).astype(np.float32)
+        assert np.array_equal(np.asarray(a[name].data), want), name
