@@ -255,3 +255,38 @@ def test_sharded_f16_folder(shared, run_pagoda, quantized, tmp_path):
     for name in a:
         want = np.asarray(b[name].data).astype(np.float16).astype(np.float32)
         assert np.array_equal(np.asarray(a[name].data), want), name
+
+
+BL = {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": False}
+LLAMA3_RE = ("(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*"
+             "|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+")
+QWEN2_RE = ("(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*"
+            "|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+")
+
+
+def split(regex):
+    return {"type": "Split", "pattern": {"Regex": regex}, "behavior": "Isolated", "invert": False}
+
+
+@pytest.mark.parametrize("pre,ignore_merges,want", [
+    ({"type": "Sequence", "pretokenizers": [split(LLAMA3_RE), BL]}, True, "llama-bpe"),
+    ({"type": "Sequence", "pretokenizers": [split(LLAMA3_RE), BL]}, False, "dbrx"),
+    ({"type": "Sequence", "pretokenizers": [split(QWEN2_RE), BL]}, False, "qwen2"),
+    ({"type": "Sequence", "pretokenizers": [{"type": "Digits", "individual_digits": True}, dict(BL, use_regex=True)]},
+     False, "starcoder"),
+])
+def test_pre_family_detected(shared, run_pagoda, tmp_path, pre, ignore_merges, want):
+    """tokenizer.json pre-tokenizers of the common families get their tokenizer.ggml.pre name, and
+    the GGUF tokenizes as the folder does."""
+    d = tmp_path / "m"
+    shutil.copytree(src_dir(shared, "pycoder-tiny"), d)
+    tj = json.loads((d / "tokenizer.json").read_text())
+    tj["pre_tokenizer"] = pre
+    tj["model"]["ignore_merges"] = ignore_merges
+    (d / "tokenizer.json").write_text(json.dumps(tj))
+    out = tmp_path / "o.gguf"
+    run_pagoda("quantize", d, out, "Q8_0")
+    assert gguf.GGUFReader(out).fields["tokenizer.ggml.pre"].contents() == want
+    for text in TEXTS:
+        a = run_pagoda("tokenize", "-m", out, "--ids", text).stdout.split()
+        assert a == run_pagoda("tokenize", "-m", d, "--ids", text).stdout.split(), text
