@@ -30,7 +30,14 @@
  *    Q4_0/Q5_0 ffn_down rule needs them; the keys quantize.imatrix.file (the path as given, 127
  *    bytes at most), .dataset (if the file names one), .entries_count and .chunks_count (if > 0)
  *    come last, the counts as i32. Compared with llama-quantize c392e50, which reads only the
- *    legacy format; the GGUF format is read as llama.cpp's later llama-quantize does. */
+ *    legacy format; the GGUF format is read as llama.cpp's later llama-quantize does.
+ *  - IN may be a Hugging Face model folder (config.json, F32/F16/BF16 safetensors, tokenizer.json):
+ *    quantize_hf.c first writes the F32 GGUF llama.cpp's convert_hf_to_gguf.py --outtype f32 would
+ *    (architecture keys, tensor names and layouts, byte-level BPE tokenizer keys) to a temporary file
+ *    beside OUT, which is opened and unlinked at once, then quantized as any input: the tensors are
+ *    those of convert_hf_to_gguf.py followed by llama-quantize (tests/python/test_quantize_hf.py).
+ *    Quantized checkpoints (quantization_config), SentencePiece-style tokenizers and pre-tokenizers
+ *    that match no pagoda family are refused. */
 #include <errno.h>
 #include <stdatomic.h>
 #include <stdbool.h>
@@ -47,6 +54,7 @@
 #include "format/gguf.h"
 #include "imatrix_file.h"
 #include "kernels/kernels.h"
+#include "quantize_hf.h"
 #include "quantize_mix.h"
 
 /* Tensors llama-quantize never quantizes (besides the shape rule). */
@@ -81,8 +89,15 @@ static void usage(FILE *f) {
     fprintf(f,
             "usage: pagoda quantize [--pure] [--allow-requantize] [--leave-output-tensor]\n"
             "                       [--output-tensor-type T] [--token-embedding-type T] [--imatrix FILE]\n"
-            "                       IN.gguf OUT.gguf TYPE [THREADS] [-t THREADS]\n"
+            "                       IN.gguf|HF_DIR OUT.gguf TYPE [THREADS] [-t THREADS]\n"
             "  writes IN's weights in TYPE, byte-identical to llama-quantize (with or without --imatrix).\n"
+            "  HF_DIR: a Hugging Face model folder (config.json, F32/F16/BF16 *.safetensors, sharded or not,\n"
+            "    tokenizer.json, tokenizer_config.json) of llama, mistral, qwen2, qwen3, starcoder2 or\n"
+            "    gpt_bigcode: converted first as llama.cpp's convert_hf_to_gguf.py --outtype f32 does (its\n"
+            "    keys, tensor names and layouts; byte-level BPE tokenizer), then quantized, so the tensors\n"
+            "    are those of convert_hf_to_gguf.py + llama-quantize. The F32 GGUF is a temporary file\n"
+            "    beside OUT. Quantized checkpoints, SentencePiece-style tokenizers and tokenizer.json\n"
+            "    pre-tokenizers no tokenizer.ggml.pre family matches are refused.\n"
             "  TYPE: F32 F16 BF16 Q8_0 Q4_0 Q4_1 Q5_0 Q5_1 Q4_K_S Q4_K_M (Q4_K) Q5_K_S Q5_K_M (Q5_K) Q6_K,\n"
             "  or llama-quantize's number for one of them. Without --pure a quantized TYPE is llama.cpp's\n"
             "  mixture: output.weight (token_embd.weight if tied) Q6_K (Q8_0 stays Q8_0); for Q4_K_M/Q5_K_M\n"
@@ -396,7 +411,20 @@ int cmd_quantize(int argc, char **argv) {
     char *tmp = NULL;
     int64_t n = 0;
     pagoda_status st;
-    if (gguf_open(o.in, &f) != PAGODA_OK) {
+    const char *in_gguf = o.in;
+    char hf_tmp[4096];
+    if (quantize_hf_is_dir(o.in)) { /* a Hugging Face folder: its F32 GGUF first (quantize_hf.c) */
+        snprintf(hf_tmp, sizeof hf_tmp, "%s.hf-f32-%ld.gguf", o.out, (long)getpid());
+        if (quantize_hf_convert(o.in, hf_tmp)) {
+            unlink(hf_tmp);
+            imatrix_free(o.im);
+            return 1;
+        }
+        in_gguf = hf_tmp;
+    }
+    st = gguf_open(in_gguf, &f);
+    if (in_gguf != o.in) unlink(hf_tmp); /* the mapping stays readable; the file goes at exit */
+    if (st != PAGODA_OK) {
         fprintf(stderr, "pagoda quantize: %s\n", pagoda_last_error());
         imatrix_free(o.im);
         return 1;

@@ -106,6 +106,18 @@ static const pre_family k_families[] = {
       {OP_DIGITS1, NULL}, {OP_PUNCT, NULL}, {OP_BL_RE, NULL}}},
 };
 
+const char *tok_pre_family(int i, bool *ignore_merges) {
+    if (i < 0 || (size_t)i >= sizeof k_families / sizeof *k_families) return NULL;
+    static char first[sizeof k_families / sizeof *k_families][32];
+    const char *names = k_families[i].names, *e = strchr(names, '|');
+    size_t l = e ? (size_t)(e - names) : strlen(names);
+    if (l >= sizeof first[i]) l = sizeof first[i] - 1;
+    memcpy(first[i], names, l);
+    first[i][l] = 0;
+    if (ignore_merges) *ignore_merges = k_families[i].ignore_merges;
+    return first[i];
+}
+
 static pagoda_status add_bytelevel(pg_tokenizer *t, bool use_regex, bool prefix_space) {
     pagoda_status st = PAGODA_OK;
     t->byte_level = true;

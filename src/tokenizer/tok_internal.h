@@ -127,6 +127,9 @@ pagoda_status tok_pretokenize(const pg_tokenizer *t, const char *text, size_t n,
 /* The pre-tokenizer of a GGUF tokenizer.ggml.pre value (the families llama.cpp names, each as its
  * Hugging Face tokenizer.json defines it); UNSUPPORTED naming an unknown one. */
 pagoda_status tok_pre_from_name(pg_tokenizer *t, const char *pre);
+/* Family i of that table (i from 0; NULL past the last): its first tokenizer.ggml.pre name and
+ * whether it ignores merges (`pagoda quantize` matches a tokenizer.json against them). */
+const char *tok_pre_family(int i, bool *ignore_merges);
 /* A tokenizer.json "pre_tokenizer" object (json_t *); UNSUPPORTED naming a construct it cannot honour. */
 pagoda_status tok_pre_from_json(pg_tokenizer *t, const void *json);
 
