@@ -5,7 +5,7 @@ this machine (pagoda perplexity, pagoda bench).
 
 Models:
   pycoder-tiny (../shared/models/pycoder-tiny, bf16 Hugging Face folder): the base itself, GGUF F16
-    (converted as llama.cpp's converter does) and pagoda quantize's Q8_0 / Q6_K / Q5_K_M / Q4_K_M /
+    (`pagoda quantize DIR out.gguf F16`: converted as llama.cpp's converter does) and pagoda quantize's Q8_0 / Q6_K / Q5_K_M / Q4_K_M /
     Q4_0 of it, and the real-tool checkpoints of ../shared/fixtures/quant/ (GPTQModel int4,
     llm-compressor W4A16 / W8A8 / FP8).
   SmolLM2-135M-Instruct (the built-in model): only its Q4_1 GGUF exists here, so the "base" is that
@@ -26,7 +26,6 @@ import math
 import os
 import pathlib
 import re
-import shutil
 import subprocess
 import sys
 
@@ -75,71 +74,6 @@ def speed(model, extra=()):
     return {"pp": r["pp_tok_s"], "tg": r["tg_tok_s"], "weight_bytes": d["weight_bytes"]}
 
 
-def convert_to_gguf(src, dst, work):
-    """HF folder -> GGUF F32 (llama.cpp's conventions, as tests/python/test_hf_to_gguf.py checks
-    them), through an F32 copy of the weights (safetensors' NumPy reader has no bfloat16)."""
-    import numpy as np
-    from safetensors.numpy import save_file
-    sys.path.insert(0, str(ROOT / "tests" / "python"))
-    from test_hf_to_gguf import convert
-    from test_quant_checkpoints import _read_st
-    f32 = work / "pycoder-f32-hf"
-    f32.mkdir(exist_ok=True)
-    for f in src.iterdir():
-        if f.suffix in (".json", ".jinja"):
-            shutil.copy(f, f32 / f.name)
-    save_file({k: np.ascontiguousarray(v, dtype=np.float32) for k, v in _read_st(src / "model.safetensors").items()},
-              str(f32 / "model.safetensors"))
-    tmp = work / "pycoder-notok.gguf"
-    convert(f32, tmp, "llama")
-    add_tokenizer(tmp, src / "tokenizer.json", dst)
-
-
-def add_tokenizer(src_gguf, tokenizer_json, dst):
-    """Copies a GGUF adding a byte-level BPE tokenizer.json as llama.cpp's converter writes it
-    (tokenizer.ggml.model gpt2, pre gpt-2, tokens by id, types, merges, BOS/EOS)."""
-    import gguf
-    import numpy as np
-    r = gguf.GGUFReader(str(src_gguf))
-    arch = bytes(r.fields["general.architecture"].parts[-1]).decode()
-    w = gguf.GGUFWriter(str(dst), arch)
-    for k, f in r.fields.items():
-        if k.startswith("GGUF.") or k == "general.architecture":
-            continue
-        vt = f.types[0]
-        if vt == gguf.GGUFValueType.STRING:
-            w.add_string(k, bytes(f.parts[-1]).decode())
-        elif vt == gguf.GGUFValueType.ARRAY:
-            w.add_array(k, [f.parts[i][0] for i in f.data])
-        else:
-            w.add_key_value(k, f.parts[-1][0], vt)
-    t = json.loads(pathlib.Path(tokenizer_json).read_text())
-    vocab = t["model"]["vocab"]
-    special = {a["id"] for a in t["added_tokens"] if a.get("special")}
-    tokens = [None] * (max(vocab.values()) + 1)
-    for piece, i in vocab.items():
-        tokens[i] = piece
-    for a in t["added_tokens"]:
-        if a["id"] >= len(tokens):
-            tokens += [None] * (a["id"] + 1 - len(tokens))
-        tokens[a["id"]] = a["content"]
-    w.add_tokenizer_model("gpt2")
-    w.add_tokenizer_pre("gpt-2")
-    w.add_token_list(tokens)
-    w.add_token_types([3 if i in special else 1 for i in range(len(tokens))])
-    merges = t["model"]["merges"]
-    w.add_token_merges([m if isinstance(m, str) else " ".join(m) for m in merges])
-    w.add_bos_token_id(0)
-    w.add_eos_token_id(0)
-    w.add_add_bos_token(True)  # as pagoda reads the HF folder (BOS first)
-    for tt in r.tensors:
-        w.add_tensor(tt.name, np.array(tt.data), raw_shape=list(reversed([int(x) for x in tt.shape])), raw_dtype=tt.tensor_type)
-    w.write_header_to_file()
-    w.write_kv_data_to_file()
-    w.write_tensors_to_file()
-    w.close()
-
-
 def n_params(gguf_path):
     """Elements of every tensor of a GGUF file (the parameters)."""
     import gguf
@@ -173,9 +107,8 @@ def main():
     # ---- pycoder-tiny
     base = SHARED / "models" / "pycoder-tiny"
     kld = work / "pycoder.kld"
-    f32, f16 = work / "pycoder-f32.gguf", work / "pycoder-f16.gguf"
-    convert_to_gguf(base, f32, work)
-    run(PAGODA, "quantize", f32, f16, "F16")
+    f16 = work / "pycoder-f16.gguf"
+    run(PAGODA, "quantize", base, f16, "F16")  # the HF folder converted as llama.cpp's converter does
     params = n_params(f16)
     measure("pycoder-tiny", "bf16 (HF folder, base)", base, kld, params, make_base=True)
     measure("pycoder-tiny", "GGUF F16", f16, kld, params)
