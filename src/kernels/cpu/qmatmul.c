@@ -76,7 +76,7 @@ void kcpu_qmatmul(const k_qweight *w, k_act_kind act, const float *x, int64_t n_
          * (128 + z) * sum(a) term stay exact in float) */
         p->unit = p->n_group == 1 ? 128 : gs <= 512 ? gs : gs % 128 == 0 ? 128 : 32;
         if (act == K_ACT_INT8 && w->kind == K_QW_INT4)
-            p->path = QMM_Q4_VNNI, p->fmt = QMM_FMT_I8R;
+            p->path = QMM_Q4_VNNI, p->fmt = gs % 128 == 0 || p->n_group == 1 ? QMM_FMT_I8R128 : QMM_FMT_I8R;
         else if (act == K_ACT_INT8 && w->kind == K_QW_INT8)
             p->path = QMM_Q8_VNNI, p->fmt = QMM_FMT_I8;
         else

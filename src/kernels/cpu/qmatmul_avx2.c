@@ -119,7 +119,7 @@ static void prep_row_codes(const qmm_plan *p, const float *xr, int64_t t) {
         } else if (p->fmt == QMM_FMT_I8R) {
             int8_t *o = (int8_t *)row + b;
             for (int k = 0; k < 16; k++) o[k] = (int8_t)q[2 * k], o[16 + k] = (int8_t)q[2 * k + 1];
-        } else if (p->fmt == QMM_FMT_I8) {
+        } else if (p->fmt == QMM_FMT_I8 || p->fmt == QMM_FMT_I8R128) {
             int8_t *o = (int8_t *)row + b;
             for (int k = 0; k < 32; k++) o[k] = (int8_t)q[k];
         } else {
@@ -148,7 +148,7 @@ static void prep_row(const qmm_plan *p, const float *xr, int64_t t) {
     void *sums = row + (size_t)n_pad * sizeof(float);
     for (int64_t i0 = 0, k = 0; i0 < n_pad; i0 += u, k++) {
         int64_t i1 = i0 + u < n_pad ? i0 + u : n_pad;
-        if (p->fmt == QMM_FMT_I8 || p->fmt == QMM_FMT_I8R) {
+        if (p->fmt == QMM_FMT_I8 || p->fmt == QMM_FMT_I8R || p->fmt == QMM_FMT_I8R128) {
             int32_t sa = 0;
             for (int64_t i = i0; i < i1; i++) sa += ((const int8_t *)row)[i];
             memcpy((int32_t *)sums + k, &sa, sizeof sa);
@@ -157,6 +157,17 @@ static void prep_row(const qmm_plan *p, const float *xr, int64_t t) {
             for (int64_t i = i0; i < i1; i++) sx += ((const float *)row)[i];
             float v = (float)sx;
             memcpy((float *)sums + k, &v, sizeof v);
+        }
+    }
+    /* after the sums (a unit holds whole 128-blocks, and the codes past n_pad are zero) */
+    if (p->fmt == QMM_FMT_I8R128) { /* n_pad * 4 >= the codes rounded up to 128 */
+        int8_t *o = (int8_t *)row;
+        const int64_t n128 = (n_pad + 127) & ~(int64_t)127;
+        memset(o + n_pad, 0, (size_t)(n128 - n_pad));
+        for (int64_t b = 0; b < n128; b += 128) {
+            int8_t tmp[128];
+            memcpy(tmp, o + b, sizeof tmp);
+            for (int k = 0; k < 64; k++) o[b + k] = tmp[2 * k], o[b + 64 + k] = tmp[2 * k + 1];
         }
     }
 }

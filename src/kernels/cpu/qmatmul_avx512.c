@@ -236,6 +236,96 @@ AI void mk_vnni(int kind, int R, int T, const qmm_plan *p, int64_t r0, int64_t t
         for (int t = 0; t < T; t++) p->y[(t0 + t) * p->ldy + r0 + r] = hsum8(acc[r][t]) * p->s_tok[t0 + t];
 }
 
+/* QMM_Q4_VNNI on 128-column blocks (group_size % 128 == 0 or one group; activations in
+ * QMM_FMT_I8R128): the 64 code bytes' low nibbles meet the block's 64 even activations and the
+ * high nibbles its 64 odd ones, two 512-bit vpdpbusd per row and token; lane j sums columns
+ * 8j .. 8j+7 of the block. */
+AI void blk_v4z(int R, int T, const uint8_t *const *c, const int8_t *const *xa, int64_t i, __m512i d[MR][MT]) {
+    const __m512i m4 = _mm512_set1_epi8(15);
+    __m512i lo[MR], hi[MR];
+#pragma GCC unroll 8
+    for (int r = 0; r < R; r++) {
+        const __m512i v = _mm512_loadu_si512((const void *)c[r]);
+        lo[r] = _mm512_and_si512(v, m4);
+        hi[r] = _mm512_and_si512(_mm512_srli_epi16(v, 4), m4);
+    }
+#pragma GCC unroll 8
+    for (int t = 0; t < T; t++) {
+        const __m512i al = _mm512_loadu_si512((const void *)(xa[t] + i));
+        const __m512i ah = _mm512_loadu_si512((const void *)(xa[t] + i + 64));
+#pragma GCC unroll 8
+        for (int r = 0; r < R; r++) d[r][t] = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(d[r][t], lo[r], al), hi[r], ah);
+    }
+}
+
+AI void mk_v4z(int R, int T, const qmm_plan *p, int64_t r0, int64_t t0) {
+    const k_qweight *w = p->w;
+    const int64_t n = w->n_in, gs = w->group_size, ng = p->n_group, u = p->unit;
+    const int64_t n_end = ng == 1 ? p->n_pad : n;
+    const int64_t n_full = n & ~(int64_t)127;
+    const size_t rb = k_qweight_row_bytes(w);
+    const uint8_t *wr[MR], *c[MR];
+    const int8_t *xa[MT];
+    const int32_t *xs[MT];
+    __m512 acc[MR][MT];
+#pragma GCC unroll 8
+    for (int r = 0; r < R; r++) wr[r] = w->codes + (size_t)(r0 + r) * rb;
+#pragma GCC unroll 8
+    for (int t = 0; t < T; t++) {
+        const char *row = p->a + (size_t)(t0 + t) * p->a_row;
+        xa[t] = (const int8_t *)row;
+        xs[t] = (const int32_t *)(row + (size_t)p->n_pad * sizeof(float));
+    }
+#pragma GCC unroll 8
+    for (int r = 0; r < R; r++)
+#pragma GCC unroll 8
+        for (int t = 0; t < T; t++) acc[r][t] = _mm512_setzero_ps();
+    for (int64_t i0 = 0, k = 0; i0 < n_end; i0 += u, k++) {
+        const int64_t g = ng == 1 ? 0 : i0 / gs;
+        const int64_t i1 = i0 + u < n_end ? i0 + u : n_end, e = i1 < n_full ? i1 : n_full;
+        __m512i d[MR][MT];
+        int zo[MR];
+#pragma GCC unroll 8
+        for (int r = 0; r < R; r++) zo[r] = -zero_of(w, (r0 + r) * ng + g);
+#pragma GCC unroll 8
+        for (int t = 0; t < T; t++) {
+            const int32_t sa = xs[t][k];
+#pragma GCC unroll 8
+            for (int r = 0; r < R; r++) d[r][t] = _mm512_zextsi128_si512(_mm_cvtsi32_si128(zo[r] * sa));
+        }
+        int64_t i = i0;
+        for (; i < e; i += 128) {
+#pragma GCC unroll 8
+            for (int r = 0; r < R; r++) {
+                c[r] = wr[r] + i / 2;
+                if (T == 1) _mm_prefetch((const char *)c[r] + 1024, _MM_HINT_T0);
+            }
+            blk_v4z(R, T, c, xa, i, d);
+        }
+        if (i < i1) { /* the row's last partial block */
+            _Alignas(64) uint8_t tmp[MR][64];
+#pragma GCC unroll 8
+            for (int r = 0; r < R; r++) {
+                memset(tmp[r], 0, 64);
+                memcpy(tmp[r], wr[r] + i / 2, (size_t)(n - i) / 2);
+                c[r] = tmp[r];
+            }
+            blk_v4z(R, T, c, xa, i, d);
+        }
+#pragma GCC unroll 8
+        for (int r = 0; r < R; r++) {
+            const __m512 sv = _mm512_set1_ps(w->scales[(r0 + r) * ng + g]);
+#pragma GCC unroll 8
+            for (int t = 0; t < T; t++) acc[r][t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(d[r][t]), sv, acc[r][t]);
+        }
+    }
+#pragma GCC unroll 8
+    for (int r = 0; r < R; r++)
+#pragma GCC unroll 8
+        for (int t = 0; t < T; t++)
+            p->y[(t0 + t) * p->ldy + r0 + r] = _mm512_reduce_add_ps(acc[r][t]) * p->s_tok[t0 + t];
+}
+
 /* ---- tiles ---- */
 
 /* decode: DR rows x 1 token; prefill: PR rows x up to PT tokens (registers: 3 vectors per
@@ -257,23 +347,29 @@ AI void mk_vnni(int kind, int R, int T, const qmm_plan *p, int64_t r0, int64_t t
 #define V_DR 4
 #define V_PR 4
 #define V_PT 3
+#define Z_DR 4
+#define Z_PR 4
+#define Z_PT 2
 
 #define MK_F4(R, T) mk_float(K_QW_INT4, R, T, p, r, t)
 #define MK_F8(R, T) mk_float(K_QW_INT8, R, T, p, r, t)
 #define MK_FP(R, T) mk_float(K_QW_FP8, R, T, p, r, t)
 #define MK_V4(R, T) mk_vnni(K_QW_INT4, R, T, p, r, t)
 #define MK_V8(R, T) mk_vnni(K_QW_INT8, R, T, p, r, t)
+#define MK_Z4(R, T) mk_v4z(R, T, p, r, t)
 static void tile_f4(const qmm_plan *p, int rr, int tt, int64_t r, int64_t t) { TILES(MK_F4, F_DR, F_PR, F_PT) }
 static void tile_f8(const qmm_plan *p, int rr, int tt, int64_t r, int64_t t) { TILES(MK_F8, F_DR, F_PR, F_PT) }
 static void tile_fp(const qmm_plan *p, int rr, int tt, int64_t r, int64_t t) { TILES(MK_FP, F_DR, F_PR, F_PT) }
 static void tile_v4(const qmm_plan *p, int rr, int tt, int64_t r, int64_t t) { TILES(MK_V4, V_DR, V_PR, V_PT) }
 static void tile_v8(const qmm_plan *p, int rr, int tt, int64_t r, int64_t t) { TILES(MK_V8, V_DR, V_PR, V_PT) }
+static void tile_z4(const qmm_plan *p, int rr, int tt, int64_t r, int64_t t) { TILES(MK_Z4, Z_DR, Z_PR, Z_PT) }
 
 void kcpu_qmm_rows_avx512(const qmm_plan *p, int64_t r0, int64_t r1) {
-    const int vnni = p->path != QMM_F512;
-    const int PT = vnni ? V_PT : F_PT, PR = vnni ? V_PR : F_PR, DR = vnni ? V_DR : F_DR;
+    const int vnni = p->path != QMM_F512, z = p->fmt == QMM_FMT_I8R128;
+    const int PT = z ? Z_PT : vnni ? V_PT : F_PT, PR = z ? Z_PR : vnni ? V_PR : F_PR, DR = z ? Z_DR : vnni ? V_DR : F_DR;
     void (*tile)(const qmm_plan *, int, int, int64_t, int64_t) =
-        p->path == QMM_Q4_VNNI ? tile_v4
+        z ? tile_z4
+        : p->path == QMM_Q4_VNNI ? tile_v4
         : p->path == QMM_Q8_VNNI ? tile_v8
         : p->w->kind == K_QW_INT4 ? tile_f4
         : p->w->kind == K_QW_INT8 ? tile_f8

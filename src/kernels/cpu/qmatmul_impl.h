@@ -27,6 +27,8 @@ enum {
     QMM_FMT_I16,   /* int16 codes */
     QMM_FMT_F32R,  /* floats, each 32-block stored as its 16 even then its 16 odd elements */
     QMM_FMT_I8,    /* int8 codes in column order */
+    QMM_FMT_I8R128, /* int8 codes; each 128-block stored as its 64 even then its 64 odd elements,
+                       zero padded to a multiple of 128 (QMM_Q4_VNNI with 128-column units) */
 };
 
 typedef struct {
