@@ -138,6 +138,7 @@ int main(int argc, char **argv) {
                 if (rep >= 0) v[i].t[rep] = now() - t0;
             }
         for (int i = 0; i < nv; i++) {
+            if ((nt == 512 && !v[i].at512) || (only && i > 1 && !strstr(v[i].name, only))) continue;
             qsort(v[i].t, (size_t)reps, sizeof(double), cmp_d);
             v[i].med[k] = v[i].t[reps / 2];
         }
@@ -163,7 +164,7 @@ int main(int argc, char **argv) {
         if (only && i > 1 && !strstr(v[i].name, only)) continue;
         printf("%-22s", v[i].name);
         for (int k = 0; k < N_TOK; k++) {
-            if (v[i].med[k] <= 0 || v[0].med[k] <= 0) {
+            if (v[i].med[k] <= 0 || v[0].med[k] <= 0 || v[1].med[k] <= 0) {
                 printf(" | %28s", "-");
                 continue;
             }
