@@ -38,7 +38,10 @@ static void qmm_rows_task(void *ctx, int ith, int nth) {
     while (pg_guided_next(&j->next, j->n_chunks, nth, 1, &c0, &c1))
         for (long long c = c0; c < c1; c++) {
             int64_t r = c * j->step, r1 = r + j->step < j->p.w->n_out ? r + j->step : j->p.w->n_out;
-            kcpu_qmm_rows_avx2(&j->p, r, r1);
+            if (j->p.path >= QMM_F512)
+                kcpu_qmm_rows_avx512(&j->p, r, r1);
+            else
+                kcpu_qmm_rows_avx2(&j->p, r, r1);
         }
 }
 
@@ -56,8 +59,9 @@ void kcpu_qmatmul(const k_qweight *w, k_act_kind act, const float *x, int64_t n_
     p->w = w, p->act = act, p->n_tok = n_tok, p->y = y, p->ldy = ldy;
     p->n_group = k_qweight_n_group(w);
     p->n_pad = (w->n_in + 31) & ~(int64_t)31;
-    /* the same layout as k_qmatmul_work_size's (rows sized for floats, the widest format) */
-    p->a_row = round64((size_t)p->n_pad * sizeof(float));
+    /* the same layout as k_qmatmul_work_size's (rows sized for floats, the widest format, and
+     * the unit sums) */
+    p->a_row = round64((size_t)p->n_pad * sizeof(float) + (size_t)p->n_pad / 8);
     p->s_tok = work;
     p->a = (char *)work + round64((size_t)n_tok * sizeof(float));
 
@@ -66,6 +70,18 @@ void kcpu_qmatmul(const k_qweight *w, k_act_kind act, const float *x, int64_t n_
     p->fmt = QMM_FMT_F32;
     if (act == K_ACT_INT8 && by32 && w->kind == K_QW_INT4) p->path = QMM_Q4_I8, p->fmt = QMM_FMT_I8R;
     if (act == K_ACT_INT8 && by32 && w->kind == K_QW_INT8) p->path = QMM_Q8_I8, p->fmt = QMM_FMT_I16;
+    p->unit = 0;
+    if (kcpu_isa_level() >= KCPU_ISA_AVX512 && by32) {
+        /* units: the group, cut into 128-column units when it is long (int32 lanes and the
+         * (128 + z) * sum(a) term stay exact in float) */
+        p->unit = p->n_group == 1 ? 128 : gs <= 512 ? gs : gs % 128 == 0 ? 128 : 32;
+        if (act == K_ACT_INT8 && w->kind == K_QW_INT4)
+            p->path = QMM_Q4_VNNI, p->fmt = gs % 128 == 0 || p->n_group == 1 ? QMM_FMT_I8R128 : QMM_FMT_I8R;
+        else if (act == K_ACT_INT8 && w->kind == K_QW_INT8)
+            p->path = QMM_Q8_VNNI, p->fmt = QMM_FMT_I8;
+        else
+            p->path = QMM_F512, p->fmt = w->kind == K_QW_INT4 ? QMM_FMT_F32R : QMM_FMT_F32;
+    }
 
     int nth = kcpu_get_threads();
     if (nth < 1) nth = 1;

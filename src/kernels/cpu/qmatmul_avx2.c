@@ -66,7 +66,7 @@ AI __m256 round_e4m3(__m256 v) {
     return _mm256_or_ps(r, _mm256_and_ps(v, sign));
 }
 
-static void prep_row(const qmm_plan *p, const float *xr, int64_t t) {
+static void prep_row_codes(const qmm_plan *p, const float *xr, int64_t t) {
     const k_qweight *w = p->w;
     const int64_t n = w->n_in, n_pad = p->n_pad;
     char *row = p->a + (size_t)t * p->a_row;
@@ -114,14 +114,60 @@ static void prep_row(const qmm_plan *p, const float *xr, int64_t t) {
         else
             for (int k = 0; k < 32; k += 8)
                 _mm256_storeu_si256((__m256i *)(q + k), round_i8(_mm256_div_ps(_mm256_loadu_ps(blk + k), sv)));
-        if (p->fmt == QMM_FMT_F32) {
+        if (p->fmt == QMM_FMT_F32 || p->fmt == QMM_FMT_F32R) {
             for (int k = 0; k < 32; k++) f[b + k] = (float)q[k];
         } else if (p->fmt == QMM_FMT_I8R) {
             int8_t *o = (int8_t *)row + b;
             for (int k = 0; k < 16; k++) o[k] = (int8_t)q[2 * k], o[16 + k] = (int8_t)q[2 * k + 1];
+        } else if (p->fmt == QMM_FMT_I8 || p->fmt == QMM_FMT_I8R128) {
+            int8_t *o = (int8_t *)row + b;
+            for (int k = 0; k < 32; k++) o[k] = (int8_t)q[k];
         } else {
             int16_t *o = (int16_t *)row + b;
             for (int k = 0; k < 32; k++) o[k] = (int16_t)q[k];
+        }
+    }
+}
+
+/* The AVX-512 formats: floats reordered by 32-block (QMM_FMT_F32R), then the unit sums
+ * (qmm_plan.unit) of the prepared row, in column order: exact int32 for the int8 codes, floats
+ * rounded once from a double sum for the float rows. */
+static void prep_row(const qmm_plan *p, const float *xr, int64_t t) {
+    prep_row_codes(p, xr, t);
+    if (!p->unit) return;
+    char *row = p->a + (size_t)t * p->a_row;
+    const int64_t n_pad = p->n_pad, u = p->unit;
+    if (p->fmt == QMM_FMT_F32R) {
+        float *f = (float *)row;
+        for (int64_t b = 0; b < n_pad; b += 32) {
+            float tmp[32];
+            memcpy(tmp, f + b, sizeof tmp);
+            for (int k = 0; k < 16; k++) f[b + k] = tmp[2 * k], f[b + 16 + k] = tmp[2 * k + 1];
+        }
+    }
+    void *sums = row + (size_t)n_pad * sizeof(float);
+    for (int64_t i0 = 0, k = 0; i0 < n_pad; i0 += u, k++) {
+        int64_t i1 = i0 + u < n_pad ? i0 + u : n_pad;
+        if (p->fmt == QMM_FMT_I8 || p->fmt == QMM_FMT_I8R || p->fmt == QMM_FMT_I8R128) {
+            int32_t sa = 0;
+            for (int64_t i = i0; i < i1; i++) sa += ((const int8_t *)row)[i];
+            memcpy((int32_t *)sums + k, &sa, sizeof sa);
+        } else {
+            double sx = 0.0;
+            for (int64_t i = i0; i < i1; i++) sx += ((const float *)row)[i];
+            float v = (float)sx;
+            memcpy((float *)sums + k, &v, sizeof v);
+        }
+    }
+    /* after the sums (a unit holds whole 128-blocks, and the codes past n_pad are zero) */
+    if (p->fmt == QMM_FMT_I8R128) { /* n_pad * 4 >= the codes rounded up to 128 */
+        int8_t *o = (int8_t *)row;
+        const int64_t n128 = (n_pad + 127) & ~(int64_t)127;
+        memset(o + n_pad, 0, (size_t)(n128 - n_pad));
+        for (int64_t b = 0; b < n128; b += 128) {
+            int8_t tmp[128];
+            memcpy(tmp, o + b, sizeof tmp);
+            for (int k = 0; k < 64; k++) o[b + k] = tmp[2 * k], o[b + 64 + k] = tmp[2 * k + 1];
         }
     }
 }

@@ -1,5 +1,5 @@
-/* Internal interface between the qmatmul driver (qmatmul.c: planning, threads) and its AVX2
- * kernels (qmatmul_avx2.c). Not part of the public API. */
+/* Internal interface between the qmatmul driver (qmatmul.c: planning, threads) and its AVX2 and
+ * AVX-512 kernels (qmatmul_avx2.c, qmatmul_avx512.c). Not part of the public API. */
 #ifndef PG_KERNELS_CPU_QMATMUL_IMPL_H
 #define PG_KERNELS_CPU_QMATMUL_IMPL_H
 
@@ -15,12 +15,20 @@ enum {
     QMM_Q4_I8,   /* INT4 x int8 codes, 32-element blocks, maddubs */
     QMM_Q8_I8,   /* INT8 x int8 codes widened to int16, madd */
     QMM_GENERIC, /* any group size: scalar, per element */
+    /* AVX-512 (qmatmul_avx512.c): group_size % 32 == 0 or one group per row */
+    QMM_F512,    /* float activations; per unit, sum q x then * s, minus z s sum(x) */
+    QMM_Q4_VNNI, /* INT4 x int8 codes, vpdpbusd (q unsigned), minus z sum(a) */
+    QMM_Q8_VNNI, /* INT8 (as q + 128, unsigned) x int8 codes, vpdpbusd, minus (128 + z) sum(a) */
 };
 /* Layout of one prepared activation row in work */
 enum {
     QMM_FMT_F32,   /* floats, zero padded to n_pad */
     QMM_FMT_I8R,   /* int8 codes; each 32-block stored as its 16 even then its 16 odd elements */
     QMM_FMT_I16,   /* int16 codes */
+    QMM_FMT_F32R,  /* floats, each 32-block stored as its 16 even then its 16 odd elements */
+    QMM_FMT_I8,    /* int8 codes in column order */
+    QMM_FMT_I8R128, /* int8 codes; each 128-block stored as its 64 even then its 64 odd elements,
+                       zero padded to a multiple of 128 (QMM_Q4_VNNI with 128-column units) */
 };
 
 typedef struct {
@@ -28,7 +36,12 @@ typedef struct {
     k_act_kind act;
     int path, fmt;
     int64_t n_tok, n_pad, n_group;
-    size_t a_row;  /* bytes between prepared rows */
+    size_t a_row;  /* bytes between prepared rows: round64(n_pad * 4 + n_pad / 8) */
+    /* AVX-512 paths: the row's sums over units of `unit` columns (unit u: columns
+     * [u*unit, (u+1)*unit), never across a group), after the codes at byte n_pad * 4 of each
+     * prepared row: int32 for the int8 formats (exact), floats (rounded from double) for the float
+     * ones; 0: none. A unit is the span of one integer (or float) accumulation. */
+    int64_t unit;
     float *s_tok;  /* [n_tok] factor applied to each output of token t: s_t (K_ACT_INT8) or 1 */
     char *a;       /* prepared rows */
     float *y;
@@ -39,5 +52,6 @@ typedef struct {
 void kcpu_qmm_prep_avx2(const qmm_plan *p, const float *x, int64_t t0, int64_t t1);
 /* Computes outputs of rows [r0, r1) for every token. */
 void kcpu_qmm_rows_avx2(const qmm_plan *p, int64_t r0, int64_t r1);
+void kcpu_qmm_rows_avx512(const qmm_plan *p, int64_t r0, int64_t r1);
 
 #endif

@@ -4,7 +4,8 @@
  *
  * Work layout (shared with the CPU kernels, which size rows for their own formats):
  *   [n_tok floats: per-token activation scale, padded to 64 bytes]
- *   [n_tok rows of round64(n_pad * 4) bytes], n_pad = n_in rounded up to 32.
+ *   [n_tok rows of round64(n_pad * 4 + n_pad / 8) bytes], n_pad = n_in rounded up to 32
+ *   (the last n_pad / 8 bytes of a row: room for the CPU kernels' per-block activation sums).
  * The reference keeps each row as floats: the (permuted) activations as the product sees them,
  * i.e. x itself (K_ACT_FLOAT), the int8 codes as floats (K_ACT_INT8, scale s_t kept aside), or
  * the e4m3-rounded values times s_t (K_ACT_FP8). */
@@ -52,7 +53,7 @@ static size_t round64(size_t n) { return (n + 63) & ~(size_t)63; }
 size_t k_qmatmul_work_size(const k_qweight *w, int64_t n_tok, k_act_kind act) {
     (void)act;
     size_t n_pad = ((size_t)w->n_in + 31) & ~(size_t)31;
-    return round64((size_t)n_tok * sizeof(float)) + (size_t)n_tok * round64(n_pad * sizeof(float)) + 64;
+    return round64((size_t)n_tok * sizeof(float)) + (size_t)n_tok * round64(n_pad * sizeof(float) + n_pad / 8) + 64;
 }
 
 /* ---- activations ---- */

@@ -1,0 +1,386 @@
+/* AVX-512 (VNNI, F16C) kernels of kcpu_qmatmul (driver: qmatmul.c; activations prepared by
+ * qmatmul_avx2.c's kcpu_qmm_prep_avx2 in the formats the plan names). Used when the group size is
+ * a multiple of 32 (or one group spans the row). A row is walked in units (qmm_plan.unit: the
+ * group, or 128-column pieces of a long one); each unit's products are summed without the scale,
+ * then scaled once, with the zero point applied through the unit's activation sum (prepared once
+ * per token):
+ *   QMM_F512:    g = sum q x (float, 16 lanes; INT4 q 0..15 from nibbles, the activations of each
+ *                32-block stored even columns first; INT8 q; FP8 e4m3/256 through an IEEE half),
+ *                g = fma(sum(x), -z, g), acc = fma(g, s, acc) (FP8: s*256, z = 0).
+ *   QMM_Q4_VNNI: d = -z sum(a) + sum q a by vpdpbusd (q unsigned 0..15, a int8), exact;
+ *                acc = fma(float(d lanes), s, acc).
+ *   QMM_Q8_VNNI: d = -(128 + z) sum(a) + sum (q + 128) a by vpdpbusd (q ^ 0x80 is q + 128
+ *                unsigned), exact; acc = fma(float(d lanes), s, acc).
+ *   y = hsum(acc) * s_t.
+ * A tile of R rows x T tokens decodes each block of codes once for its T tokens; every output's
+ * arithmetic is the same sequence of operations whatever R, T, n_tok or thread (batch and thread
+ * invariance). Zen 4 runs 512-bit operations double-pumped: the integer kernels use 256-bit
+ * vectors (one 32-column block each), the float kernel 512-bit ones (fewer instructions). */
+#include <immintrin.h>
+#include <string.h>
+
+#include "kernels/cpu/qmatmul_impl.h"
+#include "kernels/cpu/simd_avx2.h"
+
+#define AI static inline __attribute__((always_inline))
+#define MR 4 /* most rows per tile */
+#define MT 4 /* most tokens per tile */
+
+static inline int zero_of(const k_qweight *w, int64_t idx) {
+    if (!w->zeros) return w->kind == K_QW_INT4 ? 8 : 0;
+    return w->kind == K_QW_INT8 ? (int8_t)w->zeros[idx] : w->zeros[idx];
+}
+
+/* Codes of columns [i, i + 32) of row c (bytes c[i >> sh ..]); the row's last partial block is
+ * copied, zero padded, into tmp (the activations are zero there; zero codes keep FP8 free of NaN). */
+AI const uint8_t *block_codes(const uint8_t *c, int sh, int64_t i, int64_t n, uint8_t *tmp) {
+    if (i + 32 <= n) return c + (i >> sh);
+    memset(tmp, 0, 32);
+    memcpy(tmp, c + (i >> sh), (size_t)((n - i) >> sh));
+    return tmp;
+}
+
+/* ---- float activations ---- */
+
+/* 32 codes as two vectors of 16 floats, matching the prepared activations' order */
+AI void dec32(int kind, const uint8_t *c, __m512 *lo, __m512 *hi) {
+    if (kind == K_QW_INT4) {
+        __m512i v = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)c));
+        *lo = _mm512_cvtepi32_ps(_mm512_and_si512(v, _mm512_set1_epi32(15)));
+        *hi = _mm512_cvtepi32_ps(_mm512_srli_epi32(v, 4));
+    } else if (kind == K_QW_INT8) {
+        *lo = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)c)));
+        *hi = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(c + 16))));
+    } else {
+        /* e4m3 -> half: sign-extended byte << 7 puts the sign at bit 15 (and 14), exponent and
+         * mantissa at bits 13..7; clearing bit 14 leaves e4m3 / 256 (exponent bias 15 = 7 + 8) */
+        const __m256i m = _mm256_set1_epi16((short)0xbf80);
+        __m256i h0 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)c));
+        __m256i h1 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(c + 16)));
+        *lo = _mm512_cvtph_ps(_mm256_and_si256(_mm256_slli_epi16(h0, 7), m));
+        *hi = _mm512_cvtph_ps(_mm256_and_si256(_mm256_slli_epi16(h1, 7), m));
+    }
+}
+
+/* One 32-column block of the float kernel: R rows' codes c[r] against T tokens from column i */
+AI void blk_float(int kind, int R, int T, const uint8_t *const *c, const float *const *xa, int64_t i,
+                  __m512 ga[MR][MT]) {
+    __m512 lo[MR], hi[MR];
+#pragma GCC unroll 8
+    for (int r = 0; r < R; r++) dec32(kind, c[r], &lo[r], &hi[r]);
+#pragma GCC unroll 8
+    for (int t = 0; t < T; t++) {
+        const __m512 xl = _mm512_loadu_ps(xa[t] + i), xh = _mm512_loadu_ps(xa[t] + i + 16);
+#pragma GCC unroll 8
+        for (int r = 0; r < R; r++) {
+            ga[r][t] = _mm512_fmadd_ps(lo[r], xl, ga[r][t]);
+            ga[r][t] = _mm512_fmadd_ps(hi[r], xh, ga[r][t]);
+        }
+    }
+}
+
+AI void mk_float(int kind, int R, int T, const qmm_plan *p, int64_t r0, int64_t t0) {
+    const k_qweight *w = p->w;
+    const int64_t n = w->n_in, gs = w->group_size, ng = p->n_group, u = p->unit;
+    const int64_t n_end = ng == 1 ? p->n_pad : n; /* one group: its units run over the padding */
+    const int64_t n_full = n & ~(int64_t)31;
+    const size_t rb = k_qweight_row_bytes(w);
+    const int sh = kind == K_QW_INT4;
+    const uint8_t *wr[MR], *c[MR];
+    const float *xa[MT], *xs[MT];
+    __m512 acc[MR][MT];
+#pragma GCC unroll 8
+    for (int r = 0; r < R; r++) wr[r] = w->codes + (size_t)(r0 + r) * rb;
+#pragma GCC unroll 8
+    for (int t = 0; t < T; t++) {
+        const char *row = p->a + (size_t)(t0 + t) * p->a_row;
+        xa[t] = (const float *)row;
+        xs[t] = (const float *)(row + (size_t)p->n_pad * sizeof(float));
+    }
+#pragma GCC unroll 8
+    for (int r = 0; r < R; r++)
+#pragma GCC unroll 8
+        for (int t = 0; t < T; t++) acc[r][t] = _mm512_setzero_ps();
+    for (int64_t i0 = 0, k = 0; i0 < n_end; i0 += u, k++) {
+        const int64_t g = ng == 1 ? 0 : i0 / gs;
+        const int64_t i1 = i0 + u < n_end ? i0 + u : n_end, e = i1 < n_full ? i1 : n_full;
+        __m512 ga[MR][MT];
+#pragma GCC unroll 8
+        for (int r = 0; r < R; r++)
+#pragma GCC unroll 8
+            for (int t = 0; t < T; t++) ga[r][t] = _mm512_setzero_ps();
+        int64_t i = i0;
+        for (; i < e; i += 32) {
+#pragma GCC unroll 8
+            for (int r = 0; r < R; r++) {
+                c[r] = wr[r] + (i >> sh);
+                if (T == 1 && ((i >> sh) & 63) == 0) _mm_prefetch((const char *)c[r] + 768, _MM_HINT_T0);
+            }
+            blk_float(kind, R, T, c, xa, i, ga);
+        }
+        if (i < i1) { /* the row's last partial block */
+            uint8_t tmp[MR][32];
+#pragma GCC unroll 8
+            for (int r = 0; r < R; r++) c[r] = block_codes(wr[r], sh, i, n, tmp[r]);
+            blk_float(kind, R, T, c, xa, i, ga);
+        }
+#pragma GCC unroll 8
+        for (int r = 0; r < R; r++) {
+            const int64_t idx = (r0 + r) * ng + g;
+            const float s = w->scales[idx];
+            const __m512 sv = _mm512_set1_ps(kind == K_QW_FP8 ? s * 256.0f : s);
+            const __m512 zv = _mm512_set1_ps(-(float)zero_of(w, idx));
+#pragma GCC unroll 8
+            for (int t = 0; t < T; t++) {
+                __m512 v = ga[r][t];
+                if (kind != K_QW_FP8) v = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(1, xs[t] + k), zv, v);
+                acc[r][t] = _mm512_fmadd_ps(v, sv, acc[r][t]);
+            }
+        }
+    }
+#pragma GCC unroll 8
+    for (int r = 0; r < R; r++)
+#pragma GCC unroll 8
+        for (int t = 0; t < T; t++)
+            p->y[(t0 + t) * p->ldy + r0 + r] = _mm512_reduce_add_ps(acc[r][t]) * p->s_tok[t0 + t];
+}
+
+/* ---- int8 activations (VNNI) ---- */
+
+/* kind K_QW_INT4: the 16 bytes' low nibbles then high nibbles (the I8R activation order);
+ * K_QW_INT8: q + 128 as unsigned bytes */
+AI __m256i dec_u8(int kind, const uint8_t *c) {
+    if (kind == K_QW_INT4) {
+        __m128i v = _mm_loadu_si128((const __m128i *)c);
+        return _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(v, 4), v), _mm256_set1_epi8(15));
+    }
+    return _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)c), _mm256_set1_epi8((char)0x80));
+}
+
+/* One 32-column block of the VNNI kernels */
+AI void blk_vnni(int kind, int R, int T, const uint8_t *const *c, const int8_t *const *xa, int64_t i,
+                 __m256i d[MR][MT]) {
+    __m256i q[MR];
+#pragma GCC unroll 8
+    for (int r = 0; r < R; r++) q[r] = dec_u8(kind, c[r]);
+#pragma GCC unroll 8
+    for (int t = 0; t < T; t++) {
+        const __m256i a = _mm256_loadu_si256((const __m256i *)(xa[t] + i));
+#pragma GCC unroll 8
+        for (int r = 0; r < R; r++) d[r][t] = _mm256_dpbusd_epi32(d[r][t], q[r], a);
+    }
+}
+
+AI void mk_vnni(int kind, int R, int T, const qmm_plan *p, int64_t r0, int64_t t0) {
+    const k_qweight *w = p->w;
+    const int64_t n = w->n_in, gs = w->group_size, ng = p->n_group, u = p->unit;
+    const int64_t n_end = ng == 1 ? p->n_pad : n;
+    const int64_t n_full = n & ~(int64_t)31;
+    const size_t rb = k_qweight_row_bytes(w);
+    const int sh = kind == K_QW_INT4;
+    const int off = kind == K_QW_INT8 ? 128 : 0; /* the unsigned codes are q + off */
+    const uint8_t *wr[MR], *c[MR];
+    const int8_t *xa[MT];
+    const int32_t *xs[MT];
+    __m256 acc[MR][MT];
+#pragma GCC unroll 8
+    for (int r = 0; r < R; r++) wr[r] = w->codes + (size_t)(r0 + r) * rb;
+#pragma GCC unroll 8
+    for (int t = 0; t < T; t++) {
+        const char *row = p->a + (size_t)(t0 + t) * p->a_row;
+        xa[t] = (const int8_t *)row;
+        xs[t] = (const int32_t *)(row + (size_t)p->n_pad * sizeof(float));
+    }
+#pragma GCC unroll 8
+    for (int r = 0; r < R; r++)
+#pragma GCC unroll 8
+        for (int t = 0; t < T; t++) acc[r][t] = _mm256_setzero_ps();
+    for (int64_t i0 = 0, k = 0; i0 < n_end; i0 += u, k++) {
+        const int64_t g = ng == 1 ? 0 : i0 / gs;
+        const int64_t i1 = i0 + u < n_end ? i0 + u : n_end, e = i1 < n_full ? i1 : n_full;
+        __m256i d[MR][MT];
+        int zo[MR];
+#pragma GCC unroll 8
+        for (int r = 0; r < R; r++) zo[r] = -(off + zero_of(w, (r0 + r) * ng + g));
+#pragma GCC unroll 8
+        for (int t = 0; t < T; t++) {
+            const int32_t sa = xs[t][k];
+#pragma GCC unroll 8
+            for (int r = 0; r < R; r++) d[r][t] = _mm256_zextsi128_si256(_mm_cvtsi32_si128(zo[r] * sa));
+        }
+        int64_t i = i0;
+        for (; i < e; i += 32) {
+#pragma GCC unroll 8
+            for (int r = 0; r < R; r++) {
+                c[r] = wr[r] + (i >> sh);
+                if (T == 1 && ((i >> sh) & 63) == 0) _mm_prefetch((const char *)c[r] + 768, _MM_HINT_T0);
+            }
+            blk_vnni(kind, R, T, c, xa, i, d);
+        }
+        if (i < i1) { /* the row's last partial block */
+            uint8_t tmp[MR][32];
+#pragma GCC unroll 8
+            for (int r = 0; r < R; r++) c[r] = block_codes(wr[r], sh, i, n, tmp[r]);
+            blk_vnni(kind, R, T, c, xa, i, d);
+        }
+#pragma GCC unroll 8
+        for (int r = 0; r < R; r++) {
+            const __m256 sv = _mm256_set1_ps(w->scales[(r0 + r) * ng + g]);
+#pragma GCC unroll 8
+            for (int t = 0; t < T; t++) acc[r][t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(d[r][t]), sv, acc[r][t]);
+        }
+    }
+#pragma GCC unroll 8
+    for (int r = 0; r < R; r++)
+#pragma GCC unroll 8
+        for (int t = 0; t < T; t++) p->y[(t0 + t) * p->ldy + r0 + r] = hsum8(acc[r][t]) * p->s_tok[t0 + t];
+}
+
+/* QMM_Q4_VNNI on 128-column blocks (group_size % 128 == 0 or one group; activations in
+ * QMM_FMT_I8R128): the 64 code bytes' low nibbles meet the block's 64 even activations and the
+ * high nibbles its 64 odd ones, two 512-bit vpdpbusd per row and token; lane j sums columns
+ * 8j .. 8j+7 of the block. */
+AI void blk_v4z(int R, int T, const uint8_t *const *c, const int8_t *const *xa, int64_t i, __m512i d[MR][MT]) {
+    const __m512i m4 = _mm512_set1_epi8(15);
+    __m512i lo[MR], hi[MR];
+#pragma GCC unroll 8
+    for (int r = 0; r < R; r++) {
+        const __m512i v = _mm512_loadu_si512((const void *)c[r]);
+        lo[r] = _mm512_and_si512(v, m4);
+        hi[r] = _mm512_and_si512(_mm512_srli_epi16(v, 4), m4);
+    }
+#pragma GCC unroll 8
+    for (int t = 0; t < T; t++) {
+        const __m512i al = _mm512_loadu_si512((const void *)(xa[t] + i));
+        const __m512i ah = _mm512_loadu_si512((const void *)(xa[t] + i + 64));
+#pragma GCC unroll 8
+        for (int r = 0; r < R; r++) d[r][t] = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(d[r][t], lo[r], al), hi[r], ah);
+    }
+}
+
+AI void mk_v4z(int R, int T, const qmm_plan *p, int64_t r0, int64_t t0) {
+    const k_qweight *w = p->w;
+    const int64_t n = w->n_in, gs = w->group_size, ng = p->n_group, u = p->unit;
+    const int64_t n_end = ng == 1 ? p->n_pad : n;
+    const int64_t n_full = n & ~(int64_t)127;
+    const size_t rb = k_qweight_row_bytes(w);
+    const uint8_t *wr[MR], *c[MR];
+    const int8_t *xa[MT];
+    const int32_t *xs[MT];
+    __m512 acc[MR][MT];
+#pragma GCC unroll 8
+    for (int r = 0; r < R; r++) wr[r] = w->codes + (size_t)(r0 + r) * rb;
+#pragma GCC unroll 8
+    for (int t = 0; t < T; t++) {
+        const char *row = p->a + (size_t)(t0 + t) * p->a_row;
+        xa[t] = (const int8_t *)row;
+        xs[t] = (const int32_t *)(row + (size_t)p->n_pad * sizeof(float));
+    }
+#pragma GCC unroll 8
+    for (int r = 0; r < R; r++)
+#pragma GCC unroll 8
+        for (int t = 0; t < T; t++) acc[r][t] = _mm512_setzero_ps();
+    for (int64_t i0 = 0, k = 0; i0 < n_end; i0 += u, k++) {
+        const int64_t g = ng == 1 ? 0 : i0 / gs;
+        const int64_t i1 = i0 + u < n_end ? i0 + u : n_end, e = i1 < n_full ? i1 : n_full;
+        __m512i d[MR][MT];
+        int zo[MR];
+#pragma GCC unroll 8
+        for (int r = 0; r < R; r++) zo[r] = -zero_of(w, (r0 + r) * ng + g);
+#pragma GCC unroll 8
+        for (int t = 0; t < T; t++) {
+            const int32_t sa = xs[t][k];
+#pragma GCC unroll 8
+            for (int r = 0; r < R; r++) d[r][t] = _mm512_zextsi128_si512(_mm_cvtsi32_si128(zo[r] * sa));
+        }
+        int64_t i = i0;
+        for (; i < e; i += 128) {
+#pragma GCC unroll 8
+            for (int r = 0; r < R; r++) {
+                c[r] = wr[r] + i / 2;
+                if (T == 1) _mm_prefetch((const char *)c[r] + 1024, _MM_HINT_T0);
+            }
+            blk_v4z(R, T, c, xa, i, d);
+        }
+        if (i < i1) { /* the row's last partial block */
+            _Alignas(64) uint8_t tmp[MR][64];
+#pragma GCC unroll 8
+            for (int r = 0; r < R; r++) {
+                memset(tmp[r], 0, 64);
+                memcpy(tmp[r], wr[r] + i / 2, (size_t)(n - i) / 2);
+                c[r] = tmp[r];
+            }
+            blk_v4z(R, T, c, xa, i, d);
+        }
+#pragma GCC unroll 8
+        for (int r = 0; r < R; r++) {
+            const __m512 sv = _mm512_set1_ps(w->scales[(r0 + r) * ng + g]);
+#pragma GCC unroll 8
+            for (int t = 0; t < T; t++) acc[r][t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(d[r][t]), sv, acc[r][t]);
+        }
+    }
+#pragma GCC unroll 8
+    for (int r = 0; r < R; r++)
+#pragma GCC unroll 8
+        for (int t = 0; t < T; t++)
+            p->y[(t0 + t) * p->ldy + r0 + r] = _mm512_reduce_add_ps(acc[r][t]) * p->s_tok[t0 + t];
+}
+
+/* ---- tiles ---- */
+
+/* decode: DR rows x 1 token; prefill: PR rows x up to PT tokens (registers: 3 vectors per
+ * output for the float kernel, 2 for the VNNI ones); leftover rows one at a time */
+#define TILES(MK, DR, PR, PT)                                                                                      \
+    if (tt == 1) {                                                                                                 \
+        if (rr == DR) MK(DR, 1); else MK(1, 1);                                                                    \
+    } else if (tt == 2) {                                                                                          \
+        if (rr == PR) MK(PR, 2); else MK(1, 2);                                                                    \
+    } else if (tt == 3) {                                                                                          \
+        if (rr == PR) MK(PR, 3); else MK(1, 3);                                                                    \
+    } else if (PT >= 4) {                                                                                          \
+        if (rr == PR) MK(PR, 4); else MK(1, 4);                                                                    \
+    }
+
+#define F_DR 4
+#define F_PR 2
+#define F_PT 4
+#define V_DR 4
+#define V_PR 4
+#define V_PT 3
+#define Z_DR 4
+#define Z_PR 4
+#define Z_PT 2
+
+#define MK_F4(R, T) mk_float(K_QW_INT4, R, T, p, r, t)
+#define MK_F8(R, T) mk_float(K_QW_INT8, R, T, p, r, t)
+#define MK_FP(R, T) mk_float(K_QW_FP8, R, T, p, r, t)
+#define MK_V4(R, T) mk_vnni(K_QW_INT4, R, T, p, r, t)
+#define MK_V8(R, T) mk_vnni(K_QW_INT8, R, T, p, r, t)
+#define MK_Z4(R, T) mk_v4z(R, T, p, r, t)
+static void tile_f4(const qmm_plan *p, int rr, int tt, int64_t r, int64_t t) { TILES(MK_F4, F_DR, F_PR, F_PT) }
+static void tile_f8(const qmm_plan *p, int rr, int tt, int64_t r, int64_t t) { TILES(MK_F8, F_DR, F_PR, F_PT) }
+static void tile_fp(const qmm_plan *p, int rr, int tt, int64_t r, int64_t t) { TILES(MK_FP, F_DR, F_PR, F_PT) }
+static void tile_v4(const qmm_plan *p, int rr, int tt, int64_t r, int64_t t) { TILES(MK_V4, V_DR, V_PR, V_PT) }
+static void tile_v8(const qmm_plan *p, int rr, int tt, int64_t r, int64_t t) { TILES(MK_V8, V_DR, V_PR, V_PT) }
+static void tile_z4(const qmm_plan *p, int rr, int tt, int64_t r, int64_t t) { TILES(MK_Z4, Z_DR, Z_PR, Z_PT) }
+
+void kcpu_qmm_rows_avx512(const qmm_plan *p, int64_t r0, int64_t r1) {
+    const int vnni = p->path != QMM_F512, z = p->fmt == QMM_FMT_I8R128;
+    const int PT = z ? Z_PT : vnni ? V_PT : F_PT, PR = z ? Z_PR : vnni ? V_PR : F_PR, DR = z ? Z_DR : vnni ? V_DR : F_DR;
+    void (*tile)(const qmm_plan *, int, int, int64_t, int64_t) =
+        z ? tile_z4
+        : p->path == QMM_Q4_VNNI ? tile_v4
+        : p->path == QMM_Q8_VNNI ? tile_v8
+        : p->w->kind == K_QW_INT4 ? tile_f4
+        : p->w->kind == K_QW_INT8 ? tile_f8
+                                  : tile_fp;
+    for (int64_t t = 0; t < p->n_tok; t += PT) {
+        int tt = p->n_tok - t < PT ? (int)(p->n_tok - t) : PT;
+        int R = tt == 1 ? DR : PR;
+        for (int64_t r = r0; r < r1;) {
+            int rr = r1 - r >= R ? R : 1;
+            tile(p, rr, tt, r, t);
+            r += rr;
+        }
+    }
+}
