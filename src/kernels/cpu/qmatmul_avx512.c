@@ -91,6 +91,7 @@ AI void mk_float(int kind, int R, int T, const qmm_plan *p, int64_t r0, int64_t 
     __m512 acc[MR][MT];
 #pragma GCC unroll 8
     for (int r = 0; r < R; r++) wr[r] = w->codes + (size_t)(r0 + r) * rb;
+    const char *nxt = (const char *)(w->codes + (size_t)(r0 + R) * rb); /* the next decode tile's rows */
 #pragma GCC unroll 8
     for (int t = 0; t < T; t++) {
         const char *row = p->a + (size_t)(t0 + t) * p->a_row;
@@ -114,7 +115,8 @@ AI void mk_float(int kind, int R, int T, const qmm_plan *p, int64_t r0, int64_t 
 #pragma GCC unroll 8
             for (int r = 0; r < R; r++) {
                 c[r] = wr[r] + (i >> sh);
-                if (T == 1 && ((i >> sh) & 63) == 0) _mm_prefetch((const char *)c[r] + 768, _MM_HINT_T0);
+                if (T == 1 && r == 0 && ((i >> sh) & 63) == 0) /* the next tile, linearly (see mk_v4z) */
+                    for (int o = 0; o < R * 64; o += 64) _mm_prefetch(nxt + (size_t)(i >> sh) * R + o, _MM_HINT_T0);
             }
             blk_float(kind, R, T, c, xa, i, ga);
         }
@@ -185,6 +187,7 @@ AI void mk_vnni(int kind, int R, int T, const qmm_plan *p, int64_t r0, int64_t t
     __m256 acc[MR][MT];
 #pragma GCC unroll 8
     for (int r = 0; r < R; r++) wr[r] = w->codes + (size_t)(r0 + r) * rb;
+    const char *nxt = (const char *)(w->codes + (size_t)(r0 + R) * rb); /* the next decode tile's rows */
 #pragma GCC unroll 8
     for (int t = 0; t < T; t++) {
         const char *row = p->a + (size_t)(t0 + t) * p->a_row;
@@ -213,7 +216,8 @@ AI void mk_vnni(int kind, int R, int T, const qmm_plan *p, int64_t r0, int64_t t
 #pragma GCC unroll 8
             for (int r = 0; r < R; r++) {
                 c[r] = wr[r] + (i >> sh);
-                if (T == 1 && ((i >> sh) & 63) == 0) _mm_prefetch((const char *)c[r] + 768, _MM_HINT_T0);
+                if (T == 1 && r == 0 && ((i >> sh) & 63) == 0) /* the next tile, linearly (see mk_v4z) */
+                    for (int o = 0; o < R * 64; o += 64) _mm_prefetch(nxt + (size_t)(i >> sh) * R + o, _MM_HINT_T0);
             }
             blk_vnni(kind, R, T, c, xa, i, d);
         }
@@ -270,6 +274,8 @@ AI void mk_v4z(int R, int T, const qmm_plan *p, int64_t r0, int64_t t0) {
     __m512 acc[MR][MT];
 #pragma GCC unroll 8
     for (int r = 0; r < R; r++) wr[r] = w->codes + (size_t)(r0 + r) * rb;
+    const char *nxt = (const char *)(w->codes + (size_t)(r0 + R) * rb); /* the next decode tile's rows */
+    if (T == 1) _mm_prefetch((const char *)(w->scales + (r0 + R) * ng), _MM_HINT_T0);
 #pragma GCC unroll 8
     for (int t = 0; t < T; t++) {
         const char *row = p->a + (size_t)(t0 + t) * p->a_row;
@@ -296,10 +302,12 @@ AI void mk_v4z(int R, int T, const qmm_plan *p, int64_t r0, int64_t t0) {
         int64_t i = i0;
         for (; i < e; i += 128) {
 #pragma GCC unroll 8
-            for (int r = 0; r < R; r++) {
-                c[r] = wr[r] + i / 2;
-                if (T == 1) _mm_prefetch((const char *)c[r] + 1024, _MM_HINT_T0);
-            }
+            for (int r = 0; r < R; r++) c[r] = wr[r] + i / 2;
+            /* decode: the next tile's rows are contiguous, R * 64 bytes of them per 64-byte step
+             * of this tile's rows (R short row streams alone end before the hardware prefetcher
+             * ramps up; gemm_quant_avx512.c does the same for Q4_0) */
+            if (T == 1)
+                for (int o = 0; o < R * 64; o += 64) _mm_prefetch(nxt + (size_t)(i / 2) * R + o, _MM_HINT_T0);
             blk_v4z(R, T, c, xa, i, d);
         }
         if (i < i1) { /* the row's last partial block */
