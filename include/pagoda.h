@@ -553,6 +553,13 @@ typedef struct {
 } pagoda_embedding_info;
 void pagoda_model_get_embedding_info(const pagoda_model *m, pagoda_embedding_info *info);
 
+/* Drops the engine's prefix cache (SGLang's /flush_cache, vLLM's /reset_prefix_cache): no later
+ * request reuses a prompt prefix computed before; live requests keep their KV blocks and go on
+ * unchanged. Thread-safe: with the engine on its own thread (pagoda_engine_start) the stepping
+ * thread does it between two steps and this call waits for it. *n_flushed (may be NULL): how
+ * many cached blocks were forgotten. */
+pagoda_status pagoda_engine_flush_prefix_cache(pagoda_engine *e, int32_t *n_flushed);
+
 #ifdef __cplusplus
 }
 #endif

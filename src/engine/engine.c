@@ -110,6 +110,7 @@ pagoda_status engine_create_with_runner(pagoda_model *pm, engine_runner *r, cons
     e->n_vocab = in->n_vocab;
     pthread_mutex_init(&e->mu, NULL);
     pthread_cond_init(&e->cv, NULL);
+    pthread_cond_init(&e->flush_cv, NULL);
     e->rng = (uint64_t)time(NULL) ^ (uint64_t)(uintptr_t)e;
     e->next_id = 1;
     if ((st = engine_adapters_create(e))) goto fail;
@@ -240,7 +241,32 @@ pagoda_status pagoda_engine_step(pagoda_engine *e, int32_t *n_live) {
     return PAGODA_OK;
 }
 
-static int has_input(pagoda_engine *e) { return e->inbox || e->n_cancels || e->cancel_all; }
+static int has_input(pagoda_engine *e) { return e->inbox || e->n_cancels || e->cancel_all || e->flush_req; }
+
+/* The flush itself: stepping thread (or no thread), between steps, mu held. */
+static void flush_locked(pagoda_engine *e) {
+    e->flush_n = kv_pool_flush(e->pool);
+    e->stats.kv_blocks_cached = kv_pool_n_cached(e->pool);
+    e->flush_req = 0;
+    e->flush_gen++;
+    pthread_cond_broadcast(&e->flush_cv);
+}
+
+pagoda_status pagoda_engine_flush_prefix_cache(pagoda_engine *e, int32_t *n_flushed) {
+    pthread_mutex_lock(&e->mu);
+    if (!e->started) {
+        flush_locked(e);
+    } else {
+        const uint64_t gen = e->flush_gen;
+        e->flush_req = 1;
+        pthread_cond_broadcast(&e->cv);
+        while (e->flush_gen == gen && !e->stop) pthread_cond_wait(&e->flush_cv, &e->mu);
+    }
+    const int done = !e->flush_req;
+    if (n_flushed) *n_flushed = e->flush_n;
+    pthread_mutex_unlock(&e->mu);
+    return done ? PAGODA_OK : pg_fail(PAGODA_ERR_INVALID, "the engine stopped before flushing its prefix cache");
+}
 
 static void *engine_thread(void *arg) {
     pagoda_engine *e = arg;
@@ -248,6 +274,7 @@ static void *engine_thread(void *arg) {
         pthread_mutex_lock(&e->mu);
         while (!e->stop && !has_input(e) && !e->live) pthread_cond_wait(&e->cv, &e->mu);
         int stop = e->stop;
+        if (!stop && e->flush_req) flush_locked(e);
         pthread_mutex_unlock(&e->mu);
         if (stop) break;
         if (!engine_step(e) && e->live) { /* live requests but nothing runnable: wait briefly for a change */
@@ -280,6 +307,7 @@ void pagoda_engine_destroy(pagoda_engine *e) {
     pthread_mutex_lock(&e->mu);
     e->stop = 1;
     pthread_cond_broadcast(&e->cv);
+    pthread_cond_broadcast(&e->flush_cv);
     pthread_mutex_unlock(&e->mu);
     if (e->started) pthread_join(e->thread, NULL);
     e->started = 0;
@@ -302,5 +330,6 @@ void pagoda_engine_destroy(pagoda_engine *e) {
     engine_adapters_destroy(e);
     pthread_mutex_destroy(&e->mu);
     pthread_cond_destroy(&e->cv);
+    pthread_cond_destroy(&e->flush_cv);
     free(e);
 }

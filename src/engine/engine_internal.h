@@ -151,6 +151,10 @@ struct pagoda_engine {
     uint64_t *cancels;
     int32_t n_cancels, cap_cancels;
     int cancel_all;
+    int flush_req;           /* a prefix-cache flush asked for (pagoda_engine_flush_prefix_cache) */
+    uint64_t flush_gen;      /* flushes done so far; flush_cv is signalled after each */
+    int32_t flush_n;         /* blocks the last flush forgot */
+    pthread_cond_t flush_cv;
     int stop, started;
     pthread_t thread;
     uint64_t next_id, rng;

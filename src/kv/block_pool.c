@@ -161,6 +161,21 @@ void kv_pool_publish(kv_pool *p, int32_t b, uint64_t hash, uint64_t parent_hash,
     if (m->ref == 0) p->n_cached++; /* only referenced blocks are published by the scheduler, but be exact */
 }
 
+int32_t kv_pool_flush(kv_pool *p) {
+    int32_t n = 0;
+    for (int32_t i = 0; i < p->n_blocks; i++) {
+        if (!p->b[i].published) continue;
+        unpublish(p, i);
+        n++;
+        if (p->b[i].ref == 0) { /* a cached prefix: now a plain free block, reused first */
+            p->n_cached--;
+            queue_remove(p, i);
+            queue_push_head(p, i);
+        }
+    }
+    return n;
+}
+
 int kv_pool_block_published(const kv_pool *p, int32_t b, uint64_t *hash, const int32_t **tokens) {
     if (b < 0 || b >= p->n_blocks || !p->b[b].published) return 0;
     *hash = p->b[b].hash;

@@ -51,6 +51,11 @@ int32_t kv_pool_lookup(const kv_pool *p, uint64_t hash, uint64_t parent_hash, in
  * with this adapter. No-op if another block already holds that prefix or b is already published. */
 void kv_pool_publish(kv_pool *p, int32_t b, uint64_t hash, uint64_t parent_hash, int32_t adapter, const int32_t *tokens);
 
+/* Forgets every published prefix (the whole prefix cache): no later lookup finds a block
+ * published before. Referenced blocks keep their K/V and users; unreferenced ones that held a
+ * prefix become plain free blocks, handed out first. Returns how many blocks were unpublished. */
+int32_t kv_pool_flush(kv_pool *p);
+
 /* Whether block b is published; if so its hash and its block_size tokens (borrowed). For tests. */
 int kv_pool_block_published(const kv_pool *p, int32_t b, uint64_t *hash, const int32_t **tokens);
 

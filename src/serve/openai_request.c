@@ -514,6 +514,13 @@ static const char *const k_ignored[] = {"user", "store", "metadata", "service_ti
 static const char *const k_ignored_compat[] = {"cache_prompt", "id_slot", "samplers", "t_max_predict_ms",
                                                "timings_per_token", "return_progress",
                                                "n_cmpl", "priority", "request_id", NULL};
+/* SGLang's fields that sglang-router and vllm-router add to every request they forward, at values
+ * that ask for what pagoda does anyway: stop strings trimmed, the last message not continued, no
+ * hidden states. Accepted without a warning at those values only; any other value is an unknown
+ * field (a warning, or 400 when strict). The reasoning switches mean nothing without a reasoning
+ * parser (pagoda has none: reasoning stays in the content), so any boolean passes. */
+static const char *const k_router_false[] = {"no_stop_trim", "continue_final_message", "return_hidden_states", NULL};
+static const char *const k_router_any_bool[] = {"separate_reasoning", "stream_reasoning", "include_reasoning", NULL};
 /* OpenAI chat fields this server does not implement */
 static const char *const k_unsupported_chat[] = {"functions", "function_call", "audio", "prediction",
                                                  "web_search_options", "reasoning_effort", "verbosity",
@@ -661,6 +668,8 @@ static int parse_field(ctx *c, const char *key, json_t *v) {
     }
     if (!strcmp(key, "chat_template_kwargs")) return json_is_object(v) ? 0 : bad_type(c, key, "an object", v);
     if (is_any(key, k_ignored_compat)) return 0;
+    if ((is_any(key, k_router_false) && json_is_false(v)) || (is_any(key, k_router_any_bool) && json_is_boolean(v)))
+        return 0;
     return unknown(c, key, "Unrecognized request argument supplied");
 }
 

@@ -30,6 +30,7 @@
 #include "serve/request.h"
 #include "serve/response_headers.h"
 #include "serve/responses.h"
+#include "serve/router_endpoints.h"
 #include "serve/send.h"
 #include "serve/tokenize_route.h"
 #include "serve/watchdog.h"
@@ -73,7 +74,7 @@ static void add_stats(pagoda_engine *e, void *user) {
     sum->n_threads += st.n_threads, sum->kv_bytes += st.kv_bytes;
 }
 
-static void engine_stats_sum(pg_server *s, pagoda_engine_stats *st) {
+void serve_engine_stats(pg_server *s, pagoda_engine_stats *st) {
     memset(st, 0, sizeof *st);
     mgr_for_each_engine(s->models, add_stats, st);
 }
@@ -95,7 +96,7 @@ static enum MHD_Result handle_get(http_req *hr, const char *url) {
         return send_json(hr, 200, json_pack("{s:s}", "status", "ok"));
     case ROUTE_METRICS: {
         pagoda_engine_stats st;
-        engine_stats_sum(s, &st);
+        serve_engine_stats(s, &st);
         size_t n = 0;
         char *text = metrics_render(s->metrics, &st, atomic_load(&s->stream_unsent_peak), &n);
         if (text && model_metrics_append(s, &text, &n)) free(text), text = NULL;
@@ -106,6 +107,11 @@ static enum MHD_Result handle_get(http_req *hr, const char *url) {
     case ROUTE_MODELS_DETAIL:
     case ROUTE_MODEL_ONE:
         return model_route_get(hr, url);
+    case ROUTE_SERVER_INFO:
+    case ROUTE_MODEL_INFO:
+    case ROUTE_GET_LOAD:
+    case ROUTE_LOAD:
+        return router_endpoint_handle(hr);
     default: break;
     }
     return send_error(hr, 500, "server_error", NULL, NULL, "unhandled route");
@@ -132,6 +138,8 @@ static serve_route route_of(const char *url) {
     if (!strcmp(url, "/models/unload")) return ROUTE_MODELS_UNLOAD;
     if (!strcmp(url, "/v1/load_lora_adapter")) return ROUTE_LORA_LOAD;
     if (!strcmp(url, "/v1/unload_lora_adapter")) return ROUTE_LORA_UNLOAD;
+    serve_route r = router_endpoint_route(url);
+    if (r != ROUTE_NONE) return r;
     return ROUTE_NONE;
 }
 
@@ -184,10 +192,11 @@ static enum MHD_Result first_call(pg_server *s, http_req *hr, const char *url, c
     hr->route = route_of(url);
     const int is_gen = is_post_route(hr->route);
     const int is_get = !strcmp(method, "GET") || !strcmp(method, "HEAD");
-    const char *allow = is_gen ? "POST, OPTIONS" : "GET, HEAD, OPTIONS";
+    const int is_admin = router_endpoint_is_admin(hr->route); /* flush: POST or GET, no body read */
+    const char *allow = is_gen ? "POST, OPTIONS" : is_admin ? "GET, POST, OPTIONS" : "GET, HEAD, OPTIONS";
     /* before authentication: a browser's CORS preflight carries no credentials */
     if (!strcmp(method, "OPTIONS") && hr->route != ROUTE_NONE) return send_options(hr, allow);
-    if ((!strncmp(url, "/v1/", 4) || hr->route == ROUTE_INFILL) && s->cfg.n_api_keys > 0) {
+    if ((!strncmp(url, "/v1/", 4) || hr->route == ROUTE_INFILL || is_admin) && s->cfg.n_api_keys > 0) {
         const char *auth = MHD_lookup_connection_value(hr->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION);
         /* Anthropic's clients send the key as x-api-key */
         const char *xkey = MHD_lookup_connection_value(hr->conn, MHD_HEADER_KIND, "x-api-key");
@@ -199,6 +208,12 @@ static enum MHD_Result first_call(pg_server *s, http_req *hr, const char *url, c
     }
     if (hr->route == ROUTE_NONE)
         return send_error(hr, 404, "invalid_request_error", NULL, "not_found", "Unknown path: %s %.80s", method, url);
+    if (is_admin) {
+        if (strcmp(method, "POST") && strcmp(method, "GET"))
+            return send_error_hdr(hr, 405, MHD_HTTP_HEADER_ALLOW, allow, "method_not_allowed",
+                                  "Method %s is not allowed for %.80s (allowed: GET, POST).", method, url);
+        return router_endpoint_handle(hr);
+    }
     if (is_gen ? strcmp(method, "POST") != 0 : !is_get)
         return send_error_hdr(hr, 405, MHD_HTTP_HEADER_ALLOW, allow, "method_not_allowed",
                               "Method %s is not allowed for %.80s (allowed: %s).", method, url,

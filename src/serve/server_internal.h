@@ -73,6 +73,14 @@ typedef enum {
     ROUTE_MODELS_UNLOAD, /* POST /models/unload */
     ROUTE_LORA_LOAD,     /* POST /v1/load_lora_adapter (vLLM) */
     ROUTE_LORA_UNLOAD,   /* POST /v1/unload_lora_adapter */
+    ROUTE_SERVER_INFO,   /* GET /get_server_info, /server_info (router_endpoints.c) */
+    ROUTE_MODEL_INFO,    /* GET /get_model_info, /model_info */
+    ROUTE_GET_LOAD,      /* GET /get_load (SGLang) */
+    ROUTE_LOAD,          /* GET /load (vLLM) */
+    ROUTE_FLUSH_CACHE,   /* POST|GET /flush_cache (SGLang), POST /reset_prefix_cache (vLLM) */
 } serve_route;
+
+/* The engines' counters summed over the loaded models (server.c). */
+void serve_engine_stats(pg_server *s, pagoda_engine_stats *st);
 
 #endif
