@@ -257,8 +257,11 @@ static int reserve_sets(ey_parser *p, int need) {
 }
 
 static size_t hslot(const ey_parser *p, int pos, int origin) {
+    /* (the product's low 32 bits depend on origin alone: fold the high half in, or every item of
+     * one origin lands in one probe chain) */
     uint64_t h = ((uint64_t)(uint32_t)pos << 32 | (uint32_t)origin) * 0x9E3779B97F4A7C15ULL;
-    return (size_t)(h >> 20) & (p->hcap - 1);
+    h ^= h >> 32;
+    return (size_t)(h ^ h >> 17) & (p->hcap - 1);
 }
 
 /* -1 oom / limit */
