@@ -55,6 +55,8 @@ static const char k_usage[] =
             "  --progress N        a progress line on stderr every N schemas (default 100; 0: none)\n"
             "  --no-tbm-list       write tbm_summary only, not every TBM sample\n"
             "  --no-compare        skip compare.py (table and plot)\n"
+            "  --mask-digest       add to each pagoda line a digest (FNV-1a 64) of every mask computed\n"
+            "                      and their count: mask_digest, n_masks (before/after checks)\n"
             "  --dump-instances FILE  write each selected instance's serialized text, one a line, and\n"
             "                      exit (a check of the serialization against Python's)\n"
             "  --gbnf FILE         pagoda walks every schema's instances through this GBNF grammar instead\n"
@@ -216,7 +218,17 @@ typedef struct {
     int32_t eos;
     int32_t n_words; /* mask words */
     int tbm_list;
+    int digest; /* --mask-digest */
 } bg_ctx;
+
+/* FNV-1a 64 over every mask computed for a schema (--mask-digest) */
+static void digest_mask(uint64_t *h, long *n, const uint32_t *mask, int32_t n_words) {
+    const uint8_t *p = (const uint8_t *)mask;
+    uint64_t x = *h;
+    for (size_t i = 0; i < (size_t)n_words * sizeof *mask; i++) x = (x ^ p[i]) * 0x100000001B3ull;
+    *h = x;
+    (*n)++;
+}
 
 static int64_t now_ns(void) {
     struct timespec ts;
@@ -320,6 +332,9 @@ static int run_schema(const bg_ctx *cx, const bg_record *r, pj_buf *o) {
     }
     pagoda_grammar_matcher_mask(mt, mask);
     double ttfm = us_01(now_ns() - t0);
+    uint64_t dig = 0xcbf29ce484222325ull;
+    long n_masks = 0;
+    if (cx->digest) digest_mask(&dig, &n_masks, mask, cx->n_words);
     long n_tokens = 0, n_verr = 0, n_ierr = 0;
     pj_buf first = {0};
     for (size_t ti = 0; ti < r->n_tests; ti++) {
@@ -329,6 +344,7 @@ static int run_schema(const bg_ctx *cx, const bg_record *r, pj_buf *o) {
             mt = NULL;
             if (pagoda_grammar_matcher_create(g, &mt)) break;
             pagoda_grammar_matcher_mask(mt, mask);
+            if (cx->digest) digest_mask(&dig, &n_masks, mask, cx->n_words);
         }
         int32_t *ids = NULL;
         size_t n_ids = 0;
@@ -348,6 +364,7 @@ static int run_schema(const bg_ctx *cx, const bg_record *r, pj_buf *o) {
             int ok = pagoda_grammar_matcher_accept(mt, t) == PAGODA_OK;
             if (ok) pagoda_grammar_matcher_mask(mt, mask);
             int64_t b = now_ns();
+            if (ok && cx->digest) digest_mask(&dig, &n_masks, mask, cx->n_words);
             if (!ok) {
                 rejected_at = (long)i;
                 break;
@@ -385,6 +402,7 @@ static int run_schema(const bg_ctx *cx, const bg_record *r, pj_buf *o) {
     }
     int status = n_verr ? ST_VALIDATION : n_ierr ? ST_INVALIDATION : ST_PASSING;
     put_counts_head(o, cx, r, status, first.n ? first.p : NULL);
+    if (cx->digest) pj_putf(o, ", \"mask_digest\": \"%016llx\", \"n_masks\": %ld", (unsigned long long)dig, n_masks);
     put_tail(o, r, ttfm, n_tokens, n_verr, n_ierr, tbm, n_tbm, cx->tbm_list);
     pj_buf_free(&first);
     pagoda_grammar_matcher_destroy(mt);
@@ -699,12 +717,13 @@ int cmd_bench_grammar(int argc, char **argv) {
     const char *tok = NULL, *data = NULL, *ids = NULL, *python = NULL, *out_dir = NULL, *dump = NULL, *gbnf = NULL;
     long limit = 0, stride = 1, progress = 100, eos_opt = -1;
     float timeout = 60;
-    int engines = E_PAGODA | E_LLG | E_XGR, tbm_list = 1, compare = 1;
+    int engines = E_PAGODA | E_LLG | E_XGR, tbm_list = 1, compare = 1, digest = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) return usage(), 0;
         if (!strcmp(a, "--no-tbm-list")) { tbm_list = 0; continue; }
         if (!strcmp(a, "--no-compare")) { compare = 0; continue; }
+        if (!strcmp(a, "--mask-digest")) { digest = 1; continue; }
         if (strncmp(a, "--", 2)) {
             fprintf(stderr, "pagoda bench grammar: unexpected argument '%s'\n", a);
             return usage(), 2;
@@ -842,7 +861,7 @@ int cmd_bench_grammar(int argc, char **argv) {
     int n_outs = 0;
     char *out_files[3];
     if (engines & E_PAGODA) {
-        bg_ctx cx = {m, gbnf_text, tok_name, eos, (info.n_vocab + 31) / 32, tbm_list};
+        bg_ctx cx = {m, gbnf_text, tok_name, eos, (info.n_vocab + 31) / 32, tbm_list, digest};
         snprintf(outs[0], sizeof outs[0], "%s/pagoda-%s.jsonl", out_dir, tok_name);
         if (run_pagoda(&cx, &c, timeout, progress, outs[0])) rc = 1;
         else out_files[n_outs++] = outs[0];

@@ -34,6 +34,22 @@ typedef struct {
     int sym, item; /* an item of the set waiting on nonterminal sym */
 } ey_wait;
 
+/* A memoized scan: the set made by scanning terms on the stack named parent; its waits' items are
+ * relative to the set's first item. Only sets of at least EY_MEMO_MIN_WORK insertions are kept
+ * (cheaper ones are rebuilt), and at most EY_MEMO_MAX_ITEMS items (bounded memory). */
+#define EY_MEMO_SLOTS 256
+#define EY_MEMO_MIN_WORK 64
+#define EY_MEMO_MAX_ITEMS 4096
+typedef struct ey_memo {
+    uint64_t parent, child, hash; /* parent 0: empty slot */
+    uint64_t *terms;              /* [words] */
+    ey_item *items;
+    ey_wait *waits;
+    uint64_t *allowed; /* [words] */
+    size_t n_items, n_waits, work;
+    uint8_t can_end;
+} ey_memo;
+
 struct ey_parser {
     const ey_grammar *g;
     ey_item *items;
@@ -53,6 +69,11 @@ struct ey_parser {
     uint32_t *pred_gen; /* [n_syms] */
     size_t work; /* item insertions tried for the set being built */
     uint64_t total_work; /* all insertions tried since creation */
+    /* scan memo: serial[d] names the stack of sets 0..d (equal serials, equal stacks), so a scan
+     * of the same terminals on the same serial gives the same set; memo[] keeps such sets */
+    uint64_t *serial; /* [cap_sets] */
+    uint64_t next_serial;
+    struct ey_memo *memo; /* [EY_MEMO_SLOTS], allocated on first use */
     char err[160];
 };
 
@@ -233,6 +254,12 @@ void ey_parser_free(ey_parser *p) {
     free(p->hkey_gen);
     free(p->hkey);
     free(p->pred_gen);
+    free(p->serial);
+    if (p->memo)
+        for (int k = 0; k < EY_MEMO_SLOTS; k++) {
+            free(p->memo[k].terms), free(p->memo[k].items), free(p->memo[k].waits), free(p->memo[k].allowed);
+        }
+    free(p->memo);
     free(p);
 }
 
@@ -252,13 +279,19 @@ static int reserve_sets(ey_parser *p, int need) {
     uint8_t *d = realloc(p->can_end, (size_t)nc);
     if (!d) return -1;
     p->can_end = d;
+    uint64_t *e = realloc(p->serial, (size_t)nc * sizeof *e);
+    if (!e) return -1;
+    p->serial = e;
     p->cap_sets = nc;
     return 0;
 }
 
 static size_t hslot(const ey_parser *p, int pos, int origin) {
+    /* (the product's low 32 bits depend on origin alone: fold the high half in, or every item of
+     * one origin lands in one probe chain) */
     uint64_t h = ((uint64_t)(uint32_t)pos << 32 | (uint32_t)origin) * 0x9E3779B97F4A7C15ULL;
-    return (size_t)(h >> 20) & (p->hcap - 1);
+    h ^= h >> 32;
+    return (size_t)(h ^ h >> 17) & (p->hcap - 1);
 }
 
 /* -1 oom / limit */
@@ -413,6 +446,7 @@ ey_parser *ey_parser_new(const ey_grammar *g) {
     for (int k = g->nt_rule_off[g->n_syms - 1]; k < g->nt_rule_off[g->n_syms]; k++)
         if (add_item(p, g->nt_rule_pos[k], 0, 0)) goto fail;
     if (close_set(p, 0)) goto fail;
+    p->serial[0] = p->next_serial = 1;
     p->depth = 1;
     return p;
 fail:
@@ -429,12 +463,97 @@ void ey_truncate(ey_parser *p, int depth) {
     p->n_waits = p->set_wait[depth];
 }
 
+static uint64_t terms_hash(const uint64_t *terms, int words, uint64_t parent) {
+    uint64_t h = parent * 0x9E3779B97F4A7C15ULL;
+    for (int w = 0; w < words; w++) h = (h ^ terms[w]) * 0x100000001B3ULL, h ^= h >> 29;
+    return h;
+}
+
+/* Pushes the memoized set e at depth d; -1 out of memory (parser unchanged). */
+static int memo_push(ey_parser *p, int d, const ey_memo *e) {
+    size_t begin = p->n_items, w0 = p->n_waits;
+    if (begin + e->n_items > p->cap_items) {
+        size_t nc = p->cap_items ? p->cap_items : 1024;
+        while (nc < begin + e->n_items) nc *= 2;
+        ey_item *q = realloc(p->items, nc * sizeof *q);
+        if (!q) return -1;
+        p->items = q, p->cap_items = nc;
+    }
+    if (w0 + e->n_waits > p->cap_waits) {
+        size_t nc = p->cap_waits ? p->cap_waits : 1024;
+        while (nc < w0 + e->n_waits) nc *= 2;
+        ey_wait *q = realloc(p->waits, nc * sizeof *q);
+        if (!q) return -1;
+        p->waits = q, p->cap_waits = nc;
+    }
+    memcpy(p->items + begin, e->items, e->n_items * sizeof *e->items);
+    for (size_t k = 0; k < e->n_waits; k++) p->waits[w0 + k] = (ey_wait){e->waits[k].sym, e->waits[k].item + (int)begin};
+    p->n_items = begin + e->n_items;
+    p->n_waits = w0 + e->n_waits;
+    memcpy(p->allowed + (size_t)d * (size_t)p->g->words, e->allowed, (size_t)p->g->words * sizeof *e->allowed);
+    p->can_end[d] = e->can_end;
+    p->set_item[d + 1] = p->n_items;
+    p->set_wait[d + 1] = p->n_waits;
+    p->total_work += p->work; /* as close_set would: the callers' work budgets see the same counts */
+    p->work = e->work;
+    p->serial[d] = e->child;
+    p->depth = d + 1;
+    return 0;
+}
+
+/* Keeps the set just built at depth d (from parent, terms) in the memo; nothing if out of memory. */
+static void memo_keep(ey_parser *p, int d, uint64_t parent, uint64_t hash, const uint64_t *terms, size_t work) {
+    size_t begin = p->set_item[d], n = p->set_item[d + 1] - begin, nw = p->set_wait[d + 1] - p->set_wait[d];
+    if (work < EY_MEMO_MIN_WORK || n > EY_MEMO_MAX_ITEMS) return;
+    if (!p->memo && !(p->memo = calloc(EY_MEMO_SLOTS, sizeof *p->memo))) return;
+    int words = p->g->words;
+    ey_memo *e = &p->memo[hash & (EY_MEMO_SLOTS - 1)];
+    if (!e->terms) {
+        e->terms = malloc((size_t)words * sizeof *e->terms);
+        e->allowed = malloc((size_t)words * sizeof *e->allowed);
+        if (!e->terms || !e->allowed) {
+            free(e->terms), free(e->allowed);
+            e->terms = e->allowed = NULL;
+            return;
+        }
+    }
+    ey_item *it = realloc(e->items, (n ? n : 1) * sizeof *it);
+    if (it) e->items = it;
+    ey_wait *wt = it ? realloc(e->waits, (nw ? nw : 1) * sizeof *wt) : NULL;
+    if (wt) e->waits = wt;
+    if (!it || !wt) {
+        e->parent = 0;
+        return;
+    }
+    memcpy(e->items, p->items + begin, n * sizeof *it);
+    for (size_t k = 0; k < nw; k++) {
+        ey_wait w = p->waits[p->set_wait[d] + k];
+        e->waits[k] = (ey_wait){w.sym, w.item - (int)begin};
+    }
+    memcpy(e->terms, terms, (size_t)words * sizeof *terms);
+    memcpy(e->allowed, p->allowed + (size_t)d * (size_t)words, (size_t)words * sizeof *e->allowed);
+    e->can_end = p->can_end[d];
+    e->n_items = n, e->n_waits = nw, e->work = work;
+    e->parent = parent, e->child = p->serial[d], e->hash = hash;
+}
+
 int ey_scan(ey_parser *p, const uint64_t *terms) {
     const ey_grammar *g = p->g;
     int d = p->depth;
     if (reserve_sets(p, d + 2)) {
         snprintf(p->err, sizeof p->err, "out of memory");
         return -2;
+    }
+    uint64_t parent = p->serial[d - 1], hash = terms_hash(terms, g->words, parent);
+    if (p->memo) {
+        const ey_memo *e = &p->memo[hash & (EY_MEMO_SLOTS - 1)];
+        if (e->parent == parent && e->hash == hash && !memcmp(e->terms, terms, (size_t)g->words * sizeof *terms)) {
+            p->set_item[d] = p->n_items;
+            p->set_wait[d] = p->n_waits;
+            if (!memo_push(p, d, e)) return 0;
+            snprintf(p->err, sizeof p->err, "out of memory");
+            return -2;
+        }
     }
     size_t begin = p->n_items;
     p->set_item[d] = begin;
@@ -462,7 +581,9 @@ int ey_scan(ey_parser *p, const uint64_t *terms) {
         p->n_waits = p->set_wait[d];
         return -2;
     }
+    p->serial[d] = ++p->next_serial;
     p->depth = d + 1;
+    memo_keep(p, d, parent, hash, terms, p->work); /* (close_set leaves the set's own count in work) */
     return 0;
 }
 
