@@ -7,6 +7,16 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* The version of this header and of the library built with it. CMakeLists.txt reads
+ * project(VERSION) from these lines: bump all four together. */
+#define PAGODA_VERSION_MAJOR 0
+#define PAGODA_VERSION_MINOR 1
+#define PAGODA_VERSION_PATCH 0
+#define PAGODA_VERSION_STRING "0.1.0"
+/* one number for #if comparisons: PAGODA_VERSION >= PAGODA_MAKE_VERSION(0, 2, 0) */
+#define PAGODA_MAKE_VERSION(major, minor, patch) ((major) * 10000 + (minor) * 100 + (patch))
+#define PAGODA_VERSION PAGODA_MAKE_VERSION(PAGODA_VERSION_MAJOR, PAGODA_VERSION_MINOR, PAGODA_VERSION_PATCH)
+
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -559,6 +569,13 @@ void pagoda_model_get_embedding_info(const pagoda_model *m, pagoda_embedding_inf
  * thread does it between two steps and this call waits for it. *n_flushed (may be NULL): how
  * many cached blocks were forgotten. */
 pagoda_status pagoda_engine_flush_prefix_cache(pagoda_engine *e, int32_t *n_flushed);
+
+/* ===== Version of the library linked at run time ===== */
+
+/* The version of the library linked at run time ("0.1.0"), which a program built against another
+ * header may compare with PAGODA_VERSION_STRING; and the same as one number (PAGODA_VERSION). */
+const char *pagoda_version_string(void);
+int pagoda_version_number(void);
 
 #ifdef __cplusplus
 }
