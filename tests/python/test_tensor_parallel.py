@@ -57,8 +57,11 @@ def synth(mpi, tmp_path_factory):
     return out
 
 
-def test_logits_hf_llama(mpi, shared, run_pagoda, tmp_path):
-    fx = shared / "fixtures" / "hf" / "llama"  # 4 heads, 2 KV heads, n_ff 128, F32
+# llama: 4 heads, 2 KV heads, n_ff 128, F32; qwen2: Q/K/V biases (split with their rows); qwen3: q/k
+# norms; starcoder2: LayerNorm, GELU MLP, output and down biases (added once, after the all-reduce)
+@pytest.mark.parametrize("name", ["llama", "qwen2", "qwen3", "starcoder2"])
+def test_logits_hf(mpi, shared, run_pagoda, tmp_path, name):
+    fx = shared / "fixtures" / "hf" / name
     g = load_file(str(fx / "golden.safetensors"))
     save_file({"input_ids": g["input_ids"]}, str(tmp_path / "ids.safetensors"))
     one, tp = both_logits(mpi, run_pagoda, fx, tmp_path / "ids.safetensors", tmp_path)
