@@ -168,6 +168,17 @@ void pagoda_memory_broker_get_stats(pagoda_memory_broker *b, pagoda_memory_broke
 
 typedef struct pagoda_engine pagoda_engine;
 
+/* A tensor-parallel group of processes (one model split across them, Megatron style): what the
+ * engine needs of the transport, as hooks. pagoda_tp_mpi_create makes one over MPI. */
+typedef struct {
+    int32_t rank, size; /* this process's place in the group; size 1: alone */
+    /* rank 0's bytes into every rank's buf (collective: every rank calls it with the same size) */
+    pagoda_status (*bcast)(void *user, void *buf, size_t bytes);
+    /* x[0..n) = the sum over the group of every rank's x, in place (collective) */
+    pagoda_status (*all_reduce)(void *user, float *x, int64_t n);
+    void *user;
+} pagoda_tp_group;
+
 typedef struct {
     int32_t n_threads;        /* kernel threads; 0: all cores */
     int32_t kv_block_size;    /* tokens per KV block; default 16 */
@@ -206,6 +217,12 @@ typedef struct {
     int32_t max_adapters;     /* LoRA adapters loaded at once (ids 1..max_adapters); 0: 8; at most 255 */
     int32_t quant_activations; /* pagoda_quant_act: how products over GPTQ/AWQ/compressed-tensors
                                  weights treat activations */
+    const pagoda_tp_group *tp; /* borrowed, may be NULL (alone). size > 1: tensor parallelism on the
+                                 CPU: the engine runs on rank 0 (pagoda_engine_create there), every
+                                 other rank calls pagoda_tp_worker_run with the same model and
+                                 config; each rank holds its share of the heads and FFN (and their
+                                 KV cache). The head count, KV head count and FFN width must divide
+                                 by size; no GPU layers, no LoRA */
 } pagoda_engine_config;
 
 /* Activations of products over Hugging Face quantized weights. */
@@ -217,6 +234,17 @@ typedef enum {
     PAGODA_QUANT_ACT_FP8 = 3,        /* always fp8 e4m3 per token */
 } pagoda_quant_act;
 void pagoda_engine_config_default(pagoda_engine_config *c);
+
+/* A worker of a tensor-parallel group (c->tp, rank > 0): holds this rank's share of the model,
+ * then runs the steps rank 0's engine broadcasts (its share of every forward pass, joining the
+ * all-reduces) until that engine is destroyed. c must equal rank 0's engine config. */
+pagoda_status pagoda_tp_worker_run(pagoda_model *m, const pagoda_engine_config *c);
+/* The group of this process's MPI job (MPI_COMM_WORLD; MPI is initialised here and finalised by
+ * destroy). PAGODA_ERR_UNSUPPORTED when pagoda was built without MPI. */
+pagoda_status pagoda_tp_mpi_create(pagoda_tp_group **out);
+/* failed != 0: ends the whole job at once (MPI_Abort) so no rank waits for one that gave up.
+ * NULL is a no-op. */
+void pagoda_tp_mpi_destroy(pagoda_tp_group *g, int failed);
 
 typedef struct {
     float temperature;        /* <= 0: greedy; default 1 */

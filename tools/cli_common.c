@@ -331,3 +331,36 @@ int cli_model_load(const char *path, pagoda_model **out) {
             facts.n_layer, info.weight_bytes / 1048576.0, pg_now_s() - t0);
     return 0;
 }
+
+int cli_tp_begin(long size, pagoda_tp_group **out) {
+    *out = NULL;
+    if (size <= 1) return 0;
+    if (pagoda_tp_mpi_create(out)) return cli_error("--tensor-parallel-size");
+    if ((*out)->size != size) {
+        fprintf(stderr, "pagoda: --tensor-parallel-size %ld, but this MPI job has %d processes (run it under "
+                "mpirun -np %ld)\n", size, (*out)->size, size);
+        pagoda_tp_mpi_destroy(*out, 0);
+        *out = NULL;
+        return 1;
+    }
+    return 0;
+}
+
+int cli_tp_worker(pagoda_model *m, const pagoda_engine_config *ec) {
+    if (pagoda_tp_worker_run(m, ec)) {
+        char ctx[64];
+        snprintf(ctx, sizeof ctx, "tensor parallel rank %d", ec->tp->rank);
+        return cli_error(ctx);
+    }
+    return 0;
+}
+
+void cli_tp_end(pagoda_tp_group *g, int rc) {
+    if (g && rc && g->rank > 0) {
+        /* a rank that fails where rank 0 fails too (a model the group cannot split) lets rank 0's
+           message come out before the job ends */
+        struct timespec ts = {.tv_sec = 0, .tv_nsec = 500000000};
+        nanosleep(&ts, NULL);
+    }
+    pagoda_tp_mpi_destroy(g, rc);
+}

@@ -51,6 +51,17 @@ int32_t cli_device_gpu_layers(const cli_device *d);
  * memory share, and the GPU defaults (f16 KV cache, 2048-token steps) where not given. */
 void cli_device_apply(const cli_device *d, pagoda_engine_config *ec);
 
+/* --tensor-parallel-size N: N > 1 joins the MPI job's group, which must have N processes
+ * (*out = NULL for N <= 1). Prints the error and returns non-zero on failure. */
+#define CLI_TP_HELP                                                                                     \
+    "  --tensor-parallel-size N  split the model over the N processes of an MPI job (CPU; run under\n"  \
+    "                       mpirun -np N); N must divide the heads, KV heads and FFN width\n"
+int cli_tp_begin(long size, pagoda_tp_group **out);
+/* Runs the worker of rank > 0 with the engine config rank 0 uses; returns the exit code. */
+int cli_tp_worker(pagoda_model *m, const pagoda_engine_config *ec);
+/* Leaves the group: rc != 0 ends the whole job (no rank waits on one that gave up). */
+void cli_tp_end(pagoda_tp_group *g, int rc);
+
 /* pagoda_model_load + reading every weight page once with a progress line on a terminal and a
  * "loaded" summary on stderr. Prints the error and returns non-zero on failure. */
 int cli_model_load(const char *path, pagoda_model **out);

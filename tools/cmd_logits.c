@@ -16,6 +16,8 @@ static const char k_usage[] =
                     "  -m, --model PATH  -i IDS  -o OUT  -t, --threads N\n"
                     "  --kv-type f32|f16|int8|fp8  KV cache element type (default f32)\n"
                     "  --quant-activations checkpoint|float|int8|fp8  (GPTQ/AWQ/compressed-tensors weights)\n"
+                    "  --tensor-parallel-size N  split the model over the N processes of an MPI job (CPU;\n"
+                    "                       under mpirun -np N); N must divide the heads, KV heads and FFN width\n"
                     "  IDS.safetensors holds input_ids (int32 [B,T]); OUT gets logits (f32 [B,T,V]).\n";
 
 static void usage(void) { fputs(k_usage, stderr); }
@@ -44,7 +46,7 @@ static void on_event(const pagoda_event *ev, void *user) {
 
 int cmd_logits(int argc, char **argv) {
     const char *model = NULL, *in = NULL, *out = NULL;
-    long threads = 0;
+    long threads = 0, tp_size = 1;
     int kv_type = PAGODA_DTYPE_F32;
     int quant_act = 0;
     for (int i = 1; i < argc; i++) {
@@ -55,6 +57,7 @@ int cmd_logits(int argc, char **argv) {
         else if (!strcmp(a, "-i")) in = v, i++;
         else if (!strcmp(a, "-o")) out = v, i++;
         else if (!strcmp(a, "-t") || !strcmp(a, "--threads")) { if (cli_int(a, v, 0, 1024, &threads)) return 2; i++; }
+        else if (!strcmp(a, "--tensor-parallel-size")) { if (cli_int(a, v, 1, 64, &tp_size)) return 2; i++; }
         else if (!strcmp(a, "--kv-type")) { if (cli_kv_type(a, v, &kv_type)) return 2; i++; }
         else if (!strcmp(a, "--quant-activations")) { if (cli_quant_act(a, v, &quant_act)) return 2; i++; }
         else return cli_unknown_option("pagoda logits", a, k_usage);
@@ -66,11 +69,13 @@ int cmd_logits(int argc, char **argv) {
     if (tensor_file_read_i32_2d(in, "input_ids", 1 << 20, &tokens, &rows, &cols)) return 1;
     const int32_t B = (int32_t)rows, T = (int32_t)cols;
     int rc = 1;
+    pagoda_tp_group *tp = NULL;
     pagoda_model *m = NULL;
     pagoda_engine *e = NULL;
     float *logits = NULL;
     row_state *rs = calloc((size_t)B, sizeof *rs);
     if (!rs) goto done;
+    if (cli_tp_begin(tp_size, &tp)) goto done;
     if (pagoda_model_load(model, &m)) { cli_error(""); goto done; }
     pagoda_model_info info;
     pagoda_model_get_info(m, &info);
@@ -88,6 +93,11 @@ int cmd_logits(int argc, char **argv) {
     ec.prefix_caching = 0;
     ec.kv_dtype = (pagoda_dtype)kv_type;
     ec.quant_activations = quant_act;
+    ec.tp = tp;
+    if (tp && tp->rank > 0) { /* the engine runs on rank 0; this rank runs its share of each step */
+        rc = cli_tp_worker(m, &ec);
+        goto done;
+    }
     if (pagoda_engine_create(m, &ec, &e)) { cli_error("engine"); goto done; }
     for (int32_t b = 0; b < B; b++) {
         rs[b] = (row_state){.out = logits + (size_t)b * T * V, .T = T, .V = V};
@@ -119,6 +129,7 @@ int cmd_logits(int argc, char **argv) {
 done:
     pagoda_engine_destroy(e);
     pagoda_model_free(m);
+    cli_tp_end(tp, rc);
     free(tokens), free(logits), free(rs);
     return rc;
 }

@@ -23,6 +23,7 @@ static const char k_usage[] =
             "  --ctx N                 context length (default: the model's, at most 4096)\n"
             "  -t, --threads N         CPU threads (default: all cores)\n"
             CLI_DEVICE_HELP
+            CLI_TP_HELP
             "  --temperature T         temperature (default 0 = greedy); also --temp\n"
             "  --top-k K  --top-p P  --min-p P\n"
             "  --repeat-penalty R  --presence-penalty P  --frequency-penalty F  --penalty-last-n N\n"
@@ -200,7 +201,7 @@ static int chat(runner *r, const char *system) {
 
 int cmd_run(int argc, char **argv) {
     const char *model = NULL, *ids_str = NULL, *text = NULL, *system = NULL;
-    long n_gen = 128, n_ctx = 0, threads = 0, seed = 0, last_n = 64, top_k = 0;
+    long n_gen = 128, n_ctx = 0, threads = 0, seed = 0, last_n = 64, top_k = 0, tp_size = 1;
     int ignore_eos = 0, chat_mode = 0;
     pagoda_sampling sp;
     pagoda_sampling_default(&sp);
@@ -230,6 +231,7 @@ int cmd_run(int argc, char **argv) {
         else if (!strcmp(a, "--presence-penalty")) bad = cli_float(a, v, &sp.presence_penalty);
         else if (!strcmp(a, "--frequency-penalty")) bad = cli_float(a, v, &sp.frequency_penalty);
         else if (!strcmp(a, "--penalty-last-n")) bad = cli_int(a, v, -1, 1 << 20, &last_n);
+        else if (!strcmp(a, "--tensor-parallel-size")) bad = cli_int(a, v, 1, 64, &tp_size);
         else if (!strcmp(a, "--seed")) bad = cli_int(a, v, 0, 0x7fffffffL, &seed);
         else if (cli_device_option(a, v, &dev, &bad)) {}
         else return cli_unknown_option("pagoda run", a, k_usage);
@@ -259,8 +261,14 @@ int cmd_run(int argc, char **argv) {
     }
     runner r = {.n_gen = n_gen, .print_ids = ids_str != NULL};
     int rc = 1;
+    pagoda_tp_group *tp = NULL;
+    if (cli_tp_begin(tp_size, &tp)) {
+        free(prompt);
+        return 1;
+    }
     if (cli_model_load(model, &r.m)) {
         free(prompt);
+        cli_tp_end(tp, 1);
         return 1;
     }
     pagoda_model_info info;
@@ -282,6 +290,11 @@ int cmd_run(int argc, char **argv) {
     ec.max_model_len = n_ctx > 0 ? (int32_t)n_ctx : info.n_ctx_train > 0 && info.n_ctx_train < 4096 ? info.n_ctx_train : 4096;
     dev.max_batch_given = 1;
     cli_device_apply(&dev, &ec);
+    ec.tp = tp;
+    if (tp && tp->rank > 0) { /* the engine runs on rank 0; this rank runs its share of each step */
+        rc = cli_tp_worker(r.m, &ec);
+        goto done;
+    }
     if (pagoda_engine_create(r.m, &ec, &r.e)) { cli_error(""); goto done; }
     pagoda_engine_stats st;
     pagoda_engine_get_stats(r.e, &st);
@@ -310,5 +323,6 @@ done:
     pagoda_engine_destroy(r.e);
     pagoda_model_free(r.m);
     free(prompt);
+    cli_tp_end(tp, rc);
     return rc;
 }

@@ -169,6 +169,10 @@ typedef struct {
     pg_matmul_observer observe; /* optional: sees the input rows of every product over an uploaded
                                    matrix before it runs (NULL: none; pagoda imatrix) */
     void *observe_user;
+    /* optional: the collective of a tensor-parallel group (sum over the group's processes, in
+       place), what the all_reduce op calls (NULL: a group of one, the op does nothing) */
+    pagoda_status (*all_reduce)(void *user, float *x, int64_t n);
+    void *all_reduce_user;
 } pg_cpu_config;
 pagoda_status be_cpu_create(const pg_cpu_config *c, pg_backend **out);
 
@@ -200,9 +204,16 @@ typedef struct {
     int32_t index, count;
 } pg_shard;
 /* The view of t that shard s selects, to upload like a whole tensor. Rows: a view into t's memory
- * (rows are contiguous). Columns: PAGODA_ERR_UNSUPPORTED for now (they need a strided copy).
+ * (rows are contiguous). Columns: PAGODA_ERR_UNSUPPORTED (they need a strided copy: be_shard_copy).
  * PAGODA_ERR_INVALID when the rows do not divide evenly or s is out of range. */
 pagoda_status be_shard_view(const pg_tensor *t, const pg_shard *s, pg_tensor *out);
+/* Bytes of the copy be_shard_copy makes of shard s of t (rows or columns). PAGODA_ERR_INVALID
+ * when the dimension does not split into s->count equal parts, or (block types) a column part is
+ * not a whole number of blocks; PAGODA_ERR_UNSUPPORTED for weights with scales/zero points. */
+pagoda_status be_shard_bytes(const pg_tensor *t, const pg_shard *s, size_t *bytes);
+/* Copies shard s of t into dst (be_shard_bytes bytes of host memory the caller owns: for columns,
+ * each row's column range of elements or blocks) and describes it in *out (data = dst). */
+pagoda_status be_shard_copy(const pg_tensor *t, const pg_shard *s, void *dst, pg_tensor *out);
 
 static inline void be_destroy(pg_backend *be) {
     if (be) be->ops->destroy(be);

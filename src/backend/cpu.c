@@ -334,7 +334,10 @@ static void cpu_swiglu_rows(pg_backend *be, float *out, const float *in, int32_t
 
 static void cpu_gelu(pg_backend *be, float *x, int64_t n) { (void)be, kcpu_gelu(x, n); }
 
-static pagoda_status cpu_all_reduce(pg_backend *be, float *x, int64_t n) { return (void)be, (void)x, (void)n, PAGODA_OK; }
+static pagoda_status cpu_all_reduce(pg_backend *be, float *x, int64_t n) {
+    cpu_be *c = CPU(be);
+    return c->c.all_reduce ? c->c.all_reduce(c->c.all_reduce_user, x, n) : PAGODA_OK;
+}
 
 static pagoda_status cpu_read(pg_backend *be, void *host, const void *src, size_t bytes) {
     (void)be;

@@ -73,6 +73,13 @@ pagoda_status pagoda_engine_create(pagoda_model *pm, const pagoda_engine_config 
     return engine_create_with_runner(pm, r, &c, out);
 }
 
+pagoda_status pagoda_tp_worker_run(pagoda_model *pm, const pagoda_engine_config *cfg) {
+    if (!pm || !pm->m) return pg_fail(PAGODA_ERR_INVALID, "pagoda_tp_worker_run: the model has no weights");
+    pagoda_engine_config c;
+    pagoda_status st = normalize_config(cfg, &c);
+    return st ? st : runner_tp_worker(pm, &c);
+}
+
 pagoda_status engine_reserve_rows(pagoda_engine *e, int32_t n) {
     if (n <= e->cap_rows) return PAGODA_OK;
     size_t V = (size_t)e->n_vocab;

@@ -20,10 +20,82 @@ typedef struct {
     pagoda_memory_broker *broker; /* borrowed; what this engine holds of it is in grant */
     pg_broker_grant grant;
     int granted;
+    /* tensor parallelism (tp->size > 1): rank 0 broadcasts each step's batch and KV block copy to
+       the workers, which run the same forward pass on their shards */
+    const pagoda_tp_group *tp;
+    int32_t max_tokens;
+    uint8_t *msg; /* the broadcast batch (grown as needed, kept between steps) */
+    size_t msg_cap;
+    const int32_t **tables; /* worker: [max_tokens] block table of each sequence of a step */
 } fwd_runner;
+
+/* ---- tensor parallelism: the step as a message ------------------------------------------------ */
+
+enum { TP_STEP = 1, TP_COPY = 2, TP_STOP = 3 };
+enum { TP_LOGITS_MASK = 1, TP_HIDDEN_MASK = 2, TP_ADAPTER = 4 };
+/* every message starts with this; a step's payload follows (int32 arrays, then byte masks):
+   tokens[n_tok] seq_start[n_seq+1] seq_pos0[n_seq] n_blocks[n_seq] (seq_adapter[n_seq])
+   tables[sum n_blocks] (logits_mask[n_tok]) (hidden_mask[n_tok]) */
+typedef struct {
+    int64_t cmd, a, b; /* STEP: n_tok, n_seq; COPY: src, dst */
+    int64_t flags, n_table, payload;
+} tp_header;
+
+static bool tp_on(const fwd_runner *f) { return f->tp && f->tp->size > 1; }
+
+static pagoda_status tp_bcast(const fwd_runner *f, void *buf, size_t bytes) {
+    pagoda_status st = f->tp->bcast(f->tp->user, buf, bytes);
+    if (st) pg_error_prefix("tensor parallel: ");
+    return st;
+}
+
+static pagoda_status tp_reserve(fwd_runner *f, size_t bytes) {
+    if (bytes <= f->msg_cap) return PAGODA_OK;
+    uint8_t *m = realloc(f->msg, bytes);
+    if (!m) return pg_fail(PAGODA_ERR_NOMEM, "tensor parallel: out of memory for a %zu-byte step", bytes);
+    f->msg = m, f->msg_cap = bytes;
+    return PAGODA_OK;
+}
+
+static size_t tp_payload_bytes(const tp_header *h) {
+    size_t n32 = (size_t)h->a + 3 * (size_t)h->b + 1 + ((h->flags & TP_ADAPTER) ? (size_t)h->b : 0) + (size_t)h->n_table;
+    size_t n8 = ((h->flags & TP_LOGITS_MASK) ? (size_t)h->a : 0) + ((h->flags & TP_HIDDEN_MASK) ? (size_t)h->a : 0);
+    return n32 * sizeof(int32_t) + n8;
+}
+
+static void put(uint8_t **p, const void *src, size_t bytes) {
+    memcpy(*p, src, bytes);
+    *p += bytes;
+}
+
+/* rank 0: the step to every worker */
+static pagoda_status tp_send_step(fwd_runner *f, const pg_batch *b) {
+    tp_header h = {.cmd = TP_STEP, .a = b->n_tok, .b = b->n_seq};
+    if (b->n_tok < 0 || b->n_seq < 0 || b->n_tok > f->max_tokens || b->n_seq > f->max_tokens)
+        return pg_fail(PAGODA_ERR_INVALID, "batch of %d tokens, %d sequences", b->n_tok, b->n_seq);
+    for (int32_t s = 0; s < b->n_seq; s++) h.n_table += b->n_blocks[s] > 0 ? b->n_blocks[s] : 0;
+    h.flags = (b->logits_mask ? TP_LOGITS_MASK : 0) | (b->hidden_mask ? TP_HIDDEN_MASK : 0) |
+              (b->seq_adapter ? TP_ADAPTER : 0);
+    h.payload = (int64_t)tp_payload_bytes(&h);
+    pagoda_status st = tp_reserve(f, (size_t)h.payload);
+    if (st) return st;
+    const size_t I = sizeof(int32_t), T = (size_t)b->n_tok, S = (size_t)b->n_seq;
+    uint8_t *p = f->msg;
+    put(&p, b->tokens, T * I), put(&p, b->seq_start, (S + 1) * I), put(&p, b->seq_pos0, S * I);
+    put(&p, b->n_blocks, S * I);
+    if (b->seq_adapter) put(&p, b->seq_adapter, S * I);
+    for (size_t s = 0; s < S; s++)
+        if (b->n_blocks[s] > 0) put(&p, b->block_tables[s], (size_t)b->n_blocks[s] * I);
+    if (b->logits_mask) put(&p, b->logits_mask, T);
+    if (b->hidden_mask) put(&p, b->hidden_mask, T);
+    if ((st = tp_bcast(f, &h, sizeof h))) return st;
+    return tp_bcast(f, f->msg, (size_t)h.payload);
+}
 
 static pagoda_status fr_run(engine_runner *r, const engine_batch *b, float *logits, int32_t *ids) {
     fwd_runner *f = (fwd_runner *)r;
+    pagoda_status st;
+    if (tp_on(f) && (st = tp_send_step(f, &b->b))) return st;
     if (ids) return forward_run_argmax(f->fwd, &b->b, f->kv, ids);
     if (b->n_hidden > 0) return forward_run_hidden(f->fwd, &b->b, f->kv, logits, b->hidden);
     return forward_run(f->fwd, &b->b, f->kv, logits);
@@ -31,6 +103,11 @@ static pagoda_status fr_run(engine_runner *r, const engine_batch *b, float *logi
 
 static pagoda_status fr_copy_block(engine_runner *r, int32_t src, int32_t dst) {
     fwd_runner *f = (fwd_runner *)r;
+    if (tp_on(f)) {
+        tp_header h = {.cmd = TP_COPY, .a = src, .b = dst};
+        pagoda_status st = tp_bcast(f, &h, sizeof h);
+        if (st) return st;
+    }
     return forward_kv_copy_block(f->kv, src, dst); /* checks the ids; a failed device copy is an error */
 }
 
@@ -45,13 +122,96 @@ static pagoda_status fr_set_adapters(engine_runner *r, const struct pg_lora *con
 
 static void fr_destroy(engine_runner *r) {
     fwd_runner *f = (fwd_runner *)r;
+    if (tp_on(f) && f->tp->rank == 0 && f->kv) { /* the workers stop with the engine */
+        tp_header h = {.cmd = TP_STOP};
+        if (tp_bcast(f, &h, sizeof h)) pg_log(PAGODA_LOG_WARN, "tensor parallel: cannot stop the workers");
+    }
+    free(f->msg), free(f->tables);
     forward_kv_destroy(f->kv);
     forward_destroy(f->fwd);
     if (f->granted) broker_give_back(f->broker, &f->grant);
     free(f);
 }
 
+static pagoda_status runner_create(const pagoda_model *pm, const pagoda_engine_config *c, bool worker,
+                                   fwd_runner **out);
+
 pagoda_status runner_forward_create(const pagoda_model *pm, const pagoda_engine_config *c, engine_runner **out) {
+    *out = NULL;
+    if (c->tp && c->tp->size > 1 && c->tp->rank != 0)
+        return pg_fail(PAGODA_ERR_INVALID, "tensor parallel: the engine runs on rank 0; rank %d runs "
+                       "pagoda_tp_worker_run", c->tp->rank);
+    fwd_runner *f;
+    pagoda_status st = runner_create(pm, c, false, &f);
+    if (!st) *out = &f->base;
+    return st;
+}
+
+/* rank > 0 of a tensor-parallel group: the steps rank 0's engine broadcasts, until it stops */
+pagoda_status runner_tp_worker(const pagoda_model *pm, const pagoda_engine_config *c) {
+    if (!c->tp || c->tp->size < 2 || c->tp->rank < 1)
+        return pg_fail(PAGODA_ERR_INVALID, "pagoda_tp_worker_run: not a worker of a tensor-parallel group");
+    fwd_runner *f;
+    pagoda_status st = runner_create(pm, c, true, &f);
+    if (st) return st;
+    const pg_model_config *mc = &pm->m->cfg;
+    float *hidden = malloc(sizeof(float) * (size_t)f->max_tokens * (size_t)mc->n_embd);
+    if (!hidden) {
+        fr_destroy(&f->base);
+        return pg_fail(PAGODA_ERR_NOMEM, "out of memory");
+    }
+    for (;;) {
+        tp_header h;
+        if ((st = tp_bcast(f, &h, sizeof h))) break;
+        if (h.cmd == TP_STOP) break;
+        if (h.cmd == TP_COPY) {
+            /* rank 0 made the same copy: an error there is an error here, and the block is not used */
+            if ((st = forward_kv_copy_block(f->kv, (int32_t)h.a, (int32_t)h.b)))
+                pg_log(PAGODA_LOG_DEBUG, "tensor parallel worker: %s", pagoda_last_error());
+            continue;
+        }
+        if (h.cmd != TP_STEP || h.a < 1 || h.a > f->max_tokens || h.b < 1 || h.b > f->max_tokens || h.n_table < 0 ||
+            h.n_table > (INT32_MAX / 4) || h.payload != (int64_t)tp_payload_bytes(&h)) {
+            st = pg_fail(PAGODA_ERR_INVALID, "tensor parallel worker: bad message (command %lld)", (long long)h.cmd);
+            break;
+        }
+        if ((st = tp_reserve(f, (size_t)h.payload)) || (st = tp_bcast(f, f->msg, (size_t)h.payload))) break;
+        const int32_t T = (int32_t)h.a, S = (int32_t)h.b;
+        const int32_t *p = (const int32_t *)f->msg;
+        const int32_t *tokens = p, *seq_start = tokens + T, *pos0 = seq_start + S + 1, *n_blocks = pos0 + S;
+        const int32_t *adapter = (h.flags & TP_ADAPTER) ? n_blocks + S : NULL;
+        const int32_t *tab = n_blocks + S + (adapter ? S : 0);
+        const uint8_t *m8 = (const uint8_t *)(tab + h.n_table);
+        const uint8_t *lmask = (h.flags & TP_LOGITS_MASK) ? m8 : NULL;
+        const uint8_t *hmask = (h.flags & TP_HIDDEN_MASK) ? m8 + (lmask ? T : 0) : NULL;
+        const int32_t **tables = (const int32_t **)f->tables;
+        int64_t used = 0;
+        bool ok = true;
+        for (int32_t s = 0; s < S; s++) {
+            int32_t n = n_blocks[s] > 0 ? n_blocks[s] : 0;
+            if (used + n > h.n_table) ok = false;
+            tables[s] = tab + (ok ? used : 0);
+            used += n;
+        }
+        if (!ok) {
+            st = pg_fail(PAGODA_ERR_INVALID, "tensor parallel worker: block tables do not add up");
+            break;
+        }
+        pg_batch b = {.n_tok = T, .tokens = tokens, .n_seq = S, .seq_start = seq_start, .seq_pos0 = pos0,
+                      .block_tables = tables, .n_blocks = n_blocks, .logits_mask = lmask, .seq_adapter = adapter,
+                      .hidden_mask = hmask};
+        /* this rank's share of the step; the logits are rank 0's (the LM head is skipped here). A
+           batch rank 0 refuses is refused here too, before any all-reduce, so both go on. */
+        if (forward_run_hidden(f->fwd, &b, f->kv, NULL, hidden))
+            pg_log(PAGODA_LOG_DEBUG, "tensor parallel worker: %s", pagoda_last_error());
+    }
+    free(hidden);
+    fr_destroy(&f->base);
+    return st;
+}
+
+static pagoda_status runner_create(const pagoda_model *pm, const pagoda_engine_config *c, bool worker,
+                                   fwd_runner **out) {
     *out = NULL;
     const pg_model_config *mc = &pm->m->cfg;
     if (!kv_block_bytes(1, 1, 1, c->kv_dtype))
@@ -61,8 +221,19 @@ pagoda_status runner_forward_create(const pagoda_model *pm, const pagoda_engine_
     if (n_gpu > 0 && c->kv_dtype != PAGODA_DTYPE_F32 && c->kv_dtype != PAGODA_DTYPE_F16)
         return pg_fail(PAGODA_ERR_UNSUPPORTED, "engine: a %s KV cache runs on the CPU backend only; the CUDA backend "
                        "holds f32 or f16 KV (use --kv-type f16, or no GPU layers)", kv_dtype_name(c->kv_dtype));
+    const bool tp = c->tp && c->tp->size > 1;
+    if (tp && (c->tp->rank < 0 || c->tp->rank >= c->tp->size || !c->tp->bcast || !c->tp->all_reduce))
+        return pg_fail(PAGODA_ERR_INVALID, "tensor parallel: rank %d of %d, or a group without collectives",
+                       c->tp->rank, c->tp->size);
+    if (tp && n_gpu > 0)
+        return pg_fail(PAGODA_ERR_UNSUPPORTED, "tensor parallel runs on the CPU only for now (no GPU layers)");
     fwd_runner *f = calloc(1, sizeof *f);
     if (!f) return pg_fail(PAGODA_ERR_NOMEM, "out of memory");
+    f->tp = tp ? c->tp : NULL, f->max_tokens = c->max_batch_tokens;
+    if (worker && !(f->tables = calloc((size_t)c->max_batch_tokens, sizeof *f->tables))) {
+        free(f);
+        return pg_fail(PAGODA_ERR_NOMEM, "out of memory");
+    }
     f->base.run = fr_run, f->base.copy_block = fr_copy_block, f->base.host_alloc = fr_host_alloc;
     f->base.host_free = fr_host_free, f->base.destroy = fr_destroy;
     f->base.set_adapters = fr_set_adapters;
@@ -82,7 +253,9 @@ pagoda_status runner_forward_create(const pagoda_model *pm, const pagoda_engine_
     }
     pg_forward_opts fo = {.n_gpu_layers = n_gpu, .n_threads = n_threads, .cuda_device = c->cuda_device,
                           .cuda_no_graphs = c->cuda_no_graphs, .cuda_no_repack = c->cuda_no_repack,
-                          .cuda_qgemm = c->cuda_qgemm, .quant_act = c->quant_activations};
+                          .cuda_qgemm = c->cuda_qgemm, .quant_act = c->quant_activations,
+                          .tp_rank = tp ? c->tp->rank : 0, .tp_size = tp ? c->tp->size : 1,
+                          .all_reduce = tp ? c->tp->all_reduce : NULL, .all_reduce_user = tp ? c->tp->user : NULL};
     if ((st = forward_create_ex(pm->m, c->max_batch_tokens, &fo, &f->fwd))) goto fail;
 
     /* KV blocks: host layers from the host budget, GPU layers from free device memory */
@@ -112,6 +285,11 @@ pagoda_status runner_forward_create(const pagoda_model *pm, const pagoda_engine_
         goto fail;
     }
     if (n_blocks > (1u << 24)) n_blocks = 1u << 24;
+    if (tp) { /* one set of block ids across the group: rank 0's count (every rank holds as much per block) */
+        int64_t nb = (int64_t)n_blocks;
+        if ((st = tp_bcast(f, &nb, sizeof nb))) goto fail;
+        n_blocks = (uint64_t)nb;
+    }
     if (c->broker) {
         f->grant = (pg_broker_grant){.host_bytes = n_blocks * (uint64_t)per_block_host,
                                      .gpu_bytes = n_blocks * (uint64_t)per_block_dev, .gpu_device = c->cuda_device,
@@ -132,13 +310,15 @@ pagoda_status runner_forward_create(const pagoda_model *pm, const pagoda_engine_
     if (in->n_threads < 1) in->n_threads = 1;
     in->greedy_ids = forward_has_device_argmax(f->fwd);
     in->name = forward_placement(f->fwd);
-    in->adapters = !strcmp(in->name, "cpu");
+    in->adapters = !strcmp(in->name, "cpu") && !tp;
+    if (tp) in->name = "cpu (tensor parallel)";
     in->kv_bytes = n_blocks * (uint64_t)(per_block_host + per_block_dev);
     in->n_embd = mc->n_embd;
     in->no_logits = pm->m->output.data == NULL;
-    *out = &f->base;
+    *out = f;
     return PAGODA_OK;
 fail:
+    f->tp = NULL; /* nothing to stop: the workers fail on their side (or the job ends) */
     fr_destroy(&f->base);
     return st;
 }

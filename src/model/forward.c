@@ -52,6 +52,9 @@ struct pg_forward {
     const pg_model *m;
     int32_t max_tokens;
     int32_t n_gpu;          /* layers [0, n_gpu) (and the embedding) run on the GPU */
+    int32_t tp_rank, tp_size; /* tensor parallelism: this rank of the group (size 1: alone) */
+    int32_t n_head, n_head_kv, n_ff; /* this rank's share of the heads and of the FFN width */
+    pagoda_status tp_err;   /* the first failed all_reduce of the step */
     int n_stages;
     stage st[MAX_STAGES];
     int32_t *out_rows;      /* [max_tokens] batch token of each logits row */
@@ -94,9 +97,42 @@ static pagoda_status up(stage *s, const pg_weight *w, bool matrix, pg_bweight *o
     return s->be->ops->upload(s->be, w, matrix, out);
 }
 
+/* Which part of a layer weight a tensor-parallel rank holds: Q/K/V and gate/up by rows (their
+ * biases with them), the output and down projections by columns; false: whole (norms, the biases
+ * added after the all-reduce). */
+static bool tp_split(const pg_layer_weights *w, const pg_weight *t, pg_shard_dim *dim) {
+    if (t == &w->wq || t == &w->wk || t == &w->wv || t == &w->w_gate || t == &w->w_up) *dim = PG_SHARD_ROWS;
+    else if (t == &w->wo || t == &w->w_down) *dim = PG_SHARD_COLS;
+    else if (t == &w->bq || t == &w->bk || t == &w->bv || t == &w->b_gate || t == &w->b_up)
+        *dim = PG_SHARD_COLS; /* a vector [1][n]: its elements split like the rows they belong to */
+    else return false;
+    return true;
+}
+
+/* Uploads this rank's shard of w: rows as a view of the weight in place, columns (and bias
+ * slices) as a copy into memory the backend owns. */
+static pagoda_status up_shard(const pg_forward *f, stage *s, const pg_weight *w, pg_shard_dim dim, bool matrix,
+                              pg_bweight *out) {
+    memset(out, 0, sizeof *out);
+    if (!w->data) return PAGODA_OK;
+    pg_shard sh = {.dim = dim, .index = f->tp_rank, .count = f->tp_size};
+    pg_tensor part;
+    pagoda_status st;
+    if (dim == PG_SHARD_ROWS) {
+        st = be_shard_view(w, &sh, &part);
+    } else {
+        size_t bytes = 0;
+        if ((st = be_shard_bytes(w, &sh, &bytes))) return st;
+        void *mem = s->be->ops->alloc(s->be, bytes ? bytes : 1);
+        if (!mem) return pg_fail(PAGODA_ERR_NOMEM, "%s: cannot allocate its shard (%zu bytes)", w->name ? w->name : "?", bytes);
+        st = be_shard_copy(w, &sh, mem, &part);
+    }
+    return st ? st : up(s, &part, matrix, out);
+}
+
 /* Uploads the layers and tensors a stage needs. Matrices that read the same input are stacked
  * where the backend wants them so (Q|K|V, gate|up without biases). */
-static pagoda_status stage_upload(stage *s, const pg_model *m) {
+static pagoda_status stage_upload(const pg_forward *f, stage *s, const pg_model *m) {
     const pg_model_config *c = &m->cfg;
     pagoda_status st;
     if (s->embed && ((st = up(s, &m->tok_embd, false, &s->tok_embd)) || (st = up(s, &m->pos_embd, false, &s->pos_embd))))
@@ -109,14 +145,14 @@ static pagoda_status stage_upload(stage *s, const pg_model *m) {
     for (int32_t l = s->l0; l < s->l1; l++) {
         const pg_layer_weights *w = &m->layers[l];
         stage_layer *L = &s->layers[l - s->l0];
-        bool stacked_qkv = false, stacked_gu = false;
-        if (!w->wqkv.data) {
+        bool stacked_qkv = false, stacked_gu = false, tp = f->tp_size > 1;
+        if (!w->wqkv.data && !tp) {
             const pg_tensor *qkv[3] = {&w->wq, &w->wk, &w->wv};
             st = s->be->ops->upload_stacked(s->be, qkv, 3, LW(L, wqkv));
             if (st && st != PAGODA_ERR_UNSUPPORTED) return st;
             stacked_qkv = st == PAGODA_OK;
         }
-        if (!w->b_gate.data && !w->b_up.data && w->w_gate.data) {
+        if (!w->b_gate.data && !w->b_up.data && w->w_gate.data && !tp) {
             const pg_tensor *gu[2] = {&w->w_gate, &w->w_up};
             st = s->be->ops->upload_stacked(s->be, gu, 2, &L->gate_up);
             if (st && st != PAGODA_ERR_UNSUPPORTED) return st;
@@ -129,7 +165,11 @@ static pagoda_status stage_upload(stage *s, const pg_model *m) {
             const pg_weight *t = role_weight_const(w, &roles[i]);
             bool in_qkv = t == &w->wq || t == &w->wk || t == &w->wv, in_gu = t == &w->w_gate || t == &w->w_up;
             if ((stacked_qkv && (in_qkv || t == &w->wqkv)) || (stacked_gu && in_gu)) continue;
-            if ((st = up(s, t, roles[i].kind == ROLE_MATRIX, &L->w[roles[i].offset / sizeof(pg_weight)]))) return st;
+            pg_bweight *dst = &L->w[roles[i].offset / sizeof(pg_weight)];
+            pg_shard_dim dim;
+            if (tp && tp_split(w, t, &dim)) st = up_shard(f, s, t, dim, roles[i].kind == ROLE_MATRIX, dst);
+            else st = up(s, t, roles[i].kind == ROLE_MATRIX, dst);
+            if (st) return st;
         }
     }
     if (s->head && ((st = up(s, &m->out_norm, false, &s->out_norm)) || (st = up(s, &m->out_norm_b, false, &s->out_norm_b)) ||
@@ -138,9 +178,9 @@ static pagoda_status stage_upload(stage *s, const pg_model *m) {
     return PAGODA_OK;
 }
 
-static pagoda_status stage_scratch(stage *s, const pg_model_config *c, int32_t max_tokens) {
-    const size_t T = (size_t)max_tokens, E = (size_t)c->n_embd, qd = (size_t)c->n_head * (size_t)c->head_dim;
-    const size_t kvd = (size_t)c->n_head_kv * (size_t)c->head_dim, nff = (size_t)c->n_ff, F = sizeof(float);
+static pagoda_status stage_scratch(const pg_forward *f, stage *s, const pg_model_config *c, int32_t max_tokens) {
+    const size_t T = (size_t)max_tokens, E = (size_t)c->n_embd, qd = (size_t)f->n_head * (size_t)c->head_dim;
+    const size_t kvd = (size_t)f->n_head_kv * (size_t)c->head_dim, nff = (size_t)f->n_ff, F = sizeof(float);
     pg_backend *be = s->be;
     void *(*A)(pg_backend *, size_t) = be->ops->alloc;
     s->x = A(be, T * E * F), s->xn = A(be, T * E * F), s->qkv = A(be, T * (qd + 2 * kvd) * F);
@@ -161,6 +201,29 @@ pagoda_status forward_create(const pg_model *m, int32_t max_tokens, pg_forward *
     return forward_create_ex(m, max_tokens, NULL, out);
 }
 
+/* What tensor parallelism needs of the model and the placement (opts->tp_size > 1). */
+static pagoda_status tp_check(const pg_model *m, const pg_forward_opts *o) {
+    const pg_model_config *c = &m->cfg;
+    int32_t N = o->tp_size;
+    if (o->tp_rank < 0 || o->tp_rank >= N) return pg_fail(PAGODA_ERR_INVALID, "tensor parallel: rank %d of %d", o->tp_rank, N);
+    if (!o->all_reduce) return pg_fail(PAGODA_ERR_INVALID, "tensor parallel: no all_reduce for a group of %d", N);
+    if (o->n_gpu_layers > 0 || o->observe)
+        return pg_fail(PAGODA_ERR_UNSUPPORTED, "tensor parallel: CPU only for now (no GPU layers, no product observer)");
+    if (c->n_head % N || c->n_head_kv % N || c->n_ff % N)
+        return pg_fail(PAGODA_ERR_UNSUPPORTED, "tensor parallel size %d must divide the model's attention heads (%d), "
+                       "KV heads (%d) and FFN width (%d); replicated KV heads are not supported yet", N, c->n_head,
+                       c->n_head_kv, c->n_ff);
+    for (int32_t l = 0; l < c->n_layer; l++) {
+        const pg_layer_weights *w = &m->layers[l];
+        if (w->wqkv.data || w->bqkv.data)
+            return pg_fail(PAGODA_ERR_UNSUPPORTED, "tensor parallel: fused Q|K|V weights (%s) are not split yet",
+                           w->wqkv.name ? w->wqkv.name : "wqkv");
+        if ((w->q_norm.data && w->q_norm.n_in != c->head_dim) || (w->k_norm.data && w->k_norm.n_in != c->head_dim))
+            return pg_fail(PAGODA_ERR_UNSUPPORTED, "tensor parallel: q/k norms over all heads are not split yet");
+    }
+    return PAGODA_OK;
+}
+
 pagoda_status forward_create_ex(const pg_model *m, int32_t max_tokens, const pg_forward_opts *opts, pg_forward **out) {
     *out = NULL;
     if (max_tokens <= 0 || max_tokens > (1 << 20)) return pg_fail(PAGODA_ERR_INVALID, "max_tokens %d out of range", max_tokens);
@@ -172,7 +235,13 @@ pagoda_status forward_create_ex(const pg_model *m, int32_t max_tokens, const pg_
     f->m = m;
     f->max_tokens = max_tokens;
     f->n_gpu = o.n_gpu_layers <= 0 ? 0 : o.n_gpu_layers < c->n_layer ? o.n_gpu_layers : c->n_layer;
+    f->tp_size = o.tp_size > 1 ? o.tp_size : 1, f->tp_rank = f->tp_size > 1 ? o.tp_rank : 0;
+    f->n_head = c->n_head, f->n_head_kv = c->n_head_kv, f->n_ff = c->n_ff;
     pagoda_status st = PAGODA_OK;
+    if (f->tp_size > 1) {
+        if ((st = tp_check(m, &o))) goto fail;
+        f->n_head /= f->tp_size, f->n_head_kv /= f->tp_size, f->n_ff /= f->tp_size;
+    }
     if (!(f->out_rows = malloc(sizeof(int32_t) * (size_t)max_tokens)) || !(f->segs = malloc(sizeof(lora_seg) * (size_t)max_tokens)) ||
         !(f->lora_jobs = malloc(sizeof(pg_lora_seg) * 3 * (size_t)max_tokens))) {
         st = pg_fail(PAGODA_ERR_NOMEM, "out of memory");
@@ -202,7 +271,8 @@ pagoda_status forward_create_ex(const pg_model *m, int32_t max_tokens, const pg_
         int64_t cols = qd > kvd ? qd : kvd;
         if (c->n_embd > cols) cols = c->n_embd;
         pg_cpu_config cc = {.n_threads = o.n_threads, .max_tokens = max_tokens, .max_strided_cols = cols,
-                            .quant_act = o.quant_act, .observe = o.observe, .observe_user = o.observe_user};
+                            .quant_act = o.quant_act, .observe = o.observe, .observe_user = o.observe_user,
+                            .all_reduce = f->tp_size > 1 ? o.all_reduce : NULL, .all_reduce_user = o.all_reduce_user};
         stage *s = &f->st[f->n_stages++];
         s->l0 = f->n_gpu, s->l1 = c->n_layer, s->embed = f->n_gpu == 0, s->head = true;
         if ((st = be_cpu_create(&cc, &s->be))) goto fail;
@@ -213,7 +283,7 @@ pagoda_status forward_create_ex(const pg_model *m, int32_t max_tokens, const pg_
             st = pg_fail(PAGODA_ERR_NOMEM, "out of memory");
             goto fail;
         }
-        if ((st = stage_upload(s, m)) || (st = stage_scratch(s, c, max_tokens))) goto fail;
+        if ((st = stage_upload(f, s, m)) || (st = stage_scratch(f, s, c, max_tokens))) goto fail;
     }
     if (f->n_stages > 1) {
         f->x_host = f->st[0].be->ops->host_alloc(f->st[0].be, sizeof(float) * (size_t)max_tokens * (size_t)c->n_embd);
@@ -242,6 +312,8 @@ pagoda_status forward_set_adapters(pg_forward *f, const pg_lora *const *table, i
         if (table[i]->n_layer != f->m->cfg.n_layer)
             return pg_fail(PAGODA_ERR_INVALID, "adapter %d: made for %d layers, the model has %d", i, table[i]->n_layer,
                            f->m->cfg.n_layer);
+        if (f->tp_size > 1)
+            return pg_fail(PAGODA_ERR_UNSUPPORTED, "LoRA adapters do not run under tensor parallelism yet");
         if (table[i]->max_rank > rank) rank = table[i]->max_rank;
     }
     if (rank > f->lora_rank) { /* grows between steps only: no allocation while stepping */
@@ -282,8 +354,8 @@ void forward_kv_block_bytes(const pg_forward *f, int32_t block_size, int dtype, 
                             size_t *per_block_dev) {
     const pg_model_config *c = &f->m->cfg;
     int32_t n_host = c->n_layer - f->n_gpu;
-    *per_block_host = n_host > 0 ? kv_cache_bytes_typed(n_host, 1, block_size, c->n_head_kv, c->head_dim, dtype) : 0;
-    *per_block_dev = f->n_gpu > 0 ? kv_cache_bytes_typed(f->n_gpu, 1, block_size, c->n_head_kv, c->head_dim, dtype) : 0;
+    *per_block_host = n_host > 0 ? kv_cache_bytes_typed(n_host, 1, block_size, f->n_head_kv, c->head_dim, dtype) : 0;
+    *per_block_dev = f->n_gpu > 0 ? kv_cache_bytes_typed(f->n_gpu, 1, block_size, f->n_head_kv, c->head_dim, dtype) : 0;
 }
 
 void forward_kv_destroy(pg_kv *kv) {
@@ -304,7 +376,7 @@ pagoda_status forward_kv_create(pg_forward *f, int32_t n_blocks, int32_t block_s
     pg_kv *kv = calloc(1, sizeof *kv);
     if (!kv) return pg_fail(PAGODA_ERR_NOMEM, "out of memory");
     kv->f = f;
-    pagoda_status st = kv_geom_init(&kv->g, c->n_layer, n_blocks, block_size, c->n_head_kv, c->head_dim, dtype);
+    pagoda_status st = kv_geom_init(&kv->g, c->n_layer, n_blocks, block_size, f->n_head_kv, c->head_dim, dtype);
     for (int i = 0; !st && i < f->n_stages; i++) {
         stage *s = &f->st[i];
         if (k_kv_quantized(dtype) && !s->be->ops->kv_quant) {
@@ -411,15 +483,24 @@ static void lora_group(const pg_forward *f, const stage *s, int32_t l, int nt, c
 }
 #define LORA(t, x, y, ldy) lora_group(f, s, l, 1, (const pg_lora_target[]){t}, x, y, NULL, NULL, ldy)
 
+/* Sums a column-split product's partial rows over the tensor-parallel group (in place). */
+static void tp_reduce(pg_forward *f, pg_backend *be, float *x, int64_t n) {
+    if (f->tp_size < 2) return;
+    pagoda_status st = be->ops->all_reduce(be, x, n);
+    if (st && !f->tp_err) f->tp_err = st;
+}
+
 /* The ops of one stage for T (possibly padded) tokens, n_out logits rows and after them n_hid
  * hidden-state rows (gathered into s->xo behind the logits rows' inputs). */
-static void stage_ops(const pg_forward *f, stage *s, pg_kv *kv, int si, int32_t T, int32_t n_out, int32_t n_hid,
+static void stage_ops(pg_forward *f, stage *s, pg_kv *kv, int si, int32_t T, int32_t n_out, int32_t n_hid,
                       float *logits) {
     const pg_model_config *c = &f->m->cfg;
     pg_backend *be = s->be;
     const pg_backend_ops *o = be->ops;
-    const int64_t E = c->n_embd, hd = c->head_dim, qd = (int64_t)c->n_head * hd, kvd = (int64_t)c->n_head_kv * hd;
-    const int64_t D = qd + 2 * kvd, nff = c->n_ff;
+    /* this rank's heads and FFN slice (all of them without tensor parallelism) */
+    const int n_head = f->n_head, n_head_kv = f->n_head_kv;
+    const int64_t E = c->n_embd, hd = c->head_dim, qd = (int64_t)n_head * hd, kvd = (int64_t)n_head_kv * hd;
+    const int64_t D = qd + 2 * kvd, nff = f->n_ff;
     const float eps = c->norm_eps;
     const bool ln = c->layernorm;
 
@@ -450,18 +531,19 @@ static void stage_ops(const pg_forward *f, stage *s, pg_kv *kv, int si, int32_t 
         o->add_bias(be, s->qkv + qd, LW(L, bk), T, kvd, D);
         o->add_bias(be, s->qkv + qd + kvd, LW(L, bv), T, kvd, D);
         if (c->qk_norm) {
-            o->head_norm(be, s->qkv, T, c->n_head, (int)hd, D, LW(L, q_norm), eps);
-            o->head_norm(be, s->qkv + qd, T, c->n_head_kv, (int)hd, D, LW(L, k_norm), eps);
+            o->head_norm(be, s->qkv, T, n_head, (int)hd, D, LW(L, q_norm), eps);
+            o->head_norm(be, s->qkv + qd, T, n_head_kv, (int)hd, D, LW(L, k_norm), eps);
         }
         if (c->rope != ROPE_NONE) /* K heads follow Q heads in each row: one call rotates both */
-            o->rope(be, s->qkv, T, D, c->n_head + c->n_head_kv, (int)hd, c->rope_dim, &s->inv_freq, c->rope == ROPE_NEOX);
+            o->rope(be, s->qkv, T, D, n_head + n_head_kv, (int)hd, c->rope_dim, &s->inv_freq, c->rope == ROPE_NEOX);
         size_t lo = (size_t)(l - s->l0) * kv->g.layer_bytes;
         pg_kv_layer kl = {.k = (char *)kv->k[si] + lo, .v = (char *)kv->v[si] + lo, .block_size = kv->g.block_size,
-                          .n_head_kv = c->n_head_kv, .head_dim = (int32_t)hd, .dtype = kv->g.dtype};
+                          .n_head_kv = n_head_kv, .head_dim = (int32_t)hd, .dtype = kv->g.dtype};
         o->kv_store(be, &kl, s->qkv + qd, s->qkv + qd + kvd, D, T);
-        o->attention(be, &kl, s->att, s->qkv, D, T, c->n_head, 1.0f / sqrtf((float)hd), c->sliding_window);
+        o->attention(be, &kl, s->att, s->qkv, D, T, n_head, 1.0f / sqrtf((float)hd), c->sliding_window);
         o->matmul(be, LW(L, wo), s->att, T, s->tmp, E, false);
         LORA(LORA_O, s->att, s->tmp, E);
+        tp_reduce(f, be, s->tmp, (int64_t)T * E); /* this rank's heads' share of Wo·att: summed, then bo */
 
         const pg_bweight *upw = PRESENT(&L->gate_up) ? &L->gate_up : LW(L, w_up);
         half = o->wants_half(be, upw, T) && (!c->gated_ffn || PRESENT(&L->gate_up) || o->wants_half(be, LW(L, w_gate), T));
@@ -492,6 +574,7 @@ static void stage_ops(const pg_forward *f, stage *s, pg_kv *kv, int si, int32_t 
         }
         o->matmul(be, LW(L, w_down), h, T, s->tmp, E, h_half);
         LORA(LORA_DOWN, h, s->tmp, E);
+        tp_reduce(f, be, s->tmp, (int64_t)T * E); /* this rank's FFN slice's share: summed, then bd */
         pending = s->tmp, pending_b = LW(L, b_down);
     }
     if (s->head) {
@@ -555,9 +638,11 @@ static pagoda_status run(pg_forward *f, const pg_batch *b, pg_kv *kv, float *log
             if ((st = o->begin_step(be, b, kv->g.block_size, f->out_rows, n_out + n_hid, may_replay, &plan))) return st;
             /* a host backend writes the logits where the caller wants them */
             float *dst = o->host_memory ? logits : s->logits;
+            f->tp_err = PAGODA_OK;
             if (!plan.replayed) stage_ops(f, s, kv, si, plan.n_tok, plan.n_out - n_hid, n_hid, dst);
             bool again = false;
             if ((st = o->end_step(be, &again))) return st;
+            if (f->tp_err) return pg_fail(f->tp_err, "tensor parallel: all-reduce failed");
             if (!again) break;
         }
         if (!s->head) {

@@ -30,6 +30,16 @@ typedef struct {
                                    with the matrix's name (backend.h); CPU layers only: refused
                                    with GPU layers */
     void *observe_user;
+    /* tensor parallelism (Megatron): this process is rank tp_rank of tp_size (0 or 1: alone). It
+       holds the Q/K/V rows of its n_head/tp_size heads (and n_head_kv/tp_size KV heads, so the KV
+       cache holds only those), the output projection's columns of its heads, the gate/up rows of
+       its n_ff/tp_size slice and the down projection's columns of that slice; after each of the
+       two column-split products the partial [T][n_embd] sums are added over the group by
+       all_reduce (required when tp_size > 1). Embedding, norms and the LM head are whole on every
+       rank. CPU only; no LoRA, no fused Q|K|V checkpoints, no weights with scales beside them. */
+    int32_t tp_rank, tp_size;
+    pagoda_status (*all_reduce)(void *user, float *x, int64_t n);
+    void *all_reduce_user;
 } pg_forward_opts;
 
 /* Scratch for batches of up to max_tokens tokens (allocated once; no malloc per step), placed as

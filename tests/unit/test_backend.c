@@ -3,8 +3,10 @@
  * block tables, paged attention, activations, logits rows) on the CPU backend, checked against
  * the scalar reference kernels (kref_*) called with the positions and slots worked out here; then
  * the same step on every other backend present (CUDA where a device answers), checked against the
- * CPU backend. Also: row shards are views whose products are the matching rows of the whole, and
- * column shards / uneven splits are refused with a message. */
+ * CPU backend. Also: row shards are views whose products are the matching rows of the whole,
+ * be_shard_view refuses column shards and uneven splits with a message, column shards copied by
+ * be_shard_copy give products that sum to the whole (block types: whole blocks per shard, else a
+ * message), and the all_reduce op calls the config's hook. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -189,6 +191,61 @@ static void check_shards(void) {
     be_destroy(be);
 }
 
+static pagoda_status count_reduce(void *user, float *x, int64_t n) {
+    for (int64_t i = 0; i < n; i++) x[i] *= 2; /* a group of two identical ranks */
+    ++*(int *)user;
+    return PAGODA_OK;
+}
+
+static void check_col_shards(void) {
+    int calls = 0;
+    pg_backend *be = NULL;
+    pg_cpu_config cc = {.n_threads = 1, .max_tokens = T, .max_strided_cols = D, .all_reduce = count_reduce,
+                        .all_reduce_user = &calls};
+    CHECK(be_cpu_create(&cc, &be) == PAGODA_OK, "cpu backend");
+    pg_tensor w = f32(g_wqkv, E, D, "wqkv"), part;
+    static float whole[T][D], sum[T][D], sh[T][D], xk[T][E / 2], copy[D * E / 2];
+    pg_bweight bw, bs;
+    CHECK(be->ops->upload(be, &w, true, &bw) == PAGODA_OK, "upload");
+    pg_batch b = {.n_tok = T, .tokens = g_tokens, .n_seq = 1, .seq_start = (int32_t[]){0, T}, .seq_pos0 = g_pos0,
+                  .block_tables = (const int32_t *const[]){g_tab0}, .n_blocks = g_nb};
+    pg_step_plan plan;
+    bool again;
+    be->ops->begin_step(be, &b, BS, g_rows, 0, false, &plan);
+    be->ops->matmul(be, &bw, &g_embd[0][0], T, &whole[0][0], D, false);
+    memset(sum, 0, sizeof sum);
+    for (int k = 0; k < 2; k++) { /* W[:, half k] · x[half k], summed: W · x */
+        size_t bytes = 0;
+        pg_shard s = {PG_SHARD_COLS, k, 2};
+        CHECK(be_shard_bytes(&w, &s, &bytes) == PAGODA_OK && bytes == sizeof copy, "column shard bytes %zu", bytes);
+        CHECK(be_shard_copy(&w, &s, copy, &part) == PAGODA_OK && part.n_in == E / 2 && part.n_out == D, "column shard");
+        CHECK(be->ops->upload(be, &part, true, &bs) == PAGODA_OK, "upload column shard");
+        for (int t = 0; t < T; t++) memcpy(xk[t], &g_embd[t][k * (E / 2)], sizeof xk[t]);
+        be->ops->matmul(be, &bs, &xk[0][0], T, &sh[0][0], D, false);
+        for (int t = 0; t < T; t++)
+            for (int o = 0; o < D; o++) sum[t][o] += sh[t][o];
+    }
+    float d = 0;
+    for (int t = 0; t < T; t++)
+        for (int o = 0; o < D; o++) d = fmaxf(d, fabsf(sum[t][o] - whole[t][o]));
+    CHECK(d <= 1e-5f, "column shards: products sum to the whole within %g", d);
+    CHECK(be->ops->all_reduce(be, &sum[0][0], 3) == PAGODA_OK && calls == 1, "all_reduce hook called");
+    be->ops->end_step(be, &again);
+    be_destroy(be);
+    /* Q8_0 (32-element blocks of 34 bytes): halves of 64 columns are one block per row; quarters are not */
+    static unsigned char q[4][2 * 34], qc[4][34];
+    for (int r = 0; r < 4; r++)
+        for (int i = 0; i < 68; i++) q[r][i] = (unsigned char)(r * 68 + i);
+    pg_tensor qt = {.data = q, .dtype = PAGODA_DTYPE_Q8_0, .n_in = 64, .n_out = 4, .name = "wo"};
+    CHECK(be_shard_copy(&qt, &(pg_shard){PG_SHARD_COLS, 1, 2}, qc, &part) == PAGODA_OK && part.n_in == 32, "q8_0 columns");
+    int same = 1;
+    for (int r = 0; r < 4; r++) same &= !memcmp(qc[r], q[r] + 34, 34);
+    CHECK(same, "q8_0 column shard: the second block of each row");
+    size_t bytes = 0;
+    CHECK(be_shard_bytes(&qt, &(pg_shard){PG_SHARD_COLS, 0, 4}, &bytes) == PAGODA_ERR_INVALID, "partial blocks accepted");
+    CHECK(strstr(pagoda_last_error(), "whole number of q8_0 blocks") != NULL, "message: %s", pagoda_last_error());
+}
+
 int main(void) {
     unsigned long long s = 99;
     fill(&g_embd[0][0], V * E, &s), fill(&g_wqkv[0][0], D * E, &s), fill(&g_wq[0][0], QD * E, &s);
@@ -204,6 +261,7 @@ int main(void) {
     compare("cpu backend vs reference kernels", &cpu, &ref, 2e-5);
     be_destroy(be);
     check_shards();
+    check_col_shards();
 
     pg_cuda_config gc;
     be_cuda_config_default(&gc);

@@ -1,0 +1,74 @@
+/* A tensor-parallel group over MPI (MPI_COMM_WORLD): the only file that includes mpi.h. Built only
+ * when CMake finds MPI (mpi_none.c stands in otherwise). */
+#include <limits.h>
+#include <mpi.h>
+#include <stdlib.h>
+
+#include "core/log.h"
+#include "pagoda.h"
+
+typedef struct {
+    pagoda_tp_group g; /* first: the public handle points here */
+    int initialized;   /* 1: this group called MPI_Init, so destroy finalises */
+} mpi_group;
+
+static pagoda_status mpi_error(int rc, const char *what) {
+    char msg[MPI_MAX_ERROR_STRING];
+    int len = 0;
+    if (MPI_Error_string(rc, msg, &len) != MPI_SUCCESS) len = 0;
+    msg[len < MPI_MAX_ERROR_STRING ? len : MPI_MAX_ERROR_STRING - 1] = 0;
+    return pg_fail(PAGODA_ERR_IO, "MPI %s: %s", what, len ? msg : "failed");
+}
+
+static pagoda_status mpi_bcast(void *user, void *buf, size_t bytes) {
+    (void)user;
+    for (size_t off = 0; off < bytes;) { /* MPI counts are ints */
+        size_t n = bytes - off < (size_t)INT_MAX ? bytes - off : (size_t)INT_MAX;
+        int rc = MPI_Bcast((char *)buf + off, (int)n, MPI_BYTE, 0, MPI_COMM_WORLD);
+        if (rc != MPI_SUCCESS) return mpi_error(rc, "broadcast");
+        off += n;
+    }
+    return PAGODA_OK;
+}
+
+static pagoda_status mpi_all_reduce(void *user, float *x, int64_t n) {
+    (void)user;
+    for (int64_t off = 0; off < n;) {
+        int64_t k = n - off < INT_MAX ? n - off : INT_MAX;
+        int rc = MPI_Allreduce(MPI_IN_PLACE, x + off, (int)k, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD);
+        if (rc != MPI_SUCCESS) return mpi_error(rc, "all-reduce");
+        off += k;
+    }
+    return PAGODA_OK;
+}
+
+pagoda_status pagoda_tp_mpi_create(pagoda_tp_group **out) {
+    *out = NULL;
+    mpi_group *m = calloc(1, sizeof *m);
+    if (!m) return pg_fail(PAGODA_ERR_NOMEM, "out of memory");
+    int inited = 0, rc;
+    MPI_Initialized(&inited);
+    if (!inited) {
+        if ((rc = MPI_Init(NULL, NULL)) != MPI_SUCCESS) {
+            free(m);
+            return mpi_error(rc, "init");
+        }
+        m->initialized = 1;
+    }
+    /* errors come back as codes (and become pagoda errors) instead of ending the job */
+    MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
+    int rank = 0, size = 1;
+    MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+    MPI_Comm_size(MPI_COMM_WORLD, &size);
+    m->g = (pagoda_tp_group){.rank = rank, .size = size, .bcast = mpi_bcast, .all_reduce = mpi_all_reduce, .user = m};
+    *out = &m->g;
+    return PAGODA_OK;
+}
+
+void pagoda_tp_mpi_destroy(pagoda_tp_group *g, int failed) {
+    if (!g) return;
+    mpi_group *m = (mpi_group *)g;
+    if (failed && g->size > 1) MPI_Abort(MPI_COMM_WORLD, 1);
+    if (m->initialized) MPI_Finalize();
+    free(m);
+}

@@ -1,0 +1,121 @@
+"""Tensor parallelism across processes on the CPU (MPI): `mpirun -np 2 pagoda ... --tensor-parallel-size 2`
+splits each layer Megatron style (heads and FFN slices per rank, all-reduce after the output and down
+projections) and must give the single-process results: logits within float summation-order noise and
+the same greedy tokens. Models the group cannot split are refused with a clear error."""
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+from safetensors.numpy import load_file, save_file
+
+MPIRUN = shutil.which("mpirun")
+TIMEOUT = 60
+
+
+@pytest.fixture(scope="module")
+def mpi(pagoda_bin):
+    if MPIRUN is None:
+        pytest.skip("mpirun not found (apt-get install openmpi-bin libopenmpi-dev): MPI tensor parallelism untested")
+    # outside mpirun the group has one process: an MPI build says so, a build without MPI refuses
+    r = subprocess.run([pagoda_bin, "logits", "-m", "x", "-i", "x", "-o", "x", "--tensor-parallel-size", "2"],
+                       capture_output=True, text=True, timeout=TIMEOUT)
+    if "built without" in r.stderr:
+        pytest.skip("pagoda was built without MPI: MPI tensor parallelism untested")
+    return pagoda_bin
+
+
+def mpirun(pagoda_bin, *args, n=2, check=True):
+    cmd = [MPIRUN, "--allow-run-as-root", "--oversubscribe", "-np", str(n), pagoda_bin, *map(str, args),
+           "-t", "1", "--tensor-parallel-size", str(n)]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=TIMEOUT)
+    if check and r.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} failed ({r.returncode}):\n{r.stderr}")
+    return r
+
+
+def both_logits(mpi, run_pagoda, model, ids, tmp_path):
+    run_pagoda("logits", "-m", model, "-i", ids, "-o", tmp_path / "one.safetensors", "-t", 1)
+    mpirun(mpi, "logits", "-m", model, "-i", ids, "-o", tmp_path / "tp.safetensors")
+    return (load_file(str(tmp_path / "one.safetensors"))["logits"],
+            load_file(str(tmp_path / "tp.safetensors"))["logits"])
+
+
+@pytest.fixture(scope="module")
+def synth(mpi, tmp_path_factory):
+    """tiny-llama (4 heads, 2 KV heads, n_ff 768: splits 2 ways) in a few weight types"""
+    d = tmp_path_factory.mktemp("tp_synth")
+    out = {}
+    for ty in ("q8_0", "f16", "f32", "q4_k"):
+        p = d / f"{ty}.gguf"
+        subprocess.run([mpi, "synth", "--shape", "tiny-llama", "--type", ty, "--output", str(p)], check=True,
+                       capture_output=True, timeout=TIMEOUT)
+        out[ty] = p
+    rng = np.random.default_rng(0)
+    save_file({"input_ids": rng.integers(0, 1024, (2, 20)).astype(np.int32)}, str(d / "ids.safetensors"))
+    out["ids"] = d / "ids.safetensors"
+    return out
+
+
+# llama: 4 heads, 2 KV heads, n_ff 128, F32; qwen2: Q/K/V biases (split with their rows); qwen3: q/k
+# norms; starcoder2: LayerNorm, GELU MLP, output and down biases (added once, after the all-reduce)
+@pytest.mark.parametrize("name", ["llama", "qwen2", "qwen3", "starcoder2"])
+def test_logits_hf(mpi, shared, run_pagoda, tmp_path, name):
+    fx = shared / "fixtures" / "hf" / name
+    g = load_file(str(fx / "golden.safetensors"))
+    save_file({"input_ids": g["input_ids"]}, str(tmp_path / "ids.safetensors"))
+    one, tp = both_logits(mpi, run_pagoda, fx, tmp_path / "ids.safetensors", tmp_path)
+    assert tp.shape == g["logits"].shape
+    assert np.abs(tp - one).max() <= 1e-4
+    assert np.abs(tp - g["logits"]).max() <= 1e-4
+
+
+def test_run_greedy_hf_llama(mpi, shared, run_pagoda):
+    fx = shared / "fixtures" / "hf" / "llama"
+    g = load_file(str(fx / "golden.safetensors"))
+    prompt = ",".join(str(int(x)) for x in g["greedy_prompt"][0])
+    n = g["greedy_output"].shape[1]
+    args = ["run", "-m", fx, "--prompt-ids", prompt, "-n", n, "--ignore-eos"]
+    one = run_pagoda(*args, "-t", 1).stdout.split()
+    tp = mpirun(mpi, *args).stdout.split()
+    assert tp == one
+    assert [int(x) for x in tp] == [int(x) for x in g["greedy_output"][0]]
+
+
+# F16 products read their activations as halves: a summation-order difference of 1e-7 can flip a
+# half's rounding downstream, so F16 matches to the F16 path's own noise (about 1e-3 against F32)
+@pytest.mark.parametrize("ty,tol", [("q8_0", 1e-4), ("f32", 1e-4), ("f16", 2e-3)])
+def test_logits_gguf_synth(mpi, synth, run_pagoda, tmp_path, ty, tol):
+    one, tp = both_logits(mpi, run_pagoda, synth[ty], synth["ids"], tmp_path)
+    assert tp.shape == one.shape
+    assert np.abs(tp - one).max() <= tol
+
+
+def test_run_greedy_gguf_synth(mpi, synth, run_pagoda):
+    args = ["run", "-m", synth["q8_0"], "--prompt-ids", "5,17,300,2,99", "-n", 24, "--ignore-eos"]
+    one = run_pagoda(*args, "-t", 1).stdout.split()
+    tp = mpirun(mpi, *args).stdout.split()
+    assert len(one) == 24 and tp == one
+
+
+def test_refuses_heads_not_divisible(mpi, builtin_model):
+    # SmolLM2-135M: 9 heads, 3 KV heads
+    r = mpirun(mpi, "run", "-m", builtin_model, "--prompt-ids", "1,2,3", "-n", 2, check=False)
+    assert r.returncode != 0
+    assert "tensor parallel size 2 must divide the model's attention heads (9), KV heads (3)" in r.stderr
+
+
+def test_refuses_partial_blocks(mpi, synth, tmp_path):
+    # Q4_K blocks hold 256 elements: the output projection's 256 columns do not split 2 ways
+    r = mpirun(mpi, "logits", "-m", synth["q4_k"], "-i", synth["ids"], "-o", tmp_path / "o.safetensors",
+               check=False)
+    assert r.returncode != 0
+    assert "attn_output.weight: a shard of 128 columns is not a whole number of q4_k blocks" in r.stderr
+
+
+def test_needs_the_processes(mpi, shared, tmp_path):
+    # without mpirun the group has one process: a clear error, not a hang
+    r = subprocess.run([mpi, "run", "-m", str(shared / "fixtures" / "hf" / "llama"), "--prompt-ids", "1,2", "-n", "2",
+                        "--tensor-parallel-size", "2"], capture_output=True, text=True, timeout=TIMEOUT)
+    assert r.returncode != 0
+    assert "this MPI job has 1 processes (run it under mpirun -np 2)" in r.stderr
