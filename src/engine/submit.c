@@ -247,6 +247,7 @@ pagoda_status pagoda_engine_submit(pagoda_engine *e, const pagoda_request *p, ui
         return st;
     }
     r->id = e->next_id++;
+    uint64_t rid = r->id; /* r belongs to the engine thread once unlocked (it may finish and free it) */
     if (e->inbox_tail) e->inbox_tail->next = r; else e->inbox = r;
     e->inbox_tail = r;
     e->n_inbox++;
@@ -254,7 +255,7 @@ pagoda_status pagoda_engine_submit(pagoda_engine *e, const pagoda_request *p, ui
     e->stats.n_live_requests++;
     pthread_cond_signal(&e->cv);
     pthread_mutex_unlock(&e->mu);
-    if (id) *id = r->id;
+    if (id) *id = rid;
     return PAGODA_OK;
 }
 
