@@ -357,6 +357,9 @@ typedef struct {
 
 #define GM_RECENT 4             /* representatives tried for a lexer state not seen yet */
 #define GM_EQUIV_PAIRS 8192     /* the most state pairs explored by one lx_equiv */
+/* Smaller vocabularies walk fast enough that the checks cost more than they save (SmolLM2's 49k
+ * tokens: TBM sum +5-10%; Qwen3's 151k: -5-20%, whole corpus, old and new builds alternated) */
+#define GM_EQUIV_MIN_TOKENS 100000
 #define GR_LEXCACHE_MAX_BYTES ((size_t)64 << 20) /* per compiled grammar; past it, entries are per mask */
 
 static void lexcache_free(gm_lexcache *e) {
@@ -938,7 +941,8 @@ static const gm_lexcache *lexcache(gr_matcher *m, const gm_cfg *cur) {
     gm_lexcache *e = lc_find(c, al_find(c, key), NULL);
     pthread_mutex_unlock(&c->lc_lock);
     if (e) return e;
-    if (cur->ls != LX_DEAD && (e = lc_equivalent(c, key, v->max_depth))) return e;
+    if (cur->ls != LX_DEAD && v->n_tokens >= GM_EQUIV_MIN_TOKENS && (e = lc_equivalent(c, key, v->max_depth)))
+        return e;
     size_t words = ((size_t)v->n_tokens + 31) / 32;
     e = calloc(1, sizeof *e);
     if (!e || !(e->mask = calloc(words + 1, sizeof *e->mask))) {
