@@ -63,6 +63,14 @@ struct lx_lexer {
     size_t seeds_cap;
     uint32_t stamp, add_stamp;
     pthread_mutex_t mu;
+    /* lx_equiv's memo (under eq_mu): each state's row grouped by successor, crow[x] = its offset
+     * + 1 in cpool: {partition, number of groups, the groups' successors}; a partition (each
+     * class's group, in first-seen order) is an index in parts (n_classes bytes each) */
+    pthread_mutex_t eq_mu;
+    uint32_t *crow, *cpool;
+    size_t crow_cap, cpool_n, cpool_cap;
+    uint8_t *parts;
+    uint32_t n_parts, parts_cap;
 };
 
 static dstate *st(const lx_lexer *lx, lx_state s) { return &lx->chunks[s >> CHUNK_BITS][s & CHUNK_MASK]; }
@@ -327,6 +335,7 @@ lx_lexer *lx_new(int n, const char *const *patterns, const size_t *lens, const u
         !lx->start_used || table_grow(lx))
         goto oom;
     pthread_mutex_init(&lx->mu, NULL);
+    pthread_mutex_init(&lx->eq_mu, NULL);
     /* state 0: dead, its row all zeros (fresh mapping) */
     lx->chunks[0] = calloc(1u << CHUNK_BITS, sizeof(dstate));
     if (!lx->chunks[0]) goto oom;
@@ -350,7 +359,9 @@ void lx_free(lx_lexer *lx) {
         for (uint32_t c = 0; c <= (LX_MAX_DFA_STATES >> CHUNK_BITS); c++) free(lx->chunks[c]);
         free(lx->chunks);
         pthread_mutex_destroy(&lx->mu);
+        pthread_mutex_destroy(&lx->eq_mu);
     }
+    free(lx->crow), free(lx->cpool), free(lx->parts);
     if (lx->rows) munmap(lx->rows, lx->rows_bytes);
     rx_nfa_free(&lx->nfa);
     free(lx->term_start);
@@ -516,4 +527,161 @@ lx_state lx_uniform(lx_lexer *lx, lx_state s, uint64_t out[4]) {
     for (int b = 0; b < 256; b++)
         if (to[lx->cls[b]] == best) out[b >> 6] |= 1ull << (b & 63);
     return best;
+}
+
+static int acc_equal(lx_lexer *lx, lx_state a, lx_state b) {
+    const uint64_t *x = lx_accepting(lx, a), *y = lx_accepting(lx, b);
+    if (!x || !y) return x == y;
+    return x == y || !memcmp(x, y, (size_t)lx->n_words * sizeof *x);
+}
+
+#define EQ_NO_PART UINT32_MAX
+#define EQ_MAX_GROUPS 64
+#define EQ_MAX_PARTS 1024
+
+/* The offset of state x's grouped row in cpool (computed once; eq_mu held); SIZE_MAX out of memory. */
+static size_t crow_of(lx_lexer *lx, lx_state x) {
+    if (x < lx->crow_cap && lx->crow[x]) return lx->crow[x] - 1;
+    if (x >= lx->crow_cap) {
+        size_t nc = lx->crow_cap ? lx->crow_cap : 1024;
+        while (nc <= x) nc *= 2;
+        uint32_t *t = realloc(lx->crow, nc * sizeof *t);
+        if (!t) return SIZE_MAX;
+        memset(t + lx->crow_cap, 0, (nc - lx->crow_cap) * sizeof *t);
+        lx->crow = t, lx->crow_cap = nc;
+    }
+    int nc = lx->n_classes;
+    uint8_t gv[256];
+    uint32_t succ[EQ_MAX_GROUPS];
+    uint32_t ng = 0, part = 0;
+    for (int c = 0; c < nc && part != EQ_NO_PART; c++) {
+        lx_state y = lx_next(lx, x, lx->cls_rep[c]);
+        uint32_t g = 0;
+        while (g < ng && succ[g] != y) g++;
+        if (g == ng) {
+            if (ng == EQ_MAX_GROUPS) part = EQ_NO_PART;
+            else succ[ng++] = y;
+        }
+        gv[c] = (uint8_t)g;
+    }
+    if (part != EQ_NO_PART) {
+        while (part < lx->n_parts && memcmp(lx->parts + (size_t)part * nc, gv, (size_t)nc)) part++;
+        if (part == lx->n_parts) {
+            if (lx->n_parts == EQ_MAX_PARTS) part = EQ_NO_PART;
+            else {
+                if (lx->n_parts == lx->parts_cap) {
+                    uint32_t pc = lx->parts_cap ? lx->parts_cap * 2 : 16;
+                    uint8_t *t = realloc(lx->parts, (size_t)pc * nc);
+                    if (!t) return SIZE_MAX;
+                    lx->parts = t, lx->parts_cap = pc;
+                }
+                memcpy(lx->parts + (size_t)part * nc, gv, (size_t)nc);
+                lx->n_parts++;
+            }
+        }
+    }
+    if (part == EQ_NO_PART) ng = 0;
+    if (lx->cpool_n + 2 + ng > lx->cpool_cap || lx->cpool_n + 2 + ng >= UINT32_MAX) {
+        size_t pc = lx->cpool_cap ? lx->cpool_cap * 2 : 4096;
+        while (pc < lx->cpool_n + 2 + ng) pc *= 2;
+        uint32_t *t = pc < UINT32_MAX ? realloc(lx->cpool, pc * sizeof *t) : NULL;
+        if (!t) return SIZE_MAX;
+        lx->cpool = t, lx->cpool_cap = pc;
+    }
+    size_t off = lx->cpool_n;
+    lx->cpool[off] = part;
+    lx->cpool[off + 1] = ng;
+    memcpy(lx->cpool + off + 2, succ, ng * sizeof *succ);
+    lx->cpool_n += 2 + ng;
+    lx->crow[x] = (uint32_t)off + 1;
+    return off;
+}
+
+typedef struct {
+    uint64_t *set, *q;
+    size_t cap;
+    uint32_t n_set, qn, qcap, max_pairs;
+} eq_ctx;
+
+/* One pair of successors: 0 fine (equal, known, or queued), -1 told apart / over budget / OOM. */
+static int eq_pair(lx_lexer *lx, eq_ctx *e, lx_state x2, lx_state y2) {
+    if (x2 == y2) return 0;
+    if (x2 == LX_DEAD || y2 == LX_DEAD || !acc_equal(lx, x2, y2)) return -1;
+    uint64_t key = (uint64_t)x2 << 32 | y2;
+    size_t j = (size_t)((key * 0x9E3779B97F4A7C15ull) >> 40) & (e->cap - 1);
+    while (e->set[j] && e->set[j] != key) j = (j + 1) & (e->cap - 1);
+    if (e->set[j]) return 0;
+    if (++e->n_set > e->max_pairs) return -1;
+    e->set[j] = key;
+    if (e->qn == e->qcap) {
+        uint64_t *nq = realloc(e->q, (size_t)e->qcap * 2 * sizeof *nq);
+        if (!nq) return -1;
+        e->q = nq, e->qcap *= 2;
+    }
+    e->q[e->qn++] = key;
+    if ((size_t)e->n_set * 2 > e->cap) { /* grow the set */
+        size_t nc = e->cap * 2;
+        uint64_t *ns = calloc(nc, sizeof *ns);
+        if (!ns) return -1;
+        for (size_t i = 0; i < e->cap; i++)
+            if (e->set[i]) {
+                size_t jj = (size_t)((e->set[i] * 0x9E3779B97F4A7C15ull) >> 40) & (nc - 1);
+                while (ns[jj]) jj = (jj + 1) & (nc - 1);
+                ns[jj] = e->set[i];
+            }
+        free(e->set);
+        e->set = ns, e->cap = nc;
+    }
+    return 0;
+}
+
+int lx_equiv(lx_lexer *lx, lx_state a, lx_state b, int depth, const uint64_t (*bytes)[4], uint32_t max_pairs) {
+    if (a == b) return 1;
+    if (a == LX_DEAD || b == LX_DEAD || !acc_equal(lx, a, b)) return 0;
+    /* pairs as (x << 32 | y), never 0 (x != LX_DEAD); set: open addressing; q: levels in order */
+    eq_ctx e = {calloc(256, sizeof(uint64_t)), malloc(64 * sizeof(uint64_t)), 256, 0, 0, 64, max_pairs};
+    int ok = e.set && e.q;
+    if (ok) e.q[e.qn++] = (uint64_t)a << 32 | b;
+    uint8_t cl[256];
+    int ncl = 0;
+    pthread_mutex_lock(&lx->eq_mu);
+    for (int d = 0, lo = 0; ok && d < depth && lo < (int)e.qn; d++) {
+        uint32_t hi = e.qn;
+        /* the classes of the bytes that may come next (a pair first met at a shallower level was
+         * expanded there with at least these) */
+        if (d > 0 && !memcmp(bytes[d + 1], bytes[d], sizeof bytes[d])) goto same_classes;
+        ncl = 0;
+        for (int c = 0; c < lx->n_classes; c++) {
+            int any = 0;
+            for (int b = lx->cls_rep[c]; b < 256 && lx->cls[b] == c && !any; b++) any = bytes[d + 1][b >> 6] >> (b & 63) & 1;
+            if (any) cl[ncl++] = (uint8_t)c;
+        }
+    same_classes:
+        for (uint32_t k = (uint32_t)lo; ok && k < hi; k++) {
+            lx_state x = (lx_state)(e.q[k] >> 32), y = (lx_state)e.q[k];
+            size_t ox = crow_of(lx, x), oy = crow_of(lx, y);
+            if (ox == SIZE_MAX || oy == SIZE_MAX) {
+                ok = 0;
+                break;
+            }
+            const uint32_t *cx = lx->cpool + ox, *cy = lx->cpool + oy;
+            if (cx[0] != EQ_NO_PART && cx[0] == cy[0]) { /* same grouping: group by group */
+                const uint8_t *gv = lx->parts + (size_t)cx[0] * lx->n_classes;
+                uint64_t done = 0;
+                for (int i = 0; i < ncl && ok; i++) {
+                    uint32_t g = gv[cl[i]];
+                    if (done >> g & 1) continue;
+                    done |= 1ull << g;
+                    ok = eq_pair(lx, &e, cx[2 + g], cy[2 + g]) == 0;
+                }
+            } else {
+                for (int i = 0; i < ncl && ok; i++)
+                    ok = eq_pair(lx, &e, lx_next(lx, x, lx->cls_rep[cl[i]]), lx_next(lx, y, lx->cls_rep[cl[i]])) == 0;
+            }
+        }
+        lo = (int)hi;
+    }
+    pthread_mutex_unlock(&lx->eq_mu);
+    free(e.set), free(e.q);
+    return ok && !lx_exhausted(lx);
 }

@@ -76,6 +76,13 @@ static inline lx_state lx_next_fast(lx_lexer *lx, const lx_table *t, lx_state s,
  * lowest byte's), with those bytes as a 256-bit set in out[4]; LX_DEAD and an empty set when every
  * byte leads to LX_DEAD. (Past the DFA bounds a transition not built counts as dead.) */
 lx_state lx_uniform(lx_lexer *lx, lx_state s, uint64_t out[4]);
+/* 1 if states a and b cannot be told apart by any text of at most depth bytes whose d-th byte is in
+ * bytes[d] (d = 1 .. depth; each set must hold the next one: bytes[d + 1] within bytes[d]): after
+ * every such text both are dead, or both alive with equal accepting sets. Explores state pairs
+ * breadth first (pairs of one state stop there); 0 when they differ, when more than max_pairs
+ * pairs would be needed, or when the DFA bounds were reached (an answer is never a guess). */
+int lx_equiv(lx_lexer *lx, lx_state a, lx_state b, int depth, const uint64_t (*bytes)[4], uint32_t max_pairs);
+
 /* 1 once the DFA bounds were reached: from then on a transition to a state not yet built answers
  * LX_DEAD, which the caller must treat as an error (pattern too complex), not as a rejection. */
 int lx_exhausted(const lx_lexer *lx);

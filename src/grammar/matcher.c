@@ -64,6 +64,7 @@ struct gr_vocab {
                     every text under the node continues it as well-formed UTF-8 (possibly cut short) */
     uint8_t *cheight; /* [n_nodes]: the most characters (begun) on a path under the node, at most 255 */
     int max_depth;
+    uint64_t (*dbytes)[4]; /* [max_depth + 2]: dbytes[d], the bytes at depth d or deeper in the trie */
 };
 
 int32_t gr_vocab_size(const gr_vocab *v) { return v ? v->n_tokens : 0; }
@@ -97,6 +98,7 @@ void gr_vocab_free(gr_vocab *v) {
     free(v->is_eos);
     free(v->eos);
     free(v->nodes);
+    free(v->dbytes);
     free(v->ntok);
     free(v->under);
     free(v->bsets);
@@ -301,6 +303,13 @@ gr_vocab *gr_vocab_new(int32_t n_tokens, const uint8_t *const *bytes, const uint
     }
     while (sp > 0) N[stack[--sp]].skip = (uint32_t)nn;
     v->n_nodes = nn;
+    if (!(v->dbytes = calloc((size_t)v->max_depth + 2, sizeof *v->dbytes))) {
+        free(stack), free(node_of);
+        goto fail;
+    }
+    for (int k = 1; k < nn; k++) v->dbytes[N[k].depth][N[k].byte >> 6] |= 1ull << (N[k].byte & 63);
+    for (int d = v->max_depth - 1; d >= 1; d--)
+        for (int w = 0; w < 4; w++) v->dbytes[d][w] |= v->dbytes[d + 1][w];
     /* tokens per node, as offsets (CSR) in N[].tok; N[nn] is the sentinel */
     for (size_t i = 0; i < n; i++) N[node_of[i]].tok++;
     uint32_t acc = 0;
@@ -346,6 +355,11 @@ typedef struct {
     int n_b, cap_b;
 } gm_lexcache;
 
+#define GM_RECENT 4             /* representatives tried for a lexer state not seen yet */
+#define GM_EQUIV_PAIRS 8192     /* the most state pairs explored by one lx_equiv */
+/* Smaller vocabularies walk fast enough that the checks cost more than they save (SmolLM2's 49k
+ * tokens: TBM sum +5-10%; Qwen3's 151k: -5-20%, whole corpus, old and new builds alternated) */
+#define GM_EQUIV_MIN_TOKENS 100000
 #define GR_LEXCACHE_MAX_BYTES ((size_t)64 << 20) /* per compiled grammar; past it, entries are per mask */
 
 static void lexcache_free(gm_lexcache *e) {
@@ -366,12 +380,20 @@ struct gr_compiled {
     pthread_mutex_t lc_lock;
     gm_lexcache **lc_tab;
     size_t lc_cap, lc_n, lc_bytes;
+    /* lexer states whose walk is another's (lx_equiv within the trie's depth, e.g. the counting
+     * states of a long maxLength string): key -> that entry's key, open addressing, 0 = free
+     * (keys of LX_DEAD are never aliased); the last keys published, tried as representatives */
+    uint64_t *al_tab; /* key << 32 | rep key */
+    size_t al_cap, al_n;
+    uint32_t recent[GM_RECENT];
+    unsigned n_recent;
 };
 
 void gr_compiled_free(gr_compiled *c) {
     if (!c) return;
     for (size_t k = 0; k < c->lc_cap; k++) lexcache_free(c->lc_tab[k]);
     free(c->lc_tab);
+    free(c->al_tab);
     pthread_mutex_destroy(&c->lc_lock);
     ey_grammar_free(c->eg);
     lx_free(c->lx);
@@ -852,6 +874,62 @@ static int text_subtree(gr_matcher *m, const gr_vocab *v, uint32_t i, lx_state s
     return ch->mb[h - 1];
 }
 
+/* The representative key of key, or key itself (lock held). */
+static uint32_t al_find(const gr_compiled *c, uint32_t key) {
+    if (!c->al_cap) return key;
+    size_t j = (key * 0x9E3779B9u) & (c->al_cap - 1);
+    while (c->al_tab[j]) {
+        if ((uint32_t)(c->al_tab[j] >> 32) == key) return (uint32_t)c->al_tab[j];
+        j = (j + 1) & (c->al_cap - 1);
+    }
+    return key;
+}
+
+/* Records key -> rep (lock held; nothing on out of memory: only a cache). */
+static void al_insert(gr_compiled *c, uint32_t key, uint32_t rep) {
+    if ((c->al_n + 1) * 2 > c->al_cap) {
+        size_t nc = c->al_cap ? c->al_cap * 2 : 64;
+        uint64_t *t = calloc(nc, sizeof *t);
+        if (!t) return;
+        for (size_t k = 0; k < c->al_cap; k++)
+            if (c->al_tab[k]) {
+                size_t j = ((uint32_t)(c->al_tab[k] >> 32) * 0x9E3779B9u) & (nc - 1);
+                while (t[j]) j = (j + 1) & (nc - 1);
+                t[j] = c->al_tab[k];
+            }
+        free(c->al_tab);
+        c->al_tab = t;
+        c->al_cap = nc;
+    }
+    size_t j = (key * 0x9E3779B9u) & (c->al_cap - 1);
+    while (c->al_tab[j]) {
+        if ((uint32_t)(c->al_tab[j] >> 32) == key) return;
+        j = (j + 1) & (c->al_cap - 1);
+    }
+    c->al_tab[j] = (uint64_t)key << 32 | rep;
+    c->al_n++;
+}
+
+/* A published walk whose lexer state no text of the trie's depth tells apart from cur's (then its
+ * tokens and lexeme ends are cur's, the ends' lexer states accepting the same terminals), or NULL. */
+static gm_lexcache *lc_equivalent(gr_compiled *c, uint32_t key, int depth) {
+    uint32_t cand[GM_RECENT];
+    pthread_mutex_lock(&c->lc_lock);
+    int n = c->n_recent < GM_RECENT ? (int)c->n_recent : GM_RECENT;
+    memcpy(cand, c->recent, sizeof cand);
+    pthread_mutex_unlock(&c->lc_lock);
+    for (int k = 0; k < n; k++) {
+        if ((cand[k] & 1) != (key & 1) || cand[k] == key || cand[k] < 2) continue;
+        if (!lx_equiv(c->lx, key >> 1, cand[k] >> 1, depth, (const uint64_t(*)[4])c->v->dbytes, GM_EQUIV_PAIRS)) continue;
+        pthread_mutex_lock(&c->lc_lock);
+        gm_lexcache *e = lc_find(c, cand[k], NULL);
+        if (e) al_insert(c, key, cand[k]);
+        pthread_mutex_unlock(&c->lc_lock);
+        if (e) return e;
+    }
+    return NULL;
+}
+
 /* The lexer-only walk from cur's lexer state: from the grammar's shared cache, else computed
  * (and shared when it fits). NULL on out of memory. */
 static const gm_lexcache *lexcache(gr_matcher *m, const gm_cfg *cur) {
@@ -860,9 +938,11 @@ static const gm_lexcache *lexcache(gr_matcher *m, const gm_cfg *cur) {
     lx_lexer *lx = c->lx;
     uint32_t key = cur->ls * 2u + cur->fresh;
     pthread_mutex_lock(&c->lc_lock);
-    gm_lexcache *e = lc_find(c, key, NULL);
+    gm_lexcache *e = lc_find(c, al_find(c, key), NULL);
     pthread_mutex_unlock(&c->lc_lock);
     if (e) return e;
+    if (cur->ls != LX_DEAD && v->n_tokens >= GM_EQUIV_MIN_TOKENS && (e = lc_equivalent(c, key, v->max_depth)))
+        return e;
     size_t words = ((size_t)v->n_tokens + 31) / 32;
     e = calloc(1, sizeof *e);
     if (!e || !(e->mask = calloc(words + 1, sizeof *e->mask))) {
@@ -932,6 +1012,7 @@ static const gm_lexcache *lexcache(gr_matcher *m, const gm_cfg *cur) {
             shared = 1;
         } else {
             shared = lc_insert(c, e, words * 4 + (size_t)e->cap_b * 8 + sizeof *e);
+            if (shared) c->recent[c->n_recent++ % GM_RECENT] = key;
         }
         pthread_mutex_unlock(&c->lc_lock);
     }
