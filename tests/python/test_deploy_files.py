@@ -163,7 +163,7 @@ def _apt_stages(dockerfile):
 
 # the runtime library of each -dev package the build installs (Debian bookworm / Ubuntu jammy names)
 RUNTIME_OF = {"libjansson-dev": "libjansson4", "libpcre2-dev": "libpcre2-8-0", "libmicrohttpd-dev": "libmicrohttpd12",
-              "libcurl4-openssl-dev": "libcurl4", "libyaml-dev": "libyaml-0-2"}
+              "libcurl4-openssl-dev": "libcurl4", "libyaml-dev": "libyaml-0-2", "libopenmpi-dev": "libopenmpi3"}
 
 
 @pytest.mark.parametrize("name", ["Dockerfile", "Dockerfile.cuda"])
