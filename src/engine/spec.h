@@ -1,0 +1,54 @@
+/* Proposers for speculative decoding: each step, before scheduling, the engine asks its proposer
+ * for up to k draft tokens for every running sequence that decodes (one call for the whole
+ * batch, so a draft model runs its steps batched); the drafts are verified in the step's one
+ * forward pass (step.c, sample.c) and the accepted ones kept.
+ *
+ *   spec_ngram.c  prompt lookup: the longest suffix (n_max down to n_min tokens) of the sequence
+ *                 that occurred before in it, and the tokens that followed it then
+ *   spec_draft.c  a draft model with the same vocabulary, its own runner and paged KV cache,
+ *                 k greedy tokens per step, batched over the sequences
+ *
+ * A proposer never fails a step: whatever goes wrong, it proposes nothing (and logs). */
+#ifndef PG_ENGINE_SPEC_H
+#define PG_ENGINE_SPEC_H
+
+#include <stdint.h>
+
+#include "pagoda.h"
+
+/* One sequence to propose for. */
+typedef struct {
+    uint64_t key;          /* the sequence, stable while it lives (request id and choice) */
+    const int32_t *tokens; /* [n] its accepted tokens: prompt then generated (borrowed for the call) */
+    int32_t n;
+    int32_t max_k;         /* propose at most this many (>= 1) */
+    int32_t *out;          /* [max_k] the proposals */
+    int32_t n_out;         /* out: how many (0: none) */
+} spec_query;
+
+typedef struct spec_proposer spec_proposer;
+struct spec_proposer {
+    const char *name; /* "ngram", "draft" */
+    /* Fills qs[i].out / n_out for every i < n (distinct keys). */
+    void (*propose)(spec_proposer *p, spec_query *qs, int32_t n);
+    /* Sequence key is gone (finished, cancelled, preempted and recomputed later): what the
+     * proposer keeps for it may go. Optional (NULL). */
+    void (*release)(spec_proposer *p, uint64_t key);
+    void (*destroy)(spec_proposer *p);
+};
+
+static inline void spec_destroy(spec_proposer *p) {
+    if (p) p->destroy(p);
+}
+
+/* Prompt lookup with suffixes of n_max down to n_min tokens (1 <= n_min <= n_max <= 64): the
+ * most recent earlier occurrence of the longest suffix that occurred before wins. */
+pagoda_status spec_ngram_create(int32_t n_min, int32_t n_max, spec_proposer **out);
+
+/* A draft model (same vocabulary as the target: the caller checks) run by its own default runner
+ * (engine/runner.h) on the CPU with c's threads, a KV cache of kv_mem_bytes for up to max_seqs
+ * sequences of max_model_len tokens. The model is borrowed. */
+pagoda_status spec_draft_create(pagoda_model *draft, const pagoda_engine_config *c, int32_t max_seqs,
+                                int32_t max_model_len, spec_proposer **out);
+
+#endif
