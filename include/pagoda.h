@@ -223,7 +223,25 @@ typedef struct {
                                  config; each rank holds its share of the heads and FFN (and their
                                  KV cache). The head count, KV head count and FFN width must divide
                                  by size; no GPU layers, no LoRA */
+    /* appended for speculative decoding: each step, running sequences get up to
+     * num_speculative_tokens proposed tokens that the step's forward pass verifies; greedy output
+     * is the same token for token, sampled output has exactly the model's distribution. */
+    int32_t speculative;      /* pagoda_spec_method; default PAGODA_SPEC_NONE */
+    int32_t num_speculative_tokens; /* most drafts per sequence per step (1..16); 0: 6 for n-gram, 4 for
+                                 a draft model */
+    int32_t spec_ngram_min, spec_ngram_max; /* n-gram lookup: suffix lengths tried, longest first; 0: 2, 4 */
+    const char *speculative_draft; /* PAGODA_SPEC_DRAFT: path of the draft model (same vocabulary);
+                                 borrowed, the engine loads the model and owns it */
+    int32_t spec_max_seqs;    /* no drafts in a step while more sequences than this run (verification
+                                 costs compute a big batch does not have to spare); 0: 4 */
 } pagoda_engine_config;
+
+/* How drafts are proposed (pagoda_engine_config.speculative). */
+typedef enum {
+    PAGODA_SPEC_NONE = 0,
+    PAGODA_SPEC_NGRAM = 1, /* prompt lookup: the continuation of the last n tokens' earlier occurrence */
+    PAGODA_SPEC_DRAFT = 2, /* a smaller model with the same tokenizer, k greedy tokens per step */
+} pagoda_spec_method;
 
 /* Activations of products over Hugging Face quantized weights. */
 typedef enum {
@@ -393,6 +411,8 @@ typedef struct {
     int32_t adapter;                  /* 0 (default): the base model; else an id from
                                          pagoda_engine_adapter_load. An id that is not loaded fails
                                          submit with PAGODA_ERR_INVALID */
+    /* appended for speculative decoding: */
+    int no_speculation;               /* 1: no drafts for this request (the output is the same) */
 } pagoda_request;
 #define PAGODA_MAX_LOGIT_BIAS 1024
 void pagoda_request_default(pagoda_request *r);
@@ -468,6 +488,10 @@ typedef struct {
                                         (scheduling, sampling, detokenization, events) */
     int32_t n_threads;               /* kernel and sampling threads this engine runs */
     uint64_t kv_bytes;               /* memory of its KV blocks */
+    /* speculative decoding (0 without): */
+    uint64_t n_spec_drafts;          /* verifications: sequence-steps that carried drafts */
+    uint64_t n_spec_proposed;        /* draft tokens verified */
+    uint64_t n_spec_accepted;        /* of those, accepted (mean accepted length = 1 + accepted / drafts) */
 } pagoda_engine_stats;
 void pagoda_engine_get_stats(pagoda_engine *e, pagoda_engine_stats *s); /* thread-safe */
 

@@ -287,6 +287,29 @@ int cli_device_option(const char *opt, const char *val, cli_device *d, int *bad)
         else fprintf(stderr, "pagoda: --cuda-qgemm expects half, dequant or mma, got '%s'\n", val), *bad = 1;
         return 1;
     }
+    if (!strcmp(opt, "--speculative")) {
+        if (!strcmp(val, "none") || !strcmp(val, "off")) d->spec = PAGODA_SPEC_NONE;
+        else if (!strcmp(val, "ngram") || !strcmp(val, "prompt-lookup")) d->spec = PAGODA_SPEC_NGRAM;
+        else if (!strncmp(val, "draft:", 6) && val[6]) d->spec = PAGODA_SPEC_DRAFT, d->spec_draft = val + 6;
+        else fprintf(stderr, "pagoda: --speculative expects none, ngram or draft:PATH, got '%s'\n", val), *bad = 1;
+        return 1;
+    }
+    if (!strcmp(opt, "-md") || !strcmp(opt, "--model-draft")) {
+        d->spec = PAGODA_SPEC_DRAFT, d->spec_draft = val;
+        return 1;
+    }
+    if (!strcmp(opt, "--num-speculative-tokens") || !strcmp(opt, "--draft-max")) {
+        *bad = cli_int(opt, val, 1, 16, &d->spec_k);
+        return 1;
+    }
+    if (!strcmp(opt, "--spec-ngram-min") || !strcmp(opt, "--spec-ngram-max")) {
+        *bad = cli_int(opt, val, 1, 64, !strcmp(opt, "--spec-ngram-min") ? &d->spec_ngram_min : &d->spec_ngram_max);
+        return 1;
+    }
+    if (!strcmp(opt, "--spec-max-seqs")) {
+        *bad = cli_int(opt, val, 1, 4096, &d->spec_max_seqs);
+        return 1;
+    }
     if (!strcmp(opt, "--quant-activations")) {
         *bad = cli_quant_act(opt, val, &d->quant_act);
         return 1;
@@ -309,6 +332,9 @@ void cli_device_apply(const cli_device *d, pagoda_engine_config *ec) {
     ec->n_gpu_layers = cli_device_gpu_layers(d);
     if (d->kv_type_given) ec->kv_dtype = (pagoda_dtype)d->kv_type;
     ec->quant_activations = d->quant_act;
+    ec->speculative = d->spec, ec->speculative_draft = d->spec_draft;
+    ec->num_speculative_tokens = (int32_t)d->spec_k, ec->spec_max_seqs = (int32_t)d->spec_max_seqs;
+    ec->spec_ngram_min = (int32_t)d->spec_ngram_min, ec->spec_ngram_max = (int32_t)d->spec_ngram_max;
     if (!d->cuda) return;
     if (d->gpu_mem_util > 0) ec->gpu_memory_utilization = d->gpu_mem_util;
     ec->cuda_device = d->cuda_device, ec->cuda_no_graphs = d->no_graphs, ec->cuda_no_repack = d->no_repack;

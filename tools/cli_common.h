@@ -21,6 +21,9 @@ typedef struct {
     int kv_type_given;   /* one of them was given (else: f16 on the GPU, f32 on the CPU) */
     int max_batch_given; /* --max-batch-tokens was given (else: 2048 on the GPU) */
     int quant_act;       /* --quant-activations: pagoda_quant_act */
+    int spec;            /* --speculative: pagoda_spec_method */
+    const char *spec_draft; /* its draft model (borrowed from argv) */
+    long spec_k, spec_ngram_min, spec_ngram_max, spec_max_seqs; /* 0: the engine's defaults */
 } cli_device;
 #define CLI_DEVICE_HELP                                                                                 \
     "  --device cpu|cuda    where the model runs (default cpu)\n"                                      \
@@ -34,7 +37,15 @@ typedef struct {
     "  --cuda-repack on|off repacked Q4_0/Q8_0 copies for the decode matvec (default on)\n"                    \
     "  --quant-activations checkpoint|float|int8|fp8  activations of GPTQ/AWQ/compressed-tensors products:\n" \
     "                       as the checkpoint declares (default), or always float / int8 / fp8 per token\n" \
-    CLI_KV_HELP
+    CLI_KV_HELP CLI_SPEC_HELP
+#define CLI_SPEC_HELP                                                                                   \
+    "  --speculative none|ngram|draft:PATH  speculative decoding: drafts from prompt lookup (n-gram) or\n" \
+    "                       from a draft model with the same tokenizer (also -md / --model-draft PATH);\n" \
+    "                       outputs are the same, decode is faster where drafts are accepted\n"           \
+    "  --num-speculative-tokens N  most drafts per sequence per step (1..16; also --draft-max; default\n" \
+    "                       6 for n-gram, 4 for a draft model; fewer where drafts are rejected)\n"        \
+    "  --spec-ngram-min N, --spec-ngram-max N  n-gram lookup suffix lengths (default 2..4)\n"            \
+    "  --spec-max-seqs N    no drafts while more than N sequences run (default 4)\n"
 #define CLI_KV_HELP                                                                                     \
     "  --kv-type f32|f16|int8|fp8  KV cache element type (default f32, f16 on the GPU). f16 holds twice\n"   \
     "                       the tokens of f32; int8 (also q8) and fp8 (e4m3) a byte per value plus a\n"    \

@@ -127,6 +127,13 @@ static int generate(runner *r, const int32_t *prompt, int32_t n_prompt, char **r
     fprintf(stderr, "pagoda: prompt %d tokens (%d cached) in %.3f s (%.1f tok/s), generated %ld tokens in %.3f s (%.1f tok/s)\n",
             t.n_prompt, t.n_cached, t1 - t0, (t.n_prompt - t.n_cached) / (t1 - t0), t.n_done, t2 - t1,
             n_after / (t2 - t1));
+    pagoda_engine_stats st;
+    pagoda_engine_get_stats(r->e, &st);
+    if (st.n_spec_drafts) /* cumulative over the session's turns */
+        fprintf(stderr, "pagoda: speculation: %llu drafts verified, %llu of %llu tokens accepted (%.1f%%), mean accepted "
+                "length %.2f\n", (unsigned long long)st.n_spec_drafts, (unsigned long long)st.n_spec_accepted,
+                (unsigned long long)st.n_spec_proposed, 100.0 * (double)st.n_spec_accepted / (double)st.n_spec_proposed,
+                1.0 + (double)st.n_spec_accepted / (double)st.n_spec_drafts);
     if (reply) {
         if (!t.text && !(t.text = malloc(1))) return 1;
         t.text[t.len] = 0;

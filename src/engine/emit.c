@@ -34,6 +34,7 @@ void engine_end_choice(pagoda_engine *e, choice *ch, pagoda_finish_reason why, c
     if (ch->finish != PAGODA_FINISH_NONE) return;
     request *r = ch->r;
     if (ch->seq) sched_finish(e->sched, ch->seq);
+    if (e->spec && e->spec->release) e->spec->release(e->spec, (r->id << 8) | (uint64_t)ch->index);
     ch->seq = NULL;
     ch->finish = why;
     r->n_live--;

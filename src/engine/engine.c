@@ -57,8 +57,20 @@ static pagoda_status normalize_config(const pagoda_engine_config *cfg, pagoda_en
     if (c->max_adapters <= 0) c->max_adapters = 8;
     if (c->max_adapters > 255) return pg_fail(PAGODA_ERR_INVALID, "engine: max_adapters %d (at most 255)", c->max_adapters);
     if (!(c->gpu_memory_utilization > 0.05f && c->gpu_memory_utilization <= 1.0f)) c->gpu_memory_utilization = 0.9f;
+    if (c->speculative < PAGODA_SPEC_NONE || c->speculative > PAGODA_SPEC_DRAFT)
+        return pg_fail(PAGODA_ERR_INVALID, "engine: speculative method %d (0 none, 1 n-gram, 2 draft model)", c->speculative);
+    if (c->num_speculative_tokens <= 0) c->num_speculative_tokens = c->speculative == PAGODA_SPEC_DRAFT ? 4 : 6;
+    if (c->num_speculative_tokens > MAX_DRAFT)
+        return pg_fail(PAGODA_ERR_INVALID, "engine: %d speculative tokens (at most %d)", c->num_speculative_tokens, MAX_DRAFT);
+    if (c->spec_ngram_min <= 0) c->spec_ngram_min = 2;
+    if (c->spec_ngram_max <= 0) c->spec_ngram_max = c->spec_ngram_min > 4 ? c->spec_ngram_min : 4;
+    if (c->spec_max_seqs <= 0) c->spec_max_seqs = 4;
+    if (c->speculative == PAGODA_SPEC_DRAFT && (!c->speculative_draft || !*c->speculative_draft))
+        return pg_fail(PAGODA_ERR_INVALID, "engine: draft-model speculation needs the draft model's path");
     return PAGODA_OK;
 }
+
+static pagoda_status engine_spec_from_config(pagoda_engine *e, const pagoda_engine_config *c);
 
 pagoda_status pagoda_engine_create(pagoda_model *pm, const pagoda_engine_config *cfg, pagoda_engine **out) {
     *out = NULL;
@@ -68,9 +80,45 @@ pagoda_status pagoda_engine_create(pagoda_model *pm, const pagoda_engine_config 
     pagoda_engine_config c;
     pagoda_status st = normalize_config(cfg, &c);
     if (st) return st;
+    if (c.speculative && c.tp && c.tp->size > 1)
+        return pg_fail(PAGODA_ERR_UNSUPPORTED, "speculative decoding with tensor parallelism is not supported yet");
     engine_runner *r;
     if ((st = runner_forward_create(pm, &c, &r))) return st;
-    return engine_create_with_runner(pm, r, &c, out);
+    if ((st = engine_create_with_runner(pm, r, &c, out))) return st;
+    if (c.speculative && (st = engine_spec_from_config(*out, &c))) {
+        pagoda_engine_destroy(*out);
+        *out = NULL;
+    }
+    return st;
+}
+
+/* The proposer c asks for (a draft model is loaded here and owned by the engine). */
+static pagoda_status engine_spec_from_config(pagoda_engine *e, const pagoda_engine_config *c) {
+    spec_proposer *p = NULL;
+    pagoda_status st;
+    if (c->speculative == PAGODA_SPEC_NGRAM) {
+        st = spec_ngram_create(c->spec_ngram_min, c->spec_ngram_max, &p);
+    } else {
+        if ((st = pagoda_model_load(c->speculative_draft, &e->spec_model))) return st;
+        pagoda_model_info a, b;
+        pagoda_model_get_info(e->pm, &a);
+        pagoda_model_get_info(e->spec_model, &b);
+        if (a.n_vocab != b.n_vocab)
+            return pg_fail(PAGODA_ERR_INVALID, "draft model %s: vocabulary of %d tokens, the model's has %d",
+                           c->speculative_draft, b.n_vocab, a.n_vocab);
+        for (int32_t t = 0; t < a.n_vocab; t++) { /* the same tokenizer: every piece equal */
+            size_t la, lb;
+            const char *pa = pagoda_token_piece(e->pm, t, &la), *pb = pagoda_token_piece(e->spec_model, t, &lb);
+            if (la != lb || (la && memcmp(pa, pb, la)))
+                return pg_fail(PAGODA_ERR_INVALID, "draft model %s: token %d differs from the model's (another tokenizer)",
+                               c->speculative_draft, t);
+        }
+        pagoda_engine_config dc = *c;
+        dc.speculative = PAGODA_SPEC_NONE, dc.n_gpu_layers = 0, dc.broker = NULL, dc.tp = NULL;
+        dc.n_threads = e->n_pick_threads;
+        st = spec_draft_create(e->spec_model, &dc, c->max_seqs, e->max_model_len, &p);
+    }
+    return st ? st : engine_set_proposer(e, p, c->num_speculative_tokens);
 }
 
 pagoda_status pagoda_tp_worker_run(pagoda_model *pm, const pagoda_engine_config *cfg) {
@@ -188,16 +236,27 @@ fail:
     return st;
 }
 
-pagoda_status engine_set_proposer(pagoda_engine *e, const engine_proposer *p) {
-    if (!p || !p->propose) {
-        memset(&e->proposer, 0, sizeof e->proposer);
-        return PAGODA_OK;
+pagoda_status engine_set_proposer(pagoda_engine *e, spec_proposer *p, int32_t max_k) {
+    spec_destroy(e->spec);
+    e->spec = NULL;
+    if (!p) return PAGODA_OK;
+    if (max_k < 1 || max_k > MAX_DRAFT) {
+        spec_destroy(p);
+        return pg_fail(PAGODA_ERR_INVALID, "engine: a proposer may offer 1 to %d tokens, not %d", MAX_DRAFT, max_k);
     }
-    if (p->max_k < 1 || p->max_k > MAX_DRAFT)
-        return pg_fail(PAGODA_ERR_INVALID, "engine: a proposer may offer 1 to %d tokens, not %d", MAX_DRAFT, p->max_k);
+    const size_t S = (size_t)e->c.max_seqs;
     pagoda_status st = engine_reserve_rows(e, e->c.max_batch_tokens > e->c.max_seqs ? e->c.max_batch_tokens : e->c.max_seqs);
-    if (st) return st;
-    e->proposer = *p;
+    if (!st && (!e->sq && !(e->sq = calloc(S, sizeof *e->sq)))) st = pg_fail(PAGODA_ERR_NOMEM, "out of memory");
+    if (!st && (!e->sq_seq && !(e->sq_seq = calloc(S, sizeof *e->sq_seq)))) st = pg_fail(PAGODA_ERR_NOMEM, "out of memory");
+    if (!st && (!e->sq_out && !(e->sq_out = calloc(S * MAX_DRAFT, sizeof *e->sq_out))))
+        st = pg_fail(PAGODA_ERR_NOMEM, "out of memory");
+    if (st) {
+        spec_destroy(p);
+        return st;
+    }
+    e->spec = p, e->spec_k = max_k, e->spec_max_seqs = e->c.spec_max_seqs > 0 ? e->c.spec_max_seqs : 4;
+    pg_log(PAGODA_LOG_INFO, "engine: speculative decoding (%s), up to %d drafts per sequence, while <= %d sequences run",
+           p->name, max_k, e->spec_max_seqs);
     return PAGODA_OK;
 }
 
@@ -330,6 +389,9 @@ void pagoda_engine_destroy(pagoda_engine *e) {
     if (e->runner && e->hidden) e->runner->host_free(e->runner, e->hidden);
     free(e->b_hmask), free(e->hrow0), free(e->hpos), free(e->hcount), free(e->emb_out);
     runner_destroy(e->runner);
+    spec_destroy(e->spec); /* before its draft model */
+    pagoda_model_free(e->spec_model);
+    free(e->sq), free(e->sq_seq), free(e->sq_out);
     for (int i = 0; e->ws && i < e->n_pick_threads; i++) sampler_ws_destroy(e->ws[i]);
     free(e->ws), free(e->picks), free(e->ids), free(e->b_tokens), free(e->b_mask), free(e->b_seq_start);
     free(e->b_pos0), free(e->b_nblocks), free(e->b_adapter), free(e->b_tables), free(e->row0), free(e->row_pos);

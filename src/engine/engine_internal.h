@@ -20,6 +20,7 @@
 #include "engine/logits_proc.h"
 #include "engine/runner.h"
 #include "engine/sampler.h"
+#include "engine/spec.h"
 #include "engine/stop.h"
 #include "grammar/matcher.h"
 #include "kv/block_pool.h"
@@ -37,6 +38,7 @@ enum {
     MAX_TRIGGERS = 8,
     MAX_TRIGGER_LEN = 64,
 };
+#define SPEC_PRIOR_RATE 0.6f /* a new choice's guess of the share of drafts the model accepts */
 
 typedef struct request request;
 
@@ -57,6 +59,9 @@ typedef struct {
     tok_stream *detok;
     stop_matcher stop;
     int32_t n_generated;
+    int32_t n_row;           /* sample stage: rows of this step already drawn (drafts verified) */
+    float sp_rate;           /* speculation: running estimate of the share of drafts accepted */
+    int32_t sp_wait;         /* steps to go without drafts (low acceptance) before the next probe */
     int counted;             /* prompt/cache statistics taken at first admission */
     pagoda_finish_reason finish;
 } choice;
@@ -95,15 +100,6 @@ typedef struct {
     float top_lp[MAX_LOGPROBS];
 } pick;
 
-/* Proposes draft tokens for speculative decoding (internal; tests use a fake proposer). */
-typedef struct {
-    /* Up to max_k tokens likely to follow tokens[0..n) of choice `index` of request `request_id`
-     * into out; returns how many (0: none). */
-    int32_t (*propose)(void *user, uint64_t request_id, int32_t index, const int32_t *tokens, int32_t n,
-                       int32_t max_k, int32_t *out);
-    void *user;
-    int32_t max_k;           /* at most MAX_DRAFT */
-} engine_proposer;
 
 struct pagoda_engine {
     pagoda_model *pm;        /* NULL for an engine made on a bare runner (tests) */
@@ -113,7 +109,16 @@ struct pagoda_engine {
     engine_runner *runner;   /* owned */
     kv_pool *pool;
     scheduler *sched;
-    engine_proposer proposer; /* propose == NULL: none */
+    /* speculative decoding (spec.h): */
+    spec_proposer *spec;     /* owned; NULL: none */
+    pagoda_model *spec_model; /* owned: the draft model of a draft proposer */
+    int32_t spec_k;          /* most drafts per sequence per step */
+    int32_t spec_max_seqs;   /* no drafts while more sequences run */
+    spec_query *sq;          /* [max_seqs] this step's queries */
+    sched_seq **sq_seq;      /* [max_seqs] their sequences */
+    int32_t *sq_out;         /* [max_seqs][MAX_DRAFT] */
+    int spec_greedy_accept;  /* TEST ONLY, a deliberate bug: keep a draft when it is the row's most
+                                likely token instead of sampling (the sampling test must catch it) */
     /* step buffers, sized at create (rows grown outside the decode path, see engine_reserve_rows) */
     float *logits;           /* [cap_rows][n_vocab] from the runner's host_alloc */
     int32_t cap_rows;
@@ -177,9 +182,10 @@ pagoda_status engine_create_with_runner(pagoda_model *pm, engine_runner *r, cons
                                         pagoda_engine **out);
 /* Room for n logits rows per step (grows the row buffers; not on the decode path). */
 pagoda_status engine_reserve_rows(pagoda_engine *e, int32_t n);
-/* Speculative decoding: every running choice of a request with n == 1 (or forked) gets up to
- * p->max_k drafts per step from p. NULL: none. Call before the first step. */
-pagoda_status engine_set_proposer(pagoda_engine *e, const engine_proposer *p);
+/* Speculative decoding: every running choice of a request with n == 1 (or forked), without
+ * no_speculation, gets up to max_k (1..MAX_DRAFT) drafts per step from p, which the engine owns
+ * from the call on (also on failure). NULL: none. Call before the first step. */
+pagoda_status engine_set_proposer(pagoda_engine *e, spec_proposer *p, int32_t max_k);
 /* The scheduler's and the pool's invariants (sched_check). For tests. */
 int engine_check(const pagoda_engine *e);
 void engine_set_gauges(pagoda_engine *e);  /* caller holds mu */

@@ -64,6 +64,13 @@ int engine_plan_wants_ids(const pagoda_engine *e, const sched_plan *plan) {
     return any;
 }
 
+static int32_t argmax(const float *x, int32_t n) {
+    int32_t b = 0;
+    for (int32_t i = 1; i < n; i++)
+        if (x[i] > x[b]) b = i;
+    return b;
+}
+
 /* Samples q's rows: the token after its last accepted one, then, while the sampled token equals
  * the next draft, the token after that draft. With a draft that is a point mass this is exact
  * speculative sampling: a draft is kept with the probability the model gives it, and a rejected
@@ -74,14 +81,22 @@ static void sample_seq(pagoda_engine *e, sched_seq *q, int32_t i, pg_sample_ws *
     int32_t j = 0;
     for (;; j++) {
         pick *pk = &e->picks[s + j];
+        const float *row = e->logits + (size_t)(s + j) * (size_t)e->n_vocab;
+        ch->n_row = j;
         if (e->use_ids) {
             pk->token = e->ids[s + j];
             sampler_accept(ch->sampler, pk->token);
+        } else if (e->spec_greedy_accept && j < n_draft && argmax(row, e->n_vocab) == q->tokens[first_draft + j]) {
+            pk->token = q->tokens[first_draft + j]; /* the deliberate bug (tests only): no draw */
+            pk->lp = 0;
+            sampler_accept(ch->sampler, pk->token);
+            engine_constrain_accept(e, ch, pk->token);
         } else {
-            engine_pick_token(e, ch, e->logits + (size_t)(s + j) * (size_t)e->n_vocab, ws, pk);
+            engine_pick_token(e, ch, row, ws, pk);
         }
         if (j == n_draft || pk->token != q->tokens[first_draft + j]) break;
     }
+    ch->n_row = 0;
     e->n_acc[i] = j + 1;
 }
 

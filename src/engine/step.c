@@ -23,26 +23,48 @@
 #include "core/log.h"
 #include "engine/engine_internal.h"
 
+/* Drafts per step for a choice whose drafts were accepted at rate a: the i-th draft pays off
+ * with probability a^i, so drafts go on while a^i >= SPEC_MIN_GAIN (a verified token costs a
+ * little compute; where it is rarely kept, it is not proposed). */
+#define SPEC_MIN_GAIN 0.25f
+#define SPEC_MIN_RATE 0.3f /* below this share a choice rests SPEC_REST steps, then tries one draft */
+#define SPEC_REST 8
+static int32_t spec_k_for(float a, int32_t k_max) {
+    int32_t k = 1;
+    for (float g = a * a; k < k_max && g >= SPEC_MIN_GAIN; g *= a) k++;
+    return k;
+}
+
 static void stage_propose(pagoda_engine *e) {
-    if (!e->proposer.propose) return;
-    int32_t buf[MAX_DRAFT];
-    for (request *r = e->live; r; r = r->next) {
-        if (r->p.score_only || (r->p.n > 1 && !r->forked)) continue;
-        for (int32_t i = 0; i < r->p.n; i++) {
+    if (!e->spec || sched_n_running(e->sched) > e->spec_max_seqs) return;
+    int32_t nq = 0;
+    for (request *r = e->live; r && nq < e->c.max_seqs; r = r->next) {
+        if (r->p.score_only || r->p.no_speculation || (r->p.n > 1 && !r->forked)) continue;
+        for (int32_t i = 0; i < r->p.n && nq < e->c.max_seqs; i++) {
             choice *ch = &r->choices[i];
             sched_seq *q = ch->seq;
             if (!q || ch->finish || q->state != SEQ_RUNNING || q->n_draft || q->n_computed != q->n_tokens - 1) continue;
-            int32_t k = e->proposer.max_k;
+            if (ch->sp_wait > 0) {
+                ch->sp_wait--;
+                continue;
+            }
+            int32_t k = spec_k_for(ch->sp_rate, e->spec_k);
             /* drafts past the context or max_tokens could never be kept */
             if (k > e->max_model_len - 1 - q->n_tokens) k = e->max_model_len - 1 - q->n_tokens;
             if (k > r->max_tokens - ch->n_generated - 1) k = r->max_tokens - ch->n_generated - 1;
             if (k <= 0) continue;
-            k = e->proposer.propose(e->proposer.user, r->id, ch->index, q->tokens, q->n_tokens, k, buf);
-            if (k > e->proposer.max_k) k = e->proposer.max_k;
-            for (int32_t j = 0; j < k; j++)
-                if (buf[j] < 0 || buf[j] >= e->n_vocab) k = j; /* a bad proposal ends the drafts */
-            if (k > 0 && sched_propose(e->sched, q, buf, k)) continue; /* out of memory: no drafts */
+            e->sq[nq] = (spec_query){.key = (r->id << 8) | (uint64_t)ch->index, .tokens = q->tokens, .n = q->n_tokens,
+                                     .max_k = k, .out = e->sq_out + (size_t)nq * MAX_DRAFT};
+            e->sq_seq[nq++] = q;
         }
+    }
+    if (!nq) return;
+    e->spec->propose(e->spec, e->sq, nq);
+    for (int32_t i = 0; i < nq; i++) {
+        int32_t k = e->sq[i].n_out < e->sq[i].max_k ? e->sq[i].n_out : e->sq[i].max_k;
+        for (int32_t j = 0; j < k; j++)
+            if (e->sq[i].out[j] < 0 || e->sq[i].out[j] >= e->n_vocab) k = j; /* a bad proposal ends the drafts */
+        if (k > 0) sched_propose(e->sched, e->sq_seq[i], e->sq[i].out, k); /* out of memory: no drafts */
     }
 }
 
@@ -151,8 +173,27 @@ static void stage_prompt_logits(pagoda_engine *e, const sched_plan *plan) {
 /* The accept and commit stages: drafts beyond the accepted ones roll back, then every planned
  * sequence publishes its accepted full blocks. */
 static void stage_accept_commit(pagoda_engine *e, const sched_plan *plan) {
-    for (int32_t i = 0; i < plan->n_seqs; i++)
-        if (e->n_acc[i] > 0 && plan->seqs[i]->n_draft) sched_accept(e->sched, plan->seqs[i], e->n_acc[i] - 1);
+    uint64_t drafts = 0, proposed = 0, accepted = 0;
+    for (int32_t i = 0; i < plan->n_seqs; i++) {
+        sched_seq *q = plan->seqs[i];
+        if (e->n_acc[i] <= 0 || !q->n_draft) continue;
+        const int32_t n_draft = q->n_draft, kept = e->n_acc[i] - 1;
+        choice *ch = q->owner;
+        /* the share of drafts kept, as a geometric rate: every kept draft was a success, the first
+         * rejected one a failure, later ones never tried; old steps count less */
+        const float tried = (float)kept + (kept < n_draft ? 1.0f : 0.0f);
+        ch->sp_rate = (ch->sp_rate * 4.0f + (float)kept) / (4.0f + tried);
+        if (ch->sp_rate < SPEC_MIN_RATE) ch->sp_wait = SPEC_REST;
+        drafts++, proposed += (uint64_t)n_draft, accepted += (uint64_t)kept;
+        sched_accept(e->sched, q, kept);
+    }
+    if (drafts) {
+        pthread_mutex_lock(&e->mu);
+        e->stats.n_spec_drafts += drafts;
+        e->stats.n_spec_proposed += proposed;
+        e->stats.n_spec_accepted += accepted;
+        pthread_mutex_unlock(&e->mu);
+    }
     for (int32_t i = 0; i < plan->n_seqs; i++) sched_publish(e->sched, plan->seqs[i]);
 }
 

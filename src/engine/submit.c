@@ -84,7 +84,7 @@ static void penalties_step(void *self, float *logits, int32_t n_vocab) {
 static void min_tokens_step(void *self, float *logits, int32_t n_vocab) {
     const choice *ch = self;
     const request *r = ch->r;
-    if (ch->n_generated >= r->p.min_tokens) return;
+    if (ch->n_generated + ch->n_row >= r->p.min_tokens) return; /* n_row: drafts kept before this row */
     for (int32_t i = 0; i < r->n_min_ban; i++)
         if (r->min_ban[i] < n_vocab) logits[r->min_ban[i]] = -INFINITY;
 }
@@ -188,6 +188,7 @@ static pagoda_status make_request(pagoda_engine *e, const pagoda_request *p, req
     for (int32_t i = 0; i < p->n; i++) {
         choice *ch = &r->choices[i];
         ch->r = r, ch->index = i;
+        ch->sp_rate = SPEC_PRIOR_RATE;
         pg_sampling_params sp = sampler_default_params();
         sp.temperature = p->sampling.temperature;
         sp.top_k = p->sampling.top_k > 0 ? p->sampling.top_k : 0;

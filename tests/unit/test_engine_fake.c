@@ -339,25 +339,29 @@ static void test_nan_logits(void) {
 /* ---- speculation: a fake proposer offers the greedy continuation with a wrong token in it ---- */
 
 typedef struct {
+    spec_proposer base;
     int n_calls;
     int64_t n_proposed;
 } proposer_state;
 
-static int32_t propose(void *user, uint64_t id, int32_t index, const int32_t *tokens, int32_t n, int32_t max_k, int32_t *out) {
-    (void)index;
-    proposer_state *ps = user;
+static void propose(spec_proposer *p, spec_query *qs, int32_t nq) {
+    proposer_state *ps = (proposer_state *)p;
     ps->n_calls++;
-    int32_t ctx[2048];
-    float l[V];
-    memcpy(ctx, tokens, (size_t)n * sizeof *ctx);
-    int32_t k = max_k, wrong = (int32_t)((id + (uint64_t)n) % (uint64_t)(max_k + 2)); /* max_k + 1: none wrong */
-    for (int32_t j = 0; j < k; j++) {
-        fake_logits(ctx, n + j, l);
-        out[j] = ctx[n + j] = j == wrong ? (argmax(l) + 1) % V : argmax(l);
+    for (int32_t q = 0; q < nq; q++) {
+        int32_t ctx[2048], n = qs[q].n, max_k = qs[q].max_k;
+        float l[V];
+        memcpy(ctx, qs[q].tokens, (size_t)n * sizeof *ctx);
+        uint64_t id = qs[q].key >> 8;
+        int32_t k = max_k, wrong = (int32_t)((id + (uint64_t)n) % (uint64_t)(max_k + 2)); /* max_k + 1: none wrong */
+        for (int32_t j = 0; j < k; j++) {
+            fake_logits(ctx, n + j, l);
+            qs[q].out[j] = ctx[n + j] = j == wrong ? (argmax(l) + 1) % V : argmax(l);
+        }
+        qs[q].n_out = k;
+        ps->n_proposed += k;
     }
-    ps->n_proposed += k;
-    return k;
 }
+static void proposer_keep(spec_proposer *p) { (void)p; } /* the test owns it */
 
 static uint64_t seen[8192];
 static int32_t n_seen;
@@ -387,9 +391,9 @@ static void test_speculation(void) {
     make_prompts(N, prompts, lens, outs, 60, 80);
     for (int i = 0; i < N; i++) reference(prompts[i], lens[i], outs[i], ref[i]);
     pagoda_engine *e = make(4096, 4, 64, 16, 0); /* room for every block: nothing evicted */
-    proposer_state ps = {0};
-    engine_proposer p = {.propose = propose, .user = &ps, .max_k = 4};
-    CHECK(engine_set_proposer(e, &p) == PAGODA_OK, "proposer: %s", pagoda_last_error());
+    proposer_state ps = {.base = {.name = "fake", .propose = propose, .destroy = proposer_keep}};
+    CHECK(engine_set_proposer(e, &ps.base, 4) == PAGODA_OK, "proposer: %s", pagoda_last_error());
+    e->spec_max_seqs = 64; /* drafts at every batch size */
     for (int i = 0; i < N; i++) submit(e, prompts[i], lens[i], outs[i], 0, 0, 1, &res[i]);
     run_all(e);
     pagoda_engine_stats st;
@@ -433,7 +437,8 @@ static void test_speculation(void) {
     /* under a tight KV budget drafts are dropped, preempted and rolled back: still the reference */
     memset(res, 0, sizeof res);
     e = make(40, 4, 16, 8, 0);
-    engine_set_proposer(e, &p);
+    engine_set_proposer(e, &ps.base, 4);
+    e->spec_max_seqs = 64;
     for (int i = 0; i < N; i++) submit(e, prompts[i], lens[i], outs[i], 0, 0, 1, &res[i]);
     run_all(e);
     pagoda_engine_get_stats(e, &st);
