@@ -32,13 +32,14 @@ gr_grammar *gr_new(void) {
 
 void gr_free(gr_grammar *g) {
     if (!g) return;
-    for (int i = 0; i < g->n_syms; i++) free(g->syms[i].text);
+    for (int i = 0; i < g->n_syms; i++) free(g->syms[i].text), lx_pattern_free(g->syms[i].re);
     free(g->syms);
     free(g->lhs);
     free(g->rhs_off);
     free(g->rhs_len);
     free(g->rhs);
     free(g->skip);
+    lx_pattern_free(g->skip_re);
     free(g->hash);
     free(g);
 }
@@ -82,7 +83,7 @@ static int add_symbol(gr_grammar *g, int kind, const char *text, size_t len) {
         memcpy(t, text, len);
         t[len] = 0;
     }
-    g->syms[g->n_syms] = (gr_symbol){(uint8_t)kind, t, len};
+    g->syms[g->n_syms] = (gr_symbol){(uint8_t)kind, t, len, NULL};
     return g->n_syms++;
 }
 
@@ -160,11 +161,16 @@ int gr_regex(gr_grammar *g, const char *pattern, size_t n) {
     int known = find_interned(g, GR_SYM_REGEX, pattern ? pattern : "", n);
     if (known >= 0) return known; /* checked when first added */
     char e[200];
-    if (lx_check_pattern(pattern ? pattern : "", n, e, sizeof e)) {
+    /* compiled once: the lexer reuses it (gr_compile) */
+    lx_pattern *re = lx_pattern_new(pattern ? pattern : "", n, e, sizeof e);
+    if (!re) {
         set_err(g, "bad regular expression /%.*s/: %s", (int)(n > 60 ? 60 : n), pattern, e);
         return -1;
     }
-    return intern(g, GR_SYM_REGEX, pattern ? pattern : "", n);
+    int id = intern(g, GR_SYM_REGEX, pattern ? pattern : "", n);
+    if (id < 0 || g->syms[id].re) lx_pattern_free(re);
+    else g->syms[id].re = re;
+    return id;
 }
 
 static int valid_sym(const gr_grammar *g, int s) { return s >= 0 && s < g->n_syms; }
@@ -224,12 +230,15 @@ int gr_start(const gr_grammar *g) { return g ? g->start : -1; }
 int gr_set_skip(gr_grammar *g, const char *pattern, size_t n) {
     if (!g || g->err[0]) return -1;
     free(g->skip);
+    lx_pattern_free(g->skip_re);
     g->skip = NULL;
+    g->skip_re = NULL;
     g->skip_len = 0;
     g->has_skip = 0;
     if (!pattern) return 0;
     char e[200];
-    if (lx_check_pattern(pattern, n, e, sizeof e)) {
+    g->skip_re = lx_pattern_new(pattern, n, e, sizeof e);
+    if (!g->skip_re) {
         set_err(g, "bad skip pattern: %s", e);
         return -1;
     }

@@ -1087,6 +1087,43 @@ int rx_check(const char *pat, size_t n, char *err, size_t cap) {
     return compile_nfa(&nfa, pat, n, 0, 0, &start, err, cap, 1);
 }
 
+int rx_append(rx_nfa *dst, const rx_nfa *src, uint32_t src_start, uint32_t term, uint32_t *start, char *err,
+              size_t cap) {
+    if (err && cap) err[0] = 0;
+    if (!dst->limit) dst->limit = LX_MAX_NFA_STATES;
+    uint32_t base = dst->n;
+    if (src->n > dst->limit - base) goto big;
+    if (base + src->n > dst->cap) {
+        uint32_t nc = dst->cap ? dst->cap : 256;
+        while (nc < base + src->n) nc = nc > dst->limit / 2 ? dst->limit : nc * 2;
+        rx_node *nv = realloc(dst->v, (size_t)nc * sizeof *nv);
+        if (!nv) goto big;
+        dst->v = nv;
+        dst->cap = nc;
+    }
+    for (uint32_t k = 0; k < src->n; k++) {
+        rx_node x = src->v[k];
+        switch (x.kind) {
+        case RX_MATCH: x.out = term; break;
+        case RX_FAIL: break;
+        case RX_SPLIT:
+            if (x.out2 != RX_NONE) x.out2 += base;
+            /* fall through */
+        default:
+            if (x.out != RX_NONE) x.out += base;
+            break;
+        }
+        dst->v[base + k] = x;
+    }
+    dst->n = base + src->n;
+    *start = src_start + base;
+    return 0;
+big:
+    if (err && cap)
+        snprintf(err, cap, "pattern too large (more than %u NFA states in all, LX_MAX_NFA_STATES)", dst->limit);
+    return -1;
+}
+
 void rx_nfa_free(rx_nfa *nfa) {
     free(nfa->v);
     *nfa = (rx_nfa){0};
