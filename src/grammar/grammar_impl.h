@@ -15,6 +15,7 @@ typedef struct {
     char *text;    /* literal bytes / pattern / nonterminal name (may be NULL for a nameless one) */
     size_t len;
     struct lx_pattern *re; /* GR_SYM_REGEX: the pattern compiled when it was checked (owned) */
+    uint64_t hash;         /* terminals: their interning hash */
 } gr_symbol;
 
 struct gr_grammar {
