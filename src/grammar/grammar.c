@@ -32,13 +32,14 @@ gr_grammar *gr_new(void) {
 
 void gr_free(gr_grammar *g) {
     if (!g) return;
-    for (int i = 0; i < g->n_syms; i++) free(g->syms[i].text);
+    for (int i = 0; i < g->n_syms; i++) free(g->syms[i].text), lx_pattern_free(g->syms[i].re);
     free(g->syms);
     free(g->lhs);
     free(g->rhs_off);
     free(g->rhs_len);
     free(g->rhs);
     free(g->skip);
+    lx_pattern_free(g->skip_re);
     free(g->hash);
     free(g);
 }
@@ -56,9 +57,18 @@ static int grow(void **p, int *cap, int need, size_t elem) {
     return 0;
 }
 
+/* 8 bytes a step: patterns run to kilobytes and are hashed on every lookup */
 static uint64_t hash_bytes(int kind, const char *s, size_t n) {
-    uint64_t h = 1469598103934665603ULL ^ (uint64_t)kind;
-    for (size_t i = 0; i < n; i++) h = (h ^ (uint8_t)s[i]) * 1099511628211ULL;
+    uint64_t h = 1469598103934665603ULL ^ (uint64_t)kind ^ (uint64_t)n << 8, w;
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        memcpy(&w, s + i, 8);
+        h = (h ^ w) * 0x9E3779B97F4A7C15ULL;
+        h ^= h >> 32;
+    }
+    w = 0;
+    if (n > i) memcpy(&w, s + i, n - i);
+    h = (h ^ w) * 0x9E3779B97F4A7C15ULL;
     return h ^ (h >> 29);
 }
 
@@ -82,14 +92,14 @@ static int add_symbol(gr_grammar *g, int kind, const char *text, size_t len) {
         memcpy(t, text, len);
         t[len] = 0;
     }
-    g->syms[g->n_syms] = (gr_symbol){(uint8_t)kind, t, len};
+    g->syms[g->n_syms] = (gr_symbol){(uint8_t)kind, t, len, NULL, 0};
     return g->n_syms++;
 }
 
-/* Interned terminal lookup (-1: absent). */
-static int find_interned(const gr_grammar *g, int kind, const char *s, size_t n) {
+/* Interned terminal lookup (-1: absent); h = hash_bytes(kind, s, n). */
+static int find_interned(const gr_grammar *g, int kind, const char *s, size_t n, uint64_t h) {
     if (!g->hash_cap) return -1;
-    size_t j = hash_bytes(kind, s, n) & (size_t)(g->hash_cap - 1);
+    size_t j = h & (size_t)(g->hash_cap - 1);
     while (g->hash[j]) {
         const gr_symbol *y = &g->syms[g->hash[j] - 1];
         if (y->kind == kind && y->len == n && memcmp(y->text, s, n) == 0) return g->hash[j] - 1;
@@ -98,8 +108,8 @@ static int find_interned(const gr_grammar *g, int kind, const char *s, size_t n)
     return -1;
 }
 
-/* Interned terminal lookup/insert. */
-static int intern(gr_grammar *g, int kind, const char *s, size_t n) {
+/* Interned terminal lookup/insert; h = hash_bytes(kind, s, n). */
+static int intern(gr_grammar *g, int kind, const char *s, size_t n, uint64_t h) {
     if (g->err[0]) return -1;
     if (g->hash_cap < 2 * (g->n_syms + 1)) {
         int nc = g->hash_cap ? g->hash_cap * 2 : 64;
@@ -111,8 +121,7 @@ static int intern(gr_grammar *g, int kind, const char *s, size_t n) {
         }
         for (int i = 0; i < g->n_syms; i++) {
             if (g->syms[i].kind == GR_SYM_NT) continue;
-            uint64_t h = hash_bytes(g->syms[i].kind, g->syms[i].text, g->syms[i].len);
-            size_t j = h & (size_t)(nc - 1);
+            size_t j = g->syms[i].hash & (size_t)(nc - 1);
             while (nh[j]) j = (j + 1) & (size_t)(nc - 1);
             nh[j] = i + 1;
         }
@@ -120,7 +129,6 @@ static int intern(gr_grammar *g, int kind, const char *s, size_t n) {
         g->hash = nh;
         g->hash_cap = nc;
     }
-    uint64_t h = hash_bytes(kind, s, n);
     size_t j = h & (size_t)(g->hash_cap - 1);
     while (g->hash[j]) {
         const gr_symbol *y = &g->syms[g->hash[j] - 1];
@@ -128,7 +136,7 @@ static int intern(gr_grammar *g, int kind, const char *s, size_t n) {
         j = (j + 1) & (size_t)(g->hash_cap - 1);
     }
     int id = add_symbol(g, kind, s, n);
-    if (id >= 0) g->hash[j] = id + 1;
+    if (id >= 0) g->hash[j] = id + 1, g->syms[id].hash = h;
     return id;
 }
 
@@ -147,7 +155,7 @@ int gr_literal(gr_grammar *g, const char *s, size_t n) {
         set_err(g, "gr_literal: empty literal (use an empty rule instead)");
         return -1;
     }
-    return intern(g, GR_SYM_LITERAL, s, n);
+    return intern(g, GR_SYM_LITERAL, s, n, hash_bytes(GR_SYM_LITERAL, s, n));
 }
 
 int gr_regex(gr_grammar *g, const char *pattern, size_t n) {
@@ -157,14 +165,21 @@ int gr_regex(gr_grammar *g, const char *pattern, size_t n) {
         return -1;
     }
     if (g->err[0]) return -1;
-    int known = find_interned(g, GR_SYM_REGEX, pattern ? pattern : "", n);
+    if (!pattern) pattern = "";
+    uint64_t h = hash_bytes(GR_SYM_REGEX, pattern, n);
+    int known = find_interned(g, GR_SYM_REGEX, pattern, n, h);
     if (known >= 0) return known; /* checked when first added */
     char e[200];
-    if (lx_check_pattern(pattern ? pattern : "", n, e, sizeof e)) {
+    /* compiled once: the lexer reuses it (gr_compile) */
+    lx_pattern *re = lx_pattern_new(pattern, n, e, sizeof e);
+    if (!re) {
         set_err(g, "bad regular expression /%.*s/: %s", (int)(n > 60 ? 60 : n), pattern, e);
         return -1;
     }
-    return intern(g, GR_SYM_REGEX, pattern ? pattern : "", n);
+    int id = intern(g, GR_SYM_REGEX, pattern, n, h);
+    if (id < 0 || g->syms[id].re) lx_pattern_free(re);
+    else g->syms[id].re = re;
+    return id;
 }
 
 static int valid_sym(const gr_grammar *g, int s) { return s >= 0 && s < g->n_syms; }
@@ -224,12 +239,15 @@ int gr_start(const gr_grammar *g) { return g ? g->start : -1; }
 int gr_set_skip(gr_grammar *g, const char *pattern, size_t n) {
     if (!g || g->err[0]) return -1;
     free(g->skip);
+    lx_pattern_free(g->skip_re);
     g->skip = NULL;
+    g->skip_re = NULL;
     g->skip_len = 0;
     g->has_skip = 0;
     if (!pattern) return 0;
     char e[200];
-    if (lx_check_pattern(pattern, n, e, sizeof e)) {
+    g->skip_re = lx_pattern_new(pattern, n, e, sizeof e);
+    if (!g->skip_re) {
         set_err(g, "bad skip pattern: %s", e);
         return -1;
     }

@@ -14,6 +14,8 @@ typedef struct {
     uint8_t kind;  /* GR_SYM_* */
     char *text;    /* literal bytes / pattern / nonterminal name (may be NULL for a nameless one) */
     size_t len;
+    struct lx_pattern *re; /* GR_SYM_REGEX: the pattern compiled when it was checked (owned) */
+    uint64_t hash;         /* terminals: their interning hash */
 } gr_symbol;
 
 struct gr_grammar {
@@ -28,6 +30,7 @@ struct gr_grammar {
     char *skip;
     size_t skip_len;
     int has_skip;
+    struct lx_pattern *skip_re; /* the skip pattern compiled (owned) */
     /* interning of literals and patterns: open addressing over symbol ids (+1, 0 = empty) */
     int *hash;
     int hash_cap;

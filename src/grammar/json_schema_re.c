@@ -34,6 +34,17 @@ void jre_put(jre_buf *b, const char *s, size_t n) {
 
 void jre_puts(jre_buf *b, const char *s) { jre_put(b, s, strlen(s)); }
 
+/* \\u{H..} (lower-case hex, as "\\u{%lx}"), without printf: the key tries write thousands */
+static void put_u_brace(jre_buf *b, unsigned long c) {
+    char t[32];
+    size_t k = sizeof t;
+    t[--k] = '}';
+    do t[--k] = "0123456789abcdef"[c & 15], c >>= 4;
+    while (c);
+    t[--k] = '{', t[--k] = 'u', t[--k] = '\\';
+    jre_put(b, t + k, sizeof t - k);
+}
+
 void jre_printf(jre_buf *b, const char *fmt, ...) {
     char tmp[512];
     va_list ap;
@@ -359,8 +370,8 @@ static void emit_set(jre_buf *b, rset *s) {
                 if (cuts[k][0] > lo && cuts[k][0] - 1 < end) end = cuts[k][0] - 1;
             }
             if (cut) continue;
-            if (end == lo) jre_printf(&raw, "\\u{%lx}", lo);
-            else jre_printf(&raw, "\\u{%lx}-\\u{%lx}", lo, end);
+            put_u_brace(&raw, lo);
+            if (end != lo) jre_puts(&raw, "-"), put_u_brace(&raw, end);
             if (end == hi) break;
             lo = end + 1;
         }
@@ -849,15 +860,18 @@ static void emit_trie(jre_buf *b, const tnode *t, int depth) {
     if (alt) jre_puts(b, "|");
     jre_puts(b, "(?:[^\"\\\\\\x00-\\x1f");
     for (int i = 0; i < n; i++)
-        if (cps[i] >= 0x20 && cps[i] != '"' && cps[i] != '\\') jre_printf(b, "\\u{%lx}", cps[i]);
+        if (cps[i] >= 0x20 && cps[i] != '"' && cps[i] != '\\') put_u_brace(b, cps[i]);
     jre_puts(b, "]|\\\\(?:[");
     for (const char *e = k_short; *e; e++) {
         int hit = 0;
         for (int i = 0; i < n; i++) hit |= cps[i] == short_cp(*e);
-        if (!hit) jre_printf(b, "%s%c", *e == '\\' || *e == '"' || *e == '/' ? "\\" : "", *e);
+        if (!hit) {
+            if (*e == '\\' || *e == '"' || *e == '/') jre_put(b, "\\", 1);
+            jre_put(b, e, 1);
+        }
     }
     jre_puts(b, "]|u00[01]" HEX ")");
-    jre_printf(b, ")%s*\"", JRE_CHAR);
+    jre_puts(b, ")"), jre_puts(b, JRE_CHAR), jre_puts(b, "*\"");
     for (const tnode *k = t->kids; k; k = k->next) {
         jre_puts(b, "|(?:");
         unsigned long c = k->cp;
@@ -867,7 +881,11 @@ static void emit_trie(jre_buf *b, const tnode *t, int depth) {
         if (raw) jre_lit(b, e.s, e.n), jre_puts(b, "|");
         jre_free(&e);
         for (const char *s = k_short; *s; s++)
-            if (short_cp(*s) == c) jre_printf(b, "\\\\%s%c|", *s == '\\' || *s == '"' || *s == '/' ? "\\" : "", *s);
+            if (short_cp(*s) == c) {
+                jre_put(b, "\\\\", 2);
+                if (*s == '\\' || *s == '"' || *s == '/') jre_put(b, "\\", 1);
+                jre_put(b, s, 1), jre_put(b, "|", 1);
+            }
         if (c < 0x20) emit_u_eq(b, c);
         else b->n--, b->s[b->n] = 0; /* the trailing '|' */
         jre_puts(b, ")");

@@ -290,8 +290,38 @@ oom:
 
 int lx_check_pattern(const char *pattern, size_t n, char *err, size_t cap) { return rx_check(pattern, n, err, cap); }
 
+struct lx_pattern {
+    rx_nfa nfa; /* the pattern alone, its MATCH naming terminal 0 */
+    uint32_t start;
+};
+
+lx_pattern *lx_pattern_new(const char *pattern, size_t n, char *err, size_t cap) {
+    lx_pattern *p = calloc(1, sizeof *p);
+    if (!p) {
+        if (err && cap) snprintf(err, cap, "out of memory");
+        return NULL;
+    }
+    p->nfa.limit = LX_MAX_NFA_STATES;
+    if (rx_compile(&p->nfa, pattern, n, 0, 0, &p->start, err, cap)) {
+        lx_pattern_free(p);
+        return NULL;
+    }
+    return p;
+}
+
+void lx_pattern_free(lx_pattern *p) {
+    if (!p) return;
+    rx_nfa_free(&p->nfa);
+    free(p);
+}
+
 lx_lexer *lx_new(int n, const char *const *patterns, const size_t *lens, const uint8_t *is_literal, char *err,
                  size_t cap) {
+    return lx_new_pre(n, patterns, lens, is_literal, NULL, err, cap);
+}
+
+lx_lexer *lx_new_pre(int n, const char *const *patterns, const size_t *lens, const uint8_t *is_literal,
+                     const lx_pattern *const *pre, char *err, size_t cap) {
     if (err && cap) err[0] = 0;
     if (n < 0 || (n > 0 && (!patterns || !lens))) {
         if (err && cap) snprintf(err, cap, "lx_new: bad arguments");
@@ -306,8 +336,11 @@ lx_lexer *lx_new(int n, const char *const *patterns, const size_t *lens, const u
     if (!lx->term_start) goto oom;
     char e[200];
     for (int t = 0; t < n; t++) {
-        if (rx_compile(&lx->nfa, patterns[t], lens[t], is_literal && is_literal[t], (uint32_t)t, &lx->term_start[t], e,
-                       sizeof e)) {
+        int rc = pre && pre[t] ? rx_append(&lx->nfa, &pre[t]->nfa, pre[t]->start, (uint32_t)t, &lx->term_start[t], e,
+                                           sizeof e)
+                               : rx_compile(&lx->nfa, patterns[t], lens[t], is_literal && is_literal[t], (uint32_t)t,
+                                            &lx->term_start[t], e, sizeof e);
+        if (rc) {
             if (err && cap) snprintf(err, cap, "terminal %d: %s", t, e);
             lx_free(lx);
             return NULL;

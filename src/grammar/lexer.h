@@ -41,10 +41,21 @@ typedef uint32_t lx_state; /* 0 = dead (no terminal can match any extension) */
  * problem and its offset. */
 int lx_check_pattern(const char *pattern, size_t n, char *err, size_t cap);
 
+/* One pattern compiled alone (its NFA): checked once, then lexers are built from it without parsing
+ * it again (lx_new_pre). NULL with lx_check_pattern's message in err on a bad pattern (or out of
+ * memory). Immutable once made: several lexers may be built from it, from several threads. */
+typedef struct lx_pattern lx_pattern;
+lx_pattern *lx_pattern_new(const char *pattern, size_t n, char *err, size_t cap);
+void lx_pattern_free(lx_pattern *p); /* NULL is a no-op */
+
 /* A lexer over n terminals; terminal i is pattern i (or, when is_literal[i], the exact string).
  * NULL with a message in err on a bad pattern (naming which) or past the limits. */
 lx_lexer *lx_new(int n, const char *const *patterns, const size_t *lens, const uint8_t *is_literal, char *err,
                  size_t cap);
+/* lx_new where terminal i is the compiled pattern pre[i] when pre and pre[i] are not NULL (then
+ * patterns[i], lens[i] and is_literal[i] are not read): the same lexer, without parsing again. */
+lx_lexer *lx_new_pre(int n, const char *const *patterns, const size_t *lens, const uint8_t *is_literal,
+                     const lx_pattern *const *pre, char *err, size_t cap);
 void lx_free(lx_lexer *lx);
 int lx_n_terminals(const lx_lexer *lx);
 

@@ -439,10 +439,11 @@ gr_compiled *gr_compile(const gr_grammar *g, const gr_vocab *v, char *err, size_
     const char **pats = malloc(((size_t)n_lx + 1) * sizeof *pats);
     size_t *lens = malloc(((size_t)n_lx + 1) * sizeof *lens);
     uint8_t *lit = malloc((size_t)n_lx + 1);
+    const lx_pattern **pre = malloc(((size_t)n_lx + 1) * sizeof *pre);
     uint8_t *empty = calloc((size_t)g->n_syms + 1, 1);
     uint64_t *one = calloc((size_t)c->words, sizeof *one);
-    if (!pats || !lens || !lit || !empty || !one) {
-        free(pats), free(lens), free(lit), free(empty), free(one);
+    if (!pats || !lens || !lit || !pre || !empty || !one) {
+        free(pats), free(lens), free(lit), free(pre), free(empty), free(one);
         snprintf(err, cap, "out of memory");
         goto fail;
     }
@@ -450,16 +451,18 @@ gr_compiled *gr_compile(const gr_grammar *g, const gr_vocab *v, char *err, size_
         if (g->syms[i].kind == GR_SYM_NT) continue;
         pats[t] = g->syms[i].text;
         lens[t] = g->syms[i].len;
+        pre[t] = g->syms[i].re;
         lit[t++] = g->syms[i].kind == GR_SYM_LITERAL;
     }
     if (c->has_skip) {
         pats[n_terms] = g->skip;
         lens[n_terms] = g->skip_len;
+        pre[n_terms] = g->skip_re;
         lit[n_terms] = 0;
     }
     char lerr[200] = "";
-    c->lx = lx_new(n_lx, pats, lens, lit, lerr, sizeof lerr);
-    free(pats), free(lens), free(lit);
+    c->lx = lx_new_pre(n_lx, pats, lens, lit, pre, lerr, sizeof lerr);
+    free(pats), free(lens), free(lit), free(pre);
     if (!c->lx) {
         free(empty), free(one);
         snprintf(err, cap, "lexer: %s", lerr[0] ? lerr : "cannot build");

@@ -38,6 +38,12 @@ int rx_compile(rx_nfa *nfa, const char *pat, size_t n, int literal, uint32_t ter
 /* rx_compile's verdict on one pattern alone (same errors, the size limit included), without
  * building the NFA. */
 int rx_check(const char *pat, size_t n, char *err, size_t cap);
+/* Appends a copy of src (one pattern compiled alone by rx_compile into an empty NFA, entry
+ * src_start), its nodes renumbered and its MATCH nodes naming term: the same nodes rx_compile would
+ * have appended for that pattern. 0 ok; -1 with rx_compile's message when dst's limit is passed
+ * (or out of memory). */
+int rx_append(rx_nfa *dst, const rx_nfa *src, uint32_t src_start, uint32_t term, uint32_t *start, char *err,
+              size_t cap);
 void rx_nfa_free(rx_nfa *nfa);
 
 #endif

@@ -77,7 +77,16 @@ static int cmp_range(const void *a, const void *b) {
 
 static void cs_normalize(cset *s) {
     if (s->n < 2) return;
-    qsort(s->v, s->n, sizeof *s->v, cmp_range);
+    if (s->n > 32) {
+        qsort(s->v, s->n, sizeof *s->v, cmp_range);
+    } else { /* insertion sort: most classes have a few ranges (order among equal lo is merged away) */
+        for (uint32_t i = 1; i < s->n; i++) {
+            cp_range x = s->v[i];
+            uint32_t j = i;
+            while (j && s->v[j - 1].lo > x.lo) s->v[j] = s->v[j - 1], j--;
+            s->v[j] = x;
+        }
+    }
     uint32_t w = 0;
     for (uint32_t r = 1; r < s->n; r++) {
         if (s->v[r].lo <= s->v[w].hi + 1) {
@@ -160,11 +169,9 @@ static int class_node(parser *P, cset *s) { /* takes s (normalized) */
 }
 
 static int cp_node(parser *P, uint32_t cp) {
-    cset s = {0};
-    if (cs_push(&s, cp, cp)) return -1;
-    int id = class_node(P, &s);
-    free(s.v);
-    return id;
+    cp_range r = {cp, cp};
+    cset s = {&r, 1, 1}; /* on the stack: class_node only reads it */
+    return class_node(P, &s);
 }
 
 /* ---- lexical helpers ---- */
@@ -817,6 +824,7 @@ static uint64_t sig_hash(emitter *E, int id) { /* children already canonical */
         for (uint32_t k = 0; k < a->r_n; k++) h = (h ^ r[k].lo) * 0x100000001B3ull, h = (h ^ r[k].hi) * 0x100000001B3ull;
     }
     for (int c = a->child; c >= 0; c = E->P->nodes[c].next) h = (h ^ (uint32_t)E->canon[c]) * 0x100000001B3ull;
+    h = (h ^ h >> 33) * 0xFF51AFD7ED558CCDull; /* mixed: the table's slot takes the low bits */
     return h ^ h >> 29;
 }
 
@@ -1085,6 +1093,43 @@ int rx_check(const char *pat, size_t n, char *err, size_t cap) {
     rx_nfa nfa = {0};
     uint32_t start;
     return compile_nfa(&nfa, pat, n, 0, 0, &start, err, cap, 1);
+}
+
+int rx_append(rx_nfa *dst, const rx_nfa *src, uint32_t src_start, uint32_t term, uint32_t *start, char *err,
+              size_t cap) {
+    if (err && cap) err[0] = 0;
+    if (!dst->limit) dst->limit = LX_MAX_NFA_STATES;
+    uint32_t base = dst->n;
+    if (src->n > dst->limit - base) goto big;
+    if (base + src->n > dst->cap) {
+        uint32_t nc = dst->cap ? dst->cap : 256;
+        while (nc < base + src->n) nc = nc > dst->limit / 2 ? dst->limit : nc * 2;
+        rx_node *nv = realloc(dst->v, (size_t)nc * sizeof *nv);
+        if (!nv) goto big;
+        dst->v = nv;
+        dst->cap = nc;
+    }
+    for (uint32_t k = 0; k < src->n; k++) {
+        rx_node x = src->v[k];
+        switch (x.kind) {
+        case RX_MATCH: x.out = term; break;
+        case RX_FAIL: break;
+        case RX_SPLIT:
+            if (x.out2 != RX_NONE) x.out2 += base;
+            /* fall through */
+        default:
+            if (x.out != RX_NONE) x.out += base;
+            break;
+        }
+        dst->v[base + k] = x;
+    }
+    dst->n = base + src->n;
+    *start = src_start + base;
+    return 0;
+big:
+    if (err && cap)
+        snprintf(err, cap, "pattern too large (more than %u NFA states in all, LX_MAX_NFA_STATES)", dst->limit);
+    return -1;
 }
 
 void rx_nfa_free(rx_nfa *nfa) {

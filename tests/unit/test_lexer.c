@@ -438,6 +438,56 @@ static void test_uniform_and_sharing(void) {
     CHECK(lx_check_pattern(two, strlen(two), err, sizeof err) == -1 && strstr(err, "too large"), "%s", err);
 }
 
+/* lx_new_pre (terminals compiled beforehand, lx_pattern_new) gives the lexer lx_new gives: the
+ * same answers on every prefix of some texts, from every single-terminal start; the NFA limit still
+ * holds over all terminals together. */
+static void test_precompiled(void) {
+    const char *pats[5] = {"if", "[a-z][a-z0-9]*", "-?(0|[1-9][0-9]*)(\\.[0-9]+)?", "i+", "\"(?:[^\"\\\\]|\\\\.)*\""};
+    size_t lens[5];
+    uint8_t lit[5] = {0, 0, 0, 1, 0};
+    const lx_pattern *pre[5] = {NULL};
+    lx_pattern *own[5] = {NULL};
+    char err[256];
+    for (int t = 0; t < 5; t++) {
+        lens[t] = strlen(pats[t]);
+        if (!lit[t]) {
+            own[t] = lx_pattern_new(pats[t], lens[t], err, sizeof err);
+            CHECK(own[t] != NULL, "lx_pattern_new /%s/: %s", pats[t], err);
+            pre[t] = own[t];
+        }
+    }
+    lx_lexer *a = lx_new(5, pats, lens, lit, err, sizeof err), *b = lx_new_pre(5, pats, lens, lit, pre, err, sizeof err);
+    CHECK(a && b, "lexers: %s", err);
+    const char *texts[] = {"if", "ifx9", "-12.5", "i+", "\"a\\\"b\"", "\"\xc3\xa9\"", "01", "x\"", ""};
+    for (int k = 0; a && b && k < (int)(sizeof texts / sizeof texts[0]); k++)
+        for (uint64_t allowed = 1; allowed < 32; allowed++) {
+            lx_state sa = lx_start(a, &allowed), sb = lx_start(b, &allowed);
+            for (size_t i = 0;; i++) {
+                const uint64_t *x = lx_accepting(a, sa), *y = lx_accepting(b, sb);
+                CHECK((sa == LX_DEAD) == (sb == LX_DEAD) && (x ? x[0] : 0) == (y ? y[0] : 0) &&
+                          lx_can_continue(a, sa) == lx_can_continue(b, sb),
+                      "text %d allowed %llx byte %zu", k, (unsigned long long)allowed, i);
+                if (!texts[k][i]) break;
+                sa = lx_next(a, sa, (uint8_t)texts[k][i]), sb = lx_next(b, sb, (uint8_t)texts[k][i]);
+            }
+        }
+    lx_free(a);
+    lx_free(b);
+    for (int t = 0; t < 5; t++) lx_pattern_free(own[t]);
+    /* each fits alone, not both together */
+    const char *big[2] = {"a{600000}", "b{600000}"};
+    size_t blens[2] = {9, 9};
+    lx_pattern *p0 = lx_pattern_new(big[0], 9, err, sizeof err), *p1 = lx_pattern_new(big[1], 9, err, sizeof err);
+    CHECK(p0 && p1, "each pattern fits: %s", err);
+    const lx_pattern *bp[2] = {p0, p1};
+    lx_lexer *c = lx_new_pre(2, big, blens, NULL, bp, err, sizeof err);
+    CHECK(!c && strstr(err, "terminal 1: ") && strstr(err, "too large"), "over the limit in all: %s", err);
+    lx_free(c);
+    lx_pattern_free(p0);
+    lx_pattern_free(p1);
+    lx_pattern_free(NULL);
+}
+
 int main(int argc, char **argv) {
     if (argc > 1 && !strcmp(argv[1], "--match")) return driver();
     test_table();
@@ -448,5 +498,6 @@ int main(int argc, char **argv) {
     test_bounds();
     test_threads();
     test_uniform_and_sharing();
+    test_precompiled();
     TEST_DONE();
 }
