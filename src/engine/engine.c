@@ -116,6 +116,8 @@ static pagoda_status engine_spec_from_config(pagoda_engine *e, const pagoda_engi
         pagoda_engine_config dc = *c;
         dc.speculative = PAGODA_SPEC_NONE, dc.n_gpu_layers = 0, dc.broker = NULL, dc.tp = NULL;
         dc.n_threads = e->n_pick_threads;
+        dc.kv_mem_bytes = e->runner->info.kv_bytes; /* the target's KV memory: a draft's tokens are no bigger */
+        dc.n_gpu_layers = 0;
         st = spec_draft_create(e->spec_model, &dc, c->max_seqs, e->max_model_len, &p);
     }
     return st ? st : engine_set_proposer(e, p, c->num_speculative_tokens);
