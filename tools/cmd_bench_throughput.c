@@ -38,7 +38,8 @@ static const char k_usage[] =
             "  --top-k K            top-k sampling (default 0: off)\n"
             "  --dataset PATH       prompts from a JSONL file (\"prompt\" or \"text\" per line, .gz ok;\n"
             "                       'humaneval': ../shared/data/HumanEval.jsonl.gz) instead of random\n"
-            "                       tokens; the IN of --lens is then ignored and the mean is shown\n"
+            "                       tokens (special-token text parsed); the IN of --lens is then ignored\n"
+            "                       and the mean is shown\n"
             "  --json-schema FILE   structured output: every row also runs with each request constrained\n"
             "                       by this JSON Schema, next to the same row free (alternated)\n"
             "  --regex PATTERN      the same with a regular expression\n"
@@ -111,7 +112,9 @@ static int dataset_load(const char *path, pagoda_model *pm, dataset *d) {
         if (!text) text = jsonl_str(rows[i], "text");
         if (!text) continue;
         size_t n = 0;
-        if (pagoda_tokenize(pm, text, strlen(text), 1, 0, &d->ids[d->count], &n)) {
+        /* special-token text ("<|im_start|>") is parsed, as servers do with raw prompts: chat-formatted
+         * workloads (bench/spec_workload.py) keep their markers */
+        if (pagoda_tokenize(pm, text, strlen(text), 1, 1, &d->ids[d->count], &n)) {
             rc = cli_error("dataset prompt");
             break;
         }
@@ -543,6 +546,11 @@ int cmd_bench_throughput(int argc, char **argv) {
     free(samples);
     pagoda_engine_get_stats(e, &st);
     fprintf(stderr, "pagoda: %llu steps, %llu preemptions\n", (unsigned long long)st.n_steps, (unsigned long long)st.n_preemptions);
+    if (st.n_spec_drafts) /* every row together */
+        printf("\nspeculation: %llu drafts verified, %llu of %llu draft tokens accepted (%.1f%%), mean accepted length %.2f\n",
+               (unsigned long long)st.n_spec_drafts, (unsigned long long)st.n_spec_accepted,
+               (unsigned long long)st.n_spec_proposed, 100.0 * (double)st.n_spec_accepted / (double)st.n_spec_proposed,
+               1.0 + (double)st.n_spec_accepted / (double)st.n_spec_drafts);
     if (json_path) {
         json_t *arr = json_array();
         for (int i = 0; i < n_rows; i++)
@@ -553,6 +561,9 @@ int cmd_bench_throughput(int argc, char **argv) {
                                                  rows[i].decode_tok_s, "total_tokens_per_s", rows[i].total_tok_s,
                                                  "host_ms_per_step", rows[i].host_ms, "ttft_ms", rows[i].ttft_ms));
         json_t *root = json_pack("{s:s, s:s, s:i, s:o}", "model", model, "arch", info.arch, "threads", (int)threads, "rows", arr);
+        json_object_set_new(root, "spec_drafts", json_integer((json_int_t)st.n_spec_drafts));
+        json_object_set_new(root, "spec_draft_tokens", json_integer((json_int_t)st.n_spec_proposed));
+        json_object_set_new(root, "spec_accepted_tokens", json_integer((json_int_t)st.n_spec_accepted));
         if (json_dump_file(root, json_path, JSON_INDENT(2))) fprintf(stderr, "pagoda: cannot write %s\n", json_path);
         json_decref(root);
     }

@@ -185,6 +185,12 @@ static void render_common(out *o, const serve_metrics *m, const pagoda_engine_st
     put_counter(o, mn, NAME("prompt_tokens_total"), "Prompt tokens of admitted sequences.", st->n_prompt_tokens);
     put_counter(o, mn, NAME("generation_tokens_total"), "Generated tokens.", st->n_generated_tokens);
     put_counter(o, mn, NAME("num_preemptions_total"), "Sequences preempted for lack of KV blocks.", st->n_preemptions);
+    put_counter(o, mn, NAME("spec_decode_num_drafts_total"), "Speculative decoding: sequence-steps that verified drafts.",
+                st->n_spec_drafts);
+    put_counter(o, mn, NAME("spec_decode_num_draft_tokens_total"), "Speculative decoding: draft tokens verified.",
+                st->n_spec_proposed);
+    put_counter(o, mn, NAME("spec_decode_num_accepted_tokens_total"), "Speculative decoding: draft tokens accepted.",
+                st->n_spec_accepted);
     put_head(o, NAME("request_success_total"), "counter", "Finished choices, by finish reason.");
     static const char *const reasons[5] = {NULL, "stop", "length", "abort", "error"};
     for (int i = 1; i < 5; i++)

@@ -614,6 +614,12 @@ static int parse_field(ctx *c, const char *key, json_t *v) {
         return 0;
     }
     if (!strcmp(key, "ignore_eos")) return get_bool(c, key, v, &pr->ignore_eos);
+    if (!strcmp(key, "speculative")) { /* false: no drafts for this request (the server's --speculative) */
+        int on = 1;
+        if (get_bool(c, key, v, &on)) return -1;
+        pr->no_speculation = !on;
+        return 0;
+    }
     if (!strcmp(key, "min_tokens")) { /* vLLM: no end of generation before this many tokens */
         if (get_int(c, key, v, 0, OA_MAX_TOKENS_CAP, &x)) return -1;
         pr->min_tokens = (int32_t)x;

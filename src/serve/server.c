@@ -72,6 +72,8 @@ static void add_stats(pagoda_engine *e, void *user) {
     sum->n_running_requests += st.n_running_requests, sum->n_waiting_requests += st.n_waiting_requests;
     sum->step_seconds += st.step_seconds, sum->forward_seconds += st.forward_seconds;
     sum->n_threads += st.n_threads, sum->kv_bytes += st.kv_bytes;
+    sum->n_spec_drafts += st.n_spec_drafts, sum->n_spec_proposed += st.n_spec_proposed;
+    sum->n_spec_accepted += st.n_spec_accepted;
 }
 
 void serve_engine_stats(pg_server *s, pagoda_engine_stats *st) {

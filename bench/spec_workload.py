@@ -1,0 +1,138 @@
+#!/usr/bin/env python3
+"""Speculative decoding benchmark (issue: speculative decoding inside continuous batching).
+
+Builds two workloads from HumanEval (../shared/data/HumanEval.jsonl.gz) and runs
+`pagoda bench throughput` on each with and without speculation, alternated in one run:
+
+  edit   the prompt holds a problem's canonical solution and asks for it back with a small
+         change (type hints added, or a variable renamed), in the model's chat format; the answer
+         repeats most of the prompt, which is where prompt lookup pays
+  plain  HumanEval completion (the problem's prompt, the model writes the body)
+
+and, with --draft, a draft model (the target in F16 made from the built-in Q4_1 GGUF with
+`pagoda quantize`, the Q4_1 file as the draft). Prints a table of decode tokens/s, the ratio to
+no speculation, acceptance rate and mean accepted length per row; writes JSON with --json.
+
+  bench/spec_workload.py --pagoda build/pagoda -m models/SmolLM2-135M-Instruct.Q4_1.gguf \
+      [--problems 20] [--out 128] [--conc 1,8,32] [--draft] [--reps 2] [--json out.json]
+"""
+import argparse
+import gzip
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def humaneval(shared):
+    with gzip.open(os.path.join(shared, "data", "HumanEval.jsonl.gz"), "rt") as f:
+        return [json.loads(l) for l in f]
+
+
+def chatml(user, assistant_start):
+    return (f"<|im_start|>system\nYou are a helpful coding assistant.<|im_end|>\n<|im_start|>user\n{user}<|im_end|>\n"
+            f"<|im_start|>assistant\n{assistant_start}")
+
+
+def edit_prompts(rows, n):
+    out = []
+    for i, r in enumerate(rows[:n]):
+        code = r["prompt"] + r["canonical_solution"]
+        ask = ("Add type hints to every function below that lacks them. Output the whole code and nothing else."
+               if i % 2 == 0 else
+               "Rename the function's first parameter to `value` everywhere below. Output the whole code and nothing else.")
+        out.append(chatml(f"{ask}\n\n```python\n{code}```", "```python\n"))
+    return out
+
+
+def plain_prompts(rows, n):
+    return [r["prompt"] for r in rows[:n]]
+
+
+def write_jsonl(prompts, path):
+    with open(path, "w") as f:
+        for p in prompts:
+            f.write(json.dumps({"prompt": p}) + "\n")
+
+
+def run_bench(args, model, dataset, conc, spec, extra=()):
+    cmd = [args.pagoda, "bench", "throughput", "-m", model, "--dataset", dataset, "--lens", f"1/{args.out}",
+           "-c", str(conc), "-n", str(max(args.problems, conc)), "-t", str(args.threads), "--kv-mem", "1G",
+           "--max-batch-tokens", "512"]
+    if spec:
+        cmd += ["--speculative", spec, "--spec-max-seqs", str(args.spec_max_seqs)] + list(extra)
+    with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as tf:
+        jpath = tf.name
+    r = subprocess.run(cmd + ["--json", jpath], capture_output=True, text=True)
+    if r.returncode:
+        sys.exit(f"bench failed: {' '.join(cmd)}\n{r.stderr[-2000:]}")
+    with open(jpath) as f:
+        j = json.load(f)
+    os.unlink(jpath)
+    row = j["rows"][0]
+    d, p, a = j.get("spec_drafts", 0), j.get("spec_draft_tokens", 0), j.get("spec_accepted_tokens", 0)
+    return {"decode_tok_s": row["decode_tokens_per_s"], "out_tok_s": row["output_tokens_per_s"],
+            "acceptance": a / p if p else 0.0, "mean_accepted_len": 1 + a / d if d else 1.0}
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--pagoda", default=os.path.join(ROOT, "build", "pagoda"))
+    ap.add_argument("-m", "--model", default=os.path.join(ROOT, "models", "SmolLM2-135M-Instruct.Q4_1.gguf"))
+    ap.add_argument("--shared", default=os.path.join(ROOT, "..", "shared"))
+    ap.add_argument("--problems", type=int, default=16)
+    ap.add_argument("--out", type=int, default=128)
+    ap.add_argument("--conc", default="1")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--reps", type=int, default=1)
+    ap.add_argument("--spec-max-seqs", type=int, default=4)
+    ap.add_argument("--workloads", default="edit,plain")
+    ap.add_argument("--draft", action="store_true", help="also the F16 target with the Q4_1 model as draft")
+    ap.add_argument("--json")
+    args = ap.parse_args()
+    rows = humaneval(args.shared)
+    tmp = tempfile.mkdtemp(prefix="pagoda-spec-")
+    sets = {"edit": edit_prompts(rows, args.problems), "plain": plain_prompts(rows, args.problems)}
+    results = []
+    configs = [(args.model, "ngram", None, ())]
+    if args.draft:
+        f16 = os.path.join(tmp, "target-f16.gguf")
+        subprocess.run([args.pagoda, "quantize", "--allow-requantize", args.model, f16, "F16"], check=True,
+                       capture_output=True)
+        configs.append((f16, f"draft:{args.model}", None, ()))
+    for wl in args.workloads.split(","):
+        path = os.path.join(tmp, f"{wl}.jsonl")
+        write_jsonl(sets[wl], path)
+        for model, spec, _, extra in configs:
+            for conc in [int(c) for c in args.conc.split(",")]:
+                base, sp = [], []
+                for rep in range(args.reps):  # alternated: the machine's load hits both alike
+                    base.append(run_bench(args, model, path, conc, None))
+                    sp.append(run_bench(args, model, path, conc, spec, extra))
+                    print(f"  {wl} {spec} c={conc} rep {rep + 1}: {base[-1]['decode_tok_s']:.1f} vs "
+                          f"{sp[-1]['decode_tok_s']:.1f} decode tok/s", file=sys.stderr)
+                med = lambda xs, k: sorted(x[k] for x in xs)[len(xs) // 2]
+                res = {"workload": wl, "target": os.path.basename(model), "speculative": spec.split(":")[0], "concurrency": conc,
+                       "base_decode_tok_s": med(base, "decode_tok_s"), "spec_decode_tok_s": med(sp, "decode_tok_s"),
+                       "base_out_tok_s": med(base, "out_tok_s"), "spec_out_tok_s": med(sp, "out_tok_s"),
+                       "acceptance": med(sp, "acceptance"), "mean_accepted_len": med(sp, "mean_accepted_len")}
+                res["decode_ratio"] = res["spec_decode_tok_s"] / res["base_decode_tok_s"]
+                res["out_ratio"] = res["spec_out_tok_s"] / res["base_out_tok_s"]
+                results.append(res)
+    print(f"| workload | target | speculation | conc | decode t/s off | decode t/s on | ratio | out t/s ratio | accepted | mean len |")
+    print("|---|---|---|---:|---:|---:|---:|---:|---:|---:|")
+    for r in results:
+        print(f"| {r['workload']} | {r['target']} | {r['speculative']} | {r['concurrency']} | {r['base_decode_tok_s']:.1f} | "
+              f"{r['spec_decode_tok_s']:.1f} | {r['decode_ratio']:.2f}x | {r['out_ratio']:.2f}x | "
+              f"{100 * r['acceptance']:.1f}% | {r['mean_accepted_len']:.2f} |")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"threads": args.threads, "problems": args.problems, "out_tokens": args.out, "rows": results}, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,69 @@
+"""`pagoda serve --speculative ngram` and `--speculative draft:PATH` with the official openai client:
+greedy completions (streamed and not, several at once) equal those of a server without
+speculation, a request can opt out (`"speculative": false` in the body), drafts show in /metrics
+(pagoda: and vLLM's spec_decode names), and a bad draft model is refused at start-up."""
+import concurrent.futures as cf
+import subprocess
+
+import pytest
+
+from serve_harness import metric, running
+
+openai = pytest.importorskip("openai")
+
+NAME = "SmolLM2-135M-Instruct.Q4_1"
+CODE = ("def fib(n):\n    a, b = 0, 1\n    for _ in range(n):\n        a, b = b, a + b\n    return a\n\n"
+        "def fact(n):\n    r = 1\n    for i in range(2, n + 1):\n        r *= i\n    return r\n")
+PROMPTS = [CODE + "\n# the same two functions again:\n" + CODE[:20],
+           "Repeat after me: the quick brown fox jumps over the lazy dog. Again: the quick",
+           CODE + "\ndef fib2(n):\n"]
+
+
+def complete(srv, prompt, stream=False, **extra):
+    c = openai.OpenAI(base_url=f"{srv.url}/v1", api_key="x")
+    kw = dict(model=NAME, prompt=prompt, max_tokens=48, temperature=0, extra_body={"ignore_eos": True, **extra})
+    if not stream:
+        return c.completions.create(**kw).choices[0].text
+    return "".join(ch.choices[0].text for ch in c.completions.create(stream=True, **kw) if ch.choices)
+
+
+@pytest.fixture(scope="module")
+def reference(pagoda_bin, builtin_model):
+    gen = running(pagoda_bin, builtin_model, "--kv-mem", "64M", "-t", "2")
+    srv = next(gen)
+    try:
+        return [complete(srv, p) for p in PROMPTS]
+    finally:
+        gen.close()
+
+
+@pytest.mark.parametrize("method", ["ngram", "draft"])
+def test_speculative_server_same_output(pagoda_bin, builtin_model, reference, method):
+    spec = "ngram" if method == "ngram" else f"draft:{builtin_model}"
+    for srv in running(pagoda_bin, builtin_model, "--kv-mem", "64M", "-t", "2", "--speculative", spec,
+                       "--num-speculative-tokens", "5", "--spec-max-seqs", "8"):
+        assert [complete(srv, p) for p in PROMPTS] == reference
+        assert [complete(srv, p, stream=True) for p in PROMPTS] == reference
+        with cf.ThreadPoolExecutor(6) as ex:  # batched: drafts of several sequences in one step
+            assert list(ex.map(lambda p: complete(srv, p), PROMPTS * 2)) == reference * 2
+        m = srv.metrics()
+        drafts, acc = metric(m, "pagoda:spec_decode_num_drafts_total"), metric(m, "pagoda:spec_decode_num_accepted_tokens_total")
+        prop = metric(m, "pagoda:spec_decode_num_draft_tokens_total")
+        assert drafts > 0 and 0 < acc <= prop, (drafts, acc, prop)
+        assert metric(m, "vllm:spec_decode_num_accepted_tokens_total") == acc
+        # opting out: the same text, no drafts for it
+        assert complete(srv, PROMPTS[0], speculative=False) == reference[0]
+        assert metric(srv.metrics(), "pagoda:spec_decode_num_drafts_total") == drafts
+        status, _, body = srv.post("/v1/completions", {"model": NAME, "prompt": "x", "speculative": "yes"})
+        assert status == 400 and b"speculative" in body
+
+
+def test_bad_draft_model_refused(pagoda_bin, builtin_model, tmp_path):
+    bad = tmp_path / "bad.gguf"
+    bad.write_bytes(b"GGUF\x03\x00\x00\x00garbage")
+    r = subprocess.run([pagoda_bin, "run", "-m", builtin_model, "-p", "hi", "-n", "4", "--speculative", f"draft:{bad}"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode != 0 and "bad.gguf" in r.stderr, r.stderr
+    r = subprocess.run([pagoda_bin, "run", "-m", builtin_model, "-p", "hi", "-n", "4", "--speculative", "sometimes"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode != 0 and "--speculative" in r.stderr
