@@ -44,8 +44,7 @@ void pagoda_request_default(pagoda_request *r) {
     r->logprobs = -1;
 }
 
-/* Fills defaults into zero fields and checks ranges. */
-static pagoda_status normalize_config(const pagoda_engine_config *cfg, pagoda_engine_config *c) {
+pagoda_status engine_normalize_config(const pagoda_engine_config *cfg, pagoda_engine_config *c) {
     if (cfg) *c = *cfg; else pagoda_engine_config_default(c);
     if (c->kv_block_size <= 0) c->kv_block_size = 16;
     if (c->max_batch_tokens <= 0) c->max_batch_tokens = 256;
@@ -78,7 +77,7 @@ pagoda_status pagoda_engine_create(pagoda_model *pm, const pagoda_engine_config 
         return pg_fail(PAGODA_ERR_INVALID, "pagoda_engine_create: the model has no weights (a tokenizer loaded with "
                                            "pagoda_model_load_vocab)");
     pagoda_engine_config c;
-    pagoda_status st = normalize_config(cfg, &c);
+    pagoda_status st = engine_normalize_config(cfg, &c);
     if (st) return st;
     if (c.speculative && c.tp && c.tp->size > 1)
         return pg_fail(PAGODA_ERR_UNSUPPORTED, "speculative decoding with tensor parallelism is not supported yet");
@@ -117,7 +116,6 @@ static pagoda_status engine_spec_from_config(pagoda_engine *e, const pagoda_engi
         dc.speculative = PAGODA_SPEC_NONE, dc.n_gpu_layers = 0, dc.broker = NULL, dc.tp = NULL;
         dc.n_threads = e->n_pick_threads;
         dc.kv_mem_bytes = e->runner->info.kv_bytes; /* the target's KV memory: a draft's tokens are no bigger */
-        dc.n_gpu_layers = 0;
         st = spec_draft_create(e->spec_model, &dc, c->max_seqs, e->max_model_len, &p);
     }
     return st ? st : engine_set_proposer(e, p, c->num_speculative_tokens);
@@ -126,7 +124,7 @@ static pagoda_status engine_spec_from_config(pagoda_engine *e, const pagoda_engi
 pagoda_status pagoda_tp_worker_run(pagoda_model *pm, const pagoda_engine_config *cfg) {
     if (!pm || !pm->m) return pg_fail(PAGODA_ERR_INVALID, "pagoda_tp_worker_run: the model has no weights");
     pagoda_engine_config c;
-    pagoda_status st = normalize_config(cfg, &c);
+    pagoda_status st = engine_normalize_config(cfg, &c);
     return st ? st : runner_tp_worker(pm, &c);
 }
 
@@ -151,7 +149,7 @@ pagoda_status engine_create_with_runner(pagoda_model *pm, engine_runner *r, cons
                                         pagoda_engine **out) {
     *out = NULL;
     pagoda_engine_config c;
-    pagoda_status st = normalize_config(cfg, &c);
+    pagoda_status st = engine_normalize_config(cfg, &c);
     if (st) {
         runner_destroy(r);
         return st;
@@ -256,7 +254,7 @@ pagoda_status engine_set_proposer(pagoda_engine *e, spec_proposer *p, int32_t ma
         spec_destroy(p);
         return st;
     }
-    e->spec = p, e->spec_k = max_k, e->spec_max_seqs = e->c.spec_max_seqs > 0 ? e->c.spec_max_seqs : 4;
+    e->spec = p, e->spec_k = max_k, e->spec_max_seqs = e->c.spec_max_seqs;
     pg_log(PAGODA_LOG_INFO, "engine: speculative decoding (%s), up to %d drafts per sequence, while <= %d sequences run",
            p->name, max_k, e->spec_max_seqs);
     return PAGODA_OK;

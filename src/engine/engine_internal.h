@@ -176,6 +176,8 @@ struct pagoda_engine {
 };
 
 /* engine.c */
+/* c = cfg (NULL: the defaults) with defaults in its zero fields, ranges checked. */
+pagoda_status engine_normalize_config(const pagoda_engine_config *cfg, pagoda_engine_config *c);
 /* An engine over runner r (owned from the call on, also on failure). pm: the model for the
  * tokenizer (text prompts, stop strings, detokenization), or NULL for token ids only. */
 pagoda_status engine_create_with_runner(pagoda_model *pm, engine_runner *r, const pagoda_engine_config *c,

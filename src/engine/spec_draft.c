@@ -25,6 +25,7 @@
 
 #include "core/log.h"
 #include "core/mem_broker.h"
+#include "engine/engine_internal.h"
 #include "engine/model_api.h"
 #include "engine/runner.h"
 #include "engine/spec.h"
@@ -296,22 +297,14 @@ pagoda_status spec_draft_create(pagoda_model *draft, const pagoda_engine_config 
     if (!draft || !draft->m) return pg_fail(PAGODA_ERR_INVALID, "draft proposer: the draft model has no weights");
     if (max_seqs < 1 || max_seqs > 4096)
         return pg_fail(PAGODA_ERR_INVALID, "draft proposer: max_seqs %d out of range (1 to 4096)", max_seqs);
-    /* the runner's config: c's, defaults filled in (as the engine does), always on the CPU, alone */
-    pagoda_engine_config cfg;
-    if (c) cfg = *c;
-    else pagoda_engine_config_default(&cfg);
-    if (cfg.kv_block_size <= 0) cfg.kv_block_size = 16;
-    if (cfg.max_batch_tokens <= 0) cfg.max_batch_tokens = 256;
-    if (!(cfg.kv_mem_fraction > 0 && cfg.kv_mem_fraction <= 0.95f)) cfg.kv_mem_fraction = 0.25f;
-    if (cfg.max_adapters <= 0) cfg.max_adapters = 8;
-    if (!(cfg.gpu_memory_utilization > 0.05f && cfg.gpu_memory_utilization <= 1.0f)) cfg.gpu_memory_utilization = 0.9f;
-    if (cfg.kv_block_size > 1024 || cfg.max_batch_tokens > 65536)
-        return pg_fail(PAGODA_ERR_INVALID, "draft proposer: block size %d or max batch tokens %d out of range",
-                       cfg.kv_block_size, cfg.max_batch_tokens);
-    cfg.max_seqs = max_seqs;
-    cfg.n_gpu_layers = 0;
-    cfg.tp = NULL;
-    cfg.broker = NULL; /* the draft's memory and threads are the caller's to account for */
+    /* the runner's config: c's, defaults filled in as the engine does, always on the CPU, alone */
+    pagoda_engine_config want, cfg;
+    if (c) want = *c;
+    else pagoda_engine_config_default(&want);
+    want.max_seqs = max_seqs, want.speculative = PAGODA_SPEC_NONE, want.n_gpu_layers = 0, want.tp = NULL;
+    want.broker = NULL; /* the draft's memory and threads are the caller's to account for */
+    pagoda_status st = engine_normalize_config(&want, &cfg);
+    if (st) return st;
     const pg_model_config *mc = &draft->m->cfg;
     int64_t max_len = max_model_len > 0 ? max_model_len : mc->n_ctx_train > 0 ? mc->n_ctx_train : 4096;
     if (mc->learned_pos && mc->n_ctx_train > 0 && max_len > mc->n_ctx_train) max_len = mc->n_ctx_train;
@@ -326,7 +319,6 @@ pagoda_status spec_draft_create(pagoda_model *draft, const pagoda_engine_config 
         cfg.kv_mem_bytes = (uint64_t)(want < cap || cap <= 0 ? want : cap);
     }
 
-    pagoda_status st;
     draft_proposer *d = calloc(1, sizeof *d);
     if (!d) return pg_fail(PAGODA_ERR_NOMEM, "out of memory");
     d->base.name = "draft", d->base.propose = draft_propose, d->base.release = draft_release;

@@ -97,6 +97,16 @@ static int same(const result *a, const result *b) {
 
 enum { NR = 17 };
 
+static pagoda_model *load(const char *path, pagoda_model_info *info) {
+    pagoda_model *m = NULL;
+    if (pagoda_model_load(path, &m)) {
+        CHECK(0, "load %s: %s", path, pagoda_last_error());
+        return NULL;
+    }
+    pagoda_model_get_info(m, info);
+    return m;
+}
+
 /* The prompts: random tokens with repeats in them (a span copied later), as code edits have. */
 static void make_prompts(int32_t n_vocab, unsigned long long seed, int32_t prompts[NR][96], int32_t *lens) {
     for (int i = 0; i < NR; i++) {
@@ -108,13 +118,9 @@ static void make_prompts(int32_t n_vocab, unsigned long long seed, int32_t promp
 }
 
 static void test_greedy_identity(const char *path, int32_t n_out, const int32_t (*given)[96], const int32_t *given_lens) {
-    pagoda_model *m = NULL;
-    if (pagoda_model_load(path, &m)) {
-        CHECK(0, "load %s: %s", path, pagoda_last_error());
-        return;
-    }
     pagoda_model_info info;
-    pagoda_model_get_info(m, &info);
+    pagoda_model *m = load(path, &info);
+    if (!m) return;
     static int32_t prompts[NR][96];
     int32_t lens[NR];
     if (given) {
@@ -307,13 +313,9 @@ static double chi2_p(const sample *a, const sample *b, int32_t n, int col, int32
 }
 
 static void test_sampling(const char *path) {
-    pagoda_model *m = NULL;
-    if (pagoda_model_load(path, &m)) {
-        CHECK(0, "load %s: %s", path, pagoda_last_error());
-        return;
-    }
     pagoda_model_info info;
-    pagoda_model_get_info(m, &info);
+    pagoda_model *m = load(path, &info);
+    if (!m) return;
     if (info.n_vocab > NV_MAX) {
         CHECK(0, "%s: vocab %d over %d", path, info.n_vocab, NV_MAX);
         pagoda_model_free(m);
