@@ -15,8 +15,9 @@
 #define KCPU_DECODE_CHUNK_ROWS 16
 /* Below this many multiply-adds the fork/join costs more than it saves. */
 #define KCPU_MIN_PARALLEL_MACS (1 << 17)
-/* A single converted activation row up to this size is converted by every thread into its own
- * stack buffer: cheaper than a barrier, which costs a whole time slice when a thread is preempted. */
+/* Converted activations up to this size (one decode row, or the few rows of a speculative
+ * verification) are converted by every thread into its own stack buffer: cheaper than a barrier,
+ * which costs a whole time slice when a thread is preempted. */
 #define KCPU_LOCAL_ACT_BYTES 32768
 
 typedef struct {
@@ -29,7 +30,7 @@ typedef struct {
     const void *act; /* the converted activations (work) or x itself */
     int64_t n_in, n_out, n_tok, step, n_chunks;
     size_t w_row, a_row;
-    int local_conv; /* one row: every thread converts it into its own stack buffer */
+    int local_conv; /* a few rows: every thread converts them into its own stack buffer */
     _Atomic long long next;
 } mm_job;
 
@@ -45,7 +46,7 @@ static void mm_rows(void *ctx, int ith, int nth) {
     _Alignas(64) char local[KCPU_LOCAL_ACT_BYTES]; /* cheaper than a second fork/join for one row */
     const void *act = j->act;
     if (j->local_conv) {
-        j->conv(j->x, local, j->n_in);
+        for (int64_t t = 0; t < j->n_tok; t++) j->conv(j->x + t * j->n_in, local + t * j->a_row, j->n_in);
         act = local;
     }
     /* guided: a thread's chunks are mostly adjacent (one stream for the prefetcher), and the
@@ -93,7 +94,7 @@ void kcpu_matmul(int wtype, const void *w, int64_t n_in, int64_t n_out, const fl
 
     mm_job j = {.conv = conv, .gemm = gemm, .x = x, .w = w, .work = work, .y = y, .act = a, .n_in = n_in,
                 .n_out = n_out, .n_tok = n_tok, .w_row = w_row, .a_row = a_row};
-    j.local_conv = conv && n_tok == 1 && a_row <= KCPU_LOCAL_ACT_BYTES;
+    j.local_conv = conv && (uint64_t)n_tok * a_row <= KCPU_LOCAL_ACT_BYTES;
     if (conv && !j.local_conv) pg_parallel(nth, mm_convert, &j);
     /* Each row's result does not depend on which thread computes it (batch invariance). */
     j.step = n_tok <= 4 ? KCPU_DECODE_CHUNK_ROWS : mc;
