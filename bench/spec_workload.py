@@ -64,7 +64,8 @@ def run_bench(args, model, dataset, conc, spec, extra=()):
            "-c", str(conc), "-n", str(max(args.problems, conc)), "-t", str(args.threads), "--kv-mem", "1G",
            "--max-batch-tokens", "512"]
     if spec:
-        cmd += ["--speculative", spec, "--spec-max-seqs", str(args.spec_max_seqs)] + list(extra)
+        cmd += ["--speculative", spec] + (["--spec-max-seqs", str(args.spec_max_seqs)] if args.spec_max_seqs else [])
+        cmd += list(extra)
     with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as tf:
         jpath = tf.name
     r = subprocess.run(cmd + ["--json", jpath], capture_output=True, text=True)
@@ -75,7 +76,9 @@ def run_bench(args, model, dataset, conc, spec, extra=()):
     os.unlink(jpath)
     row = j["rows"][0]
     d, p, a = j.get("spec_drafts", 0), j.get("spec_draft_tokens", 0), j.get("spec_accepted_tokens", 0)
-    return {"decode_tok_s": row["decode_tokens_per_s"], "out_tok_s": row["output_tokens_per_s"],
+    # per request: output tokens after the first over the time they took (1 / TPOT), so every
+    # request of the run counts (the table's decode t/s is the phase after the last prompt only)
+    return {"decode_tok_s": 1e3 / row["tpot_ms"] if row.get("tpot_ms") else 0.0, "out_tok_s": row["output_tokens_per_s"],
             "acceptance": a / p if p else 0.0, "mean_accepted_len": 1 + a / d if d else 1.0}
 
 
@@ -89,7 +92,7 @@ def main():
     ap.add_argument("--conc", default="1")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--reps", type=int, default=1)
-    ap.add_argument("--spec-max-seqs", type=int, default=4)
+    ap.add_argument("--spec-max-seqs", type=int, default=0, help="pass --spec-max-seqs (default: the engine's, no limit)")
     ap.add_argument("--workloads", default="edit,plain")
     ap.add_argument("--draft", action="store_true", help="also the F16 target with the Q4_1 model as draft")
     ap.add_argument("--json")
@@ -120,8 +123,10 @@ def main():
                        "base_decode_tok_s": med(base, "decode_tok_s"), "spec_decode_tok_s": med(sp, "decode_tok_s"),
                        "base_out_tok_s": med(base, "out_tok_s"), "spec_out_tok_s": med(sp, "out_tok_s"),
                        "acceptance": med(sp, "acceptance"), "mean_accepted_len": med(sp, "mean_accepted_len")}
-                res["decode_ratio"] = res["spec_decode_tok_s"] / res["base_decode_tok_s"]
-                res["out_ratio"] = res["spec_out_tok_s"] / res["base_out_tok_s"]
+                # each repetition's pair ran back to back: the median of the pairs' ratios
+                pair = lambda k: sorted(y[k] / x[k] for x, y in zip(base, sp) if x[k] > 0)
+                res["decode_ratio"] = pair("decode_tok_s")[len(base) // 2]
+                res["out_ratio"] = pair("out_tok_s")[len(base) // 2]
                 results.append(res)
     print(f"| workload | target | speculation | conc | decode t/s off | decode t/s on | ratio | out t/s ratio | accepted | mean len |")
     print("|---|---|---|---:|---:|---:|---:|---:|---:|---:|")

@@ -229,11 +229,12 @@ typedef struct {
     int32_t speculative;      /* pagoda_spec_method; default PAGODA_SPEC_NONE */
     int32_t num_speculative_tokens; /* most drafts per sequence per step (1..16); 0: 6 for n-gram, 4 for
                                  a draft model */
-    int32_t spec_ngram_min, spec_ngram_max; /* n-gram lookup: suffix lengths tried, longest first; 0: 2, 4 */
+    int32_t spec_ngram_min, spec_ngram_max; /* n-gram lookup: matches of at least min tokens, the longest up to max wins; 0: 2, 4 */
     const char *speculative_draft; /* PAGODA_SPEC_DRAFT: path of the draft model (same vocabulary);
                                  borrowed, the engine loads the model and owns it */
-    int32_t spec_max_seqs;    /* no drafts in a step while more sequences than this run (verification
-                                 costs compute a big batch does not have to spare); 0: 4 */
+    int32_t spec_max_seqs;    /* no drafts in a step while more sequences than this run; 0: no limit
+                                 (the engine verifies drafts only where its measured pass times say
+                                 they raise tokens per second, which a big batch on a CPU rarely does) */
 } pagoda_engine_config;
 
 /* How drafts are proposed (pagoda_engine_config.speculative). */

@@ -44,8 +44,10 @@ typedef struct {
     "                       outputs are the same, decode is faster where drafts are accepted\n"           \
     "  --num-speculative-tokens N  most drafts per sequence per step (1..16; also --draft-max; default\n" \
     "                       6 for n-gram, 4 for a draft model; fewer where drafts are rejected)\n"        \
-    "  --spec-ngram-min N, --spec-ngram-max N  n-gram lookup suffix lengths (default 2..4)\n"            \
-    "  --spec-max-seqs N    no drafts while more than N sequences run (default 4)\n"
+    "  --spec-ngram-min N, --spec-ngram-max N  n-gram lookup: matches of at least min tokens, the\n"     \
+    "                       longest up to max wins (default 2..4)\n"                                    \
+    "  --spec-max-seqs N    no drafts while more than N sequences run (default: no limit; drafts are\n" \
+    "                       verified only where measured pass times say they pay)\n"
 #define CLI_KV_HELP                                                                                     \
     "  --kv-type f32|f16|int8|fp8  KV cache element type (default f32, f16 on the GPU). f16 holds twice\n"   \
     "                       the tokens of f32; int8 (also q8) and fp8 (e4m3) a byte per value plus a\n"    \

@@ -1,8 +1,9 @@
 /* pagoda bench throughput -m MODEL: offline batched generation through the engine. For each
  * input length x output length x number of concurrent requests, submits that many requests of
  * random prompt tokens (or prompts from a JSONL dataset) at once (generation runs to exactly the output length) and reports
- * requests/s, output tokens/s (end to end and in the decode phase after every prompt is in)
- * and total tokens/s. Rows with concurrency 1 are the single-sequence baseline of the same run. */
+ * requests/s, output tokens/s (end to end and in the decode phase after every prompt is in),
+ * total tokens/s, TTFT and TPOT (per request, the time per output token after its first, then
+ * the mean over requests: a single sequence's decode speed, whatever the others do). Rows with concurrency 1 are the single-sequence baseline of the same run. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -57,6 +58,9 @@ typedef struct {
     int32_t generated, first_tokens, done, n_requests;
     double ttft_sum;     /* seconds from submit to first token, summed over requests */
     double *t_submit;    /* [n_requests] */
+    double *t_first;     /* [n_requests] when each got its first token */
+    double tpot_sum;     /* seconds per output token after the first, summed over requests */
+    int32_t tpot_n;
     double t_last_first; /* when the last request got its first token */
     int32_t gen_at_last_first;
     int32_t failed;      /* requests that ended with an error */
@@ -74,7 +78,7 @@ static void on_event(const pagoda_event *ev, void *user) {
     progress *p = rs->p;
     if (ev->token >= 0) {
         p->generated++;
-        if (ev->n_completion_tokens == 1) p->ttft_sum += pg_now_s() - p->t_submit[rs->k];
+        if (ev->n_completion_tokens == 1) p->t_first[rs->k] = pg_now_s(), p->ttft_sum += p->t_first[rs->k] - p->t_submit[rs->k];
         if (ev->n_completion_tokens == 1 && ++p->first_tokens == p->n_requests) {
             p->t_last_first = pg_now_s();
             p->gen_at_last_first = p->generated;
@@ -82,7 +86,11 @@ static void on_event(const pagoda_event *ev, void *user) {
     }
     if (ev->finish == PAGODA_FINISH_ERROR && p->failed++ == 0)
         snprintf(p->error, sizeof p->error, "%s", ev->error ? ev->error : "unknown error");
-    if (ev->request_done) p->done++;
+    if (ev->request_done) {
+        p->done++;
+        if (ev->n_completion_tokens > 1 && p->t_first[rs->k] > 0)
+            p->tpot_sum += (pg_now_s() - p->t_first[rs->k]) / (ev->n_completion_tokens - 1), p->tpot_n++;
+    }
 }
 
 /* Tokenized dataset prompts, used round-robin. */
@@ -143,6 +151,8 @@ typedef struct {
     int32_t in_len, out_len, conc, n_req;
     int constrained;  /* the twin row: requests carry the grammar, or the LoRA adapters */
     double seconds, req_s, out_tok_s, decode_tok_s, total_tok_s, ttft_ms;
+    double tpot_ms; /* mean over requests of the time per output token after the first */
+    double spec_drafts, spec_proposed, spec_accepted; /* speculation in the row's run */
     double host_ms; /* per engine step, outside the forward pass (scheduling, sampling, events) */
 } row;
 
@@ -152,8 +162,9 @@ static int run_row(pagoda_engine *e, int32_t V, row *r, uint64_t *seed, dataset 
     int32_t *prompt = malloc(sizeof(int32_t) * ((size_t)r->in_len + 1));
     req_slot *slots = malloc(sizeof *slots * (size_t)r->n_req);
     p.t_submit = malloc(sizeof(double) * (size_t)r->n_req);
-    if (!prompt || !slots || !p.t_submit) {
-        free(prompt), free(slots), free(p.t_submit);
+    p.t_first = calloc((size_t)r->n_req, sizeof(double));
+    if (!prompt || !slots || !p.t_submit || !p.t_first) {
+        free(prompt), free(slots), free(p.t_submit), free(p.t_first);
         return 1;
     }
     int64_t prompt_tokens = 0;
@@ -189,7 +200,7 @@ static int run_row(pagoda_engine *e, int32_t V, row *r, uint64_t *seed, dataset 
             p.t_submit[submitted] = pg_now_s();
             q.on_event = on_event, q.user = &slots[submitted];
             if (pagoda_engine_submit(e, &q, NULL)) {
-                free(prompt), free(slots), free(p.t_submit);
+                free(prompt), free(slots), free(p.t_submit), free(p.t_first);
                 return cli_error("submit");
             }
             submitted++;
@@ -198,13 +209,17 @@ static int run_row(pagoda_engine *e, int32_t V, row *r, uint64_t *seed, dataset 
     }
     double t1 = pg_now_s();
     pagoda_engine_get_stats(e, &s1);
-    free(prompt), free(slots), free(p.t_submit);
+    free(prompt), free(slots), free(p.t_submit), free(p.t_first);
+    r->tpot_ms = p.tpot_n ? 1e3 * p.tpot_sum / p.tpot_n : 0;
     r->ttft_ms = p.first_tokens ? 1e3 * p.ttft_sum / p.first_tokens : 0;
     if (p.failed) { /* a figure over failed requests would mean nothing */
         fprintf(stderr, "pagoda: %d of %d requests failed: %s\n", p.failed, r->n_req, p.error);
         return 1;
     }
     r->seconds = t1 - t0;
+    r->spec_drafts = (double)(s1.n_spec_drafts - s0.n_spec_drafts);
+    r->spec_proposed = (double)(s1.n_spec_proposed - s0.n_spec_proposed);
+    r->spec_accepted = (double)(s1.n_spec_accepted - s0.n_spec_accepted);
     uint64_t steps = s1.n_steps - s0.n_steps;
     r->host_ms = steps ? 1e3 * ((s1.step_seconds - s1.forward_seconds) - (s0.step_seconds - s0.forward_seconds)) / (double)steps : 0;
     r->req_s = r->n_req / r->seconds;
@@ -488,7 +503,7 @@ int cmd_bench_throughput(int argc, char **argv) {
             }
         }
     /* repetitions go round all rows, so a slow spell of a shared machine hits every row alike */
-    enum { NS = 6 }; /* figures kept per repetition */
+    enum { NS = 10 }; /* figures kept per repetition */
     double *samples = calloc((size_t)n_rows * (size_t)reps * NS, sizeof(double));
     if (!samples) goto fail;
     for (long rep = 0; rep < reps; rep++)
@@ -505,7 +520,8 @@ int cmd_bench_throughput(int argc, char **argv) {
             }
             double *smp = samples + ((size_t)j * (size_t)reps + (size_t)rep) * NS;
             smp[0] = x.seconds, smp[1] = x.out_tok_s, smp[2] = x.decode_tok_s, smp[3] = x.total_tok_s, smp[4] = x.host_ms;
-            smp[5] = x.ttft_ms;
+            smp[5] = x.ttft_ms, smp[6] = x.tpot_ms;
+            smp[7] = x.spec_drafts, smp[8] = x.spec_proposed, smp[9] = x.spec_accepted;
             if (dataset_path) rows[j].in_len = x.in_len;
         }
     fprintf(stderr, "\n");
@@ -513,9 +529,10 @@ int cmd_bench_throughput(int argc, char **argv) {
     snprintf(lname, sizeof lname, "lora %dx r%d", n_lora, lora_rank);
     const char *gname = n_lora ? lname : schema_path ? "json_schema" : regex ? "regex" : "gbnf";
     if (grammar) printf("grammar compiled in %.2f ms (not in the rows: compiled once, as the server's cache does)\n\n", compile_ms);
-    printf("| %6s | %6s | %5s | %5s |%s %8s | %10s | %10s | %10s | %10s | %9s | %12s |\n", "input", "output", "conc", "reqs",
-           grammar ? " grammar     |" : n_lora ? " adapters    |" : "", "seconds", "req/s", "out tok/s", "decode t/s", "total t/s", "TTFT ms", "host ms/step");
-    printf("|-------:|-------:|------:|------:|%s---------:|-----------:|-----------:|-----------:|-----------:|----------:|-------------:|\n",
+    printf("| %6s | %6s | %5s | %5s |%s %8s | %10s | %10s | %10s | %10s | %9s | %8s | %12s |\n", "input", "output", "conc", "reqs",
+           grammar ? " grammar     |" : n_lora ? " adapters    |" : "", "seconds", "req/s", "out tok/s", "decode t/s", "total t/s", "TTFT ms",
+           "TPOT ms", "host ms/step");
+    printf("|-------:|-------:|------:|------:|%s---------:|-----------:|-----------:|-----------:|-----------:|----------:|---------:|-------------:|\n",
            twins ? ":------------|" : "");
     for (int i = 0; i < n_rows; i++) {
         row *r = &rows[i];
@@ -529,24 +546,29 @@ int cmd_bench_throughput(int argc, char **argv) {
             if (!pick || fabs(smp[0] - med) < fabs(pick[0] - med)) pick = smp;
         }
         r->seconds = pick[0], r->out_tok_s = pick[1], r->decode_tok_s = pick[2], r->total_tok_s = pick[3];
-        r->host_ms = pick[4], r->ttft_ms = pick[5];
+        r->host_ms = pick[4], r->ttft_ms = pick[5], r->tpot_ms = pick[6];
+        r->spec_drafts = pick[7], r->spec_proposed = pick[8], r->spec_accepted = pick[9];
         r->req_s = r->n_req / r->seconds;
         char gcol[64] = "";
         if (twins) snprintf(gcol, sizeof gcol, " %-11s |", r->constrained ? gname : "-");
-        printf("| %6d | %6d | %5d | %5d |%s %8.2f | %10.2f | %10.1f | %10.1f | %10.1f | %9.2f | %12.3f |\n", r->in_len,
+        printf("| %6d | %6d | %5d | %5d |%s %8.2f | %10.2f | %10.1f | %10.1f | %10.1f | %9.2f | %8.3f | %12.3f |\n", r->in_len,
                r->out_len, r->conc, r->n_req, gcol, r->seconds, r->req_s, r->out_tok_s, r->decode_tok_s, r->total_tok_s,
-               r->ttft_ms, r->host_ms);
+               r->ttft_ms, r->tpot_ms, r->host_ms);
+        if (r->spec_drafts > 0)
+            printf("|        |        |       |       |%s speculation: %.0f drafts, %.0f of %.0f draft tokens accepted (%.1f%%), "
+                   "mean accepted length %.2f |\n", twins ? "             |" : "", r->spec_drafts, r->spec_accepted,
+                   r->spec_proposed, 100 * r->spec_accepted / r->spec_proposed, 1 + r->spec_accepted / r->spec_drafts);
         if (twins && r->constrained && i > 0) { /* against its free (base) twin */
             const row *f = &rows[i - 1];
-            printf("|        |        |       |       | ratio       |          |            | %9.3fx | %9.3fx |            | %8.3fx |              |\n",
+            printf("|        |        |       |       | ratio       |          |            | %9.3fx | %9.3fx |            | %8.3fx | %7.3fx |              |\n",
                    f->out_tok_s > 0 ? r->out_tok_s / f->out_tok_s : 0, f->decode_tok_s > 0 ? r->decode_tok_s / f->decode_tok_s : 0,
-                   f->ttft_ms > 0 ? r->ttft_ms / f->ttft_ms : 0);
+                   f->ttft_ms > 0 ? r->ttft_ms / f->ttft_ms : 0, f->tpot_ms > 0 ? r->tpot_ms / f->tpot_ms : 0);
         }
     }
     free(samples);
     pagoda_engine_get_stats(e, &st);
     fprintf(stderr, "pagoda: %llu steps, %llu preemptions\n", (unsigned long long)st.n_steps, (unsigned long long)st.n_preemptions);
-    if (st.n_spec_drafts) /* every row together */
+    if (st.n_spec_drafts) /* every row together (each row's run is in the table) */
         printf("\nspeculation: %llu drafts verified, %llu of %llu draft tokens accepted (%.1f%%), mean accepted length %.2f\n",
                (unsigned long long)st.n_spec_drafts, (unsigned long long)st.n_spec_accepted,
                (unsigned long long)st.n_spec_proposed, 100.0 * (double)st.n_spec_accepted / (double)st.n_spec_proposed,
@@ -554,12 +576,15 @@ int cmd_bench_throughput(int argc, char **argv) {
     if (json_path) {
         json_t *arr = json_array();
         for (int i = 0; i < n_rows; i++)
-            json_array_append_new(arr, json_pack("{s:i, s:i, s:i, s:i, s:b, s:f, s:f, s:f, s:f, s:f, s:f, s:f}", "input_len", rows[i].in_len,
+            json_array_append_new(arr, json_pack("{s:i, s:i, s:i, s:i, s:b, s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:f}", "input_len", rows[i].in_len,
                                                  "output_len", rows[i].out_len, "concurrency", rows[i].conc, "requests",
                                                  rows[i].n_req, "constrained", rows[i].constrained, "seconds", rows[i].seconds, "requests_per_s", rows[i].req_s,
                                                  "output_tokens_per_s", rows[i].out_tok_s, "decode_tokens_per_s",
                                                  rows[i].decode_tok_s, "total_tokens_per_s", rows[i].total_tok_s,
-                                                 "host_ms_per_step", rows[i].host_ms, "ttft_ms", rows[i].ttft_ms));
+                                                 "host_ms_per_step", rows[i].host_ms, "ttft_ms", rows[i].ttft_ms,
+                                                 "tpot_ms", rows[i].tpot_ms, "spec_drafts", rows[i].spec_drafts,
+                                                 "spec_draft_tokens", rows[i].spec_proposed, "spec_accepted_tokens",
+                                                 rows[i].spec_accepted));
         json_t *root = json_pack("{s:s, s:s, s:i, s:o}", "model", model, "arch", info.arch, "threads", (int)threads, "rows", arr);
         json_object_set_new(root, "spec_drafts", json_integer((json_int_t)st.n_spec_drafts));
         json_object_set_new(root, "spec_draft_tokens", json_integer((json_int_t)st.n_spec_proposed));

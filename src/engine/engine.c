@@ -63,7 +63,7 @@ pagoda_status engine_normalize_config(const pagoda_engine_config *cfg, pagoda_en
         return pg_fail(PAGODA_ERR_INVALID, "engine: %d speculative tokens (at most %d)", c->num_speculative_tokens, MAX_DRAFT);
     if (c->spec_ngram_min <= 0) c->spec_ngram_min = 2;
     if (c->spec_ngram_max <= 0) c->spec_ngram_max = c->spec_ngram_min > 4 ? c->spec_ngram_min : 4;
-    if (c->spec_max_seqs <= 0) c->spec_max_seqs = 4;
+    if (c->spec_max_seqs <= 0 || c->spec_max_seqs > c->max_seqs) c->spec_max_seqs = c->max_seqs; /* the cost model decides */
     if (c->speculative == PAGODA_SPEC_DRAFT && (!c->speculative_draft || !*c->speculative_draft))
         return pg_fail(PAGODA_ERR_INVALID, "engine: draft-model speculation needs the draft model's path");
     return PAGODA_OK;
@@ -250,13 +250,19 @@ pagoda_status engine_set_proposer(pagoda_engine *e, spec_proposer *p, int32_t ma
     if (!st && (!e->sq_seq && !(e->sq_seq = calloc(S, sizeof *e->sq_seq)))) st = pg_fail(PAGODA_ERR_NOMEM, "out of memory");
     if (!st && (!e->sq_out && !(e->sq_out = calloc(S * MAX_DRAFT, sizeof *e->sq_out))))
         st = pg_fail(PAGODA_ERR_NOMEM, "out of memory");
+    if (!st && ((!e->sq_rate && !(e->sq_rate = calloc(S, sizeof *e->sq_rate))) ||
+                (!e->sq_ask && !(e->sq_ask = calloc(S, sizeof *e->sq_ask))) ||
+                (!e->sq_k && !(e->sq_k = calloc(S, sizeof *e->sq_k))) ||
+                (!e->sq_work && !(e->sq_work = calloc(S * MAX_DRAFT, 2 * sizeof(float))))))
+        st = pg_fail(PAGODA_ERR_NOMEM, "out of memory");
     if (st) {
         spec_destroy(p);
         return st;
     }
     e->spec = p, e->spec_k = max_k, e->spec_max_seqs = e->c.spec_max_seqs;
-    pg_log(PAGODA_LOG_INFO, "engine: speculative decoding (%s), up to %d drafts per sequence, while <= %d sequences run",
-           p->name, max_k, e->spec_max_seqs);
+    e->sp_cost = (spec_cost){0};
+    pg_log(PAGODA_LOG_INFO, "engine: speculative decoding (%s), up to %d drafts per sequence as measured costs allow, "
+           "while <= %d sequences run", p->name, max_k, e->spec_max_seqs);
     return PAGODA_OK;
 }
 
@@ -391,7 +397,7 @@ void pagoda_engine_destroy(pagoda_engine *e) {
     runner_destroy(e->runner);
     spec_destroy(e->spec); /* before its draft model */
     pagoda_model_free(e->spec_model);
-    free(e->sq), free(e->sq_seq), free(e->sq_out);
+    free(e->sq), free(e->sq_seq), free(e->sq_out), free(e->sq_rate), free(e->sq_ask), free(e->sq_k), free(e->sq_work);
     for (int i = 0; e->ws && i < e->n_pick_threads; i++) sampler_ws_destroy(e->ws[i]);
     free(e->ws), free(e->picks), free(e->ids), free(e->b_tokens), free(e->b_mask), free(e->b_seq_start);
     free(e->b_pos0), free(e->b_nblocks), free(e->b_adapter), free(e->b_tables), free(e->row0), free(e->row_pos);

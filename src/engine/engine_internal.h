@@ -21,6 +21,7 @@
 #include "engine/runner.h"
 #include "engine/sampler.h"
 #include "engine/spec.h"
+#include "engine/spec_cost.h"
 #include "engine/stop.h"
 #include "grammar/matcher.h"
 #include "kv/block_pool.h"
@@ -113,10 +114,14 @@ struct pagoda_engine {
     spec_proposer *spec;     /* owned; NULL: none */
     pagoda_model *spec_model; /* owned: the draft model of a draft proposer */
     int32_t spec_k;          /* most drafts per sequence per step */
-    int32_t spec_max_seqs;   /* no drafts while more sequences run */
+    int32_t spec_max_seqs;   /* no drafts while more sequences run (the cost model decides below) */
     spec_query *sq;          /* [max_seqs] this step's queries */
     sched_seq **sq_seq;      /* [max_seqs] their sequences */
     int32_t *sq_out;         /* [max_seqs][MAX_DRAFT] */
+    float *sq_rate;          /* [max_seqs] their acceptance rates */
+    int32_t *sq_ask, *sq_k;  /* [max_seqs] drafts each may take, and gets (spec_cost_allocate) */
+    void *sq_work;           /* [max_seqs * MAX_DRAFT] the allocation's gains */
+    spec_cost sp_cost;       /* measured forward and proposer costs (spec_cost.h) */
     int spec_greedy_accept;  /* TEST ONLY, a deliberate bug: keep a draft when it is the row's most
                                 likely token instead of sampling (the sampling test must catch it) */
     /* step buffers, sized at create (rows grown outside the decode path, see engine_reserve_rows) */

@@ -3,8 +3,9 @@
  * batch, so a draft model runs its steps batched); the drafts are verified in the step's one
  * forward pass (step.c, sample.c) and the accepted ones kept.
  *
- *   spec_ngram.c  prompt lookup: the longest suffix (n_max down to n_min tokens) of the sequence
- *                 that occurred before in it, and the tokens that followed it then
+ *   spec_ngram.c  prompt lookup: the earlier occurrence of the sequence's last n_min tokens whose
+ *                 match reaches furthest back (up to n_max tokens), and the tokens that
+ *                 followed it then
  *   spec_draft.c  a draft model with the same vocabulary, its own runner and paged KV cache,
  *                 k greedy tokens per step, batched over the sequences
  *
@@ -41,8 +42,8 @@ static inline void spec_destroy(spec_proposer *p) {
     if (p) p->destroy(p);
 }
 
-/* Prompt lookup with suffixes of n_max down to n_min tokens (1 <= n_min <= n_max <= 64): the
- * most recent earlier occurrence of the longest suffix that occurred before wins. */
+/* Prompt lookup with matches of n_min to n_max tokens (1 <= n_min <= n_max <= 64): the earlier
+ * occurrence with the longest match wins, the most recent among equals. */
 pagoda_status spec_ngram_create(int32_t n_min, int32_t n_max, spec_proposer **out);
 
 /* A draft model (same vocabulary as the target: the caller checks) run by its own default runner

@@ -1,6 +1,6 @@
-/* Prompt lookup (n-gram) proposer: a sequence's last n tokens are looked up in the sequence
- * itself (prompt and generated text), longest n first; the tokens that followed the most recent
- * earlier occurrence are the drafts. Code edits, refactors and answers that quote their input
+/* Prompt lookup (n-gram) proposer: a sequence's last tokens are looked up in the sequence
+ * itself (prompt and generated text); the tokens that followed the earlier occurrence with the
+ * longest match (the most recent among equals) are the drafts. Code edits, refactors and answers that quote their input
  * repeat long spans of the prompt, and there this costs nothing but a scan of the tokens.
  * Stateless: nothing is kept per sequence. */
 #include <stdlib.h>
@@ -14,22 +14,27 @@ typedef struct {
     int32_t n_min, n_max;
 } ngram_proposer;
 
-/* The drafts for one sequence: for n = n_max .. n_min, the latest i < len - n with
- * t[i .. i+n) == t[len-n .. len); the tokens after it (at most max_k, possibly running into the
- * suffix itself: a repeating pattern continues). */
+/* The drafts for one sequence: among the earlier positions where the sequence's last n_min
+ * tokens occurred (followed by at least one token), the one whose match reaches furthest back
+ * (up to n_max tokens), the most recent among equals; the tokens after it (at most max_k,
+ * possibly running into the suffix itself: a repeating pattern continues). A long match is where
+ * a copy of the prompt is being written; a short one, a common phrase that occurs everywhere. */
 static int32_t ngram_lookup(const int32_t *t, int32_t len, int32_t n_min, int32_t n_max, int32_t max_k, int32_t *out) {
-    for (int32_t n = n_max < len - 1 ? n_max : len - 1; n >= n_min; n--) {
-        const int32_t *suf = t + len - n;
-        const int32_t last = suf[n - 1];
-        /* i + n is the first continuation token, which must exist: i + n <= len - 1 */
-        for (int32_t i = len - n - 1; i >= 0; i--) {
-            if (t[i + n - 1] != last || memcmp(t + i, suf, (size_t)n * sizeof *t)) continue;
-            int32_t k = 0;
-            for (int32_t j = i + n; j < len && k < max_k; j++) out[k++] = t[j];
-            return k;
-        }
+    if (len < n_min + 1) return 0;
+    const int32_t *suf = t + len - n_min;
+    const int32_t last = t[len - 1];
+    int32_t best = -1, best_n = 0;
+    /* i + n_min is the first continuation token, which must exist: i + n_min <= len - 1 */
+    for (int32_t i = len - n_min - 1; i >= 0 && best_n < n_max; i--) {
+        if (t[i + n_min - 1] != last || memcmp(t + i, suf, (size_t)n_min * sizeof *t)) continue;
+        int32_t n = n_min; /* extend the match backwards: t[i+n_min-1-m] == t[len-1-m] */
+        while (n < n_max && i + n_min - 1 - n >= 0 && t[i + n_min - 1 - n] == t[len - 1 - n]) n++;
+        if (n > best_n) best = i, best_n = n;
     }
-    return 0;
+    if (best < 0) return 0;
+    int32_t k = 0;
+    for (int32_t j = best + n_min; j < len && k < max_k; j++) out[k++] = t[j];
+    return k;
 }
 
 static void ngram_propose(spec_proposer *p, spec_query *qs, int32_t n) {

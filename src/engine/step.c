@@ -23,20 +23,15 @@
 #include "core/log.h"
 #include "engine/engine_internal.h"
 
-/* Drafts per step for a choice whose drafts were accepted at rate a: the i-th draft pays off
- * with probability a^i, so drafts go on while a^i >= SPEC_MIN_GAIN (a verified token costs a
- * little compute; where it is rarely kept, it is not proposed). */
-#define SPEC_MIN_GAIN 0.25f
-#define SPEC_MIN_RATE 0.3f /* below this share a choice rests SPEC_REST steps, then tries one draft */
+#define SPEC_MIN_RATE 0.3f /* below this share a choice rests SPEC_REST steps, then may try again */
 #define SPEC_REST 8
-static int32_t spec_k_for(float a, int32_t k_max) {
-    int32_t k = 1;
-    for (float g = a * a; k < k_max && g >= SPEC_MIN_GAIN; g *= a) k++;
-    return k;
-}
+#define SPEC_RELAX 0.0625f /* a candidate given no drafts moves its rate this much toward the prior */
 
+/* Drafts for the sequences that decode this step: how many each gets comes from the measured
+ * cost model (spec_cost.h), then the proposer fills them. */
 static void stage_propose(pagoda_engine *e) {
-    if (!e->spec || sched_n_running(e->sched) > e->spec_max_seqs) return;
+    const int32_t n_run = sched_n_running(e->sched);
+    if (!e->spec || n_run > e->spec_max_seqs) return;
     int32_t nq = 0;
     for (request *r = e->live; r && nq < e->c.max_seqs; r = r->next) {
         if (r->p.score_only || r->p.no_speculation || (r->p.n > 1 && !r->forked)) continue;
@@ -48,19 +43,34 @@ static void stage_propose(pagoda_engine *e) {
                 ch->sp_wait--;
                 continue;
             }
-            int32_t k = spec_k_for(ch->sp_rate, e->spec_k);
+            int32_t k = e->spec_k;
             /* drafts past the context or max_tokens could never be kept */
             if (k > e->max_model_len - 1 - q->n_tokens) k = e->max_model_len - 1 - q->n_tokens;
             if (k > r->max_tokens - ch->n_generated - 1) k = r->max_tokens - ch->n_generated - 1;
             if (k <= 0) continue;
             e->sq[nq] = (spec_query){.key = (r->id << 8) | (uint64_t)ch->index, .tokens = q->tokens, .n = q->n_tokens,
                                      .max_k = k, .out = e->sq_out + (size_t)nq * MAX_DRAFT};
-            e->sq_seq[nq++] = q;
+            e->sq_seq[nq] = q, e->sq_rate[nq] = ch->sp_rate, e->sq_ask[nq] = k;
+            nq++;
         }
     }
     if (!nq) return;
-    e->spec->propose(e->spec, e->sq, nq);
+    int32_t asked = spec_cost_allocate(&e->sp_cost, n_run, e->sq_rate, e->sq_ask, nq, e->sq_k, e->sq_work);
+    int32_t m = 0;
     for (int32_t i = 0; i < nq; i++) {
+        choice *ch = e->sq_seq[i]->owner;
+        if (!e->sq_k[i]) { /* not worth its cost now: its estimate drifts back to the prior's */
+            ch->sp_rate += (SPEC_PRIOR_RATE - ch->sp_rate) * SPEC_RELAX;
+            continue;
+        }
+        e->sq[i].max_k = e->sq_k[i];
+        e->sq[m] = e->sq[i], e->sq_seq[m] = e->sq_seq[i], m++;
+    }
+    if (!m) return;
+    double t0 = pg_now_s();
+    e->spec->propose(e->spec, e->sq, m);
+    spec_cost_record_proposer(&e->sp_cost, asked, pg_now_s() - t0);
+    for (int32_t i = 0; i < m; i++) {
         int32_t k = e->sq[i].n_out < e->sq[i].max_k ? e->sq[i].n_out : e->sq[i].max_k;
         for (int32_t j = 0; j < k; j++)
             if (e->sq[i].out[j] < 0 || e->sq[i].out[j] >= e->n_vocab) k = j; /* a bad proposal ends the drafts */
@@ -238,10 +248,17 @@ int engine_step(pagoda_engine *e) {
     uint64_t prompt_tokens = 0, cached_tokens = 0;
     int32_t rows = stage_build(e, &plan, &b, &prompt_tokens, &cached_tokens);
     e->use_ids = b.n_hidden == 0 && engine_plan_wants_ids(e, &plan);
+    /* a step where every sequence computes its last token and its drafts feeds the cost model */
+    bool decode_only = e->spec && b.n_hidden == 0;
+    for (int32_t i = 0; decode_only && i < plan.n_seqs; i++) {
+        const sched_seq *q = plan.seqs[i];
+        decode_only = plan.n_new[i] == 1 + q->n_draft && q->n_computed + plan.n_new[i] == q->n_tokens;
+    }
     double t_fwd = pg_now_s();
     pagoda_status st = rows > e->cap_rows ? pg_fail(PAGODA_ERR_INVALID, "engine: %d logits rows in a step, room for %d", rows, e->cap_rows)
                        : e->runner->run(e->runner, &b, e->use_ids ? NULL : e->logits, e->use_ids ? e->ids : NULL);
     t_fwd = pg_now_s() - t_fwd;
+    if (decode_only && !st) spec_cost_record(&e->sp_cost, b.b.n_tok, t_fwd);
     if (st) {
         char msg[512];
         snprintf(msg, sizeof msg, "forward pass failed: %s", pagoda_last_error());

@@ -45,6 +45,10 @@ static void test_ngram_lookup(void) {
     const int32_t e[] = {3, 8, 1, 2, 3, 9};
     CHECK(lookup(e, 6, 2, 4, 4, out) == 0, "[3 9] never seen with min 2");
     CHECK(lookup((const int32_t[]){3, 8, 1, 2, 3}, 5, 1, 4, 2, out) == 2 && out[0] == 8 && out[1] == 1, "min 1: [3] -> 8 1");
+    /* the occurrence with the longest match wins over a later, shorter one (a copy being written) */
+    const int32_t f[] = {4, 1, 2, 3, 5, 9, 1, 2, 3, 6, 4, 1, 2, 3};
+    CHECK(lookup(f, 14, 2, 8, 2, out) == 2 && out[0] == 5 && out[1] == 9, "longest match [4 1 2 3] -> 5 9");
+    CHECK(lookup(f, 14, 2, 3, 2, out) == 2 && out[0] == 6 && out[1] == 4, "capped at 3: the latest [1 2 3] -> 6 4");
     spec_proposer *p = NULL;
     CHECK(spec_ngram_create(0, 4, &p) == PAGODA_ERR_INVALID && !p, "n_min 0 refused");
     CHECK(spec_ngram_create(3, 2, &p) == PAGODA_ERR_INVALID && !p, "n_max < n_min refused");
@@ -115,6 +119,44 @@ static void make_prompts(int32_t n_vocab, unsigned long long seed, int32_t promp
         for (int j = 0; j < head + span; j++) prompts[i][j] = (int32_t)(test_rand_u64(&seed) % (uint64_t)n_vocab);
         memcpy(prompts[i] + head + span, prompts[i] + head, sizeof(int32_t) * (size_t)(span / 2));
     }
+}
+
+/* ---- the cost model (spec_cost.h) ---- */
+
+static void test_cost_model(void) {
+    spec_cost c = {0};
+    float rate[3] = {0.68f, 0.68f, 0.95f};
+    int32_t ask[3] = {6, 6, 6}, k[3];
+    _Alignas(8) float work[2 * 3 * 6];
+    CHECK(spec_cost_allocate(&c, 1, rate, ask, 1, k, work) == 6 && k[0] == 6, "nothing measured: the ask");
+    /* one token count seen: beta is a guess (a tenth of alpha), optimistic, so drafts get tried */
+    for (int i = 0; i < 5; i++) spec_cost_record(&c, 1, 4.4e-3);
+    double a, b;
+    CHECK(spec_cost_fit(&c, &a, &b) && fabs(a + b - 4.4e-3) < 1e-9 && fabs(b - 0.1 * a) < 1e-9, "prior fit %g %g", a, b);
+    CHECK(spec_cost_allocate(&c, 1, rate, ask, 1, k, work) >= 4, "cheap guessed drafts: %d", k[0]);
+    /* a CPU: forward(T) = 4 ms + 1.3 ms per token */
+    c = (spec_cost){0};
+    for (int t = 1; t <= 8; t++)
+        for (int i = 0; i < 3; i++) spec_cost_record(&c, t, 4e-3 + 1.3e-3 * t);
+    CHECK(spec_cost_fit(&c, &a, &b) && fabs(a - 4e-3) < 1e-6 && fabs(b - 1.3e-3) < 1e-6, "fit %g + %g T", a, b);
+    /* one sequence accepting 68%: its 1st and 2nd drafts raise tokens per second, the 3rd not
+       (E/C: 1/5.3, 1.68/6.6, 2.14/7.9 ms; 2.45/9.2 is less) */
+    CHECK(spec_cost_allocate(&c, 1, rate, ask, 1, k, work) == 2 && k[0] == 2, "batch 1: %d drafts", k[0]);
+    /* 32 sequences: a 68% draft costs more than it yields; a 95% one still pays */
+    CHECK(spec_cost_allocate(&c, 32, rate, ask, 2, k, work) == 0, "batch 32 at 68%%: none");
+    CHECK(spec_cost_allocate(&c, 32, rate, ask, 3, k, work) >= 1 && k[0] == 0 && k[1] == 0 && k[2] >= 1,
+          "batch 32: only the 95%% sequence (%d %d %d)", k[0], k[1], k[2]);
+    /* an expensive proposer (a draft model at 5 ms a token) makes drafts not worth it */
+    for (int i = 0; i < 4; i++) spec_cost_record_proposer(&c, 2, 10e-3);
+    CHECK(spec_cost_allocate(&c, 1, rate, ask, 1, k, work) == 0, "expensive drafts: %d", k[0]);
+    /* a GPU: a few more tokens nearly free, every likely draft verified */
+    c = (spec_cost){0};
+    for (int t = 1; t <= 8; t++) spec_cost_record(&c, t, 5e-3 + 2e-5 * t);
+    CHECK(spec_cost_allocate(&c, 1, rate, ask, 3, k, work) == 18, "nearly free verification: all drafts (%d %d %d)",
+          k[0], k[1], k[2]);
+    /* garbage is not recorded */
+    spec_cost_record(&c, 0, 1), spec_cost_record(&c, SPEC_COST_MAX_T + 1, 1), spec_cost_record(&c, 3, -1);
+    CHECK(c.n[0] == 0 && c.n[3] == 1, "bad records ignored");
 }
 
 static void test_greedy_identity(const char *path, int32_t n_out, const int32_t (*given)[96], const int32_t *given_lens) {
@@ -369,6 +411,7 @@ static void test_sampling(const char *path) {
 
 int main(void) {
     test_ngram_lookup();
+    test_cost_model();
     const char *shared = test_shared_dir();
     if (!shared) {
         printf("../shared not found (set PAGODA_SHARED): the real-model checks are skipped\n");
