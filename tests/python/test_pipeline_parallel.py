@@ -1,0 +1,153 @@
+"""Pipeline parallelism across processes on the CPU (MPI): `mpirun -np P pagoda ... --pipeline-parallel-size P`
+cuts the layers into P contiguous stages (the residual stream goes from stage to stage by point-to-point
+messages, the last stage's logits back to rank 0), and composes with tensor parallelism (`-np TP*PP`,
+stage-major ranks, the all-reduce within each stage). It must give the single-process results: logits
+within 1e-5 (a pipeline alone does the same arithmetic in the same order: bit-identical) and the same greedy
+tokens. Sizes the job or the model cannot take are refused with a clear error."""
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+from safetensors.numpy import load_file, save_file
+
+MPIRUN = shutil.which("mpirun")
+TIMEOUT = 60
+HF = ["llama", "llama3", "llama_bf16", "mistral", "qwen2", "qwen3", "starcoder2", "gpt_bigcode"]
+# gpt_bigcode has one KV head: tensor parallelism does not split it (pipeline parallelism alone does)
+HF_TP = [n for n in HF if n != "gpt_bigcode"]
+
+
+@pytest.fixture(scope="module")
+def mpi(pagoda_bin):
+    if MPIRUN is None:
+        pytest.skip("mpirun not found (apt-get install openmpi-bin libopenmpi-dev): MPI pipeline parallelism untested")
+    r = subprocess.run([pagoda_bin, "logits", "-m", "x", "-i", "x", "-o", "x", "--pipeline-parallel-size", "2"],
+                       capture_output=True, text=True, timeout=TIMEOUT)
+    if "built without" in r.stderr:
+        pytest.skip("pagoda was built without MPI: MPI pipeline parallelism untested")
+    return pagoda_bin
+
+
+def mpirun(pagoda_bin, *args, pp=2, tp=1, check=True):
+    cmd = [MPIRUN, "--allow-run-as-root", "--oversubscribe", "-np", str(tp * pp), pagoda_bin, *map(str, args),
+           "-t", "1", "--pipeline-parallel-size", str(pp)]
+    if tp > 1:
+        cmd += ["--tensor-parallel-size", str(tp)]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=TIMEOUT)
+    if check and r.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} failed ({r.returncode}):\n{r.stderr}")
+    return r
+
+
+def logits(mpi, run_pagoda, model, ids, tmp_path, layouts):
+    """one process's logits, then each (pp, tp) layout's"""
+    run_pagoda("logits", "-m", model, "-i", ids, "-o", tmp_path / "one.safetensors", "-t", 1)
+    out = [load_file(str(tmp_path / "one.safetensors"))["logits"]]
+    for pp, tp in layouts:
+        o = tmp_path / f"pp{pp}tp{tp}.safetensors"
+        mpirun(mpi, "logits", "-m", model, "-i", ids, "-o", o, pp=pp, tp=tp)
+        out.append(load_file(str(o))["logits"])
+    return out
+
+
+@pytest.mark.parametrize("name", HF)
+def test_logits_hf(mpi, shared, run_pagoda, tmp_path, name):
+    fx = shared / "fixtures" / "hf" / name
+    g = load_file(str(fx / "golden.safetensors"))
+    save_file({"input_ids": g["input_ids"]}, str(tmp_path / "ids.safetensors"))
+    layouts = [(2, 1)] + ([(2, 2)] if name in HF_TP else [])
+    one, *par = logits(mpi, run_pagoda, fx, tmp_path / "ids.safetensors", tmp_path, layouts)
+    assert np.array_equal(par[0], one)  # PP=2: the same products in the same order
+    for x in par:
+        assert x.shape == g["logits"].shape
+        assert np.abs(x - one).max() <= 1e-5
+        assert np.abs(x - g["logits"]).max() <= 1e-4
+
+
+@pytest.mark.parametrize("pp,tp", [(2, 1), (2, 2)])
+def test_run_greedy_hf_llama(mpi, shared, run_pagoda, pp, tp):
+    fx = shared / "fixtures" / "hf" / "llama"
+    g = load_file(str(fx / "golden.safetensors"))
+    prompt = ",".join(str(int(x)) for x in g["greedy_prompt"][0])
+    n = g["greedy_output"].shape[1]
+    args = ["run", "-m", fx, "--prompt-ids", prompt, "-n", n, "--ignore-eos"]
+    one = run_pagoda(*args, "-t", 1).stdout.split()
+    par = mpirun(mpi, *args, pp=pp, tp=tp).stdout.split()
+    assert par == one
+    assert [int(x) for x in par] == [int(x) for x in g["greedy_output"][0]]
+
+
+@pytest.fixture(scope="module")
+def synth(mpi, tmp_path_factory):
+    """tiny-llama (2 layers) and tiny-llama-deep (10 layers: 3 stages of 4, 3 and 3), F32 and Q8_0"""
+    d = tmp_path_factory.mktemp("pp_synth")
+    out = {}
+    for shape, ty in (("tiny-llama", "f32"), ("tiny-llama-deep", "f32"), ("tiny-llama-deep", "q8_0")):
+        p = d / f"{shape}-{ty}.gguf"
+        subprocess.run([mpi, "synth", "--shape", shape, "--type", ty, "--output", str(p)], check=True,
+                       capture_output=True, timeout=TIMEOUT)
+        out[f"{shape}-{ty}"] = p
+    rng = np.random.default_rng(0)
+    save_file({"input_ids": rng.integers(0, 1024, (2, 20)).astype(np.int32)}, str(d / "ids.safetensors"))
+    out["ids"] = d / "ids.safetensors"
+    return out
+
+
+@pytest.mark.parametrize("model", ["tiny-llama-f32", "tiny-llama-deep-f32"])
+def test_logits_gguf_synth(mpi, synth, run_pagoda, tmp_path, model):
+    one, pp, tp_pp = logits(mpi, run_pagoda, synth[model], synth["ids"], tmp_path, [(3 if "deep" in model else 2, 1),
+                                                                                    (2, 2)])
+    assert np.array_equal(pp, one)
+    assert tp_pp.shape == one.shape
+    assert np.abs(tp_pp - one).max() <= 1e-5
+
+
+def test_logits_gguf_synth_q8_0(mpi, synth, run_pagoda, tmp_path):
+    # Q8_0 products quantize their activations to int8, so tensor parallelism's summation order moves
+    # the logits by its own noise (about 1e-2 over 10 layers); the pipeline adds none to it
+    one, pp, tp, tp_pp = logits(mpi, run_pagoda, synth["tiny-llama-deep-q8_0"], synth["ids"], tmp_path,
+                                [(3, 1), (1, 2), (2, 2)])
+    assert np.array_equal(pp, one)
+    assert np.array_equal(tp_pp, tp)
+
+
+@pytest.mark.parametrize("pp,tp", [(3, 1), (2, 2)])
+def test_run_greedy_gguf_synth(mpi, synth, run_pagoda, pp, tp):
+    args = ["run", "-m", synth["tiny-llama-deep-q8_0"], "--prompt-ids", "5,17,300,2,99", "-n", 24, "--ignore-eos"]
+    one = run_pagoda(*args, "-t", 1).stdout.split()
+    par = mpirun(mpi, *args, pp=pp, tp=tp).stdout.split()
+    assert len(one) == 24 and par == one
+
+
+def test_refuses_more_stages_than_layers(mpi, shared):
+    r = mpirun(mpi, "run", "-m", shared / "fixtures" / "hf" / "llama", "--prompt-ids", "1,2,3", "-n", 2, pp=3,
+               check=False)
+    assert r.returncode != 0
+    assert "pipeline parallel size 3 is more than the model's 2 layers" in r.stderr
+
+
+def test_needs_the_processes(mpi, shared):
+    llama = str(shared / "fixtures" / "hf" / "llama")
+    args = ["run", "-m", llama, "--prompt-ids", "1,2", "-n", "2", "-t", "1"]
+    # without mpirun the job has one process: a clear error, not a hang
+    r = subprocess.run([mpi, *args, "-pp", "2"], capture_output=True, text=True, timeout=TIMEOUT)
+    assert r.returncode != 0
+    assert "this MPI job has 1 processes, which do not split into 2 pipeline stages" in r.stderr
+    assert "mpirun -np 2" in r.stderr
+    # TP 2 x PP 2 needs 4 processes, not 2
+    r = subprocess.run([MPIRUN, "--allow-run-as-root", "--oversubscribe", "-np", "2", mpi, *args,
+                        "--pipeline-parallel-size", "2", "--tensor-parallel-size", "2"],
+                       capture_output=True, text=True, timeout=TIMEOUT)
+    assert r.returncode != 0
+    assert "this MPI job has 2 processes (run it under mpirun -np 4)" in r.stderr
+
+
+def test_refuses_gpu_and_speculation(mpi, shared):
+    llama = shared / "fixtures" / "hf" / "llama"
+    r = mpirun(mpi, "run", "-m", llama, "--prompt-ids", "1,2,3", "-n", 2, "--gpu-layers", 1, check=False)
+    assert r.returncode != 0
+    assert "pipeline parallel runs on the CPU only" in r.stderr
+    r = mpirun(mpi, "run", "-m", llama, "--prompt-ids", "1,2,3", "-n", 2, "--speculative", "ngram", check=False)
+    assert r.returncode != 0
+    assert "speculative decoding with tensor or pipeline parallelism is not supported yet" in r.stderr
