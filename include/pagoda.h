@@ -247,6 +247,12 @@ typedef struct {
                                  borrowed, the engine loads the model and owns it */
     int32_t spec_max_seqs;    /* no drafts in a step while more sequences than this run (verification
                                  costs compute a big batch does not have to spare); 0: 4 */
+    /* appended for pipeline parallelism (tp->pp_size > 1): a step's sequences are cut into up to
+       this many micro-batches (whole sequences each) that go through the stages one after the
+       other, so stage k works on micro-batch m while stage k + 1 works on m - 1. 0 (default): as
+       many as stages, each of at least 64 tokens (a smaller step, such as decode only, goes whole:
+       every micro-batch reads the stage's weights again); 1: none; n > 1: up to n (1..64) */
+    int32_t pp_micro_batches;
 } pagoda_engine_config;
 
 /* How drafts are proposed (pagoda_engine_config.speculative). */

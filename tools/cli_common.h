@@ -72,7 +72,9 @@ int cli_tp_begin(long size, pagoda_tp_group **out);
  * group, which must have TP * PP processes, stage-major (rank = stage * TP + tp_rank). */
 #define CLI_PP_HELP                                                                                     \
     "  --pipeline-parallel-size N, -pp N  cut the layers into N stages, one after the other, over the\n"  \
-    "                       processes of an MPI job (CPU; mpirun -np TP*N, rank = stage*TP + tp rank)\n"
+    "                       processes of an MPI job (CPU; mpirun -np TP*N, rank = stage*TP + tp rank)\n"  \
+    "  --pp-micro-batches M  a step's sequences in up to M micro-batches so stages overlap (default:\n"    \
+    "                       N, each of at least 64 tokens; 1: none)\n"
 int cli_parallel_begin(long tp_size, long pp_size, pagoda_tp_group **out);
 /* Runs the worker of rank > 0 with the engine config rank 0 uses; returns the exit code. */
 int cli_tp_worker(pagoda_model *m, const pagoda_engine_config *ec);

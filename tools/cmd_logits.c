@@ -47,7 +47,7 @@ static void on_event(const pagoda_event *ev, void *user) {
 
 int cmd_logits(int argc, char **argv) {
     const char *model = NULL, *in = NULL, *out = NULL;
-    long threads = 0, tp_size = 1, pp_size = 1;
+    long threads = 0, tp_size = 1, pp_size = 1, pp_micro = 0;
     int kv_type = PAGODA_DTYPE_F32;
     int quant_act = 0;
     for (int i = 1; i < argc; i++) {
@@ -61,6 +61,9 @@ int cmd_logits(int argc, char **argv) {
         else if (!strcmp(a, "--tensor-parallel-size")) { if (cli_int(a, v, 1, 64, &tp_size)) return 2; i++; }
         else if (!strcmp(a, "--pipeline-parallel-size") || !strcmp(a, "-pp")) {
             if (cli_int(a, v, 1, 64, &pp_size)) return 2;
+            i++;
+        } else if (!strcmp(a, "--pp-micro-batches")) {
+            if (cli_int(a, v, 1, 64, &pp_micro)) return 2;
             i++;
         }
         else if (!strcmp(a, "--kv-type")) { if (cli_kv_type(a, v, &kv_type)) return 2; i++; }
@@ -99,6 +102,7 @@ int cmd_logits(int argc, char **argv) {
     ec.kv_dtype = (pagoda_dtype)kv_type;
     ec.quant_activations = quant_act;
     ec.tp = tp;
+    ec.pp_micro_batches = (int32_t)pp_micro;
     if (tp && tp->rank > 0) { /* the engine runs on rank 0; this rank runs its share of each step */
         rc = cli_tp_worker(m, &ec);
         goto done;

@@ -7,6 +7,7 @@
 
 #include "core/log.h"
 #include "core/mem_broker.h"
+#include "engine/microbatch.h"
 #include "engine/model_api.h"
 #include "engine/runner.h"
 #include "kernels/kernels.h"
@@ -26,6 +27,9 @@ typedef struct {
     const pagoda_tp_group *tp;
     int32_t tp_size, pp_size, stage; /* ranks per stage, stages, this rank's stage */
     float *out_logits;               /* the last stage's first rank: [max_tokens][n_vocab] for rank 0 */
+    int32_t mb_max, mb_min_tokens;   /* micro-batches: at most mb_max of at least mb_min_tokens each */
+    microbatch *mbs;                 /* [mb_max] */
+    int32_t *mb_seq_start;           /* [max_tokens + mb_max] their rebased seq_start arrays */
     int32_t n_vocab, n_embd;
     int32_t max_tokens;
     uint8_t *msg; /* the broadcast batch (grown as needed, kept between steps) */
@@ -52,6 +56,8 @@ static pagoda_status tp_bcast(const fwd_runner *f, void *buf, size_t bytes) {
     if (st) pg_error_prefix("tensor parallel: ");
     return st;
 }
+
+enum { PP_MAX_MICRO = 64, PP_AUTO_MIN_TOKENS = 64 };
 
 /* ---- pipeline parallelism: the residual stream from stage to stage (same tensor-parallel rank),
  * the last stage's results to rank 0 ----------------------------------------------------------- */
@@ -110,6 +116,19 @@ static void put(uint8_t **p, const void *src, size_t bytes) {
     *p += bytes;
 }
 
+/* This rank's part of a pipelined step: one forward pass per micro-batch, in order (the stage
+ * before may already be on the next one). logits/hidden: the step's rows (NULL: none wanted here). */
+static pagoda_status pp_forward(fwd_runner *f, const pg_batch *b, float *logits, float *hidden) {
+    int32_t n = microbatch_split(b, f->mb_max, f->mb_min_tokens, f->mb_seq_start, f->mbs);
+    for (int32_t k = 0; k < n; k++) {
+        const microbatch *m = &f->mbs[k];
+        pagoda_status st = forward_run_hidden(f->fwd, &m->b, f->kv, logits ? logits + (size_t)m->out0 * (size_t)f->n_vocab : NULL,
+                                              hidden ? hidden + (size_t)m->hid0 * (size_t)f->n_embd : NULL);
+        if (st) return st;
+    }
+    return PAGODA_OK;
+}
+
 /* rank 0: the step to every worker */
 static pagoda_status tp_send_step(fwd_runner *f, const pg_batch *b, bool no_logits) {
     tp_header h = {.cmd = TP_STEP, .a = b->n_tok, .b = b->n_seq};
@@ -139,7 +158,8 @@ static pagoda_status fr_run(engine_runner *r, const engine_batch *b, float *logi
     pagoda_status st;
     if (tp_on(f) && (st = tp_send_step(f, &b->b, !logits))) return st;
     if (ids) return forward_run_argmax(f->fwd, &b->b, f->kv, ids);
-    if (b->n_hidden > 0) st = forward_run_hidden(f->fwd, &b->b, f->kv, logits, b->hidden);
+    if (pp_on(f)) st = pp_forward(f, &b->b, logits, b->n_hidden > 0 ? b->hidden : NULL);
+    else if (b->n_hidden > 0) st = forward_run_hidden(f->fwd, &b->b, f->kv, logits, b->hidden);
     else st = forward_run(f->fwd, &b->b, f->kv, logits);
     /* pipeline: this rank ran the first stage; the last one computed what the engine wants */
     if (!st && pp_on(f)) st = pp_results(f, &b->b, logits, b->n_hidden > 0 ? b->hidden : NULL, false);
@@ -171,7 +191,7 @@ static void fr_destroy(engine_runner *r) {
         tp_header h = {.cmd = TP_STOP};
         if (tp_bcast(f, &h, sizeof h)) pg_log(PAGODA_LOG_WARN, "tensor parallel: cannot stop the workers");
     }
-    free(f->msg), free(f->tables), free(f->out_logits);
+    free(f->msg), free(f->tables), free(f->out_logits), free(f->mbs), free(f->mb_seq_start);
     forward_kv_destroy(f->kv);
     forward_destroy(f->fwd);
     if (f->granted) broker_give_back(f->broker, &f->grant);
@@ -250,7 +270,7 @@ pagoda_status runner_tp_worker(const pagoda_model *pm, const pagoda_engine_confi
            0 refuses is refused here too, before any all-reduce or transfer, so all go on; a
            failed transfer ends the job. */
         float *lg = f->out_logits && !(h.flags & TP_NO_LOGITS) ? f->out_logits : NULL;
-        st = forward_run_hidden(f->fwd, &b, f->kv, lg, hidden);
+        st = pp_on(f) ? pp_forward(f, &b, lg, hidden) : forward_run_hidden(f->fwd, &b, f->kv, lg, hidden);
         if (!st && f->out_logits) st = pp_results(f, &b, lg, hidden, true);
         if (st == PAGODA_ERR_IO) break;
         if (st) pg_log(PAGODA_LOG_DEBUG, "tensor parallel worker: %s", pagoda_last_error());
@@ -299,9 +319,18 @@ static pagoda_status runner_create(const pagoda_model *pm, const pagoda_engine_c
         free(f);
         return pg_fail(PAGODA_ERR_NOMEM, "out of memory");
     }
-    if (worker && pp > 1 && c->tp->rank == pp_head_rank(f) && pm->m->output.data &&
-        !(f->out_logits = malloc(sizeof(float) * (size_t)c->max_batch_tokens * (size_t)mc->n_vocab))) {
+    if (c->pp_micro_batches < 0 || c->pp_micro_batches > PP_MAX_MICRO) {
         free(f->tables), free(f);
+        return pg_fail(PAGODA_ERR_INVALID, "pipeline parallel: %d micro-batches (0..%d)", c->pp_micro_batches,
+                       PP_MAX_MICRO);
+    }
+    f->mb_max = c->pp_micro_batches ? c->pp_micro_batches : pp;
+    f->mb_min_tokens = c->pp_micro_batches ? 1 : PP_AUTO_MIN_TOKENS;
+    if (pp > 1 && (!(f->mbs = calloc((size_t)f->mb_max, sizeof *f->mbs)) ||
+                   !(f->mb_seq_start = calloc((size_t)c->max_batch_tokens + (size_t)f->mb_max, sizeof(int32_t))) ||
+                   (worker && c->tp->rank == pp_head_rank(f) && pm->m->output.data &&
+                    !(f->out_logits = malloc(sizeof(float) * (size_t)c->max_batch_tokens * (size_t)mc->n_vocab))))) {
+        free(f->tables), free(f->mbs), free(f->mb_seq_start), free(f);
         return pg_fail(PAGODA_ERR_NOMEM, "pipeline parallel: out of memory for %d tokens' logits", c->max_batch_tokens);
     }
     f->base.run = fr_run, f->base.copy_block = fr_copy_block, f->base.host_alloc = fr_host_alloc;

@@ -22,7 +22,7 @@ HF_TP = [n for n in HF if n != "gpt_bigcode"]
 def mpi(pagoda_bin):
     if MPIRUN is None:
         pytest.skip("mpirun not found (apt-get install openmpi-bin libopenmpi-dev): MPI pipeline parallelism untested")
-    r = subprocess.run([pagoda_bin, "logits", "-m", "x", "-i", "x", "-o", "x", "--pipeline-parallel-size", "2"],
+    r = subprocess.run([pagoda_bin, "run", "-m", "x", "--prompt-ids", "1", "--pipeline-parallel-size", "2"],
                        capture_output=True, text=True, timeout=TIMEOUT)
     if "built without" in r.stderr:
         pytest.skip("pagoda was built without MPI: MPI pipeline parallelism untested")
@@ -41,12 +41,13 @@ def mpirun(pagoda_bin, *args, pp=2, tp=1, check=True):
 
 
 def logits(mpi, run_pagoda, model, ids, tmp_path, layouts):
-    """one process's logits, then each (pp, tp) layout's"""
+    """one process's logits, then each (pp, tp[, micro-batches]) layout's"""
     run_pagoda("logits", "-m", model, "-i", ids, "-o", tmp_path / "one.safetensors", "-t", 1)
     out = [load_file(str(tmp_path / "one.safetensors"))["logits"]]
-    for pp, tp in layouts:
-        o = tmp_path / f"pp{pp}tp{tp}.safetensors"
-        mpirun(mpi, "logits", "-m", model, "-i", ids, "-o", o, pp=pp, tp=tp)
+    for pp, tp, *mb in layouts:
+        o = tmp_path / f"pp{pp}tp{tp}mb{mb}.safetensors"
+        extra = ["--pp-micro-batches", mb[0]] if mb else []
+        mpirun(mpi, "logits", "-m", model, "-i", ids, "-o", o, *extra, pp=pp, tp=tp)
         out.append(load_file(str(o))["logits"])
     return out
 
@@ -56,9 +57,12 @@ def test_logits_hf(mpi, shared, run_pagoda, tmp_path, name):
     fx = shared / "fixtures" / "hf" / name
     g = load_file(str(fx / "golden.safetensors"))
     save_file({"input_ids": g["input_ids"]}, str(tmp_path / "ids.safetensors"))
-    layouts = [(2, 1)] + ([(2, 2)] if name in HF_TP else [])
+    # the fixtures' 2 rows of 24 tokens: one step of 48 tokens, whole by default (too small to cut)
+    # or in 2 micro-batches of one row each
+    layouts = [(2, 1), (2, 1, 2)] + ([(2, 2, 2)] if name in HF_TP else [])
     one, *par = logits(mpi, run_pagoda, fx, tmp_path / "ids.safetensors", tmp_path, layouts)
     assert np.array_equal(par[0], one)  # PP=2: the same products in the same order
+    assert np.array_equal(par[1], one)  # and per row the same in micro-batches
     for x in par:
         assert x.shape == g["logits"].shape
         assert np.abs(x - one).max() <= 1e-5
@@ -80,7 +84,9 @@ def test_run_greedy_hf_llama(mpi, shared, run_pagoda, pp, tp):
 
 @pytest.fixture(scope="module")
 def synth(mpi, tmp_path_factory):
-    """tiny-llama (2 layers) and tiny-llama-deep (10 layers: 3 stages of 4, 3 and 3), F32 and Q8_0"""
+    """tiny-llama (2 layers) and tiny-llama-deep (10 layers: 3 stages of 4, 3 and 3), F32 and Q8_0; 3 rows
+    of 48 tokens: a 144-token step, which PP=2 and PP=3 cut into 2 micro-batches by default (64 tokens
+    at least each)"""
     d = tmp_path_factory.mktemp("pp_synth")
     out = {}
     for shape, ty in (("tiny-llama", "f32"), ("tiny-llama-deep", "f32"), ("tiny-llama-deep", "q8_0")):
@@ -89,26 +95,27 @@ def synth(mpi, tmp_path_factory):
                        capture_output=True, timeout=TIMEOUT)
         out[f"{shape}-{ty}"] = p
     rng = np.random.default_rng(0)
-    save_file({"input_ids": rng.integers(0, 1024, (2, 20)).astype(np.int32)}, str(d / "ids.safetensors"))
+    save_file({"input_ids": rng.integers(0, 1024, (3, 48)).astype(np.int32)}, str(d / "ids.safetensors"))
     out["ids"] = d / "ids.safetensors"
     return out
 
 
 @pytest.mark.parametrize("model", ["tiny-llama-f32", "tiny-llama-deep-f32"])
 def test_logits_gguf_synth(mpi, synth, run_pagoda, tmp_path, model):
-    one, pp, tp_pp = logits(mpi, run_pagoda, synth[model], synth["ids"], tmp_path, [(3 if "deep" in model else 2, 1),
-                                                                                    (2, 2)])
-    assert np.array_equal(pp, one)
-    assert tp_pp.shape == one.shape
-    assert np.abs(tp_pp - one).max() <= 1e-5
+    pp = 3 if "deep" in model else 2
+    one, *par = logits(mpi, run_pagoda, synth[model], synth["ids"], tmp_path, [(pp, 1), (pp, 1, 1), (pp, 1, 3),
+                                                                               (2, 2), (2, 2, 3)])
+    for x in par:
+        assert x.shape == one.shape
+        assert np.abs(x - one).max() <= 1e-5
 
 
 def test_logits_gguf_synth_q8_0(mpi, synth, run_pagoda, tmp_path):
     # Q8_0 products quantize their activations to int8, so tensor parallelism's summation order moves
     # the logits by its own noise (about 1e-2 over 10 layers); the pipeline adds none to it
-    one, pp, tp, tp_pp = logits(mpi, run_pagoda, synth["tiny-llama-deep-q8_0"], synth["ids"], tmp_path,
-                                [(3, 1), (1, 2), (2, 2)])
-    assert np.array_equal(pp, one)
+    one, pp, pp_whole, tp, tp_pp = logits(mpi, run_pagoda, synth["tiny-llama-deep-q8_0"], synth["ids"], tmp_path,
+                                          [(3, 1), (3, 1, 1), (1, 2), (2, 2, 1)])
+    assert np.array_equal(pp, one) and np.array_equal(pp_whole, one)
     assert np.array_equal(tp_pp, tp)
 
 
