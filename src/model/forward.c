@@ -339,6 +339,8 @@ pagoda_status forward_set_adapters(pg_forward *f, const pg_lora *const *table, i
     int32_t rank = 0;
     for (int32_t i = 1; i < n; i++) {
         if (!table[i]) continue;
+        if (f->tp_size > 1 || f->pp_recv || f->pp_send)
+            return pg_fail(PAGODA_ERR_UNSUPPORTED, "LoRA adapters do not run under tensor or pipeline parallelism yet");
         for (int si = 0; si < f->n_stages; si++)
             if (!f->st[si].be->ops->lora)
                 return pg_fail(PAGODA_ERR_UNSUPPORTED, "LoRA adapters run on the CPU only: the %s backend applies none "
@@ -346,8 +348,6 @@ pagoda_status forward_set_adapters(pg_forward *f, const pg_lora *const *table, i
         if (table[i]->n_layer != f->m->cfg.n_layer)
             return pg_fail(PAGODA_ERR_INVALID, "adapter %d: made for %d layers, the model has %d", i, table[i]->n_layer,
                            f->m->cfg.n_layer);
-        if (f->tp_size > 1 || f->pp_recv || f->pp_send)
-            return pg_fail(PAGODA_ERR_UNSUPPORTED, "LoRA adapters do not run under tensor or pipeline parallelism yet");
         if (table[i]->max_rank > rank) rank = table[i]->max_rank;
     }
     if (rank > f->lora_rank) { /* grows between steps only: no allocation while stepping */
