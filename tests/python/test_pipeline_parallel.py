@@ -4,6 +4,7 @@ messages, the last stage's logits back to rank 0), and composes with tensor para
 stage-major ranks, the all-reduce within each stage). It must give the single-process results: logits
 within 1e-5 (a pipeline alone does the same arithmetic in the same order: bit-identical) and the same greedy
 tokens. Sizes the job or the model cannot take are refused with a clear error."""
+import os
 import shutil
 import subprocess
 
@@ -158,3 +159,30 @@ def test_refuses_gpu_and_speculation(mpi, shared):
     r = mpirun(mpi, "run", "-m", llama, "--prompt-ids", "1,2,3", "-n", 2, "--speculative", "ngram", check=False)
     assert r.returncode != 0
     assert "speculative decoding with tensor or pipeline parallelism is not supported yet" in r.stderr
+
+
+def parse_mix(stdout):
+    rows = {}
+    for line in stdout.splitlines():
+        key, *vals = line.split()
+        rows[key] = np.array([float(v) for v in vals]) if key.startswith("e") else [int(v) for v in vals]
+    return rows
+
+
+@pytest.mark.parametrize("pp,tp,micro", [(2, 1, 2), (2, 2, 2)])
+def test_embeddings_and_generation_in_one_step(mpi, shared, pp, tp, micro):
+    # embedding requests (hidden-state rows from the last stage) batched with generation (logits
+    # rows), in micro-batches: rank 0 gets both kinds of rows back in the step's order
+    helper = os.path.join(os.path.dirname(mpi), "parallel_mix")
+    if not os.path.exists(helper):
+        pytest.skip(f"{helper} not built")
+    model = str(shared / "fixtures" / "hf" / "llama")
+    one = subprocess.run([helper, model, "1", "1", "0"], capture_output=True, text=True, timeout=TIMEOUT, check=True)
+    par = subprocess.run([MPIRUN, "--allow-run-as-root", "--oversubscribe", "-np", str(tp * pp), helper, model, str(tp),
+                          str(pp), str(micro)], capture_output=True, text=True, timeout=TIMEOUT)
+    assert par.returncode == 0, par.stderr
+    a, b = parse_mix(one.stdout), parse_mix(par.stdout)
+    assert sorted(a) == sorted(b) == ["e0", "e1", "g2", "g3"]
+    for k in ("e0", "e1"):
+        assert np.abs(a[k] - b[k]).max() <= 1e-5
+    assert a["g2"] == b["g2"] and a["g3"] == b["g3"] and len(a["g2"]) == 8
