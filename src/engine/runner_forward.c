@@ -122,8 +122,9 @@ static pagoda_status pp_forward(fwd_runner *f, const pg_batch *b, float *logits,
     int32_t n = microbatch_split(b, f->mb_max, f->mb_min_tokens, f->mb_seq_start, f->mbs);
     for (int32_t k = 0; k < n; k++) {
         const microbatch *m = &f->mbs[k];
-        pagoda_status st = forward_run_hidden(f->fwd, &m->b, f->kv, logits ? logits + (size_t)m->out0 * (size_t)f->n_vocab : NULL,
-                                              hidden ? hidden + (size_t)m->hid0 * (size_t)f->n_embd : NULL);
+        float *lg = logits ? logits + (size_t)m->out0 * (size_t)f->n_vocab : NULL;
+        float *hd = hidden ? hidden + (size_t)m->hid0 * (size_t)f->n_embd : NULL;
+        pagoda_status st = forward_run_hidden(f->fwd, &m->b, f->kv, lg, hd);
         if (st) return st;
     }
     return PAGODA_OK;
@@ -319,7 +320,7 @@ static pagoda_status runner_create(const pagoda_model *pm, const pagoda_engine_c
         free(f);
         return pg_fail(PAGODA_ERR_NOMEM, "out of memory");
     }
-    if (c->pp_micro_batches < 0 || c->pp_micro_batches > PP_MAX_MICRO) {
+    if (pp > 1 && (c->pp_micro_batches < 0 || c->pp_micro_batches > PP_MAX_MICRO)) {
         free(f->tables), free(f);
         return pg_fail(PAGODA_ERR_INVALID, "pipeline parallel: %d micro-batches (0..%d)", c->pp_micro_batches,
                        PP_MAX_MICRO);
@@ -331,7 +332,8 @@ static pagoda_status runner_create(const pagoda_model *pm, const pagoda_engine_c
                    (worker && c->tp->rank == pp_head_rank(f) && pm->m->output.data &&
                     !(f->out_logits = malloc(sizeof(float) * (size_t)c->max_batch_tokens * (size_t)mc->n_vocab))))) {
         free(f->tables), free(f->mbs), free(f->mb_seq_start), free(f);
-        return pg_fail(PAGODA_ERR_NOMEM, "pipeline parallel: out of memory for %d tokens' logits", c->max_batch_tokens);
+        return pg_fail(PAGODA_ERR_NOMEM, "pipeline parallel: out of memory for the micro-batches or %d tokens' logits",
+                       c->max_batch_tokens);
     }
     f->base.run = fr_run, f->base.copy_block = fr_copy_block, f->base.host_alloc = fr_host_alloc;
     f->base.host_free = fr_host_free, f->base.destroy = fr_destroy;
