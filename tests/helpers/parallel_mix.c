@@ -3,7 +3,9 @@
  * hidden-state rows (embeddings, from the last stage) and logits rows (generation) together.
  * Usage: [mpirun -np TP*PP] parallel_mix MODEL TP PP MICRO
  * Rank 0 prints each embedding request's vector ("e<i> v0 v1 ...", %.9g) and the generated ids
- * ("g<i> t0 t1 ..."), in request order. */
+ * ("g<i> t0 t1 ..."), in request order; the last generation request has two (greedy) choices,
+ * which share the prompt's last partial KV block until it is copied for the second ("h<i> ...").
+ * KV blocks are copied on every rank, each for its own layers. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,7 +16,7 @@ enum { N_EMB = 2, N_GEN = 2, N_TOK = 8 };
 
 typedef struct {
     float *vec;
-    int32_t n_embd, tokens[N_TOK], n, done, failed;
+    int32_t n_embd, tokens[2][N_TOK], n[2], done, failed;
 } out;
 
 static void on_embedding(const pagoda_embedding_event *ev, void *user) {
@@ -26,7 +28,8 @@ static void on_embedding(const pagoda_embedding_event *ev, void *user) {
 
 static void on_event(const pagoda_event *ev, void *user) {
     out *o = user;
-    if (ev->token >= 0 && o->n < N_TOK) o->tokens[o->n++] = ev->token;
+    int c = ev->index == 1;
+    if (ev->token >= 0 && o->n[c] < N_TOK) o->tokens[c][o->n[c]++] = ev->token;
     if (ev->finish == PAGODA_FINISH_ERROR) {
         fprintf(stderr, "parallel_mix: %s\n", ev->error ? ev->error : "error");
         o->failed = 1;
@@ -66,6 +69,7 @@ int main(int argc, char **argv) {
         rq.sampling.temperature = 0, rq.ignore_eos = 1, rq.max_tokens = N_TOK;
         rq.on_event = on_event, rq.user = &o[i];
         if (i < N_EMB) rq.on_embedding = on_embedding, rq.pooling = PAGODA_POOLING_MEAN, rq.normalize = 0;
+        if (i == N_EMB + N_GEN - 1) rq.n = 2;
         if (pagoda_engine_submit(e, &rq, NULL)) goto fail;
     }
     for (int32_t live = 1; live > 0;)
@@ -76,8 +80,13 @@ int main(int argc, char **argv) {
         if (i < N_EMB)
             for (int32_t k = 0; k < o[i].n_embd; k++) printf(" %.9g", o[i].vec[k]);
         else
-            for (int32_t k = 0; k < o[i].n; k++) printf(" %d", o[i].tokens[k]);
+            for (int32_t k = 0; k < o[i].n[0]; k++) printf(" %d", o[i].tokens[0][k]);
         printf("\n");
+        if (o[i].n[1]) {
+            printf("h%d", i);
+            for (int32_t k = 0; k < o[i].n[1]; k++) printf(" %d", o[i].tokens[1][k]);
+            printf("\n");
+        }
     }
     rc = 0;
     goto done;

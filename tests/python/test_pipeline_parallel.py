@@ -172,7 +172,8 @@ def parse_mix(stdout):
 @pytest.mark.parametrize("pp,tp,micro", [(2, 1, 2), (2, 2, 2)])
 def test_embeddings_and_generation_in_one_step(mpi, shared, pp, tp, micro):
     # embedding requests (hidden-state rows from the last stage) batched with generation (logits
-    # rows), in micro-batches: rank 0 gets both kinds of rows back in the step's order
+    # rows), in micro-batches: rank 0 gets both kinds of rows back in the step's order; a request
+    # with two choices copies a shared KV block (broadcast: every stage copies its own layers)
     helper = os.path.join(os.path.dirname(mpi), "parallel_mix")
     if not os.path.exists(helper):
         pytest.skip(f"{helper} not built")
@@ -182,7 +183,8 @@ def test_embeddings_and_generation_in_one_step(mpi, shared, pp, tp, micro):
                           str(pp), str(micro)], capture_output=True, text=True, timeout=TIMEOUT)
     assert par.returncode == 0, par.stderr
     a, b = parse_mix(one.stdout), parse_mix(par.stdout)
-    assert sorted(a) == sorted(b) == ["e0", "e1", "g2", "g3"]
+    assert sorted(a) == sorted(b) == ["e0", "e1", "g2", "g3", "h3"]
     for k in ("e0", "e1"):
         assert np.abs(a[k] - b[k]).max() <= 1e-5
     assert a["g2"] == b["g2"] and a["g3"] == b["g3"] and len(a["g2"]) == 8
+    assert a["h3"] == b["h3"] == a["g3"]  # two greedy choices over a copied KV block
