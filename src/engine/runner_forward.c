@@ -29,7 +29,7 @@ typedef struct {
     float *out_logits;               /* the last stage's first rank: [max_tokens][n_vocab] for rank 0 */
     int32_t mb_max, mb_min_tokens;   /* micro-batches: at most mb_max of at least mb_min_tokens each */
     microbatch *mbs;                 /* [mb_max] */
-    int32_t *mb_seq_start;           /* [max_tokens + mb_max] their rebased seq_start arrays */
+    microbatch_scratch mb_scratch;   /* their seq_start, seq_pos0 and logits mask arrays */
     int32_t n_vocab, n_embd;
     int32_t max_tokens;
     uint8_t *msg; /* the broadcast batch (grown as needed, kept between steps) */
@@ -119,7 +119,7 @@ static void put(uint8_t **p, const void *src, size_t bytes) {
 /* This rank's part of a pipelined step: one forward pass per micro-batch, in order (the stage
  * before may already be on the next one). logits/hidden: the step's rows (NULL: none wanted here). */
 static pagoda_status pp_forward(fwd_runner *f, const pg_batch *b, float *logits, float *hidden) {
-    int32_t n = microbatch_split(b, f->mb_max, f->mb_min_tokens, f->mb_seq_start, f->mbs);
+    int32_t n = microbatch_split(b, f->mb_max, f->mb_min_tokens, &f->mb_scratch, f->mbs);
     for (int32_t k = 0; k < n; k++) {
         const microbatch *m = &f->mbs[k];
         float *lg = logits ? logits + (size_t)m->out0 * (size_t)f->n_vocab : NULL;
@@ -192,7 +192,8 @@ static void fr_destroy(engine_runner *r) {
         tp_header h = {.cmd = TP_STOP};
         if (tp_bcast(f, &h, sizeof h)) pg_log(PAGODA_LOG_WARN, "tensor parallel: cannot stop the workers");
     }
-    free(f->msg), free(f->tables), free(f->out_logits), free(f->mbs), free(f->mb_seq_start);
+    free(f->msg), free(f->tables), free(f->out_logits), free(f->mbs);
+    free(f->mb_scratch.seq_start), free(f->mb_scratch.seq_pos0), free(f->mb_scratch.mask);
     forward_kv_destroy(f->kv);
     forward_destroy(f->fwd);
     if (f->granted) broker_give_back(f->broker, &f->grant);
@@ -327,11 +328,13 @@ static pagoda_status runner_create(const pagoda_model *pm, const pagoda_engine_c
     }
     f->mb_max = c->pp_micro_batches ? c->pp_micro_batches : pp;
     f->mb_min_tokens = c->pp_micro_batches ? 1 : PP_AUTO_MIN_TOKENS;
-    if (pp > 1 && (!(f->mbs = calloc((size_t)f->mb_max, sizeof *f->mbs)) ||
-                   !(f->mb_seq_start = calloc((size_t)c->max_batch_tokens + (size_t)f->mb_max, sizeof(int32_t))) ||
+    const size_t T = (size_t)c->max_batch_tokens, M = (size_t)f->mb_max;
+    microbatch_scratch *ms = &f->mb_scratch;
+    if (pp > 1 && (!(f->mbs = calloc(M, sizeof *f->mbs)) || !(ms->seq_start = calloc(T + 2 * M, sizeof(int32_t))) ||
+                   !(ms->seq_pos0 = calloc(T + M, sizeof(int32_t))) || !(ms->mask = calloc(T, 1)) ||
                    (worker && c->tp->rank == pp_head_rank(f) && pm->m->output.data &&
-                    !(f->out_logits = malloc(sizeof(float) * (size_t)c->max_batch_tokens * (size_t)mc->n_vocab))))) {
-        free(f->tables), free(f->mbs), free(f->mb_seq_start), free(f);
+                    !(f->out_logits = malloc(sizeof(float) * T * (size_t)mc->n_vocab))))) {
+        free(f->tables), free(f->mbs), free(ms->seq_start), free(ms->seq_pos0), free(ms->mask), free(f);
         return pg_fail(PAGODA_ERR_NOMEM, "pipeline parallel: out of memory for the micro-batches or %d tokens' logits",
                        c->max_batch_tokens);
     }

@@ -97,7 +97,8 @@ def synth(mpi, tmp_path_factory):
         out[f"{shape}-{ty}"] = p
     rng = np.random.default_rng(0)
     save_file({"input_ids": rng.integers(0, 1024, (3, 48)).astype(np.int32)}, str(d / "ids.safetensors"))
-    out["ids"] = d / "ids.safetensors"
+    save_file({"input_ids": rng.integers(0, 1024, (1, 96)).astype(np.int32)}, str(d / "ids1.safetensors"))
+    out["ids"], out["ids1"] = d / "ids.safetensors", d / "ids1.safetensors"
     return out
 
 
@@ -106,6 +107,16 @@ def test_logits_gguf_synth(mpi, synth, run_pagoda, tmp_path, model):
     pp = 3 if "deep" in model else 2
     one, *par = logits(mpi, run_pagoda, synth[model], synth["ids"], tmp_path, [(pp, 1), (pp, 1, 1), (pp, 1, 3),
                                                                                (2, 2), (2, 2, 3)])
+    for x in par:
+        assert x.shape == one.shape
+        assert np.abs(x - one).max() <= 1e-5
+
+
+def test_logits_one_sequence_in_pieces(mpi, synth, run_pagoda, tmp_path):
+    # one 96-token row: fewer sequences than micro-batches, so the cuts fall inside it (a later
+    # piece reads the earlier one's K/V on each stage)
+    one, *par = logits(mpi, run_pagoda, synth["tiny-llama-deep-f32"], synth["ids1"], tmp_path,
+                       [(3, 1, 3), (2, 1, 4), (2, 2, 2)])
     for x in par:
         assert x.shape == one.shape
         assert np.abs(x - one).max() <= 1e-5
@@ -120,11 +131,13 @@ def test_logits_gguf_synth_q8_0(mpi, synth, run_pagoda, tmp_path):
     assert np.array_equal(tp_pp, tp)
 
 
-@pytest.mark.parametrize("pp,tp", [(3, 1), (2, 2)])
-def test_run_greedy_gguf_synth(mpi, synth, run_pagoda, pp, tp):
+@pytest.mark.parametrize("pp,tp,micro", [(3, 1, 0), (2, 2, 0), (3, 1, 3)])
+def test_run_greedy_gguf_synth(mpi, synth, run_pagoda, pp, tp, micro):
+    # micro 3: the 5-token prompt goes through the stages in 3 pieces
     args = ["run", "-m", synth["tiny-llama-deep-q8_0"], "--prompt-ids", "5,17,300,2,99", "-n", 24, "--ignore-eos"]
     one = run_pagoda(*args, "-t", 1).stdout.split()
-    par = mpirun(mpi, *args, pp=pp, tp=tp).stdout.split()
+    extra = ["--pp-micro-batches", micro] if micro else []
+    par = mpirun(mpi, *args, *extra, pp=pp, tp=tp).stdout.split()
     assert len(one) == 24 and par == one
 
 
