@@ -201,3 +201,19 @@ def test_embeddings_and_generation_in_one_step(mpi, shared, pp, tp, micro):
         assert np.abs(a[k] - b[k]).max() <= 1e-5
     assert a["g2"] == b["g2"] and a["g3"] == b["g3"] and len(a["g2"]) == 8
     assert a["h3"] == b["h3"] == a["g3"]  # two greedy choices over a copied KV block
+
+
+def test_builtin_model_text_and_chat(mpi, builtin_model, run_pagoda):
+    # SmolLM2-135M (Q4_1, 30 layers, 9 heads: tensor parallelism cannot split it, stages can): greedy
+    # text in 3 stages, and a two-turn chat in 2 stages whose second turn reuses the first's KV
+    # blocks from the prefix cache (block ids are rank 0's, each stage holds its layers' K/V)
+    args = ["run", "-m", builtin_model, "-p", "The capital of France is", "-n", 16]
+    one = run_pagoda(*args, "-t", 1).stdout
+    assert one.strip() and mpirun(mpi, *args, pp=3).stdout == one
+    chat = ["run", "-m", str(builtin_model), "--chat", "-n", "12", "-t", "1"]
+    turns = "Hi! What is 2+2?\nAnd 3+3?\n"
+    one = subprocess.run([mpi, *chat], input=turns, capture_output=True, text=True, timeout=TIMEOUT, check=True).stdout
+    par = subprocess.run([MPIRUN, "--allow-run-as-root", "--oversubscribe", "-np", "2", mpi, *chat, "-pp", "2"],
+                         input=turns, capture_output=True, text=True, timeout=TIMEOUT)
+    assert par.returncode == 0, par.stderr
+    assert one.strip() and par.stdout == one
