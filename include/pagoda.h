@@ -168,15 +168,24 @@ void pagoda_memory_broker_get_stats(pagoda_memory_broker *b, pagoda_memory_broke
 
 typedef struct pagoda_engine pagoda_engine;
 
-/* A tensor-parallel group of processes (one model split across them, Megatron style): what the
- * engine needs of the transport, as hooks. pagoda_tp_mpi_create makes one over MPI. */
+/* A group of processes that run one model together: tensor parallelism (each layer split Megatron
+ * style over tp ranks), pipeline parallelism (the layers cut into pp_size stages, one after the
+ * other), or both (size = tp * pp_size ranks, stage-major: rank = stage * tp + tp_rank). What the
+ * engine needs of the transport, as hooks. pagoda_tp_mpi_create(_pp) makes one over MPI. */
 typedef struct {
     int32_t rank, size; /* this process's place in the group; size 1: alone */
-    /* rank 0's bytes into every rank's buf (collective: every rank calls it with the same size) */
+    /* rank 0's bytes into every rank's buf (collective over all size ranks: every rank calls it
+       with the same size) */
     pagoda_status (*bcast)(void *user, void *buf, size_t bytes);
-    /* x[0..n) = the sum over the group of every rank's x, in place (collective) */
+    /* x[0..n) = the sum over this rank's stage (its size / pp_size tensor-parallel ranks) of every
+       rank's x, in place (collective over the stage) */
     pagoda_status (*all_reduce)(void *user, float *x, int64_t n);
     void *user;
+    /* appended for pipeline parallelism; pp_size 0 or 1: one stage (send and recv unused) */
+    int32_t pp_size;
+    /* bytes to / from rank `peer` of the group (point to point, blocking, in order per pair) */
+    pagoda_status (*send)(void *user, int32_t peer, const void *buf, size_t bytes);
+    pagoda_status (*recv)(void *user, int32_t peer, void *buf, size_t bytes);
 } pagoda_tp_group;
 
 typedef struct {
@@ -217,12 +226,16 @@ typedef struct {
     int32_t max_adapters;     /* LoRA adapters loaded at once (ids 1..max_adapters); 0: 8; at most 255 */
     int32_t quant_activations; /* pagoda_quant_act: how products over GPTQ/AWQ/compressed-tensors
                                  weights treat activations */
-    const pagoda_tp_group *tp; /* borrowed, may be NULL (alone). size > 1: tensor parallelism on the
-                                 CPU: the engine runs on rank 0 (pagoda_engine_create there), every
-                                 other rank calls pagoda_tp_worker_run with the same model and
-                                 config; each rank holds its share of the heads and FFN (and their
-                                 KV cache). The head count, KV head count and FFN width must divide
-                                 by size; no GPU layers, no LoRA */
+    const pagoda_tp_group *tp; /* borrowed, may be NULL (alone). size > 1: tensor and/or pipeline
+                                 parallelism on the CPU: the engine runs on rank 0 (pagoda_engine_create
+                                 there), every other rank calls pagoda_tp_worker_run with the same
+                                 model and config. Each stage holds a contiguous range of layers
+                                 (split as evenly as possible, earlier stages taking the remainder;
+                                 the first stage the embedding, the last the final norm and LM
+                                 head) and their KV cache; within a stage each rank holds its share
+                                 of the heads and FFN. The head count, KV head count and FFN width
+                                 must divide by size / pp_size, pp_size must not exceed the layer
+                                 count; no GPU layers, no LoRA, no speculation */
     /* appended for speculative decoding: each step, running sequences get up to
      * num_speculative_tokens proposed tokens that the step's forward pass verifies; greedy output
      * is the same token for token, sampled output has exactly the model's distribution. */
@@ -235,6 +248,12 @@ typedef struct {
     int32_t spec_max_seqs;    /* no drafts in a step while more sequences than this run; 0: no limit
                                  (the engine verifies drafts only where its measured pass times say
                                  they raise tokens per second, which a big batch on a CPU rarely does) */
+    /* appended for pipeline parallelism (tp->pp_size > 1): a step's sequences are cut into up to
+       this many micro-batches (whole sequences each) that go through the stages one after the
+       other, so stage k works on micro-batch m while stage k + 1 works on m - 1. 0 (default): as
+       many as stages, each of at least 64 tokens (a smaller step, such as decode only, goes whole:
+       every micro-batch reads the stage's weights again); 1: none; n > 1: up to n (1..64) */
+    int32_t pp_micro_batches;
 } pagoda_engine_config;
 
 /* How drafts are proposed (pagoda_engine_config.speculative). */
@@ -254,13 +273,17 @@ typedef enum {
 } pagoda_quant_act;
 void pagoda_engine_config_default(pagoda_engine_config *c);
 
-/* A worker of a tensor-parallel group (c->tp, rank > 0): holds this rank's share of the model,
- * then runs the steps rank 0's engine broadcasts (its share of every forward pass, joining the
- * all-reduces) until that engine is destroyed. c must equal rank 0's engine config. */
+/* A worker of a tensor/pipeline-parallel group (c->tp, rank > 0): holds this rank's share of the
+ * model, then runs the steps rank 0's engine broadcasts (its share of every forward pass, joining
+ * the all-reduces and passing activations between stages) until that engine is destroyed. c must
+ * equal rank 0's engine config. */
 pagoda_status pagoda_tp_worker_run(pagoda_model *m, const pagoda_engine_config *c);
 /* The group of this process's MPI job (MPI_COMM_WORLD; MPI is initialised here and finalised by
  * destroy). PAGODA_ERR_UNSUPPORTED when pagoda was built without MPI. */
 pagoda_status pagoda_tp_mpi_create(pagoda_tp_group **out);
+/* The same with the job's ranks cut into pp_size pipeline stages of size / pp_size ranks each
+ * (stage-major); the all-reduce runs within each stage. pp_size must divide the job's size. */
+pagoda_status pagoda_tp_mpi_create_pp(int32_t pp_size, pagoda_tp_group **out);
 /* failed != 0: ends the whole job at once (MPI_Abort) so no rank waits for one that gave up.
  * NULL is a no-op. */
 void pagoda_tp_mpi_destroy(pagoda_tp_group *g, int failed);

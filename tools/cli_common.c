@@ -358,13 +358,24 @@ int cli_model_load(const char *path, pagoda_model **out) {
     return 0;
 }
 
-int cli_tp_begin(long size, pagoda_tp_group **out) {
+int cli_tp_begin(long size, pagoda_tp_group **out) { return cli_parallel_begin(size, 1, out); }
+
+int cli_parallel_begin(long tp_size, long pp_size, pagoda_tp_group **out) {
     *out = NULL;
-    if (size <= 1) return 0;
-    if (pagoda_tp_mpi_create(out)) return cli_error("--tensor-parallel-size");
-    if ((*out)->size != size) {
-        fprintf(stderr, "pagoda: --tensor-parallel-size %ld, but this MPI job has %d processes (run it under "
-                "mpirun -np %ld)\n", size, (*out)->size, size);
+    long n = tp_size * pp_size;
+    if (n <= 1) return 0;
+    char what[96];
+    if (pp_size <= 1) snprintf(what, sizeof what, "--tensor-parallel-size %ld", tp_size);
+    else snprintf(what, sizeof what, "--tensor-parallel-size %ld x --pipeline-parallel-size %ld", tp_size, pp_size);
+    pagoda_status st = pagoda_tp_mpi_create_pp((int32_t)(pp_size > 1 ? pp_size : 1), out);
+    if (st == PAGODA_ERR_INVALID) { /* a job the stages do not divide */
+        fprintf(stderr, "pagoda: %s: %s (run it under mpirun -np %ld)\n", what, pagoda_last_error(), n);
+        return 1;
+    }
+    if (st) return cli_error(pp_size > 1 ? "--pipeline-parallel-size" : "--tensor-parallel-size");
+    if ((*out)->size != n) {
+        fprintf(stderr, "pagoda: %s, but this MPI job has %d processes (run it under mpirun -np %ld)\n", what,
+                (*out)->size, n);
         pagoda_tp_mpi_destroy(*out, 0);
         *out = NULL;
         return 1;
@@ -375,7 +386,7 @@ int cli_tp_begin(long size, pagoda_tp_group **out) {
 int cli_tp_worker(pagoda_model *m, const pagoda_engine_config *ec) {
     if (pagoda_tp_worker_run(m, ec)) {
         char ctx[64];
-        snprintf(ctx, sizeof ctx, "tensor parallel rank %d", ec->tp->rank);
+        snprintf(ctx, sizeof ctx, "%s rank %d", ec->tp->pp_size > 1 ? "parallel" : "tensor parallel", ec->tp->rank);
         return cli_error(ctx);
     }
     return 0;

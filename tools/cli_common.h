@@ -70,6 +70,14 @@ void cli_device_apply(const cli_device *d, pagoda_engine_config *ec);
     "  --tensor-parallel-size N  split the model over the N processes of an MPI job (CPU; run under\n"  \
     "                       mpirun -np N); N must divide the heads, KV heads and FFN width\n"
 int cli_tp_begin(long size, pagoda_tp_group **out);
+/* --tensor-parallel-size TP with --pipeline-parallel-size PP: TP * PP > 1 joins the MPI job's
+ * group, which must have TP * PP processes, stage-major (rank = stage * TP + tp_rank). */
+#define CLI_PP_HELP                                                                                     \
+    "  --pipeline-parallel-size N, -pp N  cut the layers into N stages, one after the other, over the\n"  \
+    "                       processes of an MPI job (CPU; mpirun -np TP*N, rank = stage*TP + tp rank)\n"  \
+    "  --pp-micro-batches M  a step's sequences in up to M micro-batches so stages overlap (default:\n"    \
+    "                       N, each of at least 64 tokens; 1: none)\n"
+int cli_parallel_begin(long tp_size, long pp_size, pagoda_tp_group **out);
 /* Runs the worker of rank > 0 with the engine config rank 0 uses; returns the exit code. */
 int cli_tp_worker(pagoda_model *m, const pagoda_engine_config *ec);
 /* Leaves the group: rc != 0 ends the whole job (no rank waits on one that gave up). */

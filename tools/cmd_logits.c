@@ -18,6 +18,7 @@ static const char k_usage[] =
                     "  --quant-activations checkpoint|float|int8|fp8  (GPTQ/AWQ/compressed-tensors weights)\n"
                     "  --tensor-parallel-size N  split the model over the N processes of an MPI job (CPU;\n"
                     "                       under mpirun -np N); N must divide the heads, KV heads and FFN width\n"
+                    CLI_PP_HELP
                     "  IDS.safetensors holds input_ids (int32 [B,T]); OUT gets logits (f32 [B,T,V]).\n";
 
 static void usage(void) { fputs(k_usage, stderr); }
@@ -46,7 +47,7 @@ static void on_event(const pagoda_event *ev, void *user) {
 
 int cmd_logits(int argc, char **argv) {
     const char *model = NULL, *in = NULL, *out = NULL;
-    long threads = 0, tp_size = 1;
+    long threads = 0, tp_size = 1, pp_size = 1, pp_micro = 0;
     int kv_type = PAGODA_DTYPE_F32;
     int quant_act = 0;
     for (int i = 1; i < argc; i++) {
@@ -58,6 +59,13 @@ int cmd_logits(int argc, char **argv) {
         else if (!strcmp(a, "-o")) out = v, i++;
         else if (!strcmp(a, "-t") || !strcmp(a, "--threads")) { if (cli_int(a, v, 0, 1024, &threads)) return 2; i++; }
         else if (!strcmp(a, "--tensor-parallel-size")) { if (cli_int(a, v, 1, 64, &tp_size)) return 2; i++; }
+        else if (!strcmp(a, "--pipeline-parallel-size") || !strcmp(a, "-pp")) {
+            if (cli_int(a, v, 1, 64, &pp_size)) return 2;
+            i++;
+        } else if (!strcmp(a, "--pp-micro-batches")) {
+            if (cli_int(a, v, 1, 64, &pp_micro)) return 2;
+            i++;
+        }
         else if (!strcmp(a, "--kv-type")) { if (cli_kv_type(a, v, &kv_type)) return 2; i++; }
         else if (!strcmp(a, "--quant-activations")) { if (cli_quant_act(a, v, &quant_act)) return 2; i++; }
         else return cli_unknown_option("pagoda logits", a, k_usage);
@@ -75,7 +83,7 @@ int cmd_logits(int argc, char **argv) {
     float *logits = NULL;
     row_state *rs = calloc((size_t)B, sizeof *rs);
     if (!rs) goto done;
-    if (cli_tp_begin(tp_size, &tp)) goto done;
+    if (cli_parallel_begin(tp_size, pp_size, &tp)) goto done;
     if (pagoda_model_load(model, &m)) { cli_error(""); goto done; }
     pagoda_model_info info;
     pagoda_model_get_info(m, &info);
@@ -94,6 +102,7 @@ int cmd_logits(int argc, char **argv) {
     ec.kv_dtype = (pagoda_dtype)kv_type;
     ec.quant_activations = quant_act;
     ec.tp = tp;
+    ec.pp_micro_batches = (int32_t)pp_micro;
     if (tp && tp->rank > 0) { /* the engine runs on rank 0; this rank runs its share of each step */
         rc = cli_tp_worker(m, &ec);
         goto done;

@@ -24,6 +24,7 @@ static const char k_usage[] =
             "  -t, --threads N         CPU threads (default: all cores)\n"
             CLI_DEVICE_HELP
             CLI_TP_HELP
+            CLI_PP_HELP
             "  --temperature T         temperature (default 0 = greedy); also --temp\n"
             "  --top-k K  --top-p P  --min-p P\n"
             "  --repeat-penalty R  --presence-penalty P  --frequency-penalty F  --penalty-last-n N\n"
@@ -208,7 +209,7 @@ static int chat(runner *r, const char *system) {
 
 int cmd_run(int argc, char **argv) {
     const char *model = NULL, *ids_str = NULL, *text = NULL, *system = NULL;
-    long n_gen = 128, n_ctx = 0, threads = 0, seed = 0, last_n = 64, top_k = 0, tp_size = 1;
+    long n_gen = 128, n_ctx = 0, threads = 0, seed = 0, last_n = 64, top_k = 0, tp_size = 1, pp_size = 1, pp_micro = 0;
     int ignore_eos = 0, chat_mode = 0;
     pagoda_sampling sp;
     pagoda_sampling_default(&sp);
@@ -239,6 +240,8 @@ int cmd_run(int argc, char **argv) {
         else if (!strcmp(a, "--frequency-penalty")) bad = cli_float(a, v, &sp.frequency_penalty);
         else if (!strcmp(a, "--penalty-last-n")) bad = cli_int(a, v, -1, 1 << 20, &last_n);
         else if (!strcmp(a, "--tensor-parallel-size")) bad = cli_int(a, v, 1, 64, &tp_size);
+        else if (!strcmp(a, "--pipeline-parallel-size") || !strcmp(a, "-pp")) bad = cli_int(a, v, 1, 64, &pp_size);
+        else if (!strcmp(a, "--pp-micro-batches")) bad = cli_int(a, v, 1, 64, &pp_micro);
         else if (!strcmp(a, "--seed")) bad = cli_int(a, v, 0, 0x7fffffffL, &seed);
         else if (cli_device_option(a, v, &dev, &bad)) {}
         else return cli_unknown_option("pagoda run", a, k_usage);
@@ -269,7 +272,7 @@ int cmd_run(int argc, char **argv) {
     runner r = {.n_gen = n_gen, .print_ids = ids_str != NULL};
     int rc = 1;
     pagoda_tp_group *tp = NULL;
-    if (cli_tp_begin(tp_size, &tp)) {
+    if (cli_parallel_begin(tp_size, pp_size, &tp)) {
         free(prompt);
         return 1;
     }
@@ -298,6 +301,7 @@ int cmd_run(int argc, char **argv) {
     dev.max_batch_given = 1;
     cli_device_apply(&dev, &ec);
     ec.tp = tp;
+    ec.pp_micro_batches = (int32_t)pp_micro;
     if (tp && tp->rank > 0) { /* the engine runs on rank 0; this rank runs its share of each step */
         rc = cli_tp_worker(r.m, &ec);
         goto done;

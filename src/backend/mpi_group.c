@@ -1,4 +1,5 @@
-/* A tensor-parallel group over MPI (MPI_COMM_WORLD): the only file that includes mpi.h. Built only
+/* A tensor/pipeline-parallel group over MPI (MPI_COMM_WORLD, and a communicator per pipeline
+ * stage for the all-reduce): the only file that includes mpi.h. Built only
  * when CMake finds MPI (mpi_none.c stands in otherwise). */
 #include <limits.h>
 #include <mpi.h>
@@ -10,6 +11,8 @@
 typedef struct {
     pagoda_tp_group g; /* first: the public handle points here */
     int initialized;   /* 1: this group called MPI_Init, so destroy finalises */
+    MPI_Comm stage;    /* the ranks of this rank's pipeline stage (the all-reduce's), or
+                          MPI_COMM_WORLD with one stage */
 } mpi_group;
 
 static pagoda_status mpi_error(int rc, const char *what) {
@@ -32,18 +35,43 @@ static pagoda_status mpi_bcast(void *user, void *buf, size_t bytes) {
 }
 
 static pagoda_status mpi_all_reduce(void *user, float *x, int64_t n) {
-    (void)user;
+    const mpi_group *m = user;
     for (int64_t off = 0; off < n;) {
         int64_t k = n - off < INT_MAX ? n - off : INT_MAX;
-        int rc = MPI_Allreduce(MPI_IN_PLACE, x + off, (int)k, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD);
+        int rc = MPI_Allreduce(MPI_IN_PLACE, x + off, (int)k, MPI_FLOAT, MPI_SUM, m->stage);
         if (rc != MPI_SUCCESS) return mpi_error(rc, "all-reduce");
         off += k;
     }
     return PAGODA_OK;
 }
 
-pagoda_status pagoda_tp_mpi_create(pagoda_tp_group **out) {
+static pagoda_status mpi_send(void *user, int32_t peer, const void *buf, size_t bytes) {
+    (void)user;
+    for (size_t off = 0; off < bytes;) {
+        size_t n = bytes - off < (size_t)INT_MAX ? bytes - off : (size_t)INT_MAX;
+        int rc = MPI_Send((const char *)buf + off, (int)n, MPI_BYTE, peer, 0, MPI_COMM_WORLD);
+        if (rc != MPI_SUCCESS) return mpi_error(rc, "send");
+        off += n;
+    }
+    return PAGODA_OK;
+}
+
+static pagoda_status mpi_recv(void *user, int32_t peer, void *buf, size_t bytes) {
+    (void)user;
+    for (size_t off = 0; off < bytes;) {
+        size_t n = bytes - off < (size_t)INT_MAX ? bytes - off : (size_t)INT_MAX;
+        int rc = MPI_Recv((char *)buf + off, (int)n, MPI_BYTE, peer, 0, MPI_COMM_WORLD, MPI_STATUS_IGNORE);
+        if (rc != MPI_SUCCESS) return mpi_error(rc, "receive");
+        off += n;
+    }
+    return PAGODA_OK;
+}
+
+pagoda_status pagoda_tp_mpi_create(pagoda_tp_group **out) { return pagoda_tp_mpi_create_pp(1, out); }
+
+pagoda_status pagoda_tp_mpi_create_pp(int32_t pp_size, pagoda_tp_group **out) {
     *out = NULL;
+    if (pp_size < 1) return pg_fail(PAGODA_ERR_INVALID, "pipeline parallel size %d (at least 1)", pp_size);
     mpi_group *m = calloc(1, sizeof *m);
     if (!m) return pg_fail(PAGODA_ERR_NOMEM, "out of memory");
     int inited = 0, rc;
@@ -60,7 +88,24 @@ pagoda_status pagoda_tp_mpi_create(pagoda_tp_group **out) {
     int rank = 0, size = 1;
     MPI_Comm_rank(MPI_COMM_WORLD, &rank);
     MPI_Comm_size(MPI_COMM_WORLD, &size);
-    m->g = (pagoda_tp_group){.rank = rank, .size = size, .bcast = mpi_bcast, .all_reduce = mpi_all_reduce, .user = m};
+    m->stage = MPI_COMM_WORLD;
+    if (pp_size > 1) { /* stage-major: ranks [s * tp, (s + 1) * tp) are stage s */
+        if (size % pp_size) {
+            pagoda_tp_mpi_destroy(&m->g, 0);
+            return pg_fail(PAGODA_ERR_INVALID, "this MPI job has %d processes, which do not split into %d pipeline "
+                           "stages", size, pp_size);
+        }
+        int tp = size / pp_size;
+        if ((rc = MPI_Comm_split(MPI_COMM_WORLD, rank / tp, rank % tp, &m->stage)) != MPI_SUCCESS) {
+            m->stage = MPI_COMM_WORLD;
+            pagoda_status st = mpi_error(rc, "stage communicator");
+            pagoda_tp_mpi_destroy(&m->g, 0);
+            return st;
+        }
+        MPI_Comm_set_errhandler(m->stage, MPI_ERRORS_RETURN);
+    }
+    m->g = (pagoda_tp_group){.rank = rank, .size = size, .bcast = mpi_bcast, .all_reduce = mpi_all_reduce, .user = m,
+                             .pp_size = pp_size, .send = mpi_send, .recv = mpi_recv};
     *out = &m->g;
     return PAGODA_OK;
 }
@@ -69,6 +114,7 @@ void pagoda_tp_mpi_destroy(pagoda_tp_group *g, int failed) {
     if (!g) return;
     mpi_group *m = (mpi_group *)g;
     if (failed && g->size > 1) MPI_Abort(MPI_COMM_WORLD, 1);
+    if (m->stage != MPI_COMM_WORLD) MPI_Comm_free(&m->stage);
     if (m->initialized) MPI_Finalize();
     free(m);
 }

@@ -2,10 +2,13 @@
 #include "core/log.h"
 #include "pagoda.h"
 
-pagoda_status pagoda_tp_mpi_create(pagoda_tp_group **out) {
+pagoda_status pagoda_tp_mpi_create(pagoda_tp_group **out) { return pagoda_tp_mpi_create_pp(1, out); }
+
+pagoda_status pagoda_tp_mpi_create_pp(int32_t pp_size, pagoda_tp_group **out) {
+    (void)pp_size;
     *out = NULL;
-    return pg_fail(PAGODA_ERR_UNSUPPORTED, "tensor parallelism across processes needs MPI: this pagoda was built "
-                   "without it (install libopenmpi-dev and rebuild)");
+    return pg_fail(PAGODA_ERR_UNSUPPORTED, "tensor and pipeline parallelism across processes need MPI: this pagoda "
+                   "was built without it (install libopenmpi-dev and rebuild)");
 }
 
 void pagoda_tp_mpi_destroy(pagoda_tp_group *g, int failed) { (void)g, (void)failed; }

@@ -7,6 +7,7 @@
 
 #include "core/log.h"
 #include "core/mem_broker.h"
+#include "engine/microbatch.h"
 #include "engine/model_api.h"
 #include "engine/runner.h"
 #include "kernels/kernels.h"
@@ -20,9 +21,16 @@ typedef struct {
     pagoda_memory_broker *broker; /* borrowed; what this engine holds of it is in grant */
     pg_broker_grant grant;
     int granted;
-    /* tensor parallelism (tp->size > 1): rank 0 broadcasts each step's batch and KV block copy to
-       the workers, which run the same forward pass on their shards */
+    /* tensor and pipeline parallelism (tp->size > 1): rank 0 broadcasts each step's batch and KV
+       block copy to the workers, which run the same forward pass on their shards (their stage's
+       layers, their heads and FFN slice); ranks are stage-major: rank = stage * tp_size + tp_rank */
     const pagoda_tp_group *tp;
+    int32_t tp_size, pp_size, stage; /* ranks per stage, stages, this rank's stage */
+    float *out_logits;               /* the last stage's first rank: [max_tokens][n_vocab] for rank 0 */
+    int32_t mb_max, mb_min_tokens;   /* micro-batches: at most mb_max of at least mb_min_tokens each */
+    microbatch *mbs;                 /* [mb_max] */
+    microbatch_scratch mb_scratch;   /* their seq_start, seq_pos0 and logits mask arrays */
+    int32_t n_vocab, n_embd;
     int32_t max_tokens;
     uint8_t *msg; /* the broadcast batch (grown as needed, kept between steps) */
     size_t msg_cap;
@@ -32,7 +40,7 @@ typedef struct {
 /* ---- tensor parallelism: the step as a message ------------------------------------------------ */
 
 enum { TP_STEP = 1, TP_COPY = 2, TP_STOP = 3 };
-enum { TP_LOGITS_MASK = 1, TP_HIDDEN_MASK = 2, TP_ADAPTER = 4 };
+enum { TP_LOGITS_MASK = 1, TP_HIDDEN_MASK = 2, TP_ADAPTER = 4, TP_NO_LOGITS = 8 };
 /* every message starts with this; a step's payload follows (int32 arrays, then byte masks):
    tokens[n_tok] seq_start[n_seq+1] seq_pos0[n_seq] n_blocks[n_seq] (seq_adapter[n_seq])
    tables[sum n_blocks] (logits_mask[n_tok]) (hidden_mask[n_tok]) */
@@ -46,6 +54,46 @@ static bool tp_on(const fwd_runner *f) { return f->tp && f->tp->size > 1; }
 static pagoda_status tp_bcast(const fwd_runner *f, void *buf, size_t bytes) {
     pagoda_status st = f->tp->bcast(f->tp->user, buf, bytes);
     if (st) pg_error_prefix("tensor parallel: ");
+    return st;
+}
+
+enum { PP_MAX_MICRO = 64, PP_AUTO_MIN_TOKENS = 64 };
+
+/* ---- pipeline parallelism: the residual stream from stage to stage (same tensor-parallel rank),
+ * the last stage's results to rank 0 ----------------------------------------------------------- */
+
+static bool pp_on(const fwd_runner *f) { return f->pp_size > 1; }
+
+static pagoda_status pp_recv_x(void *user, float *x, int64_t n) {
+    const fwd_runner *f = user;
+    pagoda_status st = f->tp->recv(f->tp->user, f->tp->rank - f->tp_size, x, sizeof(float) * (size_t)n);
+    if (st) pg_error_prefix("pipeline parallel (stage %d): ", f->stage);
+    return st;
+}
+
+static pagoda_status pp_send_x(void *user, const float *x, int64_t n) {
+    const fwd_runner *f = user;
+    pagoda_status st = f->tp->send(f->tp->user, f->tp->rank + f->tp_size, x, sizeof(float) * (size_t)n);
+    if (st) pg_error_prefix("pipeline parallel (stage %d): ", f->stage);
+    return st;
+}
+
+/* the rank that computes the logits (the last stage's first) */
+static int32_t pp_head_rank(const fwd_runner *f) { return (f->pp_size - 1) * f->tp_size; }
+
+/* between the head rank and rank 0: the step's logits rows, then its hidden rows */
+static pagoda_status pp_results(const fwd_runner *f, const pg_batch *b, float *logits, float *hidden, bool sending) {
+    int32_t n_out, n_hid;
+    forward_out_rows(b, &n_out, &n_hid);
+    const pagoda_tp_group *g = f->tp;
+    int32_t peer = sending ? 0 : pp_head_rank(f);
+    size_t lb = sizeof(float) * (size_t)n_out * (size_t)f->n_vocab, hb = sizeof(float) * (size_t)n_hid * (size_t)f->n_embd;
+    pagoda_status st = PAGODA_OK;
+    if (n_out > 0 && logits)
+        st = sending ? g->send(g->user, peer, logits, lb) : g->recv(g->user, peer, logits, lb);
+    if (!st && n_hid > 0 && hidden)
+        st = sending ? g->send(g->user, peer, hidden, hb) : g->recv(g->user, peer, hidden, hb);
+    if (st) pg_error_prefix("pipeline parallel: the last stage's results: ");
     return st;
 }
 
@@ -68,14 +116,28 @@ static void put(uint8_t **p, const void *src, size_t bytes) {
     *p += bytes;
 }
 
+/* This rank's part of a pipelined step: one forward pass per micro-batch, in order (the stage
+ * before may already be on the next one). logits/hidden: the step's rows (NULL: none wanted here). */
+static pagoda_status pp_forward(fwd_runner *f, const pg_batch *b, float *logits, float *hidden) {
+    int32_t n = microbatch_split(b, f->mb_max, f->mb_min_tokens, &f->mb_scratch, f->mbs);
+    for (int32_t k = 0; k < n; k++) {
+        const microbatch *m = &f->mbs[k];
+        float *lg = logits ? logits + (size_t)m->out0 * (size_t)f->n_vocab : NULL;
+        float *hd = hidden ? hidden + (size_t)m->hid0 * (size_t)f->n_embd : NULL;
+        pagoda_status st = forward_run_hidden(f->fwd, &m->b, f->kv, lg, hd);
+        if (st) return st;
+    }
+    return PAGODA_OK;
+}
+
 /* rank 0: the step to every worker */
-static pagoda_status tp_send_step(fwd_runner *f, const pg_batch *b) {
+static pagoda_status tp_send_step(fwd_runner *f, const pg_batch *b, bool no_logits) {
     tp_header h = {.cmd = TP_STEP, .a = b->n_tok, .b = b->n_seq};
     if (b->n_tok < 0 || b->n_seq < 0 || b->n_tok > f->max_tokens || b->n_seq > f->max_tokens)
         return pg_fail(PAGODA_ERR_INVALID, "batch of %d tokens, %d sequences", b->n_tok, b->n_seq);
     for (int32_t s = 0; s < b->n_seq; s++) h.n_table += b->n_blocks[s] > 0 ? b->n_blocks[s] : 0;
     h.flags = (b->logits_mask ? TP_LOGITS_MASK : 0) | (b->hidden_mask ? TP_HIDDEN_MASK : 0) |
-              (b->seq_adapter ? TP_ADAPTER : 0);
+              (b->seq_adapter ? TP_ADAPTER : 0) | (no_logits ? TP_NO_LOGITS : 0);
     h.payload = (int64_t)tp_payload_bytes(&h);
     pagoda_status st = tp_reserve(f, (size_t)h.payload);
     if (st) return st;
@@ -95,10 +157,14 @@ static pagoda_status tp_send_step(fwd_runner *f, const pg_batch *b) {
 static pagoda_status fr_run(engine_runner *r, const engine_batch *b, float *logits, int32_t *ids) {
     fwd_runner *f = (fwd_runner *)r;
     pagoda_status st;
-    if (tp_on(f) && (st = tp_send_step(f, &b->b))) return st;
+    if (tp_on(f) && (st = tp_send_step(f, &b->b, !logits))) return st;
     if (ids) return forward_run_argmax(f->fwd, &b->b, f->kv, ids);
-    if (b->n_hidden > 0) return forward_run_hidden(f->fwd, &b->b, f->kv, logits, b->hidden);
-    return forward_run(f->fwd, &b->b, f->kv, logits);
+    if (pp_on(f)) st = pp_forward(f, &b->b, logits, b->n_hidden > 0 ? b->hidden : NULL);
+    else if (b->n_hidden > 0) st = forward_run_hidden(f->fwd, &b->b, f->kv, logits, b->hidden);
+    else st = forward_run(f->fwd, &b->b, f->kv, logits);
+    /* pipeline: this rank ran the first stage; the last one computed what the engine wants */
+    if (!st && pp_on(f)) st = pp_results(f, &b->b, logits, b->n_hidden > 0 ? b->hidden : NULL, false);
+    return st;
 }
 
 static pagoda_status fr_copy_block(engine_runner *r, int32_t src, int32_t dst) {
@@ -126,7 +192,8 @@ static void fr_destroy(engine_runner *r) {
         tp_header h = {.cmd = TP_STOP};
         if (tp_bcast(f, &h, sizeof h)) pg_log(PAGODA_LOG_WARN, "tensor parallel: cannot stop the workers");
     }
-    free(f->msg), free(f->tables);
+    free(f->msg), free(f->tables), free(f->out_logits), free(f->mbs);
+    free(f->mb_scratch.seq_start), free(f->mb_scratch.seq_pos0), free(f->mb_scratch.mask);
     forward_kv_destroy(f->kv);
     forward_destroy(f->fwd);
     if (f->granted) broker_give_back(f->broker, &f->grant);
@@ -200,10 +267,16 @@ pagoda_status runner_tp_worker(const pagoda_model *pm, const pagoda_engine_confi
         pg_batch b = {.n_tok = T, .tokens = tokens, .n_seq = S, .seq_start = seq_start, .seq_pos0 = pos0,
                       .block_tables = tables, .n_blocks = n_blocks, .logits_mask = lmask, .seq_adapter = adapter,
                       .hidden_mask = hmask};
-        /* this rank's share of the step; the logits are rank 0's (the LM head is skipped here). A
-           batch rank 0 refuses is refused here too, before any all-reduce, so both go on. */
-        if (forward_run_hidden(f->fwd, &b, f->kv, NULL, hidden))
-            pg_log(PAGODA_LOG_DEBUG, "tensor parallel worker: %s", pagoda_last_error());
+        /* this rank's share of the step; the logits are rank 0's (the LM head is skipped here),
+           or with stages the last stage's first rank's, which sends them to rank 0. A batch rank
+           0 refuses is refused here too, before any all-reduce or transfer, so all go on; a
+           failed transfer ends the job. */
+        float *lg = f->out_logits && !(h.flags & TP_NO_LOGITS) ? f->out_logits : NULL;
+        st = pp_on(f) ? pp_forward(f, &b, lg, hidden) : forward_run_hidden(f->fwd, &b, f->kv, lg, hidden);
+        if (!st && f->out_logits) st = pp_results(f, &b, lg, hidden, true);
+        if (st == PAGODA_ERR_IO) break;
+        if (st) pg_log(PAGODA_LOG_DEBUG, "tensor parallel worker: %s", pagoda_last_error());
+        st = PAGODA_OK;
     }
     free(hidden);
     fr_destroy(&f->base);
@@ -221,18 +294,49 @@ static pagoda_status runner_create(const pagoda_model *pm, const pagoda_engine_c
     if (n_gpu > 0 && c->kv_dtype != PAGODA_DTYPE_F32 && c->kv_dtype != PAGODA_DTYPE_F16)
         return pg_fail(PAGODA_ERR_UNSUPPORTED, "engine: a %s KV cache runs on the CPU backend only; the CUDA backend "
                        "holds f32 or f16 KV (use --kv-type f16, or no GPU layers)", kv_dtype_name(c->kv_dtype));
-    const bool tp = c->tp && c->tp->size > 1;
+    const bool tp = c->tp && c->tp->size > 1; /* a group: tensor and/or pipeline parallel */
     if (tp && (c->tp->rank < 0 || c->tp->rank >= c->tp->size || !c->tp->bcast || !c->tp->all_reduce))
         return pg_fail(PAGODA_ERR_INVALID, "tensor parallel: rank %d of %d, or a group without collectives",
                        c->tp->rank, c->tp->size);
+    const int32_t pp = tp && c->tp->pp_size > 1 ? c->tp->pp_size : 1;
+    if (pp > 1 && (c->tp->size % pp || !c->tp->send || !c->tp->recv))
+        return pg_fail(PAGODA_ERR_INVALID, "pipeline parallel: %d stages over a group of %d ranks, or a group without "
+                       "point-to-point transfers", pp, c->tp->size);
+    if (pp > mc->n_layer)
+        return pg_fail(PAGODA_ERR_INVALID, "pipeline parallel size %d is more than the model's %d layers (a stage "
+                       "needs at least one)", pp, mc->n_layer);
     if (tp && n_gpu > 0)
-        return pg_fail(PAGODA_ERR_UNSUPPORTED, "tensor parallel runs on the CPU only for now (no GPU layers)");
+        return pg_fail(PAGODA_ERR_UNSUPPORTED, "%s runs on the CPU only for now (no GPU layers)",
+                       pp > 1 ? "pipeline parallel" : "tensor parallel");
     fwd_runner *f = calloc(1, sizeof *f);
     if (!f) return pg_fail(PAGODA_ERR_NOMEM, "out of memory");
     f->tp = tp ? c->tp : NULL, f->max_tokens = c->max_batch_tokens;
+    f->pp_size = pp, f->tp_size = tp ? c->tp->size / pp : 1, f->stage = tp ? c->tp->rank / f->tp_size : 0;
+    f->n_vocab = mc->n_vocab, f->n_embd = mc->n_embd;
+    /* the stage's layers: n_layer / pp each, the first n_layer % pp stages one more */
+    const int32_t per = mc->n_layer / pp, extra = mc->n_layer % pp;
+    const int32_t l0 = f->stage * per + (f->stage < extra ? f->stage : extra);
+    const int32_t l1 = l0 + per + (f->stage < extra ? 1 : 0);
     if (worker && !(f->tables = calloc((size_t)c->max_batch_tokens, sizeof *f->tables))) {
         free(f);
         return pg_fail(PAGODA_ERR_NOMEM, "out of memory");
+    }
+    if (pp > 1 && (c->pp_micro_batches < 0 || c->pp_micro_batches > PP_MAX_MICRO)) {
+        free(f->tables), free(f);
+        return pg_fail(PAGODA_ERR_INVALID, "pipeline parallel: %d micro-batches (0..%d)", c->pp_micro_batches,
+                       PP_MAX_MICRO);
+    }
+    f->mb_max = c->pp_micro_batches ? c->pp_micro_batches : pp;
+    f->mb_min_tokens = c->pp_micro_batches ? 1 : PP_AUTO_MIN_TOKENS;
+    const size_t T = (size_t)c->max_batch_tokens, M = (size_t)f->mb_max;
+    microbatch_scratch *ms = &f->mb_scratch;
+    if (pp > 1 && (!(f->mbs = calloc(M, sizeof *f->mbs)) || !(ms->seq_start = calloc(T + 2 * M, sizeof(int32_t))) ||
+                   !(ms->seq_pos0 = calloc(T + M, sizeof(int32_t))) || !(ms->mask = calloc(T, 1)) ||
+                   (worker && c->tp->rank == pp_head_rank(f) && pm->m->output.data &&
+                    !(f->out_logits = malloc(sizeof(float) * T * (size_t)mc->n_vocab))))) {
+        free(f->tables), free(f->mbs), free(ms->seq_start), free(ms->seq_pos0), free(ms->mask), free(f);
+        return pg_fail(PAGODA_ERR_NOMEM, "pipeline parallel: out of memory for the micro-batches or %d tokens' logits",
+                       c->max_batch_tokens);
     }
     f->base.run = fr_run, f->base.copy_block = fr_copy_block, f->base.host_alloc = fr_host_alloc;
     f->base.host_free = fr_host_free, f->base.destroy = fr_destroy;
@@ -254,8 +358,11 @@ static pagoda_status runner_create(const pagoda_model *pm, const pagoda_engine_c
     pg_forward_opts fo = {.n_gpu_layers = n_gpu, .n_threads = n_threads, .cuda_device = c->cuda_device,
                           .cuda_no_graphs = c->cuda_no_graphs, .cuda_no_repack = c->cuda_no_repack,
                           .cuda_qgemm = c->cuda_qgemm, .quant_act = c->quant_activations,
-                          .tp_rank = tp ? c->tp->rank : 0, .tp_size = tp ? c->tp->size : 1,
-                          .all_reduce = tp ? c->tp->all_reduce : NULL, .all_reduce_user = tp ? c->tp->user : NULL};
+                          .tp_rank = tp ? c->tp->rank % f->tp_size : 0, .tp_size = f->tp_size,
+                          .all_reduce = f->tp_size > 1 ? c->tp->all_reduce : NULL,
+                          .all_reduce_user = f->tp_size > 1 ? c->tp->user : NULL,
+                          .pp_l0 = pp > 1 ? l0 : 0, .pp_l1 = pp > 1 ? l1 : 0, .pp_recv = pp > 1 ? pp_recv_x : NULL,
+                          .pp_send = pp > 1 ? pp_send_x : NULL, .pp_user = f};
     if ((st = forward_create_ex(pm->m, c->max_batch_tokens, &fo, &f->fwd))) goto fail;
 
     /* KV blocks: host layers from the host budget, GPU layers from free device memory */
@@ -311,7 +418,8 @@ static pagoda_status runner_create(const pagoda_model *pm, const pagoda_engine_c
     in->greedy_ids = forward_has_device_argmax(f->fwd);
     in->name = forward_placement(f->fwd);
     in->adapters = !strcmp(in->name, "cpu") && !tp;
-    if (tp) in->name = "cpu (tensor parallel)";
+    if (tp) in->name = pp == 1 ? "cpu (tensor parallel)" : f->tp_size == 1 ? "cpu (pipeline parallel)"
+                                                             : "cpu (tensor + pipeline parallel)";
     in->kv_bytes = n_blocks * (uint64_t)(per_block_host + per_block_dev);
     in->n_embd = mc->n_embd;
     in->no_logits = pm->m->output.data == NULL;

@@ -55,6 +55,11 @@ struct pg_forward {
     int32_t tp_rank, tp_size; /* tensor parallelism: this rank of the group (size 1: alone) */
     int32_t n_head, n_head_kv, n_ff; /* this rank's share of the heads and of the FFN width */
     pagoda_status tp_err;   /* the first failed all_reduce of the step */
+    /* pipeline parallelism: where the residual stream comes from / goes to (NULL: this process
+     * embeds / runs the head) */
+    pagoda_status (*pp_recv)(void *user, float *x, int64_t n);
+    pagoda_status (*pp_send)(void *user, const float *x, int64_t n);
+    void *pp_user;
     int n_stages;
     stage st[MAX_STAGES];
     int32_t *out_rows;      /* [max_tokens] batch token of each logits row */
@@ -224,6 +229,20 @@ static pagoda_status tp_check(const pg_model *m, const pg_forward_opts *o) {
     return PAGODA_OK;
 }
 
+/* What a pipeline stage needs (opts->pp_l1 > 0, less than all layers). */
+static pagoda_status pp_check(const pg_model *m, const pg_forward_opts *o) {
+    const pg_model_config *c = &m->cfg;
+    if (o->pp_l0 < 0 || o->pp_l0 >= o->pp_l1 || o->pp_l1 > c->n_layer)
+        return pg_fail(PAGODA_ERR_INVALID, "pipeline parallel: layers [%d, %d) of a %d-layer model", o->pp_l0, o->pp_l1,
+                       c->n_layer);
+    if (o->n_gpu_layers > 0 || o->observe)
+        return pg_fail(PAGODA_ERR_UNSUPPORTED, "pipeline parallel: CPU only for now (no GPU layers, no product observer)");
+    if ((o->pp_l0 > 0 && !o->pp_recv) || (o->pp_l1 < c->n_layer && !o->pp_send))
+        return pg_fail(PAGODA_ERR_INVALID, "pipeline parallel: a stage of layers [%d, %d) needs a way to receive and "
+                       "send the residual stream", o->pp_l0, o->pp_l1);
+    return PAGODA_OK;
+}
+
 pagoda_status forward_create_ex(const pg_model *m, int32_t max_tokens, const pg_forward_opts *opts, pg_forward **out) {
     *out = NULL;
     if (max_tokens <= 0 || max_tokens > (1 << 20)) return pg_fail(PAGODA_ERR_INVALID, "max_tokens %d out of range", max_tokens);
@@ -241,6 +260,15 @@ pagoda_status forward_create_ex(const pg_model *m, int32_t max_tokens, const pg_
     if (f->tp_size > 1) {
         if ((st = tp_check(m, &o))) goto fail;
         f->n_head /= f->tp_size, f->n_head_kv /= f->tp_size, f->n_ff /= f->tp_size;
+    }
+    /* this process's layers: all of them, or a pipeline stage's range */
+    int32_t l0 = 0, l1 = c->n_layer;
+    if (o.pp_l1 > 0 && (o.pp_l0 > 0 || o.pp_l1 < c->n_layer)) {
+        if ((st = pp_check(m, &o))) goto fail;
+        l0 = o.pp_l0, l1 = o.pp_l1;
+        if (l0 > 0) f->pp_recv = o.pp_recv;
+        if (l1 < c->n_layer) f->pp_send = o.pp_send;
+        f->pp_user = o.pp_user;
     }
     if (!(f->out_rows = malloc(sizeof(int32_t) * (size_t)max_tokens)) || !(f->segs = malloc(sizeof(lora_seg) * (size_t)max_tokens)) ||
         !(f->lora_jobs = malloc(sizeof(pg_lora_seg) * 3 * (size_t)max_tokens))) {
@@ -274,8 +302,14 @@ pagoda_status forward_create_ex(const pg_model *m, int32_t max_tokens, const pg_
                             .quant_act = o.quant_act, .observe = o.observe, .observe_user = o.observe_user,
                             .all_reduce = f->tp_size > 1 ? o.all_reduce : NULL, .all_reduce_user = o.all_reduce_user};
         stage *s = &f->st[f->n_stages++];
-        s->l0 = f->n_gpu, s->l1 = c->n_layer, s->embed = f->n_gpu == 0, s->head = true;
+        s->l0 = f->n_gpu > l0 ? f->n_gpu : l0, s->l1 = l1, s->embed = f->n_gpu == 0 && l0 == 0;
+        s->head = l1 == c->n_layer;
         if ((st = be_cpu_create(&cc, &s->be))) goto fail;
+        if (!s->be->ops->host_memory && (f->pp_recv || f->pp_send)) {
+            st = pg_fail(PAGODA_ERR_UNSUPPORTED, "pipeline parallel: the %s backend does not work in host memory",
+                         s->be->ops->name);
+            goto fail;
+        }
     }
     for (int i = 0; i < f->n_stages; i++) {
         stage *s = &f->st[i];
@@ -305,6 +339,8 @@ pagoda_status forward_set_adapters(pg_forward *f, const pg_lora *const *table, i
     int32_t rank = 0;
     for (int32_t i = 1; i < n; i++) {
         if (!table[i]) continue;
+        if (f->tp_size > 1 || f->pp_recv || f->pp_send)
+            return pg_fail(PAGODA_ERR_UNSUPPORTED, "LoRA adapters do not run under tensor or pipeline parallelism yet");
         for (int si = 0; si < f->n_stages; si++)
             if (!f->st[si].be->ops->lora)
                 return pg_fail(PAGODA_ERR_UNSUPPORTED, "LoRA adapters run on the CPU only: the %s backend applies none "
@@ -312,8 +348,6 @@ pagoda_status forward_set_adapters(pg_forward *f, const pg_lora *const *table, i
         if (table[i]->n_layer != f->m->cfg.n_layer)
             return pg_fail(PAGODA_ERR_INVALID, "adapter %d: made for %d layers, the model has %d", i, table[i]->n_layer,
                            f->m->cfg.n_layer);
-        if (f->tp_size > 1)
-            return pg_fail(PAGODA_ERR_UNSUPPORTED, "LoRA adapters do not run under tensor parallelism yet");
         if (table[i]->max_rank > rank) rank = table[i]->max_rank;
     }
     if (rank > f->lora_rank) { /* grows between steps only: no allocation while stepping */
@@ -353,7 +387,8 @@ bool forward_has_device_argmax(const pg_forward *f) {
 void forward_kv_block_bytes(const pg_forward *f, int32_t block_size, int dtype, size_t *per_block_host,
                             size_t *per_block_dev) {
     const pg_model_config *c = &f->m->cfg;
-    int32_t n_host = c->n_layer - f->n_gpu;
+    const stage *cpu = &f->st[f->n_stages - 1]; /* the CPU layers are the last stage's, if any */
+    int32_t n_host = f->n_gpu < c->n_layer ? cpu->l1 - cpu->l0 : 0;
     *per_block_host = n_host > 0 ? kv_cache_bytes_typed(n_host, 1, block_size, f->n_head_kv, c->head_dim, dtype) : 0;
     *per_block_dev = f->n_gpu > 0 ? kv_cache_bytes_typed(f->n_gpu, 1, block_size, f->n_head_kv, c->head_dim, dtype) : 0;
 }
@@ -596,6 +631,27 @@ static int seg_order(const void *pa, const void *pb) {
     return (a->t0 > b->t0) - (a->t0 < b->t0);
 }
 
+/* rows that want logits, then rows that want hidden states (disjoint), into rows (may be NULL) */
+static void select_rows(const pg_batch *b, int32_t *rows, int32_t *n_out, int32_t *n_hid) {
+    int32_t no = 0, nh = 0;
+    for (int32_t s = 0; s < b->n_seq; s++)
+        for (int32_t t = b->seq_start[s]; t < b->seq_start[s + 1]; t++)
+            if (b->hidden_mask && b->hidden_mask[t]) continue;
+            else if (b->logits_mask ? b->logits_mask[t] != 0 : t == b->seq_start[s + 1] - 1) {
+                if (rows) rows[no] = t;
+                no++;
+            }
+    if (b->hidden_mask)
+        for (int32_t t = 0; t < b->n_tok; t++)
+            if (b->hidden_mask[t]) {
+                if (rows) rows[no + nh] = t;
+                nh++;
+            }
+    *n_out = no, *n_hid = nh;
+}
+
+void forward_out_rows(const pg_batch *b, int32_t *n_out, int32_t *n_hid) { select_rows(b, NULL, n_out, n_hid); }
+
 static pagoda_status run(pg_forward *f, const pg_batch *b, pg_kv *kv, float *logits, int32_t *ids, float *hidden) {
     pagoda_status st = check_batch(f, b, kv);
     if (st) return st;
@@ -612,15 +668,8 @@ static pagoda_status run(pg_forward *f, const pg_batch *b, pg_kv *kv, float *log
      * then read from cache for its other runs */
     if (f->n_segs > 2) qsort(f->segs, (size_t)f->n_segs, sizeof *f->segs, seg_order);
     const pg_model_config *c = &f->m->cfg;
-    /* rows that want logits, then rows that want hidden states (disjoint) */
     int32_t n_out = 0, n_hid = 0;
-    for (int32_t s = 0; s < b->n_seq; s++)
-        for (int32_t t = b->seq_start[s]; t < b->seq_start[s + 1]; t++)
-            if (b->hidden_mask && b->hidden_mask[t]) continue;
-            else if (b->logits_mask ? b->logits_mask[t] != 0 : t == b->seq_start[s + 1] - 1) f->out_rows[n_out++] = t;
-    if (b->hidden_mask)
-        for (int32_t t = 0; t < b->n_tok; t++)
-            if (b->hidden_mask[t]) f->out_rows[n_out + n_hid++] = t;
+    select_rows(b, f->out_rows, &n_out, &n_hid);
     if (n_hid > 0 && !hidden) return pg_fail(PAGODA_ERR_INVALID, "forward: %d hidden-state rows and nowhere to put them", n_hid);
     if (n_out > 0 && !f->m->output.data)
         return pg_fail(PAGODA_ERR_INVALID, "this model has no LM head (lm_head): it computes embeddings, not logits");
@@ -631,6 +680,8 @@ static pagoda_status run(pg_forward *f, const pg_batch *b, pg_kv *kv, float *log
         const pg_backend_ops *o = be->ops;
         if (si > 0 && (st = o->write(be, s->x, f->x_host, sizeof(float) * (size_t)b->n_tok * (size_t)c->n_embd)))
             return st;
+        /* a later pipeline stage: the residual stream from the one before (host memory) */
+        if (si == 0 && f->pp_recv && (st = f->pp_recv(f->pp_user, s->x, (int64_t)b->n_tok * c->n_embd))) return st;
         /* steps a GPU may record: the whole model there, so nothing crosses mid-step */
         bool may_replay = f->n_stages == 1 && s->head && n_hid == 0;
         for (int attempt = 0; attempt < 2; attempt++) {
@@ -645,6 +696,8 @@ static pagoda_status run(pg_forward *f, const pg_batch *b, pg_kv *kv, float *log
             if (f->tp_err) return pg_fail(f->tp_err, "tensor parallel: all-reduce failed");
             if (!again) break;
         }
+        if (!s->head && si == f->n_stages - 1) /* an earlier pipeline stage: on to the next */
+            return f->pp_send(f->pp_user, s->x, (int64_t)b->n_tok * c->n_embd);
         if (!s->head) {
             if ((st = o->read(be, f->x_host, s->x, sizeof(float) * (size_t)b->n_tok * (size_t)c->n_embd)) ||
                 (st = o->sync(be))) /* the copy is asynchronous on a GPU: the next stage reads it now */

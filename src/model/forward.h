@@ -40,6 +40,15 @@ typedef struct {
     int32_t tp_rank, tp_size;
     pagoda_status (*all_reduce)(void *user, float *x, int64_t n);
     void *all_reduce_user;
+    /* pipeline parallelism: this process runs layers [pp_l0, pp_l1) only (pp_l1 0: all of them): the
+       embedding when pp_l0 is 0, the final norm and LM head when pp_l1 is n_layer, weights and KV
+       memory of its layers only. Before its first layer the residual stream [n_tok][n_embd] comes
+       from pp_recv (pp_l0 > 0); after its last it goes to pp_send (pp_l1 < n_layer), and then the
+       run returns no logits or hidden rows (the last stage computes them). CPU only. */
+    int32_t pp_l0, pp_l1;
+    pagoda_status (*pp_recv)(void *user, float *x, int64_t n);
+    pagoda_status (*pp_send)(void *user, const float *x, int64_t n);
+    void *pp_user;
 } pg_forward_opts;
 
 /* Scratch for batches of up to max_tokens tokens (allocated once; no malloc per step), placed as
@@ -61,6 +70,10 @@ pagoda_status forward_kv_copy_block(pg_kv *kv, int32_t src, int32_t dst);
  * CPU stage's layers, per_block_dev the GPU's). */
 void forward_kv_block_bytes(const pg_forward *f, int32_t block_size, int dtype, size_t *per_block_host,
                             size_t *per_block_dev);
+
+/* The rows a batch wants: n_out logits rows (logits_mask, else each sequence's last token; not
+ * the hidden rows) and n_hid hidden-state rows (hidden_mask). */
+void forward_out_rows(const pg_batch *b, int32_t *n_out, int32_t *n_hid);
 
 /* Runs the batch. logits: [n_out][n_vocab] for the selected tokens in batch order.
  * The batch is validated (token ids, positions, block tables) before anything is written. */

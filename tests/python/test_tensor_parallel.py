@@ -18,7 +18,7 @@ def mpi(pagoda_bin):
     if MPIRUN is None:
         pytest.skip("mpirun not found (apt-get install openmpi-bin libopenmpi-dev): MPI tensor parallelism untested")
     # outside mpirun the group has one process: an MPI build says so, a build without MPI refuses
-    r = subprocess.run([pagoda_bin, "logits", "-m", "x", "-i", "x", "-o", "x", "--tensor-parallel-size", "2"],
+    r = subprocess.run([pagoda_bin, "run", "-m", "x", "--prompt-ids", "1", "--tensor-parallel-size", "2"],
                        capture_output=True, text=True, timeout=TIMEOUT)
     if "built without" in r.stderr:
         pytest.skip("pagoda was built without MPI: MPI tensor parallelism untested")
