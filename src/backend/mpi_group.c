@@ -49,11 +49,19 @@ pagoda_status pagoda_tp_mpi_create(pagoda_tp_group **out) {
     int inited = 0, rc;
     MPI_Initialized(&inited);
     if (!inited) {
-        if ((rc = MPI_Init(NULL, NULL)) != MPI_SUCCESS) {
+        /* serialized: a server's rank 0 calls MPI from its loader, engine and main threads, one
+           at a time (the engine is created, stepped and destroyed in turn) */
+        int provided = MPI_THREAD_SINGLE;
+        if ((rc = MPI_Init_thread(NULL, NULL, MPI_THREAD_SERIALIZED, &provided)) != MPI_SUCCESS) {
             free(m);
             return mpi_error(rc, "init");
         }
         m->initialized = 1;
+        if (provided < MPI_THREAD_SERIALIZED) {
+            pagoda_tp_mpi_destroy(&m->g, 0);
+            return pg_fail(PAGODA_ERR_UNSUPPORTED, "MPI: this MPI library does not allow calls from several "
+                           "threads one at a time (MPI_THREAD_SERIALIZED)");
+        }
     }
     /* errors come back as codes (and become pagoda errors) instead of ending the job */
     MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);

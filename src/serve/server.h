@@ -46,6 +46,10 @@ typedef struct {
     int runtime_lora;               /* 1: POST /v1/load_lora_adapter and /v1/unload_lora_adapter
                                        are served (vLLM's VLLM_ALLOW_RUNTIME_LORA_UPDATING); 0
                                        (default): they answer 404 saying how to turn them on */
+    double health_generate_timeout_s; /* GET /health_generate answers 503 when its one token takes
+                                       longer; default 20 */
+    int tensor_parallel_size;       /* processes the model is split over (reported by
+                                       /get_server_info as tp_size); 0 or 1: one */
 } serve_config;
 void serve_config_default(serve_config *c);
 

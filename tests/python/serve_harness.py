@@ -15,10 +15,11 @@ import urllib.request
 
 
 class Server:
-    def __init__(self, pagoda_bin, model, *args, env=None, startup_timeout=90, positional=False):
+    def __init__(self, pagoda_bin, model, *args, env=None, startup_timeout=90, positional=False, launcher=()):
+        """launcher: a command the server runs under (e.g. mpirun ... for tensor parallelism)."""
         self.log = tempfile.NamedTemporaryFile(prefix="pagoda-serve-", suffix=".log", delete=False)
         model_args = [str(model)] if positional else ["-m", str(model)]  # `pagoda serve MODEL` or -m MODEL
-        cmd = [str(pagoda_bin), "serve", *model_args, "--port", "0", *map(str, args)]
+        cmd = [*map(str, launcher), str(pagoda_bin), "serve", *model_args, "--port", "0", *map(str, args)]
         full_env = dict(os.environ)
         full_env.pop("PAGODA_API_KEY", None)
         if env:
