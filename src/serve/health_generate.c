@@ -76,7 +76,7 @@ static enum MHD_Result start(http_req *hr) {
     pr.sampling.temperature = 0;
     pr.ignore_eos = 1;
     pr.no_speculation = 1;
-    if (p->embed) pr.on_embedding = on_embedding;
+    if (p->embed) pr.on_embedding = on_embedding, pr.pooling = PAGODA_POOLING_MODEL, pr.normalize = -1;
     else pr.max_tokens = 1;
     pthread_mutex_lock(&hr->mu);
     hr->answer_by = pg_now_s() + s->cfg.health_generate_timeout_s;

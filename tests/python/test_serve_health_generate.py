@@ -75,3 +75,12 @@ def test_model_not_loaded(pagoda_bin, builtin_model):
         assert s.stop() == 0, s.text()
     finally:
         s.close()
+
+
+def test_embedding_model(pagoda_bin, builtin_model):
+    """a model that only embeds (--task embed) cannot generate: the probe pools its prompt instead"""
+    for s in running(pagoda_bin, builtin_model, "--kv-mem", "64M", "-t", "2", "--task", "embed"):
+        before = s.metrics()
+        st, _, body = s.get("/health_generate")
+        assert st == 200 and json.loads(body)["status"] == "ok", body
+        assert metric(s.metrics(), "pagoda:prompt_tokens_total") > metric(before, "pagoda:prompt_tokens_total")
