@@ -313,14 +313,15 @@ def test_sigterm_drains_then_all_ranks_exit(mpi, model):
         s.close()
 
 
-def test_sigterm_to_mpirun_ends_job(mpi, model):
-    """mpirun passes SIGTERM on to the ranks and kills what is left after its own short grace: the
-    whole job ends within seconds"""
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_signal_to_mpirun_ends_job(mpi, model, sig):
+    """mpirun passes SIGTERM (also on SIGINT) on to the ranks and kills what is left after its own
+    short grace: the whole job ends within seconds"""
     s = start_tp(mpi, model)
     try:
         assert s.get("/health")[0] == 200
         t0 = time.time()
-        s.proc.send_signal(signal.SIGTERM)
+        s.proc.send_signal(sig)
         s.proc.wait(timeout=30)
         assert time.time() - t0 < 20
         deadline = time.time() + 10
