@@ -254,6 +254,22 @@ def test_health_models_metrics(tp, c_tp):
     assert 0 <= metric(m, "pagoda:kv_cache_usage_perc") <= 1
 
 
+def cpu_seconds(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+
+
+def test_idle_worker_sleeps(tp):
+    """an idle server's rank 1 waits for the next step without keeping a core busy (it naps between
+    polls): far less than a core over 2 s; a blocking MPI_Bcast would take nearly 2 s of CPU"""
+    time.sleep(0.3)  # past the polling window of the last step
+    before = cpu_seconds(tp.ranks[1])
+    time.sleep(2)
+    assert cpu_seconds(tp.ranks[1]) - before < 0.5
+    assert tp.get("/health_generate")[0] == 200  # and it still wakes up for a step
+
+
 def test_errors_still_4xx(tp):
     st, _, body = tp.post("/v1/completions", b"{not json")
     assert st == 400, body
