@@ -13,28 +13,22 @@ chat template)."""
 import concurrent.futures
 import json
 import os
-import shutil
 import signal
 import subprocess
 import time
 
 import pytest
 
-from serve_harness import Server, metric
+from serve_harness import Server, metric, mpi_launcher, mpi_missing, pid_alive
 
 openai = pytest.importorskip("openai")
 
-MPIRUN = shutil.which("mpirun")
 NAME = "pycoder-tiny"
 PROMPTS = ["def fibonacci(n):\n", "import os\n\ndef main():\n", "class Stack:\n    def __init__(self):\n",
            "# sort a list\n"]
 CHAT = [{"role": "user", "content": "Write a function that adds two numbers."}]
 # -t 1: each rank one kernel thread (the machine's cores are shared by both ranks and the TP=1 server)
 COMMON = ("--kv-mem", "64M", "-t", "1", "--max-seqs", "8")
-
-
-def mpi_launcher(n=2):
-    return [MPIRUN, "--allow-run-as-root", "--oversubscribe", "-np", str(n)]
 
 
 @pytest.fixture(scope="module")
@@ -47,69 +41,15 @@ def model(shared):
 
 @pytest.fixture(scope="module")
 def mpi(pagoda_bin):
-    if MPIRUN is None:
-        pytest.skip("mpirun not found (apt-get install openmpi-bin libopenmpi-dev): tensor-parallel serve untested")
-    r = subprocess.run([pagoda_bin, "logits", "-m", "x", "-i", "x", "-o", "x", "--tensor-parallel-size", "2"],
-                       capture_output=True, text=True, timeout=60)
-    if "built without" in r.stderr:
-        pytest.skip("pagoda was built without MPI: tensor-parallel serve untested")
+    why = mpi_missing(pagoda_bin)
+    if why:
+        pytest.skip(f"{why}: tensor-parallel serve untested")
     return pagoda_bin
 
 
-def ranks_of(launcher_pid):
-    """{rank: pid} of the processes mpirun started (its children, rank from their environment)."""
-    out = {}
-    for d in os.listdir("/proc"):
-        if not d.isdigit():
-            continue
-        try:
-            with open(f"/proc/{d}/stat") as f:
-                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
-            if ppid != launcher_pid:
-                continue
-            with open(f"/proc/{d}/environ", "rb") as f:
-                env = dict(kv.split(b"=", 1) for kv in f.read().split(b"\0") if b"=" in kv)
-        except (OSError, ValueError, IndexError):
-            continue
-        if b"OMPI_COMM_WORLD_RANK" in env:
-            out[int(env[b"OMPI_COMM_WORLD_RANK"])] = int(d)
-    return out
-
-
-def alive(pid):
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    try:  # a zombie is gone for our purpose
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
-
-
 def start_tp(pagoda_bin, model, *args):
-    s = Server(pagoda_bin, model, *COMMON, "--tensor-parallel-size", 2, *args, positional=True,
-               launcher=mpi_launcher(2))
-    deadline = time.time() + 20
-    while len(ranks_of(s.proc.pid)) < 2 and time.time() < deadline:
-        time.sleep(0.05)
-    s.ranks = ranks_of(s.proc.pid)
-    assert sorted(s.ranks) == [0, 1], s.text()
-    return s
-
-
-def stop_tp(s, timeout=30):
-    """SIGTERM to rank 0 (the server): it drains, its engine stops the other rank, mpirun exits 0."""
-    if s.proc.poll() is None:
-        os.kill(s.ranks[0], signal.SIGTERM)
-        try:
-            s.proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            s.proc.kill()
-            s.proc.wait()
-            raise AssertionError(f"the TP server did not stop within {timeout} s:\n{s.text()}")
-    return s.proc.returncode
+    return Server(pagoda_bin, model, *COMMON, "--tensor-parallel-size", 2, *args, positional=True,
+                  launcher=mpi_launcher(2), n_ranks=2)
 
 
 @pytest.fixture(scope="module")
@@ -117,8 +57,8 @@ def tp(mpi, model):
     s = start_tp(mpi, model)
     try:
         yield s
-        assert stop_tp(s) == 0, s.text()
-        assert not any(alive(p) for p in s.ranks.values())
+        assert s.stop() == 0, s.text()  # SIGTERM to rank 0: it drains, its engine stops rank 1, mpirun exits 0
+        assert not any(pid_alive(p) for p in s.ranks.values())
     finally:
         s.kill()
         s.close()
@@ -322,7 +262,7 @@ def test_sigterm_drains_then_all_ranks_exit(mpi, model):
         t0 = time.time()
         s.proc.wait(timeout=30)
         assert s.proc.returncode == 0, s.text()
-        assert time.time() - t0 < 30 and not any(alive(p) for p in s.ranks.values())
+        assert time.time() - t0 < 30 and not any(pid_alive(p) for p in s.ranks.values())
         assert first.choices and "draining 1 request" in s.text()
     finally:
         s.kill()
@@ -341,9 +281,9 @@ def test_signal_to_mpirun_ends_job(mpi, model, sig):
         s.proc.wait(timeout=30)
         assert time.time() - t0 < 20
         deadline = time.time() + 10
-        while any(alive(p) for p in s.ranks.values()) and time.time() < deadline:
+        while any(pid_alive(p) for p in s.ranks.values()) and time.time() < deadline:
             time.sleep(0.1)
-        assert not any(alive(p) for p in s.ranks.values())
+        assert not any(pid_alive(p) for p in s.ranks.values())
     finally:
         s.kill()
         s.close()
@@ -359,9 +299,9 @@ def test_worker_death_ends_job(mpi, model):
         s.proc.wait(timeout=30)
         assert s.proc.returncode != 0
         deadline = time.time() + 10
-        while alive(s.ranks[0]) and time.time() < deadline:
+        while pid_alive(s.ranks[0]) and time.time() < deadline:
             time.sleep(0.1)
-        assert not alive(s.ranks[0])
+        assert not pid_alive(s.ranks[0])
     finally:
         s.kill()
         s.close()
