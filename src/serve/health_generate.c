@@ -16,9 +16,8 @@ static void probe_free(void *p) { free(p); }
 
 static void on_embedding(const pagoda_embedding_event *ev, void *user) { (void)ev, (void)user; }
 
-static enum MHD_Result unavailable(http_req *hr, const char *code, const char *fmt, const char *arg) {
-    return send_error(hr, 503, "server_error", NULL, code, fmt, arg);
-}
+/* 503 with {"error": {"type": "server_error", "code": code, "message": ...}} */
+#define unavailable(hr, code, ...) send_error(hr, 503, "server_error", NULL, code, __VA_ARGS__)
 
 static enum MHD_Result answer(http_req *hr) {
     pg_server *s = hr->srv;
@@ -26,11 +25,8 @@ static enum MHD_Result answer(http_req *hr) {
     pthread_mutex_lock(&hr->mu);
     const int late = hr->answer_late && !hr->engine_done;
     pthread_mutex_unlock(&hr->mu);
-    if (late) {
-        char t[32];
-        snprintf(t, sizeof t, "%g", s->cfg.health_generate_timeout_s);
-        return unavailable(hr, "timeout", "The engine generated no token within %s s.", t);
-    }
+    if (late)
+        return unavailable(hr, "timeout", "The engine generated no token within %g s.", s->cfg.health_generate_timeout_s);
     serve_event *events = NULL;
     if (req_take(hr, &events) == REQ_SUSPENDED) return MHD_YES; /* the token, or the watchdog, resumes it */
     req_events_free(events);
@@ -53,7 +49,7 @@ static enum MHD_Result start(http_req *hr) {
     /* nothing more is read: the answer phase (no body deadline while it waits for the token) */
     hr->received = 1;
     conn_guard_phase(s->guard, hr->conn, GUARD_ANSWER);
-    if (atomic_load(&s->draining)) return unavailable(hr, "shutting_down", "The server is shutting down%s.", "");
+    if (atomic_load(&s->draining)) return unavailable(hr, "shutting_down", "The server is shutting down.");
     char err[384];
     if (mgr_acquire(s->models, NULL, 0, MGR_NO_LOAD, &hr->lease, err, sizeof err) != MGR_OK)
         return unavailable(hr, "model_not_loaded", "The default model cannot serve now: %s", err);
