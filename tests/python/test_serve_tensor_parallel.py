@@ -4,7 +4,8 @@ step) must answer like one process: the same greedy text for completions and cha
 alone and concurrent; the same seeded samples; logprobs and embeddings within float noise; /health,
 /health_generate, /v1/models, /metrics and the router endpoints; the same 4xx errors. Configurations
 that would put a second engine on the group (several models, LoRA, speculation) are refused at
-start-up, unloading the one model is refused, and shutdown ends every rank in bounded time.
+start-up, unloading the one model is refused, shutdown ends every rank in bounded time, a rank that
+dies ends the job, one that hangs shows as /health_generate 503, and an idle rank 1 does not spin.
 
 The built-in model (SmolLM2-135M: 9 heads, 3 KV heads) does not split two ways (tensor parallelism
 needs the heads divisible by the ranks; test_tensor_parallel.py checks that refusal), so these tests
@@ -302,6 +303,30 @@ def test_worker_death_ends_job(mpi, model):
         while pid_alive(s.ranks[0]) and time.time() < deadline:
             time.sleep(0.1)
         assert not pid_alive(s.ranks[0])
+    finally:
+        s.kill()
+        s.close()
+
+
+def test_health_generate_sees_a_stuck_rank(mpi, model):
+    """rank 1 stopped (SIGSTOP): /health still says ok, but /health_generate answers 503 within its
+    timeout, since no step can finish; once rank 1 runs again, so does generation"""
+    s = start_tp(mpi, model, "--health-generate-timeout", 1)
+    try:
+        assert s.get("/health_generate")[0] == 200
+        os.kill(s.ranks[1], signal.SIGSTOP)
+        try:
+            t0 = time.time()
+            st, _, body = s.get("/health_generate")
+            dt = time.time() - t0
+            assert st == 503 and json.loads(body)["error"]["code"] == "timeout", body
+            assert 0.9 <= dt < 10
+            assert s.get("/health")[0] == 200
+        finally:
+            os.kill(s.ranks[1], signal.SIGCONT)
+        st, _, body = s.get("/health_generate")
+        assert st == 200, body
+        assert s.stop() == 0, s.text()
     finally:
         s.kill()
         s.close()
