@@ -449,6 +449,13 @@ int cmd_serve(int argc, char **argv) {
                         "Ctrl-C or SIGTERM stops\n", first_name, v6 ? "[" : "", sc.host, v6 ? "]" : "", serve_port(srv),
                 n_models, mgr_budget(models) / 1048576.0, n_keys ? ", API key required" : "");
     serve_wait_and_drain(srv, &sigs, grace);
+    if (tp && serve_requests_stuck(srv)) {
+        /* a rank does not answer: the engine thread waits in a collective that never completes,
+           and destroying the engine would wait for it forever; end the whole job instead */
+        fprintf(stderr, "pagoda: the engine is stuck (a tensor-parallel rank does not answer): ending the MPI job\n");
+        cli_tp_end(tp, 1);
+        return 1;
+    }
     rc = 0;
 done:
     serve_destroy(srv);

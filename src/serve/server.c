@@ -464,6 +464,7 @@ fail:
 }
 
 int serve_port(const pg_server *s) { return s->port; }
+int serve_requests_stuck(const pg_server *s) { return s ? atomic_load(&s->n_gen_engine) : 0; }
 const char *serve_model_name(const pg_server *s) { return s->name; }
 
 /* Waits until *counter is 0 or the deadline passes; with sigs, a signal also ends the wait

@@ -71,6 +71,10 @@ const char *serve_model_name(const pg_server *s);
  * Returns the signal number. */
 int serve_wait_and_drain(pg_server *s, const sigset_t *sigs, double grace_s);
 
+/* Engine requests that never reported done (after serve_wait_and_drain: the engine is stuck, e.g.
+ * a tensor-parallel rank that does not answer; destroying the engine would wait for it forever). */
+int serve_requests_stuck(const pg_server *s);
+
 /* Stops the daemon if still running and frees the server. NULL is a no-op. */
 void serve_destroy(pg_server *s);
 

@@ -330,3 +330,31 @@ def test_health_generate_sees_a_stuck_rank(mpi, model):
     finally:
         s.kill()
         s.close()
+
+
+def test_sigterm_with_a_stuck_rank_ends_job(mpi, model):
+    """SIGTERM to rank 0 while rank 1 hangs mid-request: the drain cannot finish the request (its step
+    waits for rank 1), so after the drain and the cancel wait (about 30 s) rank 0 ends the whole MPI
+    job instead of waiting for the engine forever"""
+    s = start_tp(mpi, model, "--grace", 1)
+    try:
+        c = client(s)
+        stream = c.completions.create(model=NAME, prompt=PROMPTS[0], max_tokens=1000, temperature=0, stream=True,
+                                      extra_body={"ignore_eos": True})
+        next(iter(stream))
+        os.kill(s.ranks[1], signal.SIGSTOP)
+        os.kill(s.ranks[0], signal.SIGTERM)
+        s.proc.wait(timeout=90)
+        assert s.proc.returncode != 0
+        assert "the engine is stuck (a tensor-parallel rank does not answer): ending the MPI job" in s.text()
+        deadline = time.time() + 10
+        while any(pid_alive(p) for p in s.ranks.values()) and time.time() < deadline:
+            time.sleep(0.1)
+        assert not any(pid_alive(p) for p in s.ranks.values())
+        stream.close()
+    finally:
+        for p in s.ranks.values():
+            if pid_alive(p):
+                os.kill(p, signal.SIGCONT)
+        s.kill()
+        s.close()
