@@ -62,7 +62,9 @@ static const char k_usage[] =
             "  --max-seqs N               sequences per step (default 64); also --max-num-seqs, -np, --parallel\n"
             "  --max-model-len N          prompt + generation limit (default: the model's context); also -c,\n"
             "                             --ctx-size\n"
-            "  --tensor-parallel-size N, -tp N  1 only (tensor parallelism is not supported yet)\n"
+            "  --tensor-parallel-size N, -tp N  split the model over the N processes of an MPI job (CPU; run\n"
+            "                             under mpirun -np N: rank 0 serves HTTP, the others run their share\n"
+            "                             of every step); one model (MODEL), no LoRA, no speculation\n"
             "  --max-waiting N            queued requests beyond which requests get 429 (default: no limit)\n"
             "  --max-connections N        concurrent HTTP connections (default 4096); more are refused at\n"
             "                             once (the open-file limit is raised to its hard limit, and N is\n"
@@ -79,6 +81,8 @@ static const char k_usage[] =
             "  --max-unsent-bytes SIZE    a stream whose client leaves more than this unread is cancelled\n"
             "                             with a clear reason (default 4M; 0: no limit)\n"
             "  --grace SECONDS            on SIGTERM, time in-flight requests get to finish (default 10)\n"
+            "  --health-generate-timeout S  GET /health_generate answers 503 when one generated token takes\n"
+            "                             longer than this (default 20)\n"
             "  --http-threads N           HTTP worker threads (default 4)\n"
             "  --no-prefix-caching        do not reuse the KV cache of identical prompt prefixes\n"
             "  --allow-special-in-content chat: special-token text in messages (\"<|im_start|>\") becomes\n"
@@ -102,6 +106,41 @@ static void usage(void) { fputs(k_usage, stderr); }
 static int is_named(const char *v) {
     const char *eq = strchr(v, '=');
     return eq && eq > v && eq[1] && !memchr(v, '/', (size_t)(eq - v));
+}
+
+/* Under tensor parallelism the group's processes hold exactly one engine, made at start-up and
+ * destroyed at shutdown (its destruction stops the other ranks): whatever would make a second
+ * engine on the group, or unload and reload the one, is refused here with the reason. */
+static int tp_refused(long tp, int has_model, int n_named, const char *models_dir, const char *models_config,
+                      int n_loras, int runtime_lora, const cli_device *dev) {
+    const char *why = NULL;
+    if (!has_model) why = "give the model as MODEL (or -m PATH): it is loaded at start on every rank";
+    else if (n_named) why = "-m NAME=PATH serves a second model, and the group holds one engine";
+    else if (models_dir) why = "--models-dir serves several models, and the group holds one engine";
+    else if (models_config) why = "--models-config serves several models, and the group holds one engine";
+    else if (n_loras || runtime_lora) why = "LoRA adapters are not supported with tensor parallelism";
+    else if (dev->spec != PAGODA_SPEC_NONE) why = "speculative decoding with tensor parallelism is not supported yet";
+    else if (dev->cuda) why = "tensor parallelism runs on the CPU only for now (no --device cuda, no GPU layers)";
+    if (!why) return 0;
+    fprintf(stderr, "pagoda serve: --tensor-parallel-size %ld: %s\n", tp, why);
+    return 1;
+}
+
+/* Rank > 0 of a tensor-parallel server: its share of the model and of every step of rank 0's
+ * engine (ec: the config rank 0's engine gets), until that engine stops. SIGTERM and SIGINT stay
+ * blocked here: a rank ends when rank 0 has drained and destroyed its engine (or when the job is
+ * killed), never in the middle of a step rank 0 still needs. */
+static int tp_worker(const char *path, const pagoda_engine_config *ec) {
+    pagoda_model *m = NULL;
+    if (pagoda_model_load(path, &m)) {
+        char ctx[64];
+        snprintf(ctx, sizeof ctx, "tensor parallel rank %d", ec->tp->rank);
+        return cli_error(ctx);
+    }
+    pagoda_model_prefault(m, NULL, NULL);
+    int rc = cli_tp_worker(m, ec);
+    pagoda_model_free(m);
+    return rc;
 }
 
 static void log_to_stderr(int level, const char *msg, void *user) {
@@ -132,7 +171,7 @@ int cmd_serve(int argc, char **argv) {
     float keep_alive = 0, load_timeout = 120;
     uint64_t budget = 0;
     int n_keys = 0, verbose = 0, prefix_caching = 1;
-    long threads = 0, max_batch = 0, max_seqs = 0, max_len = 0, max_waiting = 0, port = 8080;
+    long threads = 0, max_batch = 0, max_seqs = 0, max_len = 0, max_waiting = 0, port = 8080, tp_size = 1;
     long max_conn = 4096, timeout = 60, http_threads = 4, max_body = 1 << 20;
     long max_per_ip = 1024, head_timeout = 20, body_timeout = 60;
     float grace = 10;
@@ -192,14 +231,7 @@ int cmd_serve(int argc, char **argv) {
         else if (!strcmp(a, "--chat-template")) chat_template_arg = v;
         else if (!strcmp(a, "-t") || !strcmp(a, "--threads")) bad = cli_int(a, v, 0, 1024, &threads);
         else if (!strcmp(a, "--kv-mem")) bad = cli_size(a, v, &kv_mem);
-        else if (!strcmp(a, "--tensor-parallel-size") || !strcmp(a, "-tp")) {
-            long tp = 0;
-            if (!(bad = cli_int(a, v, 1, 1024, &tp)) && tp > 1) {
-                fprintf(stderr, "pagoda serve: %s %ld: tensor parallelism is not supported yet (one device per "
-                                "model; 1 is accepted)\n", a, tp);
-                bad = 1;
-            }
-        }
+        else if (!strcmp(a, "--tensor-parallel-size") || !strcmp(a, "-tp")) bad = cli_int(a, v, 1, 1024, &tp_size);
         else if (!strcmp(a, "--max-batch-tokens") || !strcmp(a, "--max-num-batched-tokens"))
             bad = cli_int(a, v, 1, 1 << 20, &max_batch), dev.max_batch_given = 1;
         else if (!strcmp(a, "--max-seqs") || !strcmp(a, "--max-num-seqs") || !strcmp(a, "-np") || !strcmp(a, "--parallel"))
@@ -235,6 +267,10 @@ int cmd_serve(int argc, char **argv) {
                 fprintf(stderr, "pagoda serve: --task expects embed, generate or auto, got '%s'\n", v);
             task = v;
         }
+        else if (!strcmp(a, "--health-generate-timeout")) {
+            float t = 0;
+            if (!(bad = cli_float_in(a, v, 0.001f, 86400, &t))) sc.health_generate_timeout_s = t;
+        }
         else if (!strcmp(a, "--grace")) {
             bad = cli_float(a, v, &grace);
             if (!bad && !(grace >= 0 && grace <= 86400)) {
@@ -251,12 +287,16 @@ int cmd_serve(int argc, char **argv) {
                         "--models-config FILE)\n");
         return usage(), 2;
     }
+    if (tp_size > 1 &&
+        tp_refused(tp_size, model != NULL, n_named, models_dir, models_config, n_loras, sc.runtime_lora, &dev))
+        return 2;
     const char *env_key = getenv("PAGODA_API_KEY");
     if (env_key && *env_key && n_keys < MAX_KEYS) keys[n_keys++] = env_key;
     pagoda_log_set(log_to_stderr, NULL, verbose ? PAGODA_LOG_INFO : PAGODA_LOG_WARN);
 
     mgr *models = NULL;
     pg_server *srv = NULL;
+    pagoda_tp_group *tp = NULL;
     int rc = 1;
     mgr_config mc;
     mgr_config_default(&mc);
@@ -273,6 +313,14 @@ int cmd_serve(int argc, char **argv) {
     ec->prefix_caching = prefix_caching;
     cli_device_apply(&dev, ec);
     ec->max_adapters = (int32_t)max_loras;
+    if (cli_tp_begin(tp_size, &tp)) return 1;
+    ec->tp = tp;
+    sc.tensor_parallel_size = (int)tp_size;
+    if (tp && tp->rank > 0) { /* the manager's engine config (registry.c load_locked) less what is per rank */
+        rc = tp_worker(model, ec);
+        cli_tp_end(tp, rc);
+        return rc;
+    }
     if (serve_model_hooks(&mc, sc.tool_call_parser) || mgr_create(&mc, &models)) {
         cli_error("serve");
         goto done;
@@ -388,22 +436,32 @@ int cmd_serve(int argc, char **argv) {
         if (lease.embed_only) fprintf(stderr, "pagoda: task embed: /v1/embeddings only (the generation routes answer 400)\n");
         pagoda_engine_stats st;
         pagoda_engine_get_stats(lease.engine, &st);
+        char tp_note[64] = "";
+        if (tp) snprintf(tp_note, sizeof tp_note, ", tensor parallel over %d processes", (int)tp->size);
         fprintf(stderr,
-                "pagoda: serving '%s' at http://%s%s%s:%d/ (max model len %d, KV %d blocks of %d tokens%s); "
+                "pagoda: serving '%s' at http://%s%s%s:%d/ (max model len %d, KV %d blocks of %d tokens%s%s); "
                 "Ctrl-C or SIGTERM stops\n",
                 serve_model_name(srv), v6 ? "[" : "", sc.host, v6 ? "]" : "", serve_port(srv), st.max_model_len,
-                st.kv_blocks_total, st.kv_block_size, n_keys ? ", API key required" : "");
+                st.kv_blocks_total, st.kv_block_size, tp_note, n_keys ? ", API key required" : "");
         mgr_release(models, &lease);
     } else
         fprintf(stderr, "pagoda: serving '%s' at http://%s%s%s:%d/ (%d models, loaded on demand; memory budget %.0f MiB%s); "
                         "Ctrl-C or SIGTERM stops\n", first_name, v6 ? "[" : "", sc.host, v6 ? "]" : "", serve_port(srv),
                 n_models, mgr_budget(models) / 1048576.0, n_keys ? ", API key required" : "");
     serve_wait_and_drain(srv, &sigs, grace);
+    if (tp && serve_requests_stuck(srv)) {
+        /* a rank does not answer: the engine thread waits in a collective that never completes,
+           and destroying the engine would wait for it forever; end the whole job instead */
+        fprintf(stderr, "pagoda: the engine is stuck (a tensor-parallel rank does not answer): ending the MPI job\n");
+        cli_tp_end(tp, 1);
+        return 1;
+    }
     rc = 0;
 done:
     serve_destroy(srv);
     mgr_destroy(models);
     free(chat_template);
     if (rc == 0) fprintf(stderr, "pagoda: stopped\n");
+    cli_tp_end(tp, rc); /* the engine, and with it the other ranks, stopped in mgr_destroy */
     return rc;
 }

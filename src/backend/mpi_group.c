@@ -4,6 +4,7 @@
 #include <limits.h>
 #include <mpi.h>
 #include <stdlib.h>
+#include <time.h>
 
 #include "core/log.h"
 #include "pagoda.h"
@@ -23,11 +24,31 @@ static pagoda_status mpi_error(int rc, const char *what) {
     return pg_fail(PAGODA_ERR_IO, "MPI %s: %s", what, len ? msg : "failed");
 }
 
+/* A receiving rank's wait for a broadcast: MPI_Test in a loop for the first SPIN seconds (the next
+ * step of a busy engine comes within that), then naps between tests (growing to 1 ms), so the
+ * ranks of an idle server do not each keep a core busy polling (Open MPI's blocking wait spins). */
+static int wait_gently(MPI_Request *rq) {
+    const double SPIN = 0.05;
+    const double t0 = MPI_Wtime();
+    long nap_ns = 20000;
+    for (;;) {
+        int done = 0, rc = MPI_Test(rq, &done, MPI_STATUS_IGNORE);
+        if (rc != MPI_SUCCESS || done) return rc;
+        if (MPI_Wtime() - t0 < SPIN) continue;
+        struct timespec ts = {0, nap_ns};
+        nanosleep(&ts, NULL);
+        if (nap_ns < 1000000) nap_ns *= 2;
+    }
+}
+
 static pagoda_status mpi_bcast(void *user, void *buf, size_t bytes) {
-    (void)user;
+    const mpi_group *m = user;
     for (size_t off = 0; off < bytes;) { /* MPI counts are ints */
         size_t n = bytes - off < (size_t)INT_MAX ? bytes - off : (size_t)INT_MAX;
-        int rc = MPI_Bcast((char *)buf + off, (int)n, MPI_BYTE, 0, MPI_COMM_WORLD);
+        /* non-blocking on every rank (a blocking and a non-blocking collective do not match) */
+        MPI_Request rq;
+        int rc = MPI_Ibcast((char *)buf + off, (int)n, MPI_BYTE, 0, MPI_COMM_WORLD, &rq);
+        if (rc == MPI_SUCCESS) rc = m->g.rank == 0 ? MPI_Wait(&rq, MPI_STATUS_IGNORE) : wait_gently(&rq);
         if (rc != MPI_SUCCESS) return mpi_error(rc, "broadcast");
         off += n;
     }
@@ -77,11 +98,19 @@ pagoda_status pagoda_tp_mpi_create_pp(int32_t pp_size, pagoda_tp_group **out) {
     int inited = 0, rc;
     MPI_Initialized(&inited);
     if (!inited) {
-        if ((rc = MPI_Init(NULL, NULL)) != MPI_SUCCESS) {
+        /* serialized: a server's rank 0 calls MPI from its loader, engine and main threads, one
+           at a time (the engine is created, stepped and destroyed in turn) */
+        int provided = MPI_THREAD_SINGLE;
+        if ((rc = MPI_Init_thread(NULL, NULL, MPI_THREAD_SERIALIZED, &provided)) != MPI_SUCCESS) {
             free(m);
             return mpi_error(rc, "init");
         }
         m->initialized = 1;
+        if (provided < MPI_THREAD_SERIALIZED) {
+            pagoda_tp_mpi_destroy(&m->g, 0);
+            return pg_fail(PAGODA_ERR_UNSUPPORTED, "MPI: this MPI library does not allow calls from several "
+                           "threads one at a time (MPI_THREAD_SERIALIZED)");
+        }
     }
     /* errors come back as codes (and become pagoda errors) instead of ending the job */
     MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);

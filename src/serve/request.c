@@ -96,6 +96,7 @@ static serve_event *event_copy(const pagoda_event *ev, size_t *bytes) {
 }
 
 static void observe_done(http_req *hr, double now) {
+    if (hr->no_request_metrics) return;
     enum { MAX_CHOICES = 64 };
     pagoda_finish_reason fin[MAX_CHOICES];
     int32_t n = hr->n_choices < MAX_CHOICES ? hr->n_choices : MAX_CHOICES, max_tok = 0;

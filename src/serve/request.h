@@ -93,6 +93,7 @@ typedef struct http_req {
     int received;            /* the whole request is in: conn_guard told (GUARD_ANSWER) */
     int gen_started;         /* a generation endpoint took the request (its final access-handler call) */
     int gen_counted;         /* counted in srv->n_gen_http */
+    int no_request_metrics;  /* a probe (/health_generate): not in the request histograms of /metrics */
     int stream;              /* the answer is a stream: events are taken as they come */
     int want_tokens;         /* events without text are queued too (the request asked for logprobs) */
     oa_buf out;              /* streamed body not yet handed to MHD, from out_pos */
@@ -121,6 +122,10 @@ typedef struct http_req {
     int probe_sent;          /* after eof_seen: bytes were written to tell the two apart */
     int ping_wanted;         /* a stream owes the client an SSE comment (the probe of a stream) */
     int overflow;            /* a stream's unsent output passed cfg.max_unsent_bytes */
+    double answer_by;        /* monotonic seconds by which the whole answer is due (0: no deadline);
+                                past it the watchdog resumes the connection, sets answer_late and
+                                cancels the engine request */
+    int answer_late;
     size_t q_bytes;          /* bytes of the events in the queue */
     int events_lost;         /* an event could not be queued (out of memory) */
     serve_event *q_head, *q_tail; /* events not yet taken by the HTTP side */

@@ -29,13 +29,14 @@ static int default_model(pg_server *s, mgr_model_status *out) {
     return found;
 }
 
-/* SGLang's /get_server_info keys the routers read (served_model_name, model_path, dp_size), with
- * the KV capacity in tokens as max_total_tokens. */
+/* SGLang's /get_server_info keys the routers read (served_model_name, model_path, dp_size, tp_size),
+ * with the KV capacity in tokens as max_total_tokens. */
 static json_t *server_info(pg_server *s) {
     pagoda_engine_stats st;
     serve_engine_stats(s, &st);
-    json_t *o = json_pack("{s:s, s:s, s:s, s:i, s:I, s:i, s:s}", "served_model_name", s->name, "model_path",
-                          s->model_path, "tokenizer_path", s->model_path, "dp_size", 1, "max_total_tokens",
+    const int tp = s->cfg.tensor_parallel_size > 1 ? s->cfg.tensor_parallel_size : 1;
+    json_t *o = json_pack("{s:s, s:s, s:s, s:i, s:i, s:I, s:i, s:s}", "served_model_name", s->name, "model_path",
+                          s->model_path, "tokenizer_path", s->model_path, "dp_size", 1, "tp_size", tp, "max_total_tokens",
                           (json_int_t)st.kv_blocks_total * st.kv_block_size, "context_length",
                           (int)st.max_model_len, "engine", "pagoda");
     return o;

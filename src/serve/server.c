@@ -24,6 +24,7 @@
 #include "serve/infill.h"
 #include "serve/embeddings.h"
 #include "serve/conn_guard.h"
+#include "serve/health_generate.h"
 #include "serve/http_framing.h"
 #include "serve/model_route.h"
 #include "serve/page_assets.h"
@@ -52,6 +53,7 @@ void serve_config_default(serve_config *c) {
     c->request_head_timeout_s = 20;
     c->request_body_timeout_s = 60;
     c->auto_tool_grammar = 1;
+    c->health_generate_timeout_s = 20;
 }
 
 /* ---- the small endpoints ---- */
@@ -96,6 +98,8 @@ static enum MHD_Result handle_get(http_req *hr, const char *url) {
     case ROUTE_HEALTH:
         if (atomic_load(&s->draining)) return send_json(hr, 503, json_pack("{s:s}", "status", "draining"));
         return send_json(hr, 200, json_pack("{s:s}", "status", "ok"));
+    case ROUTE_HEALTH_GENERATE:
+        return health_generate_handle(hr);
     case ROUTE_METRICS: {
         pagoda_engine_stats st;
         serve_engine_stats(s, &st);
@@ -123,6 +127,7 @@ static serve_route route_of(const char *url) {
     if (!strcmp(url, "/") || !strcmp(url, "/index.html")) return ROUTE_PAGE;
     if (!strncmp(url, "/assets/", 8)) return ROUTE_ASSET;
     if (!strcmp(url, "/health")) return ROUTE_HEALTH;
+    if (!strcmp(url, "/health_generate")) return ROUTE_HEALTH_GENERATE;
     if (!strcmp(url, "/metrics")) return ROUTE_METRICS;
     if (!strcmp(url, "/v1/models") || !strcmp(url, "/v1/models/")) return ROUTE_MODELS;
     if (!strncmp(url, "/v1/models/", 11)) return ROUTE_MODEL_ONE;
@@ -319,6 +324,7 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const c
         if (hr->route == ROUTE_INFILL) return infill_handle(hr);
         return completions_handle(hr);
     }
+    if (hr->route == ROUTE_HEALTH_GENERATE) return health_generate_handle(hr); /* resumed: the token came */
     return MHD_NO; /* not reached: other routes answer on the first call */
 }
 
@@ -376,6 +382,7 @@ pagoda_status serve_create(mgr *models, const serve_config *c, pg_server **out) 
     pthread_cond_init(&s->watchdog_cv, NULL);
     s->cfg = *c;
     if (s->cfg.model_load_timeout_s <= 0) s->cfg.model_load_timeout_s = 120;
+    if (!(s->cfg.health_generate_timeout_s > 0)) s->cfg.health_generate_timeout_s = 20;
     if (!s->cfg.host) s->cfg.host = "127.0.0.1";
     if (s->cfg.max_connections <= 0) s->cfg.max_connections = 256;
     if (s->cfg.max_body_bytes == 0) s->cfg.max_body_bytes = 1u << 20;
@@ -457,6 +464,7 @@ fail:
 }
 
 int serve_port(const pg_server *s) { return s->port; }
+int serve_requests_stuck(const pg_server *s) { return s ? atomic_load(&s->n_gen_engine) : 0; }
 const char *serve_model_name(const pg_server *s) { return s->name; }
 
 /* Waits until *counter is 0 or the deadline passes; with sigs, a signal also ends the wait

@@ -46,6 +46,10 @@ typedef struct {
     int runtime_lora;               /* 1: POST /v1/load_lora_adapter and /v1/unload_lora_adapter
                                        are served (vLLM's VLLM_ALLOW_RUNTIME_LORA_UPDATING); 0
                                        (default): they answer 404 saying how to turn them on */
+    double health_generate_timeout_s; /* GET /health_generate answers 503 when its one token takes
+                                       longer; default 20 */
+    int tensor_parallel_size;       /* processes the model is split over (reported by
+                                       /get_server_info as tp_size); 0 or 1: one */
 } serve_config;
 void serve_config_default(serve_config *c);
 
@@ -66,6 +70,10 @@ const char *serve_model_name(const pg_server *s);
  * this short), cancels the rest, waits for the engine to report them done and stops the daemon.
  * Returns the signal number. */
 int serve_wait_and_drain(pg_server *s, const sigset_t *sigs, double grace_s);
+
+/* Engine requests that never reported done (after serve_wait_and_drain: the engine is stuck, e.g.
+ * a tensor-parallel rank that does not answer; destroying the engine would wait for it forever). */
+int serve_requests_stuck(const pg_server *s);
 
 /* Stops the daemon if still running and frees the server. NULL is a no-op. */
 void serve_destroy(pg_server *s);

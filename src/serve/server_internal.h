@@ -78,6 +78,7 @@ typedef enum {
     ROUTE_GET_LOAD,      /* GET /get_load (SGLang) */
     ROUTE_LOAD,          /* GET /load (vLLM) */
     ROUTE_FLUSH_CACHE,   /* POST|GET /flush_cache (SGLang), POST /reset_prefix_cache (vLLM) */
+    ROUTE_HEALTH_GENERATE, /* GET /health_generate (SGLang): one token through the engine (health_generate.c) */
 } serve_route;
 
 /* The engines' counters summed over the loaded models (server.c). */

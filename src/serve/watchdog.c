@@ -8,6 +8,8 @@
 #include <sys/socket.h>
 #include <time.h>
 
+#include "core/clock.h"
+
 void watchdog_add(http_req *hr) {
     pg_server *s = hr->srv;
     pthread_mutex_lock(&s->live_mu);
@@ -45,15 +47,29 @@ static peer_state peer_look(int fd) {
     return n == 0 ? PEER_EOF : PEER_ALIVE;
 }
 
-typedef enum { CANCEL_GONE = 1, CANCEL_UNREAD } cancel_why;
+typedef enum { CANCEL_GONE = 1, CANCEL_UNREAD, CANCEL_LATE } cancel_why;
 
 /* hr->mu held. What to do about one suspended or overflowing request. A client that shut only
  * its sending side (some HTTP clients and proxies do, then read the answer) must get its answer:
  * on end of file the watchdog writes something the client ignores (an interim "100 Continue"
  * before a whole answer, an SSE comment in a stream); a client that really closed answers that
  * with a reset, which the next look sees. */
-static cancel_why examine(http_req *hr) {
-    if (hr->http_done || hr->engine_done || hr->cancel_sent) return 0;
+static cancel_why examine(http_req *hr, double now) {
+    if (hr->http_done) return 0;
+    if (hr->answer_by > 0 && now >= hr->answer_by) {
+        /* resumed at every look while suspended: the HTTP side answers once it sees answer_late,
+           even if it suspended again just after the first resume (or the engine never reports) */
+        if (hr->suspended) {
+            hr->suspended = 0;
+            MHD_resume_connection(hr->conn);
+        }
+        if (!hr->answer_late) {
+            hr->answer_late = 1;
+            if (!hr->engine_done && !hr->cancel_sent) return CANCEL_LATE;
+        }
+        return 0;
+    }
+    if (hr->engine_done || hr->cancel_sent) return 0;
     if (hr->overflow) return CANCEL_UNREAD;
     /* a suspended connection is not closed by MHD, so its socket is valid here */
     if (!hr->suspended) return 0;
@@ -95,9 +111,10 @@ static void *watchdog_main(void *arg) {
         uint64_t ids[BATCH];
         cancel_why why[BATCH];
         int n = 0;
+        const double now = pg_now_s();
         for (http_req *hr = s->live; hr && n < BATCH; hr = hr->live_next) {
             pthread_mutex_lock(&hr->mu);
-            if ((why[n] = examine(hr))) {
+            if ((why[n] = examine(hr, now))) {
                 hr->cancel_sent = 1;
                 req_ref(hr); /* alive until its engine requests are cancelled below */
                 ids[n] = hr->engine_id;
@@ -111,6 +128,8 @@ static void *watchdog_main(void *arg) {
             unsigned long long id = (unsigned long long)ids[i];
             if (why[i] == CANCEL_GONE)
                 fprintf(stderr, "pagoda: client went away: cancelling request %llu\n", id);
+            else if (why[i] == CANCEL_LATE)
+                fprintf(stderr, "pagoda: request %llu is past its deadline (%s): cancelling\n", id, reqs[i]->path);
             else
                 fprintf(stderr,
                         "pagoda: client is not reading its stream (over %zu bytes unsent): cancelling request %llu\n",

@@ -3,7 +3,9 @@
  * the suspended generation requests every 250 ms and cancels the requests whose client has gone,
  * freeing their KV blocks without waiting for the next write. A client that only shut its sending
  * side (half-close) is not gone: it still gets its answer. The same thread cancels streams whose
- * client stopped reading (unsent output over cfg.max_unsent_bytes). */
+ * client stopped reading (unsent output over cfg.max_unsent_bytes), and requests past their
+ * answer deadline (http_req.answer_by: resumed so the HTTP side answers, whether or not the engine
+ * ever reports). */
 #ifndef PG_SERVE_WATCHDOG_H
 #define PG_SERVE_WATCHDOG_H
 

@@ -6,6 +6,7 @@ lines must never block the server on a full pipe) and is shown when a test fails
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import tempfile
@@ -14,11 +15,62 @@ import urllib.error
 import urllib.request
 
 
+MPIRUN = shutil.which("mpirun")
+
+
+def mpi_launcher(n):
+    """The mpirun command for an n-rank job on this machine (None without Open MPI)."""
+    return [MPIRUN, "--allow-run-as-root", "--oversubscribe", "-np", str(n)] if MPIRUN else None
+
+
+def mpi_missing(pagoda_bin):
+    """Why tensor parallelism over MPI cannot run here (None when it can)."""
+    if MPIRUN is None:
+        return "mpirun not found (apt-get install openmpi-bin libopenmpi-dev)"
+    r = subprocess.run([str(pagoda_bin), "logits", "-m", "x", "-i", "x", "-o", "x", "--tensor-parallel-size", "2"],
+                       capture_output=True, text=True, timeout=60)
+    return "pagoda was built without MPI" if "built without" in r.stderr else None
+
+
+def mpi_ranks(launcher_pid):
+    """{rank: pid} of the processes mpirun started (its children; the rank from their environment)."""
+    out = {}
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open(f"/proc/{d}/stat") as f:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+            if ppid != launcher_pid:
+                continue
+            with open(f"/proc/{d}/environ", "rb") as f:
+                env = dict(kv.split(b"=", 1) for kv in f.read().split(b"\0") if b"=" in kv)
+        except (OSError, ValueError, IndexError):
+            continue
+        if b"OMPI_COMM_WORLD_RANK" in env:
+            out[int(env[b"OMPI_COMM_WORLD_RANK"])] = int(d)
+    return out
+
+
+def pid_alive(pid):
+    """True while pid runs (a zombie counts as gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
 class Server:
-    def __init__(self, pagoda_bin, model, *args, env=None, startup_timeout=90, positional=False):
+    def __init__(self, pagoda_bin, model, *args, env=None, startup_timeout=90, positional=False, launcher=(),
+                 n_ranks=1):
+        """launcher: a command the server runs under (mpirun ... for tensor parallelism) whose n_ranks
+        processes are found as self.ranks ({rank: pid}); stop() then signals rank 0, the server."""
+        self.n_ranks = n_ranks
+        self.ranks = {}
         self.log = tempfile.NamedTemporaryFile(prefix="pagoda-serve-", suffix=".log", delete=False)
         model_args = [str(model)] if positional else ["-m", str(model)]  # `pagoda serve MODEL` or -m MODEL
-        cmd = [str(pagoda_bin), "serve", *model_args, "--port", "0", *map(str, args)]
+        cmd = [*map(str, launcher), str(pagoda_bin), "serve", *model_args, "--port", "0", *map(str, args)]
         full_env = dict(os.environ)
         full_env.pop("PAGODA_API_KEY", None)
         if env:
@@ -38,6 +90,12 @@ class Server:
             self.kill()
             raise RuntimeError(f"pagoda serve did not start in {startup_timeout} s:\n{self.text()}")
         self.port = int(self.url.rsplit(":", 1)[1])
+        while launcher and len(self.ranks) < n_ranks and time.time() < deadline:
+            self.ranks = mpi_ranks(self.proc.pid)
+            time.sleep(0.05)
+        if launcher and sorted(self.ranks) != list(range(n_ranks)):
+            self.kill()
+            raise RuntimeError(f"the {n_ranks} ranks under {launcher[0]} were not found:\n{self.text()}")
         while time.time() < deadline:  # /health answers once the daemon runs (it already does)
             try:
                 if self.get("/health")[0] == 200:
@@ -76,7 +134,13 @@ class Server:
 
     def stop(self, sig=signal.SIGTERM, timeout=30):
         if self.proc.poll() is None:
-            self.proc.send_signal(sig)
+            if self.ranks:  # rank 0 drains, then its engine stops the other ranks and mpirun exits
+                try:
+                    os.kill(self.ranks[0], sig)
+                except ProcessLookupError:
+                    pass
+            else:
+                self.proc.send_signal(sig)
             try:
                 self.proc.wait(timeout=timeout)
             except subprocess.TimeoutExpired:

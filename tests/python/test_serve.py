@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from serve_harness import Server, sse_events, running
+from serve_harness import Server, mpi_launcher, mpi_missing, sse_events, running
 
 openai = pytest.importorskip("openai")
 
@@ -211,12 +211,21 @@ def test_curl(server, client):
 
 # ---- a Hugging Face folder: pycoder-tiny ----
 
-@pytest.fixture(scope="module")
-def pycoder(pagoda_bin, shared):
+@pytest.fixture(scope="module", params=["tp1", "tp2"])
+def pycoder(request, pagoda_bin, shared):
+    """served by one process, and split over two MPI ranks (--tensor-parallel-size 2: pycoder-tiny's
+    4 heads and 2 KV heads split, unlike the built-in model's 9 and 3)"""
     path = shared / "models" / "pycoder-tiny"
     if not (path / "config.json").exists():
         pytest.skip(f"{path} not found")
-    s = Server(pagoda_bin, path, "--kv-mem", "64M", "-t", "2")
+    if request.param == "tp1":
+        s = Server(pagoda_bin, path, "--kv-mem", "64M", "-t", "2")
+    else:
+        why = mpi_missing(pagoda_bin)
+        if why:
+            pytest.skip(f"{why}: tensor-parallel serve untested")
+        s = Server(pagoda_bin, path, "--kv-mem", "64M", "-t", "1", "--tensor-parallel-size", "2",
+                   launcher=mpi_launcher(2), n_ranks=2)
     yield s, path
     rc = s.stop()
     log = s.text()

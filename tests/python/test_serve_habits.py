@@ -191,8 +191,8 @@ def test_version(run_pagoda):
 
 
 @pytest.mark.parametrize("args,words", [
-    (["--tensor-parallel-size", "2"], ["tensor parallelism is not supported yet"]),
-    (["-tp", "4"], ["not supported yet"]),
+    (["--tensor-parallel-size", "2", "--models-dir", "."], ["--models-dir serves several models"]),
+    (["-tp", "4", "--speculative", "ngram"], ["not supported yet"]),
     (["--kv-cache-dtype", "fp8_e5m2"], ["--kv-cache-dtype", "fp8_e5m2", "not available"]),
     (["--kv-cache-dtype", "bfloat16"], ["not available"]),
     (["--max-num-seqs", "0"], ["--max-num-seqs"]),
@@ -203,6 +203,13 @@ def test_alias_errors(run_pagoda, builtin_model, args, words):
     assert r.returncode == 2, r.stderr
     for w in words:
         assert w in r.stderr
+
+
+def test_tensor_parallel_needs_the_mpi_job(run_pagoda, builtin_model):
+    """outside mpirun the MPI group has one process (or the build has no MPI): a clear error, no hang"""
+    r = run_pagoda("serve", builtin_model, "--port", "0", "-tp", "2", check=False, timeout=60)
+    assert r.returncode == 1, r.stderr
+    assert "run it under mpirun -np 2" in r.stderr or "built without" in r.stderr, r.stderr
 
 
 def test_vllm_and_llama_cpp_spellings(pagoda_bin, builtin_model):
