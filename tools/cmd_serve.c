@@ -65,6 +65,10 @@ static const char k_usage[] =
             "  --tensor-parallel-size N, -tp N  split the model over the N processes of an MPI job (CPU; run\n"
             "                             under mpirun -np N: rank 0 serves HTTP, the others run their share\n"
             "                             of every step); one model (MODEL), no LoRA, no speculation\n"
+            "  --pipeline-parallel-size N, -pp N  cut the layers into N stages over the processes of the MPI\n"
+            "                             job (CPU; mpirun -np TP*N, rank = stage*TP + tp rank); with -tp\n"
+            "  --pp-micro-batches M       a step's sequences in up to M micro-batches so stages overlap\n"
+            "                             (default: N, each of at least 64 tokens; 1: none)\n"
             "  --max-waiting N            queued requests beyond which requests get 429 (default: no limit)\n"
             "  --max-connections N        concurrent HTTP connections (default 4096); more are refused at\n"
             "                             once (the open-file limit is raised to its hard limit, and N is\n"
@@ -108,10 +112,10 @@ static int is_named(const char *v) {
     return eq && eq > v && eq[1] && !memchr(v, '/', (size_t)(eq - v));
 }
 
-/* Under tensor parallelism the group's processes hold exactly one engine, made at start-up and
+/* Under tensor (or pipeline) parallelism the group's processes hold exactly one engine, made at start-up and
  * destroyed at shutdown (its destruction stops the other ranks): whatever would make a second
  * engine on the group, or unload and reload the one, is refused here with the reason. */
-static int tp_refused(long tp, int has_model, int n_named, const char *models_dir, const char *models_config,
+static int tp_refused(long tp, long pp, int has_model, int n_named, const char *models_dir, const char *models_config,
                       int n_loras, int runtime_lora, const cli_device *dev) {
     const char *why = NULL;
     if (!has_model) why = "give the model as MODEL (or -m PATH): it is loaded at start on every rank";
@@ -122,7 +126,8 @@ static int tp_refused(long tp, int has_model, int n_named, const char *models_di
     else if (dev->spec != PAGODA_SPEC_NONE) why = "speculative decoding with tensor parallelism is not supported yet";
     else if (dev->cuda) why = "tensor parallelism runs on the CPU only for now (no --device cuda, no GPU layers)";
     if (!why) return 0;
-    fprintf(stderr, "pagoda serve: --tensor-parallel-size %ld: %s\n", tp, why);
+    if (pp > 1) fprintf(stderr, "pagoda serve: --tensor-parallel-size %ld x --pipeline-parallel-size %ld: %s\n", tp, pp, why);
+    else fprintf(stderr, "pagoda serve: --tensor-parallel-size %ld: %s\n", tp, why);
     return 1;
 }
 
@@ -171,7 +176,7 @@ int cmd_serve(int argc, char **argv) {
     float keep_alive = 0, load_timeout = 120;
     uint64_t budget = 0;
     int n_keys = 0, verbose = 0, prefix_caching = 1;
-    long threads = 0, max_batch = 0, max_seqs = 0, max_len = 0, max_waiting = 0, port = 8080, tp_size = 1;
+    long threads = 0, max_batch = 0, max_seqs = 0, max_len = 0, max_waiting = 0, port = 8080, tp_size = 1, pp_size = 1, pp_micro = 0;
     long max_conn = 4096, timeout = 60, http_threads = 4, max_body = 1 << 20;
     long max_per_ip = 1024, head_timeout = 20, body_timeout = 60;
     float grace = 10;
@@ -232,6 +237,8 @@ int cmd_serve(int argc, char **argv) {
         else if (!strcmp(a, "-t") || !strcmp(a, "--threads")) bad = cli_int(a, v, 0, 1024, &threads);
         else if (!strcmp(a, "--kv-mem")) bad = cli_size(a, v, &kv_mem);
         else if (!strcmp(a, "--tensor-parallel-size") || !strcmp(a, "-tp")) bad = cli_int(a, v, 1, 1024, &tp_size);
+        else if (!strcmp(a, "--pipeline-parallel-size") || !strcmp(a, "-pp")) bad = cli_int(a, v, 1, 64, &pp_size);
+        else if (!strcmp(a, "--pp-micro-batches")) bad = cli_int(a, v, 1, 64, &pp_micro);
         else if (!strcmp(a, "--max-batch-tokens") || !strcmp(a, "--max-num-batched-tokens"))
             bad = cli_int(a, v, 1, 1 << 20, &max_batch), dev.max_batch_given = 1;
         else if (!strcmp(a, "--max-seqs") || !strcmp(a, "--max-num-seqs") || !strcmp(a, "-np") || !strcmp(a, "--parallel"))
@@ -287,8 +294,8 @@ int cmd_serve(int argc, char **argv) {
                         "--models-config FILE)\n");
         return usage(), 2;
     }
-    if (tp_size > 1 &&
-        tp_refused(tp_size, model != NULL, n_named, models_dir, models_config, n_loras, sc.runtime_lora, &dev))
+    if (tp_size * pp_size > 1 &&
+        tp_refused(tp_size, pp_size, model != NULL, n_named, models_dir, models_config, n_loras, sc.runtime_lora, &dev))
         return 2;
     const char *env_key = getenv("PAGODA_API_KEY");
     if (env_key && *env_key && n_keys < MAX_KEYS) keys[n_keys++] = env_key;
@@ -313,7 +320,8 @@ int cmd_serve(int argc, char **argv) {
     ec->prefix_caching = prefix_caching;
     cli_device_apply(&dev, ec);
     ec->max_adapters = (int32_t)max_loras;
-    if (cli_tp_begin(tp_size, &tp)) return 1;
+    if (cli_parallel_begin(tp_size, pp_size, &tp)) return 1;
+    ec->pp_micro_batches = (int32_t)pp_micro;
     ec->tp = tp;
     sc.tensor_parallel_size = (int)tp_size;
     if (tp && tp->rank > 0) { /* the manager's engine config (registry.c load_locked) less what is per rank */
@@ -437,7 +445,9 @@ int cmd_serve(int argc, char **argv) {
         pagoda_engine_stats st;
         pagoda_engine_get_stats(lease.engine, &st);
         char tp_note[64] = "";
-        if (tp) snprintf(tp_note, sizeof tp_note, ", tensor parallel over %d processes", (int)tp->size);
+        if (tp && tp->pp_size > 1)
+            snprintf(tp_note, sizeof tp_note, ", %d pipeline stages over %d processes", (int)tp->pp_size, (int)tp->size);
+        else if (tp) snprintf(tp_note, sizeof tp_note, ", tensor parallel over %d processes", (int)tp->size);
         fprintf(stderr,
                 "pagoda: serving '%s' at http://%s%s%s:%d/ (max model len %d, KV %d blocks of %d tokens%s%s); "
                 "Ctrl-C or SIGTERM stops\n",

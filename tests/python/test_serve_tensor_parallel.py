@@ -358,3 +358,37 @@ def test_sigterm_with_a_stuck_rank_ends_job(mpi, model):
                 os.kill(p, signal.SIGCONT)
         s.kill()
         s.close()
+
+
+@pytest.mark.parametrize("tp_n,pp_n", [(1, 2), (2, 2)])
+def test_pipeline_parallel_serve_equal(mpi, model, one, c_one, tp_n, pp_n):
+    """`mpirun -np TP*PP pagoda serve --pipeline-parallel-size PP [--tensor-parallel-size TP]`: the
+    layers in PP stages (each of TP ranks), stage to stage by MPI point to point; greedy text equal
+    to one process, streamed, concurrent and chat; shutdown ends every rank"""
+    n = tp_n * pp_n
+    s = Server(mpi, model, *COMMON, "--tensor-parallel-size", tp_n, "--pipeline-parallel-size", pp_n,
+               "--pp-micro-batches", 2, positional=True, launcher=mpi_launcher(n), n_ranks=n)
+    try:
+        assert f"{pp_n} pipeline stages over {n} processes" in s.text()
+        c = client(s)
+        jobs = [(p, m) for p in PROMPTS for m in (10, 18)]
+        ref = {j: c_one.completions.create(model=NAME, prompt=j[0], max_tokens=j[1], temperature=0).choices[0].text
+               for j in jobs}
+
+        def ask(j):
+            return c.completions.create(model=NAME, prompt=j[0], max_tokens=j[1], temperature=0).choices[0].text
+
+        with concurrent.futures.ThreadPoolExecutor(len(jobs)) as ex:
+            got = dict(zip(jobs, ex.map(ask, jobs)))
+        assert got == ref
+        kw = dict(model=NAME, prompt=PROMPTS[0], max_tokens=16, temperature=0)
+        streamed = "".join(ch.choices[0].text for ch in c.completions.create(**kw, stream=True) if ch.choices)
+        assert streamed == c_one.completions.create(**kw).choices[0].text
+        kw = dict(model=NAME, messages=CHAT, max_tokens=16, temperature=0)
+        assert (c.chat.completions.create(**kw).choices[0].message.content ==
+                c_one.chat.completions.create(**kw).choices[0].message.content)
+        assert s.stop() == 0, s.text()
+        assert not any(pid_alive(p) for p in s.ranks.values())
+    finally:
+        s.kill()
+        s.close()
