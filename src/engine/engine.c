@@ -42,6 +42,7 @@ void pagoda_request_default(pagoda_request *r) {
     r->skip_special = 1;
     r->n = 1;
     r->logprobs = -1;
+    r->pooling = PAGODA_POOLING_MODEL, r->normalize = -1; /* the defaults pagoda.h names for embeddings */
 }
 
 pagoda_status engine_normalize_config(const pagoda_engine_config *cfg, pagoda_engine_config *c) {

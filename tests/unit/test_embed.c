@@ -54,6 +54,12 @@ static void run_all(pagoda_engine *e) {
 }
 
 int main(void) {
+    { /* the request defaults pagoda.h names: pooling as the model declares, normalize as it declares */
+        pagoda_request d;
+        pagoda_request_default(&d);
+        CHECK(d.pooling == PAGODA_POOLING_MODEL && d.normalize == -1, "request defaults: pooling %d, normalize %d",
+              (int)d.pooling, d.normalize);
+    }
     const char *shared = test_shared_dir();
     if (!shared) TEST_SKIP("../shared not found");
     char dir[4096], gpath[4200];
