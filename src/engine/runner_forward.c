@@ -27,6 +27,8 @@ typedef struct {
     const pagoda_tp_group *tp;
     int32_t tp_size, pp_size, stage; /* ranks per stage, stages, this rank's stage */
     float *out_logits;               /* the last stage's first rank: [max_tokens][n_vocab] for rank 0 */
+    float *vp_part;                  /* the last stage's other ranks: [max_tokens][their vocabulary slice]
+                                        (vocabulary-parallel head: their logits columns) */
     int32_t mb_max, mb_min_tokens;   /* micro-batches: at most mb_max of at least mb_min_tokens each */
     microbatch *mbs;                 /* [mb_max] */
     microbatch_scratch mb_scratch;   /* their seq_start, seq_pos0 and logits mask arrays */
@@ -78,6 +80,22 @@ static pagoda_status pp_send_x(void *user, const float *x, int64_t n) {
     return st;
 }
 
+/* ---- vocabulary-parallel head: a stage's ranks send their logits columns to its first rank ---- */
+
+static pagoda_status vp_send_x(void *user, const float *x, int64_t n) {
+    const fwd_runner *f = user;
+    pagoda_status st = f->tp->send(f->tp->user, f->stage * f->tp_size, x, sizeof(float) * (size_t)n);
+    if (st) pg_error_prefix("tensor parallel (logits columns): ");
+    return st;
+}
+
+static pagoda_status vp_recv_x(void *user, int32_t tp_rank, float *x, int64_t n) {
+    const fwd_runner *f = user;
+    pagoda_status st = f->tp->recv(f->tp->user, f->stage * f->tp_size + tp_rank, x, sizeof(float) * (size_t)n);
+    if (st) pg_error_prefix("tensor parallel (logits columns): ");
+    return st;
+}
+
 /* the rank that computes the logits (the last stage's first) */
 static int32_t pp_head_rank(const fwd_runner *f) { return (f->pp_size - 1) * f->tp_size; }
 
@@ -122,7 +140,8 @@ static pagoda_status pp_forward(fwd_runner *f, const pg_batch *b, float *logits,
     int32_t n = microbatch_split(b, f->mb_max, f->mb_min_tokens, &f->mb_scratch, f->mbs);
     for (int32_t k = 0; k < n; k++) {
         const microbatch *m = &f->mbs[k];
-        float *lg = logits ? logits + (size_t)m->out0 * (size_t)f->n_vocab : NULL;
+        /* a rank's own logits columns are sent as they are made: its buffer is reused */
+        float *lg = logits && logits != f->vp_part ? logits + (size_t)m->out0 * (size_t)f->n_vocab : logits;
         float *hd = hidden ? hidden + (size_t)m->hid0 * (size_t)f->n_embd : NULL;
         pagoda_status st = forward_run_hidden(f->fwd, &m->b, f->kv, lg, hd);
         if (st) return st;
@@ -192,7 +211,7 @@ static void fr_destroy(engine_runner *r) {
         tp_header h = {.cmd = TP_STOP};
         if (tp_bcast(f, &h, sizeof h)) pg_log(PAGODA_LOG_WARN, "tensor parallel: cannot stop the workers");
     }
-    free(f->msg), free(f->tables), free(f->out_logits), free(f->mbs);
+    free(f->msg), free(f->tables), free(f->out_logits), free(f->vp_part), free(f->mbs);
     free(f->mb_scratch.seq_start), free(f->mb_scratch.seq_pos0), free(f->mb_scratch.mask);
     forward_kv_destroy(f->kv);
     forward_destroy(f->fwd);
@@ -271,7 +290,7 @@ pagoda_status runner_tp_worker(const pagoda_model *pm, const pagoda_engine_confi
            or with stages the last stage's first rank's, which sends them to rank 0. A batch rank
            0 refuses is refused here too, before any all-reduce or transfer, so all go on; a
            failed transfer ends the job. */
-        float *lg = f->out_logits && !(h.flags & TP_NO_LOGITS) ? f->out_logits : NULL;
+        float *lg = h.flags & TP_NO_LOGITS ? NULL : f->out_logits ? f->out_logits : f->vp_part;
         st = pp_on(f) ? pp_forward(f, &b, lg, hidden) : forward_run_hidden(f->fwd, &b, f->kv, lg, hidden);
         if (!st && f->out_logits) st = pp_results(f, &b, lg, hidden, true);
         if (st == PAGODA_ERR_IO) break;
@@ -362,8 +381,16 @@ static pagoda_status runner_create(const pagoda_model *pm, const pagoda_engine_c
                           .all_reduce = f->tp_size > 1 ? c->tp->all_reduce : NULL,
                           .all_reduce_user = f->tp_size > 1 ? c->tp->user : NULL,
                           .pp_l0 = pp > 1 ? l0 : 0, .pp_l1 = pp > 1 ? l1 : 0, .pp_recv = pp > 1 ? pp_recv_x : NULL,
-                          .pp_send = pp > 1 ? pp_send_x : NULL, .pp_user = f};
+                          .pp_send = pp > 1 ? pp_send_x : NULL, .pp_user = f,
+                          .vp_send = f->tp_size > 1 && c->tp->send ? vp_send_x : NULL,
+                          .vp_recv = f->tp_size > 1 && c->tp->recv ? vp_recv_x : NULL, .vp_user = f};
     if ((st = forward_create_ex(pm->m, c->max_batch_tokens, &fo, &f->fwd))) goto fail;
+    /* a worker of the stage with a vocabulary-parallel head: where its logits columns are made */
+    if (worker && c->tp->rank % f->tp_size > 0 && forward_vocab_slice(f->fwd) < mc->n_vocab &&
+        !(f->vp_part = malloc(sizeof(float) * (size_t)c->max_batch_tokens * (size_t)forward_vocab_slice(f->fwd)))) {
+        st = pg_fail(PAGODA_ERR_NOMEM, "tensor parallel: out of memory for %d tokens' logits columns", c->max_batch_tokens);
+        goto fail;
+    }
 
     /* KV blocks: host layers from the host budget, GPU layers from free device memory */
     size_t per_block_host, per_block_dev;

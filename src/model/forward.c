@@ -60,6 +60,13 @@ struct pg_forward {
     pagoda_status (*pp_recv)(void *user, float *x, int64_t n);
     pagoda_status (*pp_send)(void *user, const float *x, int64_t n);
     void *pp_user;
+    /* vocabulary-parallel LM head (tensor parallelism): this rank's logits columns [vp0, vp1) */
+    bool vp;
+    int32_t vp0, vp1;
+    pagoda_status (*vp_send)(void *user, const float *x, int64_t n);
+    pagoda_status (*vp_recv)(void *user, int32_t tp_rank, float *x, int64_t n);
+    void *vp_user;
+    float *vp_tmp;          /* first rank: [max_tokens][largest slice] another rank's logits columns */
     int n_stages;
     stage st[MAX_STAGES];
     int32_t *out_rows;      /* [max_tokens] batch token of each logits row */
@@ -92,7 +99,7 @@ void forward_destroy(pg_forward *f) {
     if (!f) return;
     if (f->x_host && f->n_stages > 0) f->st[0].be->ops->host_free(f->st[0].be, f->x_host);
     for (int i = 0; i < f->n_stages; i++) stage_free(&f->st[i]);
-    free(f->out_rows), free(f->lora_tmp), free(f->segs), free(f->lora_jobs);
+    free(f->out_rows), free(f->lora_tmp), free(f->segs), free(f->lora_jobs), free(f->vp_tmp);
     free(f);
 }
 
@@ -177,9 +184,16 @@ static pagoda_status stage_upload(const pg_forward *f, stage *s, const pg_model 
             if (st) return st;
         }
     }
-    if (s->head && ((st = up(s, &m->out_norm, false, &s->out_norm)) || (st = up(s, &m->out_norm_b, false, &s->out_norm_b)) ||
-                    (st = up(s, &m->output, true, &s->output))))
+    if (s->head && ((st = up(s, &m->out_norm, false, &s->out_norm)) || (st = up(s, &m->out_norm_b, false, &s->out_norm_b))))
         return st;
+    if (s->head && f->vp) { /* this rank's rows of the head, in place */
+        pg_tensor part = m->output;
+        size_t rs = 0;
+        if (!dtype_row_size(part.dtype, part.n_in, &rs)) return pg_fail(PAGODA_ERR_INVALID, "output: bad row size");
+        part.data = (const char *)part.data + (size_t)f->vp0 * rs, part.n_out = f->vp1 - f->vp0;
+        return up(s, &part, true, &s->output);
+    }
+    if (s->head && (st = up(s, &m->output, true, &s->output))) return st;
     return PAGODA_OK;
 }
 
@@ -269,6 +283,20 @@ pagoda_status forward_create_ex(const pg_model *m, int32_t max_tokens, const pg_
         if (l0 > 0) f->pp_recv = o.pp_recv;
         if (l1 < c->n_layer) f->pp_send = o.pp_send;
         f->pp_user = o.pp_user;
+    }
+    /* a vocabulary-parallel head where the stage has the head, the hooks are given and the head
+       is a plain weight (HF quantized heads with scales stay whole) */
+    if (f->tp_size > 1 && l1 == c->n_layer && o.vp_send && o.vp_recv && m->output.data && !pg_tensor_has_qmeta(&m->output) &&
+        c->n_vocab >= f->tp_size) {
+        f->vp = true;
+        f->vp0 = (int32_t)((int64_t)c->n_vocab * f->tp_rank / f->tp_size);
+        f->vp1 = (int32_t)((int64_t)c->n_vocab * (f->tp_rank + 1) / f->tp_size);
+        f->vp_send = o.vp_send, f->vp_recv = o.vp_recv, f->vp_user = o.vp_user;
+        int32_t widest = (int32_t)(((int64_t)c->n_vocab + f->tp_size - 1) / f->tp_size);
+        if (f->tp_rank == 0 && !(f->vp_tmp = malloc(sizeof(float) * (size_t)max_tokens * (size_t)widest))) {
+            st = pg_fail(PAGODA_ERR_NOMEM, "out of memory for the logits of %d tokens", max_tokens);
+            goto fail;
+        }
     }
     if (!(f->out_rows = malloc(sizeof(int32_t) * (size_t)max_tokens)) || !(f->segs = malloc(sizeof(lora_seg) * (size_t)max_tokens)) ||
         !(f->lora_jobs = malloc(sizeof(pg_lora_seg) * 3 * (size_t)max_tokens))) {
@@ -381,6 +409,8 @@ bool forward_has_device_argmax(const pg_forward *f) {
     const stage *s = &f->st[f->n_stages - 1];
     return f->n_gpu > 0 && s->head && s->be->ops->argmax_rows != NULL;
 }
+
+int32_t forward_vocab_slice(const pg_forward *f) { return f->vp ? f->vp1 - f->vp0 : f->m->cfg.n_vocab; }
 
 /* ---- KV memory ------------------------------------------------------------------------------- */
 
@@ -525,6 +555,29 @@ static void tp_reduce(pg_forward *f, pg_backend *be, float *x, int64_t n) {
     if (st && !f->tp_err) f->tp_err = st;
 }
 
+/* A vocabulary-parallel head: this rank's columns of the n_out logits rows; the first rank writes
+ * its own straight into logits ([n_out][n_vocab]) and places every other rank's, the others send
+ * theirs (logits is then their [n_out][slice] buffer). A failed transfer is the step's error. */
+static void vp_head(pg_forward *f, stage *s, int32_t n_out, float *logits) {
+    const int64_t V = f->m->cfg.n_vocab, w = f->vp1 - f->vp0;
+    pg_backend *be = s->be;
+    pagoda_status st = PAGODA_OK;
+    if (f->tp_rank > 0) {
+        be->ops->matmul(be, &s->output, s->xo, n_out, logits, w, false);
+        st = f->vp_send(f->vp_user, logits, (int64_t)n_out * w);
+    } else { /* its own columns [0, vp1) first, then every other rank's */
+        for (int32_t r = 0; r < f->tp_size && !st; r++) {
+            const int64_t c0 = V * r / f->tp_size, c1 = V * (r + 1) / f->tp_size;
+            if (r == 0) be->ops->matmul(be, &s->output, s->xo, n_out, f->vp_tmp, w, false);
+            else if ((st = f->vp_recv(f->vp_user, r, f->vp_tmp, (int64_t)n_out * (c1 - c0)))) break;
+            for (int32_t i = 0; i < n_out; i++)
+                memcpy(logits + (size_t)i * (size_t)V + c0, f->vp_tmp + (size_t)i * (size_t)(c1 - c0),
+                       sizeof(float) * (size_t)(c1 - c0));
+        }
+    }
+    if (st && !f->tp_err) f->tp_err = st;
+}
+
 /* The ops of one stage for T (possibly padded) tokens, n_out logits rows and after them n_hid
  * hidden-state rows (gathered into s->xo behind the logits rows' inputs). */
 static void stage_ops(pg_forward *f, stage *s, pg_kv *kv, int si, int32_t T, int32_t n_out, int32_t n_hid,
@@ -617,7 +670,8 @@ static void stage_ops(pg_forward *f, stage *s, pg_kv *kv, int si, int32_t T, int
         if (n_hid > 0) o->gather_out_rows(be, s->xn, E, n_out + n_hid, s->xo);
         if (n_out > 0 && logits) {
             if (n_hid == 0) o->gather_out_rows(be, s->xn, E, n_out, s->xo);
-            o->matmul(be, &s->output, s->xo, n_out, logits, c->n_vocab, false);
+            if (f->vp) vp_head(f, s, n_out, logits);
+            else o->matmul(be, &s->output, s->xo, n_out, logits, c->n_vocab, false);
         }
     } else {
         /* the residual only (a GPU kernel still writes an unscaled norm into xn, unused) */

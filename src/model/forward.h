@@ -49,6 +49,15 @@ typedef struct {
     pagoda_status (*pp_recv)(void *user, float *x, int64_t n);
     pagoda_status (*pp_send)(void *user, const float *x, int64_t n);
     void *pp_user;
+    /* tensor parallelism, vocabulary-parallel LM head (tp_size > 1, the stage with the head): each
+       rank computes the logits of its slice of the vocabulary (rows [n_vocab * r / N, n_vocab *
+       (r + 1) / N) of the head); the stage's first rank receives the others' slices (vp_recv, from
+       the stage's tp rank r) into the logits rows, the others send theirs (vp_send). A rank other
+       than the first passes as logits a buffer of [max_tokens][forward_vocab_slice()] floats (any
+       non-NULL pointer asks for the head). Without the hooks every rank's head is whole. */
+    pagoda_status (*vp_send)(void *user, const float *x, int64_t n);
+    pagoda_status (*vp_recv)(void *user, int32_t tp_rank, float *x, int64_t n);
+    void *vp_user;
 } pg_forward_opts;
 
 /* Scratch for batches of up to max_tokens tokens (allocated once; no malloc per step), placed as
@@ -70,6 +79,10 @@ pagoda_status forward_kv_copy_block(pg_kv *kv, int32_t src, int32_t dst);
  * CPU stage's layers, per_block_dev the GPU's). */
 void forward_kv_block_bytes(const pg_forward *f, int32_t block_size, int dtype, size_t *per_block_host,
                             size_t *per_block_dev);
+
+/* Columns of the logits this rank computes under a vocabulary-parallel head (n_vocab when the
+ * head is whole or absent). */
+int32_t forward_vocab_slice(const pg_forward *f);
 
 /* The rows a batch wants: n_out logits rows (logits_mask, else each sequence's last token; not
  * the hidden rows) and n_hid hidden-state rows (hidden_mask). */
