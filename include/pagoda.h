@@ -235,7 +235,8 @@ typedef struct {
                                  head) and their KV cache; within a stage each rank holds its share
                                  of the heads and FFN. The head count, KV head count and FFN width
                                  must divide by size / pp_size, pp_size must not exceed the layer
-                                 count; no GPU layers, no LoRA, no speculation */
+                                 count; no GPU layers, no LoRA (speculation runs: drafts are
+                                 proposed on rank 0 and verified in the split pass) */
     /* appended for speculative decoding: each step, running sequences get up to
      * num_speculative_tokens proposed tokens that the step's forward pass verifies; greedy output
      * is the same token for token, sampled output has exactly the model's distribution. */

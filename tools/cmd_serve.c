@@ -64,7 +64,7 @@ static const char k_usage[] =
             "                             --ctx-size\n"
             "  --tensor-parallel-size N, -tp N  split the model over the N processes of an MPI job (CPU; run\n"
             "                             under mpirun -np N: rank 0 serves HTTP, the others run their share\n"
-            "                             of every step); one model (MODEL), no LoRA, no speculation\n"
+            "                             of every step); one model (MODEL), no LoRA\n"
             "  --pipeline-parallel-size N, -pp N  cut the layers into N stages over the processes of the MPI\n"
             "                             job (CPU; mpirun -np TP*N, rank = stage*TP + tp rank); with -tp\n"
             "  --pp-micro-batches M       a step's sequences in up to M micro-batches so stages overlap\n"
@@ -123,7 +123,6 @@ static int tp_refused(long tp, long pp, int has_model, int n_named, const char *
     else if (models_dir) why = "--models-dir serves several models, and the group holds one engine";
     else if (models_config) why = "--models-config serves several models, and the group holds one engine";
     else if (n_loras || runtime_lora) why = "LoRA adapters are not supported with tensor parallelism";
-    else if (dev->spec != PAGODA_SPEC_NONE) why = "speculative decoding with tensor parallelism is not supported yet";
     else if (dev->cuda) why = "tensor parallelism runs on the CPU only for now (no --device cuda, no GPU layers)";
     if (!why) return 0;
     if (pp > 1) fprintf(stderr, "pagoda serve: --tensor-parallel-size %ld x --pipeline-parallel-size %ld: %s\n", tp, pp, why);

@@ -80,8 +80,6 @@ pagoda_status pagoda_engine_create(pagoda_model *pm, const pagoda_engine_config 
     pagoda_engine_config c;
     pagoda_status st = engine_normalize_config(cfg, &c);
     if (st) return st;
-    if (c.speculative && c.tp && c.tp->size > 1)
-        return pg_fail(PAGODA_ERR_UNSUPPORTED, "speculative decoding with tensor or pipeline parallelism is not supported yet");
     engine_runner *r;
     if ((st = runner_forward_create(pm, &c, &r))) return st;
     if ((st = engine_create_with_runner(pm, r, &c, out))) return st;

@@ -5,6 +5,7 @@ stage-major ranks, the all-reduce within each stage). It must give the single-pr
 within 1e-5 (a pipeline alone does the same arithmetic in the same order: bit-identical) and the same greedy
 tokens. Sizes the job or the model cannot take are refused with a clear error."""
 import os
+import re
 import shutil
 import subprocess
 
@@ -164,14 +165,23 @@ def test_needs_the_processes(mpi, shared):
     assert "this MPI job has 2 processes (run it under mpirun -np 4)" in r.stderr
 
 
-def test_refuses_gpu_and_speculation(mpi, shared):
+def test_refuses_gpu(mpi, shared):
     llama = shared / "fixtures" / "hf" / "llama"
     r = mpirun(mpi, "run", "-m", llama, "--prompt-ids", "1,2,3", "-n", 2, "--gpu-layers", 1, check=False)
     assert r.returncode != 0
     assert "pipeline parallel runs on the CPU only" in r.stderr
-    r = mpirun(mpi, "run", "-m", llama, "--prompt-ids", "1,2,3", "-n", 2, "--speculative", "ngram", check=False)
-    assert r.returncode != 0
-    assert "speculative decoding with tensor or pipeline parallelism is not supported yet" in r.stderr
+
+
+def test_speculation_greedy_identical(mpi, run_pagoda, builtin_model):
+    """n-gram speculation over stages: drafts verified in the pipelined pass, greedy text equal to one
+    process without speculation"""
+    prompt = "def add(a, b):\n    return a + b\n\ndef add(a, b):\n"
+    args = ("run", "-m", builtin_model, "--prompt", prompt, "-n", 48, "--temperature", 0)
+    ref = run_pagoda(*args, "-t", 1)
+    r = mpirun(mpi, *args, "--speculative", "ngram")
+    m = re.search(r"speculation: (\d+) drafts verified", r.stderr)
+    assert m and int(m.group(1)) > 0, r.stderr
+    assert r.stdout == ref.stdout
 
 
 def parse_mix(stdout):

@@ -3,7 +3,7 @@
 step) must answer like one process: the same greedy text for completions and chat, streamed and not,
 alone and concurrent; the same seeded samples; logprobs and embeddings within float noise; /health,
 /health_generate, /v1/models, /metrics and the router endpoints; the same 4xx errors. Configurations
-that would put a second engine on the group (several models, LoRA, speculation) are refused at
+that would put a second engine on the group (several models, LoRA) are refused at
 start-up, unloading the one model is refused, shutdown ends every rank in bounded time, a rank that
 dies ends the job, one that hangs shows as /health_generate 503, and an idle rank 1 does not spin.
 
@@ -232,7 +232,6 @@ def test_errors_still_4xx(tp):
     (["--models-dir", "/tmp"], "--models-dir serves several models"),
     (["--lora", "a=/nonexistent"], "LoRA adapters are not supported"),
     (["--enable-runtime-lora"], "LoRA adapters are not supported"),
-    (["--speculative", "ngram"], "speculative decoding with tensor parallelism is not supported"),
     (["-m", "other=/nonexistent"], "-m NAME=PATH serves a second model"),
 ])
 def test_refused_at_start(mpi, model, args, why):
@@ -389,6 +388,23 @@ def test_pipeline_parallel_serve_equal(mpi, model, one, c_one, tp_n, pp_n):
                 c_one.chat.completions.create(**kw).choices[0].message.content)
         assert s.stop() == 0, s.text()
         assert not any(pid_alive(p) for p in s.ranks.values())
+    finally:
+        s.kill()
+        s.close()
+
+
+def test_speculation_under_tensor_parallel(mpi, model, c_one):
+    """--speculative ngram on a TP=2 server: drafts verified (counted in /metrics), greedy text equal to
+    one process without speculation"""
+    s = Server(mpi, model, *COMMON, "--tensor-parallel-size", 2, "--speculative", "ngram", positional=True,
+               launcher=mpi_launcher(2), n_ranks=2)
+    try:
+        c = client(s)
+        prompt = "def f(x):\n    return x + 1\n\ndef f(x):\n"
+        kw = dict(model=NAME, prompt=prompt, max_tokens=32, temperature=0)
+        assert c.completions.create(**kw).choices[0].text == c_one.completions.create(**kw).choices[0].text
+        assert metric(s.metrics(), "pagoda:spec_decode_num_drafts_total") > 0
+        assert s.stop() == 0, s.text()
     finally:
         s.kill()
         s.close()

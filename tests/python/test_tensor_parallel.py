@@ -2,6 +2,7 @@
 splits each layer Megatron style (heads and FFN slices per rank, all-reduce after the output and down
 projections) and must give the single-process results: logits within float summation-order noise and
 the same greedy tokens. Models the group cannot split are refused with a clear error."""
+import re
 import shutil
 import subprocess
 
@@ -96,6 +97,18 @@ def test_run_greedy_gguf_synth(mpi, synth, run_pagoda):
     one = run_pagoda(*args, "-t", 1).stdout.split()
     tp = mpirun(mpi, *args).stdout.split()
     assert len(one) == 24 and tp == one
+
+
+def test_run_speculation_greedy_identical(mpi, shared, run_pagoda):
+    """n-gram speculation under tensor parallelism: drafts verified in the split pass (their logits
+    columns gathered from the ranks), greedy tokens equal to one process without speculation"""
+    args = ["run", "-m", shared / "fixtures" / "hf" / "llama", "--prompt-ids", "5,6,7,8,5,6,7,8,5,6,7", "-n", 40,
+            "--ignore-eos"]
+    one = run_pagoda(*args, "-t", 1).stdout.split()
+    r = mpirun(mpi, *args, "--speculative", "ngram")
+    m = re.search(r"speculation: (\d+) drafts verified", r.stderr)
+    assert m and int(m.group(1)) > 0, r.stderr
+    assert r.stdout.split() == one and len(one) == 40
 
 
 def test_refuses_heads_not_divisible(mpi, builtin_model):
