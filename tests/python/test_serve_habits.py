@@ -192,7 +192,7 @@ def test_version(run_pagoda):
 
 @pytest.mark.parametrize("args,words", [
     (["--tensor-parallel-size", "2", "--models-dir", "."], ["--models-dir serves several models"]),
-    (["-tp", "4", "--speculative", "ngram"], ["not supported yet"]),
+    (["-tp", "4", "--enable-runtime-lora"], ["LoRA adapters are not supported"]),
     (["--kv-cache-dtype", "fp8_e5m2"], ["--kv-cache-dtype", "fp8_e5m2", "not available"]),
     (["--kv-cache-dtype", "bfloat16"], ["not available"]),
     (["--max-num-seqs", "0"], ["--max-num-seqs"]),
