@@ -255,6 +255,14 @@ typedef struct {
        many as stages, each of at least 64 tokens (a smaller step, such as decode only, goes whole:
        every micro-batch reads the stage's weights again); 1: none; n > 1: up to n (1..64) */
     int32_t pp_micro_batches;
+    /* appended: n-gram speculation also looks up the last this many tokens of finished sequences
+       (agent loops, retries and templated answers repeat earlier requests; only drafts: outputs
+       stay the model's, but how fast a request decodes can then depend on other requests' text,
+       as with prefix caching); 0: 65536; -1: off (only the sequence itself) */
+    int32_t spec_ngram_history;
+    /* appended: 1: every decoding sequence is asked for num_speculative_tokens drafts each step
+       (no cost model, no rest after low acceptance): a fixed k, as benchmarks and tests want it */
+    int32_t spec_fixed_k;
 } pagoda_engine_config;
 
 /* How drafts are proposed (pagoda_engine_config.speculative). */

@@ -306,6 +306,17 @@ int cli_device_option(const char *opt, const char *val, cli_device *d, int *bad)
         *bad = cli_int(opt, val, 1, 64, !strcmp(opt, "--spec-ngram-min") ? &d->spec_ngram_min : &d->spec_ngram_max);
         return 1;
     }
+    if (!strcmp(opt, "--spec-k")) {
+        if (!strcmp(val, "fixed")) d->spec_fixed_k = 1;
+        else if (!strcmp(val, "cost")) d->spec_fixed_k = 0;
+        else fprintf(stderr, "pagoda: --spec-k expects cost or fixed, got '%s'\n", val), *bad = 1;
+        return 1;
+    }
+    if (!strcmp(opt, "--spec-ngram-history")) {
+        *bad = cli_int(opt, val, 0, 1 << 26, &d->spec_ngram_history);
+        d->spec_ngram_history_given = 1;
+        return 1;
+    }
     if (!strcmp(opt, "--spec-max-seqs")) {
         *bad = cli_int(opt, val, 1, 4096, &d->spec_max_seqs);
         return 1;
@@ -335,6 +346,8 @@ void cli_device_apply(const cli_device *d, pagoda_engine_config *ec) {
     ec->speculative = d->spec, ec->speculative_draft = d->spec_draft;
     ec->num_speculative_tokens = (int32_t)d->spec_k, ec->spec_max_seqs = (int32_t)d->spec_max_seqs;
     ec->spec_ngram_min = (int32_t)d->spec_ngram_min, ec->spec_ngram_max = (int32_t)d->spec_ngram_max;
+    ec->spec_fixed_k = d->spec_fixed_k;
+    if (d->spec_ngram_history_given) ec->spec_ngram_history = d->spec_ngram_history ? (int32_t)d->spec_ngram_history : -1;
     if (!d->cuda) return;
     if (d->gpu_mem_util > 0) ec->gpu_memory_utilization = d->gpu_mem_util;
     ec->cuda_device = d->cuda_device, ec->cuda_no_graphs = d->no_graphs, ec->cuda_no_repack = d->no_repack;

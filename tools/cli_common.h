@@ -24,6 +24,9 @@ typedef struct {
     int spec;            /* --speculative: pagoda_spec_method */
     const char *spec_draft; /* its draft model (borrowed from argv) */
     long spec_k, spec_ngram_min, spec_ngram_max, spec_max_seqs; /* 0: the engine's defaults */
+    long spec_ngram_history;
+    int spec_ngram_history_given;
+    int spec_fixed_k; /* --spec-k fixed */
 } cli_device;
 #define CLI_DEVICE_HELP                                                                                 \
     "  --device cpu|cuda    where the model runs (default cpu)\n"                                      \
@@ -46,6 +49,10 @@ typedef struct {
     "                       6 for n-gram, 4 for a draft model; fewer where drafts are rejected)\n"        \
     "  --spec-ngram-min N, --spec-ngram-max N  n-gram lookup: matches of at least min tokens, the\n"     \
     "                       longest up to max wins (default 2..4)\n"                                    \
+    "  --spec-ngram-history N  n-gram lookup also in the last N tokens of finished requests (default\n" \
+    "                       65536; 0: off)\n"                                                           \
+    "  --spec-k cost|fixed  drafts per step from measured pass costs (default), or always\n"           \
+    "                       --num-speculative-tokens for every sequence (no rests)\n"                   \
     "  --spec-max-seqs N    no drafts while more than N sequences run (default: no limit; drafts are\n" \
     "                       verified only where measured pass times say they pay)\n"
 #define CLI_KV_HELP                                                                                     \

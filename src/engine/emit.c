@@ -33,6 +33,9 @@ static void unlink_live(pagoda_engine *e, request *r) {
 void engine_end_choice(pagoda_engine *e, choice *ch, pagoda_finish_reason why, const char *error, int flush) {
     if (ch->finish != PAGODA_FINISH_NONE) return;
     request *r = ch->r;
+    /* a proposer that learns from finished sequences sees this one's tokens (not its drafts) */
+    if (ch->seq && e->spec && e->spec->observe && !r->p.score_only && ch->n_generated > 0)
+        e->spec->observe(e->spec, ch->seq->tokens, ch->seq->n_tokens - ch->seq->n_draft);
     if (ch->seq) sched_finish(e->sched, ch->seq);
     if (e->spec && e->spec->release) e->spec->release(e->spec, (r->id << 8) | (uint64_t)ch->index);
     ch->seq = NULL;

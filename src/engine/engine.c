@@ -65,6 +65,8 @@ pagoda_status engine_normalize_config(const pagoda_engine_config *cfg, pagoda_en
     if (c->spec_ngram_min <= 0) c->spec_ngram_min = 2;
     if (c->spec_ngram_max <= 0) c->spec_ngram_max = c->spec_ngram_min > 4 ? c->spec_ngram_min : 4;
     if (c->spec_max_seqs <= 0 || c->spec_max_seqs > c->max_seqs) c->spec_max_seqs = c->max_seqs; /* the cost model decides */
+    if (c->spec_ngram_history == 0) c->spec_ngram_history = 1 << 16;
+    if (c->spec_ngram_history < 0) c->spec_ngram_history = 0; /* off */
     if (c->speculative == PAGODA_SPEC_DRAFT && (!c->speculative_draft || !*c->speculative_draft))
         return pg_fail(PAGODA_ERR_INVALID, "engine: draft-model speculation needs the draft model's path");
     return PAGODA_OK;
@@ -95,7 +97,7 @@ static pagoda_status engine_spec_from_config(pagoda_engine *e, const pagoda_engi
     spec_proposer *p = NULL;
     pagoda_status st;
     if (c->speculative == PAGODA_SPEC_NGRAM) {
-        st = spec_ngram_create(c->spec_ngram_min, c->spec_ngram_max, &p);
+        st = spec_ngram_create_ex(c->spec_ngram_min, c->spec_ngram_max, c->spec_ngram_history, &p);
     } else {
         if ((st = pagoda_model_load(c->speculative_draft, &e->spec_model))) return st;
         pagoda_model_info a, b;

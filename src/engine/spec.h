@@ -36,6 +36,9 @@ struct spec_proposer {
      * proposer keeps for it may go. Optional (NULL). */
     void (*release)(spec_proposer *p, uint64_t key);
     void (*destroy)(spec_proposer *p);
+    /* A sequence finished with these tokens (prompt and accepted output): the proposer may keep
+     * them for later sequences. Optional (NULL). */
+    void (*observe)(spec_proposer *p, const int32_t *tokens, int32_t n);
 };
 
 static inline void spec_destroy(spec_proposer *p) {
@@ -45,6 +48,8 @@ static inline void spec_destroy(spec_proposer *p) {
 /* Prompt lookup with matches of n_min to n_max tokens (1 <= n_min <= n_max <= 64): the earlier
  * occurrence with the longest match wins, the most recent among equals. */
 pagoda_status spec_ngram_create(int32_t n_min, int32_t n_max, spec_proposer **out);
+/* The same, also looking up the last `history` tokens of finished sequences (0: none). */
+pagoda_status spec_ngram_create_ex(int32_t n_min, int32_t n_max, int32_t history, spec_proposer **out);
 
 /* A draft model (same vocabulary as the target: the caller checks) run by its own default runner
  * (engine/runner.h) on the CPU with c's threads, a KV cache of kv_mem_bytes for up to max_seqs

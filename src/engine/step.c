@@ -39,7 +39,7 @@ static void stage_propose(pagoda_engine *e) {
             choice *ch = &r->choices[i];
             sched_seq *q = ch->seq;
             if (!q || ch->finish || q->state != SEQ_RUNNING || q->n_draft || q->n_computed != q->n_tokens - 1) continue;
-            if (ch->sp_wait > 0) {
+            if (ch->sp_wait > 0 && !e->c.spec_fixed_k) {
                 ch->sp_wait--;
                 continue;
             }
@@ -55,7 +55,11 @@ static void stage_propose(pagoda_engine *e) {
         }
     }
     if (!nq) return;
-    int32_t asked = spec_cost_allocate(&e->sp_cost, n_run, e->sq_rate, e->sq_ask, nq, e->sq_k, e->sq_work);
+    int32_t asked = 0;
+    if (e->c.spec_fixed_k)
+        for (int32_t i = 0; i < nq; i++) asked += e->sq_k[i] = e->sq_ask[i];
+    else
+        asked = spec_cost_allocate(&e->sp_cost, n_run, e->sq_rate, e->sq_ask, nq, e->sq_k, e->sq_work);
     int32_t m = 0;
     for (int32_t i = 0; i < nq; i++) {
         choice *ch = e->sq_seq[i]->owner;

@@ -74,6 +74,7 @@ static pagoda_engine *make_engine(pagoda_model *m, int spec, uint64_t kv_mem, in
     c.kv_mem_bytes = kv_mem, c.max_batch_tokens = max_batch, c.max_seqs = max_seqs, c.n_threads = 2;
     c.speculative = spec ? PAGODA_SPEC_NGRAM : PAGODA_SPEC_NONE;
     c.spec_ngram_min = 1, c.spec_max_seqs = 1024; /* drafts at every batch size: the hardest case */
+    c.spec_fixed_k = 1; /* and every draft the proposer has, whatever the pass times (deterministic) */
     pagoda_engine *e = NULL;
     CHECK(pagoda_engine_create(m, &c, &e) == PAGODA_OK, "engine: %s", pagoda_last_error());
     return e;
@@ -119,6 +120,75 @@ static void make_prompts(int32_t n_vocab, unsigned long long seed, int32_t promp
         for (int j = 0; j < head + span; j++) prompts[i][j] = (int32_t)(test_rand_u64(&seed) % (uint64_t)n_vocab);
         memcpy(prompts[i] + head + span, prompts[i] + head, sizeof(int32_t) * (size_t)(span / 2));
     }
+}
+
+/* ---- the n-gram history of finished sequences ---- */
+
+static void test_ngram_history(const char *fixture) {
+    int32_t out[8];
+    spec_proposer *p = NULL;
+    CHECK(spec_ngram_create_ex(2, 8, 64, &p) == PAGODA_OK && p && p->observe, "history proposer: %s", pagoda_last_error());
+    if (!p) return;
+    const int32_t done[] = {10, 11, 12, 13, 14, 15, 16};
+    p->observe(p, done, 7);
+    spec_query q = {.key = 1, .tokens = (const int32_t[]){7, 8, 12, 13}, .n = 4, .max_k = 3, .out = out};
+    p->propose(p, &q, 1);
+    CHECK(q.n_out == 3 && out[0] == 14 && out[1] == 15 && out[2] == 16, "[12 13] from the history -> 14 15 16 (%d)", q.n_out);
+    /* the sequence's own match wins unless the history's is longer */
+    q = (spec_query){.key = 1, .tokens = (const int32_t[]){12, 13, 9, 5, 12, 13}, .n = 6, .max_k = 2, .out = out};
+    p->propose(p, &q, 1);
+    CHECK(q.n_out == 2 && out[0] == 9 && out[1] == 5, "own [12 13] -> 9 5 (%d: %d %d)", q.n_out, out[0], out[1]);
+    q = (spec_query){.key = 1, .tokens = (const int32_t[]){11, 12, 13, 9, 5, 11, 12, 13}, .n = 8, .max_k = 2, .out = out};
+    p->propose(p, &q, 1);
+    CHECK(q.n_out == 2 && out[0] == 9, "own [11 12 13] as long as the history's: own -> 9 (%d)", out[0]);
+    q = (spec_query){.key = 1, .tokens = (const int32_t[]){3, 12, 13, 9, 10, 11, 12, 13}, .n = 8, .max_k = 2, .out = out};
+    p->propose(p, &q, 1);
+    CHECK(q.n_out == 2 && out[0] == 14, "the history's [10 11 12 13] is longer -> 14 (%d)", out[0]);
+    /* overwritten history is not used: 64 tokens of ring, fill it with other sequences */
+    int32_t filler[30];
+    for (int i = 0; i < 30; i++) filler[i] = 100 + i;
+    for (int r = 0; r < 4; r++) p->observe(p, filler, 30);
+    q = (spec_query){.key = 1, .tokens = (const int32_t[]){7, 8, 12, 13}, .n = 4, .max_k = 3, .out = out};
+    p->propose(p, &q, 1);
+    CHECK(q.n_out == 0, "overwritten history proposes nothing (%d)", q.n_out);
+    spec_destroy(p);
+    CHECK(spec_ngram_create_ex(2, 4, -1, &p) == PAGODA_ERR_INVALID && !p, "a negative history refused");
+
+    /* in the engine: the same request a second time gets its drafts from the first one's output */
+    pagoda_model_info info;
+    pagoda_model *m = load(fixture, &info);
+    if (!m) return;
+    int32_t prompt[24];
+    unsigned long long seed = 5;
+    for (int i = 0; i < 24; i++) prompt[i] = (int32_t)(test_rand_u64(&seed) % (uint64_t)info.n_vocab);
+    uint64_t accepted[2] = {0, 0};
+    static result r1[2], r2[2];
+    for (int h = 0; h < 2; h++) {
+        pagoda_engine_config c;
+        pagoda_engine_config_default(&c);
+        c.kv_mem_bytes = 32ull << 20, c.max_batch_tokens = 256, c.max_seqs = 8, c.n_threads = 2;
+        c.speculative = PAGODA_SPEC_NGRAM, c.spec_ngram_history = h ? 0 : -1; /* -1: off; 0: the default */
+        c.spec_fixed_k = 1;
+        pagoda_engine *e = NULL;
+        CHECK(pagoda_engine_create(m, &c, &e) == PAGODA_OK, "engine: %s", pagoda_last_error());
+        if (!e) break;
+        submit(e, prompt, 24, 64, &r1[h], 0);
+        run_all(e);
+        pagoda_engine_stats s0, s1;
+        pagoda_engine_get_stats(e, &s0);
+        submit(e, prompt, 24, 64, &r2[h], 0);
+        run_all(e);
+        pagoda_engine_get_stats(e, &s1);
+        accepted[h] = s1.n_spec_accepted - s0.n_spec_accepted;
+        pagoda_engine_destroy(e);
+    }
+    CHECK(same(&r1[0], &r2[0]) && same(&r1[0], &r1[1]) && same(&r1[0], &r2[1]) && r1[0].n == 64,
+          "the same greedy output with and without the history");
+    CHECK(accepted[1] > accepted[0] + 8, "second request: %llu draft tokens accepted with the history, %llu without",
+          (unsigned long long)accepted[1], (unsigned long long)accepted[0]);
+    printf("  n-gram history: the repeated request accepted %llu draft tokens with it, %llu without\n",
+           (unsigned long long)accepted[1], (unsigned long long)accepted[0]);
+    pagoda_model_free(m);
 }
 
 /* ---- the cost model (spec_cost.h) ---- */
@@ -276,7 +346,7 @@ static void draw(pagoda_model *m, const int32_t *prompt, table_proposer *tp, int
     pagoda_engine_config c;
     pagoda_engine_config_default(&c);
     c.kv_mem_bytes = 64ull << 20, c.max_batch_tokens = 2048, c.max_seqs = 256, c.n_threads = 2, c.kv_block_size = 4;
-    c.spec_max_seqs = 4096;
+    c.spec_max_seqs = 4096, c.spec_fixed_k = 1; /* every sample gets its drafts, whatever the pass times */
     pagoda_engine *e = NULL;
     CHECK(pagoda_engine_create(m, &c, &e) == PAGODA_OK, "engine: %s", pagoda_last_error());
     if (!e) return;
@@ -419,6 +489,7 @@ int main(void) {
     }
     char path[4096];
     snprintf(path, sizeof path, "%s/fixtures/hf/llama", shared);
+    test_ngram_history(path);
     test_sampling(path);
     static const char *fixtures[] = {"llama", "qwen3", "gpt_bigcode", "starcoder2"};
     for (size_t i = 0; i < sizeof fixtures / sizeof *fixtures; i++) {
