@@ -132,3 +132,59 @@ def test_needs_the_processes(mpi, shared, tmp_path):
                         "--tensor-parallel-size", "2"], capture_output=True, text=True, timeout=TIMEOUT)
     assert r.returncode != 0
     assert "this MPI job has 1 processes (run it under mpirun -np 2)" in r.stderr
+
+
+def comm_stats(stderr):
+    """{rank: {key: number}} from the `pagoda: comm-stats k=v ...` lines of --comm-stats"""
+    out = {}
+    for line in stderr.splitlines():
+        if line.startswith("pagoda: comm-stats "):
+            kv = dict(x.split("=") for x in line.split()[2:])
+            out[int(kv["rank"])] = {k: float(v) if "." in v else int(v) for k, v in kv.items()}
+    return out
+
+
+@pytest.mark.parametrize("tp,pp", [(2, 1), (1, 2)])
+def test_comm_stats_counts(mpi, shared, tmp_path, tp, pp):
+    # --comm-stats counts exactly what the formula in docs/scaling.md says: one forward pass over B*T
+    # tokens runs 2 all-reduces per layer of [B*T, n_embd] floats on every tensor-parallel rank; under
+    # pipeline parallelism stage 0 sends the residual stream [B*T, n_embd] once and rank 0 gets
+    # every position's logits [B*T, n_vocab] back from the last stage
+    import json
+    fx = shared / "fixtures" / "hf" / "llama"
+    cfg = json.loads((fx / "config.json").read_text())
+    E, L, V = cfg["hidden_size"], cfg["num_hidden_layers"], cfg["vocab_size"]
+    B, T = 2, 20
+    save_file({"input_ids": np.arange(B * T, dtype=np.int32).reshape(B, T) % V}, str(tmp_path / "ids.safetensors"))
+    cmd = [MPIRUN, "--allow-run-as-root", "--oversubscribe", "-np", str(tp * pp), mpi, "logits", "-m", str(fx),
+           "-i", str(tmp_path / "ids.safetensors"), "-o", str(tmp_path / "o.safetensors"), "-t", "1",
+           "--tensor-parallel-size", str(tp), "--pipeline-parallel-size", str(pp), "--comm-stats"]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=TIMEOUT)
+    assert r.returncode == 0, r.stderr
+    st = comm_stats(r.stderr)
+    assert sorted(st) == list(range(tp * pp)), r.stderr
+    for rank, s in st.items():
+        assert s["size"] == tp * pp and s["pp"] == pp
+        if tp > 1:
+            assert s["all_reduce_calls"] == 2 * L
+            assert s["all_reduce_bytes"] == 2 * L * B * T * E * 4
+        else:
+            assert s["all_reduce_calls"] == 0 and s["all_reduce_bytes"] == 0
+        # the KV block count at start, the step's header and plan, the stop
+        assert s["bcast_calls"] == 4
+        assert s["bcast_bytes"] == st[0]["bcast_bytes"]
+    if pp == 1:
+        assert all(s["send_bytes"] == 0 and s["recv_bytes"] == 0 for s in st.values())
+    else:
+        resid, logits = B * T * E * 4, B * T * V * 4
+        assert (st[0]["send_bytes"], st[0]["recv_bytes"]) == (resid, logits)
+        assert (st[1]["send_bytes"], st[1]["recv_bytes"]) == (logits, resid)
+
+
+def test_comm_stats_one_process(run_pagoda, shared, tmp_path):
+    # without a group the flag still answers: nothing was communicated
+    fx = shared / "fixtures" / "hf" / "llama"
+    r = run_pagoda("run", "-m", fx, "--prompt-ids", "1,2,3", "-n", 2, "-t", 1, "--comm-stats")
+    st = comm_stats(r.stderr)
+    assert list(st) == [0] and st[0]["size"] == 1
+    assert st[0]["all_reduce_calls"] == st[0]["bcast_bytes"] == st[0]["send_bytes"] == 0
