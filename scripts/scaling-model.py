@@ -2,7 +2,9 @@
 """The arithmetic behind docs/scaling.md: per-step compute time against tensor-parallel
 communication time for Llama-2-7B / 70B on H100s, from the communication pattern measured with
 `pagoda ... --comm-stats` (2 all-reduces per layer per forward pass, each of tokens x n_embd
-activations; wire volume per rank 2 (N-1)/N of that, as Open MPI's pml monitoring showed) and the
+activations, wire volume per rank 2 (N-1)/N of that, as Open MPI's pml monitoring showed; per step
+one gather of the logits columns of the vocabulary-parallel head and two broadcasts of the step
+plan) and the
 ASSUMED hardware figures below. Prints the markdown tables of the document.
 
   scripts/scaling-model.py [--mfu 1.0] [--hbm-eff 1.0]
@@ -56,11 +58,17 @@ def step(model, T, n_seq, decode, N, link, mfu, hbm_eff):
     fits = (weights + (kv if decode else T * kv_bytes_per_token(E, L, H, KV))) / N < 0.9 * H100_MEM
     S = T * E * ACT_BYTES                 # one all-reduce's payload per rank
     n_ar = 2 * L
+    n_out = n_seq                         # logits rows: each sequence's last token
     if N == 1:
         t_comm = 0.0
     else:
         bw, lat = LINKS[link]
         t_comm = n_ar * (lat(N) + 2 * (N - 1) / N * S / bw)
+        # pagoda's per-step extras: the vocabulary-parallel head's float32 logits columns gathered
+        # into the first rank (its inbound link carries (N-1)/N of the rows), and rank 0's step plan
+        # (header + plan: two broadcasts of ~100 B), each counted at one all-reduce latency
+        t_comm += lat(N) + (N - 1) / N * n_out * V * 4 / bw
+        t_comm += 2 * lat(N)
     return {"flops": flops, "t_flop": t_flop, "t_mem": t_mem, "t_comp": t_comp, "t_comm": t_comm, "fits": fits,
             "S": S, "n_ar": n_ar, "bound": "memory" if t_mem >= t_flop else "compute"}
 
@@ -95,7 +103,8 @@ def main():
                         tot = r["t_comp"] + r["t_comm"]
                         cells.append(f"{ms(r['t_comm'])} (x{base / tot:.2f}, {100 * base / tot / N:.0f}%)")
                 comp = f"{ms(r['t_comp'])} {r['bound'][:3]}" + ("" if r["fits"] else ", does not fit")
-                print(f"| {label if N == 1 else ''} | {r['S'] / 1024:.0f} KiB | {N} | {comp} | "
+                pay = f"{r['S'] / 1024:.0f} KiB" if r["S"] < 1 << 20 else f"{r['S'] >> 20} MiB"
+                print(f"| {label if N == 1 else ''} | {pay if N == 1 else ''} | {N} | {comp} | "
                       f"{cells[0]} | {cells[1]} | {cells[2]} |")
 
         print(f"\nPipeline stage boundary instead (one send of tokens x n_embd x {ACT_BYTES} B per step per boundary, "
@@ -104,7 +113,8 @@ def main():
         print("|---|---|---|---|")
         for label, T in (("decode, batch 1", 1), ("decode, batch 64", 64), ("prefill 2048", 2048)):
             b = T * E * ACT_BYTES
-            print(f"| {label} | {b / 1024:.0f} KiB | {ms(10e-6 + b / 50e9)} ms | {ms(10e-6 + b / 12.5e9)} ms |")
+            size = f"{b / 1024:.0f} KiB" if b < 1 << 20 else f"{b >> 20} MiB"
+            print(f"| {label} | {size} | {ms(10e-6 + b / 50e9)} ms | {ms(10e-6 + b / 12.5e9)} ms |")
 
 
 if __name__ == "__main__":
