@@ -296,6 +296,21 @@ pagoda_status pagoda_tp_mpi_create_pp(int32_t pp_size, pagoda_tp_group **out);
 /* failed != 0: ends the whole job at once (MPI_Abort) so no rank waits for one that gave up.
  * NULL is a no-op. */
 void pagoda_tp_mpi_destroy(pagoda_tp_group *g, int failed);
+/* What one rank of an MPI group sent and received, counted from pagoda_tp_mpi_count_comm(g, 1) on
+ * (off by default: then nothing is counted or timed). Bytes are the payload this rank hands MPI
+ * (an all-reduce of n floats counts 4n bytes whatever algorithm MPI runs on the wire); seconds are
+ * wall time inside the MPI calls, waiting for the other ranks included. */
+typedef struct {
+    uint64_t n_all_reduce, all_reduce_bytes; /* the tensor-parallel sums (within this rank's stage) */
+    uint64_t n_bcast, bcast_bytes;           /* rank 0's step plans and KV block copies, every rank */
+    uint64_t n_send, send_bytes;             /* point to point: activations between pipeline stages, */
+    uint64_t n_recv, recv_bytes;             /* and the last stage's logits rows back to rank 0 */
+    double all_reduce_s, bcast_s, send_s, recv_s;
+} pagoda_tp_comm_stats;
+/* on != 0: count from now on (the counts so far are kept); 0: stop counting. NULL: a no-op. */
+void pagoda_tp_mpi_count_comm(pagoda_tp_group *g, int on);
+/* The counts so far (all zero for NULL, or when pagoda was built without MPI). */
+void pagoda_tp_mpi_get_comm_stats(const pagoda_tp_group *g, pagoda_tp_comm_stats *out);
 
 typedef struct {
     float temperature;        /* <= 0: greedy; default 1 */

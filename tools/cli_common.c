@@ -405,6 +405,22 @@ int cli_tp_worker(pagoda_model *m, const pagoda_engine_config *ec) {
     return 0;
 }
 
+void cli_comm_stats_begin(pagoda_tp_group *g) { pagoda_tp_mpi_count_comm(g, 1); }
+
+void cli_comm_stats_print(const pagoda_tp_group *g) {
+    pagoda_tp_comm_stats c;
+    pagoda_tp_mpi_get_comm_stats(g, &c);
+    /* one fprintf: mpirun forwards each rank's line whole */
+    fprintf(stderr, "pagoda: comm-stats rank=%d size=%d pp=%d all_reduce_calls=%llu all_reduce_bytes=%llu "
+            "all_reduce_s=%.6f bcast_calls=%llu bcast_bytes=%llu bcast_s=%.6f send_calls=%llu send_bytes=%llu "
+            "send_s=%.6f recv_calls=%llu recv_bytes=%llu recv_s=%.6f\n", g ? g->rank : 0, g ? g->size : 1,
+            g && g->pp_size > 1 ? g->pp_size : 1, (unsigned long long)c.n_all_reduce,
+            (unsigned long long)c.all_reduce_bytes, c.all_reduce_s, (unsigned long long)c.n_bcast,
+            (unsigned long long)c.bcast_bytes, c.bcast_s, (unsigned long long)c.n_send,
+            (unsigned long long)c.send_bytes, c.send_s, (unsigned long long)c.n_recv,
+            (unsigned long long)c.recv_bytes, c.recv_s);
+}
+
 void cli_tp_end(pagoda_tp_group *g, int rc) {
     if (g && rc && g->rank > 0) {
         /* a rank that fails where rank 0 fails too (a model the group cannot split) lets rank 0's

@@ -89,6 +89,13 @@ int cli_parallel_begin(long tp_size, long pp_size, pagoda_tp_group **out);
 int cli_tp_worker(pagoda_model *m, const pagoda_engine_config *ec);
 /* Leaves the group: rc != 0 ends the whole job (no rank waits on one that gave up). */
 void cli_tp_end(pagoda_tp_group *g, int rc);
+/* --comm-stats: counts the group's MPI traffic from here on (NULL: nothing to count) ... */
+#define CLI_COMM_STATS_HELP                                                                              \
+    "  --comm-stats            print each rank's MPI traffic at the end (all-reduce, broadcast, send and\n" \
+    "                       receive: calls, payload bytes, seconds inside MPI) on stderr\n"
+void cli_comm_stats_begin(pagoda_tp_group *g);
+/* ... and prints this rank's counts as one line of key=value pairs on stderr. */
+void cli_comm_stats_print(const pagoda_tp_group *g);
 
 /* pagoda_model_load + reading every weight page once with a progress line on a terminal and a
  * "loaded" summary on stderr. Prints the error and returns non-zero on failure. */

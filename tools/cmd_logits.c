@@ -19,6 +19,7 @@ static const char k_usage[] =
                     "  --tensor-parallel-size N  split the model over the N processes of an MPI job (CPU;\n"
                     "                       under mpirun -np N); N must divide the heads, KV heads and FFN width\n"
                     CLI_PP_HELP
+                    CLI_COMM_STATS_HELP
                     "  IDS.safetensors holds input_ids (int32 [B,T]); OUT gets logits (f32 [B,T,V]).\n";
 
 static void usage(void) { fputs(k_usage, stderr); }
@@ -49,10 +50,11 @@ int cmd_logits(int argc, char **argv) {
     const char *model = NULL, *in = NULL, *out = NULL;
     long threads = 0, tp_size = 1, pp_size = 1, pp_micro = 0;
     int kv_type = PAGODA_DTYPE_F32;
-    int quant_act = 0;
+    int quant_act = 0, comm_stats = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) return usage(), 0;
+        if (!strcmp(a, "--comm-stats")) { comm_stats = 1; continue; }
         if (!v) return cli_unknown_option("pagoda logits", a, k_usage);
         if (!strcmp(a, "-m") || !strcmp(a, "--model")) model = v, i++;
         else if (!strcmp(a, "-i")) in = v, i++;
@@ -84,6 +86,7 @@ int cmd_logits(int argc, char **argv) {
     row_state *rs = calloc((size_t)B, sizeof *rs);
     if (!rs) goto done;
     if (cli_parallel_begin(tp_size, pp_size, &tp)) goto done;
+    if (comm_stats) cli_comm_stats_begin(tp);
     if (pagoda_model_load(model, &m)) { cli_error(""); goto done; }
     pagoda_model_info info;
     pagoda_model_get_info(m, &info);
@@ -138,6 +141,7 @@ int cmd_logits(int argc, char **argv) {
 done:
     pagoda_engine_destroy(e);
     pagoda_model_free(m);
+    if (comm_stats && rc == 0) cli_comm_stats_print(tp);
     cli_tp_end(tp, rc);
     free(tokens), free(logits), free(rs);
     return rc;

@@ -25,6 +25,7 @@ static const char k_usage[] =
             CLI_DEVICE_HELP
             CLI_TP_HELP
             CLI_PP_HELP
+            CLI_COMM_STATS_HELP
             "  --temperature T         temperature (default 0 = greedy); also --temp\n"
             "  --top-k K  --top-p P  --min-p P\n"
             "  --repeat-penalty R  --presence-penalty P  --frequency-penalty F  --penalty-last-n N\n"
@@ -210,7 +211,7 @@ static int chat(runner *r, const char *system) {
 int cmd_run(int argc, char **argv) {
     const char *model = NULL, *ids_str = NULL, *text = NULL, *system = NULL;
     long n_gen = 128, n_ctx = 0, threads = 0, seed = 0, last_n = 64, top_k = 0, tp_size = 1, pp_size = 1, pp_micro = 0;
-    int ignore_eos = 0, chat_mode = 0;
+    int ignore_eos = 0, chat_mode = 0, comm_stats = 0;
     pagoda_sampling sp;
     pagoda_sampling_default(&sp);
     sp.temperature = 0;
@@ -222,6 +223,7 @@ int cmd_run(int argc, char **argv) {
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) return usage(), 0;
         if (!strcmp(a, "--ignore-eos")) { ignore_eos = 1; continue; }
         if (!strcmp(a, "--chat")) { chat_mode = 1; continue; }
+        if (!strcmp(a, "--comm-stats")) { comm_stats = 1; continue; }
         if (!cli_option_listed(a, k_usage)) return cli_unknown_option("pagoda run", a, k_usage);
         if (!v) { fprintf(stderr, "pagoda run: option '%s' needs a value\n", a); return 2; }
         if (!strcmp(a, "-m") || !strcmp(a, "--model")) model = v;
@@ -276,6 +278,7 @@ int cmd_run(int argc, char **argv) {
         free(prompt);
         return 1;
     }
+    if (comm_stats) cli_comm_stats_begin(tp);
     if (cli_model_load(model, &r.m)) {
         free(prompt);
         cli_tp_end(tp, 1);
@@ -334,6 +337,7 @@ done:
     pagoda_engine_destroy(r.e);
     pagoda_model_free(r.m);
     free(prompt);
+    if (comm_stats && rc == 0) cli_comm_stats_print(tp);
     cli_tp_end(tp, rc);
     return rc;
 }

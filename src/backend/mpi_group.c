@@ -14,7 +14,16 @@ typedef struct {
     int initialized;   /* 1: this group called MPI_Init, so destroy finalises */
     MPI_Comm stage;    /* the ranks of this rank's pipeline stage (the all-reduce's), or
                           MPI_COMM_WORLD with one stage */
+    int counting;      /* 1: the hooks count calls, bytes and seconds into comm */
+    pagoda_tp_comm_stats comm;
 } mpi_group;
+
+/* --comm-stats: a call's count, bytes and seconds when counting (a test and nothing else when not) */
+static double count_start(const mpi_group *m) { return m->counting ? MPI_Wtime() : 0; }
+static void count_add(const mpi_group *m, uint64_t *calls, uint64_t *bytes, double *secs, size_t b, double t0) {
+    if (!m->counting) return;
+    *calls += 1, *bytes += b, *secs += MPI_Wtime() - t0;
+}
 
 static pagoda_status mpi_error(int rc, const char *what) {
     char msg[MPI_MAX_ERROR_STRING];
@@ -42,7 +51,8 @@ static int wait_gently(MPI_Request *rq) {
 }
 
 static pagoda_status mpi_bcast(void *user, void *buf, size_t bytes) {
-    const mpi_group *m = user;
+    mpi_group *m = user;
+    const double t0 = count_start(m);
     for (size_t off = 0; off < bytes;) { /* MPI counts are ints */
         size_t n = bytes - off < (size_t)INT_MAX ? bytes - off : (size_t)INT_MAX;
         /* non-blocking on every rank (a blocking and a non-blocking collective do not match) */
@@ -52,39 +62,46 @@ static pagoda_status mpi_bcast(void *user, void *buf, size_t bytes) {
         if (rc != MPI_SUCCESS) return mpi_error(rc, "broadcast");
         off += n;
     }
+    count_add(m, &m->comm.n_bcast, &m->comm.bcast_bytes, &m->comm.bcast_s, bytes, t0);
     return PAGODA_OK;
 }
 
 static pagoda_status mpi_all_reduce(void *user, float *x, int64_t n) {
-    const mpi_group *m = user;
+    mpi_group *m = user;
+    const double t0 = count_start(m);
     for (int64_t off = 0; off < n;) {
         int64_t k = n - off < INT_MAX ? n - off : INT_MAX;
         int rc = MPI_Allreduce(MPI_IN_PLACE, x + off, (int)k, MPI_FLOAT, MPI_SUM, m->stage);
         if (rc != MPI_SUCCESS) return mpi_error(rc, "all-reduce");
         off += k;
     }
+    count_add(m, &m->comm.n_all_reduce, &m->comm.all_reduce_bytes, &m->comm.all_reduce_s, sizeof(float) * (size_t)n, t0);
     return PAGODA_OK;
 }
 
 static pagoda_status mpi_send(void *user, int32_t peer, const void *buf, size_t bytes) {
-    (void)user;
+    mpi_group *m = user;
+    const double t0 = count_start(m);
     for (size_t off = 0; off < bytes;) {
         size_t n = bytes - off < (size_t)INT_MAX ? bytes - off : (size_t)INT_MAX;
         int rc = MPI_Send((const char *)buf + off, (int)n, MPI_BYTE, peer, 0, MPI_COMM_WORLD);
         if (rc != MPI_SUCCESS) return mpi_error(rc, "send");
         off += n;
     }
+    count_add(m, &m->comm.n_send, &m->comm.send_bytes, &m->comm.send_s, bytes, t0);
     return PAGODA_OK;
 }
 
 static pagoda_status mpi_recv(void *user, int32_t peer, void *buf, size_t bytes) {
-    (void)user;
+    mpi_group *m = user;
+    const double t0 = count_start(m);
     for (size_t off = 0; off < bytes;) {
         size_t n = bytes - off < (size_t)INT_MAX ? bytes - off : (size_t)INT_MAX;
         int rc = MPI_Recv((char *)buf + off, (int)n, MPI_BYTE, peer, 0, MPI_COMM_WORLD, MPI_STATUS_IGNORE);
         if (rc != MPI_SUCCESS) return mpi_error(rc, "receive");
         off += n;
     }
+    count_add(m, &m->comm.n_recv, &m->comm.recv_bytes, &m->comm.recv_s, bytes, t0);
     return PAGODA_OK;
 }
 
@@ -146,4 +163,12 @@ void pagoda_tp_mpi_destroy(pagoda_tp_group *g, int failed) {
     if (m->stage != MPI_COMM_WORLD) MPI_Comm_free(&m->stage);
     if (m->initialized) MPI_Finalize();
     free(m);
+}
+
+void pagoda_tp_mpi_count_comm(pagoda_tp_group *g, int on) {
+    if (g) ((mpi_group *)g)->counting = on != 0;
+}
+
+void pagoda_tp_mpi_get_comm_stats(const pagoda_tp_group *g, pagoda_tp_comm_stats *out) {
+    *out = g ? ((const mpi_group *)g)->comm : (pagoda_tp_comm_stats){0};
 }

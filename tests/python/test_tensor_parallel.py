@@ -132,3 +132,70 @@ def test_needs_the_processes(mpi, shared, tmp_path):
                         "--tensor-parallel-size", "2"], capture_output=True, text=True, timeout=TIMEOUT)
     assert r.returncode != 0
     assert "this MPI job has 1 processes (run it under mpirun -np 2)" in r.stderr
+
+
+def comm_stats(stderr):
+    """{rank: {key: number}} from the `pagoda: comm-stats k=v ...` lines of --comm-stats"""
+    out = {}
+    for line in stderr.splitlines():
+        if line.startswith("pagoda: comm-stats "):
+            kv = dict(x.split("=") for x in line.split()[2:])
+            out[int(kv["rank"])] = {k: float(v) if "." in v else int(v) for k, v in kv.items()}
+    return out
+
+
+@pytest.mark.parametrize("tp,pp", [(2, 1), (1, 2), (2, 2)])
+def test_comm_stats_counts(mpi, shared, tmp_path, tp, pp):
+    # --comm-stats counts exactly what the formula in docs/scaling.md says for one forward pass over
+    # B*T tokens: 2 all-reduces per layer of the stage, of [B*T, n_embd] floats, on every
+    # tensor-parallel rank; each stage but the last sends the residual stream [B*T, n_embd] to the
+    # same tensor-parallel rank of the next; the last stage's ranks send their vocabulary slices of
+    # every position's logits to the stage's first rank (vocabulary-parallel head), which sends the
+    # whole rows [B*T, n_vocab] to rank 0 when that is another rank
+    import json
+    fx = shared / "fixtures" / "hf" / "llama"
+    cfg = json.loads((fx / "config.json").read_text())
+    E, L, V = cfg["hidden_size"], cfg["num_hidden_layers"], cfg["vocab_size"]
+    B, T = 2, 20
+    save_file({"input_ids": np.arange(B * T, dtype=np.int32).reshape(B, T) % V}, str(tmp_path / "ids.safetensors"))
+    cmd = [MPIRUN, "--allow-run-as-root", "--oversubscribe", "-np", str(tp * pp), mpi, "logits", "-m", str(fx),
+           "-i", str(tmp_path / "ids.safetensors"), "-o", str(tmp_path / "o.safetensors"), "-t", "1",
+           "--tensor-parallel-size", str(tp), "--pipeline-parallel-size", str(pp), "--comm-stats"]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=TIMEOUT)
+    assert r.returncode == 0, r.stderr
+    st = comm_stats(r.stderr)
+    assert sorted(st) == list(range(tp * pp)), r.stderr
+    rows, resid, logits = B * T, B * T * E * 4, B * T * V * 4
+    send = {k: 0 for k in st}
+    recv = {k: 0 for k in st}
+    head = (pp - 1) * tp
+    for rank in st:
+        stage, t = divmod(rank, tp)
+        if stage < pp - 1:
+            send[rank] += resid
+            recv[rank + tp] += resid
+        if stage == pp - 1 and t > 0:
+            cols = V * (t + 1) // tp - V * t // tp
+            send[rank] += rows * cols * 4
+            recv[head] += rows * cols * 4
+    if head != 0:
+        send[head] += logits
+        recv[0] += logits
+    L_stage = L // pp
+    for rank, s in st.items():
+        assert s["size"] == tp * pp and s["pp"] == pp
+        assert s["all_reduce_calls"] == (2 * L_stage if tp > 1 else 0)
+        assert s["all_reduce_bytes"] == (2 * L_stage * B * T * E * 4 if tp > 1 else 0)
+        # the KV block count at start, the step's header and plan, the stop
+        assert s["bcast_calls"] == 4
+        assert s["bcast_bytes"] == st[0]["bcast_bytes"]
+        assert (s["send_bytes"], s["recv_bytes"]) == (send[rank], recv[rank]), rank
+
+
+def test_comm_stats_one_process(run_pagoda, shared, tmp_path):
+    # without a group the flag still answers: nothing was communicated
+    fx = shared / "fixtures" / "hf" / "llama"
+    r = run_pagoda("run", "-m", fx, "--prompt-ids", "1,2,3", "-n", 2, "-t", 1, "--comm-stats")
+    st = comm_stats(r.stderr)
+    assert list(st) == [0] and st[0]["size"] == 1
+    assert st[0]["all_reduce_calls"] == st[0]["bcast_bytes"] == st[0]["send_bytes"] == 0
