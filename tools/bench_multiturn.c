@@ -50,6 +50,7 @@ struct mt_state {
     mt_conv *convs;           /* [conversations] */
     char **system;            /* [system_prompts] */
     double t0;
+    double t0_unix;           /* wall clock at t0 (seconds since the epoch) */
 };
 
 /* splitmix64 */
@@ -351,6 +352,7 @@ static int write_json(const mt_state *st, const mt_summary *s) {
     json_object_set_new(j, "failed", json_integer((json_int_t)s->failed));
     json_object_set_new(j, "not_sent", json_integer((json_int_t)s->not_sent));
     json_object_set_new(j, "duration", json_real(s->duration));
+    json_object_set_new(j, "start_unix", json_real(st->t0_unix)); /* requests' start_s count from here */
     json_object_set_new(j, "total_input_tokens", json_integer(s->total_in));
     json_object_set_new(j, "total_output_tokens", json_integer(s->total_out));
     json_object_set_new(j, "request_throughput", json_real(s->req_tput));
@@ -435,6 +437,9 @@ static int drive(mt_state *st, double *duration) {
     long started = 0, live = 0, ended = 0;
     double last_note = 0;
     st->t0 = pg_now_s();
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    st->t0_unix = (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
     int rc = 0;
     while (ended < c->conversations) {
         for (long i = 0; i < started; i++) { /* answers that ended: next turn, or the conversation ends */
