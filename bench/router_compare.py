@@ -15,6 +15,7 @@ Writes DIR/NAME.json and DIR/NAME.md (NAME: routers, or routers-kill with --kill
 import argparse
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -68,6 +69,30 @@ def deltas(before, after):
             for b, a in zip(before, after)]
 
 
+def healthy(w):
+    if w.proc.poll() is not None:
+        return False
+    try:
+        return w.get("/health", timeout=5)[0] == 200
+    except OSError:
+        return False
+
+
+def ensure_replicas(ws, args, serve_args):
+    """Replaces replicas that died or stopped answering /health (the killed one of --kill-one, or
+    one that something else on this shared machine stopped); returns the indices replaced."""
+    replaced = []
+    for i, w in enumerate(ws):
+        if not healthy(w):
+            print(f"router_compare: replica {i + 1} is not healthy; starting a new one:\n"
+                  f"{w.text()[-600:]}", file=sys.stderr)
+            w.kill()
+            w.close()
+            ws[i] = Server(args.pagoda, args.model, *serve_args)
+            replaced.append(i)
+    return replaced
+
+
 def start_router(name, ws, args):
     _, kind, policy = FRONT_ENDS[name]
     if kind == "nginx":
@@ -95,7 +120,9 @@ def bench_cmd(args, url, model, json_path):
 
 def run_one(name, ws, args, log):
     model = ws[0].model_name
+    load0 = os.getloadavg()[0]  # the machine is shared: how busy it was
     r = start_router(name, ws, args)
+    p = None
     try:
         r.wait_ready(model)
         for w in ws:  # every run starts with cold caches
@@ -124,6 +151,9 @@ def run_one(name, ws, args, log):
         finally:
             os.unlink(jpath)
     finally:
+        if p is not None and p.poll() is None:
+            p.kill()
+            p.wait()
         r.close()
     if kill:
         v = kill["replica"]
@@ -137,6 +167,7 @@ def run_one(name, ws, args, log):
         "requests": res["num_requests"], "completed": res["completed"], "failed": res["failed"],
         "not_sent": res["not_sent"], "duration_s": res["duration"],
         "prefix_hit_rate": hits / queries if queries else 0.0, "prefix_hit_tokens": hits, "prompt_tokens": queries,
+        "prompt_tokens_computed": queries - hits, "loadavg_1m": [load0, os.getloadavg()[0]],
         "requests_per_replica": [d["requests"] for d in per],
         "mean_ttft_ms": res["mean_ttft_ms"], "median_ttft_ms": res["median_ttft_ms"], "p99_ttft_ms": res["p99_ttft_ms"],
         "mean_first_turn_ttft_ms": res["mean_first_turn_ttft_ms"],
@@ -161,21 +192,62 @@ def run_one(name, ws, args, log):
     return row
 
 
+def median(v):
+    v = sorted(v)
+    n = len(v)
+    return (v[n // 2] + v[(n - 1) // 2]) / 2 if n else float("nan")
+
+
+SUMMED = ("prefix_hit_rate", "prompt_tokens_computed", "mean_ttft_ms", "median_ttft_ms", "p99_ttft_ms",
+          "mean_first_turn_ttft_ms", "mean_later_turns_ttft_ms", "mean_tpot_ms", "request_throughput",
+          "output_throughput")
+
+
+def summarize(rows, names):
+    """Per front end: the median over its passes of each figure; failures summed."""
+    out = []
+    for n in names:
+        ok = [r for r in rows if r["front_end"] == n and "error" not in r]
+        if not ok:
+            out.append(next(r for r in rows if r["front_end"] == n))
+            continue
+        s = {"front_end": n, "description": FRONT_ENDS[n][0], "passes": len(ok)}
+        for k in SUMMED:
+            s[k] = median([r[k] for r in ok])
+        for k in ("completed", "failed", "not_sent"):
+            s[k] = sum(r[k] for r in ok)
+        s["requests_per_replica"] = ok[0]["requests_per_replica"] if len(ok) == 1 else \
+            [" ".join(str(int(x)) for x in r["requests_per_replica"]) for r in ok]
+        s["loadavg_1m"] = [r["loadavg_1m"] for r in ok]
+        s["errors"] = sorted({e for r in ok for e in r["errors"]})
+        if any("kill" in r for r in ok):
+            s["kill"] = [r["kill"] for r in ok]
+        out.append(s)
+    return out
+
+
+def spread(x):
+    return " / ".join(str(int(v)) for v in x) if x and not isinstance(x[0], str) else "; ".join(x)
+
+
 def markdown(rows, args, kill):
     cfg = (f"{args.replicas} replicas (`pagoda serve -t {args.threads} --kv-mem {args.kv_mem}`), "
            f"{args.conversations} conversations x {args.turns} turns, {args.concurrency} at a time, "
            f"{args.system_prompts} system prompts of {args.system_len} words, user messages of {args.user_len} words, "
            f"{args.max_tokens}-token answers, seed {args.seed}")
-    lines = [f"Workload: {cfg}.", ""]
-    lines.append("| front end | prefix-cache hit rate | requests per replica | ok / failed / not sent | TTFT mean / p50 / p99 ms "
-                 "| TTFT turn 1 / later ms | TPOT mean ms | req/s | output tok/s |")
-    lines.append("|---|---:|---|---:|---:|---:|---:|---:|---:|")
+    lines = [f"Workload: {cfg}."]
+    if args.repeat > 1:
+        lines.append(f"{args.repeat} passes over the front ends, alternating their order; figures are the median "
+                     "over the passes, requests per replica per pass, ok/failed summed over the passes.")
+    lines += ["", "| front end | prefix-cache hit rate | prompt tokens computed | requests per replica | "
+              "ok / failed / not sent | TTFT mean / p50 / p99 ms | TTFT turn 1 / later ms | TPOT mean ms | req/s | "
+              "output tok/s |", "|---|---:|---:|---|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         if "error" in r:
-            lines.append(f"| {r['description']} | - | - | - | {r['error']} | | | | |")
+            lines.append(f"| {r['description']} | - | - | - | - | {r['error']} | | | | |")
             continue
-        lines.append(f"| {r['description']} | {100 * r['prefix_hit_rate']:.1f}% | "
-                     f"{' / '.join(str(int(x)) for x in r['requests_per_replica'])} | "
+        lines.append(f"| {r['description']} | {100 * r['prefix_hit_rate']:.1f}% | {r['prompt_tokens_computed']:.0f} | "
+                     f"{spread(r['requests_per_replica'])} | "
                      f"{r['completed']} / {r['failed']} / {r['not_sent']} | "
                      f"{r['mean_ttft_ms']:.0f} / {r['median_ttft_ms']:.0f} / {r['p99_ttft_ms']:.0f} | "
                      f"{r['mean_first_turn_ttft_ms']:.0f} / {r['mean_later_turns_ttft_ms']:.0f} | {r['mean_tpot_ms']:.1f} | "
@@ -185,13 +257,11 @@ def markdown(rows, args, kill):
                   "| front end | failed: in flight at the kill | failed: sent after the kill | sent after the kill (ok) "
                   "| survivors' requests after the kill | errors |", "|---|---:|---:|---:|---|---|"]
         for r in rows:
-            if "kill" not in r:
-                continue
-            k = r["kill"]
-            errs = "; ".join(e[:80] for e in r["errors"][:3]) or "-"
-            lines.append(f"| {r['description']} | {k['failed_in_flight_at_kill']} | {k['failed_sent_after_kill']} | "
-                         f"{k['sent_after_kill']} ({k['ok_after_kill']}) | "
-                         f"{' / '.join(str(int(x)) for x in k['survivor_requests_after_kill'])} | {errs} |")
+            errs = "; ".join(e[:80] for e in r.get("errors", [])[:3]) or "-"
+            for k in ([r["kill"]] if isinstance(r.get("kill"), dict) else r.get("kill", [])):
+                lines.append(f"| {r['description']} | {k['failed_in_flight_at_kill']} | {k['failed_sent_after_kill']} | "
+                             f"{k['sent_after_kill']} ({k['ok_after_kill']}) | "
+                             f"{spread(k['survivor_requests_after_kill'])} | {errs} |")
     return "\n".join(lines) + "\n"
 
 
@@ -211,6 +281,7 @@ def main():
     ap.add_argument("--max-tokens", type=int, default=24)
     ap.add_argument("--concurrency", type=int, default=6)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--repeat", type=int, default=1, help="passes over the front ends (alternating order); medians")
     ap.add_argument("--kill-one", action="store_true", help="SIGKILL the last replica --kill-after s into each run")
     ap.add_argument("--kill-after", type=float, default=15.0)
     ap.add_argument("--run-timeout", type=float, default=900.0)
@@ -230,39 +301,42 @@ def main():
     os.makedirs(args.out, exist_ok=True)
     tag = "routers-kill" if args.kill_one else "routers"
     log_path = Path(args.out) / f"{tag}.log"
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # replicas and routers are closed on the way out
     serve_args = ("--kv-mem", args.kv_mem, "-t", str(args.threads))
     ws = [Server(args.pagoda, args.model, *serve_args) for _ in range(args.replicas)]
     rows = []
     t0 = time.time()
     try:
+        order = [n for p in range(args.repeat) for n in (names if p % 2 == 0 else names[::-1])]
         with open(log_path, "w") as log:
-            for n in names:
+            for n in order:
                 print(f"router_compare: {FRONT_ENDS[n][0]} ...", file=sys.stderr, flush=True)
+                replaced = ensure_replicas(ws, args, serve_args)
                 try:
                     row = run_one(n, ws, args, log)
                 except (RuntimeError, OSError, subprocess.SubprocessError, ValueError, KeyError) as e:
                     row = {"front_end": n, "description": FRONT_ENDS[n][0], "error": str(e).splitlines()[0][:200]}
                     print(f"router_compare: {n}: {e}", file=sys.stderr)
+                if replaced:
+                    row["replicas_replaced_before"] = replaced
                 rows.append(row)
+                log.flush()
                 if "error" not in row:
                     print(f"router_compare: {n}: hit rate {100 * row['prefix_hit_rate']:.1f}%, TTFT mean "
                           f"{row['mean_ttft_ms']:.0f} ms, {row['failed']} failed, per replica "
                           f"{row['requests_per_replica']}", file=sys.stderr, flush=True)
-                for i, w in enumerate(ws):  # a killed replica comes back for the next front end
-                    if w.proc.poll() is not None:
-                        w.close()
-                        ws[i] = Server(args.pagoda, args.model, *serve_args)
     finally:
         for w in ws:
             w.close()
     cfg = {k: getattr(args, k) for k in ("replicas", "threads", "kv_mem", "conversations", "turns", "system_prompts",
                                          "system_len", "user_len", "max_tokens", "concurrency", "seed", "kill_one",
-                                         "kill_after")}
+                                         "kill_after", "repeat")}
+    cfg["machine"] = f"{os.cpu_count()} CPUs, shared with other jobs (load average in each run's loadavg_1m)"
     cfg["model"] = os.path.basename(args.model)
     cfg["wall_s"] = time.time() - t0
     with open(Path(args.out) / f"{tag}.json", "w") as f:
-        json.dump({"config": cfg, "front_ends": rows}, f, indent=1)
-    md = markdown(rows, args, args.kill_one)
+        json.dump({"config": cfg, "summary": summarize(rows, names), "runs": rows}, f, indent=1)
+    md = markdown(summarize(rows, names), args, args.kill_one)
     (Path(args.out) / f"{tag}.md").write_text(md)
     print(md)
     return 0 if all("error" not in r for r in rows) else 1

@@ -985,6 +985,10 @@ static int run_multiturn(options *o, int have_rate, int have_sweep_lens) {
                 c.conversations);
         return 2;
     }
+    if (c.conversations * c.turns > 10000000) {
+        fprintf(stderr, "pagoda bench serve: --conversations x --turns is more than 10,000,000 requests\n");
+        return 2;
+    }
     c.system_len = o->system_len >= 0 ? o->system_len : 512;
     c.user_len = o->user_len ? o->user_len : 32;
     c.session_header = o->session_header ? o->session_header : "X-Session-ID";
