@@ -84,8 +84,9 @@ def ensure_replicas(ws, args, serve_args):
     replaced = []
     for i, w in enumerate(ws):
         if not healthy(w):
-            print(f"router_compare: replica {i + 1} is not healthy; starting a new one:\n"
-                  f"{w.text()[-600:]}", file=sys.stderr)
+            why = f"exited ({w.proc.returncode})" if w.proc.poll() is not None else \
+                f"does not answer /health; its log ends:\n{w.text()[-600:]}"
+            print(f"router_compare: replica {i + 1} {why}; starting a new one", file=sys.stderr)
             w.kill()
             w.close()
             ws[i] = Server(args.pagoda, args.model, *serve_args)
