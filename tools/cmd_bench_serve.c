@@ -15,6 +15,7 @@
 
 #include <jansson.h>
 
+#include "bench_multiturn.h"
 #include "bench_report.h"
 #include "cli_common.h"
 #include "commands.h"
@@ -24,7 +25,7 @@
 
 #define MAX_SWEEP 64
 
-enum { WL_FIXED, WL_RANDOM, WL_HUMANEVAL };
+enum { WL_FIXED, WL_RANDOM, WL_HUMANEVAL, WL_MULTITURN };
 enum { EP_COMPLETIONS, EP_CHAT };
 
 typedef struct {
@@ -62,6 +63,9 @@ typedef struct {
     json_t *extra;      /* --extra-body: fields merged into every request (owned) */
     int twin;           /* --twin: each run plain, then again with the extra fields */
     int use_extra;      /* the current run sends them */
+    /* --workload multiturn (tools/bench_multiturn.c) */
+    long conversations, turns, system_prompts, system_len, user_len;
+    const char *session_header;
 } options;
 
 typedef struct {
@@ -135,7 +139,7 @@ static const char k_usage[] =
             "  --concurrency C        at most C requests in flight (alone: a closed loop of C clients)\n"
             "  --num-requests N       requests per run (default 100)\n"
             "  --duration S           instead: keep sending for S seconds\n"
-            "  --workload W           fixed (default), random, humaneval\n"
+            "  --workload W           fixed (default), random, humaneval, multiturn\n"
             "  --input-len N          prompt length in words ~ tokens (default 256)\n"
             "  --output-len N         generated tokens per request (default 128); also --max-tokens\n"
             "  --range-ratio F        random workload: lengths uniform in [N(1-F), N(1+F)] (default 0.5)\n"
@@ -152,7 +156,16 @@ static const char k_usage[] =
             "  --twin on|off          each run twice: plain, then with --extra-body, and their ratios\n"
             "  --json PATH            results and per-request records\n"
             "  --report PATH.html     self-contained HTML report with plots\n"
-            "  --markdown PATH.md     table: one row per run\n";
+            "  --markdown PATH.md     table: one row per run\n\n"
+            "  multi-turn chat (--workload multiturn, with --concurrency C: C conversations at a time, each\n"
+            "  sending its turns in order with the growing history; --output-len: tokens per answer):\n"
+            "  --conversations N      conversations (default 16)\n"
+            "  --turns N              turns (user messages) per conversation (default 4)\n"
+            "  --system-prompts K     tenant groups: conversation c uses system prompt c % K (default 4)\n"
+            "  --system-len N         words ~ tokens of each system prompt (default 512)\n"
+            "  --user-len N           words ~ tokens of each user message (default 32)\n"
+            "  --session-header NAME  header with the conversation's id (default X-Session-ID; also sent\n"
+            "                         as the request's `user` field)\n";
 
 static void usage(void) { fputs(k_usage, stderr); }
 
@@ -950,6 +963,59 @@ static void probe_fields(options *o) {
     }
 }
 
+/* --workload multiturn: checks the options that apply, then tools/bench_multiturn.c runs it. */
+static int run_multiturn(options *o, int have_rate, int have_sweep_lens) {
+    const char *why = have_rate || o->n_sweep_rates ? "--request-rate/--sweep-rates (conversations run closed-loop)"
+                      : o->n_sweep_conc || have_sweep_lens ? "sweeps"
+                      : o->duration > 0 || o->num_requests > 0 ? "--duration/--num-requests (requests = conversations x turns)"
+                      : o->twin || o->extra ? "--extra-body/--twin"
+                      : o->report_path ? "--report (use --json or --markdown)"
+                      : o->dataset ? "--dataset" : NULL;
+    if (why) { fprintf(stderr, "pagoda bench serve: --workload multiturn does not take %s\n", why); return 2; }
+    if (!o->concurrency) {
+        fprintf(stderr, "pagoda bench serve: --workload multiturn needs --concurrency C (conversations in flight)\n");
+        return 2;
+    }
+    mt_config c = {0};
+    c.conversations = o->conversations ? o->conversations : 16;
+    c.turns = o->turns ? o->turns : 4;
+    c.system_prompts = o->system_prompts ? o->system_prompts : 4;
+    if (c.system_prompts > c.conversations) {
+        fprintf(stderr, "pagoda bench serve: --system-prompts %ld is more than the %ld conversations\n", c.system_prompts,
+                c.conversations);
+        return 2;
+    }
+    if (c.conversations * c.turns > 10000000) {
+        fprintf(stderr, "pagoda bench serve: --conversations x --turns is more than 10,000,000 requests\n");
+        return 2;
+    }
+    c.system_len = o->system_len >= 0 ? o->system_len : 512;
+    c.user_len = o->user_len ? o->user_len : 32;
+    c.session_header = o->session_header ? o->session_header : "X-Session-ID";
+    o->endpoint = EP_CHAT; /* a base URL gets /v1/chat/completions */
+    int rc = 1;
+    if (preflight(o)) goto done;
+    if (o->endpoint != EP_CHAT) {
+        fprintf(stderr, "pagoda bench serve: --workload multiturn sends chat requests; --url %s names the completions endpoint\n",
+                o->url_arg);
+        goto done;
+    }
+    probe_fields(o);
+    c.url = o->url, c.model = o->model, c.api_key = o->api_key;
+    c.json_path = o->json_path, c.md_path = o->md_path;
+    c.max_tokens = o->output_len, c.concurrency = o->concurrency;
+    c.seed = o->seed, c.timeout_s = o->timeout_s;
+    c.temperature = o->temperature, c.top_p = o->top_p;
+    c.ignore_eos = o->ignore_eos, c.min_tokens = o->min_tokens;
+    rc = bench_multiturn(&c);
+done:
+    free(o->url);
+    free(o->metrics_url);
+    free(o->model);
+    json_decref(o->extra);
+    return rc;
+}
+
 int cmd_bench_serve(int argc, char **argv) {
     options o = {0};
     o.endpoint = EP_COMPLETIONS;
@@ -957,6 +1023,7 @@ int cmd_bench_serve(int argc, char **argv) {
     o.ignore_eos = 1, o.min_tokens = 1;
     o.input_len = 256, o.output_len = 128, o.num_requests = -1, o.timeout_s = 600;
     o.range_ratio = 0.5;
+    o.system_len = -1;
     o.top_p = 1;
     o.api_key = getenv("OPENAI_API_KEY");
     const char *sweep_lens = NULL;
@@ -993,7 +1060,8 @@ int cmd_bench_serve(int argc, char **argv) {
             if (!strcmp(v, "fixed")) o.workload = WL_FIXED;
             else if (!strcmp(v, "random")) o.workload = WL_RANDOM;
             else if (!strcmp(v, "humaneval")) o.workload = WL_HUMANEVAL;
-            else { fprintf(stderr, "pagoda bench serve: --workload is fixed, random or humaneval\n"); return 2; }
+            else if (!strcmp(v, "multiturn")) o.workload = WL_MULTITURN;
+            else { fprintf(stderr, "pagoda bench serve: --workload is fixed, random, humaneval or multiturn\n"); return 2; }
         } else if (!strcmp(a, "--input-len")) bad = cli_int(a, v, 1, 1 << 20, &o.input_len);
         else if (!strcmp(a, "--output-len") || !strcmp(a, "--max-tokens")) bad = cli_int(a, v, 1, 1 << 20, &o.output_len);
         else if (!strcmp(a, "--range-ratio")) {
@@ -1009,7 +1077,18 @@ int cmd_bench_serve(int argc, char **argv) {
             bad = cli_top_p(a, v, &fv);
             o.top_p = fv;
         } else if (!strcmp(a, "--timeout")) bad = cli_int(a, v, 1, 86400, &o.timeout_s);
-        else if (!strcmp(a, "--json")) o.json_path = v;
+        else if (!strcmp(a, "--conversations")) bad = cli_int(a, v, 1, 100000, &o.conversations);
+        else if (!strcmp(a, "--turns")) bad = cli_int(a, v, 1, 1000, &o.turns);
+        else if (!strcmp(a, "--system-prompts")) bad = cli_int(a, v, 1, 100000, &o.system_prompts);
+        else if (!strcmp(a, "--system-len")) bad = cli_int(a, v, 0, 1 << 20, &o.system_len);
+        else if (!strcmp(a, "--user-len")) bad = cli_int(a, v, 1, 1 << 20, &o.user_len);
+        else if (!strcmp(a, "--session-header")) {
+            if (!*v || strlen(v) > 64 || strcspn(v, ": \t\r\n") != strlen(v)) {
+                fprintf(stderr, "pagoda bench serve: --session-header needs a header name (no ':' or spaces, at most 64)\n");
+                return 2;
+            }
+            o.session_header = v;
+        } else if (!strcmp(a, "--json")) o.json_path = v;
         else if (!strcmp(a, "--report")) o.report_path = v;
         else if (!strcmp(a, "--markdown")) o.md_path = v;
         else if (!strcmp(a, "--sweep-rates")) bad = parse_rates(v, o.sweep_rates, &o.n_sweep_rates);
@@ -1046,6 +1125,12 @@ int cmd_bench_serve(int argc, char **argv) {
         i++;
     }
     if (!o.url_arg) { fprintf(stderr, "pagoda bench serve: --url is required\n"); return usage(), 2; }
+    if (o.workload == WL_MULTITURN) return run_multiturn(&o, have_rate, sweep_lens != NULL);
+    if (o.conversations || o.turns || o.system_prompts || o.system_len >= 0 || o.user_len || o.session_header) {
+        fprintf(stderr, "pagoda bench serve: --conversations, --turns, --system-prompts, --system-len, --user-len and "
+                        "--session-header belong to --workload multiturn\n");
+        return 2;
+    }
     if (o.twin && !o.extra) { fprintf(stderr, "pagoda bench serve: --twin needs --extra-body\n"); return 2; }
     if (o.n_sweep_rates && o.n_sweep_conc) {
         fprintf(stderr, "pagoda bench serve: give --sweep-rates or --sweep-concurrency, not both\n");

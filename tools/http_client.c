@@ -128,6 +128,7 @@ int hc_post_json(hc_client *c, const char *url, const char *api_key, const char 
         l = curl_slist_append(l, a);
         free(a);
     }
+    if (l && h->header) l = curl_slist_append(l, h->header);
     if (!l) goto fail;
     curl_easy_setopt(r->easy, CURLOPT_URL, url);
     curl_easy_setopt(r->easy, CURLOPT_HTTPHEADER, r->hdrs);

@@ -25,6 +25,7 @@ typedef struct {
     void (*on_done)(void *user, const hc_result *r);
     void *user;
     size_t body_cap; /* keep up to this many bytes of a 2xx body for on_done (0: none) */
+    const char *header; /* one more request header "Name: value" (copied), or NULL */
 } hc_handler;
 
 hc_client *hc_client_create(void);

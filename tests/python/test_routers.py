@@ -5,35 +5,16 @@ worker served what; the prefix-cache hit counters show cache-aware routing keepi
 prefix on one worker. Each router case skips with a message when its program is missing
 (sglang-router / vllm-router: pip, scripts/requirements-test.txt; nginx: apt, scripts/setup.sh).
 The configurations are deploy/routers/ (README.md there)."""
-import os
 import shutil
-import signal
-import socket
-import subprocess
-import sys
-import tempfile
 import time
-from pathlib import Path
 
 import pytest
 
+from router_harness import HEALTH_FAST, Router, free_port, nginx_exe, program, sglang_cmd, vllm_cmd
+from router_harness import start_nginx as _start_nginx
 from serve_harness import Server, metric
 
 openai = pytest.importorskip("openai")
-
-ROOT = Path(__file__).resolve().parents[2]
-BIN = Path(sys.executable).parent  # the venv's bin: sglang-router, vllm-router
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def program(name):
-    p = BIN / name
-    return str(p) if p.exists() else shutil.which(name)
 
 
 def start_workers(pagoda_bin, model, n=2):
@@ -46,50 +27,6 @@ def workers(pagoda_bin, builtin_model):
     yield ws
     for w in ws:
         w.close()
-
-
-class Router:
-    """A router process on a free port; stdout+stderr to a file shown on failure."""
-
-    def __init__(self, cmd, port, cwd=None):
-        self.port = port
-        self.url = f"http://127.0.0.1:{port}"
-        self.log = tempfile.NamedTemporaryFile(prefix="router-", suffix=".log", delete=False)
-        self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT, cwd=cwd,
-                                     start_new_session=True)
-
-    def text(self):
-        with open(self.log.name, errors="replace") as f:
-            return f.read()[-6000:]
-
-    def client(self):
-        return openai.OpenAI(base_url=self.url + "/v1", api_key="unused", timeout=120, max_retries=0)
-
-    def wait_ready(self, model, timeout=60):
-        """Until a chat request through the router succeeds (workers registered and healthy)."""
-        c = self.client()
-        deadline, err = time.time() + timeout, None
-        while time.time() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"router exited with {self.proc.returncode}:\n{self.text()}")
-            try:
-                c.chat.completions.create(model=model, max_tokens=1,
-                                          messages=[{"role": "user", "content": "ready?"}])
-                return
-            except Exception as e:  # noqa: BLE001 - not up yet
-                err = e
-                time.sleep(0.3)
-        raise RuntimeError(f"router not ready in {timeout} s ({err}):\n{self.text()}")
-
-    def close(self):
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
-        os.unlink(self.log.name)
 
 
 def snapshot(ws):
@@ -181,22 +118,6 @@ def need(name):
     return p
 
 
-def sglang_cmd(exe, ws, port, *extra, policy="cache_aware"):
-    return [exe, "launch", "--host", "127.0.0.1", "--port", str(port), "--policy", policy,
-            "--prometheus-port", str(free_port()), "--prometheus-host", "127.0.0.1", "--log-level", "warn",
-            "--worker-urls", *[w.url for w in ws], *extra]
-
-
-def vllm_cmd(exe, ws, port, *extra, policy="cache_aware"):
-    return [exe, "--host", "127.0.0.1", "--port", str(port), "--policy", policy,
-            "--prometheus-port", str(free_port()), "--prometheus-host", "127.0.0.1", "--log-level", "warning",
-            "--worker-urls", *[w.url for w in ws], *extra]
-
-
-HEALTH_FAST = ["--health-check-interval-secs", "1", "--health-failure-threshold", "1",
-               "--health-check-timeout-secs", "2"]
-
-
 @pytest.mark.parametrize("which", ["sglang-router", "vllm-router"])
 @pytest.mark.parametrize("policy", ["cache_aware", "round_robin"])
 def test_rust_router(workers, which, policy):
@@ -212,27 +133,10 @@ def test_rust_router(workers, which, policy):
         r.close()
 
 
-def nginx_conf(name, ws, port, prefix):
-    text = (ROOT / "deploy" / "routers" / name).read_text()
-    text = text.replace("127.0.0.1:8001", f"127.0.0.1:{ws[0].port}").replace("127.0.0.1:8002", f"127.0.0.1:{ws[1].port}")
-    text = text.replace("listen 8080;", f"listen 127.0.0.1:{port};").replace("worker_processes auto;", "worker_processes 1;")
-    if os.geteuid() == 0:  # workers as root: the temporary prefix is ours
-        text = "user root;\n" + text
-    path = Path(prefix) / "nginx.conf"
-    path.write_text(text)
-    return path
-
-
 def start_nginx(name, ws):
-    exe = program("nginx") or (shutil.which("nginx", path="/usr/sbin:/sbin"))
-    if not exe:
+    if not nginx_exe():
         pytest.skip("nginx not installed (apt-get install nginx; scripts/setup.sh installs it)")
-    prefix = tempfile.mkdtemp(prefix="nginx-pagoda-")
-    port = free_port()
-    conf = nginx_conf(name, ws, port, prefix)
-    r = Router([exe, "-p", prefix + "/", "-c", str(conf), "-g", "daemon off;"], port)
-    r.prefix = prefix
-    return r
+    return _start_nginx(name, ws)
 
 
 def test_nginx_consistent_hash(workers):
