@@ -54,6 +54,7 @@ struct pg_forward {
     int32_t n_gpu;          /* layers [0, n_gpu) (and the embedding) run on the GPU */
     int32_t tp_rank, tp_size; /* tensor parallelism: this rank of the group (size 1: alone) */
     int32_t n_head, n_head_kv, n_ff; /* this rank's share of the heads and of the FFN width */
+    int32_t kv_rep;         /* > 1: fewer KV heads than ranks; each is held by kv_rep ranks in turn */
     pagoda_status tp_err;   /* the first failed all_reduce of the step */
     /* pipeline parallelism: where the residual stream comes from / goes to (NULL: this process
      * embeds / runs the head) */
@@ -112,6 +113,15 @@ static pagoda_status up(stage *s, const pg_weight *w, bool matrix, pg_bweight *o
 /* Which part of a layer weight a tensor-parallel rank holds: Q/K/V and gate/up by rows (their
  * biases with them), the output and down projections by columns; false: whole (norms, the biases
  * added after the all-reduce). */
+/* K or V projection rows (or their bias) of some layer */
+static bool is_kv_weight(const pg_model *m, const pg_weight *t) {
+    for (int32_t l = 0; l < m->cfg.n_layer; l++) {
+        const pg_layer_weights *w = &m->layers[l];
+        if (t == &w->wk || t == &w->wv || t == &w->bk || t == &w->bv) return true;
+    }
+    return false;
+}
+
 static bool tp_split(const pg_layer_weights *w, const pg_weight *t, pg_shard_dim *dim) {
     if (t == &w->wq || t == &w->wk || t == &w->wv || t == &w->w_gate || t == &w->w_up) *dim = PG_SHARD_ROWS;
     else if (t == &w->wo || t == &w->w_down) *dim = PG_SHARD_COLS;
@@ -128,6 +138,8 @@ static pagoda_status up_shard(const pg_forward *f, stage *s, const pg_weight *w,
     memset(out, 0, sizeof *out);
     if (!w->data) return PAGODA_OK;
     pg_shard sh = {.dim = dim, .index = f->tp_rank, .count = f->tp_size};
+    if (f->kv_rep > 1 && is_kv_weight(f->m, w)) /* one KV head, shared with kv_rep - 1 other ranks */
+        sh.index = f->tp_rank / f->kv_rep, sh.count = f->tp_size / f->kv_rep;
     pg_tensor part;
     pagoda_status st;
     if (dim == PG_SHARD_ROWS) {
@@ -228,10 +240,10 @@ static pagoda_status tp_check(const pg_model *m, const pg_forward_opts *o) {
     if (!o->all_reduce) return pg_fail(PAGODA_ERR_INVALID, "tensor parallel: no all_reduce for a group of %d", N);
     if (o->n_gpu_layers > 0 || o->observe)
         return pg_fail(PAGODA_ERR_UNSUPPORTED, "tensor parallel: CPU only for now (no GPU layers, no product observer)");
-    if (c->n_head % N || c->n_head_kv % N || c->n_ff % N)
+    if (c->n_head % N || (c->n_head_kv % N && N % c->n_head_kv) || c->n_ff % N)
         return pg_fail(PAGODA_ERR_UNSUPPORTED, "tensor parallel size %d must divide the model's attention heads (%d), "
-                       "KV heads (%d) and FFN width (%d); replicated KV heads are not supported yet", N, c->n_head,
-                       c->n_head_kv, c->n_ff);
+                       "and FFN width (%d), and divide or be a multiple of its KV heads (%d)", N, c->n_head, c->n_ff,
+                       c->n_head_kv);
     for (int32_t l = 0; l < c->n_layer; l++) {
         const pg_layer_weights *w = &m->layers[l];
         if (w->wqkv.data || w->bqkv.data)
@@ -273,7 +285,10 @@ pagoda_status forward_create_ex(const pg_model *m, int32_t max_tokens, const pg_
     pagoda_status st = PAGODA_OK;
     if (f->tp_size > 1) {
         if ((st = tp_check(m, &o))) goto fail;
-        f->n_head /= f->tp_size, f->n_head_kv /= f->tp_size, f->n_ff /= f->tp_size;
+        /* fewer KV heads than ranks: each rank holds the one KV head its query heads read (GQA
+           groups never straddle ranks when the rank count is a multiple of the KV head count) */
+        f->kv_rep = c->n_head_kv < f->tp_size ? f->tp_size / c->n_head_kv : 1;
+        f->n_head /= f->tp_size, f->n_head_kv = f->kv_rep > 1 ? 1 : f->n_head_kv / f->tp_size, f->n_ff /= f->tp_size;
     }
     /* this process's layers: all of them, or a pipeline stage's range */
     int32_t l0 = 0, l1 = c->n_layer;

@@ -115,7 +115,8 @@ def test_refuses_heads_not_divisible(mpi, builtin_model):
     # SmolLM2-135M: 9 heads, 3 KV heads
     r = mpirun(mpi, "run", "-m", builtin_model, "--prompt-ids", "1,2,3", "-n", 2, check=False)
     assert r.returncode != 0
-    assert "tensor parallel size 2 must divide the model's attention heads (9), KV heads (3)" in r.stderr
+    assert ("tensor parallel size 2 must divide the model's attention heads (9), and FFN width (1536), and divide "
+            "or be a multiple of its KV heads (3)") in r.stderr
 
 
 def test_refuses_partial_blocks(mpi, synth, tmp_path):
@@ -199,3 +200,41 @@ def test_comm_stats_one_process(run_pagoda, shared, tmp_path):
     st = comm_stats(r.stderr)
     assert list(st) == [0] and st[0]["size"] == 1
     assert st[0]["all_reduce_calls"] == st[0]["bcast_bytes"] == st[0]["send_bytes"] == 0
+
+
+def mqa_variant(fx, tmp_path):
+    """the llama fixture made multi-query: one KV head (the first of K and V's rows), config to match"""
+    import json
+    d = tmp_path / "llama-mqa"
+    d.mkdir()
+    cfg = json.loads((fx / "config.json").read_text())
+    hd = cfg["hidden_size"] // cfg["num_attention_heads"]
+    cfg["num_key_value_heads"] = 1
+    (d / "config.json").write_text(json.dumps(cfg))
+    w = load_file(str(fx / "model.safetensors"))
+    for k in list(w):
+        if k.endswith(("k_proj.weight", "v_proj.weight")):
+            w[k] = np.ascontiguousarray(w[k][:hd])
+    save_file(w, str(d / "model.safetensors"))
+    return d
+
+
+@pytest.mark.parametrize("n,kind", [(4, "gqa"), (2, "mqa"), (4, "mqa")])
+def test_kv_heads_replicated(mpi, shared, run_pagoda, tmp_path, n, kind):
+    """fewer KV heads than ranks (the llama fixture's 2 KV heads over 4 ranks; a multi-query variant
+    over 2 and 4): each rank holds the one KV head its query heads read; logits and greedy tokens
+    equal one process's"""
+    fx = shared / "fixtures" / "hf" / "llama"
+    model = fx if kind == "gqa" else mqa_variant(fx, tmp_path)
+    g = load_file(str(fx / "golden.safetensors"))
+    save_file({"input_ids": g["input_ids"]}, str(tmp_path / "ids.safetensors"))
+    run_pagoda("logits", "-m", model, "-i", tmp_path / "ids.safetensors", "-o", tmp_path / "one.safetensors", "-t", 1)
+    mpirun(mpi, "logits", "-m", model, "-i", tmp_path / "ids.safetensors", "-o", tmp_path / "tp.safetensors", n=n)
+    one = load_file(str(tmp_path / "one.safetensors"))["logits"]
+    tp = load_file(str(tmp_path / "tp.safetensors"))["logits"]
+    assert tp.shape == one.shape and np.abs(tp - one).max() <= 1e-5
+    if kind == "gqa":
+        assert np.abs(tp - g["logits"]).max() <= 1e-4
+    args = ["run", "-m", model, "--prompt-ids", "5,17,30,2,99,7", "-n", 24, "--ignore-eos"]
+    ref = run_pagoda(*args, "-t", 1).stdout.split()
+    assert len(ref) == 24 and mpirun(mpi, *args, n=n).stdout.split() == ref
