@@ -154,6 +154,40 @@ static pagoda_status up_shard(const pg_forward *f, stage *s, const pg_weight *w,
     return st ? st : up(s, &part, matrix, out);
 }
 
+/* This rank's part of a fused Q|K|V weight (rows) or bias (elements): its query heads' rows, then
+ * its KV heads' K rows and V rows (the one shared KV head when ranks outnumber KV heads), copied
+ * into memory the backend owns. */
+static pagoda_status up_fused_qkv(const pg_forward *f, stage *s, const pg_weight *t, bool matrix, pg_bweight *out) {
+    memset(out, 0, sizeof *out);
+    if (!t->data) return PAGODA_OK;
+    const pg_model_config *c = &f->m->cfg;
+    const int64_t hd = c->head_dim, qd = (int64_t)c->n_head * hd, kvd = (int64_t)c->n_head_kv * hd;
+    const int64_t qdl = (int64_t)f->n_head * hd, kvdl = (int64_t)f->n_head_kv * hd;
+    const int64_t kv_index = f->kv_rep > 1 ? f->tp_rank / f->kv_rep : f->tp_rank;
+    const int64_t first[3] = {f->tp_rank * qdl, qd + kv_index * kvdl, qd + kvd + kv_index * kvdl};
+    const int64_t count[3] = {qdl, kvdl, kvdl};
+    const int64_t total = matrix ? t->n_out : t->n_in;
+    if (total != qd + 2 * kvd)
+        return pg_fail(PAGODA_ERR_UNSUPPORTED, "%s: %lld fused rows, not Q|K|V's %lld", t->name ? t->name : "wqkv",
+                       (long long)total, (long long)(qd + 2 * kvd));
+    /* bytes of one unit (a row of a matrix; an element of a plain-typed vector) */
+    size_t unit = 0;
+    bool plain = t->dtype == PAGODA_DTYPE_F32 || t->dtype == PAGODA_DTYPE_F16 || t->dtype == PAGODA_DTYPE_BF16;
+    if (matrix ? !dtype_row_size(t->dtype, t->n_in, &unit) : !plain || !dtype_row_size(t->dtype, 1, &unit))
+        return pg_fail(PAGODA_ERR_UNSUPPORTED, "%s: fused Q|K|V of type %d are not split", t->name ? t->name : "wqkv",
+                       (int)t->dtype);
+    const int64_t n = qdl + 2 * kvdl;
+    char *mem = s->be->ops->alloc(s->be, unit * (size_t)n);
+    if (!mem) return pg_fail(PAGODA_ERR_NOMEM, "%s: cannot allocate its shard", t->name ? t->name : "wqkv");
+    for (int i = 0, at = 0; i < 3; at += (int)count[i], i++)
+        memcpy(mem + unit * (size_t)at, (const char *)t->data + unit * (size_t)first[i], unit * (size_t)count[i]);
+    pg_tensor part = *t;
+    part.data = mem;
+    if (matrix) part.n_out = n;
+    else part.n_in = n;
+    return up(s, &part, matrix, out);
+}
+
 /* Uploads the layers and tensors a stage needs. Matrices that read the same input are stacked
  * where the backend wants them so (Q|K|V, gate|up without biases). */
 static pagoda_status stage_upload(const pg_forward *f, stage *s, const pg_model *m) {
@@ -191,7 +225,8 @@ static pagoda_status stage_upload(const pg_forward *f, stage *s, const pg_model 
             if ((stacked_qkv && (in_qkv || t == &w->wqkv)) || (stacked_gu && in_gu)) continue;
             pg_bweight *dst = &L->w[roles[i].offset / sizeof(pg_weight)];
             pg_shard_dim dim;
-            if (tp && tp_split(w, t, &dim)) st = up_shard(f, s, t, dim, roles[i].kind == ROLE_MATRIX, dst);
+            if (tp && (t == &w->wqkv || t == &w->bqkv)) st = up_fused_qkv(f, s, t, roles[i].kind == ROLE_MATRIX, dst);
+            else if (tp && tp_split(w, t, &dim)) st = up_shard(f, s, t, dim, roles[i].kind == ROLE_MATRIX, dst);
             else st = up(s, t, roles[i].kind == ROLE_MATRIX, dst);
             if (st) return st;
         }
@@ -246,8 +281,8 @@ static pagoda_status tp_check(const pg_model *m, const pg_forward_opts *o) {
                        c->n_head_kv);
     for (int32_t l = 0; l < c->n_layer; l++) {
         const pg_layer_weights *w = &m->layers[l];
-        if (w->wqkv.data || w->bqkv.data)
-            return pg_fail(PAGODA_ERR_UNSUPPORTED, "tensor parallel: fused Q|K|V weights (%s) are not split yet",
+        if ((w->wqkv.data && pg_tensor_has_qmeta(&w->wqkv)) || (w->bqkv.data && w->bqkv.n_out != 1))
+            return pg_fail(PAGODA_ERR_UNSUPPORTED, "tensor parallel: fused Q|K|V weights with scales (%s) are not split yet",
                            w->wqkv.name ? w->wqkv.name : "wqkv");
         if ((w->q_norm.data && w->q_norm.n_in != c->head_dim) || (w->k_norm.data && w->k_norm.n_in != c->head_dim))
             return pg_fail(PAGODA_ERR_UNSUPPORTED, "tensor parallel: q/k norms over all heads are not split yet");

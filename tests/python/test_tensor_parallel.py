@@ -60,7 +60,9 @@ def synth(mpi, tmp_path_factory):
 
 # llama: 4 heads, 2 KV heads, n_ff 128, F32; qwen2: Q/K/V biases (split with their rows); qwen3: q/k
 # norms; starcoder2: LayerNorm, GELU MLP, output and down biases (added once, after the all-reduce)
-@pytest.mark.parametrize("name", ["llama", "qwen2", "qwen3", "starcoder2"])
+# gpt_bigcode: multi-query attention in a fused Q|K|V weight with its bias (each rank copies its
+# query rows and the one K and V head)
+@pytest.mark.parametrize("name", ["llama", "qwen2", "qwen3", "starcoder2", "gpt_bigcode"])
 def test_logits_hf(mpi, shared, run_pagoda, tmp_path, name):
     fx = shared / "fixtures" / "hf" / name
     g = load_file(str(fx / "golden.safetensors"))
@@ -219,13 +221,13 @@ def mqa_variant(fx, tmp_path):
     return d
 
 
-@pytest.mark.parametrize("n,kind", [(4, "gqa"), (2, "mqa"), (4, "mqa")])
+@pytest.mark.parametrize("n,kind", [(4, "gqa"), (2, "mqa"), (4, "mqa"), (4, "gpt_bigcode")])
 def test_kv_heads_replicated(mpi, shared, run_pagoda, tmp_path, n, kind):
     """fewer KV heads than ranks (the llama fixture's 2 KV heads over 4 ranks; a multi-query variant
     over 2 and 4): each rank holds the one KV head its query heads read; logits and greedy tokens
     equal one process's"""
-    fx = shared / "fixtures" / "hf" / "llama"
-    model = fx if kind == "gqa" else mqa_variant(fx, tmp_path)
+    fx = shared / "fixtures" / "hf" / ("gpt_bigcode" if kind == "gpt_bigcode" else "llama")
+    model = mqa_variant(fx, tmp_path) if kind == "mqa" else fx
     g = load_file(str(fx / "golden.safetensors"))
     save_file({"input_ids": g["input_ids"]}, str(tmp_path / "ids.safetensors"))
     run_pagoda("logits", "-m", model, "-i", tmp_path / "ids.safetensors", "-o", tmp_path / "one.safetensors", "-t", 1)
@@ -233,7 +235,7 @@ def test_kv_heads_replicated(mpi, shared, run_pagoda, tmp_path, n, kind):
     one = load_file(str(tmp_path / "one.safetensors"))["logits"]
     tp = load_file(str(tmp_path / "tp.safetensors"))["logits"]
     assert tp.shape == one.shape and np.abs(tp - one).max() <= 1e-5
-    if kind == "gqa":
+    if kind != "mqa":
         assert np.abs(tp - g["logits"]).max() <= 1e-4
     args = ["run", "-m", model, "--prompt-ids", "5,17,30,2,99,7", "-n", 24, "--ignore-eos"]
     ref = run_pagoda(*args, "-t", 1).stdout.split()
