@@ -18,6 +18,7 @@
 
 #include "bench_report.h"
 #include "http_client.h"
+#include "sse_chunk.h"
 #include "core/clock.h"
 
 typedef struct {
@@ -116,33 +117,17 @@ static mt_rec *rec_of(mt_conv *cv) { return &cv->st->recs[(size_t)cv->idx * (siz
 static void on_line(void *user, const char *line, size_t len, double t) {
     mt_conv *cv = user;
     mt_rec *q = rec_of(cv);
-    if (len < 5 || strncmp(line, "data:", 5)) return;
-    const char *p = line + 5;
-    while (*p == ' ') p++;
-    if (!strcmp(p, "[DONE]")) return;
-    json_t *root = json_loads(p, 0, NULL);
-    if (!root) return;
-    json_t *err = json_object_get(root, "error");
-    if (err) {
-        const char *m = json_string_value(json_object_get(err, "message"));
-        char buf[512];
-        snprintf(buf, sizeof buf, "stream error: %s", m ? m : json_is_string(err) ? json_string_value(err) : "?");
-        set_error(q, buf);
-    }
-    json_t *d = json_object_get(json_array_get(json_object_get(root, "choices"), 0), "delta");
-    const char *text = json_string_value(json_object_get(d, "content"));
-    if (text && *text) {
+    sse_chunk k;
+    if (!sse_chunk_parse(line, len, 1, &k)) return;
+    if (k.error[0]) set_error(q, k.error);
+    if (k.content && *k.content) { /* the answer the history carries: content only */
         if (q->ttft < 0) q->ttft = t - q->start_abs;
         q->n_chunks++;
-        add_answer(cv, text);
+        add_answer(cv, k.content);
     }
-    json_t *u = json_object_get(root, "usage");
-    if (json_is_object(u)) {
-        json_t *pt = json_object_get(u, "prompt_tokens"), *ct = json_object_get(u, "completion_tokens");
-        if (json_is_integer(pt)) q->usage_prompt = (long)json_integer_value(pt);
-        if (json_is_integer(ct)) q->usage_completion = (long)json_integer_value(ct);
-    }
-    json_decref(root);
+    if (k.usage_prompt >= 0) q->usage_prompt = k.usage_prompt;
+    if (k.usage_completion >= 0) q->usage_completion = k.usage_completion;
+    sse_chunk_free(&k);
 }
 
 static void on_done(void *user, const hc_result *r) {
@@ -320,15 +305,6 @@ static void print_result(const mt_state *st, const mt_summary *s) {
     }
 }
 
-static void stats_json(json_t *o, const char *name, const br_stats *s) {
-    char k[64];
-    snprintf(k, sizeof k, "mean_%s_ms", name), json_object_set_new(o, k, json_real(s->mean));
-    snprintf(k, sizeof k, "median_%s_ms", name), json_object_set_new(o, k, json_real(s->median));
-    snprintf(k, sizeof k, "std_%s_ms", name), json_object_set_new(o, k, json_real(s->std));
-    snprintf(k, sizeof k, "p90_%s_ms", name), json_object_set_new(o, k, json_real(s->p90));
-    snprintf(k, sizeof k, "p99_%s_ms", name), json_object_set_new(o, k, json_real(s->p99));
-}
-
 static int write_json(const mt_state *st, const mt_summary *s) {
     const mt_config *c = st->c;
     json_t *j = json_object();
@@ -358,11 +334,11 @@ static int write_json(const mt_state *st, const mt_summary *s) {
     json_object_set_new(j, "request_throughput", json_real(s->req_tput));
     json_object_set_new(j, "output_throughput", json_real(s->out_tput));
     json_object_set_new(j, "total_token_throughput", json_real(s->total_tput));
-    stats_json(j, "ttft", &s->ttft);
-    stats_json(j, "tpot", &s->tpot);
-    stats_json(j, "e2el", &s->e2e);
-    stats_json(j, "first_turn_ttft", &s->ttft_first);
-    stats_json(j, "later_turns_ttft", &s->ttft_later);
+    br_stats_json(j, "ttft", &s->ttft);
+    br_stats_json(j, "tpot", &s->tpot);
+    br_stats_json(j, "e2el", &s->e2e);
+    br_stats_json(j, "first_turn_ttft", &s->ttft_first);
+    br_stats_json(j, "later_turns_ttft", &s->ttft_later);
     json_t *pt = json_array();
     for (int t = 0; t < c->turns; t++) {
         mt_turn_stats ts;
@@ -370,7 +346,7 @@ static int write_json(const mt_state *st, const mt_summary *s) {
         json_t *x = json_pack("{si si si si sf}", "turn", t + 1, "requests", (json_int_t)ts.sent, "completed",
                               (json_int_t)ts.completed, "failed", (json_int_t)ts.failed, "mean_prompt_tokens",
                               ts.mean_prompt);
-        stats_json(x, "ttft", &ts.ttft);
+        br_stats_json(x, "ttft", &ts.ttft);
         json_array_append_new(pt, x);
     }
     json_object_set_new(j, "per_turn", pt);

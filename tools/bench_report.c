@@ -28,6 +28,15 @@ double br_percentile_sorted(const double *s, size_t n, double p) {
     return s[i] + (s[i + 1] - s[i]) * frac;
 }
 
+void br_stats_json(json_t *o, const char *name, const br_stats *s) {
+    char k[64];
+    snprintf(k, sizeof k, "mean_%s_ms", name), json_object_set_new(o, k, json_real(s->mean));
+    snprintf(k, sizeof k, "median_%s_ms", name), json_object_set_new(o, k, json_real(s->median));
+    snprintf(k, sizeof k, "std_%s_ms", name), json_object_set_new(o, k, json_real(s->std));
+    snprintf(k, sizeof k, "p90_%s_ms", name), json_object_set_new(o, k, json_real(s->p90));
+    snprintf(k, sizeof k, "p99_%s_ms", name), json_object_set_new(o, k, json_real(s->p99));
+}
+
 void br_stats_of(const double *v, size_t n, br_stats *o) {
     memset(o, 0, sizeof *o);
     if (!n) return;

@@ -3,6 +3,7 @@
 #ifndef PG_TOOLS_BENCH_REPORT_H
 #define PG_TOOLS_BENCH_REPORT_H
 
+#include <jansson.h>
 #include <stddef.h>
 #include <stdio.h>
 
@@ -14,6 +15,8 @@ typedef struct {
 
 /* Statistics of v[0..n) (v is not modified). All zero when n == 0. */
 void br_stats_of(const double *v, size_t n, br_stats *out);
+/* Into o: mean_NAME_ms, median_NAME_ms, std_NAME_ms, p90_NAME_ms, p99_NAME_ms (vLLM's benchmark keys). */
+void br_stats_json(json_t *o, const char *name, const br_stats *s);
 /* p-th percentile (0..100) of an ascending array, linear interpolation (numpy's default). */
 double br_percentile_sorted(const double *sorted, size_t n, double p);
 /* Ascending copy of v (malloc'd; NULL when n == 0 or out of memory). */

@@ -21,6 +21,7 @@
 #include "commands.h"
 #include "http_client.h"
 #include "jsonl.h"
+#include "sse_chunk.h"
 #include "core/clock.h"
 
 #define MAX_SWEEP 64
@@ -251,30 +252,10 @@ static void set_error(req_rec *q, const char *msg) {
 static void on_sse_line(void *user, const char *line, size_t len, double t) {
     req_ctx *c = user;
     req_rec *q = &c->run->recs[c->idx];
-    if (len < 5 || strncmp(line, "data:", 5)) return; /* event:, id:, comments, blank lines */
-    const char *p = line + 5;
-    while (*p == ' ') p++;
-    if (!strcmp(p, "[DONE]")) return;
-    json_t *root = json_loads(p, 0, NULL);
-    if (!root) return;
-    json_t *err = json_object_get(root, "error");
-    if (err) {
-        const char *m = json_string_value(json_object_get(err, "message"));
-        char buf[512];
-        snprintf(buf, sizeof buf, "stream error: %s", m ? m : json_is_string(err) ? json_string_value(err) : "?");
-        set_error(q, buf);
-    }
-    json_t *ch = json_array_get(json_object_get(root, "choices"), 0);
-    const char *text = NULL;
-    if (ch) {
-        if (c->chat) {
-            json_t *d = json_object_get(ch, "delta");
-            text = json_string_value(json_object_get(d, "content"));
-            if (!text || !*text) text = json_string_value(json_object_get(d, "reasoning_content"));
-        } else {
-            text = json_string_value(json_object_get(ch, "text"));
-        }
-    }
+    sse_chunk k;
+    if (!sse_chunk_parse(line, len, c->chat, &k)) return;
+    if (k.error[0]) set_error(q, k.error);
+    const char *text = k.content && *k.content ? k.content : k.reasoning;
     if (text && *text) {
         if (q->ttft < 0) {
             q->ttft = t - q->start_abs;
@@ -289,13 +270,9 @@ static void on_sse_line(void *user, const char *line, size_t len, double t) {
         q->last_tok = t;
         q->n_chunks++;
     }
-    json_t *u = json_object_get(root, "usage");
-    if (json_is_object(u)) {
-        json_t *pt = json_object_get(u, "prompt_tokens"), *ct = json_object_get(u, "completion_tokens");
-        if (json_is_integer(pt)) q->usage_prompt = (long)json_integer_value(pt);
-        if (json_is_integer(ct)) q->usage_completion = (long)json_integer_value(ct);
-    }
-    json_decref(root);
+    if (k.usage_prompt >= 0) q->usage_prompt = k.usage_prompt;
+    if (k.usage_completion >= 0) q->usage_completion = k.usage_completion;
+    sse_chunk_free(&k);
 }
 
 static void on_req_done(void *user, const hc_result *r) {
@@ -514,15 +491,6 @@ static void print_run(const run_result *r) {
     }
 }
 
-static void stats_json(json_t *o, const char *name, const br_stats *s) {
-    char k[64];
-    snprintf(k, sizeof k, "mean_%s_ms", name), json_object_set_new(o, k, json_real(s->mean));
-    snprintf(k, sizeof k, "median_%s_ms", name), json_object_set_new(o, k, json_real(s->median));
-    snprintf(k, sizeof k, "std_%s_ms", name), json_object_set_new(o, k, json_real(s->std));
-    snprintf(k, sizeof k, "p90_%s_ms", name), json_object_set_new(o, k, json_real(s->p90));
-    snprintf(k, sizeof k, "p99_%s_ms", name), json_object_set_new(o, k, json_real(s->p99));
-}
-
 static json_t *run_json(const run_result *r) {
     json_t *j = json_object();
     char rate[32];
@@ -551,10 +519,10 @@ static json_t *run_json(const run_result *r) {
         json_object_set_new(j, "server_forward_ms_per_step", json_real(r->engine_forward_ms));
         json_object_set_new(j, "server_host_ms_per_step", json_real(r->engine_host_ms));
     }
-    stats_json(j, "ttft", &r->ttft);
-    stats_json(j, "tpot", &r->tpot);
-    stats_json(j, "itl", &r->itl);
-    stats_json(j, "e2el", &r->e2e);
+    br_stats_json(j, "ttft", &r->ttft);
+    br_stats_json(j, "tpot", &r->tpot);
+    br_stats_json(j, "itl", &r->itl);
+    br_stats_json(j, "e2el", &r->e2e);
     json_t *reqs = json_array();
     for (size_t i = 0; i < r->n; i++) {
         const req_rec *q = &r->recs[i];
