@@ -11,6 +11,8 @@ import subprocess
 
 import numpy as np
 import pytest
+
+from serve_harness import mpi_missing
 from safetensors.numpy import load_file, save_file
 
 MPIRUN = shutil.which("mpirun")
@@ -22,12 +24,9 @@ HF_TP = HF
 
 @pytest.fixture(scope="module")
 def mpi(pagoda_bin):
-    if MPIRUN is None:
-        pytest.skip("mpirun not found (apt-get install openmpi-bin libopenmpi-dev): MPI pipeline parallelism untested")
-    r = subprocess.run([pagoda_bin, "run", "-m", "x", "--prompt-ids", "1", "--pipeline-parallel-size", "2"],
-                       capture_output=True, text=True, timeout=TIMEOUT)
-    if "built without" in r.stderr:
-        pytest.skip("pagoda was built without MPI: MPI pipeline parallelism untested")
+    why = mpi_missing(pagoda_bin)
+    if why:
+        pytest.skip(f"{why}: MPI pipeline parallelism untested")
     return pagoda_bin
 
 

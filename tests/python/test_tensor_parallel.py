@@ -8,6 +8,8 @@ import subprocess
 
 import numpy as np
 import pytest
+
+from serve_harness import mpi_missing
 from safetensors.numpy import load_file, save_file
 
 MPIRUN = shutil.which("mpirun")
@@ -16,13 +18,9 @@ TIMEOUT = 60
 
 @pytest.fixture(scope="module")
 def mpi(pagoda_bin):
-    if MPIRUN is None:
-        pytest.skip("mpirun not found (apt-get install openmpi-bin libopenmpi-dev): MPI tensor parallelism untested")
-    # outside mpirun the group has one process: an MPI build says so, a build without MPI refuses
-    r = subprocess.run([pagoda_bin, "run", "-m", "x", "--prompt-ids", "1", "--tensor-parallel-size", "2"],
-                       capture_output=True, text=True, timeout=TIMEOUT)
-    if "built without" in r.stderr:
-        pytest.skip("pagoda was built without MPI: MPI tensor parallelism untested")
+    why = mpi_missing(pagoda_bin)
+    if why:
+        pytest.skip(f"{why}: MPI tensor parallelism untested")
     return pagoda_bin
 
 
