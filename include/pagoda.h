@@ -186,6 +186,9 @@ typedef struct {
     /* bytes to / from rank `peer` of the group (point to point, blocking, in order per pair) */
     pagoda_status (*send)(void *user, int32_t peer, const void *buf, size_t bytes);
     pagoda_status (*recv)(void *user, int32_t peer, void *buf, size_t bytes);
+    /* appended for GPUs: this process's place among the group's processes on its host; with GPU
+       layers it runs on device cuda_device + local_rank */
+    int32_t local_rank;
 } pagoda_tp_group;
 
 typedef struct {
@@ -227,7 +230,7 @@ typedef struct {
     int32_t quant_activations; /* pagoda_quant_act: how products over GPTQ/AWQ/compressed-tensors
                                  weights treat activations */
     const pagoda_tp_group *tp; /* borrowed, may be NULL (alone). size > 1: tensor and/or pipeline
-                                 parallelism on the CPU: the engine runs on rank 0 (pagoda_engine_create
+                                 parallelism: the engine runs on rank 0 (pagoda_engine_create
                                  there), every other rank calls pagoda_tp_worker_run with the same
                                  model and config. Each stage holds a contiguous range of layers
                                  (split as evenly as possible, earlier stages taking the remainder;
@@ -235,7 +238,9 @@ typedef struct {
                                  head) and their KV cache; within a stage each rank holds its share
                                  of the heads and FFN. The head count, KV head count and FFN width
                                  must divide by size / pp_size, pp_size must not exceed the layer
-                                 count; no GPU layers, no LoRA (speculation runs: drafts are
+                                 count; no LoRA. GPU layers: tensor parallelism only (no stages),
+                                 every layer on the GPU, one device per process
+                                 (cuda_device + tp->local_rank), the sums through NCCL (speculation runs: drafts are
                                  proposed on rank 0 and verified in the split pass) */
     /* appended for speculative decoding: each step, running sequences get up to
      * num_speculative_tokens proposed tokens that the step's forward pass verifies; greedy output
@@ -263,6 +268,10 @@ typedef struct {
     /* appended: 1: every decoding sequence is asked for num_speculative_tokens drafts each step
        (no cost model, no rest after low acceptance): a fixed k, as benchmarks and tests want it */
     int32_t spec_fixed_k;
+    /* appended: 1: with every layer on the GPU and no group, the layer sums still go through NCCL
+       (a group of one device): the check, on one GPU, of the code path tensor parallelism takes on
+       several (a group: the sums go through NCCL anyway) */
+    int32_t cuda_nccl_always;
 } pagoda_engine_config;
 
 /* How drafts are proposed (pagoda_engine_config.speculative). */
@@ -577,6 +586,13 @@ const char *pagoda_dtype_name(pagoda_dtype t);
 typedef struct {
     const char *cpu_isa;    /* SIMD level the CPU kernels use: "avx512", "avx2" or "scalar" */
     int32_t n_cpu_threads;  /* kernel threads n_threads = 0 stands for (the cores) */
+    /* appended: what this build can use beyond the CPU */
+    int32_t cuda;           /* 1: built with the CUDA backend */
+    int32_t n_cuda_devices; /* CUDA devices that answer (0: none, or built without CUDA) */
+    int32_t mpi;            /* 1: built with MPI (tensor / pipeline parallelism across processes) */
+    int32_t nccl_version;   /* NCCL's version code (e.g. 22809) where libnccl.so.2 loads (GPU tensor
+                               parallelism; loaded at run time), else 0 and nccl_why says why */
+    char nccl_why[192];
 } pagoda_system_info;
 void pagoda_system_get_info(pagoda_system_info *s);
 

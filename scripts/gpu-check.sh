@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs on a machine with an NVIDIA GPU, from the repository root, over what scripts/gpu-pack.sh
 # packed into .devcarry/: GPU parity tests, then the speed benchmarks, then the serving benchmark.
-# Usage: scripts/gpu-check.sh [info] [tests = kernels + parity] [bench] [serve] [structured] ...
+# Usage: scripts/gpu-check.sh [info] [tests = kernels + parity] [tp] [bench] [serve] [structured] ...
 # (results under $OUT or ./gpu-results). Env: PAGODA_BENCH_TYPES (q4_0 f16), PAGODA_RATES (10 30),
 # PAGODA_SAMPLED_RATES (none: serving runs with T 0.2 / top-p 0.95), PAGODA_DURATION (30), PAGODA_MAX_SEQS (384).
 set -uo pipefail
@@ -33,7 +33,7 @@ info)
     ;;
 tests|kernels)
     stage "kernel tests"
-    for t in ${PAGODA_KERNEL_TESTS:-test_cuda_ops test_cuda_matmul}; do
+    for t in ${PAGODA_KERNEL_TESTS:-test_cuda_ops test_cuda_matmul test_backend}; do
         echo "--- $t"; "$bin/$t" 2>&1 | tee "$out/$t.txt" | tail -60; echo "exit ${PIPESTATUS[0]}"
     done
     ;;&
@@ -42,6 +42,28 @@ tests|parity)
     "$bin/test_golden" 2>&1 | grep -A200 "== cuda" | tee "$out/test_golden_cuda.txt" | tail -60; echo "exit ${PIPESTATUS[0]}"
     stage "engine on the GPU"
     "$bin/test_engine" 2>&1 | tee "$out/test_engine.txt" | tail -30; echo "exit ${PIPESTATUS[0]}"
+    ;;
+tp)
+    # tensor parallelism's NCCL path (libnccl.so.2 loaded at run time): on one GPU as a group of one
+    # (--cuda-nccl on), whose logits must equal the GPU alone's byte for byte; with two GPUs and
+    # mpirun, TP=2 against one GPU (the exact command is printed where there is only one GPU)
+    stage "NCCL: $("$bin/pagoda" --version | grep -E '^(cuda|nccl):' | tr '\n' ' ')"
+    for name in llama qwen2 qwen3 starcoder2; do
+        fx=$c/shared/fixtures/hf/$name
+        python3 -c "from safetensors.numpy import load_file, save_file; save_file({'input_ids': load_file('$fx/golden.safetensors')['input_ids']}, '$out/ids-$name.safetensors')" 2>/dev/null ||
+            { echo "no python3 safetensors: tp stage skipped"; break; }
+        "$bin/pagoda" logits -m "$fx" -i "$out/ids-$name.safetensors" -o "$out/alone-$name.safetensors" --device cuda 2>&1 | tail -1
+        "$bin/pagoda" logits -m "$fx" -i "$out/ids-$name.safetensors" -o "$out/nccl-$name.safetensors" --device cuda --cuda-nccl on 2>&1 | tail -1
+        if cmp -s "$out/alone-$name.safetensors" "$out/nccl-$name.safetensors"; then echo "$name: NCCL group of one == GPU alone (byte-identical logits)"
+        else echo "$name: NCCL group of one DIFFERS from the GPU alone"; fi
+        tp2="mpirun --allow-run-as-root -np 2 $bin/pagoda logits -m $fx -i $out/ids-$name.safetensors -o $out/tp2-$name.safetensors --device cuda --tensor-parallel-size 2"
+        if [ "$(nvidia-smi -L | wc -l)" -ge 2 ] && command -v mpirun >/dev/null; then
+            $tp2 2>&1 | tail -2
+            python3 -c "from safetensors.numpy import load_file; import numpy as np; a=load_file('$out/alone-$name.safetensors')['logits']; b=load_file('$out/tp2-$name.safetensors')['logits']; d=float(np.abs(a-b).max()); print('$name: TP=2 vs one GPU max |diff|', d, 'ok' if d <= 1e-4 else 'FAIL')"
+        else
+            echo "$name: one GPU here; on two: $tp2"
+        fi
+    done
     ;;
 bench)
     stage "synthetic Llama-2-7B"

@@ -8,9 +8,9 @@ cd "$(dirname "$0")/.."
 b=${1:-build-gpu}
 shared=${PAGODA_SHARED:-../shared}
 cmake -S . -B "$b" -DCMAKE_BUILD_TYPE=Release -DPAGODA_CUDA=ON -DPAGODA_CUDA_ARCH=90 >/dev/null
-cmake --build "$b" -j"$(nproc)" --target pagoda_cli test_cuda_ops test_cuda_matmul test_golden test_engine
+cmake --build "$b" -j"$(nproc)" --target pagoda_cli test_cuda_ops test_cuda_matmul test_golden test_engine test_backend
 rm -rf .devcarry && mkdir -p .devcarry/bin .devcarry/lib .devcarry/shared/fixtures .devcarry/shared/models .devcarry/shared/data
-for t in pagoda test_cuda_ops test_cuda_matmul test_golden test_engine; do
+for t in pagoda test_cuda_ops test_cuda_matmul test_golden test_engine test_backend; do
     cp "$b/$t" .devcarry/bin/ && strip .devcarry/bin/$t
 done
 # libraries beyond glibc and the CUDA driver (the GPU machine has its own of those)

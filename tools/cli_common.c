@@ -7,6 +7,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "commands.h"
 #include "core/clock.h"
 
 static int cmp_double(const void *a, const void *b) {
@@ -280,6 +281,12 @@ int cli_device_option(const char *opt, const char *val, cli_device *d, int *bad)
         else fprintf(stderr, "pagoda: %s expects on or off, got '%s'\n", opt, val), *bad = 1;
         return 1;
     }
+    if (!strcmp(opt, "--cuda-nccl")) {
+        if (!strcmp(val, "on")) d->nccl_always = 1, d->cuda = 1;
+        else if (!strcmp(val, "off")) d->nccl_always = 0;
+        else fprintf(stderr, "pagoda: %s expects on or off, got '%s'\n", opt, val), *bad = 1;
+        return 1;
+    }
     if (!strcmp(opt, "--cuda-qgemm")) {
         if (!strcmp(val, "half")) d->qgemm = 0;
         else if (!strcmp(val, "dequant")) d->qgemm = 1;
@@ -351,7 +358,7 @@ void cli_device_apply(const cli_device *d, pagoda_engine_config *ec) {
     if (!d->cuda) return;
     if (d->gpu_mem_util > 0) ec->gpu_memory_utilization = d->gpu_mem_util;
     ec->cuda_device = d->cuda_device, ec->cuda_no_graphs = d->no_graphs, ec->cuda_no_repack = d->no_repack;
-    ec->cuda_qgemm = d->qgemm;
+    ec->cuda_qgemm = d->qgemm, ec->cuda_nccl_always = d->nccl_always;
     if (!d->kv_type_given) ec->kv_dtype = PAGODA_DTYPE_F16;
     if (!d->max_batch_given) ec->max_batch_tokens = 2048; /* a GPU step is cheap per token: prefill in big chunks */
 }
@@ -429,4 +436,18 @@ void cli_tp_end(pagoda_tp_group *g, int rc) {
         nanosleep(&ts, NULL);
     }
     pagoda_tp_mpi_destroy(g, rc);
+}
+
+void cli_print_version(void) {
+    printf("pagoda %s\n", pg_version);
+    pagoda_system_info si;
+    pagoda_system_get_info(&si);
+    printf("cpu: %s kernels, %d threads\n", si.cpu_isa, si.n_cpu_threads);
+    if (si.cuda) printf("cuda: built, %d device%s answering\n", si.n_cuda_devices, si.n_cuda_devices == 1 ? "" : "s");
+    else printf("cuda: not built\n");
+    printf("mpi: %s\n", si.mpi ? "built (--tensor-parallel-size / --pipeline-parallel-size under mpirun)" : "not built");
+    if (si.nccl_version)
+        printf("nccl: %d.%d.%d (loaded at run time: tensor parallelism on GPUs)\n", si.nccl_version / 10000,
+               si.nccl_version / 100 % 100, si.nccl_version % 100);
+    else printf("nccl: not available (%s)\n", si.nccl_why);
 }

@@ -16,6 +16,7 @@ typedef struct {
     int cuda_device;     /* --cuda-device N */
     int no_graphs;       /* --cuda-graphs off */
     int no_repack;       /* --cuda-repack off */
+    int nccl_always;     /* --cuda-nccl on */
     int qgemm;           /* --cuda-qgemm half|dequant|mma: 0, 1, 2 */
     int kv_type;         /* --kv-type / --kv-cache-dtype: a pagoda_dtype of the KV cache */
     int kv_type_given;   /* one of them was given (else: f16 on the GPU, f32 on the CPU) */
@@ -38,6 +39,8 @@ typedef struct {
     "                       2 bytes/weight more), dequantized per product, or the tensor-core kernel\n"       \
     "  --cuda-graphs on|off replay decode steps from CUDA graphs (default on)\n"                              \
     "  --cuda-repack on|off repacked Q4_0/Q8_0 copies for the decode matvec (default on)\n"                    \
+    "  --cuda-nccl on|off   on: the layer sums go through NCCL on one GPU too (a group of one: checks the\n"  \
+    "                       path --tensor-parallel-size takes on GPUs, which always uses NCCL; default off)\n" \
     "  --quant-activations checkpoint|float|int8|fp8  activations of GPTQ/AWQ/compressed-tensors products:\n" \
     "                       as the checkpoint declares (default), or always float / int8 / fp8 per token\n" \
     CLI_KV_HELP CLI_SPEC_HELP
@@ -131,5 +134,8 @@ int cli_unknown_option(const char *cmd, const char *opt, const char *usage_text)
 
 /* Prints "pagoda: <context>: <pagoda_last_error()>" and returns 1. */
 int cli_error(const char *context);
+
+/* `pagoda --version`: the version, then what this build can use (CPU kernels, CUDA devices, MPI, NCCL). */
+void cli_print_version(void);
 
 #endif

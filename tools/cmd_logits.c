@@ -16,10 +16,13 @@ static const char k_usage[] =
                     "  -m, --model PATH  -i IDS  -o OUT  -t, --threads N\n"
                     "  --kv-type f32|f16|int8|fp8  KV cache element type (default f32)\n"
                     "  --quant-activations checkpoint|float|int8|fp8  (GPTQ/AWQ/compressed-tensors weights)\n"
-                    "  --tensor-parallel-size N  split the model over the N processes of an MPI job (CPU;\n"
-                    "                       under mpirun -np N); N must divide the heads, KV heads and FFN width\n"
+                    "  --tensor-parallel-size N  split the model over the N processes of an MPI job (under\n"
+                    "                       mpirun -np N; CPU, or GPUs with --device cuda: one per process, sums\n"
+                    "                       through NCCL); N must divide the heads, KV heads and FFN width\n"
                     CLI_PP_HELP
                     CLI_COMM_STATS_HELP
+                    "  --device cpu|cuda, --gpu-layers N, --cuda-device N, --cuda-graphs on|off, --cuda-nccl on|off:\n"
+                    "                       where the model runs (see pagoda run --help; the KV cache stays f32)\n"
                     "  IDS.safetensors holds input_ids (int32 [B,T]); OUT gets logits (f32 [B,T,V]).\n";
 
 static void usage(void) { fputs(k_usage, stderr); }
@@ -51,6 +54,8 @@ int cmd_logits(int argc, char **argv) {
     long threads = 0, tp_size = 1, pp_size = 1, pp_micro = 0;
     int kv_type = PAGODA_DTYPE_F32;
     int quant_act = 0, comm_stats = 0;
+    cli_device dev;
+    cli_device_default(&dev);
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) return usage(), 0;
@@ -70,7 +75,12 @@ int cmd_logits(int argc, char **argv) {
         }
         else if (!strcmp(a, "--kv-type")) { if (cli_kv_type(a, v, &kv_type)) return 2; i++; }
         else if (!strcmp(a, "--quant-activations")) { if (cli_quant_act(a, v, &quant_act)) return 2; i++; }
-        else return cli_unknown_option("pagoda logits", a, k_usage);
+        else {
+            int bad = 0;
+            if (!cli_device_option(a, v, &dev, &bad)) return cli_unknown_option("pagoda logits", a, k_usage);
+            if (bad) return 2;
+            i++;
+        }
     }
     if (!model || !in || !out) return usage(), 2;
 
@@ -97,6 +107,7 @@ int cmd_logits(int argc, char **argv) {
      * rows run in several steps); nothing shared between rows, nothing generated */
     pagoda_engine_config ec;
     pagoda_engine_config_default(&ec);
+    cli_device_apply(&dev, &ec); /* --device cuda ...; the KV type and step size are logits' own */
     ec.n_threads = (int32_t)threads;
     ec.max_batch_tokens = (int64_t)B * T < 65536 ? B * T : 65536;
     ec.max_seqs = B < 4096 ? B : 4096;

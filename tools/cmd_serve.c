@@ -62,9 +62,10 @@ static const char k_usage[] =
             "  --max-seqs N               sequences per step (default 64); also --max-num-seqs, -np, --parallel\n"
             "  --max-model-len N          prompt + generation limit (default: the model's context); also -c,\n"
             "                             --ctx-size\n"
-            "  --tensor-parallel-size N, -tp N  split the model over the N processes of an MPI job (CPU; run\n"
+            "  --tensor-parallel-size N, -tp N  split the model over the N processes of an MPI job (run\n"
             "                             under mpirun -np N: rank 0 serves HTTP, the others run their share\n"
-            "                             of every step); one model (MODEL), no LoRA\n"
+            "                             of every step; CPU, or one GPU each with --device cuda, sums through\n"
+            "                             NCCL); one model (MODEL), no LoRA\n"
             "  --pipeline-parallel-size N, -pp N  cut the layers into N stages over the processes of the MPI\n"
             "                             job (CPU; mpirun -np TP*N, rank = stage*TP + tp rank); with -tp\n"
             "  --pp-micro-batches M       a step's sequences in up to M micro-batches so stages overlap\n"
@@ -123,7 +124,7 @@ static int tp_refused(long tp, long pp, int has_model, int n_named, const char *
     else if (models_dir) why = "--models-dir serves several models, and the group holds one engine";
     else if (models_config) why = "--models-config serves several models, and the group holds one engine";
     else if (n_loras || runtime_lora) why = "LoRA adapters are not supported with tensor parallelism";
-    else if (dev->cuda) why = "tensor parallelism runs on the CPU only for now (no --device cuda, no GPU layers)";
+    else if (dev->cuda && pp > 1) why = "pipeline parallelism runs on the CPU only for now (no --device cuda)";
     if (!why) return 0;
     if (pp > 1) fprintf(stderr, "pagoda serve: --tensor-parallel-size %ld x --pipeline-parallel-size %ld: %s\n", tp, pp, why);
     else fprintf(stderr, "pagoda serve: --tensor-parallel-size %ld: %s\n", tp, why);
@@ -194,7 +195,7 @@ int cmd_serve(int argc, char **argv) {
         if (!strcmp(a, "--per-ip-limit-loopback")) { sc.per_ip_limit_loopback = 1; continue; }
         if (!strcmp(a, "--strict-requests")) { sc.strict_requests = 1; continue; }
         if (!strcmp(a, "--enable-runtime-lora")) { sc.runtime_lora = 1; continue; }
-        if (!strcmp(a, "--version")) return printf("pagoda %s\n", pg_version), 0;
+        if (!strcmp(a, "--version")) return cli_print_version(), 0;
         if (a[0] != '-' || !a[1]) { /* the model, positional as in `vllm serve MODEL` */
             if (model) return fprintf(stderr, "pagoda serve: the model is given twice ('%s' and '%s'): give it once, "
                                               "positional or with -m\n", model, a), 2;

@@ -176,6 +176,8 @@ typedef struct {
 } pg_cpu_config;
 pagoda_status be_cpu_create(const pg_cpu_config *c, pg_backend **out);
 
+#define PG_NCCL_ID_BYTES 128 /* an NCCL group's id (ncclUniqueId) */
+
 typedef enum {
     PG_CUDA_QGEMM_SHADOW = 0, /* quantized x > few tokens: cuBLAS on a half copy (fastest, 2 B/weight) */
     PG_CUDA_QGEMM_DEQUANT,    /* cuBLAS after dequantizing the matrix per product (no extra memory) */
@@ -190,11 +192,26 @@ typedef struct {
     bool graphs;          /* record decode steps as CUDA graphs and replay them (default true) */
     bool repack;          /* repacked Q4_0/Q8_0 copies for the decode matvec (default true) */
     pg_cuda_qgemm qgemm;
+    /* tensor parallelism across GPUs: nccl_size >= 1: this device is rank nccl_rank of an NCCL
+       group of nccl_size devices (one per process) whose id rank 0 made with be_cuda_nccl_id and
+       handed to every rank; creation joins the group (collective) and the all_reduce op sums over
+       it on the stream. 0: alone (all_reduce does nothing). */
+    int32_t nccl_rank, nccl_size;
+    uint8_t nccl_id[PG_NCCL_ID_BYTES];
 } pg_cuda_config;
 void be_cuda_config_default(pg_cuda_config *c);
 /* PAGODA_ERR_CUDA with the reason when no usable device answers, PAGODA_ERR_UNSUPPORTED when
  * pagoda was built without CUDA. */
 pagoda_status be_cuda_create(const pg_cuda_config *c, pg_backend **out);
+/* A new NCCL group's id (needs no GPU): PAGODA_ERR_UNSUPPORTED, with the reason, when pagoda was
+ * built without CUDA or NCCL cannot be loaded. */
+pagoda_status be_cuda_nccl_id(uint8_t id[PG_NCCL_ID_BYTES]);
+/* NCCL's version code where it loads, else 0 and why (built without CUDA, library missing). */
+int be_cuda_nccl_version(char *why, size_t why_size);
+/* CUDA devices that answer (0 without CUDA). */
+int be_cuda_device_count(void);
+/* 1 when built with MPI (mpi_group.c), 0 otherwise (mpi_none.c). */
+int be_mpi_built(void);
 
 /* A shard of a weight for tensor parallelism: part `index` of `count` equal parts of its rows
  * (output features) or columns (input features). */

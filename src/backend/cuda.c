@@ -5,6 +5,7 @@
  * decode steps are recorded as CUDA graphs per (padded batch size, context bucket) and replayed.
  * Ops are launched between begin_step and end_step by the thread that began the step. */
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -70,6 +71,7 @@ typedef struct {
     int n_graphs;
     graph_slot *recording;    /* the slot being recorded this step */
     pagoda_status err;        /* first launch error of a step */
+    pcu_nccl *nccl;           /* tensor parallelism: this device's place in its NCCL group, or NULL */
 } cuda_be;
 
 #define CU(be) ((cuda_be *)(be))
@@ -495,7 +497,15 @@ static void cu_swiglu_rows(pg_backend *be, float *out, const float *in, int32_t 
 
 static void cu_gelu(pg_backend *be, float *x, int64_t n) { pcu_gelu(CU(be)->s, x, n); }
 
-static pagoda_status cu_all_reduce(pg_backend *be, float *x, int64_t n) { return (void)be, (void)x, (void)n, PAGODA_OK; }
+/* The tensor-parallel sum, queued on the stream like the ops around it (a group of one device
+ * through NCCL too, when asked: the check of this path on one GPU). */
+static pagoda_status cu_all_reduce(pg_backend *be, float *x, int64_t n) {
+    cuda_be *c = CU(be);
+    if (!c->nccl) return PAGODA_OK;
+    pagoda_status st = pcu_nccl_all_reduce(c->nccl, x, n, c->s);
+    keep_err(c, st);
+    return st;
+}
 
 /* ---- results --------------------------------------------------------------------------------- */
 
@@ -532,6 +542,7 @@ static void cu_destroy(pg_backend *be) {
     if (pcu_set_device(c->c.device) == PAGODA_OK) {
         if (c->s) pcu_sync(c->s);
         for (int i = 0; i < c->n_graphs; i++) pcu_graph_destroy(c->graphs[i].graph);
+        pcu_nccl_destroy(c->nccl, c->err != PAGODA_OK);
         for (int i = 0; i < c->n_allocs; i++) pcu_free(c->allocs[i]);
         pcu_host_free(c->h_meta);
         pcu_host_free(c->h_btab);
@@ -603,6 +614,19 @@ pagoda_status be_cuda_create(const pg_cuda_config *cfg, pg_backend **out) {
         cu_destroy(&c->base);
         return st;
     }
+    if (cfg->nccl_size >= 1) {
+        /* the group's sums are launched eagerly: a decode step is not recorded as a graph (NCCL
+           can be captured, but pagoda has not been measured that way) */
+        c->use_graphs = false;
+        if ((st = pcu_nccl_init(cfg->nccl_id, cfg->nccl_rank, cfg->nccl_size, &c->nccl))) {
+            pg_error_prefix("tensor parallel rank %d of %d on CUDA device %d: ", cfg->nccl_rank, cfg->nccl_size,
+                            cfg->device);
+            cu_destroy(&c->base);
+            return st;
+        }
+        pg_log(PAGODA_LOG_INFO, "cuda: device %d is rank %d of an NCCL group of %d", cfg->device, cfg->nccl_rank,
+               cfg->nccl_size);
+    }
     pcu_device_info info;
     if (!pcu_get_device_info(&info))
         pg_log(PAGODA_LOG_INFO, "cuda: device %d, %s, %.1f GiB free", cfg->device, info.name, (double)info.mem_free / 1073741824.0);
@@ -610,7 +634,31 @@ pagoda_status be_cuda_create(const pg_cuda_config *cfg, pg_backend **out) {
     return PAGODA_OK;
 }
 
+pagoda_status be_cuda_nccl_id(uint8_t id[PG_NCCL_ID_BYTES]) {
+    _Static_assert(PG_NCCL_ID_BYTES == PCU_NCCL_ID_BYTES, "NCCL id sizes differ");
+    return pcu_nccl_make_id(id);
+}
+
+int be_cuda_nccl_version(char *why, size_t why_size) { return pcu_nccl_version(why, why_size); }
+
+int be_cuda_device_count(void) {
+    char why[128];
+    return pcu_available(why, sizeof why) ? pcu_device_count() : 0;
+}
+
 #else /* !PAGODA_CUDA */
+
+int be_cuda_nccl_version(char *why, size_t why_size) {
+    if (why && why_size) snprintf(why, why_size, "pagoda was built without CUDA");
+    return 0;
+}
+
+int be_cuda_device_count(void) { return 0; }
+
+pagoda_status be_cuda_nccl_id(uint8_t id[PG_NCCL_ID_BYTES]) {
+    (void)id;
+    return pg_fail(PAGODA_ERR_UNSUPPORTED, "pagoda was built without CUDA (nvcc was not found at build time)");
+}
 
 pagoda_status be_cuda_create(const pg_cuda_config *c, pg_backend **out) {
     (void)c;

@@ -6,8 +6,11 @@
 #include <stdlib.h>
 #include <time.h>
 
+#include "backend/backend.h"
 #include "core/log.h"
 #include "pagoda.h"
+
+int be_mpi_built(void) { return 1; }
 
 typedef struct {
     pagoda_tp_group g; /* first: the public handle points here */
@@ -150,8 +153,16 @@ pagoda_status pagoda_tp_mpi_create_pp(int32_t pp_size, pagoda_tp_group **out) {
         }
         MPI_Comm_set_errhandler(m->stage, MPI_ERRORS_RETURN);
     }
+    /* this process's place among the job's processes on its host (a GPU rank takes the device
+       that far past its first) */
+    int local_rank = 0;
+    MPI_Comm host;
+    if (MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, rank, MPI_INFO_NULL, &host) == MPI_SUCCESS) {
+        MPI_Comm_rank(host, &local_rank);
+        MPI_Comm_free(&host);
+    }
     m->g = (pagoda_tp_group){.rank = rank, .size = size, .bcast = mpi_bcast, .all_reduce = mpi_all_reduce, .user = m,
-                             .pp_size = pp_size, .send = mpi_send, .recv = mpi_recv};
+                             .pp_size = pp_size, .send = mpi_send, .recv = mpi_recv, .local_rank = local_rank};
     *out = &m->g;
     return PAGODA_OK;
 }

@@ -1,6 +1,9 @@
 /* Stands in for mpi_group.c when pagoda is built without MPI. */
+#include "backend/backend.h"
 #include "core/log.h"
 #include "pagoda.h"
+
+int be_mpi_built(void) { return 0; }
 
 pagoda_status pagoda_tp_mpi_create(pagoda_tp_group **out) { return pagoda_tp_mpi_create_pp(1, out); }
 

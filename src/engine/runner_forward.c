@@ -222,6 +222,29 @@ static void fr_destroy(engine_runner *r) {
 static pagoda_status runner_create(const pagoda_model *pm, const pagoda_engine_config *c, bool worker,
                                    fwd_runner **out);
 
+/* The NCCL group's id: rank 0 makes it and broadcasts it with whether that worked, so a rank 0
+ * without NCCL fails every rank at once instead of leaving them waiting to join. */
+static pagoda_status nccl_group_id(fwd_runner *f, bool tp, uint8_t id[PG_NCCL_ID_BYTES]) {
+    struct {
+        int64_t status;
+        uint8_t id[PG_NCCL_ID_BYTES];
+    } m = {0};
+    if (!tp || f->tp->rank == 0) m.status = be_cuda_nccl_id(m.id);
+    char why[256];
+    snprintf(why, sizeof why, "%s", m.status ? pagoda_last_error() : "");
+    if (tp) {
+        pagoda_status st = tp_bcast(f, &m, sizeof m);
+        if (st) return st;
+    }
+    if (m.status && !tp) return pg_fail((pagoda_status)m.status, "NCCL group of one: %s", why);
+    if (m.status)
+        return f->tp->rank == 0 ? pg_fail((pagoda_status)m.status, "tensor parallel on GPUs: %s", why)
+                                : pg_fail((pagoda_status)m.status, "tensor parallel on GPUs: rank 0 could not make an "
+                                          "NCCL group (its log says why)");
+    memcpy(id, m.id, sizeof m.id);
+    return PAGODA_OK;
+}
+
 pagoda_status runner_forward_create(const pagoda_model *pm, const pagoda_engine_config *c, engine_runner **out) {
     *out = NULL;
     if (c->tp && c->tp->size > 1 && c->tp->rank != 0)
@@ -324,9 +347,15 @@ static pagoda_status runner_create(const pagoda_model *pm, const pagoda_engine_c
     if (pp > mc->n_layer)
         return pg_fail(PAGODA_ERR_INVALID, "pipeline parallel size %d is more than the model's %d layers (a stage "
                        "needs at least one)", pp, mc->n_layer);
-    if (tp && n_gpu > 0)
-        return pg_fail(PAGODA_ERR_UNSUPPORTED, "%s runs on the CPU only for now (no GPU layers)",
-                       pp > 1 ? "pipeline parallel" : "tensor parallel");
+    if (tp && n_gpu > 0 && pp > 1)
+        return pg_fail(PAGODA_ERR_UNSUPPORTED, "pipeline parallel runs on the CPU only for now (no GPU layers)");
+    if (tp && n_gpu > 0 && n_gpu < mc->n_layer)
+        return pg_fail(PAGODA_ERR_UNSUPPORTED, "tensor parallel on GPUs: every layer on the GPU (--gpu-layers -1), not "
+                       "%d of %d (CPU and GPU layers are not split together)", n_gpu, mc->n_layer);
+    /* tensor parallelism on GPUs: one device per process (the next one for each process on the
+       same host), the layer sums through an NCCL group whose id rank 0 hands every rank */
+    const bool nccl = n_gpu > 0 && (tp || c->cuda_nccl_always);
+    const int32_t device = c->cuda_device + (tp && n_gpu > 0 ? c->tp->local_rank : 0);
     fwd_runner *f = calloc(1, sizeof *f);
     if (!f) return pg_fail(PAGODA_ERR_NOMEM, "out of memory");
     f->tp = tp ? c->tp : NULL, f->max_tokens = c->max_batch_tokens;
@@ -374,7 +403,10 @@ static pagoda_status runner_create(const pagoda_model *pm, const pagoda_engine_c
         n_threads = broker_cores_free(c->broker);
         if (n_threads < 1) n_threads = 1; /* then taking it fails below, naming the shortage */
     }
-    pg_forward_opts fo = {.n_gpu_layers = n_gpu, .n_threads = n_threads, .cuda_device = c->cuda_device,
+    uint8_t nccl_id[PG_NCCL_ID_BYTES] = {0};
+    if (nccl && (st = nccl_group_id(f, tp, nccl_id))) goto fail;
+    pg_forward_opts fo = {.n_gpu_layers = n_gpu, .n_threads = n_threads, .cuda_device = device,
+                          .nccl_id = nccl ? nccl_id : NULL, .nccl_always = nccl,
                           .cuda_no_graphs = c->cuda_no_graphs, .cuda_no_repack = c->cuda_no_repack,
                           .cuda_qgemm = c->cuda_qgemm, .quant_act = c->quant_activations,
                           .tp_rank = tp ? c->tp->rank % f->tp_size : 0, .tp_size = f->tp_size,
@@ -409,8 +441,7 @@ static pagoda_status runner_create(const pagoda_model *pm, const pagoda_engine_c
     if (per_block_dev) {
         uint64_t dev_budget = forward_gpu_kv_budget(f->fwd, c->gpu_memory_utilization);
         if (c->kv_mem_bytes && c->kv_mem_bytes < dev_budget) dev_budget = c->kv_mem_bytes;
-        if (c->broker && broker_gpu_free(c->broker, c->cuda_device) < dev_budget)
-            dev_budget = broker_gpu_free(c->broker, c->cuda_device);
+        if (c->broker && broker_gpu_free(c->broker, device) < dev_budget) dev_budget = broker_gpu_free(c->broker, device);
         if (dev_budget / per_block_dev < n_blocks) n_blocks = dev_budget / per_block_dev, budget = dev_budget;
     }
     if (n_blocks < 1 || n_blocks == UINT64_MAX) {
@@ -426,7 +457,7 @@ static pagoda_status runner_create(const pagoda_model *pm, const pagoda_engine_c
     }
     if (c->broker) {
         f->grant = (pg_broker_grant){.host_bytes = n_blocks * (uint64_t)per_block_host,
-                                     .gpu_bytes = n_blocks * (uint64_t)per_block_dev, .gpu_device = c->cuda_device,
+                                     .gpu_bytes = n_blocks * (uint64_t)per_block_dev, .gpu_device = device,
                                      .cores = n_threads};
         if ((st = broker_take(c->broker, &f->grant))) goto fail;
         f->broker = c->broker, f->granted = 1;
@@ -445,8 +476,10 @@ static pagoda_status runner_create(const pagoda_model *pm, const pagoda_engine_c
     in->greedy_ids = forward_has_device_argmax(f->fwd);
     in->name = forward_placement(f->fwd);
     in->adapters = !strcmp(in->name, "cpu") && !tp;
-    if (tp) in->name = pp == 1 ? "cpu (tensor parallel)" : f->tp_size == 1 ? "cpu (pipeline parallel)"
-                                                             : "cpu (tensor + pipeline parallel)";
+    if (tp && n_gpu > 0) in->name = "cuda (tensor parallel, NCCL)";
+    else if (tp) in->name = pp == 1 ? "cpu (tensor parallel)" : f->tp_size == 1 ? "cpu (pipeline parallel)"
+                                                                  : "cpu (tensor + pipeline parallel)";
+    else if (nccl) in->name = "cuda (NCCL group of one)";
     in->kv_bytes = n_blocks * (uint64_t)(per_block_host + per_block_dev);
     in->n_embd = mc->n_embd;
     in->no_logits = pm->m->output.data == NULL;

@@ -56,6 +56,7 @@ struct pg_forward {
     int32_t n_head, n_head_kv, n_ff; /* this rank's share of the heads and of the FFN width */
     int32_t kv_rep;         /* > 1: fewer KV heads than ranks; each is held by kv_rep ranks in turn */
     pagoda_status tp_err;   /* the first failed all_reduce of the step */
+    bool reduce_always;     /* the sums run for a group of one too (through NCCL on one GPU) */
     /* pipeline parallelism: where the residual stream comes from / goes to (NULL: this process
      * embeds / runs the head) */
     pagoda_status (*pp_recv)(void *user, float *x, int64_t n);
@@ -80,6 +81,8 @@ struct pg_forward {
     lora_seg *segs; /* [max_tokens] */
     pg_lora_seg *lora_jobs; /* [3 * max_tokens]: the segments of up to 3 projections for the lora op */
     int32_t n_segs;
+    void **host_tmp; /* shard copies for a device backend's upload (freed once uploaded) */
+    int n_host_tmp, cap_host_tmp;
 };
 
 struct pg_kv {
@@ -96,11 +99,14 @@ static void stage_free(stage *s) {
     memset(s, 0, sizeof *s);
 }
 
+static void free_host_tmp(pg_forward *f);
+
 void forward_destroy(pg_forward *f) {
     if (!f) return;
     if (f->x_host && f->n_stages > 0) f->st[0].be->ops->host_free(f->st[0].be, f->x_host);
     for (int i = 0; i < f->n_stages; i++) stage_free(&f->st[i]);
     free(f->out_rows), free(f->lora_tmp), free(f->segs), free(f->lora_jobs), free(f->vp_tmp);
+    free_host_tmp(f);
     free(f);
 }
 
@@ -131,8 +137,33 @@ static bool tp_split(const pg_layer_weights *w, const pg_weight *t, pg_shard_dim
     return true;
 }
 
+/* Host memory for a shard copy: the CPU backend's own (it reads weights in place, so the copy
+ * lives as long as it does); for a device backend, which copies what it uploads, a host buffer kept
+ * until the forward pass is made (every shard a distinct host address while uploads run: the
+ * backend recognises a tied weight by its host address). */
+static void *shard_mem(const pg_forward *f, stage *s, size_t bytes) {
+    if (!bytes) bytes = 1;
+    if (s->be->ops->host_memory) return s->be->ops->alloc(s->be, bytes);
+    pg_forward *mf = (pg_forward *)f;
+    if (mf->n_host_tmp == mf->cap_host_tmp) {
+        int cap = mf->cap_host_tmp ? 2 * mf->cap_host_tmp : 64;
+        void **a = realloc(mf->host_tmp, sizeof(void *) * (size_t)cap);
+        if (!a) return NULL;
+        mf->host_tmp = a, mf->cap_host_tmp = cap;
+    }
+    void *p = malloc(bytes);
+    if (p) mf->host_tmp[mf->n_host_tmp++] = p;
+    return p;
+}
+
+static void free_host_tmp(pg_forward *f) {
+    for (int i = 0; i < f->n_host_tmp; i++) free(f->host_tmp[i]);
+    free(f->host_tmp);
+    f->host_tmp = NULL, f->n_host_tmp = f->cap_host_tmp = 0;
+}
+
 /* Uploads this rank's shard of w: rows as a view of the weight in place, columns (and bias
- * slices) as a copy into memory the backend owns. */
+ * slices) as a copy (shard_mem). */
 static pagoda_status up_shard(const pg_forward *f, stage *s, const pg_weight *w, pg_shard_dim dim, bool matrix,
                               pg_bweight *out) {
     memset(out, 0, sizeof *out);
@@ -147,7 +178,7 @@ static pagoda_status up_shard(const pg_forward *f, stage *s, const pg_weight *w,
     } else {
         size_t bytes = 0;
         if ((st = be_shard_bytes(w, &sh, &bytes))) return st;
-        void *mem = s->be->ops->alloc(s->be, bytes ? bytes : 1);
+        void *mem = shard_mem(f, s, bytes);
         if (!mem) return pg_fail(PAGODA_ERR_NOMEM, "%s: cannot allocate its shard (%zu bytes)", w->name ? w->name : "?", bytes);
         st = be_shard_copy(w, &sh, mem, &part);
     }
@@ -177,7 +208,7 @@ static pagoda_status up_fused_qkv(const pg_forward *f, stage *s, const pg_weight
         return pg_fail(PAGODA_ERR_UNSUPPORTED, "%s: fused Q|K|V of type %d are not split", t->name ? t->name : "wqkv",
                        (int)t->dtype);
     const int64_t n = qdl + 2 * kvdl;
-    char *mem = s->be->ops->alloc(s->be, unit * (size_t)n);
+    char *mem = shard_mem(f, s, unit * (size_t)n);
     if (!mem) return pg_fail(PAGODA_ERR_NOMEM, "%s: cannot allocate its shard", t->name ? t->name : "wqkv");
     for (int i = 0, at = 0; i < 3; at += (int)count[i], i++)
         memcpy(mem + unit * (size_t)at, (const char *)t->data + unit * (size_t)first[i], unit * (size_t)count[i]);
@@ -272,9 +303,18 @@ static pagoda_status tp_check(const pg_model *m, const pg_forward_opts *o) {
     const pg_model_config *c = &m->cfg;
     int32_t N = o->tp_size;
     if (o->tp_rank < 0 || o->tp_rank >= N) return pg_fail(PAGODA_ERR_INVALID, "tensor parallel: rank %d of %d", o->tp_rank, N);
-    if (!o->all_reduce) return pg_fail(PAGODA_ERR_INVALID, "tensor parallel: no all_reduce for a group of %d", N);
-    if (o->n_gpu_layers > 0 || o->observe)
-        return pg_fail(PAGODA_ERR_UNSUPPORTED, "tensor parallel: CPU only for now (no GPU layers, no product observer)");
+    if (o->observe) return pg_fail(PAGODA_ERR_UNSUPPORTED, "tensor parallel: no product observer");
+    if (o->n_gpu_layers > 0) { /* GPUs: every layer on each rank's device, sums through NCCL */
+        if (!o->nccl_id)
+            return pg_fail(PAGODA_ERR_INVALID, "tensor parallel on GPUs: no NCCL group for a group of %d", N);
+        if (o->n_gpu_layers < c->n_layer)
+            return pg_fail(PAGODA_ERR_UNSUPPORTED, "tensor parallel on GPUs: every layer on the GPU (--gpu-layers -1), "
+                           "not %d of %d (CPU and GPU layers are not split together)", o->n_gpu_layers, c->n_layer);
+        if (o->pp_l1 > 0 && (o->pp_l0 > 0 || o->pp_l1 < c->n_layer))
+            return pg_fail(PAGODA_ERR_UNSUPPORTED, "tensor parallel on GPUs: no pipeline stages yet");
+    } else if (!o->all_reduce) {
+        return pg_fail(PAGODA_ERR_INVALID, "tensor parallel: no all_reduce for a group of %d", N);
+    }
     if (c->n_head % N || (c->n_head_kv % N && N % c->n_head_kv) || c->n_ff % N)
         return pg_fail(PAGODA_ERR_UNSUPPORTED, "tensor parallel size %d must divide the model's attention heads (%d), "
                        "and FFN width (%d), and divide or be a multiple of its KV heads (%d)", N, c->n_head, c->n_ff,
@@ -336,8 +376,8 @@ pagoda_status forward_create_ex(const pg_model *m, int32_t max_tokens, const pg_
     }
     /* a vocabulary-parallel head where the stage has the head, the hooks are given and the head
        is a plain weight (HF quantized heads with scales stay whole) */
-    if (f->tp_size > 1 && l1 == c->n_layer && o.vp_send && o.vp_recv && m->output.data && !pg_tensor_has_qmeta(&m->output) &&
-        c->n_vocab >= f->tp_size) {
+    if (f->tp_size > 1 && f->n_gpu == 0 && l1 == c->n_layer && o.vp_send && o.vp_recv && m->output.data &&
+        !pg_tensor_has_qmeta(&m->output) && c->n_vocab >= f->tp_size) {
         f->vp = true;
         f->vp0 = (int32_t)((int64_t)c->n_vocab * f->tp_rank / f->tp_size);
         f->vp1 = (int32_t)((int64_t)c->n_vocab * (f->tp_rank + 1) / f->tp_size);
@@ -368,6 +408,11 @@ pagoda_status forward_create_ex(const pg_model *m, int32_t max_tokens, const pg_
         cc.max_ctx = c->n_ctx_train > 0 ? c->n_ctx_train : 4096;
         cc.n_embd = c->n_embd, cc.n_head = c->n_head, cc.head_dim = c->head_dim;
         cc.graphs = !o.cuda_no_graphs, cc.repack = !o.cuda_no_repack, cc.qgemm = (pg_cuda_qgemm)o.cuda_qgemm;
+        if (o.nccl_id && (f->tp_size > 1 || o.nccl_always)) { /* the layer sums through NCCL */
+            cc.nccl_rank = f->tp_rank, cc.nccl_size = f->tp_size;
+            memcpy(cc.nccl_id, o.nccl_id, PG_NCCL_ID_BYTES);
+            f->reduce_always = true;
+        }
         stage *s = &f->st[f->n_stages++];
         s->l0 = 0, s->l1 = f->n_gpu, s->embed = true, s->head = f->n_gpu == c->n_layer;
         if ((st = be_cuda_create(&cc, &s->be))) goto fail;
@@ -406,6 +451,7 @@ pagoda_status forward_create_ex(const pg_model *m, int32_t max_tokens, const pg_
     }
     for (int i = 0; i < f->n_stages; i++)
         if ((st = f->st[i].be->ops->sync(f->st[i].be))) goto fail;
+    free_host_tmp(f); /* uploaded */
     *out = f;
     return PAGODA_OK;
 fail:
@@ -600,7 +646,7 @@ static void lora_group(const pg_forward *f, const stage *s, int32_t l, int nt, c
 
 /* Sums a column-split product's partial rows over the tensor-parallel group (in place). */
 static void tp_reduce(pg_forward *f, pg_backend *be, float *x, int64_t n) {
-    if (f->tp_size < 2) return;
+    if (f->tp_size < 2 && !f->reduce_always) return;
     pagoda_status st = be->ops->all_reduce(be, x, n);
     if (st && !f->tp_err) f->tp_err = st;
 }

@@ -58,6 +58,14 @@ typedef struct {
     pagoda_status (*vp_send)(void *user, const float *x, int64_t n);
     pagoda_status (*vp_recv)(void *user, int32_t tp_rank, float *x, int64_t n);
     void *vp_user;
+    /* tensor parallelism on GPUs: every layer and the head on this process's GPU (n_gpu_layers >=
+       n_layer, one stage, no pipeline), the two sums of each layer through NCCL: nccl_id is the
+       group's id (PG_NCCL_ID_BYTES, backend.h; rank 0 made it, every rank got the same), tp_rank /
+       tp_size the place in it; all_reduce is then not used. The head is whole (every rank holds
+       it; only the caller that wants logits runs it). nccl_always: the sums go through a group of
+       one device too (tp_size 1), the check of the NCCL path on one GPU. NULL: CPU collectives. */
+    const uint8_t *nccl_id;
+    int nccl_always;
 } pg_forward_opts;
 
 /* Scratch for batches of up to max_tokens tokens (allocated once; no malloc per step), placed as

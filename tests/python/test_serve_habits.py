@@ -186,7 +186,9 @@ def test_model_twice_is_an_error(run_pagoda, builtin_model):
 def test_version(run_pagoda):
     a = run_pagoda("--version").stdout.strip()
     b = run_pagoda("serve", "--version").stdout.strip()
-    assert re.fullmatch(r"pagoda \d+\.\d+\.\d+( \(\S+\))?", a), a
+    assert re.fullmatch(r"pagoda \d+\.\d+\.\d+( \(\S+\))?", a.splitlines()[0]), a
+    # then what the build can use, one line each
+    assert [l.split(":")[0] for l in a.splitlines()[1:]] == ["cpu", "cuda", "mpi", "nccl"], a
     assert a == b
 
 

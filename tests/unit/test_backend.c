@@ -246,6 +246,54 @@ static void check_col_shards(void) {
     CHECK(strstr(pagoda_last_error(), "whole number of q8_0 blocks") != NULL, "message: %s", pagoda_last_error());
 }
 
+/* NCCL (GPU tensor parallelism): the library loads at run time; a group's id needs no GPU. Where
+ * a GPU answers, a group of one device sums in place to the same values, and the backend's step
+ * with its sums through NCCL gives what the backend gives alone. */
+static void check_nccl(const outputs *alone) {
+    char why[192] = "";
+    int v = be_cuda_nccl_version(why, sizeof why);
+    uint8_t a[PG_NCCL_ID_BYTES] = {0}, b[PG_NCCL_ID_BYTES] = {0}, zero[PG_NCCL_ID_BYTES] = {0};
+    if (!v) {
+        CHECK(why[0] != 0, "no reason given for NCCL missing");
+        CHECK(be_cuda_nccl_id(a) == PAGODA_ERR_UNSUPPORTED, "an NCCL id without NCCL");
+        printf("nccl: not available (%s)\n", why);
+        return;
+    }
+    printf("nccl: %d loaded\n", v);
+    CHECK(v >= 21300, "NCCL version %d", v);
+    CHECK(be_cuda_nccl_id(a) == PAGODA_OK && be_cuda_nccl_id(b) == PAGODA_OK, "NCCL ids: %s", pagoda_last_error());
+    CHECK(memcmp(a, zero, sizeof a) && memcmp(a, b, sizeof a), "two NCCL ids are distinct and not empty");
+    if (be_cuda_device_count() < 1) {
+        printf("nccl group of one: not run (no CUDA device)\n");
+        return;
+    }
+    pg_cuda_config gc;
+    be_cuda_config_default(&gc);
+    gc.max_tokens = T, gc.max_ctx = NB * BS, gc.n_embd = E, gc.n_head = NH, gc.head_dim = HD;
+    gc.nccl_rank = 0, gc.nccl_size = 1;
+    memcpy(gc.nccl_id, a, sizeof a);
+    pg_backend *g = NULL;
+    if (be_cuda_create(&gc, &g) != PAGODA_OK) {
+        CHECK(0, "cuda backend in an NCCL group of one: %s", pagoda_last_error());
+        return;
+    }
+    static outputs via;
+    CHECK(run_step(g, &via) == 0, "cuda step in an NCCL group of one");
+    compare("cuda backend in an NCCL group of one vs alone", &via, alone, 0);
+    enum { N = 1000 };
+    static float h[N], back[N];
+    for (int i = 0; i < N; i++) h[i] = (float)i * 0.25f - 7.0f;
+    float *d = g->ops->alloc(g, sizeof h);
+    CHECK(d != NULL, "device buffer");
+    if (d) {
+        CHECK(g->ops->write(g, d, h, sizeof h) == PAGODA_OK, "write");
+        CHECK(g->ops->all_reduce(g, d, N) == PAGODA_OK, "all_reduce: %s", pagoda_last_error());
+        CHECK(g->ops->read(g, back, d, sizeof back) == PAGODA_OK && g->ops->sync(g) == PAGODA_OK, "read");
+        CHECK(!memcmp(h, back, sizeof h), "a group of one sums to its own values");
+    }
+    be_destroy(g);
+}
+
 int main(void) {
     unsigned long long s = 99;
     fill(&g_embd[0][0], V * E, &s), fill(&g_wqkv[0][0], D * E, &s), fill(&g_wq[0][0], QD * E, &s);
@@ -271,8 +319,10 @@ int main(void) {
         CHECK(run_step(g, &dev) == 0, "cuda step");
         compare("cuda backend vs cpu backend", &dev, &cpu, 1e-4);
         be_destroy(g);
+        check_nccl(&dev);
     } else {
         printf("cuda backend: not run (%s)\n", pagoda_last_error());
+        check_nccl(NULL);
     }
     TEST_DONE();
 }

@@ -65,6 +65,22 @@ void pcu_graph_destroy(pcu_graph *g);
 pagoda_status pcu_gemm(pcu_stream *s, int wtype, const void *d_w, int64_t n_in, int64_t n_out,
                        const void *d_x, int64_t n_tok, float *d_y, int64_t ldy);
 
+/* ---- NCCL: a sum over the GPUs of a tensor-parallel group (nccl.cu) ----
+ * libnccl.so.2 is loaded on first use (not linked), so pagoda runs where NCCL is not installed and
+ * only these calls say it is missing (PAGODA_ERR_UNSUPPORTED, naming what failed to load). */
+#define PCU_NCCL_ID_BYTES 128
+typedef struct pcu_nccl pcu_nccl; /* this device's place in a group */
+/* NCCL's version code (e.g. 22809 for 2.28.9), or 0 with why it cannot be loaded. */
+int pcu_nccl_version(char *why, size_t why_size);
+/* A new group's id (rank 0 makes it and hands it to every rank; needs no GPU). */
+pagoda_status pcu_nccl_make_id(uint8_t id[PCU_NCCL_ID_BYTES]);
+/* Joins group id as rank of size on the current device; collective: returns when all have joined. */
+pagoda_status pcu_nccl_init(const uint8_t id[PCU_NCCL_ID_BYTES], int rank, int size, pcu_nccl **out);
+/* d_x[0..n) = the sum over the group's ranks, in place, asynchronous on s. */
+pagoda_status pcu_nccl_all_reduce(pcu_nccl *c, float *d_x, int64_t n, pcu_stream *s);
+/* failed: after an error (the group is aborted, not torn down with the other ranks). NULL: no-op. */
+void pcu_nccl_destroy(pcu_nccl *c, bool failed);
+
 #ifdef __cplusplus
 }
 #endif
