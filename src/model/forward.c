@@ -57,6 +57,8 @@ struct pg_forward {
     int32_t kv_rep;         /* > 1: fewer KV heads than ranks; each is held by kv_rep ranks in turn */
     pagoda_status tp_err;   /* the first failed all_reduce of the step */
     bool reduce_always;     /* the sums run for a group of one too (through NCCL on one GPU) */
+    bool no_head;           /* a GPU rank other than the first: only the first runs the LM head, so
+                               this one holds neither its weight nor a logits buffer */
     /* pipeline parallelism: where the residual stream comes from / goes to (NULL: this process
      * embeds / runs the head) */
     pagoda_status (*pp_recv)(void *user, float *x, int64_t n);
@@ -271,7 +273,7 @@ static pagoda_status stage_upload(const pg_forward *f, stage *s, const pg_model 
         part.data = (const char *)part.data + (size_t)f->vp0 * rs, part.n_out = f->vp1 - f->vp0;
         return up(s, &part, true, &s->output);
     }
-    if (s->head && (st = up(s, &m->output, true, &s->output))) return st;
+    if (s->head && !f->no_head && (st = up(s, &m->output, true, &s->output))) return st;
     return PAGODA_OK;
 }
 
@@ -287,8 +289,8 @@ static pagoda_status stage_scratch(const pg_forward *f, stage *s, const pg_model
         return pg_fail(PAGODA_ERR_NOMEM, "forward (%s): cannot allocate scratch for %d tokens", be->ops->name, max_tokens);
     if (s->head) { /* a host backend writes logits straight into the caller's buffer */
         s->xo = A(be, T * E * F);
-        s->logits = be->ops->host_memory ? NULL : A(be, T * (size_t)c->n_vocab * F);
-        if (!s->xo || (!be->ops->host_memory && !s->logits))
+        s->logits = be->ops->host_memory || f->no_head ? NULL : A(be, T * (size_t)c->n_vocab * F);
+        if (!s->xo || (!be->ops->host_memory && !f->no_head && !s->logits))
             return pg_fail(PAGODA_ERR_NOMEM, "forward (%s): cannot allocate logits for %d tokens", be->ops->name, max_tokens);
     }
     return PAGODA_OK;
@@ -412,6 +414,7 @@ pagoda_status forward_create_ex(const pg_model *m, int32_t max_tokens, const pg_
             cc.nccl_rank = f->tp_rank, cc.nccl_size = f->tp_size;
             memcpy(cc.nccl_id, o.nccl_id, PG_NCCL_ID_BYTES);
             f->reduce_always = true;
+            f->no_head = f->tp_rank > 0;
         }
         stage *s = &f->st[f->n_stages++];
         s->l0 = 0, s->l1 = f->n_gpu, s->embed = true, s->head = f->n_gpu == c->n_layer;
@@ -823,6 +826,9 @@ static pagoda_status run(pg_forward *f, const pg_batch *b, pg_kv *kv, float *log
     if (n_hid > 0 && !hidden) return pg_fail(PAGODA_ERR_INVALID, "forward: %d hidden-state rows and nowhere to put them", n_hid);
     if (n_out > 0 && !f->m->output.data)
         return pg_fail(PAGODA_ERR_INVALID, "this model has no LM head (lm_head): it computes embeddings, not logits");
+    if (n_out > 0 && (logits || ids) && f->no_head)
+        return pg_fail(PAGODA_ERR_INVALID, "forward: tensor-parallel GPU rank %d holds no LM head (rank 0 runs it)",
+                       f->tp_rank);
 
     for (int si = 0; si < f->n_stages; si++) {
         stage *s = &f->st[si];
