@@ -446,7 +446,8 @@ pagoda_status serve_create(mgr *models, const serve_config *c, pg_server **out) 
         mhd_log, s, MHD_OPTION_SOCK_ADDR, ai->ai_addr, MHD_OPTION_THREAD_POOL_SIZE, (unsigned)s->cfg.http_threads,
         MHD_OPTION_CONNECTION_LIMIT, mhd_limit, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)s->cfg.timeout_s,
         MHD_OPTION_NOTIFY_COMPLETED, on_completed, s, MHD_OPTION_NOTIFY_CONNECTION, conn_guard_notify, s->guard,
-        MHD_OPTION_LISTENING_ADDRESS_REUSE, 1u, MHD_OPTION_END);
+        MHD_OPTION_END); /* SO_REUSEADDR (MHD's default: a restart binds at once), never SO_REUSEPORT: a second
+                            server on a port in use fails instead of silently taking half its connections */
     freeaddrinfo(ai);
     if (!s->daemon) {
         st = pg_fail(PAGODA_ERR_IO, "cannot listen on %s:%d (%s)", s->host, s->cfg.port, strerror(errno));

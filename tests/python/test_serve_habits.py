@@ -207,6 +207,14 @@ def test_alias_errors(run_pagoda, builtin_model, args, words):
         assert w in r.stderr
 
 
+def test_port_in_use_is_an_error(server, run_pagoda, builtin_model):
+    # a second server on a port another one listens on fails with the reason (no SO_REUSEPORT, which
+    # would let it start and take half the first one's connections); the first one goes on serving
+    r = run_pagoda("serve", builtin_model, "--port", str(server.port), check=False, timeout=120)
+    assert r.returncode != 0 and "Address already in use" in r.stderr, r.stderr
+    assert server.get("/health")[0] == 200
+
+
 def test_tensor_parallel_needs_the_mpi_job(run_pagoda, builtin_model):
     """outside mpirun the MPI group has one process (or the build has no MPI): a clear error, no hang"""
     r = run_pagoda("serve", builtin_model, "--port", "0", "-tp", "2", check=False, timeout=60)
