@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs on a machine with an NVIDIA GPU, from the repository root, over what scripts/gpu-pack.sh
 # packed into .devcarry/: GPU parity tests, then the speed benchmarks, then the serving benchmark.
-# Usage: scripts/gpu-check.sh [info] [tests = kernels + parity] [tp] [bench] [serve] [structured] ...
+# Usage: scripts/gpu-check.sh [info] [tests = kernels + parity] [tp] [quant] [bench] [serve] [structured] ...
 # (results under $OUT or ./gpu-results). Env: PAGODA_BENCH_TYPES (q4_0 f16), PAGODA_RATES (10 30),
 # PAGODA_SAMPLED_RATES (none: serving runs with T 0.2 / top-p 0.95), PAGODA_DURATION (30), PAGODA_MAX_SEQS (384).
 set -uo pipefail
@@ -63,6 +63,19 @@ tp)
         else
             echo "$name: one GPU here; on two: $tp2"
         fi
+    done
+    ;;
+quant)
+    # GPTQ / compressed-tensors checkpoints on the GPU (dequantized to f16 at load) against the CPU
+    # with float activations, the same dequantized values: within f16 rounding of the weights
+    stage "HF quantized checkpoints: GPU vs CPU"
+    for d in "$c"/shared/fixtures/quant/*/; do
+        name=$(basename "$d")
+        python3 -c "from safetensors.numpy import load_file, save_file; save_file({'input_ids': load_file('$d/golden.safetensors')['input_ids']}, '$out/qids-$name.safetensors')" 2>/dev/null ||
+            { echo "no python3 safetensors: quant stage skipped"; break; }
+        "$bin/pagoda" logits -m "$d" -i "$out/qids-$name.safetensors" -o "$out/qcpu-$name.safetensors" --quant-activations float 2>&1 | tail -1
+        "$bin/pagoda" logits -m "$d" -i "$out/qids-$name.safetensors" -o "$out/qgpu-$name.safetensors" --device cuda 2>&1 | tail -1
+        python3 -c "from safetensors.numpy import load_file; import numpy as np; a=load_file('$out/qcpu-$name.safetensors')['logits']; b=load_file('$out/qgpu-$name.safetensors')['logits']; d=np.abs(a-b); ok=d.max()<=5e-2 and d.mean()<=5e-3 and (a.argmax(-1)==b.argmax(-1)).mean()>=0.95; print('$name: GPU vs CPU max', d.max(), 'mean', d.mean(), 'ok' if ok else 'FAIL')"
     done
     ;;
 bench)

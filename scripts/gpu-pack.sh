@@ -18,6 +18,8 @@ ldd .devcarry/bin/* | awk '/=> \//{print $3}' | sort -u | grep -vE '/(libc|libm|
     while read -r l; do cp -L "$l" .devcarry/lib/; done
 cp "$shared/DESIGN.md" .devcarry/shared/
 cp -r "$shared/fixtures/hf" "$shared/fixtures/gguf" .devcarry/shared/fixtures/
+mkdir -p .devcarry/shared/fixtures/quant # HF quantized checkpoints (dequantized to f16 on the GPU): int4 and int8
+cp -r "$shared/fixtures/quant/gptq_4bit_g32" "$shared/fixtures/quant/w8a8_int8_ct" .devcarry/shared/fixtures/quant/
 cp -r "$shared/models/pycoder-tiny" .devcarry/shared/models/
 cp "$shared/data/HumanEval.jsonl.gz" .devcarry/shared/data/ 2>/dev/null || true
 # the built-in model's tokenizer without its weights, for the synthetic StarCoder served with text prompts

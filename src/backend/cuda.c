@@ -25,8 +25,10 @@ void be_cuda_config_default(pg_cuda_config *c) {
 
 #ifdef PAGODA_CUDA
 
+#include "core/fp16.h"
 #include "kernels/cuda/pcu.h"
 #include "kernels/cuda/pcu_kernels.h"
+#include "kernels/qmatmul.h"
 
 /* What a matrix keeps beside its file-format copy (pg_bweight.aux). */
 typedef struct {
@@ -72,6 +74,7 @@ typedef struct {
     graph_slot *recording;    /* the slot being recorded this step */
     pagoda_status err;        /* first launch error of a step */
     pcu_nccl *nccl;           /* tensor parallelism: this device's place in its NCCL group, or NULL */
+    int n_dequantized;        /* HF quantized matrices held as f16 (upload_dequantized) */
 } cuda_be;
 
 #define CU(be) ((cuda_be *)(be))
@@ -209,10 +212,66 @@ static pagoda_status prepare_matrix(cuda_be *c, pg_bweight *w) {
     return PAGODA_OK;
 }
 
+/* A GPTQ/AWQ/compressed-tensors matrix: no GPU kernel reads these codes yet, so it is dequantized
+ * on the host (the values the CPU multiplies float activations by, kernels/qmatmul.h) into halves
+ * and runs as an F16 matrix: 2 bytes per weight on the device, activations in float whatever the
+ * checkpoint asks. Keyed by the codes' host address like any upload (a tied weight is held once). */
+static pagoda_status upload_dequantized(cuda_be *c, const pg_tensor *t, bool matrix, pg_bweight *out) {
+    const char *name = t->name ? t->name : "?";
+    if (t->qkind < K_QW_INT4 || t->qkind > K_QW_FP8 || !t->scales.data || t->scales.dtype != PAGODA_DTYPE_F32 ||
+        t->group_size <= 0 || !matrix)
+        return pg_fail(PAGODA_ERR_INVALID, "weight %s: inconsistent quantization metadata", name);
+    pagoda_status st;
+    if ((st = pcu_set_device(c->c.device))) return st;
+    *out = (pg_bweight){.dtype = PAGODA_DTYPE_F16, .n_in = t->n_in, .n_out = t->n_out};
+    for (int i = 0; i < c->n_allocs; i++)
+        if (c->alloc_src[i] == t->data) {
+            out->data = c->allocs[i];
+            c->alloc_refs[i]++;
+            return prepare_matrix(c, out);
+        }
+    const k_qweight w = {.kind = (k_qw_kind)t->qkind, .codes = t->data, .n_in = t->n_in, .n_out = t->n_out,
+                         .group_size = t->group_size, .scales = t->scales.data, .zeros = t->zeros.data,
+                         .perm = t->perm.data};
+    enum { CHUNK = 64 }; /* rows dequantized at a time */
+    const size_t n = (size_t)t->n_in * (size_t)t->n_out, bytes = n * sizeof(uint16_t);
+    uint16_t *h = malloc(bytes);
+    float *rows = malloc(sizeof(float) * (size_t)t->n_in * CHUNK);
+    void *p = NULL;
+    if (!h || !rows) {
+        free(h), free(rows);
+        return pg_fail(PAGODA_ERR_NOMEM, "weight %s: no host memory to dequantize it for the GPU (%zu bytes)", name, bytes);
+    }
+    for (int64_t r0 = 0; r0 < t->n_out; r0 += CHUNK) {
+        int64_t nr = t->n_out - r0 < CHUNK ? t->n_out - r0 : CHUNK;
+        kref_qweight_dequant(&w, r0, nr, rows);
+        for (size_t i = 0; i < (size_t)(nr * t->n_in); i++) h[(size_t)r0 * (size_t)t->n_in + i] = pg_fp32_to_fp16(rows[i]);
+    }
+    free(rows);
+    if ((st = pcu_malloc(&p, bytes))) {
+        free(h);
+        return pg_error_prefix("uploading %s: ", name), st;
+    }
+    if ((st = track(c, p, t->data))) {
+        free(h), pcu_free(p);
+        return st;
+    }
+    st = pcu_h2d(p, h, bytes, NULL); /* synchronous: h is freed next */
+    free(h);
+    if (st) return st;
+    out->data = p;
+    c->weight_bytes += bytes;
+    if (!c->n_dequantized++)
+        pg_log(PAGODA_LOG_INFO, "cuda: GPTQ/AWQ/compressed-tensors weights are dequantized to f16 at load (2 bytes per "
+               "weight; no GPU kernels over their codes yet), with float activations");
+    return prepare_matrix(c, out);
+}
+
 static pagoda_status cu_upload(pg_backend *be, const pg_tensor *t, bool matrix, pg_bweight *out) {
     cuda_be *c = CU(be);
     memset(out, 0, sizeof *out);
     if (!t->data) return PAGODA_OK;
+    if (t->qkind) return upload_dequantized(c, t, matrix, out);
     if (pg_tensor_has_qmeta(t))
         return pg_fail(PAGODA_ERR_UNSUPPORTED, "CUDA: weight %s is a GPTQ/AWQ/compressed-tensors matrix, which has no GPU "
                        "kernels yet: run it on the CPU (--n-gpu-layers 0) or use a GGUF", t->name ? t->name : "?");
@@ -248,7 +307,8 @@ static pagoda_status cu_upload_stacked(pg_backend *be, const pg_tensor *const *p
     if (n < 1 || n > 4) return PAGODA_ERR_UNSUPPORTED;
     for (int i = 0; i < n; i++) {
         const pg_tensor *p = parts[i];
-        if (!p->data || p->dtype != parts[0]->dtype || p->n_in != parts[0]->n_in) return PAGODA_ERR_UNSUPPORTED;
+        if (!p->data || p->dtype != parts[0]->dtype || p->n_in != parts[0]->n_in || pg_tensor_has_qmeta(p))
+            return PAGODA_ERR_UNSUPPORTED;
         bytes[i] = weight_bytes(p->dtype, p->n_in, p->n_out), total += bytes[i], rows += p->n_out;
     }
     if (!pcu_weight_supported(parts[0]->dtype)) return PAGODA_ERR_UNSUPPORTED;

@@ -70,4 +70,9 @@ size_t k_qmatmul_work_size(const k_qweight *w, int64_t n_tok, k_act_kind act);
 void kref_qmatmul(const k_qweight *w, k_act_kind act, const float *x, int64_t n_tok, float *y, int64_t ldy, void *work);
 void kcpu_qmatmul(const k_qweight *w, k_act_kind act, const float *x, int64_t n_tok, float *y, int64_t ldy, void *work);
 
+/* Rows [r0, r0 + n_rows) of W as plain floats, by input feature (out[r - r0][f], n_in each; the
+ * permutation undone): the values kref_qmatmul multiplies float activations by. For a backend with
+ * no kernels over these codes (CUDA today), which runs the product on this copy. */
+void kref_qweight_dequant(const k_qweight *w, int64_t r0, int64_t n_rows, float *out);
+
 #endif

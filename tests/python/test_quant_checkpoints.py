@@ -108,6 +108,23 @@ def test_fixture_logits_match_golden(shared, run_pagoda, tmp_path, name):
     assert (got.argmax(-1) == g["logits"].argmax(-1)).mean() >= 0.9
 
 
+@pytest.mark.parametrize("name", QUANT)
+def test_fixture_logits_on_gpu(shared, run_pagoda, tmp_path, name):
+    """On a GPU these checkpoints run as f16 matrices dequantized at load (no GPU kernels over their
+    codes yet): the CPU's float-activation logits within f16 rounding of the weights."""
+    from test_tensor_parallel_gpu import cuda_devices, version_info
+    if not cuda_devices(version_info(run_pagoda)):
+        pytest.skip("no CUDA device answers here")
+    d = _fixture(shared, name)
+    g = load_file(str(d / "golden.safetensors"))
+    cpu = _logits(run_pagoda, tmp_path, d, g["input_ids"], "--quant-activations", "float")
+    gpu = _logits(run_pagoda, tmp_path, d, g["input_ids"], "--device", "cuda")
+    diff = np.abs(gpu - cpu)
+    print(f"{name}: GPU (f16 dequantized) vs CPU float activations: max |diff| {diff.max():.2e}, mean {diff.mean():.2e}")
+    assert diff.max() <= 5e-2 and diff.mean() <= 5e-3
+    assert (gpu.argmax(-1) == cpu.argmax(-1)).mean() >= 0.95
+
+
 def _greedy_reference(deq, cfg, prompt, n):
     ids = list(prompt)
     for _ in range(n):

@@ -221,6 +221,24 @@ static void run_case(qcase *c, const char *isa, int check_ref, int invariance) {
                       c->y_naive[t * n_out + r]);
             }
         }
+    if (check_ref && c->act == K_ACT_FLOAT) { /* the dequantized copy (a GPU's f16 weights come from it) */
+        float *dense = malloc(sizeof(float) * (size_t)(n_in * n_out));
+        int64_t half = n_out / 2; /* in two calls: rows from r0 */
+        kref_qweight_dequant(&c->w, 0, half, dense);
+        kref_qweight_dequant(&c->w, half, n_out - half, dense + half * n_in);
+        for (int64_t t = 0; t < n_tok; t++)
+            for (int64_t r = 0; r < n_out; r++) {
+                double y_d = 0;
+                for (int64_t f = 0; f < n_in; f++) y_d += (double)dense[r * n_in + f] * c->x[t * n_in + f];
+                double err = fabs(y_d - c->y_naive[t * n_out + r]), bound = 1e-6 * c->s_abs[t * n_out + r] + 1e-30;
+                if (!(err <= bound) && bad++ < 3) {
+                    CHECK(0, DESC(c));
+                    CHECK(0, "  dequantized W . x[%lld][%lld] = %.9g, naive %.9g", (long long)t, (long long)r, y_d,
+                          c->y_naive[t * n_out + r]);
+                }
+            }
+        free(dense);
+    }
     kcpu_set_threads(2);
     kcpu_qmatmul(&c->w, c->act, c->x, n_tok, y, ldy, work);
     for (int64_t t = 0; t < n_tok; t++)

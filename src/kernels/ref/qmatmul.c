@@ -143,3 +143,16 @@ void kref_qmatmul(const k_qweight *w, k_act_kind act, const float *x, int64_t n_
         }
     }
 }
+
+void kref_qweight_dequant(const k_qweight *w, int64_t r0, int64_t n_rows, float *out) {
+    const int64_t n_in = w->n_in, gs = w->group_size, ng = k_qweight_n_group(w);
+    for (int64_t r = r0; r < r0 + n_rows; r++) {
+        float *o = out + (r - r0) * n_in;
+        for (int64_t g = 0; g < ng; g++) {
+            int64_t i0 = g * gs, i1 = i0 + gs < n_in ? i0 + gs : n_in;
+            float scale = w->scales[r * ng + g];
+            int z = w->kind == K_QW_FP8 ? 0 : zero_point(w, r, g);
+            for (int64_t i = i0; i < i1; i++) o[w->perm ? w->perm[i] : i] = scale * unscaled(w, r, i, z);
+        }
+    }
+}
