@@ -212,6 +212,17 @@ static pagoda_status prepare_matrix(cuda_be *c, pg_bweight *w) {
     return PAGODA_OK;
 }
 
+/* The same host data uploaded before (a tied weight): out->data is that copy, now shared. */
+static bool uploaded_before(cuda_be *c, const void *src, pg_bweight *out) {
+    for (int i = 0; i < c->n_allocs; i++)
+        if (c->alloc_src[i] == src) {
+            out->data = c->allocs[i];
+            c->alloc_refs[i]++;
+            return true;
+        }
+    return false;
+}
+
 /* A GPTQ/AWQ/compressed-tensors matrix: no GPU kernel reads these codes yet, so it is dequantized
  * on the host (the values the CPU multiplies float activations by, kernels/qmatmul.h) into halves
  * and runs as an F16 matrix: 2 bytes per weight on the device, activations in float whatever the
@@ -224,12 +235,7 @@ static pagoda_status upload_dequantized(cuda_be *c, const pg_tensor *t, bool mat
     pagoda_status st;
     if ((st = pcu_set_device(c->c.device))) return st;
     *out = (pg_bweight){.dtype = PAGODA_DTYPE_F16, .n_in = t->n_in, .n_out = t->n_out};
-    for (int i = 0; i < c->n_allocs; i++)
-        if (c->alloc_src[i] == t->data) {
-            out->data = c->allocs[i];
-            c->alloc_refs[i]++;
-            return prepare_matrix(c, out);
-        }
+    if (uploaded_before(c, t->data, out)) return prepare_matrix(c, out);
     const k_qweight w = {.kind = (k_qw_kind)t->qkind, .codes = t->data, .n_in = t->n_in, .n_out = t->n_out,
                          .group_size = t->group_size, .scales = t->scales.data, .zeros = t->zeros.data,
                          .perm = t->perm.data};
@@ -281,12 +287,7 @@ static pagoda_status cu_upload(pg_backend *be, const pg_tensor *t, bool matrix, 
     pagoda_status st;
     if ((st = pcu_set_device(c->c.device))) return st;
     *out = (pg_bweight){.dtype = t->dtype, .n_in = t->n_in, .n_out = t->n_out};
-    for (int i = 0; i < c->n_allocs; i++)
-        if (c->alloc_src[i] == t->data) {
-            out->data = c->allocs[i];
-            c->alloc_refs[i]++;
-            return matrix ? prepare_matrix(c, out) : PAGODA_OK;
-        }
+    if (uploaded_before(c, t->data, out)) return matrix ? prepare_matrix(c, out) : PAGODA_OK;
     size_t bytes = weight_bytes(t->dtype, t->n_in, t->n_out);
     void *p = NULL;
     if ((st = pcu_malloc(&p, bytes))) return pg_error_prefix("uploading %s: ", t->name ? t->name : "weights"), st;
