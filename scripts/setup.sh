@@ -6,7 +6,9 @@ cd "$(dirname "$0")/.."
 
 pkgs=(build-essential cmake pkg-config libjansson-dev libpcre2-dev libomp-dev clang libclang-rt-dev
       libmicrohttpd-dev libcurl4-openssl-dev libyaml-dev chromium libjs-marked libjs-highlight.js curl
-      python3 python3-venv python3-pip ca-certificates nginx libopenmpi-dev openmpi-bin)
+      python3 python3-venv python3-pip ca-certificates nginx libopenmpi-dev openmpi-bin
+      golang-go golang-github-masterminds-sprig-dev golang-gopkg-yaml.v3-dev)
+# (go + sprig + yaml.v3: tests/helpers/helm_render renders the Helm chart for its schema tests)
 missing=()
 for p in "${pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then

@@ -91,17 +91,32 @@ def _check_pod(spec, grace_default, prestop_default=0):
     return c
 
 
-@pytest.mark.parametrize("variant", ["cpu", "gpu"])
+def _check_tp_pod(pod, c, n):
+    """a pod of n tensor-parallel ranks: pagoda-mpi-serve (shipped in the images) runs them, with a
+    memory-backed /dev/shm for their shared-memory transport"""
+    assert c["command"] == ["pagoda-mpi-serve", str(n)]
+    for name in ("Dockerfile", "Dockerfile.cuda"):
+        assert "COPY deploy/pagoda-mpi-serve /usr/local/bin/pagoda-mpi-serve" in (DEPLOY / name).read_text()
+    assert {"name": "dshm", "mountPath": "/dev/shm"} in c["volumeMounts"]
+    assert any(v["name"] == "dshm" and v["emptyDir"].get("medium") == "Memory" for v in pod["volumes"])
+
+
+@pytest.mark.parametrize("variant", ["cpu", "gpu", "gpu-tp2"])
 def test_k8s_manifests(variant):
     grace = _default_grace()
     objs = _k8s_objects(variant)
     dep = _one(objs, "Deployment")
     c = _check_pod(dep["spec"], grace)
-    if variant == "gpu":
-        # one replica per GPU
-        assert c["resources"]["limits"]["nvidia.com/gpu"] == 1
-        assert c["resources"]["requests"].get("nvidia.com/gpu", 1) == 1
+    if variant.startswith("gpu"):
+        # one replica per GPU, or per 2 GPUs with tensor parallelism over them
+        n = 2 if variant == "gpu-tp2" else 1
+        assert c["resources"]["limits"]["nvidia.com/gpu"] == n
+        assert c["resources"]["requests"].get("nvidia.com/gpu", n) == n
         assert "cuda" in c["args"]
+        if n > 1:
+            _check_tp_pod(dep["spec"]["template"]["spec"], c, n)
+        else:
+            assert "command" not in c
     else:
         assert "nvidia.com/gpu" not in c["resources"]["limits"]
     pod_labels = dep["spec"]["template"]["metadata"]["labels"]
@@ -177,7 +192,8 @@ def test_dockerfile(name):
     # the build installs what setup.sh installs for the C build (not the test tools: clang,
     # chromium, python), and nothing setup.sh does not know
     assert build_pkgs <= setup, f"not in scripts/setup.sh: {build_pkgs - setup}"
-    c_build = {p for p in setup if p.endswith("-dev") and p not in ("libomp-dev", "libclang-rt-dev")}
+    c_build = {p for p in setup if p.endswith("-dev") and p not in ("libomp-dev", "libclang-rt-dev")
+               and not p.startswith("golang-")}  # the Go libraries of the chart renderer (tests only)
     c_build |= {"build-essential", "cmake", "pkg-config", "libjs-marked", "libjs-highlight.js"}
     assert c_build <= build_pkgs, f"build stage lacks {c_build - build_pkgs}"
     # the runtime stage: the shared libraries only (and curl for HEALTHCHECK)
@@ -263,3 +279,93 @@ def test_helm_chart():
     for name in ("service.yaml", "pdb.yaml", "deployment.yaml"):
         assert 'include "pagoda.selectorLabels"' in (CHART / "templates" / name).read_text()
     assert 'name: {{ include "pagoda.fullname" . }}' in (CHART / "templates" / "hpa.yaml").read_text()
+
+
+# ---- against the Kubernetes schemas (PyPI kubernetes-validate) ----
+
+def _kv():
+    return pytest.importorskip("kubernetes_validate", reason="kubernetes-validate not installed "
+                               "(scripts/requirements-test.txt)")
+
+
+def _validate(kv, doc, where):
+    """strict: unknown fields are errors too. Custom resources (KEDA's ScaledObject) have no schema
+    in kubernetes-validate and are skipped."""
+    try:
+        kv.validate(doc, kv.latest_version(), strict=True)
+    except kv.SchemaNotFoundError:
+        assert "." in doc["apiVersion"].split("/")[0], f"{where}: no schema for core kind {doc['kind']}"
+        return False
+    except kv.ValidationError as e:
+        raise AssertionError(f"{where}: {doc['kind']} {doc['metadata'].get('name')}: {e}") from None
+    return True
+
+
+@pytest.mark.parametrize("variant", ["cpu", "gpu", "gpu-tp2"])
+def test_k8s_manifests_validate(variant):
+    kv = _kv()
+    kinds = {o["kind"] for o in _k8s_objects(variant) if _validate(kv, o, variant)}
+    assert {"Deployment", "Service", "HorizontalPodAutoscaler", "PodDisruptionBudget",
+            "PersistentVolumeClaim"} <= kinds
+
+
+HELM_RENDER = ROOT / "tests" / "helpers" / "helm_render"
+
+
+@pytest.fixture(scope="module")
+def helm_render(tmp_path_factory):
+    """helm itself is not packaged for Debian; tests/helpers/helm_render renders the chart as
+    `helm template` does (Go text/template with sprig and helm's include/toYaml/fail/required/tpl),
+    built from Debian's golang-go and golang-github-masterminds-sprig-dev"""
+    import shutil
+    import subprocess
+    go = shutil.which("go")
+    if not go or not pathlib.Path("/usr/share/gocode/src/github.com/Masterminds/sprig").is_dir():
+        pytest.skip("no go / sprig (apt-get install golang-go golang-github-masterminds-sprig-dev "
+                    "golang-gopkg-yaml.v3-dev): the chart is not rendered")
+    out = tmp_path_factory.mktemp("helm") / "helm_render"
+    env = {"PATH": "/usr/bin:/bin", "GO111MODULE": "off", "GOPATH": "/usr/share/gocode",
+           "GOCACHE": str(out.parent / "cache"), "HOME": str(out.parent)}
+    r = subprocess.run([go, "build", "-o", str(out), "."], cwd=HELM_RENDER, env=env, capture_output=True, text=True,
+                       timeout=600)
+    assert r.returncode == 0, r.stderr
+
+    def render(*sets):
+        args = [str(out), str(CHART), "--release", "pagoda"]
+        for kv in sets:
+            args += ["--set", kv]
+        r = subprocess.run(args, capture_output=True, text=True, timeout=60)
+        return r
+    return render
+
+
+@pytest.mark.parametrize("sets,gpus,tp", [
+    ((), 0, 1),
+    (("gpu.enabled=true", "image.tag=cuda"), 1, 1),
+    (("gpu.enabled=true", "image.tag=cuda", "tensorParallelSize=2"), 2, 2),
+    (("tensorParallelSize=2", "autoscaling.enabled=false", "podDisruptionBudget.enabled=false"), 0, 2),
+])
+def test_helm_rendered_output_validates(helm_render, sets, gpus, tp):
+    kv = _kv()
+    r = helm_render(*sets)
+    assert r.returncode == 0, r.stderr
+    docs = [d for d in yaml.safe_load_all(r.stdout) if d]
+    for d in docs:
+        assert _validate(kv, d, f"helm template {' '.join(sets)}")
+    kinds = [d["kind"] for d in docs]
+    autoscaled = "autoscaling.enabled=false" not in sets
+    assert sorted(kinds) == sorted(["Deployment", "Service"] + (["HorizontalPodAutoscaler",
+                                   "PodDisruptionBudget"] if autoscaled else []))
+    dep = _one(docs, "Deployment")
+    c = _check_pod(dep["spec"], _default_grace())
+    assert c["resources"]["limits"].get("nvidia.com/gpu", 0) == gpus
+    if tp > 1:
+        _check_tp_pod(dep["spec"]["template"]["spec"], c, tp)
+    else:
+        assert "command" not in c
+
+
+def test_helm_render_refuses_a_short_grace(helm_render):
+    # the chart's own check: the pod must outlive the drain
+    r = helm_render("terminationGracePeriodSeconds=10")
+    assert r.returncode != 0 and "terminationGracePeriodSeconds must exceed" in r.stderr

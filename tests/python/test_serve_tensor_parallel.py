@@ -408,3 +408,52 @@ def test_speculation_under_tensor_parallel(mpi, model, c_one):
     finally:
         s.kill()
         s.close()
+
+
+def test_mpi_serve_wrapper_drains_on_sigterm(mpi, model, tmp_path):
+    """deploy/pagoda-mpi-serve, the main process of a tensor-parallel container: a SIGTERM to it
+    (what docker stop and Kubernetes send) drains the in-flight request and ends every rank, where a
+    SIGTERM to mpirun itself kills the job about a second later"""
+    import pathlib
+    import requests
+    from router_harness import free_port
+    wrapper = pathlib.Path(__file__).resolve().parents[2] / "deploy" / "pagoda-mpi-serve"
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    (bindir / "pagoda").symlink_to(mpi)  # the wrapper runs `pagoda` from PATH, as in the images
+    port = free_port()
+    env = dict(os.environ, PATH=f"{bindir}:{os.environ['PATH']}")
+    log = open(tmp_path / "serve.log", "w")
+    proc = subprocess.Popen([str(wrapper), "2", "-m", str(model), "--port", str(port), "-t", "1"], env=env,
+                            stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 90
+        while time.time() < deadline:
+            try:
+                if requests.get(url + "/health", timeout=2).status_code == 200:
+                    break
+            except requests.RequestException:
+                time.sleep(0.2)
+        else:
+            raise AssertionError("not up:\n" + (tmp_path / "serve.log").read_text())
+        with concurrent.futures.ThreadPoolExecutor(1) as ex:
+            fut = ex.submit(requests.post, url + "/v1/completions", timeout=120,
+                            json={"prompt": PROMPTS[0], "max_tokens": 300, "ignore_eos": True})
+            from serve_harness import parse_prometheus
+            while time.time() < deadline + 60:  # until the request runs
+                m = parse_prometheus(requests.get(url + "/metrics", timeout=5).text)
+                if metric(m, "pagoda:num_requests_running") > 0:
+                    break
+                time.sleep(0.05)
+            proc.send_signal(signal.SIGTERM)
+            r = fut.result()
+        assert r.status_code == 200, r.text
+        assert r.json()["usage"]["completion_tokens"] == 300
+        assert proc.wait(timeout=60) == 0
+        text = (tmp_path / "serve.log").read_text()
+        assert "draining 1 request" in text and "stopped" in text, text
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        log.close()
