@@ -16,6 +16,7 @@
 #include "pagoda.h"
 #include "manager/models_config.h"
 #include "manager/registry.h"
+#include "serve/exit_watchdog.h"
 #include "serve/server.h"
 #include "serve/tool_calls.h"
 
@@ -469,6 +470,7 @@ int cmd_serve(int argc, char **argv) {
     rc = 0;
 done:
     serve_destroy(srv);
+    serve_exit_phase("unloading the models (an engine does not stop)");
     mgr_destroy(models);
     free(chat_template);
     if (rc == 0) fprintf(stderr, "pagoda: stopped\n");

@@ -24,6 +24,7 @@
 #include "serve/infill.h"
 #include "serve/embeddings.h"
 #include "serve/conn_guard.h"
+#include "serve/exit_watchdog.h"
 #include "serve/health_generate.h"
 #include "serve/http_framing.h"
 #include "serve/model_route.h"
@@ -486,6 +487,7 @@ static int wait_zero(atomic_int *counter, double deadline, const sigset_t *sigs)
 static void shutdown_server(pg_server *s, double grace_s, const sigset_t *sigs) {
     if (!s->daemon) return;
     atomic_store(&s->draining, 1);
+    serve_exit_phase("draining");
     s->listen_fd = MHD_quiesce_daemon(s->daemon);
     /* New connections are refused from now on, and those waiting in the backlog are reset, so
      * clients and load balancers fail over at once instead of waiting on a server that will never
@@ -499,6 +501,7 @@ static void shutdown_server(pg_server *s, double grace_s, const sigset_t *sigs) 
             fprintf(stderr, "pagoda: second signal: cancelling in-flight requests\n");
     }
     if (atomic_load(&s->n_gen_engine) > 0) {
+        serve_exit_phase("cancelling in-flight requests");
         fprintf(stderr, "pagoda: cancelling %d request(s)\n", atomic_load(&s->n_gen_engine));
         /* every request reports done within a step or so; suspended connections resume then.
          * Cancel again while waiting: a request still being tokenized when the drain began may
@@ -510,10 +513,12 @@ static void shutdown_server(pg_server *s, double grace_s, const sigset_t *sigs) 
             nanosleep(&ts, NULL);
         }
     }
+    serve_exit_phase("answering requests waiting for a model");
     model_wait_stop(s); /* connections waiting for a model are answered 503 */
     /* let the last bytes of cancelled streams go out */
     wait_zero(&s->n_gen_http, pg_now_s() + 2, NULL);
     if (atomic_load(&s->n_gen_engine) == 0) {
+        serve_exit_phase("stopping the HTTP server (MHD_stop_daemon: a worker thread does not return)");
         MHD_stop_daemon(s->daemon);
     } else {
         /* the engine did not finish requests whose connections may be suspended: stopping the
@@ -531,6 +536,9 @@ int serve_wait_and_drain(pg_server *s, const sigset_t *sigs, double grace_s) {
     while (sigwait(sigs, &sig) != 0) {
     }
     fprintf(stderr, "pagoda: %s: shutting down\n", strsignal(sig));
+    /* the drain (grace_s), cancelling (at most 30 s), the last bytes (2 s), then stopping the HTTP
+       daemon and the engines: a minute past the drain is far more than any of that takes */
+    serve_exit_watchdog_arm(grace_s + 60);
     shutdown_server(s, grace_s, sigs);
     return sig;
 }
