@@ -71,6 +71,8 @@ static const char k_usage[] =
             "                             job (CPU; mpirun -np TP*N, rank = stage*TP + tp rank); with -tp\n"
             "  --pp-micro-batches M       a step's sequences in up to M micro-batches so stages overlap\n"
             "                             (default: N, each of at least 64 tokens; 1: none)\n"
+            "  --comm-stats               count each rank's MPI traffic: rank 0's in /metrics (pagoda:tp_*),\n"
+            "                             every rank's printed at exit\n"
             "  --max-waiting N            queued requests beyond which requests get 429 (default: no limit)\n"
             "  --max-connections N        concurrent HTTP connections (default 4096); more are refused at\n"
             "                             once (the open-file limit is raised to its hard limit, and N is\n"
@@ -177,6 +179,7 @@ int cmd_serve(int argc, char **argv) {
     float keep_alive = 0, load_timeout = 120;
     uint64_t budget = 0;
     int n_keys = 0, verbose = 0, prefix_caching = 1;
+    int comm_stats = 0; /* --comm-stats */
     long threads = 0, max_batch = 0, max_seqs = 0, max_len = 0, max_waiting = 0, port = 8080, tp_size = 1, pp_size = 1, pp_micro = 0;
     long max_conn = 4096, timeout = 60, http_threads = 4, max_body = 1 << 20;
     long max_per_ip = 1024, head_timeout = 20, body_timeout = 60;
@@ -196,6 +199,7 @@ int cmd_serve(int argc, char **argv) {
         if (!strcmp(a, "--per-ip-limit-loopback")) { sc.per_ip_limit_loopback = 1; continue; }
         if (!strcmp(a, "--strict-requests")) { sc.strict_requests = 1; continue; }
         if (!strcmp(a, "--enable-runtime-lora")) { sc.runtime_lora = 1; continue; }
+        if (!strcmp(a, "--comm-stats")) { comm_stats = 1; continue; }
         if (!strcmp(a, "--version")) return cli_print_version(), 0;
         if (a[0] != '-' || !a[1]) { /* the model, positional as in `vllm serve MODEL` */
             if (model) return fprintf(stderr, "pagoda serve: the model is given twice ('%s' and '%s'): give it once, "
@@ -325,8 +329,13 @@ int cmd_serve(int argc, char **argv) {
     ec->pp_micro_batches = (int32_t)pp_micro;
     ec->tp = tp;
     sc.tensor_parallel_size = (int)tp_size;
+    if (comm_stats && tp) { /* every rank counts; rank 0's counts are also in /metrics */
+        cli_comm_stats_begin(tp);
+        sc.tp_comm = tp;
+    }
     if (tp && tp->rank > 0) { /* the manager's engine config (registry.c load_locked) less what is per rank */
         rc = tp_worker(model, ec);
+        if (comm_stats && rc == 0) cli_comm_stats_print(tp);
         cli_tp_end(tp, rc);
         return rc;
     }
@@ -474,6 +483,7 @@ done:
     mgr_destroy(models);
     free(chat_template);
     if (rc == 0) fprintf(stderr, "pagoda: stopped\n");
+    if (comm_stats && tp && rc == 0) cli_comm_stats_print(tp);
     cli_tp_end(tp, rc); /* the engine, and with it the other ranks, stopped in mgr_destroy */
     return rc;
 }

@@ -204,7 +204,8 @@ static void render_common(out *o, const serve_metrics *m, const pagoda_engine_st
 #undef NAME
 }
 
-char *metrics_render(serve_metrics *m, const pagoda_engine_stats *st, size_t stream_unsent_peak, size_t *len) {
+char *metrics_render(serve_metrics *m, const pagoda_engine_stats *st, size_t stream_unsent_peak,
+                     const pagoda_tp_comm_stats *comm, size_t *len) {
     out o = {.cap = 16384};
     if (!(o.p = malloc(o.cap))) return NULL;
     o.p[0] = 0;
@@ -234,6 +235,28 @@ char *metrics_render(serve_metrics *m, const pagoda_engine_stats *st, size_t str
     put_head(&o, "pagoda:http_responses_total", "counter", "HTTP responses, by status code.");
     for (int s = 100; s < 600; s++)
         if (m->http[s]) put(&o, "pagoda:http_responses_total{status=\"%d\"} %llu\n", s, (unsigned long long)m->http[s]);
+    if (comm) { /* --comm-stats: this rank's MPI calls (rank 0: the engine's broadcasts, its all-reduces) */
+        const struct {
+            const char *what;
+            uint64_t calls, bytes;
+            double secs;
+        } k[] = {{"all_reduce", comm->n_all_reduce, comm->all_reduce_bytes, comm->all_reduce_s},
+                 {"broadcast", comm->n_bcast, comm->bcast_bytes, comm->bcast_s},
+                 {"send", comm->n_send, comm->send_bytes, comm->send_s},
+                 {"recv", comm->n_recv, comm->recv_bytes, comm->recv_s}};
+        char n[96], h[160];
+        for (size_t i = 0; i < sizeof k / sizeof k[0]; i++) {
+            snprintf(n, sizeof n, "pagoda:tp_%s_calls_total", k[i].what);
+            snprintf(h, sizeof h, "Tensor/pipeline-parallel MPI %s calls of this rank.", k[i].what);
+            put_counter(&o, mn, n, h, k[i].calls);
+            snprintf(n, sizeof n, "pagoda:tp_%s_bytes_total", k[i].what);
+            snprintf(h, sizeof h, "Payload bytes of those %s calls.", k[i].what);
+            put_counter(&o, mn, n, h, k[i].bytes);
+            snprintf(n, sizeof n, "pagoda:tp_%s_seconds_total", k[i].what);
+            snprintf(h, sizeof h, "Wall time inside those %s calls (waiting for the other ranks included).", k[i].what);
+            put_counter_f(&o, mn, n, h, k[i].secs);
+        }
+    }
     render_common(&o, m, st, "vllm:");
     pthread_mutex_unlock(&m->mu);
     if (o.oom) {

@@ -23,6 +23,8 @@ void metrics_observe_http(serve_metrics *m, unsigned status);
 
 /* The text exposition (format 0.0.4), malloc'd and NUL-terminated; NULL on out of memory. */
 /* stream_unsent_peak: the largest backlog of unsent stream output a request had (bytes). */
-char *metrics_render(serve_metrics *m, const pagoda_engine_stats *st, size_t stream_unsent_peak, size_t *len);
+/* comm: a tensor-parallel group's traffic counted on this process (NULL: none shown). */
+char *metrics_render(serve_metrics *m, const pagoda_engine_stats *st, size_t stream_unsent_peak,
+                     const pagoda_tp_comm_stats *comm, size_t *len);
 
 #endif

@@ -105,7 +105,9 @@ static enum MHD_Result handle_get(http_req *hr, const char *url) {
         pagoda_engine_stats st;
         serve_engine_stats(s, &st);
         size_t n = 0;
-        char *text = metrics_render(s->metrics, &st, atomic_load(&s->stream_unsent_peak), &n);
+        pagoda_tp_comm_stats comm;
+        if (s->cfg.tp_comm) pagoda_tp_mpi_get_comm_stats(s->cfg.tp_comm, &comm);
+        char *text = metrics_render(s->metrics, &st, atomic_load(&s->stream_unsent_peak), s->cfg.tp_comm ? &comm : NULL, &n);
         if (text && model_metrics_append(s, &text, &n)) free(text), text = NULL;
         if (!text) return send_error(hr, 500, "server_error", NULL, NULL, "out of memory");
         return send_text(hr, 200, "text/plain; version=0.0.4; charset=utf-8", text, n, MHD_RESPMEM_MUST_FREE);

@@ -50,6 +50,8 @@ typedef struct {
                                        longer; default 20 */
     int tensor_parallel_size;       /* processes the model is split over (reported by
                                        /get_server_info as tp_size); 0 or 1: one */
+    const pagoda_tp_group *tp_comm; /* borrowed: a group whose MPI traffic this process counts
+                                       (pagoda_tp_mpi_count_comm), shown in /metrics; NULL: none */
 } serve_config;
 void serve_config_default(serve_config *c);
 

@@ -457,3 +457,27 @@ def test_mpi_serve_wrapper_drains_on_sigterm(mpi, model, tmp_path):
         if proc.poll() is None:
             proc.kill()
         log.close()
+
+
+def test_comm_stats_in_metrics(mpi, model):
+    """--comm-stats: rank 0's MPI traffic in /metrics (it grows with each step), every rank's printed
+    at exit"""
+    s = start_tp(mpi, model, "--comm-stats")
+    try:
+        before = s.metrics()
+        r = s.post("/v1/completions", {"prompt": PROMPTS[0], "max_tokens": 8, "ignore_eos": True})
+        assert r[0] == 200
+        after = s.metrics()
+        for what in ("all_reduce", "broadcast"):
+            calls = metric(after, f"pagoda:tp_{what}_calls_total")
+            assert calls > metric(before, f"pagoda:tp_{what}_calls_total"), what
+            assert metric(after, f"pagoda:tp_{what}_bytes_total") > 0
+            assert metric(after, f"pagoda:tp_{what}_seconds_total") >= 0
+        # 2 all-reduces per layer per step: 8 tokens take at least 8 steps of pycoder-tiny's layers
+        n_layer = json.loads((model / "config.json").read_text())["num_hidden_layers"]
+        assert metric(after, "pagoda:tp_all_reduce_calls_total") - metric(before, "pagoda:tp_all_reduce_calls_total") \
+            >= 2 * n_layer * 8
+        s.stop()
+        assert len([l for l in s.text().splitlines() if l.startswith("pagoda: comm-stats rank=")]) == 2, s.text()
+    finally:
+        s.close()
