@@ -75,6 +75,7 @@ typedef struct {
     pagoda_status err;        /* first launch error of a step */
     pcu_nccl *nccl;           /* tensor parallelism: this device's place in its NCCL group, or NULL */
     int n_dequantized;        /* HF quantized matrices held as f16 (upload_dequantized) */
+    int n_as_ggml;            /* HF quantized matrices held exactly as Q4_0 / Q8_0 */
 } cuda_be;
 
 #define CU(be) ((cuda_be *)(be))
@@ -223,10 +224,12 @@ static bool uploaded_before(cuda_be *c, const void *src, pg_bweight *out) {
     return false;
 }
 
-/* A GPTQ/AWQ/compressed-tensors matrix: no GPU kernel reads these codes yet, so it is dequantized
- * on the host (the values the CPU multiplies float activations by, kernels/qmatmul.h) into halves
- * and runs as an F16 matrix: 2 bytes per weight on the device, activations in float whatever the
- * checkpoint asks. Keyed by the codes' host address like any upload (a tied weight is held once). */
+/* A GPTQ/AWQ/compressed-tensors matrix: no GPU kernel reads these codes, so it is held in a type
+ * the GPU kernels read, with the values the CPU multiplies float activations by (kernels/qmatmul.h):
+ * exactly as Q4_0 / Q8_0 blocks where those hold them (symmetric, column order, half scales), else
+ * dequantized into halves (2 bytes per weight; FP8, zero points, act-order). Activations are float
+ * whatever the checkpoint asks. Keyed by the codes' host address like any upload (a tied weight is
+ * held once). */
 static pagoda_status upload_dequantized(cuda_be *c, const pg_tensor *t, bool matrix, pg_bweight *out) {
     const char *name = t->name ? t->name : "?";
     if (t->qkind < K_QW_INT4 || t->qkind > K_QW_FP8 || !t->scales.data || t->scales.dtype != PAGODA_DTYPE_F32 ||
@@ -239,6 +242,31 @@ static pagoda_status upload_dequantized(cuda_be *c, const pg_tensor *t, bool mat
     const k_qweight w = {.kind = (k_qw_kind)t->qkind, .codes = t->data, .n_in = t->n_in, .n_out = t->n_out,
                          .group_size = t->group_size, .scales = t->scales.data, .zeros = t->zeros.data,
                          .perm = t->perm.data};
+    /* symmetric int4/int8 in column order with half scales (GPTQ sym without act-order, most
+       compressed-tensors W4A16/W8A16): the same values as Q4_0 / Q8_0 blocks, which the GPU
+       kernels read (4.5 / 8.5 bits per weight) */
+    const int gt = kref_qweight_ggml_type(&w);
+    if (gt) {
+        size_t rb = 0;
+        dtype_row_size(gt, t->n_in, &rb);
+        const size_t gbytes = rb * (size_t)t->n_out;
+        void *hq = malloc(gbytes), *p = NULL;
+        if (!hq) return pg_fail(PAGODA_ERR_NOMEM, "weight %s: no host memory to convert it (%zu bytes)", name, gbytes);
+        kref_qweight_to_ggml(&w, hq);
+        if ((st = pcu_malloc(&p, gbytes)) || (st = track(c, p, t->data))) {
+            free(hq), pcu_free(p);
+            return pg_error_prefix("uploading %s: ", name), st;
+        }
+        st = pcu_h2d(p, hq, gbytes, NULL); /* synchronous: hq is freed next */
+        free(hq);
+        if (st) return st;
+        *out = (pg_bweight){.data = p, .dtype = gt, .n_in = t->n_in, .n_out = t->n_out};
+        c->weight_bytes += gbytes;
+        if (!c->n_as_ggml++)
+            pg_log(PAGODA_LOG_INFO, "cuda: symmetric int4/int8 checkpoint weights held as the same values in Q4_0/Q8_0 "
+                   "blocks (float activations)");
+        return prepare_matrix(c, out);
+    }
     enum { CHUNK = 64 }; /* rows dequantized at a time */
     const size_t n = (size_t)t->n_in * (size_t)t->n_out, bytes = n * sizeof(uint16_t);
     uint16_t *h = malloc(bytes);

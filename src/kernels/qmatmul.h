@@ -75,4 +75,13 @@ void kcpu_qmatmul(const k_qweight *w, k_act_kind act, const float *x, int64_t n_
  * no kernels over these codes (CUDA today), which runs the product on this copy. */
 void kref_qweight_dequant(const k_qweight *w, int64_t r0, int64_t n_rows, float *out);
 
+/* The same values as GGML blocks, where those hold them exactly: symmetric INT4 (zero point 8) as
+ * Q4_0 and symmetric INT8 as Q8_0, when the columns are in input order (no act-order permutation),
+ * groups are whole 32-column blocks and every scale is exactly a half. _type: that GGML type
+ * (PAGODA_DTYPE_Q4_0 / Q8_0), or 0 when the values cannot be held so. _to_ggml writes the n_out rows
+ * of n_in / 32 blocks into dst and returns the type (0: nothing written). For backends whose
+ * kernels read GGML types and not these codes (CUDA). */
+int kref_qweight_ggml_type(const k_qweight *w);
+int kref_qweight_to_ggml(const k_qweight *w, void *dst);
+
 #endif

@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/fp16.h"
 #include "kernels/cpu/cpu_impl.h"
 #include "kernels/kernels.h"
 #include "kernels/qmatmul.h"
@@ -275,8 +276,61 @@ static void run_case(qcase *c, const char *isa, int check_ref, int invariance) {
     free(y_ref), free(y), free(work);
 }
 
+/* kref_qweight_to_ggml: symmetric INT4 / INT8 with half-exact scales become Q4_0 / Q8_0 rows whose
+ * GGML dequantization equals kref_qweight_dequant bit for bit; anything it cannot hold exactly
+ * (a permutation, a zero point other than the symmetric one, a scale that is not a half, a group
+ * that is not whole 32-blocks) is refused */
+static void test_to_ggml(void) {
+    for (int kind = K_QW_INT4; kind <= K_QW_FP8; kind++)
+        for (int64_t gs = 32; gs <= 160; gs += 32) {
+            qcase c;
+            const int64_t n_in = 320, n_out = 7;
+            qcase_init(&c, kind, K_ACT_FLOAT, 0, 0, gs == 160 ? n_in : gs, n_in, n_out, 1);
+            for (int64_t i = 0; i < n_out * k_qweight_n_group(&c.w); i++) /* scales that are halves */
+                c.scales[i] = pg_fp16_to_fp32(pg_fp32_to_fp16(c.scales[i]));
+            const int want = kind == K_QW_INT4 ? PAGODA_DTYPE_Q4_0 : kind == K_QW_INT8 ? PAGODA_DTYPE_Q8_0 : 0;
+            CHECK(kref_qweight_ggml_type(&c.w) == want, "kind %d gs %lld: ggml type %d", kind, (long long)gs,
+                  kref_qweight_ggml_type(&c.w));
+            if (want) {
+                static char blocks[7 * 10 * 34];
+                float dense[320], back[320];
+                CHECK(kref_qweight_to_ggml(&c.w, blocks) == want, "converted");
+                size_t rb = (size_t)(n_in / 32) * (want == PAGODA_DTYPE_Q4_0 ? 18 : 34);
+                for (int64_t r = 0; r < n_out; r++) {
+                    kref_qweight_dequant(&c.w, r, 1, dense);
+                    kref_traits(want)->to_float(blocks + (size_t)r * rb, back, n_in);
+                    CHECK(!memcmp(dense, back, sizeof dense), "kind %d gs %lld row %lld: GGML values differ", kind,
+                          (long long)gs, (long long)r);
+                }
+                /* what cannot be held exactly */
+                float s0 = c.scales[3];
+                c.scales[3] = s0 * (1.0f + 1.0f / 4096); /* between two halves */
+                CHECK(kref_qweight_ggml_type(&c.w) == 0, "a scale that is not a half accepted");
+                c.scales[3] = s0;
+                uint8_t z[7 * 10];
+                memset(z, kind == K_QW_INT4 ? 8 : 0, sizeof z);
+                c.w.zeros = z;
+                CHECK(kref_qweight_ggml_type(&c.w) == want, "explicit symmetric zero points refused");
+                z[5] = 3;
+                CHECK(kref_qweight_ggml_type(&c.w) == 0, "an asymmetric zero point accepted");
+                c.w.zeros = NULL;
+                int32_t perm[320];
+                for (int i = 0; i < 320; i++) perm[i] = 319 - i;
+                c.w.perm = perm;
+                CHECK(kref_qweight_ggml_type(&c.w) == 0, "an act-order permutation accepted");
+                c.w.perm = NULL;
+            }
+            qcase_free(&c);
+        }
+    qcase c;
+    qcase_init(&c, K_QW_INT4, K_ACT_FLOAT, 0, 0, 16, 320, 2, 1);
+    CHECK(kref_qweight_ggml_type(&c.w) == 0, "16-column groups accepted");
+    qcase_free(&c);
+}
+
 int main(void) {
     test_fp8();
+    test_to_ggml();
     static const char *names[] = {"scalar", "avx2", "avx512"};
     static const int kinds[] = {K_QW_INT4, K_QW_INT8, K_QW_FP8};
     static const int64_t gss[] = {32, 64, 128, 7, 0 /* n_in */};

@@ -10,9 +10,13 @@
  * i.e. x itself (K_ACT_FLOAT), the int8 codes as floats (K_ACT_INT8, scale s_t kept aside), or
  * the e4m3-rounded values times s_t (K_ACT_FP8). */
 #include <math.h>
+#include <stdbool.h>
 #include <string.h>
 
+#include "core/fp16.h"
 #include "kernels/qmatmul.h"
+#include "kernels/quants.h"
+#include "pagoda.h"
 
 /* ---- e4m3fn ---- */
 
@@ -155,4 +159,43 @@ void kref_qweight_dequant(const k_qweight *w, int64_t r0, int64_t n_rows, float 
             for (int64_t i = i0; i < i1; i++) o[w->perm ? w->perm[i] : i] = scale * unscaled(w, r, i, z);
         }
     }
+}
+
+/* ---- the same values as GGML blocks ---- */
+
+static bool half_exact(float s) { return pg_fp16_to_fp32(pg_fp32_to_fp16(s)) == s; }
+
+int kref_qweight_ggml_type(const k_qweight *w) {
+    if (w->perm || w->n_in % 32 || (w->group_size % 32 && w->group_size != w->n_in)) return 0;
+    if (w->kind != K_QW_INT4 && w->kind != K_QW_INT8) return 0;
+    const int64_t ng = k_qweight_n_group(w);
+    const int zero = w->kind == K_QW_INT4 ? 8 : 0; /* what GGML's Q4_0 / Q8_0 subtract */
+    for (int64_t r = 0; r < w->n_out; r++)
+        for (int64_t g = 0; g < ng; g++) {
+            if (!half_exact(w->scales[r * ng + g])) return 0;
+            if (w->zeros && zero_point(w, r, g) != zero) return 0;
+        }
+    return w->kind == K_QW_INT4 ? PAGODA_DTYPE_Q4_0 : PAGODA_DTYPE_Q8_0;
+}
+
+int kref_qweight_to_ggml(const k_qweight *w, void *dst) {
+    const int type = kref_qweight_ggml_type(w);
+    if (!type) return 0;
+    const int64_t nb = w->n_in / 32, ng = k_qweight_n_group(w);
+    for (int64_t r = 0; r < w->n_out; r++)
+        for (int64_t b = 0; b < nb; b++) {
+            const int64_t i0 = b * 32;
+            const uint16_t d = pg_fp32_to_fp16(w->scales[r * ng + i0 / w->group_size]);
+            if (type == PAGODA_DTYPE_Q4_0) {
+                block_q4_0 *q = (block_q4_0 *)dst + r * nb + b;
+                q->d = d;
+                for (int j = 0; j < 16; j++)
+                    q->qs[j] = (uint8_t)(code_int(w, r, i0 + j) | code_int(w, r, i0 + j + 16) << 4);
+            } else {
+                block_q8_0 *q = (block_q8_0 *)dst + r * nb + b;
+                q->d = d;
+                for (int j = 0; j < 32; j++) q->qs[j] = (int8_t)code_int(w, r, i0 + j);
+            }
+        }
+    return type;
 }
