@@ -305,6 +305,18 @@ pagoda_status pagoda_tp_mpi_create_pp(int32_t pp_size, pagoda_tp_group **out);
 /* failed != 0: ends the whole job at once (MPI_Abort) so no rank waits for one that gave up.
  * NULL is a no-op. */
 void pagoda_tp_mpi_destroy(pagoda_tp_group *g, int failed);
+/* A group of size ranks that are threads of this process (one host, no MPI; with GPU layers one
+ * device each, cuda_device + rank): (*groups)[r] is rank r's handle (local_rank r), NULL after the
+ * last. Rank 0's goes to the engine; the caller starts a thread per other rank, each running
+ * pagoda_tp_worker_run with its handle in the engine config. pp_size as pagoda_tp_mpi_create_pp. */
+pagoda_status pagoda_tp_threads_create(int32_t size, int32_t pp_size, pagoda_tp_group ***groups);
+/* A rank gave up (its model did not load, its engine failed): every collective of the group,
+ * waiting or later, fails with PAGODA_ERR_IO, so no rank waits forever. Not a thread group: no-op. */
+void pagoda_tp_threads_abort(pagoda_tp_group *g);
+/* Once every rank's thread has returned (groups as create gave them; NULL: no-op). */
+void pagoda_tp_threads_destroy(pagoda_tp_group **groups);
+/* 1 when g is a group of threads (pagoda_tp_threads_create), 0 otherwise. */
+int pagoda_tp_threads_is(const pagoda_tp_group *g);
 /* What one rank of an MPI group sent and received, counted from pagoda_tp_mpi_count_comm(g, 1) on
  * (off by default: then nothing is counted or timed). Bytes are the payload this rank hands MPI
  * (an all-reduce of n floats counts 4n bytes whatever algorithm MPI runs on the wire); seconds are

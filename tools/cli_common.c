@@ -1,6 +1,7 @@
 #include "cli_common.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -380,10 +381,89 @@ int cli_model_load(const char *path, pagoda_model **out) {
 
 int cli_tp_begin(long size, pagoda_tp_group **out) { return cli_parallel_begin(size, 1, out); }
 
+/* ---- a group of threads (no mpirun): rank 0 is the caller, cli_tp_spawn starts the others ---- */
+
+typedef struct {
+    pthread_t thread;
+    pagoda_tp_group *g;
+    const char *model_path;
+    pagoda_engine_config ec;
+    int started, rc;
+} tp_thread;
+
+static struct {
+    pagoda_tp_group **groups; /* NULL: no group of threads */
+    tp_thread *threads;       /* [size]: ranks 1.. */
+    int n;
+} g_tpt;
+
+/* launched by an MPI launcher (mpirun / mpiexec / srun): its environment says so */
+static int under_mpi_launcher(void) {
+    return getenv("OMPI_COMM_WORLD_SIZE") || getenv("PMI_SIZE") || getenv("PMIX_RANK") || getenv("MPI_LOCALNRANKS");
+}
+
+static void *tp_thread_main(void *arg) {
+    tp_thread *t = arg;
+    pagoda_model *m = NULL;
+    t->rc = 1;
+    if (pagoda_model_load(t->model_path, &m)) {
+        fprintf(stderr, "pagoda: tensor parallel rank %d: %s\n", t->g->rank, pagoda_last_error());
+    } else {
+        pagoda_model_prefault(m, NULL, NULL);
+        t->ec.tp = t->g;
+        if (pagoda_tp_worker_run(m, &t->ec) == PAGODA_OK) t->rc = 0;
+        else fprintf(stderr, "pagoda: tensor parallel rank %d: %s\n", t->g->rank, pagoda_last_error());
+        pagoda_model_free(m);
+    }
+    if (t->rc) pagoda_tp_threads_abort(t->g); /* rank 0 and the others stop waiting for this one */
+    return NULL;
+}
+
+int cli_tp_spawn(pagoda_tp_group *g, const char *model_path, const pagoda_engine_config *ec) {
+    if (!g || !pagoda_tp_threads_is(g) || g->rank != 0 || !g_tpt.groups) return 0;
+    for (int r = 1; r < g_tpt.n; r++) {
+        tp_thread *t = &g_tpt.threads[r];
+        *t = (tp_thread){.g = g_tpt.groups[r], .model_path = model_path, .ec = *ec};
+        if (pthread_create(&t->thread, NULL, tp_thread_main, t)) {
+            fprintf(stderr, "pagoda: cannot start the thread of tensor parallel rank %d\n", r);
+            pagoda_tp_threads_abort(g);
+            return 1;
+        }
+        t->started = 1;
+    }
+    return 0;
+}
+
+static int threads_begin(long n, long pp_size, pagoda_tp_group **out) {
+    pagoda_tp_group **groups = NULL;
+    if (pagoda_tp_threads_create((int32_t)n, (int32_t)(pp_size > 1 ? pp_size : 1), &groups))
+        return cli_error("--tensor-parallel-size");
+    if (!(g_tpt.threads = calloc((size_t)n, sizeof *g_tpt.threads))) {
+        pagoda_tp_threads_destroy(groups);
+        fprintf(stderr, "pagoda: out of memory\n");
+        return 1;
+    }
+    g_tpt.groups = groups, g_tpt.n = (int)n;
+    fprintf(stderr, "pagoda: %ld ranks as threads of this process (not under mpirun)\n", n);
+    *out = groups[0];
+    return 0;
+}
+
+static void threads_end(int rc) {
+    if (!g_tpt.groups) return;
+    if (rc) pagoda_tp_threads_abort(g_tpt.groups[0]);
+    for (int r = 1; r < g_tpt.n; r++)
+        if (g_tpt.threads[r].started) pthread_join(g_tpt.threads[r].thread, NULL);
+    pagoda_tp_threads_destroy(g_tpt.groups);
+    free(g_tpt.threads);
+    memset(&g_tpt, 0, sizeof g_tpt);
+}
+
 int cli_parallel_begin(long tp_size, long pp_size, pagoda_tp_group **out) {
     *out = NULL;
     long n = tp_size * pp_size;
     if (n <= 1) return 0;
+    if (!under_mpi_launcher()) return threads_begin(n, pp_size, out);
     char what[96];
     if (pp_size <= 1) snprintf(what, sizeof what, "--tensor-parallel-size %ld", tp_size);
     else snprintf(what, sizeof what, "--tensor-parallel-size %ld x --pipeline-parallel-size %ld", tp_size, pp_size);
@@ -415,6 +495,10 @@ int cli_tp_worker(pagoda_model *m, const pagoda_engine_config *ec) {
 void cli_comm_stats_begin(pagoda_tp_group *g) { pagoda_tp_mpi_count_comm(g, 1); }
 
 void cli_comm_stats_print(const pagoda_tp_group *g) {
+    if (pagoda_tp_threads_is(g)) {
+        fprintf(stderr, "pagoda: comm-stats: not counted for ranks that are threads of one process\n");
+        return;
+    }
     pagoda_tp_comm_stats c;
     pagoda_tp_mpi_get_comm_stats(g, &c);
     /* one fprintf: mpirun forwards each rank's line whole */
@@ -429,6 +513,10 @@ void cli_comm_stats_print(const pagoda_tp_group *g) {
 }
 
 void cli_tp_end(pagoda_tp_group *g, int rc) {
+    if (g && pagoda_tp_threads_is(g)) {
+        threads_end(rc);
+        return;
+    }
     if (g && rc && g->rank > 0) {
         /* a rank that fails where rank 0 fails too (a model the group cannot split) lets rank 0's
            message come out before the job ends */

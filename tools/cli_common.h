@@ -77,14 +77,16 @@ void cli_device_apply(const cli_device *d, pagoda_engine_config *ec);
 /* --tensor-parallel-size N: N > 1 joins the MPI job's group, which must have N processes
  * (*out = NULL for N <= 1). Prints the error and returns non-zero on failure. */
 #define CLI_TP_HELP                                                                                     \
-    "  --tensor-parallel-size N  split the model over the N processes of an MPI job (CPU; run under\n"  \
-    "                       mpirun -np N); N must divide the heads, KV heads and FFN width\n"
+    "  --tensor-parallel-size N  split the model over N ranks: the processes of an MPI job (under\n"  \
+    "                       mpirun -np N), else N threads of this process; N must divide the heads,\n"  \
+    "                       KV heads and FFN width\n"
 int cli_tp_begin(long size, pagoda_tp_group **out);
 /* --tensor-parallel-size TP with --pipeline-parallel-size PP: TP * PP > 1 joins the MPI job's
- * group, which must have TP * PP processes, stage-major (rank = stage * TP + tp_rank). */
+ * group under an MPI launcher (it must have TP * PP processes), else makes the ranks threads of this
+ * process (cli_tp_spawn starts them); stage-major (rank = stage * TP + tp_rank). */
 #define CLI_PP_HELP                                                                                     \
     "  --pipeline-parallel-size N, -pp N  cut the layers into N stages, one after the other, over the\n"  \
-    "                       processes of an MPI job (CPU; mpirun -np TP*N, rank = stage*TP + tp rank)\n"  \
+    "                       ranks (CPU; mpirun -np TP*N or TP*N threads, rank = stage*TP + tp rank)\n"  \
     "  --pp-micro-batches M  a step's sequences in up to M micro-batches so stages overlap (default:\n"    \
     "                       N, each of at least 64 tokens; 1: none)\n"
 int cli_parallel_begin(long tp_size, long pp_size, pagoda_tp_group **out);
@@ -92,6 +94,11 @@ int cli_parallel_begin(long tp_size, long pp_size, pagoda_tp_group **out);
 int cli_tp_worker(pagoda_model *m, const pagoda_engine_config *ec);
 /* Leaves the group: rc != 0 ends the whole job (no rank waits on one that gave up). */
 void cli_tp_end(pagoda_tp_group *g, int rc);
+/* Not under mpirun, cli_parallel_begin makes the ranks threads of this process: rank 0 (the caller,
+ * before it makes its engine) starts the others here, each loading model_path and running its share
+ * of every step with ec (its own group handle in it); cli_tp_end joins them. A no-op for an MPI
+ * group. Nonzero: a thread could not start (the group is aborted). */
+int cli_tp_spawn(pagoda_tp_group *g, const char *model_path, const pagoda_engine_config *ec);
 /* --comm-stats: counts the group's MPI traffic from here on (NULL: nothing to count) ... */
 #define CLI_COMM_STATS_HELP                                                                              \
     "  --comm-stats            print each rank's MPI traffic at the end (all-reduce, broadcast, send and\n" \

@@ -16,9 +16,10 @@ static const char k_usage[] =
                     "  -m, --model PATH  -i IDS  -o OUT  -t, --threads N\n"
                     "  --kv-type f32|f16|int8|fp8  KV cache element type (default f32)\n"
                     "  --quant-activations checkpoint|float|int8|fp8  (GPTQ/AWQ/compressed-tensors weights)\n"
-                    "  --tensor-parallel-size N  split the model over the N processes of an MPI job (under\n"
-                    "                       mpirun -np N; CPU, or GPUs with --device cuda: one per process, sums\n"
-                    "                       through NCCL); N must divide the heads, KV heads and FFN width\n"
+                    "  --tensor-parallel-size N  split the model over N ranks: the processes of an MPI job (under\n"
+                    "                       mpirun -np N) or N threads of this process; CPU, or GPUs with --device\n"
+                    "                       cuda (one per rank, sums through NCCL); N must divide the heads, KV\n"
+                    "                       heads and FFN width\n"
                     CLI_PP_HELP
                     CLI_COMM_STATS_HELP
                     "  --device cpu|cuda, --gpu-layers N, --cuda-device N, --cuda-graphs on|off, --cuda-nccl on|off:\n"
@@ -117,6 +118,7 @@ int cmd_logits(int argc, char **argv) {
     ec.quant_activations = quant_act;
     ec.tp = tp;
     ec.pp_micro_batches = (int32_t)pp_micro;
+    if (cli_tp_spawn(tp, model, &ec)) goto done; /* ranks that are threads (no mpirun) */
     if (tp && tp->rank > 0) { /* the engine runs on rank 0; this rank runs its share of each step */
         rc = cli_tp_worker(m, &ec);
         goto done;

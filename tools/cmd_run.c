@@ -305,6 +305,7 @@ int cmd_run(int argc, char **argv) {
     cli_device_apply(&dev, &ec);
     ec.tp = tp;
     ec.pp_micro_batches = (int32_t)pp_micro;
+    if (cli_tp_spawn(tp, model, &ec)) goto done; /* ranks that are threads (no mpirun) */
     if (tp && tp->rank > 0) { /* the engine runs on rank 0; this rank runs its share of each step */
         rc = cli_tp_worker(r.m, &ec);
         goto done;

@@ -63,12 +63,12 @@ static const char k_usage[] =
             "  --max-seqs N               sequences per step (default 64); also --max-num-seqs, -np, --parallel\n"
             "  --max-model-len N          prompt + generation limit (default: the model's context); also -c,\n"
             "                             --ctx-size\n"
-            "  --tensor-parallel-size N, -tp N  split the model over the N processes of an MPI job (run\n"
-            "                             under mpirun -np N: rank 0 serves HTTP, the others run their share\n"
-            "                             of every step; CPU, or one GPU each with --device cuda, sums through\n"
-            "                             NCCL); one model (MODEL), no LoRA\n"
+            "  --tensor-parallel-size N, -tp N  split the model over N ranks (the processes of an MPI job\n"
+            "                             under mpirun -np N, else N threads of this process): rank 0 serves\n"
+            "                             HTTP, the others run their share of every step; CPU, or one GPU each\n"
+            "                             with --device cuda, sums through NCCL; one model (MODEL), no LoRA\n"
             "  --pipeline-parallel-size N, -pp N  cut the layers into N stages over the processes of the MPI\n"
-            "                             job (CPU; mpirun -np TP*N, rank = stage*TP + tp rank); with -tp\n"
+            "                             job or threads (CPU; TP*N ranks, rank = stage*TP + tp rank); with -tp\n"
             "  --pp-micro-batches M       a step's sequences in up to M micro-batches so stages overlap\n"
             "                             (default: N, each of at least 64 tokens; 1: none)\n"
             "  --comm-stats               count each rank's MPI traffic: rank 0's in /metrics (pagoda:tp_*),\n"
@@ -332,6 +332,10 @@ int cmd_serve(int argc, char **argv) {
     if (comm_stats && tp) { /* every rank counts; rank 0's counts are also in /metrics */
         cli_comm_stats_begin(tp);
         sc.tp_comm = tp;
+    }
+    if (cli_tp_spawn(tp, model, ec)) { /* ranks that are threads (no mpirun) */
+        cli_tp_end(tp, 1);
+        return 1;
     }
     if (tp && tp->rank > 0) { /* the manager's engine config (registry.c load_locked) less what is per rank */
         rc = tp_worker(model, ec);

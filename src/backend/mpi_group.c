@@ -115,6 +115,7 @@ pagoda_status pagoda_tp_mpi_create_pp(int32_t pp_size, pagoda_tp_group **out) {
     if (pp_size < 1) return pg_fail(PAGODA_ERR_INVALID, "pipeline parallel size %d (at least 1)", pp_size);
     mpi_group *m = calloc(1, sizeof *m);
     if (!m) return pg_fail(PAGODA_ERR_NOMEM, "out of memory");
+    m->g.bcast = mpi_bcast; /* what destroy recognises, on the failure paths below too */
     int inited = 0, rc;
     MPI_Initialized(&inited);
     if (!inited) {
@@ -167,8 +168,11 @@ pagoda_status pagoda_tp_mpi_create_pp(int32_t pp_size, pagoda_tp_group **out) {
     return PAGODA_OK;
 }
 
+/* the group is this file's (not a group of threads) */
+static int is_mpi(const pagoda_tp_group *g) { return g && g->bcast == mpi_bcast; }
+
 void pagoda_tp_mpi_destroy(pagoda_tp_group *g, int failed) {
-    if (!g) return;
+    if (!is_mpi(g)) return;
     mpi_group *m = (mpi_group *)g;
     if (failed && g->size > 1) MPI_Abort(MPI_COMM_WORLD, 1);
     if (m->stage != MPI_COMM_WORLD) MPI_Comm_free(&m->stage);
@@ -177,9 +181,9 @@ void pagoda_tp_mpi_destroy(pagoda_tp_group *g, int failed) {
 }
 
 void pagoda_tp_mpi_count_comm(pagoda_tp_group *g, int on) {
-    if (g) ((mpi_group *)g)->counting = on != 0;
+    if (is_mpi(g)) ((mpi_group *)g)->counting = on != 0;
 }
 
 void pagoda_tp_mpi_get_comm_stats(const pagoda_tp_group *g, pagoda_tp_comm_stats *out) {
-    *out = g ? ((const mpi_group *)g)->comm : (pagoda_tp_comm_stats){0};
+    *out = is_mpi(g) ? ((const mpi_group *)g)->comm : (pagoda_tp_comm_stats){0};
 }

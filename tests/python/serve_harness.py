@@ -24,14 +24,12 @@ def mpi_launcher(n):
 
 
 def mpi_missing(pagoda_bin):
-    """Why tensor/pipeline parallelism over MPI cannot run here (None when it can). Outside mpirun the
-    group has one process: an MPI build says so, a build without MPI refuses ('run' checks the group
-    before reading its model; 'logits' would fail on its ids file first)."""
+    """Why tensor/pipeline parallelism over MPI cannot run here (None when it can): no mpirun, or a
+    pagoda built without MPI (its `--version` says which)."""
     if MPIRUN is None:
         return "mpirun not found (apt-get install openmpi-bin libopenmpi-dev)"
-    r = subprocess.run([str(pagoda_bin), "run", "-m", "x", "--prompt-ids", "1", "--tensor-parallel-size", "2"],
-                       capture_output=True, text=True, timeout=60)
-    return "pagoda was built without MPI" if "built without" in r.stderr else None
+    r = subprocess.run([str(pagoda_bin), "--version"], capture_output=True, text=True, timeout=60)
+    return None if "\nmpi: built" in r.stdout else "pagoda was built without MPI"
 
 
 def mpi_ranks(launcher_pid):

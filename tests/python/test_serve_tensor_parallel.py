@@ -241,10 +241,26 @@ def test_refused_at_start(mpi, model, args, why):
     assert r.returncode == 2 and why in r.stderr, r.stderr
 
 
-def test_refused_without_enough_ranks(mpi, model):
-    r = subprocess.run([mpi, "serve", str(model), "--tensor-parallel-size", "2", "--port", "0"],
+def test_threads_without_mpirun(pagoda_bin, model, c_one):
+    """without mpirun a TP=2 server's ranks are threads of its process: the same greedy text, and
+    SIGTERM stops every rank"""
+    s = Server(pagoda_bin, model, *COMMON, "--tensor-parallel-size", 2, positional=True)
+    try:
+        assert "2 ranks as threads of this process" in s.text()
+        c = client(s)
+        for p in PROMPTS[:2]:
+            kw = dict(model=NAME, prompt=p, max_tokens=24, temperature=0)
+            assert c.completions.create(**kw).choices[0].text == c_one.completions.create(**kw).choices[0].text
+        s.stop()
+        assert s.proc.returncode == 0 and "pagoda: stopped" in s.text()
+    finally:
+        s.close()
+
+
+def test_refused_with_too_few_ranks(mpi, model):
+    r = subprocess.run([*mpi_launcher(2), mpi, "serve", str(model), "--tensor-parallel-size", "4", "--port", "0"],
                        capture_output=True, text=True, timeout=60)
-    assert r.returncode != 0 and "this MPI job has 1 processes" in r.stderr, r.stderr
+    assert r.returncode != 0 and "this MPI job has 2 processes" in r.stderr, r.stderr
 
 
 def test_sigterm_drains_then_all_ranks_exit(mpi, model):

@@ -127,12 +127,40 @@ def test_refuses_partial_blocks(mpi, synth, tmp_path):
     assert "attn_output.weight: a shard of 128 columns is not a whole number of q4_k blocks" in r.stderr
 
 
-def test_needs_the_processes(mpi, shared, tmp_path):
-    # without mpirun the group has one process: a clear error, not a hang
-    r = subprocess.run([mpi, "run", "-m", str(shared / "fixtures" / "hf" / "llama"), "--prompt-ids", "1,2", "-n", "2",
-                        "--tensor-parallel-size", "2"], capture_output=True, text=True, timeout=TIMEOUT)
+@pytest.mark.parametrize("name,n", [("qwen2", 2), ("llama", 2), ("qwen3", 4)])
+def test_threads_without_mpirun(pagoda_bin, shared, run_pagoda, tmp_path, name, n):
+    """without mpirun the ranks are threads of one process (shared-memory collectives): the same
+    logits as one rank within summation-order noise, and as the MPI group's; greedy tokens equal"""
+    fx = shared / "fixtures" / "hf" / name
+    g = load_file(str(fx / "golden.safetensors"))
+    save_file({"input_ids": g["input_ids"]}, str(tmp_path / "ids.safetensors"))
+    run_pagoda("logits", "-m", fx, "-i", tmp_path / "ids.safetensors", "-o", tmp_path / "one.safetensors", "-t", 1)
+    r = run_pagoda("logits", "-m", fx, "-i", tmp_path / "ids.safetensors", "-o", tmp_path / "th.safetensors", "-t", 1,
+                   "--tensor-parallel-size", n, timeout=TIMEOUT)
+    assert f"{n} ranks as threads of this process" in r.stderr
+    one = load_file(str(tmp_path / "one.safetensors"))["logits"]
+    th = load_file(str(tmp_path / "th.safetensors"))["logits"]
+    assert np.abs(th - one).max() <= 1e-5
+    assert np.abs(th - g["logits"]).max() <= 1e-4
+    args = ["run", "-m", fx, "--prompt-ids", "5,6,7,8,5,6,7", "-n", 20, "--ignore-eos", "-t", 1]
+    assert run_pagoda(*args, "--tensor-parallel-size", n, timeout=TIMEOUT).stdout.split() == run_pagoda(*args).stdout.split()
+
+
+def test_threads_fail_together(run_pagoda, builtin_model):
+    # a model the group cannot split: every rank says why, none is left waiting
+    r = run_pagoda("run", "-m", builtin_model, "--prompt-ids", "1,2,3", "-n", 2, "--tensor-parallel-size", 2,
+                   check=False, timeout=TIMEOUT)
+    assert r.returncode == 1
+    assert "tensor parallel size 2 must divide the model's attention heads (9)" in r.stderr
+
+
+def test_mpi_job_of_the_wrong_size(mpi, shared, tmp_path):
+    # under mpirun the job's processes are the ranks: too few is a clear error, not a hang
+    r = subprocess.run([MPIRUN, "--allow-run-as-root", "--oversubscribe", "-np", "2", mpi, "run", "-m",
+                        str(shared / "fixtures" / "hf" / "llama"), "--prompt-ids", "1,2", "-n", "2", "-t", "1",
+                        "--tensor-parallel-size", "4"], capture_output=True, text=True, timeout=TIMEOUT)
     assert r.returncode != 0
-    assert "this MPI job has 1 processes (run it under mpirun -np 2)" in r.stderr
+    assert "this MPI job has 2 processes (run it under mpirun -np 4)" in r.stderr
 
 
 def comm_stats(stderr):
