@@ -92,10 +92,12 @@ def _check_pod(spec, grace_default, prestop_default=0):
 
 
 def _check_tp_pod(pod, c, n):
-    """a pod of n tensor-parallel ranks: pagoda-mpi-serve (shipped in the images) runs them, with a
-    memory-backed /dev/shm for their shared-memory transport"""
-    assert c["command"] == ["pagoda-mpi-serve", str(n)]
-    for name in ("Dockerfile", "Dockerfile.cuda"):
+    """a pod of n tensor-parallel ranks, threads of the one server process (the image's entrypoint
+    unchanged), with a memory-backed /dev/shm for NCCL"""
+    assert "command" not in c
+    args = [str(a) for a in c["args"]]
+    assert args[args.index("--tensor-parallel-size") + 1] == str(n)
+    for name in ("Dockerfile", "Dockerfile.cuda"):  # the multi-process alternative ships too
         assert "COPY deploy/pagoda-mpi-serve /usr/local/bin/pagoda-mpi-serve" in (DEPLOY / name).read_text()
     assert {"name": "dshm", "mountPath": "/dev/shm"} in c["volumeMounts"]
     assert any(v["name"] == "dshm" and v["emptyDir"].get("medium") == "Memory" for v in pod["volumes"])
@@ -116,7 +118,7 @@ def test_k8s_manifests(variant):
         if n > 1:
             _check_tp_pod(dep["spec"]["template"]["spec"], c, n)
         else:
-            assert "command" not in c
+            assert "--tensor-parallel-size" not in c["args"]
     else:
         assert "nvidia.com/gpu" not in c["resources"]["limits"]
     pod_labels = dep["spec"]["template"]["metadata"]["labels"]
@@ -362,7 +364,7 @@ def test_helm_rendered_output_validates(helm_render, sets, gpus, tp):
     if tp > 1:
         _check_tp_pod(dep["spec"]["template"]["spec"], c, tp)
     else:
-        assert "command" not in c
+        assert "--tensor-parallel-size" not in c["args"]
 
 
 def test_helm_render_refuses_a_short_grace(helm_render):
