@@ -329,9 +329,9 @@ int cmd_serve(int argc, char **argv) {
     ec->pp_micro_batches = (int32_t)pp_micro;
     ec->tp = tp;
     sc.tensor_parallel_size = (int)tp_size;
-    if (comm_stats && tp) { /* every rank counts; rank 0's counts are also in /metrics */
+    if (comm_stats && tp) { /* every MPI rank counts; rank 0's counts are also in /metrics */
         cli_comm_stats_begin(tp);
-        sc.tp_comm = tp;
+        if (!pagoda_tp_threads_is(tp)) sc.tp_comm = tp;
     }
     if (cli_tp_spawn(tp, model, ec)) { /* ranks that are threads (no mpirun) */
         cli_tp_end(tp, 1);
