@@ -56,12 +56,18 @@ tp)
         "$bin/pagoda" logits -m "$fx" -i "$out/ids-$name.safetensors" -o "$out/nccl-$name.safetensors" --device cuda --cuda-nccl on 2>&1 | tail -1
         if cmp -s "$out/alone-$name.safetensors" "$out/nccl-$name.safetensors"; then echo "$name: NCCL group of one == GPU alone (byte-identical logits)"
         else echo "$name: NCCL group of one DIFFERS from the GPU alone"; fi
-        tp2="mpirun --allow-run-as-root -np 2 $bin/pagoda logits -m $fx -i $out/ids-$name.safetensors -o $out/tp2-$name.safetensors --device cuda --tensor-parallel-size 2"
-        if [ "$(nvidia-smi -L | wc -l)" -ge 2 ] && command -v mpirun >/dev/null; then
+        # TP=2: the ranks as threads of one process (2 GPUs, no mpirun), then as MPI processes
+        tp2="$bin/pagoda logits -m $fx -i $out/ids-$name.safetensors -o $out/tp2-$name.safetensors --device cuda --tensor-parallel-size 2"
+        mp2="mpirun --allow-run-as-root -np 2 $bin/pagoda logits -m $fx -i $out/ids-$name.safetensors -o $out/mp2-$name.safetensors --device cuda --tensor-parallel-size 2"
+        if [ "$(nvidia-smi -L | wc -l)" -ge 2 ]; then
             $tp2 2>&1 | tail -2
-            python3 -c "from safetensors.numpy import load_file; import numpy as np; a=load_file('$out/alone-$name.safetensors')['logits']; b=load_file('$out/tp2-$name.safetensors')['logits']; d=float(np.abs(a-b).max()); print('$name: TP=2 vs one GPU max |diff|', d, 'ok' if d <= 1e-4 else 'FAIL')"
+            command -v mpirun >/dev/null && $mp2 2>&1 | tail -2
+            for f in tp2 mp2; do
+                [ -f "$out/$f-$name.safetensors" ] || continue
+                python3 -c "from safetensors.numpy import load_file; import numpy as np; a=load_file('$out/alone-$name.safetensors')['logits']; b=load_file('$out/$f-$name.safetensors')['logits']; d=float(np.abs(a-b).max()); print('$name $f: TP=2 vs one GPU max |diff|', d, 'ok' if d <= 1e-4 else 'FAIL')"
+            done
         else
-            echo "$name: one GPU here; on two: $tp2"
+            echo "$name: one GPU here; on two: $tp2   (or: $mp2)"
         fi
     done
     ;;
