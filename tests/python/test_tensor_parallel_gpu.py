@@ -2,7 +2,8 @@
 (libnccl.so.2 loaded at run time). Without a GPU (CI) what can run here runs: the build reports the
 NCCL it loads, and GPU tensor parallelism fails fast with the reason instead of hanging a job. With
 one GPU, the NCCL code path as a group of one (`--cuda-nccl on`) gives the same logits as the GPU
-alone; with two, `mpirun -np 2 ... --device cuda --tensor-parallel-size 2` matches one GPU."""
+alone; with two, `... --device cuda --tensor-parallel-size 2` matches one GPU, the ranks as threads of
+one process and as MPI processes."""
 import ctypes
 import re
 import subprocess
@@ -127,6 +128,10 @@ def test_tp2_on_two_gpus_matches_one(gpu, mpi, shared, run_pagoda, tmp_path, nam
     ids = ids_file(shared, tmp_path, name)
     run_pagoda("logits", "-m", fx, "-i", ids, "-o", tmp_path / "one.safetensors", "--device", "cuda")
     mpirun(mpi, "logits", "-m", fx, "-i", ids, "-o", tmp_path / "tp.safetensors", "--device", "cuda")
+    # the ranks as threads of one process, one GPU each (no mpirun)
+    run_pagoda("logits", "-m", fx, "-i", ids, "-o", tmp_path / "th.safetensors", "--device", "cuda",
+               "--tensor-parallel-size", 2)
     one = load_file(str(tmp_path / "one.safetensors"))["logits"]
-    tp = load_file(str(tmp_path / "tp.safetensors"))["logits"]
-    assert np.abs(tp - one).max() <= 1e-4
+    for f in ("tp", "th"):
+        tp = load_file(str(tmp_path / f"{f}.safetensors"))["logits"]
+        assert np.abs(tp - one).max() <= 1e-4, f
