@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs on a machine with an NVIDIA GPU, from the repository root, over what scripts/gpu-pack.sh
 # packed into .devcarry/: GPU parity tests, then the speed benchmarks, then the serving benchmark.
-# Usage: scripts/gpu-check.sh [info] [tests = kernels + parity] [tp] [quant] [bench] [serve] [structured] ...
+# Usage: scripts/gpu-check.sh [info] [tests = kernels + parity] [tp] [quant] [spec] [bench] [serve] [structured] ...
 # (results under $OUT or ./gpu-results). Env: PAGODA_BENCH_TYPES (q4_0 f16), PAGODA_RATES (10 30),
 # PAGODA_SAMPLED_RATES (none: serving runs with T 0.2 / top-p 0.95), PAGODA_DURATION (30), PAGODA_MAX_SEQS (384).
 set -uo pipefail
@@ -82,6 +82,27 @@ quant)
         "$bin/pagoda" logits -m "$d" -i "$out/qids-$name.safetensors" -o "$out/qcpu-$name.safetensors" --quant-activations float 2>&1 | tail -1
         "$bin/pagoda" logits -m "$d" -i "$out/qids-$name.safetensors" -o "$out/qgpu-$name.safetensors" --device cuda 2>&1 | tail -1
         python3 -c "from safetensors.numpy import load_file; import numpy as np; a=load_file('$out/qcpu-$name.safetensors')['logits']; b=load_file('$out/qgpu-$name.safetensors')['logits']; d=np.abs(a-b); ok=d.max()<=5e-2 and d.mean()<=5e-3 and (a.argmax(-1)==b.argmax(-1)).mean()>=0.95; print('$name: GPU vs CPU max', d.max(), 'mean', d.mean(), 'ok' if ok else 'FAIL')"
+    done
+    ;;
+spec)
+    # speculative decoding on the GPU: greedy output identical with and without n-gram drafts (a
+    # fixed 4 drafts per step, so verification really runs), then decode speed at batch 1 on the
+    # 7B shape with HumanEval prompts (random weights: few drafts accepted, so this measures what
+    # verification costs; the editing workload's gain needs real weights)
+    stage "speculation: greedy identity on the GPU"
+    for name in llama qwen2 qwen3; do
+        fx=$c/shared/fixtures/hf/$name
+        a=$("$bin/pagoda" run -m "$fx" --prompt-ids 5,6,7,8,9,5,6,7,8,9,5,6,7 -n 64 --ignore-eos --device cuda 2>/dev/null)
+        b=$("$bin/pagoda" run -m "$fx" --prompt-ids 5,6,7,8,9,5,6,7,8,9,5,6,7 -n 64 --ignore-eos --device cuda \
+              --speculative ngram --num-speculative-tokens 4 --spec-k fixed 2>"$out/spec-$name.log")
+        if [ -n "$a" ] && [ "$a" = "$b" ]; then echo "$name: identical ($(grep -o 'speculation: [0-9]* drafts verified[^;]*' "$out/spec-$name.log"))"
+        else echo "$name: DIFFERENT or failed"; fi
+    done
+    synth llama-2-7b q4_0 llama2-7b-q4_0-smolvocab.gguf --vocab-from "$c/vocab-smollm2.gguf"
+    for s in none ngram; do
+        stage "bench throughput, 7B q4_0, HumanEval prompts, batch 1, speculative $s"
+        "$bin/pagoda" bench throughput -m "$models/llama2-7b-q4_0-smolvocab.gguf" --device cuda --dataset "$c/shared/data/HumanEval.jsonl.gz" \
+            --lens 128/128 -c 1 --speculative $s --json "$out/spec-7b-$s.json" 2>&1 | grep -v "^\s*$" | tail -8
     done
     ;;
 bench)
