@@ -10,8 +10,10 @@
  *               receiver has copied (blocking, in order per pair, as MPI's).
  * abort wakes every waiter and fails every later call with PAGODA_ERR_IO. */
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "core/log.h"
 #include "pagoda.h"
@@ -25,7 +27,8 @@ typedef struct {
 } tg_rank;
 
 typedef struct {
-    int32_t count, gen;
+    int32_t count;  /* under the mutex */
+    atomic_int gen; /* changes (under the mutex) when the last rank arrives; spun on without it */
 } tg_barrier;
 
 typedef struct {
@@ -52,19 +55,37 @@ static pagoda_status aborted_error(void) {
     return pg_fail(PAGODA_ERR_IO, "tensor parallel: another rank of this process's group gave up");
 }
 
-/* Waits for the n ranks of b (the caller holds no lock). */
+/* Waits for the n ranks of b (the caller holds no lock). A rank that arrives early spins for up to
+ * SPIN_NS first (the ranks of a step arrive within microseconds of each other, and a sleep and
+ * wake-up through the kernel costs more than that), then sleeps on the condition variable (an idle
+ * server's ranks wait for the next step there). */
+#define SPIN_NS 30000
 static pagoda_status barrier(tg_shared *s, tg_barrier *b, int32_t n) {
     pthread_mutex_lock(&s->mu);
-    if (!s->aborted) {
-        int32_t gen = b->gen;
-        if (++b->count == n) {
-            b->count = 0, b->gen++;
-            pthread_cond_broadcast(&s->cv);
-        } else {
-            while (gen == b->gen && !s->aborted) pthread_cond_wait(&s->cv, &s->mu);
-        }
+    if (s->aborted) {
+        pthread_mutex_unlock(&s->mu);
+        return aborted_error();
     }
-    int ab = s->aborted;
+    const int gen = atomic_load(&b->gen);
+    if (++b->count == n) {
+        b->count = 0;
+        atomic_store(&b->gen, gen + 1);
+        pthread_cond_broadcast(&s->cv);
+        pthread_mutex_unlock(&s->mu);
+        return PAGODA_OK;
+    }
+    pthread_mutex_unlock(&s->mu);
+    struct timespec t0, t;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    for (int i = 1; atomic_load_explicit(&b->gen, memory_order_acquire) == gen; i++) {
+        __builtin_ia32_pause();
+        if (i % 64) continue;
+        clock_gettime(CLOCK_MONOTONIC, &t);
+        if ((t.tv_sec - t0.tv_sec) * 1000000000L + (t.tv_nsec - t0.tv_nsec) > SPIN_NS) break;
+    }
+    pthread_mutex_lock(&s->mu);
+    while (atomic_load(&b->gen) == gen && !s->aborted) pthread_cond_wait(&s->cv, &s->mu);
+    int ab = atomic_load(&b->gen) == gen && s->aborted;
     pthread_mutex_unlock(&s->mu);
     return ab ? aborted_error() : PAGODA_OK;
 }
