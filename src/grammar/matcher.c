@@ -402,7 +402,7 @@ static void lexcache_free(gm_lexcache *e) {
  * per state, its label and its transitions as byte runs; equal forms = isomorphic automata (the
  * form is compared whole, the hash only finds it). Only automata of at most GM_CANON_STATES states
  * are formed (JSON strings and numbers: 2-30); past it the grammar's own cache and walk serve. */
-#define GM_CANON_STATES 64
+#define GM_CANON_STATES 32
 #define GM_NOCANON_BITS 8
 #define GM_CANON_HBITS 8
 #define GM_CANON_SIG (1 + GM_CANON_STATES * (1 + 2 * 256))

@@ -25,7 +25,7 @@ gr_vocab *gr_vocab_bytes(void);
 void gr_vocab_free(gr_vocab *v);
 /* The vocabulary keeps the lexer-only trie walks of every grammar compiled for it (process-wide,
  * for all later grammars): a walk depends only on the lexer automaton reachable from its state, so a
- * state whose automaton is small (at most 64 states: e.g. inside a plain JSON string or number) and
+ * state whose automaton is small (at most 32 states: e.g. inside a plain JSON string or number) and
  * equal, up to renaming, to one walked before by any grammar reuses that walk (exactly: same mask).
  * At most max_bytes of them (default GR_VWALK_MAX_BYTES; past it no more are kept; 0: off, neither
  * looked up nor kept). Thread-safe. */
