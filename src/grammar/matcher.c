@@ -36,6 +36,7 @@
  * when there is none (so the walk sets it without a branch), bit 31 set when there are more;
  * height: the deepest node under it, counted from the node (at most 255). */
 #define GM_MULTI 0x80000000u
+typedef struct gm_vwalk gm_vwalk;
 typedef struct {
     uint32_t skip, tok, tok1;
     uint16_t depth;
@@ -65,6 +66,14 @@ struct gr_vocab {
     uint8_t *cheight; /* [n_nodes]: the most characters (begun) on a path under the node, at most 255 */
     int max_depth;
     uint64_t (*dbytes)[4]; /* [max_depth + 2]: dbytes[d], the bytes at depth d or deeper in the trie */
+    /* lexer-only walks shared by every grammar compiled for this vocabulary (gm_vwalk), keyed by
+     * the canonical form of the lexer automaton reachable from the walk's state: chained hash
+     * table, entries immutable once in and kept until gr_vocab_free */
+    pthread_mutex_t vw_lock;
+    int vw_lock_init;
+    gm_vwalk **vw_tab;
+    size_t vw_cap, vw_n, vw_bytes, vw_max; /* vw_max 0: off */
+    uint64_t vw_hits;
 };
 
 int32_t gr_vocab_size(const gr_vocab *v) { return v ? v->n_tokens : 0; }
@@ -90,8 +99,17 @@ gr_vocab *gr_vocab_bytes(void) {
     return gr_vocab_new(257, tb, lens, special, &eos, 1);
 }
 
+static void vwalk_free(gm_vwalk *w);
+
 void gr_vocab_free(gr_vocab *v) {
     if (!v) return;
+    for (size_t k = 0; k < v->vw_cap; k++)
+        for (gm_vwalk *w = v->vw_tab[k], *nx; w; w = nx) {
+            nx = *(gm_vwalk **)w; /* (the first member: next) */
+            vwalk_free(w);
+        }
+    free(v->vw_tab);
+    if (v->vw_lock_init) pthread_mutex_destroy(&v->vw_lock);
     free(v->blob);
     free(v->off);
     free(v->special);
@@ -236,6 +254,9 @@ gr_vocab *gr_vocab_new(int32_t n_tokens, const uint8_t *const *bytes, const uint
     if (n_tokens < 0 || (n_tokens && (!bytes || !lens)) || n_eos < 0 || (n_eos && !eos_ids)) return NULL;
     gr_vocab *v = calloc(1, sizeof *v);
     if (!v) return NULL;
+    pthread_mutex_init(&v->vw_lock, NULL);
+    v->vw_lock_init = 1;
+    v->vw_max = GR_VWALK_MAX_BYTES;
     v->n_tokens = n_tokens;
     size_t total = 0;
     for (int32_t t = 0; t < n_tokens; t++) total += lens[t];
@@ -370,6 +391,198 @@ static void lexcache_free(gm_lexcache *e) {
     free(e);
 }
 
+
+/* ---- walks shared across grammars (the vocabulary's cache) ----
+ * A lexer-only walk (gm_lexcache) is a function of the labelled automaton reachable from its lexer
+ * state: which states are dead, which accept something (a lexeme may end there), and the `fresh`
+ * flag; the chains and uniform sets that take subtrees whole are derived from the same transitions.
+ * Two states (of any two lexers) whose reachable automata are isomorphic thus give the same mask and
+ * the same lexeme ends, the lexer states before the ends corresponding through the isomorphism.
+ * The canonical form numbers the states breadth first (bytes ascending) from the start and writes,
+ * per state, its label and its transitions as byte runs; equal forms = isomorphic automata (the
+ * form is compared whole, the hash only finds it). Only automata of at most GM_CANON_STATES states
+ * are formed (JSON strings and numbers: 2-30); past it the grammar's own cache and walk serve. */
+#define GM_CANON_STATES 32
+#define GM_NOCANON_BITS 8
+#define GM_CANON_HBITS 8
+#define GM_CANON_SIG (1 + GM_CANON_STATES * (1 + 2 * 256))
+typedef struct {
+    int n;
+    lx_state st[GM_CANON_STATES];          /* canonical index -> state */
+    lx_state hk[1 << GM_CANON_HBITS];      /* state -> index map (LX_DEAD: free) */
+    uint8_t hv[1 << GM_CANON_HBITS];
+    size_t len;
+    uint8_t sig[GM_CANON_SIG];
+} gm_canon;
+
+struct gm_vwalk {
+    gm_vwalk *next; /* first member (gr_vocab_free reads it) */
+    uint64_t hash;
+    size_t sig_len;
+    uint8_t *sig;
+    uint32_t *mask; /* [words] */
+    int32_t count;
+    int n_b;
+    int *bnode;
+    uint8_t *bidx; /* canonical index of the lexer state before each lexeme end */
+};
+
+static void vwalk_free(gm_vwalk *w) {
+    if (!w) return;
+    free(w->sig);
+    free(w->mask);
+    free(w->bnode);
+    free(w->bidx);
+    free(w);
+}
+
+void gr_vocab_set_walk_cache(gr_vocab *v, size_t max_bytes) {
+    if (!v) return;
+    pthread_mutex_lock(&v->vw_lock);
+    v->vw_max = max_bytes;
+    pthread_mutex_unlock(&v->vw_lock);
+}
+
+void gr_vocab_walk_cache_stats(gr_vocab *v, size_t *entries, uint64_t *hits) {
+    if (!v) return;
+    pthread_mutex_lock(&v->vw_lock);
+    if (entries) *entries = v->vw_n;
+    if (hits) *hits = v->vw_hits;
+    pthread_mutex_unlock(&v->vw_lock);
+}
+
+/* The canonical index of state x (added when new); -1 past GM_CANON_STATES. */
+static int canon_index(gm_canon *cn, lx_state x) {
+    unsigned j = (x * 0x9E3779B9u) >> (32 - GM_CANON_HBITS);
+    for (; cn->hk[j] != LX_DEAD; j = (j + 1) & ((1u << GM_CANON_HBITS) - 1))
+        if (cn->hk[j] == x) return cn->hv[j];
+    if (cn->n == GM_CANON_STATES) return -1;
+    cn->hk[j] = x;
+    cn->hv[j] = (uint8_t)cn->n;
+    cn->st[cn->n] = x;
+    return cn->n++;
+}
+
+/* The canonical form of the automaton reachable from s (s != LX_DEAD). 0 ok; -1 when it has more
+ * than GM_CANON_STATES states or the lexer reached its DFA bounds. */
+static int canon_build(lx_lexer *lx, const lx_table *tb, lx_state s, int fresh, gm_canon *cn) {
+    memset(cn->hk, 0, sizeof cn->hk);
+    cn->n = 0;
+    cn->len = 0;
+    cn->sig[cn->len++] = (uint8_t)fresh;
+    canon_index(cn, s);
+    int16_t rep[256]; /* a byte of each byte class (-1: none) */
+    int n_cls = 0;
+    memset(rep, 0xff, sizeof rep);
+    for (int b = 0; b < 256; b++) {
+        if (rep[tb->cls[b]] < 0) rep[tb->cls[b]] = (int16_t)b;
+        if (tb->cls[b] >= n_cls) n_cls = tb->cls[b] + 1;
+    }
+    lx_state tgt[256];
+    for (int i = 0; i < cn->n; i++) {
+        lx_state x = cn->st[i];
+        cn->sig[cn->len++] = lx_accepting(lx, x) != NULL;
+        for (int c = 0; c < n_cls; c++)
+            if (rep[c] >= 0) tgt[c] = lx_next_fast(lx, tb, x, (uint8_t)rep[c]);
+        lx_state prev = tgt[tb->cls[0]];
+        for (int b = 1; b <= 256; b++) {
+            lx_state y = b < 256 ? tgt[tb->cls[b]] : LX_DEAD;
+            if (b < 256 && y == prev) continue;
+            int k = prev == LX_DEAD ? 0xFF : canon_index(cn, prev);
+            if (k < 0) return -1;
+            cn->sig[cn->len++] = (uint8_t)(b - 1); /* a run ends at byte b - 1 */
+            cn->sig[cn->len++] = (uint8_t)k;
+            prev = y;
+        }
+    }
+    return lx_exhausted(lx) ? -1 : 0;
+}
+
+static uint64_t canon_hash(const gm_canon *cn) {
+    uint64_t h = 0xcbf29ce484222325ull;
+    for (size_t i = 0; i < cn->len; i++) h = (h ^ cn->sig[i]) * 0x100000001B3ull;
+    return h ^ h >> 31;
+}
+
+/* The shared walk of this canonical form (lock held), or NULL. */
+static const gm_vwalk *vw_find(const gr_vocab *v, uint64_t h, const gm_canon *cn) {
+    if (!v->vw_cap) return NULL;
+    for (const gm_vwalk *w = v->vw_tab[h & (v->vw_cap - 1)]; w; w = w->next)
+        if (w->hash == h && w->sig_len == cn->len && !memcmp(w->sig, cn->sig, cn->len)) return w;
+    return NULL;
+}
+
+/* This grammar's walk from a shared one (lexer states through cn); NULL out of memory. */
+static gm_lexcache *lc_from_vwalk(const gm_vwalk *w, const gm_canon *cn, uint32_t key, size_t words) {
+    gm_lexcache *e = calloc(1, sizeof *e);
+    if (!e || !(e->mask = malloc((words + 1) * sizeof *e->mask)) ||
+        (w->n_b && (!(e->bnode = malloc((size_t)w->n_b * sizeof *e->bnode)) ||
+                    !(e->bls = malloc((size_t)w->n_b * sizeof *e->bls))))) {
+        lexcache_free(e);
+        return NULL;
+    }
+    memcpy(e->mask, w->mask, words * sizeof *e->mask);
+    e->mask[words] = 0;
+    e->key = key;
+    e->count = w->count;
+    e->n_b = e->cap_b = w->n_b;
+    if (w->n_b) memcpy(e->bnode, w->bnode, (size_t)w->n_b * sizeof *e->bnode);
+    for (int b = 0; b < w->n_b; b++) e->bls[b] = cn->st[w->bidx[b]];
+    return e;
+}
+
+/* Keeps walk e (of the state whose canonical form is cn, hash h) for every grammar of v. */
+static void vw_publish(gr_vocab *v, const gm_canon *cn, uint64_t h, const gm_lexcache *e, size_t words) {
+    gm_vwalk *w = calloc(1, sizeof *w);
+    if (!w) return;
+    w->hash = h;
+    w->sig_len = cn->len;
+    w->count = e->count;
+    w->n_b = e->n_b;
+    gm_canon *map = (gm_canon *)cn; /* (lookups of known states only: the map is not changed) */
+    if (!(w->sig = malloc(cn->len)) || !(w->mask = malloc(words * sizeof *w->mask)) ||
+        (e->n_b && (!(w->bnode = malloc((size_t)e->n_b * sizeof *w->bnode)) || !(w->bidx = malloc((size_t)e->n_b)))))
+        goto drop;
+    memcpy(w->sig, cn->sig, cn->len);
+    memcpy(w->mask, e->mask, words * sizeof *w->mask);
+    for (int b = 0; b < e->n_b; b++) {
+        int n0 = map->n, k = canon_index(map, e->bls[b]);
+        if (k < 0 || map->n != n0) goto drop; /* (cannot happen: every such state is reachable) */
+        w->bnode[b] = e->bnode[b];
+        w->bidx[b] = (uint8_t)k;
+    }
+    size_t bytes = sizeof *w + cn->len + words * sizeof *w->mask + (size_t)e->n_b * (sizeof *w->bnode + 1);
+    pthread_mutex_lock(&v->vw_lock);
+    if (v->vw_bytes + bytes > v->vw_max || vw_find(v, h, cn)) {
+        pthread_mutex_unlock(&v->vw_lock);
+        goto drop;
+    }
+    if (v->vw_n + 1 > v->vw_cap) {
+        size_t nc = v->vw_cap ? v->vw_cap * 2 : 256;
+        gm_vwalk **t = calloc(nc, sizeof *t);
+        if (!t) {
+            pthread_mutex_unlock(&v->vw_lock);
+            goto drop;
+        }
+        for (size_t k = 0; k < v->vw_cap; k++)
+            for (gm_vwalk *x = v->vw_tab[k], *nx; x; x = nx) {
+                nx = x->next;
+                x->next = t[x->hash & (nc - 1)];
+                t[x->hash & (nc - 1)] = x;
+            }
+        free(v->vw_tab);
+        v->vw_tab = t;
+        v->vw_cap = nc;
+    }
+    w->next = v->vw_tab[h & (v->vw_cap - 1)];
+    v->vw_tab[h & (v->vw_cap - 1)] = w;
+    v->vw_n++;
+    v->vw_bytes += bytes;
+    pthread_mutex_unlock(&v->vw_lock);
+    return;
+drop:
+    vwalk_free(w);
+}
 
 struct gr_compiled {
     const gr_vocab *v; /* borrowed: the vocabulary outlives every grammar compiled for it */
@@ -534,7 +747,11 @@ struct gr_matcher {
     gm_chain *chains; /* [1 << GM_CHAINS_BITS] */
     gm_cchain *cchains; /* [1 << GM_CCHAINS_BITS], allocated on first use */
     gm_lexcache *lc_own; /* the last walk that did not fit the shared cache */
+    gm_canon *canon;     /* scratch of the vocabulary's walk cache, allocated on first use */
+    int in_rel;          /* inside lexcache's walk of a representative */
+    lx_state *no_canon;  /* [1 << GM_NOCANON_BITS]: states whose automaton was too large (LX_DEAD: free) */
     lx_state *lstack; /* [max_depth + 1] */
+    lx_state *rstack; /* [max_depth + 1]: the representative's states in a relative walk */
     ey_parser *p;
     gm_cfg *hist; /* one per byte consumed, hist[0] initial */
     size_t n_hist, cap_hist;
@@ -671,9 +888,10 @@ gr_matcher *gr_matcher_new(const gr_compiled *c) {
     m->bits = calloc((size_t)c->words, sizeof *m->bits);
     m->dfs = malloc(((size_t)c->v->max_depth + 2) * sizeof *m->dfs);
     m->lstack = malloc(((size_t)c->v->max_depth + 2) * sizeof *m->lstack);
+    m->rstack = malloc(((size_t)c->v->max_depth + 2) * sizeof *m->rstack);
     m->cap_hist = 64;
     m->hist = malloc(m->cap_hist * sizeof *m->hist);
-    if (!m->p || !m->bits || !m->dfs || !m->lstack || !m->hist || ensure_cache(m, 1)) {
+    if (!m->p || !m->bits || !m->dfs || !m->lstack || !m->rstack || !m->hist || ensure_cache(m, 1)) {
         gr_matcher_free(m);
         return NULL;
     }
@@ -693,7 +911,10 @@ void gr_matcher_free(gr_matcher *m) {
     free(m->push_tag);
     free(m->dfs);
     free(m->lstack);
+    free(m->rstack);
     lexcache_free(m->lc_own);
+    free(m->canon);
+    free(m->no_canon);
     free(m->bits);
     free(m->uni);
     free(m->chains);
@@ -933,6 +1154,49 @@ static gm_lexcache *lc_equivalent(gr_compiled *c, uint32_t key, int depth) {
     return NULL;
 }
 
+/* canon_build into m->canon, remembering the states whose automaton is too large (a state's first
+ * visits come one after another: e.g. the counting states of a maxLength string). 0 ok. */
+static int canon_try(gr_matcher *m, lx_lexer *lx, const lx_table *tb, lx_state s, int fresh) {
+    if ((!m->canon && !(m->canon = malloc(sizeof *m->canon))) ||
+        (!m->no_canon && !(m->no_canon = calloc((size_t)1 << GM_NOCANON_BITS, sizeof *m->no_canon))))
+        return -1;
+    lx_state *slot = &m->no_canon[(s * 0x9E3779B9u) >> (32 - GM_NOCANON_BITS)];
+    if (*slot == s) return -1;
+    if (!canon_build(lx, tb, s, fresh, m->canon)) return 0;
+    if (!lx_exhausted(lx)) *slot = s;
+    return -1;
+}
+
+/* A walk of this grammar to walk relative to (see lexcache): of the last ones published and extra
+ * (a walk or NULL), the one whose state shares the most successors (alive) with s on the trie's
+ * first bytes; NULL when none shares any. */
+static const gm_lexcache *lc_relative(gr_compiled *c, const lx_table *tb, lx_state s, const gm_lexcache *extra) {
+    uint32_t cand[GM_RECENT];
+    const gm_lexcache *ce[GM_RECENT + 1] = {0};
+    pthread_mutex_lock(&c->lc_lock);
+    int n = c->n_recent < GM_RECENT ? (int)c->n_recent : GM_RECENT;
+    memcpy(cand, c->recent, sizeof cand);
+    for (int k = 0; k < n; k++) ce[k] = cand[k] >> 1 != s && cand[k] >= 2 ? lc_find(c, cand[k], NULL) : NULL;
+    pthread_mutex_unlock(&c->lc_lock);
+    if (extra && extra->key >> 1 != s && extra->key >= 2) ce[n++] = extra;
+    const uint64_t *d1 = c->v->dbytes[1];
+    lx_lexer *lx = c->lx;
+    const gm_lexcache *best = NULL;
+    int best_n = 0;
+    for (int k = 0; k < n; k++) {
+        if (!ce[k]) continue;
+        lx_state r = ce[k]->key >> 1;
+        int same = 0;
+        for (int b = 0; b < 256; b++) {
+            if (!(d1[b >> 6] >> (b & 63) & 1)) continue;
+            lx_state x = lx_next_fast(lx, tb, s, (uint8_t)b);
+            same += x != LX_DEAD && x == lx_next_fast(lx, tb, r, (uint8_t)b);
+        }
+        if (same > best_n) best = ce[k], best_n = same;
+    }
+    return best;
+}
+
 /* The lexer-only walk from cur's lexer state: from the grammar's shared cache, else computed
  * (and shared when it fits). NULL on out of memory. */
 static const gm_lexcache *lexcache(gr_matcher *m, const gm_cfg *cur) {
@@ -944,9 +1208,42 @@ static const gm_lexcache *lexcache(gr_matcher *m, const gm_cfg *cur) {
     gm_lexcache *e = lc_find(c, al_find(c, key), NULL);
     pthread_mutex_unlock(&c->lc_lock);
     if (e) return e;
-    if (cur->ls != LX_DEAD && v->n_tokens >= GM_EQUIV_MIN_TOKENS && (e = lc_equivalent(c, key, v->max_depth)))
-        return e;
     size_t words = ((size_t)v->n_tokens + 31) / 32;
+    lx_table tb;
+    lx_get_table(lx, &tb);
+    /* the vocabulary's walks, shared with every other grammar */
+    gr_vocab *vv = (gr_vocab *)v; /* only its internally locked walk cache changes */
+    gm_canon *cn = NULL;
+    uint64_t ch = 0;
+    if (cur->ls != LX_DEAD && __atomic_load_n(&vv->vw_max, __ATOMIC_RELAXED) &&
+        !canon_try(m, lx, &tb, cur->ls, cur->fresh)) {
+        cn = m->canon;
+        ch = canon_hash(cn);
+        pthread_mutex_lock(&vv->vw_lock);
+        const gm_vwalk *w = vw_find(vv, ch, cn);
+        if (w) vv->vw_hits++;
+        pthread_mutex_unlock(&vv->vw_lock);
+        if (w && !(e = lc_from_vwalk(w, cn, key, words))) return NULL; /* (entries stay until gr_vocab_free) */
+    }
+    if (!e && cur->ls != LX_DEAD && v->n_tokens >= GM_EQUIV_MIN_TOKENS && (e = lc_equivalent(c, key, v->max_depth)))
+        return e;
+    if (e) goto publish;
+    /* A state with a large automaton whose most common successor has a small one (e.g. the first
+     * key of an object: listed properties, or any other key, whose first byte mostly leads into the
+     * free string): that successor's walk (usually the vocabulary's) becomes a representative for
+     * the relative walk below. */
+    const gm_lexcache *te = NULL;
+    if (!cn && cur->ls != LX_DEAD && !m->in_rel) {
+        uint64_t set[4];
+        lx_state t = lx_uniform(lx, cur->ls, set);
+        if (t != LX_DEAD && t != cur->ls && !canon_try(m, lx, &tb, t, 0)) {
+            gm_cfg tc = {t, cur->pdepth, cur->after_skip, 0, 0};
+            m->in_rel = 1;
+            te = lexcache(m, &tc); /* (if it is m->lc_own, it stays until this walk is done) */
+            m->in_rel = 0;
+            if (!te) return NULL;
+        }
+    }
     e = calloc(1, sizeof *e);
     if (!e || !(e->mask = calloc(words + 1, sizeof *e->mask))) {
         lexcache_free(e);
@@ -955,23 +1252,51 @@ static const gm_lexcache *lexcache(gr_matcher *m, const gm_cfg *cur) {
     e->key = key;
     e->count = 0;
     e->n_b = 0;
-    lx_table tb;
-    lx_get_table(lx, &tb);
     const gm_node *N = v->nodes;
     const int32_t *ntok = v->ntok;
     uint32_t *emask = e->mask;
     lx_state *ls = m->lstack;
     ls[0] = cur->ls;
     int32_t count = 0;
+    /* Relative to a representative R (a walk of this grammar): the walk starts from R's mask and
+     * lexeme ends, and wherever the two states agree at a trie node (the same DFA state after the
+     * same text) the whole subtree is R's: its mask bits are already there and R's lexeme ends in it
+     * are taken over (R's ends are in trie order, so is this walk). Elsewhere the walk is the usual
+     * one, clearing R's bits under nodes where only R was alive. (E.g. the key positions of one
+     * object: after the first byte of a key that no listed property starts, both are inside the
+     * same free string.) rls[d]: R's state at depth d, LX_DEAD once R is dead or without R. */
+    const gm_lexcache *R = cur->ls != LX_DEAD ? lc_relative(c, &tb, cur->ls, te) : NULL;
+    lx_state *rls = m->rstack;
+    rls[0] = R ? R->key >> 1 : LX_DEAD;
+    int rb = 0; /* R's next lexeme end */
+    if (R) memcpy(emask, R->mask, words * sizeof *emask);
     for (uint32_t i = cur->ls == LX_DEAD ? (uint32_t)v->n_nodes : 1; i < (uint32_t)v->n_nodes;) {
         const gm_node *nd = &N[i];
         lx_state pl = ls[nd->depth - 1];
         lx_state s2 = lx_next_fast(lx, &tb, pl, nd->byte);
+        lx_state rp = rls[nd->depth - 1], r2 = LX_DEAD;
+        if (rp != LX_DEAD) {
+            r2 = lx_next_fast(lx, &tb, rp, nd->byte);
+            while (rb < R->n_b && (uint32_t)R->bnode[rb] < i) rb++; /* (in subtrees where the two differ) */
+            if (s2 == r2 && s2 != LX_DEAD) {
+                for (; rb < R->n_b && (uint32_t)R->bnode[rb] < nd->skip; rb++)
+                    if (lc_add_boundary(e, R->bnode[rb], R->bls[rb])) {
+                        lexcache_free(e);
+                        return NULL;
+                    }
+                i = nd->skip;
+                continue;
+            }
+        }
+        rls[nd->depth] = r2;
         if (s2 == LX_DEAD) {
             if (!(nd->depth == 1 && cur->fresh) && lx_accepting(lx, pl) && lc_add_boundary(e, (int)i, pl)) {
                 lexcache_free(e);
                 return NULL;
             }
+            if (r2 != LX_DEAD) /* R's tokens under the node are not this walk's */
+                for (uint32_t k = nd->tok, t_end = N[nd->skip].tok; k < t_end; k++)
+                    emask[ntok[k] >> 5] &= ~(1u << (ntok[k] & 31));
             i = nd->skip;
             continue;
         }
@@ -1004,7 +1329,13 @@ static const gm_lexcache *lexcache(gr_matcher *m, const gm_cfg *cur) {
             for (uint32_t k = nd->tok + 1; k < N[i + 1].tok; k++) emask[ntok[k] >> 5] |= 1u << (ntok[k] & 31);
         i++;
     }
+    if (R) { /* (the counts of R's subtrees were not added) */
+        count = 0;
+        for (size_t k = 0; k < words; k++) count += __builtin_popcount(emask[k]);
+    }
     e->count = count;
+    if (cn && !lx_exhausted(lx)) vw_publish(vv, cn, ch, e, words);
+publish:;
     int shared = 0;
     if (!lx_exhausted(lx)) { /* (past the DFA bounds, DEAD may have meant "not built": not shared) */
         pthread_mutex_lock(&c->lc_lock);

@@ -23,6 +23,16 @@ gr_vocab *gr_vocab_new(int32_t n_tokens, const uint8_t *const *bytes, const uint
 /* The 256 single bytes as tokens 0..255 and an end token 256 (for tests and byte-level tools). */
 gr_vocab *gr_vocab_bytes(void);
 void gr_vocab_free(gr_vocab *v);
+/* The vocabulary keeps the lexer-only trie walks of every grammar compiled for it (process-wide,
+ * for all later grammars): a walk depends only on the lexer automaton reachable from its state, so a
+ * state whose automaton is small (at most 32 states: e.g. inside a plain JSON string or number) and
+ * equal, up to renaming, to one walked before by any grammar reuses that walk (exactly: same mask).
+ * At most max_bytes of them (default GR_VWALK_MAX_BYTES; past it no more are kept; 0: off, neither
+ * looked up nor kept). Thread-safe. */
+#define GR_VWALK_MAX_BYTES ((size_t)64 << 20)
+void gr_vocab_set_walk_cache(gr_vocab *v, size_t max_bytes);
+/* Walks kept, and lookups they answered (tests, tools). */
+void gr_vocab_walk_cache_stats(gr_vocab *v, size_t *entries, uint64_t *hits);
 int32_t gr_vocab_size(const gr_vocab *v);
 /* Token t's bytes (special tokens included; NULL and 0 out of range). */
 const uint8_t *gr_vocab_token(const gr_vocab *v, int32_t t, size_t *len);

@@ -4,13 +4,15 @@
  * small fake vocabulary (multi-byte tokens spanning several lexemes and skipped text, keywords vs
  * identifiers, empty-matching terminals, bounded repetition, strings of bounded length, whose
  * trie subtrees the walk takes whole). Also: eos only where the grammar may
- * end, special tokens never, rollback restores masks, forced bytes, errors of gr_compile. */
+ * end, special tokens never, rollback restores masks, forced bytes, errors of gr_compile; the
+ * vocabulary's walk cache shared across grammars gives the masks computed without it. */
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "grammar/grammar.h"
+#include "grammar/json_schema.h"
 #include "grammar/matcher.h"
 #include "test_util.h"
 
@@ -145,6 +147,29 @@ static int accepts(const gr_compiled *c, const char *text) {
 static void run_walks(const char *name, const gr_compiled *c) {
     int ended = 0;
     for (unsigned long long seed = 1; seed <= 30; seed++) walk(name, c, seed * 7919, 25, &ended);
+}
+
+/* The mask after each byte of text (at most 48 bytes) with schema compiled for v; 0 ok. */
+static int schema_masks(const gr_vocab *v, const char *schema, const char *text, uint32_t (*masks)[(N_TOK + 31) / 32]) {
+    char err[256];
+    gr_grammar *g = js_compile(schema, strlen(schema), NULL, err, sizeof err);
+    CHECK(g, "schema %s: %s", schema, err);
+    gr_compiled *c = g ? compile(g, v) : NULL;
+    gr_matcher *m = c ? gr_matcher_new(c) : NULL;
+    int rc = m ? 0 : -1;
+    for (size_t i = 0; m && i <= strlen(text) && i < 48; i++) {
+        gr_matcher_mask(m, masks[i]);
+        if (text[i] && gr_matcher_accept_bytes(m, (const uint8_t *)text + i, 1)) {
+            CHECK(0, "schema %s: byte %zu of %s refused", schema, i, text);
+            rc = -1;
+            break;
+        }
+    }
+    if (m) CHECK(gr_matcher_can_end(m), "schema %s: %s not complete", schema, text);
+    gr_matcher_free(m);
+    gr_compiled_free(c);
+    gr_free(g);
+    return rc;
 }
 
 int main(void) {
@@ -317,6 +342,49 @@ int main(void) {
         gr_matcher_free(m);
         gr_compiled_free(c);
         gr_free(g);
+    }
+    { /* the vocabulary's walk cache: walks of one grammar reused by another (same lexer automata up to
+       * renaming: inside strings, numbers), masks equal to those of a vocabulary without the cache */
+        gr_vocab *vc = make_vocab(), *vn = make_vocab();
+        gr_vocab_set_walk_cache(vn, 0);
+        static const char *const schemas[3][2] = {
+            {"{\"type\":\"object\",\"properties\":{\"a\":{\"type\":\"string\"},\"n\":{\"type\":\"number\"}},"
+             "\"required\":[\"a\",\"n\"],\"additionalProperties\":false}",
+             "{\"a\":\"x\xc3\xa9\\\"y z\",\"n\":-1.5e3}"},
+            {"{\"type\":\"object\",\"properties\":{\"ab\":{\"type\":\"string\"},\"i\":{\"type\":\"integer\"}},"
+             "\"additionalProperties\":{\"type\":\"string\"}}",
+             "{\"ab\":\"ba\",\"zz\":\"q\xe4\xb8\xad\\\\n\",\"i\":12}"},
+            {"{\"type\":\"array\",\"items\":{\"type\":[\"string\",\"number\"]}}", "[\"if\",12.5,\"\",-0]"},
+        };
+        size_t n0 = 0, n1 = 0;
+        uint64_t h0 = 0, h1 = 0;
+        for (int k = 0; k < 3; k++) {
+            static uint32_t mc[49][(N_TOK + 31) / 32], mn[49][(N_TOK + 31) / 32];
+            memset(mc, 0, sizeof mc);
+            memset(mn, 0, sizeof mn);
+            gr_vocab_walk_cache_stats(vc, &n0, &h0);
+            int a = schema_masks(vc, schemas[k][0], schemas[k][1], mc);
+            int b = schema_masks(vn, schemas[k][0], schemas[k][1], mn);
+            gr_vocab_walk_cache_stats(vc, &n1, &h1);
+            CHECK(a == 0 && b == 0, "schema %d: walks", k);
+            for (size_t i = 0; i <= strlen(schemas[k][1]) && i < 48; i++)
+                CHECK(!memcmp(mc[i], mn[i], sizeof mc[i]), "schema %d: mask after %zu bytes differs with the cache", k, i);
+            if (k == 0) CHECK(n1 > 0, "schema 0: walks kept (%zu)", n1);
+            else CHECK(h1 > h0, "schema %d: no walk reused (hits %llu -> %llu)", k, (unsigned long long)h0,
+                       (unsigned long long)h1);
+        }
+        size_t nn = 1;
+        gr_vocab_walk_cache_stats(vn, &nn, NULL);
+        CHECK(nn == 0, "cache off: %zu walks kept", nn);
+        /* random walks against the brute-force reference, on a vocabulary whose cache is warm */
+        char err2[256];
+        gr_grammar *g = js_compile(schemas[1][0], strlen(schemas[1][0]), NULL, err2, sizeof err2);
+        gr_compiled *c = g ? compile(g, vc) : NULL;
+        if (c) run_walks("schema 1, warm cache", c);
+        gr_compiled_free(c);
+        gr_free(g);
+        gr_vocab_free(vc);
+        gr_vocab_free(vn);
     }
     { /* compile errors */
         gr_grammar *g = gr_new();
