@@ -32,6 +32,8 @@ typedef struct {
     int64_t n_out;    /* rows (1 for vectors) */
     const void *aux;  /* backend-private (CUDA: a half copy and/or a repacked copy), or NULL */
     const void *delta; /* reserved (NULL); LoRA deltas are applied per sequence by the lora op */
+    int64_t row0;      /* get_rows tables: the id of the first row held (a vocabulary-parallel
+                          embedding holds rows [row0, row0 + n_out)); other ids read as zeros */
 } pg_bweight;
 
 /* Which rows of the step a part of the model shares with the batch: the backend keeps the batch's
@@ -95,7 +97,8 @@ typedef struct pg_backend_ops {
     pagoda_status (*end_step)(pg_backend *be, bool *again);
 
     /* ---- ops (shapes: T tokens; rows of floats; ld = row stride in floats) ---- */
-    /* out[t] (+)= row ids[t] of table, ids = the batch's tokens or positions. */
+    /* out[t] (+)= row ids[t] of table, ids = the batch's tokens or positions (table->row0: the id of
+       its first row; ids outside its rows read as zeros). */
     void (*get_rows)(pg_backend *be, const pg_bweight *table, int ids, int32_t T, float *out, bool accumulate);
     /* out[i] = x[out_rows[i]] for the step's logits rows (n floats each). */
     void (*gather_out_rows)(pg_backend *be, const float *x, int64_t n, int32_t n_out, float *out);

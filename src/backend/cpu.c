@@ -185,7 +185,11 @@ static void cpu_get_rows(pg_backend *be, const pg_bweight *table, int ids, int32
     cpu_be *c = CPU(be);
     const int64_t n = table->n_in;
     for (int32_t t = 0; t < T; t++) {
-        int32_t id = ids == PG_IDS_TOKENS ? c->b->tokens[t] : c->pos[t];
+        const int64_t id = (ids == PG_IDS_TOKENS ? c->b->tokens[t] : c->pos[t]) - table->row0;
+        if (id < 0 || id >= table->n_out) { /* another rank's slice of the vocabulary */
+            if (!accumulate) memset(out + t * n, 0, sizeof(float) * (size_t)n);
+            continue;
+        }
         if (!accumulate) {
             embed_row(table, id, out + t * n);
         } else {

@@ -54,6 +54,8 @@ typedef struct {
     void **allocs;          /* owned device buffers */
     const void **alloc_src; /* host pointer each buffer was uploaded from (ties share one) */
     int *alloc_refs;        /* weights using each buffer */
+    size_t *alloc_bytes;    /* each buffer's size (an upload of the same host data is shared only at
+                               the same size: a vocabulary slice of a tied embedding is not the head) */
     int n_allocs, cap_allocs;
     cu_extra **extras;      /* owned host records */
     int n_extras, cap_extras;
@@ -86,7 +88,7 @@ static void keep_err(cuda_be *c, pagoda_status st) {
     if (st && !c->err) c->err = st;
 }
 
-static pagoda_status track(cuda_be *c, void *p, const void *src) {
+static pagoda_status track(cuda_be *c, void *p, const void *src, size_t bytes) {
     if (c->n_allocs == c->cap_allocs) {
         int cap = c->cap_allocs ? 2 * c->cap_allocs : 64;
         void **a = realloc(c->allocs, sizeof(void *) * (size_t)cap);
@@ -97,16 +99,20 @@ static pagoda_status track(cuda_be *c, void *p, const void *src) {
         c->alloc_src = b;
         int *r = realloc(c->alloc_refs, sizeof(int) * (size_t)cap);
         if (!r) return pg_fail(PAGODA_ERR_NOMEM, "out of memory");
-        c->alloc_refs = r, c->cap_allocs = cap;
+        c->alloc_refs = r;
+        size_t *z = realloc(c->alloc_bytes, sizeof(size_t) * (size_t)cap);
+        if (!z) return pg_fail(PAGODA_ERR_NOMEM, "out of memory");
+        c->alloc_bytes = z, c->cap_allocs = cap;
     }
-    c->allocs[c->n_allocs] = p, c->alloc_src[c->n_allocs] = src, c->alloc_refs[c->n_allocs] = 1, c->n_allocs++;
+    c->allocs[c->n_allocs] = p, c->alloc_src[c->n_allocs] = src, c->alloc_refs[c->n_allocs] = 1;
+    c->alloc_bytes[c->n_allocs++] = bytes;
     return PAGODA_OK;
 }
 
 static pagoda_status dev_alloc(cuda_be *c, void **p, size_t bytes) {
     pagoda_status st = pcu_malloc(p, bytes);
     if (st) return st;
-    return track(c, *p, NULL);
+    return track(c, *p, NULL, bytes);
 }
 
 static void dev_release(cuda_be *c, void *p) {
@@ -172,7 +178,7 @@ static void make_shadow(cuda_be *c, pg_bweight *w) {
     size_t bytes = (size_t)w->n_in * (size_t)w->n_out * 2;
     void *p = NULL;
     cu_extra *e = extra_of(c, w);
-    if (!e || pcu_malloc(&p, bytes) || track(c, p, NULL)) {
+    if (!e || pcu_malloc(&p, bytes) || track(c, p, NULL, bytes)) {
         pcu_free(p);
         pg_log(PAGODA_LOG_WARN, "cuda: no memory for a half copy of a %lldx%lld matrix; dequantizing it per product",
                (long long)w->n_out, (long long)w->n_in);
@@ -189,7 +195,8 @@ static void make_repack(cuda_be *c, pg_bweight *w) {
     if (!w->data || repacked(w) || !pcu_repack_supported(w->dtype)) return;
     void *p = NULL;
     cu_extra *e = extra_of(c, w);
-    if (!e || pcu_malloc(&p, pcu_repack_bytes(w->dtype, w->n_in, w->n_out)) || track(c, p, NULL)) {
+    if (!e || pcu_malloc(&p, pcu_repack_bytes(w->dtype, w->n_in, w->n_out)) ||
+        track(c, p, NULL, pcu_repack_bytes(w->dtype, w->n_in, w->n_out))) {
         pcu_free(p);
         return; /* the matvec reads the file's copy */
     }
@@ -213,10 +220,11 @@ static pagoda_status prepare_matrix(cuda_be *c, pg_bweight *w) {
     return PAGODA_OK;
 }
 
-/* The same host data uploaded before (a tied weight): out->data is that copy, now shared. */
-static bool uploaded_before(cuda_be *c, const void *src, pg_bweight *out) {
+/* The same host data uploaded before at the same size (a tied weight): out->data is that copy, now
+ * shared. */
+static bool uploaded_before(cuda_be *c, const void *src, size_t bytes, pg_bweight *out) {
     for (int i = 0; i < c->n_allocs; i++)
-        if (c->alloc_src[i] == src) {
+        if (c->alloc_src[i] == src && c->alloc_bytes[i] == bytes) {
             out->data = c->allocs[i];
             c->alloc_refs[i]++;
             return true;
@@ -237,8 +245,6 @@ static pagoda_status upload_dequantized(cuda_be *c, const pg_tensor *t, bool mat
         return pg_fail(PAGODA_ERR_INVALID, "weight %s: inconsistent quantization metadata", name);
     pagoda_status st;
     if ((st = pcu_set_device(c->c.device))) return st;
-    *out = (pg_bweight){.dtype = PAGODA_DTYPE_F16, .n_in = t->n_in, .n_out = t->n_out};
-    if (uploaded_before(c, t->data, out)) return prepare_matrix(c, out);
     const k_qweight w = {.kind = (k_qw_kind)t->qkind, .codes = t->data, .n_in = t->n_in, .n_out = t->n_out,
                          .group_size = t->group_size, .scales = t->scales.data, .zeros = t->zeros.data,
                          .perm = t->perm.data};
@@ -246,14 +252,17 @@ static pagoda_status upload_dequantized(cuda_be *c, const pg_tensor *t, bool mat
        compressed-tensors W4A16/W8A16): the same values as Q4_0 / Q8_0 blocks, which the GPU
        kernels read (4.5 / 8.5 bits per weight) */
     const int gt = kref_qweight_ggml_type(&w);
+    size_t rb = 0;
+    if (gt) dtype_row_size(gt, t->n_in, &rb);
+    const size_t held = gt ? rb * (size_t)t->n_out : (size_t)t->n_in * (size_t)t->n_out * sizeof(uint16_t);
+    *out = (pg_bweight){.dtype = gt ? gt : PAGODA_DTYPE_F16, .n_in = t->n_in, .n_out = t->n_out};
+    if (uploaded_before(c, t->data, held, out)) return prepare_matrix(c, out);
     if (gt) {
-        size_t rb = 0;
-        dtype_row_size(gt, t->n_in, &rb);
-        const size_t gbytes = rb * (size_t)t->n_out;
+        const size_t gbytes = held;
         void *hq = malloc(gbytes), *p = NULL;
         if (!hq) return pg_fail(PAGODA_ERR_NOMEM, "weight %s: no host memory to convert it (%zu bytes)", name, gbytes);
         kref_qweight_to_ggml(&w, hq);
-        if ((st = pcu_malloc(&p, gbytes)) || (st = track(c, p, t->data))) {
+        if ((st = pcu_malloc(&p, gbytes)) || (st = track(c, p, t->data, gbytes))) {
             free(hq), pcu_free(p);
             return pg_error_prefix("uploading %s: ", name), st;
         }
@@ -286,7 +295,7 @@ static pagoda_status upload_dequantized(cuda_be *c, const pg_tensor *t, bool mat
         free(h);
         return pg_error_prefix("uploading %s: ", name), st;
     }
-    if ((st = track(c, p, t->data))) {
+    if ((st = track(c, p, t->data, bytes))) {
         free(h), pcu_free(p);
         return st;
     }
@@ -315,11 +324,11 @@ static pagoda_status cu_upload(pg_backend *be, const pg_tensor *t, bool matrix, 
     pagoda_status st;
     if ((st = pcu_set_device(c->c.device))) return st;
     *out = (pg_bweight){.dtype = t->dtype, .n_in = t->n_in, .n_out = t->n_out};
-    if (uploaded_before(c, t->data, out)) return matrix ? prepare_matrix(c, out) : PAGODA_OK;
     size_t bytes = weight_bytes(t->dtype, t->n_in, t->n_out);
+    if (uploaded_before(c, t->data, bytes, out)) return matrix ? prepare_matrix(c, out) : PAGODA_OK;
     void *p = NULL;
     if ((st = pcu_malloc(&p, bytes))) return pg_error_prefix("uploading %s: ", t->name ? t->name : "weights"), st;
-    if ((st = track(c, p, t->data))) return pcu_free(p), st;
+    if ((st = track(c, p, t->data, bytes))) return pcu_free(p), st;
     if ((st = pcu_h2d(p, t->data, bytes, NULL))) return st;
     out->data = p;
     uint64_t before = c->weight_bytes;
@@ -345,7 +354,7 @@ static pagoda_status cu_upload_stacked(pg_backend *be, const pg_tensor *const *p
     if ((st = pcu_set_device(c->c.device))) return st;
     void *buf = NULL;
     if ((st = pcu_malloc(&buf, total))) return st;
-    if ((st = track(c, buf, NULL))) return pcu_free(buf), st;
+    if ((st = track(c, buf, NULL, total))) return pcu_free(buf), st;
     size_t off = 0;
     for (int i = 0; i < n; i++) {
         if ((st = pcu_h2d((char *)buf + off, parts[i]->data, bytes[i], NULL))) return st;
@@ -530,12 +539,12 @@ static void cu_matmul(pg_backend *be, const pg_bweight *w, const float *x, int32
 static void cu_get_rows(pg_backend *be, const pg_bweight *table, int ids, int32_t T, float *out, bool accumulate) {
     cuda_be *c = CU(be);
     pcu_get_rows(c->s, table->dtype, table->data, table->n_in, meta(c, ids == PG_IDS_TOKENS ? GPU_META_TOK : GPU_META_POSC),
-                 T, out, accumulate);
+                 T, out, accumulate, table->row0, table->n_out);
 }
 
 static void cu_gather_out_rows(pg_backend *be, const float *x, int64_t n, int32_t n_out, float *out) {
     cuda_be *c = CU(be);
-    pcu_get_rows(c->s, PAGODA_DTYPE_F32, x, n, meta(c, GPU_META_ROW), n_out, out, false);
+    pcu_get_rows(c->s, PAGODA_DTYPE_F32, x, n, meta(c, GPU_META_ROW), n_out, out, false, 0, INT64_MAX);
 }
 
 static const void *dptr(const pg_bweight *w) { return w && w->data ? w->data : NULL; }
@@ -640,7 +649,7 @@ static void cu_destroy(pg_backend *be) {
     if (c->shadow_bytes || c->weight_bytes)
         pg_log(PAGODA_LOG_DEBUG, "cuda: released %.2f GiB of weights", (double)(c->weight_bytes + c->shadow_bytes) / 1073741824.0);
     for (int i = 0; i < c->n_extras; i++) free(c->extras[i]);
-    free(c->extras), free(c->allocs), free(c->alloc_src), free(c->alloc_refs);
+    free(c->extras), free(c->allocs), free(c->alloc_src), free(c->alloc_refs), free(c->alloc_bytes);
     free(c);
 }
 

@@ -406,7 +406,7 @@ static pagoda_status runner_create(const pagoda_model *pm, const pagoda_engine_c
     uint8_t nccl_id[PG_NCCL_ID_BYTES] = {0};
     if (nccl && (st = nccl_group_id(f, tp, nccl_id))) goto fail;
     pg_forward_opts fo = {.n_gpu_layers = n_gpu, .n_threads = n_threads, .cuda_device = device,
-                          .nccl_id = nccl ? nccl_id : NULL, .nccl_always = nccl,
+                          .nccl_id = nccl ? nccl_id : NULL, .nccl_always = nccl, .vp_embed = tp && n_gpu > 0,
                           .cuda_no_graphs = c->cuda_no_graphs, .cuda_no_repack = c->cuda_no_repack,
                           .cuda_qgemm = c->cuda_qgemm, .quant_act = c->quant_activations,
                           .tp_rank = tp ? c->tp->rank % f->tp_size : 0, .tp_size = f->tp_size,

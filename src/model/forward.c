@@ -59,6 +59,8 @@ struct pg_forward {
     bool reduce_always;     /* the sums run for a group of one too (through NCCL on one GPU) */
     bool no_head;           /* a GPU rank other than the first: only the first runs the LM head, so
                                this one holds neither its weight nor a logits buffer */
+    bool ve;                /* vocabulary-parallel token embedding: this rank's rows [ve0, ve1) */
+    int32_t ve0, ve1;
     /* pipeline parallelism: where the residual stream comes from / goes to (NULL: this process
      * embeds / runs the head) */
     pagoda_status (*pp_recv)(void *user, float *x, int64_t n);
@@ -226,7 +228,15 @@ static pagoda_status up_fused_qkv(const pg_forward *f, stage *s, const pg_weight
 static pagoda_status stage_upload(const pg_forward *f, stage *s, const pg_model *m) {
     const pg_model_config *c = &m->cfg;
     pagoda_status st;
-    if (s->embed && ((st = up(s, &m->tok_embd, false, &s->tok_embd)) || (st = up(s, &m->pos_embd, false, &s->pos_embd))))
+    if (s->embed && f->ve) { /* this rank's rows of the token embedding (a view: rows are contiguous) */
+        pg_tensor part = m->tok_embd;
+        size_t rs = 0;
+        if (!dtype_row_size(part.dtype, part.n_in, &rs)) return pg_fail(PAGODA_ERR_INVALID, "token_embd: bad row size");
+        part.data = (const char *)part.data + (size_t)f->ve0 * rs, part.n_out = f->ve1 - f->ve0;
+        if ((st = up(s, &part, false, &s->tok_embd))) return st;
+        s->tok_embd.row0 = f->ve0;
+        if ((st = up(s, &m->pos_embd, false, &s->pos_embd))) return st;
+    } else if (s->embed && ((st = up(s, &m->tok_embd, false, &s->tok_embd)) || (st = up(s, &m->pos_embd, false, &s->pos_embd))))
         return st;
     if (c->rope != ROPE_NONE) {
         pg_weight inv = {.data = m->rope_inv_freq, .dtype = PAGODA_DTYPE_F32, .n_in = c->rope_dim / 2, .n_out = 1,
@@ -389,6 +399,12 @@ pagoda_status forward_create_ex(const pg_model *m, int32_t max_tokens, const pg_
             st = pg_fail(PAGODA_ERR_NOMEM, "out of memory for the logits of %d tokens", max_tokens);
             goto fail;
         }
+    }
+    if (f->tp_size > 1 && o.vp_embed && l0 == 0 && m->tok_embd.data && !pg_tensor_has_qmeta(&m->tok_embd) &&
+        c->n_vocab >= f->tp_size) {
+        f->ve = true;
+        f->ve0 = (int32_t)((int64_t)c->n_vocab * f->tp_rank / f->tp_size);
+        f->ve1 = (int32_t)((int64_t)c->n_vocab * (f->tp_rank + 1) / f->tp_size);
     }
     if (!(f->out_rows = malloc(sizeof(int32_t) * (size_t)max_tokens)) || !(f->segs = malloc(sizeof(lora_seg) * (size_t)max_tokens)) ||
         !(f->lora_jobs = malloc(sizeof(pg_lora_seg) * 3 * (size_t)max_tokens))) {
@@ -693,6 +709,7 @@ static void stage_ops(pg_forward *f, stage *s, pg_kv *kv, int si, int32_t T, int
 
     if (s->embed) {
         o->get_rows(be, &s->tok_embd, PG_IDS_TOKENS, T, s->x, false);
+        if (f->ve) tp_reduce(f, be, s->x, (int64_t)T * E); /* each token's row from the rank holding it */
         if (c->learned_pos) o->get_rows(be, &s->pos_embd, PG_IDS_POSITIONS, T, s->x, true);
     }
     const float *pending = NULL; /* the last sub-layer's output, added to x by the next norm */

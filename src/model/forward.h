@@ -66,6 +66,12 @@ typedef struct {
        one device too (tp_size 1), the check of the NCCL path on one GPU. NULL: CPU collectives. */
     const uint8_t *nccl_id;
     int nccl_always;
+    /* tensor parallelism (tp_size > 1), the stage with the embedding: 1: a vocabulary-parallel
+       token embedding (rank r holds rows [n_vocab * r / N, n_vocab * (r + 1) / N), other tokens read
+       as zeros, and one more all-reduce sums the ranks' rows: the same values). Where the weights
+       are copied to a device it saves (N - 1) / N of the embedding there; on the CPU the mapped
+       embedding costs only the rows looked up, so the runner asks for it on GPUs only. */
+    int vp_embed;
 } pg_forward_opts;
 
 /* Scratch for batches of up to max_tokens tokens (allocated once; no malloc per step), placed as

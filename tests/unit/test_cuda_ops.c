@@ -80,17 +80,23 @@ static void test_get_rows(void) {
         float *want = malloc(sizeof(float) * n * n_cols), *row = malloc(sizeof(float) * n_cols);
         void *d_tab = dev_copy(tab, rs * n_rows), *d_ids = dev_copy(ids, sizeof ids);
         float *d_out = dev_copy(base, sizeof(float) * n * n_cols);
-        for (int acc = 0; acc < 2; acc++) {
+        /* row0 10: the table is rows [10, 39) of a vocabulary (a tensor-parallel rank's slice); the
+           ids (0..28) outside it read zeros */
+        for (int acc = 0; acc < 4; acc++) {
+            const int64_t row0 = acc >= 2 ? 10 : 0;
             pcu_h2d(d_out, base, sizeof(float) * n * n_cols, NULL);
-            pcu_get_rows(g_s, t, d_tab, n_cols, d_ids, n, d_out, acc);
+            pcu_get_rows(g_s, t, d_tab, n_cols, d_ids, n, d_out, acc % 2, row0, n_rows);
             to_host(got, d_out, sizeof(float) * n * n_cols);
             for (int i = 0; i < n; i++) {
-                tr->to_float(tab + rs * ids[i], row, n_cols);
-                for (int64_t j = 0; j < n_cols; j++) want[i * n_cols + j] = acc ? base[i * n_cols + j] + row[j] : row[j];
+                const int64_t r = ids[i] - row0;
+                if (r >= 0) tr->to_float(tab + rs * r, row, n_cols);
+                else memset(row, 0, sizeof(float) * n_cols);
+                for (int64_t j = 0; j < n_cols; j++) want[i * n_cols + j] = acc % 2 ? base[i * n_cols + j] + row[j] : row[j];
             }
             int bad = 0;
             for (int64_t i = 0; i < n * n_cols; i++) bad += memcmp(&got[i], &want[i], 4) != 0;
-            CHECK(!bad, "get_rows %s acc=%d: %d of %lld values differ", dtype_name(t), acc, bad, (long long)(n * n_cols));
+            CHECK(!bad, "get_rows %s acc=%d row0=%lld: %d of %lld values differ", dtype_name(t), acc % 2, (long long)row0,
+                  bad, (long long)(n * n_cols));
         }
         pcu_free(d_tab), pcu_free(d_ids), pcu_free(d_out);
         free(tab), free(base), free(got), free(want), free(row);

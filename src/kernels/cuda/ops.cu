@@ -13,11 +13,12 @@ namespace {
 
 template <int T>
 __global__ void get_rows_kernel(const uint8_t *table, size_t row_bytes, int64_t n_cols, const int32_t *ids,
-                                float *out, bool accumulate) {
+                                float *out, bool accumulate, int64_t row0, int64_t n_rows) {
     const int64_t e = (int64_t)blockIdx.y * blockDim.x + threadIdx.x;
     if (e >= n_cols) return;
     const int i = blockIdx.x;
-    const float v = deq_row<T>(table + (size_t)ids[i] * row_bytes, e);
+    const int64_t row = (int64_t)ids[i] - row0;
+    const float v = row >= 0 && row < n_rows ? deq_row<T>(table + (size_t)row * row_bytes, e) : 0.0f;
     float *o = out + (int64_t)i * n_cols + e;
     *o = accumulate ? *o + v : v;
 }
@@ -236,7 +237,7 @@ int stride_blocks(int64_t n, int threads) {
 extern "C" {
 
 void pcu_get_rows(pcu_stream *s, int dtype, const void *d_table, int64_t n_cols, const int32_t *d_ids, int n,
-                  float *d_out, bool accumulate) {
+                  float *d_out, bool accumulate, int64_t row0, int64_t n_rows) {
     if (n <= 0 || n_cols <= 0) return;
     const int threads = 256;
     const dim3 grid((unsigned)n, (unsigned)pcu_div_up(n_cols, threads));
@@ -244,7 +245,7 @@ void pcu_get_rows(pcu_stream *s, int dtype, const void *d_table, int64_t n_cols,
     const size_t rb = row_bytes(dtype, n_cols);
     cudaStream_t st = pcu_cuda_stream(s);
 #define PCU_GET_ROWS(T) \
-    case T: get_rows_kernel<T><<<grid, threads, 0, st>>>(tab, rb, n_cols, d_ids, d_out, accumulate); break
+    case T: get_rows_kernel<T><<<grid, threads, 0, st>>>(tab, rb, n_cols, d_ids, d_out, accumulate, row0, n_rows); break
     switch (dtype) {
         PCU_GET_ROWS(PAGODA_DTYPE_F32);
         PCU_GET_ROWS(PAGODA_DTYPE_F16);

@@ -61,10 +61,11 @@ void pcu_matvec_repacked(pcu_stream *s, int wtype, const void *d_rep, int64_t n_
 
 /* ---- ops.cu: element-wise and row ops ------------------------------------------------------ */
 
-/* out[i] = row ids[i] of a table (any pcu_weight_supported type, n_cols per row) as floats;
- * accumulate: out[i] += that row instead. out: [n][n_cols]. */
+/* out[i] = row ids[i] - row0 of a table (any pcu_weight_supported type, n_cols per row) as floats,
+ * zeros where that is outside [0, n_rows) (a vocabulary slice of an embedding); accumulate:
+ * out[i] += that row instead. out: [n][n_cols]. */
 void pcu_get_rows(pcu_stream *s, int dtype, const void *d_table, int64_t n_cols, const int32_t *d_ids,
-                  int n, float *d_out, bool accumulate);
+                  int n, float *d_out, bool accumulate, int64_t row0, int64_t n_rows);
 
 /* Residual add fused with the next norm, for each of `rows` rows of n floats (row stride n):
  *   if d_delta: x += delta (+ delta_bias, if not NULL, broadcast over rows)
