@@ -2,6 +2,7 @@
  *
  *   propose   drafts for speculative decoding (when a proposer is set)
  *   schedule  which sequences run and how many tokens each computes (sched/)
+ *   spec prefill  the proposer's work for this step's prompt chunks (a draft model's prefill)
  *   build     KV block copies (copy-on-write), then the packed batch: tokens, positions, block
  *             tables, adapter ids, which tokens give logits rows
  *   forward   the runner runs the batch: logits rows, or greedy ids when every row is plain
@@ -80,6 +81,26 @@ static void stage_propose(pagoda_engine *e) {
             if (e->sq[i].out[j] < 0 || e->sq[i].out[j] >= e->n_vocab) k = j; /* a bad proposal ends the drafts */
         if (k > 0) sched_propose(e->sched, e->sq_seq[i], e->sq[i].out, k); /* out of memory: no drafts */
     }
+}
+
+/* The proposer's share of the prompt chunks this step computes (a draft model's prefill), for the
+ * sequences it may later propose for: done with the prompt, not in the first proposal (where it
+ * would count as decode time, and in the cost model as the proposer's cost per draft). */
+static void stage_spec_prefill(pagoda_engine *e, const sched_plan *plan) {
+    if (!e->spec || !e->spec->prefill || sched_n_running(e->sched) > e->spec_max_seqs) return;
+    int32_t nq = 0;
+    for (int32_t i = 0; i < plan->n_seqs && nq < e->c.max_seqs; i++) {
+        sched_seq *q = plan->seqs[i];
+        choice *ch = q->owner;
+        request *r = ch->r;
+        const int32_t end = q->n_computed + plan->n_new[i];
+        /* a chunk of tokens that are not drafts, other than the last token alone (a plain decode step) */
+        if (r->p.score_only || r->p.no_speculation || (r->p.n > 1 && !r->forked) || q->n_draft ||
+            plan->n_new[i] < 2 || end > q->n_tokens)
+            continue;
+        e->sq[nq++] = (spec_query){.key = (r->id << 8) | (uint64_t)ch->index, .tokens = q->tokens, .n = end};
+    }
+    if (nq) e->spec->prefill(e->spec, e->sq, nq);
 }
 
 /* KV copies for the plan; a failed copy-on-write finishes its sequence's choice with an error
@@ -244,6 +265,7 @@ int engine_step(pagoda_engine *e) {
     sched_plan plan;
     sched_schedule(e->sched, &plan);
     stage_copy(e, &plan);
+    stage_spec_prefill(e, &plan);
     if (plan.n_seqs == 0) {
         engine_update_gauges(e);
         return plan.n_copies > 0;
