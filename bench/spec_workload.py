@@ -15,6 +15,11 @@ no speculation, acceptance rate and mean accepted length per row; writes JSON wi
 
   bench/spec_workload.py --pagoda build/pagoda -m models/SmolLM2-135M-Instruct.Q4_1.gguf \
       [--problems 20] [--out 128] [--conc 1,8,32] [--draft] [--reps 2] [--json out.json]
+
+With --pagoda-old OLD, every repetition runs both builds (old off, old on, new off, new on, in an
+order that alternates between repetitions) and the table adds each build's rate and the new/old
+ratios (medians of the repetitions' ratios). --methods picks the rows' proposers: ngram, draft
+(the cost model's number of drafts), draft-fixed (--spec-k fixed: every draft every step).
 """
 import argparse
 import gzip
@@ -59,10 +64,12 @@ def write_jsonl(prompts, path):
             f.write(json.dumps({"prompt": p}) + "\n")
 
 
-def run_bench(args, model, dataset, conc, spec, extra=()):
-    cmd = [args.pagoda, "bench", "throughput", "-m", model, "--dataset", dataset, "--lens", f"1/{args.out}",
+def run_bench(args, model, dataset, conc, spec, extra=(), binary=None):
+    cmd = [binary or args.pagoda, "bench", "throughput", "-m", model, "--dataset", dataset, "--lens", f"1/{args.out}",
            "-c", str(conc), "-n", str(max(args.problems, conc)), "-t", str(args.threads), "--kv-mem", "1G",
            "--max-batch-tokens", "512"]
+    if args.nice is not None:
+        cmd = ["nice", "-n", str(args.nice)] + cmd
     if spec:
         cmd += ["--speculative", spec] + (["--spec-max-seqs", str(args.spec_max_seqs)] if args.spec_max_seqs else [])
         cmd += list(extra)
@@ -95,22 +102,37 @@ def main():
     ap.add_argument("--spec-max-seqs", type=int, default=0, help="pass --spec-max-seqs (default: the engine's, no limit)")
     ap.add_argument("--workloads", default="edit,plain")
     ap.add_argument("--draft", action="store_true", help="also the F16 target with the Q4_1 model as draft")
+    ap.add_argument("--pagoda-old", help="a second build to run alternated with --pagoda (new/old ratios)")
+    ap.add_argument("--methods", help="rows' proposers, comma-separated: ngram, draft, draft-fixed "
+                    "(default: ngram, and draft with --draft)")
+    ap.add_argument("--nice", type=int, default=None, help="run the benchmarks under nice -n N")
     ap.add_argument("--json")
     args = ap.parse_args()
     rows = humaneval(args.shared)
     tmp = tempfile.mkdtemp(prefix="pagoda-spec-")
     sets = {"edit": edit_prompts(rows, args.problems), "plain": plain_prompts(rows, args.problems)}
     results = []
-    configs = [(args.model, "ngram", None, ())]
-    if args.draft:
-        f16 = os.path.join(tmp, "target-f16.gguf")
+    methods = (args.methods or ("ngram,draft" if args.draft else "ngram")).split(",")
+    configs = []
+    f16 = os.path.join(tmp, "target-f16.gguf")
+    if any(m.startswith("draft") for m in methods):
         subprocess.run([args.pagoda, "quantize", "--allow-requantize", args.model, f16, "F16"], check=True,
                        capture_output=True)
-        configs.append((f16, f"draft:{args.model}", None, ()))
+    for m in methods:
+        if m == "ngram":
+            configs.append((args.model, "ngram", "ngram", ()))
+        elif m == "draft":
+            configs.append((f16, f"draft:{args.model}", "draft", ()))
+        elif m == "draft-fixed":
+            configs.append((f16, f"draft:{args.model}", "draft-fixed", ("--spec-k", "fixed")))
+        else:
+            sys.exit(f"unknown method {m}")
+    if args.pagoda_old:
+        return main_ab(args, sets, tmp, configs)
     for wl in args.workloads.split(","):
         path = os.path.join(tmp, f"{wl}.jsonl")
         write_jsonl(sets[wl], path)
-        for model, spec, _, extra in configs:
+        for model, spec, _label, extra in configs:
             for conc in [int(c) for c in args.conc.split(",")]:
                 base, sp = [], []
                 for rep in range(args.reps):  # alternated: the machine's load hits both alike
@@ -134,6 +156,59 @@ def main():
         print(f"| {r['workload']} | {r['target']} | {r['speculative']} | {r['concurrency']} | {r['base_decode_tok_s']:.1f} | "
               f"{r['spec_decode_tok_s']:.1f} | {r['decode_ratio']:.2f}x | {r['out_ratio']:.2f}x | "
               f"{100 * r['acceptance']:.1f}% | {r['mean_accepted_len']:.2f} |")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"threads": args.threads, "problems": args.problems, "out_tokens": args.out, "rows": results}, f, indent=2)
+
+
+def main_ab(args, sets, tmp, configs):
+    """Both builds in every repetition, alternated (old first in odd repetitions, new first in even)."""
+    builds = [("old", args.pagoda_old), ("new", args.pagoda)]
+    results = []
+    med = lambda xs: sorted(xs)[len(xs) // 2]
+    for wl in args.workloads.split(","):
+        path = os.path.join(tmp, f"{wl}.jsonl")
+        write_jsonl(sets[wl], path)
+        for model, spec, label, extra in configs:
+            for conc in [int(c) for c in args.conc.split(",")]:
+                runs = {b: {"off": [], "on": []} for b, _ in builds}
+                for rep in range(args.reps):
+                    order = builds if rep % 2 == 0 else builds[::-1]
+                    for name, binary in order:
+                        runs[name]["off"].append(run_bench(args, model, path, conc, None, binary=binary))
+                        runs[name]["on"].append(run_bench(args, model, path, conc, spec, extra, binary=binary))
+                    print(f"  {wl} {label} c={conc} rep {rep + 1}: " + ", ".join(
+                        f"{n} {runs[n]['off'][-1]['decode_tok_s']:.1f} -> {runs[n]['on'][-1]['decode_tok_s']:.1f}"
+                        for n, _ in builds) + " decode tok/s", file=sys.stderr)
+                res = {"workload": wl, "target": os.path.basename(model), "speculative": label, "concurrency": conc,
+                       "reps": args.reps}
+                for n, _ in builds:
+                    off, on = runs[n]["off"], runs[n]["on"]
+                    res[n] = {"off_decode_tok_s": med([x["decode_tok_s"] for x in off]),
+                              "on_decode_tok_s": med([x["decode_tok_s"] for x in on]),
+                              "decode_ratio": med([y["decode_tok_s"] / x["decode_tok_s"] for x, y in zip(off, on)]),
+                              "out_ratio": med([y["out_tok_s"] / x["out_tok_s"] for x, y in zip(off, on)]),
+                              "acceptance": med([y["acceptance"] for y in on]),
+                              "mean_accepted_len": med([y["mean_accepted_len"] for y in on]),
+                              "runs": {"off": off, "on": on}}
+                res["new_vs_old_on"] = med([b["decode_tok_s"] / a["decode_tok_s"] for a, b in zip(runs["old"]["on"], runs["new"]["on"])])
+                res["new_vs_old_off"] = med([b["decode_tok_s"] / a["decode_tok_s"] for a, b in zip(runs["old"]["off"], runs["new"]["off"])])
+                res["new_vs_old_on_out"] = med([b["out_tok_s"] / a["out_tok_s"] for a, b in zip(runs["old"]["on"], runs["new"]["on"])])
+                results.append(res)
+    print("| workload | speculation | conc | build | decode t/s off | decode t/s on | ratio | out t/s ratio | accepted | mean len |")
+    print("|---|---|---:|---|---:|---:|---:|---:|---:|---:|")
+    for r in results:
+        for n in ("old", "new"):
+            x = r[n]
+            print(f"| {r['workload']} | {r['speculative']} | {r['concurrency']} | {n} | {x['off_decode_tok_s']:.1f} | "
+                  f"{x['on_decode_tok_s']:.1f} | {x['decode_ratio']:.2f}x | {x['out_ratio']:.2f}x | "
+                  f"{100 * x['acceptance']:.1f}% | {x['mean_accepted_len']:.2f} |")
+    print()
+    print("| workload | speculation | conc | new/old decode, spec on | new/old decode, spec off | new/old output t/s, spec on |")
+    print("|---|---|---:|---:|---:|---:|")
+    for r in results:
+        print(f"| {r['workload']} | {r['speculative']} | {r['concurrency']} | {r['new_vs_old_on']:.2f}x | "
+              f"{r['new_vs_old_off']:.2f}x | {r['new_vs_old_on_out']:.2f}x |")
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"threads": args.threads, "problems": args.problems, "out_tokens": args.out, "rows": results}, f, indent=2)
