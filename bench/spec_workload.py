@@ -26,6 +26,7 @@ import gzip
 import json
 import os
 import re
+import resource
 import subprocess
 import sys
 import tempfile
@@ -64,8 +65,8 @@ def write_jsonl(prompts, path):
             f.write(json.dumps({"prompt": p}) + "\n")
 
 
-def run_bench(args, model, dataset, conc, spec, extra=(), binary=None):
-    cmd = [binary or args.pagoda, "bench", "throughput", "-m", model, "--dataset", dataset, "--lens", f"1/{args.out}",
+def run_bench(args, model, dataset, conc, spec, extra=(), binary=None, out=None):
+    cmd = [binary or args.pagoda, "bench", "throughput", "-m", model, "--dataset", dataset, "--lens", f"1/{out or args.out}",
            "-c", str(conc), "-n", str(max(args.problems, conc)), "-t", str(args.threads), "--kv-mem", "1G",
            "--max-batch-tokens", "512"]
     if args.nice is not None:
@@ -75,7 +76,9 @@ def run_bench(args, model, dataset, conc, spec, extra=(), binary=None):
         cmd += list(extra)
     with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as tf:
         jpath = tf.name
+    ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     r = subprocess.run(cmd + ["--json", jpath], capture_output=True, text=True)
+    ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
     if r.returncode:
         sys.exit(f"bench failed: {' '.join(cmd)}\n{r.stderr[-2000:]}")
     with open(jpath) as f:
@@ -86,7 +89,11 @@ def run_bench(args, model, dataset, conc, spec, extra=(), binary=None):
     # per request: output tokens after the first over the time they took (1 / TPOT), so every
     # request of the run counts (the table's decode t/s is the phase after the last prompt only)
     return {"decode_tok_s": 1e3 / row["tpot_ms"] if row.get("tpot_ms") else 0.0, "out_tok_s": row["output_tokens_per_s"],
-            "acceptance": a / p if p else 0.0, "mean_accepted_len": 1 + a / d if d else 1.0}
+            "acceptance": a / p if p else 0.0, "mean_accepted_len": 1 + a / d if d else 1.0,
+            # CPU seconds of the whole run (user + system): on a shared machine a steadier measure
+            # of the work than wall time (with -t 1 no thread spins waiting for another)
+            "cpu_s": (ru1.ru_utime - ru0.ru_utime) + (ru1.ru_stime - ru0.ru_stime),
+            "out_tokens": row["output_tokens_per_s"] * row["seconds"]}
 
 
 def main():
@@ -106,6 +113,9 @@ def main():
     ap.add_argument("--methods", help="rows' proposers, comma-separated: ngram, draft, draft-fixed "
                     "(default: ngram, and draft with --draft)")
     ap.add_argument("--nice", type=int, default=None, help="run the benchmarks under nice -n N")
+    ap.add_argument("--cpu-decode", action="store_true", help="with --pagoda-old: also runs of one output token, "
+                    "and the decode CPU time per token from the difference (CPU seconds, not wall: steadier on a "
+                    "shared machine; use -t 1)")
     ap.add_argument("--json")
     args = ap.parse_args()
     rows = humaneval(args.shared)
@@ -177,6 +187,11 @@ def main_ab(args, sets, tmp, configs):
                     for name, binary in order:
                         runs[name]["off"].append(run_bench(args, model, path, conc, None, binary=binary))
                         runs[name]["on"].append(run_bench(args, model, path, conc, spec, extra, binary=binary))
+                        if args.cpu_decode:  # the same with one output token: the decode's CPU is the difference
+                            for mode, sp_ in (("off", None), ("on", spec)):
+                                one = run_bench(args, model, path, conc, sp_, extra if sp_ else (), binary=binary, out=1)
+                                full = runs[name][mode][-1]
+                                full["decode_cpu_ms"] = 1e3 * (full["cpu_s"] - one["cpu_s"]) / max(1.0, full["out_tokens"] - one["out_tokens"])
                     print(f"  {wl} {label} c={conc} rep {rep + 1}: " + ", ".join(
                         f"{n} {runs[n]['off'][-1]['decode_tok_s']:.1f} -> {runs[n]['on'][-1]['decode_tok_s']:.1f}"
                         for n, _ in builds) + " decode tok/s", file=sys.stderr)
@@ -190,6 +205,9 @@ def main_ab(args, sets, tmp, configs):
                               "out_ratio": med([y["out_tok_s"] / x["out_tok_s"] for x, y in zip(off, on)]),
                               "acceptance": med([y["acceptance"] for y in on]),
                               "mean_accepted_len": med([y["mean_accepted_len"] for y in on]),
+                              "cpu_ratio": med([x["decode_cpu_ms"] / y["decode_cpu_ms"] for x, y in zip(off, on)]) if args.cpu_decode else None,
+                              "off_decode_cpu_ms": med([x["decode_cpu_ms"] for x in off]) if args.cpu_decode else None,
+                              "on_decode_cpu_ms": med([x["decode_cpu_ms"] for x in on]) if args.cpu_decode else None,
                               "runs": {"off": off, "on": on}}
                 res["new_vs_old_on"] = med([b["decode_tok_s"] / a["decode_tok_s"] for a, b in zip(runs["old"]["on"], runs["new"]["on"])])
                 res["new_vs_old_off"] = med([b["decode_tok_s"] / a["decode_tok_s"] for a, b in zip(runs["old"]["off"], runs["new"]["off"])])
@@ -209,6 +227,15 @@ def main_ab(args, sets, tmp, configs):
     for r in results:
         print(f"| {r['workload']} | {r['speculative']} | {r['concurrency']} | {r['new_vs_old_on']:.2f}x | "
               f"{r['new_vs_old_off']:.2f}x | {r['new_vs_old_on_out']:.2f}x |")
+    if args.cpu_decode:
+        print()
+        print("| workload | speculation | conc | build | decode CPU ms/token off | on | speedup (off/on) |")
+        print("|---|---|---:|---|---:|---:|---:|")
+        for r in results:
+            for n in ("old", "new"):
+                x = r[n]
+                print(f"| {r['workload']} | {r['speculative']} | {r['concurrency']} | {n} | {x['off_decode_cpu_ms']:.2f} | "
+                      f"{x['on_decode_cpu_ms']:.2f} | {x['cpu_ratio']:.2f}x |")
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"threads": args.threads, "problems": args.problems, "out_tokens": args.out, "rows": results}, f, indent=2)
