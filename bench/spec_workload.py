@@ -15,12 +15,18 @@ no speculation, acceptance rate and mean accepted length per row; writes JSON wi
 
   bench/spec_workload.py --pagoda build/pagoda -m models/SmolLM2-135M-Instruct.Q4_1.gguf \
       [--problems 20] [--out 128] [--conc 1,8,32] [--draft] [--reps 2] [--json out.json]
+
+With --pagoda-old OLD, every repetition runs both builds (old off, old on, new off, new on, in an
+order that alternates between repetitions) and the table adds each build's rate and the new/old
+ratios (medians of the repetitions' ratios). --methods picks the rows' proposers: ngram, draft
+(the cost model's number of drafts), draft-fixed (--spec-k fixed: every draft every step).
 """
 import argparse
 import gzip
 import json
 import os
 import re
+import resource
 import subprocess
 import sys
 import tempfile
@@ -59,16 +65,20 @@ def write_jsonl(prompts, path):
             f.write(json.dumps({"prompt": p}) + "\n")
 
 
-def run_bench(args, model, dataset, conc, spec, extra=()):
-    cmd = [args.pagoda, "bench", "throughput", "-m", model, "--dataset", dataset, "--lens", f"1/{args.out}",
+def run_bench(args, model, dataset, conc, spec, extra=(), binary=None, out=None):
+    cmd = [binary or args.pagoda, "bench", "throughput", "-m", model, "--dataset", dataset, "--lens", f"1/{out or args.out}",
            "-c", str(conc), "-n", str(max(args.problems, conc)), "-t", str(args.threads), "--kv-mem", "1G",
            "--max-batch-tokens", "512"]
+    if args.nice is not None:
+        cmd = ["nice", "-n", str(args.nice)] + cmd
     if spec:
         cmd += ["--speculative", spec] + (["--spec-max-seqs", str(args.spec_max_seqs)] if args.spec_max_seqs else [])
         cmd += list(extra)
     with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as tf:
         jpath = tf.name
+    ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     r = subprocess.run(cmd + ["--json", jpath], capture_output=True, text=True)
+    ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
     if r.returncode:
         sys.exit(f"bench failed: {' '.join(cmd)}\n{r.stderr[-2000:]}")
     with open(jpath) as f:
@@ -79,7 +89,11 @@ def run_bench(args, model, dataset, conc, spec, extra=()):
     # per request: output tokens after the first over the time they took (1 / TPOT), so every
     # request of the run counts (the table's decode t/s is the phase after the last prompt only)
     return {"decode_tok_s": 1e3 / row["tpot_ms"] if row.get("tpot_ms") else 0.0, "out_tok_s": row["output_tokens_per_s"],
-            "acceptance": a / p if p else 0.0, "mean_accepted_len": 1 + a / d if d else 1.0}
+            "acceptance": a / p if p else 0.0, "mean_accepted_len": 1 + a / d if d else 1.0,
+            # CPU seconds of the whole run (user + system): on a shared machine a steadier measure
+            # of the work than wall time (with -t 1 no thread spins waiting for another)
+            "cpu_s": (ru1.ru_utime - ru0.ru_utime) + (ru1.ru_stime - ru0.ru_stime),
+            "out_tokens": row["output_tokens_per_s"] * row["seconds"]}
 
 
 def main():
@@ -95,22 +109,40 @@ def main():
     ap.add_argument("--spec-max-seqs", type=int, default=0, help="pass --spec-max-seqs (default: the engine's, no limit)")
     ap.add_argument("--workloads", default="edit,plain")
     ap.add_argument("--draft", action="store_true", help="also the F16 target with the Q4_1 model as draft")
+    ap.add_argument("--pagoda-old", help="a second build to run alternated with --pagoda (new/old ratios)")
+    ap.add_argument("--methods", help="rows' proposers, comma-separated: ngram, draft, draft-fixed "
+                    "(default: ngram, and draft with --draft)")
+    ap.add_argument("--nice", type=int, default=None, help="run the benchmarks under nice -n N")
+    ap.add_argument("--cpu-decode", action="store_true", help="with --pagoda-old: also runs of one output token, "
+                    "and the decode CPU time per token from the difference (CPU seconds, not wall: steadier on a "
+                    "shared machine; use -t 1)")
     ap.add_argument("--json")
     args = ap.parse_args()
     rows = humaneval(args.shared)
     tmp = tempfile.mkdtemp(prefix="pagoda-spec-")
     sets = {"edit": edit_prompts(rows, args.problems), "plain": plain_prompts(rows, args.problems)}
     results = []
-    configs = [(args.model, "ngram", None, ())]
-    if args.draft:
-        f16 = os.path.join(tmp, "target-f16.gguf")
+    methods = (args.methods or ("ngram,draft" if args.draft else "ngram")).split(",")
+    configs = []
+    f16 = os.path.join(tmp, "target-f16.gguf")
+    if any(m.startswith("draft") for m in methods):
         subprocess.run([args.pagoda, "quantize", "--allow-requantize", args.model, f16, "F16"], check=True,
                        capture_output=True)
-        configs.append((f16, f"draft:{args.model}", None, ()))
+    for m in methods:
+        if m == "ngram":
+            configs.append((args.model, "ngram", "ngram", ()))
+        elif m == "draft":
+            configs.append((f16, f"draft:{args.model}", "draft", ()))
+        elif m == "draft-fixed":
+            configs.append((f16, f"draft:{args.model}", "draft-fixed", ("--spec-k", "fixed")))
+        else:
+            sys.exit(f"unknown method {m}")
+    if args.pagoda_old:
+        return main_ab(args, sets, tmp, configs)
     for wl in args.workloads.split(","):
         path = os.path.join(tmp, f"{wl}.jsonl")
         write_jsonl(sets[wl], path)
-        for model, spec, _, extra in configs:
+        for model, spec, _label, extra in configs:
             for conc in [int(c) for c in args.conc.split(",")]:
                 base, sp = [], []
                 for rep in range(args.reps):  # alternated: the machine's load hits both alike
@@ -134,6 +166,76 @@ def main():
         print(f"| {r['workload']} | {r['target']} | {r['speculative']} | {r['concurrency']} | {r['base_decode_tok_s']:.1f} | "
               f"{r['spec_decode_tok_s']:.1f} | {r['decode_ratio']:.2f}x | {r['out_ratio']:.2f}x | "
               f"{100 * r['acceptance']:.1f}% | {r['mean_accepted_len']:.2f} |")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"threads": args.threads, "problems": args.problems, "out_tokens": args.out, "rows": results}, f, indent=2)
+
+
+def main_ab(args, sets, tmp, configs):
+    """Both builds in every repetition, alternated (old first in odd repetitions, new first in even)."""
+    builds = [("old", args.pagoda_old), ("new", args.pagoda)]
+    results = []
+    med = lambda xs: sorted(xs)[len(xs) // 2]
+    for wl in args.workloads.split(","):
+        path = os.path.join(tmp, f"{wl}.jsonl")
+        write_jsonl(sets[wl], path)
+        for model, spec, label, extra in configs:
+            for conc in [int(c) for c in args.conc.split(",")]:
+                runs = {b: {"off": [], "on": []} for b, _ in builds}
+                for rep in range(args.reps):
+                    order = builds if rep % 2 == 0 else builds[::-1]
+                    for name, binary in order:
+                        runs[name]["off"].append(run_bench(args, model, path, conc, None, binary=binary))
+                        runs[name]["on"].append(run_bench(args, model, path, conc, spec, extra, binary=binary))
+                        if args.cpu_decode:  # the same with one output token: the decode's CPU is the difference
+                            for mode, sp_ in (("off", None), ("on", spec)):
+                                one = run_bench(args, model, path, conc, sp_, extra if sp_ else (), binary=binary, out=1)
+                                full = runs[name][mode][-1]
+                                full["decode_cpu_ms"] = 1e3 * (full["cpu_s"] - one["cpu_s"]) / max(1.0, full["out_tokens"] - one["out_tokens"])
+                    print(f"  {wl} {label} c={conc} rep {rep + 1}: " + ", ".join(
+                        f"{n} {runs[n]['off'][-1]['decode_tok_s']:.1f} -> {runs[n]['on'][-1]['decode_tok_s']:.1f}"
+                        for n, _ in builds) + " decode tok/s", file=sys.stderr)
+                res = {"workload": wl, "target": os.path.basename(model), "speculative": label, "concurrency": conc,
+                       "reps": args.reps}
+                for n, _ in builds:
+                    off, on = runs[n]["off"], runs[n]["on"]
+                    res[n] = {"off_decode_tok_s": med([x["decode_tok_s"] for x in off]),
+                              "on_decode_tok_s": med([x["decode_tok_s"] for x in on]),
+                              "decode_ratio": med([y["decode_tok_s"] / x["decode_tok_s"] for x, y in zip(off, on)]),
+                              "out_ratio": med([y["out_tok_s"] / x["out_tok_s"] for x, y in zip(off, on)]),
+                              "acceptance": med([y["acceptance"] for y in on]),
+                              "mean_accepted_len": med([y["mean_accepted_len"] for y in on]),
+                              "cpu_ratio": med([x["decode_cpu_ms"] / y["decode_cpu_ms"] for x, y in zip(off, on)]) if args.cpu_decode else None,
+                              "off_decode_cpu_ms": med([x["decode_cpu_ms"] for x in off]) if args.cpu_decode else None,
+                              "on_decode_cpu_ms": med([x["decode_cpu_ms"] for x in on]) if args.cpu_decode else None,
+                              "runs": {"off": off, "on": on}}
+                res["new_vs_old_on"] = med([b["decode_tok_s"] / a["decode_tok_s"] for a, b in zip(runs["old"]["on"], runs["new"]["on"])])
+                res["new_vs_old_off"] = med([b["decode_tok_s"] / a["decode_tok_s"] for a, b in zip(runs["old"]["off"], runs["new"]["off"])])
+                res["new_vs_old_on_out"] = med([b["out_tok_s"] / a["out_tok_s"] for a, b in zip(runs["old"]["on"], runs["new"]["on"])])
+                results.append(res)
+    print("| workload | speculation | conc | build | decode t/s off | decode t/s on | ratio | out t/s ratio | accepted | mean len |")
+    print("|---|---|---:|---|---:|---:|---:|---:|---:|---:|")
+    for r in results:
+        for n in ("old", "new"):
+            x = r[n]
+            print(f"| {r['workload']} | {r['speculative']} | {r['concurrency']} | {n} | {x['off_decode_tok_s']:.1f} | "
+                  f"{x['on_decode_tok_s']:.1f} | {x['decode_ratio']:.2f}x | {x['out_ratio']:.2f}x | "
+                  f"{100 * x['acceptance']:.1f}% | {x['mean_accepted_len']:.2f} |")
+    print()
+    print("| workload | speculation | conc | new/old decode, spec on | new/old decode, spec off | new/old output t/s, spec on |")
+    print("|---|---|---:|---:|---:|---:|")
+    for r in results:
+        print(f"| {r['workload']} | {r['speculative']} | {r['concurrency']} | {r['new_vs_old_on']:.2f}x | "
+              f"{r['new_vs_old_off']:.2f}x | {r['new_vs_old_on_out']:.2f}x |")
+    if args.cpu_decode:
+        print()
+        print("| workload | speculation | conc | build | decode CPU ms/token off | on | speedup (off/on) |")
+        print("|---|---|---:|---|---:|---:|---:|")
+        for r in results:
+            for n in ("old", "new"):
+                x = r[n]
+                print(f"| {r['workload']} | {r['speculative']} | {r['concurrency']} | {n} | {x['off_decode_cpu_ms']:.2f} | "
+                      f"{x['on_decode_cpu_ms']:.2f} | {x['cpu_ratio']:.2f}x |")
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"threads": args.threads, "problems": args.problems, "out_tokens": args.out, "rows": results}, f, indent=2)

@@ -262,6 +262,7 @@ pagoda_status engine_set_proposer(pagoda_engine *e, spec_proposer *p, int32_t ma
     }
     e->spec = p, e->spec_k = max_k, e->spec_max_seqs = e->c.spec_max_seqs;
     e->sp_cost = (spec_cost){0};
+    e->sp_prior = SPEC_PRIOR_RATE;
     pg_log(PAGODA_LOG_INFO, "engine: speculative decoding (%s), up to %d drafts per sequence as measured costs allow, "
            "while <= %d sequences run", p->name, max_k, e->spec_max_seqs);
     return PAGODA_OK;

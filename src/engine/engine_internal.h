@@ -61,8 +61,11 @@ typedef struct {
     stop_matcher stop;
     int32_t n_generated;
     int32_t n_row;           /* sample stage: rows of this step already drawn (drafts verified) */
-    float sp_rate;           /* speculation: running estimate of the share of drafts accepted */
+    float sp_rate;           /* speculation: running estimate of the share of drafts accepted
+                                (< 0: not yet; the engine's sp_prior at the first proposal) */
     int32_t sp_wait;         /* steps to go without drafts (low acceptance) before the next probe */
+    int32_t sp_refused;      /* steps in a row the cost model gave it no drafts (a probe after SPEC_PROBE) */
+    int sp_prev;             /* its last decode step verified drafts (the proposer is in step with it) */
     int counted;             /* prompt/cache statistics taken at first admission */
     pagoda_finish_reason finish;
 } choice;
@@ -122,6 +125,8 @@ struct pagoda_engine {
     int32_t *sq_ask, *sq_k;  /* [max_seqs] drafts each may take, and gets (spec_cost_allocate) */
     void *sq_work;           /* [max_seqs * MAX_DRAFT] the allocation's gains */
     spec_cost sp_cost;       /* measured forward and proposer costs (spec_cost.h) */
+    float sp_prior;          /* the share of drafts accepted over recent steps of every sequence: a
+                                new choice's first estimate (at least SPEC_PRIOR_RATE) */
     int spec_greedy_accept;  /* TEST ONLY, a deliberate bug: keep a draft when it is the row's most
                                 likely token instead of sampling (the sampling test must catch it) */
     /* step buffers, sized at create (rows grown outside the decode path, see engine_reserve_rows) */

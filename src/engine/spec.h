@@ -39,6 +39,11 @@ struct spec_proposer {
     /* A sequence finished with these tokens (prompt and accepted output): the proposer may keep
      * them for later sequences. Optional (NULL). */
     void (*observe)(spec_proposer *p, const int32_t *tokens, int32_t n);
+    /* The engine computes qs[i].tokens[0..n) of these sequences (a prompt chunk) this step: the
+     * proposer may do its own work for them now, so that it is part of the prompt's cost and not
+     * of the first proposal's (the draft model's prefill). Nothing is proposed (max_k, out,
+     * n_out unused). Optional (NULL). */
+    void (*prefill)(spec_proposer *p, spec_query *qs, int32_t n);
 };
 
 static inline void spec_destroy(spec_proposer *p) {

@@ -10,6 +10,11 @@
  * and takes the greedy token after each sequence whose known tokens it reached. So with
  * everything in budget: one catch-up pass, then k-1 one-token passes.
  *
+ * The prompt's K/V is computed by prefill, in the steps where the target computes the prompt
+ * (the same passes, no logits rows): the first proposal then feeds one token, and the prompt's
+ * cost is counted where it belongs (time to first token, not the first decode step nor the cost
+ * model's proposer cost per draft).
+ *
  * Greedy drafts are point masses, so the engine's verification (keep while the target's sample
  * equals the draft) is exact speculative sampling.
  *
@@ -51,7 +56,7 @@ typedef struct {
     spec_query *q;
     int32_t fed;     /* next position to feed */
     int32_t known;   /* toks[0..known) are known (tokens, then drafts to feed) */
-    int32_t want;    /* proposals to make */
+    int32_t want;    /* proposals to make (0: a prefill, no proposals) */
     int32_t take;    /* tokens in the current pass */
     int32_t row;     /* logits row in the current pass, -1: none */
 } draft_work;
@@ -151,13 +156,15 @@ static int32_t row_argmax(const float *row, int32_t n) {
     return id;
 }
 
-/* sets up one query: its record, what to recompute and how many proposals; 0: none */
-static int work_init(draft_proposer *d, spec_query *q, draft_work *w) {
+/* sets up one query: its record, what to recompute and how many proposals; 0: nothing to do.
+ * prefill: compute K/V of all n tokens, no logits and no proposals */
+static int work_init(draft_proposer *d, spec_query *q, draft_work *w, int prefill) {
     memset(w, 0, sizeof *w);
     w->q = q, w->row = -1;
     int32_t n = q->n;
-    if (n < 1 || !q->tokens || !q->out || q->max_k < 1 || n >= d->max_len) return 0;
-    int32_t want = q->max_k < DRAFT_MAX_K ? q->max_k : DRAFT_MAX_K;
+    if (n < 1 || !q->tokens || n >= d->max_len) return 0;
+    if (!prefill && (!q->out || q->max_k < 1)) return 0;
+    int32_t want = prefill ? 0 : q->max_k < DRAFT_MAX_K ? q->max_k : DRAFT_MAX_K;
     if (want > d->max_len - n) want = d->max_len - n;
     draft_rec *r = rec_get(d, q->key);
     if (!r) return 0;
@@ -179,6 +186,16 @@ static int work_init(draft_proposer *d, spec_query *q, draft_work *w) {
             return 0;
         }
     memcpy(r->toks + lcp, q->tokens + lcp, (size_t)(n - lcp) * sizeof(int32_t));
+    if (prefill) {
+        r->n_done = lcp;
+        if (lcp == n) return 0;
+        /* blocks for positions up to n - 1; what does not fit is left to the proposals */
+        int32_t need = (n - 1) / d->block_size + 1, have = rec_blocks(d, r, need);
+        if (have < need) n = have * d->block_size;
+        if (n <= lcp) return 0;
+        w->r = r, w->fed = lcp, w->known = n, w->want = 0;
+        return 1;
+    }
     r->n_done = lcp < n ? lcp : n - 1; /* the last token is fed again for its logits */
     /* blocks for positions up to n + want - 2 (the last draft is never fed); fewer blocks, fewer drafts */
     int32_t need = (n + want - 2) / d->block_size + 1;
@@ -201,7 +218,7 @@ static int run_pass(draft_proposer *d, draft_work *w, int32_t n_work) {
        of the budget in order */
     for (int32_t i = 0; i < n_work && budget > 0 && S < d->max_rows; i++) {
         w[i].take = 0, w[i].row = -1;
-        if (!w[i].r || w[i].q->n_out >= w[i].want || w[i].known <= w[i].fed) continue;
+        if (!w[i].r || (w[i].want > 0 && w[i].q->n_out >= w[i].want) || w[i].known <= w[i].fed) continue;
         w[i].take = 1, budget--;
         d->b_work[S++] = i;
     }
@@ -220,7 +237,7 @@ static int run_pass(draft_proposer *d, draft_work *w, int32_t n_work) {
         memcpy(d->b_tokens + t, x->r->toks + x->fed, (size_t)x->take * sizeof(int32_t));
         memset(d->b_mask + t, 0, (size_t)x->take);
         t += x->take;
-        if (x->fed + x->take == x->known) d->b_mask[t - 1] = 1, x->row = rows++;
+        if (x->fed + x->take == x->known && x->want > 0) d->b_mask[t - 1] = 1, x->row = rows++;
     }
     d->b_start[S] = t;
     engine_batch eb = {.b = {.n_tok = t, .tokens = d->b_tokens, .n_seq = S, .seq_start = d->b_start,
@@ -249,8 +266,7 @@ static int run_pass(draft_proposer *d, draft_work *w, int32_t n_work) {
     return 1;
 }
 
-static void draft_propose(spec_proposer *p, spec_query *qs, int32_t n) {
-    draft_proposer *d = (draft_proposer *)p;
+static void draft_run(draft_proposer *d, spec_query *qs, int32_t n, int prefill) {
     for (int32_t i = 0; i < n; i++) qs[i].n_out = 0;
     if (n > d->n_rec) n = d->n_rec; /* more sequences than records: the rest get none */
     d->clock++;
@@ -261,12 +277,17 @@ static void draft_propose(spec_proposer *p, spec_query *qs, int32_t n) {
     }
     int32_t n_work = 0;
     for (int32_t i = 0; i < n; i++)
-        if (work_init(d, &qs[i], &d->work[n_work])) n_work++;
+        if (work_init(d, &qs[i], &d->work[n_work], prefill)) n_work++;
     int rc;
     while ((rc = run_pass(d, d->work, n_work)) > 0) {}
     if (rc < 0)
         for (int32_t i = 0; i < n; i++) qs[i].n_out = 0;
 }
+
+static void draft_propose(spec_proposer *p, spec_query *qs, int32_t n) { draft_run((draft_proposer *)p, qs, n, 0); }
+
+/* the prompt's K/V while the target computes it, so that the first proposal feeds one token */
+static void draft_prefill(spec_proposer *p, spec_query *qs, int32_t n) { draft_run((draft_proposer *)p, qs, n, 1); }
 
 static void draft_release(spec_proposer *p, uint64_t key) {
     draft_proposer *d = (draft_proposer *)p;
@@ -322,7 +343,7 @@ pagoda_status spec_draft_create(pagoda_model *draft, const pagoda_engine_config 
     draft_proposer *d = calloc(1, sizeof *d);
     if (!d) return pg_fail(PAGODA_ERR_NOMEM, "out of memory");
     d->base.name = "draft", d->base.propose = draft_propose, d->base.release = draft_release;
-    d->base.destroy = draft_destroy;
+    d->base.destroy = draft_destroy, d->base.prefill = draft_prefill;
     if ((st = runner_forward_create(draft, &cfg, &d->run))) {
         pg_error_prefix("draft model: ");
         goto fail;

@@ -2,6 +2,7 @@
  *
  *   propose   drafts for speculative decoding (when a proposer is set)
  *   schedule  which sequences run and how many tokens each computes (sched/)
+ *   spec prefill  the proposer's work for this step's prompt chunks (a draft model's prefill)
  *   build     KV block copies (copy-on-write), then the packed batch: tokens, positions, block
  *             tables, adapter ids, which tokens give logits rows
  *   forward   the runner runs the batch: logits rows, or greedy ids when every row is plain
@@ -26,6 +27,15 @@
 #define SPEC_MIN_RATE 0.3f /* below this share a choice rests SPEC_REST steps, then may try again */
 #define SPEC_REST 8
 #define SPEC_RELAX 0.0625f /* a candidate given no drafts moves its rate this much toward the prior */
+#define SPEC_PROBE 32 /* a candidate refused drafts this many steps x running sequences gets its ask once */
+#define SPEC_PRIOR_TRIALS 16.0f /* drafts' weight of the engine's running estimate (sp_prior) */
+
+/* A new choice's first estimate, and where an idle one's drifts back to: the share of drafts this
+ * engine's proposer had accepted lately, or SPEC_PRIOR_RATE if that is lower (optimistic, so
+ * drafts get tried). A fixed prior left a new sequence with an expensive proposer (a draft
+ * model on a CPU) without drafts for good: too low to be worth its cost, never tried, never
+ * raised, though every sequence before it had kept 98% of its drafts. */
+static float spec_prior(const pagoda_engine *e) { return e->sp_prior > SPEC_PRIOR_RATE ? e->sp_prior : SPEC_PRIOR_RATE; }
 
 /* Drafts for the sequences that decode this step: how many each gets comes from the measured
  * cost model (spec_cost.h), then the proposer fills them. */
@@ -39,6 +49,7 @@ static void stage_propose(pagoda_engine *e) {
             choice *ch = &r->choices[i];
             sched_seq *q = ch->seq;
             if (!q || ch->finish || q->state != SEQ_RUNNING || q->n_draft || q->n_computed != q->n_tokens - 1) continue;
+            if (ch->sp_rate < 0) ch->sp_rate = spec_prior(e);
             if (ch->sp_wait > 0 && !e->c.spec_fixed_k) {
                 ch->sp_wait--;
                 continue;
@@ -61,25 +72,53 @@ static void stage_propose(pagoda_engine *e) {
     else
         asked = spec_cost_allocate(&e->sp_cost, n_run, e->sq_rate, e->sq_ask, nq, e->sq_k, e->sq_work);
     int32_t m = 0;
+    bool in_step = true; /* every proposal continues one of the step before (no catch-up of tokens decoded without it) */
     for (int32_t i = 0; i < nq; i++) {
         choice *ch = e->sq_seq[i]->owner;
+        /* refused for long: once its ask, so that the costs behind the refusal are measured again
+           (a cost measured once, under load or cold, would otherwise refuse it for good) */
+        if (!e->sq_k[i] && ++ch->sp_refused >= SPEC_PROBE * n_run) asked += e->sq_k[i] = e->sq_ask[i];
         if (!e->sq_k[i]) { /* not worth its cost now: its estimate drifts back to the prior's */
-            ch->sp_rate += (SPEC_PRIOR_RATE - ch->sp_rate) * SPEC_RELAX;
+            ch->sp_rate += (spec_prior(e) - ch->sp_rate) * SPEC_RELAX;
             continue;
         }
+        ch->sp_refused = 0;
+        if (!ch->sp_prev) in_step = false;
         e->sq[i].max_k = e->sq_k[i];
         e->sq[m] = e->sq[i], e->sq_seq[m] = e->sq_seq[i], m++;
     }
     if (!m) return;
     double t0 = pg_now_s();
     e->spec->propose(e->spec, e->sq, m);
-    spec_cost_record_proposer(&e->sp_cost, asked, pg_now_s() - t0);
+    /* the proposer's cost per draft, from steps without catch-up: a draft model catching up on the
+       tokens decoded since its last proposal is not what a draft costs */
+    if (in_step) spec_cost_record_proposer(&e->sp_cost, asked, pg_now_s() - t0);
     for (int32_t i = 0; i < m; i++) {
         int32_t k = e->sq[i].n_out < e->sq[i].max_k ? e->sq[i].n_out : e->sq[i].max_k;
         for (int32_t j = 0; j < k; j++)
             if (e->sq[i].out[j] < 0 || e->sq[i].out[j] >= e->n_vocab) k = j; /* a bad proposal ends the drafts */
         if (k > 0) sched_propose(e->sched, e->sq_seq[i], e->sq[i].out, k); /* out of memory: no drafts */
     }
+}
+
+/* The proposer's share of the prompt chunks this step computes (a draft model's prefill), for the
+ * sequences it may later propose for: done with the prompt, not in the first proposal (where it
+ * would count as decode time, and in the cost model as the proposer's cost per draft). */
+static void stage_spec_prefill(pagoda_engine *e, const sched_plan *plan) {
+    if (!e->spec || !e->spec->prefill || sched_n_running(e->sched) > e->spec_max_seqs) return;
+    int32_t nq = 0;
+    for (int32_t i = 0; i < plan->n_seqs && nq < e->c.max_seqs; i++) {
+        sched_seq *q = plan->seqs[i];
+        choice *ch = q->owner;
+        request *r = ch->r;
+        const int32_t end = q->n_computed + plan->n_new[i];
+        /* a chunk of tokens that are not drafts, other than the last token alone (a plain decode step) */
+        if (r->p.score_only || r->p.no_speculation || (r->p.n > 1 && !r->forked) || q->n_draft ||
+            plan->n_new[i] < 2 || end > q->n_tokens)
+            continue;
+        e->sq[nq++] = (spec_query){.key = (r->id << 8) | (uint64_t)ch->index, .tokens = q->tokens, .n = end};
+    }
+    if (nq) e->spec->prefill(e->spec, e->sq, nq);
 }
 
 /* KV copies for the plan; a failed copy-on-write finishes its sequence's choice with an error
@@ -190,6 +229,7 @@ static void stage_accept_commit(pagoda_engine *e, const sched_plan *plan) {
     uint64_t drafts = 0, proposed = 0, accepted = 0;
     for (int32_t i = 0; i < plan->n_seqs; i++) {
         sched_seq *q = plan->seqs[i];
+        ((choice *)q->owner)->sp_prev = q->n_draft > 0;
         if (e->n_acc[i] <= 0 || !q->n_draft) continue;
         const int32_t n_draft = q->n_draft, kept = e->n_acc[i] - 1;
         choice *ch = q->owner;
@@ -197,6 +237,7 @@ static void stage_accept_commit(pagoda_engine *e, const sched_plan *plan) {
          * rejected one a failure, later ones never tried; old steps count less */
         const float tried = (float)kept + (kept < n_draft ? 1.0f : 0.0f);
         ch->sp_rate = (ch->sp_rate * 4.0f + (float)kept) / (4.0f + tried);
+        e->sp_prior = (e->sp_prior * SPEC_PRIOR_TRIALS + (float)kept) / (SPEC_PRIOR_TRIALS + tried);
         if (ch->sp_rate < SPEC_MIN_RATE) ch->sp_wait = SPEC_REST;
         drafts++, proposed += (uint64_t)n_draft, accepted += (uint64_t)kept;
         sched_accept(e->sched, q, kept);
@@ -244,6 +285,7 @@ int engine_step(pagoda_engine *e) {
     sched_plan plan;
     sched_schedule(e->sched, &plan);
     stage_copy(e, &plan);
+    stage_spec_prefill(e, &plan);
     if (plan.n_seqs == 0) {
         engine_update_gauges(e);
         return plan.n_copies > 0;

@@ -188,7 +188,7 @@ static pagoda_status make_request(pagoda_engine *e, const pagoda_request *p, req
     for (int32_t i = 0; i < p->n; i++) {
         choice *ch = &r->choices[i];
         ch->r = r, ch->index = i;
-        ch->sp_rate = SPEC_PRIOR_RATE;
+        ch->sp_rate = -1.0f; /* the engine's estimate at its first proposal (stage_propose) */
         pg_sampling_params sp = sampler_default_params();
         sp.temperature = p->sampling.temperature;
         sp.top_k = p->sampling.top_k > 0 ? p->sampling.top_k : 0;

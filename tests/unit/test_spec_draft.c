@@ -206,6 +206,43 @@ static void test_chunked(void) {
     spec_destroy(p);
 }
 
+/* prefill (the prompt's K/V while the target computes it, in chunks, no proposals), then proposals
+ * that continue from it, beside a sequence never prefilled; a prefill of what is held already, or
+ * of a rolled-back sequence, changes nothing the proposals show */
+static void test_prefill(void) {
+    spec_proposer *p = make_draft(g_m, 64 * g_block_bytes, 32, 8, 0, PAGODA_DTYPE_F32);
+    if (!p) return;
+    CHECK(p->prefill != NULL, "no prefill hook");
+    if (!p->prefill) {
+        spec_destroy(p);
+        return;
+    }
+    int32_t dummy[4] = {-7, -7, -7, -7};
+    /* the prompt in two chunks (the second over the token budget), beside another's one chunk */
+    spec_query qs[2] = {{.key = 1, .tokens = P[1], .n = PN[1] / 2, .max_k = 4, .out = dummy},
+                        {.key = 2, .tokens = P[3], .n = PN[3]}};
+    p->prefill(p, qs, 2);
+    CHECK(qs[0].n_out == 0 && dummy[0] == -7, "prefill proposed %d", qs[0].n_out);
+    qs[0].n = PN[1];
+    p->prefill(p, qs, 1);
+    p->prefill(p, qs, 1); /* again: nothing new */
+    expect_one(p, 1, P[1], PN[1], K, "after prefill");
+    expect_one(p, 2, P[3], PN[3], K, "after a one-chunk prefill");
+    /* the sequence continues with a token that is not the first proposal's */
+    int32_t seq[MAXTOK + 8];
+    memcpy(seq, P[1], sizeof(int32_t) * (size_t)PN[1]);
+    seq[PN[1]] = (P[1][3] + 5) % g_vocab;
+    expect_one(p, 1, seq, PN[1] + 1, K, "after prefill, a token of the target's");
+    /* a prefill that rolls back into the prompt (a preempted sequence recomputed differently) */
+    seq[4] = (seq[4] + 1) % g_vocab;
+    spec_query q = {.key = 1, .tokens = seq, .n = PN[1] + 1};
+    p->prefill(p, &q, 1);
+    expect_one(p, 1, seq, PN[1] + 1, K, "after a prefill that rolled back");
+    /* a sequence never prefilled beside them */
+    expect_one(p, 3, P[0], PN[0], K, "fresh, no prefill");
+    spec_destroy(p);
+}
+
 /* 5 blocks for sequences of 2 blocks each: some get none, the others are right; LRU makes room */
 static void test_small_pool(void) {
     spec_proposer *p = make_draft(g_m, 5 * g_block_bytes + g_block_bytes / 2, 64, 8, 0, PAGODA_DTYPE_F32);
@@ -360,6 +397,7 @@ int main(void) {
 
     test_same_model();
     test_chunked();
+    test_prefill();
     test_small_pool();
     test_other_drafts();
     bench();
