@@ -426,10 +426,12 @@ def test_speculation_under_tensor_parallel(mpi, model, c_one):
         s.close()
 
 
-def test_mpi_serve_wrapper_drains_on_sigterm(mpi, model, tmp_path):
+def test_mpi_serve_wrapper_drains_on_sigterm(mpi, builtin_model, tmp_path):
     """deploy/pagoda-mpi-serve, the main process of a tensor-parallel container: a SIGTERM to it
     (what docker stop and Kubernetes send) drains the in-flight request and ends every rank, where a
-    SIGTERM to mpirun itself kills the job about a second later"""
+    SIGTERM to mpirun itself kills the job about a second later. The built-in model over 3 ranks (9
+    heads): its 200 tokens take seconds, so the request is surely still running at the signal"""
+    model = builtin_model
     import pathlib
     import requests
     from router_harness import free_port
@@ -440,7 +442,7 @@ def test_mpi_serve_wrapper_drains_on_sigterm(mpi, model, tmp_path):
     port = free_port()
     env = dict(os.environ, PATH=f"{bindir}:{os.environ['PATH']}")
     log = open(tmp_path / "serve.log", "w")
-    proc = subprocess.Popen([str(wrapper), "2", "-m", str(model), "--port", str(port), "-t", "1"], env=env,
+    proc = subprocess.Popen([str(wrapper), "3", "-m", str(model), "--port", str(port), "-t", "1"], env=env,
                             stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
@@ -455,7 +457,7 @@ def test_mpi_serve_wrapper_drains_on_sigterm(mpi, model, tmp_path):
             raise AssertionError("not up:\n" + (tmp_path / "serve.log").read_text())
         with concurrent.futures.ThreadPoolExecutor(1) as ex:
             fut = ex.submit(requests.post, url + "/v1/completions", timeout=120,
-                            json={"prompt": PROMPTS[0], "max_tokens": 300, "ignore_eos": True})
+                            json={"prompt": PROMPTS[0], "max_tokens": 200, "ignore_eos": True})
             from serve_harness import parse_prometheus
             while time.time() < deadline + 60:  # until the request runs
                 m = parse_prometheus(requests.get(url + "/metrics", timeout=5).text)
@@ -465,7 +467,7 @@ def test_mpi_serve_wrapper_drains_on_sigterm(mpi, model, tmp_path):
             proc.send_signal(signal.SIGTERM)
             r = fut.result()
         assert r.status_code == 200, r.text
-        assert r.json()["usage"]["completion_tokens"] == 300
+        assert r.json()["usage"]["completion_tokens"] == 200
         assert proc.wait(timeout=60) == 0
         text = (tmp_path / "serve.log").read_text()
         assert "draining 1 request" in text and "stopped" in text, text
