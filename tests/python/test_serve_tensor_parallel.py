@@ -433,28 +433,29 @@ def test_mpi_serve_wrapper_drains_on_sigterm(mpi, builtin_model, tmp_path):
     heads): its 200 tokens take seconds, so the request is surely still running at the signal"""
     model = builtin_model
     import pathlib
+    import re
     import requests
-    from router_harness import free_port
     wrapper = pathlib.Path(__file__).resolve().parents[2] / "deploy" / "pagoda-mpi-serve"
     bindir = tmp_path / "bin"
     bindir.mkdir()
     (bindir / "pagoda").symlink_to(mpi)  # the wrapper runs `pagoda` from PATH, as in the images
-    port = free_port()
     env = dict(os.environ, PATH=f"{bindir}:{os.environ['PATH']}")
     log = open(tmp_path / "serve.log", "w")
-    proc = subprocess.Popen([str(wrapper), "3", "-m", str(model), "--port", str(port), "-t", "1"], env=env,
+    # --port 0 and the address from the log: a port picked beforehand can be taken by mpirun's own
+    # TCP sockets before the server binds it
+    proc = subprocess.Popen([str(wrapper), "3", "-m", str(model), "--port", "0", "-t", "1"], env=env,
                             stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
+    url = None
     try:
         deadline = time.time() + 90
-        while time.time() < deadline:
-            try:
-                if requests.get(url + "/health", timeout=2).status_code == 200:
-                    break
-            except requests.RequestException:
-                time.sleep(0.2)
-        else:
-            raise AssertionError("not up:\n" + (tmp_path / "serve.log").read_text())
+        while time.time() < deadline and proc.poll() is None:
+            m = re.search(r"serving '[^']*' at (http://\S+?)/ ", (tmp_path / "serve.log").read_text())
+            if m:
+                url = m.group(1)
+                break
+            time.sleep(0.1)
+        assert url, "not up:\n" + (tmp_path / "serve.log").read_text()
+        assert requests.get(url + "/health", timeout=10).status_code == 200
         with concurrent.futures.ThreadPoolExecutor(1) as ex:
             fut = ex.submit(requests.post, url + "/v1/completions", timeout=120,
                             json={"prompt": PROMPTS[0], "max_tokens": 200, "ignore_eos": True})
