@@ -213,14 +213,17 @@ def main_ab(args, sets, tmp, configs):
                 res["new_vs_old_off"] = med([b["decode_tok_s"] / a["decode_tok_s"] for a, b in zip(runs["old"]["off"], runs["new"]["off"])])
                 res["new_vs_old_on_out"] = med([b["out_tok_s"] / a["out_tok_s"] for a, b in zip(runs["old"]["on"], runs["new"]["on"])])
                 results.append(res)
-    print("| workload | speculation | conc | build | decode t/s off | decode t/s on | ratio | out t/s ratio | accepted | mean len |")
-    print("|---|---|---:|---|---:|---:|---:|---:|---:|---:|")
-    for r in results:
-        for n in ("old", "new"):
-            x = r[n]
-            print(f"| {r['workload']} | {r['speculative']} | {r['concurrency']} | {n} | {x['off_decode_tok_s']:.1f} | "
-                  f"{x['on_decode_tok_s']:.1f} | {x['decode_ratio']:.2f}x | {x['out_ratio']:.2f}x | "
-                  f"{100 * x['acceptance']:.1f}% | {x['mean_accepted_len']:.2f} |")
+    def per_build(head, cells):
+        """a table row per result and build: workload, speculation, concurrency, build, then cells(x)"""
+        print(f"| workload | speculation | conc | build | {head} |")
+        print("|---|---|---:|---|" + "---:|" * (head.count("|") + 1))
+        for r in results:
+            for n in ("old", "new"):
+                print(f"| {r['workload']} | {r['speculative']} | {r['concurrency']} | {n} | {cells(r[n])} |")
+
+    per_build("decode t/s off | decode t/s on | ratio | out t/s ratio | accepted | mean len",
+              lambda x: f"{x['off_decode_tok_s']:.1f} | {x['on_decode_tok_s']:.1f} | {x['decode_ratio']:.2f}x | "
+                        f"{x['out_ratio']:.2f}x | {100 * x['acceptance']:.1f}% | {x['mean_accepted_len']:.2f}")
     print()
     print("| workload | speculation | conc | new/old decode, spec on | new/old decode, spec off | new/old output t/s, spec on |")
     print("|---|---|---:|---:|---:|---:|")
@@ -229,13 +232,8 @@ def main_ab(args, sets, tmp, configs):
               f"{r['new_vs_old_off']:.2f}x | {r['new_vs_old_on_out']:.2f}x |")
     if args.cpu_decode:
         print()
-        print("| workload | speculation | conc | build | decode CPU ms/token off | on | speedup (off/on) |")
-        print("|---|---|---:|---|---:|---:|---:|")
-        for r in results:
-            for n in ("old", "new"):
-                x = r[n]
-                print(f"| {r['workload']} | {r['speculative']} | {r['concurrency']} | {n} | {x['off_decode_cpu_ms']:.2f} | "
-                      f"{x['on_decode_cpu_ms']:.2f} | {x['cpu_ratio']:.2f}x |")
+        per_build("decode CPU ms/token off | on | speedup (off/on)",
+                  lambda x: f"{x['off_decode_cpu_ms']:.2f} | {x['on_decode_cpu_ms']:.2f} | {x['cpu_ratio']:.2f}x")
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"threads": args.threads, "problems": args.problems, "out_tokens": args.out, "rows": results}, f, indent=2)

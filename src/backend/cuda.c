@@ -250,63 +250,45 @@ static pagoda_status upload_dequantized(cuda_be *c, const pg_tensor *t, bool mat
                          .perm = t->perm.data};
     /* symmetric int4/int8 in column order with half scales (GPTQ sym without act-order, most
        compressed-tensors W4A16/W8A16): the same values as Q4_0 / Q8_0 blocks, which the GPU
-       kernels read (4.5 / 8.5 bits per weight) */
+       kernels read (4.5 / 8.5 bits per weight); the rest as halves */
     const int gt = kref_qweight_ggml_type(&w);
-    size_t rb = 0;
-    if (gt) dtype_row_size(gt, t->n_in, &rb);
-    const size_t held = gt ? rb * (size_t)t->n_out : (size_t)t->n_in * (size_t)t->n_out * sizeof(uint16_t);
+    size_t bytes = (size_t)t->n_in * (size_t)t->n_out * sizeof(uint16_t);
+    if (gt) dtype_row_size(gt, t->n_in, &bytes), bytes *= (size_t)t->n_out;
     *out = (pg_bweight){.dtype = gt ? gt : PAGODA_DTYPE_F16, .n_in = t->n_in, .n_out = t->n_out};
-    if (uploaded_before(c, t->data, held, out)) return prepare_matrix(c, out);
+    if (uploaded_before(c, t->data, bytes, out)) return prepare_matrix(c, out);
+    void *h = malloc(bytes), *p = NULL;
+    if (!h) return pg_fail(PAGODA_ERR_NOMEM, "weight %s: no host memory to convert it for the GPU (%zu bytes)", name, bytes);
     if (gt) {
-        const size_t gbytes = held;
-        void *hq = malloc(gbytes), *p = NULL;
-        if (!hq) return pg_fail(PAGODA_ERR_NOMEM, "weight %s: no host memory to convert it (%zu bytes)", name, gbytes);
-        kref_qweight_to_ggml(&w, hq);
-        if ((st = pcu_malloc(&p, gbytes)) || (st = track(c, p, t->data, gbytes))) {
-            free(hq), pcu_free(p);
-            return pg_error_prefix("uploading %s: ", name), st;
+        kref_qweight_to_ggml(&w, h);
+    } else {
+        enum { CHUNK = 64 }; /* rows dequantized at a time */
+        float *rows = malloc(sizeof(float) * (size_t)t->n_in * CHUNK);
+        if (!rows) {
+            free(h);
+            return pg_fail(PAGODA_ERR_NOMEM, "weight %s: no host memory to dequantize it", name);
         }
-        st = pcu_h2d(p, hq, gbytes, NULL); /* synchronous: hq is freed next */
-        free(hq);
-        if (st) return st;
-        *out = (pg_bweight){.data = p, .dtype = gt, .n_in = t->n_in, .n_out = t->n_out};
-        c->weight_bytes += gbytes;
-        if (!c->n_as_ggml++)
-            pg_log(PAGODA_LOG_INFO, "cuda: symmetric int4/int8 checkpoint weights held as the same values in Q4_0/Q8_0 "
-                   "blocks (float activations)");
-        return prepare_matrix(c, out);
+        uint16_t *half = h;
+        for (int64_t r0 = 0; r0 < t->n_out; r0 += CHUNK) {
+            int64_t nr = t->n_out - r0 < CHUNK ? t->n_out - r0 : CHUNK;
+            kref_qweight_dequant(&w, r0, nr, rows);
+            for (size_t i = 0; i < (size_t)(nr * t->n_in); i++) half[(size_t)r0 * (size_t)t->n_in + i] = pg_fp32_to_fp16(rows[i]);
+        }
+        free(rows);
     }
-    enum { CHUNK = 64 }; /* rows dequantized at a time */
-    const size_t n = (size_t)t->n_in * (size_t)t->n_out, bytes = n * sizeof(uint16_t);
-    uint16_t *h = malloc(bytes);
-    float *rows = malloc(sizeof(float) * (size_t)t->n_in * CHUNK);
-    void *p = NULL;
-    if (!h || !rows) {
-        free(h), free(rows);
-        return pg_fail(PAGODA_ERR_NOMEM, "weight %s: no host memory to dequantize it for the GPU (%zu bytes)", name, bytes);
-    }
-    for (int64_t r0 = 0; r0 < t->n_out; r0 += CHUNK) {
-        int64_t nr = t->n_out - r0 < CHUNK ? t->n_out - r0 : CHUNK;
-        kref_qweight_dequant(&w, r0, nr, rows);
-        for (size_t i = 0; i < (size_t)(nr * t->n_in); i++) h[(size_t)r0 * (size_t)t->n_in + i] = pg_fp32_to_fp16(rows[i]);
-    }
-    free(rows);
-    if ((st = pcu_malloc(&p, bytes))) {
-        free(h);
-        return pg_error_prefix("uploading %s: ", name), st;
-    }
-    if ((st = track(c, p, t->data, bytes))) {
+    if ((st = pcu_malloc(&p, bytes)) || (st = track(c, p, t->data, bytes))) {
         free(h), pcu_free(p);
-        return st;
+        return pg_error_prefix("uploading %s: ", name), st;
     }
     st = pcu_h2d(p, h, bytes, NULL); /* synchronous: h is freed next */
     free(h);
     if (st) return st;
     out->data = p;
     c->weight_bytes += bytes;
-    if (!c->n_dequantized++)
-        pg_log(PAGODA_LOG_INFO, "cuda: GPTQ/AWQ/compressed-tensors weights are dequantized to f16 at load (2 bytes per "
-               "weight; no GPU kernels over their codes yet), with float activations");
+    if (!(gt ? c->n_as_ggml++ : c->n_dequantized++))
+        pg_log(PAGODA_LOG_INFO, gt ? "cuda: symmetric int4/int8 checkpoint weights held as the same values in Q4_0/Q8_0 "
+                                     "blocks (float activations)"
+                                   : "cuda: GPTQ/AWQ/compressed-tensors weights are dequantized to f16 at load (2 bytes "
+                                     "per weight; no GPU kernels over their codes yet), with float activations");
     return prepare_matrix(c, out);
 }
 

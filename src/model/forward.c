@@ -59,14 +59,14 @@ struct pg_forward {
     bool reduce_always;     /* the sums run for a group of one too (through NCCL on one GPU) */
     bool no_head;           /* a GPU rank other than the first: only the first runs the LM head, so
                                this one holds neither its weight nor a logits buffer */
-    bool ve;                /* vocabulary-parallel token embedding: this rank's rows [ve0, ve1) */
-    int32_t ve0, ve1;
+    bool ve;                /* vocabulary-parallel token embedding: this rank's rows [vp0, vp1) */
     /* pipeline parallelism: where the residual stream comes from / goes to (NULL: this process
      * embeds / runs the head) */
     pagoda_status (*pp_recv)(void *user, float *x, int64_t n);
     pagoda_status (*pp_send)(void *user, const float *x, int64_t n);
     void *pp_user;
-    /* vocabulary-parallel LM head (tensor parallelism): this rank's logits columns [vp0, vp1) */
+    /* vocabulary-parallel LM head (tensor parallelism): this rank's logits columns [vp0, vp1), its
+       slice of the vocabulary (also the vocabulary-parallel embedding's rows) */
     bool vp;
     int32_t vp0, vp1;
     pagoda_status (*vp_send)(void *user, const float *x, int64_t n);
@@ -223,20 +223,25 @@ static pagoda_status up_fused_qkv(const pg_forward *f, stage *s, const pg_weight
     return up(s, &part, matrix, out);
 }
 
+/* Uploads this rank's rows [vp0, vp1) of a [n_vocab][n] table (the vocabulary-parallel head or
+ * embedding), a view in place (rows are contiguous); out->row0 says which ids it holds. */
+static pagoda_status up_vocab_rows(const pg_forward *f, stage *s, const pg_weight *t, bool matrix, pg_bweight *out) {
+    pg_tensor part = *t;
+    size_t rs = 0;
+    if (!dtype_row_size(part.dtype, part.n_in, &rs)) return pg_fail(PAGODA_ERR_INVALID, "%s: bad row size", t->name ? t->name : "?");
+    part.data = (const char *)part.data + (size_t)f->vp0 * rs, part.n_out = f->vp1 - f->vp0;
+    pagoda_status st = up(s, &part, matrix, out);
+    out->row0 = f->vp0;
+    return st;
+}
+
 /* Uploads the layers and tensors a stage needs. Matrices that read the same input are stacked
  * where the backend wants them so (Q|K|V, gate|up without biases). */
 static pagoda_status stage_upload(const pg_forward *f, stage *s, const pg_model *m) {
     const pg_model_config *c = &m->cfg;
     pagoda_status st;
-    if (s->embed && f->ve) { /* this rank's rows of the token embedding (a view: rows are contiguous) */
-        pg_tensor part = m->tok_embd;
-        size_t rs = 0;
-        if (!dtype_row_size(part.dtype, part.n_in, &rs)) return pg_fail(PAGODA_ERR_INVALID, "token_embd: bad row size");
-        part.data = (const char *)part.data + (size_t)f->ve0 * rs, part.n_out = f->ve1 - f->ve0;
-        if ((st = up(s, &part, false, &s->tok_embd))) return st;
-        s->tok_embd.row0 = f->ve0;
-        if ((st = up(s, &m->pos_embd, false, &s->pos_embd))) return st;
-    } else if (s->embed && ((st = up(s, &m->tok_embd, false, &s->tok_embd)) || (st = up(s, &m->pos_embd, false, &s->pos_embd))))
+    if (s->embed && ((st = f->ve ? up_vocab_rows(f, s, &m->tok_embd, false, &s->tok_embd) : up(s, &m->tok_embd, false, &s->tok_embd)) ||
+                     (st = up(s, &m->pos_embd, false, &s->pos_embd))))
         return st;
     if (c->rope != ROPE_NONE) {
         pg_weight inv = {.data = m->rope_inv_freq, .dtype = PAGODA_DTYPE_F32, .n_in = c->rope_dim / 2, .n_out = 1,
@@ -276,13 +281,7 @@ static pagoda_status stage_upload(const pg_forward *f, stage *s, const pg_model 
     }
     if (s->head && ((st = up(s, &m->out_norm, false, &s->out_norm)) || (st = up(s, &m->out_norm_b, false, &s->out_norm_b))))
         return st;
-    if (s->head && f->vp) { /* this rank's rows of the head, in place */
-        pg_tensor part = m->output;
-        size_t rs = 0;
-        if (!dtype_row_size(part.dtype, part.n_in, &rs)) return pg_fail(PAGODA_ERR_INVALID, "output: bad row size");
-        part.data = (const char *)part.data + (size_t)f->vp0 * rs, part.n_out = f->vp1 - f->vp0;
-        return up(s, &part, true, &s->output);
-    }
+    if (s->head && f->vp) return up_vocab_rows(f, s, &m->output, true, &s->output);
     if (s->head && !f->no_head && (st = up(s, &m->output, true, &s->output))) return st;
     return PAGODA_OK;
 }
@@ -377,6 +376,8 @@ pagoda_status forward_create_ex(const pg_model *m, int32_t max_tokens, const pg_
         f->kv_rep = c->n_head_kv < f->tp_size ? f->tp_size / c->n_head_kv : 1;
         f->n_head /= f->tp_size, f->n_head_kv = f->kv_rep > 1 ? 1 : f->n_head_kv / f->tp_size, f->n_ff /= f->tp_size;
     }
+    f->vp0 = (int32_t)((int64_t)c->n_vocab * f->tp_rank / f->tp_size); /* this rank's slice of the vocabulary */
+    f->vp1 = (int32_t)((int64_t)c->n_vocab * (f->tp_rank + 1) / f->tp_size);
     /* this process's layers: all of them, or a pipeline stage's range */
     int32_t l0 = 0, l1 = c->n_layer;
     if (o.pp_l1 > 0 && (o.pp_l0 > 0 || o.pp_l1 < c->n_layer)) {
@@ -391,8 +392,6 @@ pagoda_status forward_create_ex(const pg_model *m, int32_t max_tokens, const pg_
     if (f->tp_size > 1 && f->n_gpu == 0 && l1 == c->n_layer && o.vp_send && o.vp_recv && m->output.data &&
         !pg_tensor_has_qmeta(&m->output) && c->n_vocab >= f->tp_size) {
         f->vp = true;
-        f->vp0 = (int32_t)((int64_t)c->n_vocab * f->tp_rank / f->tp_size);
-        f->vp1 = (int32_t)((int64_t)c->n_vocab * (f->tp_rank + 1) / f->tp_size);
         f->vp_send = o.vp_send, f->vp_recv = o.vp_recv, f->vp_user = o.vp_user;
         int32_t widest = (int32_t)(((int64_t)c->n_vocab + f->tp_size - 1) / f->tp_size);
         if (f->tp_rank == 0 && !(f->vp_tmp = malloc(sizeof(float) * (size_t)max_tokens * (size_t)widest))) {
@@ -401,11 +400,8 @@ pagoda_status forward_create_ex(const pg_model *m, int32_t max_tokens, const pg_
         }
     }
     if (f->tp_size > 1 && o.vp_embed && l0 == 0 && m->tok_embd.data && !pg_tensor_has_qmeta(&m->tok_embd) &&
-        c->n_vocab >= f->tp_size) {
+        c->n_vocab >= f->tp_size)
         f->ve = true;
-        f->ve0 = (int32_t)((int64_t)c->n_vocab * f->tp_rank / f->tp_size);
-        f->ve1 = (int32_t)((int64_t)c->n_vocab * (f->tp_rank + 1) / f->tp_size);
-    }
     if (!(f->out_rows = malloc(sizeof(int32_t) * (size_t)max_tokens)) || !(f->segs = malloc(sizeof(lora_seg) * (size_t)max_tokens)) ||
         !(f->lora_jobs = malloc(sizeof(pg_lora_seg) * 3 * (size_t)max_tokens))) {
         st = pg_fail(PAGODA_ERR_NOMEM, "out of memory");
