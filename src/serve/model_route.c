@@ -139,9 +139,12 @@ static void *wait_main(void *arg) {
         for (http_req **pp = &s->waiting; *pp;) {
             http_req *hr = *pp;
             /* without starting another load (a failed one is reported, not retried) */
-            mgr_result r = draining ? MGR_FAILED
-                                    : mgr_acquire(s->models, hr->model_name, 0, 0, &hr->lease, hr->model_error,
-                                                  sizeof hr->model_error);
+            /* a wait past its deadline is answered as timed out even when the model has just come: the
+             * client asked for at most that long, and the answer does not depend on when this thread woke */
+            mgr_result r = draining                    ? MGR_FAILED
+                           : now >= hr->model_deadline ? MGR_TIMEOUT
+                                                       : mgr_acquire(s->models, hr->model_name, 0, 0, &hr->lease,
+                                                                     hr->model_error, sizeof hr->model_error);
             if (draining) snprintf(hr->model_error, sizeof hr->model_error, "The server is shutting down.");
             if (r == MGR_TIMEOUT && now < hr->model_deadline) {
                 pp = &hr->wait_next;
@@ -156,9 +159,17 @@ static void *wait_main(void *arg) {
             MHD_resume_connection(hr->conn);
             req_unref(hr);
         }
+        /* wake every 20 ms to see loads finish, and at the earliest deadline */
+        double wake = pg_now_s() + 0.020;
+        for (http_req *hr = s->waiting; hr; hr = hr->wait_next)
+            if (hr->model_deadline < wake) wake = hr->model_deadline;
+        double dt = wake - pg_now_s();
+        if (dt < 0) dt = 0;
+        const long ns = (long)(dt * 1e9) + 1000;
         struct timespec ts;
         clock_gettime(CLOCK_REALTIME, &ts);
-        ts.tv_nsec += 20 * 1000 * 1000;
+        ts.tv_sec += ns / 1000000000L;
+        ts.tv_nsec += ns % 1000000000L;
         if (ts.tv_nsec >= 1000000000L) ts.tv_sec++, ts.tv_nsec -= 1000000000L;
         if (!s->waiting && !s->wait_stop) pthread_cond_wait(&s->wait_cv, &s->wait_mu);
         else pthread_cond_timedwait(&s->wait_cv, &s->wait_mu, &ts);

@@ -306,7 +306,9 @@ def test_models_config_yaml(pagoda_bin, paths, tmp_path, run_pagoda):
 
 
 def test_load_wait_timeout_is_503_with_retry_after(pagoda_bin, paths):
-    # a 1 ms wait: the built-in model takes tens of milliseconds to load (prefault, engine)
+    # a 1 ms wait: loading takes longer than that (a thread, the file, the engine), and a wait past its
+    # deadline is answered 503 even if the model came in the meantime (a fast machine once loaded it
+    # within the wait thread's 20 ms poll, and the request got 200)
     s = Server(pagoda_bin, paths["tiny"], "--served-model-name", "tiny", "-m", f"smol={paths['smol']}", *KV_ARGS,
                "--model-load-timeout", "0.001")
     try:
