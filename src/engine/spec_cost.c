@@ -81,3 +81,10 @@ int32_t spec_cost_allocate(const spec_cost *c, int32_t n_base, const float *rate
     }
     return total;
 }
+
+bool spec_cost_would_draft(const spec_cost *c, int32_t n_base, float rate) {
+    const int32_t ask = 1;
+    int32_t k = 0;
+    gain work[1];
+    return spec_cost_allocate(c, n_base, &rate, &ask, 1, &k, work) > 0;
+}

@@ -46,4 +46,9 @@ bool spec_cost_fit(const spec_cost *c, double *alpha, double *beta);
 int32_t spec_cost_allocate(const spec_cost *c, int32_t n_base, const float *rate, const int32_t *ask, int32_t n,
                            int32_t *k, void *work);
 
+/* Whether a candidate at acceptance rate `rate` would get at least one draft in a step where
+ * n_base sequences decode (true while nothing is measured: drafts are tried then). The engine asks
+ * it before paying a draft model's prefill for sequences that would get no drafts anyway. */
+bool spec_cost_would_draft(const spec_cost *c, int32_t n_base, float rate);
+
 #endif

@@ -105,7 +105,12 @@ static void stage_propose(pagoda_engine *e) {
  * sequences it may later propose for: done with the prompt, not in the first proposal (where it
  * would count as decode time, and in the cost model as the proposer's cost per draft). */
 static void stage_spec_prefill(pagoda_engine *e, const sched_plan *plan) {
-    if (!e->spec || !e->spec->prefill || sched_n_running(e->sched) > e->spec_max_seqs) return;
+    const int32_t n_run = sched_n_running(e->sched);
+    if (!e->spec || !e->spec->prefill || n_run > e->spec_max_seqs) return;
+    /* not while the cost model would give a new sequence no drafts (the proposer costs more than
+       its drafts save at this batch size): its prefill would only add to the time to first token.
+       A sequence probed later catches up inside that proposal (counted out of the proposer's cost). */
+    if (!e->c.spec_fixed_k && !spec_cost_would_draft(&e->sp_cost, n_run, spec_prior(e))) return;
     int32_t nq = 0;
     for (int32_t i = 0; i < plan->n_seqs && nq < e->c.max_seqs; i++) {
         sched_seq *q = plan->seqs[i];

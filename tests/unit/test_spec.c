@@ -199,6 +199,7 @@ static void test_cost_model(void) {
     int32_t ask[3] = {6, 6, 6}, k[3];
     _Alignas(8) float work[2 * 3 * 6];
     CHECK(spec_cost_allocate(&c, 1, rate, ask, 1, k, work) == 6 && k[0] == 6, "nothing measured: the ask");
+    CHECK(spec_cost_would_draft(&c, 64, 0.05f), "nothing measured: drafts are tried");
     /* one token count seen: beta is a guess (a tenth of alpha), optimistic, so drafts get tried */
     for (int i = 0; i < 5; i++) spec_cost_record(&c, 1, 4.4e-3);
     double a, b;
@@ -216,9 +217,13 @@ static void test_cost_model(void) {
     CHECK(spec_cost_allocate(&c, 32, rate, ask, 2, k, work) == 0, "batch 32 at 68%%: none");
     CHECK(spec_cost_allocate(&c, 32, rate, ask, 3, k, work) >= 1 && k[0] == 0 && k[1] == 0 && k[2] >= 1,
           "batch 32: only the 95%% sequence (%d %d %d)", k[0], k[1], k[2]);
+    /* the engine's question before a draft model's prefill: would a new sequence get a draft? */
+    CHECK(spec_cost_would_draft(&c, 1, 0.68f) && !spec_cost_would_draft(&c, 32, 0.68f) &&
+              spec_cost_would_draft(&c, 32, 0.95f), "would draft: batch 1 yes, batch 32 only at 95%%");
     /* an expensive proposer (a draft model at 5 ms a token) makes drafts not worth it */
     for (int i = 0; i < 4; i++) spec_cost_record_proposer(&c, 2, 10e-3);
     CHECK(spec_cost_allocate(&c, 1, rate, ask, 1, k, work) == 0, "expensive drafts: %d", k[0]);
+    CHECK(!spec_cost_would_draft(&c, 1, 0.68f), "expensive drafts: no prefill for them");
     /* a GPU: a few more tokens nearly free, every likely draft verified */
     c = (spec_cost){0};
     for (int t = 1; t <= 8; t++) spec_cost_record(&c, t, 5e-3 + 2e-5 * t);
