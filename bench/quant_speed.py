@@ -8,7 +8,7 @@ every matrix is Q4_0), and, written here with the layouts tests/python/test_quan
 checks: GPTQ int4 g128 (symmetric), AWQ int4 g128 (zero points), compressed-tensors W8A8 (int8 per
 channel, int8 per-token activations) and FP8 (e4m3 per channel, fp8 per-token activations).
 Each is run with `pagoda bench -p 128 -n 32 -t 2 -r 3`, rounds interleaved, medians reported;
-GPTQ/AWQ also with --quant-activations int8.
+GPTQ/AWQ with --quant-activations float, int16 (their default on CPUs with AVX-512 VNNI) and int8.
 
 Usage: python bench/quant_speed.py [--layers 4] [--rounds 2] [--work DIR] [--out bench/results/quant-speed]
 """
@@ -121,9 +121,11 @@ def main():
         if not (d / "model.safetensors").exists():
             print(f"writing {name} ...", file=sys.stderr, flush=True)
             write_variant(base, d, qc, pack)
-        models[name] = (d, ())
-        if "int4" in name:
-            models[name + ", int8 activations"] = (d, ("--quant-activations", "int8"))
+        if "int4" in name:  # weight-only: float, int16 (the default where the CPU has AVX-512 VNNI) and int8
+            for act in ("float", "int16", "int8"):
+                models[f"{name}, {act} activations"] = (d, ("--quant-activations", act))
+        else:
+            models[name] = (d, ())
     res = {k: {"pp": [], "tg": []} for k in models}
     for r in range(a.rounds):
         for name, (path, extra) in models.items():

@@ -283,11 +283,15 @@ typedef enum {
 
 /* Activations of products over Hugging Face quantized weights. */
 typedef enum {
-    PAGODA_QUANT_ACT_CHECKPOINT = 0, /* as the checkpoint declares: float for weight-only schemes (GPTQ,
-                                        AWQ, W4A16), int8 / fp8 per token for W8A8 / FP8_DYNAMIC */
+    PAGODA_QUANT_ACT_CHECKPOINT = 0, /* as the checkpoint declares: 16-bit for weight-only schemes (GPTQ,
+                                        AWQ, W4A16: int16 where the CPU has its kernel, AVX-512 VNNI,
+                                        else float), int8 / fp8 per token for W8A8 / FP8_DYNAMIC */
     PAGODA_QUANT_ACT_FLOAT = 1,      /* always float (the reference numerics; slower for W8A8) */
     PAGODA_QUANT_ACT_INT8 = 2,       /* always int8 per token (fastest on the CPU, also for int4) */
     PAGODA_QUANT_ACT_FP8 = 3,        /* always fp8 e4m3 per token */
+    PAGODA_QUANT_ACT_INT16 = 4,      /* always int16 per span of up to 128 columns (kernels/qmatmul.h):
+                                        within 2^-16 of the span's largest value, as fast as int8 on
+                                        CPUs with AVX-512 VNNI */
 } pagoda_quant_act;
 void pagoda_engine_config_default(pagoda_engine_config *c);
 

@@ -234,10 +234,10 @@ static void load_progress(uint64_t done, uint64_t total, void *user) {
 }
 
 int cli_quant_act(const char *opt, const char *val, int *out) {
-    static const char *const names[] = {"checkpoint", "float", "int8", "fp8"};
-    for (int i = 0; i < 4; i++)
+    static const char *const names[] = {"checkpoint", "float", "int8", "fp8", "int16"};
+    for (int i = 0; i < 5; i++)
         if (!strcmp(val, names[i])) return *out = i, 0;
-    fprintf(stderr, "pagoda: %s expects checkpoint, float, int8 or fp8, got '%s'\n", opt, val);
+    fprintf(stderr, "pagoda: %s expects checkpoint, float, int8, fp8 or int16, got '%s'\n", opt, val);
     return 1;
 }
 

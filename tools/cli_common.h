@@ -41,8 +41,9 @@ typedef struct {
     "  --cuda-repack on|off repacked Q4_0/Q8_0 copies for the decode matvec (default on)\n"                    \
     "  --cuda-nccl on|off   on: the layer sums go through NCCL on one GPU too (a group of one: checks the\n"  \
     "                       path --tensor-parallel-size takes on GPUs, which always uses NCCL; default off)\n" \
-    "  --quant-activations checkpoint|float|int8|fp8  activations of GPTQ/AWQ/compressed-tensors products:\n" \
-    "                       as the checkpoint declares (default), or always float / int8 / fp8 per token\n" \
+    "  --quant-activations checkpoint|float|int8|fp8|int16  activations of GPTQ/AWQ/compressed-tensors\n"   \
+    "                       products: as the checkpoint declares (default; 16-bit ones as int16 where the\n"  \
+    "                       CPU has AVX-512 VNNI), or always float / int8 / fp8 per token / int16 per span\n" \
     CLI_KV_HELP CLI_SPEC_HELP
 #define CLI_SPEC_HELP                                                                                   \
     "  --speculative none|ngram|draft:PATH  speculative decoding: drafts from prompt lookup (n-gram) or\n" \

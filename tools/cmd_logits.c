@@ -15,7 +15,7 @@ static const char k_usage[] =
             "usage: pagoda logits -m MODEL -i IDS.safetensors -o OUT.safetensors [-t THREADS] [--kv-type T]\n"
                     "  -m, --model PATH  -i IDS  -o OUT  -t, --threads N\n"
                     "  --kv-type f32|f16|int8|fp8  KV cache element type (default f32)\n"
-                    "  --quant-activations checkpoint|float|int8|fp8  (GPTQ/AWQ/compressed-tensors weights)\n"
+                    "  --quant-activations checkpoint|float|int8|fp8|int16  (GPTQ/AWQ/compressed-tensors weights)\n"
                     "  --tensor-parallel-size N  split the model over N ranks: the processes of an MPI job (under\n"
                     "                       mpirun -np N) or N threads of this process; CPU, or GPUs with --device\n"
                     "                       cuda (one per rank, sums through NCCL); N must divide the heads, KV\n"

@@ -33,7 +33,7 @@ static const char k_usage[] =
             "  --chunks N            at most N chunks (default: all the text gives)\n"
             "  -t, --threads N       threads (default: all cores)\n"
             "  --kv-cache-dtype T    KV cache element type: f32 (default), f16, int8 or fp8 (e4m3); also --kv-type\n"
-            "  --quant-activations checkpoint|float|int8|fp8  activations of GPTQ/AWQ/compressed-tensors products\n"
+            "  --quant-activations checkpoint|float|int8|fp8|int16  activations of GPTQ/AWQ/compressed-tensors products\n"
             "  --kl-divergence-base FILE  save the scored positions' log-probabilities to FILE\n"
             "  --kl-divergence       read FILE instead and report KL divergence, top-1 agreement and\n"
             "                        the change of the correct token's probability against it\n";

@@ -26,7 +26,13 @@
  * rounded to nearest, ties away from zero, clamped to [-127, 127]; s_t = 0 gives q = 0), the
  * dynamic per-token scheme of compressed-tensors W8A8 and vLLM; integer dot products per group,
  * then scaled. K_ACT_FP8 rounds each row to e4m3 with s_t = max|x[t]| / 448 (round to nearest
- * even, saturating at +-448) and multiplies the dequantized values in float.
+ * even, saturating at +-448) and multiplies the dequantized values in float. K_ACT_INT16 rounds
+ * each row to int16 per span of columns (k_qmatmul_int16_span; in column order, after the
+ * permutation): s = max|x over the span| / 32767, q = x / s rounded to nearest, ties away from
+ * zero (s = 0 gives q = 0); the product multiplies the dequantized weights by q * s. Its error is
+ * at most 2^-16 of the span's largest activation per element, finer than a half's (2^-11 of each
+ * value) unless a span's values differ by more than 32x; on the CPU it runs as exact int16 dot
+ * products (vpdpwssd) per span, about as fast as int8 activations.
  *
  * Contract (batch and thread invariance): y[t][r] depends only on W row r and x row t, never on
  * n_tok, the thread count, or which rows are computed together. */
@@ -37,7 +43,7 @@
 #include <stdint.h>
 
 typedef enum { K_QW_INT4 = 1, K_QW_INT8 = 2, K_QW_FP8 = 3 } k_qw_kind;
-typedef enum { K_ACT_FLOAT = 0, K_ACT_INT8 = 1, K_ACT_FP8 = 2 } k_act_kind;
+typedef enum { K_ACT_FLOAT = 0, K_ACT_INT8 = 1, K_ACT_FP8 = 2, K_ACT_INT16 = 3 } k_act_kind;
 
 typedef struct {
     k_qw_kind kind;
@@ -55,6 +61,16 @@ static inline size_t k_qweight_row_bytes(const k_qweight *w) {
 }
 static inline int64_t k_qweight_n_group(const k_qweight *w) { return (w->n_in + w->group_size - 1) / w->group_size; }
 
+/* Columns per int16 activation span (K_ACT_INT16): 128 with one group per row, else the largest
+ * divisor of group_size up to 128 (so a span never crosses a group, and an int16 dot product over
+ * one span stays exact in int32). Spans start at multiples of it; the row's last may be shorter. */
+static inline int64_t k_qmatmul_int16_span(const k_qweight *w) {
+    if (k_qweight_n_group(w) == 1) return 128;
+    for (int64_t d = 128; d > 1; d--)
+        if (w->group_size % d == 0) return d;
+    return 1;
+}
+
 /* e4m3fn code -> float (exact). */
 float k_fp8_e4m3_to_float(uint8_t code);
 /* float -> e4m3fn code, round to nearest even, saturating at +-448 (NaN -> 0x7f). */
@@ -69,6 +85,11 @@ size_t k_qmatmul_work_size(const k_qweight *w, int64_t n_tok, k_act_kind act);
  * (kcpu_set_threads) and agrees with kref_ within float summation-order error. */
 void kref_qmatmul(const k_qweight *w, k_act_kind act, const float *x, int64_t n_tok, float *y, int64_t ldy, void *work);
 void kcpu_qmatmul(const k_qweight *w, k_act_kind act, const float *x, int64_t n_tok, float *y, int64_t ldy, void *work);
+
+/* Whether kcpu_qmatmul runs K_ACT_INT16 over w as int16 dot products (AVX-512 VNNI, INT4/INT8
+ * codes, spans of whole 32-column blocks); elsewhere it rounds the activations the same way and
+ * multiplies in float, which is no faster than K_ACT_FLOAT. */
+int kcpu_qmatmul_int16_fast(const k_qweight *w);
 
 /* Rows [r0, r0 + n_rows) of W as plain floats, by input feature (out[r - r0][f], n_in each; the
  * permutation undone): the values kref_qmatmul multiplies float activations by. For a backend with

@@ -2,7 +2,8 @@
  *   - e4m3fn: every code round trips through float; k_fp8_e4m3_from_float equals a brute-force
  *     nearest code (ties to the even code, saturating at +-448) on random and edge values;
  *   - kref_qmatmul against a naive double-precision dequantize-then-multiply written here (the
- *     activations rounded by this file's own reading of the header for K_ACT_INT8 / K_ACT_FP8):
+ *     activations rounded by this file's own reading of the header for K_ACT_INT8 / K_ACT_FP8 /
+ *     K_ACT_INT16):
  *       |y_ref - y_naive| <= 1e-5 * sum_i |w_i x'_i| + 1e-30;
  *   - kcpu_qmatmul against kref_qmatmul at every ISA level this CPU has:
  *       |y_cpu - y_ref| <= (16 + n_in / 8) * FLT_EPSILON * S,  S = sum_i |scale| (|q_i - z| + |z|) |x'_i|
@@ -95,10 +96,35 @@ typedef struct {
 } qcase;
 
 static const char *kind_name(int k) { return k == K_QW_INT4 ? "int4" : k == K_QW_INT8 ? "int8" : "fp8"; }
-static const char *act_name(int a) { return a == K_ACT_FLOAT ? "float" : a == K_ACT_INT8 ? "int8" : "fp8"; }
+static const char *act_name(int a) {
+    return a == K_ACT_FLOAT ? "float" : a == K_ACT_INT8 ? "int8" : a == K_ACT_INT16 ? "int16" : "fp8";
+}
 
 /* x' of one row by this test's reading of the header (x'[j] for input feature j) */
-static void test_act_row(const float *x, int64_t n, k_act_kind act, double *xq) {
+static void test_act_row(const float *x, int64_t n, k_act_kind act, const k_qweight *w, double *xq) {
+    if (act == K_ACT_INT16) {
+        /* spans of columns (after the permutation): 128 with one group, else the largest divisor
+           of the group size up to 128; s = max|x| / 32767 over the span, q = round half away */
+        int64_t span = 128;
+        if (w->group_size < n)
+            for (span = w->group_size < 128 ? w->group_size : 128; w->group_size % span; span--) {}
+        for (int64_t i0 = 0; i0 < n; i0 += span) {
+            int64_t i1 = i0 + span < n ? i0 + span : n;
+            float m = 0.0f;
+            for (int64_t i = i0; i < i1; i++) {
+                float v = fabsf(x[w->perm ? w->perm[i] : i]);
+                m = v > m ? v : m;
+            }
+            float s = m / 32767.0f;
+            for (int64_t i = i0; i < i1; i++) {
+                int64_t j = w->perm ? w->perm[i] : i;
+                float q = s == 0.0f ? 0.0f : roundf(x[j] / s);
+                q = q > 32767 ? 32767 : q < -32767 ? -32767 : q;
+                xq[j] = (double)(q * s);
+            }
+        }
+        return;
+    }
     float amax = 0.0f;
     for (int64_t j = 0; j < n; j++) amax = fabsf(x[j]) > amax ? fabsf(x[j]) : amax;
     for (int64_t j = 0; j < n; j++) {
@@ -160,7 +186,7 @@ static void qcase_init(qcase *c, int kind, k_act_kind act, int with_zeros, int w
     c->s_z = malloc(sizeof(double) * (size_t)(n_out * n_tok));
     double *xq = malloc(sizeof(double) * (size_t)n_in);
     for (int64_t t = 0; t < n_tok; t++) {
-        test_act_row(c->x + t * n_in, n_in, act, xq);
+        test_act_row(c->x + t * n_in, n_in, act, w, xq);
         for (int64_t r = 0; r < n_out; r++) {
             double y = 0, sa = 0, sz = 0;
             for (int64_t i = 0; i < n_in; i++) {
@@ -333,7 +359,7 @@ int main(void) {
     test_to_ggml();
     static const char *names[] = {"scalar", "avx2", "avx512"};
     static const int kinds[] = {K_QW_INT4, K_QW_INT8, K_QW_FP8};
-    static const int64_t gss[] = {32, 64, 128, 7, 0 /* n_in */};
+    static const int64_t gss[] = {32, 64, 128, 7, 0 /* n_in */, 96, 256};
     /* n_in, n_out, n_tok, batch invariance checked */
     static const int64_t shapes[][4] = {{256, 17, 3, 0}, {704, 3, 17, 1}, {40, 256, 1, 0},
                                         {704, 256, 3, 0}, {256, 1, 17, 1}, {704, 600, 17, 1}};
@@ -344,7 +370,7 @@ int main(void) {
         const char *isa = kcpu_isa();
         for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
             for (size_t k = 0; k < 3; k++)
-                for (int act = 0; act < 3; act++)
+                for (int act = 0; act < 4; act++)
                     for (int zp = 0; zp < 2; zp++)
                         for (int pm = 0; pm < 2; pm++)
                             for (size_t g = 0; g < sizeof gss / sizeof gss[0]; g++) {
@@ -361,7 +387,7 @@ int main(void) {
                             }
         /* many tokens: the activations are prepared on several threads */
         for (size_t k = 0; k < 3; k++)
-            for (int act = 0; act < 3; act++) {
+            for (int act = 0; act < 4; act++) {
                 qcase c;
                 qcase_init(&c, kinds[k], (k_act_kind)act, kinds[k] != K_QW_FP8, 1, 64, 704, 37, 600);
                 run_case(&c, isa, level == max, 0);

@@ -1,5 +1,5 @@
 /* kcpu_qmatmul: picks the kernel path from the weight's kind and group size and the activation
- * mode, prepares the activations once into work (permuted, rounded to int8 or e4m3; threaded over
+ * mode, prepares the activations once into work (permuted, rounded to int8, int16 or e4m3; threaded over
  * tokens when there are many), then hands chunks of output rows to the calling thread's team
  * (core/thread_pool.h), as kcpu_matmul does. Without AVX2 it is kref_qmatmul. */
 #include <stdatomic.h>
@@ -47,6 +47,10 @@ static void qmm_rows_task(void *ctx, int ith, int nth) {
 
 static size_t round64(size_t n) { return (n + 63) & ~(size_t)63; }
 
+int kcpu_qmatmul_int16_fast(const k_qweight *w) {
+    return kcpu_isa_level() >= KCPU_ISA_AVX512 && k_qmatmul_int16_span(w) % 32 == 0 && w->kind != K_QW_FP8;
+}
+
 void kcpu_qmatmul(const k_qweight *w, k_act_kind act, const float *x, int64_t n_tok, float *y, int64_t ldy,
                   void *work) {
     if (kcpu_isa_level() < KCPU_ISA_AVX2 || n_tok <= 0 || w->n_out <= 0 || w->n_in <= 0) {
@@ -71,7 +75,11 @@ void kcpu_qmatmul(const k_qweight *w, k_act_kind act, const float *x, int64_t n_
     if (act == K_ACT_INT8 && by32 && w->kind == K_QW_INT4) p->path = QMM_Q4_I8, p->fmt = QMM_FMT_I8R;
     if (act == K_ACT_INT8 && by32 && w->kind == K_QW_INT8) p->path = QMM_Q8_I8, p->fmt = QMM_FMT_I16;
     p->unit = 0;
-    if (kcpu_isa_level() >= KCPU_ISA_AVX512 && by32) {
+    p->span = k_qmatmul_int16_span(w);
+    if (act == K_ACT_INT16 && kcpu_qmatmul_int16_fast(w)) {
+        /* exact int16 dot products per span (which the unit is) */
+        p->path = QMM_W16, p->unit = p->span, p->fmt = w->kind == K_QW_INT4 ? QMM_FMT_W16R : QMM_FMT_W16;
+    } else if (kcpu_isa_level() >= KCPU_ISA_AVX512 && by32) {
         /* units: the group, cut into 128-column units when it is long (int32 lanes and the
          * (128 + z) * sum(a) term stay exact in float) */
         p->unit = p->n_group == 1 ? 128 : gs <= 512 ? gs : gs % 128 == 0 ? 128 : 32;

@@ -66,6 +66,51 @@ AI __m256 round_e4m3(__m256 v) {
     return _mm256_or_ps(r, _mm256_and_ps(v, sign));
 }
 
+/* K_ACT_INT16, span by span, with kref_qmatmul's scalar rounding (bit-identical): the rounded
+ * values as floats for the float formats, or the int16 codes (QMM_FMT_W16R / W16, zero padded to
+ * n_pad) with the spans' scales after them. src may be the row itself (permuted in place): a span
+ * is read whole before its codes are written, which only reach bytes already read; the scales
+ * are written last. */
+static void prep_row_int16(const qmm_plan *p, const float *src, char *row) {
+    const int64_t n = p->w->n_in, n_pad = p->n_pad, span = p->span;
+    const int codes = p->fmt == QMM_FMT_W16R || p->fmt == QMM_FMT_W16;
+    float sc[codes ? n_pad / 32 + 1 : 1];
+    float *f = (float *)row;
+    int16_t *o = (int16_t *)row;
+    for (int64_t i0 = 0, k = 0; i0 < n; i0 += span, k++) {
+        const int64_t len = n - i0 < span ? n - i0 : span;
+        float buf[128], q[128];
+        memcpy(buf, src + i0, (size_t)len * sizeof(float));
+        float m = 0.0f;
+        for (int64_t i = 0; i < len; i++) m = fabsf(buf[i]) > m ? fabsf(buf[i]) : m;
+        const float s = m / 32767.0f;
+        for (int64_t i = 0; i < len; i++) {
+            float v = s == 0.0f ? 0.0f : roundf(buf[i] / s); /* ties away from zero */
+            q[i] = v > 32767.0f ? 32767.0f : v < -32767.0f ? -32767.0f : v;
+        }
+        if (!codes) {
+            for (int64_t i = 0; i < len; i++) f[i0 + i] = q[i] * s;
+            continue;
+        }
+        sc[k] = s;
+        for (int64_t i = len; i < span; i++) q[i] = 0.0f; /* a short last span: zero codes */
+        for (int64_t b = 0; b < span; b += 32) {
+            int16_t *ob = o + i0 + b;
+            if (i0 + b >= n_pad) break;
+            if (p->fmt == QMM_FMT_W16R)
+                for (int j = 0; j < 16; j++) ob[j] = (int16_t)q[b + 2 * j], ob[16 + j] = (int16_t)q[b + 2 * j + 1];
+            else
+                for (int j = 0; j < 32; j++) ob[j] = (int16_t)q[b + j];
+        }
+    }
+    if (!codes) {
+        memset(f + n, 0, (size_t)(n_pad - n) * sizeof(float));
+        return;
+    }
+    const int64_t n_span = (n + span - 1) / span;
+    memcpy(row + (size_t)n_pad * 2, sc, (size_t)n_span * sizeof(float));
+}
+
 static void prep_row_codes(const qmm_plan *p, const float *xr, int64_t t) {
     const k_qweight *w = p->w;
     const int64_t n = w->n_in, n_pad = p->n_pad;
@@ -75,6 +120,11 @@ static void prep_row_codes(const qmm_plan *p, const float *xr, int64_t t) {
     if (w->perm) {
         for (int64_t i = 0; i < n; i++) f[i] = xr[w->perm[i]];
         src = f;
+    }
+    if (p->act == K_ACT_INT16) {
+        p->s_tok[t] = 1.0f;
+        prep_row_int16(p, src, row);
+        return;
     }
     if (p->act == K_ACT_FLOAT) {
         if (!w->perm) memcpy(f, xr, (size_t)n * sizeof(float));
@@ -151,6 +201,10 @@ static void prep_row(const qmm_plan *p, const float *xr, int64_t t) {
         if (p->fmt == QMM_FMT_I8 || p->fmt == QMM_FMT_I8R || p->fmt == QMM_FMT_I8R128) {
             int32_t sa = 0;
             for (int64_t i = i0; i < i1; i++) sa += ((const int8_t *)row)[i];
+            memcpy((int32_t *)sums + k, &sa, sizeof sa);
+        } else if (p->fmt == QMM_FMT_W16R || p->fmt == QMM_FMT_W16) {
+            int32_t sa = 0; /* at most 128 x 32767: exact */
+            for (int64_t i = i0; i < i1; i++) sa += ((const int16_t *)row)[i];
             memcpy((int32_t *)sums + k, &sa, sizeof sa);
         } else {
             double sx = 0.0;

@@ -19,6 +19,8 @@ enum {
     QMM_F512,    /* float activations; per unit, sum q x then * s, minus z s sum(x) */
     QMM_Q4_VNNI, /* INT4 x int8 codes, vpdpbusd (q unsigned), minus z sum(a) */
     QMM_Q8_VNNI, /* INT8 (as q + 128, unsigned) x int8 codes, vpdpbusd, minus (128 + z) sum(a) */
+    QMM_W16,     /* INT4 / INT8 x int16 codes (K_ACT_INT16), vpdpwssd per span, minus z sum(a), then
+                    * s_g * s_span */
 };
 /* Layout of one prepared activation row in work */
 enum {
@@ -29,6 +31,9 @@ enum {
     QMM_FMT_I8,    /* int8 codes in column order */
     QMM_FMT_I8R128, /* int8 codes; each 128-block stored as its 64 even then its 64 odd elements,
                        zero padded to a multiple of 128 (QMM_Q4_VNNI with 128-column units) */
+    QMM_FMT_W16R,  /* int16 codes (K_ACT_INT16), each 32-block stored as its 16 even then its 16 odd
+                      elements; the spans' float scales at byte n_pad * 2 (QMM_W16 over INT4) */
+    QMM_FMT_W16,   /* the same in column order (QMM_W16 over INT8) */
 };
 
 typedef struct {
@@ -42,6 +47,7 @@ typedef struct {
      * prepared row: int32 for the int8 formats (exact), floats (rounded from double) for the float
      * ones; 0: none. A unit is the span of one integer (or float) accumulation. */
     int64_t unit;
+    int64_t span;  /* K_ACT_INT16: k_qmatmul_int16_span (QMM_W16: also the unit) */
     float *s_tok;  /* [n_tok] factor applied to each output of token t: s_t (K_ACT_INT8) or 1 */
     char *a;       /* prepared rows */
     float *y;

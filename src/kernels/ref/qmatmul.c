@@ -8,7 +8,8 @@
  *   (the last n_pad / 8 bytes of a row: room for the CPU kernels' per-block activation sums).
  * The reference keeps each row as floats: the (permuted) activations as the product sees them,
  * i.e. x itself (K_ACT_FLOAT), the int8 codes as floats (K_ACT_INT8, scale s_t kept aside), or
- * the e4m3-rounded values times s_t (K_ACT_FP8). */
+ * the rounded values times their scale (K_ACT_FP8: e4m3 codes times s_t; K_ACT_INT16: int16
+ * codes times their span's scale). */
 #include <math.h>
 #include <stdbool.h>
 #include <string.h>
@@ -72,9 +73,21 @@ static float row_absmax(const float *x, int64_t n) {
 }
 
 /* Row t as the product sees it, column order (a[i] from x[perm[i]]); returns the row's scale s_t
- * for K_ACT_INT8 (a holds the integer codes), 1 otherwise. */
-static float prepare_row(const float *x, int64_t n, const int32_t *perm, k_act_kind act, float *a) {
+ * for K_ACT_INT8 (a holds the integer codes), 1 otherwise. span: K_ACT_INT16's. */
+static float prepare_row(const float *x, int64_t n, const int32_t *perm, k_act_kind act, int64_t span, float *a) {
     for (int64_t i = 0; i < n; i++) a[i] = x[perm ? perm[i] : i];
+    if (act == K_ACT_INT16) {
+        for (int64_t i0 = 0; i0 < n; i0 += span) {
+            const int64_t len = n - i0 < span ? n - i0 : span;
+            const float s = row_absmax(a + i0, len) / 32767.0f;
+            for (int64_t i = i0; i < i0 + len; i++) {
+                float q = s == 0.0f ? 0.0f : roundf(a[i] / s); /* ties away from zero */
+                q = q > 32767.0f ? 32767.0f : q < -32767.0f ? -32767.0f : q;
+                a[i] = q * s;
+            }
+        }
+        return 1.0f;
+    }
     if (act == K_ACT_INT8) {
         float s = row_absmax(x, n) / 127.0f;
         for (int64_t i = 0; i < n; i++) {
@@ -118,7 +131,7 @@ void kref_qmatmul(const k_qweight *w, k_act_kind act, const float *x, int64_t n_
     const size_t row_floats = round64((((size_t)n_in + 31) & ~(size_t)31) * sizeof(float)) / sizeof(float);
     float *s_tok = work;
     float *rows = (float *)((char *)work + round64((size_t)n_tok * sizeof(float)));
-    for (int64_t t = 0; t < n_tok; t++) s_tok[t] = prepare_row(x + t * n_in, n_in, w->perm, act, rows + t * row_floats);
+    for (int64_t t = 0; t < n_tok; t++) s_tok[t] = prepare_row(x + t * n_in, n_in, w->perm, act, k_qmatmul_int16_span(w), rows + t * row_floats);
 
     for (int64_t t = 0; t < n_tok; t++) {
         const float *a = rows + t * row_floats;
