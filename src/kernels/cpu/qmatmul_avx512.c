@@ -175,16 +175,51 @@ AI void blk_vnni(int kind, int R, int T, const uint8_t *const *c, const int8_t *
     }
 }
 
-AI void mk_vnni(int kind, int R, int T, const qmm_plan *p, int64_t r0, int64_t t0) {
+/* ---- int16 activations (QMM_W16, K_ACT_INT16) ---- */
+
+/* 32 codes as two vectors of 16 int16: INT4 the 16 bytes' low nibbles then high nibbles (the
+ * W16R activation order), INT8 columns 0-15 then 16-31 */
+AI void dec16(int kind, const uint8_t *c, __m256i *q0, __m256i *q1) {
+    if (kind == K_QW_INT4) {
+        const __m256i v = _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)c));
+        *q0 = _mm256_and_si256(v, _mm256_set1_epi16(15));
+        *q1 = _mm256_srli_epi16(v, 4);
+    } else {
+        *q0 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)c));
+        *q1 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(c + 16)));
+    }
+}
+
+AI void blk_w16(int kind, int R, int T, const uint8_t *const *c, const int16_t *const *xa, int64_t i,
+                __m256i d[MR][MT]) {
+    __m256i q0[MR], q1[MR];
+#pragma GCC unroll 8
+    for (int r = 0; r < R; r++) dec16(kind, c[r], &q0[r], &q1[r]);
+#pragma GCC unroll 8
+    for (int t = 0; t < T; t++) {
+        const __m256i a0 = _mm256_loadu_si256((const __m256i *)(xa[t] + i));
+        const __m256i a1 = _mm256_loadu_si256((const __m256i *)(xa[t] + i + 16));
+#pragma GCC unroll 8
+        for (int r = 0; r < R; r++) d[r][t] = _mm256_dpwssd_epi32(_mm256_dpwssd_epi32(d[r][t], q0[r], a0), q1[r], a1);
+    }
+}
+
+/* QMM_Q4_VNNI / QMM_Q8_VNNI, and with w16 QMM_W16 (int16 activations; units are their spans,
+ * each with its own scale): per unit d = -(off + z) sum(a) + sum (q + off) a (exact int32: for
+ * QMM_W16 at most 128 x 255 x 32767 in magnitude per term), acc = fma(float(d lanes), s_g (x
+ * s_span), acc); y = hsum(acc) * s_t */
+AI void mk_vnni(int kind, int w16, int R, int T, const qmm_plan *p, int64_t r0, int64_t t0) {
     const k_qweight *w = p->w;
     const int64_t n = w->n_in, gs = w->group_size, ng = p->n_group, u = p->unit;
     const int64_t n_end = ng == 1 ? p->n_pad : n;
     const int64_t n_full = n & ~(int64_t)31;
     const size_t rb = k_qweight_row_bytes(w);
     const int sh = kind == K_QW_INT4;
-    const int off = kind == K_QW_INT8 ? 128 : 0; /* the unsigned codes are q + off */
+    const int off = kind == K_QW_INT8 && !w16 ? 128 : 0; /* the unsigned codes are q + off */
     const uint8_t *wr[MR], *c[MR];
     const int8_t *xa[MT];
+    const int16_t *xw[MT];
+    const float *xsc[MT];
     const int32_t *xs[MT];
     __m256 acc[MR][MT];
 #pragma GCC unroll 8
@@ -193,7 +228,8 @@ AI void mk_vnni(int kind, int R, int T, const qmm_plan *p, int64_t r0, int64_t t
 #pragma GCC unroll 8
     for (int t = 0; t < T; t++) {
         const char *row = p->a + (size_t)(t0 + t) * p->a_row;
-        xa[t] = (const int8_t *)row;
+        xa[t] = (const int8_t *)row, xw[t] = (const int16_t *)row;
+        xsc[t] = (const float *)(row + (size_t)p->n_pad * 2);
         xs[t] = (const int32_t *)(row + (size_t)p->n_pad * sizeof(float));
     }
 #pragma GCC unroll 8
@@ -221,19 +257,23 @@ AI void mk_vnni(int kind, int R, int T, const qmm_plan *p, int64_t r0, int64_t t
                 if (T == 1 && r == 0 && ((i >> sh) & 63) == 0) /* the next tile, linearly (see mk_v4z) */
                     for (int o = 0; o < R * 64; o += 64) _mm_prefetch(nxt + (size_t)(i >> sh) * R + o, _MM_HINT_T0);
             }
-            blk_vnni(kind, R, T, c, xa, i, d);
+            if (w16) blk_w16(kind, R, T, c, xw, i, d);
+            else blk_vnni(kind, R, T, c, xa, i, d);
         }
         if (i < i1) { /* the row's last partial block */
             uint8_t tmp[MR][32];
 #pragma GCC unroll 8
             for (int r = 0; r < R; r++) c[r] = block_codes(wr[r], sh, i, n, tmp[r]);
-            blk_vnni(kind, R, T, c, xa, i, d);
+            if (w16) blk_w16(kind, R, T, c, xw, i, d);
+            else blk_vnni(kind, R, T, c, xa, i, d);
         }
 #pragma GCC unroll 8
         for (int r = 0; r < R; r++) {
-            const __m256 sv = _mm256_set1_ps(w->scales[(r0 + r) * ng + g]);
+            const float sw = w->scales[(r0 + r) * ng + g];
 #pragma GCC unroll 8
-            for (int t = 0; t < T; t++) acc[r][t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(d[r][t]), sv, acc[r][t]);
+            for (int t = 0; t < T; t++)
+                acc[r][t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(d[r][t]), _mm256_set1_ps(w16 ? sw * xsc[t][k] : sw),
+                                            acc[r][t]);
         }
     }
 #pragma GCC unroll 8
@@ -336,106 +376,6 @@ AI void mk_v4z(int R, int T, const qmm_plan *p, int64_t r0, int64_t t0) {
             p->y[(t0 + t) * p->ldy + r0 + r] = _mm512_reduce_add_ps(acc[r][t]) * p->s_tok[t0 + t];
 }
 
-/* ---- int16 activations (QMM_W16, K_ACT_INT16) ---- */
-
-/* 32 codes as two vectors of 16 int16: INT4 the 16 bytes' low nibbles then high nibbles (the
- * W16R activation order), INT8 columns 0-15 then 16-31 */
-AI void dec16(int kind, const uint8_t *c, __m256i *q0, __m256i *q1) {
-    if (kind == K_QW_INT4) {
-        const __m256i v = _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)c));
-        *q0 = _mm256_and_si256(v, _mm256_set1_epi16(15));
-        *q1 = _mm256_srli_epi16(v, 4);
-    } else {
-        *q0 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)c));
-        *q1 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(c + 16)));
-    }
-}
-
-AI void blk_w16(int kind, int R, int T, const uint8_t *const *c, const int16_t *const *xa, int64_t i,
-                __m256i d[MR][MT]) {
-    __m256i q0[MR], q1[MR];
-#pragma GCC unroll 8
-    for (int r = 0; r < R; r++) dec16(kind, c[r], &q0[r], &q1[r]);
-#pragma GCC unroll 8
-    for (int t = 0; t < T; t++) {
-        const __m256i a0 = _mm256_loadu_si256((const __m256i *)(xa[t] + i));
-        const __m256i a1 = _mm256_loadu_si256((const __m256i *)(xa[t] + i + 16));
-#pragma GCC unroll 8
-        for (int r = 0; r < R; r++) d[r][t] = _mm256_dpwssd_epi32(_mm256_dpwssd_epi32(d[r][t], q0[r], a0), q1[r], a1);
-    }
-}
-
-/* per span (the unit): d = -z sum(a) + sum q a (exact int32: at most 128 x 255 x 32767 in
- * magnitude per term), then acc = fma(float(d lanes), s_g * s_span, acc); y = hsum(acc) */
-AI void mk_w16(int kind, int R, int T, const qmm_plan *p, int64_t r0, int64_t t0) {
-    const k_qweight *w = p->w;
-    const int64_t n = w->n_in, gs = w->group_size, ng = p->n_group, u = p->unit;
-    const int64_t n_end = ng == 1 ? p->n_pad : n;
-    const int64_t n_full = n & ~(int64_t)31;
-    const size_t rb = k_qweight_row_bytes(w);
-    const int sh = kind == K_QW_INT4;
-    const uint8_t *wr[MR], *c[MR];
-    const int16_t *xa[MT];
-    const int32_t *xs[MT];
-    const float *xsc[MT];
-    __m256 acc[MR][MT];
-#pragma GCC unroll 8
-    for (int r = 0; r < R; r++) wr[r] = w->codes + (size_t)(r0 + r) * rb;
-    const char *nxt = (const char *)(w->codes + (size_t)(r0 + R) * rb); /* the next decode tile's rows */
-#pragma GCC unroll 8
-    for (int t = 0; t < T; t++) {
-        const char *row = p->a + (size_t)(t0 + t) * p->a_row;
-        xa[t] = (const int16_t *)row;
-        xsc[t] = (const float *)(row + (size_t)p->n_pad * 2);
-        xs[t] = (const int32_t *)(row + (size_t)p->n_pad * sizeof(float));
-    }
-#pragma GCC unroll 8
-    for (int r = 0; r < R; r++)
-#pragma GCC unroll 8
-        for (int t = 0; t < T; t++) acc[r][t] = _mm256_setzero_ps();
-    for (int64_t i0 = 0, k = 0; i0 < n_end; i0 += u, k++) {
-        const int64_t g = ng == 1 ? 0 : i0 / gs;
-        const int64_t i1 = i0 + u < n_end ? i0 + u : n_end, e = i1 < n_full ? i1 : n_full;
-        __m256i d[MR][MT];
-        int zo[MR];
-#pragma GCC unroll 8
-        for (int r = 0; r < R; r++) zo[r] = -zero_of(w, (r0 + r) * ng + g);
-#pragma GCC unroll 8
-        for (int t = 0; t < T; t++) {
-            const int32_t sa = xs[t][k];
-#pragma GCC unroll 8
-            for (int r = 0; r < R; r++) d[r][t] = _mm256_zextsi128_si256(_mm_cvtsi32_si128(zo[r] * sa));
-        }
-        int64_t i = i0;
-        for (; i < e; i += 32) {
-#pragma GCC unroll 8
-            for (int r = 0; r < R; r++) {
-                c[r] = wr[r] + (i >> sh);
-                if (T == 1 && r == 0 && ((i >> sh) & 63) == 0) /* the next tile, linearly (see mk_v4z) */
-                    for (int o = 0; o < R * 64; o += 64) _mm_prefetch(nxt + (size_t)(i >> sh) * R + o, _MM_HINT_T0);
-            }
-            blk_w16(kind, R, T, c, xa, i, d);
-        }
-        if (i < i1) { /* the row's last partial block */
-            uint8_t tmp[MR][32];
-#pragma GCC unroll 8
-            for (int r = 0; r < R; r++) c[r] = block_codes(wr[r], sh, i, n, tmp[r]);
-            blk_w16(kind, R, T, c, xa, i, d);
-        }
-#pragma GCC unroll 8
-        for (int r = 0; r < R; r++) {
-            const float sw = w->scales[(r0 + r) * ng + g];
-#pragma GCC unroll 8
-            for (int t = 0; t < T; t++)
-                acc[r][t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(d[r][t]), _mm256_set1_ps(sw * xsc[t][k]), acc[r][t]);
-        }
-    }
-#pragma GCC unroll 8
-    for (int r = 0; r < R; r++)
-#pragma GCC unroll 8
-        for (int t = 0; t < T; t++) p->y[(t0 + t) * p->ldy + r0 + r] = hsum8(acc[r][t]);
-}
-
 /* ---- tiles ---- */
 
 /* decode: DR rows x 1 token; prefill: PR rows x up to PT tokens (registers: 3 vectors per
@@ -464,11 +404,11 @@ AI void mk_w16(int kind, int R, int T, const qmm_plan *p, int64_t r0, int64_t t0
 #define MK_F4(R, T) mk_float(K_QW_INT4, R, T, p, r, t)
 #define MK_F8(R, T) mk_float(K_QW_INT8, R, T, p, r, t)
 #define MK_FP(R, T) mk_float(K_QW_FP8, R, T, p, r, t)
-#define MK_V4(R, T) mk_vnni(K_QW_INT4, R, T, p, r, t)
-#define MK_V8(R, T) mk_vnni(K_QW_INT8, R, T, p, r, t)
+#define MK_V4(R, T) mk_vnni(K_QW_INT4, 0, R, T, p, r, t)
+#define MK_V8(R, T) mk_vnni(K_QW_INT8, 0, R, T, p, r, t)
 #define MK_Z4(R, T) mk_v4z(R, T, p, r, t)
-#define MK_W4(R, T) mk_w16(K_QW_INT4, R, T, p, r, t)
-#define MK_W8(R, T) mk_w16(K_QW_INT8, R, T, p, r, t)
+#define MK_W4(R, T) mk_vnni(K_QW_INT4, 1, R, T, p, r, t)
+#define MK_W8(R, T) mk_vnni(K_QW_INT8, 1, R, T, p, r, t)
 static void tile_f4(const qmm_plan *p, int rr, int tt, int64_t r, int64_t t) { TILES(MK_F4, F_DR, F_PR, F_PT) }
 static void tile_f8(const qmm_plan *p, int rr, int tt, int64_t r, int64_t t) { TILES(MK_F8, F_DR, F_PR, F_PT) }
 static void tile_fp(const qmm_plan *p, int rr, int tt, int64_t r, int64_t t) { TILES(MK_FP, F_DR, F_PR, F_PT) }
