@@ -11,6 +11,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "core/log.h"
 #include "engine/engine_internal.h"
@@ -452,6 +453,77 @@ static void test_speculation(void) {
     pagoda_engine_destroy(e);
 }
 
+/* A proposer far dearer than what its drafts save (2 ms a draft against the fake's microsecond
+ * passes), exact drafts, and a prefill hook. Once the cost model has measured it, new sequences
+ * get no drafts and no prefill (it would only add to their time to first token), and a sequence
+ * refused for long is still probed (its ask given once every SPEC_PROBE x running sequences
+ * steps, so stale costs get measured again); the outputs stay the reference. The margin is
+ * wide (a draft costs about 100 passes), so a loaded machine does not change the decisions. */
+typedef struct {
+    spec_proposer base;
+    int n_prefill, n_propose;
+} slow_proposer;
+
+static void slow_prefill(spec_proposer *p, spec_query *qs, int32_t n) {
+    (void)qs;
+    ((slow_proposer *)p)->n_prefill += n;
+}
+
+static void slow_propose(spec_proposer *p, spec_query *qs, int32_t nq) {
+    slow_proposer *sp = (slow_proposer *)p;
+    sp->n_propose++;
+    long total = 0;
+    for (int32_t q = 0; q < nq; q++) {
+        int32_t ctx[2048], n = qs[q].n;
+        float l[V];
+        memcpy(ctx, qs[q].tokens, (size_t)n * sizeof *ctx);
+        for (int32_t j = 0; j < qs[q].max_k; j++) {
+            fake_logits(ctx, n + j, l);
+            qs[q].out[j] = ctx[n + j] = argmax(l);
+        }
+        qs[q].n_out = qs[q].max_k;
+        total += qs[q].max_k;
+    }
+    struct timespec ts = {.tv_sec = total / 500, .tv_nsec = (total % 500) * 2000000L};
+    nanosleep(&ts, NULL);
+}
+
+static void test_spec_gating(void) {
+    enum { N = 4, OUT = 200 };
+    static int32_t prompts[N][128], ref[N][MAX_OUT];
+    static result res[N];
+    memset(res, 0, sizeof res);
+    for (int i = 0; i < N; i++) {
+        for (int j = 0; j < 24; j++) prompts[i][j] = (int32_t)(test_rand_u64(&g_rng) % V);
+        reference(prompts[i], 24, OUT, ref[i]);
+    }
+    pagoda_engine *e = make(4096, 4, 64, 16, 0);
+    slow_proposer sp = {.base = {.name = "slow", .propose = slow_propose, .prefill = slow_prefill,
+                                 .destroy = proposer_keep}};
+    CHECK(engine_set_proposer(e, &sp.base, 4) == PAGODA_OK, "proposer: %s", pagoda_last_error());
+    e->spec_max_seqs = 64;
+    for (int i = 0; i < 2; i++) submit(e, prompts[i], 24, OUT, 0, 0, 1, &res[i]);
+    run_all(e);
+    CHECK(sp.n_prefill > 0, "nothing measured yet: the first prompts are prefilled (%d)", sp.n_prefill);
+    pagoda_engine_stats st0, st1;
+    pagoda_engine_get_stats(e, &st0);
+    const int pre = sp.n_prefill, prop = sp.n_propose;
+    for (int i = 2; i < N; i++) submit(e, prompts[i], 24, OUT, 0, 0, 1, &res[i]);
+    run_all(e);
+    pagoda_engine_get_stats(e, &st1);
+    const long steps = (long)(st1.n_steps - st0.n_steps), probes = sp.n_propose - prop;
+    CHECK(sp.n_prefill == pre, "a draft measured at ~100 passes: still %d prefill queries", sp.n_prefill - pre);
+    /* each sequence is refused, then probed about every 64 steps (2 running): a few calls, not one a step */
+    CHECK(probes >= 2 && probes <= steps / 16 + 2, "%ld proposer calls in %ld steps", probes, steps);
+    int ok = 0;
+    for (int i = 0; i < N; i++) ok += res[i].n_tokens[0] == OUT && !memcmp(res[i].tokens[0], ref[i], sizeof(int32_t) * OUT);
+    CHECK(ok == N, "gated speculation: %d of %d requests equal the reference", ok, N);
+    printf("  speculation gating: %d prefill queries before the cost was measured, %d after; %ld probes in %ld steps\n",
+           pre, sp.n_prefill - pre, probes, steps);
+    check_no_leak(e);
+    pagoda_engine_destroy(e);
+}
+
 /* logit_bias on the fake: -100 bans the greedy token, +100 forces one; validation errors. */
 static void test_logit_bias(void) {
     int32_t prompt[5] = {1, 2, 3, 4, 5}, ref[40];
@@ -539,6 +611,7 @@ int main(void) {
     test_failures();
     test_nan_logits();
     test_speculation();
+    test_spec_gating();
     test_logit_bias();
     test_prompt_logits();
     TEST_DONE();
