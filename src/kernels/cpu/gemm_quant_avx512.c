@@ -68,7 +68,7 @@ static inline __attribute__((always_inline)) __m256i unpack(int kind, const char
 }
 
 static inline __attribute__((always_inline)) void mk(int kind, int R, int T, int64_t nb, const char *w, size_t ws,
-                                                     const char *a, size_t as, float *y, int64_t ys) {
+                                                     const char *a, size_t as, float *y, int64_t ys, int pf) {
     const int q81 = kind == Q_4_1 || kind == Q_5_1;
     const int off = kind == Q_4_0 ? 8 : kind == Q_5_0 ? 16 : 0;
     const size_t wbs = wblock(kind), abs_ = q81 ? sizeof(block_q8_1) : sizeof(block_q8_0), aqo = q81 ? 4 : 2;
@@ -83,7 +83,7 @@ static inline __attribute__((always_inline)) void mk(int kind, int R, int T, int
             ms[r][t] = 0.0f;
         }
     for (int64_t ib = 0; ib < nb; ib++) {
-        if (T == 1) prefetch_next_tile(w, R, ws, ib, wbs);
+        if (T == 1 || pf) prefetch_next_tile(w, R, ws, ib, wbs);
         __m256i wq[RMAX], wc[RMAX];
         __m256 wd[RMAX];
         float wm[RMAX];
@@ -457,7 +457,7 @@ static VBMI void gemm_q4_0_dec_vbmi(int64_t nb, const char *w, size_t ws, const 
 #define MK(R, T)                                                                                                  \
     do {                                                                                                          \
         if ((int)KIND == (int)Q_8_0)                                                                              \
-            mk(KIND, R, T, nb, wp, ws, ap, as, yp, ys);                                                           \
+            mk(KIND, R, T, nb, wp, ws, ap, as, yp, ys, t == 0);                                                   \
         else if (pt)                                                                                              \
             mk2p(KIND, R, T, nb, wp, ws, pt, np, yp, ys, t == 0);                                                         \
         else                                                                                                      \
