@@ -27,6 +27,7 @@
 #include "grammar/earley.h"
 #include "grammar/grammar_impl.h"
 #include "grammar/lexer.h"
+#include "grammar/vwalk_cache.h"
 
 #define GR_MAX_TOKEN_BYTES 1024 /* longer tokens are never allowed */
 
@@ -36,7 +37,6 @@
  * when there is none (so the walk sets it without a branch), bit 31 set when there are more;
  * height: the deepest node under it, counted from the node (at most 255). */
 #define GM_MULTI 0x80000000u
-typedef struct gm_vwalk gm_vwalk;
 typedef struct {
     uint32_t skip, tok, tok1;
     uint16_t depth;
@@ -66,14 +66,7 @@ struct gr_vocab {
     uint8_t *cheight; /* [n_nodes]: the most characters (begun) on a path under the node, at most 255 */
     int max_depth;
     uint64_t (*dbytes)[4]; /* [max_depth + 2]: dbytes[d], the bytes at depth d or deeper in the trie */
-    /* lexer-only walks shared by every grammar compiled for this vocabulary (gm_vwalk), keyed by
-     * the canonical form of the lexer automaton reachable from the walk's state: chained hash
-     * table, entries immutable once in and kept until gr_vocab_free */
-    pthread_mutex_t vw_lock;
-    int vw_lock_init;
-    gm_vwalk **vw_tab;
-    size_t vw_cap, vw_n, vw_bytes, vw_max; /* vw_max 0: off */
-    uint64_t vw_hits;
+    gm_vwcache vw; /* lexer-only walks shared by every grammar compiled for it (vwalk_cache.h) */
 };
 
 int32_t gr_vocab_size(const gr_vocab *v) { return v ? v->n_tokens : 0; }
@@ -85,6 +78,14 @@ const uint8_t *gr_vocab_token(const gr_vocab *v, int32_t t, size_t *len) {
     }
     *len = v->off[t + 1] - v->off[t];
     return v->blob + v->off[t];
+}
+
+void gr_vocab_set_walk_cache(gr_vocab *v, size_t max_bytes) {
+    if (v) gm_vwcache_set_max(&v->vw, max_bytes);
+}
+
+void gr_vocab_walk_cache_stats(gr_vocab *v, size_t *entries, uint64_t *hits) {
+    if (v) gm_vwcache_stats(&v->vw, entries, hits);
 }
 
 gr_vocab *gr_vocab_bytes(void) {
@@ -99,17 +100,9 @@ gr_vocab *gr_vocab_bytes(void) {
     return gr_vocab_new(257, tb, lens, special, &eos, 1);
 }
 
-static void vwalk_free(gm_vwalk *w);
-
 void gr_vocab_free(gr_vocab *v) {
     if (!v) return;
-    for (size_t k = 0; k < v->vw_cap; k++)
-        for (gm_vwalk *w = v->vw_tab[k], *nx; w; w = nx) {
-            nx = *(gm_vwalk **)w; /* (the first member: next) */
-            vwalk_free(w);
-        }
-    free(v->vw_tab);
-    if (v->vw_lock_init) pthread_mutex_destroy(&v->vw_lock);
+    gm_vwcache_free(&v->vw);
     free(v->blob);
     free(v->off);
     free(v->special);
@@ -254,9 +247,7 @@ gr_vocab *gr_vocab_new(int32_t n_tokens, const uint8_t *const *bytes, const uint
     if (n_tokens < 0 || (n_tokens && (!bytes || !lens)) || n_eos < 0 || (n_eos && !eos_ids)) return NULL;
     gr_vocab *v = calloc(1, sizeof *v);
     if (!v) return NULL;
-    pthread_mutex_init(&v->vw_lock, NULL);
-    v->vw_lock_init = 1;
-    v->vw_max = GR_VWALK_MAX_BYTES;
+    gm_vwcache_init(&v->vw, GR_VWALK_MAX_BYTES);
     v->n_tokens = n_tokens;
     size_t total = 0;
     for (int32_t t = 0; t < n_tokens; t++) total += lens[t];
@@ -392,125 +383,8 @@ static void lexcache_free(gm_lexcache *e) {
 }
 
 
-/* ---- walks shared across grammars (the vocabulary's cache) ----
- * A lexer-only walk (gm_lexcache) is a function of the labelled automaton reachable from its lexer
- * state: which states are dead, which accept something (a lexeme may end there), and the `fresh`
- * flag; the chains and uniform sets that take subtrees whole are derived from the same transitions.
- * Two states (of any two lexers) whose reachable automata are isomorphic thus give the same mask and
- * the same lexeme ends, the lexer states before the ends corresponding through the isomorphism.
- * The canonical form numbers the states breadth first (bytes ascending) from the start and writes,
- * per state, its label and its transitions as byte runs; equal forms = isomorphic automata (the
- * form is compared whole, the hash only finds it). Only automata of at most GM_CANON_STATES states
- * are formed (JSON strings and numbers: 2-30); past it the grammar's own cache and walk serve. */
-#define GM_CANON_STATES 32
+/* ---- walks shared across grammars (the vocabulary's cache: vwalk_cache.h) ---- */
 #define GM_NOCANON_BITS 8
-#define GM_CANON_HBITS 8
-#define GM_CANON_SIG (1 + GM_CANON_STATES * (1 + 2 * 256))
-typedef struct {
-    int n;
-    lx_state st[GM_CANON_STATES];          /* canonical index -> state */
-    lx_state hk[1 << GM_CANON_HBITS];      /* state -> index map (LX_DEAD: free) */
-    uint8_t hv[1 << GM_CANON_HBITS];
-    size_t len;
-    uint8_t sig[GM_CANON_SIG];
-} gm_canon;
-
-struct gm_vwalk {
-    gm_vwalk *next; /* first member (gr_vocab_free reads it) */
-    uint64_t hash;
-    size_t sig_len;
-    uint8_t *sig;
-    uint32_t *mask; /* [words] */
-    int32_t count;
-    int n_b;
-    int *bnode;
-    uint8_t *bidx; /* canonical index of the lexer state before each lexeme end */
-};
-
-static void vwalk_free(gm_vwalk *w) {
-    if (!w) return;
-    free(w->sig);
-    free(w->mask);
-    free(w->bnode);
-    free(w->bidx);
-    free(w);
-}
-
-void gr_vocab_set_walk_cache(gr_vocab *v, size_t max_bytes) {
-    if (!v) return;
-    pthread_mutex_lock(&v->vw_lock);
-    v->vw_max = max_bytes;
-    pthread_mutex_unlock(&v->vw_lock);
-}
-
-void gr_vocab_walk_cache_stats(gr_vocab *v, size_t *entries, uint64_t *hits) {
-    if (!v) return;
-    pthread_mutex_lock(&v->vw_lock);
-    if (entries) *entries = v->vw_n;
-    if (hits) *hits = v->vw_hits;
-    pthread_mutex_unlock(&v->vw_lock);
-}
-
-/* The canonical index of state x (added when new); -1 past GM_CANON_STATES. */
-static int canon_index(gm_canon *cn, lx_state x) {
-    unsigned j = (x * 0x9E3779B9u) >> (32 - GM_CANON_HBITS);
-    for (; cn->hk[j] != LX_DEAD; j = (j + 1) & ((1u << GM_CANON_HBITS) - 1))
-        if (cn->hk[j] == x) return cn->hv[j];
-    if (cn->n == GM_CANON_STATES) return -1;
-    cn->hk[j] = x;
-    cn->hv[j] = (uint8_t)cn->n;
-    cn->st[cn->n] = x;
-    return cn->n++;
-}
-
-/* The canonical form of the automaton reachable from s (s != LX_DEAD). 0 ok; -1 when it has more
- * than GM_CANON_STATES states or the lexer reached its DFA bounds. */
-static int canon_build(lx_lexer *lx, const lx_table *tb, lx_state s, int fresh, gm_canon *cn) {
-    memset(cn->hk, 0, sizeof cn->hk);
-    cn->n = 0;
-    cn->len = 0;
-    cn->sig[cn->len++] = (uint8_t)fresh;
-    canon_index(cn, s);
-    int16_t rep[256]; /* a byte of each byte class (-1: none) */
-    int n_cls = 0;
-    memset(rep, 0xff, sizeof rep);
-    for (int b = 0; b < 256; b++) {
-        if (rep[tb->cls[b]] < 0) rep[tb->cls[b]] = (int16_t)b;
-        if (tb->cls[b] >= n_cls) n_cls = tb->cls[b] + 1;
-    }
-    lx_state tgt[256];
-    for (int i = 0; i < cn->n; i++) {
-        lx_state x = cn->st[i];
-        cn->sig[cn->len++] = lx_accepting(lx, x) != NULL;
-        for (int c = 0; c < n_cls; c++)
-            if (rep[c] >= 0) tgt[c] = lx_next_fast(lx, tb, x, (uint8_t)rep[c]);
-        lx_state prev = tgt[tb->cls[0]];
-        for (int b = 1; b <= 256; b++) {
-            lx_state y = b < 256 ? tgt[tb->cls[b]] : LX_DEAD;
-            if (b < 256 && y == prev) continue;
-            int k = prev == LX_DEAD ? 0xFF : canon_index(cn, prev);
-            if (k < 0) return -1;
-            cn->sig[cn->len++] = (uint8_t)(b - 1); /* a run ends at byte b - 1 */
-            cn->sig[cn->len++] = (uint8_t)k;
-            prev = y;
-        }
-    }
-    return lx_exhausted(lx) ? -1 : 0;
-}
-
-static uint64_t canon_hash(const gm_canon *cn) {
-    uint64_t h = 0xcbf29ce484222325ull;
-    for (size_t i = 0; i < cn->len; i++) h = (h ^ cn->sig[i]) * 0x100000001B3ull;
-    return h ^ h >> 31;
-}
-
-/* The shared walk of this canonical form (lock held), or NULL. */
-static const gm_vwalk *vw_find(const gr_vocab *v, uint64_t h, const gm_canon *cn) {
-    if (!v->vw_cap) return NULL;
-    for (const gm_vwalk *w = v->vw_tab[h & (v->vw_cap - 1)]; w; w = w->next)
-        if (w->hash == h && w->sig_len == cn->len && !memcmp(w->sig, cn->sig, cn->len)) return w;
-    return NULL;
-}
 
 /* This grammar's walk from a shared one (lexer states through cn); NULL out of memory. */
 static gm_lexcache *lc_from_vwalk(const gm_vwalk *w, const gm_canon *cn, uint32_t key, size_t words) {
@@ -529,59 +403,6 @@ static gm_lexcache *lc_from_vwalk(const gm_vwalk *w, const gm_canon *cn, uint32_
     if (w->n_b) memcpy(e->bnode, w->bnode, (size_t)w->n_b * sizeof *e->bnode);
     for (int b = 0; b < w->n_b; b++) e->bls[b] = cn->st[w->bidx[b]];
     return e;
-}
-
-/* Keeps walk e (of the state whose canonical form is cn, hash h) for every grammar of v. */
-static void vw_publish(gr_vocab *v, const gm_canon *cn, uint64_t h, const gm_lexcache *e, size_t words) {
-    gm_vwalk *w = calloc(1, sizeof *w);
-    if (!w) return;
-    w->hash = h;
-    w->sig_len = cn->len;
-    w->count = e->count;
-    w->n_b = e->n_b;
-    gm_canon *map = (gm_canon *)cn; /* (lookups of known states only: the map is not changed) */
-    if (!(w->sig = malloc(cn->len)) || !(w->mask = malloc(words * sizeof *w->mask)) ||
-        (e->n_b && (!(w->bnode = malloc((size_t)e->n_b * sizeof *w->bnode)) || !(w->bidx = malloc((size_t)e->n_b)))))
-        goto drop;
-    memcpy(w->sig, cn->sig, cn->len);
-    memcpy(w->mask, e->mask, words * sizeof *w->mask);
-    for (int b = 0; b < e->n_b; b++) {
-        int n0 = map->n, k = canon_index(map, e->bls[b]);
-        if (k < 0 || map->n != n0) goto drop; /* (cannot happen: every such state is reachable) */
-        w->bnode[b] = e->bnode[b];
-        w->bidx[b] = (uint8_t)k;
-    }
-    size_t bytes = sizeof *w + cn->len + words * sizeof *w->mask + (size_t)e->n_b * (sizeof *w->bnode + 1);
-    pthread_mutex_lock(&v->vw_lock);
-    if (v->vw_bytes + bytes > v->vw_max || vw_find(v, h, cn)) {
-        pthread_mutex_unlock(&v->vw_lock);
-        goto drop;
-    }
-    if (v->vw_n + 1 > v->vw_cap) {
-        size_t nc = v->vw_cap ? v->vw_cap * 2 : 256;
-        gm_vwalk **t = calloc(nc, sizeof *t);
-        if (!t) {
-            pthread_mutex_unlock(&v->vw_lock);
-            goto drop;
-        }
-        for (size_t k = 0; k < v->vw_cap; k++)
-            for (gm_vwalk *x = v->vw_tab[k], *nx; x; x = nx) {
-                nx = x->next;
-                x->next = t[x->hash & (nc - 1)];
-                t[x->hash & (nc - 1)] = x;
-            }
-        free(v->vw_tab);
-        v->vw_tab = t;
-        v->vw_cap = nc;
-    }
-    w->next = v->vw_tab[h & (v->vw_cap - 1)];
-    v->vw_tab[h & (v->vw_cap - 1)] = w;
-    v->vw_n++;
-    v->vw_bytes += bytes;
-    pthread_mutex_unlock(&v->vw_lock);
-    return;
-drop:
-    vwalk_free(w);
 }
 
 struct gr_compiled {
@@ -1162,7 +983,7 @@ static int canon_try(gr_matcher *m, lx_lexer *lx, const lx_table *tb, lx_state s
         return -1;
     lx_state *slot = &m->no_canon[(s * 0x9E3779B9u) >> (32 - GM_NOCANON_BITS)];
     if (*slot == s) return -1;
-    if (!canon_build(lx, tb, s, fresh, m->canon)) return 0;
+    if (!gm_canon_build(lx, tb, s, fresh, m->canon)) return 0;
     if (!lx_exhausted(lx)) *slot = s;
     return -1;
 }
@@ -1215,14 +1036,11 @@ static const gm_lexcache *lexcache(gr_matcher *m, const gm_cfg *cur) {
     gr_vocab *vv = (gr_vocab *)v; /* only its internally locked walk cache changes */
     gm_canon *cn = NULL;
     uint64_t ch = 0;
-    if (cur->ls != LX_DEAD && __atomic_load_n(&vv->vw_max, __ATOMIC_RELAXED) &&
+    if (cur->ls != LX_DEAD && gm_vwcache_on(&vv->vw) &&
         !canon_try(m, lx, &tb, cur->ls, cur->fresh)) {
         cn = m->canon;
-        ch = canon_hash(cn);
-        pthread_mutex_lock(&vv->vw_lock);
-        const gm_vwalk *w = vw_find(vv, ch, cn);
-        if (w) vv->vw_hits++;
-        pthread_mutex_unlock(&vv->vw_lock);
+        ch = gm_canon_hash(cn);
+        const gm_vwalk *w = gm_vwcache_find(&vv->vw, ch, cn);
         if (w && !(e = lc_from_vwalk(w, cn, key, words))) return NULL; /* (entries stay until gr_vocab_free) */
     }
     if (!e && cur->ls != LX_DEAD && v->n_tokens >= GM_EQUIV_MIN_TOKENS && (e = lc_equivalent(c, key, v->max_depth)))
@@ -1334,7 +1152,7 @@ static const gm_lexcache *lexcache(gr_matcher *m, const gm_cfg *cur) {
         for (size_t k = 0; k < words; k++) count += __builtin_popcount(emask[k]);
     }
     e->count = count;
-    if (cn && !lx_exhausted(lx)) vw_publish(vv, cn, ch, e, words);
+    if (cn && !lx_exhausted(lx)) gm_vwcache_publish(&vv->vw, cn, ch, e->mask, words, e->count, e->n_b, e->bnode, e->bls);
 publish:;
     int shared = 0;
     if (!lx_exhausted(lx)) { /* (past the DFA bounds, DEAD may have meant "not built": not shared) */
