@@ -16,7 +16,9 @@
  * dropped by truncation when the walk moves to a sibling (a sibling ending the same lexeme reuses
  * the set). The context-independent part is cached per matcher and lexer state: the tokens that
  * stay inside the current lexeme, and the trie nodes where a lexeme would end; only those
- * subtrees consult the parser on later masks from the same lexer state. */
+ * subtrees consult the parser on later masks from the same lexer state. Counting states (maxLength
+ * strings: a new lexer state at every character) compose that walk from the vocabulary's index of
+ * tokens by character count and walk only the trie's exits from the counted text (count_walk). */
 #include "grammar/matcher.h"
 
 #include <pthread.h>
@@ -695,100 +697,38 @@ static const gm_lexcache *lc_relative(gr_compiled *c, const lx_table *tb, lx_sta
     return best;
 }
 
-/* The lexer-only walk from cur's lexer state: from the grammar's shared cache, else computed
- * (and shared when it fits). NULL on out of memory. */
-static const gm_lexcache *lexcache(gr_matcher *m, const gm_cfg *cur) {
-    gr_compiled *c = (gr_compiled *)m->c; /* only its internally locked cache changes */
-    const gr_vocab *v = c->v;
-    lx_lexer *lx = c->lx;
-    uint32_t key = cur->ls * 2u + cur->fresh;
-    pthread_mutex_lock(&c->lc_lock);
-    gm_lexcache *e = lc_find(c, al_find(c, key), NULL);
-    pthread_mutex_unlock(&c->lc_lock);
-    if (e) return e;
-    size_t words = ((size_t)v->n_tokens + 31) / 32;
-    lx_table tb;
-    lx_get_table(lx, &tb);
-    /* the vocabulary's walks, shared with every other grammar */
-    gr_vocab *vv = (gr_vocab *)v; /* only its internally locked walk cache changes */
-    gm_canon *cn = NULL;
-    uint64_t ch = 0;
-    if (cur->ls != LX_DEAD && gm_vwcache_on(&vv->vw) &&
-        !canon_try(m, lx, &tb, cur->ls, cur->fresh)) {
-        cn = m->canon;
-        ch = gm_canon_hash(cn);
-        const gm_vwalk *w = gm_vwcache_find(&vv->vw, ch, cn);
-        if (w && !(e = lc_from_vwalk(w, cn, key, words))) return NULL; /* (entries stay until gr_vocab_free) */
-    }
-    if (!e && cur->ls != LX_DEAD && v->n_tokens >= GM_EQUIV_MIN_TOKENS && (e = lc_equivalent(c, key, v->max_depth)))
-        return e;
-    if (e) goto publish;
-    /* A state with a large automaton whose most common successor has a small one (e.g. the first
-     * key of an object: listed properties, or any other key, whose first byte mostly leads into the
-     * free string): that successor's walk (usually the vocabulary's) becomes a representative for
-     * the relative walk below. */
-    const gm_lexcache *te = NULL;
-    if (!cn && cur->ls != LX_DEAD && !m->in_rel) {
-        uint64_t set[4];
-        lx_state t = lx_uniform(lx, cur->ls, set);
-        if (t != LX_DEAD && t != cur->ls && !canon_try(m, lx, &tb, t, 0)) {
-            gm_cfg tc = {t, cur->pdepth, cur->after_skip, 0, 0};
-            m->in_rel = 1;
-            te = lexcache(m, &tc); /* (if it is m->lc_own, it stays until this walk is done) */
-            m->in_rel = 0;
-            if (!te) return NULL;
-        }
-    }
-    e = calloc(1, sizeof *e);
-    if (!e || !(e->mask = calloc(words + 1, sizeof *e->mask))) {
-        lexcache_free(e);
-        return NULL;
-    }
-    e->key = key;
-    e->count = 0;
-    e->n_b = 0;
+/* The lexer-only walk of the trie nodes [i, end) (whole subtrees) into e: the lexer in
+ * m->lstack[d - 1] before a node of depth d; relative to R (see lexcache) when R is not NULL, R's
+ * states in m->rstack the same way (LX_DEAD where R is dead or absent). Adds the tokens it allows to
+ * *count_io (R's subtrees taken over are not counted). 0 ok, -1 out of memory. */
+static int walk_nodes(gr_matcher *m, gm_lexcache *e, const lx_table *tb, int fresh, const gm_lexcache *R, uint32_t i,
+                      uint32_t end, int32_t *count_io) {
+    const gr_vocab *v = m->c->v;
+    lx_lexer *lx = m->c->lx;
     const gm_node *N = v->nodes;
     const int32_t *ntok = v->ntok;
     uint32_t *emask = e->mask;
-    lx_state *ls = m->lstack;
-    ls[0] = cur->ls;
-    int32_t count = 0;
-    /* Relative to a representative R (a walk of this grammar): the walk starts from R's mask and
-     * lexeme ends, and wherever the two states agree at a trie node (the same DFA state after the
-     * same text) the whole subtree is R's: its mask bits are already there and R's lexeme ends in it
-     * are taken over (R's ends are in trie order, so is this walk). Elsewhere the walk is the usual
-     * one, clearing R's bits under nodes where only R was alive. (E.g. the key positions of one
-     * object: after the first byte of a key that no listed property starts, both are inside the
-     * same free string.) rls[d]: R's state at depth d, LX_DEAD once R is dead or without R. */
-    const gm_lexcache *R = cur->ls != LX_DEAD ? lc_relative(c, &tb, cur->ls, te) : NULL;
-    lx_state *rls = m->rstack;
-    rls[0] = R ? R->key >> 1 : LX_DEAD;
+    lx_state *ls = m->lstack, *rls = m->rstack;
+    int32_t count = *count_io;
     int rb = 0; /* R's next lexeme end */
-    if (R) memcpy(emask, R->mask, words * sizeof *emask);
-    for (uint32_t i = cur->ls == LX_DEAD ? (uint32_t)v->n_nodes : 1; i < (uint32_t)v->n_nodes;) {
+    for (; i < end;) {
         const gm_node *nd = &N[i];
         lx_state pl = ls[nd->depth - 1];
-        lx_state s2 = lx_next_fast(lx, &tb, pl, nd->byte);
+        lx_state s2 = lx_next_fast(lx, tb, pl, nd->byte);
         lx_state rp = rls[nd->depth - 1], r2 = LX_DEAD;
         if (rp != LX_DEAD) {
-            r2 = lx_next_fast(lx, &tb, rp, nd->byte);
+            r2 = lx_next_fast(lx, tb, rp, nd->byte);
             while (rb < R->n_b && (uint32_t)R->bnode[rb] < i) rb++; /* (in subtrees where the two differ) */
             if (s2 == r2 && s2 != LX_DEAD) {
                 for (; rb < R->n_b && (uint32_t)R->bnode[rb] < nd->skip; rb++)
-                    if (lc_add_boundary(e, R->bnode[rb], R->bls[rb])) {
-                        lexcache_free(e);
-                        return NULL;
-                    }
+                    if (lc_add_boundary(e, R->bnode[rb], R->bls[rb])) return -1;
                 i = nd->skip;
                 continue;
             }
         }
         rls[nd->depth] = r2;
         if (s2 == LX_DEAD) {
-            if (!(nd->depth == 1 && cur->fresh) && lx_accepting(lx, pl) && lc_add_boundary(e, (int)i, pl)) {
-                lexcache_free(e);
-                return NULL;
-            }
+            if (!(nd->depth == 1 && fresh) && lx_accepting(lx, pl) && lc_add_boundary(e, (int)i, pl)) return -1;
             if (r2 != LX_DEAD) /* R's tokens under the node are not this walk's */
                 for (uint32_t k = nd->tok, t_end = N[nd->skip].tok; k < t_end; k++)
                     emask[ntok[k] >> 5] &= ~(1u << (ntok[k] & 31));
@@ -824,12 +764,214 @@ static const gm_lexcache *lexcache(gr_matcher *m, const gm_cfg *cur) {
             for (uint32_t k = nd->tok + 1; k < N[i + 1].tok; k++) emask[ntok[k] >> 5] |= 1u << (ntok[k] & 31);
         i++;
     }
-    if (R) { /* (the counts of R's subtrees were not added) */
-        count = 0;
-        for (size_t k = 0; k < words; k++) count += __builtin_popcount(emask[k]);
+    *count_io = count;
+    return 0;
+}
+
+/* Counting states (the text classes of vocab_impl.h): lexer state s counts the characters of a class
+ * when the chain x_0 = s, x_1, ... of most common successors is taken by every class character (each
+ * ASCII byte of the class and, with mb, every well-formed non-ASCII character leads x_j to x_{j+1},
+ * each of its bytes alive), and by the same characters at every step: the class. (A state whose
+ * first step takes fewer, e.g. an object's key position, where the listed properties' first letters
+ * lead elsewhere and the rest into the free string, is no counting state: the relative walk serves
+ * it, and its class would be one more index per object.) The chain is followed for GM_TCLASS_D
+ * characters at most: it ends at x_K, from which no class character's first byte is alive
+ * (GM_CHAIN_END: a budget of K characters, a string's maxLength or a pattern's {m,n}; x_K must not
+ * accept, or a class node past the budget would end a lexeme), or loops at x_K (GM_CHAIN_LOOP:
+ * minLength, free text; xs[K + 1 ..] are x_K), or goes on (GM_CHAIN_OPEN). Fills xs[0 .. GM_TCLASS_D]
+ * (xs[0 .. K] at an end), the class in ascii / *mb; returns K, or -1 when s does not count. */
+/* Narrower ASCII-only classes (digits, one repeated byte: whitespace limits) walk few trie nodes,
+ * and each class costs an index (Qwen3: ~1 ms to build, ~0.7 MB): not indexed. */
+#define GM_COUNT_MIN_CLASS 32
+#define GM_COUNT_MAX_EXITS 4096 /* past it, the exits' walks cost about what the plain walk does */
+enum { GM_CHAIN_END, GM_CHAIN_LOOP, GM_CHAIN_OPEN };
+static int count_chain(gr_matcher *m, lx_state s, lx_state *xs, uint64_t ascii[2], int *mb, int *kind) {
+    lx_lexer *lx = m->c->lx;
+    if (uni_alloc(m)) return -1;
+    uint64_t acc[2] = {~0ull, ~0ull};
+    int mbv = 1, k = 0;
+    lx_state x = s;
+    xs[0] = s;
+    *kind = GM_CHAIN_END;
+    for (;;) {
+        gm_uni *u = uni_of(m, x);
+        if (u->to == LX_DEAD) break;
+        uint64_t a0 = acc[0] & u->set[0], a1 = acc[1] & u->set[1];
+        if (mbv && u->mb < 0) u->mb = (int8_t)utf8_to(lx, x, u->to);
+        int nmb = mbv && u->mb;
+        if (!(a0 | a1) && !nmb) break;
+        if (k && (u->set[0] != acc[0] || u->set[1] != acc[1] || nmb != mbv)) return -1;
+        acc[0] = a0, acc[1] = a1, mbv = nmb;
+        if (u->to == x || k == GM_TCLASS_D) {
+            *kind = u->to == x ? GM_CHAIN_LOOP : GM_CHAIN_OPEN;
+            for (int j = k + 1; j <= GM_TCLASS_D; j++) xs[j] = x;
+            break;
+        }
+        xs[++k] = x = u->to;
+    }
+    if (!k && *kind == GM_CHAIN_END) return -1; /* (not one class character: acc is no class) */
+    if (*kind == GM_CHAIN_END) {
+        if (lx_accepting(lx, x)) return -1;
+        for (int b = 0; b < 128; b++)
+            if ((acc[b >> 6] >> (b & 63) & 1) && lx_next(lx, x, (uint8_t)b) != LX_DEAD) return -1;
+        for (int b = 0xC2; mbv && b <= 0xF4; b++)
+            if (lx_next(lx, x, (uint8_t)b) != LX_DEAD) return -1;
+    }
+    if (lx_exhausted(lx)) return -1; /* (a transition not built reads as dead) */
+    ascii[0] = acc[0], ascii[1] = acc[1];
+    *mb = mbv;
+    return k;
+}
+
+typedef struct {
+    int node;
+    lx_state ls;
+} gm_bound;
+
+static int bound_cmp(const void *a, const void *b) {
+    int x = ((const gm_bound *)a)->node, y = ((const gm_bound *)b)->node;
+    return (x > y) - (x < y);
+}
+
+/* The walk of a counting state (count_chain) from the vocabulary's index of its class: the class
+ * tokens of at most r = min(K, GM_TCLASS_D) characters begun, then a plain walk under each exit whose
+ * parent is alive (at most r characters begun on its path), from x_q or from the state inside the
+ * character cut short on the path, and, when the budget goes past GM_TCLASS_D, under each frontier
+ * node from x_D. The same mask and lexeme ends as the plain walk of the whole trie, which visits every
+ * class node within the budget; the ends, found in q order, are put back into trie order. 1 done,
+ * 0 not done (not a counting state, a narrow class, too many exits, no index: switched off or too
+ * many classes), -1 out of memory. */
+static int count_walk(gr_matcher *m, gm_lexcache *e, const lx_table *tb, const gm_cfg *cur) {
+    const gr_vocab *v = m->c->v;
+    lx_lexer *lx = m->c->lx;
+    lx_state xs[GM_TCLASS_D + 1];
+    uint64_t ascii[2];
+    int mb, kind;
+    int K = count_chain(m, cur->ls, xs, ascii, &mb, &kind);
+    if (K < 0 || (!mb && __builtin_popcountll(ascii[0]) + __builtin_popcountll(ascii[1]) < GM_COUNT_MIN_CLASS))
+        return 0;
+    const gm_tclass *t = gm_vocab_tclass((gr_vocab *)v, ascii, mb); /* (its cache is internally locked) */
+    if (!t) return 0;
+    int open = kind != GM_CHAIN_END, r = open ? GM_TCLASS_D : K;
+    if (t->ex_off[r + 1] + (open ? t->n_front : 0) > GM_COUNT_MAX_EXITS) return 0;
+    const gm_node *N = v->nodes;
+    size_t words = ((size_t)v->n_tokens + 31) / 32;
+    memcpy(e->mask, t->rows + (size_t)r * words, words * sizeof *e->mask);
+    int32_t count = t->row_n[r];
+    for (int q = 0; q <= r; q++)
+        for (uint32_t k = t->ex_off[q]; k < t->ex_off[q + 1]; k++) {
+            const gm_texit *x = &t->ex[k];
+            lx_state s = xs[q - (x->np > 0)]; /* (after the whole characters before it) */
+            for (int j = 0; j < x->np && s != LX_DEAD; j++) s = lx_next_fast(lx, tb, s, x->pb[j]);
+            if (s == LX_DEAD) continue;
+            uint32_t i = x->node;
+            m->lstack[N[i].depth - 1] = s;
+            m->rstack[N[i].depth - 1] = LX_DEAD;
+            if (walk_nodes(m, e, tb, cur->fresh, NULL, i, N[i].skip, &count)) return -1;
+        }
+    for (uint32_t k = 0; open && k < t->n_front; k++) {
+        uint32_t i = t->front[k];
+        m->lstack[N[i].depth - 1] = xs[GM_TCLASS_D];
+        m->rstack[N[i].depth - 1] = LX_DEAD;
+        if (walk_nodes(m, e, tb, cur->fresh, NULL, i, N[i].skip, &count)) return -1;
+    }
+    if (e->n_b > 1) {
+        gm_bound *bd = malloc((size_t)e->n_b * sizeof *bd);
+        if (!bd) return -1;
+        for (int b = 0; b < e->n_b; b++) bd[b] = (gm_bound){e->bnode[b], e->bls[b]};
+        qsort(bd, (size_t)e->n_b, sizeof *bd, bound_cmp);
+        for (int b = 0; b < e->n_b; b++) e->bnode[b] = bd[b].node, e->bls[b] = bd[b].ls;
+        free(bd);
     }
     e->count = count;
-    if (cn && !lx_exhausted(lx)) gm_vwcache_publish(&vv->vw, cn, ch, e->mask, words, e->count, e->n_b, e->bnode, e->bls);
+    return 1;
+}
+
+static const gm_lexcache *lexcache(gr_matcher *m, const gm_cfg *cur) {
+    gr_compiled *c = (gr_compiled *)m->c; /* only its internally locked cache changes */
+    const gr_vocab *v = c->v;
+    lx_lexer *lx = c->lx;
+    uint32_t key = cur->ls * 2u + cur->fresh;
+    pthread_mutex_lock(&c->lc_lock);
+    gm_lexcache *e = lc_find(c, al_find(c, key), NULL);
+    pthread_mutex_unlock(&c->lc_lock);
+    if (e) return e;
+    size_t words = ((size_t)v->n_tokens + 31) / 32;
+    lx_table tb;
+    lx_get_table(lx, &tb);
+    /* the vocabulary's walks, shared with every other grammar */
+    gr_vocab *vv = (gr_vocab *)v; /* only its internally locked walk cache changes */
+    gm_canon *cn = NULL;
+    uint64_t ch = 0;
+    if (cur->ls != LX_DEAD && gm_vwcache_on(&vv->vw) &&
+        !canon_try(m, lx, &tb, cur->ls, cur->fresh)) {
+        cn = m->canon;
+        ch = gm_canon_hash(cn);
+        const gm_vwalk *w = gm_vwcache_find(&vv->vw, ch, cn);
+        if (w && !(e = lc_from_vwalk(w, cn, key, words))) return NULL; /* (entries stay until gr_vocab_free) */
+    }
+    if (e) goto publish;
+    e = calloc(1, sizeof *e);
+    if (!e || !(e->mask = calloc(words + 1, sizeof *e->mask))) {
+        lexcache_free(e);
+        return NULL;
+    }
+    e->key = key;
+    int counted = cur->ls != LX_DEAD ? count_walk(m, e, &tb, cur) : 0;
+    if (counted < 0) {
+        lexcache_free(e);
+        return NULL;
+    }
+    if (!counted) {
+        gm_lexcache *eq;
+        if (cur->ls != LX_DEAD && v->n_tokens >= GM_EQUIV_MIN_TOKENS && (eq = lc_equivalent(c, key, v->max_depth))) {
+            lexcache_free(e);
+            return eq;
+        }
+        /* A state with a large automaton whose most common successor has a small one (e.g. the first
+         * key of an object: listed properties, or any other key, whose first byte mostly leads into the
+         * free string): that successor's walk (usually the vocabulary's) becomes a representative for
+         * the relative walk below. */
+        const gm_lexcache *te = NULL;
+        if (!cn && cur->ls != LX_DEAD && !m->in_rel) {
+            uint64_t set[4];
+            lx_state t = lx_uniform(lx, cur->ls, set);
+            if (t != LX_DEAD && t != cur->ls && !canon_try(m, lx, &tb, t, 0)) {
+                gm_cfg tc = {t, cur->pdepth, cur->after_skip, 0, 0};
+                m->in_rel = 1;
+                te = lexcache(m, &tc); /* (if it is m->lc_own, it stays until this walk is done) */
+                m->in_rel = 0;
+                if (!te) {
+                    lexcache_free(e);
+                    return NULL;
+                }
+            }
+        }
+        /* Relative to a representative R (a walk of this grammar): the walk starts from R's mask and
+         * lexeme ends, and wherever the two states agree at a trie node (the same DFA state after the
+         * same text) the whole subtree is R's: its mask bits are already there and R's lexeme ends in it
+         * are taken over (R's ends are in trie order, so is this walk). Elsewhere the walk is the usual
+         * one, clearing R's bits under nodes where only R was alive. (E.g. the key positions of one
+         * object: after the first byte of a key that no listed property starts, both are inside the
+         * same free string.) rls[d]: R's state at depth d, LX_DEAD once R is dead or without R. */
+        const gm_lexcache *R = cur->ls != LX_DEAD ? lc_relative(c, &tb, cur->ls, te) : NULL;
+        m->lstack[0] = cur->ls;
+        m->rstack[0] = R ? R->key >> 1 : LX_DEAD;
+        if (R) memcpy(e->mask, R->mask, words * sizeof *e->mask);
+        int32_t count = 0;
+        if (walk_nodes(m, e, &tb, cur->fresh, R, cur->ls == LX_DEAD ? (uint32_t)v->n_nodes : 1, (uint32_t)v->n_nodes,
+                       &count)) {
+            lexcache_free(e);
+            return NULL;
+        }
+        if (R) { /* (the counts of R's subtrees were not added) */
+            count = 0;
+            for (size_t k = 0; k < words; k++) count += __builtin_popcount(e->mask[k]);
+        }
+        e->count = count;
+    }
+    if (cn && !lx_exhausted(lx))
+        gm_vwcache_publish(&vv->vw, cn, ch, e->mask, words, e->count, e->n_b, e->bnode, e->bls);
 publish:;
     int shared = 0;
     if (!lx_exhausted(lx)) { /* (past the DFA bounds, DEAD may have meant "not built": not shared) */

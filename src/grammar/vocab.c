@@ -40,6 +40,7 @@ gr_vocab *gr_vocab_bytes(void) {
 void gr_vocab_free(gr_vocab *v) {
     if (!v) return;
     gm_vwcache_free(&v->vw);
+    gm_vocab_tclass_free(v);
     free(v->blob);
     free(v->off);
     free(v->special);
@@ -180,6 +181,9 @@ gr_vocab *gr_vocab_new(int32_t n_tokens, const uint8_t *const *bytes, const uint
     gr_vocab *v = calloc(1, sizeof *v);
     if (!v) return NULL;
     gm_vwcache_init(&v->vw, GR_VWALK_MAX_BYTES);
+    pthread_mutex_init(&v->tc_lock, NULL);
+    v->tc_lock_init = 1;
+    v->tc_on = 1;
     v->n_tokens = n_tokens;
     size_t total = 0;
     for (int32_t t = 0; t < n_tokens; t++) total += lens[t];
