@@ -887,6 +887,8 @@ static int count_walk(gr_matcher *m, gm_lexcache *e, const lx_table *tb, const g
     return 1;
 }
 
+/* The lexer-only walk from cur's lexer state: from the grammar's shared cache, else computed
+ * (and shared when it fits). NULL on out of memory. */
 static const gm_lexcache *lexcache(gr_matcher *m, const gm_cfg *cur) {
     gr_compiled *c = (gr_compiled *)m->c; /* only its internally locked cache changes */
     const gr_vocab *v = c->v;
