@@ -16,7 +16,9 @@
  * dropped by truncation when the walk moves to a sibling (a sibling ending the same lexeme reuses
  * the set). The context-independent part is cached per matcher and lexer state: the tokens that
  * stay inside the current lexeme, and the trie nodes where a lexeme would end; only those
- * subtrees consult the parser on later masks from the same lexer state. */
+ * subtrees consult the parser on later masks from the same lexer state. Counting states (maxLength
+ * strings: a new lexer state at every character) compose that walk from the vocabulary's index of
+ * tokens by character count and walk only the trie's exits from the counted text (count_walk). */
 #include "grammar/matcher.h"
 
 #include <pthread.h>
@@ -27,340 +29,8 @@
 #include "grammar/earley.h"
 #include "grammar/grammar_impl.h"
 #include "grammar/lexer.h"
-
-#define GR_MAX_TOKEN_BYTES 1024 /* longer tokens are never allowed */
-
-/* A trie node, packed for the walk: the subtree of node i is nodes i .. skip-1; the tokens ending
- * at node i are ntok[tok .. nodes[i + 1].tok) (preorder, so a subtree's tokens are contiguous:
- * ntok[tok .. nodes[skip].tok)); tok1 is the first of them, or a spare bit past the mask's words
- * when there is none (so the walk sets it without a branch), bit 31 set when there are more;
- * height: the deepest node under it, counted from the node (at most 255). */
-#define GM_MULTI 0x80000000u
-typedef struct gm_vwalk gm_vwalk;
-typedef struct {
-    uint32_t skip, tok, tok1;
-    uint16_t depth;
-    uint8_t byte, height;
-} gm_node;
-
-struct gr_vocab {
-    int32_t n_tokens;
-    uint8_t *blob;
-    size_t *off; /* [n_tokens + 1] */
-    uint8_t *special;
-    uint8_t *is_eos;
-    int32_t *eos; /* the distinct eos tokens */
-    int n_eos;
-    /* trie in preorder; node 0 is the root; nodes[n_nodes] is a sentinel (tok = token count) */
-    int n_nodes;
-    gm_node *nodes;
-    int32_t *ntok;
-    struct {
-        uint32_t set;    /* the bytes found strictly under the node: bsets[set] */
-        uint32_t height; /* the deepest node under it, counted from the node (0: a leaf) */
-    } *under;            /* [n_nodes] */
-    uint64_t (*bsets)[4]; /* distinct byte sets under nodes; bsets[0] is the empty set */
-    int n_bsets;
-    uint8_t *u8; /* [n_nodes]: the UTF-8 decoder state after the node's path (U8_*), and U8_OK when
-                    every text under the node continues it as well-formed UTF-8 (possibly cut short) */
-    uint8_t *cheight; /* [n_nodes]: the most characters (begun) on a path under the node, at most 255 */
-    int max_depth;
-    uint64_t (*dbytes)[4]; /* [max_depth + 2]: dbytes[d], the bytes at depth d or deeper in the trie */
-    /* lexer-only walks shared by every grammar compiled for this vocabulary (gm_vwalk), keyed by
-     * the canonical form of the lexer automaton reachable from the walk's state: chained hash
-     * table, entries immutable once in and kept until gr_vocab_free */
-    pthread_mutex_t vw_lock;
-    int vw_lock_init;
-    gm_vwalk **vw_tab;
-    size_t vw_cap, vw_n, vw_bytes, vw_max; /* vw_max 0: off */
-    uint64_t vw_hits;
-};
-
-int32_t gr_vocab_size(const gr_vocab *v) { return v ? v->n_tokens : 0; }
-
-const uint8_t *gr_vocab_token(const gr_vocab *v, int32_t t, size_t *len) {
-    if (!v || t < 0 || t >= v->n_tokens) {
-        *len = 0;
-        return NULL;
-    }
-    *len = v->off[t + 1] - v->off[t];
-    return v->blob + v->off[t];
-}
-
-gr_vocab *gr_vocab_bytes(void) {
-    uint8_t bytes[256], special[257] = {0};
-    const uint8_t *tb[257];
-    uint32_t lens[257];
-    for (int i = 0; i < 256; i++) bytes[i] = (uint8_t)i, tb[i] = &bytes[i], lens[i] = 1;
-    tb[256] = (const uint8_t *)"";
-    lens[256] = 0;
-    special[256] = 1;
-    int32_t eos = 256;
-    return gr_vocab_new(257, tb, lens, special, &eos, 1);
-}
-
-static void vwalk_free(gm_vwalk *w);
-
-void gr_vocab_free(gr_vocab *v) {
-    if (!v) return;
-    for (size_t k = 0; k < v->vw_cap; k++)
-        for (gm_vwalk *w = v->vw_tab[k], *nx; w; w = nx) {
-            nx = *(gm_vwalk **)w; /* (the first member: next) */
-            vwalk_free(w);
-        }
-    free(v->vw_tab);
-    if (v->vw_lock_init) pthread_mutex_destroy(&v->vw_lock);
-    free(v->blob);
-    free(v->off);
-    free(v->special);
-    free(v->is_eos);
-    free(v->eos);
-    free(v->nodes);
-    free(v->dbytes);
-    free(v->ntok);
-    free(v->under);
-    free(v->bsets);
-    free(v->u8);
-    free(v->cheight);
-    free(v);
-}
-
-/* merge sort of token ids by their bytes (then id) */
-static void sort_tokens(const gr_vocab *v, int32_t *a, int32_t *tmp, size_t n) {
-    if (n < 2) return;
-    size_t h = n / 2;
-    sort_tokens(v, a, tmp, h);
-    sort_tokens(v, a + h, tmp, n - h);
-    size_t i = 0, j = h, k = 0;
-    while (i < h && j < n) {
-        int32_t x = a[i], y = a[j];
-        size_t lx = v->off[x + 1] - v->off[x], ly = v->off[y + 1] - v->off[y];
-        int c = memcmp(v->blob + v->off[x], v->blob + v->off[y], lx < ly ? lx : ly);
-        if (!c) c = lx < ly ? -1 : lx > ly ? 1 : (x > y) - (x < y);
-        tmp[k++] = c <= 0 ? a[i++] : a[j++];
-    }
-    while (i < h) tmp[k++] = a[i++];
-    while (j < n) tmp[k++] = a[j++];
-    memcpy(a, tmp, n * sizeof *a);
-}
-
-/* UTF-8 decoder states (RFC 3629's well-formed sequences): U8_BOUNDARY between characters,
- * U8_NEED1..3 continuation bytes 80..BF still due, and the four leads whose second byte is narrower
- * (E0: A0..BF, ED: 80..9F, F0: 90..BF, F4: 80..8F). */
-enum { U8_BOUNDARY, U8_NEED1, U8_NEED2, U8_NEED3, U8_E0, U8_ED, U8_F0, U8_F4, U8_BAD = 15, U8_OK = 0x80 };
-
-static int u8_next(int st, uint8_t b) {
-    switch (st) {
-    case U8_BOUNDARY:
-        if (b < 0x80) return U8_BOUNDARY;
-        if (b >= 0xC2 && b <= 0xDF) return U8_NEED1;
-        if (b == 0xE0) return U8_E0;
-        if (b == 0xED) return U8_ED;
-        if (b >= 0xE1 && b <= 0xEF) return U8_NEED2;
-        if (b == 0xF0) return U8_F0;
-        if (b >= 0xF1 && b <= 0xF3) return U8_NEED3;
-        if (b == 0xF4) return U8_F4;
-        return U8_BAD;
-    case U8_NEED1: case U8_NEED2: case U8_NEED3:
-        return b >= 0x80 && b <= 0xBF ? st - 1 : U8_BAD;
-    case U8_E0: return b >= 0xA0 && b <= 0xBF ? U8_NEED1 : U8_BAD;
-    case U8_ED: return b >= 0x80 && b <= 0x9F ? U8_NEED1 : U8_BAD;
-    case U8_F0: return b >= 0x90 && b <= 0xBF ? U8_NEED2 : U8_BAD;
-    case U8_F4: return b >= 0x80 && b <= 0x8F ? U8_NEED2 : U8_BAD;
-    default: return U8_BAD;
-    }
-}
-
-/* v->u8: decoder states top-down (preorder: a node's parent is the last node one level up), then
- * U8_OK bottom-up. */
-static int vocab_utf8(gr_vocab *v) {
-    int nn = v->n_nodes;
-    gm_node *N = v->nodes;
-    uint8_t *st = malloc((size_t)v->max_depth + 2);
-    if (!(v->u8 = calloc((size_t)nn + 1, 1)) || !(v->cheight = calloc((size_t)nn + 1, 1)) || !st) {
-        free(st);
-        return -1;
-    }
-    st[0] = U8_BOUNDARY;
-    for (int i = 1; i < nn; i++) {
-        int d = N[i].depth;
-        v->u8[i] = st[d] = (uint8_t)u8_next(st[d - 1] & 15, N[i].byte);
-    }
-    v->u8[0] = U8_BOUNDARY;
-    for (int i = nn - 1; i >= 0; i--) {
-        int ok = (v->u8[i] & 15) != U8_BAD, h = 0;
-        for (uint32_t j = (uint32_t)i + 1; j < N[i].skip; j = N[j].skip) {
-            ok = ok && (v->u8[j] & U8_OK) != 0;
-            int hj = v->cheight[j] + (N[j].byte < 0x80 || N[j].byte >= 0xC0);
-            if (hj > h) h = hj;
-        }
-        if (ok) v->u8[i] |= U8_OK;
-        v->cheight[i] = (uint8_t)(h < 255 ? h : 255);
-    }
-    free(st);
-    return 0;
-}
-
-/* The byte set under each node (children's bytes and their sets), deduplicated into v->bsets. */
-static int vocab_below(gr_vocab *v) {
-    int nn = v->n_nodes;
-    gm_node *N = v->nodes;
-    uint64_t (*set)[4] = calloc((size_t)nn, sizeof *set);
-    size_t hcap = 1024;
-    while (hcap < (size_t)nn * 2) hcap *= 2;
-    uint32_t *h = calloc(hcap, sizeof *h); /* ids + 1 into v->bsets, 0 = free */
-    int cap_b = 256;
-    v->bsets = calloc((size_t)cap_b, sizeof *v->bsets);
-    v->under = calloc((size_t)nn, sizeof *v->under);
-    if (!set || !h || !v->bsets || !v->under) goto oom;
-    v->n_bsets = 1; /* the empty set */
-    for (int i = nn - 1; i >= 0; i--) {
-        for (uint32_t j = (uint32_t)i + 1; j < N[i].skip; j = N[j].skip) {
-            for (int w = 0; w < 4; w++) set[i][w] |= set[j][w];
-            set[i][N[j].byte >> 6] |= 1ull << (N[j].byte & 63);
-            if (v->under[j].height + 1 > v->under[i].height) v->under[i].height = v->under[j].height + 1;
-        }
-        if (!(set[i][0] | set[i][1] | set[i][2] | set[i][3])) {
-            v->under[i].set = 0;
-            continue;
-        }
-        uint64_t x = 0x9E3779B97F4A7C15ull;
-        for (int w = 0; w < 4; w++) x = (x ^ set[i][w]) * 0x100000001B3ull, x ^= x >> 29;
-        size_t k = (size_t)x & (hcap - 1);
-        for (; h[k]; k = (k + 1) & (hcap - 1))
-            if (!memcmp(v->bsets[h[k] - 1], set[i], sizeof set[i])) break;
-        if (!h[k]) {
-            if (v->n_bsets == cap_b) {
-                cap_b *= 2;
-                uint64_t (*nb)[4] = realloc(v->bsets, (size_t)cap_b * sizeof *nb);
-                if (!nb) goto oom;
-                v->bsets = nb;
-            }
-            memcpy(v->bsets[v->n_bsets], set[i], sizeof set[i]);
-            h[k] = (uint32_t)++v->n_bsets;
-        }
-        v->under[i].set = h[k] - 1;
-    }
-    for (int i = 0; i < nn; i++) N[i].height = (uint8_t)(v->under[i].height < 255 ? v->under[i].height : 255);
-    free(set), free(h);
-    return 0;
-oom:
-    free(set), free(h);
-    return -1;
-}
-
-gr_vocab *gr_vocab_new(int32_t n_tokens, const uint8_t *const *bytes, const uint32_t *lens,
-                       const uint8_t *is_special, const int32_t *eos_ids, int32_t n_eos) {
-    if (n_tokens < 0 || (n_tokens && (!bytes || !lens)) || n_eos < 0 || (n_eos && !eos_ids)) return NULL;
-    gr_vocab *v = calloc(1, sizeof *v);
-    if (!v) return NULL;
-    pthread_mutex_init(&v->vw_lock, NULL);
-    v->vw_lock_init = 1;
-    v->vw_max = GR_VWALK_MAX_BYTES;
-    v->n_tokens = n_tokens;
-    size_t total = 0;
-    for (int32_t t = 0; t < n_tokens; t++) total += lens[t];
-    v->blob = malloc(total + 1);
-    v->off = malloc(((size_t)n_tokens + 1) * sizeof *v->off);
-    v->special = calloc((size_t)n_tokens + 1, 1);
-    v->is_eos = calloc((size_t)n_tokens + 1, 1);
-    int32_t *order = malloc(((size_t)n_tokens + 1) * sizeof *order);
-    int32_t *tmp = malloc(((size_t)n_tokens + 1) * sizeof *tmp);
-    if (!v->blob || !v->off || !v->special || !v->is_eos || !order || !tmp) goto fail;
-    size_t o = 0;
-    for (int32_t t = 0; t < n_tokens; t++) {
-        v->off[t] = o;
-        if (lens[t]) {
-            if (!bytes[t]) goto fail;
-            memcpy(v->blob + o, bytes[t], lens[t]);
-        }
-        o += lens[t];
-        v->special[t] = is_special ? is_special[t] != 0 : 0;
-    }
-    v->off[n_tokens] = o;
-    for (int32_t i = 0; i < n_eos; i++)
-        if (eos_ids[i] >= 0 && eos_ids[i] < n_tokens && !v->is_eos[eos_ids[i]]) {
-            if (!v->eos && !(v->eos = malloc((size_t)n_eos * sizeof *v->eos))) goto fail;
-            v->is_eos[eos_ids[i]] = 1;
-            v->eos[v->n_eos++] = eos_ids[i];
-        }
-    size_t n = 0;
-    for (int32_t t = 0; t < n_tokens; t++) {
-        size_t l = v->off[t + 1] - v->off[t];
-        if (!v->special[t] && !v->is_eos[t] && l > 0 && l <= GR_MAX_TOKEN_BYTES) order[n++] = t;
-    }
-    sort_tokens(v, order, tmp, n);
-    /* nodes: at most total bytes + 1 */
-    size_t cap = 1;
-    for (size_t i = 0; i < n; i++) cap += v->off[order[i] + 1] - v->off[order[i]];
-    if (cap >= UINT32_MAX / 2) goto fail;
-    v->nodes = calloc(cap + 1, sizeof *v->nodes);
-    v->ntok = malloc((n + 1) * sizeof(int32_t));
-    int *stack = malloc((GR_MAX_TOKEN_BYTES + 2) * sizeof(int));
-    int *node_of = malloc((n + 1) * sizeof(int)); /* token's end node */
-    if (!v->nodes || !v->ntok || !stack || !node_of) {
-        free(stack), free(node_of);
-        goto fail;
-    }
-    gm_node *N = v->nodes;
-    int nn = 1, sp = 1;
-    stack[0] = 0;
-    const uint8_t *prev = NULL;
-    size_t prev_len = 0;
-    for (size_t i = 0; i < n; i++) {
-        const uint8_t *s = v->blob + v->off[order[i]];
-        size_t l = v->off[order[i] + 1] - v->off[order[i]];
-        size_t lcp = 0;
-        while (prev && lcp < l && lcp < prev_len && s[lcp] == prev[lcp]) lcp++;
-        while ((size_t)sp - 1 > lcp) N[stack[--sp]].skip = (uint32_t)nn; /* close deeper nodes */
-        for (size_t k = lcp; k < l; k++) {
-            N[nn].byte = s[k];
-            N[nn].depth = (uint16_t)(k + 1);
-            stack[sp++] = nn++;
-        }
-        node_of[i] = stack[sp - 1];
-        if ((int)l > v->max_depth) v->max_depth = (int)l;
-        prev = s, prev_len = l;
-    }
-    while (sp > 0) N[stack[--sp]].skip = (uint32_t)nn;
-    v->n_nodes = nn;
-    if (!(v->dbytes = calloc((size_t)v->max_depth + 2, sizeof *v->dbytes))) {
-        free(stack), free(node_of);
-        goto fail;
-    }
-    for (int k = 1; k < nn; k++) v->dbytes[N[k].depth][N[k].byte >> 6] |= 1ull << (N[k].byte & 63);
-    for (int d = v->max_depth - 1; d >= 1; d--)
-        for (int w = 0; w < 4; w++) v->dbytes[d][w] |= v->dbytes[d + 1][w];
-    /* tokens per node, as offsets (CSR) in N[].tok; N[nn] is the sentinel */
-    for (size_t i = 0; i < n; i++) N[node_of[i]].tok++;
-    uint32_t acc = 0;
-    for (int k = 0; k <= nn; k++) {
-        uint32_t c = N[k].tok;
-        N[k].tok = acc;
-        acc += c;
-    }
-    N[nn].skip = (uint32_t)nn + 1;
-    uint32_t *fill = calloc((size_t)nn + 1, sizeof *fill);
-    if (!fill) {
-        free(stack), free(node_of);
-        goto fail;
-    }
-    for (size_t i = 0; i < n; i++) v->ntok[N[node_of[i]].tok + fill[node_of[i]]++] = order[i];
-    uint32_t spare = (uint32_t)(((size_t)n_tokens + 31) / 32 * 32);
-    for (int k = 0; k < nn; k++) {
-        uint32_t c = N[k + 1].tok - N[k].tok;
-        N[k].tok1 = c ? (uint32_t)v->ntok[N[k].tok] : spare;
-        if (c > 1) N[k].tok1 |= GM_MULTI;
-    }
-    free(fill), free(stack), free(node_of), free(order), free(tmp);
-    order = tmp = NULL;
-    if (vocab_below(v) || vocab_utf8(v)) goto fail;
-    return v;
-fail:
-    free(order), free(tmp);
-    gr_vocab_free(v);
-    return NULL;
-}
+#include "grammar/vocab_impl.h"
+#include "grammar/vwalk_cache.h"
 
 /* ---- compiled grammar ---- */
 
@@ -392,125 +62,8 @@ static void lexcache_free(gm_lexcache *e) {
 }
 
 
-/* ---- walks shared across grammars (the vocabulary's cache) ----
- * A lexer-only walk (gm_lexcache) is a function of the labelled automaton reachable from its lexer
- * state: which states are dead, which accept something (a lexeme may end there), and the `fresh`
- * flag; the chains and uniform sets that take subtrees whole are derived from the same transitions.
- * Two states (of any two lexers) whose reachable automata are isomorphic thus give the same mask and
- * the same lexeme ends, the lexer states before the ends corresponding through the isomorphism.
- * The canonical form numbers the states breadth first (bytes ascending) from the start and writes,
- * per state, its label and its transitions as byte runs; equal forms = isomorphic automata (the
- * form is compared whole, the hash only finds it). Only automata of at most GM_CANON_STATES states
- * are formed (JSON strings and numbers: 2-30); past it the grammar's own cache and walk serve. */
-#define GM_CANON_STATES 32
+/* ---- walks shared across grammars (the vocabulary's cache: vwalk_cache.h) ---- */
 #define GM_NOCANON_BITS 8
-#define GM_CANON_HBITS 8
-#define GM_CANON_SIG (1 + GM_CANON_STATES * (1 + 2 * 256))
-typedef struct {
-    int n;
-    lx_state st[GM_CANON_STATES];          /* canonical index -> state */
-    lx_state hk[1 << GM_CANON_HBITS];      /* state -> index map (LX_DEAD: free) */
-    uint8_t hv[1 << GM_CANON_HBITS];
-    size_t len;
-    uint8_t sig[GM_CANON_SIG];
-} gm_canon;
-
-struct gm_vwalk {
-    gm_vwalk *next; /* first member (gr_vocab_free reads it) */
-    uint64_t hash;
-    size_t sig_len;
-    uint8_t *sig;
-    uint32_t *mask; /* [words] */
-    int32_t count;
-    int n_b;
-    int *bnode;
-    uint8_t *bidx; /* canonical index of the lexer state before each lexeme end */
-};
-
-static void vwalk_free(gm_vwalk *w) {
-    if (!w) return;
-    free(w->sig);
-    free(w->mask);
-    free(w->bnode);
-    free(w->bidx);
-    free(w);
-}
-
-void gr_vocab_set_walk_cache(gr_vocab *v, size_t max_bytes) {
-    if (!v) return;
-    pthread_mutex_lock(&v->vw_lock);
-    v->vw_max = max_bytes;
-    pthread_mutex_unlock(&v->vw_lock);
-}
-
-void gr_vocab_walk_cache_stats(gr_vocab *v, size_t *entries, uint64_t *hits) {
-    if (!v) return;
-    pthread_mutex_lock(&v->vw_lock);
-    if (entries) *entries = v->vw_n;
-    if (hits) *hits = v->vw_hits;
-    pthread_mutex_unlock(&v->vw_lock);
-}
-
-/* The canonical index of state x (added when new); -1 past GM_CANON_STATES. */
-static int canon_index(gm_canon *cn, lx_state x) {
-    unsigned j = (x * 0x9E3779B9u) >> (32 - GM_CANON_HBITS);
-    for (; cn->hk[j] != LX_DEAD; j = (j + 1) & ((1u << GM_CANON_HBITS) - 1))
-        if (cn->hk[j] == x) return cn->hv[j];
-    if (cn->n == GM_CANON_STATES) return -1;
-    cn->hk[j] = x;
-    cn->hv[j] = (uint8_t)cn->n;
-    cn->st[cn->n] = x;
-    return cn->n++;
-}
-
-/* The canonical form of the automaton reachable from s (s != LX_DEAD). 0 ok; -1 when it has more
- * than GM_CANON_STATES states or the lexer reached its DFA bounds. */
-static int canon_build(lx_lexer *lx, const lx_table *tb, lx_state s, int fresh, gm_canon *cn) {
-    memset(cn->hk, 0, sizeof cn->hk);
-    cn->n = 0;
-    cn->len = 0;
-    cn->sig[cn->len++] = (uint8_t)fresh;
-    canon_index(cn, s);
-    int16_t rep[256]; /* a byte of each byte class (-1: none) */
-    int n_cls = 0;
-    memset(rep, 0xff, sizeof rep);
-    for (int b = 0; b < 256; b++) {
-        if (rep[tb->cls[b]] < 0) rep[tb->cls[b]] = (int16_t)b;
-        if (tb->cls[b] >= n_cls) n_cls = tb->cls[b] + 1;
-    }
-    lx_state tgt[256];
-    for (int i = 0; i < cn->n; i++) {
-        lx_state x = cn->st[i];
-        cn->sig[cn->len++] = lx_accepting(lx, x) != NULL;
-        for (int c = 0; c < n_cls; c++)
-            if (rep[c] >= 0) tgt[c] = lx_next_fast(lx, tb, x, (uint8_t)rep[c]);
-        lx_state prev = tgt[tb->cls[0]];
-        for (int b = 1; b <= 256; b++) {
-            lx_state y = b < 256 ? tgt[tb->cls[b]] : LX_DEAD;
-            if (b < 256 && y == prev) continue;
-            int k = prev == LX_DEAD ? 0xFF : canon_index(cn, prev);
-            if (k < 0) return -1;
-            cn->sig[cn->len++] = (uint8_t)(b - 1); /* a run ends at byte b - 1 */
-            cn->sig[cn->len++] = (uint8_t)k;
-            prev = y;
-        }
-    }
-    return lx_exhausted(lx) ? -1 : 0;
-}
-
-static uint64_t canon_hash(const gm_canon *cn) {
-    uint64_t h = 0xcbf29ce484222325ull;
-    for (size_t i = 0; i < cn->len; i++) h = (h ^ cn->sig[i]) * 0x100000001B3ull;
-    return h ^ h >> 31;
-}
-
-/* The shared walk of this canonical form (lock held), or NULL. */
-static const gm_vwalk *vw_find(const gr_vocab *v, uint64_t h, const gm_canon *cn) {
-    if (!v->vw_cap) return NULL;
-    for (const gm_vwalk *w = v->vw_tab[h & (v->vw_cap - 1)]; w; w = w->next)
-        if (w->hash == h && w->sig_len == cn->len && !memcmp(w->sig, cn->sig, cn->len)) return w;
-    return NULL;
-}
 
 /* This grammar's walk from a shared one (lexer states through cn); NULL out of memory. */
 static gm_lexcache *lc_from_vwalk(const gm_vwalk *w, const gm_canon *cn, uint32_t key, size_t words) {
@@ -529,59 +82,6 @@ static gm_lexcache *lc_from_vwalk(const gm_vwalk *w, const gm_canon *cn, uint32_
     if (w->n_b) memcpy(e->bnode, w->bnode, (size_t)w->n_b * sizeof *e->bnode);
     for (int b = 0; b < w->n_b; b++) e->bls[b] = cn->st[w->bidx[b]];
     return e;
-}
-
-/* Keeps walk e (of the state whose canonical form is cn, hash h) for every grammar of v. */
-static void vw_publish(gr_vocab *v, const gm_canon *cn, uint64_t h, const gm_lexcache *e, size_t words) {
-    gm_vwalk *w = calloc(1, sizeof *w);
-    if (!w) return;
-    w->hash = h;
-    w->sig_len = cn->len;
-    w->count = e->count;
-    w->n_b = e->n_b;
-    gm_canon *map = (gm_canon *)cn; /* (lookups of known states only: the map is not changed) */
-    if (!(w->sig = malloc(cn->len)) || !(w->mask = malloc(words * sizeof *w->mask)) ||
-        (e->n_b && (!(w->bnode = malloc((size_t)e->n_b * sizeof *w->bnode)) || !(w->bidx = malloc((size_t)e->n_b)))))
-        goto drop;
-    memcpy(w->sig, cn->sig, cn->len);
-    memcpy(w->mask, e->mask, words * sizeof *w->mask);
-    for (int b = 0; b < e->n_b; b++) {
-        int n0 = map->n, k = canon_index(map, e->bls[b]);
-        if (k < 0 || map->n != n0) goto drop; /* (cannot happen: every such state is reachable) */
-        w->bnode[b] = e->bnode[b];
-        w->bidx[b] = (uint8_t)k;
-    }
-    size_t bytes = sizeof *w + cn->len + words * sizeof *w->mask + (size_t)e->n_b * (sizeof *w->bnode + 1);
-    pthread_mutex_lock(&v->vw_lock);
-    if (v->vw_bytes + bytes > v->vw_max || vw_find(v, h, cn)) {
-        pthread_mutex_unlock(&v->vw_lock);
-        goto drop;
-    }
-    if (v->vw_n + 1 > v->vw_cap) {
-        size_t nc = v->vw_cap ? v->vw_cap * 2 : 256;
-        gm_vwalk **t = calloc(nc, sizeof *t);
-        if (!t) {
-            pthread_mutex_unlock(&v->vw_lock);
-            goto drop;
-        }
-        for (size_t k = 0; k < v->vw_cap; k++)
-            for (gm_vwalk *x = v->vw_tab[k], *nx; x; x = nx) {
-                nx = x->next;
-                x->next = t[x->hash & (nc - 1)];
-                t[x->hash & (nc - 1)] = x;
-            }
-        free(v->vw_tab);
-        v->vw_tab = t;
-        v->vw_cap = nc;
-    }
-    w->next = v->vw_tab[h & (v->vw_cap - 1)];
-    v->vw_tab[h & (v->vw_cap - 1)] = w;
-    v->vw_n++;
-    v->vw_bytes += bytes;
-    pthread_mutex_unlock(&v->vw_lock);
-    return;
-drop:
-    vwalk_free(w);
 }
 
 struct gr_compiled {
@@ -1162,7 +662,7 @@ static int canon_try(gr_matcher *m, lx_lexer *lx, const lx_table *tb, lx_state s
         return -1;
     lx_state *slot = &m->no_canon[(s * 0x9E3779B9u) >> (32 - GM_NOCANON_BITS)];
     if (*slot == s) return -1;
-    if (!canon_build(lx, tb, s, fresh, m->canon)) return 0;
+    if (!gm_canon_build(lx, tb, s, fresh, m->canon)) return 0;
     if (!lx_exhausted(lx)) *slot = s;
     return -1;
 }
@@ -1197,103 +697,38 @@ static const gm_lexcache *lc_relative(gr_compiled *c, const lx_table *tb, lx_sta
     return best;
 }
 
-/* The lexer-only walk from cur's lexer state: from the grammar's shared cache, else computed
- * (and shared when it fits). NULL on out of memory. */
-static const gm_lexcache *lexcache(gr_matcher *m, const gm_cfg *cur) {
-    gr_compiled *c = (gr_compiled *)m->c; /* only its internally locked cache changes */
-    const gr_vocab *v = c->v;
-    lx_lexer *lx = c->lx;
-    uint32_t key = cur->ls * 2u + cur->fresh;
-    pthread_mutex_lock(&c->lc_lock);
-    gm_lexcache *e = lc_find(c, al_find(c, key), NULL);
-    pthread_mutex_unlock(&c->lc_lock);
-    if (e) return e;
-    size_t words = ((size_t)v->n_tokens + 31) / 32;
-    lx_table tb;
-    lx_get_table(lx, &tb);
-    /* the vocabulary's walks, shared with every other grammar */
-    gr_vocab *vv = (gr_vocab *)v; /* only its internally locked walk cache changes */
-    gm_canon *cn = NULL;
-    uint64_t ch = 0;
-    if (cur->ls != LX_DEAD && __atomic_load_n(&vv->vw_max, __ATOMIC_RELAXED) &&
-        !canon_try(m, lx, &tb, cur->ls, cur->fresh)) {
-        cn = m->canon;
-        ch = canon_hash(cn);
-        pthread_mutex_lock(&vv->vw_lock);
-        const gm_vwalk *w = vw_find(vv, ch, cn);
-        if (w) vv->vw_hits++;
-        pthread_mutex_unlock(&vv->vw_lock);
-        if (w && !(e = lc_from_vwalk(w, cn, key, words))) return NULL; /* (entries stay until gr_vocab_free) */
-    }
-    if (!e && cur->ls != LX_DEAD && v->n_tokens >= GM_EQUIV_MIN_TOKENS && (e = lc_equivalent(c, key, v->max_depth)))
-        return e;
-    if (e) goto publish;
-    /* A state with a large automaton whose most common successor has a small one (e.g. the first
-     * key of an object: listed properties, or any other key, whose first byte mostly leads into the
-     * free string): that successor's walk (usually the vocabulary's) becomes a representative for
-     * the relative walk below. */
-    const gm_lexcache *te = NULL;
-    if (!cn && cur->ls != LX_DEAD && !m->in_rel) {
-        uint64_t set[4];
-        lx_state t = lx_uniform(lx, cur->ls, set);
-        if (t != LX_DEAD && t != cur->ls && !canon_try(m, lx, &tb, t, 0)) {
-            gm_cfg tc = {t, cur->pdepth, cur->after_skip, 0, 0};
-            m->in_rel = 1;
-            te = lexcache(m, &tc); /* (if it is m->lc_own, it stays until this walk is done) */
-            m->in_rel = 0;
-            if (!te) return NULL;
-        }
-    }
-    e = calloc(1, sizeof *e);
-    if (!e || !(e->mask = calloc(words + 1, sizeof *e->mask))) {
-        lexcache_free(e);
-        return NULL;
-    }
-    e->key = key;
-    e->count = 0;
-    e->n_b = 0;
+/* The lexer-only walk of the trie nodes [i, end) (whole subtrees) into e: the lexer in
+ * m->lstack[d - 1] before a node of depth d; relative to R (see lexcache) when R is not NULL, R's
+ * states in m->rstack the same way (LX_DEAD where R is dead or absent). Adds the tokens it allows to
+ * *count_io (R's subtrees taken over are not counted). 0 ok, -1 out of memory. */
+static int walk_nodes(gr_matcher *m, gm_lexcache *e, const lx_table *tb, int fresh, const gm_lexcache *R, uint32_t i,
+                      uint32_t end, int32_t *count_io) {
+    const gr_vocab *v = m->c->v;
+    lx_lexer *lx = m->c->lx;
     const gm_node *N = v->nodes;
     const int32_t *ntok = v->ntok;
     uint32_t *emask = e->mask;
-    lx_state *ls = m->lstack;
-    ls[0] = cur->ls;
-    int32_t count = 0;
-    /* Relative to a representative R (a walk of this grammar): the walk starts from R's mask and
-     * lexeme ends, and wherever the two states agree at a trie node (the same DFA state after the
-     * same text) the whole subtree is R's: its mask bits are already there and R's lexeme ends in it
-     * are taken over (R's ends are in trie order, so is this walk). Elsewhere the walk is the usual
-     * one, clearing R's bits under nodes where only R was alive. (E.g. the key positions of one
-     * object: after the first byte of a key that no listed property starts, both are inside the
-     * same free string.) rls[d]: R's state at depth d, LX_DEAD once R is dead or without R. */
-    const gm_lexcache *R = cur->ls != LX_DEAD ? lc_relative(c, &tb, cur->ls, te) : NULL;
-    lx_state *rls = m->rstack;
-    rls[0] = R ? R->key >> 1 : LX_DEAD;
+    lx_state *ls = m->lstack, *rls = m->rstack;
+    int32_t count = *count_io;
     int rb = 0; /* R's next lexeme end */
-    if (R) memcpy(emask, R->mask, words * sizeof *emask);
-    for (uint32_t i = cur->ls == LX_DEAD ? (uint32_t)v->n_nodes : 1; i < (uint32_t)v->n_nodes;) {
+    for (; i < end;) {
         const gm_node *nd = &N[i];
         lx_state pl = ls[nd->depth - 1];
-        lx_state s2 = lx_next_fast(lx, &tb, pl, nd->byte);
+        lx_state s2 = lx_next_fast(lx, tb, pl, nd->byte);
         lx_state rp = rls[nd->depth - 1], r2 = LX_DEAD;
         if (rp != LX_DEAD) {
-            r2 = lx_next_fast(lx, &tb, rp, nd->byte);
+            r2 = lx_next_fast(lx, tb, rp, nd->byte);
             while (rb < R->n_b && (uint32_t)R->bnode[rb] < i) rb++; /* (in subtrees where the two differ) */
             if (s2 == r2 && s2 != LX_DEAD) {
                 for (; rb < R->n_b && (uint32_t)R->bnode[rb] < nd->skip; rb++)
-                    if (lc_add_boundary(e, R->bnode[rb], R->bls[rb])) {
-                        lexcache_free(e);
-                        return NULL;
-                    }
+                    if (lc_add_boundary(e, R->bnode[rb], R->bls[rb])) return -1;
                 i = nd->skip;
                 continue;
             }
         }
         rls[nd->depth] = r2;
         if (s2 == LX_DEAD) {
-            if (!(nd->depth == 1 && cur->fresh) && lx_accepting(lx, pl) && lc_add_boundary(e, (int)i, pl)) {
-                lexcache_free(e);
-                return NULL;
-            }
+            if (!(nd->depth == 1 && fresh) && lx_accepting(lx, pl) && lc_add_boundary(e, (int)i, pl)) return -1;
             if (r2 != LX_DEAD) /* R's tokens under the node are not this walk's */
                 for (uint32_t k = nd->tok, t_end = N[nd->skip].tok; k < t_end; k++)
                     emask[ntok[k] >> 5] &= ~(1u << (ntok[k] & 31));
@@ -1329,12 +764,216 @@ static const gm_lexcache *lexcache(gr_matcher *m, const gm_cfg *cur) {
             for (uint32_t k = nd->tok + 1; k < N[i + 1].tok; k++) emask[ntok[k] >> 5] |= 1u << (ntok[k] & 31);
         i++;
     }
-    if (R) { /* (the counts of R's subtrees were not added) */
-        count = 0;
-        for (size_t k = 0; k < words; k++) count += __builtin_popcount(emask[k]);
+    *count_io = count;
+    return 0;
+}
+
+/* Counting states (the text classes of vocab_impl.h): lexer state s counts the characters of a class
+ * when the chain x_0 = s, x_1, ... of most common successors is taken by every class character (each
+ * ASCII byte of the class and, with mb, every well-formed non-ASCII character leads x_j to x_{j+1},
+ * each of its bytes alive), and by the same characters at every step: the class. (A state whose
+ * first step takes fewer, e.g. an object's key position, where the listed properties' first letters
+ * lead elsewhere and the rest into the free string, is no counting state: the relative walk serves
+ * it, and its class would be one more index per object.) The chain is followed for GM_TCLASS_D
+ * characters at most: it ends at x_K, from which no class character's first byte is alive
+ * (GM_CHAIN_END: a budget of K characters, a string's maxLength or a pattern's {m,n}; x_K must not
+ * accept, or a class node past the budget would end a lexeme), or loops at x_K (GM_CHAIN_LOOP:
+ * minLength, free text; xs[K + 1 ..] are x_K), or goes on (GM_CHAIN_OPEN). Fills xs[0 .. GM_TCLASS_D]
+ * (xs[0 .. K] at an end), the class in ascii / *mb; returns K, or -1 when s does not count. */
+/* Narrower ASCII-only classes (digits, one repeated byte: whitespace limits) walk few trie nodes,
+ * and each class costs an index (Qwen3: ~1 ms to build, ~0.7 MB): not indexed. */
+#define GM_COUNT_MIN_CLASS 32
+#define GM_COUNT_MAX_EXITS 4096 /* past it, the exits' walks cost about what the plain walk does */
+enum { GM_CHAIN_END, GM_CHAIN_LOOP, GM_CHAIN_OPEN };
+static int count_chain(gr_matcher *m, lx_state s, lx_state *xs, uint64_t ascii[2], int *mb, int *kind) {
+    lx_lexer *lx = m->c->lx;
+    if (uni_alloc(m)) return -1;
+    uint64_t acc[2] = {~0ull, ~0ull};
+    int mbv = 1, k = 0;
+    lx_state x = s;
+    xs[0] = s;
+    *kind = GM_CHAIN_END;
+    for (;;) {
+        gm_uni *u = uni_of(m, x);
+        if (u->to == LX_DEAD) break;
+        uint64_t a0 = acc[0] & u->set[0], a1 = acc[1] & u->set[1];
+        if (mbv && u->mb < 0) u->mb = (int8_t)utf8_to(lx, x, u->to);
+        int nmb = mbv && u->mb;
+        if (!(a0 | a1) && !nmb) break;
+        if (k && (u->set[0] != acc[0] || u->set[1] != acc[1] || nmb != mbv)) return -1;
+        acc[0] = a0, acc[1] = a1, mbv = nmb;
+        if (u->to == x || k == GM_TCLASS_D) {
+            *kind = u->to == x ? GM_CHAIN_LOOP : GM_CHAIN_OPEN;
+            for (int j = k + 1; j <= GM_TCLASS_D; j++) xs[j] = x;
+            break;
+        }
+        xs[++k] = x = u->to;
+    }
+    if (!k && *kind == GM_CHAIN_END) return -1; /* (not one class character: acc is no class) */
+    if (*kind == GM_CHAIN_END) {
+        if (lx_accepting(lx, x)) return -1;
+        for (int b = 0; b < 128; b++)
+            if ((acc[b >> 6] >> (b & 63) & 1) && lx_next(lx, x, (uint8_t)b) != LX_DEAD) return -1;
+        for (int b = 0xC2; mbv && b <= 0xF4; b++)
+            if (lx_next(lx, x, (uint8_t)b) != LX_DEAD) return -1;
+    }
+    if (lx_exhausted(lx)) return -1; /* (a transition not built reads as dead) */
+    ascii[0] = acc[0], ascii[1] = acc[1];
+    *mb = mbv;
+    return k;
+}
+
+typedef struct {
+    int node;
+    lx_state ls;
+} gm_bound;
+
+static int bound_cmp(const void *a, const void *b) {
+    int x = ((const gm_bound *)a)->node, y = ((const gm_bound *)b)->node;
+    return (x > y) - (x < y);
+}
+
+/* The walk of a counting state (count_chain) from the vocabulary's index of its class: the class
+ * tokens of at most r = min(K, GM_TCLASS_D) characters begun, then a plain walk under each exit whose
+ * parent is alive (at most r characters begun on its path), from x_q or from the state inside the
+ * character cut short on the path, and, when the budget goes past GM_TCLASS_D, under each frontier
+ * node from x_D. The same mask and lexeme ends as the plain walk of the whole trie, which visits every
+ * class node within the budget; the ends, found in q order, are put back into trie order. 1 done,
+ * 0 not done (not a counting state, a narrow class, too many exits, no index: switched off or too
+ * many classes), -1 out of memory. */
+static int count_walk(gr_matcher *m, gm_lexcache *e, const lx_table *tb, const gm_cfg *cur) {
+    const gr_vocab *v = m->c->v;
+    lx_lexer *lx = m->c->lx;
+    lx_state xs[GM_TCLASS_D + 1];
+    uint64_t ascii[2];
+    int mb, kind;
+    int K = count_chain(m, cur->ls, xs, ascii, &mb, &kind);
+    if (K < 0 || (!mb && __builtin_popcountll(ascii[0]) + __builtin_popcountll(ascii[1]) < GM_COUNT_MIN_CLASS))
+        return 0;
+    const gm_tclass *t = gm_vocab_tclass((gr_vocab *)v, ascii, mb); /* (its cache is internally locked) */
+    if (!t) return 0;
+    int open = kind != GM_CHAIN_END, r = open ? GM_TCLASS_D : K;
+    if (t->ex_off[r + 1] + (open ? t->n_front : 0) > GM_COUNT_MAX_EXITS) return 0;
+    const gm_node *N = v->nodes;
+    size_t words = ((size_t)v->n_tokens + 31) / 32;
+    memcpy(e->mask, t->rows + (size_t)r * words, words * sizeof *e->mask);
+    int32_t count = t->row_n[r];
+    for (int q = 0; q <= r; q++)
+        for (uint32_t k = t->ex_off[q]; k < t->ex_off[q + 1]; k++) {
+            const gm_texit *x = &t->ex[k];
+            lx_state s = xs[q - (x->np > 0)]; /* (after the whole characters before it) */
+            for (int j = 0; j < x->np && s != LX_DEAD; j++) s = lx_next_fast(lx, tb, s, x->pb[j]);
+            if (s == LX_DEAD) continue;
+            uint32_t i = x->node;
+            m->lstack[N[i].depth - 1] = s;
+            m->rstack[N[i].depth - 1] = LX_DEAD;
+            if (walk_nodes(m, e, tb, cur->fresh, NULL, i, N[i].skip, &count)) return -1;
+        }
+    for (uint32_t k = 0; open && k < t->n_front; k++) {
+        uint32_t i = t->front[k];
+        m->lstack[N[i].depth - 1] = xs[GM_TCLASS_D];
+        m->rstack[N[i].depth - 1] = LX_DEAD;
+        if (walk_nodes(m, e, tb, cur->fresh, NULL, i, N[i].skip, &count)) return -1;
+    }
+    if (e->n_b > 1) {
+        gm_bound *bd = malloc((size_t)e->n_b * sizeof *bd);
+        if (!bd) return -1;
+        for (int b = 0; b < e->n_b; b++) bd[b] = (gm_bound){e->bnode[b], e->bls[b]};
+        qsort(bd, (size_t)e->n_b, sizeof *bd, bound_cmp);
+        for (int b = 0; b < e->n_b; b++) e->bnode[b] = bd[b].node, e->bls[b] = bd[b].ls;
+        free(bd);
     }
     e->count = count;
-    if (cn && !lx_exhausted(lx)) vw_publish(vv, cn, ch, e, words);
+    return 1;
+}
+
+/* The lexer-only walk from cur's lexer state: from the grammar's shared cache, else computed
+ * (and shared when it fits). NULL on out of memory. */
+static const gm_lexcache *lexcache(gr_matcher *m, const gm_cfg *cur) {
+    gr_compiled *c = (gr_compiled *)m->c; /* only its internally locked cache changes */
+    const gr_vocab *v = c->v;
+    lx_lexer *lx = c->lx;
+    uint32_t key = cur->ls * 2u + cur->fresh;
+    pthread_mutex_lock(&c->lc_lock);
+    gm_lexcache *e = lc_find(c, al_find(c, key), NULL);
+    pthread_mutex_unlock(&c->lc_lock);
+    if (e) return e;
+    size_t words = ((size_t)v->n_tokens + 31) / 32;
+    lx_table tb;
+    lx_get_table(lx, &tb);
+    /* the vocabulary's walks, shared with every other grammar */
+    gr_vocab *vv = (gr_vocab *)v; /* only its internally locked walk cache changes */
+    gm_canon *cn = NULL;
+    uint64_t ch = 0;
+    if (cur->ls != LX_DEAD && gm_vwcache_on(&vv->vw) &&
+        !canon_try(m, lx, &tb, cur->ls, cur->fresh)) {
+        cn = m->canon;
+        ch = gm_canon_hash(cn);
+        const gm_vwalk *w = gm_vwcache_find(&vv->vw, ch, cn);
+        if (w && !(e = lc_from_vwalk(w, cn, key, words))) return NULL; /* (entries stay until gr_vocab_free) */
+    }
+    if (e) goto publish;
+    e = calloc(1, sizeof *e);
+    if (!e || !(e->mask = calloc(words + 1, sizeof *e->mask))) {
+        lexcache_free(e);
+        return NULL;
+    }
+    e->key = key;
+    int counted = cur->ls != LX_DEAD ? count_walk(m, e, &tb, cur) : 0;
+    if (counted < 0) {
+        lexcache_free(e);
+        return NULL;
+    }
+    if (!counted) {
+        gm_lexcache *eq;
+        if (cur->ls != LX_DEAD && v->n_tokens >= GM_EQUIV_MIN_TOKENS && (eq = lc_equivalent(c, key, v->max_depth))) {
+            lexcache_free(e);
+            return eq;
+        }
+        /* A state with a large automaton whose most common successor has a small one (e.g. the first
+         * key of an object: listed properties, or any other key, whose first byte mostly leads into the
+         * free string): that successor's walk (usually the vocabulary's) becomes a representative for
+         * the relative walk below. */
+        const gm_lexcache *te = NULL;
+        if (!cn && cur->ls != LX_DEAD && !m->in_rel) {
+            uint64_t set[4];
+            lx_state t = lx_uniform(lx, cur->ls, set);
+            if (t != LX_DEAD && t != cur->ls && !canon_try(m, lx, &tb, t, 0)) {
+                gm_cfg tc = {t, cur->pdepth, cur->after_skip, 0, 0};
+                m->in_rel = 1;
+                te = lexcache(m, &tc); /* (if it is m->lc_own, it stays until this walk is done) */
+                m->in_rel = 0;
+                if (!te) {
+                    lexcache_free(e);
+                    return NULL;
+                }
+            }
+        }
+        /* Relative to a representative R (a walk of this grammar): the walk starts from R's mask and
+         * lexeme ends, and wherever the two states agree at a trie node (the same DFA state after the
+         * same text) the whole subtree is R's: its mask bits are already there and R's lexeme ends in it
+         * are taken over (R's ends are in trie order, so is this walk). Elsewhere the walk is the usual
+         * one, clearing R's bits under nodes where only R was alive. (E.g. the key positions of one
+         * object: after the first byte of a key that no listed property starts, both are inside the
+         * same free string.) rls[d]: R's state at depth d, LX_DEAD once R is dead or without R. */
+        const gm_lexcache *R = cur->ls != LX_DEAD ? lc_relative(c, &tb, cur->ls, te) : NULL;
+        m->lstack[0] = cur->ls;
+        m->rstack[0] = R ? R->key >> 1 : LX_DEAD;
+        if (R) memcpy(e->mask, R->mask, words * sizeof *e->mask);
+        int32_t count = 0;
+        if (walk_nodes(m, e, &tb, cur->fresh, R, cur->ls == LX_DEAD ? (uint32_t)v->n_nodes : 1, (uint32_t)v->n_nodes,
+                       &count)) {
+            lexcache_free(e);
+            return NULL;
+        }
+        if (R) { /* (the counts of R's subtrees were not added) */
+            count = 0;
+            for (size_t k = 0; k < words; k++) count += __builtin_popcount(e->mask[k]);
+        }
+        e->count = count;
+    }
+    if (cn && !lx_exhausted(lx))
+        gm_vwcache_publish(&vv->vw, cn, ch, e->mask, words, e->count, e->n_b, e->bnode, e->bls);
 publish:;
     int shared = 0;
     if (!lx_exhausted(lx)) { /* (past the DFA bounds, DEAD may have meant "not built": not shared) */

@@ -33,6 +33,13 @@ void gr_vocab_free(gr_vocab *v);
 void gr_vocab_set_walk_cache(gr_vocab *v, size_t max_bytes);
 /* Walks kept, and lookups they answered (tests, tools). */
 void gr_vocab_walk_cache_stats(gr_vocab *v, size_t *entries, uint64_t *hits);
+/* Counting states (a string's maxLength / minLength, a pattern's {m,n}: the lexer state changes at
+ * every character) take the tokens made only of the counted characters from a per-vocabulary index
+ * by character length and walk only the rest of the trie (the same masks). On by default; off: every
+ * such state walks the whole trie (tests compare the two). */
+void gr_vocab_set_count_walk(gr_vocab *v, int on);
+/* Character classes indexed so far (tests, tools). */
+int gr_vocab_count_walk_classes(gr_vocab *v);
 int32_t gr_vocab_size(const gr_vocab *v);
 /* Token t's bytes (special tokens included; NULL and 0 out of range). */
 const uint8_t *gr_vocab_token(const gr_vocab *v, int32_t t, size_t *len);
