@@ -517,6 +517,124 @@ static VBMI void gemm_q4_0_multi_vbmi(int64_t nb, const char *w, size_t ws, cons
 #undef Q4M
 }
 
+/* Q4_1 (the built-in model's type) the same way, 1-4 tokens: four 20-byte blocks per quad (two
+ * overlapping loads, bytes 0-63 and 16-79), activations as Q8_1 (36-byte blocks, sum in s). Per
+ * pair of blocks the float side is mk2's (acc += float(dot) * (d_w * d_x), then the mins' terms
+ * m_w * s_x in block order into the scalar ms), so outputs stay bit-identical to every other
+ * path. The mins are read as scalars: four per quad and row. */
+#define QUAD_W1 (4 * sizeof(block_q4_1))
+#define QUAD_A1 (4 * sizeof(block_q8_1))
+static const uint8_t Q41_QUANTS[64] = {
+    4,  5,  6,  7,  8,  9,  10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 24,  25,  26,  27,  28,  29,
+    30, 31, 32, 33, 34, 35, 36, 37, 38, 39, 44, 45, 46, 47, 48, 49, 50,  51,  52,  53,  54,  55,
+    56, 57, 58, 59, 112, 113, 114, 115, 116, 117, 118, 119, 120, 121, 122, 123, 124, 125, 126, 127};
+static const uint8_t Q41_SCALES[32] = {0,  1,  0,  1,  0,  1,  0,  1,  20, 21, 20, 21, 20, 21, 20, 21,
+                                       40, 41, 40, 41, 40, 41, 40, 41, 60, 61, 60, 61, 60, 61, 60, 61};
+/* activations: A = bytes 0..63, B = 64..127, C = 80..143 (the last 16 high-half bytes) */
+static const uint8_t Q41_ACT_LO[64] = {
+    4,  5,  6,  7,  8,  9,  10, 11, 12, 13, 14, 15, 16, 17, 18,  19,  40,  41,  42,  43,  44,  45,
+    46, 47, 48, 49, 50, 51, 52, 53, 54, 55, 76, 77, 78, 79, 80,  81,  82,  83,  84,  85,  86,  87,
+    88, 89, 90, 91, 112, 113, 114, 115, 116, 117, 118, 119, 120, 121, 122, 123, 124, 125, 126, 127};
+static const uint8_t Q41_ACT_HI[64] = {
+    20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30,  31,  32,  33,  34,  35,  56, 57, 58, 59, 60, 61,
+    62, 63, 64, 65, 66, 67, 68, 69, 70, 71, 92,  93,  94,  95,  96,  97,  98, 99, 100, 101, 102, 103,
+    104, 105, 106, 107, 48, 49, 50, 51, 52, 53, 54, 55, 56, 57, 58, 59, 60, 61, 62, 63};
+static const uint8_t Q41_ACT_SCALES[32] = {0,  1,  0,  1,  0,  1,  0,  1,  36,  37,  36,  37,  36,  37,  36,  37,
+                                           72, 73, 72, 73, 72, 73, 72, 73, 108, 109, 108, 109, 108, 109, 108, 109};
+
+typedef struct {
+    __m512i xl, xh;
+    __m512 xd;
+    float xs[4];
+} act_quad1;
+
+static inline __attribute__((always_inline)) VBMI act_quad1 prep_quad1(const char *x) {
+    const __m512i a = ld512(x), b = ld512(x + 64);
+    act_quad1 q;
+    q.xl = _mm512_permutex2var_epi8(a, ld512(Q41_ACT_LO), b);
+    q.xh = _mm512_permutex2var_epi8(a, ld512(Q41_ACT_HI), b);
+    q.xh = _mm512_mask_permutexvar_epi8(q.xh, 0xffff000000000000ull, ld512(Q41_ACT_HI), ld512(x + 80));
+    q.xd = _mm512_cvtph_ps(_mm512_castsi512_si256(_mm512_permutex2var_epi8(a, ld256z(Q41_ACT_SCALES), b)));
+    for (int k = 0; k < 4; k++) q.xs[k] = h2f(x + k * sizeof(block_q8_1) + 2);
+    return q;
+}
+
+static inline __attribute__((always_inline)) VBMI void q41_rows(int R, int T, int64_t nb, const char *w, size_t ws,
+                                                               const act_quad1 *px, int64_t nqa, float *y, int64_t ys) {
+    const int64_t nq = nb / 4, rem = nb % 4;
+    const __m512i m4 = _mm512_set1_epi8(0x0f), zero = _mm512_setzero_si512();
+    __m256 acc[RMAX][TT];
+    float ms[RMAX][TT];
+#pragma GCC unroll 8
+    for (int r = 0; r < R; r++)
+#pragma GCC unroll 8
+        for (int t = 0; t < T; t++) acc[r][t] = _mm256_setzero_ps(), ms[r][t] = 0.0f;
+    for (int64_t g = 0; g < nq + (rem > 0); g++) {
+        const int pairs = g < nq || rem > 2 ? 2 : 1, nblk = g < nq ? 4 : (int)rem;
+        /* the partial last quad: masked loads, zero blocks (zero scales and mins) after it */
+        const int valid = nblk * (int)sizeof(block_q4_1);
+        const __mmask64 ma = valid >= 64 ? ~0ull : (1ull << valid) - 1, mb = (1ull << (valid - 16)) - 1;
+        if (g < nq) prefetch_next_tile(w, R, ws, g, QUAD_W1);
+#pragma GCC unroll 8
+        for (int r = 0; r < R; r++) {
+            const char *b = w + r * ws + g * QUAD_W1;
+            const __m512i a = g < nq ? ld512(b) : _mm512_maskz_loadu_epi8(ma, b);
+            const __m512i a2 = g < nq ? ld512(b + 16) : _mm512_maskz_loadu_epi8(mb, b + 16);
+            const __m512i q = _mm512_permutex2var_epi8(a, ld512(Q41_QUANTS), a2);
+            const __m512i lo = _mm512_and_si512(q, m4), hi = _mm512_and_si512(_mm512_srli_epi16(q, 4), m4);
+            const __m512 d = _mm512_cvtph_ps(_mm512_castsi512_si256(_mm512_permutexvar_epi8(ld256z(Q41_SCALES), a)));
+            float m[4];
+            for (int k = 0; k < 4; k++) m[k] = k < nblk ? h2f(b + k * sizeof(block_q4_1) + 2) : 0.0f;
+#pragma GCC unroll 8
+            for (int t = 0; t < T; t++) {
+                const act_quad1 *x = &px[t * nqa + g];
+                const __m512 f = _mm512_cvtepi32_ps(_mm512_dpbusd_epi32(_mm512_dpbusd_epi32(zero, lo, x->xl), hi, x->xh));
+                const __m512 sc = _mm512_mul_ps(d, x->xd);
+                acc[r][t] = _mm256_fmadd_ps(_mm512_castps512_ps256(f), _mm512_castps512_ps256(sc), acc[r][t]);
+                ms[r][t] = __builtin_fmaf(m[0], x->xs[0], ms[r][t]);
+                ms[r][t] = __builtin_fmaf(m[1], x->xs[1], ms[r][t]);
+                if (pairs > 1) {
+                    acc[r][t] = _mm256_fmadd_ps(_mm512_extractf32x8_ps(f, 1), _mm512_extractf32x8_ps(sc, 1), acc[r][t]);
+                    ms[r][t] = __builtin_fmaf(m[2], x->xs[2], ms[r][t]);
+                    ms[r][t] = __builtin_fmaf(m[3], x->xs[3], ms[r][t]);
+                }
+            }
+        }
+    }
+#pragma GCC unroll 8
+    for (int r = 0; r < R; r++)
+#pragma GCC unroll 8
+        for (int t = 0; t < T; t++) y[t * ys + r] = hsum8(acc[r][t]) + ms[r][t];
+}
+
+static VBMI void gemm_q4_1_vbmi(int64_t nb, const char *w, size_t ws, const char *a, size_t as, float *y, int64_t ys,
+                                int64_t nr, int nt) {
+    const int64_t nqa = (nb + 3) / 4;
+    act_quad1 px[nt * nqa];
+    _Alignas(64) char pad[QUAD_A1];
+    for (int t = 0; t < nt; t++)
+        for (int64_t g = 0; g < nqa; g++) {
+            const char *x = a + t * as + g * QUAD_A1;
+            if (g * 4 + 4 > nb) { /* zero blocks after a partial last quad */
+                memset(pad, 0, sizeof pad);
+                memcpy(pad, x, (size_t)(nb - g * 4) * sizeof(block_q8_1));
+                x = pad;
+            }
+            px[t * nqa + g] = prep_quad1(x);
+        }
+    int64_t r = 0;
+#define Q41(T_)                                                                                                   \
+    do {                                                                                                          \
+        for (; r + 4 <= nr; r += 4) q41_rows(4, T_, nb, w + r * ws, ws, px, nqa, y + r, ys);                      \
+        for (; r < nr; r++) q41_rows(1, T_, nb, w + r * ws, ws, px, nqa, y + r, ys);                              \
+    } while (0)
+    if (nt == 1) Q41(1);
+    else if (nt == 2) Q41(2);
+    else if (nt == 3) Q41(3);
+    else Q41(4);
+#undef Q41
+}
+
 #define MK(R, T)                                                                                                  \
     do {                                                                                                          \
         if ((int)KIND == (int)Q_8_0)                                                                              \
@@ -533,6 +651,10 @@ static VBMI void gemm_q4_0_multi_vbmi(int64_t nb, const char *w, size_t ws, cons
         const int64_t nb = n / 32;                                                                                \
         if ((int)KIND == (int)Q_4_0 && nt == 1 && nb <= 4 * DEC_MAX_QUADS && has_vbmi()) {                        \
             gemm_q4_0_dec_vbmi(nb, (const char *)w, ws, (const char *)a, y, nr);                                  \
+            return;                                                                                               \
+        }                                                                                                         \
+        if ((int)KIND == (int)Q_4_1 && nt <= TT && nb <= 4 * DEC_MAX_QUADS && has_vbmi()) {                     \
+            gemm_q4_1_vbmi(nb, (const char *)w, ws, (const char *)a, as, y, ys, nr, (int)nt);                     \
             return;                                                                                               \
         }                                                                                                         \
         if ((int)KIND == (int)Q_4_0 && nt >= 2 && nt <= TT && nb <= 4 * DEC_MAX_QUADS && has_vbmi()) {          \
