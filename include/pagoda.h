@@ -272,6 +272,11 @@ typedef struct {
        (a group of one device): the check, on one GPU, of the code path tensor parallelism takes on
        several (a group: the sums go through NCCL anyway) */
     int32_t cuda_nccl_always;
+    /* appended: a draft model (PAGODA_SPEC_DRAFT) scores only token ids below this, the LM head's
+       first rows (byte-level BPE and SentencePiece vocabularies put their frequent tokens first):
+       a cheaper draft step, drafts of rarer tokens never proposed; outputs unchanged (the target
+       verifies). 0: the whole vocabulary */
+    int32_t spec_draft_vocab;
 } pagoda_engine_config;
 
 /* How drafts are proposed (pagoda_engine_config.speculative). */

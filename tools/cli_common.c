@@ -325,6 +325,10 @@ int cli_device_option(const char *opt, const char *val, cli_device *d, int *bad)
         d->spec_ngram_history_given = 1;
         return 1;
     }
+    if (!strcmp(opt, "--spec-draft-vocab")) {
+        *bad = cli_int(opt, val, 0, INT32_MAX, &d->spec_draft_vocab);
+        return 1;
+    }
     if (!strcmp(opt, "--spec-max-seqs")) {
         *bad = cli_int(opt, val, 1, 4096, &d->spec_max_seqs);
         return 1;
@@ -355,6 +359,7 @@ void cli_device_apply(const cli_device *d, pagoda_engine_config *ec) {
     ec->num_speculative_tokens = (int32_t)d->spec_k, ec->spec_max_seqs = (int32_t)d->spec_max_seqs;
     ec->spec_ngram_min = (int32_t)d->spec_ngram_min, ec->spec_ngram_max = (int32_t)d->spec_ngram_max;
     ec->spec_fixed_k = d->spec_fixed_k;
+    ec->spec_draft_vocab = (int32_t)d->spec_draft_vocab;
     if (d->spec_ngram_history_given) ec->spec_ngram_history = d->spec_ngram_history ? (int32_t)d->spec_ngram_history : -1;
     if (!d->cuda) return;
     if (d->gpu_mem_util > 0) ec->gpu_memory_utilization = d->gpu_mem_util;

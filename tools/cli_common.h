@@ -26,6 +26,7 @@ typedef struct {
     const char *spec_draft; /* its draft model (borrowed from argv) */
     long spec_k, spec_ngram_min, spec_ngram_max, spec_max_seqs; /* 0: the engine's defaults */
     long spec_ngram_history;
+    long spec_draft_vocab; /* --spec-draft-vocab N: the draft's head scores token ids below N (0: all) */
     int spec_ngram_history_given;
     int spec_fixed_k; /* --spec-k fixed */
 } cli_device;
@@ -55,6 +56,8 @@ typedef struct {
     "                       longest up to max wins (default 2..4)\n"                                    \
     "  --spec-ngram-history N  n-gram lookup also in the last N tokens of finished requests (default\n" \
     "                       65536; 0: off)\n"                                                           \
+    "  --spec-draft-vocab N a draft model scores only token ids below N (its LM head's first rows;\n"   \
+    "                       a cheaper draft step; outputs unchanged; default: all)\n"                   \
     "  --spec-k cost|fixed  drafts per step from measured pass costs (default), or always\n"           \
     "                       --num-speculative-tokens for every sequence (no rests)\n"                   \
     "  --spec-max-seqs N    no drafts while more than N sequences run (default: no limit; drafts are\n" \

@@ -65,6 +65,8 @@ pagoda_status engine_normalize_config(const pagoda_engine_config *cfg, pagoda_en
     if (c->spec_ngram_min <= 0) c->spec_ngram_min = 2;
     if (c->spec_ngram_max <= 0) c->spec_ngram_max = c->spec_ngram_min > 4 ? c->spec_ngram_min : 4;
     if (c->spec_max_seqs <= 0 || c->spec_max_seqs > c->max_seqs) c->spec_max_seqs = c->max_seqs; /* the cost model decides */
+    if (c->spec_draft_vocab < 0)
+        return pg_fail(PAGODA_ERR_INVALID, "engine: spec_draft_vocab %d (token ids; 0: all)", c->spec_draft_vocab);
     if (c->spec_ngram_history == 0) c->spec_ngram_history = 1 << 16;
     if (c->spec_ngram_history < 0) c->spec_ngram_history = 0; /* off */
     if (c->speculative == PAGODA_SPEC_DRAFT && (!c->speculative_draft || !*c->speculative_draft))

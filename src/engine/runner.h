@@ -72,6 +72,10 @@ static inline void runner_destroy(engine_runner *r) {
  * to c->max_batch_tokens tokens. c must already be normalized (no zero fields). Sets the kernel
  * thread count when c->n_threads > 0. */
 pagoda_status runner_forward_create(const pagoda_model *pm, const pagoda_engine_config *c, engine_runner **out);
+/* The same with the LM head computing only token ids [0, head_rows) (0: all): info.n_vocab is then
+ * head_rows (a draft model's cheaper head, pg_forward_opts.head_rows). */
+pagoda_status runner_forward_create_ex(const pagoda_model *pm, const pagoda_engine_config *c, int32_t head_rows,
+                                       engine_runner **out);
 /* A worker of a tensor-parallel group (c->tp, rank > 0): the default runner's share of the model,
  * running the steps rank 0's runner broadcasts until it is destroyed. c normalized as rank 0's. */
 pagoda_status runner_tp_worker(const pagoda_model *pm, const pagoda_engine_config *c);

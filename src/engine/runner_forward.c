@@ -220,7 +220,7 @@ static void fr_destroy(engine_runner *r) {
 }
 
 static pagoda_status runner_create(const pagoda_model *pm, const pagoda_engine_config *c, bool worker,
-                                   fwd_runner **out);
+                                   int32_t head_rows, fwd_runner **out);
 
 /* The NCCL group's id: rank 0 makes it and broadcasts it with whether that worked, so a rank 0
  * without NCCL fails every rank at once instead of leaving them waiting to join. */
@@ -246,12 +246,17 @@ static pagoda_status nccl_group_id(fwd_runner *f, bool tp, uint8_t id[PG_NCCL_ID
 }
 
 pagoda_status runner_forward_create(const pagoda_model *pm, const pagoda_engine_config *c, engine_runner **out) {
+    return runner_forward_create_ex(pm, c, 0, out);
+}
+
+pagoda_status runner_forward_create_ex(const pagoda_model *pm, const pagoda_engine_config *c, int32_t head_rows,
+                                       engine_runner **out) {
     *out = NULL;
     if (c->tp && c->tp->size > 1 && c->tp->rank != 0)
         return pg_fail(PAGODA_ERR_INVALID, "tensor parallel: the engine runs on rank 0; rank %d runs "
                        "pagoda_tp_worker_run", c->tp->rank);
     fwd_runner *f;
-    pagoda_status st = runner_create(pm, c, false, &f);
+    pagoda_status st = runner_create(pm, c, false, head_rows, &f);
     if (!st) *out = &f->base;
     return st;
 }
@@ -261,7 +266,7 @@ pagoda_status runner_tp_worker(const pagoda_model *pm, const pagoda_engine_confi
     if (!c->tp || c->tp->size < 2 || c->tp->rank < 1)
         return pg_fail(PAGODA_ERR_INVALID, "pagoda_tp_worker_run: not a worker of a tensor-parallel group");
     fwd_runner *f;
-    pagoda_status st = runner_create(pm, c, true, &f);
+    pagoda_status st = runner_create(pm, c, true, 0, &f);
     if (st) return st;
     const pg_model_config *mc = &pm->m->cfg;
     float *hidden = malloc(sizeof(float) * (size_t)f->max_tokens * (size_t)mc->n_embd);
@@ -326,7 +331,7 @@ pagoda_status runner_tp_worker(const pagoda_model *pm, const pagoda_engine_confi
 }
 
 static pagoda_status runner_create(const pagoda_model *pm, const pagoda_engine_config *c, bool worker,
-                                   fwd_runner **out) {
+                                   int32_t head_rows, fwd_runner **out) {
     *out = NULL;
     const pg_model_config *mc = &pm->m->cfg;
     if (!kv_block_bytes(1, 1, 1, c->kv_dtype))
@@ -415,8 +420,10 @@ static pagoda_status runner_create(const pagoda_model *pm, const pagoda_engine_c
                           .pp_l0 = pp > 1 ? l0 : 0, .pp_l1 = pp > 1 ? l1 : 0, .pp_recv = pp > 1 ? pp_recv_x : NULL,
                           .pp_send = pp > 1 ? pp_send_x : NULL, .pp_user = f,
                           .vp_send = f->tp_size > 1 && c->tp->send ? vp_send_x : NULL,
-                          .vp_recv = f->tp_size > 1 && c->tp->recv ? vp_recv_x : NULL, .vp_user = f};
+                          .vp_recv = f->tp_size > 1 && c->tp->recv ? vp_recv_x : NULL, .vp_user = f,
+                          .head_rows = head_rows};
     if ((st = forward_create_ex(pm->m, c->max_batch_tokens, &fo, &f->fwd))) goto fail;
+    f->n_vocab = forward_logits_width(f->fwd); /* (head_rows: the truncated head's) */
     /* a worker of the stage with a vocabulary-parallel head: where its logits columns are made */
     if (worker && c->tp->rank % f->tp_size > 0 && forward_vocab_slice(f->fwd) < mc->n_vocab &&
         !(f->vp_part = malloc(sizeof(float) * (size_t)c->max_batch_tokens * (size_t)forward_vocab_slice(f->fwd)))) {
@@ -466,7 +473,7 @@ static pagoda_status runner_create(const pagoda_model *pm, const pagoda_engine_c
     /* sampling runs on the kernel threads (idle then on the CPU; the host cores on a GPU) */
     /* the CPU backend sets its team size on the thread that steps; sampling uses as many */
     engine_runner_info *in = &f->base.info;
-    in->n_vocab = mc->n_vocab;
+    in->n_vocab = f->n_vocab;
     in->n_kv_blocks = (int32_t)n_blocks;
     in->n_ctx_train = mc->n_ctx_train;
     /* learned positions end at the table; the GPU path is sized for the trained context */

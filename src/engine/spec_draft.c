@@ -66,6 +66,7 @@ typedef struct {
     engine_runner *run;
     kv_pool *pool;
     int32_t n_vocab, block_size, max_len, max_tokens, max_blocks;
+    int32_t n_model_vocab; /* token ids the draft reads (n_vocab: the ids its head scores, maybe fewer) */
     int32_t n_rec;
     draft_rec *recs;  /* [n_rec] */
     uint64_t clock;
@@ -181,7 +182,7 @@ static int work_init(draft_proposer *d, spec_query *q, draft_work *w, int prefil
             break;
         }
     for (int32_t i = lcp; i < n; i++)
-        if (q->tokens[i] < 0 || q->tokens[i] >= d->n_vocab) {
+        if (q->tokens[i] < 0 || q->tokens[i] >= d->n_model_vocab) {
             r->n_done = lcp;
             return 0;
         }
@@ -344,7 +345,7 @@ pagoda_status spec_draft_create(pagoda_model *draft, const pagoda_engine_config 
     if (!d) return pg_fail(PAGODA_ERR_NOMEM, "out of memory");
     d->base.name = "draft", d->base.propose = draft_propose, d->base.release = draft_release;
     d->base.destroy = draft_destroy, d->base.prefill = draft_prefill;
-    if ((st = runner_forward_create(draft, &cfg, &d->run))) {
+    if ((st = runner_forward_create_ex(draft, &cfg, c ? c->spec_draft_vocab : 0, &d->run))) {
         pg_error_prefix("draft model: ");
         goto fail;
     }
@@ -355,6 +356,7 @@ pagoda_status spec_draft_create(pagoda_model *draft, const pagoda_engine_config 
     }
     if (in->max_positions > 0 && max_len > in->max_positions) max_len = in->max_positions;
     d->n_vocab = in->n_vocab;
+    d->n_model_vocab = mc->n_vocab;
     d->block_size = cfg.kv_block_size;
     d->max_len = (int32_t)max_len;
     d->max_tokens = cfg.max_batch_tokens;

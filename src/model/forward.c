@@ -69,6 +69,7 @@ struct pg_forward {
        slice of the vocabulary (also the vocabulary-parallel embedding's rows) */
     bool vp;
     int32_t vp0, vp1;
+    int32_t n_logits; /* width of a logits row: n_vocab, or the truncated head's rows */
     pagoda_status (*vp_send)(void *user, const float *x, int64_t n);
     pagoda_status (*vp_recv)(void *user, int32_t tp_rank, float *x, int64_t n);
     void *vp_user;
@@ -225,14 +226,18 @@ static pagoda_status up_fused_qkv(const pg_forward *f, stage *s, const pg_weight
 
 /* Uploads this rank's rows [vp0, vp1) of a [n_vocab][n] table (the vocabulary-parallel head or
  * embedding), a view in place (rows are contiguous); out->row0 says which ids it holds. */
-static pagoda_status up_vocab_rows(const pg_forward *f, stage *s, const pg_weight *t, bool matrix, pg_bweight *out) {
+static pagoda_status up_rows(stage *s, const pg_weight *t, int32_t r0, int32_t r1, bool matrix, pg_bweight *out) {
     pg_tensor part = *t;
     size_t rs = 0;
     if (!dtype_row_size(part.dtype, part.n_in, &rs)) return pg_fail(PAGODA_ERR_INVALID, "%s: bad row size", t->name ? t->name : "?");
-    part.data = (const char *)part.data + (size_t)f->vp0 * rs, part.n_out = f->vp1 - f->vp0;
+    part.data = (const char *)part.data + (size_t)r0 * rs, part.n_out = r1 - r0;
     pagoda_status st = up(s, &part, matrix, out);
-    out->row0 = f->vp0;
+    out->row0 = r0;
     return st;
+}
+
+static pagoda_status up_vocab_rows(const pg_forward *f, stage *s, const pg_weight *t, bool matrix, pg_bweight *out) {
+    return up_rows(s, t, f->vp0, f->vp1, matrix, out);
 }
 
 /* Uploads the layers and tensors a stage needs. Matrices that read the same input are stacked
@@ -282,6 +287,7 @@ static pagoda_status stage_upload(const pg_forward *f, stage *s, const pg_model 
     if (s->head && ((st = up(s, &m->out_norm, false, &s->out_norm)) || (st = up(s, &m->out_norm_b, false, &s->out_norm_b))))
         return st;
     if (s->head && f->vp) return up_vocab_rows(f, s, &m->output, true, &s->output);
+    if (s->head && f->n_logits < c->n_vocab) return up_rows(s, &m->output, 0, f->n_logits, true, &s->output);
     if (s->head && !f->no_head && (st = up(s, &m->output, true, &s->output))) return st;
     return PAGODA_OK;
 }
@@ -298,7 +304,7 @@ static pagoda_status stage_scratch(const pg_forward *f, stage *s, const pg_model
         return pg_fail(PAGODA_ERR_NOMEM, "forward (%s): cannot allocate scratch for %d tokens", be->ops->name, max_tokens);
     if (s->head) { /* a host backend writes logits straight into the caller's buffer */
         s->xo = A(be, T * E * F);
-        s->logits = be->ops->host_memory || f->no_head ? NULL : A(be, T * (size_t)c->n_vocab * F);
+        s->logits = be->ops->host_memory || f->no_head ? NULL : A(be, T * (size_t)f->n_logits * F);
         if (!s->xo || (!be->ops->host_memory && !f->no_head && !s->logits))
             return pg_fail(PAGODA_ERR_NOMEM, "forward (%s): cannot allocate logits for %d tokens", be->ops->name, max_tokens);
     }
@@ -376,6 +382,11 @@ pagoda_status forward_create_ex(const pg_model *m, int32_t max_tokens, const pg_
         f->kv_rep = c->n_head_kv < f->tp_size ? f->tp_size / c->n_head_kv : 1;
         f->n_head /= f->tp_size, f->n_head_kv = f->kv_rep > 1 ? 1 : f->n_head_kv / f->tp_size, f->n_ff /= f->tp_size;
     }
+    /* a truncated head: one rank, the whole model here, a plain weight */
+    f->n_logits = c->n_vocab;
+    if (o.head_rows > 0 && o.head_rows < c->n_vocab && f->tp_size == 1 && o.pp_l1 <= 0 && m->output.data &&
+        !pg_tensor_has_qmeta(&m->output))
+        f->n_logits = o.head_rows;
     f->vp0 = (int32_t)((int64_t)c->n_vocab * f->tp_rank / f->tp_size); /* this rank's slice of the vocabulary */
     f->vp1 = (int32_t)((int64_t)c->n_vocab * (f->tp_rank + 1) / f->tp_size);
     /* this process's layers: all of them, or a pipeline stage's range */
@@ -521,7 +532,9 @@ bool forward_has_device_argmax(const pg_forward *f) {
     return f->n_gpu > 0 && s->head && s->be->ops->argmax_rows != NULL;
 }
 
-int32_t forward_vocab_slice(const pg_forward *f) { return f->vp ? f->vp1 - f->vp0 : f->m->cfg.n_vocab; }
+int32_t forward_vocab_slice(const pg_forward *f) { return f->vp ? f->vp1 - f->vp0 : f->n_logits; }
+
+int32_t forward_logits_width(const pg_forward *f) { return f->n_logits; }
 
 /* ---- KV memory ------------------------------------------------------------------------------- */
 
@@ -783,7 +796,7 @@ static void stage_ops(pg_forward *f, stage *s, pg_kv *kv, int si, int32_t T, int
         if (n_out > 0 && logits) {
             if (n_hid == 0) o->gather_out_rows(be, s->xn, E, n_out, s->xo);
             if (f->vp) vp_head(f, s, n_out, logits);
-            else o->matmul(be, &s->output, s->xo, n_out, logits, c->n_vocab, false);
+            else o->matmul(be, &s->output, s->xo, n_out, logits, f->n_logits, false);
         }
     } else {
         /* the residual only (a GPU kernel still writes an unscaled norm into xn, unused) */
@@ -878,9 +891,9 @@ static pagoda_status run(pg_forward *f, const pg_batch *b, pg_kv *kv, float *log
             return st;
         if (n_out == 0) return o->sync(be);
         if (ids) {
-            if ((st = o->argmax_rows(be, s->logits, n_out, c->n_vocab, ids))) return st;
+            if ((st = o->argmax_rows(be, s->logits, n_out, f->n_logits, ids))) return st;
         } else if (!o->host_memory &&
-                   (st = o->read(be, logits, s->logits, sizeof(float) * (size_t)n_out * (size_t)c->n_vocab))) {
+                   (st = o->read(be, logits, s->logits, sizeof(float) * (size_t)n_out * (size_t)f->n_logits))) {
             return st;
         }
         return o->sync(be);

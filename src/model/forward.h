@@ -72,6 +72,10 @@ typedef struct {
        are copied to a device it saves (N - 1) / N of the embedding there; on the CPU the mapped
        embedding costs only the rows looked up, so the runner asks for it on GPUs only. */
     int vp_embed;
+    /* > 0 and below n_vocab: the LM head computes only the logits of token ids [0, head_rows) (a
+       draft model's cheaper head: byte-level BPE and SentencePiece vocabularies put their most
+       frequent tokens first); the logits rows are head_rows wide. One rank only, plain weights. */
+    int32_t head_rows;
 } pg_forward_opts;
 
 /* Scratch for batches of up to max_tokens tokens (allocated once; no malloc per step), placed as
@@ -97,6 +101,8 @@ void forward_kv_block_bytes(const pg_forward *f, int32_t block_size, int dtype, 
 /* Columns of the logits this rank computes under a vocabulary-parallel head (n_vocab when the
  * head is whole or absent). */
 int32_t forward_vocab_slice(const pg_forward *f);
+/* Width of this forward pass's logits rows: n_vocab, or head_rows (pg_forward_opts). */
+int32_t forward_logits_width(const pg_forward *f);
 
 /* The rows a batch wants: n_out logits rows (logits_mask, else each sequence's last token; not
  * the hidden rows) and n_hid hidden-state rows (hidden_mask). */
