@@ -61,6 +61,7 @@ struct lx_lexer {
     uint32_t *stack, *mark, *added, *buf;
     uint32_t *seeds; /* fill_row scratch: each class's seeds */
     size_t seeds_cap;
+    int fill_reference; /* fill_row: the per-class form (tests) */
     uint32_t stamp, add_stamp;
     pthread_mutex_t mu;
     /* lx_equiv's memo (under eq_mu): each state's row grouped by successor, crow[x] = its offset
@@ -413,6 +414,8 @@ void lx_free(lx_lexer *lx) {
 
 int lx_n_terminals(const lx_lexer *lx) { return lx ? lx->n_terms : 0; }
 
+void lx_set_fill_reference(lx_lexer *lx, int on) { lx->fill_reference = on != 0; }
+
 int lx_exhausted(const lx_lexer *lx) { return __atomic_load_n(&lx->exhausted, __ATOMIC_RELAXED); }
 
 lx_state lx_start(lx_lexer *lx, const uint64_t *allowed) {
@@ -453,60 +456,80 @@ lx_state lx_start(lx_lexer *lx, const uint64_t *allowed) {
 
 /* Fills every unknown entry of s's row (under mu). Classes whose bytes take the same NFA edges
  * from s (the same seeds) share one closure: a state usually has a few distinct successors among
- * many classes (e.g. every plain character of a string). */
+ * many classes (e.g. every plain character of a string). The seeds are gathered in one pass over
+ * s's nodes, each BYTE node adding its target to the classes of its range (contiguous, as classes
+ * are byte intervals), and equal seed lists are found through a small hash table: the first visit
+ * of a new state (e.g. a property-name prefix at an object key) is mostly this, and a per-class scan
+ * of every node and a comparison against every earlier class cost n_classes * (|set| + n_classes).
+ * lx->fill_reference keeps that older form (tests compare the two: same states in the same order). */
+static void fill_row_reference(lx_lexer *lx, lx_state s, uint32_t *row);
+
 static void fill_row(lx_lexer *lx, lx_state s) {
     const dstate *d = st(lx, s);
     uint32_t *row = lx->rows + ((size_t)s << lx->shift);
     int nc = lx->n_classes;
     size_t need = (size_t)nc * d->n_set + 1;
-    if (need > lx->seeds_cap) {
-        uint32_t *q = realloc(lx->seeds, need * sizeof *q);
-        if (!q) { /* one class at a time */
-            for (int c = 0; c < nc; c++) {
-                if (row[c] != LX_UNKNOWN) continue;
-                uint32_t sp = 0;
-                uint8_t b = lx->cls_rep[c];
-                for (uint32_t k = 0; k < d->n_set; k++) {
-                    const rx_node *x = &lx->nfa.v[d->set[k]];
-                    if (x->kind == RX_BYTE && x->lo <= b && b <= x->hi) lx->stack[sp++] = x->out << 1;
-                }
-                lx_state t = intern(lx, closure(lx, sp, 0));
-                if (t != LX_DEAD || !lx->exhausted) __atomic_store_n(&row[c], t, __ATOMIC_RELEASE);
-            }
+    if (lx->fill_reference || need > lx->seeds_cap) {
+        uint32_t *q = lx->fill_reference ? NULL : realloc(lx->seeds, need * sizeof *q);
+        if (!q) {
+            fill_row_reference(lx, s, row);
             return;
         }
         lx->seeds = q;
         lx->seeds_cap = need;
     }
-    uint32_t off[256], len[256], hash[256];
-    size_t o = 0;
-    for (int c = 0; c < nc; c++) {
-        len[c] = UINT32_MAX;
-        if (row[c] != LX_UNKNOWN) continue;
-        uint8_t b = lx->cls_rep[c];
-        uint64_t h = 0x9E3779B97F4A7C15ull;
-        off[c] = (uint32_t)o;
-        for (uint32_t k = 0; k < d->n_set; k++) {
-            const rx_node *x = &lx->nfa.v[d->set[k]];
-            if (x->kind == RX_BYTE && x->lo <= b && b <= x->hi)
-                lx->seeds[o++] = x->out, h = (h ^ x->out) * 0x100000001B3ull;
-        }
-        len[c] = (uint32_t)(o - off[c]);
-        hash[c] = (uint32_t)(h ^ h >> 32);
+    /* class c's seeds at seeds[c * n_set ..], in the order of s's nodes (the closure and its sorted
+     * result do not depend on it, but the hash below does) */
+    uint32_t len[256];
+    uint64_t h64[256];
+    uint8_t want[256];
+    for (int c = 0; c < nc; c++) len[c] = 0, h64[c] = 0x9E3779B97F4A7C15ull, want[c] = row[c] == LX_UNKNOWN;
+    uint32_t *seeds = lx->seeds, stride = d->n_set;
+    for (uint32_t k = 0; k < d->n_set; k++) {
+        const rx_node *x = &lx->nfa.v[d->set[k]];
+        if (x->kind != RX_BYTE) continue;
+        for (int c = lx->cls[x->lo], ce = lx->cls[x->hi]; c <= ce; c++)
+            if (want[c]) seeds[(size_t)c * stride + len[c]++] = x->out, h64[c] = (h64[c] ^ x->out) * 0x100000001B3ull;
     }
+    /* open addressing over the classes with an unknown entry: slot -> class + 1 of the first class
+     * with that seed list */
+    uint16_t slot[512];
+    memset(slot, 0, sizeof slot);
     for (int c = 0; c < nc; c++) {
-        if (len[c] == UINT32_MAX) continue;
-        uint32_t t = LX_UNKNOWN;
-        for (int e = 0; e < c && t == LX_UNKNOWN; e++)
-            if (len[e] == len[c] && hash[e] == hash[c] && row[e] != LX_UNKNOWN &&
-                !memcmp(lx->seeds + off[e], lx->seeds + off[c], (size_t)len[c] * sizeof *lx->seeds))
+        if (!want[c]) continue;
+        uint32_t hc = (uint32_t)(h64[c] ^ h64[c] >> 32), t = LX_UNKNOWN, j = (hc * 0x9E3779B1u) >> 23;
+        const uint32_t *sc = seeds + (size_t)c * stride;
+        for (; slot[j]; j = (j + 1) & 511) {
+            int e = slot[j] - 1;
+            if (len[e] == len[c] && !memcmp(seeds + (size_t)e * stride, sc, (size_t)len[c] * sizeof *sc)) {
                 t = row[e];
+                break;
+            }
+        }
+        if (!slot[j]) slot[j] = (uint16_t)(c + 1);
         if (t == LX_UNKNOWN) {
-            for (uint32_t k = 0; k < len[c]; k++) lx->stack[k] = lx->seeds[off[c] + k] << 1;
+            for (uint32_t k = 0; k < len[c]; k++) lx->stack[k] = sc[k] << 1;
             t = intern(lx, closure(lx, len[c], 0));
             if (t == LX_DEAD && lx->exhausted) continue;
         }
         __atomic_store_n(&row[c], t, __ATOMIC_RELEASE);
+    }
+}
+
+/* The per-class form: each class scans every node of s (also the fallback without scratch memory). */
+static void fill_row_reference(lx_lexer *lx, lx_state s, uint32_t *row) {
+    const dstate *d = st(lx, s);
+    int nc = lx->n_classes;
+    for (int c = 0; c < nc; c++) {
+        if (row[c] != LX_UNKNOWN) continue;
+        uint32_t sp = 0;
+        uint8_t b = lx->cls_rep[c];
+        for (uint32_t k = 0; k < d->n_set; k++) {
+            const rx_node *x = &lx->nfa.v[d->set[k]];
+            if (x->kind == RX_BYTE && x->lo <= b && b <= x->hi) lx->stack[sp++] = x->out << 1;
+        }
+        lx_state t = intern(lx, closure(lx, sp, 0));
+        if (t != LX_DEAD || !lx->exhausted) __atomic_store_n(&row[c], t, __ATOMIC_RELEASE);
     }
 }
 
