@@ -287,6 +287,58 @@ oom:
     return LX_DEAD;
 }
 
+/* ---- transition-row mappings kept between lexers ----
+ * Each new DFA state writes a fresh row, and on a fresh mapping every few rows is a page fault:
+ * about a tenth of the time of a walk that meets many new states (the first visit of an object's
+ * key position). A lexer's mapping, once freed, is kept for the next lexer of the same row size (a
+ * grammar compiled after another): its pages are already there, and intern() overwrites a row
+ * before any use, so only the dead state's row (all zeros) is cleared again. At most ROWS_POOL
+ * mappings are kept, each with at most ROWS_KEEP bytes resident (the rest given back). */
+#define ROWS_POOL 2
+#define ROWS_KEEP ((size_t)16 << 20)
+static pthread_mutex_t rows_pool_mu = PTHREAD_MUTEX_INITIALIZER;
+static struct {
+    uint32_t *rows;
+    size_t bytes, used;
+} rows_pool[ROWS_POOL]; /* the last freed last */
+static int rows_pool_n;
+
+static uint32_t *rows_get(size_t bytes, size_t *used) {
+    pthread_mutex_lock(&rows_pool_mu);
+    for (int k = rows_pool_n - 1; k >= 0; k--)
+        if (rows_pool[k].bytes == bytes) {
+            uint32_t *r = rows_pool[k].rows;
+            *used = rows_pool[k].used;
+            memmove(&rows_pool[k], &rows_pool[k + 1], (size_t)(rows_pool_n - k - 1) * sizeof rows_pool[0]);
+            rows_pool_n--;
+            pthread_mutex_unlock(&rows_pool_mu);
+            return r;
+        }
+    pthread_mutex_unlock(&rows_pool_mu);
+    *used = 0;
+    void *r = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    return r == MAP_FAILED ? NULL : r;
+}
+
+static void rows_put(uint32_t *rows, size_t bytes, size_t used) {
+    if (used > ROWS_KEEP) {
+        (void)madvise((char *)rows + ROWS_KEEP, used - ROWS_KEEP, MADV_DONTNEED);
+        used = ROWS_KEEP;
+    }
+    uint32_t *drop = NULL;
+    size_t drop_bytes = 0;
+    pthread_mutex_lock(&rows_pool_mu);
+    if (rows_pool_n == ROWS_POOL) { /* the oldest goes */
+        drop = rows_pool[0].rows, drop_bytes = rows_pool[0].bytes;
+        memmove(&rows_pool[0], &rows_pool[1], (ROWS_POOL - 1) * sizeof rows_pool[0]);
+        rows_pool_n--;
+    }
+    rows_pool[rows_pool_n].rows = rows, rows_pool[rows_pool_n].bytes = bytes, rows_pool[rows_pool_n].used = used;
+    rows_pool_n++;
+    pthread_mutex_unlock(&rows_pool_mu);
+    if (drop) munmap(drop, drop_bytes);
+}
+
 /* ---- public ---- */
 
 int lx_check_pattern(const char *pattern, size_t n, char *err, size_t cap) { return rx_check(pattern, n, err, cap); }
@@ -363,14 +415,15 @@ lx_lexer *lx_new_pre(int n, const char *const *patterns, const size_t *lens, con
     if (((size_t)lx->max_states << lx->shift) * 4 > LX_MAX_DFA_BYTES)
         lx->max_states = (uint32_t)(LX_MAX_DFA_BYTES / ((size_t)4 << lx->shift));
     lx->rows_bytes = ((size_t)lx->max_states << lx->shift) * 4;
-    lx->rows = mmap(NULL, lx->rows_bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-    if (lx->rows == MAP_FAILED) lx->rows = NULL;
+    size_t used = 0;
+    lx->rows = rows_get(lx->rows_bytes, &used);
+    if (lx->rows && used) memset(lx->rows, 0, (size_t)4 << lx->shift); /* the dead state's row */
     if (!lx->rows || !lx->chunks || !lx->stack || !lx->mark || !lx->added || !lx->buf || !lx->start_keys || !lx->start_state ||
         !lx->start_used || table_grow(lx))
         goto oom;
     pthread_mutex_init(&lx->mu, NULL);
     pthread_mutex_init(&lx->eq_mu, NULL);
-    /* state 0: dead, its row all zeros (fresh mapping) */
+    /* state 0: dead, its row all zeros (fresh or cleared above) */
     lx->chunks[0] = calloc(1u << CHUNK_BITS, sizeof(dstate));
     if (!lx->chunks[0]) goto oom;
     lx->n_states = 1;
@@ -396,7 +449,7 @@ void lx_free(lx_lexer *lx) {
         pthread_mutex_destroy(&lx->eq_mu);
     }
     free(lx->crow), free(lx->cpool), free(lx->parts);
-    if (lx->rows) munmap(lx->rows, lx->rows_bytes);
+    if (lx->rows) rows_put(lx->rows, lx->rows_bytes, ((size_t)lx->n_states << lx->shift) * 4);
     rx_nfa_free(&lx->nfa);
     free(lx->term_start);
     free(lx->live);
