@@ -61,6 +61,7 @@ struct lx_lexer {
     uint32_t *stack, *mark, *added, *buf;
     uint32_t *seeds; /* fill_row scratch: each class's seeds */
     size_t seeds_cap;
+    int fill_reference; /* fill_row: the per-class form (tests) */
     uint32_t stamp, add_stamp;
     pthread_mutex_t mu;
     /* lx_equiv's memo (under eq_mu): each state's row grouped by successor, crow[x] = its offset
@@ -286,6 +287,58 @@ oom:
     return LX_DEAD;
 }
 
+/* ---- transition-row mappings kept between lexers ----
+ * Each new DFA state writes a fresh row, and on a fresh mapping every few rows is a page fault:
+ * about a tenth of the time of a walk that meets many new states (the first visit of an object's
+ * key position). A lexer's mapping, once freed, is kept for the next lexer of the same row size (a
+ * grammar compiled after another): its pages are already there, and intern() overwrites a row
+ * before any use, so only the dead state's row (all zeros) is cleared again. At most ROWS_POOL
+ * mappings are kept, each with at most ROWS_KEEP bytes resident (the rest given back). */
+#define ROWS_POOL 2
+#define ROWS_KEEP ((size_t)16 << 20)
+static pthread_mutex_t rows_pool_mu = PTHREAD_MUTEX_INITIALIZER;
+static struct {
+    uint32_t *rows;
+    size_t bytes, used;
+} rows_pool[ROWS_POOL]; /* the last freed last */
+static int rows_pool_n;
+
+static uint32_t *rows_get(size_t bytes, size_t *used) {
+    pthread_mutex_lock(&rows_pool_mu);
+    for (int k = rows_pool_n - 1; k >= 0; k--)
+        if (rows_pool[k].bytes == bytes) {
+            uint32_t *r = rows_pool[k].rows;
+            *used = rows_pool[k].used;
+            memmove(&rows_pool[k], &rows_pool[k + 1], (size_t)(rows_pool_n - k - 1) * sizeof rows_pool[0]);
+            rows_pool_n--;
+            pthread_mutex_unlock(&rows_pool_mu);
+            return r;
+        }
+    pthread_mutex_unlock(&rows_pool_mu);
+    *used = 0;
+    void *r = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    return r == MAP_FAILED ? NULL : r;
+}
+
+static void rows_put(uint32_t *rows, size_t bytes, size_t used) {
+    if (used > ROWS_KEEP) {
+        (void)madvise((char *)rows + ROWS_KEEP, used - ROWS_KEEP, MADV_DONTNEED);
+        used = ROWS_KEEP;
+    }
+    uint32_t *drop = NULL;
+    size_t drop_bytes = 0;
+    pthread_mutex_lock(&rows_pool_mu);
+    if (rows_pool_n == ROWS_POOL) { /* the oldest goes */
+        drop = rows_pool[0].rows, drop_bytes = rows_pool[0].bytes;
+        memmove(&rows_pool[0], &rows_pool[1], (ROWS_POOL - 1) * sizeof rows_pool[0]);
+        rows_pool_n--;
+    }
+    rows_pool[rows_pool_n].rows = rows, rows_pool[rows_pool_n].bytes = bytes, rows_pool[rows_pool_n].used = used;
+    rows_pool_n++;
+    pthread_mutex_unlock(&rows_pool_mu);
+    if (drop) munmap(drop, drop_bytes);
+}
+
 /* ---- public ---- */
 
 int lx_check_pattern(const char *pattern, size_t n, char *err, size_t cap) { return rx_check(pattern, n, err, cap); }
@@ -362,14 +415,15 @@ lx_lexer *lx_new_pre(int n, const char *const *patterns, const size_t *lens, con
     if (((size_t)lx->max_states << lx->shift) * 4 > LX_MAX_DFA_BYTES)
         lx->max_states = (uint32_t)(LX_MAX_DFA_BYTES / ((size_t)4 << lx->shift));
     lx->rows_bytes = ((size_t)lx->max_states << lx->shift) * 4;
-    lx->rows = mmap(NULL, lx->rows_bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-    if (lx->rows == MAP_FAILED) lx->rows = NULL;
+    size_t used = 0;
+    lx->rows = rows_get(lx->rows_bytes, &used);
+    if (lx->rows && used) memset(lx->rows, 0, (size_t)4 << lx->shift); /* the dead state's row */
     if (!lx->rows || !lx->chunks || !lx->stack || !lx->mark || !lx->added || !lx->buf || !lx->start_keys || !lx->start_state ||
         !lx->start_used || table_grow(lx))
         goto oom;
     pthread_mutex_init(&lx->mu, NULL);
     pthread_mutex_init(&lx->eq_mu, NULL);
-    /* state 0: dead, its row all zeros (fresh mapping) */
+    /* state 0: dead, its row all zeros (fresh or cleared above) */
     lx->chunks[0] = calloc(1u << CHUNK_BITS, sizeof(dstate));
     if (!lx->chunks[0]) goto oom;
     lx->n_states = 1;
@@ -395,7 +449,7 @@ void lx_free(lx_lexer *lx) {
         pthread_mutex_destroy(&lx->eq_mu);
     }
     free(lx->crow), free(lx->cpool), free(lx->parts);
-    if (lx->rows) munmap(lx->rows, lx->rows_bytes);
+    if (lx->rows) rows_put(lx->rows, lx->rows_bytes, ((size_t)lx->n_states << lx->shift) * 4);
     rx_nfa_free(&lx->nfa);
     free(lx->term_start);
     free(lx->live);
@@ -412,6 +466,8 @@ void lx_free(lx_lexer *lx) {
 }
 
 int lx_n_terminals(const lx_lexer *lx) { return lx ? lx->n_terms : 0; }
+
+void lx_set_fill_reference(lx_lexer *lx, int on) { lx->fill_reference = on != 0; }
 
 int lx_exhausted(const lx_lexer *lx) { return __atomic_load_n(&lx->exhausted, __ATOMIC_RELAXED); }
 
@@ -453,60 +509,80 @@ lx_state lx_start(lx_lexer *lx, const uint64_t *allowed) {
 
 /* Fills every unknown entry of s's row (under mu). Classes whose bytes take the same NFA edges
  * from s (the same seeds) share one closure: a state usually has a few distinct successors among
- * many classes (e.g. every plain character of a string). */
+ * many classes (e.g. every plain character of a string). The seeds are gathered in one pass over
+ * s's nodes, each BYTE node adding its target to the classes of its range (contiguous, as classes
+ * are byte intervals), and equal seed lists are found through a small hash table: the first visit
+ * of a new state (e.g. a property-name prefix at an object key) is mostly this, and a per-class scan
+ * of every node and a comparison against every earlier class cost n_classes * (|set| + n_classes).
+ * lx->fill_reference keeps that older form (tests compare the two: same states in the same order). */
+static void fill_row_reference(lx_lexer *lx, lx_state s, uint32_t *row);
+
 static void fill_row(lx_lexer *lx, lx_state s) {
     const dstate *d = st(lx, s);
     uint32_t *row = lx->rows + ((size_t)s << lx->shift);
     int nc = lx->n_classes;
     size_t need = (size_t)nc * d->n_set + 1;
-    if (need > lx->seeds_cap) {
-        uint32_t *q = realloc(lx->seeds, need * sizeof *q);
-        if (!q) { /* one class at a time */
-            for (int c = 0; c < nc; c++) {
-                if (row[c] != LX_UNKNOWN) continue;
-                uint32_t sp = 0;
-                uint8_t b = lx->cls_rep[c];
-                for (uint32_t k = 0; k < d->n_set; k++) {
-                    const rx_node *x = &lx->nfa.v[d->set[k]];
-                    if (x->kind == RX_BYTE && x->lo <= b && b <= x->hi) lx->stack[sp++] = x->out << 1;
-                }
-                lx_state t = intern(lx, closure(lx, sp, 0));
-                if (t != LX_DEAD || !lx->exhausted) __atomic_store_n(&row[c], t, __ATOMIC_RELEASE);
-            }
+    if (lx->fill_reference || need > lx->seeds_cap) {
+        uint32_t *q = lx->fill_reference ? NULL : realloc(lx->seeds, need * sizeof *q);
+        if (!q) {
+            fill_row_reference(lx, s, row);
             return;
         }
         lx->seeds = q;
         lx->seeds_cap = need;
     }
-    uint32_t off[256], len[256], hash[256];
-    size_t o = 0;
-    for (int c = 0; c < nc; c++) {
-        len[c] = UINT32_MAX;
-        if (row[c] != LX_UNKNOWN) continue;
-        uint8_t b = lx->cls_rep[c];
-        uint64_t h = 0x9E3779B97F4A7C15ull;
-        off[c] = (uint32_t)o;
-        for (uint32_t k = 0; k < d->n_set; k++) {
-            const rx_node *x = &lx->nfa.v[d->set[k]];
-            if (x->kind == RX_BYTE && x->lo <= b && b <= x->hi)
-                lx->seeds[o++] = x->out, h = (h ^ x->out) * 0x100000001B3ull;
-        }
-        len[c] = (uint32_t)(o - off[c]);
-        hash[c] = (uint32_t)(h ^ h >> 32);
+    /* class c's seeds at seeds[c * n_set ..], in the order of s's nodes (the closure and its sorted
+     * result do not depend on it, but the hash below does) */
+    uint32_t len[256];
+    uint64_t h64[256];
+    uint8_t want[256];
+    for (int c = 0; c < nc; c++) len[c] = 0, h64[c] = 0x9E3779B97F4A7C15ull, want[c] = row[c] == LX_UNKNOWN;
+    uint32_t *seeds = lx->seeds, stride = d->n_set;
+    for (uint32_t k = 0; k < d->n_set; k++) {
+        const rx_node *x = &lx->nfa.v[d->set[k]];
+        if (x->kind != RX_BYTE) continue;
+        for (int c = lx->cls[x->lo], ce = lx->cls[x->hi]; c <= ce; c++)
+            if (want[c]) seeds[(size_t)c * stride + len[c]++] = x->out, h64[c] = (h64[c] ^ x->out) * 0x100000001B3ull;
     }
+    /* open addressing over the classes with an unknown entry: slot -> class + 1 of the first class
+     * with that seed list */
+    uint16_t slot[512];
+    memset(slot, 0, sizeof slot);
     for (int c = 0; c < nc; c++) {
-        if (len[c] == UINT32_MAX) continue;
-        uint32_t t = LX_UNKNOWN;
-        for (int e = 0; e < c && t == LX_UNKNOWN; e++)
-            if (len[e] == len[c] && hash[e] == hash[c] && row[e] != LX_UNKNOWN &&
-                !memcmp(lx->seeds + off[e], lx->seeds + off[c], (size_t)len[c] * sizeof *lx->seeds))
+        if (!want[c]) continue;
+        uint32_t hc = (uint32_t)(h64[c] ^ h64[c] >> 32), t = LX_UNKNOWN, j = (hc * 0x9E3779B1u) >> 23;
+        const uint32_t *sc = seeds + (size_t)c * stride;
+        for (; slot[j]; j = (j + 1) & 511) {
+            int e = slot[j] - 1;
+            if (len[e] == len[c] && !memcmp(seeds + (size_t)e * stride, sc, (size_t)len[c] * sizeof *sc)) {
                 t = row[e];
+                break;
+            }
+        }
+        if (!slot[j]) slot[j] = (uint16_t)(c + 1);
         if (t == LX_UNKNOWN) {
-            for (uint32_t k = 0; k < len[c]; k++) lx->stack[k] = lx->seeds[off[c] + k] << 1;
+            for (uint32_t k = 0; k < len[c]; k++) lx->stack[k] = sc[k] << 1;
             t = intern(lx, closure(lx, len[c], 0));
             if (t == LX_DEAD && lx->exhausted) continue;
         }
         __atomic_store_n(&row[c], t, __ATOMIC_RELEASE);
+    }
+}
+
+/* The per-class form: each class scans every node of s (also the fallback without scratch memory). */
+static void fill_row_reference(lx_lexer *lx, lx_state s, uint32_t *row) {
+    const dstate *d = st(lx, s);
+    int nc = lx->n_classes;
+    for (int c = 0; c < nc; c++) {
+        if (row[c] != LX_UNKNOWN) continue;
+        uint32_t sp = 0;
+        uint8_t b = lx->cls_rep[c];
+        for (uint32_t k = 0; k < d->n_set; k++) {
+            const rx_node *x = &lx->nfa.v[d->set[k]];
+            if (x->kind == RX_BYTE && x->lo <= b && b <= x->hi) lx->stack[sp++] = x->out << 1;
+        }
+        lx_state t = intern(lx, closure(lx, sp, 0));
+        if (t != LX_DEAD || !lx->exhausted) __atomic_store_n(&row[c], t, __ATOMIC_RELEASE);
     }
 }
 

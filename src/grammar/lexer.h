@@ -97,5 +97,8 @@ int lx_equiv(lx_lexer *lx, lx_state a, lx_state b, int depth, const uint64_t (*b
 /* 1 once the DFA bounds were reached: from then on a transition to a state not yet built answers
  * LX_DEAD, which the caller must treat as an error (pattern too complex), not as a rejection. */
 int lx_exhausted(const lx_lexer *lx);
+/* Tests: on != 0 makes new DFA rows be filled class by class (each class scanning the state's
+ * nodes), the simpler form the default one-pass fill must match state for state. */
+void lx_set_fill_reference(lx_lexer *lx, int on);
 
 #endif

@@ -500,8 +500,13 @@ static gm_uni *uni_of(gr_matcher *m, lx_state x) {
 
 /* 1 if every well-formed non-ASCII UTF-8 character leads lexer state x to state to with every byte
  * of it alive (inside free text such as a JSON string's): the states reached after each byte range
- * of RFC 3629's table are followed as a set, which stays tiny for such states. */
+ * of RFC 3629's table are followed as a set, which stays tiny for such states. One byte per byte
+ * class of a range is enough (a class's bytes share every transition): a range such as 0x80-0xBF
+ * is usually one class, and this runs once for each new state a walk meets (e.g. every
+ * property-name prefix at an object key), so byte by byte it was ~1,000 transitions a state. */
 static int utf8_to(lx_lexer *lx, lx_state x, lx_state to) {
+    lx_table tb;
+    lx_get_table(lx, &tb);
     static const uint8_t rows[8][4][2] = {
         {{0xC2, 0xDF}, {0x80, 0xBF}},
         {{0xE0, 0xE0}, {0xA0, 0xBF}, {0x80, 0xBF}},
@@ -521,6 +526,7 @@ static int utf8_to(lx_lexer *lx, lx_state x, lx_state to) {
             int nn = 0;
             for (int i = 0; i < nc; i++)
                 for (int b = rows[r][k][0]; b <= rows[r][k][1]; b++) {
+                    if (b > rows[r][k][0] && tb.cls[b] == tb.cls[b - 1]) continue;
                     lx_state y = lx_next(lx, cur[i], (uint8_t)b);
                     if (y == LX_DEAD) return 0;
                     int seen = 0;
@@ -695,6 +701,23 @@ static const gm_lexcache *lc_relative(gr_compiled *c, const lx_table *tb, lx_sta
         if (same > best_n) best = ce[k], best_n = same;
     }
     return best;
+}
+
+/* The bits set in mask[0..words): 64 bits at a time without a popcount instruction (the build
+ * targets baseline x86-64, where __builtin_popcount is a library call per word; this runs over the
+ * whole vocabulary's mask after every relative walk). */
+static int32_t mask_popcount(const uint32_t *mask, size_t words) {
+    uint64_t total = 0;
+    size_t k = 0;
+    for (; k + 2 <= words; k += 2) {
+        uint64_t x = (uint64_t)mask[k] | (uint64_t)mask[k + 1] << 32;
+        x -= (x >> 1) & 0x5555555555555555ull;
+        x = (x & 0x3333333333333333ull) + ((x >> 2) & 0x3333333333333333ull);
+        x = (x + (x >> 4)) & 0x0F0F0F0F0F0F0F0Full;
+        total += (x * 0x0101010101010101ull) >> 56;
+    }
+    if (k < words) total += (uint64_t)__builtin_popcount(mask[k]);
+    return (int32_t)total;
 }
 
 /* The lexer-only walk of the trie nodes [i, end) (whole subtrees) into e: the lexer in
@@ -968,7 +991,7 @@ static const gm_lexcache *lexcache(gr_matcher *m, const gm_cfg *cur) {
         }
         if (R) { /* (the counts of R's subtrees were not added) */
             count = 0;
-            for (size_t k = 0; k < words; k++) count += __builtin_popcount(e->mask[k]);
+            count = mask_popcount(e->mask, words);
         }
         e->count = count;
     }

@@ -488,6 +488,61 @@ static void test_precompiled(void) {
     lx_pattern_free(NULL);
 }
 
+/* A new DFA state's row is filled in one pass over its nodes (lexer.c fill_row); the per-class form
+ * (lx_set_fill_reference) must build the same states in the same order: the same successor ids on
+ * every byte from every state reached, the same accepting sets. Patterns like an object's key
+ * position: property-name literals beside a free string, and classes that split a string's body. */
+static void test_fill_forms(void) {
+    const char *pats[7] = {"\"name\"", "\"nickname\"", "\"n\\u00e9\"", "\"(?:[^\"\\\\\\x00-\\x1f]|\\\\[\"\\\\/bfnrt])*\"",
+                           "-?(0|[1-9][0-9]*)(\\.[0-9]+)?", "[a-z]{2,5}x", "ABCDEFGHIJKLMNOPQRSTUVWXYZ!#$%&'()*+,/:;<=>?@[]^_`{|}~"};
+    size_t lens[7];
+    uint8_t lit[7] = {1, 1, 0, 0, 0, 0, 1};
+    char err[256];
+    for (int t = 0; t < 7; t++) lens[t] = strlen(pats[t]);
+    /* a lexer freed first gives its row mapping to the next ones of the same mapping size (lexer.c
+     * rows_get): here one of 33-64 byte classes (rows of 64 entries), its states' rows written,
+     * before lexers of more than 64 classes, whose dead row (128 entries) covers its first rows */
+    const char *zp = "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
+    size_t zl = strlen(zp);
+    uint8_t zlit = 1;
+    lx_lexer *z = lx_new(1, &zp, &zl, &zlit, err, sizeof err);
+    CHECK(z != NULL, "lexer: %s", err);
+    uint64_t one = 1;
+    for (lx_state x = z ? lx_start(z, &one) : LX_DEAD, k = 0; x != LX_DEAD; x = lx_next(z, x, (uint8_t)zp[k++]))
+        for (int c = 0; c < 256; c++) (void)lx_next(z, x, (uint8_t)c);
+    lx_free(z);
+    lx_lexer *a = lx_new(7, pats, lens, lit, err, sizeof err), *b = lx_new(7, pats, lens, lit, err, sizeof err);
+    CHECK(a && b, "lexers: %s", err);
+    if (!a || !b) return;
+    lx_set_fill_reference(b, 1);
+    for (int c = 0; c < 256; c++)
+        CHECK(lx_next(a, LX_DEAD, (uint8_t)c) == LX_DEAD && lx_next(b, LX_DEAD, (uint8_t)c) == LX_DEAD, "dead row, byte %d", c);
+    enum { MAXS = 4096 };
+    static uint8_t seen[MAXS];
+    static lx_state q[MAXS];
+    memset(seen, 0, sizeof seen);
+    int qn = 0, bad = 0;
+    for (uint64_t allowed = 1; allowed < 128; allowed++) {
+        lx_state sa = lx_start(a, &allowed), sb = lx_start(b, &allowed);
+        CHECK(sa == sb, "start %llx: %u vs %u", (unsigned long long)allowed, sa, sb);
+        if (sa < MAXS && !seen[sa]) seen[sa] = 1, q[qn++] = sa;
+    }
+    for (int k = 0; k < qn && !bad; k++)
+        for (int c = 0; c < 256; c++) {
+            lx_state x = lx_next(a, q[k], (uint8_t)c), y = lx_next(b, q[k], (uint8_t)c);
+            const uint64_t *ax = lx_accepting(a, x), *ay = lx_accepting(b, y);
+            if (x != y || (ax ? ax[0] : 0) != (ay ? ay[0] : 0) || lx_can_continue(a, x) != lx_can_continue(b, y)) {
+                CHECK(0, "state %u byte %d: %u vs %u", q[k], c, x, y);
+                bad = 1;
+                break;
+            }
+            if (x < MAXS && !seen[x]) seen[x] = 1, q[qn++] = x;
+        }
+    CHECK(qn > 50, "only %d states reached", qn);
+    lx_free(a);
+    lx_free(b);
+}
+
 int main(int argc, char **argv) {
     if (argc > 1 && !strcmp(argv[1], "--match")) return driver();
     test_table();
@@ -499,5 +554,6 @@ int main(int argc, char **argv) {
     test_threads();
     test_uniform_and_sharing();
     test_precompiled();
+    test_fill_forms();
     TEST_DONE();
 }
