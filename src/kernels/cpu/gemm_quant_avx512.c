@@ -573,7 +573,8 @@ static inline __attribute__((always_inline)) VBMI void q41_rows(int R, int T, in
         const int pairs = g < nq || rem > 2 ? 2 : 1, nblk = g < nq ? 4 : (int)rem;
         /* the partial last quad: masked loads, zero blocks (zero scales and mins) after it */
         const int valid = nblk * (int)sizeof(block_q4_1);
-        const __mmask64 ma = valid >= 64 ? ~0ull : (1ull << valid) - 1, mb = (1ull << (valid - 16)) - 1;
+        const __mmask64 ma = valid >= 64 ? ~0ull : (1ull << valid) - 1;
+        const __mmask64 mb = valid - 16 >= 64 ? ~0ull : (1ull << (valid - 16)) - 1; /* (valid >= 20) */
         if (g < nq) prefetch_next_tile(w, R, ws, g, QUAD_W1);
 #pragma GCC unroll 8
         for (int r = 0; r < R; r++) {
