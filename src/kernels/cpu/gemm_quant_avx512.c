@@ -400,64 +400,16 @@ static inline __attribute__((always_inline)) VBMI act_quad prep_quad(const char 
     return q;
 }
 
-static inline __attribute__((always_inline)) VBMI __m256 q4_quad(const char *b, const act_quad *x, int pairs,
-                                                                __m256 acc) {
-    const __m512i a = ld512(b), q = _mm512_permutex2var_epi8(a, ld512(Q4Q_QUANTS), ld512(b + 8));
-    const __m512i m4 = _mm512_set1_epi8(0x0f);
-    const __m512i lo = _mm512_and_si512(q, m4), hi = _mm512_and_si512(_mm512_srli_epi16(q, 4), m4);
-    const __m512 f = _mm512_cvtepi32_ps(_mm512_dpbusd_epi32(_mm512_dpbusd_epi32(x->xc, lo, x->xl), hi, x->xh));
-    const __m512 d = _mm512_cvtph_ps(_mm512_castsi512_si256(_mm512_permutexvar_epi8(ld256z(Q4Q_SCALES), a)));
-    const __m512 s = _mm512_mul_ps(d, x->xd);
-    acc = _mm256_fmadd_ps(_mm512_castps512_ps256(f), _mm512_castps512_ps256(s), acc);
-    if (pairs > 1) acc = _mm256_fmadd_ps(_mm512_extractf32x8_ps(f, 1), _mm512_extractf32x8_ps(s, 1), acc);
-    return acc;
-}
-
-static inline __attribute__((always_inline)) VBMI void q4_dec_rows(int R, int64_t nb, const char *w, size_t ws,
-                                                                  const act_quad *px, float *y) {
-    const int64_t nq = nb / 4, rem = nb % 4;
-    __m256 acc[RMAX];
-#pragma GCC unroll 8
-    for (int r = 0; r < R; r++) acc[r] = _mm256_setzero_ps();
-    for (int64_t g = 0; g < nq; g++) {
-        prefetch_next_tile(w, R, ws, g, QUAD_W);
-#pragma GCC unroll 8
-        for (int r = 0; r < R; r++) acc[r] = q4_quad(w + r * ws + g * QUAD_W, &px[g], 2, acc[r]);
-    }
-    if (rem) {
-        _Alignas(64) char pad[QUAD_A];
-#pragma GCC unroll 8
-        for (int r = 0; r < R; r++)
-            acc[r] = q4_quad(pad_quad(pad, w + r * ws + nq * QUAD_W, rem * sizeof(block_q4_0)), &px[nq],
-                             rem > 2 ? 2 : 1, acc[r]);
-    }
-#pragma GCC unroll 8
-    for (int r = 0; r < R; r++) y[r] = hsum8(acc[r]) + 0.0f; /* as mk2 adds its (zero) ms */
-}
-
 static int has_vbmi(void) { return __builtin_cpu_supports("avx512vbmi"); }
 
 #define DEC_MAX_QUADS 128 /* n_in up to 16384; larger rows use mk2 */
 
-static VBMI void gemm_q4_0_dec_vbmi(int64_t nb, const char *w, size_t ws, const char *a, float *y, int64_t nr) {
-    act_quad px[DEC_MAX_QUADS];
-    _Alignas(64) char pad[QUAD_A];
-    const int64_t nq = (nb + 3) / 4;
-    for (int64_t g = 0; g < nq; g++) {
-        const char *x = a + g * QUAD_A;
-        px[g] = prep_quad(g * 4 + 4 > nb ? pad_quad(pad, x, (size_t)(nb - g * 4) * sizeof(block_q8_0)) : x);
-    }
-    /* 4 rows per tile: each prepared activation quad (4 vectors) is loaded once for 4 rows' weights
-       (with 2, TinyLlama-shape generation ran at 29 tokens/s on one core of this AMD EPYC, with 4 at 44) */
-    int64_t r = 0;
-    for (; r + 4 <= nr; r += 4) q4_dec_rows(4, nb, w + r * ws, ws, px, y + r);
-    for (; r < nr; r++) q4_dec_rows(1, nb, w + r * ws, ws, px, y + r);
-}
-
-/* Q4_0 over 2-4 tokens (a speculative verification, a small batch) with decode's VBMI unpacking:
- * each row's quad is unpacked once for the tile's T tokens, and each token's side is q4_quad's
- * (the same operations in the same order), so every output is bit-identical to the one-token
- * path and to mk2's. mk2p took 1.66x the one-token time for 2 tokens (TinyLlama FFN shape). */
+/* Q4_0 over 1-4 tokens (decode, a speculative verification, a small batch): each row's quad is
+ * unpacked once for the tile's T tokens; per token, per pair of blocks, the float side is mk2's
+ * (the same operations in the same order), so every output is bit-identical to mk2's whatever T.
+ * Tiles of 4 rows: each prepared activation quad (4 vectors) is loaded once for 4 rows' weights
+ * (with 2, TinyLlama-shape generation ran at 29 tokens/s on one core of this AMD EPYC, with 4 at
+ * 44). For 2 tokens mk2p took 1.66x the one-token time, this 1.12x (TinyLlama FFN shape). */
 static inline __attribute__((always_inline)) VBMI void q4_multi_rows(int R, int T, int64_t nb, const char *w, size_t ws,
                                                                     const act_quad *px, int64_t nqa, float *y,
                                                                     int64_t ys) {
@@ -495,7 +447,7 @@ static inline __attribute__((always_inline)) VBMI void q4_multi_rows(int R, int 
         for (int t = 0; t < T; t++) y[t * ys + r] = hsum8(acc[r][t]) + 0.0f; /* as mk2 adds its (zero) ms */
 }
 
-static VBMI void gemm_q4_0_multi_vbmi(int64_t nb, const char *w, size_t ws, const char *a, size_t as, float *y,
+static VBMI void gemm_q4_0_vbmi(int64_t nb, const char *w, size_t ws, const char *a, size_t as, float *y,
                                       int64_t ys, int64_t nr, int nt) {
     const int64_t nqa = (nb + 3) / 4;
     act_quad px[nt * nqa];
@@ -511,7 +463,8 @@ static VBMI void gemm_q4_0_multi_vbmi(int64_t nb, const char *w, size_t ws, cons
         for (; r + 4 <= nr; r += 4) q4_multi_rows(4, T_, nb, w + r * ws, ws, px, nqa, y + r, ys);                 \
         for (; r < nr; r++) q4_multi_rows(1, T_, nb, w + r * ws, ws, px, nqa, y + r, ys);                         \
     } while (0)
-    if (nt == 2) Q4M(2);
+    if (nt == 1) Q4M(1);
+    else if (nt == 2) Q4M(2);
     else if (nt == 3) Q4M(3);
     else Q4M(4);
 #undef Q4M
@@ -650,16 +603,12 @@ static VBMI void gemm_q4_1_vbmi(int64_t nb, const char *w, size_t ws, const char
                      int64_t nr, int64_t nt) {                                                                    \
         enum { KIND = KIND_ };                                                                                    \
         const int64_t nb = n / 32;                                                                                \
-        if ((int)KIND == (int)Q_4_0 && nt == 1 && nb <= 4 * DEC_MAX_QUADS && has_vbmi()) {                        \
-            gemm_q4_0_dec_vbmi(nb, (const char *)w, ws, (const char *)a, y, nr);                                  \
-            return;                                                                                               \
-        }                                                                                                         \
         if ((int)KIND == (int)Q_4_1 && nt <= TT && nb <= 4 * DEC_MAX_QUADS && has_vbmi()) {                     \
             gemm_q4_1_vbmi(nb, (const char *)w, ws, (const char *)a, as, y, ys, nr, (int)nt);                     \
             return;                                                                                               \
         }                                                                                                         \
-        if ((int)KIND == (int)Q_4_0 && nt >= 2 && nt <= TT && nb <= 4 * DEC_MAX_QUADS && has_vbmi()) {          \
-            gemm_q4_0_multi_vbmi(nb, (const char *)w, ws, (const char *)a, as, y, ys, nr, (int)nt);               \
+        if ((int)KIND == (int)Q_4_0 && nt <= TT && nb <= 4 * DEC_MAX_QUADS && has_vbmi()) {                     \
+            gemm_q4_0_vbmi(nb, (const char *)w, ws, (const char *)a, as, y, ys, nr, (int)nt);               \
             return;                                                                                               \
         }                                                                                                         \
         if ((int)KIND != (int)Q_8_0 && nt == 1 && (nb + 1) / 2 <= DEC_MAX_PAIRS) {                                \
