@@ -362,7 +362,8 @@ int main(void) {
     static const int64_t gss[] = {32, 64, 128, 7, 0 /* n_in */, 96, 256};
     /* n_in, n_out, n_tok, batch invariance checked */
     static const int64_t shapes[][4] = {{256, 17, 3, 0}, {704, 3, 17, 1}, {40, 256, 1, 0},
-                                        {704, 256, 3, 0}, {256, 1, 17, 1}, {704, 600, 17, 1}};
+                                        {704, 256, 3, 0}, {256, 1, 17, 1}, {704, 600, 17, 1},
+                                        {96, 9, 13, 1}};
     int max = kcpu_isa_max();
     printf("cpu max isa: %s\n", names[max]);
     for (int level = max; level >= 0; level--) {

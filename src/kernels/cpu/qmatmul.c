@@ -85,6 +85,8 @@ void kcpu_qmatmul(const k_qweight *w, k_act_kind act, const float *x, int64_t n_
         p->unit = p->n_group == 1 ? 128 : gs <= 512 ? gs : gs % 128 == 0 ? 128 : 32;
         if (act == K_ACT_INT8 && w->kind == K_QW_INT4)
             p->path = QMM_Q4_VNNI, p->fmt = gs % 128 == 0 || p->n_group == 1 ? QMM_FMT_I8R128 : QMM_FMT_I8R;
+        else if (act == K_ACT_INT8 && w->kind == K_QW_INT8 && p->n_group == 1 && w->n_in <= QMM_Q8_ROW_MAX_IN)
+            p->path = QMM_Q8_ROW, p->fmt = QMM_FMT_I8, p->unit = p->n_pad; /* one sum: the whole row */
         else if (act == K_ACT_INT8 && w->kind == K_QW_INT8)
             p->path = QMM_Q8_VNNI, p->fmt = QMM_FMT_I8;
         else

@@ -21,7 +21,12 @@ enum {
     QMM_Q8_VNNI, /* INT8 (as q + 128, unsigned) x int8 codes, vpdpbusd, minus (128 + z) sum(a) */
     QMM_W16,     /* INT4 / INT8 x int16 codes (K_ACT_INT16), vpdpwssd per span, minus z sum(a), then
                     * s_g * s_span */
+    QMM_Q8_ROW,  /* INT8 with one group per row x int8 codes: 512-bit vpdpbusd over the whole row,
+                    one exact int32 dot product per output (n_in <= QMM_Q8_ROW_MAX_IN), scaled
+                    in double as kref_qmatmul does */
 };
+/* The longest row QMM_Q8_ROW takes: sum (q + 128) a stays within int32 (255 x 127 x n < 2^31). */
+#define QMM_Q8_ROW_MAX_IN 65536
 /* Layout of one prepared activation row in work */
 enum {
     QMM_FMT_F32,   /* floats, zero padded to n_pad */
