@@ -498,8 +498,28 @@ static const uint8_t Q41_ACT_SCALES[32] = {0,  1,  0,  1,  0,  1,  0,  1,  36,  
 typedef struct {
     __m512i xl, xh;
     __m512 xd;
-    float xs[4];
 } act_quad1;
+
+/* The mins' terms, m_w * s_x per block, of a row and token: a 512-bit register per token holds
+ * lane 4r + k = the sum over quads of row r's block k's term (one fma per quad and token for 4
+ * rows; lanes of blocks past a partial quad's end add fma(0, 0, .)), reduced at the end as
+ * (l0 + l1) + (l2 + l3). The order is this kernel's own, the same for every R, T, thread and
+ * call (batch invariance); the other Q4_1 paths (AVX2, rows of more than 512 blocks) keep
+ * mk2's block-by-block chain and are never mixed with this one for one weight on one CPU. The
+ * rows' fp16 mins come gathered from words 1, 11, 21, 31 of their first 64 bytes (Q41_MINS); the
+ * tokens' sums, lane 4r + k = s_x[t][k], are prepared once per call. */
+static const uint16_t Q41_MINS[32] = {1, 11, 21, 31, 33, 43, 53, 63, 0, 0, 0, 0, 0, 0, 0, 0,
+                                      0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0};
+
+/* lanes 4r + k: min k of row r's quad (rows 0-3 from their first 64 bytes; R < 4 leaves the rest
+ * of the lanes unused) */
+static inline __attribute__((always_inline)) __m512 q41_mins(int R, const __m512i *a) {
+    const __m512i idx = _mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)Q41_MINS));
+    const __m512i p01 = _mm512_permutex2var_epi16(a[0], idx, R > 1 ? a[1] : a[0]);
+    const __m512i p23 = R > 2 ? _mm512_permutex2var_epi16(a[2], idx, R > 3 ? a[3] : a[2]) : p01;
+    const __m256i m = _mm256_inserti128_si256(_mm512_castsi512_si256(p01), _mm512_castsi512_si128(p23), 1);
+    return _mm512_cvtph_ps(m);
+}
 
 static inline __attribute__((always_inline)) VBMI act_quad1 prep_quad1(const char *x) {
     const __m512i a = ld512(x), b = ld512(x + 64);
@@ -508,20 +528,22 @@ static inline __attribute__((always_inline)) VBMI act_quad1 prep_quad1(const cha
     q.xh = _mm512_permutex2var_epi8(a, ld512(Q41_ACT_HI), b);
     q.xh = _mm512_mask_permutexvar_epi8(q.xh, 0xffff000000000000ull, ld512(Q41_ACT_HI), ld512(x + 80));
     q.xd = _mm512_cvtph_ps(_mm512_castsi512_si256(_mm512_permutex2var_epi8(a, ld256z(Q41_ACT_SCALES), b)));
-    for (int k = 0; k < 4; k++) q.xs[k] = h2f(x + k * sizeof(block_q8_1) + 2);
     return q;
 }
 
 static inline __attribute__((always_inline)) VBMI void q41_rows(int R, int T, int64_t nb, const char *w, size_t ws,
-                                                               const act_quad1 *px, int64_t nqa, float *y, int64_t ys) {
+                                                               const act_quad1 *px, const __m512 *xk, int64_t nqa,
+                                                               float *y, int64_t ys) {
     const int64_t nq = nb / 4, rem = nb % 4;
     const __m512i m4 = _mm512_set1_epi8(0x0f), zero = _mm512_setzero_si512();
     __m256 acc[RMAX][TT];
-    float ms[RMAX][TT];
+    __m512 ms[TT]; /* lane 4r + k */
+#pragma GCC unroll 8
+    for (int t = 0; t < T; t++) ms[t] = _mm512_setzero_ps();
 #pragma GCC unroll 8
     for (int r = 0; r < R; r++)
 #pragma GCC unroll 8
-        for (int t = 0; t < T; t++) acc[r][t] = _mm256_setzero_ps(), ms[r][t] = 0.0f;
+        for (int t = 0; t < T; t++) acc[r][t] = _mm256_setzero_ps();
     for (int64_t g = 0; g < nq + (rem > 0); g++) {
         const int pairs = g < nq || rem > 2 ? 2 : 1, nblk = g < nq ? 4 : (int)rem;
         /* the partial last quad: masked loads, zero blocks (zero scales and mins) after it */
@@ -529,45 +551,49 @@ static inline __attribute__((always_inline)) VBMI void q41_rows(int R, int T, in
         const __mmask64 ma = valid >= 64 ? ~0ull : (1ull << valid) - 1;
         const __mmask64 mb = valid - 16 >= 64 ? ~0ull : (1ull << (valid - 16)) - 1; /* (valid >= 20) */
         if (g < nq) prefetch_next_tile(w, R, ws, g, QUAD_W1);
+        __m512i arow[RMAX];
 #pragma GCC unroll 8
         for (int r = 0; r < R; r++) {
             const char *b = w + r * ws + g * QUAD_W1;
             const __m512i a = g < nq ? ld512(b) : _mm512_maskz_loadu_epi8(ma, b);
+            arow[r] = a;
             const __m512i a2 = g < nq ? ld512(b + 16) : _mm512_maskz_loadu_epi8(mb, b + 16);
             const __m512i q = _mm512_permutex2var_epi8(a, ld512(Q41_QUANTS), a2);
             const __m512i lo = _mm512_and_si512(q, m4), hi = _mm512_and_si512(_mm512_srli_epi16(q, 4), m4);
             const __m512 d = _mm512_cvtph_ps(_mm512_castsi512_si256(_mm512_permutexvar_epi8(ld256z(Q41_SCALES), a)));
-            float m[4];
-            for (int k = 0; k < 4; k++) m[k] = k < nblk ? h2f(b + k * sizeof(block_q4_1) + 2) : 0.0f;
 #pragma GCC unroll 8
             for (int t = 0; t < T; t++) {
                 const act_quad1 *x = &px[t * nqa + g];
                 const __m512 f = _mm512_cvtepi32_ps(_mm512_dpbusd_epi32(_mm512_dpbusd_epi32(zero, lo, x->xl), hi, x->xh));
                 const __m512 sc = _mm512_mul_ps(d, x->xd);
                 acc[r][t] = _mm256_fmadd_ps(_mm512_castps512_ps256(f), _mm512_castps512_ps256(sc), acc[r][t]);
-                ms[r][t] = __builtin_fmaf(m[0], x->xs[0], ms[r][t]);
-                ms[r][t] = __builtin_fmaf(m[1], x->xs[1], ms[r][t]);
-                if (pairs > 1) {
+                if (pairs > 1)
                     acc[r][t] = _mm256_fmadd_ps(_mm512_extractf32x8_ps(f, 1), _mm512_extractf32x8_ps(sc, 1), acc[r][t]);
-                    ms[r][t] = __builtin_fmaf(m[2], x->xs[2], ms[r][t]);
-                    ms[r][t] = __builtin_fmaf(m[3], x->xs[3], ms[r][t]);
-                }
             }
         }
+        /* the mins of blocks past a partial quad's end are zero (masked loads), as are the sums */
+        const __m512 mins = q41_mins(R, arow);
+#pragma GCC unroll 8
+        for (int t = 0; t < T; t++) ms[t] = _mm512_fmadd_ps(mins, xk[g * TT + t], ms[t]);
     }
 #pragma GCC unroll 8
-    for (int r = 0; r < R; r++)
+    for (int t = 0; t < T; t++) {
+        _Alignas(64) float l[16];
+        _mm512_store_ps(l, ms[t]);
 #pragma GCC unroll 8
-        for (int t = 0; t < T; t++) y[t * ys + r] = hsum8(acc[r][t]) + ms[r][t];
+        for (int r = 0; r < R; r++)
+            y[t * ys + r] = hsum8(acc[r][t]) + ((l[4 * r] + l[4 * r + 1]) + (l[4 * r + 2] + l[4 * r + 3]));
+    }
 }
 
 static VBMI void gemm_q4_1_vbmi(int64_t nb, const char *w, size_t ws, const char *a, size_t as, float *y, int64_t ys,
                                 int64_t nr, int nt) {
     const int64_t nqa = (nb + 3) / 4;
     act_quad1 px[nt * nqa];
+    __m512 xk[TT * nqa]; /* per quad and token: lane 4r + k = s_x[t][k] */
     _Alignas(64) char pad[QUAD_A1];
-    for (int t = 0; t < nt; t++)
-        for (int64_t g = 0; g < nqa; g++) {
+    for (int64_t g = 0; g < nqa; g++) {
+        for (int t = 0; t < nt; t++) {
             const char *x = a + t * as + g * QUAD_A1;
             if (g * 4 + 4 > nb) { /* zero blocks after a partial last quad */
                 memset(pad, 0, sizeof pad);
@@ -575,12 +601,17 @@ static VBMI void gemm_q4_1_vbmi(int64_t nb, const char *w, size_t ws, const char
                 x = pad;
             }
             px[t * nqa + g] = prep_quad1(x);
+            _Alignas(64) float xs[16];
+            for (int k = 0; k < 4; k++)
+                for (int r = 0; r < 4; r++) xs[4 * r + k] = h2f(x + k * sizeof(block_q8_1) + 2);
+            xk[g * TT + t] = _mm512_load_ps(xs);
         }
+    }
     int64_t r = 0;
 #define Q41(T_)                                                                                                   \
     do {                                                                                                          \
-        for (; r + 4 <= nr; r += 4) q41_rows(4, T_, nb, w + r * ws, ws, px, nqa, y + r, ys);                      \
-        for (; r < nr; r++) q41_rows(1, T_, nb, w + r * ws, ws, px, nqa, y + r, ys);                              \
+        for (; r + 4 <= nr; r += 4) q41_rows(4, T_, nb, w + r * ws, ws, px, xk, nqa, y + r, ys);                  \
+        for (; r < nr; r++) q41_rows(1, T_, nb, w + r * ws, ws, px, xk, nqa, y + r, ys);                          \
     } while (0)
     if (nt == 1) Q41(1);
     else if (nt == 2) Q41(2);
@@ -603,12 +634,14 @@ static VBMI void gemm_q4_1_vbmi(int64_t nb, const char *w, size_t ws, const char
                      int64_t nr, int64_t nt) {                                                                    \
         enum { KIND = KIND_ };                                                                                    \
         const int64_t nb = n / 32;                                                                                \
-        if ((int)KIND == (int)Q_4_1 && nt <= TT && nb <= 4 * DEC_MAX_QUADS && has_vbmi()) {                     \
-            gemm_q4_1_vbmi(nb, (const char *)w, ws, (const char *)a, as, y, ys, nr, (int)nt);                     \
-            return;                                                                                               \
-        }                                                                                                         \
-        if ((int)KIND == (int)Q_4_0 && nt <= TT && nb <= 4 * DEC_MAX_QUADS && has_vbmi()) {                     \
-            gemm_q4_0_vbmi(nb, (const char *)w, ws, (const char *)a, as, y, ys, nr, (int)nt);               \
+        if (((int)KIND == (int)Q_4_1 || (int)KIND == (int)Q_4_0) && nb <= 4 * DEC_MAX_QUADS && has_vbmi()) {    \
+            for (int64_t t = 0; t < nt; t += TT) { /* the VBMI quad kernels, 4 tokens at a time */               \
+                const int tt = nt - t < TT ? (int)(nt - t) : TT;                                                  \
+                if ((int)KIND == (int)Q_4_1)                                                                      \
+                    gemm_q4_1_vbmi(nb, (const char *)w, ws, (const char *)a + t * as, as, y + t * ys, ys, nr, tt);\
+                else                                                                                              \
+                    gemm_q4_0_vbmi(nb, (const char *)w, ws, (const char *)a + t * as, as, y + t * ys, ys, nr, tt);\
+            }                                                                                                     \
             return;                                                                                               \
         }                                                                                                         \
         if ((int)KIND != (int)Q_8_0 && nt == 1 && (nb + 1) / 2 <= DEC_MAX_PAIRS) {                                \
