@@ -1,6 +1,7 @@
-/* AVX-512 VNNI kernels for the 32-element block types. One block is one 256-bit vector (on Zen 4
- * 512-bit ops are double-pumped, so this loses nothing and needs no cross-block shuffles), with
- * the 32 AVX-512 registers allowing a 4x4 tile. vpdpbusd multiplies u8 by s8, so:
+/* AVX-512 VNNI kernels for the 32-element block types. The Q5 types (and rows too long for the
+ * others' tiles) take one block pair per 256-bit vector pair in 4x4 tiles; Q4_0 / Q4_1 take four
+ * blocks per 512-bit vector (VBMI quads, 4 tokens per pass) and Q8_0 two blocks per 512-bit vector
+ * (a 256-bit kernel of the same arithmetic for one token). vpdpbusd multiplies u8 by s8, so:
  *   Q8_0 weights (signed): dot(w, x) = dot(x ^ 0x80, w) - 128*sum(w), the sum once per weight block;
  *   Q4/Q5 weights (unsigned q, value q - off): dot(q, x) - off*sum(x), the sum once per token block.
  * The correction seeds the accumulator of vpdpbusd. Integer sums are exact; each output's float
@@ -24,18 +25,6 @@ static inline float h2f(const void *p) {
     return _cvtsh_ss(h);
 }
 
-static inline __m256i nibbles(const void *p) {
-    __m128i v = _mm_loadu_si128((const __m128i *)p);
-    return _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(v, 4), v), _mm256_set1_epi8(0x0f));
-}
-
-/* 0x10 in byte i where bit i of the 32-bit field is set. */
-static inline __m256i fifth_bit(const void *p) {
-    uint32_t b;
-    memcpy(&b, p, 4);
-    return _mm256_maskz_mov_epi8((__mmask32)b, _mm256_set1_epi8(0x10));
-}
-
 /* Decode reads each row once, and a row is only 1-3 KiB: the tile's R rows are R short streams
  * that end before the hardware prefetcher has ramped up (measured: 8 interleaved rows stream at
  * less than half the speed of one or two). The next tile's rows are contiguous, so walk them linearly,
@@ -54,69 +43,6 @@ static inline size_t wblock(int kind) {
     case Q_4_1: return sizeof(block_q4_1);
     default: return sizeof(block_q5_1);
     }
-}
-
-static inline __attribute__((always_inline)) __m256i unpack(int kind, const char *b, float *d, float *m) {
-    *d = h2f(b);
-    switch (kind) {
-    case Q_8_0: return _mm256_loadu_si256((const __m256i *)(b + 2));
-    case Q_4_0: return nibbles(b + 2);
-    case Q_5_0: return _mm256_or_si256(nibbles(b + 6), fifth_bit(b + 2));
-    case Q_4_1: *m = h2f(b + 2); return nibbles(b + 4);
-    default: *m = h2f(b + 2); return _mm256_or_si256(nibbles(b + 8), fifth_bit(b + 4));
-    }
-}
-
-static inline __attribute__((always_inline)) void mk(int kind, int R, int T, int64_t nb, const char *w, size_t ws,
-                                                     const char *a, size_t as, float *y, int64_t ys, int pf) {
-    const int q81 = kind == Q_4_1 || kind == Q_5_1;
-    const int off = kind == Q_4_0 ? 8 : kind == Q_5_0 ? 16 : 0;
-    const size_t wbs = wblock(kind), abs_ = q81 ? sizeof(block_q8_1) : sizeof(block_q8_0), aqo = q81 ? 4 : 2;
-    const __m256i zero = _mm256_setzero_si256();
-    __m256 acc[RMAX][TT];
-    float ms[RMAX][TT];
-#pragma GCC unroll 8
-    for (int r = 0; r < R; r++)
-#pragma GCC unroll 8
-        for (int t = 0; t < T; t++) {
-            acc[r][t] = _mm256_setzero_ps();
-            ms[r][t] = 0.0f;
-        }
-    for (int64_t ib = 0; ib < nb; ib++) {
-        if (T == 1 || pf) prefetch_next_tile(w, R, ws, ib, wbs);
-        __m256i wq[RMAX], wc[RMAX];
-        __m256 wd[RMAX];
-        float wm[RMAX];
-#pragma GCC unroll 8
-        for (int r = 0; r < R; r++) {
-            float d;
-            wm[r] = 0.0f;
-            wq[r] = unpack(kind, w + r * ws + ib * wbs, &d, &wm[r]);
-            wd[r] = _mm256_set1_ps(d);
-            if (kind == Q_8_0)
-                wc[r] = _mm256_sub_epi32(zero, _mm256_dpbusd_epi32(zero, _mm256_set1_epi8((char)0x80), wq[r]));
-        }
-#pragma GCC unroll 8
-        for (int t = 0; t < T; t++) {
-            const char *ab = a + t * as + ib * abs_;
-            __m256i xq = _mm256_loadu_si256((const __m256i *)(ab + aqo));
-            __m256 xd = _mm256_set1_ps(h2f(ab));
-            float xs = q81 ? h2f(ab + 2) : 0.0f;
-            __m256i xc = zero;
-            if (kind == Q_8_0) xq = _mm256_xor_si256(xq, _mm256_set1_epi8((char)0x80));
-            if (off) xc = _mm256_sub_epi32(zero, _mm256_dpbusd_epi32(zero, _mm256_set1_epi8((char)off), xq));
-#pragma GCC unroll 8
-            for (int r = 0; r < R; r++) {
-                __m256i p = kind == Q_8_0 ? _mm256_dpbusd_epi32(wc[r], xq, wq[r]) : _mm256_dpbusd_epi32(xc, wq[r], xq);
-                acc[r][t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_mul_ps(wd[r], xd), acc[r][t]);
-                if (q81) ms[r][t] = __builtin_fmaf(wm[r], xs, ms[r][t]);
-            }
-        }
-    }
-#pragma GCC unroll 8
-    for (int r = 0; r < R; r++)
-#pragma GCC unroll 8
-        for (int t = 0; t < T; t++) y[t * ys + r] = hsum8(acc[r][t]) + ms[r][t];
 }
 
 /* Two F16 scales as [d0 x4 | d1 x4] (the lane layout of a block pair's integer sums). */
@@ -620,11 +546,131 @@ static VBMI void gemm_q4_1_vbmi(int64_t nb, const char *w, size_t ws, const char
 #undef Q41
 }
 
+/* Q8_0, two blocks per 512-bit vector (lanes 0-7 block ib, 8-15 block ib + 1, an odd last block
+ * paired with zeros), 1-4 tokens per call, tiles of 4 rows for every token count (decode too,
+ * prefetching the next tile's rows linearly): per pair of blocks and output one vpdpbusd, one
+ * conversion, one scale product and one fma over 16 lanes, half mk's 256-bit operations. The
+ * correction -128 sum(w) seeds vpdpbusd as in mk (x ^ 0x80 is x + 128 unsigned). Each output's
+ * arithmetic is the same whatever R, T or thread: the 16 lanes accumulate pair by pair in order
+ * and end as hsum8(lanes 0-7 + lanes 8-15). Rows of more than 2 * DEC_MAX_PAIRS blocks keep mk. */
+typedef struct {
+    __m512i xq; /* both blocks' quants ^ 0x80 */
+    __m512 xd;  /* [d_x(ib) x8 | d_x(ib + 1) x8] */
+} act_pair8;
+
+static inline __m512 scale_pair512(const char *b0, const char *b1) {
+    uint16_t h0, h1;
+    memcpy(&h0, b0, 2);
+    memcpy(&h1, b1, 2);
+    return _mm512_cvtph_ps(_mm256_inserti128_si256(_mm256_castsi128_si256(_mm_set1_epi16((short)h0)),
+                                                   _mm_set1_epi16((short)h1), 1));
+}
+
+static inline __m512i load_pair256(const char *lo, const char *hi) {
+    return _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)lo)),
+                              _mm256_loadu_si256((const __m256i *)hi), 1);
+}
+
+static inline __attribute__((always_inline)) void q8_rows(int R, int T, int64_t nb, const char *w, size_t ws,
+                                                          const act_pair8 *px, int64_t np, float *y, int64_t ys) {
+    const __m512i flip = _mm512_set1_epi8((char)0x80), zero = _mm512_setzero_si512();
+    const size_t wbs = sizeof(block_q8_0);
+    __m512 acc[RMAX][TT];
+#pragma GCC unroll 8
+    for (int r = 0; r < R; r++)
+#pragma GCC unroll 8
+        for (int t = 0; t < T; t++) acc[r][t] = _mm512_setzero_ps();
+    _Alignas(64) char zb[64] = {0};
+    for (int64_t ib = 0; ib < nb; ib += 2) {
+        const int pair = ib + 1 < nb;
+        prefetch_next_tile(w, R, ws, ib / 2, 2 * wbs); /* pair ib / 2 */
+#pragma GCC unroll 8
+        for (int r = 0; r < R; r++) {
+            const char *b0 = w + r * ws + ib * wbs, *b1 = pair ? b0 + wbs : zb;
+            const __m512i wq = load_pair256(b0 + 2, b1 + 2);
+            const __m512i wc = _mm512_sub_epi32(zero, _mm512_dpbusd_epi32(zero, flip, wq));
+            const __m512 wd = scale_pair512(b0, b1);
+#pragma GCC unroll 8
+            for (int t = 0; t < T; t++) {
+                const act_pair8 *x = &px[t * np + ib / 2];
+                const __m512 f = _mm512_cvtepi32_ps(_mm512_dpbusd_epi32(wc, x->xq, wq));
+                acc[r][t] = _mm512_fmadd_ps(f, _mm512_mul_ps(wd, x->xd), acc[r][t]);
+            }
+        }
+    }
+#pragma GCC unroll 8
+    for (int r = 0; r < R; r++)
+#pragma GCC unroll 8
+        for (int t = 0; t < T; t++)
+            y[t * ys + r] = hsum8(_mm256_add_ps(_mm512_castps512_ps256(acc[r][t]), _mm512_extractf32x8_ps(acc[r][t], 1)));
+}
+
+/* Q8_0 decode (one token), one block per 256-bit vector as the old tiles read it (2 prefetched
+ * row streams; written as the old tile was: a 2-block unrolled variant of the same operations
+ * ran 25% slower in the kernel micro-benchmark), with q8_rows' arithmetic exactly: even blocks accumulate into one vector, odd
+ * ones into another (q8_rows' lanes 0-7 and 8-15), the same per-lane operations in the same
+ * order (a missing odd partner adds nothing there either), and the same final hsum8(even + odd). */
+static inline __attribute__((always_inline)) void q8_dec(int R, int64_t nb, const char *w, size_t ws, const char *a,
+                                                         float *y) {
+    const size_t wbs = sizeof(block_q8_0);
+    const __m256i zero = _mm256_setzero_si256(), flip = _mm256_set1_epi8((char)0x80);
+    __m256 acc[RMAX][2];
+#pragma GCC unroll 8
+    for (int r = 0; r < R; r++) acc[r][0] = acc[r][1] = _mm256_setzero_ps();
+    for (int64_t ib = 0; ib < nb; ib++) {
+        prefetch_next_tile(w, R, ws, ib, wbs);
+        __m256i wq[RMAX], wc[RMAX];
+        __m256 wd[RMAX];
+#pragma GCC unroll 8
+        for (int r = 0; r < R; r++) {
+            const char *b = w + r * ws + ib * wbs;
+            wd[r] = _mm256_set1_ps(h2f(b));
+            wq[r] = _mm256_loadu_si256((const __m256i *)(b + 2));
+            wc[r] = _mm256_sub_epi32(zero, _mm256_dpbusd_epi32(zero, flip, wq[r]));
+        }
+        const char *ab = a + ib * wbs;
+        const __m256i xq = _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)(ab + 2)), flip);
+        const __m256 xd = _mm256_set1_ps(h2f(ab));
+#pragma GCC unroll 8
+        for (int r = 0; r < R; r++) {
+            const __m256i p = _mm256_dpbusd_epi32(wc[r], xq, wq[r]);
+            if (!(ib & 1))
+                acc[r][0] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_mul_ps(wd[r], xd), acc[r][0]);
+            else
+                acc[r][1] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_mul_ps(wd[r], xd), acc[r][1]);
+        }
+    }
+#pragma GCC unroll 8
+    for (int r = 0; r < R; r++) y[r] = hsum8(_mm256_add_ps(acc[r][0], acc[r][1]));
+}
+
+static void gemm_q8_0_pairs(int64_t nb, const char *w, size_t ws, const char *a, size_t as, float *y, int64_t ys,
+                            int64_t nr, int nt) {
+    const int64_t np = (nb + 1) / 2;
+    const __m512i flip = _mm512_set1_epi8((char)0x80);
+    act_pair8 px[nt * np];
+    _Alignas(64) char zb[64] = {0};
+    for (int t = 0; t < nt; t++)
+        for (int64_t ib = 0; ib < nb; ib += 2) {
+            const char *x0 = a + t * as + ib * sizeof(block_q8_0), *x1 = ib + 1 < nb ? x0 + sizeof(block_q8_0) : zb;
+            px[t * np + ib / 2] = (act_pair8){_mm512_xor_si512(load_pair256(x0 + 2, x1 + 2), flip), scale_pair512(x0, x1)};
+        }
+    int64_t r = 0;
+#define Q8P(T_)                                                                                                   \
+    do {                                                                                                          \
+        for (; r + 4 <= nr; r += 4) q8_rows(4, T_, nb, w + r * ws, ws, px, np, y + r, ys);                        \
+        for (; r < nr; r++) q8_rows(1, T_, nb, w + r * ws, ws, px, np, y + r, ys);                                \
+    } while (0)
+    if (nt == 1) Q8P(1);
+    else if (nt == 2) Q8P(2);
+    else if (nt == 3) Q8P(3);
+    else Q8P(4);
+#undef Q8P
+}
+
 #define MK(R, T)                                                                                                  \
     do {                                                                                                          \
-        if ((int)KIND == (int)Q_8_0)                                                                              \
-            mk(KIND, R, T, nb, wp, ws, ap, as, yp, ys, t == 0);                                                   \
-        else if (pt)                                                                                              \
+        if (pt)                                                                                                   \
             mk2p(KIND, R, T, nb, wp, ws, pt, np, yp, ys, t == 0);                                                         \
         else                                                                                                      \
             mk2(KIND, R, T, nb, wp, ws, ap, as, yp, ys);                                                          \
@@ -634,6 +680,22 @@ static VBMI void gemm_q4_1_vbmi(int64_t nb, const char *w, size_t ws, const char
                      int64_t nr, int64_t nt) {                                                                    \
         enum { KIND = KIND_ };                                                                                    \
         const int64_t nb = n / 32;                                                                                \
+        if ((int)KIND == (int)Q_8_0) {                                                                            \
+            if (nt == 1 || (nb + 1) / 2 > DEC_MAX_PAIRS) { /* decode, and rows too long for the pair tiles */    \
+                for (int64_t t = 0; t < nt; t++) {                                                                \
+                    const char *wp = (const char *)w, *ap = (const char *)a + t * as;                             \
+                    int64_t r = 0;                                                                                \
+                    for (; r + DEC_R <= nr; r += DEC_R) q8_dec(DEC_R, nb, wp + r * ws, ws, ap, y + t * ys + r);   \
+                    for (; r < nr; r++) q8_dec(1, nb, wp + r * ws, ws, ap, y + t * ys + r);                       \
+                }                                                                                                 \
+                return;                                                                                           \
+            }                                                                                                     \
+            for (int64_t t = 0; t < nt; t += TT) { /* two blocks per 512-bit vector, 4 tokens at a time */       \
+                const int tt = nt - t < TT ? (int)(nt - t) : TT;                                                  \
+                gemm_q8_0_pairs(nb, (const char *)w, ws, (const char *)a + t * as, as, y + t * ys, ys, nr, tt);   \
+            }                                                                                                     \
+            return;                                                                                               \
+        }                                                                                                         \
         if (((int)KIND == (int)Q_4_1 || (int)KIND == (int)Q_4_0) && nb <= 4 * DEC_MAX_QUADS && has_vbmi()) {    \
             for (int64_t t = 0; t < nt; t += TT) { /* the VBMI quad kernels, 4 tokens at a time */               \
                 const int tt = nt - t < TT ? (int)(nt - t) : TT;                                                  \
