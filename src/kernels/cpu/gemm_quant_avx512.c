@@ -1,7 +1,8 @@
 /* AVX-512 VNNI kernels for the 32-element block types. The Q5 types (and rows too long for the
  * others' tiles) take one block pair per 256-bit vector pair in 4x4 tiles; Q4_0 / Q4_1 take four
- * blocks per 512-bit vector (VBMI quads, 4 tokens per pass) and Q8_0 two blocks per 512-bit vector
- * (a 256-bit kernel of the same arithmetic for one token). vpdpbusd multiplies u8 by s8, so:
+ * blocks per 512-bit vector (VBMI quads, 4 tokens per pass) and Q8_0 one block of two tokens per
+ * 512-bit vector (a 256-bit kernel of the same arithmetic for one token). vpdpbusd multiplies u8 by
+ * s8, so:
  *   Q8_0 weights (signed): dot(w, x) = dot(x ^ 0x80, w) - 128*sum(w), the sum once per weight block;
  *   Q4/Q5 weights (unsigned q, value q - off): dot(q, x) - off*sum(x), the sum once per token block.
  * The correction seeds the accumulator of vpdpbusd. Integer sums are exact; each output's float
@@ -396,11 +397,11 @@ static VBMI void gemm_q4_0_vbmi(int64_t nb, const char *w, size_t ws, const char
 #undef Q4M
 }
 
-/* Q4_1 (the built-in model's type) the same way, 1-4 tokens: four 20-byte blocks per quad (two
- * overlapping loads, bytes 0-63 and 16-79), activations as Q8_1 (36-byte blocks, sum in s). Per
- * pair of blocks the float side is mk2's (acc += float(dot) * (d_w * d_x), then the mins' terms
- * m_w * s_x in block order into the scalar ms), so outputs stay bit-identical to every other
- * path. The mins are read as scalars: four per quad and row. */
+/* Q4_1 (the built-in model's type) the same way, 1-4 tokens per call (any number, 4 at a time):
+ * four 20-byte blocks per quad (two overlapping loads, bytes 0-63 and 16-79), activations as Q8_1
+ * (36-byte blocks, sum in s). Per pair of blocks the float side is mk2's (acc += float(dot) *
+ * (d_w * d_x), then the mins' terms m_w * s_x in block order, one vector lane per output), so
+ * outputs stay bit-identical to every other path. */
 #define QUAD_W1 (4 * sizeof(block_q4_1))
 #define QUAD_A1 (4 * sizeof(block_q8_1))
 static const uint8_t Q41_QUANTS[64] = {
@@ -426,16 +427,21 @@ typedef struct {
     __m512 xd;
 } act_quad1;
 
-/* The mins' terms, m_w * s_x per block, of a row and token: a 512-bit register per token holds
- * lane 4r + k = the sum over quads of row r's block k's term (one fma per quad and token for 4
- * rows; lanes of blocks past a partial quad's end add fma(0, 0, .)), reduced at the end as
- * (l0 + l1) + (l2 + l3). The order is this kernel's own, the same for every R, T, thread and
- * call (batch invariance); the other Q4_1 paths (AVX2, rows of more than 512 blocks) keep
- * mk2's block-by-block chain and are never mixed with this one for one weight on one CPU. The
- * rows' fp16 mins come gathered from words 1, 11, 21, 31 of their first 64 bytes (Q41_MINS); the
- * tokens' sums, lane 4r + k = s_x[t][k], are prepared once per call. */
+/* The mins' terms of a tile of R <= 4 rows x T <= 4 tokens, vectorized: lane 4r + t of one
+ * 512-bit register carries the chain ms[r][t] = fma(m_w, s_x, ms[r][t]) over the blocks in order,
+ * the very operations mk2 (and llama.cpp's scalar sum) does one at a time, so every output stays
+ * bit-identical. (Lanes by block instead, a chain per row and block index mod 4 summed at the end,
+ * made one-token products 20% faster but moved the built-in model's perplexity 0.25% away from
+ * llama-perplexity's: the 8-bit activations amplify the reordering.) Per quad: the rows' 4 fp16
+ * mins gathered into lanes 4r + k (Q41_MINS, words 1, 11, 21, 31 of a row's first 64 bytes), then
+ * for block k the lanes 4r + t take row r's min k (Q41_MIN_K) times token t's sum (prepared once
+ * per call: lane 4r + t = s_x[t][k], zero for absent tokens). */
 static const uint16_t Q41_MINS[32] = {1, 11, 21, 31, 33, 43, 53, 63, 0, 0, 0, 0, 0, 0, 0, 0,
                                       0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0};
+static const int32_t Q41_MIN_K[4][16] = {{0, 0, 0, 0, 4, 4, 4, 4, 8, 8, 8, 8, 12, 12, 12, 12},
+                                         {1, 1, 1, 1, 5, 5, 5, 5, 9, 9, 9, 9, 13, 13, 13, 13},
+                                         {2, 2, 2, 2, 6, 6, 6, 6, 10, 10, 10, 10, 14, 14, 14, 14},
+                                         {3, 3, 3, 3, 7, 7, 7, 7, 11, 11, 11, 11, 15, 15, 15, 15}};
 
 /* lanes 4r + k: min k of row r's quad (rows 0-3 from their first 64 bytes; R < 4 leaves the rest
  * of the lanes unused) */
@@ -463,9 +469,7 @@ static inline __attribute__((always_inline)) VBMI void q41_rows(int R, int T, in
     const int64_t nq = nb / 4, rem = nb % 4;
     const __m512i m4 = _mm512_set1_epi8(0x0f), zero = _mm512_setzero_si512();
     __m256 acc[RMAX][TT];
-    __m512 ms[TT]; /* lane 4r + k */
-#pragma GCC unroll 8
-    for (int t = 0; t < T; t++) ms[t] = _mm512_setzero_ps();
+    __m512 ms = _mm512_setzero_ps(); /* lane 4r + t */
 #pragma GCC unroll 8
     for (int r = 0; r < R; r++)
 #pragma GCC unroll 8
@@ -499,26 +503,31 @@ static inline __attribute__((always_inline)) VBMI void q41_rows(int R, int T, in
         }
         /* the mins of blocks past a partial quad's end are zero (masked loads), as are the sums */
         const __m512 mins = q41_mins(R, arow);
-#pragma GCC unroll 8
-        for (int t = 0; t < T; t++) ms[t] = _mm512_fmadd_ps(mins, xk[g * TT + t], ms[t]);
+        const __m512 *x = xk + g * 4;
+        ms = _mm512_fmadd_ps(_mm512_permutexvar_ps(_mm512_loadu_si512(Q41_MIN_K[0]), mins), x[0], ms);
+        ms = _mm512_fmadd_ps(_mm512_permutexvar_ps(_mm512_loadu_si512(Q41_MIN_K[1]), mins), x[1], ms);
+        if (pairs > 1) {
+            ms = _mm512_fmadd_ps(_mm512_permutexvar_ps(_mm512_loadu_si512(Q41_MIN_K[2]), mins), x[2], ms);
+            ms = _mm512_fmadd_ps(_mm512_permutexvar_ps(_mm512_loadu_si512(Q41_MIN_K[3]), mins), x[3], ms);
+        }
     }
+    _Alignas(64) float msl[16];
+    _mm512_store_ps(msl, ms);
 #pragma GCC unroll 8
-    for (int t = 0; t < T; t++) {
-        _Alignas(64) float l[16];
-        _mm512_store_ps(l, ms[t]);
+    for (int r = 0; r < R; r++)
 #pragma GCC unroll 8
-        for (int r = 0; r < R; r++)
-            y[t * ys + r] = hsum8(acc[r][t]) + ((l[4 * r] + l[4 * r + 1]) + (l[4 * r + 2] + l[4 * r + 3]));
-    }
+        for (int t = 0; t < T; t++) y[t * ys + r] = hsum8(acc[r][t]) + msl[4 * r + t];
 }
 
 static VBMI void gemm_q4_1_vbmi(int64_t nb, const char *w, size_t ws, const char *a, size_t as, float *y, int64_t ys,
                                 int64_t nr, int nt) {
     const int64_t nqa = (nb + 3) / 4;
     act_quad1 px[nt * nqa];
-    __m512 xk[TT * nqa]; /* per quad and token: lane 4r + k = s_x[t][k] */
+    __m512 xk[4 * nqa];             /* per quad and block k: lane 4r + t = s_x[t][k] */
+    _Alignas(64) float xs[4 * 16]; /* per quad, [k][4r + t] */
     _Alignas(64) char pad[QUAD_A1];
     for (int64_t g = 0; g < nqa; g++) {
+        memset(xs, 0, sizeof xs);
         for (int t = 0; t < nt; t++) {
             const char *x = a + t * as + g * QUAD_A1;
             if (g * 4 + 4 > nb) { /* zero blocks after a partial last quad */
@@ -527,11 +536,10 @@ static VBMI void gemm_q4_1_vbmi(int64_t nb, const char *w, size_t ws, const char
                 x = pad;
             }
             px[t * nqa + g] = prep_quad1(x);
-            _Alignas(64) float xs[16];
             for (int k = 0; k < 4; k++)
-                for (int r = 0; r < 4; r++) xs[4 * r + k] = h2f(x + k * sizeof(block_q8_1) + 2);
-            xk[g * TT + t] = _mm512_load_ps(xs);
+                for (int r = 0; r < 4; r++) xs[k * 16 + 4 * r + t] = h2f(x + k * sizeof(block_q8_1) + 2);
         }
+        for (int k = 0; k < 4; k++) xk[g * 4 + k] = _mm512_load_ps(xs + k * 16);
     }
     int64_t r = 0;
 #define Q41(T_)                                                                                                   \
@@ -546,77 +554,95 @@ static VBMI void gemm_q4_1_vbmi(int64_t nb, const char *w, size_t ws, const char
 #undef Q41
 }
 
-/* Q8_0, two blocks per 512-bit vector (lanes 0-7 block ib, 8-15 block ib + 1, an odd last block
- * paired with zeros), 1-4 tokens per call, tiles of 4 rows for every token count (decode too,
- * prefetching the next tile's rows linearly): per pair of blocks and output one vpdpbusd, one
- * conversion, one scale product and one fma over 16 lanes, half mk's 256-bit operations. The
- * correction -128 sum(w) seeds vpdpbusd as in mk (x ^ 0x80 is x + 128 unsigned). Each output's
- * arithmetic is the same whatever R, T or thread: the 16 lanes accumulate pair by pair in order
- * and end as hsum8(lanes 0-7 + lanes 8-15). Rows of more than 2 * DEC_MAX_PAIRS blocks keep mk. */
+/* Q8_0 over several tokens: each 512-bit vector holds one block for two tokens (lanes 0-7 token
+ * 2p, 8-15 token 2p + 1; the weight block broadcast to both halves), so every output keeps the
+ * one-token kernel's arithmetic lane for lane -- the 8-lane chain acc = fma(float(dot), d_w d_x,
+ * acc) over the blocks in order, then hsum8 -- which is llama.cpp's AVX2 order (test_golden holds
+ * the default kernels to its logits bit for bit), at half its operations per output: one
+ * vpdpbusd, conversion, scale product and fma per block and token pair. Tiles of 4 rows x up to 4
+ * token pairs, the tokens' blocks prepared once per call; the correction -128 sum(w) seeds
+ * vpdpbusd (x ^ 0x80 is x + 128 unsigned). Rows of more than Q8_MAX_BLOCKS blocks take the
+ * one-token kernel for every token. */
+#define Q8_MAX_BLOCKS 512 /* n_in up to 16384 */
+#define Q8_TP 4           /* token pairs per call */
 typedef struct {
-    __m512i xq; /* both blocks' quants ^ 0x80 */
-    __m512 xd;  /* [d_x(ib) x8 | d_x(ib + 1) x8] */
-} act_pair8;
+    __m512i xq; /* tokens 2p, 2p + 1: the block's quants ^ 0x80 */
+    __m512 xd;  /* [d_x(2p) x8 | d_x(2p + 1) x8] */
+} act_tok2;
 
-static inline __m512 scale_pair512(const char *b0, const char *b1) {
-    uint16_t h0, h1;
-    memcpy(&h0, b0, 2);
-    memcpy(&h1, b1, 2);
-    return _mm512_cvtph_ps(_mm256_inserti128_si256(_mm256_castsi128_si256(_mm_set1_epi16((short)h0)),
-                                                   _mm_set1_epi16((short)h1), 1));
-}
-
-static inline __m512i load_pair256(const char *lo, const char *hi) {
-    return _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)lo)),
-                              _mm256_loadu_si256((const __m256i *)hi), 1);
-}
-
-static inline __attribute__((always_inline)) void q8_rows(int R, int T, int64_t nb, const char *w, size_t ws,
-                                                          const act_pair8 *px, int64_t np, float *y, int64_t ys) {
+static inline __attribute__((always_inline)) void q8_rows2(int R, int P, int nt, int64_t nb, const char *w, size_t ws,
+                                                           const act_tok2 *px, float *y, int64_t ys) {
     const __m512i flip = _mm512_set1_epi8((char)0x80), zero = _mm512_setzero_si512();
     const size_t wbs = sizeof(block_q8_0);
-    __m512 acc[RMAX][TT];
+    __m512 acc[RMAX][Q8_TP];
 #pragma GCC unroll 8
     for (int r = 0; r < R; r++)
 #pragma GCC unroll 8
-        for (int t = 0; t < T; t++) acc[r][t] = _mm512_setzero_ps();
-    _Alignas(64) char zb[64] = {0};
-    for (int64_t ib = 0; ib < nb; ib += 2) {
-        const int pair = ib + 1 < nb;
-        prefetch_next_tile(w, R, ws, ib / 2, 2 * wbs); /* pair ib / 2 */
+        for (int q = 0; q < P; q++) acc[r][q] = _mm512_setzero_ps();
+    for (int64_t ib = 0; ib < nb; ib++) {
+        prefetch_next_tile(w, R, ws, ib, wbs);
 #pragma GCC unroll 8
         for (int r = 0; r < R; r++) {
-            const char *b0 = w + r * ws + ib * wbs, *b1 = pair ? b0 + wbs : zb;
-            const __m512i wq = load_pair256(b0 + 2, b1 + 2);
+            const char *b = w + r * ws + ib * wbs;
+            const __m512i wq = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(b + 2)));
             const __m512i wc = _mm512_sub_epi32(zero, _mm512_dpbusd_epi32(zero, flip, wq));
-            const __m512 wd = scale_pair512(b0, b1);
+            const __m512 wd = _mm512_set1_ps(h2f(b));
 #pragma GCC unroll 8
-            for (int t = 0; t < T; t++) {
-                const act_pair8 *x = &px[t * np + ib / 2];
+            for (int q = 0; q < P; q++) {
+                const act_tok2 *x = &px[q * nb + ib];
                 const __m512 f = _mm512_cvtepi32_ps(_mm512_dpbusd_epi32(wc, x->xq, wq));
-                acc[r][t] = _mm512_fmadd_ps(f, _mm512_mul_ps(wd, x->xd), acc[r][t]);
+                acc[r][q] = _mm512_fmadd_ps(f, _mm512_mul_ps(wd, x->xd), acc[r][q]);
             }
         }
     }
 #pragma GCC unroll 8
     for (int r = 0; r < R; r++)
 #pragma GCC unroll 8
-        for (int t = 0; t < T; t++)
-            y[t * ys + r] = hsum8(_mm256_add_ps(_mm512_castps512_ps256(acc[r][t]), _mm512_extractf32x8_ps(acc[r][t], 1)));
+        for (int q = 0; q < P; q++) {
+            y[2 * q * ys + r] = hsum8(_mm512_castps512_ps256(acc[r][q]));
+            if (2 * q + 1 < nt) y[(2 * q + 1) * ys + r] = hsum8(_mm512_extractf32x8_ps(acc[r][q], 1));
+        }
 }
 
-/* Q8_0 decode (one token), one block per 256-bit vector as the old tiles read it (2 prefetched
- * row streams; written as the old tile was: a 2-block unrolled variant of the same operations
- * ran 25% slower in the kernel micro-benchmark), with q8_rows' arithmetic exactly: even blocks accumulate into one vector, odd
- * ones into another (q8_rows' lanes 0-7 and 8-15), the same per-lane operations in the same
- * order (a missing odd partner adds nothing there either), and the same final hsum8(even + odd). */
+/* nt (2 .. 2 * Q8_TP) tokens; a missing partner of an odd last token is zeros */
+static void gemm_q8_0_tok2(int64_t nb, const char *w, size_t ws, const char *a, size_t as, float *y, int64_t ys,
+                           int64_t nr, int nt) {
+    const int P = (nt + 1) / 2;
+    const __m256i flip = _mm256_set1_epi8((char)0x80);
+    act_tok2 px[P * nb];
+    for (int q = 0; q < P; q++)
+        for (int64_t ib = 0; ib < nb; ib++) {
+            const char *x0 = a + 2 * q * as + ib * sizeof(block_q8_0);
+            const int two = 2 * q + 1 < nt;
+            const char *x1 = two ? x0 + as : x0;
+            const __m256i q0 = _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)(x0 + 2)), flip);
+            const __m256i q1 = two ? _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)(x1 + 2)), flip) : q0;
+            px[q * nb + ib].xq = _mm512_inserti64x4(_mm512_castsi256_si512(q0), q1, 1);
+            px[q * nb + ib].xd = _mm512_insertf32x8(_mm512_castps256_ps512(_mm256_set1_ps(h2f(x0))),
+                                                    _mm256_set1_ps(two ? h2f(x1) : 0.0f), 1);
+        }
+    int64_t r = 0;
+#define Q8T(P_)                                                                                                   \
+    do {                                                                                                          \
+        for (; r + 4 <= nr; r += 4) q8_rows2(4, P_, nt, nb, w + r * ws, ws, px, y + r, ys);                       \
+        for (; r < nr; r++) q8_rows2(1, P_, nt, nb, w + r * ws, ws, px, y + r, ys);                               \
+    } while (0)
+    if (P == 1) Q8T(1);
+    else if (P == 2) Q8T(2);
+    else if (P == 3) Q8T(3);
+    else Q8T(4);
+#undef Q8T
+}
+
+/* Q8_0 for one token: the old 4x4 tile's arithmetic (the chain above) with 2 prefetched row
+ * streams. */
 static inline __attribute__((always_inline)) void q8_dec(int R, int64_t nb, const char *w, size_t ws, const char *a,
                                                          float *y) {
     const size_t wbs = sizeof(block_q8_0);
     const __m256i zero = _mm256_setzero_si256(), flip = _mm256_set1_epi8((char)0x80);
-    __m256 acc[RMAX][2];
+    __m256 acc[RMAX];
 #pragma GCC unroll 8
-    for (int r = 0; r < R; r++) acc[r][0] = acc[r][1] = _mm256_setzero_ps();
+    for (int r = 0; r < R; r++) acc[r] = _mm256_setzero_ps();
     for (int64_t ib = 0; ib < nb; ib++) {
         prefetch_next_tile(w, R, ws, ib, wbs);
         __m256i wq[RMAX], wc[RMAX];
@@ -632,40 +658,12 @@ static inline __attribute__((always_inline)) void q8_dec(int R, int64_t nb, cons
         const __m256i xq = _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)(ab + 2)), flip);
         const __m256 xd = _mm256_set1_ps(h2f(ab));
 #pragma GCC unroll 8
-        for (int r = 0; r < R; r++) {
-            const __m256i p = _mm256_dpbusd_epi32(wc[r], xq, wq[r]);
-            if (!(ib & 1))
-                acc[r][0] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_mul_ps(wd[r], xd), acc[r][0]);
-            else
-                acc[r][1] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_mul_ps(wd[r], xd), acc[r][1]);
-        }
+        for (int r = 0; r < R; r++)
+            acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_dpbusd_epi32(wc[r], xq, wq[r])), _mm256_mul_ps(wd[r], xd),
+                                     acc[r]);
     }
 #pragma GCC unroll 8
-    for (int r = 0; r < R; r++) y[r] = hsum8(_mm256_add_ps(acc[r][0], acc[r][1]));
-}
-
-static void gemm_q8_0_pairs(int64_t nb, const char *w, size_t ws, const char *a, size_t as, float *y, int64_t ys,
-                            int64_t nr, int nt) {
-    const int64_t np = (nb + 1) / 2;
-    const __m512i flip = _mm512_set1_epi8((char)0x80);
-    act_pair8 px[nt * np];
-    _Alignas(64) char zb[64] = {0};
-    for (int t = 0; t < nt; t++)
-        for (int64_t ib = 0; ib < nb; ib += 2) {
-            const char *x0 = a + t * as + ib * sizeof(block_q8_0), *x1 = ib + 1 < nb ? x0 + sizeof(block_q8_0) : zb;
-            px[t * np + ib / 2] = (act_pair8){_mm512_xor_si512(load_pair256(x0 + 2, x1 + 2), flip), scale_pair512(x0, x1)};
-        }
-    int64_t r = 0;
-#define Q8P(T_)                                                                                                   \
-    do {                                                                                                          \
-        for (; r + 4 <= nr; r += 4) q8_rows(4, T_, nb, w + r * ws, ws, px, np, y + r, ys);                        \
-        for (; r < nr; r++) q8_rows(1, T_, nb, w + r * ws, ws, px, np, y + r, ys);                                \
-    } while (0)
-    if (nt == 1) Q8P(1);
-    else if (nt == 2) Q8P(2);
-    else if (nt == 3) Q8P(3);
-    else Q8P(4);
-#undef Q8P
+    for (int r = 0; r < R; r++) y[r] = hsum8(acc[r]);
 }
 
 #define MK(R, T)                                                                                                  \
@@ -681,7 +679,7 @@ static void gemm_q8_0_pairs(int64_t nb, const char *w, size_t ws, const char *a,
         enum { KIND = KIND_ };                                                                                    \
         const int64_t nb = n / 32;                                                                                \
         if ((int)KIND == (int)Q_8_0) {                                                                            \
-            if (nt == 1 || (nb + 1) / 2 > DEC_MAX_PAIRS) { /* decode, and rows too long for the pair tiles */    \
+            if (nt == 1 || nb > Q8_MAX_BLOCKS) { /* decode, and rows too long for the token-pair tiles */        \
                 for (int64_t t = 0; t < nt; t++) {                                                                \
                     const char *wp = (const char *)w, *ap = (const char *)a + t * as;                             \
                     int64_t r = 0;                                                                                \
@@ -690,9 +688,16 @@ static void gemm_q8_0_pairs(int64_t nb, const char *w, size_t ws, const char *a,
                 }                                                                                                 \
                 return;                                                                                           \
             }                                                                                                     \
-            for (int64_t t = 0; t < nt; t += TT) { /* two blocks per 512-bit vector, 4 tokens at a time */       \
-                const int tt = nt - t < TT ? (int)(nt - t) : TT;                                                  \
-                gemm_q8_0_pairs(nb, (const char *)w, ws, (const char *)a + t * as, as, y + t * ys, ys, nr, tt);   \
+            for (int64_t t = 0; t < nt; t += 2 * Q8_TP) { /* token pairs, 8 tokens at a time */                  \
+                const int tt = nt - t < 2 * Q8_TP ? (int)(nt - t) : 2 * Q8_TP;                                    \
+                if (tt == 1) {                                                                                    \
+                    int64_t r = 0;                                                                                \
+                    const char *ap = (const char *)a + t * as;                                                    \
+                    for (; r + DEC_R <= nr; r += DEC_R)                                                           \
+                        q8_dec(DEC_R, nb, (const char *)w + r * ws, ws, ap, y + t * ys + r);                      \
+                    for (; r < nr; r++) q8_dec(1, nb, (const char *)w + r * ws, ws, ap, y + t * ys + r);          \
+                } else                                                                                            \
+                    gemm_q8_0_tok2(nb, (const char *)w, ws, (const char *)a + t * as, as, y + t * ys, ys, nr, tt); \
             }                                                                                                     \
             return;                                                                                               \
         }                                                                                                         \
