@@ -33,6 +33,7 @@ void kcpu_fill_kquant_avx2(kcpu_fns *f);
 void kcpu_fill_convert_avx2(kcpu_fns *f);
 void kcpu_fill_float_avx512(kcpu_fns *f);
 void kcpu_fill_quant_avx512(kcpu_fns *f);
+void kcpu_fill_kquant_avx512(kcpu_fns *f);
 
 /* LoRA inner loops (lora_avx2.c; lora.c picks them when the active level is AVX2 or above) */
 float kcpu_lora_dot_f16_avx2(int64_t n, const uint16_t *w, const float *x);

@@ -55,6 +55,7 @@ static void init_once(void) {
         g_fns[KCPU_ISA_AVX512] = g_fns[KCPU_ISA_AVX2];
         kcpu_fill_float_avx512(&g_fns[KCPU_ISA_AVX512]);
         kcpu_fill_quant_avx512(&g_fns[KCPU_ISA_AVX512]);
+        kcpu_fill_kquant_avx512(&g_fns[KCPU_ISA_AVX512]);
     }
     for (int l = 0; l <= g_max_level; l++) build_traits(l);
     g_level = g_max_level;

@@ -9,36 +9,7 @@
 #include "kernels/cpu/simd_avx2.h"
 #include "kernels/quants.h"
 
-static inline float h2f(uint16_t h) { return _cvtsh_ss(h); }
-
-/* The 8 six-bit scales and mins of a Q4_K/Q5_K super-block (get_scale_min_k4). */
-static inline void scales_k4(const uint8_t *q, uint8_t *sc, uint8_t *mn) {
-    for (int j = 0; j < 4; j++) {
-        sc[j] = q[j] & 63;
-        mn[j] = q[j + 4] & 63;
-    }
-    for (int j = 4; j < 8; j++) {
-        sc[j] = (uint8_t)((q[j + 4] & 0xf) | ((q[j - 4] >> 6) << 4));
-        mn[j] = (uint8_t)((q[j + 4] >> 4) | ((q[j] >> 6) << 4));
-    }
-}
-
-/* Sum over the 16 sub-blocks of a Q8_K block of coef[s] * bsums[s], coef as 16-bit lanes;
- * with pairs = 1 the bsums are first added in pairs (32-element sub-blocks, 8 coefs). */
-static inline int bsum_dot(const int16_t *bsums, __m128i coef8, __m256i coef16, int pairs) {
-    const __m256i b = _mm256_loadu_si256((const __m256i *)bsums);
-    __m128i p;
-    if (pairs) {
-        __m128i s = _mm_hadd_epi16(_mm256_castsi256_si128(b), _mm256_extracti128_si256(b, 1));
-        p = _mm_madd_epi16(coef8, s);
-    } else {
-        __m256i m = _mm256_madd_epi16(coef16, b);
-        p = _mm_add_epi32(_mm256_castsi256_si128(m), _mm256_extracti128_si256(m, 1));
-    }
-    p = _mm_add_epi32(p, _mm_shuffle_epi32(p, 0x4e));
-    p = _mm_add_epi32(p, _mm_shuffle_epi32(p, 0xb1));
-    return _mm_cvtsi128_si32(p);
-}
+#include "kernels/cpu/kquant_simd.h"
 
 #define TT 4
 
@@ -52,18 +23,10 @@ static inline __attribute__((always_inline)) void mk_q45_k(int five, int T, int6
     float accm[TT];
     for (int t = 0; t < T; t++) acc[t] = _mm256_setzero_ps(), accm[t] = 0.0f;
     for (int64_t i = 0; i < nb; i++) {
-        const uint8_t *scales, *qs, *qh = NULL;
-        uint16_t dw, dmw;
-        if (five) {
-            const block_q5_K *x = (const block_q5_K *)vw + i;
-            scales = x->scales, qs = x->qs, qh = x->qh, dw = x->d, dmw = x->dmin;
-        } else {
-            const block_q4_K *x = (const block_q4_K *)vw + i;
-            scales = x->scales, qs = x->qs, dw = x->d, dmw = x->dmin;
-        }
-        uint8_t sc[8], mn[8];
-        scales_k4(scales, sc, mn);
-        const float dwf = h2f(dw), dmf = h2f(dmw);
+        kq45_block kb;
+        kq45_unpack(five, vw, i, &kb);
+        const uint8_t *qs = kb.qs, *qh = kb.qh, *sc = kb.sc, *mn = kb.mn;
+        const float dwf = kb.d, dmf = kb.dmin;
         const block_q8_K *yb[TT];
         __m256i sumi[TT];
         for (int t = 0; t < T; t++) yb[t] = (const block_q8_K *)(a + t * as) + i, sumi[t] = _mm256_setzero_si256();
