@@ -99,10 +99,13 @@ static json_t *rs_final(void *state, const gen_info *info, json_t *completion) {
     json_t *msg = json_object_get(choice, "message"), *u = json_object_get(completion, "usage");
     json_t *calls = json_object_get(msg, "tool_calls"), *output = json_array();
     const char *text = json_string_value(json_object_get(msg, "content"));
+    const char *finish = json_string_value(json_object_get(choice, "finish_reason"));
+    const int cut = finish && !strcmp(finish, "length"); /* the last item was cut off by the token limit */
     char id[96];
     if ((text && *text) || !json_array_size(calls)) {
         item_id(id, sizeof id, "msg", info, 0);
-        json_array_append_new(output, message_item(id, "completed", text ? text : "", text ? strlen(text) : 0));
+        json_array_append_new(output, message_item(id, cut && !json_array_size(calls) ? "incomplete" : "completed",
+                                                   text ? text : "", text ? strlen(text) : 0));
     }
     size_t i;
     json_t *call;
@@ -113,8 +116,7 @@ static json_t *rs_final(void *state, const gen_info *info, json_t *completion) {
         json_array_append_new(output, call_item(id, "completed", json_object_get(call, "id"), json_object_get(f, "name"),
                                                 args ? args : "", args ? strlen(args) : 0));
     }
-    const char *finish = json_string_value(json_object_get(choice, "finish_reason"));
-    json_t *r = response(st, info, finish && !strcmp(finish, "length") ? "incomplete" : "completed", output,
+    json_t *r = response(st, info, cut ? "incomplete" : "completed", output,
                          usage(json_integer_value(json_object_get(u, "prompt_tokens")),
                                json_integer_value(json_object_get(u, "completion_tokens")),
                                json_integer_value(json_object_get(json_object_get(u, "prompt_tokens_details"),
@@ -140,6 +142,8 @@ static void close_item(rs_state *st, oa_buf *out) {
     const int idx = out_index(st);
     const char *id = json_string_value(json_object_get(st->item, "id"));
     const char *text = st->text.p ? st->text.p : "";
+    /* the finish reason is known only at the end, so an item closed then is the one the token limit cut */
+    const char *status = st->finish && !strcmp(st->finish, "incomplete") ? "incomplete" : "completed";
     json_t *done;
     if (st->open == 1) {
         json_t *part = json_pack("{s:s, s:o, s:[]}", "type", "output_text", "text", oa_json_text(text, st->text.len),
@@ -149,13 +153,13 @@ static void close_item(rs_state *st, oa_buf *out) {
                         oa_json_text(text, st->text.len), "logprobs"));
         event(st, out, "response.content_part.done",
               json_pack("{s:s, s:i, s:i, s:o}", "item_id", id, "output_index", idx, "content_index", 0, "part", part));
-        done = message_item(id, "completed", text, st->text.len);
+        done = message_item(id, status, text, st->text.len);
     } else {
         const json_t *name = json_object_get(st->item, "name");
         event(st, out, "response.function_call_arguments.done",
               json_pack("{s:s, s:i, s:o, s:O}", "item_id", id, "output_index", idx, "arguments",
                         oa_json_text(text, st->text.len), "name", name));
-        done = call_item(id, "completed", json_object_get(st->item, "call_id"), name, text, st->text.len);
+        done = call_item(id, status, json_object_get(st->item, "call_id"), name, text, st->text.len);
     }
     event(st, out, "response.output_item.done", json_pack("{s:i, s:O}", "output_index", idx, "item", done));
     json_array_append_new(st->output, done);

@@ -58,7 +58,10 @@ def test_create_text(server):
     # max_output_tokens reached: incomplete, with the reason
     r = create(server, max_output_tokens=2, temperature=0)  # greedy: deterministic, not an end
     assert r.status == "incomplete" and r.incomplete_details.reason == "max_output_tokens"
-    assert r.usage.output_tokens == 2
+    assert r.usage.output_tokens == 2 and r.output[-1].status == "incomplete"
+    events, final = stream_events(server, max_output_tokens=2, temperature=0)
+    assert final.status == "incomplete" and final.output[-1].status == "incomplete"
+    assert [e.item.status for e in events if e.type == "response.output_item.done"] == ["incomplete"]
 
 
 def test_instructions_and_items(server):
@@ -129,9 +132,11 @@ def test_function_call_round_trip(server):
     a = create(server, input=follow, tools=TOOLS, max_output_tokens=32)
     assert a.status in ("completed", "incomplete") and a.output
     assert a.usage.input_tokens > r.usage.input_tokens
-    # a named function, streamed: the argument deltas reassemble to the item's arguments
+    # a named function, streamed: the argument deltas reassemble to the item's arguments (greedy: sampled at
+    # temperature 1 the unbounded integers can run past any token limit, and a cut-off call is text)
     events, final = stream_events(server, input="2 + 3?", tools=TOOLS, tool_choice={"type": "function", "name": "add"},
-                                  max_output_tokens=128)
+                                  max_output_tokens=128, temperature=0)
+    assert final.status == "completed", final
     args = "".join(e.delta for e in events if e.type == "response.function_call_arguments.delta")
     done = next(e for e in events if e.type == "response.function_call_arguments.done")
     calls = [o for o in final.output if o.type == "function_call"]
