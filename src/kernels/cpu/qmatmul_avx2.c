@@ -50,6 +50,32 @@ AI __m256i round_i8(__m256 v) {
     return _mm256_cvttps_epi32(t);
 }
 
+/* q[i] = roundf(x[i] / s) (ties away from zero) clamped to [-32767, 32767], 0 when s is 0: the
+ * scalar rounding of kref_qmatmul's K_ACT_INT16, bit for bit (the division is IEEE's in both; the
+ * rounding adds the sign where |v - trunc(v)| >= 0.5, which is exact) */
+static void round_span_int16(const float *x, int64_t n, float s, float *q) {
+    int64_t i = 0;
+    if (s == 0.0f) {
+        memset(q, 0, (size_t)n * sizeof *q);
+        return;
+    }
+    const __m256 sign = _mm256_castsi256_ps(_mm256_set1_epi32((int)0x80000000u)), vs = _mm256_set1_ps(s);
+    const __m256 lim = _mm256_set1_ps(32767.0f), nlim = _mm256_set1_ps(-32767.0f);
+    for (; i + 8 <= n; i += 8) {
+        __m256 v = _mm256_div_ps(_mm256_loadu_ps(x + i), vs);
+        __m256 t = _mm256_round_ps(v, _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC);
+        __m256 d = _mm256_andnot_ps(sign, _mm256_sub_ps(v, t));
+        __m256 up = _mm256_and_ps(_mm256_cmp_ps(d, _mm256_set1_ps(0.5f), _CMP_GE_OQ),
+                                  _mm256_or_ps(_mm256_and_ps(v, sign), _mm256_set1_ps(1.0f)));
+        t = _mm256_add_ps(t, up);
+        _mm256_storeu_ps(q + i, _mm256_min_ps(lim, _mm256_max_ps(nlim, t))); /* (a NaN stays NaN, as in the scalar form) */
+    }
+    for (; i < n; i++) {
+        float v = roundf(x[i] / s);
+        q[i] = v > 32767.0f ? 32767.0f : v < -32767.0f ? -32767.0f : v;
+    }
+}
+
 /* v rounded to the nearest e4m3 value (ties to even), saturated at +-448 */
 AI __m256 round_e4m3(__m256 v) {
     const __m256 sign = _mm256_castsi256_ps(_mm256_set1_epi32((int)0x80000000u));
@@ -81,13 +107,8 @@ static void prep_row_int16(const qmm_plan *p, const float *src, char *row) {
         const int64_t len = n - i0 < span ? n - i0 : span;
         float buf[128], q[128];
         memcpy(buf, src + i0, (size_t)len * sizeof(float));
-        float m = 0.0f;
-        for (int64_t i = 0; i < len; i++) m = fabsf(buf[i]) > m ? fabsf(buf[i]) : m;
-        const float s = m / 32767.0f;
-        for (int64_t i = 0; i < len; i++) {
-            float v = s == 0.0f ? 0.0f : roundf(buf[i] / s); /* ties away from zero */
-            q[i] = v > 32767.0f ? 32767.0f : v < -32767.0f ? -32767.0f : v;
-        }
+        const float s = absmax(buf, len) / 32767.0f;
+        round_span_int16(buf, len, s, q);
         if (!codes) {
             for (int64_t i = 0; i < len; i++) f[i0 + i] = q[i] * s;
             continue;
