@@ -354,8 +354,61 @@ static void test_to_ggml(void) {
     qcase_free(&c);
 }
 
+/* K_ACT_INT16's rounding where it is decided: x / s exactly halfway between two integers (ties
+ * away from zero), and spans of zeros. With one weight of 1 per row (INT4 code 9,
+ * zero point 8, scale 1) each output is its column's rounded activation times the span's scale,
+ * exactly, so every ISA level must give this file's own rounding bit for bit. */
+static void test_int16_ties(void) {
+    enum { N = 256, T = 3 };
+    static uint8_t codes[N * N / 2];
+    static float sc[N * 2], x[T * N], y[T * N], want[T * N];
+    memset(codes, 0x88, sizeof codes);
+    for (int r = 0; r < N; r++) {
+        uint8_t *b = &codes[r * N / 2 + r / 2];
+        *b = r & 1 ? (uint8_t)((*b & 0x0f) | 0x90) : (uint8_t)((*b & 0xf0) | 0x09);
+        sc[2 * r] = sc[2 * r + 1] = 1.0f;
+    }
+    k_qweight w = {.kind = K_QW_INT4, .codes = codes, .n_in = N, .n_out = N, .group_size = 128, .scales = sc};
+    for (int t = 0; t < T; t++)
+        for (int i = 0; i < N; i++) {
+            /* spans of 128: t 0, s = 1 (a 32767 in each span), every other value a tie; t 1, s = 3; t 2: the
+               first span all zero (s = 0), the second ties with s = 0.5 */
+            float half = (float)((int)(test_rand_u64(&g_seed) % 60001) - 30000) + 0.5f;
+            x[t * N + i] = t == 0 ? (i % 128 == 7 ? 32767.0f : half)
+                         : t == 1 ? (i % 128 == 0 ? -3.0f * 32767.0f : 3.0f * half)
+                         : i < 128 ? 0.0f : (i == 200 ? 16383.5f : 0.5f * half);
+        }
+    for (int t = 0; t < T; t++)
+        for (int i0 = 0; i0 < N; i0 += 128) {
+            float m = 0.0f;
+            for (int i = i0; i < i0 + 128; i++) m = fabsf(x[t * N + i]) > m ? fabsf(x[t * N + i]) : m;
+            const float s = m / 32767.0f;
+            for (int i = i0; i < i0 + 128; i++) {
+                double v = s == 0.0f ? 0.0 : (double)(x[t * N + i] / s);
+                double q = v < 0 ? -floor(-v + 0.5) : floor(v + 0.5); /* half away from zero */
+                q = q > 32767 ? 32767 : q < -32767 ? -32767 : q;
+                want[t * N + i] = (float)(q * s);
+            }
+        }
+    void *work = aligned_alloc(64, (k_qmatmul_work_size(&w, T, K_ACT_INT16) + 63) & ~(size_t)63);
+    int max = kcpu_isa_max();
+    for (int level = max; level >= 0; level--) {
+        kcpu_isa_force(level);
+        kcpu_qmatmul(&w, K_ACT_INT16, x, T, y, N, work);
+        int bad = 0;
+        for (int k = 0; k < T * N; k++)
+            if (memcmp(&y[k], &want[k], sizeof *y) && bad++ < 3)
+                CHECK(0, "int16 ties (%s): token %d column %d: %.9g, want %.9g (x %.9g)", kcpu_isa(), k / N, k % N, y[k],
+                      want[k], x[k]);
+        CHECK(!bad, "int16 ties (%s): %d outputs differ", kcpu_isa(), bad);
+    }
+    kcpu_isa_force(max);
+    free(work);
+}
+
 int main(void) {
     test_fp8();
+    test_int16_ties();
     test_to_ggml();
     static const char *names[] = {"scalar", "avx2", "avx512"};
     static const int kinds[] = {K_QW_INT4, K_QW_INT8, K_QW_FP8};
