@@ -314,6 +314,61 @@ static void call_done(tc_parser *p, pstate next) {
     }
 }
 
+/* The length of the JSON number at s[0..n) if the whole text is one (RFC 8259's grammar), else 0. */
+static size_t json_number_len(const char *s, size_t n) {
+    size_t i = 0;
+    if (i < n && s[i] == '-') i++;
+    if (i < n && s[i] == '0') i++;
+    else if (i < n && s[i] >= '1' && s[i] <= '9')
+        while (i < n && s[i] >= '0' && s[i] <= '9') i++;
+    else return 0;
+    if (i < n && s[i] == '.') {
+        size_t d = ++i;
+        while (i < n && s[i] >= '0' && s[i] <= '9') i++;
+        if (i == d) return 0;
+    }
+    if (i < n && (s[i] == 'e' || s[i] == 'E')) {
+        i++;
+        if (i < n && (s[i] == '+' || s[i] == '-')) i++;
+        size_t d = i;
+        while (i < n && s[i] >= '0' && s[i] <= '9') i++;
+        if (i == d) return 0;
+    }
+    return i == n ? n : 0;
+}
+
+/* json_loadb for a check of the text's form only (the caller keeps the text as written): every
+ * well-formed number outside strings is read as 0, so that an integer past 64 bits or an exponent
+ * past a double's range (valid JSON, which jansson refuses as an overflow; a model sampling a
+ * schema's unbounded integer writes such) does not turn a well-formed call into text. */
+static json_t *load_checked(const char *s, size_t n, size_t flags) {
+    char *c = malloc(n + 1);
+    if (!c) return NULL;
+    size_t m = 0;
+    int in_str = 0, esc = 0;
+    for (size_t i = 0; i < n;) {
+        char ch = s[i];
+        if (in_str) {
+            if (esc) esc = 0;
+            else if (ch == '\\') esc = 1;
+            else if (ch == '"') in_str = 0;
+            c[m++] = ch, i++;
+        } else if (ch == '-' || (ch >= '0' && ch <= '9')) {
+            size_t j = i;
+            while (j < n && (strchr("0123456789+-.eE", s[j]) && s[j])) j++;
+            if (json_number_len(s + i, j - i)) c[m++] = '0';
+            else memcpy(c + m, s + i, j - i), m += j - i;
+            i = j;
+        } else {
+            in_str = ch == '"';
+            c[m++] = ch, i++;
+        }
+    }
+    json_t *v = json_loadb(c, m, flags, NULL);
+    free(c);
+    return v;
+}
+
 /* Sets the name from a JSON string value text; 0 ok, -1 not a known tool. */
 static int set_name(tc_parser *p, const char *s, size_t n) {
     json_t *v = json_loadb(s, n, JSON_DECODE_ANY, NULL);
@@ -330,7 +385,7 @@ static int set_name(tc_parser *p, const char *s, size_t n) {
 
 /* Arguments given as a string: it must hold a JSON object; *text = a copy. */
 static int args_from_string(const json_t *v, char **text) {
-    json_t *o = json_loadb(json_string_value(v), json_string_length(v), JSON_REJECT_DUPLICATES, NULL);
+    json_t *o = load_checked(json_string_value(v), json_string_length(v), JSON_REJECT_DUPLICATES);
     int ok = json_is_object(o) && (*text = strdup(json_string_value(v))) != NULL;
     json_decref(o);
     return ok ? 0 : -1;
@@ -377,7 +432,7 @@ static int member_done(tc_parser *p, size_t e) {
 
 /* The object [obj_s, pos) is complete. */
 static int object_done(tc_parser *p) {
-    json_t *o = json_loadb(p->buf + p->obj_s, p->pos - p->obj_s, JSON_REJECT_DUPLICATES, NULL);
+    json_t *o = load_checked(p->buf + p->obj_s, p->pos - p->obj_s, JSON_REJECT_DUPLICATES);
     int ok = json_is_object(o);
     json_decref(o);
     if (!ok) return go_bad(p);

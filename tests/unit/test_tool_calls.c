@@ -196,6 +196,17 @@ static void test_hermes(void) {
     expect(H, 1, "<tool_call>{\"name\": \"now\"}</tool_call>", NULL, 1, CALLS({"now", "{}"}));
     expect(H, 1, "<tool_call>{\"name\": \"now\", \"arguments\": {}, \"id\": 7, \"extra\": [true, null]}</tool_call>", NULL, 1,
            CALLS({"now", "{}"}));
+    /* numbers past 64 bits or a double's range (valid JSON; a sampled unbounded integer), kept as written */
+    expect(H, 1, "<tool_call>{\"name\": \"add\", \"arguments\": {\"a\": 123456789012345678901234567890, \"b\": -1e999}}"
+                 "</tool_call>", NULL, 1, CALLS({"add", "{\"a\": 123456789012345678901234567890, \"b\": -1e999}"}));
+    expect(H, 1, "<tool_call>{\"name\": \"add\", \"arguments\": \"{\\\"a\\\": 99999999999999999999999}\"}</tool_call>", NULL, 1,
+           CALLS({"add", "{\"a\": 99999999999999999999999}"}));
+    /* numbers that are not JSON's stay refused */
+    TEXT_BACK(H, "<tool_call>{\"name\": \"add\", \"arguments\": {\"a\": 01}}</tool_call>");
+    TEXT_BACK(H, "<tool_call>{\"name\": \"add\", \"arguments\": {\"a\": 1.}}</tool_call>");
+    TEXT_BACK(H, "<tool_call>{\"name\": \"add\", \"arguments\": {\"a\": -}}</tool_call>");
+    TEXT_BACK(H, "<tool_call>{\"name\": \"add\", \"arguments\": {\"a\": 1e+}}</tool_call>");
+    TEXT_BACK(H, "<tool_call>{\"name\": \"add\", \"arguments\": {\"a\": 2, \"a\": 123456789012345678901234567890}}</tool_call>");
     /* text after a call; a thinking block before it */
     expect(H, 1, "<tool_call>{\"name\": \"now\", \"arguments\": {}}</tool_call>\n\nDone.", "Done.", 1, CALLS({"now", "{}"}));
     expect(H, 1, "<think>\nhmm\n</think>\n\n<tool_call>\n{\"name\": \"now\", \"arguments\": {}}\n</tool_call>",
