@@ -278,6 +278,20 @@ def held_connection(port):
     return c
 
 
+def held_connection_per_ip(port, tries=50):
+    """held_connection under a per-address limit: the harness's own /health check at start-up is a
+    connection from the same address, and on a loaded machine the server may see its close a
+    moment after the test's next connections arrive (one too many then: refused). Such a refusal is
+    retried for up to ~5 s; a connection the limit should not allow is still refused every time."""
+    for k in range(tries):
+        try:
+            return held_connection(port)
+        except (ConnectionResetError, AssertionError):
+            if k == tries - 1:
+                raise
+            time.sleep(0.1)
+
+
 def refused_quickly(port, wait=2.0):
     """True if a new connection is closed by the server within wait seconds without an answer."""
     s = socket.create_connection(("127.0.0.1", port), timeout=wait)
@@ -326,7 +340,7 @@ def test_per_address_limit(pagoda_bin, builtin_model):
     held = []
     try:
         for _ in range(5):
-            held.append(held_connection(s.port))
+            held.append(held_connection_per_ip(s.port))
         assert refused_quickly(s.port)
         # ...while another address (127.0.0.2 is loopback too, but a different client) still gets in
         c = socket.socket()
