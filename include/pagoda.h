@@ -277,6 +277,9 @@ typedef struct {
        a cheaper draft step, drafts of rarer tokens never proposed; outputs unchanged (the target
        verifies). 0: the whole vocabulary */
     int32_t spec_draft_vocab;
+    /* appended: 1: no drafts from the text a request's grammar forces (see PAGODA_SPEC_GRAMMAR);
+       0 (default): a constrained sequence drafts that text before asking the proposer */
+    int32_t spec_no_grammar_drafts;
 } pagoda_engine_config;
 
 /* How drafts are proposed (pagoda_engine_config.speculative). */
@@ -284,7 +287,11 @@ typedef enum {
     PAGODA_SPEC_NONE = 0,
     PAGODA_SPEC_NGRAM = 1, /* prompt lookup: the continuation of the last n tokens' earlier occurrence */
     PAGODA_SPEC_DRAFT = 2, /* a smaller model with the same tokenizer, k greedy tokens per step */
+    PAGODA_SPEC_GRAMMAR = 3, /* only the text a request's grammar forces (see below): no proposer */
 } pagoda_spec_method;
+/* With any method, a sequence whose grammar forces the next bytes (a JSON key, the punctuation
+ * after it: the only text the grammar allows there) gets that text's tokens as its drafts instead
+ * of the proposer's; they are verified like any drafts, so outputs are unchanged. */
 
 /* Activations of products over Hugging Face quantized weights. */
 typedef enum {

@@ -298,8 +298,9 @@ int cli_device_option(const char *opt, const char *val, cli_device *d, int *bad)
     if (!strcmp(opt, "--speculative")) {
         if (!strcmp(val, "none") || !strcmp(val, "off")) d->spec = PAGODA_SPEC_NONE;
         else if (!strcmp(val, "ngram") || !strcmp(val, "prompt-lookup")) d->spec = PAGODA_SPEC_NGRAM;
+        else if (!strcmp(val, "grammar")) d->spec = PAGODA_SPEC_GRAMMAR;
         else if (!strncmp(val, "draft:", 6) && val[6]) d->spec = PAGODA_SPEC_DRAFT, d->spec_draft = val + 6;
-        else fprintf(stderr, "pagoda: --speculative expects none, ngram or draft:PATH, got '%s'\n", val), *bad = 1;
+        else fprintf(stderr, "pagoda: --speculative expects none, ngram, grammar or draft:PATH, got '%s'\n", val), *bad = 1;
         return 1;
     }
     if (!strcmp(opt, "-md") || !strcmp(opt, "--model-draft")) {
@@ -323,6 +324,12 @@ int cli_device_option(const char *opt, const char *val, cli_device *d, int *bad)
     if (!strcmp(opt, "--spec-ngram-history")) {
         *bad = cli_int(opt, val, 0, 1 << 26, &d->spec_ngram_history);
         d->spec_ngram_history_given = 1;
+        return 1;
+    }
+    if (!strcmp(opt, "--spec-grammar-drafts")) {
+        if (!strcmp(val, "on")) d->spec_no_grammar_drafts = 0;
+        else if (!strcmp(val, "off")) d->spec_no_grammar_drafts = 1;
+        else fprintf(stderr, "pagoda: --spec-grammar-drafts expects on or off, got '%s'\n", val), *bad = 1;
         return 1;
     }
     if (!strcmp(opt, "--spec-draft-vocab")) {
@@ -360,6 +367,7 @@ void cli_device_apply(const cli_device *d, pagoda_engine_config *ec) {
     ec->spec_ngram_min = (int32_t)d->spec_ngram_min, ec->spec_ngram_max = (int32_t)d->spec_ngram_max;
     ec->spec_fixed_k = d->spec_fixed_k;
     ec->spec_draft_vocab = (int32_t)d->spec_draft_vocab;
+    ec->spec_no_grammar_drafts = d->spec_no_grammar_drafts;
     if (d->spec_ngram_history_given) ec->spec_ngram_history = d->spec_ngram_history ? (int32_t)d->spec_ngram_history : -1;
     if (!d->cuda) return;
     if (d->gpu_mem_util > 0) ec->gpu_memory_utilization = d->gpu_mem_util;

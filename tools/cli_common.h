@@ -27,6 +27,7 @@ typedef struct {
     long spec_k, spec_ngram_min, spec_ngram_max, spec_max_seqs; /* 0: the engine's defaults */
     long spec_ngram_history;
     long spec_draft_vocab; /* --spec-draft-vocab N: the draft's head scores token ids below N (0: all) */
+    int spec_no_grammar_drafts; /* --spec-grammar-drafts off */
     int spec_ngram_history_given;
     int spec_fixed_k; /* --spec-k fixed */
 } cli_device;
@@ -47,9 +48,11 @@ typedef struct {
     "                       CPU has AVX-512 VNNI), or always float / int8 / fp8 per token / int16 per span\n" \
     CLI_KV_HELP CLI_SPEC_HELP
 #define CLI_SPEC_HELP                                                                                   \
-    "  --speculative none|ngram|draft:PATH  speculative decoding: drafts from prompt lookup (n-gram) or\n" \
-    "                       from a draft model with the same tokenizer (also -md / --model-draft PATH);\n" \
-    "                       outputs are the same, decode is faster where drafts are accepted\n"           \
+    "  --speculative none|ngram|grammar|draft:PATH  speculative decoding: drafts from prompt lookup\n"   \
+    "                       (n-gram) or from a draft model with the same tokenizer (also -md /\n"        \
+    "                       --model-draft PATH); with any of them, a request's grammar drafts the text\n" \
+    "                       it forces (JSON keys of a schema), and `grammar` drafts only that; outputs\n" \
+    "                       are the same, decode is faster where drafts are accepted\n"                  \
     "  --num-speculative-tokens N  most drafts per sequence per step (1..16; also --draft-max; default\n" \
     "                       6 for n-gram, 4 for a draft model; fewer where drafts are rejected)\n"        \
     "  --spec-ngram-min N, --spec-ngram-max N  n-gram lookup: matches of at least min tokens, the\n"     \
@@ -58,6 +61,8 @@ typedef struct {
     "                       65536; 0: off)\n"                                                           \
     "  --spec-draft-vocab N a draft model scores only token ids below N (its LM head's first rows;\n"   \
     "                       a cheaper draft step; outputs unchanged; default: all)\n"                   \
+    "  --spec-grammar-drafts on|off  a structured-output request drafts the text its grammar forces\n" \
+    "                       before the proposer is asked (default on)\n"                               \
     "  --spec-k cost|fixed  drafts per step from measured pass costs (default), or always\n"           \
     "                       --num-speculative-tokens for every sequence (no rests)\n"                   \
     "  --spec-max-seqs N    no drafts while more than N sequences run (default: no limit; drafts are\n" \

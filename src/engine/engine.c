@@ -57,8 +57,9 @@ pagoda_status engine_normalize_config(const pagoda_engine_config *cfg, pagoda_en
     if (c->max_adapters <= 0) c->max_adapters = 8;
     if (c->max_adapters > 255) return pg_fail(PAGODA_ERR_INVALID, "engine: max_adapters %d (at most 255)", c->max_adapters);
     if (!(c->gpu_memory_utilization > 0.05f && c->gpu_memory_utilization <= 1.0f)) c->gpu_memory_utilization = 0.9f;
-    if (c->speculative < PAGODA_SPEC_NONE || c->speculative > PAGODA_SPEC_DRAFT)
-        return pg_fail(PAGODA_ERR_INVALID, "engine: speculative method %d (0 none, 1 n-gram, 2 draft model)", c->speculative);
+    if (c->speculative < PAGODA_SPEC_NONE || c->speculative > PAGODA_SPEC_GRAMMAR)
+        return pg_fail(PAGODA_ERR_INVALID, "engine: speculative method %d (0 none, 1 n-gram, 2 draft model, 3 grammar)",
+                       c->speculative);
     if (c->num_speculative_tokens <= 0) c->num_speculative_tokens = c->speculative == PAGODA_SPEC_DRAFT ? 4 : 6;
     if (c->num_speculative_tokens > MAX_DRAFT)
         return pg_fail(PAGODA_ERR_INVALID, "engine: %d speculative tokens (at most %d)", c->num_speculative_tokens, MAX_DRAFT);
@@ -100,6 +101,8 @@ static pagoda_status engine_spec_from_config(pagoda_engine *e, const pagoda_engi
     pagoda_status st;
     if (c->speculative == PAGODA_SPEC_NGRAM) {
         st = spec_ngram_create_ex(c->spec_ngram_min, c->spec_ngram_max, c->spec_ngram_history, &p);
+    } else if (c->speculative == PAGODA_SPEC_GRAMMAR) {
+        st = spec_grammar_create(&p);
     } else {
         if ((st = pagoda_model_load(c->speculative_draft, &e->spec_model))) return st;
         pagoda_model_info a, b;

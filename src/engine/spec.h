@@ -8,6 +8,8 @@
  *                 followed it then
  *   spec_draft.c  a draft model with the same vocabulary, its own runner and paged KV cache,
  *                 k greedy tokens per step, batched over the sequences
+ *   spec_grammar.c  nothing (the engine's drafts from grammar-forced text only, which it asks for
+ *                 every constrained sequence before any proposer)
  *
  * A proposer never fails a step: whatever goes wrong, it proposes nothing (and logs). */
 #ifndef PG_ENGINE_SPEC_H
@@ -55,6 +57,9 @@ static inline void spec_destroy(spec_proposer *p) {
 pagoda_status spec_ngram_create(int32_t n_min, int32_t n_max, spec_proposer **out);
 /* The same, also looking up the last `history` tokens of finished sequences (0: none). */
 pagoda_status spec_ngram_create_ex(int32_t n_min, int32_t n_max, int32_t history, spec_proposer **out);
+
+/* A proposer that proposes nothing: with it, only the text a request's grammar forces is drafted. */
+pagoda_status spec_grammar_create(spec_proposer **out);
 
 /* A draft model (same vocabulary as the target: the caller checks) run by its own default runner
  * (engine/runner.h) on the CPU with c's threads, a KV cache of kv_mem_bytes for up to max_seqs

@@ -50,15 +50,21 @@ static void stage_propose(pagoda_engine *e) {
             sched_seq *q = ch->seq;
             if (!q || ch->finish || q->state != SEQ_RUNNING || q->n_draft || q->n_computed != q->n_tokens - 1) continue;
             if (ch->sp_rate < 0) ch->sp_rate = spec_prior(e);
-            if (ch->sp_wait > 0 && !e->c.spec_fixed_k) {
-                ch->sp_wait--;
-                continue;
-            }
             int32_t k = e->spec_k;
             /* drafts past the context or max_tokens could never be kept */
             if (k > e->max_model_len - 1 - q->n_tokens) k = e->max_model_len - 1 - q->n_tokens;
             if (k > r->max_tokens - ch->n_generated - 1) k = r->max_tokens - ch->n_generated - 1;
             if (k <= 0) continue;
+            /* the text its grammar forces: drafts that cost no proposer, whatever its acceptance lately */
+            int32_t forced[MAX_DRAFT], nf = ch->gm ? engine_spec_forced(e, ch, forced, k) : 0;
+            if (nf > 0) {
+                sched_propose(e->sched, q, forced, nf); /* out of memory: no drafts */
+                continue;
+            }
+            if (ch->sp_wait > 0 && !e->c.spec_fixed_k) {
+                ch->sp_wait--;
+                continue;
+            }
             e->sq[nq] = (spec_query){.key = (r->id << 8) | (uint64_t)ch->index, .tokens = q->tokens, .n = q->n_tokens,
                                      .max_k = k, .out = e->sq_out + (size_t)nq * MAX_DRAFT};
             e->sq_seq[nq] = q, e->sq_rate[nq] = ch->sp_rate, e->sq_ask[nq] = k;
