@@ -43,6 +43,7 @@ static void stage_propose(pagoda_engine *e) {
     const int32_t n_run = sched_n_running(e->sched);
     if (!e->spec || n_run > e->spec_max_seqs) return;
     int32_t nq = 0;
+    uint8_t forced[e->c.max_seqs]; /* query i holds its grammar's forced text already (no proposer) */
     for (request *r = e->live; r && nq < e->c.max_seqs; r = r->next) {
         if (r->p.score_only || r->p.no_speculation || (r->p.n > 1 && !r->forked)) continue;
         for (int32_t i = 0; i < r->p.n && nq < e->c.max_seqs; i++) {
@@ -55,20 +56,18 @@ static void stage_propose(pagoda_engine *e) {
             if (k > e->max_model_len - 1 - q->n_tokens) k = e->max_model_len - 1 - q->n_tokens;
             if (k > r->max_tokens - ch->n_generated - 1) k = r->max_tokens - ch->n_generated - 1;
             if (k <= 0) continue;
-            /* the text its grammar forces: drafts that cost no proposer, whatever its acceptance lately */
-            int32_t forced[MAX_DRAFT], nf = ch->gm ? engine_spec_forced(e, ch, forced, k) : 0;
-            if (nf > 0) {
-                sched_propose(e->sched, q, forced, nf); /* out of memory: no drafts */
-                continue;
-            }
-            if (ch->sp_wait > 0 && !e->c.spec_fixed_k) {
+            int32_t *out = e->sq_out + (size_t)nq * MAX_DRAFT;
+            /* the text its grammar forces: drafts that need no proposer (asked for even while the
+               choice rests after low acceptance; the cost model still decides how many are verified) */
+            const int32_t nf = ch->gm ? engine_spec_forced(e, ch, out, k) : 0;
+            if (!nf && ch->sp_wait > 0 && !e->c.spec_fixed_k) {
                 ch->sp_wait--;
                 continue;
             }
             e->sq[nq] = (spec_query){.key = (r->id << 8) | (uint64_t)ch->index, .tokens = q->tokens, .n = q->n_tokens,
-                                     .max_k = k, .out = e->sq_out + (size_t)nq * MAX_DRAFT};
-            e->sq_seq[nq] = q, e->sq_rate[nq] = ch->sp_rate, e->sq_ask[nq] = k;
-            nq++;
+                                     .max_k = nf ? nf : k, .out = out, .n_out = nf};
+            e->sq_seq[nq] = q, e->sq_rate[nq] = ch->sp_rate, e->sq_ask[nq] = nf ? nf : k;
+            forced[nq++] = nf > 0;
         }
     }
     if (!nq) return;
@@ -89,6 +88,11 @@ static void stage_propose(pagoda_engine *e) {
             continue;
         }
         ch->sp_refused = 0;
+        if (forced[i]) { /* the forced text's first sq_k tokens; no proposer */
+            asked -= e->sq_k[i];
+            sched_propose(e->sched, e->sq_seq[i], e->sq[i].out, e->sq_k[i]); /* out of memory: no drafts */
+            continue;
+        }
         if (!ch->sp_prev) in_step = false;
         e->sq[i].max_k = e->sq_k[i];
         e->sq[m] = e->sq[i], e->sq_seq[m] = e->sq_seq[i], m++;
