@@ -38,36 +38,35 @@ static float absmax(const float *x, int64_t n) {
     return r;
 }
 
-/* roundf (half away from zero), clamped to [-127, 127], as int32 */
-AI __m256i round_i8(__m256 v) {
+/* roundf (half away from zero) on 8 lanes, bit for bit: trunc(v), plus v's sign where
+ * |v - trunc(v)| >= 0.5 (that difference is exact); a NaN stays NaN */
+AI __m256 round_away(__m256 v) {
     const __m256 sign = _mm256_castsi256_ps(_mm256_set1_epi32((int)0x80000000u));
     __m256 t = _mm256_round_ps(v, _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC);
     __m256 d = _mm256_andnot_ps(sign, _mm256_sub_ps(v, t)); /* |v - trunc(v)|, exact */
     __m256 up = _mm256_and_ps(_mm256_cmp_ps(d, _mm256_set1_ps(0.5f), _CMP_GE_OQ),
                               _mm256_or_ps(_mm256_and_ps(v, sign), _mm256_set1_ps(1.0f)));
-    t = _mm256_add_ps(t, up);
+    return _mm256_add_ps(t, up);
+}
+
+/* roundf (half away from zero), clamped to [-127, 127], as int32 */
+AI __m256i round_i8(__m256 v) {
+    __m256 t = round_away(v);
     t = _mm256_min_ps(_mm256_max_ps(t, _mm256_set1_ps(-127.0f)), _mm256_set1_ps(127.0f));
     return _mm256_cvttps_epi32(t);
 }
 
 /* q[i] = roundf(x[i] / s) (ties away from zero) clamped to [-32767, 32767], 0 when s is 0: the
- * scalar rounding of kref_qmatmul's K_ACT_INT16, bit for bit (the division is IEEE's in both; the
- * rounding adds the sign where |v - trunc(v)| >= 0.5, which is exact) */
+ * scalar rounding of kref_qmatmul's K_ACT_INT16, bit for bit (the division is IEEE's in both) */
 static void round_span_int16(const float *x, int64_t n, float s, float *q) {
     int64_t i = 0;
     if (s == 0.0f) {
         memset(q, 0, (size_t)n * sizeof *q);
         return;
     }
-    const __m256 sign = _mm256_castsi256_ps(_mm256_set1_epi32((int)0x80000000u)), vs = _mm256_set1_ps(s);
-    const __m256 lim = _mm256_set1_ps(32767.0f), nlim = _mm256_set1_ps(-32767.0f);
+    const __m256 vs = _mm256_set1_ps(s), lim = _mm256_set1_ps(32767.0f), nlim = _mm256_set1_ps(-32767.0f);
     for (; i + 8 <= n; i += 8) {
-        __m256 v = _mm256_div_ps(_mm256_loadu_ps(x + i), vs);
-        __m256 t = _mm256_round_ps(v, _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC);
-        __m256 d = _mm256_andnot_ps(sign, _mm256_sub_ps(v, t));
-        __m256 up = _mm256_and_ps(_mm256_cmp_ps(d, _mm256_set1_ps(0.5f), _CMP_GE_OQ),
-                                  _mm256_or_ps(_mm256_and_ps(v, sign), _mm256_set1_ps(1.0f)));
-        t = _mm256_add_ps(t, up);
+        __m256 t = round_away(_mm256_div_ps(_mm256_loadu_ps(x + i), vs));
         _mm256_storeu_ps(q + i, _mm256_min_ps(lim, _mm256_max_ps(nlim, t))); /* (a NaN stays NaN, as in the scalar form) */
     }
     for (; i < n; i++) {
