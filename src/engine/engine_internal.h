@@ -244,13 +244,13 @@ void engine_sample_stage(pagoda_engine *e, const sched_plan *plan);
 pagoda_status engine_constrain_init(pagoda_engine *e, choice *ch);
 /* Advances ch's matcher by the drawn token. */
 void engine_constrain_accept(pagoda_engine *e, choice *ch, int32_t token);
+void engine_constrain_free(choice *ch);
 
 /* spec_grammar.c */
 /* The tokens of the text ch's grammar forces next (every continuation starts with it), at most
  * max_k, into out: the model's tokenization of that text, cut at the first token the grammar
  * would not take. 0 when nothing is forced (or no grammar, a lazy one, no tokenizer). */
 int32_t engine_spec_forced(pagoda_engine *e, choice *ch, int32_t *out, int32_t max_k);
-void engine_constrain_free(choice *ch);
 
 /* fork.c */
 /* The prompt of r (sequence q, logits row `row`) is done: its other choices fork off q, and each

@@ -58,15 +58,18 @@ static void stage_propose(pagoda_engine *e) {
             if (k <= 0) continue;
             int32_t *out = e->sq_out + (size_t)nq * MAX_DRAFT;
             /* the text its grammar forces: drafts that need no proposer (asked for even while the
-               choice rests after low acceptance; the cost model still decides how many are verified) */
-            const int32_t nf = ch->gm ? engine_spec_forced(e, ch, out, k) : 0;
+               choice rests after low acceptance; the cost model still decides how many are verified,
+               and where it would give none, the text is not looked for) */
+            const int32_t nf = ch->gm && (e->c.spec_fixed_k || spec_cost_would_draft(&e->sp_cost, n_run, ch->sp_rate))
+                                   ? engine_spec_forced(e, ch, out, k)
+                                   : 0;
             if (!nf && ch->sp_wait > 0 && !e->c.spec_fixed_k) {
                 ch->sp_wait--;
                 continue;
             }
             e->sq[nq] = (spec_query){.key = (r->id << 8) | (uint64_t)ch->index, .tokens = q->tokens, .n = q->n_tokens,
                                      .max_k = nf ? nf : k, .out = out, .n_out = nf};
-            e->sq_seq[nq] = q, e->sq_rate[nq] = ch->sp_rate, e->sq_ask[nq] = nf ? nf : k;
+            e->sq_seq[nq] = q, e->sq_rate[nq] = ch->sp_rate, e->sq_ask[nq] = e->sq[nq].max_k;
             forced[nq++] = nf > 0;
         }
     }
