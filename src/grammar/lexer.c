@@ -33,6 +33,12 @@ typedef struct {
     uint32_t *set;       /* sorted NFA nodes */
     uint32_t n_set, hash;
     int can_cont;
+    /* lx_uniform's answer and lx_uniform_mb's, memoized (under mu; read after uni_known / umb is
+     * set, with acquire): a walk meets the same states again with every new matcher */
+    uint64_t uset[4];
+    lx_state uto;
+    uint8_t uni_known;
+    int8_t umb; /* -1 not known */
 } dstate;
 
 struct lx_lexer {
@@ -263,6 +269,8 @@ static lx_state intern(lx_lexer *lx, uint32_t n) {
     d->hash = h;
     d->acc = NULL;
     d->can_cont = 0;
+    d->uni_known = 0;
+    d->umb = -1;
     uint64_t *acc = NULL;
     for (uint32_t k = 0; k < n; k++) {
         const rx_node *x = &lx->nfa.v[s[k]];
@@ -623,19 +631,87 @@ lx_state lx_uniform(lx_lexer *lx, lx_state s, uint64_t out[4]) {
     lx_state to[256], best = LX_DEAD;
     int cnt[256] = {0}, most = 0;
     out[0] = out[1] = out[2] = out[3] = 0;
-    if (s == LX_DEAD) return LX_DEAD;
+    if (s == LX_DEAD || s >= __atomic_load_n(&lx->n_states, __ATOMIC_ACQUIRE)) return LX_DEAD;
+    dstate *d = st(lx, s);
+    if (__atomic_load_n(&d->uni_known, __ATOMIC_ACQUIRE)) {
+        memcpy(out, d->uset, sizeof d->uset);
+        return d->uto;
+    }
     for (int c = 0; c < lx->n_classes; c++) to[c] = lx_next(lx, s, lx->cls_rep[c]);
     for (int b = 0; b < 256; b++) cnt[lx->cls[b]]++;
     for (int c = 0; c < lx->n_classes; c++) { /* classes with the same target pool their bytes */
         if (to[c] == LX_DEAD || to[c] == best) continue;
         int n = 0;
-        for (int d = c; d < lx->n_classes; d++) n += to[d] == to[c] ? cnt[d] : 0;
+        for (int e = c; e < lx->n_classes; e++) n += to[e] == to[c] ? cnt[e] : 0;
         if (n > most) most = n, best = to[c];
     }
-    if (best == LX_DEAD) return LX_DEAD;
-    for (int b = 0; b < 256; b++)
-        if (to[lx->cls[b]] == best) out[b >> 6] |= 1ull << (b & 63);
+    if (best != LX_DEAD)
+        for (int b = 0; b < 256; b++)
+            if (to[lx->cls[b]] == best) out[b >> 6] |= 1ull << (b & 63);
+    if (!lx_exhausted(lx)) { /* (past the bounds a dead entry may mean "not built": not kept) */
+        pthread_mutex_lock(&lx->mu);
+        if (!d->uni_known) {
+            memcpy(d->uset, out, sizeof d->uset);
+            d->uto = best;
+            __atomic_store_n(&d->uni_known, 1, __ATOMIC_RELEASE);
+        }
+        pthread_mutex_unlock(&lx->mu);
+    }
     return best;
+}
+
+/* 1 if every well-formed non-ASCII UTF-8 character leads x to `to` with every byte of it alive
+ * (inside free text such as a JSON string's): the states reached after each byte range of RFC
+ * 3629's table are followed as a set, which stays tiny for such states. One byte per byte class of
+ * a range is enough (a class's bytes share every transition): a range such as 0x80-0xBF is usually
+ * one class, and byte by byte it was ~1,000 transitions a state. */
+static int utf8_to(lx_lexer *lx, lx_state x, lx_state to) {
+    static const uint8_t rows[8][4][2] = {
+        {{0xC2, 0xDF}, {0x80, 0xBF}},
+        {{0xE0, 0xE0}, {0xA0, 0xBF}, {0x80, 0xBF}},
+        {{0xE1, 0xEC}, {0x80, 0xBF}, {0x80, 0xBF}},
+        {{0xED, 0xED}, {0x80, 0x9F}, {0x80, 0xBF}},
+        {{0xEE, 0xEF}, {0x80, 0xBF}, {0x80, 0xBF}},
+        {{0xF0, 0xF0}, {0x90, 0xBF}, {0x80, 0xBF}, {0x80, 0xBF}},
+        {{0xF1, 0xF3}, {0x80, 0xBF}, {0x80, 0xBF}, {0x80, 0xBF}},
+        {{0xF4, 0xF4}, {0x80, 0x8F}, {0x80, 0xBF}, {0x80, 0xBF}},
+    };
+    enum { MAXSET = 8 };
+    for (int r = 0; r < 8; r++) {
+        lx_state cur[MAXSET], nxt[MAXSET];
+        int nc = 1;
+        cur[0] = x;
+        for (int k = 0; k < 4 && rows[r][k][0]; k++) {
+            int nn = 0;
+            for (int i = 0; i < nc; i++)
+                for (int b = rows[r][k][0]; b <= rows[r][k][1]; b++) {
+                    if (b > rows[r][k][0] && lx->cls[b] == lx->cls[b - 1]) continue;
+                    lx_state y = lx_next(lx, cur[i], (uint8_t)b);
+                    if (y == LX_DEAD) return 0;
+                    int seen = 0;
+                    for (int j = 0; j < nn && !seen; j++) seen = nxt[j] == y;
+                    if (seen) continue;
+                    if (nn == MAXSET) return 0;
+                    nxt[nn++] = y;
+                }
+            memcpy(cur, nxt, (size_t)nn * sizeof *cur);
+            nc = nn;
+        }
+        if (nc != 1 || cur[0] != to) return 0;
+    }
+    return 1;
+}
+
+int lx_uniform_mb(lx_lexer *lx, lx_state s) {
+    if (s == LX_DEAD || s >= __atomic_load_n(&lx->n_states, __ATOMIC_ACQUIRE)) return 0;
+    dstate *d = st(lx, s);
+    int8_t mb = __atomic_load_n(&d->umb, __ATOMIC_ACQUIRE);
+    if (mb >= 0) return mb;
+    uint64_t set[4];
+    lx_state to = lx_uniform(lx, s, set);
+    mb = to != LX_DEAD && utf8_to(lx, s, to);
+    if (!lx_exhausted(lx)) __atomic_store_n(&d->umb, mb, __ATOMIC_RELEASE);
+    return mb;
 }
 
 static int acc_equal(lx_lexer *lx, lx_state a, lx_state b) {

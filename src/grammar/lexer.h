@@ -87,6 +87,9 @@ static inline lx_state lx_next_fast(lx_lexer *lx, const lx_table *t, lx_state s,
  * lowest byte's), with those bytes as a 256-bit set in out[4]; LX_DEAD and an empty set when every
  * byte leads to LX_DEAD. (Past the DFA bounds a transition not built counts as dead.) */
 lx_state lx_uniform(lx_lexer *lx, lx_state s, uint64_t out[4]);
+/* 1 if every well-formed non-ASCII UTF-8 character leads s to lx_uniform's successor of s with every
+ * byte of it alive (free text such as a JSON string's); memoized per state like lx_uniform. */
+int lx_uniform_mb(lx_lexer *lx, lx_state s);
 /* 1 if states a and b cannot be told apart by any text of at most depth bytes whose d-th byte is in
  * bytes[d] (d = 1 .. depth; each set must hold the next one: bytes[d + 1] within bytes[d]): after
  * every such text both are dead, or both alive with equal accepting sets. Explores state pairs

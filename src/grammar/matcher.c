@@ -219,7 +219,7 @@ typedef struct {
 #define GM_CHAINS_BITS 8
 typedef struct {
     lx_state s, to; /* s LX_DEAD: empty slot */
-    int8_t mb;      /* -1 not known yet; 1: every non-ASCII character leads s to `to` (utf8_to) */
+    int8_t mb;      /* -1 not known yet; 1: every non-ASCII character leads s to `to` (lx_uniform_mb) */
     uint64_t set[4];
 } gm_uni;
 typedef struct {
@@ -498,51 +498,6 @@ static gm_uni *uni_of(gr_matcher *m, lx_state x) {
     return u;
 }
 
-/* 1 if every well-formed non-ASCII UTF-8 character leads lexer state x to state to with every byte
- * of it alive (inside free text such as a JSON string's): the states reached after each byte range
- * of RFC 3629's table are followed as a set, which stays tiny for such states. One byte per byte
- * class of a range is enough (a class's bytes share every transition): a range such as 0x80-0xBF
- * is usually one class, and this runs once for each new state a walk meets (e.g. every
- * property-name prefix at an object key), so byte by byte it was ~1,000 transitions a state. */
-static int utf8_to(lx_lexer *lx, lx_state x, lx_state to) {
-    lx_table tb;
-    lx_get_table(lx, &tb);
-    static const uint8_t rows[8][4][2] = {
-        {{0xC2, 0xDF}, {0x80, 0xBF}},
-        {{0xE0, 0xE0}, {0xA0, 0xBF}, {0x80, 0xBF}},
-        {{0xE1, 0xEC}, {0x80, 0xBF}, {0x80, 0xBF}},
-        {{0xED, 0xED}, {0x80, 0x9F}, {0x80, 0xBF}},
-        {{0xEE, 0xEF}, {0x80, 0xBF}, {0x80, 0xBF}},
-        {{0xF0, 0xF0}, {0x90, 0xBF}, {0x80, 0xBF}, {0x80, 0xBF}},
-        {{0xF1, 0xF3}, {0x80, 0xBF}, {0x80, 0xBF}, {0x80, 0xBF}},
-        {{0xF4, 0xF4}, {0x80, 0x8F}, {0x80, 0xBF}, {0x80, 0xBF}},
-    };
-    enum { MAXSET = 8 };
-    for (int r = 0; r < 8; r++) {
-        lx_state cur[MAXSET], nxt[MAXSET];
-        int nc = 1;
-        cur[0] = x;
-        for (int k = 0; k < 4 && rows[r][k][0]; k++) {
-            int nn = 0;
-            for (int i = 0; i < nc; i++)
-                for (int b = rows[r][k][0]; b <= rows[r][k][1]; b++) {
-                    if (b > rows[r][k][0] && tb.cls[b] == tb.cls[b - 1]) continue;
-                    lx_state y = lx_next(lx, cur[i], (uint8_t)b);
-                    if (y == LX_DEAD) return 0;
-                    int seen = 0;
-                    for (int j = 0; j < nn && !seen; j++) seen = nxt[j] == y;
-                    if (seen) continue;
-                    if (nn == MAXSET) return 0;
-                    nxt[nn++] = y;
-                }
-            memcpy(cur, nxt, (size_t)nn * sizeof *cur);
-            nc = nn;
-        }
-        if (nc != 1 || cur[0] != to) return 0;
-    }
-    return 1;
-}
-
 /* The chain of lexer state s (s != LX_DEAD), from the matcher's caches; NULL out of memory. */
 static const gm_chain *chain_of(gr_matcher *m, lx_state s) {
     if (uni_alloc(m)) return NULL;
@@ -575,7 +530,7 @@ static const gm_cchain *cchain_of(gr_matcher *m, lx_state s) {
         gm_uni *u = uni_of(m, x);
         if (u->to == LX_DEAD) break;
         acc[0] &= u->set[0], acc[1] &= u->set[1];
-        if (mb && u->mb < 0) u->mb = (int8_t)utf8_to(m->c->lx, x, u->to);
+        if (mb && u->mb < 0) u->mb = (int8_t)lx_uniform_mb(m->c->lx, x);
         mb = mb && u->mb;
         if (!(acc[0] | acc[1]) && !mb) break;
         do { /* a self-loop keeps the set for every longer text */
@@ -820,7 +775,7 @@ static int count_chain(gr_matcher *m, lx_state s, lx_state *xs, uint64_t ascii[2
         gm_uni *u = uni_of(m, x);
         if (u->to == LX_DEAD) break;
         uint64_t a0 = acc[0] & u->set[0], a1 = acc[1] & u->set[1];
-        if (mbv && u->mb < 0) u->mb = (int8_t)utf8_to(lx, x, u->to);
+        if (mbv && u->mb < 0) u->mb = (int8_t)lx_uniform_mb(lx, x);
         int nmb = mbv && u->mb;
         if (!(a0 | a1) && !nmb) break;
         if (k && (u->set[0] != acc[0] || u->set[1] != acc[1] || nmb != mbv)) return -1;

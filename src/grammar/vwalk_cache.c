@@ -66,26 +66,23 @@ int gm_canon_build(lx_lexer *lx, const lx_table *tb, lx_state s, int fresh, gm_c
     cn->len = 0;
     cn->sig[cn->len++] = (uint8_t)fresh;
     canon_index(cn, s);
-    int16_t rep[256]; /* a byte of each byte class (-1: none) */
+    /* byte classes are byte intervals in ascending order (lexer.c compute_classes): class c is
+     * [lo[c], lo[c + 1]); a run of equal targets can only end where a class does */
+    uint16_t lo[257];
     int n_cls = 0;
-    memset(rep, 0xff, sizeof rep);
-    for (int b = 0; b < 256; b++) {
-        if (rep[tb->cls[b]] < 0) rep[tb->cls[b]] = (int16_t)b;
-        if (tb->cls[b] >= n_cls) n_cls = tb->cls[b] + 1;
-    }
-    lx_state tgt[256];
+    for (int b = 0; b < 256; b++)
+        if (b == 0 || tb->cls[b] != tb->cls[b - 1]) lo[n_cls++] = (uint16_t)b;
+    lo[n_cls] = 256;
     for (int i = 0; i < cn->n; i++) {
         lx_state x = cn->st[i];
         cn->sig[cn->len++] = lx_accepting(lx, x) != NULL;
-        for (int c = 0; c < n_cls; c++)
-            if (rep[c] >= 0) tgt[c] = lx_next_fast(lx, tb, x, (uint8_t)rep[c]);
-        lx_state prev = tgt[tb->cls[0]];
-        for (int b = 1; b <= 256; b++) {
-            lx_state y = b < 256 ? tgt[tb->cls[b]] : LX_DEAD;
-            if (b < 256 && y == prev) continue;
+        lx_state prev = lx_next_fast(lx, tb, x, 0);
+        for (int c = 1; c <= n_cls; c++) {
+            lx_state y = c < n_cls ? lx_next_fast(lx, tb, x, (uint8_t)lo[c]) : LX_DEAD;
+            if (c < n_cls && y == prev) continue;
             int k = prev == LX_DEAD ? 0xFF : canon_index(cn, prev);
             if (k < 0) return -1;
-            cn->sig[cn->len++] = (uint8_t)(b - 1); /* a run ends at byte b - 1 */
+            cn->sig[cn->len++] = (uint8_t)(lo[c] - 1); /* a run ends at byte lo[c] - 1 */
             cn->sig[cn->len++] = (uint8_t)k;
             prev = y;
         }
