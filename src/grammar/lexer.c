@@ -637,14 +637,24 @@ lx_state lx_uniform(lx_lexer *lx, lx_state s, uint64_t out[4]) {
         memcpy(out, d->uset, sizeof d->uset);
         return d->uto;
     }
-    for (int c = 0; c < lx->n_classes; c++) to[c] = lx_next(lx, s, lx->cls_rep[c]);
-    for (int b = 0; b < 256; b++) cnt[lx->cls[b]]++;
-    for (int c = 0; c < lx->n_classes; c++) { /* classes with the same target pool their bytes */
-        if (to[c] == LX_DEAD || to[c] == best) continue;
-        int n = 0;
-        for (int e = c; e < lx->n_classes; e++) n += to[e] == to[c] ? cnt[e] : 0;
-        if (n > most) most = n, best = to[c];
+    /* classes with the same target pool their bytes (a small table by target; the first class,
+     * in byte order, of the targets with the most bytes wins) */
+    lx_state hk[512];
+    int hv[512], slot[256];
+    memset(hk, 0, sizeof hk);
+    for (int c = 0; c < lx->n_classes; c++) {
+        to[c] = lx_next(lx, s, lx->cls_rep[c]);
+        cnt[c] = (c + 1 < lx->n_classes ? lx->cls_rep[c + 1] : 256) - lx->cls_rep[c];
+        slot[c] = -1;
+        if (to[c] == LX_DEAD) continue;
+        unsigned j = (to[c] * 0x9E3779B9u) >> 23;
+        while (hk[j] != LX_DEAD && hk[j] != to[c]) j = (j + 1) & 511;
+        if (hk[j] == LX_DEAD) hk[j] = to[c], hv[j] = 0;
+        hv[j] += cnt[c];
+        slot[c] = (int)j;
     }
+    for (int c = 0; c < lx->n_classes; c++)
+        if (slot[c] >= 0 && hv[slot[c]] > most) most = hv[slot[c]], best = to[c];
     if (best != LX_DEAD)
         for (int b = 0; b < 256; b++)
             if (to[lx->cls[b]] == best) out[b >> 6] |= 1ull << (b & 63);

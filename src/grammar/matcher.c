@@ -916,7 +916,12 @@ static const gm_lexcache *lexcache(gr_matcher *m, const gm_cfg *cur) {
         if (!cn && cur->ls != LX_DEAD && !m->in_rel) {
             uint64_t set[4];
             lx_state t = lx_uniform(lx, cur->ls, set);
-            if (t != LX_DEAD && t != cur->ls && !canon_try(m, lx, &tb, t, 0)) {
+            if (t != LX_DEAD && t != cur->ls) { /* (already walked in this grammar: no canonical form needed) */
+                pthread_mutex_lock(&c->lc_lock);
+                te = lc_find(c, al_find(c, t * 2u), NULL);
+                pthread_mutex_unlock(&c->lc_lock);
+            }
+            if (!te && t != LX_DEAD && t != cur->ls && !canon_try(m, lx, &tb, t, 0)) {
                 gm_cfg tc = {t, cur->pdepth, cur->after_skip, 0, 0};
                 m->in_rel = 1;
                 te = lexcache(m, &tc); /* (if it is m->lc_own, it stays until this walk is done) */
