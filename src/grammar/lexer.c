@@ -66,6 +66,12 @@ struct lx_lexer {
     /* closure scratch (under mu) */
     uint32_t *stack, *mark, *added, *buf;
     uint32_t *seeds; /* fill_row scratch: each class's seeds */
+    /* the states' node sets and accepting sets (under mu): bump-allocated in blocks, all freed
+     * with the lexer (a malloc per new state was a tenth of a first visit's state building) */
+    void **arena;
+    size_t n_arena, cap_arena;
+    char *arena_cur;
+    size_t arena_left;
     size_t seeds_cap;
     int fill_reference; /* fill_row: the per-class form (tests) */
     uint32_t stamp, add_stamp;
@@ -239,6 +245,27 @@ static int table_grow(lx_lexer *lx) {
     return 0;
 }
 
+#define ARENA_BLOCK ((size_t)64 << 10)
+/* bytes (a multiple of 8) from the lexer's arena, NULL out of memory (under mu) */
+static void *arena_alloc(lx_lexer *lx, size_t bytes) {
+    if (bytes > lx->arena_left) {
+        size_t sz = bytes > ARENA_BLOCK ? bytes : ARENA_BLOCK;
+        if (lx->n_arena == lx->cap_arena) {
+            size_t nc = lx->cap_arena ? lx->cap_arena * 2 : 16;
+            void **q = realloc(lx->arena, nc * sizeof *q);
+            if (!q) return NULL;
+            lx->arena = q, lx->cap_arena = nc;
+        }
+        char *b = malloc(sz);
+        if (!b) return NULL;
+        lx->arena[lx->n_arena++] = b;
+        lx->arena_cur = b, lx->arena_left = sz;
+    }
+    void *r = lx->arena_cur;
+    lx->arena_cur += bytes, lx->arena_left -= bytes;
+    return r;
+}
+
 /* the state of the set in buf[0..n) (new or existing); LX_DEAD and exhausted past the bounds */
 static lx_state intern(lx_lexer *lx, uint32_t n) {
     if (n == 0) return LX_DEAD;
@@ -261,9 +288,10 @@ static lx_state intern(lx_lexer *lx, uint32_t n) {
         lx->bytes += (1u << CHUNK_BITS) * sizeof(dstate);
     }
     dstate *d = st(lx, id);
-    d->set = malloc((size_t)n * sizeof *d->set);
+    d->set = arena_alloc(lx, ((size_t)n * sizeof *d->set + 7) & ~(size_t)7);
     if (!d->set) goto oom_d;
-    memset(lx->rows + ((size_t)id << lx->shift), 0xFF, (size_t)4 << lx->shift);
+    /* (entries past n_classes are never read) */
+    memset(lx->rows + ((size_t)id << lx->shift), 0xFF, (size_t)4 * (size_t)lx->n_classes);
     memcpy(d->set, s, (size_t)n * sizeof *s);
     d->n_set = n;
     d->hash = h;
@@ -277,7 +305,10 @@ static lx_state intern(lx_lexer *lx, uint32_t n) {
         if (x->kind == RX_BYTE) {
             d->can_cont = 1;
         } else if (x->kind == RX_MATCH) {
-            if (!acc && !(acc = calloc((size_t)lx->n_words, sizeof *acc))) goto oom_d;
+            if (!acc) {
+                if (!(acc = arena_alloc(lx, (size_t)lx->n_words * sizeof *acc))) goto oom_d;
+                memset(acc, 0, (size_t)lx->n_words * sizeof *acc);
+            }
             acc[x->out >> 6] |= 1ull << (x->out & 63);
         }
     }
@@ -287,8 +318,7 @@ static lx_state intern(lx_lexer *lx, uint32_t n) {
     __atomic_store_n(&lx->n_states, id + 1, __ATOMIC_RELEASE);
     if ((size_t)(id + 1) * 2 > lx->table_cap && table_grow(lx)) lx->exhausted = 1;
     return id;
-oom_d:
-    free(d->set);
+oom_d: /* (what the arena gave stays there until lx_free) */
     memset(d, 0, sizeof *d);
 oom:
     lx->exhausted = 1;
@@ -446,16 +476,13 @@ oom:
 void lx_free(lx_lexer *lx) {
     if (!lx) return;
     if (lx->chunks) {
-        for (uint32_t id = 0; id < lx->n_states; id++) {
-            dstate *d = st(lx, id);
-            free(d->set);
-            free((void *)d->acc);
-        }
         for (uint32_t c = 0; c <= (LX_MAX_DFA_STATES >> CHUNK_BITS); c++) free(lx->chunks[c]);
         free(lx->chunks);
         pthread_mutex_destroy(&lx->mu);
         pthread_mutex_destroy(&lx->eq_mu);
     }
+    for (size_t k = 0; k < lx->n_arena; k++) free(lx->arena[k]);
+    free(lx->arena);
     free(lx->crow), free(lx->cpool), free(lx->parts);
     if (lx->rows) rows_put(lx->rows, lx->rows_bytes, ((size_t)lx->n_states << lx->shift) * 4);
     rx_nfa_free(&lx->nfa);
@@ -558,8 +585,18 @@ static void fill_row(lx_lexer *lx, lx_state s) {
     memset(slot, 0, sizeof slot);
     for (int c = 0; c < nc; c++) {
         if (!want[c]) continue;
-        uint32_t hc = (uint32_t)(h64[c] ^ h64[c] >> 32), t = LX_UNKNOWN, j = (hc * 0x9E3779B1u) >> 23;
         const uint32_t *sc = seeds + (size_t)c * stride;
+        if (c > 0 && want[c - 1] && len[c - 1] == len[c] && h64[c - 1] == h64[c] && row[c - 1] != LX_UNKNOWN) {
+            /* (neighbouring classes mostly share their seeds: a BYTE node covers a range of classes) */
+            const uint32_t *sp = sc - stride;
+            uint32_t k = 0;
+            while (k < len[c] && sp[k] == sc[k]) k++;
+            if (k == len[c]) {
+                __atomic_store_n(&row[c], row[c - 1], __ATOMIC_RELEASE);
+                continue;
+            }
+        }
+        uint32_t hc = (uint32_t)(h64[c] ^ h64[c] >> 32), t = LX_UNKNOWN, j = (hc * 0x9E3779B1u) >> 23;
         for (; slot[j]; j = (j + 1) & 511) {
             int e = slot[j] - 1;
             if (len[e] == len[c] && !memcmp(seeds + (size_t)e * stride, sc, (size_t)len[c] * sizeof *sc)) {
