@@ -566,51 +566,69 @@ static void fill_row(lx_lexer *lx, lx_state s) {
         lx->seeds = q;
         lx->seeds_cap = need;
     }
-    /* class c's seeds at seeds[c * n_set ..], in the order of s's nodes (the closure and its sorted
-     * result do not depend on it, but the hash below does) */
-    uint32_t len[256];
-    uint64_t h64[256];
-    uint8_t want[256];
-    for (int c = 0; c < nc; c++) len[c] = 0, h64[c] = 0x9E3779B97F4A7C15ull, want[c] = row[c] == LX_UNKNOWN;
-    uint32_t *seeds = lx->seeds, stride = d->n_set;
+    /* Segments: runs of classes that no node's range starts or ends within (each BYTE node covers a
+     * run of classes, as classes are byte intervals) take the same edges, so their seeds are
+     * gathered once per segment, not once per class. */
+    uint8_t cut[257];
+    memset(cut, 0, (size_t)nc + 1);
+    cut[0] = 1;
     for (uint32_t k = 0; k < d->n_set; k++) {
         const rx_node *x = &lx->nfa.v[d->set[k]];
         if (x->kind != RX_BYTE) continue;
-        for (int c = lx->cls[x->lo], ce = lx->cls[x->hi]; c <= ce; c++)
-            if (want[c]) seeds[(size_t)c * stride + len[c]++] = x->out, h64[c] = (h64[c] ^ x->out) * 0x100000001B3ull;
+        cut[lx->cls[x->lo]] = 1;
+        cut[lx->cls[x->hi] + 1] = 1;
     }
-    /* open addressing over the classes with an unknown entry: slot -> class + 1 of the first class
-     * with that seed list */
-    uint16_t slot[512];
-    memset(slot, 0, sizeof slot);
+    /* each segment's seeds, gathered node by node over the segments of its range (in the order of
+     * s's nodes, as the reference form gathers them) */
+    uint8_t seg_of[256];
+    int n_sg = 0, sg_lo[257];
     for (int c = 0; c < nc; c++) {
-        if (!want[c]) continue;
-        const uint32_t *sc = seeds + (size_t)c * stride;
-        if (c > 0 && want[c - 1] && len[c - 1] == len[c] && h64[c - 1] == h64[c] && row[c - 1] != LX_UNKNOWN) {
-            /* (neighbouring classes mostly share their seeds: a BYTE node covers a range of classes) */
-            const uint32_t *sp = sc - stride;
-            uint32_t k = 0;
-            while (k < len[c] && sp[k] == sc[k]) k++;
-            if (k == len[c]) {
-                __atomic_store_n(&row[c], row[c - 1], __ATOMIC_RELEASE);
-                continue;
-            }
-        }
-        uint32_t hc = (uint32_t)(h64[c] ^ h64[c] >> 32), t = LX_UNKNOWN, j = (hc * 0x9E3779B1u) >> 23;
-        for (; slot[j]; j = (j + 1) & 511) {
+        if (cut[c]) sg_lo[n_sg++] = c;
+        seg_of[c] = (uint8_t)(n_sg - 1);
+    }
+    sg_lo[n_sg] = nc;
+    uint32_t *seeds = lx->seeds, stride = d->n_set, len[256];
+    uint64_t h64[256];
+    for (int g = 0; g < n_sg; g++) len[g] = 0, h64[g] = 0x9E3779B97F4A7C15ull;
+    for (uint32_t k = 0; k < d->n_set; k++) {
+        const rx_node *x = &lx->nfa.v[d->set[k]];
+        if (x->kind != RX_BYTE) continue;
+        for (int g = seg_of[lx->cls[x->lo]], ge = seg_of[lx->cls[x->hi]]; g <= ge; g++)
+            seeds[(size_t)g * stride + len[g]++] = x->out, h64[g] = (h64[g] ^ x->out) * 0x100000001B3ull;
+    }
+    /* open addressing over the segments' seed lists: slot -> index + 1 of the first segment with
+     * that list */
+    uint16_t slot[512];
+    int tbits = 5;
+    while ((1 << tbits) < 2 * n_sg) tbits++;
+    const uint32_t tmask = (1u << tbits) - 1;
+    memset(slot, 0, ((size_t)1 << tbits) * sizeof *slot);
+    lx_state tgt[256];
+    for (int g = 0; g < n_sg; g++) {
+        int c0 = sg_lo[g], c1 = sg_lo[g + 1], want = 0;
+        for (int c = c0; c < c1 && !want; c++) want = row[c] == LX_UNKNOWN;
+        tgt[g] = LX_UNKNOWN;
+        if (!want) continue;
+        const uint32_t *sc = seeds + (size_t)g * stride;
+        uint32_t hc = (uint32_t)(h64[g] ^ h64[g] >> 32), j = (hc * 0x9E3779B1u) >> (32 - tbits);
+        lx_state t = LX_UNKNOWN;
+        for (; slot[j]; j = (j + 1) & tmask) {
             int e = slot[j] - 1;
-            if (len[e] == len[c] && !memcmp(seeds + (size_t)e * stride, sc, (size_t)len[c] * sizeof *sc)) {
-                t = row[e];
+            if (len[e] == len[g] && !memcmp(seeds + (size_t)e * stride, sc, (size_t)len[g] * sizeof *sc)) {
+                t = tgt[e];
                 break;
             }
         }
-        if (!slot[j]) slot[j] = (uint16_t)(c + 1);
-        if (t == LX_UNKNOWN) {
-            for (uint32_t k = 0; k < len[c]; k++) lx->stack[k] = sc[k] << 1;
-            t = intern(lx, closure(lx, len[c], 0));
-            if (t == LX_DEAD && lx->exhausted) continue;
+        if (!slot[j]) {
+            for (uint32_t k = 0; k < len[g]; k++) lx->stack[k] = sc[k] << 1;
+            t = intern(lx, closure(lx, len[g], 0));
+            if (t == LX_DEAD && lx->exhausted) t = LX_UNKNOWN; /* (left unknown: past the bounds) */
+            slot[j] = (uint16_t)(g + 1);
         }
-        __atomic_store_n(&row[c], t, __ATOMIC_RELEASE);
+        tgt[g] = t;
+        if (t == LX_UNKNOWN) continue;
+        for (int c = c0; c < c1; c++)
+            if (row[c] == LX_UNKNOWN) __atomic_store_n(&row[c], t, __ATOMIC_RELEASE);
     }
 }
 
@@ -692,9 +710,13 @@ lx_state lx_uniform(lx_lexer *lx, lx_state s, uint64_t out[4]) {
     }
     for (int c = 0; c < lx->n_classes; c++)
         if (slot[c] >= 0 && hv[slot[c]] > most) most = hv[slot[c]], best = to[c];
-    if (best != LX_DEAD)
-        for (int b = 0; b < 256; b++)
-            if (to[lx->cls[b]] == best) out[b >> 6] |= 1ull << (b & 63);
+    if (best != LX_DEAD) /* (a class's bytes are the interval [cls_rep[c], cls_rep[c] + cnt[c])) */
+        for (int c = 0; c < lx->n_classes; c++)
+            for (int b = lx->cls_rep[c], e = b + cnt[c]; to[c] == best && b < e;) {
+                int w = b >> 6, hi = e < (w + 1) * 64 ? e : (w + 1) * 64, nb = hi - b;
+                out[w] |= (nb == 64 ? ~0ull : ((1ull << nb) - 1)) << (b & 63);
+                b = hi;
+            }
     if (!lx_exhausted(lx)) { /* (past the bounds a dead entry may mean "not built": not kept) */
         pthread_mutex_lock(&lx->mu);
         if (!d->uni_known) {

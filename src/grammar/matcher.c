@@ -836,6 +836,29 @@ static int count_walk(gr_matcher *m, gm_lexcache *e, const lx_table *tb, const g
     size_t words = ((size_t)v->n_tokens + 31) / 32;
     memcpy(e->mask, t->rows + (size_t)r * words, words * sizeof *e->mask);
     int32_t count = t->row_n[r];
+    uint32_t n_sel = t->ex_off[r + 1] + (open ? t->n_front : 0);
+    if (n_sel * 2 >= t->n_all) { /* most of them: in trie order, so the lexeme ends come out sorted */
+        for (uint32_t k = 0; k < t->n_all; k++) {
+            const gm_texit *x = &t->all[k];
+            int q = t->all_q[k];
+            lx_state s;
+            if (q == GM_TCLASS_FRONT) {
+                if (!open) continue;
+                s = xs[GM_TCLASS_D];
+            } else {
+                if (q > r) continue;
+                s = xs[q - (x->np > 0)]; /* (after the whole characters before it) */
+                for (int j = 0; j < x->np && s != LX_DEAD; j++) s = lx_next_fast(lx, tb, s, x->pb[j]);
+                if (s == LX_DEAD) continue;
+            }
+            uint32_t i = x->node;
+            m->lstack[N[i].depth - 1] = s;
+            m->rstack[N[i].depth - 1] = LX_DEAD;
+            if (walk_nodes(m, e, tb, cur->fresh, NULL, i, N[i].skip, &count)) return -1;
+        }
+        e->count = count;
+        return 1;
+    }
     for (int q = 0; q <= r; q++)
         for (uint32_t k = t->ex_off[q]; k < t->ex_off[q + 1]; k++) {
             const gm_texit *x = &t->ex[k];

@@ -13,6 +13,8 @@ static void tclass_free(gm_tclass *t) {
     free(t->row_n);
     free(t->ex);
     free(t->front);
+    free(t->all);
+    free(t->all_q);
     free(t);
 }
 
@@ -120,6 +122,18 @@ static gm_tclass *tclass_build(const gr_vocab *v, const uint64_t ascii[2], int m
     for (int q = 0; q <= GM_TCLASS_D; q++) t->ex_off[q + 1] += t->ex_off[q];
     uint32_t fill[GM_TCLASS_D + 1] = {0};
     for (size_t k = 0; k < n_ex; k++) t->ex[t->ex_off[exq[k]] + fill[exq[k]]++] = ex[k];
+    /* both lists merged in trie order */
+    t->n_all = (uint32_t)(n_ex + n_front);
+    if (!(t->all = malloc((t->n_all + 1) * sizeof *t->all)) || !(t->all_q = malloc(t->n_all + 1))) goto oom;
+    for (size_t a = 0, f = 0, k = 0; k < t->n_all; k++) {
+        if (f < n_front && (a == n_ex || t->front[f] < ex[a].node)) {
+            t->all[k] = (gm_texit){t->front[f++], 0, {0, 0, 0}};
+            t->all_q[k] = GM_TCLASS_FRONT;
+        } else {
+            t->all[k] = ex[a];
+            t->all_q[k] = exq[a++];
+        }
+    }
     free(cls), free(ust), free(path), free(beg), free(lead), free(exq), free(ex);
     return t;
 oom:

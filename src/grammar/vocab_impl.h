@@ -94,7 +94,14 @@ struct gm_tclass {
     gm_texit *ex;
     uint32_t n_front; /* the frontier nodes, in trie order */
     uint32_t *front;
+    /* exits and frontier nodes together in trie order (disjoint subtrees), each with its q
+     * (GM_TCLASS_FRONT: a frontier node), so that a walk of them in this order finds the lexeme
+     * ends in trie order */
+    uint32_t n_all;
+    gm_texit *all;
+    uint8_t *all_q;
 };
+#define GM_TCLASS_FRONT 255
 /* The index of the class (ascii[2]: bits of the ASCII bytes; mb), built on first use; NULL when out
  * of memory, past GM_TCLASS_MAX classes, or switched off (gr_vocab_set_count_walk). Thread-safe;
  * the index stays valid until gr_vocab_free. */
