@@ -806,6 +806,23 @@ typedef struct {
     lx_state ls;
 } gm_bound;
 
+/* The plain walk of trie node i's subtree, the lexer in s before node i (see walk_nodes). */
+static int walk_under(gr_matcher *m, gm_lexcache *e, const lx_table *tb, int fresh, uint32_t i, lx_state s,
+                      int32_t *count) {
+    const gm_node *N = m->c->v->nodes;
+    m->lstack[N[i].depth - 1] = s;
+    m->rstack[N[i].depth - 1] = LX_DEAD;
+    return walk_nodes(m, e, tb, fresh, NULL, i, N[i].skip, count);
+}
+
+/* The lexer state before exit x whose parent has q characters begun: x_q, or the state inside the
+ * character cut short on its path (after the whole characters before it). */
+static lx_state exit_state(lx_lexer *lx, const lx_table *tb, const lx_state *xs, const gm_texit *x, int q) {
+    lx_state s = xs[q - (x->np > 0)];
+    for (int j = 0; j < x->np && s != LX_DEAD; j++) s = lx_next_fast(lx, tb, s, x->pb[j]);
+    return s;
+}
+
 static int bound_cmp(const void *a, const void *b) {
     int x = ((const gm_bound *)a)->node, y = ((const gm_bound *)b)->node;
     return (x > y) - (x < y);
@@ -832,50 +849,27 @@ static int count_walk(gr_matcher *m, gm_lexcache *e, const lx_table *tb, const g
     if (!t) return 0;
     int open = kind != GM_CHAIN_END, r = open ? GM_TCLASS_D : K;
     if (t->ex_off[r + 1] + (open ? t->n_front : 0) > GM_COUNT_MAX_EXITS) return 0;
-    const gm_node *N = v->nodes;
     size_t words = ((size_t)v->n_tokens + 31) / 32;
     memcpy(e->mask, t->rows + (size_t)r * words, words * sizeof *e->mask);
     int32_t count = t->row_n[r];
     uint32_t n_sel = t->ex_off[r + 1] + (open ? t->n_front : 0);
     if (n_sel * 2 >= t->n_all) { /* most of them: in trie order, so the lexeme ends come out sorted */
         for (uint32_t k = 0; k < t->n_all; k++) {
-            const gm_texit *x = &t->all[k];
             int q = t->all_q[k];
-            lx_state s;
-            if (q == GM_TCLASS_FRONT) {
-                if (!open) continue;
-                s = xs[GM_TCLASS_D];
-            } else {
-                if (q > r) continue;
-                s = xs[q - (x->np > 0)]; /* (after the whole characters before it) */
-                for (int j = 0; j < x->np && s != LX_DEAD; j++) s = lx_next_fast(lx, tb, s, x->pb[j]);
-                if (s == LX_DEAD) continue;
-            }
-            uint32_t i = x->node;
-            m->lstack[N[i].depth - 1] = s;
-            m->rstack[N[i].depth - 1] = LX_DEAD;
-            if (walk_nodes(m, e, tb, cur->fresh, NULL, i, N[i].skip, &count)) return -1;
+            if (q == GM_TCLASS_FRONT ? !open : q > r) continue;
+            lx_state s = q == GM_TCLASS_FRONT ? xs[GM_TCLASS_D] : exit_state(lx, tb, xs, &t->all[k], q);
+            if (s != LX_DEAD && walk_under(m, e, tb, cur->fresh, t->all[k].node, s, &count)) return -1;
         }
         e->count = count;
         return 1;
     }
     for (int q = 0; q <= r; q++)
         for (uint32_t k = t->ex_off[q]; k < t->ex_off[q + 1]; k++) {
-            const gm_texit *x = &t->ex[k];
-            lx_state s = xs[q - (x->np > 0)]; /* (after the whole characters before it) */
-            for (int j = 0; j < x->np && s != LX_DEAD; j++) s = lx_next_fast(lx, tb, s, x->pb[j]);
-            if (s == LX_DEAD) continue;
-            uint32_t i = x->node;
-            m->lstack[N[i].depth - 1] = s;
-            m->rstack[N[i].depth - 1] = LX_DEAD;
-            if (walk_nodes(m, e, tb, cur->fresh, NULL, i, N[i].skip, &count)) return -1;
+            lx_state s = exit_state(lx, tb, xs, &t->ex[k], q);
+            if (s != LX_DEAD && walk_under(m, e, tb, cur->fresh, t->ex[k].node, s, &count)) return -1;
         }
-    for (uint32_t k = 0; open && k < t->n_front; k++) {
-        uint32_t i = t->front[k];
-        m->lstack[N[i].depth - 1] = xs[GM_TCLASS_D];
-        m->rstack[N[i].depth - 1] = LX_DEAD;
-        if (walk_nodes(m, e, tb, cur->fresh, NULL, i, N[i].skip, &count)) return -1;
-    }
+    for (uint32_t k = 0; open && k < t->n_front; k++)
+        if (walk_under(m, e, tb, cur->fresh, t->front[k], xs[GM_TCLASS_D], &count)) return -1;
     if (e->n_b > 1) {
         gm_bound *bd = malloc((size_t)e->n_b * sizeof *bd);
         if (!bd) return -1;
