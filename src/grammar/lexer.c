@@ -679,6 +679,8 @@ int lx_can_continue(lx_lexer *lx, lx_state s) {
 void lx_get_table(const lx_lexer *lx, lx_table *t) {
     t->rows = lx->rows;
     t->cls = lx->cls;
+    t->cls_rep = lx->cls_rep;
+    t->n_classes = lx->n_classes;
     t->shift = (unsigned)lx->shift;
 }
 

@@ -76,6 +76,8 @@ int lx_can_continue(lx_lexer *lx, lx_state s);
 typedef struct {
     const uint32_t *rows;
     const uint8_t *cls;
+    const uint8_t *cls_rep; /* the first byte of each class: class c is bytes cls_rep[c] .. cls_rep[c + 1] - 1 */
+    int n_classes;
     unsigned shift;
 } lx_table;
 void lx_get_table(const lx_lexer *lx, lx_table *t);

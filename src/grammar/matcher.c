@@ -680,7 +680,7 @@ static int32_t mask_popcount(const uint32_t *mask, size_t words) {
  * states in m->rstack the same way (LX_DEAD where R is dead or absent). Adds the tokens it allows to
  * *count_io (R's subtrees taken over are not counted). 0 ok, -1 out of memory. */
 static int walk_nodes(gr_matcher *m, gm_lexcache *e, const lx_table *tb, int fresh, const gm_lexcache *R, uint32_t i,
-                      uint32_t end, int32_t *count_io) {
+                      uint32_t end, int32_t *count_io, int *rb_io) {
     const gr_vocab *v = m->c->v;
     lx_lexer *lx = m->c->lx;
     const gm_node *N = v->nodes;
@@ -688,7 +688,7 @@ static int walk_nodes(gr_matcher *m, gm_lexcache *e, const lx_table *tb, int fre
     uint32_t *emask = e->mask;
     lx_state *ls = m->lstack, *rls = m->rstack;
     int32_t count = *count_io;
-    int rb = 0; /* R's next lexeme end */
+    int rb = *rb_io; /* R's next lexeme end */
     for (; i < end;) {
         const gm_node *nd = &N[i];
         lx_state pl = ls[nd->depth - 1];
@@ -740,9 +740,50 @@ static int walk_nodes(gr_matcher *m, gm_lexcache *e, const lx_table *tb, int fre
         count += (int32_t)(N[i + 1].tok - nd->tok);
         if (__builtin_expect(nd->tok1 >> 31, 0))
             for (uint32_t k = nd->tok + 1; k < N[i + 1].tok; k++) emask[ntok[k] >> 5] |= 1u << (ntok[k] & 31);
+        if (r2 != LX_DEAD && v->wide[i] && v->kids[v->wide[i] - 2] * 8 > (uint32_t)tb->n_classes &&
+            !lx_accepting(lx, s2) && !lx_accepting(lx, r2)) {
+            /* Both alive, different, neither ending a lexeme here: a child whose byte leads both to the
+             * same state is R's subtree (its lexeme ends taken over), one that kills both holds nothing
+             * for either, so only the children on the classes where the two rows differ are walked,
+             * found in the node's child index instead of visiting every child (a key position's
+             * first letters: hundreds of children each with Qwen3's vocabulary). */
+            const uint32_t *K = v->kids + v->wide[i] - 1;
+            uint32_t nk = K[-1], kp = 0;
+            const uint32_t *rs = tb->rows + ((size_t)s2 << tb->shift), *rr = tb->rows + ((size_t)r2 << tb->shift);
+            if (__atomic_load_n(&rs[0], __ATOMIC_ACQUIRE) == LX_NEXT_UNKNOWN) (void)lx_next(lx, s2, tb->cls_rep[0]);
+            if (__atomic_load_n(&rr[0], __ATOMIC_ACQUIRE) == LX_NEXT_UNKNOWN) (void)lx_next(lx, r2, tb->cls_rep[0]);
+            uint8_t diff[256];
+            int n_diff = 0;
+            for (int c = 0; c < tb->n_classes; c++) { /* (an entry not built, past the DFA bounds: walked) */
+                uint32_t x = __atomic_load_n(&rs[c], __ATOMIC_RELAXED), y = __atomic_load_n(&rr[c], __ATOMIC_RELAXED);
+                diff[n_diff] = (uint8_t)c;
+                n_diff += x != y || x == LX_NEXT_UNKNOWN;
+            }
+            for (int d = 0; d < n_diff && kp < nk; d++) {
+                int c = diff[d], lo = tb->cls_rep[c], hi = c + 1 < tb->n_classes ? tb->cls_rep[c + 1] - 1 : 255;
+                uint32_t a = kp, b = nk; /* the first child with a byte >= lo */
+                while (a < b) {
+                    uint32_t h = (a + b) / 2;
+                    if (N[K[h]].byte < lo) a = h + 1;
+                    else b = h;
+                }
+                for (kp = a; kp < nk && N[K[kp]].byte <= hi; kp++) {
+                    uint32_t k = K[kp];
+                    for (; rb < R->n_b && (uint32_t)R->bnode[rb] < k; rb++)
+                        if (lc_add_boundary(e, R->bnode[rb], R->bls[rb])) return -1;
+                    if (walk_nodes(m, e, tb, fresh, R, k, N[k].skip, &count, &rb)) return -1;
+                    while (rb < R->n_b && (uint32_t)R->bnode[rb] < N[k].skip) rb++; /* (cur's own there) */
+                }
+            }
+            for (; rb < R->n_b && (uint32_t)R->bnode[rb] < nd->skip; rb++)
+                if (lc_add_boundary(e, R->bnode[rb], R->bls[rb])) return -1;
+            i = nd->skip;
+            continue;
+        }
         i++;
     }
     *count_io = count;
+    *rb_io = rb;
     return 0;
 }
 
@@ -812,7 +853,8 @@ static int walk_under(gr_matcher *m, gm_lexcache *e, const lx_table *tb, int fre
     const gm_node *N = m->c->v->nodes;
     m->lstack[N[i].depth - 1] = s;
     m->rstack[N[i].depth - 1] = LX_DEAD;
-    return walk_nodes(m, e, tb, fresh, NULL, i, N[i].skip, count);
+    int rb = 0;
+    return walk_nodes(m, e, tb, fresh, NULL, i, N[i].skip, count, &rb);
 }
 
 /* The lexer state before exit x whose parent has q characters begun: x_q, or the state inside the
@@ -961,8 +1003,9 @@ static const gm_lexcache *lexcache(gr_matcher *m, const gm_cfg *cur) {
         m->rstack[0] = R ? R->key >> 1 : LX_DEAD;
         if (R) memcpy(e->mask, R->mask, words * sizeof *e->mask);
         int32_t count = 0;
+        int rb = 0;
         if (walk_nodes(m, e, &tb, cur->fresh, R, cur->ls == LX_DEAD ? (uint32_t)v->n_nodes : 1, (uint32_t)v->n_nodes,
-                       &count)) {
+                       &count, &rb)) {
             lexcache_free(e);
             return NULL;
         }

@@ -53,6 +53,8 @@ void gr_vocab_free(gr_vocab *v) {
     free(v->bsets);
     free(v->u8);
     free(v->cheight);
+    free(v->wide);
+    free(v->kids);
     free(v);
 }
 
@@ -124,6 +126,30 @@ static int vocab_utf8(gr_vocab *v) {
         v->cheight[i] = (uint8_t)(h < 255 ? h : 255);
     }
     free(st);
+    return 0;
+}
+
+/* v->wide / v->kids: the children of every node with GM_WIDE or more, in byte order (preorder). */
+static int vocab_kids(gr_vocab *v) {
+    int nn = v->n_nodes;
+    const gm_node *N = v->nodes;
+    size_t total = 0;
+    if (!(v->wide = calloc((size_t)nn + 1, sizeof *v->wide))) return -1;
+    for (int i = 0; i < nn; i++) {
+        uint32_t n = 0;
+        for (uint32_t j = (uint32_t)i + 1; j < N[i].skip; j = N[j].skip) n++;
+        if (n >= GM_WIDE) total += n + 1;
+    }
+    if (total >= UINT32_MAX / 2 || !(v->kids = malloc((total + 1) * sizeof *v->kids))) return -1;
+    size_t o = 0;
+    for (int i = 0; i < nn; i++) {
+        uint32_t n = 0;
+        for (uint32_t j = (uint32_t)i + 1; j < N[i].skip; j = N[j].skip) n++;
+        if (n < GM_WIDE) continue;
+        v->kids[o++] = n;
+        v->wide[i] = (uint32_t)o + 1;
+        for (uint32_t j = (uint32_t)i + 1; j < N[i].skip; j = N[j].skip) v->kids[o++] = j;
+    }
     return 0;
 }
 
@@ -281,7 +307,7 @@ gr_vocab *gr_vocab_new(int32_t n_tokens, const uint8_t *const *bytes, const uint
     }
     free(fill), free(stack), free(node_of), free(order), free(tmp);
     order = tmp = NULL;
-    if (vocab_below(v) || vocab_utf8(v)) goto fail;
+    if (vocab_below(v) || vocab_utf8(v) || vocab_kids(v)) goto fail;
     return v;
 fail:
     free(order), free(tmp);

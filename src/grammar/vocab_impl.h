@@ -19,6 +19,7 @@
  * when there is none (so the walk sets it without a branch), bit 31 set when there are more;
  * height: the deepest node under it, counted from the node (at most 255). */
 #define GM_MULTI 0x80000000u
+#define GM_WIDE 16
 typedef struct {
     uint32_t skip, tok, tok1;
     uint16_t depth;
@@ -46,6 +47,11 @@ struct gr_vocab {
     uint8_t *u8; /* [n_nodes]: the UTF-8 decoder state after the node's path (U8_*), and U8_OK when
                     every text under the node continues it as well-formed UTF-8 (possibly cut short) */
     uint8_t *cheight; /* [n_nodes]: the most characters (begun) on a path under the node, at most 255 */
+    /* children of wide nodes (GM_WIDE or more children), for walks that visit only some of them:
+     * node i's children are kids[wide[i] - 1 .. wide[i] - 1 + n) in byte order, n = kids[wide[i] - 2]
+     * (wide[i] 0: not indexed) */
+    uint32_t *wide;
+    uint32_t *kids;
     int max_depth;
     uint64_t (*dbytes)[4]; /* [max_depth + 2]: dbytes[d], the bytes at depth d or deeper in the trie */
     gm_vwcache vw; /* lexer-only walks shared by every grammar compiled for it (vwalk_cache.h) */
