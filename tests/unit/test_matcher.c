@@ -172,6 +172,75 @@ static int schema_masks(const gr_vocab *v, const char *schema, const char *text,
     return rc;
 }
 
+/* A wider vocabulary (letters, all letter pairs, each also after a quote and after a comma and quote):
+ * trie nodes with 16+ children, where a walk relative to another state's (an object's key position:
+ * the listed names or any other key, against the free string) visits only the children on the
+ * bytes where the two states differ. Masks against brute force over random walks. */
+static void wide_walks(void) {
+    enum { MAXW = 2600 };
+    static char buf[MAXW][8];
+    static const char *extra[] = {"\"", "\":", "\":\"", ",", "{", "}", "{\"", "\"}", "\",", "\",\"", "1", "12", "\":1",
+                                  " ", "\\", "\\n", "\xc3\xa9", "<eos>"};
+    const uint8_t *bytes[MAXW];
+    uint32_t lens[MAXW];
+    uint8_t special[MAXW] = {0};
+    int n = 0;
+    static const char *pre[] = {"", "\"", ",\""};
+    for (int p = 0; p < 3; p++)
+        for (char a = 'a'; a <= 'z'; a++) {
+            snprintf(buf[n++], sizeof buf[0], "%s%c", pre[p], a);
+            for (char b = 'a'; b <= 'z'; b++) snprintf(buf[n++], sizeof buf[0], "%s%c%c", pre[p], a, b);
+        }
+    for (char d = '1'; d <= '9'; d++) /* number nodes with 16+ children: a lexeme may end under them */
+        for (const char *c = "0123456789,}.eE-+ ]"; *c; c++) snprintf(buf[n++], sizeof buf[0], "%c%c", d, *c);
+    for (size_t k = 0; k < sizeof extra / sizeof *extra; k++) snprintf(buf[n++], sizeof buf[0], "%s", extra[k]);
+    for (int i = 0; i < n; i++) bytes[i] = (const uint8_t *)buf[i], lens[i] = (uint32_t)strlen(buf[i]);
+    int32_t eos = n - 1;
+    special[eos] = 1;
+    gr_vocab *v = gr_vocab_new(n, bytes, lens, special, &eos, 1);
+    static const char *const schemas[2] = {
+        "{\"type\":\"object\",\"properties\":{\"alpha\":{\"type\":\"string\"},\"alps\":{\"type\":\"integer\"},"
+        "\"beta\":{\"type\":\"string\"},\"bet\":{\"type\":\"string\"},\"gamma\":{\"type\":\"integer\"},\"ga\":{\"type\":"
+        "\"string\"}},\"additionalProperties\":{\"type\":\"string\"}}",
+        /* an integer and a number side by side: walks of one relative to the other, both accepting */
+        "{\"type\":\"object\",\"properties\":{\"n\":{\"type\":\"integer\"},\"x\":{\"type\":\"number\"},\"k\":{\"type\":"
+        "\"array\",\"items\":{\"type\":\"number\"}}},\"additionalProperties\":{\"type\":\"integer\"}}",
+    };
+    long checked = 0;
+    for (int sc = 0; sc < 2 && v; sc++) {
+        char err[256];
+        gr_grammar *g = js_compile(schemas[sc], strlen(schemas[sc]), NULL, err, sizeof err);
+        gr_compiled *c = g ? compile(g, v) : NULL;
+        CHECK(c, "wide: compile %s", err);
+        uint32_t mask[(MAXW + 31) / 32];
+        for (unsigned seed = 1; c && seed <= 24; seed++) {
+            gr_matcher *m = gr_matcher_new(c);
+            unsigned long long r = seed * 0x9E3779B97F4A7C15ull;
+            for (int step = 0; m && step < 24; step++) {
+                gr_matcher_mask(m, mask);
+                int allowed[MAXW], n_allowed = 0;
+                for (int t = 0; t < n; t++) {
+                    int got = (int)(mask[t >> 5] >> (t & 31) & 1), want;
+                    if (t == eos) want = gr_matcher_can_end(m);
+                    else if ((want = gr_matcher_accept(m, t) == 0)) CHECK(gr_matcher_rollback(m, 1) == 0, "wide: rollback");
+                    CHECK(got == want, "wide schema %d seed %u step %d: token \"%s\" mask %d brute %d", sc, seed, step, buf[t],
+                          got, want);
+                    checked++;
+                    if (want && t != eos) allowed[n_allowed++] = t;
+                }
+                if (!n_allowed) break;
+                r = r * 6364136223846793005ull + 1442695040888963407ull;
+                CHECK(gr_matcher_accept(m, allowed[(r >> 33) % (unsigned)n_allowed]) == 0, "wide: accept");
+            }
+            gr_matcher_free(m);
+        }
+        gr_compiled_free(c);
+        gr_free(g);
+    }
+    CHECK(checked > 100000, "wide: %ld masks bits checked", checked);
+    gr_vocab_free(v);
+}
+
 int main(void) {
     gr_vocab *v = make_vocab();
     CHECK(v && gr_vocab_size(v) == N_TOK, "vocab");
@@ -401,5 +470,6 @@ int main(void) {
         gr_free(g);
     }
     gr_vocab_free(v);
+    wide_walks();
     TEST_DONE();
 }
