@@ -342,6 +342,7 @@ static size_t json_number_len(const char *s, size_t n) {
  * past a double's range (valid JSON, which jansson refuses as an overflow; a model sampling a
  * schema's unbounded integer writes such) does not turn a well-formed call into text. */
 static json_t *load_checked(const char *s, size_t n, size_t flags) {
+    if (memchr(s, 0, n)) return NULL; /* (no JSON text holds a NUL byte; arguments go out as C strings) */
     char *c = malloc(n + 1);
     if (!c) return NULL;
     size_t m = 0;
@@ -822,18 +823,92 @@ static int advance(tc_parser *p) {
 /* ---- the json format: the held output as one JSON value ---- */
 
 /* One call item -> name and arguments text (malloc'd). 0 ok, -1 not a call of a known tool. */
-static int json_item(const tc_parser *p, const json_t *it, char **name, char **args) {
+/* Raw spans of a JSON text already checked by load_checked (so that arguments go out as written,
+ * numbers past 64 bits included): the end of the value starting at s[i] (n: the text's end), 0 when
+ * malformed. */
+static size_t span_end(const char *s, size_t i, size_t n) {
+    int depth = 0, in_str = 0, esc = 0;
+    for (size_t j = i; j < n; j++) {
+        char c = s[j];
+        if (in_str) {
+            if (esc) esc = 0;
+            else if (c == '\\') esc = 1;
+            else if (c == '"' && !(in_str = 0) && !depth) return j + 1;
+        } else if (c == '"') {
+            in_str = 1;
+        } else if (c == '{' || c == '[') {
+            depth++;
+        } else if (!depth && (c == ',' || c == '}' || c == ']' || c == ':' || is_ws(c))) {
+            return j > i ? j : 0; /* (the end of a number or literal) */
+        } else if ((c == '}' || c == ']') && --depth == 0) {
+            return j + 1;
+        }
+    }
+    return !depth && !in_str && n > i ? n : 0;
+}
+
+static size_t skip_spaces(const char *s, size_t i, size_t n) {
+    while (i < n && is_ws(s[i])) i++;
+    return i;
+}
+
+/* The span [*vs, *ve) of member key's value in the object s[os..oe) (s[os] == '{'); 0 found. */
+static int member_span(const char *s, size_t os, size_t oe, const char *key, size_t *vs, size_t *ve) {
+    for (size_t i = skip_spaces(s, os + 1, oe); i < oe && s[i] == '"';) {
+        size_t ke = span_end(s, i, oe);
+        if (!ke) return -1;
+        json_t *k = json_loadb(s + i, ke - i, JSON_DECODE_ANY, NULL);
+        int match = json_is_string(k) && json_string_length(k) == strlen(key) && !strcmp(json_string_value(k), key);
+        json_decref(k);
+        i = skip_spaces(s, ke, oe);
+        if (i >= oe || s[i] != ':') return -1;
+        i = skip_spaces(s, i + 1, oe);
+        size_t e = span_end(s, i, oe);
+        if (!e) return -1;
+        if (match) {
+            *vs = i, *ve = e;
+            return 0;
+        }
+        i = skip_spaces(s, e, oe);
+        if (i < oe && s[i] == ',') i = skip_spaces(s, i + 1, oe);
+    }
+    return -1;
+}
+
+/* The span of element k of the array s[as..ae) (s[as] == '['); 0 found. */
+static int element_span(const char *s, size_t as, size_t ae, size_t k, size_t *vs, size_t *ve) {
+    for (size_t i = skip_spaces(s, as + 1, ae), j = 0; i < ae && s[i] != ']'; j++) {
+        size_t e = span_end(s, i, ae);
+        if (!e) return -1;
+        if (j == k) {
+            *vs = i, *ve = e;
+            return 0;
+        }
+        i = skip_spaces(s, e, ae);
+        if (i < ae && s[i] == ',') i = skip_spaces(s, i + 1, ae);
+    }
+    return -1;
+}
+
+/* One call of the generic JSON form: it (checked), its text s[is..ie). */
+static int json_item(const tc_parser *p, const json_t *it, const char *s, size_t is, size_t ie, char **name,
+                     char **args) {
     *name = *args = NULL;
     const json_t *f = json_object_get(it, "function");
-    if (json_is_object(f)) it = f;
+    size_t fs, fe, as, ae;
+    if (json_is_object(f)) {
+        if (member_span(s, is, ie, "function", &fs, &fe)) return -1;
+        it = f, is = fs, ie = fe;
+    }
     const json_t *n = json_object_get(it, "name");
     if (!json_is_string(n) || strlen(json_string_value(n)) != json_string_length(n) ||
         !known_name(p, json_string_value(n)))
         return -1;
-    const json_t *a = json_object_get(it, "arguments");
-    if (!a) a = json_object_get(it, "parameters");
+    const char *key = json_object_get(it, "arguments") ? "arguments" : "parameters";
+    const json_t *a = json_object_get(it, key);
     if (!a) *args = strdup("{}");
-    else if (json_is_object(a)) *args = json_dumps(a, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    else if (json_is_object(a)) /* as written */
+        *args = member_span(s, is, ie, key, &as, &ae) ? NULL : strndup(s + as, ae - as);
     else if (!json_is_string(a)) return -1;
     else if (args_from_string(a, args)) return -1;
     if (!*args || !(*name = strdup(json_string_value(n)))) {
@@ -854,9 +929,16 @@ static int json_resolve(tc_parser *p) {
         if (e - s < 3 || memcmp(p->buf + e - 3, "```", 3)) return go_bad(p);
         e -= 3;
     }
-    json_t *v = json_loadb(p->buf + s, e - s, JSON_REJECT_DUPLICATES, NULL);
+    const char *t = p->buf;
+    while (s < e && is_ws(t[s])) s++;
+    while (e > s && is_ws(t[e - 1])) e--;
+    json_t *v = load_checked(t + s, e - s, JSON_REJECT_DUPLICATES);
     json_t *items = v;
-    if (json_is_object(v) && json_is_array(json_object_get(v, "tool_calls"))) items = json_object_get(v, "tool_calls");
+    size_t is = s, ie = e; /* the items' text */
+    if (json_is_object(v) && json_is_array(json_object_get(v, "tool_calls"))) {
+        items = json_object_get(v, "tool_calls");
+        if (member_span(t, s, e, "tool_calls", &is, &ie)) items = NULL;
+    }
     size_t n = json_is_array(items) ? json_array_size(items) : json_is_object(items) ? 1 : 0;
     if (n == 0 || n > TC_MAX_CALLS) {
         json_decref(v);
@@ -864,8 +946,11 @@ static int json_resolve(tc_parser *p) {
     }
     char **names = calloc(n, sizeof *names), **args = calloc(n, sizeof *args);
     int ok = names && args, rc = 0;
-    for (size_t i = 0; ok && i < n; i++)
-        ok = !json_item(p, json_is_array(items) ? json_array_get(items, i) : items, &names[i], &args[i]);
+    for (size_t i = 0; ok && i < n; i++) {
+        size_t xs = is, xe = ie;
+        ok = (!json_is_array(items) || !element_span(t, is, ie, i, &xs, &xe)) &&
+             !json_item(p, json_is_array(items) ? json_array_get(items, i) : items, t, xs, xe, &names[i], &args[i]);
+    }
     json_decref(v);
     if (!ok) {
         go_bad(p);

@@ -77,8 +77,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         int known = 0;
         for (int k = 0; k < 4; k++) known |= !strcmp(r.calls[i].name, k_names[k]);
         CHECK(known);
-        json_t *o = json_loads(r.calls[i].arguments, JSON_REJECT_DUPLICATES, NULL);
-        CHECK(json_is_object(o));
+        /* arguments go out as written: a number past a double's range is valid JSON that jansson
+         * refuses as an overflow (integers are read as reals here, so only exponents overflow) */
+        json_error_t err;
+        json_t *o = json_loads(r.calls[i].arguments, JSON_REJECT_DUPLICATES | JSON_DECODE_INT_AS_REAL, &err);
+        CHECK(json_is_object(o) || (!o && strstr(err.text, "overflow")));
         json_decref(o);
     }
     if (r.n_calls == 0) CHECK(r.content_len == len && !memcmp(r.content, text, len));

@@ -276,13 +276,21 @@ static void test_mistral(void) {
 static void test_json(void) {
     const tc_format J = TC_FORMAT_JSON;
     expect(J, 1, "{\"name\": \"add\", \"arguments\": {\"a\": 1, \"b\": \"日本\"}}", NULL, 1,
-           CALLS({"add", "{\"a\":1,\"b\":\"日本\"}"}));
+           CALLS({"add", "{\"a\": 1, \"b\": \"日本\"}"}));
+    /* arguments as written: numbers past 64 bits or a double's range stay a call, unchanged */
+    expect(J, 1, "{\"name\": \"add\", \"arguments\": {\"a\": 123456789012345678901234567890, \"b\": -1e999}}", NULL, 1,
+           CALLS({"add", "{\"a\": 123456789012345678901234567890, \"b\": -1e999}"}));
+    expect(J, 1,
+           "{\"tool_calls\": [{\"function\": {\"arguments\": {\"b\": 2.50, \"a\": [1, {\"x\": \"]}\"}]}, \"name\": \"add\"}}, "
+           "{\"function\": {\"name\": \"now\"}}]}",
+           NULL, 2, CALLS({"add", "{\"b\": 2.50, \"a\": [1, {\"x\": \"]}\"}]}"}, {"now", "{}"}));
+    TEXT_BACK(J, "{\"name\": \"add\", \"arguments\": {\"a\": 01}}");
     expect(J, 1,
            "{\"tool_calls\": [{\"id\": \"x\", \"type\": \"function\", \"function\": {\"name\": \"add\", \"arguments\": "
            "\"{\\\"a\\\": 1}\"}}]}",
            NULL, 1, CALLS({"add", "{\"a\": 1}"}));
     expect(J, 1, "[{\"name\": \"now\", \"parameters\": {}}, {\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\"}}]",
-           NULL, 2, CALLS({"now", "{}"}, {"get_weather", "{\"city\":\"Paris\"}"}));
+           NULL, 2, CALLS({"now", "{}"}, {"get_weather", "{\"city\": \"Paris\"}"}));
     expect(J, 0, "[{\"name\": \"now\"}, {\"name\": \"add\"}]", NULL, 1, CALLS({"now", "{}"}));
     expect(J, 1, "```json\n{\"name\": \"now\", \"arguments\": {}}\n```\n", NULL, 1, CALLS({"now", "{}"}));
     expect(J, 1, "\n```\n[{\"name\": \"now\"}]\n```", NULL, 1, CALLS({"now", "{}"}));
