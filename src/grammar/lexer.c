@@ -686,7 +686,7 @@ void lx_get_table(const lx_lexer *lx, lx_table *t) {
 
 lx_state lx_uniform(lx_lexer *lx, lx_state s, uint64_t out[4]) {
     lx_state to[256], best = LX_DEAD;
-    int cnt[256] = {0}, most = 0;
+    int cnt[256], most = 0;
     out[0] = out[1] = out[2] = out[3] = 0;
     if (s == LX_DEAD || s >= __atomic_load_n(&lx->n_states, __ATOMIC_ACQUIRE)) return LX_DEAD;
     dstate *d = st(lx, s);

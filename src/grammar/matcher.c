@@ -570,6 +570,14 @@ static uint32_t al_find(const gr_compiled *c, uint32_t key) {
     return key;
 }
 
+/* The grammar's walk for key (through its alias), or NULL (takes the lock). */
+static gm_lexcache *lc_get(gr_compiled *c, uint32_t key) {
+    pthread_mutex_lock(&c->lc_lock);
+    gm_lexcache *e = lc_find(c, al_find(c, key), NULL);
+    pthread_mutex_unlock(&c->lc_lock);
+    return e;
+}
+
 /* Records key -> rep (lock held; nothing on out of memory: only a cache). */
 static void al_insert(gr_compiled *c, uint32_t key, uint32_t rep) {
     if ((c->al_n + 1) * 2 > c->al_cap) {
@@ -658,6 +666,14 @@ static const gm_lexcache *lc_relative(gr_compiled *c, const lx_table *tb, lx_sta
     return best;
 }
 
+/* Takes over R's lexeme ends before trie node `before` from *rb on (a relative walk's subtrees that
+ * are R's). 0 ok, -1 out of memory. */
+static int take_r_ends(gm_lexcache *e, const gm_lexcache *R, int *rb, uint32_t before) {
+    for (; *rb < R->n_b && (uint32_t)R->bnode[*rb] < before; ++*rb)
+        if (lc_add_boundary(e, R->bnode[*rb], R->bls[*rb])) return -1;
+    return 0;
+}
+
 /* The bits set in mask[0..words): 64 bits at a time without a popcount instruction (the build
  * targets baseline x86-64, where __builtin_popcount is a library call per word; this runs over the
  * whole vocabulary's mask after every relative walk). */
@@ -698,8 +714,7 @@ static int walk_nodes(gr_matcher *m, gm_lexcache *e, const lx_table *tb, int fre
             r2 = lx_next_fast(lx, tb, rp, nd->byte);
             while (rb < R->n_b && (uint32_t)R->bnode[rb] < i) rb++; /* (in subtrees where the two differ) */
             if (s2 == r2 && s2 != LX_DEAD) {
-                for (; rb < R->n_b && (uint32_t)R->bnode[rb] < nd->skip; rb++)
-                    if (lc_add_boundary(e, R->bnode[rb], R->bls[rb])) return -1;
+                if (take_r_ends(e, R, &rb, nd->skip)) return -1;
                 i = nd->skip;
                 continue;
             }
@@ -769,14 +784,11 @@ static int walk_nodes(gr_matcher *m, gm_lexcache *e, const lx_table *tb, int fre
                 }
                 for (kp = a; kp < nk && N[K[kp]].byte <= hi; kp++) {
                     uint32_t k = K[kp];
-                    for (; rb < R->n_b && (uint32_t)R->bnode[rb] < k; rb++)
-                        if (lc_add_boundary(e, R->bnode[rb], R->bls[rb])) return -1;
-                    if (walk_nodes(m, e, tb, fresh, R, k, N[k].skip, &count, &rb)) return -1;
+                    if (take_r_ends(e, R, &rb, k) || walk_nodes(m, e, tb, fresh, R, k, N[k].skip, &count, &rb)) return -1;
                     while (rb < R->n_b && (uint32_t)R->bnode[rb] < N[k].skip) rb++; /* (cur's own there) */
                 }
             }
-            for (; rb < R->n_b && (uint32_t)R->bnode[rb] < nd->skip; rb++)
-                if (lc_add_boundary(e, R->bnode[rb], R->bls[rb])) return -1;
+            if (take_r_ends(e, R, &rb, nd->skip)) return -1;
             i = nd->skip;
             continue;
         }
@@ -842,11 +854,6 @@ static int count_chain(gr_matcher *m, lx_state s, lx_state *xs, uint64_t ascii[2
     return k;
 }
 
-typedef struct {
-    int node;
-    lx_state ls;
-} gm_bound;
-
 /* The plain walk of trie node i's subtree, the lexer in s before node i (see walk_nodes). */
 static int walk_under(gr_matcher *m, gm_lexcache *e, const lx_table *tb, int fresh, uint32_t i, lx_state s,
                       int32_t *count) {
@@ -857,17 +864,12 @@ static int walk_under(gr_matcher *m, gm_lexcache *e, const lx_table *tb, int fre
     return walk_nodes(m, e, tb, fresh, NULL, i, N[i].skip, count, &rb);
 }
 
-/* The lexer state before exit x whose parent has q characters begun: x_q, or the state inside the
- * character cut short on its path (after the whole characters before it). */
-static lx_state exit_state(lx_lexer *lx, const lx_table *tb, const lx_state *xs, const gm_texit *x, int q) {
-    lx_state s = xs[q - (x->np > 0)];
+/* The lexer state before exit x: x_q (q characters begun on its parent's path), or the state inside
+ * the character cut short on its path (after the whole characters before it). */
+static lx_state exit_state(lx_lexer *lx, const lx_table *tb, const lx_state *xs, const gm_texit *x) {
+    lx_state s = xs[x->q - (x->np > 0)];
     for (int j = 0; j < x->np && s != LX_DEAD; j++) s = lx_next_fast(lx, tb, s, x->pb[j]);
     return s;
-}
-
-static int bound_cmp(const void *a, const void *b) {
-    int x = ((const gm_bound *)a)->node, y = ((const gm_bound *)b)->node;
-    return (x > y) - (x < y);
 }
 
 /* The walk of a counting state (count_chain) from the vocabulary's index of its class: the class
@@ -875,7 +877,7 @@ static int bound_cmp(const void *a, const void *b) {
  * parent is alive (at most r characters begun on its path), from x_q or from the state inside the
  * character cut short on the path, and, when the budget goes past GM_TCLASS_D, under each frontier
  * node from x_D. The same mask and lexeme ends as the plain walk of the whole trie, which visits every
- * class node within the budget; the ends, found in q order, are put back into trie order. 1 done,
+ * class node within the budget (exits and frontier nodes are walked in trie order, so are the ends). 1 done,
  * 0 not done (not a counting state, a narrow class, too many exits, no index: switched off or too
  * many classes), -1 out of memory. */
 static int count_walk(gr_matcher *m, gm_lexcache *e, const lx_table *tb, const gm_cfg *cur) {
@@ -890,35 +892,15 @@ static int count_walk(gr_matcher *m, gm_lexcache *e, const lx_table *tb, const g
     const gm_tclass *t = gm_vocab_tclass((gr_vocab *)v, ascii, mb); /* (its cache is internally locked) */
     if (!t) return 0;
     int open = kind != GM_CHAIN_END, r = open ? GM_TCLASS_D : K;
-    if (t->ex_off[r + 1] + (open ? t->n_front : 0) > GM_COUNT_MAX_EXITS) return 0;
+    if (t->ex_upto[r + 1] + (open ? t->n_front : 0) > GM_COUNT_MAX_EXITS) return 0;
     size_t words = ((size_t)v->n_tokens + 31) / 32;
     memcpy(e->mask, t->rows + (size_t)r * words, words * sizeof *e->mask);
     int32_t count = t->row_n[r];
-    uint32_t n_sel = t->ex_off[r + 1] + (open ? t->n_front : 0);
-    if (n_sel * 2 >= t->n_all) { /* most of them: in trie order, so the lexeme ends come out sorted */
-        for (uint32_t k = 0; k < t->n_all; k++) {
-            int q = t->all_q[k];
-            if (q == GM_TCLASS_FRONT ? !open : q > r) continue;
-            lx_state s = q == GM_TCLASS_FRONT ? xs[GM_TCLASS_D] : exit_state(lx, tb, xs, &t->all[k], q);
-            if (s != LX_DEAD && walk_under(m, e, tb, cur->fresh, t->all[k].node, s, &count)) return -1;
-        }
-        e->count = count;
-        return 1;
-    }
-    for (int q = 0; q <= r; q++)
-        for (uint32_t k = t->ex_off[q]; k < t->ex_off[q + 1]; k++) {
-            lx_state s = exit_state(lx, tb, xs, &t->ex[k], q);
-            if (s != LX_DEAD && walk_under(m, e, tb, cur->fresh, t->ex[k].node, s, &count)) return -1;
-        }
-    for (uint32_t k = 0; open && k < t->n_front; k++)
-        if (walk_under(m, e, tb, cur->fresh, t->front[k], xs[GM_TCLASS_D], &count)) return -1;
-    if (e->n_b > 1) {
-        gm_bound *bd = malloc((size_t)e->n_b * sizeof *bd);
-        if (!bd) return -1;
-        for (int b = 0; b < e->n_b; b++) bd[b] = (gm_bound){e->bnode[b], e->bls[b]};
-        qsort(bd, (size_t)e->n_b, sizeof *bd, bound_cmp);
-        for (int b = 0; b < e->n_b; b++) e->bnode[b] = bd[b].node, e->bls[b] = bd[b].ls;
-        free(bd);
+    for (uint32_t k = 0; k < t->n_ex; k++) { /* in trie order, so the lexeme ends come out sorted */
+        const gm_texit *x = &t->ex[k];
+        if (x->q == GM_TCLASS_FRONT ? !open : x->q > r) continue;
+        lx_state s = x->q == GM_TCLASS_FRONT ? xs[GM_TCLASS_D] : exit_state(lx, tb, xs, x);
+        if (s != LX_DEAD && walk_under(m, e, tb, cur->fresh, x->node, s, &count)) return -1;
     }
     e->count = count;
     return 1;
@@ -931,9 +913,7 @@ static const gm_lexcache *lexcache(gr_matcher *m, const gm_cfg *cur) {
     const gr_vocab *v = c->v;
     lx_lexer *lx = c->lx;
     uint32_t key = cur->ls * 2u + cur->fresh;
-    pthread_mutex_lock(&c->lc_lock);
-    gm_lexcache *e = lc_find(c, al_find(c, key), NULL);
-    pthread_mutex_unlock(&c->lc_lock);
+    gm_lexcache *e = lc_get(c, key);
     if (e) return e;
     size_t words = ((size_t)v->n_tokens + 31) / 32;
     lx_table tb;
@@ -975,11 +955,7 @@ static const gm_lexcache *lexcache(gr_matcher *m, const gm_cfg *cur) {
         if (!cn && cur->ls != LX_DEAD && !m->in_rel) {
             uint64_t set[4];
             lx_state t = lx_uniform(lx, cur->ls, set);
-            if (t != LX_DEAD && t != cur->ls) { /* (already walked in this grammar: no canonical form needed) */
-                pthread_mutex_lock(&c->lc_lock);
-                te = lc_find(c, al_find(c, t * 2u), NULL);
-                pthread_mutex_unlock(&c->lc_lock);
-            }
+            if (t != LX_DEAD && t != cur->ls) te = lc_get(c, t * 2u); /* (walked already: no canonical form) */
             if (!te && t != LX_DEAD && t != cur->ls && !canon_try(m, lx, &tb, t, 0)) {
                 gm_cfg tc = {t, cur->pdepth, cur->after_skip, 0, 0};
                 m->in_rel = 1;

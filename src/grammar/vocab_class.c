@@ -12,9 +12,6 @@ static void tclass_free(gm_tclass *t) {
     free(t->rows);
     free(t->row_n);
     free(t->ex);
-    free(t->front);
-    free(t->all);
-    free(t->all_q);
     free(t);
 }
 
@@ -67,9 +64,7 @@ static gm_tclass *tclass_build(const gr_vocab *v, const uint64_t ascii[2], int m
     gm_tclass *t = calloc(1, sizeof *t);
     uint8_t *cls = malloc((size_t)md + 2), *ust = malloc((size_t)md + 2), *path = malloc((size_t)md + 2);
     int32_t *beg = malloc(((size_t)md + 2) * sizeof *beg), *lead = malloc(((size_t)md + 2) * sizeof *lead);
-    gm_texit *ex = NULL; /* in trie order, then by q into t->ex */
-    uint8_t *exq = NULL;
-    size_t n_ex = 0, cap_ex = 0, n_exq = 0, cap_exq = 0, n_front = 0, cap_front = 0;
+    size_t n_ex = 0, cap_ex = 0, n_front = 0;
     if (!t || !cls || !ust || !path || !beg || !lead || !(t->rows = calloc(n_rows * words, sizeof *t->rows)) ||
         !(t->row_n = calloc(n_rows, sizeof *t->row_n)))
         goto oom;
@@ -87,19 +82,19 @@ static gm_tclass *tclass_build(const gr_vocab *v, const uint64_t ascii[2], int m
         else
             in = st != U8_BAD; /* (mid-character only when mb) */
         if (!in) {
-            gm_texit x = {(uint32_t)i, 0, {0, 0, 0}};
+            gm_texit x = {(uint32_t)i, (uint8_t)beg[d - 1], 0, {0, 0, 0}};
             if (pst != U8_BOUNDARY) {
                 x.np = (uint8_t)(d - lead[d - 1]);
                 for (int k = 0; k < x.np; k++) x.pb[k] = path[lead[d - 1] + k];
             }
-            uint8_t q = (uint8_t)beg[d - 1];
-            if (push((void **)&ex, &n_ex, &cap_ex, &x, sizeof x) || push((void **)&exq, &n_exq, &cap_exq, &q, 1))
-                goto oom;
+            if (push((void **)&t->ex, &n_ex, &cap_ex, &x, sizeof x)) goto oom;
+            t->ex_upto[x.q + 1]++;
             continue;
         }
         if (pst == U8_BOUNDARY && beg[d - 1] == GM_TCLASS_D) {
-            uint32_t f = (uint32_t)i;
-            if (push((void **)&t->front, &n_front, &cap_front, &f, sizeof f)) goto oom;
+            gm_texit f = {(uint32_t)i, GM_TCLASS_FRONT, 0, {0, 0, 0}};
+            if (push((void **)&t->ex, &n_ex, &cap_ex, &f, sizeof f)) goto oom;
+            n_front++;
             continue;
         }
         cls[d] = 1;
@@ -116,28 +111,12 @@ static gm_tclass *tclass_build(const gr_vocab *v, const uint64_t ascii[2], int m
         for (size_t w = 0; w < words; w++) cur[w] |= prev[w];
         t->row_n[r] += t->row_n[r - 1];
     }
-    /* exits by q (counting sort: trie order kept within each q) */
-    if (!(t->ex = malloc((n_ex + 1) * sizeof *t->ex))) goto oom;
-    for (size_t k = 0; k < n_ex; k++) t->ex_off[exq[k] + 1]++;
-    for (int q = 0; q <= GM_TCLASS_D; q++) t->ex_off[q + 1] += t->ex_off[q];
-    uint32_t fill[GM_TCLASS_D + 1] = {0};
-    for (size_t k = 0; k < n_ex; k++) t->ex[t->ex_off[exq[k]] + fill[exq[k]]++] = ex[k];
-    /* both lists merged in trie order */
-    t->n_all = (uint32_t)(n_ex + n_front);
-    if (!(t->all = malloc((t->n_all + 1) * sizeof *t->all)) || !(t->all_q = malloc(t->n_all + 1))) goto oom;
-    for (size_t a = 0, f = 0, k = 0; k < t->n_all; k++) {
-        if (f < n_front && (a == n_ex || t->front[f] < ex[a].node)) {
-            t->all[k] = (gm_texit){t->front[f++], 0, {0, 0, 0}};
-            t->all_q[k] = GM_TCLASS_FRONT;
-        } else {
-            t->all[k] = ex[a];
-            t->all_q[k] = exq[a++];
-        }
-    }
-    free(cls), free(ust), free(path), free(beg), free(lead), free(exq), free(ex);
+    for (int q = 0; q <= GM_TCLASS_D; q++) t->ex_upto[q + 1] += t->ex_upto[q];
+    t->n_ex = (uint32_t)n_ex;
+    free(cls), free(ust), free(path), free(beg), free(lead);
     return t;
 oom:
-    free(cls), free(ust), free(path), free(beg), free(lead), free(exq), free(ex);
+    free(cls), free(ust), free(path), free(beg), free(lead);
     tclass_free(t);
     return NULL;
 }

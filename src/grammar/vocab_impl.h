@@ -83,8 +83,10 @@ enum { U8_BOUNDARY, U8_NEED1, U8_NEED2, U8_NEED3, U8_E0, U8_ED, U8_F0, U8_F4, U8
  * MaskBench: 32 the fastest, by a little). */
 #define GM_TCLASS_D 32
 #define GM_TCLASS_MAX 16 /* classes kept per vocabulary (past it: none built, plain walks) */
+#define GM_TCLASS_FRONT 255
 typedef struct {
-    uint32_t node; /* the exit node */
+    uint32_t node; /* the exit or frontier node */
+    uint8_t q;     /* the characters begun on its parent's path; GM_TCLASS_FRONT: a frontier node */
     uint8_t np;    /* bytes of the character cut short on its parent's path (0: it ends a character) */
     uint8_t pb[3]; /* those bytes */
 } gm_texit;
@@ -95,19 +97,13 @@ struct gm_tclass {
     int mb;
     uint32_t *rows;   /* [(GM_TCLASS_D + 1) * words]: row L, the class tokens of at most L characters begun */
     int32_t *row_n;   /* [GM_TCLASS_D + 1]: their counts */
-    uint32_t ex_off[GM_TCLASS_D + 2]; /* the exits whose parent has q characters begun are
-                                         ex[ex_off[q] .. ex_off[q + 1]), in trie order */
+    uint32_t ex_upto[GM_TCLASS_D + 2]; /* ex_upto[q + 1]: how many exits have at most q characters begun */
+    uint32_t n_front;                  /* how many frontier nodes */
+    /* exits and frontier nodes together in trie order (disjoint subtrees), so that a walk of them in
+     * this order finds the lexeme ends in trie order */
+    uint32_t n_ex;
     gm_texit *ex;
-    uint32_t n_front; /* the frontier nodes, in trie order */
-    uint32_t *front;
-    /* exits and frontier nodes together in trie order (disjoint subtrees), each with its q
-     * (GM_TCLASS_FRONT: a frontier node), so that a walk of them in this order finds the lexeme
-     * ends in trie order */
-    uint32_t n_all;
-    gm_texit *all;
-    uint8_t *all_q;
 };
-#define GM_TCLASS_FRONT 255
 /* The index of the class (ascii[2]: bits of the ASCII bytes; mb), built on first use; NULL when out
  * of memory, past GM_TCLASS_MAX classes, or switched off (gr_vocab_set_count_walk). Thread-safe;
  * the index stays valid until gr_vocab_free. */

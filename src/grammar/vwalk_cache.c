@@ -66,23 +66,20 @@ int gm_canon_build(lx_lexer *lx, const lx_table *tb, lx_state s, int fresh, gm_c
     cn->len = 0;
     cn->sig[cn->len++] = (uint8_t)fresh;
     canon_index(cn, s);
-    /* byte classes are byte intervals in ascending order (lexer.c compute_classes): class c is
-     * [lo[c], lo[c + 1]); a run of equal targets can only end where a class does */
-    uint16_t lo[257];
-    int n_cls = 0;
-    for (int b = 0; b < 256; b++)
-        if (b == 0 || tb->cls[b] != tb->cls[b - 1]) lo[n_cls++] = (uint16_t)b;
-    lo[n_cls] = 256;
+    /* byte classes are byte intervals in ascending order: class c is [cls_rep[c], cls_rep[c + 1]);
+     * a run of equal targets can only end where a class does */
+    const int n_cls = tb->n_classes;
     for (int i = 0; i < cn->n; i++) {
         lx_state x = cn->st[i];
         cn->sig[cn->len++] = lx_accepting(lx, x) != NULL;
         lx_state prev = lx_next_fast(lx, tb, x, 0);
         for (int c = 1; c <= n_cls; c++) {
-            lx_state y = c < n_cls ? lx_next_fast(lx, tb, x, (uint8_t)lo[c]) : LX_DEAD;
+            lx_state y = c < n_cls ? lx_next_fast(lx, tb, x, tb->cls_rep[c]) : LX_DEAD;
             if (c < n_cls && y == prev) continue;
             int k = prev == LX_DEAD ? 0xFF : canon_index(cn, prev);
             if (k < 0) return -1;
-            cn->sig[cn->len++] = (uint8_t)(lo[c] - 1); /* a run ends at byte lo[c] - 1 */
+            int end = c < n_cls ? tb->cls_rep[c] - 1 : 255;
+            cn->sig[cn->len++] = (uint8_t)end; /* a run ends at byte end */
             cn->sig[cn->len++] = (uint8_t)k;
             prev = y;
         }
