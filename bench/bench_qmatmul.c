@@ -103,6 +103,8 @@ int main(int argc, char **argv) {
         {"int4+zeros act float", -1, w4z, K_ACT_FLOAT, 0, {0}, {0}},
         {"int4 act int8", -1, w4, K_ACT_INT8, 0, {0}, {0}},
         {"int4+zeros act int8", -1, w4z, K_ACT_INT8, 0, {0}, {0}},
+        {"int4 act int16", -1, w4, K_ACT_INT16, 0, {0}, {0}},
+        {"int4+zeros act int16", -1, w4z, K_ACT_INT16, 0, {0}, {0}},
         {"int8 act int8 (W8A8)", -1, w8, K_ACT_INT8, 1, {0}, {0}},
         {"int8 act float", -1, w8, K_ACT_FLOAT, 0, {0}, {0}},
         {"fp8 act fp8", -1, wf8, K_ACT_FP8, 0, {0}, {0}},
@@ -114,8 +116,10 @@ int main(int argc, char **argv) {
         size_t z = k_matmul_work_size(d ? PAGODA_DTYPE_F16 : PAGODA_DTYPE_Q4_0, n_in, max_tok);
         ws = z > ws ? z : ws;
     }
-    size_t ws2 = k_qmatmul_work_size(&w4, max_tok, K_ACT_INT8);
-    ws = ws > ws2 ? ws : ws2;
+    for (int a = K_ACT_FLOAT; a <= K_ACT_INT16; a++) {
+        size_t ws2 = k_qmatmul_work_size(&w4, max_tok, (k_act_kind)a);
+        ws = ws > ws2 ? ws : ws2;
+    }
     void *work = aligned_alloc(64, (ws + 63) & ~(size_t)63);
     for (int k = 0; k < N_TOK; k++) {
         int64_t nt = toks[k];

@@ -32,8 +32,9 @@
  * zero (s = 0 gives q = 0); the product multiplies the dequantized weights by q * s. Its error is
  * at most 2^-16 of the span's largest activation per element, finer than a half's (2^-11 of each
  * value) unless a span's values differ by more than 32x; on AVX-512 VNNI CPUs it runs as exact
- * int16 dot products (vpdpwssd) per span (one-thread decode 6-10% faster than float activations,
- * prefill the same; int8 activations stay about twice as fast in prefill).
+ * integer dot products per span: INT4 on 128-column spans splits each code into a signed high and
+ * an unsigned low byte and takes two 512-bit vpdpbusd per 64 columns (decode at 1.0-1.2x Q4_0's
+ * speed, prefill 1.4x the int16 form's), other spans vpdpwssd.
  *
  * Contract (batch and thread invariance): y[t][r] depends only on W row r and x row t, never on
  * n_tok, the thread count, or which rows are computed together. */

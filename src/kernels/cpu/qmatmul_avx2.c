@@ -98,7 +98,7 @@ AI __m256 round_e4m3(__m256 v) {
  * are written last. */
 static void prep_row_int16(const qmm_plan *p, const float *src, char *row) {
     const int64_t n = p->w->n_in, n_pad = p->n_pad, span = p->span;
-    const int codes = p->fmt == QMM_FMT_W16R || p->fmt == QMM_FMT_W16;
+    const int codes = p->fmt == QMM_FMT_W16R || p->fmt == QMM_FMT_W16 || p->fmt == QMM_FMT_W16S;
     float sc[codes ? n_pad / 32 + 1 : 1];
     float *f = (float *)row;
     int16_t *o = (int16_t *)row;
@@ -114,6 +114,14 @@ static void prep_row_int16(const qmm_plan *p, const float *src, char *row) {
         }
         sc[k] = s;
         for (int64_t i = len; i < span; i++) q[i] = 0.0f; /* a short last span: zero codes */
+        if (p->fmt == QMM_FMT_W16S) { /* span 128: one block of planes, at byte 2 i0 (below src's span) */
+            uint8_t *ob = (uint8_t *)row + 2 * i0;
+            for (int j = 0; j < 128; j++) {
+                const int a = (int)q[j], at = (j & 1) * 64 + (j >> 1);
+                ob[at] = (uint8_t)(a & 255), ob[128 + at] = (uint8_t)(int8_t)(a >> 8); /* (arithmetic shift) */
+            }
+            continue;
+        }
         for (int64_t b = 0; b < span; b += 32) {
             int16_t *ob = o + i0 + b;
             if (i0 + b >= n_pad) break;
@@ -128,7 +136,7 @@ static void prep_row_int16(const qmm_plan *p, const float *src, char *row) {
         return;
     }
     const int64_t n_span = (n + span - 1) / span;
-    memcpy(row + (size_t)n_pad * 2, sc, (size_t)n_span * sizeof(float));
+    memcpy(row + qmm_w16_scales_at(p->fmt, n_pad), sc, (size_t)n_span * sizeof(float));
 }
 
 static void prep_row_codes(const qmm_plan *p, const float *xr, int64_t t) {
@@ -225,6 +233,12 @@ static void prep_row(const qmm_plan *p, const float *xr, int64_t t) {
         } else if (p->fmt == QMM_FMT_W16R || p->fmt == QMM_FMT_W16) {
             int32_t sa = 0; /* at most 128 x 32767: exact */
             for (int64_t i = i0; i < i1; i++) sa += ((const int16_t *)row)[i];
+            memcpy((int32_t *)sums + k, &sa, sizeof sa);
+        } else if (p->fmt == QMM_FMT_W16S) { /* the unit is one 128-block of planes: sum lo + 256 sum hi */
+            const uint8_t *b = (const uint8_t *)row + 2 * i0;
+            int32_t lo = 0, hi = 0;
+            for (int j = 0; j < 128; j++) lo += b[j], hi += (int8_t)b[128 + j];
+            const int32_t sa = lo + 256 * hi;
             memcpy((int32_t *)sums + k, &sa, sizeof sa);
         } else {
             double sx = 0.0;

@@ -12,7 +12,9 @@
  *   QMM_Q8_VNNI: d = -(128 + z) sum(a) + sum (q + 128) a by vpdpbusd (q ^ 0x80 is q + 128
  *                unsigned), exact; acc = fma(float(d lanes), s, acc).
  *   QMM_W16:     int16 activations (units are their spans): d = -z sum(a) + sum q a by vpdpwssd
- *                (q widened to int16), exact; acc = fma(float(d lanes), s * s_span, acc).
+ *                (q widened to int16), exact; acc = fma(float(d lanes), s * s_span, acc). INT4 on
+ *                128-column spans (QMM_FMT_W16S): a = 256 hi + lo, sum q a = sum lo q + 256 sum q hi
+ *                by two vpdpbusd each, exact (mk_w16z).
  *   y = hsum(acc) * s_t.
  *   QMM_Q8_ROW:  INT8 with one group per row: d = sum (q + 128) a over the whole row (512-bit
  *                vpdpbusd, exact int32), dot = d - (128 + z) sum(a), y = (double)(s s_t) * dot.
@@ -231,7 +233,7 @@ AI void mk_vnni(int kind, int w16, int R, int T, const qmm_plan *p, int64_t r0, 
     for (int t = 0; t < T; t++) {
         const char *row = p->a + (size_t)(t0 + t) * p->a_row;
         xa[t] = (const int8_t *)row, xw[t] = (const int16_t *)row;
-        xsc[t] = (const float *)(row + (size_t)p->n_pad * 2);
+        xsc[t] = (const float *)(row + qmm_w16_scales_at(p->fmt, p->n_pad));
         xs[t] = (const int32_t *)(row + (size_t)p->n_pad * sizeof(float));
     }
 #pragma GCC unroll 8
@@ -284,19 +286,24 @@ AI void mk_vnni(int kind, int w16, int R, int T, const qmm_plan *p, int64_t r0, 
         for (int t = 0; t < T; t++) p->y[(t0 + t) * p->ldy + r0 + r] = hsum8(acc[r][t]) * p->s_tok[t0 + t];
 }
 
-/* QMM_Q4_VNNI on 128-column blocks (group_size % 128 == 0 or one group; activations in
- * QMM_FMT_I8R128): the 64 code bytes' low nibbles meet the block's 64 even activations and the
- * high nibbles its 64 odd ones, two 512-bit vpdpbusd per row and token; lane j sums columns
- * 8j .. 8j+7 of the block. */
-AI void blk_v4z(int R, int T, const uint8_t *const *c, const int8_t *const *xa, int64_t i, __m512i d[MR][MT]) {
+/* R rows' 64 code bytes (128 columns): low nibbles (even columns) and high ones (odd), as bytes */
+AI void nibbles(int R, const uint8_t *const *c, __m512i *lo, __m512i *hi) {
     const __m512i m4 = _mm512_set1_epi8(15);
-    __m512i lo[MR], hi[MR];
 #pragma GCC unroll 8
     for (int r = 0; r < R; r++) {
         const __m512i v = _mm512_loadu_si512((const void *)c[r]);
         lo[r] = _mm512_and_si512(v, m4);
         hi[r] = _mm512_and_si512(_mm512_srli_epi16(v, 4), m4);
     }
+}
+
+/* QMM_Q4_VNNI on 128-column blocks (group_size % 128 == 0 or one group; activations in
+ * QMM_FMT_I8R128): the 64 code bytes' low nibbles meet the block's 64 even activations and the
+ * high nibbles its 64 odd ones, two 512-bit vpdpbusd per row and token; lane j sums columns
+ * 8j .. 8j+7 of the block. */
+AI void blk_v4z(int R, int T, const uint8_t *const *c, const int8_t *const *xa, int64_t i, __m512i d[MR][MT]) {
+    __m512i lo[MR], hi[MR];
+    nibbles(R, c, lo, hi);
 #pragma GCC unroll 8
     for (int t = 0; t < T; t++) {
         const __m512i al = _mm512_loadu_si512((const void *)(xa[t] + i));
@@ -306,20 +313,79 @@ AI void blk_v4z(int R, int T, const uint8_t *const *c, const int8_t *const *xa, 
     }
 }
 
+/* QMM_W16 over INT4 on 128-column spans (activations in QMM_FMT_W16S): each int16 code is
+ * a = 256 hi + lo, so sum q a = sum lo q + 256 sum q hi, both by 512-bit vpdpbusd: lo (unsigned)
+ * against q (0..15, as signed), q (unsigned) against hi (signed). Per 128-block, row and token:
+ * four vpdpbusd where the int16 form takes eight 256-bit vpdpwssd and twice the code unpacking.
+ * Lane j sums columns 8j .. 8j+7 of the block (even ones from the low nibbles, odd from the high),
+ * exactly in int32 (|sum| per lane at most 8 x 15 x 32767, plus the zero point's term in lane 0). */
+AI void blk_w16z(int R, int T, const uint8_t *const *c, const uint8_t *const *xa, int64_t i, __m512i dl[MR][MT],
+                 __m512i dh[MR][MT]) {
+    __m512i lo[MR], hi[MR];
+    nibbles(R, c, lo, hi);
+#pragma GCC unroll 8
+    for (int t = 0; t < T; t++) {
+        const uint8_t *b = xa[t] + 2 * i;
+        const __m512i le = _mm512_loadu_si512((const void *)b), lod = _mm512_loadu_si512((const void *)(b + 64));
+        const __m512i he = _mm512_loadu_si512((const void *)(b + 128)), hod = _mm512_loadu_si512((const void *)(b + 192));
+#pragma GCC unroll 8
+        for (int r = 0; r < R; r++) {
+            dl[r][t] = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(dl[r][t], le, lo[r]), lod, hi[r]);
+            dh[r][t] = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(dh[r][t], lo[r], he), hi[r], hod);
+        }
+    }
+}
+
+/* A 128-column tile's rows: their codes in wr, the next tile's rows returned (decode prefetches
+ * them, and its scales here) */
+AI const char *z_rows(int R, int T, const qmm_plan *p, int64_t r0, const uint8_t **wr) {
+    const k_qweight *w = p->w;
+    const size_t rb = k_qweight_row_bytes(w);
+#pragma GCC unroll 8
+    for (int r = 0; r < R; r++) wr[r] = w->codes + (size_t)(r0 + r) * rb;
+    if (T == 1) _mm_prefetch((const char *)(w->scales + (r0 + R) * p->n_group), _MM_HINT_T0);
+    return (const char *)(w->codes + (size_t)(r0 + R) * rb);
+}
+
+/* The codes of whole 128-column block i of the tile's rows; decode prefetches the next tile's rows
+ * (contiguous), R * 64 bytes of them per 64-byte step of this tile's (R short row streams alone
+ * end before the hardware prefetcher ramps up; gemm_quant_avx512.c does the same for Q4_0) */
+AI void z_codes(int R, int T, const uint8_t *const *wr, const char *nxt, int64_t i, const uint8_t **c) {
+#pragma GCC unroll 8
+    for (int r = 0; r < R; r++) c[r] = wr[r] + i / 2;
+    if (T == 1)
+        for (int o = 0; o < R * 64; o += 64) _mm_prefetch(nxt + (size_t)(i / 2) * R + o, _MM_HINT_T0);
+}
+
+/* The row's last, partial block (columns i .. n): its codes copied zero padded into tmp */
+AI void z_tail(int R, const uint8_t *const *wr, int64_t i, int64_t n, uint8_t tmp[MR][64], const uint8_t **c) {
+#pragma GCC unroll 8
+    for (int r = 0; r < R; r++) {
+        memset(tmp[r], 0, 64);
+        memcpy(tmp[r], wr[r] + i / 2, (size_t)(n - i) / 2);
+        c[r] = tmp[r];
+    }
+}
+
+/* y = hsum(acc) * s_t for the tile's outputs */
+AI void z_store(int R, int T, const qmm_plan *p, int64_t r0, int64_t t0, __m512 acc[MR][MT]) {
+#pragma GCC unroll 8
+    for (int r = 0; r < R; r++)
+#pragma GCC unroll 8
+        for (int t = 0; t < T; t++)
+            p->y[(t0 + t) * p->ldy + r0 + r] = _mm512_reduce_add_ps(acc[r][t]) * p->s_tok[t0 + t];
+}
+
 AI void mk_v4z(int R, int T, const qmm_plan *p, int64_t r0, int64_t t0) {
     const k_qweight *w = p->w;
     const int64_t n = w->n_in, gs = w->group_size, ng = p->n_group, u = p->unit;
     const int64_t n_end = ng == 1 ? p->n_pad : n;
     const int64_t n_full = n & ~(int64_t)127;
-    const size_t rb = k_qweight_row_bytes(w);
     const uint8_t *wr[MR], *c[MR];
     const int8_t *xa[MT];
     const int32_t *xs[MT];
     __m512 acc[MR][MT];
-#pragma GCC unroll 8
-    for (int r = 0; r < R; r++) wr[r] = w->codes + (size_t)(r0 + r) * rb;
-    const char *nxt = (const char *)(w->codes + (size_t)(r0 + R) * rb); /* the next decode tile's rows */
-    if (T == 1) _mm_prefetch((const char *)(w->scales + (r0 + R) * ng), _MM_HINT_T0);
+    const char *nxt = z_rows(R, T, p, r0, wr);
 #pragma GCC unroll 8
     for (int t = 0; t < T; t++) {
         const char *row = p->a + (size_t)(t0 + t) * p->a_row;
@@ -345,23 +411,12 @@ AI void mk_v4z(int R, int T, const qmm_plan *p, int64_t r0, int64_t t0) {
         }
         int64_t i = i0;
         for (; i < e; i += 128) {
-#pragma GCC unroll 8
-            for (int r = 0; r < R; r++) c[r] = wr[r] + i / 2;
-            /* decode: the next tile's rows are contiguous, R * 64 bytes of them per 64-byte step
-             * of this tile's rows (R short row streams alone end before the hardware prefetcher
-             * ramps up; gemm_quant_avx512.c does the same for Q4_0) */
-            if (T == 1)
-                for (int o = 0; o < R * 64; o += 64) _mm_prefetch(nxt + (size_t)(i / 2) * R + o, _MM_HINT_T0);
+            z_codes(R, T, wr, nxt, i, c);
             blk_v4z(R, T, c, xa, i, d);
         }
         if (i < i1) { /* the row's last partial block */
             _Alignas(64) uint8_t tmp[MR][64];
-#pragma GCC unroll 8
-            for (int r = 0; r < R; r++) {
-                memset(tmp[r], 0, 64);
-                memcpy(tmp[r], wr[r] + i / 2, (size_t)(n - i) / 2);
-                c[r] = tmp[r];
-            }
+            z_tail(R, wr, i, n, tmp, c);
             blk_v4z(R, T, c, xa, i, d);
         }
 #pragma GCC unroll 8
@@ -371,11 +426,66 @@ AI void mk_v4z(int R, int T, const qmm_plan *p, int64_t r0, int64_t t0) {
             for (int t = 0; t < T; t++) acc[r][t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(d[r][t]), sv, acc[r][t]);
         }
     }
+    z_store(R, T, p, r0, t0, acc);
+}
+
+/* QMM_W16 over INT4 on 128-column spans: per span (the unit) d = 256 dh + dl - z sum(a), exact
+ * int32; acc = fma(float(d lanes), s_g s_span, acc); y = hsum(acc) */
+AI void mk_w16z(int R, int T, const qmm_plan *p, int64_t r0, int64_t t0) {
+    const k_qweight *w = p->w;
+    const int64_t n = w->n_in, gs = w->group_size, ng = p->n_group;
+    const int64_t n_end = ng == 1 ? p->n_pad : n;
+    const uint8_t *wr[MR], *c[MR];
+    const uint8_t *xa[MT];
+    const float *xsc[MT];
+    const int32_t *xs[MT];
+    __m512 acc[MR][MT];
+    const char *nxt = z_rows(R, T, p, r0, wr);
+#pragma GCC unroll 8
+    for (int t = 0; t < T; t++) {
+        const char *row = p->a + (size_t)(t0 + t) * p->a_row;
+        xa[t] = (const uint8_t *)row;
+        xsc[t] = (const float *)(row + qmm_w16_scales_at(QMM_FMT_W16S, p->n_pad));
+        xs[t] = (const int32_t *)(row + (size_t)p->n_pad * sizeof(float));
+    }
 #pragma GCC unroll 8
     for (int r = 0; r < R; r++)
 #pragma GCC unroll 8
-        for (int t = 0; t < T; t++)
-            p->y[(t0 + t) * p->ldy + r0 + r] = _mm512_reduce_add_ps(acc[r][t]) * p->s_tok[t0 + t];
+        for (int t = 0; t < T; t++) acc[r][t] = _mm512_setzero_ps();
+    for (int64_t i = 0, k = 0; i < n_end; i += 128, k++) {
+        const int64_t g = ng == 1 ? 0 : i / gs;
+        __m512i dl[MR][MT], dh[MR][MT];
+        int zo[MR];
+#pragma GCC unroll 8
+        for (int r = 0; r < R; r++) zo[r] = -zero_of(w, (r0 + r) * ng + g);
+#pragma GCC unroll 8
+        for (int t = 0; t < T; t++) {
+            const int32_t sa = xs[t][k];
+#pragma GCC unroll 8
+            for (int r = 0; r < R; r++) {
+                dl[r][t] = _mm512_zextsi128_si512(_mm_cvtsi32_si128(zo[r] * sa));
+                dh[r][t] = _mm512_setzero_si512();
+            }
+        }
+        if (i + 128 <= n) {
+            z_codes(R, T, wr, nxt, i, c);
+            blk_w16z(R, T, c, xa, i, dl, dh);
+        } else { /* the row's last partial block */
+            _Alignas(64) uint8_t tmp[MR][64];
+            z_tail(R, wr, i, n, tmp, c);
+            blk_w16z(R, T, c, xa, i, dl, dh);
+        }
+#pragma GCC unroll 8
+        for (int r = 0; r < R; r++) {
+            const float sw = w->scales[(r0 + r) * ng + g];
+#pragma GCC unroll 8
+            for (int t = 0; t < T; t++) {
+                const __m512i d = _mm512_add_epi32(_mm512_slli_epi32(dh[r][t], 8), dl[r][t]);
+                acc[r][t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(d), _mm512_set1_ps(sw * xsc[t][k]), acc[r][t]);
+            }
+        }
+    }
+    z_store(R, T, p, r0, t0, acc);
 }
 
 /* ---- INT8 weights with one group per row, int8 activations (QMM_Q8_ROW) ---- */
@@ -506,6 +616,9 @@ Q8R_NO_PRE static void q8row_rows(const qmm_plan *p, int64_t r0, int64_t r1) {
 #define Z_DR 4
 #define Z_PR 4
 #define Z_PT 2
+#define S_DR 4
+#define S_PR 2
+#define S_PT 4
 
 #define MK_F4(R, T) mk_float(K_QW_INT4, R, T, p, r, t)
 #define MK_F8(R, T) mk_float(K_QW_INT8, R, T, p, r, t)
@@ -515,6 +628,7 @@ Q8R_NO_PRE static void q8row_rows(const qmm_plan *p, int64_t r0, int64_t r1) {
 #define MK_Z4(R, T) mk_v4z(R, T, p, r, t)
 #define MK_W4(R, T) mk_vnni(K_QW_INT4, 1, R, T, p, r, t)
 #define MK_W8(R, T) mk_vnni(K_QW_INT8, 1, R, T, p, r, t)
+#define MK_S4(R, T) mk_w16z(R, T, p, r, t)
 static void tile_f4(const qmm_plan *p, int rr, int tt, int64_t r, int64_t t) { TILES(MK_F4, F_DR, F_PR, F_PT) }
 static void tile_f8(const qmm_plan *p, int rr, int tt, int64_t r, int64_t t) { TILES(MK_F8, F_DR, F_PR, F_PT) }
 static void tile_fp(const qmm_plan *p, int rr, int tt, int64_t r, int64_t t) { TILES(MK_FP, F_DR, F_PR, F_PT) }
@@ -523,16 +637,19 @@ static void tile_v8(const qmm_plan *p, int rr, int tt, int64_t r, int64_t t) { T
 static void tile_z4(const qmm_plan *p, int rr, int tt, int64_t r, int64_t t) { TILES(MK_Z4, Z_DR, Z_PR, Z_PT) }
 static void tile_w4(const qmm_plan *p, int rr, int tt, int64_t r, int64_t t) { TILES(MK_W4, V_DR, V_PR, V_PT) }
 static void tile_w8(const qmm_plan *p, int rr, int tt, int64_t r, int64_t t) { TILES(MK_W8, V_DR, V_PR, V_PT) }
+static void tile_s4(const qmm_plan *p, int rr, int tt, int64_t r, int64_t t) { TILES(MK_S4, S_DR, S_PR, S_PT) }
 
 void kcpu_qmm_rows_avx512(const qmm_plan *p, int64_t r0, int64_t r1) {
     if (p->path == QMM_Q8_ROW) {
         q8row_rows(p, r0, r1);
         return;
     }
-    const int vnni = p->path != QMM_F512, z = p->fmt == QMM_FMT_I8R128;
-    const int PT = z ? Z_PT : vnni ? V_PT : F_PT, PR = z ? Z_PR : vnni ? V_PR : F_PR, DR = z ? Z_DR : vnni ? V_DR : F_DR;
+    const int vnni = p->path != QMM_F512, z = p->fmt == QMM_FMT_I8R128, sp = p->fmt == QMM_FMT_W16S;
+    const int PT = sp ? S_PT : z ? Z_PT : vnni ? V_PT : F_PT, PR = sp ? S_PR : z ? Z_PR : vnni ? V_PR : F_PR,
+              DR = sp ? S_DR : z ? Z_DR : vnni ? V_DR : F_DR;
     void (*tile)(const qmm_plan *, int, int, int64_t, int64_t) =
-        z ? tile_z4
+        sp  ? tile_s4
+        : z ? tile_z4
         : p->path == QMM_W16 ? (p->w->kind == K_QW_INT4 ? tile_w4 : tile_w8)
         : p->path == QMM_Q4_VNNI ? tile_v4
         : p->path == QMM_Q8_VNNI ? tile_v8

@@ -39,7 +39,17 @@ enum {
     QMM_FMT_W16R,  /* int16 codes (K_ACT_INT16), each 32-block stored as its 16 even then its 16 odd
                       elements; the spans' float scales at byte n_pad * 2 (QMM_W16 over INT4) */
     QMM_FMT_W16,   /* the same in column order (QMM_W16 over INT8) */
+    QMM_FMT_W16S,  /* int16 codes split into two byte planes (QMM_W16 over INT4 with 128-column
+                      spans): each code is a = 256 hi + lo, hi = a >> 8 (signed), lo = a & 255
+                      (unsigned); each 128-block takes 256 bytes: lo of its 64 even columns, lo of
+                      its 64 odd ones, then hi of the even, hi of the odd; zero padded to a multiple
+                      of 128 columns; the spans' float scales after the planes (qmm_w16_scales_at) */
 };
+
+/* Byte offset of the spans' float scales in a prepared K_ACT_INT16 row */
+static inline size_t qmm_w16_scales_at(int fmt, int64_t n_pad) {
+    return fmt == QMM_FMT_W16S ? (size_t)((n_pad + 127) & ~(int64_t)127) * 2 : (size_t)n_pad * 2;
+}
 
 typedef struct {
     const k_qweight *w;
