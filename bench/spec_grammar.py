@@ -11,6 +11,10 @@ request at a time. Decode tokens/s per request =
 to no speculation, and the drafted / accepted tokens (/metrics).
 
   bench/spec_grammar.py [--pagoda build/pagoda] [-m MODEL] [--schemas 12] [--reps 2] [--json out.json]
+                        [--draft DRAFT_MODEL]
+
+--draft: the modes are none, the draft model without grammar drafts, and with them (a draft model
+the cost model finds too dear leaves the forced text as the only drafts worth verifying).
 """
 import argparse
 import gzip
@@ -73,7 +77,12 @@ def main():
     ap.add_argument("--schema-not-in-prompt", action="store_true",
                     help="the schema only in response_format (the prompt just asks for the object)")
     ap.add_argument("--json")
+    ap.add_argument("--draft", help="a draft model: compare none / draft / draft + grammar drafts")
     a = ap.parse_args()
+    if a.draft:
+        MODES.clear()
+        MODES.update({"none": (), "draft, no grammar drafts": ("--speculative", f"draft:{a.draft}", "--spec-grammar-drafts", "off"),
+                      "draft + grammar drafts": ("--speculative", f"draft:{a.draft}")})
     cands = schemas(a.shared, a.schemas * 4)
     res = {m: {"rates": [], "drafted": 0, "accepted": 0, "texts": []} for m in MODES}
     picked = None

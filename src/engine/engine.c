@@ -259,7 +259,7 @@ pagoda_status engine_set_proposer(pagoda_engine *e, spec_proposer *p, int32_t ma
     if (!st && ((!e->sq_rate && !(e->sq_rate = calloc(S, sizeof *e->sq_rate))) ||
                 (!e->sq_ask && !(e->sq_ask = calloc(S, sizeof *e->sq_ask))) ||
                 (!e->sq_k && !(e->sq_k = calloc(S, sizeof *e->sq_k))) ||
-                (!e->sq_work && !(e->sq_work = calloc(S * MAX_DRAFT, 2 * sizeof(float))))))
+                (!e->sq_work && !(e->sq_work = calloc(S * MAX_DRAFT, 3 * sizeof(float))))))
         st = pg_fail(PAGODA_ERR_NOMEM, "out of memory");
     if (st) {
         spec_destroy(p);

@@ -44,47 +44,52 @@ bool spec_cost_fit(const spec_cost *c, double *alpha, double *beta) {
 }
 
 typedef struct {
-    float g;
+    float g;   /* expected tokens the draft adds */
+    float key; /* g per second of cost: the order drafts are taken in */
     int32_t i;
 } gain;
 
 static int by_gain(const void *pa, const void *pb) {
     const gain *a = pa, *b = pb;
-    if (a->g != b->g) return a->g > b->g ? -1 : 1;
+    if (a->key != b->key) return a->key > b->key ? -1 : 1;
     return a->i - b->i; /* ties: the earlier candidate first (a deterministic order) */
 }
 
-int32_t spec_cost_allocate(const spec_cost *c, int32_t n_base, const float *rate, const int32_t *ask, int32_t n,
-                           int32_t *k, void *work) {
+int32_t spec_cost_allocate(const spec_cost *c, int32_t n_base, const float *rate, const int32_t *ask,
+                           const uint8_t *no_proposer, int32_t n, int32_t *k, void *work) {
+    double alpha, beta;
+    int32_t total = 0;
+    if (!spec_cost_fit(c, &alpha, &beta)) { /* nothing measured yet: the asks as they are */
+        for (int32_t i = 0; i < n; i++) k[i] = ask[i], total += ask[i];
+        return total;
+    }
+    const double gamma = c->n_gamma ? c->gamma : 0;
     gain *gs = work;
     int32_t m = 0;
     for (int32_t i = 0; i < n; i++) {
         k[i] = 0;
+        const double cost = beta + (no_proposer && no_proposer[i] ? 0 : gamma);
         float a = rate[i] < 0 ? 0 : rate[i] > 0.999f ? 0.999f : rate[i], g = a;
-        for (int32_t j = 0; j < ask[i]; j++, g *= a) gs[m++] = (gain){.g = g, .i = i};
-    }
-    double alpha, beta;
-    if (!m || !spec_cost_fit(c, &alpha, &beta)) { /* nothing measured yet: the asks as they are */
-        int32_t total = 0;
-        for (int32_t i = 0; i < n; i++) k[i] = ask[i], total += ask[i];
-        return total;
+        /* (a sequence's gains fall with j at one cost: its j-th draft is taken after its (j-1)-th) */
+        for (int32_t j = 0; j < ask[i]; j++, g *= a) gs[m++] = (gain){.g = g, .key = (float)(g / cost), .i = i};
     }
     qsort(gs, (size_t)m, sizeof *gs, by_gain);
-    const double per_draft = beta + (c->n_gamma ? c->gamma : 0);
     double E = n_base > 0 ? n_base : 1, C = alpha + beta * (n_base > 0 ? n_base : 1);
-    int32_t total = 0;
     for (int32_t x = 0; x < m; x++) {
-        /* a sequence's j-th draft counts only after its (j-1)-th: its gains come in order */
-        if ((double)gs[x].g * C < E * per_draft) break;
-        k[gs[x].i]++, total++;
-        E += gs[x].g, C += per_draft;
+        const int32_t i = gs[x].i;
+        const double cost = beta + (no_proposer && no_proposer[i] ? 0 : gamma);
+        /* taken while it raises E / C; by gain per cost, the first that does not ends it */
+        if ((double)gs[x].g * C < E * cost) break;
+        k[i]++, total++;
+        E += gs[x].g, C += cost;
     }
     return total;
 }
 
-bool spec_cost_would_draft(const spec_cost *c, int32_t n_base, float rate) {
+bool spec_cost_would_draft(const spec_cost *c, int32_t n_base, float rate, bool no_proposer) {
     const int32_t ask = 1;
+    const uint8_t np = no_proposer;
     int32_t k = 0;
     gain work[1];
-    return spec_cost_allocate(c, n_base, &rate, &ask, 1, &k, work) > 0;
+    return spec_cost_allocate(c, n_base, &rate, &ask, &np, 1, &k, work) > 0;
 }

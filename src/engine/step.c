@@ -60,7 +60,7 @@ static void stage_propose(pagoda_engine *e) {
             /* the text its grammar forces: drafts that need no proposer (asked for even while the
                choice rests after low acceptance; the cost model still decides how many are verified,
                and where it would give none, the text is not looked for) */
-            const int32_t nf = ch->gm && (e->c.spec_fixed_k || spec_cost_would_draft(&e->sp_cost, n_run, ch->sp_rate))
+            const int32_t nf = ch->gm && (e->c.spec_fixed_k || spec_cost_would_draft(&e->sp_cost, n_run, ch->sp_rate, true))
                                    ? engine_spec_forced(e, ch, out, k)
                                    : 0;
             if (!nf && ch->sp_wait > 0 && !e->c.spec_fixed_k) {
@@ -78,7 +78,7 @@ static void stage_propose(pagoda_engine *e) {
     if (e->c.spec_fixed_k)
         for (int32_t i = 0; i < nq; i++) asked += e->sq_k[i] = e->sq_ask[i];
     else
-        asked = spec_cost_allocate(&e->sp_cost, n_run, e->sq_rate, e->sq_ask, nq, e->sq_k, e->sq_work);
+        asked = spec_cost_allocate(&e->sp_cost, n_run, e->sq_rate, e->sq_ask, forced, nq, e->sq_k, e->sq_work);
     int32_t m = 0;
     bool in_step = true; /* every proposal continues one of the step before (no catch-up of tokens decoded without it) */
     for (int32_t i = 0; i < nq; i++) {
@@ -123,7 +123,7 @@ static void stage_spec_prefill(pagoda_engine *e, const sched_plan *plan) {
     /* not while the cost model would give a new sequence no drafts (the proposer costs more than
        its drafts save at this batch size): its prefill would only add to the time to first token.
        A sequence probed later catches up inside that proposal (counted out of the proposer's cost). */
-    if (!e->c.spec_fixed_k && !spec_cost_would_draft(&e->sp_cost, n_run, spec_prior(e))) return;
+    if (!e->c.spec_fixed_k && !spec_cost_would_draft(&e->sp_cost, n_run, spec_prior(e), false)) return;
     int32_t nq = 0;
     for (int32_t i = 0; i < plan->n_seqs && nq < e->c.max_seqs; i++) {
         sched_seq *q = plan->seqs[i];

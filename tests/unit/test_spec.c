@@ -197,14 +197,14 @@ static void test_cost_model(void) {
     spec_cost c = {0};
     float rate[3] = {0.68f, 0.68f, 0.95f};
     int32_t ask[3] = {6, 6, 6}, k[3];
-    _Alignas(8) float work[2 * 3 * 6];
-    CHECK(spec_cost_allocate(&c, 1, rate, ask, 1, k, work) == 6 && k[0] == 6, "nothing measured: the ask");
-    CHECK(spec_cost_would_draft(&c, 64, 0.05f), "nothing measured: drafts are tried");
+    _Alignas(8) float work[3 * 3 * 6];
+    CHECK(spec_cost_allocate(&c, 1, rate, ask, NULL, 1, k, work) == 6 && k[0] == 6, "nothing measured: the ask");
+    CHECK(spec_cost_would_draft(&c, 64, 0.05f, false), "nothing measured: drafts are tried");
     /* one token count seen: beta is a guess (a tenth of alpha), optimistic, so drafts get tried */
     for (int i = 0; i < 5; i++) spec_cost_record(&c, 1, 4.4e-3);
     double a, b;
     CHECK(spec_cost_fit(&c, &a, &b) && fabs(a + b - 4.4e-3) < 1e-9 && fabs(b - 0.1 * a) < 1e-9, "prior fit %g %g", a, b);
-    CHECK(spec_cost_allocate(&c, 1, rate, ask, 1, k, work) >= 4, "cheap guessed drafts: %d", k[0]);
+    CHECK(spec_cost_allocate(&c, 1, rate, ask, NULL, 1, k, work) >= 4, "cheap guessed drafts: %d", k[0]);
     /* a CPU: forward(T) = 4 ms + 1.3 ms per token */
     c = (spec_cost){0};
     for (int t = 1; t <= 8; t++)
@@ -212,22 +212,34 @@ static void test_cost_model(void) {
     CHECK(spec_cost_fit(&c, &a, &b) && fabs(a - 4e-3) < 1e-6 && fabs(b - 1.3e-3) < 1e-6, "fit %g + %g T", a, b);
     /* one sequence accepting 68%: its 1st and 2nd drafts raise tokens per second, the 3rd not
        (E/C: 1/5.3, 1.68/6.6, 2.14/7.9 ms; 2.45/9.2 is less) */
-    CHECK(spec_cost_allocate(&c, 1, rate, ask, 1, k, work) == 2 && k[0] == 2, "batch 1: %d drafts", k[0]);
+    CHECK(spec_cost_allocate(&c, 1, rate, ask, NULL, 1, k, work) == 2 && k[0] == 2, "batch 1: %d drafts", k[0]);
     /* 32 sequences: a 68% draft costs more than it yields; a 95% one still pays */
-    CHECK(spec_cost_allocate(&c, 32, rate, ask, 2, k, work) == 0, "batch 32 at 68%%: none");
-    CHECK(spec_cost_allocate(&c, 32, rate, ask, 3, k, work) >= 1 && k[0] == 0 && k[1] == 0 && k[2] >= 1,
+    CHECK(spec_cost_allocate(&c, 32, rate, ask, NULL, 2, k, work) == 0, "batch 32 at 68%%: none");
+    CHECK(spec_cost_allocate(&c, 32, rate, ask, NULL, 3, k, work) >= 1 && k[0] == 0 && k[1] == 0 && k[2] >= 1,
           "batch 32: only the 95%% sequence (%d %d %d)", k[0], k[1], k[2]);
     /* the engine's question before a draft model's prefill: would a new sequence get a draft? */
-    CHECK(spec_cost_would_draft(&c, 1, 0.68f) && !spec_cost_would_draft(&c, 32, 0.68f) &&
-              spec_cost_would_draft(&c, 32, 0.95f), "would draft: batch 1 yes, batch 32 only at 95%%");
+    CHECK(spec_cost_would_draft(&c, 1, 0.68f, false) && !spec_cost_would_draft(&c, 32, 0.68f, false) &&
+              spec_cost_would_draft(&c, 32, 0.95f, false), "would draft: batch 1 yes, batch 32 only at 95%%");
     /* an expensive proposer (a draft model at 5 ms a token) makes drafts not worth it */
     for (int i = 0; i < 4; i++) spec_cost_record_proposer(&c, 2, 10e-3);
-    CHECK(spec_cost_allocate(&c, 1, rate, ask, 1, k, work) == 0, "expensive drafts: %d", k[0]);
-    CHECK(!spec_cost_would_draft(&c, 1, 0.68f), "expensive drafts: no prefill for them");
+    CHECK(spec_cost_allocate(&c, 1, rate, ask, NULL, 1, k, work) == 0, "expensive drafts: %d", k[0]);
+    CHECK(!spec_cost_would_draft(&c, 1, 0.68f, false), "expensive drafts: no prefill for them");
+    /* ... but text a grammar forces needs no proposer: priced at beta alone, as before the proposer
+       was measured (2 drafts at 68%), beside a proposer's candidate that gets none */
+    const uint8_t forced[3] = {0, 1, 0};
+    CHECK(spec_cost_allocate(&c, 1, rate, ask, forced, 2, k, work) == 2 && k[0] == 0 && k[1] == 2,
+          "forced text beside an expensive proposer: %d %d", k[0], k[1]);
+    CHECK(spec_cost_would_draft(&c, 1, 0.68f, true) && !spec_cost_would_draft(&c, 32, 0.68f, true),
+          "forced text: looked for at batch 1, not at 32 at 68%%");
+    /* by gain per cost: the forced 68% text's drafts (1.3 ms each) go before the proposed 95%
+       sequence's (6.3 ms each, which do not pay); taken by gain alone, the 95% draft would come
+       first, fail, and end the allocation with nothing given */
+    CHECK(spec_cost_allocate(&c, 1, rate + 1, ask, (const uint8_t[]){1, 0}, 2, k, work) == 2 && k[0] == 2 && k[1] == 0,
+          "gain per cost: forced 68%% gets %d, proposed 95%% %d", k[0], k[1]);
     /* a GPU: a few more tokens nearly free, every likely draft verified */
     c = (spec_cost){0};
     for (int t = 1; t <= 8; t++) spec_cost_record(&c, t, 5e-3 + 2e-5 * t);
-    CHECK(spec_cost_allocate(&c, 1, rate, ask, 3, k, work) == 18, "nearly free verification: all drafts (%d %d %d)",
+    CHECK(spec_cost_allocate(&c, 1, rate, ask, NULL, 3, k, work) == 18, "nearly free verification: all drafts (%d %d %d)",
           k[0], k[1], k[2]);
     /* garbage is not recorded */
     spec_cost_record(&c, 0, 1), spec_cost_record(&c, SPEC_COST_MAX_T + 1, 1), spec_cost_record(&c, 3, -1);
