@@ -32,9 +32,10 @@
  * zero (s = 0 gives q = 0); the product multiplies the dequantized weights by q * s. Its error is
  * at most 2^-16 of the span's largest activation per element, finer than a half's (2^-11 of each
  * value) unless a span's values differ by more than 32x; on AVX-512 VNNI CPUs it runs as exact
- * integer dot products per span: INT4 on 128-column spans splits each code into a signed high and
- * an unsigned low byte and takes two 512-bit vpdpbusd per 64 columns (decode at 1.0-1.2x Q4_0's
- * speed, prefill 1.4x the int16 form's), other spans vpdpwssd.
+ * integer dot products per span: INT4 on spans of 128 columns (or of 32 / 64 that are its groups)
+ * splits each code into a signed high and an unsigned low byte and takes two 512-bit vpdpbusd per
+ * 64 columns (g128 decode at 1.0-1.3x Q4_0's speed, g32 0.7x, prefill 1.3-2.2x the int16 form's),
+ * other spans vpdpwssd.
  *
  * Contract (batch and thread invariance): y[t][r] depends only on W row r and x row t, never on
  * n_tok, the thread count, or which rows are computed together. */

@@ -79,11 +79,12 @@ void kcpu_qmatmul(const k_qweight *w, k_act_kind act, const float *x, int64_t n_
     if (act == K_ACT_INT16 && kcpu_qmatmul_int16_fast(w)) {
         /* exact int16 dot products per span (which the unit is) */
         p->path = QMM_W16, p->unit = p->span, p->fmt = w->kind == K_QW_INT4 ? QMM_FMT_W16R : QMM_FMT_W16;
-        /* INT4 on 128-column spans: the codes as two byte planes for 512-bit vpdpbusd, when the
-         * planes and the scales fit before the unit sums (n_in >= 96 or so) */
+        /* INT4 on spans of 128 columns, or of 32 / 64 that are the groups: the codes as two byte
+         * planes for 512-bit vpdpbusd over 128-column blocks, when the planes and the scales fit
+         * before the unit sums (n_in >= 96 or so) */
         const int64_t n128 = (p->n_pad + 127) & ~(int64_t)127;
-        if (w->kind == K_QW_INT4 && p->span == 128 &&
-            qmm_w16_scales_at(QMM_FMT_W16S, p->n_pad) + (size_t)(n128 / 128) * sizeof(float) <=
+        if (w->kind == K_QW_INT4 && (p->span == 128 || ((p->span == 32 || p->span == 64) && gs == p->span)) &&
+            qmm_w16_scales_at(QMM_FMT_W16S, p->n_pad) + (size_t)(n128 / p->span) * sizeof(float) <=
                 (size_t)p->n_pad * sizeof(float))
             p->fmt = QMM_FMT_W16S;
     } else if (kcpu_isa_level() >= KCPU_ISA_AVX512 && by32) {

@@ -98,7 +98,7 @@ AI __m256 round_e4m3(__m256 v) {
  * are written last. */
 static void prep_row_int16(const qmm_plan *p, const float *src, char *row) {
     const int64_t n = p->w->n_in, n_pad = p->n_pad, span = p->span;
-    const int codes = p->fmt == QMM_FMT_W16R || p->fmt == QMM_FMT_W16 || p->fmt == QMM_FMT_W16S;
+    const int codes = p->fmt == QMM_FMT_W16R || p->fmt == QMM_FMT_W16;
     float sc[codes ? n_pad / 32 + 1 : 1];
     float *f = (float *)row;
     int16_t *o = (int16_t *)row;
@@ -114,14 +114,6 @@ static void prep_row_int16(const qmm_plan *p, const float *src, char *row) {
         }
         sc[k] = s;
         for (int64_t i = len; i < span; i++) q[i] = 0.0f; /* a short last span: zero codes */
-        if (p->fmt == QMM_FMT_W16S) { /* span 128: one block of planes, at byte 2 i0 (below src's span) */
-            uint8_t *ob = (uint8_t *)row + 2 * i0;
-            for (int j = 0; j < 128; j++) {
-                const int a = (int)q[j], at = (j & 1) * 64 + (j >> 1);
-                ob[at] = (uint8_t)(a & 255), ob[128 + at] = (uint8_t)(int8_t)(a >> 8); /* (arithmetic shift) */
-            }
-            continue;
-        }
         for (int64_t b = 0; b < span; b += 32) {
             int16_t *ob = o + i0 + b;
             if (i0 + b >= n_pad) break;
@@ -139,6 +131,44 @@ static void prep_row_int16(const qmm_plan *p, const float *src, char *row) {
     memcpy(row + qmm_w16_scales_at(p->fmt, n_pad), sc, (size_t)n_span * sizeof(float));
 }
 
+/* K_ACT_INT16 as QMM_FMT_W16S (spans of 32, 64 or 128 columns), 128-column block by block: all of
+ * a block's floats are read before its planes are written (the planes of block b take bytes
+ * [256 b, 256 b + 256), below the floats of block b + 1, so src may be the row itself); each span
+ * rounded as prep_row_int16 does; then the spans' scales after the planes and their exact sums
+ * (the units' sums) at byte n_pad * 4. */
+static void prep_row_w16s(const qmm_plan *p, const float *src, char *row) {
+    const int64_t n = p->w->n_in, n_pad = p->n_pad, span = p->span, n_span = (n + span - 1) / span;
+    float sc[n_pad / 32 + 1];
+    int32_t sa[n_pad / 32 + 1];
+    for (int64_t b0 = 0; b0 < n; b0 += 128) {
+        const int64_t blen = n - b0 < 128 ? n - b0 : 128;
+        float buf[128], q[128];
+        memcpy(buf, src + b0, (size_t)blen * sizeof(float));
+        for (int64_t j0 = 0; j0 < 128; j0 += span) {
+            const int64_t len = blen - j0 < 0 ? 0 : blen - j0 < span ? blen - j0 : span, k = (b0 + j0) / span;
+            float s = 0.0f;
+            if (len > 0) {
+                s = absmax(buf + j0, len) / 32767.0f;
+                round_span_int16(buf + j0, len, s, q + j0);
+                sc[k] = s;
+            }
+            int32_t sum = 0; /* at most 128 x 32767: exact */
+            for (int64_t j = j0; j < j0 + span; j++) {
+                if (j >= j0 + len) q[j] = 0.0f; /* past the row's end: zero codes */
+                sum += (int32_t)q[j];
+            }
+            if (len > 0) sa[k] = sum;
+        }
+        uint8_t *ob = (uint8_t *)row + 2 * b0;
+        for (int j = 0; j < 128; j++) {
+            const int a = (int)q[j], at = (j & 1) * 64 + (j >> 1);
+            ob[at] = (uint8_t)(a & 255), ob[128 + at] = (uint8_t)(int8_t)(a >> 8); /* (arithmetic shift) */
+        }
+    }
+    memcpy(row + qmm_w16_scales_at(QMM_FMT_W16S, n_pad), sc, (size_t)n_span * sizeof(float));
+    memcpy(row + (size_t)n_pad * sizeof(float), sa, (size_t)n_span * sizeof(int32_t));
+}
+
 static void prep_row_codes(const qmm_plan *p, const float *xr, int64_t t) {
     const k_qweight *w = p->w;
     const int64_t n = w->n_in, n_pad = p->n_pad;
@@ -151,7 +181,8 @@ static void prep_row_codes(const qmm_plan *p, const float *xr, int64_t t) {
     }
     if (p->act == K_ACT_INT16) {
         p->s_tok[t] = 1.0f;
-        prep_row_int16(p, src, row);
+        if (p->fmt == QMM_FMT_W16S) prep_row_w16s(p, src, row);
+        else prep_row_int16(p, src, row);
         return;
     }
     if (p->act == K_ACT_FLOAT) {
@@ -212,7 +243,7 @@ static void prep_row_codes(const qmm_plan *p, const float *xr, int64_t t) {
  * rounded once from a double sum for the float rows. */
 static void prep_row(const qmm_plan *p, const float *xr, int64_t t) {
     prep_row_codes(p, xr, t);
-    if (!p->unit) return;
+    if (!p->unit || p->fmt == QMM_FMT_W16S) return; /* (W16S: its sums are written with its codes) */
     char *row = p->a + (size_t)t * p->a_row;
     const int64_t n_pad = p->n_pad, u = p->unit;
     if (p->fmt == QMM_FMT_F32R) {
@@ -234,12 +265,7 @@ static void prep_row(const qmm_plan *p, const float *xr, int64_t t) {
             int32_t sa = 0; /* at most 128 x 32767: exact */
             for (int64_t i = i0; i < i1; i++) sa += ((const int16_t *)row)[i];
             memcpy((int32_t *)sums + k, &sa, sizeof sa);
-        } else if (p->fmt == QMM_FMT_W16S) { /* the unit is one 128-block of planes: sum lo + 256 sum hi */
-            const uint8_t *b = (const uint8_t *)row + 2 * i0;
-            int32_t lo = 0, hi = 0;
-            for (int j = 0; j < 128; j++) lo += b[j], hi += (int8_t)b[128 + j];
-            const int32_t sa = lo + 256 * hi;
-            memcpy((int32_t *)sums + k, &sa, sizeof sa);
+
         } else {
             double sx = 0.0;
             for (int64_t i = i0; i < i1; i++) sx += ((const float *)row)[i];

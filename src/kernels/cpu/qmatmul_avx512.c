@@ -13,8 +13,9 @@
  *                unsigned), exact; acc = fma(float(d lanes), s, acc).
  *   QMM_W16:     int16 activations (units are their spans): d = -z sum(a) + sum q a by vpdpwssd
  *                (q widened to int16), exact; acc = fma(float(d lanes), s * s_span, acc). INT4 on
- *                128-column spans (QMM_FMT_W16S): a = 256 hi + lo, sum q a = sum lo q + 256 sum q hi
- *                by two vpdpbusd each, exact (mk_w16z).
+ *                spans of 128 columns, or of 32 / 64 that are the groups (QMM_FMT_W16S): a = 256 hi
+ *                + lo, sum q a = sum lo q + 256 sum q hi by two vpdpbusd each per 128-column block,
+ *                exact, each lane scaled by its span's s_g s_span (mk_w16z).
  *   y = hsum(acc) * s_t.
  *   QMM_Q8_ROW:  INT8 with one group per row: d = sum (q + 128) a over the whole row (512-bit
  *                vpdpbusd, exact int32), dot = d - (128 + z) sum(a), y = (double)(s s_t) * dot.
@@ -429,17 +430,26 @@ AI void mk_v4z(int R, int T, const qmm_plan *p, int64_t r0, int64_t t0) {
     z_store(R, T, p, r0, t0, acc);
 }
 
-/* QMM_W16 over INT4 on 128-column spans: per span (the unit) d = 256 dh + dl - z sum(a), exact
- * int32; acc = fma(float(d lanes), s_g s_span, acc); y = hsum(acc) */
-AI void mk_w16z(int R, int T, const qmm_plan *p, int64_t r0, int64_t t0) {
+/* Lane j of a 128-column block's sums covers columns 8j .. 8j+7, so with G spans (groups) per block
+ * (span 128 / G) lane j belongs to span j / (16 / G): the lanes' span index. */
+static const int32_t W16Z_LANE_G[3][16] = {{0}, {0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1},
+                                           {0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3}};
+
+/* QMM_W16 over INT4 on spans of 128 / G columns (G = 1: 128-column spans, one group or a part of
+ * one; G = 2 / 4: spans of 64 / 32 that are the groups), per 128-column block: d = 256 dh + dl
+ * with -z_g sum(a over span g) in the first lane of each span (exact int32), then
+ * acc = fma(float(d lanes), s_g s_span by lane, acc); y = hsum(acc). */
+AI void mk_w16z(int G, int R, int T, const qmm_plan *p, int64_t r0, int64_t t0) {
     const k_qweight *w = p->w;
-    const int64_t n = w->n_in, gs = w->group_size, ng = p->n_group;
+    const int64_t n = w->n_in, gs = w->group_size, ng = p->n_group, span = 128 / G;
     const int64_t n_end = ng == 1 ? p->n_pad : n;
     const uint8_t *wr[MR], *c[MR];
     const uint8_t *xa[MT];
     const float *xsc[MT];
     const int32_t *xs[MT];
     __m512 acc[MR][MT];
+    const __m512i lane_g = _mm512_loadu_si512((const void *)W16Z_LANE_G[G >> 1]);
+    const __mmask16 first = G == 4 ? 0x1111 : 0x0101; /* (G > 1) each span's first lane */
     const char *nxt = z_rows(R, T, p, r0, wr);
 #pragma GCC unroll 8
     for (int t = 0; t < T; t++) {
@@ -453,20 +463,46 @@ AI void mk_w16z(int R, int T, const qmm_plan *p, int64_t r0, int64_t t0) {
 #pragma GCC unroll 8
         for (int t = 0; t < T; t++) acc[r][t] = _mm512_setzero_ps();
     for (int64_t i = 0, k = 0; i < n_end; i += 128, k++) {
-        const int64_t g = ng == 1 ? 0 : i / gs;
         __m512i dl[MR][MT], dh[MR][MT];
-        int zo[MR];
+        __m512 sw[MR], ss[MT]; /* (G > 1) the rows' and tokens' scales by lane */
+        const int64_t g = ng == 1 ? 0 : i / gs;
+        if (G == 1) {
+            int zo[MR];
 #pragma GCC unroll 8
-        for (int r = 0; r < R; r++) zo[r] = -zero_of(w, (r0 + r) * ng + g);
+            for (int r = 0; r < R; r++) zo[r] = -zero_of(w, (r0 + r) * ng + g);
 #pragma GCC unroll 8
-        for (int t = 0; t < T; t++) {
-            const int32_t sa = xs[t][k];
+            for (int t = 0; t < T; t++) {
+                const int32_t sa = xs[t][k];
+#pragma GCC unroll 8
+                for (int r = 0; r < R; r++) dl[r][t] = _mm512_zextsi128_si512(_mm_cvtsi32_si128(zo[r] * sa));
+            }
+        } else {
+            /* spans (groups) g0 .. g0 + G of this block; in the row's last block only those that
+             * start before its end (masked loads: the others read as zero) */
+            const int64_t g0 = i / span, nv = i + 128 <= n ? G : (n - i + span - 1) / span;
+            const __mmask8 m = (__mmask8)((1u << nv) - 1);
+            __m128i sa[MT];
+#pragma GCC unroll 8
+            for (int t = 0; t < T; t++) {
+                sa[t] = _mm_maskz_loadu_epi32(m, xs[t] + g0);
+                ss[t] = _mm512_permutexvar_ps(lane_g, _mm512_castps128_ps512(_mm_maskz_loadu_ps(m, xsc[t] + g0)));
+            }
 #pragma GCC unroll 8
             for (int r = 0; r < R; r++) {
-                dl[r][t] = _mm512_zextsi128_si512(_mm_cvtsi32_si128(zo[r] * sa));
-                dh[r][t] = _mm512_setzero_si512();
+                const int64_t idx = (r0 + r) * ng + g0;
+                const __m128i z = w->zeros ? _mm_cvtepu8_epi32(_mm_maskz_loadu_epi8(m, w->zeros + idx)) : _mm_set1_epi32(8);
+                sw[r] = _mm512_permutexvar_ps(lane_g, _mm512_castps128_ps512(_mm_maskz_loadu_ps(m, w->scales + idx)));
+#pragma GCC unroll 8
+                for (int t = 0; t < T; t++) {
+                    const __m128i zt = _mm_sub_epi32(_mm_setzero_si128(), _mm_mullo_epi32(z, sa[t]));
+                    dl[r][t] = _mm512_maskz_permutexvar_epi32(first, lane_g, _mm512_castsi128_si512(zt));
+                }
             }
         }
+#pragma GCC unroll 8
+        for (int r = 0; r < R; r++)
+#pragma GCC unroll 8
+            for (int t = 0; t < T; t++) dh[r][t] = _mm512_setzero_si512();
         if (i + 128 <= n) {
             z_codes(R, T, wr, nxt, i, c);
             blk_w16z(R, T, c, xa, i, dl, dh);
@@ -477,11 +513,12 @@ AI void mk_w16z(int R, int T, const qmm_plan *p, int64_t r0, int64_t t0) {
         }
 #pragma GCC unroll 8
         for (int r = 0; r < R; r++) {
-            const float sw = w->scales[(r0 + r) * ng + g];
+            const float s1 = G == 1 ? w->scales[(r0 + r) * ng + g] : 0.0f;
 #pragma GCC unroll 8
             for (int t = 0; t < T; t++) {
                 const __m512i d = _mm512_add_epi32(_mm512_slli_epi32(dh[r][t], 8), dl[r][t]);
-                acc[r][t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(d), _mm512_set1_ps(sw * xsc[t][k]), acc[r][t]);
+                const __m512 sv = G == 1 ? _mm512_set1_ps(s1 * xsc[t][k]) : _mm512_mul_ps(sw[r], ss[t]);
+                acc[r][t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(d), sv, acc[r][t]);
             }
         }
     }
@@ -628,7 +665,9 @@ Q8R_NO_PRE static void q8row_rows(const qmm_plan *p, int64_t r0, int64_t r1) {
 #define MK_Z4(R, T) mk_v4z(R, T, p, r, t)
 #define MK_W4(R, T) mk_vnni(K_QW_INT4, 1, R, T, p, r, t)
 #define MK_W8(R, T) mk_vnni(K_QW_INT8, 1, R, T, p, r, t)
-#define MK_S4(R, T) mk_w16z(R, T, p, r, t)
+#define MK_S4(R, T) mk_w16z(1, R, T, p, r, t)
+#define MK_S4G2(R, T) mk_w16z(2, R, T, p, r, t)
+#define MK_S4G4(R, T) mk_w16z(4, R, T, p, r, t)
 static void tile_f4(const qmm_plan *p, int rr, int tt, int64_t r, int64_t t) { TILES(MK_F4, F_DR, F_PR, F_PT) }
 static void tile_f8(const qmm_plan *p, int rr, int tt, int64_t r, int64_t t) { TILES(MK_F8, F_DR, F_PR, F_PT) }
 static void tile_fp(const qmm_plan *p, int rr, int tt, int64_t r, int64_t t) { TILES(MK_FP, F_DR, F_PR, F_PT) }
@@ -638,6 +677,8 @@ static void tile_z4(const qmm_plan *p, int rr, int tt, int64_t r, int64_t t) { T
 static void tile_w4(const qmm_plan *p, int rr, int tt, int64_t r, int64_t t) { TILES(MK_W4, V_DR, V_PR, V_PT) }
 static void tile_w8(const qmm_plan *p, int rr, int tt, int64_t r, int64_t t) { TILES(MK_W8, V_DR, V_PR, V_PT) }
 static void tile_s4(const qmm_plan *p, int rr, int tt, int64_t r, int64_t t) { TILES(MK_S4, S_DR, S_PR, S_PT) }
+static void tile_s4g2(const qmm_plan *p, int rr, int tt, int64_t r, int64_t t) { TILES(MK_S4G2, S_DR, S_PR, S_PT) }
+static void tile_s4g4(const qmm_plan *p, int rr, int tt, int64_t r, int64_t t) { TILES(MK_S4G4, S_DR, S_PR, S_PT) }
 
 void kcpu_qmm_rows_avx512(const qmm_plan *p, int64_t r0, int64_t r1) {
     if (p->path == QMM_Q8_ROW) {
@@ -648,7 +689,7 @@ void kcpu_qmm_rows_avx512(const qmm_plan *p, int64_t r0, int64_t r1) {
     const int PT = sp ? S_PT : z ? Z_PT : vnni ? V_PT : F_PT, PR = sp ? S_PR : z ? Z_PR : vnni ? V_PR : F_PR,
               DR = sp ? S_DR : z ? Z_DR : vnni ? V_DR : F_DR;
     void (*tile)(const qmm_plan *, int, int, int64_t, int64_t) =
-        sp  ? tile_s4
+        sp  ? (p->span == 32 ? tile_s4g4 : p->span == 64 ? tile_s4g2 : tile_s4)
         : z ? tile_z4
         : p->path == QMM_W16 ? (p->w->kind == K_QW_INT4 ? tile_w4 : tile_w8)
         : p->path == QMM_Q4_VNNI ? tile_v4
