@@ -466,6 +466,17 @@ AI void mk_w16z(int G, int R, int T, const qmm_plan *p, int64_t r0, int64_t t0) 
         __m512i dl[MR][MT], dh[MR][MT];
         __m512 sw[MR], ss[MT]; /* (G > 1) the rows' and tokens' scales by lane */
         const int64_t g = ng == 1 ? 0 : i / gs;
+        if (T == 1 && ng > 1) { /* decode: the next tile's scales and zero points (R * ng of each, contiguous),
+                                   spread over this tile's blocks as its codes are (the hardware prefetcher
+                                   did not keep up with these streams beside R rows of codes: at 32-column
+                                   groups the scales' loads took 40-70% of the kernel's samples) */
+            const int64_t nblk = (n_end + 127) / 128, ls = (R * ng * 4 + 63) / 64, lz = (R * ng + 63) / 64;
+            const char *ns = (const char *)(w->scales + (r0 + R) * ng);
+            for (int64_t l = k * ls / nblk; l < (k + 1) * ls / nblk; l++) _mm_prefetch(ns + 64 * l, _MM_HINT_T0);
+            if (w->zeros)
+                for (int64_t l = k * lz / nblk; l < (k + 1) * lz / nblk; l++)
+                    _mm_prefetch((const char *)(w->zeros + (r0 + R) * ng) + 64 * l, _MM_HINT_T0);
+        }
         if (G == 1) {
             int zo[MR];
 #pragma GCC unroll 8
