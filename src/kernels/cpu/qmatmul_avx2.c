@@ -265,7 +265,6 @@ static void prep_row(const qmm_plan *p, const float *xr, int64_t t) {
             int32_t sa = 0; /* at most 128 x 32767: exact */
             for (int64_t i = i0; i < i1; i++) sa += ((const int16_t *)row)[i];
             memcpy((int32_t *)sums + k, &sa, sizeof sa);
-
         } else {
             double sx = 0.0;
             for (int64_t i = i0; i < i1; i++) sx += ((const float *)row)[i];

@@ -319,7 +319,8 @@ AI void blk_v4z(int R, int T, const uint8_t *const *c, const int8_t *const *xa, 
  * against q (0..15, as signed), q (unsigned) against hi (signed). Per 128-block, row and token:
  * four vpdpbusd where the int16 form takes eight 256-bit vpdpwssd and twice the code unpacking.
  * Lane j sums columns 8j .. 8j+7 of the block (even ones from the low nibbles, odd from the high),
- * exactly in int32 (|sum| per lane at most 8 x 15 x 32767, plus the zero point's term in lane 0). */
+ * exactly in int32 (|sum| per lane at most 8 x 15 x 32767, plus a zero point's term in each span's
+ * first lane: at most 15 x 128 x 32767). */
 AI void blk_w16z(int R, int T, const uint8_t *const *c, const uint8_t *const *xa, int64_t i, __m512i dl[MR][MT],
                  __m512i dh[MR][MT]) {
     __m512i lo[MR], hi[MR];

@@ -41,10 +41,10 @@ enum {
     QMM_FMT_W16,   /* the same in column order (QMM_W16 over INT8) */
     QMM_FMT_W16S,  /* int16 codes split into two byte planes (QMM_W16 over INT4 with spans of 128
                       columns, or of 32 / 64 that are its groups): each code is a = 256 hi + lo,
-                      hi = a >> 8 (signed), lo = a & 255
-                      (unsigned); each 128-block takes 256 bytes: lo of its 64 even columns, lo of
-                      its 64 odd ones, then hi of the even, hi of the odd; zero padded to a multiple
-                      of 128 columns; the spans' float scales after the planes (qmm_w16_scales_at) */
+                      hi = a >> 8 (signed), lo = a & 255 (unsigned); each 128-block takes 256
+                      bytes: lo of its 64 even columns, lo of its 64 odd ones, then hi of the even,
+                      hi of the odd; zero padded to a multiple of 128 columns; the spans' float
+                      scales after the planes (qmm_w16_scales_at), their int32 sums at n_pad * 4 */
 };
 
 /* Byte offset of the spans' float scales in a prepared K_ACT_INT16 row */
