@@ -89,9 +89,10 @@ size_t k_qmatmul_work_size(const k_qweight *w, int64_t n_tok, k_act_kind act);
 void kref_qmatmul(const k_qweight *w, k_act_kind act, const float *x, int64_t n_tok, float *y, int64_t ldy, void *work);
 void kcpu_qmatmul(const k_qweight *w, k_act_kind act, const float *x, int64_t n_tok, float *y, int64_t ldy, void *work);
 
-/* Whether kcpu_qmatmul runs K_ACT_INT16 over w as int16 dot products (AVX-512 VNNI, INT4/INT8
- * codes, spans of whole 32-column blocks); elsewhere it rounds the activations the same way and
- * multiplies in float, which is no faster than K_ACT_FLOAT. */
+/* Whether kcpu_qmatmul runs K_ACT_INT16 over w as integer dot products (AVX-512 VNNI: INT4/INT8
+ * codes, spans of whole 32-column blocks; AVX2: INT4 on spans of 128 columns or of 32 / 64 that
+ * are its groups, n_in >= 96 or so, by maddubs over byte planes); elsewhere it rounds the
+ * activations the same way and multiplies in float, which is no faster than K_ACT_FLOAT. */
 int kcpu_qmatmul_int16_fast(const k_qweight *w);
 
 /* Rows [r0, r0 + n_rows) of W as plain floats, by input feature (out[r - r0][f], n_in each; the

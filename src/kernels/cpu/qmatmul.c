@@ -47,8 +47,19 @@ static void qmm_rows_task(void *ctx, int ith, int nth) {
 
 static size_t round64(size_t n) { return (n + 63) & ~(size_t)63; }
 
+/* INT4 on int16 spans of 128 columns, or of 32 / 64 that are its groups, whose byte planes
+ * (QMM_FMT_W16S) and span scales fit in a prepared row before the unit sums (n_in >= 96 or so) */
+static int w16s_fits(const k_qweight *w) {
+    const int64_t span = k_qmatmul_int16_span(w), n_pad = (w->n_in + 31) & ~(int64_t)31;
+    const int64_t n128 = (n_pad + 127) & ~(int64_t)127;
+    return w->kind == K_QW_INT4 && (span == 128 || ((span == 32 || span == 64) && w->group_size == span)) &&
+           qmm_w16_scales_at(QMM_FMT_W16S, n_pad) + (size_t)(n128 / span) * sizeof(float) <=
+               (size_t)n_pad * sizeof(float);
+}
+
 int kcpu_qmatmul_int16_fast(const k_qweight *w) {
-    return kcpu_isa_level() >= KCPU_ISA_AVX512 && k_qmatmul_int16_span(w) % 32 == 0 && w->kind != K_QW_FP8;
+    if (kcpu_isa_level() >= KCPU_ISA_AVX512) return k_qmatmul_int16_span(w) % 32 == 0 && w->kind != K_QW_FP8;
+    return kcpu_isa_level() >= KCPU_ISA_AVX2 && w16s_fits(w);
 }
 
 void kcpu_qmatmul(const k_qweight *w, k_act_kind act, const float *x, int64_t n_tok, float *y, int64_t ldy,
@@ -77,16 +88,12 @@ void kcpu_qmatmul(const k_qweight *w, k_act_kind act, const float *x, int64_t n_
     p->unit = 0;
     p->span = k_qmatmul_int16_span(w);
     if (act == K_ACT_INT16 && kcpu_qmatmul_int16_fast(w)) {
-        /* exact int16 dot products per span (which the unit is) */
+        /* exact int16 dot products per span (which the unit is); INT4 on the spans w16s_fits takes
+         * as two byte planes (512-bit vpdpbusd over 128-column blocks; AVX2: maddubs, the only
+         * int16 path there) */
         p->path = QMM_W16, p->unit = p->span, p->fmt = w->kind == K_QW_INT4 ? QMM_FMT_W16R : QMM_FMT_W16;
-        /* INT4 on spans of 128 columns, or of 32 / 64 that are the groups: the codes as two byte
-         * planes for 512-bit vpdpbusd over 128-column blocks, when the planes and the scales fit
-         * before the unit sums (n_in >= 96 or so) */
-        const int64_t n128 = (p->n_pad + 127) & ~(int64_t)127;
-        if (w->kind == K_QW_INT4 && (p->span == 128 || ((p->span == 32 || p->span == 64) && gs == p->span)) &&
-            qmm_w16_scales_at(QMM_FMT_W16S, p->n_pad) + (size_t)(n128 / p->span) * sizeof(float) <=
-                (size_t)p->n_pad * sizeof(float))
-            p->fmt = QMM_FMT_W16S;
+        if (w16s_fits(w)) p->fmt = QMM_FMT_W16S;
+        if (kcpu_isa_level() < KCPU_ISA_AVX512) p->path = QMM_W16_AVX2;
     } else if (kcpu_isa_level() >= KCPU_ISA_AVX512 && by32) {
         /* units: the group, cut into 128-column units when it is long (int32 lanes and the
          * (128 + z) * sum(a) term stay exact in float) */

@@ -479,6 +479,116 @@ AI void mk_q8i8(int R, int T, const qmm_plan *p, int64_t r0, int64_t t0) {
         for (int t = 0; t < T; t++) p->y[(t0 + t) * p->ldy + r0 + r] = hsum8(acc[r][t]) * p->s_tok[t0 + t];
 }
 
+/* QMM_W16_AVX2: INT4 x int16 activations as byte planes (QMM_FMT_W16S; spans of 128 / G columns),
+ * per 64-column half h of each 128-column block: with a = 256 hi + lo, sum q a = sum lo q +
+ * 256 sum q hi by maddubs (lo unsigned x q, q unsigned x hi signed; a pair's sum at most
+ * 2 x 255 x 15, two pairs added in int16 stay below 2^15) and madd into int32 lanes, exact; lane j
+ * covers columns 64h + 8j .. 64h + 8j + 7, so a half is one span (G <= 2) or two (G = 4: lanes
+ * 0-3 and 4-7). Per half: d = 256 dh + dl with -z sum(a) of each span in its first lane (G = 1:
+ * the block's, in half 0), acc = fma(float(d lanes), s_g s_span by lane, acc); y = hsum8(acc).
+ * Spans past the row's end (its last block) take scale 0 and no zero term. */
+AI void mk_s2(int G, int R, int T, const qmm_plan *p, int64_t r0, int64_t t0) {
+    const k_qweight *w = p->w;
+    const int64_t n = w->n_in, gs = w->group_size, ng = p->n_group, span = 128 / G;
+    const int64_t n_end = ng == 1 ? p->n_pad : n, n_span = (n + span - 1) / span;
+    const size_t rb = k_qweight_row_bytes(w);
+    const __m256i m4 = _mm256_set1_epi8(15), ones = _mm256_set1_epi16(1);
+    const uint8_t *xa[2];
+    const float *xsc[2];
+    const int32_t *xs[2];
+    __m256 acc[2][2];
+    for (int t = 0; t < T; t++) {
+        const char *row = p->a + (size_t)(t0 + t) * p->a_row;
+        xa[t] = (const uint8_t *)row;
+        xsc[t] = (const float *)(row + qmm_w16_scales_at(QMM_FMT_W16S, p->n_pad));
+        xs[t] = (const int32_t *)(row + (size_t)p->n_pad * sizeof(float));
+        for (int r = 0; r < R; r++) acc[r][t] = _mm256_setzero_ps();
+    }
+    for (int64_t i = 0; i < n_end; i += 128) {
+        const uint8_t *c[2];
+        _Alignas(32) uint8_t tmp[2][64];
+        for (int r = 0; r < R; r++) {
+            c[r] = w->codes + (size_t)(r0 + r) * rb + i / 2;
+            if (i + 128 > n) { /* the row's last, partial block: zero padded */
+                memset(tmp[r], 0, 64);
+                memcpy(tmp[r], c[r], (size_t)(n - i) / 2);
+                c[r] = tmp[r];
+            }
+        }
+        for (int h = 0; h < 2; h++) {
+            /* the spans of this half: ka (lanes 0-3) and kb (lanes 4-7; the same unless G = 4) */
+            const int64_t ka = (i + 64 * h) / span, kb = G == 4 ? ka + 1 : ka;
+            __m256i dl[2][2], dh[2][2];
+            for (int r = 0; r < R; r++) {
+                const int64_t row_g = (int64_t)(r0 + r) * ng;
+                for (int t = 0; t < T; t++) {
+                    int32_t za = 0, zb = 0;
+                    if (G == 1) {
+                        if (h == 0) za = -zero_of(w, row_g + (ng == 1 ? 0 : i / gs)) * xs[t][ka];
+                    } else {
+                        if (ka < n_span) za = -zero_of(w, row_g + ka) * xs[t][ka];
+                        if (G == 4 && kb < n_span) zb = -zero_of(w, row_g + kb) * xs[t][kb];
+                    }
+                    dl[r][t] = _mm256_setr_epi32(za, 0, 0, 0, zb, 0, 0, 0);
+                    dh[r][t] = _mm256_setzero_si256();
+                }
+            }
+            __m256i lo[2], hi[2];
+            for (int r = 0; r < R; r++) {
+                const __m256i v = _mm256_loadu_si256((const __m256i *)(c[r] + 32 * h));
+                lo[r] = _mm256_and_si256(v, m4);
+                hi[r] = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
+            }
+            for (int t = 0; t < T; t++) {
+                const uint8_t *b = xa[t] + 2 * i + 32 * h;
+                const __m256i le = _mm256_loadu_si256((const __m256i *)b);
+                const __m256i lod = _mm256_loadu_si256((const __m256i *)(b + 64));
+                const __m256i he = _mm256_loadu_si256((const __m256i *)(b + 128));
+                const __m256i hod = _mm256_loadu_si256((const __m256i *)(b + 192));
+                for (int r = 0; r < R; r++) {
+                    const __m256i pl = _mm256_add_epi16(_mm256_maddubs_epi16(le, lo[r]), _mm256_maddubs_epi16(lod, hi[r]));
+                    const __m256i ph = _mm256_add_epi16(_mm256_maddubs_epi16(lo[r], he), _mm256_maddubs_epi16(hi[r], hod));
+                    dl[r][t] = _mm256_add_epi32(dl[r][t], _mm256_madd_epi16(pl, ones));
+                    dh[r][t] = _mm256_add_epi32(dh[r][t], _mm256_madd_epi16(ph, ones));
+                }
+            }
+            for (int r = 0; r < R; r++) {
+                const int64_t row_g = (int64_t)(r0 + r) * ng, g1 = row_g + (ng == 1 ? 0 : i / gs);
+                for (int t = 0; t < T; t++) {
+                    float sa, sb;
+                    if (G == 1) {
+                        sa = sb = w->scales[g1] * xsc[t][i / 128];
+                    } else {
+                        sa = ka < n_span ? w->scales[row_g + ka] * xsc[t][ka] : 0.0f;
+                        sb = G == 2 ? sa : kb < n_span ? w->scales[row_g + kb] * xsc[t][kb] : 0.0f;
+                    }
+                    const __m256i d = _mm256_add_epi32(_mm256_slli_epi32(dh[r][t], 8), dl[r][t]);
+                    acc[r][t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(d), _mm256_setr_m128(_mm_set1_ps(sa), _mm_set1_ps(sb)),
+                                                acc[r][t]);
+                }
+            }
+        }
+    }
+    for (int r = 0; r < R; r++)
+        for (int t = 0; t < T; t++) p->y[(t0 + t) * p->ldy + r0 + r] = hsum8(acc[r][t]) * p->s_tok[t0 + t];
+}
+
+/* rows [r0, r1) for every token: decode tiles of 2 rows, prefill ones of 1 row x 2 tokens (16
+ * vector registers) */
+static void s2_rows(const qmm_plan *p, int64_t r0, int64_t r1) {
+    const int G = p->span == 32 ? 4 : p->span == 64 ? 2 : 1;
+#define S2(R_, T_) (G == 4 ? mk_s2(4, R_, T_, p, r, t) : G == 2 ? mk_s2(2, R_, T_, p, r, t) : mk_s2(1, R_, T_, p, r, t))
+    for (int64_t t = 0; t < p->n_tok; t += 2) {
+        const int tt = p->n_tok - t < 2 ? 1 : 2;
+        for (int64_t r = r0; r < r1;) {
+            if (tt == 2) S2(1, 2), r++;
+            else if (r1 - r >= 2) S2(2, 1), r += 2;
+            else S2(1, 1), r++;
+        }
+    }
+#undef S2
+}
+
 /* Any group size: one output at a time, scalar (activations in QMM_FMT_F32). */
 static void generic_one(const qmm_plan *p, int64_t r, int64_t t) {
     const k_qweight *w = p->w;
@@ -539,6 +649,10 @@ void kcpu_qmm_rows_avx2(const qmm_plan *p, int64_t r0, int64_t r1) {
     if (p->path == QMM_GENERIC) {
         for (int64_t t = 0; t < p->n_tok; t++)
             for (int64_t r = r0; r < r1; r++) generic_one(p, r, t);
+        return;
+    }
+    if (p->path == QMM_W16_AVX2) {
+        s2_rows(p, r0, r1);
         return;
     }
     void (*tile)(const qmm_plan *, int, int, int64_t, int64_t) =

@@ -15,6 +15,8 @@ enum {
     QMM_Q4_I8,   /* INT4 x int8 codes, 32-element blocks, maddubs */
     QMM_Q8_I8,   /* INT8 x int8 codes widened to int16, madd */
     QMM_GENERIC, /* any group size: scalar, per element */
+    QMM_W16_AVX2, /* INT4 x int16 codes as byte planes (QMM_FMT_W16S): maddubs per 64-column half
+                     block, exact; each half's lanes scaled by their span's s_g s_span */
     /* AVX-512 (qmatmul_avx512.c): group_size % 32 == 0 or one group per row */
     QMM_F512,    /* float activations; per unit, sum q x then * s, minus z s sum(x) */
     QMM_Q4_VNNI, /* INT4 x int8 codes, vpdpbusd (q unsigned), minus z sum(a) */
